@@ -64,3 +64,26 @@ from jaxrl_dp.robust.iwocs import (IWOCSHistory, IWOCSResult, hull_q_values,  # 
                                    model_set, worst_case_evaluation)
 __all__ += ["IWOCSHistory", "IWOCSResult", "iwocs", "model_set", "hull_q_values",
             "hull_robust_value_iteration", "worst_case_evaluation"]
+from jaxrl_dp.robust.r2pvi import (LinearPVIResult, OfflineDataset,  # noqa: E402
+                                   check_dataset, chi2_dual_update,
+                                   d_rectangular_bonus, drpvi_tv,
+                                   elliptical_bonus, gram_inverse,
+                                   kl_dual_update, make_dataset,
+                                   next_state_design, pevi, r2pvi,
+                                   regression_update, ridge_regression,
+                                   tv_ball_dual_update, tv_dual_update)
+from jaxrl_dp.robust.linear_mdps import (LinearMDPModel, american_put,  # noqa: E402
+                                         collect_dataset, evaluate_policy,
+                                         expected_return, hold_policy,
+                                         optimal_values, put_features,
+                                         put_prices, simulated_actions,
+                                         simulated_linear_mdp)
+__all__ += ["OfflineDataset", "LinearPVIResult", "make_dataset", "check_dataset",
+            "ridge_regression", "gram_inverse", "next_state_design",
+            "d_rectangular_bonus", "elliptical_bonus", "regression_update",
+            "tv_dual_update", "kl_dual_update", "chi2_dual_update",
+            "tv_ball_dual_update", "r2pvi", "pevi", "drpvi_tv",
+            "LinearMDPModel", "simulated_linear_mdp", "simulated_actions",
+            "american_put", "put_prices", "put_features", "hold_policy",
+            "collect_dataset", "evaluate_policy", "expected_return",
+            "optimal_values"]
