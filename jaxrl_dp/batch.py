@@ -39,7 +39,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.mdp import TabularMDP, validate_mdp
+from jaxrl_dp.core.mdp import TabularMDP, entries_ok, validate_mdp
 from jaxrl_dp.core.stacking import stack
 
 __all__ = ["solve", "stack"]
@@ -67,11 +67,19 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
     1. Stacks a list with :func:`stack` (pads to common ``S, A, K``; padding
        never changes the solution of an original MDP: padded states are
        absorbing with reward 0 and unreachable, padded actions are masked).
-    2. Validates the whole batch once on the host with
-       :func:`~jaxrl_dp.validate_mdp`, with ``infinite_horizon`` read from the
-       solver's ``infinite_horizon`` attribute (default True; looked up on
+    2. Validates the batch, with ``infinite_horizon`` read from the solver's
+       ``infinite_horizon`` attribute (default True; looked up on
        ``solver.func`` for a ``functools.partial``). Inside ``vmap`` the solver
-       only sees tracers, so this is where bad values are caught.
+       only sees tracers, so this is where bad values are caught. Shapes,
+       dtypes, discounts and initial distributions are checked on the host
+       before anything runs (:func:`~jaxrl_dp.validate_mdp` with
+       ``entries=False``); the entries of the big arrays (probabilities,
+       next states, rewards, action masks) are checked by
+       :func:`~jaxrl_dp.core.entries_ok` inside the compiled program, fused
+       with the solve, so the data is not read by a separate host pass. When
+       a chunk fails that check, the exact host validator runs and raises
+       before the chunk is returned or written; chunks finished before it
+       may already be on disk (with ``results_dir``), and they are valid.
     3. Builds ONE jitted batched solver, traces and compiles it once for the
        chunk shape and runs it on every chunk. All chunks have the same size:
        the last one is padded by repeating the last MDP and the padded outputs
@@ -157,11 +165,17 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
   num_mdps = int(host.rewards.shape[0])
   base = getattr(solver, "func", solver)
   infinite_horizon = bool(getattr(base, "infinite_horizon", True))
-  try:
-    validate_mdp(host, infinite_horizon=infinite_horizon)
-  except InvalidMDPError as e:
-    raise InvalidMDPError(
-        f"{e} [batch.solve: the first index is the MDP's position in the batch]") from e
+  # Shapes, dtypes, discounts and initial distributions on the host; the
+  # per-entry checks of the big arrays run inside the compiled program
+  # (entries_ok, fused with the solve) and only a failing chunk comes back
+  # to the exact host check, which names the entry.
+  def host_check(entries):
+    try:
+      validate_mdp(host, infinite_horizon=infinite_horizon, entries=entries)
+    except InvalidMDPError as e:
+      raise InvalidMDPError(
+          f"{e} [batch.solve: the first index is the MDP's position in the batch]") from e
+  host_check(entries=False)
 
   devices = list(jax.devices() if devices is None else devices)
   if not devices:
@@ -184,7 +198,11 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
                tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(spec)))
   entry = _COMPILED.get(cache_key)
   if entry is None:
-    one = functools.partial(solver, **solver_kwargs)
+    solve_one = functools.partial(solver, **solver_kwargs)
+
+    def one(mdp):
+      return solve_one(mdp), entries_ok(mdp)
+
     if strategy == "vmap":
       batched = jax.vmap(one)
     else:
@@ -197,7 +215,7 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
     entry = [traced, None]
   else:
     traced = entry[0]
-  out_paths, out_tree = jax.tree_util.tree_flatten_with_path(traced.out_info)
+  out_paths, out_tree = jax.tree_util.tree_flatten_with_path(traced.out_info[0])
   out_keys = [_leaf_key(p) for p, _ in out_paths]
   if len(set(out_keys)) != len(out_keys):
     out_keys = [f"{i:03d}{k}" for i, k in enumerate(out_keys)]
@@ -239,10 +257,13 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
       _COMPILED.pop(next(iter(_COMPILED)))
   compiled = entry[1]
 
-  def finish(i, out_leaves):
-    nonlocal done_mdps
+  def finish(i, out):
+    nonlocal done_mdps, entries_checked
     lo, hi = i * chunk, min((i + 1) * chunk, num_mdps)
-    arrays = [_to_host(x)[:hi - lo] for x in out_leaves]
+    if not entries_checked and not _to_host(out[1]).all():
+      host_check(entries=True)  # raises, naming the bad entry
+      entries_checked = True  # within float rounding of the host tolerance: valid
+    arrays = [_to_host(x)[:hi - lo] for x in jax.tree_util.tree_leaves(out[0])]
     if store:
       store.save(i, dict(zip(out_keys, arrays)))
     for res, arr in zip(results, arrays):
@@ -252,13 +273,14 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
     if on_chunk is not None:
       on_chunk(i, num_chunks)
 
+  entries_checked = False
   try:
     pending = None
     for i in todo:
       out = _dispatch(compiled, _host_chunk(host, i, chunk, num_mdps), sharding)
       if pending is not None:
         finish(*pending)
-      pending = (i, jax.tree_util.tree_leaves(out))
+      pending = (i, out)
     if pending is not None:
       finish(*pending)
   finally:

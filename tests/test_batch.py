@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from jaxrl_dp import (InvalidMDPError, TabularMDP, batch, finite_horizon,
-                      unstack, value_iteration)
+                      unstack, validate_mdp, value_iteration)
+from jaxrl_dp.core import ROW_SUM_ATOL, entries_ok
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -241,6 +242,64 @@ def test_bad_mdp_in_batch_names_field_and_index():
     batch.solve(mdps, value_iteration)
   with pytest.raises(InvalidMDPError, match="chunk_size"):
     batch.solve(mdps[:1], value_iteration, chunk_size=0)
+
+
+def _sparse_batch(seed, b=6, s=5, a=3, k=2):
+  rng = np.random.default_rng(seed)
+  ns = rng.integers(0, s, (b, s, a, k)).astype(np.int32)
+  p = rng.random((b, s, a, k)) + 0.1
+  p /= p.sum(-1, keepdims=True)
+  r = rng.random((b, s, a))
+  return ns, p, r
+
+
+@pytest.mark.parametrize("mutation", ["nan_prob", "neg_prob", "row_sum", "ns_high",
+                                      "ns_neg", "inf_reward", "no_action"])
+def test_entry_errors_found_inside_the_program(tmp_path, mutation):
+  # batch.solve checks entries inside its compiled program; a failure must
+  # give the same message as the exact host validator (the reference), with
+  # the MDP's position in the batch, and must not return or write the chunk.
+  ns, p, r = _sparse_batch(11)
+  mask = np.ones(r.shape, bool)
+  i = 4  # in the third chunk of size 2
+  if mutation == "nan_prob":
+    p[i, 1, 2, 0] = np.nan
+  elif mutation == "neg_prob":
+    p[i, 1, 2, :] = [-0.25, 1.25]
+  elif mutation == "row_sum":
+    p[i, 3, 0, 1] += 0.01
+  elif mutation == "ns_high":
+    ns[i, 2, 1, 0] = 5
+  elif mutation == "ns_neg":
+    ns[i, 2, 1, 1] = -1
+  elif mutation == "inf_reward":
+    r[i, 0, 2] = np.inf
+  else:
+    mask[i, 3, :] = False
+  mdps = [TabularMDP.from_sparse(ns[j], p[j], r[j], 0.9, action_mask=mask[j], validate=False)
+          for j in range(len(r))]
+  stacked = jax.tree_util.tree_map(lambda *x: np.stack(x), *mdps)
+  with pytest.raises(InvalidMDPError) as ref:
+    validate_mdp(stacked, infinite_horizon=True)
+  assert f"[{i}," in str(ref.value)
+  assert not bool(entries_ok(mdps[i])) and bool(entries_ok(mdps[0]))
+  d = tmp_path / "run"
+  with pytest.raises(InvalidMDPError) as got:
+    batch.solve(mdps, value_iteration, chunk_size=2, results_dir=d, progress=False)
+  assert str(ref.value) in str(got.value)
+  assert chunk_files(d) == ["chunk_00000.npz", "chunk_00001.npz"]
+
+
+def test_entries_within_rounding_of_the_tolerance_are_accepted():
+  # A row sum off by 0.95 * atol fails the fused check's margin but passes
+  # the exact host check: the solve goes on and matches the unbatched solve.
+  ns, p, r = _sparse_batch(12, b=3)
+  p[1, 0, 0, 0] += 0.95 * ROW_SUM_ATOL
+  mdps = [TabularMDP.from_sparse(ns[j], p[j], r[j], 0.9, validate=False) for j in range(3)]
+  assert not bool(entries_ok(mdps[1]))
+  out = batch.solve(mdps, value_iteration, tol=1e-5, progress=False)
+  ref = value_iteration(mdps[1], tol=1e-5)
+  np.testing.assert_allclose(out.values[1], np.asarray(ref.values), rtol=1e-6, atol=1e-6)
 
 
 # --------------------------------------------------------- results and resume

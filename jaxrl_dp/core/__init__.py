@@ -5,7 +5,7 @@ from jaxrl_dp.core.mdp import (ROW_SUM_ATOL, TabularMDP, check_discount,
                                check_policy, check_solver_input,
                                check_distribution, check_finite,
                                check_mdp_structure, default_float_dtype,
-                               validate_mdp)
+                               entries_ok, validate_mdp)
 from jaxrl_dp.core.bellman import (bellman_optimality, expected_next,
                                    gather_next, greedy_policy,
                                    is_deterministic_policy, masked_max,

@@ -328,13 +328,20 @@ def check_discount(discount, *, infinite_horizon: bool, field="discount") -> Non
 
 
 def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
-                 infinite_horizon: bool = False) -> TabularMDP:
+                 infinite_horizon: bool = False, entries: bool = True) -> TabularMDP:
   """Host-side validation of a (possibly batched) MDP.
 
   Checks ranks and shapes, empty inputs, probabilities (finite, >= 0, rows
   summing to 1 within ``atol``), next-state indices in range, finite rewards,
   the discount (``[0, 1]``, or ``[0, 1)`` when ``infinite_horizon``), the
   initial distribution, and that every state has at least one valid action.
+
+  With ``entries=False`` the per-entry checks of the large arrays (``probs``,
+  ``next_states``, ``rewards``, ``transition_rewards``, ``action_mask``) are
+  skipped and only shapes, dtypes, ``discount`` and ``initial`` are checked;
+  :func:`entries_ok` is the jittable counterpart of the skipped part (used by
+  ``batch.solve``, which fuses it into its compiled program and comes back
+  here with ``entries=True`` to name the entry when it fails).
 
   Returns the MDP unchanged. Raises :class:`InvalidMDPError` naming the field,
   the first offending index and value, and what was expected. Leaves that are
@@ -371,16 +378,19 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
           f"next_states: expected shape {probs.shape} matching probs, got {ns.shape}")
     if not np.issubdtype(ns.dtype, np.integer):
       raise InvalidMDPError(f"next_states: expected an integer array, got dtype {ns.dtype}")
-    _first_bad("next_states", (ns < 0) | (ns >= s), ns,
-               f"a state index in [0, {s})")
-  check_distribution("probs", probs, atol, axis_name="next-state axis")
-  check_finite("rewards", rewards)
+    if entries:
+      _first_bad("next_states", (ns < 0) | (ns >= s), ns,
+                 f"a state index in [0, {s})")
+  if entries:
+    check_distribution("probs", probs, atol, axis_name="next-state axis")
+    check_finite("rewards", rewards)
   if mdp.transition_rewards is not None:
     tr = np.asarray(mdp.transition_rewards)
     if tr.shape != probs.shape:
       raise InvalidMDPError(
           f"transition_rewards: expected shape {probs.shape}, got {tr.shape}")
-    check_finite("transition_rewards", tr)
+    if entries:
+      check_finite("transition_rewards", tr)
   disc = np.asarray(mdp.discount)
   if disc.shape != batch:
     raise InvalidMDPError(f"discount: expected shape {batch}, got {disc.shape}")
@@ -395,13 +405,43 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
         f"action_mask: expected shape {rewards.shape} matching rewards, got {mask.shape}")
   if mask.dtype != bool:
     raise InvalidMDPError(f"action_mask: expected a bool array, got dtype {mask.dtype}")
-  no_action = ~mask.any(axis=-1)
+  no_action = ~mask.any(axis=-1) if entries else np.zeros((), bool)
   if no_action.any():
     idx = tuple(np.argwhere(no_action)[0])
     raise InvalidMDPError(
         f"action_mask{_fmt_idx(idx)[:-1]}, :] has no valid action: expected at "
         f"least one True per state")
   return mdp
+
+
+def entries_ok(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL) -> jax.Array:
+  """Jittable check of the entries that ``validate_mdp(..., entries=False)`` skips.
+
+  For ONE MDP (use ``jax.vmap`` for a batch): every probability finite and
+  ``>= 0``, every row summing to 1 within ``0.9 * atol`` (a margin for the
+  rounding of a float32 sum: when this returns False, the exact host check
+  :func:`validate_mdp` decides and names the entry), next-state indices in
+  ``[0, S)``, rewards (and transition rewards) finite, and at least one valid
+  action per state. The arrays are read once, fused into one reduction.
+
+  Args:
+    mdp: one MDP (``probs [S, A, K]``, ``rewards [S, A]``, ...).
+    atol: the row-sum tolerance of :func:`validate_mdp`.
+
+  Returns:
+    A bool scalar: True when all those entries are valid.
+  """
+  p = mdp.probs
+  s = mdp.rewards.shape[-2]
+  ok = jnp.all(jnp.isfinite(p) & (p >= 0))
+  ok &= jnp.all(jnp.abs(jnp.sum(p, axis=-1) - 1) <= 0.9 * atol)
+  ok &= jnp.all(jnp.isfinite(mdp.rewards))
+  ok &= jnp.all(jnp.any(mdp.action_mask, axis=-1))
+  if mdp.next_states is not None:
+    ok &= jnp.all((mdp.next_states >= 0) & (mdp.next_states < s))
+  if mdp.transition_rewards is not None:
+    ok &= jnp.all(jnp.isfinite(mdp.transition_rewards))
+  return ok
 
 
 def check_mdp_structure(mdp: Any, *, batched: bool = False) -> None:
