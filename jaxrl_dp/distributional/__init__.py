@@ -12,6 +12,12 @@ risk functionals (:func:`mean`, :func:`variance`, :func:`value_at_risk`,
 
 Every kernel works on ONE MDP and is jittable and vmappable; shapes use S
 states, A actions, K fan-out, T horizon, N atoms, U stock grid points.
+
+Stock augmentation: exact finite horizon on a reward lattice
+(:func:`stock_augmented_dp`, :func:`optimize_cvar` with ``horizon=T``) and
+discounted on a stock grid (:func:`stock_value_iteration`,
+:func:`stock_policy_iteration`, :func:`optimize_cvar_discounted`, or
+:func:`optimize_cvar` without a horizon); all accept a stacked batch of MDPs.
 """
 
 from jaxrl_dp.distributional.base import (CategoricalResult, Distribution,
@@ -38,6 +44,11 @@ from jaxrl_dp.distributional.stock import (CVaRSolution, StockSolution,
                                            optimize_cvar, stock_augmented_dp,
                                            stock_backward, stock_grid,
                                            stock_policy_distribution)
+from jaxrl_dp.distributional.stock_discounted import (
+    DiscountedCVaRSolution, DiscountedStockSolution, HomogeneousUtility,
+    homogeneous_utility, optimize_cvar_discounted, return_bounds,
+    sample_stock_returns, stock_action, stock_augmented_dp_discounted,
+    stock_policy_iteration, stock_q, stock_value_iteration)
 
 __all__ = [
     # representations and results
@@ -64,4 +75,9 @@ __all__ = [
     # stock augmentation
     "stock_augmented_dp", "optimize_cvar", "stock_policy_distribution",
     "stock_backward", "stock_grid", "infer_lattice", "cvar_utility",
+    # discounted stock augmentation on a stock grid
+    "DiscountedStockSolution", "DiscountedCVaRSolution", "HomogeneousUtility",
+    "homogeneous_utility", "stock_value_iteration", "stock_policy_iteration",
+    "stock_augmented_dp_discounted", "optimize_cvar_discounted", "return_bounds",
+    "stock_q", "stock_action", "sample_stock_returns",
 ]

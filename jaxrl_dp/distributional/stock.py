@@ -28,7 +28,15 @@ holds the CVaR maximizer) and ``m`` the rewards in lattice units. Every stock
 reachable at time t from an initial stock in range stays inside the grid;
 values at unreachable (t, c) pairs use lookups clamped to the grid edge and
 are not meaningful. The discounted version on a stock grid with interpolation
-is not implemented here.
+is :mod:`jaxrl_dp.distributional.stock_discounted` (``optimize_cvar(mdp,
+alpha)`` without a horizon dispatches to it).
+
+Batches: :func:`stock_augmented_dp` and :func:`optimize_cvar` accept a stacked
+batch of MDPs (:func:`jaxrl_dp.stack`, leading ``B``): one common lattice
+(the gcd over the batch) and one common grid, and :func:`stock_backward` is
+mapped over the batch by ``jax.vmap`` (every field of the solution gets a
+leading ``B``). :func:`stock_backward` and the forward propagation behind
+:func:`stock_policy_distribution` are jittable and vmappable one-MDP kernels.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ import numpy as np
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.mdp import TabularMDP, check_mdp_structure
 from jaxrl_dp.distributional import evaluation as ev
 from jaxrl_dp.distributional.base import (Distribution, check_alpha, check_num)
 
@@ -77,6 +85,11 @@ class StockSolution:
     """Grid index of stock ``c`` (rounded to the lattice, clamped to the grid)."""
     i = jnp.round((jnp.asarray(c) - self.stocks[0]) / self.lattice).astype(jnp.int32)
     return jnp.clip(i, 0, self.stocks.shape[-1] - 1)
+
+  def value(self, c0) -> jax.Array:
+    """``W_0(s, c0)`` for initial stocks ``c0 [...]`` on the lattice (one
+    unbatched solution): ``[..., S]``."""
+    return jnp.moveaxis(self.values[0][:, self.stock_index(c0)], 0, -1)
 
 
 @flax.struct.dataclass
@@ -189,11 +202,33 @@ def stock_grid(mdp: TabularMDP, horizon: int, *, lattice=None, c0_range=None,
 
 
 def _check_discount_one(mdp):
-  d = np.asarray(mdp.discount)
-  if not isinstance(mdp.discount, jax.core.Tracer) and float(d) != 1.0:
+  if isinstance(mdp.discount, jax.core.Tracer):
+    return
+  d = np.asarray(mdp.discount, np.float64)
+  flat = d.reshape(-1)
+  bad = flat != 1.0
+  if bad.any():
+    i = int(np.argwhere(bad)[0, 0])
+    where = f"[{i}]" if d.ndim else ""
     raise InvalidMDPError(
-        f"discount = {float(d)!r}: the exact lattice stock augmentation is "
-        f"for undiscounted finite-horizon returns (discount 1)")
+        f"discount{where} = {float(np.asarray(mdp.discount).reshape(-1)[i])!r}: the exact "
+        f"lattice stock augmentation is for undiscounted finite-horizon returns (discount 1); "
+        f"for discount < 1 use optimize_cvar without a horizon (the stock-grid version)")
+
+
+def _is_batched(mdp) -> bool:
+  return isinstance(mdp, TabularMDP) and mdp.rewards.ndim == 3
+
+
+def _check_finite_mdp(mdp) -> bool:
+  """Shape and discount checks for one MDP or a stacked batch; returns batched."""
+  batched = _is_batched(mdp)
+  if batched:
+    check_mdp_structure(mdp, batched=True)
+  else:
+    ev.check_mdp(mdp, infinite_horizon=False)
+  _check_discount_one(mdp)
+  return batched
 
 
 # ---------------------------------------------------------------- DP kernel
@@ -236,7 +271,8 @@ def stock_augmented_dp(mdp: TabularMDP, horizon: int, utility: Callable, *,
 
   Args:
     mdp: one MDP with discount 1 and rewards on a lattice (any layout,
-      per-transition rewards allowed).
+      per-transition rewards allowed), or a stacked batch (leading ``B``:
+      common lattice and grid, ``jax.vmap`` over the batch).
     horizon: T (static int >= 1).
     utility: ``f``, an elementwise JAX-traceable function of the stock
       (applied once to the grid).
@@ -249,10 +285,9 @@ def stock_augmented_dp(mdp: TabularMDP, horizon: int, utility: Callable, *,
 
   Returns:
     :class:`StockSolution`. ``values[0, s, index(c0)]`` is the optimal
-    ``E f(c0 + G)`` from state s.
+    ``E f(c0 + G)`` from state s (a batch adds ``B`` in front of every field).
   """
-  ev.check_mdp(mdp, infinite_horizon=False)
-  _check_discount_one(mdp)
+  batched = _check_finite_mdp(mdp)
   delta, stocks, m, _, _ = stock_grid(mdp, horizon, lattice=lattice, c0_range=c0_range,
                                       max_stocks=max_stocks)
   dtype = mdp.rewards.dtype
@@ -263,9 +298,17 @@ def stock_augmented_dp(mdp: TabularMDP, horizon: int, utility: Callable, *,
         f"utility: expected an elementwise function (output shape "
         f"{tuple(stocks_j.shape)}), got shape {tuple(terminal.shape)}")
   steps = jnp.asarray(m, jnp.int32)
-  values, q, pol = stock_backward(mdp, steps, terminal, horizon=horizon)
+  lattice_j = jnp.asarray(delta, dtype)
+  if batched:
+    b = mdp.rewards.shape[0]
+    values, q, pol = jax.vmap(
+        lambda mm, st: stock_backward(mm, st, terminal, horizon=horizon))(mdp, steps)
+    stocks_j = jnp.broadcast_to(stocks_j, (b,) + stocks_j.shape)
+    lattice_j = jnp.broadcast_to(lattice_j, (b,))
+  else:
+    values, q, pol = stock_backward(mdp, steps, terminal, horizon=horizon)
   return StockSolution(stocks=stocks_j, values=values, q=q, policy=pol,
-                       steps=steps, lattice=jnp.asarray(delta, dtype))
+                       steps=steps, lattice=lattice_j)
 
 
 def cvar_utility(x):
@@ -273,35 +316,55 @@ def cvar_utility(x):
   return jnp.minimum(x, 0.0)
 
 
-def optimize_cvar(mdp: TabularMDP, alpha, horizon: int, *, lattice=None,
-                  max_stocks: int = 1_000_000) -> CVaRSolution:
-  """Optimal lower-tail ``CVaR_alpha`` of the T-step return, exactly.
+def optimize_cvar(mdp: TabularMDP, alpha, horizon: int | None = None, *, lattice=None,
+                  max_stocks: int = 1_000_000, **discounted_options):
+  """Optimal lower-tail ``CVaR_alpha`` of the return over history-dependent policies.
 
   ``CVaR_alpha = max_{c_0} (-c_0 + E_{s_0 ~ initial} W_0(s_0, c_0) / alpha)``
-  with ``W`` the stock-augmented optimum for ``f(x) = min(x, 0)``. For each
+  with ``W`` the stock-augmented optimum for ``f(x) = min(x, 0)``. The DP
+  does not depend on ``alpha``: an array of levels costs one DP.
+
+  With a ``horizon`` T (discount 1, lattice rewards) this is exact: for each
   policy the objective is concave and piecewise linear in ``c_0`` with kinks
   at lattice points (at ``-G`` values), so maximizing over the lattice
-  ``c_0`` in ``[-T max r, -T min r]`` is exact. The DP does not depend on
-  ``alpha``: an array of levels costs one DP.
+  ``c_0`` in ``[-T max r, -T min r]`` is exact. Without a horizon (discount
+  < 1) it is :func:`~jaxrl_dp.distributional.optimize_cvar_discounted` on a
+  stock grid (``discounted_options``: ``method``, ``c_grid``,
+  ``num_stocks``, ``tol``, ``max_iters``, ...).
 
   Args:
-    mdp: one MDP, discount 1, lattice rewards, ``initial`` the start
+    mdp: one MDP or a stacked batch (leading ``B``); ``initial`` the start
       distribution (``c_0`` is chosen before the start state is drawn).
-    alpha: level(s) in (0, 1], scalar or array ``[...]``.
-    horizon: T.
-    lattice: optional lattice step (default inferred).
-    max_stocks: largest stock grid allowed.
+    alpha: level(s) in (0, 1], scalar or array ``[...]`` (e.g.
+      ``jnp.array(alphas)`` gives ``[len(alphas)]`` results).
+    horizon: T (exact finite-horizon version) or None (discounted grid).
+    lattice: optional lattice step (default inferred; finite horizon only).
+    max_stocks: largest stock grid allowed (finite horizon only).
 
   Returns:
-    :class:`CVaRSolution` (``cvar``, ``c0`` with the shape of alpha; the
-    stock-dependent ``policy [T, S, U]``).
+    finite horizon: :class:`CVaRSolution` (``cvar``, ``c0`` with the shape of
+    alpha, ``[B, ...]`` for a batch; the stock-dependent ``policy [T, S,
+    U]``); discounted: :class:`~jaxrl_dp.distributional.DiscountedCVaRSolution`.
   """
   check_alpha(alpha)
+  if horizon is None:
+    if lattice is not None:
+      raise InvalidMDPError("lattice: only used with a horizon (the exact finite-horizon version)")
+    from jaxrl_dp.distributional.stock_discounted import optimize_cvar_discounted
+    return optimize_cvar_discounted(mdp, alpha, **discounted_options)
+  if discounted_options:
+    raise InvalidMDPError(
+        f"{sorted(discounted_options)[0]}: an option of the discounted stock-grid version; "
+        f"expected no such option with horizon={horizon!r}")
+  check_num("horizon", horizon)
   sol = stock_augmented_dp(mdp, horizon, cvar_utility, lattice=lattice,
                            max_stocks=max_stocks)
   _, _, _, lo, hi = stock_grid(mdp, horizon, lattice=lattice, max_stocks=max_stocks)
-  return _cvar_from_solution(sol, mdp.initial, jnp.asarray(alpha, sol.values.dtype),
-                             lo=lo, hi=hi)
+  alpha = jnp.asarray(alpha, sol.values.dtype)
+  if _is_batched(mdp):
+    return jax.vmap(lambda so, ini: _cvar_from_solution(so, ini, alpha, lo=lo, hi=hi))(
+        sol, mdp.initial)
+  return _cvar_from_solution(sol, mdp.initial, alpha, lo=lo, hi=hi)
 
 
 @functools.partial(jax.jit, static_argnames=("lo", "hi"))
@@ -324,9 +387,10 @@ def stock_policy_distribution(mdp: TabularMDP, solution: StockSolution, c0,
   ``solution.policy[t, s, stock]``. Jittable given ``c0``.
 
   Args:
-    mdp: the MDP the solution was computed for.
+    mdp: the MDP the solution was computed for (or a stacked batch).
     solution: a :class:`StockSolution` (or ``CVaRSolution.solution``).
-    c0: initial stock (a lattice point inside the grid's initial range).
+    c0: initial stock (a lattice point inside the grid's initial range;
+      ``[B]`` or a scalar for a batch).
     initial: start distribution ``[S]``; default ``mdp.initial``.
 
   Returns:
@@ -334,7 +398,10 @@ def stock_policy_distribution(mdp: TabularMDP, solution: StockSolution, c0,
     probabilities ``[U]``.
   """
   initial = mdp.initial if initial is None else jnp.asarray(initial)
-  return _forward(mdp, solution, jnp.asarray(c0, solution.stocks.dtype), initial)
+  c0 = jnp.asarray(c0, solution.stocks.dtype)
+  if _is_batched(mdp):
+    return jax.vmap(_forward)(mdp, solution, jnp.broadcast_to(c0, mdp.rewards.shape[:1]), initial)
+  return _forward(mdp, solution, c0, initial)
 
 
 @jax.jit
