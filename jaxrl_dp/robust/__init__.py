@@ -67,7 +67,7 @@ __all__ += ["IWOCSHistory", "IWOCSResult", "iwocs", "model_set", "hull_q_values"
 from jaxrl_dp.robust.r2pvi import (LinearPVIResult, OfflineDataset,  # noqa: E402
                                    check_dataset, chi2_dual_update,
                                    d_rectangular_bonus, drpvi_tv,
-                                   elliptical_bonus, gram_inverse,
+                                   elliptical_bonus, gram_inverse, ridge_deficit,
                                    kl_dual_update, make_dataset,
                                    next_state_design, pevi, r2pvi,
                                    regression_update, ridge_regression,
@@ -79,7 +79,7 @@ from jaxrl_dp.robust.linear_mdps import (LinearMDPModel, american_put,  # noqa: 
                                          put_prices, simulated_actions,
                                          simulated_linear_mdp)
 __all__ += ["OfflineDataset", "LinearPVIResult", "make_dataset", "check_dataset",
-            "ridge_regression", "gram_inverse", "next_state_design",
+            "ridge_regression", "gram_inverse", "ridge_deficit", "next_state_design",
             "d_rectangular_bonus", "elliptical_bonus", "regression_update",
             "tv_dual_update", "kl_dual_update", "chi2_dual_update",
             "tv_ball_dual_update", "r2pvi", "pevi", "drpvi_tv",

@@ -46,12 +46,15 @@ the dataset.
 
 Exactness of the dual steps (given the regressed quantities):
   * TV, KL: closed forms. KL estimates ``E exp(-V / lam) = 1 + E expm1(-V /
-    lam)`` by regressing ``expm1(-V / lam)`` (the constant 1 is a known
-    integral of a probability measure and is not shrunk by the ridge; with
-    ``log1p`` this is exact as ``lam -> inf`` and makes R2PVI-KL tend to
-    PEVI's regression); ``z`` is then clipped to ``[0, H - h - 1]`` (the
-    range of ``V_{h+1}``), i.e. the paper's clip of the regressed exponential
-    moment to ``[exp(-(H - h - 1) / lam), 1]``.
+    lam)`` by regressing ``expm1(-V / lam)``: the constant 1 (a known integral
+    of a probability measure) is not shrunk by the ridge. This differs from a
+    ridge regression of ``exp(-V / lam)`` itself by the ridge deficit ``1 -
+    Lambda^{-1} sum phi`` (``O(ridge / n)``) and is what makes R2PVI-KL tend
+    to PEVI as ``lam -> inf`` at a fixed ridge (the plain regression gives
+    ``-lam log(1 - deficit) -> inf``). It is evaluated without cancellation
+    (see :func:`kl_dual_update`); ``z`` is then clipped to ``[0, H - h - 1]``
+    (the range of ``V_{h+1}``), i.e. the paper's clip of the regressed
+    exponential moment to ``[exp(-(H - h - 1) / lam), 1]``.
   * chi-square: the per-dimension supremum over ``alpha`` of the regressed
     objective ``z1(alpha) - (z2(alpha) - z1(alpha)^2) / (4 lam)`` (``z1, z2``
     the ridge estimates of ``E[V]_alpha``, ``E[V]_alpha^2``) is computed
@@ -351,12 +354,34 @@ def tv_dual_update(v, design, gram_inv, lam):
   return gram_inv @ (design.T @ jnp.minimum(v, jnp.min(v) + lam))
 
 
-def kl_dual_update(v, design, gram_inv, lam, v_cap):
-  """KL-regularized: ``-lam log(1 + y)``, ``y`` the ridge estimate of
-  ``E_{mu_i} expm1(-V / lam)``; clipped to ``[0, v_cap]`` (module doc)."""
-  y = gram_inv @ (design.T @ jnp.expm1(-v / lam))
-  z = -lam * jnp.log1p(jnp.maximum(y, -1.0))       # log1p(-1) = -inf -> z = +inf
+def kl_dual_update(v, design, gram_inv, lam, v_cap, deficit=None):
+  """KL-regularized: ``z = -lam log(1 + y)``, ``y`` the ridge estimate of
+  ``E_{mu_i} expm1(-V / lam)``; clipped to ``[0, v_cap]`` (module doc).
+
+  ``1 + y = deficit + Lambda^{-1} M^T exp(-V / lam)`` with the ridge deficit
+  ``deficit = 1 - Lambda^{-1} sum_tau phi_tau`` (``[D]``; 0 for population
+  inputs, the default), evaluated as ``exp(-V_min / lam) (deficit exp(V_min /
+  lam) + Lambda^{-1} M^T exp(-(V - V_min) / lam))`` so that small ``lam`` loses
+  no precision to cancellation.
+  """
+  vmin = jnp.min(v)
+  w = gram_inv @ (design.T @ jnp.exp(-(v - vmin) / lam))
+  if deficit is not None:
+    scale = jnp.exp(jnp.minimum(vmin / lam, 600.0))
+    w = w + jnp.where(deficit == 0, 0.0, deficit * scale)
+  pos = w > 0
+  z = vmin - lam * jnp.where(pos, jnp.log(jnp.where(pos, w, 1.0)), -jnp.inf)
   return jnp.clip(z, 0.0, v_cap)
+
+
+def ridge_deficit(features: jax.Array, gram_inv: jax.Array, ridge) -> jax.Array:
+  """``1 - Lambda^{-1} sum_tau phi_tau`` without cancellation: ``[N, D]`` -> ``[D]``.
+
+  With ``e = 1 - Phi 1`` (row-sum residuals, 0 for exact simplex rows),
+  ``Lambda^{-1} Phi^T 1 = 1 - ridge Lambda^{-1} 1 + Lambda^{-1} Phi^T e``.
+  """
+  e = 1.0 - jnp.sum(features, axis=-1)
+  return ridge * jnp.sum(gram_inv, axis=-1) - gram_inv @ (features.T @ e)
 
 
 def _segments(v, design, gram_inv):
@@ -413,21 +438,22 @@ def _prepare(ds: OfflineDataset, ridge, beta, bonus_kind):
     bonus = jax.vmap(d_rectangular_bonus, in_axes=(None, 0, None))(ds.feature_table, gram_inv, beta)
   else:
     bonus = jax.vmap(elliptical_bonus, in_axes=(None, 0, None))(ds.feature_table, gram_inv, beta)
-  return gram_inv, design, theta, bonus
+  deficit = jax.vmap(ridge_deficit, in_axes=(0, 0, None))(ds.features, gram_inv, ridge)
+  return gram_inv, design, theta, bonus, deficit
 
 
 def _backward(ds: OfflineDataset, update, ridge, beta, bonus_kind) -> LinearPVIResult:
   """Backward induction ``h = H-1 .. 0`` with ``z_h = update(V_{h+1}, M_h,
-  Lambda_h^{-1}, v_cap)``."""
+  Lambda_h^{-1}, v_cap, deficit_h)``."""
   horizon = ds.horizon
-  gram_inv, design, theta, bonus = _prepare(ds, ridge, beta, bonus_kind)
+  gram_inv, design, theta, bonus, deficit = _prepare(ds, ridge, beta, bonus_kind)
   dtype = ds.feature_table.dtype
   steps = jnp.arange(horizon)
 
   def step(v_next, xs):
-    h, g_inv, m, th, gam = xs
+    h, g_inv, m, th, gam, dfc = xs
     remaining = (horizon - h).astype(dtype)
-    z = update(v_next, m, g_inv, remaining - 1.0)
+    z = update(v_next, m, g_inv, remaining - 1.0, dfc)
     w = th + z
     q = jnp.clip(ds.feature_table @ w - gam, 0.0, remaining)
     q = jnp.where(ds.known_mask, ds.known_q, q)
@@ -435,7 +461,7 @@ def _backward(ds: OfflineDataset, update, ridge, beta, bonus_kind) -> LinearPVIR
     return v, (w, z, q, v)
 
   v_end = jnp.zeros((ds.num_states,), dtype)
-  _, (w, z, q, v) = jax.lax.scan(step, v_end, (steps, gram_inv, design, theta, bonus),
+  _, (w, z, q, v) = jax.lax.scan(step, v_end, (steps, gram_inv, design, theta, bonus, deficit),
                                  reverse=True)
   values = jnp.concatenate([v, v_end[None]], axis=0)
   policy = bellman.greedy_policy(q, ds.action_mask[None])
@@ -445,23 +471,23 @@ def _backward(ds: OfflineDataset, update, ridge, beta, bonus_kind) -> LinearPVIR
 @functools.partial(jax.jit, static_argnames=("divergence",))
 def _r2pvi(ds, lam, beta, ridge, *, divergence):
   if divergence == "tv":
-    update = lambda v, m, gi, cap: tv_dual_update(v, m, gi, lam)
+    update = lambda v, m, gi, cap, dfc: tv_dual_update(v, m, gi, lam)
   elif divergence == "kl":
-    update = lambda v, m, gi, cap: kl_dual_update(v, m, gi, lam, cap)
+    update = lambda v, m, gi, cap, dfc: kl_dual_update(v, m, gi, lam, cap, dfc)
   else:
-    update = lambda v, m, gi, cap: chi2_dual_update(v, m, gi, lam)
+    update = lambda v, m, gi, cap, dfc: chi2_dual_update(v, m, gi, lam)
   return _backward(ds, update, ridge, beta, "d_rectangular")
 
 
 @functools.partial(jax.jit, static_argnames=("bonus",))
 def _pevi(ds, beta, ridge, *, bonus):
-  update = lambda v, m, gi, cap: regression_update(v, m, gi)
+  update = lambda v, m, gi, cap, dfc: regression_update(v, m, gi)
   return _backward(ds, update, ridge, beta, bonus)
 
 
 @jax.jit
 def _drpvi(ds, rho, beta, ridge):
-  update = lambda v, m, gi, cap: tv_ball_dual_update(v, m, gi, rho)
+  update = lambda v, m, gi, cap, dfc: tv_ball_dual_update(v, m, gi, rho)
   return _backward(ds, update, ridge, beta, "d_rectangular")
 
 
