@@ -93,6 +93,15 @@ def chi2_kkt(v, p0, lam):
   return p @ vs + lam * np.sum((p - ps) ** 2 / ps)
 
 
+@pytest.fixture(scope="module")
+def sim_ds():
+  """Nominal simulated linear MDP data, float64, N = 400 episodes (shared so
+  that the compiled programs are reused across tests)."""
+  with jax.enable_x64(True):
+    ds, acts = R.collect_dataset(jax.random.PRNGKey(0), R.simulated_linear_mdp(0.0), 400)
+  return ds
+
+
 # --------------------------------------------------------------- ridge
 def test_ridge_regression_vs_numpy():
   rng = np.random.default_rng(0)
@@ -130,7 +139,7 @@ def test_dual_updates_vs_scipy_primal():
   rng = np.random.default_rng(1)
   with jax.enable_x64(True):
     eye = jnp.eye(3)
-    for v, mu in _instances(rng, 25):
+    for v, mu in _instances(rng, 15):
       lam = float(rng.choice([0.05, 0.3, 1.0, 4.0]))
       rho = float(rng.choice([0.0, 0.1, 0.4, 0.9]))
       vj, mj = jnp.asarray(v), jnp.asarray(mu.T)          # design [S, D]
@@ -222,10 +231,9 @@ def test_onehot_reduces_to_tabular_pessimistic_robust_vi(kind, lam):
 
 
 # ----------------------------------------------------- lambda -> infinity
-def test_large_lambda_tends_to_pevi():
+def test_large_lambda_tends_to_pevi(sim_ds):
   with jax.enable_x64(True):
-    model = R.simulated_linear_mdp(0.0)
-    ds, _ = R.collect_dataset(jax.random.PRNGKey(0), model, 400)
+    ds = sim_ds
     ref = R.pevi(ds, beta=0.05, ridge=1.0, bonus="d_rectangular")
     # PEVI's regressed values lie in [0, H - h - 1], so KL's clip cannot bind.
     caps = 3 - np.arange(3) - 1
@@ -245,22 +253,21 @@ def test_large_lambda_tends_to_pevi():
   rng = np.random.default_rng(4)
   with jax.enable_x64(True):
     probs, rewards = random_tabular(rng)
-    ds, _ = R.collect_dataset(jax.random.PRNGKey(5), onehot_model(probs, rewards), 200)
+    ds, _ = R.collect_dataset(jax.random.PRNGKey(5), onehot_model(probs, rewards), 300)
     ref = R.pevi(ds, beta=0.05, ridge=0.5, bonus="d_rectangular")
     c2 = R.r2pvi(ds, divergence="chi2", lam=1e8, beta=0.05, ridge=0.5)
     np.testing.assert_allclose(np.asarray(c2.q), np.asarray(ref.q), atol=1e-6)
 
 
-def test_vmap_over_lambda_grid_equals_loop():
-  model = R.simulated_linear_mdp(0.0)
-  ds, _ = R.collect_dataset(jax.random.PRNGKey(1), model, 200)
-  lams = jnp.array([0.1, 0.5, 2.0])
-  for div in ("tv", "kl", "chi2"):
-    batched = jax.vmap(lambda l: R.r2pvi(ds, divergence=div, lam=l, beta=0.1).q)(lams)
-    for i, l in enumerate(lams):
-      np.testing.assert_allclose(np.asarray(batched[i]),
-                                 np.asarray(R.r2pvi(ds, divergence=div, lam=float(l), beta=0.1).q),
-                                 rtol=1e-5, atol=1e-6)
+def test_vmap_over_lambda_grid_equals_loop(sim_ds):
+  with jax.enable_x64(True):
+    lams = jnp.array([0.3, 2.0])
+    for div in ("tv", "kl", "chi2"):
+      batched = jax.vmap(lambda l: R.r2pvi(sim_ds, divergence=div, lam=l, beta=0.1).q)(lams)
+      for i, l in enumerate(lams):
+        np.testing.assert_allclose(np.asarray(batched[i]),
+                                   np.asarray(R.r2pvi(sim_ds, divergence=div, lam=float(l), beta=0.1).q),
+                                   rtol=1e-12, atol=1e-12)
 
 
 # ------------------------------------------------------- exact evaluation
@@ -306,12 +313,12 @@ def test_american_put_model_against_direct_lattice():
 
 
 # ---------------------------------------------------- qualitative claim
-def test_simulated_experiment_robust_beats_pevi_at_large_q():
-  """N = 500 episodes, beta = 0.1, ridge 1: at q = 0.9 every R2PVI variant
+def test_simulated_experiment_robust_beats_pevi_at_large_q(sim_ds):
+  """N = 400 episodes, beta = 0.1, ridge 1: at q = 0.9 every R2PVI variant
   (TV lam 0.5, KL lam 0.3, chi2 lam 0.3) beats PEVI by > 0.3 in exact
   expected return; at q = 0 PEVI is at least as good."""
   with jax.enable_x64(True):
-    ds, _ = R.collect_dataset(jax.random.PRNGKey(7), R.simulated_linear_mdp(0.0), 500)
+    ds = sim_ds
     pe = R.pevi(ds, beta=0.1)
     ret = lambda res, q: np_evaluate(R.simulated_linear_mdp(q).probs,
                                      R.simulated_linear_mdp(q).rewards, res.policy)[0, 0]
@@ -322,9 +329,8 @@ def test_simulated_experiment_robust_beats_pevi_at_large_q():
 
 
 # ---------------------------------------------------------- bad input
-def test_bad_inputs():
-  model = R.simulated_linear_mdp(0.0)
-  ds, _ = R.collect_dataset(jax.random.PRNGKey(0), model, 20)
+def test_bad_inputs(sim_ds):
+  ds = sim_ds
   f = np.asarray(ds.features).copy()
   tab = np.asarray(ds.feature_table)
   r, ns = np.asarray(ds.rewards), np.asarray(ds.next_states)
@@ -367,32 +373,36 @@ def test_bad_inputs():
 
 
 # ------------------------------------------------- figure data functions
-def test_figure_data_functions():
+def test_figure_data_functions(sim_ds):
   from jaxrl_dp.figures import r2pvi as F
   qs = np.array([0.0, 0.5, 1.0])
-  res = F.simulated_returns(qs=qs, lams={"tv": 0.5, "kl": 0.3, "chi2": 0.3},
-                            num_episodes=200, seeds=(0, 1), beta=0.1)
+  with jax.enable_x64(True):     # same data and shapes as sim_ds: compiled programs reused
+    res = F.simulated_returns(qs=qs, lams={"tv": 0.5, "kl": 0.3, "chi2": 0.3},
+                              num_episodes=400, seeds=(0,), beta=0.1)
+    sweep = F.lambda_sweep("kl", lams=np.array([0.3, 2.0]), qs=qs, num_episodes=400,
+                           seeds=(0,), beta=0.1)
+    pols = {"pevi": R.pevi(sim_ds, beta=0.1).policy}
+    for k, lam in (("tv", 0.5), ("kl", 0.3), ("chi2", 0.3)):
+      pols[k] = R.r2pvi(sim_ds, divergence=k, lam=lam, beta=0.1).policy
+    sweep_pols = [R.r2pvi(sim_ds, divergence="kl", lam=lam, beta=0.1).policy for lam in (0.3, 2.0)]
   assert set(res) >= {"q", "pevi", "tv", "kl", "chi2"}
-  # recompute seed by seed with independent NumPy evaluation
-  with jax.enable_x64(False):
-    want = {k: np.zeros(len(qs)) for k in ("pevi", "tv", "kl", "chi2")}
-    for seed in (0, 1):
-      ds, _ = R.collect_dataset(jax.random.PRNGKey(seed), R.simulated_linear_mdp(0.0), 200)
-      pols = {"pevi": R.pevi(ds, beta=0.1).policy}
-      for k, lam in (("tv", 0.5), ("kl", 0.3), ("chi2", 0.3)):
-        pols[k] = R.r2pvi(ds, divergence=k, lam=lam, beta=0.1).policy
-      for k, pol in pols.items():
-        for j, q in enumerate(qs):
-          m = R.simulated_linear_mdp(float(q))
-          want[k][j] += np_evaluate(m.probs, m.rewards, pol)[0, 0] / 2
-  for k in want:
-    np.testing.assert_allclose(res[k], want[k], atol=1e-5)
+  # recompute with an independent NumPy evaluation of the same policies
+  models = [R.simulated_linear_mdp(float(q)) for q in qs]
+  ev = lambda pol: np.array([np_evaluate(m.probs, m.rewards, pol)[0, 0] for m in models])
+  for k, pol in pols.items():
+    np.testing.assert_allclose(res[k], ev(pol), atol=1e-6)
+  np.testing.assert_allclose(sweep["returns"], np.stack([ev(p) for p in sweep_pols]), atol=1e-6)
+  np.testing.assert_allclose(sweep["pevi"], ev(pols["pevi"]), atol=1e-6)
   fig = F.plot_simulated_returns(res)
   assert len(fig.axes[0].lines) == 4
-  sweep = F.lambda_sweep("kl", lams=np.array([0.1, 1.0]), qs=qs, num_episodes=200, seeds=(0,), beta=0.1)
-  assert sweep["returns"].shape == (2, 3)
   assert len(F.plot_lambda_sweep(sweep).axes[0].lines) == 2
   timing = {"vs_n": {"N": [100, 200], "r2pvi_tv": [1e-3, 2e-3], "drpvi_numpy": [1e-2, 2e-2]},
             "vs_d": {"d": [10, 20], "r2pvi_tv": [1e-3, 2e-3], "drpvi_numpy": [1e-2, 3e-2]}}
   fig = F.plot_runtime(timing)
   assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2
+  put = {"up_prob": np.array([0.4, 0.6]), "dims": np.array([30, 60]),
+         "pevi": np.zeros((2, 2)), "tv": np.ones((2, 2))}
+  fig = F.plot_put_returns(put)
+  assert len(fig.axes) == 2 and len(fig.axes[1].lines) == 3     # 2 methods + the nominal marker
+  import matplotlib.pyplot as plt
+  plt.close("all")
