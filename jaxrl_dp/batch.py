@@ -5,9 +5,10 @@ Shapes use letters: B batch (number of MDPs), S states, A actions, K fan-out
 
 :func:`solve` takes a list of :class:`~jaxrl_dp.TabularMDP` (padded to common
 ``S, A, K`` by :func:`stack`, re-exported here) or an already stacked batch,
-validates it once on the host, and runs a one-MDP solver under
-``jax.jit(jax.vmap(...))`` chunk by chunk, each chunk's batch axis sharded over
-the devices. Finished chunks can be written to disk and a killed run resumed.
+validates it (shapes on the host, entries inside the compiled program), and
+runs a one-MDP solver under ``jax.jit`` of ``jax.vmap`` (or of ``lax.map`` on
+CPUs) chunk by chunk, each chunk's batch axis sharded over the devices. A
+stacked batch of device arrays stays on the device (no host round trip). Finished chunks can be written to disk and a killed run resumed.
 
 Example::
 
@@ -35,6 +36,7 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -299,7 +301,8 @@ def _round_up(n: int, m: int) -> int:
 
 
 def _host_batch(mdps) -> TabularMDP:
-  """Stacks (if needed) and copies the batch to host NumPy (canonical dtypes)."""
+  """Stacks (if needed); NumPy leaves are made contiguous with canonical
+  dtypes, ``jax.Array`` leaves stay where they are."""
   if isinstance(mdps, TabularMDP):
     batch = mdps
     leaves = jax.tree_util.tree_leaves(batch)
@@ -328,6 +331,8 @@ def _host_batch(mdps) -> TabularMDP:
         f"expected at least one MDP to solve")
 
   def to_np(x):
+    if isinstance(x, jax.Array) and x.is_fully_addressable:
+      return x  # stays where it is: chunks are cut on the device
     x = np.asarray(jax.device_get(x))
     return np.ascontiguousarray(x, dtype=jax.dtypes.canonicalize_dtype(x.dtype))
 
@@ -335,14 +340,21 @@ def _host_batch(mdps) -> TabularMDP:
 
 
 def _host_chunk(host: TabularMDP, i: int, chunk: int, num_mdps: int) -> TabularMDP:
-  """Rows ``[i*chunk, (i+1)*chunk)`` of every leaf; the tail repeats the last MDP."""
+  """Rows ``[i*chunk, (i+1)*chunk)`` of every leaf; the tail repeats the last MDP.
+
+  NumPy leaves are cut on the host, ``jax.Array`` leaves on their device (a
+  batch that is one chunk is passed through without a copy).
+  """
   lo, hi = i * chunk, min((i + 1) * chunk, num_mdps)
   pad = chunk - (hi - lo)
 
   def take(x):
+    xp = np if isinstance(x, np.ndarray) else jnp
+    if lo == 0 and hi == x.shape[0] and not pad:
+      return x
     part = x[lo:hi]
     if pad:
-      part = np.concatenate([part, np.repeat(x[-1:], pad, axis=0)], axis=0)
+      part = xp.concatenate([part, xp.repeat(x[-1:], pad, axis=0)], axis=0)
     return part
 
   return jax.tree_util.tree_map(take, host)

@@ -350,8 +350,11 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
   leaves = jax.tree_util.tree_leaves(mdp)
   if not all(_is_concrete(x) for x in leaves):
     return mdp
-  probs = np.asarray(mdp.probs)
-  rewards = np.asarray(mdp.rewards)
+  # Without entries, the big arrays are never copied to the host (shapes
+  # and dtypes of device arrays are enough).
+  big = np.asarray if entries else (lambda x: x if hasattr(x, "shape") else np.asarray(x))
+  probs = big(mdp.probs)
+  rewards = big(mdp.rewards)
   if rewards.ndim < 2:
     raise InvalidMDPError(f"rewards: expected rank >= 2 [S, A], got shape {rewards.shape}")
   batch = rewards.shape[:-2]
@@ -372,7 +375,7 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
           f"probs: dense layout needs shape {batch + (s, a, s)}, got "
           f"{probs.shape} (pass next_states for the sparse layout)")
   else:
-    ns = np.asarray(mdp.next_states)
+    ns = big(mdp.next_states)
     if ns.shape != probs.shape:
       raise InvalidMDPError(
           f"next_states: expected shape {probs.shape} matching probs, got {ns.shape}")
@@ -385,7 +388,7 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
     check_distribution("probs", probs, atol, axis_name="next-state axis")
     check_finite("rewards", rewards)
   if mdp.transition_rewards is not None:
-    tr = np.asarray(mdp.transition_rewards)
+    tr = big(mdp.transition_rewards)
     if tr.shape != probs.shape:
       raise InvalidMDPError(
           f"transition_rewards: expected shape {probs.shape}, got {tr.shape}")
@@ -399,7 +402,7 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
   if init.shape != batch + (s,):
     raise InvalidMDPError(f"initial: expected shape {batch + (s,)}, got {init.shape}")
   check_distribution("initial", init, atol, axis_name="state axis")
-  mask = np.asarray(mdp.action_mask)
+  mask = big(mdp.action_mask)
   if mask.shape != rewards.shape:
     raise InvalidMDPError(
         f"action_mask: expected shape {rewards.shape} matching rewards, got {mask.shape}")
