@@ -77,6 +77,93 @@ def default_iters(dtype, iters=None) -> int:
   return 64 if jnp.finfo(dtype).bits > 32 else 40
 
 
+#: Fan-outs up to this size use unrolled (structure-of-arrays) code: sums,
+#: minima and ranks over the K slots are written as K (or K^2) elementwise
+#: operations on the slots instead of reductions along the minor axis and
+#: sorts. Under ``jax.vmap`` over rows this turns into straight vector code
+#: over the rows, which XLA on CPU runs one to two orders of magnitude faster
+#: than a batched sort or a minor-axis reduce (see benchmarks/bench_robust.py).
+#: Larger K (the dense layout, K = S) uses jnp reductions and sorts.
+UNROLL_MAX = 16
+
+
+def _small(k) -> bool:
+  return 0 < k <= UNROLL_MAX
+
+
+def _rsum(x):
+  """``sum`` over the last axis (unrolled for small K)."""
+  k = x.shape[-1]
+  if not _small(k):
+    return jnp.sum(x, axis=-1)
+  out = x[..., 0]
+  for i in range(1, k):
+    out = out + x[..., i]
+  return out
+
+
+def _rmin(x):
+  k = x.shape[-1]
+  if not _small(k):
+    return jnp.min(x, axis=-1)
+  out = x[..., 0]
+  for i in range(1, k):
+    out = jnp.minimum(out, x[..., i])
+  return out
+
+
+def _rmax(x):
+  k = x.shape[-1]
+  if not _small(k):
+    return jnp.max(x, axis=-1)
+  out = x[..., 0]
+  for i in range(1, k):
+    out = jnp.maximum(out, x[..., i])
+  return out
+
+
+def _rargmin(x):
+  """First index of the minimum over the last axis, ``int32``."""
+  k = x.shape[-1]
+  if not _small(k):
+    return jnp.argmin(x, axis=-1).astype(jnp.int32)
+  best = x[..., 0]
+  idx = jnp.zeros(best.shape, jnp.int32)
+  for i in range(1, k):
+    better = x[..., i] < best
+    best = jnp.where(better, x[..., i], best)
+    idx = jnp.where(better, jnp.int32(i), idx)
+  return idx
+
+
+def _rsum0(x):
+  """``sum`` over the FIRST axis of ``x [K, ...]`` (unrolled for small K)."""
+  k = x.shape[0]
+  if not _small(k):
+    return jnp.sum(x, axis=0)
+  out = x[0]
+  for i in range(1, k):
+    out = out + x[i]
+  return out
+
+
+def _take_last(x, idx):
+  """``x[..., idx]`` per leading index: ``x [..., K]``, ``idx int [...]``."""
+  k = x.shape[-1]
+  if not _small(k):
+    return jnp.take_along_axis(x, idx[..., None], -1)[..., 0]
+  out = jnp.zeros(idx.shape, x.dtype)
+  for i in range(k):
+    out = jnp.where(idx == i, x[..., i], out)
+  return out
+
+
+def _pairwise(fn, k):
+  """``[K]`` vector whose entry i is ``sum_j fn(i, j)`` (unrolled, K^2 terms)."""
+  return jnp.stack([sum(fn(i, j) for j in range(k)) if k > 1 else fn(i, 0)
+                    for i in range(k)], axis=-1)
+
+
 def _support_mask(probs, support):
   if support == "all":
     return jnp.ones(probs.shape, bool)
@@ -85,15 +172,15 @@ def _support_mask(probs, support):
 
 def _expect(p, v):
   """``sum p v`` that ignores slots with ``p == 0`` (their v may be inf/nan)."""
-  return jnp.sum(jnp.where(p != 0, p * v, 0.0))
+  return _rsum(jnp.where(p != 0, p * v, 0.0))
 
 
 def _normalized(values, mask):
   """``(v_min, span, u)`` with ``u = (v - v_min) / span`` in [0, 1] on ``mask``
   (0 elsewhere); ``span`` is replaced by 1 when all masked values are equal."""
   big = jnp.asarray(jnp.inf, values.dtype)
-  vmin = jnp.min(jnp.where(mask, values, big))
-  vmax = jnp.max(jnp.where(mask, values, -big))
+  vmin = _rmin(jnp.where(mask, values, big))
+  vmax = _rmax(jnp.where(mask, values, -big))
   span = vmax - vmin
   safe = jnp.where(span > 0, span, 1.0)
   u = jnp.where(mask, (jnp.where(mask, values, vmin) - vmin) / safe, 0.0)
@@ -101,15 +188,15 @@ def _normalized(values, mask):
 
 
 def _renormalized(probs):
-  return probs / jnp.sum(probs)
+  return probs / _rsum(probs)
 
 
 def _min_set_distribution(probs, values, mask):
   """``P0`` conditioned on the argmin set of ``values`` over ``mask`` (the
   limit of the KL / chi-square worst cases as the set grows)."""
-  vmin = jnp.min(jnp.where(mask, values, jnp.inf))
+  vmin = _rmin(jnp.where(mask, values, jnp.inf))
   w = jnp.where(mask & (values == vmin), probs, 0.0)
-  return w / jnp.sum(w)
+  return w / _rsum(w)
 
 
 def _phi(r):
@@ -131,12 +218,12 @@ def tv_penalty_worst_case(values, probs, lam, *, support="nominal"):
   """
   mask = _support_mask(probs, support)
   vm = jnp.where(mask, values, jnp.inf)
-  j = jnp.argmin(vm)
-  vmin = vm[j]
+  vmin = _rmin(vm)                 # the value needs no argmin (only the P does)
   live = probs > 0
   moved = jnp.where(live & (values > vmin + lam), probs, 0.0)
-  worst = probs - moved + jax.nn.one_hot(j, probs.shape[0], dtype=probs.dtype) * jnp.sum(moved)
-  value = jnp.sum(jnp.where(live, probs * jnp.minimum(values, vmin + lam), 0.0))
+  j = _rargmin(vm)
+  worst = probs - moved + jax.nn.one_hot(j, probs.shape[0], dtype=probs.dtype) * _rsum(moved)
+  value = _rsum(jnp.where(live, probs * jnp.minimum(values, vmin + lam), 0.0))
   return value, worst
 
 
@@ -148,8 +235,8 @@ def kl_penalty_worst_case(values, probs, lam):
   """
   mask = probs > 0
   dtype = probs.dtype
-  total = jnp.sum(probs)            # P0 is renormalised through the sums below
-  vmin = jnp.min(jnp.where(mask, values, jnp.inf))
+  total = _rsum(probs)             # P0 is renormalised through the sums below
+  vmin = _rmin(jnp.where(mask, values, jnp.inf))
   ok = (lam > 0) & jnp.isfinite(lam)
   lam_s = jnp.where(ok, lam, 1.0)
   # x >= 0 and x = 0 on the argmin, so Z = E exp(-x) lies in [P0(argmin), 1]:
@@ -157,9 +244,9 @@ def kl_penalty_worst_case(values, probs, lam):
   # taken from E expm1(-x) instead, which has no cancellation.
   x = jnp.where(mask, jnp.where(mask, values, vmin) - vmin, 0.0) * (1.0 / lam_s)
   e = jnp.exp(-x)
-  z = jnp.sum(probs * e) / total
-  d = jnp.sum(probs * jnp.expm1(-x)) / total
-  value = vmin - lam_s * jnp.where(jnp.max(x) <= 1.0, jnp.log1p(d), jnp.log(z))
+  z = _rsum(probs * e) / total
+  d = _rsum(probs * jnp.expm1(-x)) / total
+  value = vmin - lam_s * jnp.where(_rmax(x) <= 1.0, jnp.log1p(d), jnp.log(z))
   p0 = probs / total
   q = p0 * e / z
   nominal = _expect(p0, values)
@@ -172,30 +259,42 @@ def chi2_penalty_worst_case(values, probs, lam):
   """``inf_P E_P[V] + lam chi2(P || P0)`` over the simplex, P << P0 (exact).
 
   KKT: ``P_i = P0_i max(0, 1 + (eta - V_i) / (2 lam))`` with ``eta`` such
-  that ``sum P = 1``, i.e. ``sum_i P0_i (t - V_i)_+ = 2 lam`` for ``t = eta +
-  2 lam``: a convex piecewise-linear equation solved exactly on the sorted
-  values with cumulative sums.
+  that ``sum P = 1``, i.e. ``h(t) = sum_i P0_i (t - V_i)_+ = 2 lam`` for ``t =
+  eta + 2 lam``. For any slot i the line ``L_i(t) = sum_{V_j <= V_i} P0_j (t -
+  V_j)`` lies below the convex ``h`` and equals it on the piece where exactly
+  those slots are active, so ``t = min_i t_i`` with ``L_i(t_i) = 2 lam``:
+  ``eta = min_i (2 lam rest_i + cum_m_i) / cum_p_i`` (``cum_p_i``, ``cum_m_i``
+  the mass and first moment of the slots ``<= V_i``, ``rest_i`` the mass
+  above). Exact; K^2 unrolled terms for small K, a sort and cumulative sums
+  otherwise (no iteration either way).
   """
   p0 = _renormalized(probs)
   mask = p0 > 0
   k = p0.shape[0]
-  vmin = jnp.min(jnp.where(mask, values, jnp.inf))
+  vmin = _rmin(jnp.where(mask, values, jnp.inf))
   u = jnp.where(mask, jnp.where(mask, values, vmin) - vmin, 0.0)
-  umax = jnp.max(u)
-  order = jnp.argsort(jnp.where(mask, u, jnp.inf))
-  us = jnp.where(mask, u, umax)[order]
-  ps = p0[order]
-  cum_p = jnp.cumsum(ps)
-  cum_m = jnp.cumsum(ps * us)
-  rest = jnp.cumsum(ps[::-1])[::-1] - ps        # sum_{j > i} ps_j, no cancellation
-  g = cum_p * us - cum_m                           # sum_{j <= i} ps_j (us_i - us_j)
   ok = (lam > 0) & jnp.isfinite(lam)
   lam_s = jnp.where(ok, lam, 1.0)
-  i = jnp.max(jnp.where(g <= 2 * lam_s, jnp.arange(k), 0))
-  eta = (2 * lam_s * rest[i] + cum_m[i]) / cum_p[i]
+  if _small(k):
+    le = lambda i, j: mask[j] & (u[j] <= u[i])
+    cum_p = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j], 0.0), k)
+    cum_m = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j] * u[j], 0.0), k)
+    rest = _pairwise(lambda i, j: jnp.where(mask[j] & (u[j] > u[i]), p0[j], 0.0), k)
+    cand = jnp.where(mask, (2 * lam_s * rest + cum_m) / jnp.where(mask, cum_p, 1.0), jnp.inf)
+    eta = _rmin(cand)
+  else:
+    order = jnp.argsort(jnp.where(mask, u, jnp.inf))
+    us = jnp.where(mask, u, jnp.max(u))[order]
+    ps = p0[order]
+    cum_p = jnp.cumsum(ps)
+    cum_m = jnp.cumsum(ps * us)
+    rest = jnp.cumsum(ps[::-1])[::-1] - ps        # sum_{j > i} ps_j, no cancellation
+    cand = jnp.where(ps > 0, (2 * lam_s * rest + cum_m) / jnp.where(cum_p > 0, cum_p, 1.0),
+                     jnp.inf)
+    eta = jnp.min(cand)
   d = jnp.where(mask, jnp.maximum(-1.0, (eta - u) / (2 * lam_s)), 0.0)
   worst = p0 * (1.0 + d)
-  value = vmin + jnp.sum(worst * u) + lam_s * jnp.sum(p0 * d * d)
+  value = vmin + _rsum(worst * u) + lam_s * _rsum(p0 * d * d)
   nominal = _expect(p0, values)
   value = jnp.where(ok, value, jnp.where(lam == 0, vmin, nominal))
   worst = jnp.where(ok, worst, jnp.where(lam == 0, _min_set_distribution(p0, values, mask), p0))
@@ -212,16 +311,23 @@ def l1_ball_worst_case(values, probs, radius, *, support="nominal"):
   """
   mask = _support_mask(probs, support)
   k = probs.shape[0]
-  j = jnp.argmin(jnp.where(mask, values, jnp.inf))
-  budget = jnp.clip(jnp.minimum(radius / 2, 1.0 - probs[j]), 0.0, None)
+  j = _rargmin(jnp.where(mask, values, jnp.inf))
+  onehot = jax.nn.one_hot(j, k, dtype=probs.dtype)
+  budget = jnp.clip(jnp.minimum(radius / 2, 1.0 - _rsum(onehot * probs)), 0.0, None)
   live = probs > 0
   key = jnp.where(live & (jnp.arange(k) != j), values, -jnp.inf)
-  order = jnp.argsort(-key)                          # highest value first
-  ps = probs[order]
-  before = jnp.cumsum(ps) - ps
-  taken = jnp.clip(budget - before, 0.0, ps)
-  removed = jnp.zeros_like(probs).at[order].set(taken)
-  worst = probs - removed + jax.nn.one_hot(j, k, dtype=probs.dtype) * jnp.sum(removed)
+  if _small(k):
+    # Mass ahead of slot i in the (stable) descending order of key: K^2 terms.
+    ahead = lambda i, j_: (key[j_] > key[i]) | ((key[j_] == key[i]) & (j_ < i))
+    before = _pairwise(lambda i, j_: jnp.where(ahead(i, j_), probs[j_], 0.0), k)
+    removed = jnp.clip(budget - before, 0.0, probs)
+  else:
+    order = jnp.argsort(-key)                        # highest value first
+    ps = probs[order]
+    before = jnp.cumsum(ps) - ps
+    taken = jnp.clip(budget - before, 0.0, ps)
+    removed = jnp.zeros_like(probs).at[order].set(taken)
+  worst = probs - removed + onehot * _rsum(removed)
   return _expect(worst, values), worst
 
 
@@ -238,7 +344,6 @@ def kl_ball_worst_case(values, probs, radius, *, iters=None):
   dtype = p0.dtype
   n = default_iters(dtype, iters)
   vmin, span, u = _normalized(values, mask)
-  logp0 = jnp.where(mask, jnp.log(jnp.where(mask, p0, 1.0)), -jnp.inf)
 
   def tilt(theta):
     # r = q / p0 - 1 = expm1(-theta u - lse); KL = sum p0 phi(r) with
@@ -246,12 +351,14 @@ def kl_ball_worst_case(values, probs, radius, *, iters=None):
     # KL of a tiny tilt is never rounded below 0 (which would admit a tilt
     # ~ sqrt(eps) too far for a tiny radius).
     z = jnp.where(mask, -theta * u, 0.0)
-    lse_small = jnp.log1p(jnp.sum(p0 * jnp.expm1(z)))
-    lse_big = jax.nn.logsumexp(jnp.where(mask, logp0 + z, -jnp.inf))
+    lse_small = jnp.log1p(_rsum(p0 * jnp.expm1(z)))
+    # z <= 0 with z = 0 on the argmin slot: the sum lies in [P0(argmin), 1],
+    # so log-sum-exp needs no max shift.
+    lse_big = jnp.log(_rsum(jnp.where(mask, p0 * jnp.exp(z), 0.0)))
     lse = jnp.where(theta <= 1.0, lse_small, lse_big)
     r = jnp.where(mask, jnp.expm1(z - lse), 0.0)
     q = p0 * (1.0 + r)
-    return q, jnp.sum(p0 * _phi(r))
+    return q, _rsum(p0 * _phi(r))
 
   big = 20.0 if jnp.finfo(dtype).bits > 32 else 10.0
   lo0 = jnp.asarray(-big * jnp.log(10.0), dtype)
@@ -268,7 +375,7 @@ def kl_ball_worst_case(values, probs, radius, *, iters=None):
   # Carry the last tilt found feasible (P0 = theta 0 to start), so the result
   # is a distribution that passed the KL test, not a recomputation of it.
   _, _, q = jax.lax.fori_loop(0, n, step, (lo0, hi0, p0))
-  return vmin + span * jnp.sum(q * u), q
+  return vmin + span * _rsum(q * u), q
 
 
 def chi2_ball_worst_case(values, probs, radius, *, iters=None):
@@ -284,9 +391,9 @@ def chi2_ball_worst_case(values, probs, radius, *, iters=None):
   dtype = p0.dtype
   n = default_iters(dtype, iters)
   vmin, span, u = _normalized(values, mask)
-  umax = jnp.max(u)
-  mean = jnp.sum(p0 * u)
-  var = jnp.sum(p0 * (u - mean) ** 2)
+  umax = _rmax(u)
+  mean = _rsum(p0 * u)
+  var = _rsum(p0 * (u - mean) ** 2)
   sd = jnp.sqrt(var)
   root = jnp.sqrt(radius)
   all_active = root * (umax - mean) <= sd
@@ -295,8 +402,8 @@ def chi2_ball_worst_case(values, probs, radius, *, iters=None):
 
   def at(t):
     w = jnp.where(mask, jnp.maximum(t - u, 0.0), 0.0)
-    r = w / jnp.sum(p0 * w)
-    return jnp.sum(p0 * (r - 1.0) ** 2), p0 * r
+    r = w / _rsum(p0 * w)
+    return _rsum(p0 * (r - 1.0) ** 2), p0 * r
 
   def step(_, c):
     lo, hi, best = c
@@ -311,7 +418,7 @@ def chi2_ball_worst_case(values, probs, radius, *, iters=None):
   top = jnp.where(umax > 0, umax, 1.0)
   _, _, best = jax.lax.fori_loop(0, n, step, (jnp.zeros((), dtype), top, at(top)[1]))
   worst = jnp.where(all_active, worst_all, best)
-  return vmin + span * jnp.sum(worst * u), worst
+  return vmin + span * _rsum(worst * u), worst
 
 
 def wasserstein_ball_worst_case(values, probs, radius, cost, *,
@@ -335,12 +442,12 @@ def wasserstein_ball_worst_case(values, probs, radius, cost, *,
   udest = jnp.where(dest, u, jnp.inf)
   live = probs > 0
   usable = live[:, None] & dest[None, :] & (cost > 0)
-  cmin = jnp.min(jnp.where(usable, cost, jnp.inf))
+  cmin = _rmin(_rmin(jnp.where(usable, cost, jnp.inf)))
   lam_max = jnp.where(jnp.isfinite(cmin), 2.0 / cmin, 1.0)   # no move pays off above 1 / cmin
 
   def plan(lam):
-    j = jnp.argmin(udest[None, :] + lam * cost, axis=1)
-    c = jnp.sum(jnp.where(live, probs * jnp.take_along_axis(cost, j[:, None], 1)[:, 0], 0.0))
+    j = _rargmin(udest[None, :] + lam * cost)
+    c = _rsum(jnp.where(live, probs * _take_last(cost, j), 0.0))
     return j, c
 
   def step(_, c):
@@ -363,8 +470,8 @@ def wasserstein_ball_worst_case(values, probs, radius, cost, *,
   theta = jnp.where(c_lo <= radius, 1.0,
                     jnp.clip((radius - c_hi) / jnp.where(gap > 0, gap, 1.0), 0.0, 1.0))
   w = jnp.where(live, probs, 0.0)
-  worst = (theta * (w @ jax.nn.one_hot(j_lo, k, dtype=dtype))
-           + (1.0 - theta) * (w @ jax.nn.one_hot(j_hi, k, dtype=dtype)))
+  worst = (theta * _rsum0(w[:, None] * jax.nn.one_hot(j_lo, k, dtype=dtype))
+           + (1.0 - theta) * _rsum0(w[:, None] * jax.nn.one_hot(j_hi, k, dtype=dtype)))
   del span
   return _expect(worst, values), worst
 
@@ -384,36 +491,43 @@ def lp_ball_worst_case(values, probs, radius, *, p, support="nominal", iters=Non
   k = probs.shape[0]
   v = jnp.where(mask, values, 0.0)
   nominal = _expect(probs, values)
-  count = jnp.sum(mask)
+  count = _rsum(mask.astype(jnp.int32))
   q = dual_exponent(p)
   if p == 1.0:
-    i_min = jnp.argmin(jnp.where(mask, values, jnp.inf))
-    i_max = jnp.argmax(jnp.where(mask, values, -jnp.inf))
-    kappa = 0.5 * (values[i_max] - values[i_min])
+    i_min = _rargmin(jnp.where(mask, values, jnp.inf))
+    i_max = _rargmin(jnp.where(mask, -values, jnp.inf))
+    kappa = 0.5 * (_take_last(values, i_max) - _take_last(values, i_min))
     d = 0.5 * radius * (jax.nn.one_hot(i_min, k, dtype=dtype) - jax.nn.one_hot(i_max, k, dtype=dtype))
   elif p == 2.0:
-    w = jnp.sum(v) / count
+    w = _rsum(v) / count
     x = jnp.where(mask, v - w, 0.0)
-    kappa = jnp.sqrt(jnp.sum(x * x))
+    kappa = jnp.sqrt(_rsum(x * x))
     d = -radius * x / jnp.where(kappa > 0, kappa, 1.0)
   elif q == 1.0:
-    srt = jnp.sort(jnp.where(mask, values, jnp.inf))
-    w = srt[(count - 1) // 2]                        # a median of the support
+    if _small(k):                                    # a median of the support:
+      key = jnp.where(mask, values, jnp.inf)         # rank (count - 1) // 2
+      below_i = lambda i, j: ((key[j] < key[i]) | ((key[j] == key[i]) & (j < i))).astype(jnp.int32)
+      rank = _pairwise(below_i, k)
+      w = _rsum(jnp.where(mask & (rank == (count - 1) // 2), values, 0.0))
+    else:
+      srt = jnp.sort(jnp.where(mask, values, jnp.inf))
+      w = srt[(count - 1) // 2]
     x = jnp.where(mask, v - w, 0.0)
     above = mask & (x > 0)
     below = mask & (x < 0)
     tie = mask & (x == 0)
-    share = (jnp.sum(above) - jnp.sum(below)) / jnp.maximum(jnp.sum(tie), 1)
+    cnt = lambda b: _rsum(b.astype(dtype))
+    share = (cnt(above) - cnt(below)) / jnp.maximum(cnt(tie), 1)
     d = radius * jnp.where(above, -1.0, jnp.where(below, 1.0, jnp.where(tie, share, 0.0)))
     d = d.astype(dtype)
-    kappa = jnp.sum(jnp.abs(x))
+    kappa = _rsum(jnp.abs(x))
   else:
     n = default_iters(dtype, iters)
     vmin, span, u = _normalized(values, mask)
 
     def slope(w):   # -(1/q) d/dw sum |u - w|^q, decreasing in w
       y = u - w
-      return jnp.sum(jnp.where(mask, jnp.sign(y) * jnp.abs(y) ** (q - 1.0), 0.0))
+      return _rsum(jnp.where(mask, jnp.sign(y) * jnp.abs(y) ** (q - 1.0), 0.0))
 
     def step(_, c):
       lo, hi = c
@@ -423,17 +537,17 @@ def lp_ball_worst_case(values, probs, radius, *, p, support="nominal", iters=Non
 
     lo, hi = jax.lax.fori_loop(0, n, step, (jnp.zeros((), dtype), jnp.ones((), dtype)))
     x = jnp.where(mask, u - 0.5 * (lo + hi), 0.0)
-    a = jnp.max(jnp.abs(x))
+    a = _rmax(jnp.abs(x))
     y = x / jnp.where(a > 0, a, 1.0)
-    ny = jnp.sum(jnp.abs(y) ** q) ** (1.0 / q)
+    ny = _rsum(jnp.abs(y) ** q) ** (1.0 / q)
     kappa = span * a * ny
     d = -radius * jnp.sign(y) * jnp.abs(y) ** (q - 1.0) / jnp.where(a > 0, ny, 1.0) ** (q - 1.0)
     d = jnp.where(span > 0, d, 0.0)                 # all values equal: P0 is a worst case
     # For p > 2 (q < 2) |x|^(q-1) is only Holder at x = 0, so the rounding error
     # of w leaves sum(d) ~ eps^(q-1) off zero: re-centre on the support, then
     # shrink back into the ball if needed (both exact up to rounding).
-    d = jnp.where(mask, d - jnp.sum(d) / count, 0.0)
-    nd = jnp.sum(jnp.abs(d) ** p) ** (1.0 / p)
+    d = jnp.where(mask, d - _rsum(d) / count, 0.0)
+    nd = _rsum(jnp.abs(d) ** p) ** (1.0 / p)
     d = d * jnp.minimum(1.0, radius / jnp.where(nd > 0, nd, 1.0))
     kappa = jnp.where(span > 0, kappa, 0.0)
     del vmin
