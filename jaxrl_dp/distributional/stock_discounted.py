@@ -179,7 +179,7 @@ def homogeneous_utility(utility: Union[str, Callable, HomogeneousUtility]) -> Ho
     return HomogeneousUtility(0, up, lo, float(zero))
   i = int(np.argmax(np.abs(pos - up * _PROBE)))
   raise InvalidMDPError(
-      f"utility: f({_PROBE[i]!r}) = {pos[i]!r} with f(1) = {up!r}: expected a positively "
+      f"utility: f({float(_PROBE[i])!r}) = {float(pos[i])!r} with f(1) = {up!r}: expected a positively "
       f"homogeneous f (f(gamma x) = gamma^p f(x) with p = 0 or 1, e.g. min(x, 0), "
       f"1{{x >= 0}}, -|x|), which the discounted stock DP needs; use the exact "
       f"finite-horizon stock_augmented_dp for other utilities")
@@ -842,12 +842,12 @@ def sample_stock_returns(mdp: TabularMDP, sol: DiscountedStockSolution, c0, key,
 
   def one(key):
     k0, key = jax.random.split(key)
-    s = jax.random.categorical(k0, jnp.log(mdp.initial))
+    s = jax.random.categorical(k0, jnp.log(mdp.initial)).astype(jnp.int32)
 
     def step(carry, kt):
       s, c, ret, d = carry
       a = stock_action(mdp, sol, s, c)
-      k = jax.random.categorical(kt, jnp.log(mdp.probs[s, a]))
+      k = jax.random.categorical(kt, jnp.log(mdp.probs[s, a])).astype(jnp.int32)
       r = r_all[s, a, k]
       return (ns_all[s, a, k], (c + r) / g, ret + d * r, d * g), None
 

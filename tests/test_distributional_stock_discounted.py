@@ -1,0 +1,292 @@
+"""Discounted stock-augmented DP on a stock grid, against independent float64
+NumPy references:
+
+* the exact finite-horizon stock DP of the T-step discounted return, written
+  here on the dyadic lattice that ``gamma = 1/2`` and integer rewards create
+  (z = c_0 + sum_{t<T} 2^-t r_t), truncated at T = 14 (its error is at most
+  ``gamma^T max|G|``, times ``1/alpha`` for CVaR);
+* closed forms (one-state MDP with a deterministic reward; ``f(x) = x``, whose
+  value is ``c + V*(s)`` with ``V*`` from a linear solve);
+* the exact return distribution of the executed stock policy, propagated in
+  NumPy over (state, partial return), and Monte Carlo samples of it.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrl_dp as jd
+from jaxrl_dp import distributional as dd
+
+ALPHAS = (0.1, 0.25, 0.5, 1.0)
+T_REF = 14
+GMIN, GMAX = -2.0, 6.0  # rewards in [-1, 3], gamma = 1/2
+
+
+def tiny(seed, s=2, a=2, k=2):
+  """Integer per-transition rewards in [-1, 3], distinct next states per (s, a)."""
+  rng = np.random.default_rng(seed)
+  ns = np.stack([[rng.choice(s, size=k, replace=False) for _ in range(a)] for _ in range(s)])
+  p = rng.dirichlet(np.ones(k), (s, a))
+  r = rng.integers(-1, 4, (s, a, k)).astype(float)
+  init = np.eye(s)[0] if seed % 2 == 0 else rng.dirichlet(np.ones(s))
+  return ns, p, r, init
+
+
+def lattice_reference(ns, p, r, f, T=T_REF):
+  """``(z [J], W_0 [S, J])``: optimal ``E f(z + sum_{t<T} 2^-t r_t)`` over
+  history-dependent policies, for z on the lattice ``2^-(T-1) Z`` in
+  ``[GMIN - GMAX, GMAX - GMIN]`` (backward induction on (state, z))."""
+  d = 2 ** (T - 1)
+  j = np.arange(int((GMIN - GMAX) * d), int((GMAX - GMIN) * d) + 1)
+  z = j / d
+  s_n, a_n, k_n = p.shape
+  w = np.repeat(f(z)[None], s_n, 0)
+  for t in range(T - 1, -1, -1):
+    shift = (r * 2 ** (T - 1 - t)).astype(np.int64)
+    q = np.zeros((s_n, a_n, len(j)))
+    for s in range(s_n):
+      for a in range(a_n):
+        for k in range(k_n):
+          idx = np.clip(np.arange(len(j)) + shift[s, a, k], 0, len(j) - 1)
+          q[s, a] += p[s, a, k] * w[ns[s, a, k], idx]
+    w = q.max(1)
+  return z, w
+
+
+def reference_cvar(z, w0, init, alphas):
+  sel = (z >= -GMAX) & (z <= -GMIN)
+  obj = -z[sel][None] + (init @ w0[:, sel])[None] / np.asarray(alphas)[:, None]
+  return obj.max(1)
+
+
+def cvar_of(atoms, probs, alpha):
+  """Lower-tail CVaR of a discrete distribution (float64, sorted atoms)."""
+  o = np.argsort(atoms)
+  x, pr = atoms[o], probs[o]
+  c = np.cumsum(pr)
+  below = np.clip(np.minimum(c, alpha) - (c - pr), 0, None)
+  return float(np.sum(x * below) / alpha)
+
+
+def executed_distribution(ns, p, r, init, sol, c0, T=T_REF):
+  """Exact law of sum_{t<T} 2^-t r_t when acting by the documented rule of
+  ``stock_action`` (NumPy re-implementation): settled stocks use the settled
+  policies; others are greedy on gamma * sum_k p W(s', (c + r) / gamma) with
+  W interpolated (np.interp) and exact where settled."""
+  g = 0.5
+  stocks, vals = np.asarray(sol.stocks), np.asarray(sol.values)
+  lo, hi = np.asarray(sol.return_lo), np.asarray(sol.return_hi)
+  ma, mb = np.asarray(sol.mean_above), np.asarray(sol.mean_below)
+  pa, pb = np.asarray(sol.policy_above), np.asarray(sol.policy_below)
+  s_n, a_n, k_n = p.shape
+
+  def wext(s2, c):  # CVaR utility: upper 0, lower -1
+    inner = np.interp(c, stocks, vals[s2])
+    return np.where(c >= -lo[s2], 0.0, np.where(c <= -hi[s2], c + mb[s2], inner))
+
+  d = 2 ** (T - 1)
+  m_lo, m_hi = int(GMIN * d) - 1, int(GMAX * d) + 1
+  dist = np.zeros((s_n, m_hi - m_lo + 1))
+  dist[:, -m_lo] = init
+  xs = np.arange(m_lo, m_hi + 1) / d
+  for t in range(T):
+    new = np.zeros_like(dist)
+    for s in range(s_n):
+      live = np.nonzero(dist[s])[0]
+      if live.size == 0:
+        continue
+      c = (c0 + xs[live]) / g ** t
+      q = np.stack([g * sum(p[s, a, k] * wext(ns[s, a, k], (c + r[s, a, k]) / g)
+                            for k in range(k_n)) for a in range(a_n)])
+      act = np.argmax(q, axis=0)
+      act = np.where(c >= -lo[s], pa[s], np.where(c <= -hi[s], pb[s], act))
+      for a in range(a_n):
+        rows = live[act == a]
+        for k in range(k_n):
+          shift = int(r[s, a, k] * 2 ** (T - 1 - t))
+          np.add.at(new[ns[s, a, k]], rows + shift, p[s, a, k] * dist[s, rows])
+    dist = new
+  return xs, dist.sum(0)
+
+
+def build(ns, p, r, init, gamma=0.5):
+  return jd.TabularMDP.from_sparse(ns, p, r, gamma, initial=init)
+
+
+# ------------------------------------------------------------------ tests
+def test_cvar_converges_to_lattice_reference_and_pi_equals_vi():
+  grids = (40, 120, 360)
+  rates = []
+  with jax.enable_x64(True):
+    for seed in (0, 1):
+      ns, p, r, init = tiny(seed)
+      m = build(ns, p, r, init)
+      z, w0 = lattice_reference(ns, p, r, lambda x: np.minimum(x, 0.0))
+      ref = reference_cvar(z, w0, init, ALPHAS)
+      tail = 0.5 ** T_REF * max(abs(GMIN), abs(GMAX)) / np.asarray(ALPHAS)
+      errs = []
+      for u in grids:
+        sol = dd.optimize_cvar(m, jnp.asarray(ALPHAS), num_stocks=u, tol=1e-12)
+        assert bool(sol.solution.converged)
+        err = np.abs(np.asarray(sol.cvar) - ref)
+        # The documented bound holds, and the grid optimum never beats the
+        # true optimum by more than the bound.
+        np.testing.assert_array_less(err, np.asarray(sol.error_bound) + tail + 1e-9)
+        errs.append(err.max())
+        if u == 120:
+          pi = dd.optimize_cvar(m, jnp.asarray(ALPHAS), num_stocks=u, method="pi")
+          assert bool(pi.solution.converged)
+          np.testing.assert_allclose(pi.solution.values, sol.solution.values, atol=1e-10)
+          np.testing.assert_allclose(pi.cvar, sol.cvar, atol=1e-10)
+          np.testing.assert_array_equal(pi.c0, sol.c0)
+          assert int(pi.solution.iterations) <= 10
+      assert errs[-1] < 5e-3, errs
+      assert errs[-1] < errs[0] / 3, errs
+      rates.append(np.polyfit(np.log(1.0 / np.asarray(grids)), np.log(errs), 1)[0])
+  # Observed order in h (first order is what the bound guarantees).
+  assert min(rates) > 0.5, rates
+
+
+def test_homeostatic_and_threshold_values_vs_lattice_reference():
+  ns, p, r, init = tiny(2)
+  c0s = np.array([-5.0, -3.5, -2.0, -0.5, 1.0])
+  with jax.enable_x64(True):
+    m = build(ns, p, r, init)
+    z, w_ref = lattice_reference(ns, p, r, lambda x: -np.abs(x))
+    idx = np.searchsorted(z, c0s)
+    assert np.allclose(z[idx], c0s)
+    sol = dd.stock_value_iteration(m, "homeostatic", num_stocks=120, tol=1e-12)
+    bound = float(sol.grid_error_bound + sol.error_bound) + 0.5 ** T_REF * 6
+    got = np.asarray(sol.value(c0s))  # [5, S]
+    np.testing.assert_array_less(np.abs(got - w_ref[:, idx].T), bound)
+    assert np.abs(got - w_ref[:, idx].T).max() < 0.05
+    # A user callable is recognised as the same homogeneous utility.
+    same = dd.stock_value_iteration(m, lambda x: -jnp.abs(x), num_stocks=120, tol=1e-12)
+    np.testing.assert_allclose(same.values, sol.values, atol=1e-12)
+    # Threshold P(c + G >= 0): degree 0, no contraction and no uniform bound;
+    # the truncated references with the tail at its two extremes bracket it.
+    lo_z, lo_w = lattice_reference(ns, p, r, lambda x: (x + 0.5 ** T_REF * GMIN >= 0) * 1.0)
+    _, hi_w = lattice_reference(ns, p, r, lambda x: (x + 0.5 ** T_REF * GMAX >= 0) * 1.0)
+    th = dd.stock_value_iteration(m, "threshold", num_stocks=240, tol=1e-10, max_iters=2000)
+    got = np.asarray(th.value(c0s))
+    assert np.isinf(float(th.error_bound))
+    np.testing.assert_array_less(lo_w[:, idx].T - 0.03, got)
+    np.testing.assert_array_less(got, hi_w[:, idx].T + 0.03)
+
+
+def test_closed_forms():
+  with jax.enable_x64(True):
+    # One state, deterministic reward r: G = r / (1 - gamma), CVaR = G.
+    for rew, gamma in ((1.0, 0.5), (-2.0, 0.9)):
+      m = jd.TabularMDP.from_dense(np.ones((1, 1, 1)), np.array([[rew]]), gamma)
+      sol = dd.optimize_cvar(m, jnp.asarray(ALPHAS), num_stocks=16)
+      g = rew / (1 - gamma)
+      np.testing.assert_allclose(sol.cvar, g, atol=1e-10)
+      np.testing.assert_allclose(sol.c0, -g, atol=1e-10)
+      th = dd.stock_value_iteration(m, "threshold", num_stocks=16)
+      np.testing.assert_allclose(th.value(np.array([-g - 0.1, -g, -g + 0.1]))[:, 0], [0, 1, 1])
+    # f(x) = x: W(s, c) = c + V*(s) (linear in c, so interpolation is exact).
+    rng = np.random.default_rng(5)
+    s, a = 4, 3
+    pr = rng.dirichlet(np.ones(s), (s, a))
+    rw = rng.normal(size=(s, a))
+    m = jd.TabularMDP.from_dense(pr, rw, 0.8)
+    v_star = np.max(np.stack([np.linalg.solve(np.eye(s) - 0.8 * pr[np.arange(s), pi], rw[np.arange(s), pi])
+                              for pi in np.array(np.meshgrid(*[range(a)] * s)).reshape(s, -1).T]), 0)
+    sol = dd.stock_value_iteration(m, "mean", num_stocks=11, tol=1e-12)
+    want = np.asarray(sol.stocks)[None, :] + v_star[:, None]
+    np.testing.assert_allclose(sol.values, want, atol=1e-9)
+    np.testing.assert_allclose(sol.value(np.array([-100.0, 3.3]))[1], 3.3 + v_star, atol=1e-9)
+
+
+def test_executed_policy_attains_the_grid_cvar_exactly_and_by_sampling():
+  ns, p, r, init = tiny(1)
+  alpha = 0.25
+  with jax.enable_x64(True):
+    m = build(ns, p, r, init)
+    z, w0 = lattice_reference(ns, p, r, lambda x: np.minimum(x, 0.0))
+    ref = reference_cvar(z, w0, init, [alpha])[0]
+    sol = dd.optimize_cvar(m, alpha, num_stocks=240, tol=1e-12)
+    xs, probs = executed_distribution(ns, p, r, init, sol.solution, float(sol.c0))
+    np.testing.assert_allclose(probs.sum(), 1.0, atol=1e-12)
+    got = cvar_of(xs, probs, alpha)
+    tail = 0.5 ** T_REF * 6 / alpha
+    assert got <= ref + tail  # nothing beats the optimum
+    assert abs(got - float(sol.cvar)) < 0.02, (got, float(sol.cvar), ref)
+    # Monte Carlo with jax.random: mean and CVaR agree with the exact law
+    # within 5 standard errors.
+    n = 4000
+    g = np.asarray(dd.sample_stock_returns(m, sol.solution, sol.c0, jax.random.PRNGKey(0),
+                                           num_samples=n, horizon=40))
+    mean = float(xs @ probs)
+    sd = float(np.sqrt(((xs - mean) ** 2) @ probs))
+    assert abs(g.mean() - mean) < 5 * sd / np.sqrt(n) + tail
+    mc_cvar = cvar_of(g, np.full(n, 1.0 / n), alpha)
+    assert abs(mc_cvar - got) < 5 * sd / np.sqrt(alpha * n) + tail
+    # The jitted acting rule agrees with the NumPy one along the way.
+    a0 = dd.stock_action(m, sol.solution, 0, sol.c0)
+    q0 = dd.stock_q(m, sol.solution, 0, sol.c0)
+    assert int(a0) == int(np.argmax(np.asarray(q0))) or bool(sol.c0 >= -sol.solution.return_lo[0])
+
+
+def test_batches_over_mdps_and_alphas():
+  mdps, parts = [], []
+  for seed, s in ((0, 2), (3, 3), (4, 2)):
+    ns, p, r, init = tiny(seed, s=s)
+    parts.append((ns, p, r, init))
+  alphas = jnp.asarray((0.2, 0.6))
+  grid = np.linspace(-6.0, 2.0, 41)
+  with jax.enable_x64(True):
+    mdps = [build(*x) for x in parts]
+    batch = jd.stack(mdps)
+    got = dd.optimize_cvar(batch, alphas, c_grid=grid)
+    assert got.cvar.shape == (3, 2)
+    for i, m in enumerate(mdps):
+      one = dd.optimize_cvar(m, alphas, c_grid=grid)
+      np.testing.assert_allclose(got.cvar[i], one.cvar, atol=1e-10)
+      np.testing.assert_allclose(got.solution.values[i, :m.num_states], one.solution.values, atol=1e-10)
+      for j, al in enumerate((0.2, 0.6)):  # the alpha grid equals per-alpha calls
+        np.testing.assert_allclose(one.cvar[j], dd.optimize_cvar(m, al, c_grid=grid).cvar, atol=1e-12)
+    # Finite horizon, exact lattice version (discount 1): batch equals loop
+    # and the Monte-Carlo-free check of the law of the stock policy.
+    und = [build(*x, gamma=1.0) for x in parts]
+    fh = dd.optimize_cvar(jd.stack(und), alphas, 3)
+    dist = dd.stock_policy_distribution(jd.stack(und), fh.solution, fh.c0[:, 0])
+    for i, m in enumerate(und):
+      one = dd.optimize_cvar(m, alphas, 3)
+      np.testing.assert_allclose(fh.cvar[i], one.cvar, atol=1e-10)
+      np.testing.assert_allclose(dd.cvar(dd.Distribution(dist.atoms[i], dist.probs[i]), 0.2),
+                                 one.cvar[0], atol=1e-10)
+
+
+def test_bad_input():
+  ns, p, r, init = tiny(0)
+  m = build(ns, p, r, init)
+  with pytest.raises(ValueError, match=r"alpha\[1\] = 0.0: expected a value in \(0, 1\]"):
+    dd.optimize_cvar(m, jnp.array([0.5, 0.0]))
+  with pytest.raises(ValueError, match=r"alpha = 1.5"):
+    dd.optimize_cvar_discounted(m, 1.5)
+  with pytest.raises(ValueError, match=r"c_grid\[2\] = 1.0: expected a strictly increasing grid"):
+    dd.optimize_cvar(m, 0.5, c_grid=[0.0, 1.0, 1.0, 2.0])
+  with pytest.raises(ValueError, match=r"c_grid: expected U >= 2"):
+    dd.stock_value_iteration(m, c_grid=[0.0])
+  with pytest.raises(ValueError, match=r"discount = 1.0: expected a value in \[0, 1\) for the discounted stock DP"):
+    dd.optimize_cvar(build(ns, p, r, init, gamma=1.0), 0.5)
+  with pytest.raises(ValueError, match=r"discount = 1.0: expected a value in \[0, 1\)"):
+    dd.stock_policy_iteration(build(ns, p, r, init, gamma=1.0))
+  with pytest.raises(ValueError, match=r"utility: f\(10.0\) = -100.0 .*expected a positively homogeneous f"):
+    dd.stock_value_iteration(m, lambda x: -x ** 2)
+  with pytest.raises(ValueError, match=r"utility = 'var'"):
+    dd.stock_value_iteration(m, "var")
+  with pytest.raises(ValueError, match=r"num_stocks = 1: expected a Python int >= 2"):
+    dd.stock_value_iteration(m, num_stocks=1)
+  with pytest.raises(ValueError, match=r"method = 'qi'"):
+    dd.optimize_cvar_discounted(m, 0.5, method="qi")
+  with pytest.raises(ValueError, match=r"evaluation = 'solve': expected a degree-1 utility"):
+    dd.stock_policy_iteration(m, "threshold", evaluation="solve")
+  with pytest.raises(ValueError, match=r"num_stocks: an option of the discounted"):
+    dd.optimize_cvar(build(ns, p, r, init, gamma=1.0), 0.5, 3, num_stocks=10)
+  with pytest.raises(ValueError, match=r"discount = 0.5: the exact lattice stock augmentation"):
+    dd.optimize_cvar(m, 0.5, 3)
