@@ -5,6 +5,9 @@ Each submodule imports matplotlib lazily (inside the functions), so importing
 
 * :mod:`jaxrl_dp.figures.random_policy`: effective horizon, GORP / SQIRL
   sample complexity, sticky actions, ROVER on trees.
+* :mod:`jaxrl_dp.figures.robust`: worst-case distributions, robust value
+  against the radius, IWOCS vs robust VI error against Bellman iterations (with
+  the worst-case alpha per iteration), robust backup cost ratios.
 * :mod:`jaxrl_dp.figures.distributional`: CVaR against alpha by policy class,
   return CDFs and W_0 against the initial stock, cliff policy maps at several
   stocks, homeostatic regulation, categorical/quantile approximation error.
