@@ -169,7 +169,7 @@ def test_homeostatic_and_threshold_values_vs_lattice_reference():
     # the truncated references with the tail at its two extremes bracket it.
     lo_z, lo_w = lattice_reference(ns, p, r, lambda x: (x + 0.5 ** T_REF * GMIN >= 0) * 1.0)
     _, hi_w = lattice_reference(ns, p, r, lambda x: (x + 0.5 ** T_REF * GMAX >= 0) * 1.0)
-    th = dd.stock_value_iteration(m, "threshold", num_stocks=240, tol=1e-10, max_iters=2000)
+    th = dd.stock_value_iteration(m, "threshold", num_stocks=120, tol=1e-10, max_iters=2000)
     got = np.asarray(th.value(c0s))
     assert np.isinf(float(th.error_bound))
     np.testing.assert_array_less(lo_w[:, idx].T - 0.03, got)
@@ -208,7 +208,7 @@ def test_executed_policy_attains_the_grid_cvar_exactly_and_by_sampling():
     m = build(ns, p, r, init)
     z, w0 = lattice_reference(ns, p, r, lambda x: np.minimum(x, 0.0))
     ref = reference_cvar(z, w0, init, [alpha])[0]
-    sol = dd.optimize_cvar(m, alpha, num_stocks=240, tol=1e-12)
+    sol = dd.optimize_cvar(m, alpha, num_stocks=120, tol=1e-12)
     xs, probs = executed_distribution(ns, p, r, init, sol.solution, float(sol.c0))
     np.testing.assert_allclose(probs.sum(), 1.0, atol=1e-12)
     got = cvar_of(xs, probs, alpha)
