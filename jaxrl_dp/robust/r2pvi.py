@@ -35,10 +35,12 @@ Data layout (a documented choice). Next states are indices into a finite state
 table (what every experiment here evaluates on): an :class:`OfflineDataset`
 holds per step ``features [H, N, D]``, ``rewards [H, N]``, ``next_states int32
 [H, N]`` and the feature table ``feature_table [S, A, D]`` of every (s, a). Every
-regression target is a function of ``V_{h+1}(s')``, so the sums ``sum_tau
-phi_tau f(V(s'_tau))`` are computed as ``M_h^T f(V)`` with the per-step
-aggregate ``M_h [S, D] = sum_tau phi_tau 1{s'_tau = s}`` (built once, O(N D));
-each backward step then costs O(S D^2) whatever N. Optional ``known_q [S, A]``
+regression target is a function of ``V_{h+1}(s')``: TV, KL and PEVI compute
+``sum_tau phi_tau f(V(s'_tau))`` per sample (a gather and a mat-vec, O(N D)
+per step); chi-square and DRPVI, whose alpha search needs sums over the samples
+sorted by ``V(s')``, use the per-step aggregate ``M_h [S, D] = sum_tau phi_tau
+1{s'_tau = s}`` (one scatter-add, built once), so their search costs O(S D^2)
+per step whatever N. Optional ``known_q [S, A]``
 with ``known_mask`` marks actions whose value is known exactly and is not
 learned (an action that ends the episode with a known reward, e.g. exercising
 an American option; absorbing states); samples of such actions must not be in
@@ -344,14 +346,43 @@ def elliptical_bonus(table: jax.Array, gram_inv: jax.Array, beta) -> jax.Array:
 # Each takes next-state values v [S], the design M [S, D] (or any weights:
 # with M = mu^T (columns = distributions) and gram_inv = I it evaluates the
 # population dual of every factor) and Lambda^{-1} [D, D]; returns z [D].
+def _design_sum(design):
+  """``f [S] -> M^T f [D]`` for a design ``M [S, D]``."""
+  return lambda f: design.T @ f
+
+
+def _sample_sum(features, next_states):
+  """``f [S] -> sum_tau phi_tau f(s'_tau) [D]`` (a gather and a mat-vec)."""
+  return lambda f: features.T @ f[next_states]
+
+
+def _regression(v, project, gram_inv):
+  return gram_inv @ project(v)
+
+
+def _tv(v, project, gram_inv, lam):
+  return gram_inv @ project(jnp.minimum(v, jnp.min(v) + lam))
+
+
+def _kl(v, project, gram_inv, lam, v_cap, deficit):
+  vmin = jnp.min(v)
+  w = gram_inv @ project(jnp.exp(-(v - vmin) / lam))
+  if deficit is not None:
+    scale = jnp.exp(jnp.minimum(vmin / lam, 600.0))
+    w = w + jnp.where(deficit == 0, 0.0, deficit * scale)
+  pos = w > 0
+  z = vmin - lam * jnp.where(pos, jnp.log(jnp.where(pos, w, 1.0)), -jnp.inf)
+  return jnp.clip(z, 0.0, v_cap)
+
+
 def regression_update(v: jax.Array, design: jax.Array, gram_inv: jax.Array) -> jax.Array:
   """Non-robust: ``Lambda^{-1} M^T V`` (ridge estimate of ``E_{mu_i} V``)."""
-  return gram_inv @ (design.T @ v)
+  return _regression(v, _design_sum(design), gram_inv)
 
 
 def tv_dual_update(v, design, gram_inv, lam):
   """TV-regularized: ridge estimate of ``E_{mu_i}[min(V, min_s V + lam)]``."""
-  return gram_inv @ (design.T @ jnp.minimum(v, jnp.min(v) + lam))
+  return _tv(v, _design_sum(design), gram_inv, lam)
 
 
 def kl_dual_update(v, design, gram_inv, lam, v_cap, deficit=None):
@@ -364,14 +395,7 @@ def kl_dual_update(v, design, gram_inv, lam, v_cap, deficit=None):
   lam) + Lambda^{-1} M^T exp(-(V - V_min) / lam))`` so that small ``lam`` loses
   no precision to cancellation.
   """
-  vmin = jnp.min(v)
-  w = gram_inv @ (design.T @ jnp.exp(-(v - vmin) / lam))
-  if deficit is not None:
-    scale = jnp.exp(jnp.minimum(vmin / lam, 600.0))
-    w = w + jnp.where(deficit == 0, 0.0, deficit * scale)
-  pos = w > 0
-  z = vmin - lam * jnp.where(pos, jnp.log(jnp.where(pos, w, 1.0)), -jnp.inf)
-  return jnp.clip(z, 0.0, v_cap)
+  return _kl(v, _design_sum(design), gram_inv, lam, v_cap, deficit)
 
 
 def ridge_deficit(features: jax.Array, gram_inv: jax.Array, ridge) -> jax.Array:
@@ -429,11 +453,19 @@ def tv_ball_dual_update(v, design, gram_inv, rho):
 
 
 # ----------------------------------------------------------- backward pass
-def _prepare(ds: OfflineDataset, ridge, beta, bonus_kind):
+def _designs(ds: OfflineDataset) -> jax.Array:
+  """``M_h`` for every step, ``[H, S, D]`` (one flat scatter-add)."""
+  h, n, d = ds.features.shape
   s = ds.num_states
+  rows = (ds.next_states + s * jnp.arange(h, dtype=ds.next_states.dtype)[:, None]).reshape(-1)
+  flat = jnp.zeros((h * s, d), ds.features.dtype).at[rows].add(ds.features.reshape(-1, d))
+  return flat.reshape(h, s, d)
+
+
+def _prepare(ds: OfflineDataset, ridge, beta, bonus_kind, need_design):
   gram_inv = jax.vmap(gram_inverse, in_axes=(0, None))(ds.features, ridge)       # [H, D, D]
-  design = jax.vmap(next_state_design, in_axes=(0, 0, None))(ds.features, ds.next_states, s)
-  theta = jnp.einsum("hij,hnj,hn->hi", gram_inv, ds.features, ds.rewards)       # [H, D]
+  design = _designs(ds) if need_design else None
+  theta = jnp.einsum("hij,hj->hi", gram_inv, jnp.einsum("hnj,hn->hj", ds.features, ds.rewards))
   if bonus_kind == "d_rectangular":
     bonus = jax.vmap(d_rectangular_bonus, in_axes=(None, 0, None))(ds.feature_table, gram_inv, beta)
   else:
@@ -442,18 +474,23 @@ def _prepare(ds: OfflineDataset, ridge, beta, bonus_kind):
   return gram_inv, design, theta, bonus, deficit
 
 
-def _backward(ds: OfflineDataset, update, ridge, beta, bonus_kind) -> LinearPVIResult:
-  """Backward induction ``h = H-1 .. 0`` with ``z_h = update(V_{h+1}, M_h,
-  Lambda_h^{-1}, v_cap, deficit_h)``."""
+def _backward(ds: OfflineDataset, update, ridge, beta, bonus_kind,
+              need_design=False) -> LinearPVIResult:
+  """Backward induction ``h = H-1 .. 0`` with ``z_h = update(V_{h+1}, data_h,
+  Lambda_h^{-1}, v_cap, deficit_h)``; ``data_h`` is the design ``M_h [S, D]``
+  when ``need_design`` (chi2, DRPVI: the alpha search runs over S sorted
+  values), else a function ``f [S] -> sum_tau phi_tau f(s'_tau)`` (a gather
+  and a mat-vec per target, no scatter)."""
   horizon = ds.horizon
-  gram_inv, design, theta, bonus, deficit = _prepare(ds, ridge, beta, bonus_kind)
+  gram_inv, design, theta, bonus, deficit = _prepare(ds, ridge, beta, bonus_kind, need_design)
   dtype = ds.feature_table.dtype
   steps = jnp.arange(horizon)
 
   def step(v_next, xs):
-    h, g_inv, m, th, gam, dfc = xs
+    h, g_inv, m, th, gam, dfc, phi, ns = xs
+    data = m if need_design else _sample_sum(phi, ns)
     remaining = (horizon - h).astype(dtype)
-    z = update(v_next, m, g_inv, remaining - 1.0, dfc)
+    z = update(v_next, data, g_inv, remaining - 1.0, dfc)
     w = th + z
     q = jnp.clip(ds.feature_table @ w - gam, 0.0, remaining)
     q = jnp.where(ds.known_mask, ds.known_q, q)
@@ -461,7 +498,8 @@ def _backward(ds: OfflineDataset, update, ridge, beta, bonus_kind) -> LinearPVIR
     return v, (w, z, q, v)
 
   v_end = jnp.zeros((ds.num_states,), dtype)
-  _, (w, z, q, v) = jax.lax.scan(step, v_end, (steps, gram_inv, design, theta, bonus, deficit),
+  _, (w, z, q, v) = jax.lax.scan(step, v_end, (steps, gram_inv, design, theta, bonus, deficit,
+                                         ds.features, ds.next_states),
                                  reverse=True)
   values = jnp.concatenate([v, v_end[None]], axis=0)
   policy = bellman.greedy_policy(q, ds.action_mask[None])
@@ -471,24 +509,24 @@ def _backward(ds: OfflineDataset, update, ridge, beta, bonus_kind) -> LinearPVIR
 @functools.partial(jax.jit, static_argnames=("divergence",))
 def _r2pvi(ds, lam, beta, ridge, *, divergence):
   if divergence == "tv":
-    update = lambda v, m, gi, cap, dfc: tv_dual_update(v, m, gi, lam)
+    update = lambda v, proj, gi, cap, dfc: _tv(v, proj, gi, lam)
   elif divergence == "kl":
-    update = lambda v, m, gi, cap, dfc: kl_dual_update(v, m, gi, lam, cap, dfc)
+    update = lambda v, proj, gi, cap, dfc: _kl(v, proj, gi, lam, cap, dfc)
   else:
     update = lambda v, m, gi, cap, dfc: chi2_dual_update(v, m, gi, lam)
-  return _backward(ds, update, ridge, beta, "d_rectangular")
+  return _backward(ds, update, ridge, beta, "d_rectangular", need_design=divergence == "chi2")
 
 
 @functools.partial(jax.jit, static_argnames=("bonus",))
 def _pevi(ds, beta, ridge, *, bonus):
-  update = lambda v, m, gi, cap, dfc: regression_update(v, m, gi)
+  update = lambda v, proj, gi, cap, dfc: _regression(v, proj, gi)
   return _backward(ds, update, ridge, beta, bonus)
 
 
 @jax.jit
 def _drpvi(ds, rho, beta, ridge):
   update = lambda v, m, gi, cap, dfc: tv_ball_dual_update(v, m, gi, rho)
-  return _backward(ds, update, ridge, beta, "d_rectangular")
+  return _backward(ds, update, ridge, beta, "d_rectangular", need_design=True)
 
 
 def r2pvi(dataset: OfflineDataset, *, divergence: str = "tv", lam=1.0,
