@@ -205,10 +205,12 @@ def test_policy_maps_and_occupancy_risk_neutral_and_risk_averse():
   # Occupancy against a plain loop over (state, stock) with the stock policy.
   ns, p = np.asarray(m.next_states), np.asarray(m.probs)
   steps = np.asarray(sol.solution.steps)
+  stocks = np.asarray(sol.solution.stocks, np.float64)
   pol = np.asarray(sol.policy)
   s, u_n = pol.shape[1], pol.shape[2]
   for c0, got_occ in ((0.0, occ0), (float(sol.c0), occ)):
-    d = {(st, int(sol.solution.stock_index(c0))): w for st, w in enumerate(np.asarray(m.initial)) if w > 0}
+    u0 = int(round((c0 - stocks[0]) / float(sol.solution.lattice)))
+    d = {(st, u0): w for st, w in enumerate(np.asarray(m.initial)) if w > 0}
     want = np.zeros(s)
     for t in range(horizon):
       nd = {}
