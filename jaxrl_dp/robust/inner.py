@@ -19,11 +19,14 @@ exactly to one where the method divides by it (KL, chi-square). Under
 Exact versus numerical (eps = machine epsilon of the dtype; "exact" means the
 exact optimum up to float rounding, a few eps * span(V)):
   * ``tv_penalty``   exact: closed form ``sum P0 min(V, V_min + lam)``.
-  * ``l1_ball``      exact: one sort + cumulative sums (the greedy LP vertex).
+  * ``l1_ball``      exact: the greedy LP vertex (pairwise ranks for small K,
+                     else one sort + cumulative sums).
   * ``kl_penalty``   exact: ``-lam log E_P0 exp(-(V - V_min) / lam) + V_min``
                      (``log`` for small lam, ``log1p(E expm1)`` for large lam:
                      no cancellation as lam -> inf).
-  * ``chi2_penalty`` exact: one sort + cumulative sums give the threshold.
+  * ``chi2_penalty`` exact: the threshold is a minimum over K closed-form
+                     candidates (K^2 pairwise terms for small K, else one sort
+                     and cumulative sums).
   * ``lp_ball``      exact for p in {1, 2, inf}; other p: ``iters`` bisection
                      steps on the centre w of ``kappa_q``; the value error is
                      second order in the w error (at the rounding level); the
@@ -77,15 +80,18 @@ def default_iters(dtype, iters=None) -> int:
   return 64 if jnp.finfo(dtype).bits > 32 else 40
 
 
-#: Fan-outs up to this size use unrolled (structure-of-arrays) code: sums,
-#: minima and ranks over the K slots are written as K (or K^2) elementwise
-#: operations on the slots instead of reductions along the minor axis and
-#: sorts. Under ``jax.vmap`` over rows this turns into straight vector code
-#: over the rows, which XLA on CPU runs one to two orders of magnitude faster
-#: than a batched sort or a minor-axis reduce (see benchmarks/bench_robust.py).
-#: Larger K (the dense layout, K = S) uses jnp reductions and sorts. Bodies of
-#: bisection loops keep jnp reductions: inside ``lax.fori_loop`` the unrolled
-#: form measured slower (1.3x for ``kl_ball``, 10x for ``wasserstein_ball``).
+#: Fan-outs up to this size replace SORTS by unrolled pairwise ranks: for each
+#: slot, the mass (or moment) of the slots ordered before it is a sum of K
+#: elementwise terms, K^2 in all, instead of a batched sort and cumulative sums
+#: (``chi2_penalty``, ``l1_ball``, the median of ``lp_ball`` with p = inf).
+#: Under ``jax.vmap`` over rows this is straight vector code over the rows,
+#: which XLA on CPU runs much faster than a batched sort: on the benchmark's
+#: robust backup (64 Garnets, S = 500, A = 4, K = 8) chi2_penalty went from
+#: ~75x to ~10x a nominal backup and l1_ball from ~72x to ~4.5x. Plain sums and
+#: minima over the K slots stay ``jnp`` reductions: unrolled too, they made the
+#: TV / KL penalties ~3x SLOWER in that backup (XLA re-does the gather of the
+#: next-state values inside the unrolled terms), as did unrolled reductions
+#: inside the bisection loops. Larger K (the dense layout, K = S) sorts.
 UNROLL_MAX = 16
 
 
@@ -94,70 +100,29 @@ def _small(k) -> bool:
 
 
 def _rsum(x):
-  """``sum`` over the last axis (unrolled for small K)."""
-  k = x.shape[-1]
-  if not _small(k):
-    return jnp.sum(x, axis=-1)
-  out = x[..., 0]
-  for i in range(1, k):
-    out = out + x[..., i]
-  return out
+  return jnp.sum(x, axis=-1)
 
 
 def _rmin(x):
-  k = x.shape[-1]
-  if not _small(k):
-    return jnp.min(x, axis=-1)
-  out = x[..., 0]
-  for i in range(1, k):
-    out = jnp.minimum(out, x[..., i])
-  return out
+  return jnp.min(x, axis=-1)
 
 
 def _rmax(x):
-  k = x.shape[-1]
-  if not _small(k):
-    return jnp.max(x, axis=-1)
-  out = x[..., 0]
-  for i in range(1, k):
-    out = jnp.maximum(out, x[..., i])
-  return out
+  return jnp.max(x, axis=-1)
 
 
 def _rargmin(x):
   """First index of the minimum over the last axis, ``int32``."""
-  k = x.shape[-1]
-  if not _small(k):
-    return jnp.argmin(x, axis=-1).astype(jnp.int32)
-  best = x[..., 0]
-  idx = jnp.zeros(best.shape, jnp.int32)
-  for i in range(1, k):
-    better = x[..., i] < best
-    best = jnp.where(better, x[..., i], best)
-    idx = jnp.where(better, jnp.int32(i), idx)
-  return idx
+  return jnp.argmin(x, axis=-1).astype(jnp.int32)
 
 
 def _rsum0(x):
-  """``sum`` over the FIRST axis of ``x [K, ...]`` (unrolled for small K)."""
-  k = x.shape[0]
-  if not _small(k):
-    return jnp.sum(x, axis=0)
-  out = x[0]
-  for i in range(1, k):
-    out = out + x[i]
-  return out
+  return jnp.sum(x, axis=0)
 
 
 def _take_last(x, idx):
   """``x[..., idx]`` per leading index: ``x [..., K]``, ``idx int [...]``."""
-  k = x.shape[-1]
-  if not _small(k):
-    return jnp.take_along_axis(x, idx[..., None], -1)[..., 0]
-  out = jnp.zeros(idx.shape, x.dtype)
-  for i in range(k):
-    out = jnp.where(idx == i, x[..., i], out)
-  return out
+  return jnp.take_along_axis(x, idx[..., None], -1)[..., 0]
 
 
 def _pairwise(fn, k):
