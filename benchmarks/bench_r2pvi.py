@@ -188,7 +188,7 @@ def compare(kind: str, res, ref, same_v=None) -> dict:
 def main(argv=None):
   ap = argparse.ArgumentParser()
   ap.add_argument("--quick", action="store_true")
-  ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--repeats", type=int, default=7)
   args = ap.parse_args(argv)
   quick = args.quick
   n_main, d_main = (500, 10) if quick else (10_000, 30)
