@@ -270,6 +270,20 @@ def test_vmap_over_lambda_grid_equals_loop(sim_ds):
                                    rtol=1e-12, atol=1e-12)
 
 
+def test_no_recompile_across_lambdas_and_jit_matches_nojit(sim_ds):
+  from jaxrl_dp.robust.r2pvi import _r2pvi
+  with jax.enable_x64(True):
+    R.r2pvi(sim_ds, divergence="chi2", lam=0.3, beta=0.1)
+    before = _r2pvi._cache_size()
+    for lam in (0.2, 0.9, 5.0):
+      R.r2pvi(sim_ds, divergence="chi2", lam=lam, beta=0.05, ridge=2.0)
+    assert _r2pvi._cache_size() == before          # lam, beta, ridge are traced
+    jitted = R.r2pvi(sim_ds, divergence="kl", lam=0.4, beta=0.1)
+    with jax.disable_jit():
+      eager = R.r2pvi(sim_ds, divergence="kl", lam=0.4, beta=0.1)
+    np.testing.assert_allclose(np.asarray(eager.q), np.asarray(jitted.q), rtol=1e-12, atol=1e-12)
+
+
 # ------------------------------------------------------- exact evaluation
 def test_exact_evaluation_vs_numpy():
   rng = np.random.default_rng(6)
