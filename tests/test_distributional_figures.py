@@ -280,3 +280,22 @@ def test_approximation_errors_decrease_and_meet_bounds():
   np.testing.assert_allclose(data["quantile_iter"][-1], qua[3], rtol=1e-2)
   with pytest.raises(jd.InvalidMDPError, match=r"num_atoms = \(1, 5\)"):
     F.approximation_errors(num_atoms=(1, 5))
+
+
+def test_bad_input_names_the_field():
+  ns, p, r, init = tiny_mdp(0)
+  m = jd.TabularMDP.from_sparse(ns, p, r, 1.0, initial=init)
+  with pytest.raises(jd.InvalidMDPError, match=r"alphas\[1\] = 0.0: expected a value in \(0, 1\]"):
+    F.cvar_curves(m, 2, [0.5, 0.0])
+  with pytest.raises(jd.InvalidMDPError, match=r"c0s\[1\] = 0.5: expected a multiple of the lattice step 1.0"):
+    F.return_cdfs(m, 2, [-1.0, 0.5])
+  with pytest.raises(jd.InvalidMDPError, match=r"c0\[0\] = 0.25: expected a multiple"):
+    F.homeostatic_distributions(m, 2, 0.25)
+  cl, kind = F.cliff_gridworld(3, 4)
+  sol = dd.optimize_cvar(cl, 0.5, 4).solution
+  with pytest.raises(jd.InvalidMDPError, match=r"stocks\[0\] = 1000.0: expected a stock inside the grid"):
+    F.policy_maps(sol, kind, [1000.0])
+  with pytest.raises(jd.InvalidMDPError, match=r"t = 4: expected a time step in \[0, 4\)"):
+    F.policy_maps(sol, kind, [0.0], t=4)
+  with pytest.raises(jd.InvalidMDPError, match=r"c0\[0\] = 0.5: expected a multiple"):
+    F.occupancy(cl, sol, 0.5)

@@ -64,8 +64,24 @@ def _check_alphas(alphas) -> np.ndarray:
   bad = ~((a > 0) & (a <= 1))
   if bad.any():
     i = int(np.argmax(bad))
-    raise InvalidMDPError(f"alphas[{i}] = {a[i]!r}: expected a value in (0, 1]")
+    raise InvalidMDPError(f"alphas[{i}] = {float(a[i])!r}: expected a value in (0, 1]")
   return a
+
+
+def _check_on_grid(field: str, values, solution) -> np.ndarray:
+  """Stocks must be lattice points inside the solution's grid (no rounding,
+  no clamping): returns them as float64 ``[C]``."""
+  c = np.atleast_1d(np.asarray(values, np.float64))
+  stocks = np.asarray(solution.stocks, np.float64)
+  delta = float(solution.lattice)
+  units = (c - stocks[0]) / delta
+  for i, (x, un) in enumerate(zip(c.tolist(), units.tolist())):
+    if not np.isfinite(x) or abs(un - np.round(un)) > 1e-6 * max(1.0, abs(un)):
+      raise InvalidMDPError(f"{field}[{i}] = {x!r}: expected a multiple of the lattice step {delta!r}")
+    if not stocks[0] - 1e-9 <= x <= stocks[-1] + 1e-9:
+      raise InvalidMDPError(f"{field}[{i}] = {x!r}: expected a stock inside the grid "
+                            f"[{stocks[0]!r}, {stocks[-1]!r}]")
+  return c
 
 
 # ------------------------------------------------------------ enumeration
@@ -186,6 +202,7 @@ def return_cdfs(mdp: TabularMDP, horizon: int, c0s, *,
   c0 = np.atleast_1d(np.asarray(c0s, np.float64))
   f = dd.cvar_utility if utility is None else utility
   sol = dd.stock_augmented_dp(mdp, horizon, f, c0_range=(float(c0.min()), float(c0.max())))
+  _check_on_grid("c0s", c0, sol)
   rets, cdfs, means, vals = [], [], [], []
   init = np.asarray(mdp.initial, np.float64)
   for c in c0:
@@ -320,7 +337,14 @@ def policy_maps(solution, kind: np.ndarray, stocks, *, t: int = 0,
     cells) and ``tie bool [C, H, W]`` (several actions optimal: the drawn
     one is the first).
   """
-  c = np.atleast_1d(np.asarray(stocks, np.float64))
+  c = _check_on_grid("stocks", stocks, solution)
+  horizon = int(solution.policy.shape[0])
+  if not 0 <= t < horizon:
+    raise InvalidMDPError(f"t = {t!r}: expected a time step in [0, {horizon})")
+  kind = np.asarray(kind)
+  if kind.size != solution.policy.shape[1]:
+    raise InvalidMDPError(f"kind: expected {solution.policy.shape[1]} cells (one per state), "
+                          f"got shape {kind.shape}")
   h, w = kind.shape
   q = np.asarray(solution.q[t], np.float64)  # [S, A, U]
   pol = np.asarray(solution.policy[t])  # [S, U]
@@ -344,6 +368,7 @@ def occupancy(mdp: TabularMDP, solution, c0: float) -> np.ndarray:
   """Expected number of visits ``[S]`` over time steps ``0..T-1`` of the
   stock policy started at stock ``c0`` from ``mdp.initial`` (float64 NumPy
   forward propagation of the joint law of state and stock)."""
+  _check_on_grid("c0", c0, solution)
   pol = np.asarray(solution.policy)  # [T, S, U]
   steps = np.asarray(solution.steps)
   probs = np.asarray(mdp.probs, np.float64)
@@ -429,6 +454,7 @@ def homeostatic_distributions(mdp: TabularMDP, horizon: int, c0: float) -> dict:
   """
   dd = _dd()
   sol = dd.stock_augmented_dp(mdp, horizon, homeostatic_utility, c0_range=(c0, c0))
+  _check_on_grid("c0", c0, sol)
   d = dd.stock_policy_distribution(mdp, sol, c0)
   sa = np.asarray(d.atoms, np.float64) + c0
   sp = np.asarray(d.probs, np.float64)
