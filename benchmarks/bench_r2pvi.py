@@ -47,7 +47,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import machine_info  # noqa: E402
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 import jaxrl_dp.robust as R  # noqa: E402
 

@@ -229,7 +229,6 @@ def hold_policy(model: LinearMDPModel) -> jax.Array:
 # ------------------------------------------------------------ data collection
 @functools.partial(jax.jit, static_argnames=("num_episodes",))
 def _rollouts(key, probs, rewards, initial, behavior, *, num_episodes):
-  horizon = probs.shape[0]
   k0, key = jax.random.split(key)
   s0 = jax.random.categorical(k0, jnp.log(initial), shape=(num_episodes,))
 

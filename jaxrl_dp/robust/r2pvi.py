@@ -77,8 +77,6 @@ values on the host and skip the checks under tracing).
 from __future__ import annotations
 
 import functools
-from typing import Optional
-
 import flax.struct
 import jax
 import jax.numpy as jnp
