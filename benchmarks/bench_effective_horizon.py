@@ -167,13 +167,23 @@ def bench_bridge(name, horizon, repeats, np_repeats):
   r = np.asarray(mdp.rewards, np.float64)
 
   t0 = time.perf_counter()
-  analyze_effective_horizon(mdp, horizon)
+  jax.block_until_ready(analyze_effective_horizon(mdp, horizon))
   first_s = time.perf_counter() - t0
-  run_s, runs = best_of(lambda: jax.block_until_ready(analyze_effective_horizon(mdp, horizon)),
-                        repeats)
+  # Interleaved: ours, NumPy, ours, NumPy, ... so that the load of other work on
+  # the machine falls on both alike; medians are reported.
+  runs, np_runs, held, loads = [], [], [], []
+  for i in range(max(repeats, np_repeats)):
+    loads.append(os.getloadavg()[0])
+    if i < repeats:
+      t0 = time.perf_counter()
+      jax.block_until_ready(analyze_effective_horizon(mdp, horizon))
+      runs.append(time.perf_counter() - t0)
+    if i < np_repeats:
+      t0 = time.perf_counter()
+      held.append(numpy_analysis(ns, r, horizon))
+      np_runs.append(time.perf_counter() - t0)
+  run_s, np_s = float(np.median(runs)), float(np.median(np_runs))
   ours = analyze_effective_horizon(mdp, horizon).to_dict()
-  held = []
-  np_s, np_runs = best_of(lambda: held.append(numpy_analysis(ns, r, horizon)), np_repeats)
   ref = held[-1]
 
   e = ours["effective_horizon_results"]
@@ -190,8 +200,9 @@ def bench_bridge(name, horizon, repeats, np_repeats):
       "mdp": name, "states": int(trans.shape[0]), "actions": int(trans.shape[1]),
       "horizon": horizon, "min_k": ref["min_k"], "epw": ref["epw"],
       "effective_horizon": ref["effective_horizon"], "bound_ks": ref["ks"],
-      "jax_first_call_s": first_s, "jax_compile_s": max(0.0, first_s - run_s),
+      "jax_first_call_s": first_s, "jax_compile_s": max(0.0, first_s - min(runs)),
       "jax_run_s": run_s, "jax_runs_s": runs, "numpy_run_s": np_s, "numpy_runs_s": np_runs,
+      "timing": "median of interleaved runs", "loadavg_1min_during": loads,
       "ratio_jax_over_numpy": run_s / np_s, "speedup_numpy_over_jax": np_s / run_s,
       "answers_agree": True,
   }
@@ -261,7 +272,7 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
   ap.add_argument("--repeats", type=int, default=3)
-  ap.add_argument("--np-repeats", type=int, default=2)
+  ap.add_argument("--np-repeats", type=int, default=3)
   ap.add_argument("--parts", default="bridge,suite",
                   help="comma-separated subset of bridge,suite; parts not run are kept from "
                        "an existing results file")
@@ -304,6 +315,10 @@ def main(argv=None):
   print(f"wrote {out_dir / stem}.json and .md")
 
 
+def _load_range(loads) -> str:
+  return "-" if not loads else f"{min(loads):.1f}..{max(loads):.1f}"
+
+
 def _krange(ks) -> str:
   return "-" if not ks else (f"{ks[0]}" if len(ks) == 1 else f"{ks[0]}..{ks[-1]}")
 
@@ -318,17 +333,19 @@ def markdown(result) -> str:
            "## Full analysis of one BRIDGE MDP (min_k, W, simple effective horizon), float64",
            "",
            "| MDP | S x A | T | min_k | W | H | k with a valid bound | jaxrl_dp run "
-           "| jaxrl_dp compile | NumPy run | ours / NumPy | NumPy / ours |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| jaxrl_dp compile | NumPy run | ours / NumPy | NumPy / ours | 1-min load during |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in result["bridge"]:
     lines.append(
         f"| {r['mdp']} | {r['states']} x {r['actions']} | {r['horizon']} | {r['min_k']} | "
         f"{r['epw']} | {r['effective_horizon']:.3f} | {_krange(r['bound_ks'])} | "
         f"{fmt_s(r['jax_run_s'])} | {fmt_s(r['jax_compile_s'])} | {fmt_s(r['numpy_run_s'])} | "
-        f"{r['ratio_jax_over_numpy']:.3f} | {r['speedup_numpy_over_jax']:.1f}x |")
+        f"{r['ratio_jax_over_numpy']:.3f} | {r['speedup_numpy_over_jax']:.1f}x | "
+        f"{_load_range(r.get('loadavg_1min_during'))} |")
   lines += ["", "Answers agree (min_k, W, H, ks, ms exactly; gaps, vars to 1e-9) before any "
-            "time is reported. Times are the best of repeated calls; compile = first call "
-            "minus the best call. The loop over k runs until min_k and W are found and k "
+            "time is reported. Times are medians of interleaved calls (jaxrl_dp, NumPy, "
+            "jaxrl_dp, NumPy, ...: load from other work falls on both alike); compile = first "
+            "call minus the fastest call. The loop over k runs until min_k and W are found and k "
             "reaches the bound H, in both implementations.", "",
             "## Batched suite analysis (`analyze_effective_horizon_batch` through "
             "`batch.solve`)", "",

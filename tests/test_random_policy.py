@@ -401,3 +401,97 @@ def test_analysis_with_explicit_exploration_policy():
   dense = sparse_to_dense(ns[..., None], np.ones(ns.shape + (1,)))
   want = np_policy_q(dense, r, 1.0, T, pol.astype(np.float64))[0, 0] @ pol[0, 0]
   np.testing.assert_allclose(c.random_return, want, rtol=1e-6)
+
+
+# --------------------------------------------------------- covering length
+def _np_visit_set_law(p, init, pi, horizon, countable):
+  """Brute force: the law of the set of countable (s, a) pairs one episode
+  visits, by enumerating every trajectory (actions and next states)."""
+  law = {}
+
+  def walk(t, s, prob, seen):
+    if t == horizon:
+      law[seen] = law.get(seen, 0.0) + prob
+      return
+    for a in range(pi.shape[-1]):
+      pa = pi[t, s, a]
+      if pa == 0:
+        continue
+      now = seen | {(s, a)} if countable[s, a] else seen
+      for s2 in range(p.shape[-1]):
+        if p[s, a, s2] > 0:
+          walk(t + 1, s2, prob * pa * p[s, a, s2], now)
+
+  for s0 in range(len(init)):
+    if init[s0] > 0:
+      walk(0, s0, init[s0], frozenset())
+  return law
+
+
+def _np_covering_length(law, pairs):
+  """Smallest n with P(every pair seen in n i.i.d. episodes) >= 1/2, by the
+  exact law of the covered set (a Markov chain on subsets), no inclusion-exclusion."""
+  full = frozenset(pairs)
+  cov = {frozenset(): 1.0}
+  for n in range(1, 10_000):
+    nxt = {}
+    for c, pc in cov.items():
+      for x, px in law.items():
+        key = c | x
+        nxt[key] = nxt.get(key, 0.0) + pc * px
+    cov = nxt
+    if cov.get(full, 0.0) >= 0.5:
+      return n
+  raise AssertionError("no covering within 10000 episodes")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_covering_length_exact_against_trajectory_enumeration(seed):
+  from jaxrl_dp.random_policy import covering_length
+  rng = np.random.default_rng(seed)
+  s_n, a_n, T = 4, 2, 3
+  ns, ps, r = random_sparse(rng, s_n, a_n, 2)
+  p = sparse_to_dense(ns, ps)
+  p[3] = 0.0
+  p[3, :, 3] = 1.0  # state 3: absorbing with zero reward (terminal, not counted)
+  r[3] = 0.0
+  init = np.array([0.7, 0.3, 0.0, 0.0])
+  pi = np.broadcast_to(rng.dirichlet(np.ones(a_n), size=s_n), (T, s_n, a_n)).copy()
+  if seed == 2:  # a skewed time-dependent policy with a zero-probability action
+    pi[1, 0] = [1.0, 0.0]
+  m = jd.TabularMDP.from_dense(p, r, 1.0, initial=init)
+  countable = np.ones((s_n, a_n), bool)
+  countable[3] = False
+  law = _np_visit_set_law(p, init, pi, T, countable)
+  pairs = set().union(*law)
+  want = _np_covering_length(law, pairs)
+  got = covering_length(m, T, pi)
+  assert got == want
+  res = analyze_effective_horizon(m, T, pi)
+  # The occupancy bounds bracket it and are at least as tight as the old bound.
+  assert res.covering_length_lower <= want <= res.covering_length_upper
+  assert res.covering_length_upper <= np.ceil(res.covering_length_bound)
+  # The lower bound is the single-pair requirement of the rarest pair, computed
+  # from an upper bound on its visit probability: never above the requirement
+  # from the exact per-pair visit probabilities of the enumeration.
+  v = min(sum(pr for x, pr in law.items() if q in x) for q in pairs)
+  exact_single = next(n for n in range(1, 10_000) if 1 - (1 - v) ** n >= 0.5)
+  assert res.covering_length_lower <= exact_single <= want
+
+
+def test_covering_length_coupon_collector_closed_form():
+  """One state, A actions, T = 1, uniform policy: the coupon collector,
+  P(all A seen in n draws) = sum_j (-1)^j C(A, j) (1 - j / A)^n. (Reward 1:
+  an absorbing zero-reward state would be terminal and not count.)"""
+  from math import comb
+
+  from jaxrl_dp.random_policy import covering_length
+  for a_n in (2, 3, 5):
+    m = jd.TabularMDP.from_dense(np.ones((1, a_n, 1)), np.ones((1, a_n)), 1.0)
+    p_all = lambda n: sum((-1) ** j * comb(a_n, j) * (1 - j / a_n) ** n for j in range(a_n + 1))
+    want = next(n for n in range(1, 1000) if p_all(n) >= 0.5)
+    assert covering_length(m, 1) == want, a_n
+  assert want == 10  # A = 5: E = 11.4 draws, median 10
+  big = jd.TabularMDP.from_dense(np.ones((1, 20, 1)), np.ones((1, 20)), 1.0)
+  with pytest.raises(ValueError, match="max_pairs"):
+    covering_length(big, 1)

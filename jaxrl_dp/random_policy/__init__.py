@@ -9,14 +9,16 @@ from jaxrl_dp.random_policy.q import (check_exploration_policy, policy_expectati
                                       qvi_backup, qvi_steps, random_q)
 from jaxrl_dp.random_policy.effective_horizon import (
     REWARD_PRECISION, EffectiveHorizonAnalysis, analyze_effective_horizon,
-    analyze_effective_horizon_batch, effective_horizon_kernel, greedy_returns,
-    greedy_returns_kernel, terminal_states, value_triplet)
+    analyze_effective_horizon_batch, covering_length, covering_length_bounds,
+    effective_horizon_kernel, greedy_returns, greedy_returns_kernel, terminal_states,
+    value_triplet)
 
 __all__ = [
     "random_q", "qvi_steps", "qvi_backup", "policy_expectation", "check_exploration_policy",
     "REWARD_PRECISION", "EffectiveHorizonAnalysis", "analyze_effective_horizon",
     "analyze_effective_horizon_batch", "effective_horizon_kernel", "greedy_returns",
-    "greedy_returns_kernel", "terminal_states", "value_triplet",
+    "greedy_returns_kernel", "terminal_states", "value_triplet", "covering_length",
+    "covering_length_bounds",
 ]
 
 from jaxrl_dp.random_policy.sticky import (analyze_sticky_actions, sticky_actions,

@@ -33,8 +33,28 @@ exploration policy (uniform over valid actions by default) and
   the number of such (s, a) pairs: a union bound on the number of exploration
   episodes after which every pair has been visited with probability >= 1/2
   (the bound the authors' code documents for the covering length ``L`` of the
-  stochastic-environments paper, with ``N`` in place of their ``S * A``). The
-  exact covering length is not computed.
+  stochastic-environments paper, with ``N`` in place of their ``S * A``).
+* Covering length ``L`` ("Bridging", following Liu and Brunskill): the
+  number of independent exploration episodes after which every such pair has
+  been visited at least once with probability >= 1/2. From the occupancies
+  alone ``L`` is not determined (it depends on the joint law of the pairs an
+  episode visits), but two bounds are exact integers:
+  ``covering_length_lower <= L <= covering_length_upper`` (see
+  :func:`covering_length_bounds`; the upper one is the union bound solved
+  exactly by bisection, never above ``ceil(covering_length_bound)``).
+  :func:`covering_length` computes ``L`` itself by inclusion-exclusion over
+  the reachable pairs (``2^N`` forward passes: small MDPs only).
+
+Implementation. ``Q^k`` is never stored as ``[T, S, A]``: it is kept in
+"next-value" form ``u [T + 1, S]`` with ``Q^k_t = r + gamma E[u[t + 1]]``
+(``u`` = the exploration values for ``k = 1``, 0 for ``Q^1 = R``; one backup
+is ``u[t] <- max_a Q^k_t``), and the variance bound only through its maximum
+over actions ``[T, S]``. Each ``k`` is one forward ``lax.scan`` over ``t`` that
+recomputes ``Q^k_t`` column by column (an unrolled loop over actions), runs the
+greedy walks that are still needed (skipped with ``lax.cond`` once ``min_k``,
+``W`` or the bound are settled) and emits the tables of ``k + 1``. The same
+arithmetic in the same order as a dense ``[T, S, A]`` backup: results are bit
+for bit those of the definitions above.
 
 Precision. The golden comparison needs float64: gaps of 1e-11 between Q values
 and exact ties decide ``min_k``. :func:`analyze_effective_horizon` and
@@ -101,6 +121,10 @@ class EffectiveHorizonAnalysis:
     min_sum_state_action_occupancy: ``[]`` occupancy statistics (see module
       docstring).
     covering_length_bound: ``[]`` ``log(2 N) / min_state_action_occupancy``.
+    covering_length_lower, covering_length_upper: ``[]`` integer-valued
+      bounds on the covering length from the occupancies
+      (:func:`covering_length_bounds`); ``lower <= L <= upper <= ceil(bound)``.
+      The exact ``L`` is :func:`covering_length` (small MDPs).
   """
 
   min_k: jax.Array
@@ -120,6 +144,8 @@ class EffectiveHorizonAnalysis:
   min_state_action_occupancy: jax.Array
   min_sum_state_action_occupancy: jax.Array
   covering_length_bound: jax.Array
+  covering_length_lower: jax.Array
+  covering_length_upper: jax.Array
 
   def to_dict(self) -> dict:
     """Plain-Python view in the layout of the dataset's ``*_analyzed.json``.
@@ -154,6 +180,8 @@ class EffectiveHorizonAnalysis:
             "min_sum_state_action_occupancy": float(self.min_sum_state_action_occupancy),
         },
         "covering_length_bound": float(self.covering_length_bound),
+        "covering_length_lower": int(self.covering_length_lower),
+        "covering_length_upper": int(self.covering_length_upper),
         "optimal_return": float(self.optimal_return),
         "random_return": float(self.random_return),
         "worst_return": float(self.worst_return),
@@ -162,6 +190,21 @@ class EffectiveHorizonAnalysis:
 
 
 # ------------------------------------------------------------- shared pieces
+def _triplet_step(mdp: TabularMDP, policy, v_next: jax.Array, t):
+  """One backward step of :func:`value_triplet`: ``v_next [S, 3]`` ->
+  ``(v [S, 3], (qx, qo, qw) each [S, A])``. Shared so that every caller gets
+  bit-identical tables."""
+  mask = mdp.action_mask
+  ev = bellman.expected_next(mdp, v_next)  # [S, A, 3]
+  q = mdp.rewards[..., None] + mdp.discount * ev
+  qx, qo, qw = q[..., 0], q[..., 1], q[..., 2]
+  vo = bellman.masked_max(qo, mask)
+  vw = masked_min(qw, mask)
+  vx = policy_expectation(qx, policy_at(policy, t), mask)
+  vx = jnp.maximum(vw, jnp.minimum(vo, vx))
+  return jnp.stack([vx, vo, vw], axis=-1).astype(mdp.rewards.dtype), (qx, qo, qw)
+
+
 def value_triplet(mdp: TabularMDP, policy, horizon: int):
   """Exploration, optimal and worst-case T-step Q tables in one backward scan.
 
@@ -175,23 +218,35 @@ def value_triplet(mdp: TabularMDP, policy, horizon: int):
     v_worst)`` each ``[T, S]``.
   """
   s = mdp.rewards.shape[0]
-  mask = mdp.action_mask
-  dtype = mdp.rewards.dtype
 
   def step(v_next, t):  # v_next [S, 3]
-    ev = bellman.expected_next(mdp, v_next)  # [S, A, 3]
-    q = mdp.rewards[..., None] + mdp.discount * ev
-    qx, qo, qw = q[..., 0], q[..., 1], q[..., 2]
-    vo = bellman.masked_max(qo, mask)
-    vw = masked_min(qw, mask)
-    vx = policy_expectation(qx, policy_at(policy, t), mask)
-    vx = jnp.maximum(vw, jnp.minimum(vo, vx))
-    v = jnp.stack([vx, vo, vw], axis=-1).astype(dtype)
+    v, (qx, qo, qw) = _triplet_step(mdp, policy, v_next, t)
     return v, (qx, qo, qw, v)
 
-  _, (qx, qo, qw, v) = jax.lax.scan(step, jnp.zeros((s, 3), dtype),
+  _, (qx, qo, qw, v) = jax.lax.scan(step, jnp.zeros((s, 3), mdp.rewards.dtype),
                                     jnp.arange(horizon), reverse=True)
   return (qx, qo, qw), (v[..., 0], v[..., 1], v[..., 2])
+
+
+def _analysis_tables(mdp: TabularMDP, policy, horizon: int, tol):
+  """The compact tables the analysis needs, without storing any ``[T, S, A]``
+  float table: ``v [T, S, 3]`` (exploration, optimal, worst values as in
+  :func:`value_triplet`), ``suboptimal bool [T, S, A]`` (``Q* < V* - tol`` on
+  valid actions) and the variance bound ``maxvar [T, S]`` =
+  ``max(0, max_a (Q^1 - Qworst)(Q* - Qworst))`` over valid actions."""
+  s = mdp.rewards.shape[0]
+  mask = mdp.action_mask
+
+  def step(v_next, t):
+    v, (qx, qo, qw) = _triplet_step(mdp, policy, v_next, t)
+    sub = mask & (qo < v[:, 1, None] - tol)
+    var = (qx - qw) * (qo - qw)
+    maxvar = jnp.maximum(0.0, jnp.max(jnp.where(mask, var, -jnp.inf), axis=-1))
+    return v, (v, sub, maxvar)
+
+  _, (v, sub, maxvar) = jax.lax.scan(step, jnp.zeros((s, 3), mdp.rewards.dtype),
+                                     jnp.arange(horizon), reverse=True)
+  return v, sub, maxvar
 
 
 def successors(mdp: TabularMDP, visited: jax.Array, allowed: jax.Array) -> jax.Array:
@@ -214,6 +269,96 @@ def reach(mdp: TabularMDP, allowed: jax.Array) -> jax.Array:
   start = mdp.initial > 0
   _, visited = jax.lax.scan(step, start, allowed)
   return visited
+
+
+def successors_multi(mdp: TabularMDP, visited: jax.Array, allowed: jax.Array) -> jax.Array:
+  """:func:`successors` for ``C`` walks at once: ``visited [S, C]`` bool,
+  ``allowed [S, A, C]`` bool -> ``[S, C]`` bool.
+
+  Sparse layout: one scatter-add of the ``C`` walks packed into bit fields of
+  an integer (each field counts the live edges into a state, so it cannot
+  overflow: the field is wider than ``S * A * K``); where the integer is too
+  narrow (no x64) it falls back to one boolean scatter per walk. Dense layout:
+  :func:`successors` per walk.
+  """
+  c = visited.shape[-1]
+  if not mdp.is_sparse:
+    return jnp.stack([successors(mdp, visited[:, i], allowed[..., i]) for i in range(c)], -1)
+  s, a, k = mdp.probs.shape
+  live = (visited[:, None, :] & allowed)[:, :, None, :] & (mdp.probs > 0)[..., None]  # [S,A,K,C]
+  itype = jax.dtypes.canonicalize_dtype(jnp.int64)
+  width = (jnp.iinfo(itype).bits - 1) // c
+  if (s * a * k) >> width:  # a field could overflow: one boolean scatter per walk
+    return jnp.stack([jnp.zeros((s,), bool).at[mdp.next_states].max(live[..., i])
+                      for i in range(c)], -1)
+  shifts = jnp.asarray([width * i for i in range(c)], itype)
+  packed = jnp.sum(jnp.where(live, jnp.left_shift(jnp.ones((), itype), shifts), 0), axis=-1)
+  counts = jnp.zeros((s,), itype).at[mdp.next_states].add(packed)
+  field = (1 << width) - 1
+  return (jnp.right_shift(counts[:, None], shifts) & field) > 0
+
+
+class _ActionColumns:
+  """Per-action columns ``[S]`` of an MDP for the analysis sweep (trace-time
+  helper; the loops over actions and fan-out slots are unrolled).
+
+  ``q(v)`` is ``Q(s, a) = r(s, a) + gamma * sum_k p_k v(s'_k)`` (the fan-out
+  summed left to right, as :func:`jaxrl_dp.core.bellman.q_values` reduces it)
+  as a list of A columns; maxima are over valid actions. The dense layout
+  uses :func:`jaxrl_dp.core.bellman.q_values` and slices its columns.
+  """
+
+  def __init__(self, mdp: TabularMDP):
+    self.mdp = mdp
+    s, a = mdp.rewards.shape
+    self.num_actions = a
+    self.mask = [mdp.action_mask[:, i] for i in range(a)]
+    self.r = [mdp.rewards[:, i] for i in range(a)]
+    if mdp.is_sparse:
+      k = mdp.probs.shape[-1]
+      self.ns = [[mdp.next_states[:, i, j] for j in range(k)] for i in range(a)]
+      self.p = [[mdp.probs[:, i, j] for j in range(k)] for i in range(a)]
+
+  def _gather(self, v, idx):
+    return v.at[idx].get(mode="promise_in_bounds")
+
+  def q(self, v):
+    if not self.mdp.is_sparse:
+      q = bellman.q_values(self.mdp, v)
+      return [q[:, i] for i in range(self.num_actions)]
+    out = []
+    for r, ns, p in zip(self.r, self.ns, self.p):
+      ev = functools.reduce(jnp.add, [pj * self._gather(v, nj) for pj, nj in zip(p, ns)])
+      out.append(r + self.mdp.discount * ev)
+    return out
+
+  def max_next(self, v):
+    """``max over next states with p > 0 of v`` per action (0 if none)."""
+    if not self.mdp.is_sparse:
+      vals, probs = bellman.gather_next(self.mdp, v)
+      head = jnp.max(jnp.where(probs > 0, vals, 0.0), axis=-1)
+      return [head[:, i] for i in range(self.num_actions)]
+    return [functools.reduce(jnp.maximum, [jnp.where(pj > 0, self._gather(v, nj), 0.0)
+                                           for pj, nj in zip(p, ns)])
+            for ns, p in zip(self.ns, self.p)]
+
+  def max_where(self, cond, cols):
+    return functools.reduce(jnp.maximum, [jnp.where(c, x, -jnp.inf) for c, x in zip(cond, cols)])
+
+  def masked_max(self, cols):
+    return self.max_where(self.mask, cols)
+
+  def successors(self, visited, allowed):
+    """States reached in one step: ``visited [S]`` bool, ``allowed`` A x
+    ``[S]`` bool -> ``[S]`` bool (one boolean scatter-max over all edges
+    with positive probability)."""
+    if not self.mdp.is_sparse:
+      return successors(self.mdp, visited, jnp.stack(allowed, axis=1))
+    live = [visited & al & (pj > 0) for al, p in zip(allowed, self.p) for pj in p]
+    index = [nj for ns in self.ns for nj in ns]
+    s = visited.shape[0]
+    return jnp.zeros((s,), bool).at[jnp.concatenate(index)].max(
+        jnp.concatenate(live), mode="promise_in_bounds")
 
 
 def greedy_is_optimal(mdp: TabularMDP, q: jax.Array, suboptimal: jax.Array) -> jax.Array:
@@ -245,29 +390,95 @@ def _num_actions(mask):
   return jnp.max(jnp.sum(mask, axis=-1))
 
 
-def _occupancy_stats(mdp, policy, horizon):
+def _occupancy_tables(mdp, policy, horizon):
+  """``(max_t d_t(s, a), sum_t d_t(s, a))`` each ``[S, A]`` and the same for
+  states, ``[S]``, of the exploration policy from the initial distribution
+  (steps ``t = 0..T-1``), accumulated in one forward scan (no ``[T, S, A]``)."""
   mask = mdp.action_mask
   dtype = mdp.rewards.dtype
+  s, a = mdp.rewards.shape
 
-  def step(d, t):
+  def step(carry, t):
+    d, max_sa, sum_sa, max_s, sum_s = carry
     pi = policy_probs_at(policy, t, mask).astype(dtype)
     sa = pi * d[:, None]
-    return bellman.state_distribution_step(mdp, pi, d).astype(dtype), (d, sa)
+    nxt = bellman.state_distribution_step(mdp, pi, d).astype(dtype)
+    return (nxt, jnp.maximum(max_sa, sa), sum_sa + sa, jnp.maximum(max_s, d), sum_s + d), None
 
-  _, (d, sa) = jax.lax.scan(step, mdp.initial.astype(dtype), jnp.arange(horizon))
+  zsa, zs = jnp.zeros((s, a), dtype), jnp.zeros((s,), dtype)
+  (_, max_sa, sum_sa, max_s, sum_s), _ = jax.lax.scan(
+      step, (mdp.initial.astype(dtype), zsa, zsa, zs, zs), jnp.arange(horizon))
+  return max_sa, sum_sa, max_s, sum_s
+
+
+def covering_length_bounds(max_occ: jax.Array, sum_occ: jax.Array, pairs: jax.Array):
+  """Lower and upper bounds on the covering length from occupancies.
+
+  The covering length ``L`` is the smallest number of independent episodes
+  of the exploration policy after which every pair in ``pairs`` has been
+  visited at least once with probability >= 1/2. With ``v_i`` the probability
+  that one episode visits pair ``i``, ``max_t d_t(i) <= v_i <= min(1, sum_t
+  d_t(i))``, so
+
+  * ``lower`` = the smallest n with ``1 - (1 - min_i min(1, sum_t d_t(i)))^n >= 1/2``
+    (even the rarest pair alone needs that many episodes);
+  * ``upper`` = the smallest n with ``sum_i (1 - max_t d_t(i))^n <= 1/2``
+    (union bound; at most ``ceil(log(2 N) / min_i max_t d_t(i))``).
+
+  Both are exact integers for the given occupancies (``upper`` by bisection).
+  Pure and jittable.
+
+  Args:
+    max_occ, sum_occ: ``[...]`` per-pair max and sum over t of ``d_t``.
+    pairs: ``bool [...]`` the pairs to cover (e.g. positive occupancy, not
+      terminal).
+
+  Returns:
+    ``(lower, upper)`` float scalars (``0`` when there is no pair).
+  """
+  dtype = max_occ.dtype
+  any_pair = jnp.any(pairs)
+  hi_p = jnp.min(jnp.where(pairs, jnp.minimum(1.0, sum_occ), 1.0))
+  lower = jnp.where(hi_p >= 1.0, 1.0, jnp.ceil(jnp.log(0.5) / jnp.log1p(-hi_p)))
+  lo_p = jnp.where(pairs, max_occ, 1.0)
+  log_miss = jnp.where(pairs, jnp.log1p(-jnp.minimum(lo_p, 1.0)), -jnp.inf)  # log(1 - l_i)
+  n_pairs = jnp.sum(pairs).astype(dtype)
+
+  def uncovered(n):  # union bound on P(some pair unvisited after n episodes)
+    return jnp.sum(jnp.where(pairs, jnp.exp(n * log_miss), 0.0))
+
+  # Bracket: (lo, hi] with uncovered(hi) <= 1/2; hi from the log(2N)/l_min bound.
+  hi = jnp.maximum(1.0, jnp.ceil(jnp.log(2.0 * n_pairs) / jnp.min(lo_p)))
+  hi = jnp.where(uncovered(hi) <= 0.5, hi, 2.0 * hi)  # guard against round-off
+  lo = jnp.maximum(lower, 1.0) - 1.0  # uncovered(lower - 1) > 1/2 holds for every pair set
+
+  def bisect(_, bounds):
+    lo, hi = bounds
+    mid = jnp.floor((lo + hi) / 2.0)
+    ok = uncovered(mid) <= 0.5
+    return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+
+  lo, hi = jax.lax.fori_loop(0, 64, bisect, (lo, hi))
+  upper = jnp.maximum(hi, lower)
+  return (jnp.where(any_pair, lower, 0.0).astype(dtype),
+          jnp.where(any_pair, upper, 0.0).astype(dtype))
+
+
+def _occupancy_stats(mdp, policy, horizon):
+  max_sa, sum_sa, max_s, sum_s = _occupancy_tables(mdp, policy, horizon)
+  dtype = max_sa.dtype
   term = terminal_states(mdp)
 
   def smallest(x, excl):
     x = jnp.where(x == 0, 1.0, x)
     return jnp.min(jnp.where(excl, jnp.inf, x))
 
-  sum_sa = jnp.sum(sa, axis=0)
-  stats = (smallest(jnp.max(d, axis=0), term), smallest(jnp.sum(d, axis=0), term),
-           smallest(jnp.max(sa, axis=0), term[:, None]),
+  stats = (smallest(max_s, term), smallest(sum_s, term), smallest(max_sa, term[:, None]),
            smallest(sum_sa, term[:, None]))
-  n_pairs = jnp.sum((sum_sa > 0) & ~term[:, None]).astype(dtype)
+  pairs = (sum_sa > 0) & ~term[:, None]
+  n_pairs = jnp.sum(pairs).astype(dtype)
   cover = jnp.log(2.0 * n_pairs) / stats[2]
-  return stats, cover
+  return stats, cover, covering_length_bounds(max_sa, sum_sa, pairs)
 
 
 # ------------------------------------------------------------------- kernel
@@ -292,49 +503,94 @@ def effective_horizon_kernel(mdp: TabularMDP, horizon: int, exploration_policy=N
   T = int(horizon)
   mask = mdp.action_mask
   dtype = mdp.rewards.dtype
+  s_n = mdp.rewards.shape[0]
   policy = exploration_policy
-  (qx, qo, qw), (vx, vo, vw) = value_triplet(mdp, policy, T)
-  subopt = mask & (qo < vo[..., None] - tol)
+  v, subopt, maxvar0 = _analysis_tables(mdp, policy, T, tol)
+  vx, vo, vw = v[..., 0], v[..., 1], v[..., 2]
   n_act = _num_actions(mask)
   n_act_f = n_act.astype(dtype)
   log_a = jnp.log(n_act_f)
+  two_t = jnp.asarray(2.0 * T, dtype)
+  tsteps = jnp.arange(T)
+  last = jnp.zeros((1, s_n), dtype)  # V_T = 0
 
-  var0 = (qx - qw) * (qo - qw)
+  # Q tables are held in "next-value" form: Q^k_t = r + gamma E[u_k[t + 1]]
+  # with u [T + 1, S], u[T] = 0. Q^1: u = the exploration values; the backup
+  # Q^{k+1}_t = r + gamma E[max_a Q^k_{t+1}] is u_{k+1}[t] = max_a Q^k_t (the
+  # last step keeps r). Q^1_R = R: u = 0. The variance bound of Theorem 5.4 is
+  # only needed through its max over actions, maxvar [T, S].
+  cols = _ActionColumns(mdp)
+  sub_cols = jnp.moveaxis(subopt, -1, 0)  # [A, T, S]
 
-  def eh_stats(q, var_b, pow_a, k):
-    """Per-k statistics of Theorem 5.4: (works, m, gap, var)."""
-    qmax = bellman.masked_max(q, mask)  # [T, S]
-    qsub = jnp.max(jnp.where(subopt, q, -jnp.inf), axis=-1)
-    follow = mask & (q > qsub[..., None])
-    visited = reach(mdp, follow)
-    works = ~jnp.any(visited & (qmax == qsub))
-    gap = qmax - qsub
-    maxvar = jnp.maximum(0.0, jnp.max(jnp.where(mask, var_b, -jnp.inf), axis=-1))
-    # log(2 T A^k) as the dataset computes it; past float overflow use the sum.
-    two_t = jnp.asarray(2.0 * T, dtype)
-    big = two_t * pow_a
-    log_term = jnp.where(jnp.isfinite(big), jnp.log(big),
-                         jnp.log(two_t) + k.astype(dtype) * log_a)
-    m = jnp.maximum(1.0, jnp.ceil(16.0 * maxvar / (gap * gap) * log_term))
-    m = jnp.where(visited & (gap > 0), m, 0.0)
-    flat = m.T.reshape(-1)  # state-major, time-minor (the dataset's order)
-    i = jnp.argmax(flat)
-    s_i, t_i = i // T, i % T
-    return works, flat[i], gap[t_i, s_i], maxvar[t_i, s_i]
+  def sweep(ux, ur, mv, log_term, need_x, need_h, need_r, more_h):
+    """One forward pass over t at a fixed k. Each walk runs only while its
+    answer is still open (``lax.cond``): the greedy walk on Q^k (min_k), the
+    walk on the actions of Q^k that beat the best suboptimal one (the bound of
+    Theorem 5.4: its failure flag and the per-state first maximum of m_t(s) in
+    time order) and the greedy walk on Q^k_R (W). Returns the flags, the
+    maxima, and the tables of k + 1. Work is per action column ``[S]`` (an
+    unrolled loop over actions), which XLA runs about 3x faster on CPU than
+    reductions over a minor axis of length A."""
+    mv_next = jnp.concatenate([mv[1:], mv[-1:]], axis=0)
+    false = jnp.asarray(False)
 
-  def backup_var(var_b):
-    nxt = jnp.maximum(0.0, jnp.max(jnp.where(mask, var_b[1:], -jnp.inf), axis=-1))  # [T-1, S]
-    vals, probs = jax.vmap(lambda v: bellman.gather_next(mdp, v))(nxt)  # [T-1, S, A, K]
-    head = jnp.max(jnp.where(probs > 0, vals, 0.0), axis=-1)
-    return jnp.concatenate([head.astype(dtype), var_b[-1:]], axis=0)
+    def step(carry, xs):
+      vis_x, vis_f, vis_r, fails, best = carry
+      t, ux1, ur1, mv_t, mv1, sub_t = xs
+      qx = cols.q(ux1)
+      qmax = cols.masked_max(qx)
+
+      def x_walk(vis):
+        greedy = [m & (q >= qmax) for m, q in zip(cols.mask, qx)]
+        bad = functools.reduce(jnp.logical_or, [g & b for g, b in zip(greedy, sub_t)])
+        return cols.successors(vis, greedy), jnp.any(vis & bad)
+
+      def f_walk(vis, best):
+        bm, bg, bv = best
+        qsub = cols.max_where(sub_t, qx)
+        follow = [m & (q > qsub) for m, q in zip(cols.mask, qx)]
+        gap = qmax - qsub
+        m = jnp.maximum(1.0, jnp.ceil(16.0 * mv_t / (gap * gap) * log_term))
+        m = jnp.where(vis & (gap > 0), m, 0.0)
+        better = m > bm  # strict: the first t of a state's maximum (time-minor order)
+        best = (jnp.where(better, m, bm), jnp.where(better, gap, bg),
+                jnp.where(better, mv_t, bv))
+        return cols.successors(vis, follow), jnp.any(vis & (qmax == qsub)), best
+
+      def r_walk(vis):
+        qr = cols.q(ur1)
+        rmax = cols.masked_max(qr)
+        greedy = [m & (q >= rmax) for m, q in zip(cols.mask, qr)]
+        bad = functools.reduce(jnp.logical_or, [g & b for g, b in zip(greedy, sub_t)])
+        return cols.successors(vis, greedy), jnp.any(vis & bad), rmax.astype(dtype)
+
+      def mv_backup(_):
+        mv_new = jnp.maximum(0.0, cols.masked_max(cols.max_next(mv1)))
+        return jnp.where(t == T - 1, mv_t, mv_new).astype(dtype)
+
+      vis_x, bad_x = jax.lax.cond(need_x, x_walk, lambda v: (v, false), vis_x)
+      vis_f, bad_f, best = jax.lax.cond(need_h, f_walk, lambda v, b: (v, false, b), vis_f, best)
+      vis_r, bad_r, rmax = jax.lax.cond(need_r, r_walk, lambda v: (v, false, ur1), vis_r)
+      mv_new = jax.lax.cond(more_h, mv_backup, lambda _: mv_t, None)
+      fails = fails | jnp.stack([bad_x, bad_f, bad_r])
+      return (vis_x, vis_f, vis_r, fails, best), (qmax.astype(dtype), rmax, mv_new)
+
+    start = mdp.initial > 0
+    best0 = (jnp.full((s_n,), -1.0, dtype), jnp.zeros((s_n,), dtype), jnp.zeros((s_n,), dtype))
+    carry0 = (start, start, start, jnp.zeros((3,), bool), best0)
+    sub_xs = tuple(sub_cols[a] for a in range(cols.num_actions))
+    (*_, fails, best), (qmax, rmax, mv_new) = jax.lax.scan(
+        step, carry0, (tsteps, ux[1:], ur[1:], mv, mv_next, sub_xs))
+    return (~fails, best), (jnp.concatenate([qmax, last]), jnp.concatenate([rmax, last]), mv_new)
 
   karr = jnp.arange(1, T + 1, dtype=jnp.int32)
   nan = jnp.full((T,), jnp.nan, dtype)
   init = dict(
-      k=jnp.asarray(1, jnp.int32), qx=qx, qr=jnp.broadcast_to(mdp.rewards, qx.shape).astype(dtype),
-      var=var0, pow_a=n_act_f, min_k=jnp.asarray(0, jnp.int32),
-      epw=jnp.asarray(0, jnp.int32), h=jnp.asarray(float(T), dtype),
-      valid=jnp.zeros((T,), bool), ms=jnp.zeros((T,), dtype), gaps=nan, vars=nan)
+      k=jnp.asarray(1, jnp.int32), ux=jnp.concatenate([vx, last]),
+      ur=jnp.zeros((T + 1, s_n), dtype), mv=maxvar0, pow_a=n_act_f,
+      min_k=jnp.asarray(0, jnp.int32), epw=jnp.asarray(0, jnp.int32),
+      h=jnp.asarray(float(T), dtype), valid=jnp.zeros((T,), bool), ms=jnp.zeros((T,), dtype),
+      gaps=nan, vars=nan)
 
   def cond(c):
     return (c["k"] <= T) & ((c["min_k"] == 0) | (c["epw"] == 0) | (c["k"] < c["h"]))
@@ -346,16 +602,18 @@ def effective_horizon_kernel(mdp: TabularMDP, horizon: int, exploration_policy=N
     need_x = c["min_k"] == 0
     need_r = c["epw"] == 0
     need_h = k.astype(dtype) < c["h"]
-    ok_x = jax.lax.cond(need_x, lambda q: greedy_is_optimal(mdp, q, subopt),
-                        lambda q: jnp.asarray(False), c["qx"])
+    # log(2 T A^k) as the dataset computes it; past float overflow use the sum.
+    big = two_t * c["pow_a"]
+    log_term = jnp.where(jnp.isfinite(big), jnp.log(big),
+                         jnp.log(two_t) + k.astype(dtype) * log_a)
+    more_h = (k + 1).astype(dtype) < c["h"]  # the bound may still need k + 1
+    (ok, (bm, bg, bv)), (ux, ur, mv) = sweep(c["ux"], c["ur"], c["mv"], log_term,
+                                             need_x, need_h, need_r, more_h)
+    ok_x, works, ok_r = ok[0], ok[1], ok[2]
     c["min_k"] = jnp.where(need_x & ok_x, k, c["min_k"])
-    ok_r = jax.lax.cond(need_r, lambda q: greedy_is_optimal(mdp, q, subopt),
-                        lambda q: jnp.asarray(False), c["qr"])
     c["epw"] = jnp.where(need_r & ok_r, k, c["epw"])
-    zero = (jnp.asarray(False), jnp.asarray(0.0, dtype), jnp.asarray(jnp.nan, dtype),
-            jnp.asarray(jnp.nan, dtype))
-    works, m, gap, var = jax.lax.cond(
-        need_h, lambda a: eh_stats(*a), lambda a: zero, (c["qx"], c["var"], c["pow_a"], k))
+    i = jnp.argmax(bm)  # the first state of the maximum: state-major order
+    m, gap, var = jnp.maximum(bm[i], 0.0), bg[i], bv[i]
     rec = need_h & works
     h_k = k.astype(dtype) + jnp.where(n_act > 1, jnp.log(jnp.maximum(m, 1.0)) / log_a, 0.0)
     c["h"] = jnp.where(rec, jnp.minimum(c["h"], h_k), c["h"])
@@ -363,21 +621,17 @@ def effective_horizon_kernel(mdp: TabularMDP, horizon: int, exploration_policy=N
     c["ms"] = c["ms"].at[idx].set(jnp.where(rec, m, 0.0))
     c["gaps"] = c["gaps"].at[idx].set(jnp.where(rec, gap, jnp.nan))
     c["vars"] = c["vars"].at[idx].set(jnp.where(rec, var, jnp.nan))
-    # Backups for the next k (skipped once no longer needed).
-    more_x = (need_x & ~ok_x) | ((k + 1).astype(dtype) < c["h"])
-    c["qx"] = jax.lax.cond(more_x, lambda q: qvi_backup(mdp, q), lambda q: q, c["qx"])
-    c["var"] = jax.lax.cond(more_x, backup_var, lambda v: v, c["var"])
-    c["qr"] = jax.lax.cond(need_r & ~ok_r, lambda q: qvi_backup(mdp, q), lambda q: q, c["qr"])
+    c["ux"], c["ur"], c["mv"] = ux, ur, mv
     c["pow_a"] = c["pow_a"] * n_act_f
     c["k"] = k + 1
     return c
 
   out = jax.lax.while_loop(cond, body, init)
 
-  visitable = reach(mdp, jnp.broadcast_to(mask, qx.shape))
-  occ, cover = _occupancy_stats(mdp, policy, T)
+  visitable = reach(mdp, jnp.broadcast_to(mask, (T,) + mask.shape))
+  occ, cover, (cover_lo, cover_hi) = _occupancy_stats(mdp, policy, T)
   init_d = mdp.initial.astype(dtype)
-  ret = lambda v: jnp.sum(jnp.where(init_d > 0, init_d * v[0], 0.0))
+  ret = lambda val: jnp.sum(jnp.where(init_d > 0, init_d * val[0], 0.0))
   return EffectiveHorizonAnalysis(
       min_k=out["min_k"], epw=out["epw"], effective_horizon=out["h"], ks=karr,
       k_valid=out["valid"], ms=out["ms"], gaps=out["gaps"], vars=out["vars"],
@@ -385,7 +639,8 @@ def effective_horizon_kernel(mdp: TabularMDP, horizon: int, exploration_policy=N
       num_states=jnp.sum(jnp.any(visitable, axis=0)).astype(jnp.int32),
       min_state_occupancy=occ[0], min_sum_state_occupancy=occ[1],
       min_state_action_occupancy=occ[2], min_sum_state_action_occupancy=occ[3],
-      covering_length_bound=cover)
+      covering_length_bound=cover, covering_length_lower=cover_lo,
+      covering_length_upper=cover_hi)
 
 
 #: Finite-horizon kernel: :func:`jaxrl_dp.batch.solve` validates discounts in [0, 1].
@@ -559,6 +814,103 @@ def analyze_effective_horizon_batch(mdps: TabularMDP, horizon: int, exploration_
   with jax.enable_x64(True):
     m64, p64 = _to_float64((mdps, pol))
     return jax.device_get(_analyze_batch_jit(m64, p64, jnp.float64(tol), horizon=int(horizon)))
+
+
+@functools.partial(jax.jit, static_argnames=("horizon",))
+def _avoid_probs(mdp, policy, pair_s, pair_a, subsets, *, horizon):
+  """``[M]``: probability that one episode visits none of the pairs selected by
+  each row of ``subsets bool [M, N]`` (pairs ``(pair_s[i], pair_a[i])``): a
+  forward pass of the state distribution in which the mass taking a selected
+  pair is removed."""
+  s, a = mdp.rewards.shape
+  dtype = mdp.rewards.dtype
+
+  def one(sel):
+    kill = jnp.zeros((s, a), bool).at[pair_s, pair_a].max(sel)
+
+    def step(d, t):
+      pi = policy_probs_at(policy, t, mdp.action_mask).astype(dtype)
+      pi = jnp.where(kill, 0.0, pi)  # the killed mass leaves the distribution
+      return bellman.state_distribution_step(mdp, pi, d).astype(dtype), None
+
+    d, _ = jax.lax.scan(step, mdp.initial.astype(dtype), jnp.arange(horizon))
+    return jnp.sum(d)
+
+  return jax.lax.map(one, subsets, batch_size=1024)
+
+
+def covering_length(mdp: TabularMDP, horizon: int, exploration_policy=None, *,
+                    max_pairs: int = 16, max_episodes: float = 1e15) -> int:
+  """Exact covering length of the exploration policy (small MDPs).
+
+  ``L`` is the smallest number ``n`` of independent episodes (``T`` steps from
+  the initial distribution, actions from the exploration policy) such that
+  every state-action pair ``(s, a)`` with positive occupancy at some step (on
+  non-terminal states, as in the occupancy statistics) is visited at least
+  once with probability >= 1/2. By inclusion-exclusion over the set ``U`` of
+  such pairs,
+
+  ``P(all of U visited in n episodes) = sum_{J subset of U} (-1)^|J| q_J^n``
+
+  where ``q_J`` is the probability that one episode avoids every pair of
+  ``J`` (one forward pass with that mass removed, for each of the ``2^|U|``
+  subsets); ``n`` is found by bisection between the bounds of
+  :func:`covering_length_bounds`. The cost is ``2^|U|`` forward passes, so
+  ``|U|`` is limited to ``max_pairs``: for larger MDPs only the bounds
+  ``covering_length_lower <= L <= covering_length_upper`` of
+  :func:`analyze_effective_horizon` are computable exactly. Float64.
+
+  Args:
+    mdp: one MDP.
+    horizon: T (int >= 1).
+    exploration_policy: ``None`` (uniform over valid actions), ``[S, A]`` or
+      ``[T, S, A]``.
+    max_pairs: the largest ``|U|`` accepted.
+    max_episodes: give up (``ValueError``) if ``L`` would exceed this.
+
+  Returns:
+    ``L`` as a Python int (0 when no pair is reachable).
+
+  Raises:
+    InvalidMDPError: bad horizon, discount or exploration policy.
+    ValueError: more than ``max_pairs`` reachable pairs.
+  """
+  pol = _check_analysis_inputs(mdp, horizon, exploration_policy)
+  T = int(horizon)
+  with jax.enable_x64(True):
+    m64, p64 = _to_float64((mdp, pol))
+    max_sa, sum_sa, _, _ = jax.jit(_occupancy_tables, static_argnums=2)(m64, p64, T)
+    pairs = np.asarray((sum_sa > 0) & ~terminal_states(m64)[:, None])
+    ps, pa = np.nonzero(pairs)
+    n = len(ps)
+    if n == 0:
+      return 0
+    if n > max_pairs:
+      raise ValueError(f"covering_length: {n} reachable state-action pairs, more than "
+                       f"max_pairs = {max_pairs} (the exact value costs 2^pairs forward "
+                       f"passes; use the covering_length_lower / _upper bounds of "
+                       f"analyze_effective_horizon instead)")
+    lower, upper = (float(x) for x in jax.jit(covering_length_bounds)(max_sa, sum_sa,
+                                                                     jnp.asarray(pairs)))
+    subsets = (np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]) & 1
+    q = np.asarray(_avoid_probs(m64, p64, jnp.asarray(ps), jnp.asarray(pa),
+                                jnp.asarray(subsets.astype(bool)), horizon=T), np.float64)
+  sign = np.where(subsets.sum(1) % 2 == 1, 1.0, -1.0)[1:]  # J != {}: (-1)^(|J| + 1)
+  q = np.clip(q[1:], 0.0, 1.0)
+
+  def missed(k):  # P(some pair of U unvisited after k episodes)
+    return float(np.sum(sign * q ** k))
+
+  if upper > max_episodes:
+    raise ValueError(f"covering_length: the upper bound {upper:g} exceeds max_episodes = "
+                     f"{max_episodes:g}")
+  lo, hi = max(lower, 1.0) - 1.0, max(upper, 1.0)  # missed(lo) > 1/2 >= missed(hi)
+  while missed(hi) > 0.5:  # round-off guard
+    hi *= 2.0
+  while hi - lo > 1:
+    mid = float(np.floor((lo + hi) / 2))
+    lo, hi = (lo, mid) if missed(mid) <= 0.5 else (mid, hi)
+  return int(hi)
 
 
 @functools.partial(jax.jit, static_argnames=("horizon", "max_k", "start_with_rewards"))
