@@ -142,6 +142,9 @@ def test_cvar_converges_to_lattice_reference_and_pi_equals_vi():
           np.testing.assert_allclose(pi.cvar, sol.cvar, atol=1e-10)
           np.testing.assert_array_equal(pi.c0, sol.c0)
           assert int(pi.solution.iterations) <= 10
+          it = dd.stock_policy_iteration(m, num_stocks=u, evaluation="iterate", eval_tol=1e-11)
+          assert bool(it.converged)
+          np.testing.assert_allclose(it.values, sol.solution.values, atol=1e-9)
       assert errs[-1] < 5e-3, errs
       assert errs[-1] < errs[0] / 3, errs
       rates.append(np.polyfit(np.log(1.0 / np.asarray(grids)), np.log(errs), 1)[0])
@@ -241,8 +244,10 @@ def test_batches_over_mdps_and_alphas():
   with jax.enable_x64(True):
     mdps = [build(*x) for x in parts]
     batch = jd.stack(mdps)
-    got = dd.optimize_cvar(batch, alphas, c_grid=grid)
+    got = dd.optimize_cvar(batch, alphas, c_grid=grid, batch_strategy="vmap")
     assert got.cvar.shape == (3, 2)
+    mapped = dd.optimize_cvar(batch, alphas, c_grid=grid, batch_strategy="map")
+    np.testing.assert_allclose(mapped.cvar, got.cvar, atol=1e-12)
     for i, m in enumerate(mdps):
       one = dd.optimize_cvar(m, alphas, c_grid=grid)
       np.testing.assert_allclose(got.cvar[i], one.cvar, atol=1e-10)
@@ -286,6 +291,8 @@ def test_bad_input():
     dd.optimize_cvar_discounted(m, 0.5, method="qi")
   with pytest.raises(ValueError, match=r"evaluation = 'solve': expected a degree-1 utility"):
     dd.stock_policy_iteration(m, "threshold", evaluation="solve")
+  with pytest.raises(ValueError, match=r"batch_strategy = 'pmap'"):
+    dd.stock_value_iteration(jd.stack([m, m]), batch_strategy="pmap")
   with pytest.raises(ValueError, match=r"num_stocks: an option of the discounted"):
     dd.optimize_cvar(build(ns, p, r, init, gamma=1.0), 0.5, 3, num_stocks=10)
   with pytest.raises(ValueError, match=r"discount = 0.5: the exact lattice stock augmentation"):

@@ -531,19 +531,27 @@ def _evaluate_solve(mdp, tab, pol, util):
 
 
 def _evaluate_iterate(mdp, tab, pol, util, w0, tol, max_iters):
-  """``W^pi`` by fixed-point sweeps from ``w0`` until ``factor * change <= tol``."""
+  """``W^pi`` by fixed-point sweeps from ``w0`` until ``factor * change <= tol``
+  or the change is at float rounding level (``4 eps (1 + max|W|)``); returns
+  ``(W, factor * change)``, the evaluation error bound (degree 1)."""
   ptab, p = _policy_tables(mdp, tab, pol)
   scale = _scale(mdp, util)
   g = mdp.discount
   factor = g / (1 - g) if util.degree == 1 else jnp.asarray(1.0, w0.dtype)
 
-  def sweep(w):
-    vals, _ = bellman.gather_next(mdp, w)
-    return scale * jnp.sum(p * _lookup(_select(vals, pol), ptab), axis=(1, 2))
+  ns = _select(jnp.broadcast_to(next_state_index(mdp)[..., None], tab.idx.shape), pol)
+
+  def sweep(w):  # next-state rows differ per current stock: gather (s', u') pairs
+    w0, w1 = w[ns, ptab.idx], w[ns, ptab.idx + 1]
+    nxt = jnp.where(ptab.use_w, (1 - ptab.lam) * w0 + ptab.lam * w1, ptab.exit)
+    return scale * jnp.sum(p * nxt, axis=(1, 2))
+
+  floor = 4 * jnp.finfo(w0.dtype).eps
 
   def cond(c):
-    it, _, res = c
-    return (it < max_iters) & ~(factor * res <= tol)
+    it, w, res = c
+    done = (factor * res <= tol) | (res <= floor * (1.0 + jnp.max(jnp.abs(w))))
+    return (it < max_iters) & ~done
 
   def body(c):
     it, w, _ = c
@@ -652,16 +660,40 @@ def _check_options(tol, max_iters, num_stocks):
       raise InvalidMDPError(f"tol = {tol!r}: expected a finite number >= 0")
 
 
-def _run(kernel, mdp, c_grid, batched, **kw):
+STRATEGIES = ("auto", "vmap", "map")
+
+
+def _run(kernel, mdp, c_grid, batched, strategy, traced, static):
+  """One MDP: ``kernel(mdp, c_grid, **traced, **static)``. A batch: one jitted
+  program (compiled once per shape and options) that maps the kernel with
+  ``jax.vmap`` (``strategy="vmap"``) or ``jax.lax.map`` (``"map"``; each MDP
+  stops at its own iteration count, faster on CPU); ``"auto"`` is ``"map"``
+  on CPU and ``"vmap"`` elsewhere (as :func:`jaxrl_dp.batch.solve`)."""
+  if strategy not in STRATEGIES:
+    raise InvalidMDPError(f"batch_strategy = {strategy!r}: expected one of {STRATEGIES}")
   if not batched:
-    return kernel(mdp, c_grid, **kw)
-  axis = None if (c_grid is None or c_grid.ndim == 1) else 0
-  return jax.vmap(lambda m, g: kernel(m, g, **kw), in_axes=(0, axis))(mdp, c_grid)
+    return kernel(mdp, c_grid, **traced, **static)
+  if strategy == "auto":
+    strategy = "map" if jax.default_backend() == "cpu" else "vmap"
+  return _batched(mdp, c_grid, traced, kernel=kernel, strategy=strategy,
+                  static=tuple(sorted(static.items())))
+
+
+@functools.partial(jax.jit, static_argnames=("kernel", "strategy", "static"))
+def _batched(mdp, c_grid, traced, *, kernel, strategy, static):
+  one = lambda m, g: kernel(m, g, **traced, **dict(static))
+  shared = c_grid is None or c_grid.ndim == 1
+  if strategy == "vmap":
+    return jax.vmap(one, in_axes=(0, None if shared else 0))(mdp, c_grid)
+  if shared:
+    return jax.lax.map(lambda m: one(m, c_grid), mdp)
+  return jax.lax.map(lambda mg: one(*mg), (mdp, c_grid))
 
 
 def stock_value_iteration(mdp: TabularMDP, utility="cvar", *, c_grid=None,
                           num_stocks: int = 256, tol: float = 1e-6,
-                          max_iters: int = 10_000) -> DiscountedStockSolution:
+                          max_iters: int = 10_000,
+                          batch_strategy: str = "auto") -> DiscountedStockSolution:
   """Distributional value iteration on ``(state, stock)`` with a stock grid.
 
   ``W <- max_a gamma^p sum_k p_k W(s'_k, (c + r_k) / gamma)`` on the grid
@@ -679,7 +711,10 @@ def stock_value_iteration(mdp: TabularMDP, utility="cvar", *, c_grid=None,
       tol`` (a bound on the distance to the grid fixed point); degree 0: once
       ``max |W_{n+1} - W_n| <= tol`` (no bound).
     max_iters: static cap on backups (never changed; ``converged`` False when
-      it runs out).
+      it runs out). In float32 a ``tol`` below about ``eps * max|W| / (1 -
+      gamma)`` may be unreachable (then it runs ``max_iters`` backups).
+    batch_strategy: for a batch, ``"vmap"``, ``"map"`` (``jax.lax.map``) or
+      ``"auto"`` (``"map"`` on CPU, ``"vmap"`` on accelerators).
 
   Returns:
     :class:`DiscountedStockSolution`.
@@ -688,9 +723,10 @@ def stock_value_iteration(mdp: TabularMDP, utility="cvar", *, c_grid=None,
   util = homogeneous_utility(utility)
   _check_options(tol, max_iters, num_stocks)
   c_grid = check_grid(c_grid, mdp.rewards.dtype, batched)
-  return _run(_value_iteration, mdp, c_grid, batched, tol=jnp.asarray(tol, mdp.rewards.dtype),
-              util=util, num_stocks=num_stocks if c_grid is None else c_grid.shape[-1],
-              max_iters=max_iters)
+  return _run(_value_iteration, mdp, c_grid, batched, batch_strategy,
+              dict(tol=jnp.asarray(tol, mdp.rewards.dtype)),
+              dict(util=util, num_stocks=num_stocks if c_grid is None else c_grid.shape[-1],
+                   max_iters=max_iters))
 
 
 EVALUATIONS = ("auto", "solve", "iterate")
@@ -699,7 +735,8 @@ EVALUATIONS = ("auto", "solve", "iterate")
 def stock_policy_iteration(mdp: TabularMDP, utility="cvar", *, c_grid=None,
                            num_stocks: int = 256, max_iters: int = 1_000,
                            evaluation: str = "auto", eval_tol: float = 1e-8,
-                           eval_max_iters: int = 100_000) -> DiscountedStockSolution:
+                           eval_max_iters: int = 100_000,
+                           batch_strategy: str = "auto") -> DiscountedStockSolution:
   """Distributional policy iteration on ``(state, stock)`` with a stock grid.
 
   Starting from the greedy policy of ``W = f``, alternates evaluation of the
@@ -711,7 +748,8 @@ def stock_policy_iteration(mdp: TabularMDP, utility="cvar", *, c_grid=None,
   size ``S U`` by a dense solve (degree 1 only: with ``gamma^0 = 1`` the system
   can be singular); ``"iterate"``: sweeps of ``T_pi`` warm-started at the
   previous ``W`` until ``gamma/(1-gamma) * change <= eval_tol`` (degree 0:
-  ``change <= eval_tol``); ``"auto"``: solve when degree 1 and ``S U <=
+  ``change <= eval_tol``) or the change is at float rounding level (then the
+  improvement's tie tolerance absorbs the remaining error); ``"auto"``: solve when degree 1 and ``S U <=
   MAX_SOLVE_SIZE``.
 
   Args:
@@ -719,6 +757,7 @@ def stock_policy_iteration(mdp: TabularMDP, utility="cvar", *, c_grid=None,
     max_iters: static cap on evaluations.
     evaluation: ``"auto"``, ``"solve"`` or ``"iterate"`` (static).
     eval_tol, eval_max_iters: the iterative evaluation's stopping rule.
+    batch_strategy: as :func:`stock_value_iteration`.
 
   Returns:
     :class:`DiscountedStockSolution` with ``values = W^pi`` of the stable
@@ -739,10 +778,10 @@ def stock_policy_iteration(mdp: TabularMDP, utility="cvar", *, c_grid=None,
         "a degree-0 utility can be singular); use evaluation='iterate'")
   solve = evaluation == "solve" or (evaluation == "auto" and util.degree == 1
                                     and mdp.num_states * u <= MAX_SOLVE_SIZE)
-  return _run(_policy_iteration, mdp, c_grid, batched,
-              eval_tol=jnp.asarray(eval_tol, mdp.rewards.dtype), util=util,
-              num_stocks=u, max_iters=max_iters, solve=solve,
-              eval_max_iters=eval_max_iters)
+  return _run(_policy_iteration, mdp, c_grid, batched, batch_strategy,
+              dict(eval_tol=jnp.asarray(eval_tol, mdp.rewards.dtype)),
+              dict(util=util, num_stocks=u, max_iters=max_iters, solve=solve,
+                   eval_max_iters=eval_max_iters))
 
 
 METHODS = ("vi", "pi")
