@@ -262,6 +262,10 @@ def test_batches_over_mdps_and_alphas():
     for i, m in enumerate(und):
       one = dd.optimize_cvar(m, alphas, 3)
       np.testing.assert_allclose(fh.cvar[i], one.cvar, atol=1e-10)
+      # W_0 at a grid of initial stocks gives back the CVaR formula.
+      w = np.asarray(one.solution.value(one.c0))  # [2, S]
+      np.testing.assert_allclose(-np.asarray(one.c0) + w @ parts[i][3] / np.asarray(alphas),
+                                 one.cvar, atol=1e-10)
       np.testing.assert_allclose(dd.cvar(dd.Distribution(dist.atoms[i], dist.probs[i]), 0.2),
                                  one.cvar[0], atol=1e-10)
 
