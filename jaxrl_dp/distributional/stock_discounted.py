@@ -19,6 +19,10 @@ Every such ``f`` on the real line is determined by ``f(1)``, ``f(-1)`` and
 0``; CVaR ``min(x, 0)``, homeostatic ``-|x|``, mean ``x``) or degree 0
 (``f`` constant on each sign; threshold ``1{x >= 0}``). See
 :class:`HomogeneousUtility`; other utilities raise :class:`InvalidMDPError`.
+For these expected utilities the greedy choice of distributional value or
+policy iteration depends on the return distribution of ``(s, c)`` only through
+``W(s, c) = E f(c + G)``, so the iteration is carried on ``W`` (one number per
+state and stock) rather than on full distributions.
 
 Settled stocks (exact boundary rule)
   Per-state bounds ``lo(s) <= G <= hi(s)`` over every policy and outcome come
@@ -27,7 +31,8 @@ Settled stocks (exact boundary rule)
   gamma)``: every iterate is a valid bound. If ``c >= -lo(s)`` then ``c + G >=
   0`` surely and ``W(s, c) = f(1) (c + m(s))`` (degree 1, ``m`` the max or min
   over policies of ``E G``, whichever the sign of ``f(1)`` prefers, computed
-  by policy iteration) or ``f(1)`` (degree 0); symmetrically for ``c <=
+  by value iteration to float rounding, :func:`mean_bounds`) or ``f(1)``
+  (degree 0); symmetrically for ``c <=
   -hi(s)``. These values are exact and are used wherever a stock is settled,
   on or off the grid.
 
@@ -70,10 +75,17 @@ Acting
   the interpolated ``W`` one step ahead); :func:`sample_stock_returns` samples
   returns of that rule with ``jax.random``.
 
-Batches: every public function accepts a stacked batch of MDPs
-(:func:`jaxrl_dp.stack`, leading ``B``) and maps the one-MDP kernel with
-``jax.vmap``. Pass an explicit ``c_grid`` to compare a padded batch with
-unpadded solves: padded states (absorbing, reward 0) widen the default grid.
+Batches: the solvers (:func:`stock_value_iteration`,
+:func:`stock_policy_iteration`, :func:`optimize_cvar_discounted`) accept a
+stacked batch of MDPs (:func:`jaxrl_dp.stack`, leading ``B``) and map the
+one-MDP kernel inside one jitted program with ``jax.vmap`` or ``jax.lax.map``
+(``batch_strategy``; ``"auto"`` is ``lax.map`` on CPU, where it is faster
+because each MDP stops at its own iteration count). The kernels also work
+under a user's ``jax.vmap``. Pass an explicit ``c_grid`` to compare a padded
+batch with unpadded solves: padded states (absorbing, reward 0) widen the
+default grid. :func:`stock_q`, :func:`stock_action`,
+:func:`sample_stock_returns` and ``DiscountedStockSolution.value`` take one
+MDP and one solution.
 """
 
 from __future__ import annotations
