@@ -44,7 +44,10 @@ exact optimum up to float rounding, a few eps * span(V)):
                      46 * 2**-iters`` of the optimum (below 1e-9 * span with
                      the defaults) plus rounding; radii below ``~1e-20 *
                      Var(V / span)`` return P0.
-  * ``chi2_ball``    exact closed form when every slot stays active;
+  * ``chi2_ball``    small K (<= ``UNROLL_MAX``): exact, a closed-form root per
+                     piece and a dual lower bound that picks the piece (K^2
+                     terms, no iteration). Larger K: exact closed form when
+                     every slot stays active;
                      otherwise ``iters`` bisection steps on the threshold ``t``
                      of ``P ~ P0 (t - V)_+`` (normalised to ``[0, 1]``); the
                      returned P is the last one that passed ``chi2 <=
@@ -62,6 +65,8 @@ floor); set ``iters=`` on the set to trade accuracy for speed.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -349,15 +354,19 @@ def chi2_ball_worst_case(values, probs, radius, *, iters=None):
   """``inf E_P[V]`` over the simplex with ``chi2(P || P0) <= radius``.
 
   The optimum is ``P ~ P0 (t - V)_+`` with chi2 equal to the radius (chi2 is
-  decreasing in t). When the threshold is above ``max V`` it has the closed
-  form ``E_P0 V - sqrt(radius Var_P0 V)``; otherwise bisection on t keeps the
-  feasible end.
+  decreasing in t). For small K (``<= UNROLL_MAX``) it is found exactly piece
+  by piece (see ``_chi2_ball_pieces``). Otherwise: when the threshold is above
+  ``max V`` it has the closed form ``E_P0 V - sqrt(radius Var_P0 V)``; else
+  ``iters`` bisection steps on t keep the feasible end.
   """
   p0 = _renormalized(probs)
   mask = p0 > 0
   dtype = p0.dtype
   n = default_iters(dtype, iters)
   vmin, span, u = _normalized(values, mask)
+  if _small(p0.shape[0]):
+    worst = _chi2_ball_pieces(u, p0, mask, radius)
+    return vmin + span * _rsum(worst * u), worst
   umax = _rmax(u)
   mean = _rsum(p0 * u)
   var = _rsum(p0 * (u - mean) ** 2)
@@ -386,6 +395,51 @@ def chi2_ball_worst_case(values, probs, radius, *, iters=None):
   _, _, best = jax.lax.fori_loop(0, n, step, (jnp.zeros((), dtype), top, at(top)[1]))
   worst = jnp.where(all_active, worst_all, best)
   return vmin + span * _rsum(worst * u), worst
+
+
+def _chi2_ball_pieces(u, p0, mask, radius):
+  """Exact chi-square-ball worst case for small K (no bisection).
+
+  On the piece where the active set is ``A_i = {j : u_j <= u_i}`` (mass
+  ``a_i``, conditional mean ``mu_i`` and variance ``s2_i``), ``chi2(P_t) =
+  radius`` for ``P_t ~ P0 (t - u)_+`` has the root ``t_i = mu_i + sqrt(s2_i /
+  ((1 + radius) a_i - 1))``. Every ``t`` gives the dual lower bound ``g(t) = t -
+  sqrt((1 + radius) E_P0 (t - u)_+^2) <= OPT`` (Cauchy-Schwarz), with equality
+  at the optimal threshold, which is the ``t_i`` of its own piece; so the best
+  ``g(t_i)`` picks it. K^2 unrolled terms per pass. The P returned is mixed with
+  P0 if rounding left its chi2 above the radius (``chi2`` of ``P0 + theta (P -
+  P0)`` is ``theta^2 chi2(P)``), so it is always feasible; a threshold at the
+  minimum gives the argmin-set distribution.
+  """
+  k = p0.shape[0]
+  le = lambda i, j: mask[j] & (u[j] <= u[i])
+  a = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j], 0.0), k)
+  rest = _pairwise(lambda i, j: jnp.where(mask[j] & (u[j] > u[i]), p0[j], 0.0), k)
+  a_safe = jnp.where(a > 0, a, 1.0)
+  mu = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j] * u[j], 0.0), k) / a_safe
+  s2 = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j] * (u[j] - mu[i]) ** 2, 0.0), k) / a_safe
+  den = radius * a - rest                    # (1 + radius) a - 1, without cancellation
+  valid = mask & (den > 0)
+  t = mu + jnp.sqrt(s2 / jnp.where(valid, den, 1.0))
+  sq = _pairwise(lambda i, j: jnp.where(mask[j], p0[j] * jnp.maximum(t[i] - u[j], 0.0) ** 2,
+                                        0.0), k)
+  g = jnp.where(valid, t - jnp.sqrt((1.0 + radius) * sq), -jnp.inf)
+  # g is flat (stationary) at the optimum, so near a breakpoint the best g can
+  # round to the neighbouring piece; prefer the piece whose root lies inside
+  # it, u_i <= t_i <= (next larger u), and fall back on the best g.
+  nxt = jnp.stack([functools.reduce(jnp.minimum, [jnp.where(mask[j] & (u[j] > u[i]), u[j], jnp.inf)
+                                                  for j in range(k)]) for i in range(k)], axis=-1)
+  inside = valid & (t >= u) & (t <= nxt)
+  pick = jnp.where(jnp.any(inside), _rargmin(jnp.where(inside, -g, jnp.inf)), _rargmin(-g))
+  tb = _take_last(t, pick)
+  w = jnp.where(mask, jnp.maximum(tb - u, 0.0), 0.0)
+  s = _rsum(p0 * w)
+  r = w / jnp.where(s > 0, s, 1.0)
+  worst = jnp.where(s > 0, p0 * r, _min_set_distribution(p0, u, mask))
+  chi = _rsum(jnp.where(mask, (worst - p0) ** 2 / jnp.where(mask, p0, 1.0), 0.0))
+  theta = jnp.where(chi > radius, jnp.sqrt(radius / jnp.where(chi > 0, chi, 1.0)), 1.0)
+  worst = p0 + theta * (worst - p0)
+  return jnp.where(jnp.any(valid), worst, p0)
 
 
 def wasserstein_ball_worst_case(values, probs, radius, cost, *,
