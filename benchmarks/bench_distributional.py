@@ -329,11 +329,13 @@ def run(cfg, args) -> dict:
   # all get the same chances on a machine whose load changes); the slowest
   # peer (rlax per transition) only gets its first run unless --slow-repeats.
   for rnd in range(args.repeats):
+    ran = []
     for name, run_once in runners.items():
       if name == "rlax per transition" and rnd + 1 >= args.slow_repeats:
         continue
       rows[name]["solve_times"].append(best_of(run_once, 1)[0])
-    log(f"[round {rnd + 1}] " + ", ".join(f"{k} {rows[k]['solve_times'][-1]:.2f} s" for k in runners))
+      ran.append(name)
+    log(f"[round {rnd + 1}] " + ", ".join(f"{k} {rows[k]['solve_times'][-1]:.2f} s" for k in ran))
   for name, row in rows.items():
     if "error" not in row:
       row["solve_s"] = min(row["solve_times"])
