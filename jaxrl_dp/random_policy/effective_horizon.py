@@ -303,7 +303,7 @@ class _ActionColumns:
   helper; the loops over actions and fan-out slots are unrolled).
 
   ``q(v)`` is ``Q(s, a) = r(s, a) + gamma * sum_k p_k v(s'_k)`` (the fan-out
-  summed left to right, as :func:`jaxrl_dp.core.bellman.q_values` reduces it)
+  reduced as :func:`jaxrl_dp.core.bellman.q_values` reduces it)
   as a list of A columns; maxima are over valid actions. The dense layout
   uses :func:`jaxrl_dp.core.bellman.q_values` and slices its columns.
   """
@@ -326,10 +326,13 @@ class _ActionColumns:
     if not self.mdp.is_sparse:
       q = bellman.q_values(self.mdp, v)
       return [q[:, i] for i in range(self.num_actions)]
+    # The sum over the fan-out is a reduction over a minor axis of length K,
+    # exactly as jaxrl_dp.core.bellman.expected_next reduces it (same order,
+    # so exact ties between actions are the same as in a dense backup).
     out = []
-    for r, ns, p in zip(self.r, self.ns, self.p):
-      ev = functools.reduce(jnp.add, [pj * self._gather(v, nj) for pj, nj in zip(p, ns)])
-      out.append(r + self.mdp.discount * ev)
+    for i, r in enumerate(self.r):
+      vals = self._gather(v, self.mdp.next_states[:, i, :])  # [S, K]
+      out.append(r + self.mdp.discount * jnp.sum(self.mdp.probs[:, i, :] * vals, axis=-1))
     return out
 
   def max_next(self, v):
