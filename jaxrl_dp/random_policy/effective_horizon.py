@@ -303,7 +303,7 @@ class _ActionColumns:
   helper; the loops over actions and fan-out slots are unrolled).
 
   ``q(v)`` is ``Q(s, a) = r(s, a) + gamma * sum_k p_k v(s'_k)`` (the fan-out
-  reduced as :func:`jaxrl_dp.core.bellman.q_values` reduces it)
+  summed left to right)
   as a list of A columns; maxima are over valid actions. The dense layout
   uses :func:`jaxrl_dp.core.bellman.q_values` and slices its columns.
   """
@@ -326,13 +326,15 @@ class _ActionColumns:
     if not self.mdp.is_sparse:
       q = bellman.q_values(self.mdp, v)
       return [q[:, i] for i in range(self.num_actions)]
-    # The sum over the fan-out is a reduction over a minor axis of length K,
-    # exactly as jaxrl_dp.core.bellman.expected_next reduces it (same order,
-    # so exact ties between actions are the same as in a dense backup).
+    # The fan-out is summed left to right (k = 0, 1, ...) with explicit adds:
+    # a fixed order that XLA keeps under jit and vmap alike, so exact ties
+    # between actions (which decide min_k and W) are the same for a single MDP
+    # and for a batch. (A reduce over K may be reassociated differently when
+    # batched.) For deterministic MDPs (K = 1) this is r + gamma * v(s').
     out = []
-    for i, r in enumerate(self.r):
-      vals = self._gather(v, self.mdp.next_states[:, i, :])  # [S, K]
-      out.append(r + self.mdp.discount * jnp.sum(self.mdp.probs[:, i, :] * vals, axis=-1))
+    for r, ns, p in zip(self.r, self.ns, self.p):
+      ev = functools.reduce(jnp.add, [pj * self._gather(v, nj) for pj, nj in zip(p, ns)])
+      out.append(r + self.mdp.discount * ev)
     return out
 
   def max_next(self, v):
