@@ -526,8 +526,10 @@ def effective_horizon_kernel(mdp: TabularMDP, horizon: int, exploration_policy=N
   # only needed through its max over actions, maxvar [T, S].
   cols = _ActionColumns(mdp)
   sub_cols = jnp.moveaxis(subopt, -1, 0)  # [A, T, S]
+  sub_cols = tuple(sub_cols[a] for a in range(cols.num_actions))  # A x [T, S]
+  at = lambda x, i: jax.lax.dynamic_index_in_dim(x, i, keepdims=False)
 
-  def sweep(ux, ur, mv, log_term, need_x, need_h, need_r, more_h):
+  def sweep(ux, ur, mv, spare, log_term, need_x, need_h, need_r, more_h):
     """One forward pass over t at a fixed k. Each walk runs only while its
     answer is still open (``lax.cond``): the greedy walk on Q^k (min_k), the
     walk on the actions of Q^k that beat the best suboptimal one (the bound of
@@ -536,12 +538,14 @@ def effective_horizon_kernel(mdp: TabularMDP, horizon: int, exploration_policy=N
     maxima, and the tables of k + 1. Work is per action column ``[S]`` (an
     unrolled loop over actions), which XLA runs about 3x faster on CPU than
     reductions over a minor axis of length A."""
-    mv_next = jnp.concatenate([mv[1:], mv[-1:]], axis=0)
     false = jnp.asarray(False)
 
     def step(carry, xs):
-      vis_x, vis_f, vis_r, fails, best = carry
-      t, ux1, ur1, mv_t, mv1, sub_t = xs
+      vis_x, vis_f, vis_r, fails, best, (ux_new, ur_new, mv_new_all) = carry
+      t = xs
+      ux1, ur1, mv_t = at(ux, t + 1), at(ur, t + 1), at(mv, t)
+      mv1 = at(mv, jnp.minimum(t + 1, T - 1))
+      sub_t = tuple(at(c, t) for c in sub_cols)
       qx = cols.q(ux1)
       qmax = cols.masked_max(qx)
 
@@ -578,21 +582,26 @@ def effective_horizon_kernel(mdp: TabularMDP, horizon: int, exploration_policy=N
       vis_r, bad_r, rmax = jax.lax.cond(need_r, r_walk, lambda v: (v, false, ur1), vis_r)
       mv_new = jax.lax.cond(more_h, mv_backup, lambda _: mv_t, None)
       fails = fails | jnp.stack([bad_x, bad_f, bad_r])
-      return (vis_x, vis_f, vis_r, fails, best), (qmax.astype(dtype), rmax, mv_new)
+      out = (jax.lax.dynamic_update_index_in_dim(ux_new, qmax.astype(dtype), t, 0),
+             jax.lax.dynamic_update_index_in_dim(ur_new, rmax, t, 0),
+             jax.lax.dynamic_update_index_in_dim(mv_new_all, mv_new, t, 0))
+      return (vis_x, vis_f, vis_r, fails, best, out), None
 
     start = mdp.initial > 0
     best0 = (jnp.full((s_n,), -1.0, dtype), jnp.zeros((s_n,), dtype), jnp.zeros((s_n,), dtype))
-    carry0 = (start, start, start, jnp.zeros((3,), bool), best0)
-    sub_xs = tuple(sub_cols[a] for a in range(cols.num_actions))
-    (*_, fails, best), (qmax, rmax, mv_new) = jax.lax.scan(
-        step, carry0, (tsteps, ux[1:], ur[1:], mv, mv_next, sub_xs))
-    return (~fails, best), (jnp.concatenate([qmax, last]), jnp.concatenate([rmax, last]), mv_new)
+    # The tables of k + 1 are written in place into spare buffers (row T of
+    # the u tables stays 0); the tables of k become the spares of k + 1.
+    carry0 = (start, start, start, jnp.zeros((3,), bool), best0, spare)
+    (*_, fails, best, new), _ = jax.lax.scan(step, carry0, tsteps)
+    return (~fails, best), new, (ux, ur, mv)
 
   karr = jnp.arange(1, T + 1, dtype=jnp.int32)
   nan = jnp.full((T,), jnp.nan, dtype)
   init = dict(
       k=jnp.asarray(1, jnp.int32), ux=jnp.concatenate([vx, last]),
-      ur=jnp.zeros((T + 1, s_n), dtype), mv=maxvar0, pow_a=n_act_f,
+      ur=jnp.zeros((T + 1, s_n), dtype), mv=maxvar0,
+      spare=(jnp.zeros((T + 1, s_n), dtype), jnp.zeros((T + 1, s_n), dtype),
+             jnp.zeros((T, s_n), dtype)), pow_a=n_act_f,
       min_k=jnp.asarray(0, jnp.int32), epw=jnp.asarray(0, jnp.int32),
       h=jnp.asarray(float(T), dtype), valid=jnp.zeros((T,), bool), ms=jnp.zeros((T,), dtype),
       gaps=nan, vars=nan)
@@ -612,8 +621,8 @@ def effective_horizon_kernel(mdp: TabularMDP, horizon: int, exploration_policy=N
     log_term = jnp.where(jnp.isfinite(big), jnp.log(big),
                          jnp.log(two_t) + k.astype(dtype) * log_a)
     more_h = (k + 1).astype(dtype) < c["h"]  # the bound may still need k + 1
-    (ok, (bm, bg, bv)), (ux, ur, mv) = sweep(c["ux"], c["ur"], c["mv"], log_term,
-                                             need_x, need_h, need_r, more_h)
+    (ok, (bm, bg, bv)), (ux, ur, mv), spare = sweep(
+        c["ux"], c["ur"], c["mv"], c["spare"], log_term, need_x, need_h, need_r, more_h)
     ok_x, works, ok_r = ok[0], ok[1], ok[2]
     c["min_k"] = jnp.where(need_x & ok_x, k, c["min_k"])
     c["epw"] = jnp.where(need_r & ok_r, k, c["epw"])
@@ -626,7 +635,7 @@ def effective_horizon_kernel(mdp: TabularMDP, horizon: int, exploration_policy=N
     c["ms"] = c["ms"].at[idx].set(jnp.where(rec, m, 0.0))
     c["gaps"] = c["gaps"].at[idx].set(jnp.where(rec, gap, jnp.nan))
     c["vars"] = c["vars"].at[idx].set(jnp.where(rec, var, jnp.nan))
-    c["ux"], c["ur"], c["mv"] = ux, ur, mv
+    c["ux"], c["ur"], c["mv"], c["spare"] = ux, ur, mv, spare
     c["pow_a"] = c["pow_a"] * n_act_f
     c["k"] = k + 1
     return c
