@@ -52,9 +52,12 @@ is ``u[t] <- max_a Q^k_t``), and the variance bound only through its maximum
 over actions ``[T, S]``. Each ``k`` is one forward ``lax.scan`` over ``t`` that
 recomputes ``Q^k_t`` column by column (an unrolled loop over actions), runs the
 greedy walks that are still needed (skipped with ``lax.cond`` once ``min_k``,
-``W`` or the bound are settled) and emits the tables of ``k + 1``. The same
-arithmetic in the same order as a dense ``[T, S, A]`` backup: results are bit
-for bit those of the definitions above.
+``W`` or the bound are settled) and writes the tables of ``k + 1`` in place.
+For deterministic MDPs (K = 1, BRIDGE) the arithmetic is that of a dense
+``[T, S, A]`` backup, bit for bit. With K > 1 the fan-out is summed left to
+right (``k = 0, 1, ...``) with explicit adds, a fixed order that jit and vmap
+keep, so a batch and a loop of single calls break exact ties alike (a reduce
+over K can be reassociated differently when batched).
 
 Precision. The golden comparison needs float64: gaps of 1e-11 between Q values
 and exact ties decide ``min_k``. :func:`analyze_effective_horizon` and
