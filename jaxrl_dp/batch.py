@@ -200,16 +200,16 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
                tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(spec)))
   entry = _COMPILED.get(cache_key)
   if entry is None:
-    solve_one = functools.partial(solver, **solver_kwargs)
-
-    def one(mdp):
-      return solve_one(mdp), entries_ok(mdp)
-
+    one = functools.partial(solver, **solver_kwargs)
+    # The entry checks are vmapped over the chunk in both strategies: inside
+    # lax.map's loop body they cost ~6x more on CPU (about 45 ms instead of 7
+    # ms for 1024 Garnets with S=100, A=4, K=5 in float64).
     if strategy == "vmap":
-      batched = jax.vmap(one)
+      def batched(c):
+        return jax.vmap(one)(c), jax.vmap(entries_ok)(c)
     else:
       batched = jax.shard_map(
-          lambda c: jax.lax.map(one, c), mesh=sharding.mesh,
+          lambda c: (jax.lax.map(one, c), jax.vmap(entries_ok)(c)), mesh=sharding.mesh,
           in_specs=PartitionSpec(_BATCH_AXIS), out_specs=PartitionSpec(_BATCH_AXIS),
           check_vma=False)
     fn = jax.jit(batched, in_shardings=sharding, out_shardings=sharding)

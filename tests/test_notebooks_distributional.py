@@ -5,8 +5,6 @@ policies (test_distributional_stock's helpers), a float64 NumPy quantile,
 closed-form bounds and the expected-value planner."""
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,30 +20,14 @@ pytest.importorskip("matplotlib", reason="needs matplotlib (the plot extra)")
 from test_distributional_stock import (cvar_ru, history_distributions,  # noqa: E402
                                        markov_distributions)
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "distributional.ipynb"
+from _notebooks import NOTEBOOKS, execute_quick, images_and_summary  # noqa: E402
+
+NOTEBOOK = NOTEBOOKS / "distributional.ipynb"
 
 
 @pytest.fixture(scope="module")
 def executed():
-  env = {"JAXRL_DP_QUICK": "1",
-         "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-  old = {k: os.environ.get(k) for k in env}
-  os.environ.update(env)  # inherited by the kernel
-  try:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
-  finally:
-    for k, v in old.items():
-      if v is None:
-        os.environ.pop(k, None)
-      else:
-        os.environ[k] = v
-  images = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.outputs
-               if o.output_type == "display_data" and "image/png" in o.get("data", {}))
-  text = "".join(o.text for o in nb.cells[-1].outputs if o.output_type == "stream")
-  return json.loads(text.strip().splitlines()[-1]), images
+  return images_and_summary(execute_quick(NOTEBOOK.name)[NOTEBOOK.name])
 
 
 def test_saved_notebook_has_outputs():

@@ -4,8 +4,6 @@ independent references: the published BRIDGE sticky-action analysis, a direct
 recursion over the Countdown game, the ROVER theorem, and closed forms."""
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,46 +16,19 @@ pytest.importorskip("ipykernel", reason="needs ipykernel (pip install ipykernel)
                     "python3 kernel")
 pytest.importorskip("matplotlib", reason="needs matplotlib (the plot extra)")
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ROOT / "notebooks"
+from _notebooks import ROOT, execute_quick, images_and_summary  # noqa: E402
+
 BRIDGE = ROOT.parent / "shared" / "data" / "bridge"
 
 
 NAMES = ("effective_horizon.ipynb", "rover.ipynb")
 
 
-def _images_and_summary(nb):
-  images = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.outputs
-               if o.output_type == "display_data" and "image/png" in o.get("data", {}))
-  text = "".join(o.text for o in nb.cells[-1].outputs if o.output_type == "stream")
-  return json.loads(text.strip().splitlines()[-1].replace("NaN", "null")), images
-
-
 @pytest.fixture(scope="module")
 def executed():
   """Both notebooks, executed concurrently (one kernel each) in quick mode."""
-  import asyncio
-  env = {"JAXRL_DP_QUICK": "1",
-         "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-  old = {k: os.environ.get(k) for k in env}
-  os.environ.update(env)  # inherited by the kernels
-  try:
-    nbs = {n: nbformat.read(NOTEBOOKS / n, as_version=4) for n in NAMES}
-    clients = [nbclient.NotebookClient(nbs[n], timeout=900, kernel_name="python3",
-                                       resources={"metadata": {"path": str(NOTEBOOKS)}})
-               for n in NAMES]
-
-    async def run_all():
-      await asyncio.gather(*(c.async_execute() for c in clients))
-
-    asyncio.run(run_all())
-  finally:
-    for k, v in old.items():
-      if v is None:
-        os.environ.pop(k, None)
-      else:
-        os.environ[k] = v
-  return {n: _images_and_summary(nbs[n]) for n in NAMES}
+  nbs = execute_quick(*NAMES)
+  return {n: images_and_summary(nbs[n]) for n in NAMES}
 
 
 def test_effective_horizon_notebook(executed):

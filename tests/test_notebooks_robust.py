@@ -7,8 +7,6 @@ the nominal optimum), and float64 NumPy backward induction for the optimal
 returns that bound every R2PVI / PEVI return."""
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,31 +19,14 @@ pytest.importorskip("ipykernel", reason="needs ipykernel (pip install ipykernel)
                     "python3 kernel")
 pytest.importorskip("matplotlib", reason="needs matplotlib (the plot extra)")
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "robust.ipynb"
+from _notebooks import NOTEBOOKS, ROOT, execute_quick, images_and_summary  # noqa: E402
+
+NOTEBOOK = NOTEBOOKS / "robust.ipynb"
 
 
 @pytest.fixture(scope="module")
 def executed():
-  env = {"JAXRL_DP_QUICK": "1",
-         "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-  old = {k: os.environ.get(k) for k in env}
-  os.environ.update(env)  # inherited by the kernel
-  try:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-    client.execute()
-  finally:
-    for k, v in old.items():
-      if v is None:
-        os.environ.pop(k, None)
-      else:
-        os.environ[k] = v
-  images = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.outputs
-               if o.output_type == "display_data" and "image/png" in o.get("data", {}))
-  text = "".join(o.text for o in nb.cells[-1].outputs if o.output_type == "stream")
-  return json.loads(text.strip().splitlines()[-1]), images
+  return images_and_summary(execute_quick(NOTEBOOK.name)[NOTEBOOK.name])
 
 
 def test_figures_and_quick_mode(executed):
