@@ -190,11 +190,7 @@ def categorical_evaluation(mdp: TabularMDP, policy, support, *, tol=1e-6,
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "use_tol"))
 def _evaluation(mdp, policy, support, probs0, tol, *, max_iters, use_tol):
-  support = support.astype(mdp.rewards.dtype)
-  s = mdp.rewards.shape[0]
-  if probs0 is None:
-    probs0 = delta_probs(0.0, support, (s,))
-  probs0 = probs0.astype(support.dtype)
+  support, probs0 = _start(mdp, support, probs0)
   sg = jnp.sqrt(mdp.discount)
   step = lambda x: categorical_policy_backup(mdp, policy, x, support)
   x, it, res, bound, conv = ev.fixed_point(
@@ -204,6 +200,15 @@ def _evaluation(mdp, policy, support, probs0, tol, *, max_iters, use_tol):
   return CategoricalResult(support=support, probs=x, q_probs=q, policy=None,
                            iterations=it, residual=res, error_bound=bound,
                            converged=conv)
+
+
+def _start(mdp, support, probs):
+  """``support [N]`` in the rewards' dtype and the start distributions ``[S, N]``
+  (default ``Pi_C delta_0`` in every state)."""
+  support = support.astype(mdp.rewards.dtype)
+  if probs is None:
+    probs = delta_probs(0.0, support, (mdp.rewards.shape[0],))
+  return support, probs.astype(support.dtype)
 
 
 def _terminal(terminal_probs, support, s):
@@ -246,11 +251,7 @@ def categorical_evaluation_finite(mdp: TabularMDP, policy, support, horizon: int
 
 @functools.partial(jax.jit, static_argnames=("horizon",))
 def _evaluation_finite(mdp, policy, support, terminal, *, horizon):
-  support = support.astype(mdp.rewards.dtype)
-  s = mdp.rewards.shape[0]
-  if terminal is None:
-    terminal = delta_probs(0.0, support, (s,))
-  terminal = terminal.astype(support.dtype)
+  support, terminal = _start(mdp, support, terminal)
   qb = lambda x: categorical_q_backup(mdp, x, support)
   sb = lambda pol, x, q: ev.mix_over_actions(pol, q)
   xs, qs = ev.finite_evaluation(qb, sb, terminal, policy, horizon)
@@ -306,11 +307,7 @@ def _risk_on_probs(risk, support):
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "use_tol"))
 def _control(mdp, support, risk, probs0, tol, *, max_iters, use_tol):
-  support = support.astype(mdp.rewards.dtype)
-  s = mdp.rewards.shape[0]
-  if probs0 is None:
-    probs0 = delta_probs(0.0, support, (s,))
-  probs0 = probs0.astype(support.dtype)
+  support, probs0 = _start(mdp, support, probs0)
   qb = lambda x: categorical_q_backup(mdp, x, support)
   step = ev.greedy_step(qb, _risk_on_probs(risk, support), mdp.action_mask)
   x, it, res, _, conv = ev.fixed_point(
@@ -348,11 +345,7 @@ def categorical_control_finite(mdp: TabularMDP, support, horizon: int, risk=None
 
 @functools.partial(jax.jit, static_argnames=("horizon",))
 def _control_finite(mdp, support, risk, terminal, *, horizon):
-  support = support.astype(mdp.rewards.dtype)
-  s = mdp.rewards.shape[0]
-  if terminal is None:
-    terminal = delta_probs(0.0, support, (s,))
-  terminal = terminal.astype(support.dtype)
+  support, terminal = _start(mdp, support, terminal)
   qb = lambda x: categorical_q_backup(mdp, x, support)
   xs, qs, pols = ev.finite_control(qb, _risk_on_probs(risk, support),
                                    mdp.action_mask, terminal, horizon)

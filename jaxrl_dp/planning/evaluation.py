@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.iteration import sup_norm_fixed_point
 from jaxrl_dp.core.mdp import TabularMDP, check_policy, check_solver_input
 from jaxrl_dp.core.types import PolicyEvaluation
 from jaxrl_dp.planning.value_iteration import _check_options
@@ -79,20 +80,9 @@ def _exact(mdp, policy):
 @functools.partial(jax.jit, static_argnames=("max_iters",))
 def _iterative(mdp, policy, tol, v0, *, max_iters):
   gamma = mdp.discount
-  scale = gamma / (1.0 - gamma)
   r_pi = bellman.policy_rewards(mdp, policy)
-
-  def cond(c):
-    it, _, res = c
-    return (it < max_iters) & ~(scale * res <= tol)
-
-  def body(c):
-    it, v, _ = c
-    v_new = r_pi + gamma * bellman.policy_expected_next(mdp, policy, v)
-    return it + 1, v_new, jnp.max(jnp.abs(v_new - v))
-
-  it, v, res = jax.lax.while_loop(
-      cond, body, (jnp.asarray(0, jnp.int32), v0, jnp.asarray(jnp.inf, v0.dtype)))
+  it, v, res, conv = sup_norm_fixed_point(
+      lambda v: r_pi + gamma * bellman.policy_expected_next(mdp, policy, v),
+      v0, gamma, tol, max_iters=max_iters)
   q = bellman.q_values(mdp, v)
-  return PolicyEvaluation(values=v, q=q, iterations=it, residual=res,
-                          converged=scale * res <= tol)
+  return PolicyEvaluation(values=v, q=q, iterations=it, residual=res, converged=conv)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.iteration import check_num_sweeps, lower_bound_values, sup_norm_loop
 from jaxrl_dp.core.mdp import TabularMDP, check_policy, check_solver_input
 from jaxrl_dp.core.types import Solution
 from jaxrl_dp.planning.evaluation import exact_policy_values
@@ -104,11 +105,9 @@ def modified_policy_iteration(mdp: TabularMDP, *, num_sweeps: int = 20,
   """
   check_solver_input(mdp, infinite_horizon=True)
   _check_options(tol, max_iters)
-  if isinstance(num_sweeps, bool) or not isinstance(num_sweeps, int) or num_sweeps < 1:
-    raise InvalidMDPError(f"num_sweeps = {num_sweeps!r}: expected a Python int >= 1")
+  check_num_sweeps(num_sweeps)
   if v0 is None:
-    r_min = jnp.min(jnp.where(mdp.action_mask, mdp.rewards, jnp.inf))
-    v0 = jnp.full(mdp.rewards.shape[:1], r_min / (1.0 - mdp.discount), mdp.rewards.dtype)
+    v0 = lower_bound_values(mdp)
   return _mpi(mdp, jnp.asarray(tol, mdp.rewards.dtype), v0,
               num_sweeps=num_sweeps, max_iters=max_iters)
 
@@ -118,12 +117,7 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters):
   gamma = mdp.discount
   scale = gamma / (1.0 - gamma)
 
-  def cond(c):
-    it, _, res, _ = c
-    return (it < max_iters) & ~(scale * res <= tol)
-
-  def body(c):
-    it, v, _, _ = c
+  def step(v):
     v_new, q = bellman.bellman_optimality(mdp, v)
     res = jnp.max(jnp.abs(v_new - v))
     pi = bellman.greedy_policy(q, mdp.action_mask)
@@ -140,10 +134,9 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters):
 
     v_eval = jax.lax.fori_loop(0, num_sweeps - 1, sweep, v_new)
     # On the stopping iteration return V' itself (it carries the bound).
-    return it + 1, jnp.where(done, v_new, v_eval), res, v_new
+    return jnp.where(done, v_new, v_eval), res
 
-  init = (jnp.asarray(0, jnp.int32), v0, jnp.asarray(jnp.inf, v0.dtype), v0)
-  it, v, res, _ = jax.lax.while_loop(cond, body, init)
+  it, v, res, conv = sup_norm_loop(step, v0, gamma, tol, max_iters=max_iters)
   q = bellman.q_values(mdp, v)
   return Solution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),
-                  iterations=it, residual=res, converged=scale * res <= tol)
+                  iterations=it, residual=res, converged=conv)

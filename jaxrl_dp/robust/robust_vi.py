@@ -41,6 +41,8 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.iteration import (check_num_sweeps, lower_bound_values,
+                                     sup_norm_fixed_point, sup_norm_loop)
 from jaxrl_dp.core.mdp import TabularMDP, check_policy, check_solver_input
 from jaxrl_dp.planning.finite_horizon import check_horizon
 from jaxrl_dp.planning.value_iteration import _check_options
@@ -187,23 +189,12 @@ def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
 
 @functools.partial(jax.jit, static_argnames=("max_iters",))
 def _robust_vi(mdp, uset, tol, v0, *, max_iters):
-  scale = mdp.discount / (1.0 - mdp.discount)
-
-  def cond(c):
-    it, _, res = c
-    return (it < max_iters) & ~(scale * res <= tol)
-
-  def body(c):
-    it, v, _ = c
-    v_new, _, _ = robust_bellman(mdp, v, uset)
-    return it + 1, v_new, jnp.max(jnp.abs(v_new - v))
-
-  it, v, res = jax.lax.while_loop(
-      cond, body, (jnp.asarray(0, jnp.int32), v0, jnp.asarray(jnp.inf, v0.dtype)))
+  it, v, res, conv = sup_norm_fixed_point(
+      lambda v: robust_bellman(mdp, v, uset)[0], v0, mdp.discount, tol,
+      max_iters=max_iters)
   q, worst = robust_q_values(mdp, v, uset)
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),
-                        worst_probs=worst, iterations=it, residual=res,
-                        converged=scale * res <= tol)
+                        worst_probs=worst, iterations=it, residual=res, converged=conv)
 
 
 def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
@@ -238,22 +229,12 @@ def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
 
 @functools.partial(jax.jit, static_argnames=("max_iters",))
 def _robust_eval(mdp, policy, uset, tol, v0, *, max_iters):
-  scale = mdp.discount / (1.0 - mdp.discount)
-
-  def cond(c):
-    it, _, res = c
-    return (it < max_iters) & ~(scale * res <= tol)
-
-  def body(c):
-    it, v, _ = c
-    v_new = robust_policy_backup(mdp, policy, v, uset)
-    return it + 1, v_new, jnp.max(jnp.abs(v_new - v))
-
-  it, v, res = jax.lax.while_loop(
-      cond, body, (jnp.asarray(0, jnp.int32), v0, jnp.asarray(jnp.inf, v0.dtype)))
+  it, v, res, conv = sup_norm_fixed_point(
+      lambda v: robust_policy_backup(mdp, policy, v, uset), v0, mdp.discount, tol,
+      max_iters=max_iters)
   q, worst = robust_q_values(mdp, v, uset)
   return RobustPolicyEvaluation(values=v, q=q, worst_probs=worst, iterations=it,
-                                residual=res, converged=scale * res <= tol)
+                                residual=res, converged=conv)
 
 
 def robust_finite_horizon(mdp: TabularMDP, uset: UncertaintySet, horizon: int, *,
@@ -309,11 +290,9 @@ def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
   check_solver_input(mdp, infinite_horizon=True)
   check_uset_for_mdp(uset, mdp)
   _check_options(tol, max_iters)
-  if isinstance(num_sweeps, bool) or not isinstance(num_sweeps, int) or num_sweeps < 1:
-    raise InvalidMDPError(f"num_sweeps = {num_sweeps!r}: expected a Python int >= 1")
+  check_num_sweeps(num_sweeps)
   if v0 is None:
-    r_min = jnp.min(jnp.where(mdp.action_mask, mdp.rewards, jnp.inf))
-    v0 = jnp.full(mdp.rewards.shape[:1], r_min / (1.0 - mdp.discount), mdp.rewards.dtype)
+    v0 = lower_bound_values(mdp)
   return _robust_mpi(mdp, uset, jnp.asarray(tol, mdp.rewards.dtype), _v0(mdp, v0),
                      num_sweeps=num_sweeps, max_iters=max_iters)
 
@@ -322,25 +301,18 @@ def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
 def _robust_mpi(mdp, uset, tol, v0, *, num_sweeps, max_iters):
   scale = mdp.discount / (1.0 - mdp.discount)
 
-  def cond(c):
-    it, _, res = c
-    return (it < max_iters) & ~(scale * res <= tol)
-
-  def body(c):
-    it, v, _ = c
+  def step(v):
     v_new, q, _ = robust_bellman(mdp, v, uset)
     res = jnp.max(jnp.abs(v_new - v))
     pi = bellman.greedy_policy(q, mdp.action_mask)
     sweep = lambda _, u: robust_policy_backup(mdp, pi, u, uset)
     v_eval = jax.lax.fori_loop(0, num_sweeps - 1, sweep, v_new)
-    return it + 1, jnp.where(scale * res <= tol, v_new, v_eval), res
+    return jnp.where(scale * res <= tol, v_new, v_eval), res
 
-  it, v, res = jax.lax.while_loop(
-      cond, body, (jnp.asarray(0, jnp.int32), v0, jnp.asarray(jnp.inf, v0.dtype)))
+  it, v, res, conv = sup_norm_loop(step, v0, mdp.discount, tol, max_iters=max_iters)
   q, worst = robust_q_values(mdp, v, uset)
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),
-                        worst_probs=worst, iterations=it, residual=res,
-                        converged=scale * res <= tol)
+                        worst_probs=worst, iterations=it, residual=res, converged=conv)
 
 
 # batch.solve reads whether a solver needs discount < 1.

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.iteration import sup_norm_fixed_point
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.planning.value_iteration import _check_options
 from jaxrl_dp.robust.inner import default_iters, l1_ball_worst_case
@@ -198,22 +199,12 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget, *,
 
 @functools.partial(jax.jit, static_argnames=("support", "iters", "max_iters"))
 def _s_rect_vi(mdp, budget, tol, v0, *, support, iters, max_iters):
-  scale = mdp.discount / (1.0 - mdp.discount)
-
-  def cond(c):
-    it, _, res = c
-    return (it < max_iters) & ~(scale * res <= tol)
-
-  def body(c):
-    it, v, _ = c
-    v_new = _backup(mdp, v, budget, support, iters)[0]
-    return it + 1, v_new, jnp.max(jnp.abs(v_new - v))
-
-  it, v, res = jax.lax.while_loop(
-      cond, body, (jnp.asarray(0, jnp.int32), v0, jnp.asarray(jnp.inf, v0.dtype)))
+  it, v, res, conv = sup_norm_fixed_point(
+      lambda v: _backup(mdp, v, budget, support, iters)[0], v0, mdp.discount, tol,
+      max_iters=max_iters)
   _, policy, worst, q = _backup(mdp, v, budget, support, iters)
   return RobustSolution(values=v, q=q, policy=policy, worst_probs=worst,
-                        iterations=it, residual=res, converged=scale * res <= tol)
+                        iterations=it, residual=res, converged=conv)
 
 
 s_rectangular_l1_value_iteration.infinite_horizon = True
