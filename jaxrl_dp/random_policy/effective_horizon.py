@@ -321,6 +321,9 @@ class _ActionColumns:
       k = mdp.probs.shape[-1]
       self.ns = [[mdp.next_states[:, i, j] for j in range(k)] for i in range(a)]
       self.p = [[mdp.probs[:, i, j] for j in range(k)] for i in range(a)]
+      # Every edge's next state, action-major then fan-out slot ([A * K * S]),
+      # built once here (outside the sweeps' loops and conds).
+      self.flat_index = jnp.moveaxis(mdp.next_states, 0, -1).reshape(-1)
 
   def _gather(self, v, idx):
     return v.at[idx].get(mode="promise_in_bounds")
@@ -363,9 +366,8 @@ class _ActionColumns:
     if not self.mdp.is_sparse:
       return successors(self.mdp, visited, jnp.stack(allowed, axis=1))
     live = [visited & al & (pj > 0) for al, p in zip(allowed, self.p) for pj in p]
-    index = [nj for ns in self.ns for nj in ns]
     s = visited.shape[0]
-    return jnp.zeros((s,), bool).at[jnp.concatenate(index)].max(
+    return jnp.zeros((s,), bool).at[self.flat_index].max(
         jnp.concatenate(live), mode="promise_in_bounds")
 
 
@@ -576,13 +578,22 @@ def effective_horizon_kernel(mdp: TabularMDP, horizon: int, exploration_policy=N
         bad = functools.reduce(jnp.logical_or, [g & b for g, b in zip(greedy, sub_t)])
         return cols.successors(vis, greedy), jnp.any(vis & bad), rmax.astype(dtype)
 
+      def r_values(vis):
+        return vis, false, cols.masked_max(cols.q(ur1)).astype(dtype)
+
       def mv_backup(_):
         mv_new = jnp.maximum(0.0, cols.masked_max(cols.max_next(mv1)))
         return jnp.where(t == T - 1, mv_t, mv_new).astype(dtype)
 
-      vis_x, bad_x = jax.lax.cond(need_x, x_walk, lambda v: (v, false), vis_x)
-      vis_f, bad_f, best = jax.lax.cond(need_h, f_walk, lambda v, b: (v, false, b), vis_f, best)
-      vis_r, bad_r, rmax = jax.lax.cond(need_r, r_walk, lambda v: (v, false, ur1), vis_r)
+      # A walk that has failed at an earlier t has decided its k (its
+      # per-state maxima are discarded), so it stops; the r pass still
+      # computes max_a Q^k_R, the next k's table.
+      vis_x, bad_x = jax.lax.cond(need_x & ~fails[0], x_walk, lambda v: (v, false), vis_x)
+      vis_f, bad_f, best = jax.lax.cond(need_h & ~fails[1], f_walk,
+                                        lambda v, b: (v, false, b), vis_f, best)
+      vis_r, bad_r, rmax = jax.lax.cond(
+          need_r, lambda v: jax.lax.cond(~fails[2], r_walk, r_values, v),
+          lambda v: (v, false, ur1), vis_r)
       mv_new = jax.lax.cond(more_h, mv_backup, lambda _: mv_t, None)
       fails = fails | jnp.stack([bad_x, bad_f, bad_r])
       out = (jax.lax.dynamic_update_index_in_dim(ux_new, qmax.astype(dtype), t, 0),
