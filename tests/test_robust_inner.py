@@ -369,6 +369,38 @@ def test_padding_slots_removed_gives_same_answer():
     np.testing.assert_allclose(a[1], b[1][:K], rtol=1e-5, atol=1e-7)
 
 
+def test_kl_ball_extreme_radii_against_dual():
+  """The KL ball's Newton iteration across regimes: tiny radii (tilts near
+  P0), radii just below and at the saturation radius -log P0(argmin set)
+  (tilts near the argmin distribution), exact ties at the minimum; float64 vs
+  the SciPy dual, feasibility, and float32 vs float64."""
+  v, p, _, rng = make_instances(11, n=300)
+  allowed = p > 0
+  vmin = np.where(allowed, v, np.inf).min(1)
+  sat = np.maximum(0.0, -np.log(np.where(allowed & (v == vmin[:, None]), p, 0.0).sum(1)))
+  kind = rng.integers(0, 4, 300)
+  radius = np.select(
+      [kind == 0, kind == 1, kind == 2],
+      [10.0 ** rng.uniform(-12, -4, 300), sat * (1 - 10.0 ** rng.uniform(-8, -2, 300)), sat],
+      default=np.exp(rng.uniform(np.log(1e-3), np.log(3.0), 300)))
+  with jax.enable_x64(True):
+    val, worst = (np.asarray(x) for x in batched_worst_case(
+        jnp.asarray(v), jnp.asarray(p), R.kl_ball(jnp.asarray(radius))))
+  for i in range(300):
+    s = allowed[i]
+    tol = 1e-6 * (1 + np.abs(v[i][s]).max())
+    assert abs(val[i] - ref_kl_ball(v[i], p[i], radius[i])) <= tol, (i, kind[i])
+    q = worst[i]
+    assert abs(q.sum() - 1) <= 1e-9 and q.min() >= 0 and np.all(q[~s] == 0)
+    kl = np.sum(xlogy(q[s], q[s] / p[i][s]))
+    assert kl <= radius[i] * (1 + 1e-9) + 1e-12, (i, kind[i], kl, radius[i])
+    assert abs(q[s] @ v[i][s] - val[i]) <= tol
+  v32, _ = batched_worst_case(jnp.asarray(v, jnp.float32), jnp.asarray(p, jnp.float32),
+                              R.kl_ball(jnp.asarray(radius, jnp.float32)))
+  scale = 1 + np.abs(np.where(allowed, v, 0)).max(1)
+  np.testing.assert_array_less(np.abs(np.asarray(v32) - val), 2e-5 * scale)
+
+
 def test_worked_examples():
   wc = jax.jit(R.worst_case)
   v = jnp.array([0.0, 1.0, 2.0])

@@ -73,9 +73,10 @@ class UncertaintySet:
       solvers take a state metric ``[S, S]`` and gather it per ``(s, a)``.
     p: static, the norm of ``lp_ball`` (``1 <= p <= inf``), else ``None``.
     support: static, ``"nominal"`` or ``"all"`` (see the module docstring).
-    iters: static bisection step count of the numerical kinds (``kl_ball``,
+    iters: static step count of the numerical kinds (bisection steps for
       ``chi2_ball``, ``wasserstein_ball``, ``lp_ball`` with p not in {1, 2,
-      inf}); ``None`` = 40 in float32, 64 in float64.
+      inf}; the most safeguarded Newton steps for ``kl_ball``, which stops at
+      the rounding floor first); ``None`` = 40 in float32, 64 in float64.
   """
 
   kind: str = flax.struct.field(pytree_node=False)
@@ -225,11 +226,12 @@ def l1_ball(radius, *, support: str = "nominal") -> UncertaintySet:
 
 
 def kl_ball(radius, *, iters: Optional[int] = None) -> UncertaintySet:
-  """``inf E_P[V]`` over ``KL(P || P0) <= radius`` (numerical, bisection).
+  """``inf E_P[V]`` over ``KL(P || P0) <= radius`` (numerical, Newton).
 
   The worst case is an exponential tilt ``P ~ P0 exp(-theta V)``; ``theta`` is
-  found by a fixed number of bisection steps on ``log theta`` such that
-  ``KL = radius``; the returned ``P`` is always feasible (``KL <= radius``).
+  found by safeguarded Newton steps on ``log theta`` (at most ``iters``; a
+  step outside the bracket bisects) such that ``KL = radius``; the returned
+  ``P`` is always feasible (``KL <= radius``).
   """
   return UncertaintySet(kind="kl_ball", size=_size(radius, "radius"),
                         iters=_iters(iters))
