@@ -74,9 +74,10 @@ class UncertaintySet:
     p: static, the norm of ``lp_ball`` (``1 <= p <= inf``), else ``None``.
     support: static, ``"nominal"`` or ``"all"`` (see the module docstring).
     iters: static step count of the numerical kinds (bisection steps for
-      ``chi2_ball``, ``wasserstein_ball``, ``lp_ball`` with p not in {1, 2,
-      inf}; the most safeguarded Newton steps for ``kl_ball``, which stops at
-      the rounding floor first); ``None`` = 40 in float32, 64 in float64.
+      ``chi2_ball`` and ``lp_ball`` with p not in {1, 2, inf}; the most
+      safeguarded Newton steps for ``kl_ball`` and cutting-plane steps for
+      ``wasserstein_ball``, which stop earlier); ``None`` = 40 in float32, 64
+      in float64.
   """
 
   kind: str = flax.struct.field(pytree_node=False)
@@ -256,9 +257,10 @@ def wasserstein_ball(radius, cost, *, support: str = "nominal",
   ``cost [K, K]`` (finite, >= 0, zero diagonal; a metric in the usual use):
   the cost of moving unit mass from slot i to slot j. For the robust solvers
   pass a state metric ``[S, S]``. Solved through the scalar dual
-  ``sup_{l >= 0} -l * radius + sum_i P0_i min_j (V_j + l * cost_ij)`` by a
-  fixed number of bisection steps on ``l``, then an exact mix of the two
-  transport plans that bracket it (the plan costs exactly ``radius``).
+  ``sup_{l >= 0} -l * radius + sum_i P0_i min_j (V_j + l * cost_ij)``
+  (piecewise linear) by cutting-plane steps on ``l`` that stop once the two
+  bracketing transport plans are both optimal (at most ``iters``), then an
+  exact mix of those plans (the plan costs exactly ``radius``).
   With the default ``support="nominal"`` mass moves only between slots with
   ``P0 > 0``; ``support="all"`` lets it reach every slot.
   """
