@@ -74,8 +74,16 @@ exact optimum up to float rounding, a few eps * span(V)):
 
 Default ``iters``: 40 in float32, 64 in float64 (enough to reach the rounding
 floor; for ``kl_ball`` and ``wasserstein_ball`` an upper bound, they stop
-earlier); set ``iters=``
-on the set to trade accuracy for speed.
+earlier); set ``iters=`` on the set to trade accuracy for speed.
+
+Derivatives. These solvers are written for values, not for automatic
+differentiation: ``kl_ball`` and ``wasserstein_ball`` iterate in a
+``lax.while_loop`` (forward-mode ``jax.jvp`` works, reverse-mode ``jax.grad``
+raises), and the gradients JAX derives through sorts, selections and
+bisections are in general not those of the optimal value (``chi2_ball`` can
+give NaN). The derivative of the worst-case value with respect to ``values``
+is the returned worst-case distribution (Danskin's theorem, where the
+optimum is unique): use ``worst_probs`` rather than ``jax.grad``.
 """
 
 from __future__ import annotations
