@@ -11,6 +11,17 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
 
+def require_notebook_tools() -> None:
+  """Skips the calling test module (at import) unless the packages that run
+  notebooks are installed: nbformat, nbclient, ipykernel, matplotlib."""
+  import pytest
+  for mod, why in (("nbformat", "needs nbformat (pip install nbformat) to read the notebooks"),
+                   ("nbclient", "needs nbclient (pip install nbclient) to execute the notebooks"),
+                   ("ipykernel", "needs ipykernel (pip install ipykernel) for a python3 kernel"),
+                   ("matplotlib", "needs matplotlib (the plot extra)")):
+    pytest.importorskip(mod, reason=why)
+
+
 def execute_quick(*names: str) -> dict:
   """Executes ``notebooks/<name>`` for each name, concurrently (one python3
   kernel each), with ``JAXRL_DP_QUICK=1`` and this checkout on ``PYTHONPATH``

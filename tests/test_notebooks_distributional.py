@@ -9,13 +9,11 @@ import json
 import numpy as np
 import pytest
 
-nbformat = pytest.importorskip("nbformat", reason="needs nbformat (pip install nbformat) to "
-                               "read the notebook")
-nbclient = pytest.importorskip("nbclient", reason="needs nbclient (pip install nbclient) to "
-                               "execute the notebook")
-pytest.importorskip("ipykernel", reason="needs ipykernel (pip install ipykernel) for a "
-                    "python3 kernel")
-pytest.importorskip("matplotlib", reason="needs matplotlib (the plot extra)")
+import _notebooks  # noqa: E402
+
+_notebooks.require_notebook_tools()
+
+import nbformat  # noqa: E402
 
 from test_distributional_stock import (cvar_ru, history_distributions,  # noqa: E402
                                        markov_distributions)

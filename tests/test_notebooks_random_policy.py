@@ -8,13 +8,9 @@ import json
 import numpy as np
 import pytest
 
-nbformat = pytest.importorskip("nbformat", reason="needs nbformat (pip install nbformat) to "
-                               "read the notebooks")
-nbclient = pytest.importorskip("nbclient", reason="needs nbclient (pip install nbclient) to "
-                               "execute the notebooks")
-pytest.importorskip("ipykernel", reason="needs ipykernel (pip install ipykernel) for a "
-                    "python3 kernel")
-pytest.importorskip("matplotlib", reason="needs matplotlib (the plot extra)")
+import _notebooks  # noqa: E402
+
+_notebooks.require_notebook_tools()
 
 from _notebooks import ROOT, execute_quick, images_and_summary  # noqa: E402
 

@@ -17,6 +17,39 @@ import jax.numpy as jnp
 from jaxrl_dp.core.errors import InvalidMDPError
 
 
+def residual_loop(step: Callable, x0, factor, tol, *, max_iters: int):
+  """Iterates ``x, res = step(x)`` until ``factor * res <= tol``.
+
+  The general form of the stopping rule: ``res`` is the step's sup-norm
+  change (in whatever metric the caller's contraction has) and ``factor``
+  turns it into a bound on the distance to the fixed point (``gamma / (1 -
+  gamma)`` for a gamma-contraction). One ``lax.while_loop``.
+
+  Args:
+    step: ``x -> (x_next, residual [])``; ``x`` any array (e.g. ``[S]``
+      values or ``[S, N]`` distributions).
+    x0: start.
+    factor: ``[]`` multiplier of the residual in the stopping rule (traced).
+    tol: ``[]`` tolerance.
+    max_iters: static cap on the number of steps, never changed.
+
+  Returns:
+    ``(iterations int32 [], x, residual [], converged bool [])``.
+  """
+  def cond(c):
+    it, _, res = c
+    return (it < max_iters) & ~(factor * res <= tol)
+
+  def body(c):
+    it, x, _ = c
+    x_next, res = step(x)
+    return it + 1, x_next, res
+
+  it, x, res = jax.lax.while_loop(
+      cond, body, (jnp.asarray(0, jnp.int32), x0, jnp.asarray(jnp.inf, x0.dtype)))
+  return it, x, res, factor * res <= tol
+
+
 def sup_norm_loop(step: Callable, v0: jax.Array, discount, tol, *, max_iters: int):
   """Iterates ``v, res = step(v)`` until ``discount / (1 - discount) * res <= tol``.
 
@@ -32,20 +65,7 @@ def sup_norm_loop(step: Callable, v0: jax.Array, discount, tol, *, max_iters: in
   Returns:
     ``(iterations int32 [], v [S], residual [], converged bool [])``.
   """
-  scale = discount / (1.0 - discount)
-
-  def cond(c):
-    it, _, res = c
-    return (it < max_iters) & ~(scale * res <= tol)
-
-  def body(c):
-    it, v, _ = c
-    v_next, res = step(v)
-    return it + 1, v_next, res
-
-  it, v, res = jax.lax.while_loop(
-      cond, body, (jnp.asarray(0, jnp.int32), v0, jnp.asarray(jnp.inf, v0.dtype)))
-  return it, v, res, scale * res <= tol
+  return residual_loop(step, v0, discount / (1.0 - discount), tol, max_iters=max_iters)
 
 
 def sup_norm_fixed_point(backup: Callable, v0: jax.Array, discount, tol, *,

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.iteration import residual_loop
 from jaxrl_dp.core.mdp import TabularMDP, check_policy, check_solver_input
 from jaxrl_dp.distributional.base import check_num
 
@@ -127,20 +128,9 @@ def fixed_point(step: Callable, distance: Callable, x0: jax.Array, tol,
     return x_new, jnp.max(distance(x_new, x))
 
   if use_tol:
-    tol = jnp.asarray(tol, dtype)
-
-    def cond(c):
-      it, _, res = c
-      return (it < max_iters) & ~(factor * res <= tol)
-
-    def body(c):
-      it, x, _ = c
-      x_new, res = one(x)
-      return it + 1, x_new, res
-
-    it, x, res = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), x0, inf))
-    bound = factor * res
-    return x, it, res, bound, bound <= tol
+    it, x, res, conv = residual_loop(one, x0, factor, jnp.asarray(tol, dtype),
+                                     max_iters=max_iters)
+    return x, it, res, factor * res, conv
 
   def body(_, c):
     x, _ = c

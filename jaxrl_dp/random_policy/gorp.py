@@ -223,14 +223,19 @@ def median_sample_complexity(final_return, optimal_return, timesteps_per_iterati
           float(np.median(np.asarray(final_return))))
 
 
-def bisect_sample_complexity(evaluate, max_m: int) -> SampleComplexity:
-  """Smallest ``m`` in ``[1, max_m]`` whose ``evaluate(m) -> (median sample
-  complexity, median return)`` is finite, by bisection (assumes that success
-  is monotone in ``m``, as it is in expectation)."""
+def bisect_sample_complexity(run_at, key, max_m: int, tol: float) -> SampleComplexity:
+  """Smallest ``m`` in ``[1, max_m]`` for which the runs ``run_at(key_m, m)``
+  (a result with ``final_return``, ``optimal_return`` and
+  ``timesteps_per_iteration`` over seeds; ``key_m = fold_in(key, m)``) have a
+  finite median sample complexity (:func:`median_sample_complexity`), by
+  bisection (assumes that success is monotone in ``m``, as it is in
+  expectation)."""
   tried = {}
 
   def run(m):
-    sc, ret = evaluate(m)
+    res = jax.device_get(run_at(jax.random.fold_in(key, m), m))
+    sc, ret = median_sample_complexity(res.final_return, res.optimal_return,
+                                       res.timesteps_per_iteration, tol)
     tried[m] = sc
     return sc, ret
 
@@ -266,12 +271,7 @@ def gorp_sample_complexity(key: jax.Array, mdp: TabularMDP, horizon: int, k: int
   ``m`` uses ``jax.random.fold_in(key, m)``; ``m`` is traced, so the whole
   search compiles once."""
   _check_m(max_m)
-
-  def evaluate(m):
-    res = jax.device_get(gorp(jax.random.fold_in(key, m), mdp, horizon, k, m,
-                              num_runs=num_runs, exploration_policy=exploration_policy,
-                              chunk_size=chunk_size))
-    return median_sample_complexity(res.final_return, res.optimal_return,
-                                    res.timesteps_per_iteration, tol)
-
-  return bisect_sample_complexity(evaluate, max_m)
+  return bisect_sample_complexity(
+      lambda key_m, m: gorp(key_m, mdp, horizon, k, m, num_runs=num_runs,
+                            exploration_policy=exploration_policy, chunk_size=chunk_size),
+      key, max_m, tol)

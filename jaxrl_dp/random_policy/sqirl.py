@@ -56,8 +56,7 @@ from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
 from jaxrl_dp.planning.finite_horizon import check_horizon
 from jaxrl_dp.random_policy.effective_horizon import value_triplet
 from jaxrl_dp.random_policy.gorp import (SampleComplexity, _check_m,
-                                         bisect_sample_complexity,
-                                         median_sample_complexity)
+                                         bisect_sample_complexity)
 from jaxrl_dp.random_policy.q import check_exploration_policy, check_k
 from jaxrl_dp.random_policy.rollout import (sample_trajectories,
                                             state_occupancies)
@@ -303,12 +302,7 @@ def sqirl_sample_complexity(key: jax.Array, mdp: TabularMDP, horizon: int, k: in
   once. Same rule as :func:`~jaxrl_dp.random_policy.gorp_sample_complexity`.
   """
   _check_m(max_m)
-
-  def evaluate(m):
-    res = jax.device_get(sqirl(jax.random.fold_in(key, m), mdp, horizon, k, m,
-                               num_runs=num_runs, exploration_policy=exploration_policy,
-                               chunk_size=chunk_size))
-    return median_sample_complexity(res.final_return, res.optimal_return,
-                                    res.timesteps_per_iteration, tol)
-
-  return bisect_sample_complexity(evaluate, max_m)
+  return bisect_sample_complexity(
+      lambda key_m, m: sqirl(key_m, mdp, horizon, k, m, num_runs=num_runs,
+                             exploration_policy=exploration_policy, chunk_size=chunk_size),
+      key, max_m, tol)

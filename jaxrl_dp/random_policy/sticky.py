@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
 from jaxrl_dp.planning.finite_horizon import check_horizon
 from jaxrl_dp.random_policy.effective_horizon import (REWARD_PRECISION,
@@ -23,18 +22,7 @@ from jaxrl_dp.random_policy.effective_horizon import (REWARD_PRECISION,
                                                       greedy_returns_kernel,
                                                       reach)
 from jaxrl_dp.random_policy.q import check_k
-
-
-def check_probability(p, field: str = "p") -> None:
-  """A concrete ``p`` must be a finite number in [0, 1] (traced ``p`` is not checked)."""
-  if isinstance(p, jax.core.Tracer):
-    return
-  arr = np.asarray(p)
-  if arr.ndim != 0 or not np.issubdtype(arr.dtype, np.number):
-    raise InvalidMDPError(f"{field} = {p!r}: expected a scalar probability in [0, 1]")
-  v = float(arr)
-  if not (0.0 <= v <= 1.0):  # also rejects NaN
-    raise InvalidMDPError(f"{field} = {v!r}: expected a probability in [0, 1]")
+from jaxrl_dp.suites._common import check_probability
 
 
 def sticky_state_index(num_states: int, num_actions: int, state, prev_action=None):
@@ -73,7 +61,7 @@ def sticky_actions(mdp: TabularMDP, p) -> TabularMDP:
     InvalidMDPError: ``p`` outside [0, 1] (when concrete).
   """
   check_mdp_structure(mdp)
-  check_probability(p)
+  check_probability("p", p)
   return _sticky(mdp, p)
 
 
@@ -166,7 +154,7 @@ def analyze_sticky_actions(mdp: TabularMDP, horizon: int, p=0.25, *, max_k: int 
   check_mdp_structure(mdp)
   check_horizon(horizon)
   check_discount(mdp.discount, infinite_horizon=False)
-  check_probability(p)
+  check_probability("p", p)
   check_k(max_k, "max_k")
   with jax.enable_x64(True):
     m64 = _to_float64(mdp)

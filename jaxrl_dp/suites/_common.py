@@ -38,8 +38,10 @@ def check_probability(name: str, value) -> None:
   arr = np.asarray(value)
   if arr.ndim != 0:
     raise InvalidMDPError(f"{name}: expected a scalar, got shape {arr.shape}")
+  if not np.issubdtype(arr.dtype, np.number):
+    raise InvalidMDPError(f"{name} = {value!r}: expected a probability in [0, 1]")
   v = float(arr)
-  if not (0.0 <= v <= 1.0):
+  if not (0.0 <= v <= 1.0):  # also rejects NaN
     raise InvalidMDPError(f"{name} = {v!r}: expected a probability in [0, 1]")
 
 
