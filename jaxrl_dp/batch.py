@@ -410,7 +410,18 @@ def _cache_token(value):
     hash(value)
     return value
   except TypeError:
-    return ("id", id(value), repr(value))
+    pass
+  # An unhashable pytree (e.g. an UncertaintySet holding arrays): its
+  # structure and the contents of its leaves. An id would outlive the object
+  # (a later one at the same address, with the same repr, would reuse a
+  # program compiled with the old arrays as constants).
+  leaves, treedef = jax.tree_util.tree_flatten(value)
+  if not (len(leaves) == 1 and leaves[0] is value):
+    try:
+      return ("tree", treedef, tuple(_cache_token(x) for x in leaves))
+    except TypeError:  # unhashable static (aux) data
+      pass
+  return ("id", id(value), repr(value))
 
 
 def _describe_kwargs(solver, kwargs: dict) -> str:

@@ -456,3 +456,29 @@ def test_sharded_over_8_cpu_devices(tmp_path, reference_run):
   with np.load(out) as z:
     np.testing.assert_allclose(z["values"], reference_run.values, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(z["policy"], reference_run.policy)
+
+
+def test_compiled_program_cache_keys_on_option_contents():
+  """Solver options that are unhashable pytrees (an uncertainty set holding a
+  [S, S] ground metric) are keyed by their contents: two sets whose reprs
+  agree (numpy elides the middle of big arrays) but whose metrics differ get
+  different programs, and the batch equals the single-MDP solves."""
+  from jaxrl_dp import robust as R
+  from jaxrl_dp.suites import garnet
+  s = 40
+  idx = np.arange(s, dtype=np.float32)
+  c1 = np.abs(idx[:, None] - idx[None, :]) / s
+  c2 = c1.copy()
+  c2[18:22, 18:22] *= 4.0  # inside the part numpy's repr elides
+  u1, u2 = R.wasserstein_ball(0.3, c1), R.wasserstein_ball(0.3, c2)
+  assert repr(u1) == repr(u2)
+  assert batch._cache_token(u1) != batch._cache_token(u2)
+  assert batch._cache_token(u1) == batch._cache_token(R.wasserstein_ball(0.3, c1.copy()))
+  keys = jax.random.split(jax.random.key(3), 4)
+  mdps = jax.vmap(lambda k: garnet(k, s, 3, 4, 0.9))(keys)
+  for u in (u1, u2):
+    out = batch.solve(mdps, R.robust_value_iteration, progress=False, uset=u, tol=1e-5)
+    for i in range(4):
+      one = R.robust_value_iteration(jax.tree_util.tree_map(lambda x: x[i], mdps), u, tol=1e-5)
+      np.testing.assert_allclose(np.asarray(out.values[i]), np.asarray(one.values),
+                                 rtol=1e-5, atol=1e-5)
