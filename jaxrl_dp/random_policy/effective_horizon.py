@@ -274,33 +274,6 @@ def reach(mdp: TabularMDP, allowed: jax.Array) -> jax.Array:
   return visited
 
 
-def successors_multi(mdp: TabularMDP, visited: jax.Array, allowed: jax.Array) -> jax.Array:
-  """:func:`successors` for ``C`` walks at once: ``visited [S, C]`` bool,
-  ``allowed [S, A, C]`` bool -> ``[S, C]`` bool.
-
-  Sparse layout: one scatter-add of the ``C`` walks packed into bit fields of
-  an integer (each field counts the live edges into a state, so it cannot
-  overflow: the field is wider than ``S * A * K``); where the integer is too
-  narrow (no x64) it falls back to one boolean scatter per walk. Dense layout:
-  :func:`successors` per walk.
-  """
-  c = visited.shape[-1]
-  if not mdp.is_sparse:
-    return jnp.stack([successors(mdp, visited[:, i], allowed[..., i]) for i in range(c)], -1)
-  s, a, k = mdp.probs.shape
-  live = (visited[:, None, :] & allowed)[:, :, None, :] & (mdp.probs > 0)[..., None]  # [S,A,K,C]
-  itype = jax.dtypes.canonicalize_dtype(jnp.int64)
-  width = (jnp.iinfo(itype).bits - 1) // c
-  if (s * a * k) >> width:  # a field could overflow: one boolean scatter per walk
-    return jnp.stack([jnp.zeros((s,), bool).at[mdp.next_states].max(live[..., i])
-                      for i in range(c)], -1)
-  shifts = jnp.asarray([width * i for i in range(c)], itype)
-  packed = jnp.sum(jnp.where(live, jnp.left_shift(jnp.ones((), itype), shifts), 0), axis=-1)
-  counts = jnp.zeros((s,), itype).at[mdp.next_states].add(packed)
-  field = (1 << width) - 1
-  return (jnp.right_shift(counts[:, None], shifts) & field) > 0
-
-
 class _ActionColumns:
   """Per-action columns ``[S]`` of an MDP for the analysis sweep (trace-time
   helper; the loops over actions and fan-out slots are unrolled).
@@ -369,15 +342,6 @@ class _ActionColumns:
     s = visited.shape[0]
     return jnp.zeros((s,), bool).at[self.flat_index].max(
         jnp.concatenate(live), mode="promise_in_bounds")
-
-
-def greedy_is_optimal(mdp: TabularMDP, q: jax.Array, suboptimal: jax.Array) -> jax.Array:
-  """Whether acting greedily on ``q [T, S, A]`` (every exactly-tied argmax) only
-  takes non-``suboptimal`` actions on the states it reaches: ``bool []``."""
-  mask = mdp.action_mask
-  greedy = mask & (q >= bellman.masked_max(q, mask)[..., None])
-  visited = reach(mdp, greedy)
-  return ~jnp.any(visited[..., None] & greedy & suboptimal)
 
 
 def terminal_states(mdp: TabularMDP) -> jax.Array:

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.random_policy.effective_horizon import terminal_states
+from jaxrl_dp.random_policy.q import policy_at
 
 
 @flax.struct.dataclass
@@ -48,10 +49,6 @@ class Trajectories:
   slots: jax.Array
   rewards: jax.Array
   alive: jax.Array
-
-
-def _policy_row(policy, t):
-  return policy if policy.ndim == 2 else policy[t]
 
 
 def sample_trajectories(key: jax.Array, mdp: TabularMDP, horizon: int, num: int,
@@ -76,7 +73,7 @@ def sample_trajectories(key: jax.Array, mdp: TabularMDP, horizon: int, num: int,
   def step(carry, t):
     state, key = carry
     key, ka, kn = jax.random.split(key, 3)
-    pi = _policy_row(policy, t)
+    pi = policy_at(policy, t)
     a = jax.random.categorical(ka, jnp.log(pi[state])).astype(jnp.int32)
     p = mdp.probs[state, a]  # [N, K]
     if fan_out == 1:
@@ -105,7 +102,7 @@ def state_occupancies(mdp: TabularMDP, policy: jax.Array, horizon: int) -> jax.A
   dtype = mdp.rewards.dtype
 
   def step(d, t):
-    pi = _policy_row(policy, t).astype(dtype)
+    pi = policy_at(policy, t).astype(dtype)
     return bellman.state_distribution_step(mdp, pi, d).astype(dtype), d
 
   _, d = jax.lax.scan(step, mdp.initial.astype(dtype), jnp.arange(horizon))

@@ -46,10 +46,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
 from jaxrl_dp.planning.finite_horizon import check_horizon
+from jaxrl_dp.random_policy.effective_horizon import reach as reach_states
 from jaxrl_dp.random_policy.q import check_exploration_policy, check_k, policy_expectation
 from jaxrl_dp.random_policy.rollout import (Trajectories, sample_trajectories,
                                             state_occupancies)
@@ -157,14 +157,14 @@ def tree_metrics_kernel(mdp: TabularMDP, policy: jax.Array, horizon: int, ks,
   total = jnp.sum(p)
   ks_arr = jnp.asarray(ks, jnp.int32)
   kf = ks_arr.astype(dtype)
-  pass_k = 1.0 - (1.0 - total) ** kf
-  distinct = jnp.sum(jnp.where(correct[None], 1.0 - (1.0 - p[None]) ** kf[:, None, None], 0.0),
+  pass_k = pass_at_k(total, kf)
+  distinct = jnp.sum(jnp.where(correct[None], pass_at_k(p[None], kf[:, None, None]), 0.0),
                      axis=(1, 2))
   q = jnp.where(p > 0, p / jnp.where(total > 0, total, 1.0), 1.0)
   entropy = -jnp.sum(jnp.where(p > 0, q * jnp.log(q), 0.0))
-  # Reachable at all: occupancy of the uniform policy (every valid action).
-  d_any = state_occupancies(mdp, bellman.uniform_policy(mdp.action_mask).astype(dtype), horizon)
-  reach = jnp.any(d_any > 0, axis=0)
+  # Reachable at all, by any valid actions (boolean: no underflow on deep trees).
+  reach = jnp.any(reach_states(mdp, jnp.broadcast_to(mdp.action_mask,
+                                                      (horizon,) + mdp.action_mask.shape)), axis=0)
   return TreeMetrics(
       success_prob=total, ks=ks_arr, pass_at_k=pass_k, distinct_at_k=distinct,
       num_correct=jnp.sum(correct & reach[:, None]).astype(jnp.int32),

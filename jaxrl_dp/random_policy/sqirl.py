@@ -101,7 +101,7 @@ def policy_return(mdp: TabularMDP, policy: jax.Array, horizon: int) -> jax.Array
   policy ``int [T, S]`` from ``mdp.initial`` (backward induction)."""
   def step(v_next, pi_t):
     q = bellman.q_values(mdp, v_next)
-    return jnp.take_along_axis(q, pi_t[:, None], axis=1)[:, 0].astype(v_next.dtype), None
+    return bellman.policy_value_from_q(q, pi_t).astype(v_next.dtype), None
 
   v0, _ = jax.lax.scan(step, jnp.zeros(mdp.rewards.shape[:1], mdp.rewards.dtype),
                        policy, reverse=True)
@@ -216,7 +216,7 @@ def sqirl_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m,
       support, probs, rewards, mc_mean, steps = sampled_stats(sub, pol, i, w_end)
     q0 = _fit(mdp, k, support, probs, rewards, mc_mean, w_end - i + 1)
     sup0 = support[0] & mask
-    greedy = jnp.argmax(jnp.where(sup0, q0, -jnp.inf), axis=-1).astype(jnp.int32)
+    greedy = bellman.greedy_policy(q0, sup0)
     pi_i = jnp.where(jnp.any(sup0, axis=-1), greedy, first_valid)
     return (prefix.at[i].set(pi_i), qs.at[i].set(q0), sups.at[i].set(sup0),
             counts.at[i].set(steps), key)
