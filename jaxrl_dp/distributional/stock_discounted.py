@@ -100,10 +100,12 @@ import numpy as np
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.iteration import residual_loop
 from jaxrl_dp.core.mdp import (TabularMDP, check_discount, check_finite,
                                check_mdp_structure)
 from jaxrl_dp.distributional import evaluation as ev
 from jaxrl_dp.distributional.base import check_alpha, check_num
+from jaxrl_dp.distributional.stock import _is_batched
 from jaxrl_dp.planning.policy_iteration import _improve
 
 #: Largest ``S * U`` for which policy evaluation is a dense linear solve when
@@ -182,7 +184,7 @@ def homogeneous_utility(utility: Union[str, Callable, HomogeneousUtility]) -> Ho
   check_finite("utility(x)", y)
   n = len(_PROBE)
   neg, zero, pos = y[:n][::-1], y[n], y[n + 1:]
-  up, lo = float(utility(jnp.asarray(1.0, jnp.float32))), float(utility(jnp.asarray(-1.0, jnp.float32)))
+  up, lo = float(pos[2]), float(neg[2])  # f(1), f(-1): _PROBE[2] == 1
   tol = 1e-5 * (1.0 + np.max(np.abs(y)))
   if (abs(zero) <= tol and np.allclose(pos, up * _PROBE, atol=tol)
       and np.allclose(neg, lo * _PROBE, atol=tol)):
@@ -325,12 +327,6 @@ def return_bounds(mdp: TabularMDP, *, max_iters: int = 10_000):
 
   _, lo, hi, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), lo0, hi0, big))
   return lo, hi
-
-
-def _negated(mdp):
-  return mdp.replace(rewards=-mdp.rewards,
-                     transition_rewards=(None if mdp.transition_rewards is None
-                                         else -mdp.transition_rewards))
 
 
 def mean_bounds(mdp: TabularMDP, *, max_iters: int = 100_000):
@@ -506,22 +502,16 @@ def _value_iteration(mdp, c_grid, tol, *, util, num_stocks, max_iters):
   parts, stocks, tab, w0 = _setup(mdp, c_grid, util, num_stocks)
   g = mdp.discount
   factor = g / (1 - g) if util.degree == 1 else jnp.asarray(1.0, w0.dtype)
-  inf = jnp.asarray(jnp.inf, w0.dtype)
 
-  def cond(c):
-    it, _, res = c
-    return (it < max_iters) & ~(factor * res <= tol)
-
-  def body(c):
-    it, w, _ = c
+  def step(w):
     w_new, _ = _greedy(_q(mdp, w, tab, util), mdp.action_mask)
-    return it + 1, w_new, jnp.max(jnp.abs(w_new - w))
+    return w_new, jnp.max(jnp.abs(w_new - w))
 
-  it, w, res = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), w0, inf))
+  it, w, res, conv = residual_loop(step, w0, factor, tol, max_iters=max_iters)
   q = _q(mdp, w, tab, util)
   _, pol = _greedy(q, mdp.action_mask)
-  bound = factor * res if util.degree == 1 else inf
-  return _solution(mdp, util, parts, stocks, w, q, pol, it, res, bound, factor * res <= tol)
+  bound = factor * res if util.degree == 1 else jnp.asarray(jnp.inf, w0.dtype)
+  return _solution(mdp, util, parts, stocks, w, q, pol, it, res, bound, conv)
 
 
 def _evaluate_solve(mdp, tab, pol, util):
@@ -615,10 +605,6 @@ def _policy_iteration(mdp, c_grid, eval_tol, *, util, num_stocks, max_iters, sol
 
 
 # ------------------------------------------------------------- boundaries
-def _is_batched(mdp) -> bool:
-  return isinstance(mdp, TabularMDP) and mdp.rewards.ndim == 3
-
-
 def _check_mdp(mdp):
   batched = _is_batched(mdp)
   check_mdp_structure(mdp, batched=batched)

@@ -212,7 +212,7 @@ def return_cdfs(mdp: TabularMDP, horizon: int, c0s, *,
     rets.append(x)
     cdfs.append(np.cumsum(p))
     means.append(float(p @ x))
-    vals.append(float(init @ np.asarray(sol.values[0][:, int(sol.stock_index(c))], np.float64)))
+    vals.append(float(init @ np.asarray(sol.value(c), np.float64)))
   return {"c0": c0, "returns": np.stack(rets), "cdf": np.stack(cdfs),
           "mean": np.asarray(means), "value": np.asarray(vals)}
 
@@ -463,7 +463,7 @@ def homeostatic_distributions(mdp: TabularMDP, horizon: int, c0: float) -> dict:
   npb = np.asarray(_initial_return_probs(mdp, fh.policy, horizon, support), np.float64)
   na = np.asarray(support, np.float64) + c0
   init = np.asarray(mdp.initial, np.float64)
-  value = float(init @ np.asarray(sol.values[0][:, int(sol.stock_index(c0))], np.float64))
+  value = float(init @ np.asarray(sol.value(c0), np.float64))
   return {"c0": float(c0), "stock_atoms": sa, "stock_probs": sp, "neutral_atoms": na,
           "neutral_probs": npb, "stock_abs": float(sp @ np.abs(sa)),
           "neutral_abs": float(npb @ np.abs(na)), "value": value}

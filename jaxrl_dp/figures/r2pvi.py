@@ -33,7 +33,9 @@ LABELS = {"pevi": "PEVI", "tv": "R2PVI-TV", "kl": "R2PVI-KL", "chi2": r"R2PVI-$\
 
 
 def _returns(models, policy) -> np.ndarray:
-  return np.array([float(_lm.expected_return(m, policy)) for m in models])
+  # Dispatch every evaluation, then one device-to-host transfer.
+  return np.asarray(jax.device_get([_lm.expected_return(m, policy) for m in models]),
+                    np.float64)
 
 
 # ------------------------------------------------------------------ data

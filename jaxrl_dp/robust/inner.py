@@ -158,6 +158,17 @@ def _pairwise(fn, k):
                     for i in range(k)], axis=-1)
 
 
+def _below_sums(u, p0, mask, k):
+  """Per slot i (K^2 unrolled terms): the mass ``sum P0_j`` and first moment
+  ``sum P0_j u_j`` of the support slots with ``u_j <= u_i``, and the mass of
+  those with ``u_j > u_i``: three ``[K]``."""
+  le = lambda i, j: mask[j] & (u[j] <= u[i])
+  cum_p = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j], 0.0), k)
+  cum_m = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j] * u[j], 0.0), k)
+  rest = _pairwise(lambda i, j: jnp.where(mask[j] & (u[j] > u[i]), p0[j], 0.0), k)
+  return cum_p, cum_m, rest
+
+
 def _support_mask(probs, support):
   if support == "all":
     return jnp.ones(probs.shape, bool)
@@ -270,10 +281,7 @@ def chi2_penalty_worst_case(values, probs, lam):
   ok = (lam > 0) & jnp.isfinite(lam)
   lam_s = jnp.where(ok, lam, 1.0)
   if _small(k):
-    le = lambda i, j: mask[j] & (u[j] <= u[i])
-    cum_p = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j], 0.0), k)
-    cum_m = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j] * u[j], 0.0), k)
-    rest = _pairwise(lambda i, j: jnp.where(mask[j] & (u[j] > u[i]), p0[j], 0.0), k)
+    cum_p, cum_m, rest = _below_sums(u, p0, mask, k)
     cand = jnp.where(mask, (2 * lam_s * rest + cum_m) / jnp.where(mask, cum_p, 1.0), jnp.inf)
     eta = _rmin(cand)
   else:
@@ -494,10 +502,9 @@ def _chi2_ball_pieces(u, p0, mask, radius):
   """
   k = p0.shape[0]
   le = lambda i, j: mask[j] & (u[j] <= u[i])
-  a = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j], 0.0), k)
-  rest = _pairwise(lambda i, j: jnp.where(mask[j] & (u[j] > u[i]), p0[j], 0.0), k)
+  a, cum_m, rest = _below_sums(u, p0, mask, k)
   a_safe = jnp.where(a > 0, a, 1.0)
-  mu = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j] * u[j], 0.0), k) / a_safe
+  mu = cum_m / a_safe
   s2 = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j] * (u[j] - mu[i]) ** 2, 0.0), k) / a_safe
   den = radius * a - rest                    # (1 + radius) a - 1, without cancellation
   valid = mask & (den > 0)

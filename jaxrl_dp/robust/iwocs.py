@@ -61,6 +61,7 @@ import numpy as np
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.iteration import sup_norm_fixed_point
 from jaxrl_dp.core.mdp import TabularMDP, validate_mdp
 from jaxrl_dp.planning.evaluation import exact_policy_values
 from jaxrl_dp.planning.value_iteration import _check_options, _value_iteration
@@ -433,24 +434,13 @@ def hull_robust_value_iteration(models, *, tol: float = 1e-6,
 @functools.partial(jax.jit, static_argnames=("max_iters",))
 def _hull_vi(models, tol, v0, *, max_iters):
   gamma = jnp.max(models.discount)
-  scale = gamma / (1.0 - gamma)
   mask = models.action_mask[0]
-
-  def cond(c):
-    it, _, res = c
-    return (it < max_iters) & ~(scale * res <= tol)
-
-  def body(c):
-    it, v, _ = c
-    q, _ = hull_q_values(models, v)
-    v_new = bellman.masked_max(q, mask)
-    return it + 1, v_new, jnp.max(jnp.abs(v_new - v))
-
-  it, v, res = jax.lax.while_loop(
-      cond, body, (jnp.asarray(0, jnp.int32), v0, jnp.asarray(jnp.inf, v0.dtype)))
+  it, v, res, conv = sup_norm_fixed_point(
+      lambda v: bellman.masked_max(hull_q_values(models, v)[0], mask), v0, gamma, tol,
+      max_iters=max_iters)
   q, worst = hull_q_values(models, v)
   s, a = q.shape
   worst_probs = models.probs[worst, jnp.arange(s)[:, None], jnp.arange(a)[None, :]]
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mask),
                         worst_probs=worst_probs, iterations=it, residual=res,
-                        converged=scale * res <= tol)
+                        converged=conv)

@@ -56,7 +56,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.mdp import TabularMDP, default_float_dtype
+from jaxrl_dp.planning.finite_horizon import check_horizon
 from jaxrl_dp.robust.r2pvi import OfflineDataset, make_dataset
 
 
@@ -92,9 +93,7 @@ class LinearMDPModel:
 
 
 def _dtype(dtype):
-  if dtype is not None:
-    return dtype
-  return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+  return default_float_dtype() if dtype is None else dtype
 
 
 # ------------------------------------------------------- simulated linear MDP
@@ -166,8 +165,7 @@ def american_put(up_prob=0.5, *, dim: int = 30, horizon: int = 20,
     raise ValueError(f"up_prob = {up_prob}: expected a probability in [0, 1]")
   if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
     raise ValueError(f"dim = {dim!r}: expected a Python int >= 2")
-  if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-    raise ValueError(f"horizon = {horizon!r}: expected a Python int >= 1")
+  check_horizon(horizon)
   n_price = int(round((PUT_X_MAX - PUT_X_MIN) / PUT_STEP)) + 1
   s_n = n_price + 1
   absorb = n_price

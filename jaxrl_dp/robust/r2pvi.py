@@ -83,6 +83,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_dp.core import bellman
+from jaxrl_dp.core.mdp import default_float_dtype
 
 DIVERGENCES = ("tv", "kl", "chi2")
 BONUSES = ("elliptical", "d_rectangular")
@@ -203,7 +204,7 @@ def make_dataset(features, rewards, next_states, feature_table, *,
       of range, non-finite rewards, a state without a valid action.
   """
   if dtype is None:
-    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    dtype = default_float_dtype()
   feature_table_np = np.asarray(feature_table)
   s, a = feature_table_np.shape[:2] if feature_table_np.ndim == 3 else (0, 0)
   action_mask = np.ones((s, a), bool) if action_mask is None else np.asarray(action_mask)
