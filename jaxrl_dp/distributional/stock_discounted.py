@@ -445,8 +445,8 @@ def _q(mdp, w, tab, util):
 
 def _greedy(q, mask):
   """``(max [S, U], argmax int32 [S, U])`` over valid actions of ``q [S, A, U]``."""
-  qm = jnp.where(mask[:, :, None], q, -jnp.inf)
-  return jnp.max(qm, axis=1), jnp.argmax(qm, axis=1).astype(jnp.int32)
+  qt, m = jnp.moveaxis(q, 1, -1), mask[:, None, :]  # [S, U, A], [S, 1, A]
+  return bellman.masked_max(qt, m), bellman.greedy_policy(qt, m)
 
 
 def _select(x, pol):

@@ -43,6 +43,7 @@ import numpy as np
 
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.distributional.base import check_alpha
 
 ACTION_ARROWS = {0: (0.0, 1.0), 1: (1.0, 0.0), 2: (0.0, -1.0), 3: (-1.0, 0.0)}  # UP RIGHT DOWN LEFT
 
@@ -61,10 +62,7 @@ def _check_alphas(alphas) -> np.ndarray:
   a = np.atleast_1d(np.asarray(alphas, np.float64))
   if a.ndim != 1 or a.size == 0:
     raise InvalidMDPError(f"alphas: expected a non-empty 1-D sequence, got shape {a.shape}")
-  bad = ~((a > 0) & (a <= 1))
-  if bad.any():
-    i = int(np.argmax(bad))
-    raise InvalidMDPError(f"alphas[{i}] = {float(a[i])!r}: expected a value in (0, 1]")
+  check_alpha(a, "alphas")
   return a
 
 
