@@ -233,6 +233,13 @@ def write_json(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
+def write_results(out_dir: str, base: str, res: dict, md: str) -> None:
+  """``<out_dir>/<base>.json`` (the raw results) and ``<base>.md`` (the report)."""
+  write_json(os.path.join(out_dir, base + ".json"), res)
+  with open(os.path.join(out_dir, base + ".md"), "w") as f:
+    f.write(md + "\n")
+
+
 def md_table(header: list, rows: list) -> str:
   out = ["| " + " | ".join(header) + " |",
          "|" + "|".join("---" for _ in header) + "|"]

@@ -82,7 +82,7 @@ import jaxrl_dp as J  # noqa: E402
 from jaxrl_dp import distributional as dd  # noqa: E402
 from jaxrl_dp.suites import garnet  # noqa: E402
 from _common import (best_of, fmt_ratio, fmt_s, machine_info, md_table,  # noqa: E402
-                     write_json)
+                     write_results)
 
 SIZES = {
     "full": dict(B=256, S=200, A=4, K=5, N=51, gamma=0.6, iters=30, bw_mib=1024),
@@ -441,10 +441,8 @@ def main(argv=None):
   res["total_seconds"] = time.perf_counter() - t0
   res["machine"]["loadavg_at_end"] = os.getloadavg()
   base = "distributional_quick" if args.quick else "distributional"
-  write_json(os.path.join(args.out_dir, base + ".json"), res)
   md = render_markdown(res)
-  with open(os.path.join(args.out_dir, base + ".md"), "w") as f:
-    f.write(md + "\n")
+  write_results(args.out_dir, base, res, md)
   print(md)
   log(f"total {res['total_seconds']:.0f} s; wrote {args.out_dir}/{base}.json and .md")
   return 0 if not res["errors"] and all(m.get("agree") for m in res["methods"]) else 1

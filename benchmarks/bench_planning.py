@@ -72,7 +72,7 @@ import jax.numpy as jnp  # noqa: E402
 import jaxrl_dp as J  # noqa: E402
 from _common import (REL_TOL, NumpyMDP, best_of, fmt_ratio, fmt_s,  # noqa: E402
                      machine_info, md_table, reference_solve, rel_error,
-                     write_json)
+                     write_results)
 from _peers import PeerBudgetExceeded, PeerClient  # noqa: E402
 
 # --------------------------------------------------------------- settings
@@ -1072,10 +1072,8 @@ def main(argv=None):
   res["total_seconds"] = time.perf_counter() - t_start
   os.makedirs(args.out_dir, exist_ok=True)
   base = "planning_quick" if args.quick else "planning"
-  write_json(os.path.join(args.out_dir, base + ".json"), res)
   md = render_markdown(res)
-  with open(os.path.join(args.out_dir, base + ".md"), "w") as f:
-    f.write(md + "\n")
+  write_results(args.out_dir, base, res, md)
   print(md)
   log(f"total {res['total_seconds']:.0f} s; wrote {args.out_dir}/{base}.json and .md")
   return 0

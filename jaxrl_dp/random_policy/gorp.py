@@ -149,6 +149,22 @@ def _gorp_jit(key, mdp, m, policy, *, horizon, k, num_runs, chunk_size):
                                          chunk_size=chunk_size))(keys)
 
 
+def check_sampler_inputs(mdp, horizon, k, m, num_runs, chunk_size, exploration_policy, *,
+                         m_optional: bool = False):
+  """The checks GORP and SQIRL share (``m`` may be None when ``m_optional``);
+  returns the checked exploration policy."""
+  check_mdp_structure(mdp)
+  check_horizon(horizon)
+  check_discount(mdp.discount, infinite_horizon=False)
+  check_k(k)
+  if m is not None or not m_optional:
+    _check_m(m)
+  if num_runs is not None:
+    check_k(num_runs, "num_runs")
+  check_k(chunk_size, "chunk_size")
+  return check_exploration_policy(exploration_policy, mdp, horizon, field="exploration_policy")
+
+
 def _check_m(m):
   if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
     raise InvalidMDPError(f"m = {m!r}: expected a Python int >= 1 (episodes per action sequence)")
@@ -174,16 +190,7 @@ def gorp(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m: int, *,
   Returns:
     :class:`GORPResult`.
   """
-  check_mdp_structure(mdp)
-  check_horizon(horizon)
-  check_discount(mdp.discount, infinite_horizon=False)
-  check_k(k)
-  _check_m(m)
-  if num_runs is not None:
-    check_k(num_runs, "num_runs")
-  check_k(chunk_size, "chunk_size")
-  pol = check_exploration_policy(exploration_policy, mdp, horizon,
-                                 field="exploration_policy")
+  pol = check_sampler_inputs(mdp, horizon, k, m, num_runs, chunk_size, exploration_policy)
   return _gorp_jit(key, mdp, jnp.asarray(m, jnp.int32), pol, horizon=int(horizon), k=int(k),
                    num_runs=num_runs, chunk_size=int(chunk_size))
 

@@ -52,12 +52,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
-from jaxrl_dp.planning.finite_horizon import check_horizon
+from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.random_policy.effective_horizon import value_triplet
 from jaxrl_dp.random_policy.gorp import (SampleComplexity, _check_m,
-                                         bisect_sample_complexity)
-from jaxrl_dp.random_policy.q import check_exploration_policy, check_k
+                                         bisect_sample_complexity, check_sampler_inputs)
 from jaxrl_dp.random_policy.rollout import (sample_trajectories,
                                             state_occupancies)
 
@@ -272,17 +270,8 @@ def sqirl(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m: int | None, 
     res.policy          # int32 [10, S]
     res.final_return    # exact return of the learned policy
   """
-  check_mdp_structure(mdp)
-  check_horizon(horizon)
-  check_discount(mdp.discount, infinite_horizon=False)
-  check_k(k)
-  if m is not None:
-    _check_m(m)
-  if num_runs is not None:
-    check_k(num_runs, "num_runs")
-  check_k(chunk_size, "chunk_size")
-  pol = check_exploration_policy(exploration_policy, mdp, horizon,
-                                 field="exploration_policy")
+  pol = check_sampler_inputs(mdp, horizon, k, m, num_runs, chunk_size, exploration_policy,
+                             m_optional=True)
   return _sqirl_jit(key, mdp, jnp.asarray(0 if m is None else m, jnp.int32), pol,
                     horizon=int(horizon), k=int(k), num_runs=num_runs,
                     exact=m is None, chunk_size=int(chunk_size))
