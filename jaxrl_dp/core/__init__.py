@@ -7,7 +7,7 @@ from jaxrl_dp.core.mdp import (ROW_SUM_ATOL, TabularMDP, check_discount,
                                check_mdp_structure, default_float_dtype,
                                entries_ok, validate_mdp)
 from jaxrl_dp.core.bellman import (bellman_optimality, expected_next,
-                                   gather_next, greedy_policy,
+                                   gather_next, greedy_policy, improve_policy,
                                    is_deterministic_policy, masked_max,
                                    policy_backup, policy_expected_next,
                                    policy_probs, policy_rewards,

@@ -162,3 +162,23 @@ def state_distribution_step(mdp: TabularMDP, policy: jax.Array,
     return d @ p
   s = d.shape[0]
   return jnp.zeros((s,), d.dtype).at[ns].add(d[:, None] * p)
+
+
+def improve_policy(q: jax.Array, mask: jax.Array, current: jax.Array,
+                   tie_tol) -> jax.Array:
+  """Greedy improvement that keeps the current action unless beaten by > tie_tol.
+
+  Args:
+    q: ``[S, A]`` action values.
+    mask: bool ``[S, A]`` valid actions.
+    current: ``int32 [S]`` current policy.
+    tie_tol: ``[]`` margin a greedy action must beat the current one by (the
+      float rounding level, so ties and solve noise cannot make PI cycle).
+
+  Returns:
+    ``int32 [S]`` improved policy.
+  """
+  best = greedy_policy(q, mask)
+  q_best = jnp.take_along_axis(q, best[:, None], axis=1)[:, 0]
+  q_cur = jnp.take_along_axis(q, current[:, None], axis=1)[:, 0]
+  return jnp.where(q_best > q_cur + tie_tol, best, current)

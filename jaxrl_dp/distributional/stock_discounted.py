@@ -106,7 +106,6 @@ from jaxrl_dp.core.mdp import (TabularMDP, check_discount, check_finite,
 from jaxrl_dp.distributional import evaluation as ev
 from jaxrl_dp.distributional.base import check_alpha, check_num
 from jaxrl_dp.distributional.stock import _is_batched
-from jaxrl_dp.planning.policy_iteration import _improve
 
 #: Largest ``S * U`` for which policy evaluation is a dense linear solve when
 #: ``evaluation="auto"``.
@@ -591,7 +590,7 @@ def _policy_iteration(mdp, c_grid, eval_tol, *, util, num_stocks, max_iters, sol
     q = _q(mdp, w, tab, util)
     tie = 8 * eps * jnp.max(jnp.where(mask[:, :, None], jnp.abs(q), 0.0)) + 2 * ebound
     flat = lambda x: jnp.moveaxis(x, 1, -1).reshape(s * u, a)
-    new = _improve(flat(q), jnp.repeat(mask, u, axis=0), pol.reshape(-1), tie).reshape(s, u)
+    new = bellman.improve_policy(flat(q), jnp.repeat(mask, u, axis=0), pol.reshape(-1), tie).reshape(s, u)
     return it + 1, new, w, q, jnp.all(new == pol)
 
   init = (jnp.asarray(0, jnp.int32), pol0, w0, jnp.zeros((s, a, u), w0.dtype),

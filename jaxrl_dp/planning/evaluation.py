@@ -12,7 +12,7 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import sup_norm_fixed_point
 from jaxrl_dp.core.mdp import TabularMDP, check_policy, check_solver_input
 from jaxrl_dp.core.types import PolicyEvaluation
-from jaxrl_dp.planning.value_iteration import _check_options
+from jaxrl_dp.core.options import check_max_iters, check_tol
 
 METHODS = ("exact", "iterative")
 
@@ -61,7 +61,8 @@ def policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
     raise InvalidMDPError(f"method = {method!r}: expected one of {METHODS}")
   if method == "exact":
     return _exact(mdp, policy)
-  _check_options(tol, max_iters)
+  check_tol(tol)
+  check_max_iters(max_iters)
   if v0 is None:
     v0 = jnp.zeros(mdp.rewards.shape[:1], mdp.rewards.dtype)
   return _iterative(mdp, policy, jnp.asarray(tol, mdp.rewards.dtype), v0,

@@ -13,15 +13,7 @@ from jaxrl_dp.core.iteration import check_num_sweeps, lower_bound_values, sup_no
 from jaxrl_dp.core.mdp import TabularMDP, check_policy, check_solver_input
 from jaxrl_dp.core.types import Solution
 from jaxrl_dp.planning.evaluation import exact_policy_values
-from jaxrl_dp.planning.value_iteration import _check_options
-
-
-def _improve(q, mask, current, tie_tol):
-  """Greedy improvement that keeps the current action unless beaten by > tie_tol."""
-  best = bellman.greedy_policy(q, mask)
-  q_best = jnp.take_along_axis(q, best[:, None], axis=1)[:, 0]
-  q_cur = jnp.take_along_axis(q, current[:, None], axis=1)[:, 0]
-  return jnp.where(q_best > q_cur + tie_tol, best, current)
+from jaxrl_dp.core.options import check_max_iters, check_tol
 
 
 def policy_iteration(mdp: TabularMDP, *, max_iters: int = 1_000,
@@ -40,7 +32,7 @@ def policy_iteration(mdp: TabularMDP, *, max_iters: int = 1_000,
     bounds ``V* - V <= residual / (1 - gamma)``.
   """
   check_solver_input(mdp, infinite_horizon=True)
-  _check_options(0.0, max_iters)
+  check_max_iters(max_iters)
   if policy0 is None:
     q0 = mdp.rewards
     policy0 = bellman.greedy_policy(q0, mdp.action_mask)
@@ -69,7 +61,7 @@ def _policy_iteration(mdp, policy0, *, max_iters):
     it, pi, _, _, _ = c
     v, q = evaluate(pi)
     tie_tol = 8 * eps * jnp.max(jnp.where(mdp.action_mask, jnp.abs(q), 0.0))
-    new = _improve(q, mdp.action_mask, pi, tie_tol)
+    new = bellman.improve_policy(q, mdp.action_mask, pi, tie_tol)
     return it + 1, new, v, q, jnp.all(new == pi)
 
   s = mdp.rewards.shape[0]
@@ -104,7 +96,8 @@ def modified_policy_iteration(mdp: TabularMDP, *, num_sweeps: int = 20,
     :class:`Solution` with ``residual = ||V' - V||_inf`` of the last greedy step.
   """
   check_solver_input(mdp, infinite_horizon=True)
-  _check_options(tol, max_iters)
+  check_tol(tol)
+  check_max_iters(max_iters)
   check_num_sweeps(num_sweeps)
   if v0 is None:
     v0 = lower_bound_values(mdp)

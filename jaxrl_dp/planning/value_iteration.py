@@ -10,18 +10,10 @@ import jax.numpy as jnp
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
+from jaxrl_dp.core.options import check_max_iters, check_tol
 from jaxrl_dp.core.types import Solution
 
 STOP_RULES = ("sup", "span")
-
-
-def _check_options(tol, max_iters):
-  if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-    raise InvalidMDPError(f"max_iters = {max_iters!r}: expected a Python int >= 1")
-  if not isinstance(tol, jax.core.Tracer):
-    t = float(tol)
-    if not (t >= 0.0) or t != t:
-      raise InvalidMDPError(f"tol = {tol!r}: expected a finite number >= 0")
 
 
 def error_bound(discount, residual, stop: str = "sup"):
@@ -71,7 +63,8 @@ def value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
   check_solver_input(mdp, infinite_horizon=True)
   if stop not in STOP_RULES:
     raise InvalidMDPError(f"stop = {stop!r}: expected one of {STOP_RULES}")
-  _check_options(tol, max_iters)
+  check_tol(tol)
+  check_max_iters(max_iters)
   if v0 is None:
     v0 = jnp.zeros(mdp.rewards.shape[:1], mdp.rewards.dtype)
   elif v0.shape != mdp.rewards.shape[:1]:

@@ -29,6 +29,7 @@ import numpy as np
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
+from jaxrl_dp.core.options import check_int
 from jaxrl_dp.planning.finite_horizon import check_horizon
 from jaxrl_dp.random_policy.effective_horizon import terminal_states, value_triplet
 from jaxrl_dp.random_policy.q import (check_exploration_policy, check_k,
@@ -158,16 +159,16 @@ def check_sampler_inputs(mdp, horizon, k, m, num_runs, chunk_size, exploration_p
   check_discount(mdp.discount, infinite_horizon=False)
   check_k(k)
   if m is not None or not m_optional:
-    _check_m(m)
+    check_m(m)
   if num_runs is not None:
     check_k(num_runs, "num_runs")
   check_k(chunk_size, "chunk_size")
   return check_exploration_policy(exploration_policy, mdp, horizon, field="exploration_policy")
 
 
-def _check_m(m):
-  if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-    raise InvalidMDPError(f"m = {m!r}: expected a Python int >= 1 (episodes per action sequence)")
+def check_m(m, field: str = "m") -> int:
+  """``m``, episodes per action sequence: a Python int >= 1."""
+  return check_int(field, m, minimum=1)
 
 
 def gorp(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m: int, *,
@@ -277,7 +278,7 @@ def gorp_sample_complexity(key: jax.Array, mdp: TabularMDP, horizon: int, k: int
   median is finite exactly when more than half the runs are optimal). Each
   ``m`` uses ``jax.random.fold_in(key, m)``; ``m`` is traced, so the whole
   search compiles once."""
-  _check_m(max_m)
+  check_m(max_m, "max_m")
   return bisect_sample_complexity(
       lambda key_m, m: gorp(key_m, mdp, horizon, k, m, num_runs=num_runs,
                             exploration_policy=exploration_policy, chunk_size=chunk_size),

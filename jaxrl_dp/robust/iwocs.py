@@ -64,7 +64,8 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import sup_norm_fixed_point
 from jaxrl_dp.core.mdp import TabularMDP, validate_mdp
 from jaxrl_dp.planning.evaluation import exact_policy_values
-from jaxrl_dp.planning.value_iteration import _check_options, _value_iteration
+from jaxrl_dp.core.options import check_max_iters, check_tol
+from jaxrl_dp.planning.value_iteration import value_iteration
 from jaxrl_dp.robust.types import RobustSolution
 
 CRITERIA = ("initial", "sup")
@@ -294,7 +295,8 @@ def iwocs(models, *, epsilon: float = 1e-4, max_models: int | None = None,
   initial_model = _check_int("initial_model", initial_model, 0, m - 1)
   if criterion not in CRITERIA:
     raise InvalidMDPError(f"criterion = {criterion!r}: expected one of {CRITERIA}")
-  _check_options(vi_tol, vi_max_iters)
+  check_tol(vi_tol, "vi_tol")
+  check_max_iters(vi_max_iters, "vi_max_iters")
   dtype = models.rewards.dtype
   return _iwocs(models, jnp.asarray(epsilon, dtype), jnp.asarray(vi_tol, dtype),
                 jnp.asarray(initial_model, jnp.int32), max_models=max_models,
@@ -304,7 +306,7 @@ def iwocs(models, *, epsilon: float = 1e-4, max_models: int | None = None,
 def _solve(models, i, tol, vi_max_iters):
   mdp = _take(models, i)
   v0 = jnp.zeros(mdp.rewards.shape[:1], mdp.rewards.dtype)
-  sol = _value_iteration(mdp, tol, v0, max_iters=vi_max_iters, stop="sup")
+  sol = value_iteration(mdp, tol=tol, max_iters=vi_max_iters, stop="sup", v0=v0)
   return sol.q, sol.iterations
 
 
@@ -419,7 +421,8 @@ def hull_robust_value_iteration(models, *, tol: float = 1e-6,
     ``next_states`` are shared in the usual case).
   """
   models = model_set(models)
-  _check_options(tol, max_iters)
+  check_tol(tol)
+  check_max_iters(max_iters)
   s = models.rewards.shape[1]
   dtype = models.rewards.dtype
   if v0 is None:

@@ -45,7 +45,7 @@ from jaxrl_dp.core.iteration import (check_num_sweeps, lower_bound_values,
                                      sup_norm_fixed_point, sup_norm_loop)
 from jaxrl_dp.core.mdp import TabularMDP, check_policy, check_solver_input
 from jaxrl_dp.planning.finite_horizon import check_horizon
-from jaxrl_dp.planning.value_iteration import _check_options
+from jaxrl_dp.core.options import check_max_iters, check_tol
 from jaxrl_dp.robust.inner import worst_case_unchecked
 from jaxrl_dp.robust.types import (RobustFiniteHorizonSolution,
                                    RobustPolicyEvaluation, RobustSolution)
@@ -182,7 +182,8 @@ def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
   """
   check_solver_input(mdp, infinite_horizon=True)
   check_uset_for_mdp(uset, mdp)
-  _check_options(tol, max_iters)
+  check_tol(tol)
+  check_max_iters(max_iters)
   return _robust_vi(mdp, uset, jnp.asarray(tol, mdp.rewards.dtype), _v0(mdp, v0),
                     max_iters=max_iters)
 
@@ -222,7 +223,8 @@ def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
   policy = jnp.asarray(policy)
   check_policy(policy, mdp)
   check_uset_for_mdp(uset, mdp)
-  _check_options(tol, max_iters)
+  check_tol(tol)
+  check_max_iters(max_iters)
   return _robust_eval(mdp, policy, uset, jnp.asarray(tol, mdp.rewards.dtype),
                       _v0(mdp, v0), max_iters=max_iters)
 
@@ -289,7 +291,8 @@ def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
   """
   check_solver_input(mdp, infinite_horizon=True)
   check_uset_for_mdp(uset, mdp)
-  _check_options(tol, max_iters)
+  check_tol(tol)
+  check_max_iters(max_iters)
   check_num_sweeps(num_sweeps)
   if v0 is None:
     v0 = lower_bound_values(mdp)

@@ -36,7 +36,7 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import sup_norm_fixed_point
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
-from jaxrl_dp.planning.value_iteration import _check_options
+from jaxrl_dp.core.options import check_max_iters, check_tol
 from jaxrl_dp.robust.inner import default_iters, l1_ball_worst_case
 from jaxrl_dp.robust.types import RobustSolution
 from jaxrl_dp.robust.uncertainty_sets import SUPPORTS, check_nonnegative
@@ -180,7 +180,8 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget, *,
     kernel ``worst_probs``, at the returned values.
   """
   check_solver_input(mdp, infinite_horizon=True)
-  _check_options(tol, max_iters)
+  check_tol(tol)
+  check_max_iters(max_iters)
   if support not in SUPPORTS:
     raise InvalidMDPError(f"support = {support!r}: expected one of {SUPPORTS}")
   check_nonnegative("budget", budget)

@@ -1,0 +1,168 @@
+"""One set of option checks for every solver of every family.
+
+Every public solver checks its options here, at the boundary, on the host,
+with the same rules and the same messages:
+
+* counts (``max_iters``, ``horizon``, ``num_sweeps``, sample sizes ...) are
+  static Python ints (``numpy`` integers accepted, ``bool`` refused) in a
+  stated range; loop counters must fit in int32 (a ``lax.while_loop`` counter);
+* tolerances (``tol``) are finite numbers ``>= 0``; ``None``, strings, NaN and
+  inf are refused by name; traced tolerances are accepted unchecked;
+* value vectors (``v0``, ``terminal_values``) are converted from lists or
+  arrays, must be real (no complex), have the stated shape and, when concrete,
+  finite entries; they come back as a JAX array of the MDP's float dtype;
+* integer arrays that index actions or states are range-checked BEFORE they
+  are converted to int32 (an int64 action of ``2**32`` would otherwise wrap to
+  action 0).
+
+:func:`is_concrete` says whether a value can be checked on the host (it is
+not a tracer inside the caller's ``jit``/``vmap``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_dp.core.errors import InvalidMDPError
+
+#: Largest loop count a ``lax.while_loop`` int32 counter can reach.
+INT32_MAX = 2**31 - 1
+
+
+def is_concrete(*xs: Any) -> bool:
+  """True when no leaf of ``xs`` is a tracer (the values can be read on the host)."""
+  return not any(isinstance(leaf, jax.core.Tracer)
+                 for x in xs for leaf in jax.tree_util.tree_leaves(x))
+
+
+def check_int(field: str, value: Any, *, minimum: int = 1,
+              maximum: Optional[int] = None) -> int:
+  """A static Python int in ``[minimum, maximum]``; returns it as ``int``.
+
+  ``numpy`` integers are accepted; ``bool``, floats (even ``3.0``), strings
+  and ``None`` are refused.
+
+  Raises:
+    InvalidMDPError: ``"{field} = {value!r}: expected a Python int >= minimum"``.
+  """
+  if (isinstance(value, (bool, np.bool_))
+      or not isinstance(value, (int, np.integer))):
+    rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    raise InvalidMDPError(f"{field} = {value!r}: expected a Python int {rng}")
+  v = int(value)
+  if v < minimum or (maximum is not None and v > maximum):
+    rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    hint = (" (the loop counter is int32)" if maximum == INT32_MAX and v > maximum
+            else "")
+    raise InvalidMDPError(f"{field} = {value!r}: expected a Python int {rng}{hint}")
+  return v
+
+
+def check_max_iters(max_iters: Any, field: str = "max_iters") -> int:
+  """A cap on iterations: a Python int in ``[1, 2**31 - 1]``."""
+  return check_int(field, max_iters, minimum=1, maximum=INT32_MAX)
+
+
+def check_horizon(horizon: Any, field: str = "horizon", *, minimum: int = 1) -> int:
+  """A fixed number of steps ``T``: a Python int in ``[minimum, 2**31 - 1]``."""
+  return check_int(field, horizon, minimum=minimum, maximum=INT32_MAX)
+
+
+def check_tol(tol: Any, field: str = "tol", *, allow_zero: bool = True) -> Any:
+  """A tolerance: a finite real number ``>= 0`` (``> 0`` unless ``allow_zero``).
+
+  Tracers are returned unchecked (they cannot be read on the host). ``None``,
+  strings, complex numbers, NaN and inf are refused by name. Returns ``tol``.
+  """
+  if not is_concrete(tol):
+    return tol
+  want = "a finite number >= 0" if allow_zero else "a finite number > 0"
+  if tol is None or isinstance(tol, (str, bytes, bool, np.bool_)):
+    raise InvalidMDPError(f"{field} = {tol!r}: expected {want}")
+  arr = np.asarray(tol)
+  if arr.shape != () or not (np.issubdtype(arr.dtype, np.integer)
+                             or np.issubdtype(arr.dtype, np.floating)):
+    raise InvalidMDPError(f"{field} = {tol!r}: expected {want} (a real scalar)")
+  t = float(arr)
+  if not np.isfinite(t) or t < 0 or (t == 0 and not allow_zero):
+    raise InvalidMDPError(f"{field} = {tol!r}: expected {want}")
+  return tol
+
+
+def check_choice(field: str, value: Any, choices: Sequence[str]) -> str:
+  """``value`` must be one of ``choices`` (static strings)."""
+  if not isinstance(value, str) or value not in choices:
+    raise InvalidMDPError(f"{field} = {value!r}: expected one of {tuple(choices)}")
+  return value
+
+
+def _real_array(field: str, x: Any) -> np.ndarray:
+  """A host NumPy array of ``x`` with a real numeric dtype, else a named error."""
+  try:
+    arr = np.asarray(x)
+  except Exception as e:  # ragged lists, objects
+    raise InvalidMDPError(f"{field}: could not be read as an array ({e})") from None
+  if np.iscomplexobj(arr):
+    raise InvalidMDPError(
+        f"{field}: complex input (dtype {arr.dtype}) is not accepted: expected real numbers")
+  if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                 or arr.dtype == np.bool_):
+    raise InvalidMDPError(f"{field}: expected a numeric array, got dtype {arr.dtype}")
+  return arr
+
+
+def as_values(field: str, values: Any, shape: tuple[int, ...], dtype) -> jax.Array:
+  """Checks and converts an initial / terminal value array.
+
+  Accepts a list, NumPy or JAX array (or a tracer) of shape ``shape``; refuses
+  complex, non-numeric and (when concrete) non-finite entries, naming the
+  first. Returns a JAX array of ``dtype``. Rounding to ``dtype`` is checked:
+  a finite value that overflows (``1e300`` in float32) is refused.
+  """
+  if not is_concrete(values):
+    if tuple(values.shape) != tuple(shape):
+      raise InvalidMDPError(
+          f"{field}: expected shape {tuple(shape)}, got {tuple(values.shape)}")
+    if jnp.issubdtype(values.dtype, jnp.complexfloating):
+      raise InvalidMDPError(f"{field}: complex input is not accepted")
+    return values.astype(dtype)
+  arr = _real_array(field, values)
+  if arr.shape != tuple(shape):
+    raise InvalidMDPError(f"{field}: expected shape {tuple(shape)}, got {arr.shape}")
+  cast = np.asarray(arr, dtype=np.dtype(dtype))
+  bad = ~np.isfinite(cast)
+  if bad.any():
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    raise InvalidMDPError(
+        f"{field}{list(idx)} = {arr[idx].item()!r}: expected a finite number"
+        f" (in {np.dtype(dtype).name})")
+  return jnp.asarray(cast)
+
+
+def as_index_array(field: str, x: Any, *, upper: int, what: str = "an action index",
+                   lower: int = 0) -> jax.Array:
+  """An integer array of indices in ``[lower, upper)``, as int32.
+
+  The range is checked on the original integer values, before the cast to
+  int32 (so ``2**32`` cannot wrap to 0). Float input is refused with a hint;
+  tracers are cast unchecked.
+  """
+  if not is_concrete(x):
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+      raise InvalidMDPError(f"{field}: expected an integer array, got dtype {x.dtype}")
+    return x.astype(jnp.int32)
+  arr = _real_array(field, x)
+  if not np.issubdtype(arr.dtype, np.integer):
+    raise InvalidMDPError(
+        f"{field}: expected an integer array, got dtype {arr.dtype}"
+        " (cast it with .astype(int) if it holds indices)")
+  bad = (arr < lower) | (arr >= upper)
+  if bad.any():
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    raise InvalidMDPError(
+        f"{field}{list(idx)} = {arr[idx].item()!r}: expected {what} in [{lower}, {upper})")
+  return jnp.asarray(arr.astype(np.int32))
