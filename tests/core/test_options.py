@@ -1,0 +1,107 @@
+"""core.options and core.solver_info: one rule per option kind, named errors."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrl_dp.core import options
+from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.solver_info import SolverInfo, solver, solver_info
+
+
+@pytest.mark.parametrize("bad", [0, -3, True, 2.0, "3", None, np.float64(4.0)])
+def test_check_int_refuses_non_ints_and_small_values(bad):
+  with pytest.raises(InvalidMDPError, match=r"^n = .*expected a Python int >= 1"):
+    options.check_int("n", bad)
+
+
+def test_check_int_accepts_numpy_ints_and_returns_python_int():
+  out = options.check_int("n", np.int64(7))
+  assert out == 7 and type(out) is int
+
+
+def test_max_iters_cap_is_int32():
+  assert options.check_max_iters(2**31 - 1) == 2**31 - 1
+  with pytest.raises(InvalidMDPError, match=r"max_iters = 2147483648: .*int32"):
+    options.check_max_iters(2**31)
+
+
+@pytest.mark.parametrize("bad", [None, "1e-3", -1.0, float("nan"), float("inf"), 1 + 1j,
+                                 np.array([1e-3, 1e-3]), True])
+def test_check_tol_refuses_by_name(bad):
+  with pytest.raises(InvalidMDPError, match=r"^tol = "):
+    options.check_tol(bad)
+
+
+def test_check_tol_accepts_numbers_and_tracers():
+  assert options.check_tol(0) == 0
+  assert options.check_tol(np.float32(1e-3)) == np.float32(1e-3)
+  with pytest.raises(InvalidMDPError, match="> 0"):
+    options.check_tol(0.0, allow_zero=False)
+  # Traced tolerances cannot be read: accepted unchecked.
+  out = jax.jit(lambda t: jnp.asarray(options.check_tol(t)) * 2)(0.5)
+  assert float(out) == 1.0
+
+
+def test_check_choice():
+  assert options.check_choice("stop", "sup", ("sup", "span")) == "sup"
+  with pytest.raises(InvalidMDPError, match=r"stop = 'max': expected one of \('sup', 'span'\)"):
+    options.check_choice("stop", "max", ("sup", "span"))
+
+
+def test_as_values_converts_lists_and_names_bad_entries():
+  v = options.as_values("v0", [1, 2, 3], (3,), jnp.float32)
+  assert v.dtype == jnp.float32 and np.array_equal(np.asarray(v), [1.0, 2.0, 3.0])
+  with pytest.raises(InvalidMDPError, match=r"v0: expected shape \(3,\), got \(2,\)"):
+    options.as_values("v0", [1.0, 2.0], (3,), jnp.float32)
+  with pytest.raises(InvalidMDPError, match=r"v0\[1\] = nan: expected a finite number"):
+    options.as_values("v0", [0.0, np.nan, 1.0], (3,), jnp.float32)
+  # Finite in float64, inf after rounding to float32: refused, not silently inf.
+  with pytest.raises(InvalidMDPError, match=r"v0\[2\] = 1e\+300: expected a finite number \(in float32\)"):
+    options.as_values("v0", [0.0, 1.0, 1e300], (3,), jnp.float32)
+  with pytest.raises(InvalidMDPError, match="complex"):
+    options.as_values("v0", np.array([1 + 2j, 0, 0]), (3,), jnp.float32)
+  with pytest.raises(InvalidMDPError, match="numeric"):
+    options.as_values("v0", ["a", "b", "c"], (3,), jnp.float32)
+
+
+def test_as_index_array_checks_before_the_int32_cast():
+  big = np.array([0, 2**32, 1], dtype=np.int64)   # 2**32 wraps to 0 in int32
+  assert np.int64(2**32).astype(np.int32) == 0
+  with pytest.raises(InvalidMDPError, match=r"policy\[1\] = 4294967296: expected an action index in \[0, 2\)"):
+    options.as_index_array("policy", big, upper=2)
+  with pytest.raises(InvalidMDPError, match=r"policy: expected an integer array, got dtype float64 \(cast it"):
+    options.as_index_array("policy", np.array([0.0, 1.0]), upper=2)
+  out = options.as_index_array("policy", [1, 0, 1], upper=2)
+  assert out.dtype == jnp.int32 and np.array_equal(np.asarray(out), [1, 0, 1])
+
+
+def test_is_concrete():
+  assert options.is_concrete(1.0, np.zeros(3), {"a": jnp.ones(2)})
+  seen = []
+  jax.jit(lambda x: seen.append(options.is_concrete(x)) or x)(1.0)
+  assert seen == [False]
+
+
+def test_solver_decorator_and_lookup_through_wrappers():
+  @solver(infinite_horizon=False, kind="finite_horizon")
+  def my_solver(mdp, *, horizon):
+    return horizon
+
+  info = solver_info(my_solver)
+  assert info == SolverInfo(name="my_solver", infinite_horizon=False, kind="finite_horizon")
+  assert solver_info(functools.partial(my_solver, horizon=3)) is info
+
+  @functools.wraps(my_solver)
+  def wrapped(*a, **k):
+    return my_solver(*a, **k)
+
+  assert solver_info(wrapped) is info
+  assert solver_info(lambda mdp: mdp) is None
+  with pytest.raises(ValueError, match="kind"):
+    solver(infinite_horizon=True, kind="magic")
