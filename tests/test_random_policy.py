@@ -12,7 +12,7 @@ import jaxrl_dp as jd
 from jaxrl_dp import InvalidMDPError
 from jaxrl_dp.random_policy import (analyze_effective_horizon,
                                     analyze_effective_horizon_batch,
-                                    greedy_returns, qvi_steps, random_q,
+                                    analyze_sticky_actions, greedy_returns, qvi_steps, random_q,
                                     sticky_actions, sticky_state_index)
 from _reference import random_dense, random_sparse, sparse_to_dense
 
@@ -170,10 +170,10 @@ def test_bad_inputs_raise_invalid_mdp_error():
     random_q(m, 3, bad)
   with pytest.raises(InvalidMDPError, match=r"policy\[0, 1\] = 0.5: expected probability 0 on a masked"):
     random_q(m, 3, np.full((4, 2), 0.5))
-  with pytest.raises(InvalidMDPError, match=r"exploration_policy\[2, 1, :\] sums to"):
+  with pytest.raises(InvalidMDPError, match=r"policy\[2, 1, :\] sums to"):
     pol = np.tile(np.array([1.0, 0.0]), (3, 4, 1))
     pol[2, 1] = [0.7, 0.7]
-    analyze_effective_horizon(m, 3, pol)
+    analyze_effective_horizon(m, 3, policy=pol)
   with pytest.raises(InvalidMDPError, match="policy: expected shape"):
     random_q(m, 3, np.full((5, 4, 2), 0.5))
   with pytest.raises(InvalidMDPError, match="needs a finite horizon"):
@@ -183,8 +183,16 @@ def test_bad_inputs_raise_invalid_mdp_error():
   for k in (0, -1, 1.0):
     with pytest.raises(InvalidMDPError, match=f"k = {k!r}"):
       qvi_steps(m, np.zeros((4, 2)), k)
-  with pytest.raises(InvalidMDPError, match="max_k = 0"):
-    greedy_returns(m, 3, 0)
+  with pytest.raises(InvalidMDPError, match="num_k = 0"):
+    greedy_returns(m, 3, num_k=0)
+  # The optimality tolerance is checked (it changed the answer unchecked).
+  for bad_tol in (-1.0, float("nan"), float("inf"), None, "1e-4"):
+    with pytest.raises(InvalidMDPError, match=r"tol = .*: expected a finite number >= 0"):
+      analyze_effective_horizon(m, 3, tol=bad_tol)
+    with pytest.raises(InvalidMDPError, match=r"tol = .*: expected a finite number >= 0"):
+      analyze_sticky_actions(m, 3, tol=bad_tol)
+    with pytest.raises(InvalidMDPError, match=r"tol = .*: expected a finite number >= 0"):
+      analyze_effective_horizon_batch(jd.stack([m, m]), 3, tol=bad_tol)
   for bad_p in (-0.1, 1.5, float("nan")):
     with pytest.raises(InvalidMDPError, match="p = "):
       sticky_actions(m, bad_p)
@@ -253,7 +261,7 @@ def test_min_k_and_epw_match_reference(seed):
       np.full(r.shape, 1 / r.shape[1]))[0, 0].mean(), rtol=1e-9, atol=1e-12)
   # J_k (worst-case tie breaking) is optimal at k = min_k (by definition) and at k = T
   # (Q^T = Q*); never above the optimum.
-  js = greedy_returns(m, T, T)
+  js = greedy_returns(m, T, num_k=T)
   opt = float(res.optimal_return)
   assert js[int(res.min_k) - 1] >= opt - 1e-9 and js[-1] >= opt - 1e-9
   assert np.all(js <= opt + 1e-9)
@@ -285,12 +293,12 @@ def test_batched_analysis_equals_loop_with_padding():
   # (exact weights 1/2 for the A = 2 member, so it must match bit for bit).
   mask = np.asarray(batch.action_mask, np.float64)
   pol = np.broadcast_to((mask / mask.sum(-1, keepdims=True))[:, None], (3, T) + mask.shape[1:])
-  with_pol = analyze_effective_horizon_batch(batch, T, pol)
+  with_pol = analyze_effective_horizon_batch(batch, T, policy=pol)
   same(with_pol, jax.tree_util.tree_map(lambda x: x[0], got), 0)
-  with pytest.raises(InvalidMDPError, match=r"exploration_policy\[0, 0, 0, :\] sums to 2.0"):
-    analyze_effective_horizon_batch(batch, T, pol * 2)
-  with pytest.raises(InvalidMDPError, match=r"exploration_policy: expected shape"):
-    analyze_effective_horizon_batch(batch, T, pol[0])
+  with pytest.raises(InvalidMDPError, match=r"policy\[0, 0, 0, :\] sums to 2.0"):
+    analyze_effective_horizon_batch(batch, T, policy=pol * 2)
+  with pytest.raises(InvalidMDPError, match=r"policy: expected shape .*leading batch axis"):
+    analyze_effective_horizon_batch(batch, T, policy=pol[0])
 
 
 def test_kernel_jit_equals_no_jit():
@@ -391,13 +399,13 @@ def test_analysis_with_explicit_exploration_policy():
   m, ns, r = _bridge_like(2, *SMALL)
   T = T_SMALL
   pol = np.full((T,) + r.shape, 0.5, np.float32)
-  a, b = analyze_effective_horizon(m, T), analyze_effective_horizon(m, T, pol)
+  a, b = analyze_effective_horizon(m, T), analyze_effective_horizon(m, T, policy=pol)
   for f in ("min_k", "epw", "k_valid", "ms", "gaps", "vars", "random_return",
             "min_state_action_occupancy", "covering_length_bound"):
     np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
   # A skewed policy changes the random return to the NumPy backward induction's.
   pol[:, :, 0], pol[:, :, 1] = 0.9, 0.1
-  c = analyze_effective_horizon(m, T, pol)
+  c = analyze_effective_horizon(m, T, policy=pol)
   dense = sparse_to_dense(ns[..., None], np.ones(ns.shape + (1,)))
   want = np_policy_q(dense, r, 1.0, T, pol.astype(np.float64))[0, 0] @ pol[0, 0]
   np.testing.assert_allclose(c.random_return, want, rtol=1e-6)
@@ -465,9 +473,9 @@ def test_covering_length_exact_against_trajectory_enumeration(seed):
   law = _np_visit_set_law(p, init, pi, T, countable)
   pairs = set().union(*law)
   want = _np_covering_length(law, pairs)
-  got = covering_length(m, T, pi)
+  got = covering_length(m, T, policy=pi)
   assert got == want
-  res = analyze_effective_horizon(m, T, pi)
+  res = analyze_effective_horizon(m, T, policy=pi)
   # The occupancy bounds bracket it and are at least as tight as the old bound.
   assert res.covering_length_lower <= want <= res.covering_length_upper
   assert res.covering_length_upper <= np.ceil(res.covering_length_bound)

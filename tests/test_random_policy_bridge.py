@@ -63,7 +63,7 @@ def test_effective_horizon_analysis_matches_published(name, horizon):
 def test_sticky_analysis_matches_published(name, horizon):
   folder, mdp = _load(name)
   gold = json.loads((folder / "consolidated_analyzed_sticky_0.25.json").read_text())
-  got = analyze_sticky_actions(mdp, horizon, 0.25, max_k=len(gold["greedy_returns"]))
+  got = analyze_sticky_actions(mdp, horizon, p=0.25, num_k=len(gold["greedy_returns"])).to_dict()
   for key in ("num_states", "min_k", "epw"):
     assert got[key] == gold[key], key
   for key in ("random_return", "optimal_return", "worst_return"):

@@ -7,24 +7,28 @@ Rewards")."""
 
 from jaxrl_dp.random_policy.q import (check_exploration_policy, policy_expectation,
                                       qvi_backup, qvi_steps, random_q)
-from jaxrl_dp.random_policy.effective_horizon import (
-    REWARD_PRECISION, EffectiveHorizonAnalysis, analyze_effective_horizon,
-    analyze_effective_horizon_batch, covering_length, covering_length_bounds,
-    effective_horizon_kernel, greedy_returns, greedy_returns_kernel, terminal_states,
-    value_triplet)
+from jaxrl_dp.random_policy.values import value_triplet
+from jaxrl_dp.random_policy.reach import reach, successors, terminal_states
+from jaxrl_dp.random_policy.covering import covering_length, covering_length_bounds
+from jaxrl_dp.random_policy.horizon_kernel import (EffectiveHorizonAnalysis,
+                                                   effective_horizon_kernel)
+from jaxrl_dp.random_policy.greedy import greedy_returns, greedy_returns_kernel
+from jaxrl_dp.random_policy.effective_horizon import (REWARD_PRECISION,
+                                                      analyze_effective_horizon,
+                                                      analyze_effective_horizon_batch)
 
 __all__ = [
     "random_q", "qvi_steps", "qvi_backup", "policy_expectation", "check_exploration_policy",
     "REWARD_PRECISION", "EffectiveHorizonAnalysis", "analyze_effective_horizon",
     "analyze_effective_horizon_batch", "effective_horizon_kernel", "greedy_returns",
-    "greedy_returns_kernel", "terminal_states", "value_triplet", "covering_length",
-    "covering_length_bounds",
+    "greedy_returns_kernel", "terminal_states", "reach", "successors", "value_triplet",
+    "covering_length", "covering_length_bounds",
 ]
 
-from jaxrl_dp.random_policy.sticky import (analyze_sticky_actions, sticky_actions,
-                                           sticky_state_index)
+from jaxrl_dp.random_policy.sticky import (StickyAnalysis, analyze_sticky_actions,
+                                           sticky_actions, sticky_state_index)
 
-__all__ += ["sticky_actions", "analyze_sticky_actions", "sticky_state_index"]
+__all__ += ["StickyAnalysis", "sticky_actions", "analyze_sticky_actions", "sticky_state_index"]
 
 from jaxrl_dp.random_policy.gorp import (GORPResult, GORPSampleComplexity,
                                          SampleComplexity, gorp, gorp_kernel,

@@ -29,10 +29,10 @@ import numpy as np
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
-from jaxrl_dp.core.options import check_int
-from jaxrl_dp.planning.finite_horizon import check_horizon
-from jaxrl_dp.random_policy.effective_horizon import terminal_states, value_triplet
-from jaxrl_dp.random_policy.q import (check_exploration_policy, check_k,
+from jaxrl_dp.core.options import check_horizon, check_int
+from jaxrl_dp.random_policy.reach import terminal_states
+from jaxrl_dp.random_policy.values import value_triplet
+from jaxrl_dp.random_policy.q import (check_exploration_policy,
                                       policy_probs_at)
 
 
@@ -157,12 +157,12 @@ def check_sampler_inputs(mdp, horizon, k, m, num_runs, chunk_size, exploration_p
   check_mdp_structure(mdp)
   check_horizon(horizon)
   check_discount(mdp.discount, infinite_horizon=False)
-  check_k(k)
+  check_int("k", k)
   if m is not None or not m_optional:
     check_m(m)
   if num_runs is not None:
-    check_k(num_runs, "num_runs")
-  check_k(chunk_size, "chunk_size")
+    check_int("num_runs", num_runs)
+  check_int("chunk_size", chunk_size)
   return check_exploration_policy(exploration_policy, mdp, horizon, field="exploration_policy")
 
 

@@ -26,8 +26,9 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import (ROW_SUM_ATOL, TabularMDP, check_discount,
                                check_distribution, check_mdp_structure)
+from jaxrl_dp.core.options import check_horizon, check_int, is_concrete
+from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.planning.evaluation import exact_policy_values
-from jaxrl_dp.planning.finite_horizon import check_horizon
 
 #: Above this many actions, sums over actions use ``jnp.sum`` (XLA's order)
 #: instead of an unrolled left-to-right chain.
@@ -35,25 +36,17 @@ _UNROLL_MAX_ACTIONS = 64
 
 
 # ------------------------------------------------------------------ checks
-def check_k(k, field: str = "k") -> None:
-  """``k`` must be a static Python int >= 1."""
-  if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-    raise InvalidMDPError(f"{field} = {k!r}: expected a Python int >= 1")
-
-
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
 def check_exploration_policy(policy, mdp: TabularMDP, horizon: int | None,
                              *, field: str = "policy",
-                             atol: float = ROW_SUM_ATOL):
+                             atol: float = ROW_SUM_ATOL, batched: bool = False):
   """Validates an exploration policy and returns it as a jax array (or None).
 
   Accepts ``None`` (uniform over valid actions), ``[S, A]`` or, when
   ``horizon`` is given, ``[T, S, A]`` with ``T == horizon``. Rows must be
   distributions (within ``atol``) with no mass on masked actions; value checks
-  run only on concrete (non-traced) input.
+  run only on concrete (non-traced) input. With ``batched=True`` the MDP is a
+  stacked batch and the policy has the same leading ``B`` (``[B, S, A]`` or
+  ``[B, T, S, A]``).
 
   Raises:
     InvalidMDPError naming the field, the first offending index and value.
@@ -61,20 +54,26 @@ def check_exploration_policy(policy, mdp: TabularMDP, horizon: int | None,
   if policy is None:
     return None
   s, a = mdp.rewards.shape[-2:]
+  lead = tuple(mdp.rewards.shape[:-2]) if batched else ()
   pol = policy if isinstance(policy, jax.Array) else np.asarray(policy)
   if not jnp.issubdtype(pol.dtype, jnp.floating):
     raise InvalidMDPError(
         f"{field}: expected a float array of action probabilities, got dtype {pol.dtype}")
-  shapes = [(s, a)] + ([(horizon, s, a)] if horizon is not None else [])
+  shapes = [lead + (s, a)] + ([lead + (horizon, s, a)] if horizon is not None else [])
   if tuple(pol.shape) not in shapes:
     want = " or ".join(str(x) for x in shapes)
     extra = ("" if horizon is not None else
              " (a time-dependent [T, S, A] policy needs a finite horizon)")
+    if lead:
+      extra += " (a leading batch axis)"
     raise InvalidMDPError(f"{field}: expected shape {want}, got {tuple(pol.shape)}{extra}")
-  if _is_concrete(pol) and _is_concrete(mdp.action_mask):
+  if is_concrete(pol, mdp.action_mask):
     p = np.asarray(pol, np.float64)
     check_distribution(field, p, atol, axis_name="action axis")
-    mask = np.broadcast_to(np.asarray(mdp.action_mask), p.shape)
+    mask = np.asarray(mdp.action_mask)
+    if p.ndim == len(lead) + 3:  # time-dependent: the mask repeats over T
+      mask = np.expand_dims(mask, len(lead))
+    mask = np.broadcast_to(mask, p.shape)
     bad = (~mask) & (p > 0)
     if bad.any():
       idx = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -151,6 +150,7 @@ def qvi_backup(mdp: TabularMDP, q: jax.Array) -> jax.Array:
 
 
 # ------------------------------------------------------------------- random_q
+@solver(infinite_horizon=True, kind="evaluation", reverse_mode=True)
 def random_q(mdp: TabularMDP, horizon: int | None = None,
              policy=None) -> jax.Array:
   """Q-function of the uniform random policy or of a given exploration policy.
@@ -169,6 +169,14 @@ def random_q(mdp: TabularMDP, horizon: int | None = None,
 
   Returns:
     ``[T, S, A]`` (index t = time step, t = 0 first) or ``[S, A]``.
+
+  Gradients: ``jax.grad`` works in both modes (a ``lax.scan``, or a linear
+  solve).
+
+  Solver metadata: ``infinite_horizon=True``, so that
+  :func:`jaxrl_dp.batch.solve` refuses discount 1 (which only the
+  finite-horizon mode accepts, and which cannot be checked inside the batch);
+  for a batch of finite-horizon MDPs with discount 1 use ``jax.vmap``.
 
   Raises:
     InvalidMDPError: horizon < 1, a discount out of range, a policy of the
@@ -227,7 +235,7 @@ def qvi_steps(mdp: TabularMDP, q, k: int) -> jax.Array:
     A table of the same shape.
   """
   check_mdp_structure(mdp)
-  check_k(k)
+  check_int("k", k)
   check_discount(mdp.discount, infinite_horizon=False)
   q = jnp.asarray(q)
   s, a = mdp.rewards.shape

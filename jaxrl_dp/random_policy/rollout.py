@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
-from jaxrl_dp.random_policy.effective_horizon import terminal_states
+from jaxrl_dp.random_policy.reach import terminal_states
 from jaxrl_dp.random_policy.q import policy_at
 
 

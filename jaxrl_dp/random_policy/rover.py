@@ -48,9 +48,9 @@ import numpy as np
 
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
-from jaxrl_dp.planning.finite_horizon import check_horizon
-from jaxrl_dp.random_policy.effective_horizon import reach as reach_states
-from jaxrl_dp.random_policy.q import check_exploration_policy, check_k, policy_expectation
+from jaxrl_dp.random_policy.reach import reach as reach_states
+from jaxrl_dp.core.options import check_horizon, check_int
+from jaxrl_dp.random_policy.q import check_exploration_policy, policy_expectation
 from jaxrl_dp.random_policy.rollout import (Trajectories, sample_trajectories,
                                             state_occupancies)
 
@@ -182,7 +182,7 @@ def _check_ks(ks) -> tuple:
   if not ks:
     raise InvalidMDPError("ks = (): expected at least one k >= 1")
   for k in ks:
-    check_k(k, "ks")
+    check_int("ks", k)
   return tuple(int(k) for k in ks)
 
 
@@ -375,11 +375,11 @@ def _check_learner(mdp, horizon, num_iters, group_size, learning_rate, num_runs)
   check_mdp_structure(mdp)
   check_horizon(horizon)
   check_discount(mdp.discount, infinite_horizon=False)
-  check_k(num_iters, "num_iters")
-  check_k(group_size, "group_size")
+  check_int("num_iters", num_iters)
+  check_int("group_size", group_size)
   _check_nonneg(learning_rate, "learning_rate", allow_zero=True)
   if num_runs is not None:
-    check_k(num_runs, "num_runs")
+    check_int("num_runs", num_runs)
 
 
 def rover_train(key: jax.Array, mdp: TabularMDP, horizon: int, *, num_iters: int = 200,

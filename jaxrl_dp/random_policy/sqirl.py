@@ -53,7 +53,7 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
-from jaxrl_dp.random_policy.effective_horizon import value_triplet
+from jaxrl_dp.random_policy.values import value_triplet
 from jaxrl_dp.random_policy.gorp import (SampleComplexity, check_m,
                                          bisect_sample_complexity, check_sampler_inputs)
 from jaxrl_dp.random_policy.rollout import (sample_trajectories,

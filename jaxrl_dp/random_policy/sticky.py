@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import functools
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
-from jaxrl_dp.planning.finite_horizon import check_horizon
-from jaxrl_dp.random_policy.effective_horizon import (REWARD_PRECISION,
-                                                      _to_float64,
-                                                      effective_horizon_kernel,
-                                                      greedy_returns_kernel,
-                                                      reach)
-from jaxrl_dp.random_policy.q import check_k
+from jaxrl_dp.core.options import check_horizon, check_int, check_tol
+from jaxrl_dp.random_policy.greedy import greedy_returns_kernel
+from jaxrl_dp.random_policy.horizon_kernel import (EffectiveHorizonAnalysis,
+                                                   effective_horizon_kernel)
+from jaxrl_dp.random_policy.inputs import REWARD_PRECISION, to_float64
+from jaxrl_dp.random_policy.reach import reach
 from jaxrl_dp.suites._common import check_probability
+
+__all__ = ["StickyAnalysis", "sticky_actions", "sticky_state_index", "analyze_sticky_actions"]
 
 
 def sticky_state_index(num_states: int, num_actions: int, state, prev_action=None):
@@ -114,12 +116,54 @@ def _sticky(mdp: TabularMDP, p) -> TabularMDP:
 
 
 # ------------------------------------------------------------------ analysis
-@functools.partial(jax.jit, static_argnames=("horizon", "max_k"))
-def _sticky_analysis_jit(mdp, p, tol, *, horizon, max_k):
+@flax.struct.dataclass
+class StickyAnalysis:
+  """Result of :func:`analyze_sticky_actions` (one MDP; host values).
+
+  The layout of the dataset's ``*_analyzed_sticky_{p}.json``.
+
+  Attributes:
+    num_states: ``int32 []`` reachable (state, previous action) labels at
+      steps ``0..T-1``, the start copy of ``s`` counted as ``(s, 0)`` (the
+      dataset's convention).
+    min_k, epw: ``int32 []`` as in :class:`EffectiveHorizonAnalysis`.
+    random_return, optimal_return, worst_return: ``[]`` expected T-step
+      returns of the exploration, best and worst policies.
+    greedy_returns: ``[num_k]`` ``J_1..J_num_k`` of greedy-on-Q^k with
+      worst-case tie-breaking (the dataset stores them as float32).
+    analysis: the full :class:`EffectiveHorizonAnalysis` of the sticky MDP.
+  """
+
+  num_states: jax.Array
+  min_k: jax.Array
+  epw: jax.Array
+  random_return: jax.Array
+  optimal_return: jax.Array
+  worst_return: jax.Array
+  greedy_returns: jax.Array
+  analysis: EffectiveHorizonAnalysis
+
+  def to_dict(self) -> dict:
+    """Plain-Python view (the dataset's JSON keys; ``analysis`` kept as is)."""
+    return {
+        "num_states": int(self.num_states), "min_k": int(self.min_k), "epw": int(self.epw),
+        "random_return": float(self.random_return),
+        "optimal_return": float(self.optimal_return),
+        "worst_return": float(self.worst_return),
+        "greedy_returns": [float(j) for j in np.asarray(self.greedy_returns)],
+        "analysis": self.analysis,
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("horizon", "num_k"))
+def _sticky_analysis_jit(mdp, p, tol, *, horizon, num_k):
   sm = _sticky(mdp, p)
-  res = effective_horizon_kernel(sm, horizon, None, tol=tol)
-  js = greedy_returns_kernel(sm, horizon, max_k, None)
-  return res, js, _dataset_state_count(mdp, sm, horizon)
+  res = effective_horizon_kernel(sm, horizon, tol=tol)
+  js = greedy_returns_kernel(sm, horizon, num_k=num_k)
+  return StickyAnalysis(num_states=_dataset_state_count(mdp, sm, horizon), min_k=res.min_k,
+                        epw=res.epw, random_return=res.random_return,
+                        optimal_return=res.optimal_return, worst_return=res.worst_return,
+                        greedy_returns=js, analysis=res)
 
 
 def _dataset_state_count(mdp, sm, horizon):
@@ -132,8 +176,8 @@ def _dataset_state_count(mdp, sm, horizon):
   return jnp.sum(jnp.zeros((s * a,), bool).at[labels].max(reached)).astype(jnp.int32)
 
 
-def analyze_sticky_actions(mdp: TabularMDP, horizon: int, p=0.25, *, max_k: int = 5,
-                           tol: float = REWARD_PRECISION) -> dict:
+def analyze_sticky_actions(mdp: TabularMDP, horizon: int, *, p=0.25, num_k: int = 5,
+                           tol: float = REWARD_PRECISION) -> StickyAnalysis:
   """The BRIDGE sticky-action analysis (``*_analyzed_sticky_{p}.json``).
 
   Builds :func:`sticky_actions` and analyzes it under the uniform random
@@ -143,27 +187,28 @@ def analyze_sticky_actions(mdp: TabularMDP, horizon: int, p=0.25, *, max_k: int 
   state carries action 0 as previous action), which counts one state less
   than the augmented MDP when ``(s0, 0)`` is also reached later
   (``analysis.num_states`` is the plain count of reachable augmented states).
-  ``greedy_returns`` are ``J_1..J_max_k`` of greedy-on-Q^k with worst-case
-  tie-breaking (the dataset stores them as float32).
+  ``greedy_returns`` are ``J_1..J_num_k`` of greedy-on-Q^k with worst-case
+  tie-breaking (the dataset stores them as float32). A host function; no
+  gradients.
+
+  Args:
+    mdp: one MDP, discount in [0, 1].
+    horizon: T, a Python int >= 1.
+    p: the repeat probability in [0, 1].
+    num_k: how many greedy returns (a fixed count, Python int >= 1).
+    tol: optimality tolerance, a finite number >= 0.
 
   Returns:
-    dict with ``num_states``, ``min_k``, ``epw``, ``random_return``,
-    ``optimal_return``, ``worst_return``, ``greedy_returns`` (list) and the
-    full :class:`EffectiveHorizonAnalysis` under ``"analysis"``.
+    :class:`StickyAnalysis` (``.to_dict()`` for the dataset's JSON keys).
   """
   check_mdp_structure(mdp)
   check_horizon(horizon)
   check_discount(mdp.discount, infinite_horizon=False)
   check_probability("p", p)
-  check_k(max_k, "max_k")
+  check_int("num_k", num_k)
+  check_tol(tol)
   with jax.enable_x64(True):
-    m64 = _to_float64(mdp)
+    m64 = to_float64(mdp)
     out = _sticky_analysis_jit(m64, jnp.float64(p), jnp.float64(tol),
-                               horizon=int(horizon), max_k=int(max_k))
-    res, js, n_labels = jax.device_get(out)
-  return {
-      "num_states": int(n_labels), "min_k": int(res.min_k), "epw": int(res.epw),
-      "random_return": float(res.random_return), "optimal_return": float(res.optimal_return),
-      "worst_return": float(res.worst_return),
-      "greedy_returns": [float(j) for j in np.asarray(js)], "analysis": res,
-  }
+                               horizon=int(horizon), num_k=int(num_k))
+    return jax.device_get(out)

@@ -1,0 +1,58 @@
+"""Reachability on a tabular MDP: one-step successors, the states reached
+from the initial support along allowed actions, and the absorbing zero-reward
+("terminal") states. One MDP; pure, jittable and vmappable (boolean results:
+no gradients)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxrl_dp.core import bellman
+from jaxrl_dp.core.mdp import TabularMDP
+
+__all__ = ["successors", "reach", "terminal_states", "num_valid_actions"]
+
+
+def successors(mdp: TabularMDP, visited: jax.Array, allowed: jax.Array) -> jax.Array:
+  """States reachable in one step: ``visited [S]`` bool, ``allowed [S, A]`` bool.
+
+  A next state counts when its transition probability is positive. Built on
+  :func:`jaxrl_dp.core.bellman.state_distribution_step` with 0/1 weights.
+  """
+  w = allowed.astype(mdp.probs.dtype)
+  d = visited.astype(mdp.probs.dtype)
+  return bellman.state_distribution_step(mdp, w, d) > 0
+
+
+def reach(mdp: TabularMDP, allowed: jax.Array) -> jax.Array:
+  """``visited [T, S]``: states reached at each step from the initial support
+  following the actions in ``allowed [T, S, A]`` (a forward ``lax.scan``)."""
+  def step(vis, allowed_t):
+    return successors(mdp, vis, allowed_t), vis
+
+  start = mdp.initial > 0
+  _, visited = jax.lax.scan(step, start, allowed)
+  return visited
+
+
+def terminal_states(mdp: TabularMDP) -> jax.Array:
+  """``bool [S]``: absorbing zero-reward states (every valid action stays put
+  with probability 1 and pays 0), e.g. the terminal state that
+  :meth:`TabularMDP.from_deterministic` appends and padded states."""
+  s, a = mdp.rewards.shape
+  if mdp.is_sparse:
+    stay = jnp.sum(jnp.where(mdp.next_states == jnp.arange(s)[:, None, None],
+                             mdp.probs, 0.0), axis=-1)
+  else:
+    stay = mdp.probs[jnp.arange(s), :, jnp.arange(s)]
+  ok = (stay >= 1.0 - 1e-6) & (mdp.rewards == 0)
+  if mdp.transition_rewards is not None:
+    ok = ok & jnp.all(jnp.where(mdp.probs > 0, mdp.transition_rewards == 0, True), axis=-1)
+  return jnp.all(ok | ~mdp.action_mask, axis=-1)
+
+
+def num_valid_actions(mask: jax.Array) -> jax.Array:
+  """``int []``: the largest number of valid actions of any state."""
+  return jnp.max(jnp.sum(mask, axis=-1))
+
