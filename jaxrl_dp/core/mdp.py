@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.memory import check_dense_size
+from jaxrl_dp.core.options import _real_array, as_index_array, check_tol, is_concrete
 
 #: Default tolerance on ``|sum_k probs[s, a, k] - 1|`` (and on ``sum(initial)``).
 ROW_SUM_ATOL = 1e-5
@@ -102,12 +104,19 @@ class TabularMDP:
       initial: ``[S]`` start distribution; default uniform over states.
       action_mask: bool ``[S, A]``; default all valid.
       validate: run the host-side validator (raises :class:`InvalidMDPError`).
-      atol: tolerance on row sums of ``probs`` and on ``sum(initial)``.
-      dtype: float dtype; default float32 (float64 under ``jax_enable_x64``).
+      atol: tolerance on row sums of ``probs`` and on ``sum(initial)``: a
+        finite number ``>= 0`` (NaN, inf, negative values are refused).
+      dtype: a floating dtype; default float32 (float64 under
+        ``jax_enable_x64``; float64 without it is refused).
+
+    Dtypes: ``probs``, ``rewards``, ``discount`` and ``initial`` may be given
+    as lists or arrays of any real type (int and bool become floats); they are
+    cast to ``dtype`` first and validated after the cast, so a reward of
+    ``1e300`` is refused in float32 (naming the entry) instead of becoming
+    inf. Complex input, strings and ``None`` are refused. Nothing is copied
+    twice: at most one host cast, then the transfer to the device.
     """
-    probs_np = np.asarray(probs)
-    rewards_np = np.asarray(rewards)
-    return cls._build(probs_np, rewards_np, discount, initial, action_mask,
+    return cls._build(probs, rewards, discount, initial, action_mask,
                       None, validate, atol, dtype)
 
   @classmethod
@@ -123,9 +132,12 @@ class TabularMDP:
       discount, initial, action_mask, validate, atol, dtype: as in
         :meth:`from_dense`.
     """
-    return cls._build(np.asarray(probs), np.asarray(rewards), discount,
-                      initial, action_mask, np.asarray(next_states), validate,
-                      atol, dtype)
+    if next_states is None or isinstance(next_states, (str, bytes)):
+      raise InvalidMDPError(
+          f"next_states = {next_states!r}: expected an int array [S, A, K]")
+    return cls._build(probs, rewards, discount, initial, action_mask,
+                      _real_array("next_states", next_states), validate, atol,
+                      dtype)
 
   @classmethod
   def from_deterministic(cls, next_state, rewards, discount=1.0, *,
@@ -139,14 +151,16 @@ class TabularMDP:
 
     Args:
       next_state: int ``[S, A]``; ``-1`` for termination.
-      rewards: ``[S, A]``.
+      rewards: ``[S, A]``, any real dtype (int and bool rewards, as in some
+        BRIDGE files, are cast to ``dtype``).
       discount: scalar; default 1 (finite-horizon use, as in BRIDGE).
       initial: ``[S]`` (or ``[S + 1]``) start distribution; default one-hot on
         state 0, the BRIDGE convention.
       action_mask: bool ``[S, A]`` (extended with all-valid for the terminal).
+      validate, dtype: as in :meth:`from_dense`.
     """
-    ns = np.asarray(next_state)
-    r = np.asarray(rewards)
+    ns = _real_array("next_state", next_state)
+    r = _real_array("rewards", rewards)
     if ns.ndim != 2:
       raise InvalidMDPError(
           f"next_state: expected rank 2 [S, A], got shape {ns.shape}")
@@ -178,21 +192,27 @@ class TabularMDP:
       initial = np.zeros(n)
       initial[0] = 1.0
     else:
-      initial = np.asarray(initial, dtype=np.float64)
+      initial = _real_array("initial", initial)
       if terminal and initial.shape == (s,):
-        initial = np.concatenate([initial, [0.0]])
+        initial = np.concatenate([initial, np.zeros(1, initial.dtype)])
     return cls._build(np.ones((n, a, 1)), r, discount, initial, action_mask,
                       ns[..., None], validate, ROW_SUM_ATOL, dtype)
 
   @classmethod
   def _build(cls, probs, rewards, discount, initial, action_mask, next_states,
              validate, atol, dtype):
-    dtype = dtype or default_float_dtype()
+    # Everything float is cast to the storage dtype FIRST and validated after
+    # the cast (so what is checked is what the solvers will see); integer and
+    # bool inputs become floats; complex, strings and objects are refused.
+    dtype = float_dtype(dtype)
+    atol = check_tol(atol, "atol")
+    probs = cast_float("probs", probs, dtype, check=validate)
     if probs.ndim != 3:
       raise InvalidMDPError(
           f"probs: expected rank 3 [S, A, {'K' if next_states is not None else 'S'}],"
           f" got shape {probs.shape}")
     s, a = probs.shape[:2]
+    rewards = cast_float("rewards", rewards, dtype, check=validate)
     transition_rewards = None
     if rewards.ndim == 3:
       if rewards.shape != probs.shape:
@@ -200,26 +220,53 @@ class TabularMDP:
             f"rewards: per-transition rewards must have the shape of probs "
             f"{probs.shape}, got {rewards.shape}")
       transition_rewards = rewards
-      with np.errstate(invalid="ignore"):
-        rewards = np.sum(np.where(probs == 0, 0.0, probs * rewards), axis=-1)
+      with np.errstate(invalid="ignore", over="ignore"):
+        expected = np.sum(np.where(probs == 0, 0.0, probs * rewards), axis=-1,
+                          dtype=np.float64)
+      rewards = cast_float("rewards (expectation of the per-transition rewards)",
+                           expected, dtype, check=validate)
+    check_discount(discount, infinite_horizon=False)
+    discount = cast_float("discount", discount, dtype, check=validate)
     if initial is None:
       initial = np.full((s,), 1.0 / max(s, 1))
+    initial = cast_float("initial", initial, dtype, check=validate)
     if action_mask is None:
       action_mask = np.ones((s, a), bool)
     mdp = cls(
-        probs=probs, rewards=rewards, discount=np.asarray(discount),
-        initial=np.asarray(initial), action_mask=np.asarray(action_mask),
-        next_states=next_states, transition_rewards=transition_rewards)
+        probs=probs, rewards=rewards, discount=discount, initial=initial,
+        action_mask=np.asarray(action_mask),
+        next_states=None if next_states is None else np.asarray(next_states),
+        transition_rewards=transition_rewards)
     if validate:
       validate_mdp(mdp, atol=atol)
-    return jax.tree_util.tree_map(lambda x: _to_jnp(x, dtype), mdp)
+    # next_states are range-checked above (on their original integer values)
+    # before this int32 cast; the floats are already in `dtype`.
+    return cls(
+        probs=jnp.asarray(mdp.probs), rewards=jnp.asarray(mdp.rewards),
+        discount=jnp.asarray(mdp.discount), initial=jnp.asarray(mdp.initial),
+        action_mask=jnp.asarray(mdp.action_mask),
+        next_states=(None if mdp.next_states is None else
+                     jnp.asarray(_int32_indices(mdp.next_states))),
+        transition_rewards=(None if transition_rewards is None else
+                            jnp.asarray(transition_rewards)))
 
   # -------------------------------------------------------------- converters
   def to_dense(self) -> "TabularMDP":
-    """Explicit conversion to the dense layout (one MDP, no batch axis)."""
+    """Explicit conversion to the dense layout (one MDP, no batch axis).
+
+    Builds ``probs [S, A, S]`` (and ``transition_rewards [S, A, S]`` when
+    present). The size is checked first against the available memory (see
+    :func:`jaxrl_dp.core.memory.check_dense_size`; static shapes, so this also
+    works under ``jit``): :class:`InsufficientMemoryError` says what would fit
+    instead of the process being killed.
+    """
     if not self.is_sparse:
       return self
     s, a, k = self.probs.shape
+    check_dense_size(
+        "TabularMDP.to_dense(): probs [S, A, S]", (s, a, s), self.probs.dtype,
+        copies=2 if self.transition_rewards is None else 5,
+        instead="the sparse layout (every solver accepts it, in O(S*A*K) memory)")
     rows = jnp.arange(s)[:, None, None]
     cols = jnp.arange(a)[None, :, None]
     dense = jnp.zeros((s, a, s), self.probs.dtype)
@@ -241,13 +288,72 @@ class TabularMDP:
     return self.replace(next_states=ns)
 
 
-def _to_jnp(x, dtype):
+def _int32_indices(x) -> np.ndarray:
   x = np.asarray(x)
-  if x.dtype == bool:
-    return jnp.asarray(x)
-  if np.issubdtype(x.dtype, np.integer):
-    return jnp.asarray(x, jnp.int32)
-  return jnp.asarray(x, dtype)
+  return x if x.dtype == np.int32 else x.astype(np.int32)
+
+
+def float_dtype(dtype=None) -> np.dtype:
+  """The float dtype MDP arrays are stored in: ``dtype``, checked, or the default.
+
+  ``None`` gives float32 (float64 under ``jax_enable_x64``). Integer, bool and
+  complex dtypes are refused (probabilities would be zeroed or booleanized,
+  imaginary parts dropped), and so is float64 without ``jax_enable_x64``
+  (JAX would store float32 behind the caller's back).
+
+  Raises:
+    InvalidMDPError: naming ``dtype``.
+  """
+  if dtype is None:
+    return np.dtype(default_float_dtype())
+  try:
+    dt = np.dtype(dtype)
+  except TypeError:
+    raise InvalidMDPError(
+        f"dtype = {dtype!r}: expected a floating dtype (float32, or float64 "
+        f"with jax_enable_x64)") from None
+  if not jnp.issubdtype(dt, jnp.floating):
+    raise InvalidMDPError(
+        f"dtype = {dt.name}: expected a floating dtype (float32, or float64 "
+        f"with jax_enable_x64): probabilities and rewards are stored as floats")
+  canon = np.dtype(jax.dtypes.canonicalize_dtype(dt))
+  if canon != dt:
+    raise InvalidMDPError(
+        f"dtype = {dt.name}: needs jax_enable_x64 (jax.config.update("
+        f"'jax_enable_x64', True)); without it JAX would store {canon.name}")
+  return dt
+
+
+def cast_float(field: str, x, dtype, *, check: bool = True) -> np.ndarray:
+  """``x`` (list or array of real numbers) as a NumPy array of float ``dtype``.
+
+  Integer and bool input is converted; complex, string and object input is
+  refused. With ``check``, a finite value that overflows ``dtype`` (``1e300``
+  in float32) is refused naming its index and original value (NaN and inf
+  that were already there are left to the validator). At most one copy is
+  made (none when ``x`` already is an array of ``dtype``).
+
+  Raises:
+    InvalidMDPError: naming the field (and entry).
+  """
+  if isinstance(x, (str, bytes)) or x is None:
+    raise InvalidMDPError(f"{field} = {x!r}: expected real numbers")
+  arr = _real_array(field, x)
+  dtype = np.dtype(dtype)
+  with np.errstate(over="ignore", invalid="ignore"):
+    out = np.asarray(arr, dtype)
+  if (check and out.size and arr.dtype != dtype
+      and np.issubdtype(arr.dtype, np.floating)
+      and not np.isfinite(out).all()):
+    bad = ~np.isfinite(out) & np.isfinite(arr)
+    if bad.any():
+      idx = tuple(np.argwhere(bad)[0])
+      raise InvalidMDPError(
+          f"{field}{_fmt_idx(idx) if idx else ''} = {arr[idx].item()!r}: "
+          f"overflows {dtype.name} (largest finite "
+          f"{float(jnp.finfo(dtype).max):.4g}): expected a finite number in "
+          f"range (rescale, or use float64 with jax_enable_x64)")
+  return out
 
 
 # ---------------------------------------------------------------- validation
@@ -285,7 +391,12 @@ def _row_sums(p: np.ndarray) -> np.ndarray:
 
 def check_distribution(field: str, p: np.ndarray, atol: float = ROW_SUM_ATOL,
                        axis_name: str = "last axis") -> None:
-  """Checks ``p [..., K]`` is finite, non-negative and sums to 1 on the last axis."""
+  """Checks ``p [..., K]`` is finite, non-negative and sums to 1 on the last axis.
+
+  ``atol`` must be a finite number ``>= 0`` (NaN or inf would switch the check
+  off).
+  """
+  check_tol(atol, "atol")
   p = np.asarray(p)
   if not (np.isfinite(p).all() and (p >= 0).all()):  # slow path names the entry
     check_finite(field, p)
@@ -303,12 +414,25 @@ def check_distribution(field: str, p: np.ndarray, atol: float = ROW_SUM_ATOL,
 def check_discount(discount, *, infinite_horizon: bool, field="discount") -> None:
   """Checks a (concrete) discount: [0, 1) for infinite horizon, [0, 1] else.
 
+  ``None``, strings, bools, complex numbers and other non-real values are
+  refused by name, like out-of-range values.
+
   Traced discounts (inside ``jit``/``vmap``) cannot be checked here; validate
   the MDP before tracing.
   """
   if not _is_concrete(discount):
     return
-  d = np.asarray(discount)
+  want = "a real number in [0, 1)" if infinite_horizon else "a real number in [0, 1]"
+  if discount is None or isinstance(discount, (str, bytes, bool, np.bool_)):
+    raise InvalidMDPError(f"{field} = {discount!r}: expected {want}")
+  try:
+    d = np.asarray(discount)
+  except Exception:  # ragged sequences, unconvertible objects
+    raise InvalidMDPError(f"{field} = {discount!r}: expected {want}") from None
+  if d.dtype == bool or not (np.issubdtype(d.dtype, np.integer)
+                             or jnp.issubdtype(d.dtype, jnp.floating)):
+    raise InvalidMDPError(
+        f"{field} = {discount!r}: expected {want} (got dtype {d.dtype})")
   check_finite(field, d.reshape(-1) if d.ndim else d.reshape(1))
   flat = d.reshape(-1)
   hi_ok = (flat < 1.0) if infinite_horizon else (flat <= 1.0)
@@ -327,11 +451,25 @@ def check_discount(discount, *, infinite_horizon: bool, field="discount") -> Non
     raise InvalidMDPError(f"{field}{where} = {float(flat[i])!r}: expected {expected}")
 
 
+def _check_float_field(field: str, x) -> None:
+  """Solvers need floats: an int / bool field (built with ``TabularMDP(...)``
+  directly, bypassing the constructors' cast) gets a named error here instead
+  of a crash deep inside JAX."""
+  dt = getattr(x, "dtype", None)
+  if dt is None or not jnp.issubdtype(dt, jnp.floating):
+    raise InvalidMDPError(
+        f"{field}: expected a floating dtype, got {dt}: build the MDP with "
+        f"TabularMDP.from_dense / from_sparse / from_deterministic (which cast "
+        f"to float), or cast it yourself")
+
+
 def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
                  infinite_horizon: bool = False, entries: bool = True) -> TabularMDP:
   """Host-side validation of a (possibly batched) MDP.
 
-  Checks ranks and shapes, empty inputs, probabilities (finite, >= 0, rows
+  Checks ranks, shapes and dtypes (``probs``, ``rewards`` and
+  ``transition_rewards`` must be floating: the constructors cast int and bool
+  input), empty inputs, probabilities (finite, >= 0, rows
   summing to 1 within ``atol``), next-state indices in range, finite rewards,
   the discount (``[0, 1]``, or ``[0, 1)`` when ``infinite_horizon``), the
   initial distribution, and that every state has at least one valid action.
@@ -347,6 +485,7 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
   the first offending index and value, and what was expected. Leaves that are
   tracers are skipped (validate before ``jit``).
   """
+  check_tol(atol, "atol")
   leaves = jax.tree_util.tree_leaves(mdp)
   if not all(_is_concrete(x) for x in leaves):
     return mdp
@@ -384,16 +523,20 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
     if entries:
       _first_bad("next_states", (ns < 0) | (ns >= s), ns,
                  f"a state index in [0, {s})")
+  _check_float_field("probs", probs)
+  _check_float_field("rewards", rewards)
   if entries:
     check_distribution("probs", probs, atol, axis_name="next-state axis")
-    check_finite("rewards", rewards)
   if mdp.transition_rewards is not None:
     tr = big(mdp.transition_rewards)
     if tr.shape != probs.shape:
       raise InvalidMDPError(
           f"transition_rewards: expected shape {probs.shape}, got {tr.shape}")
-    if entries:
+    _check_float_field("transition_rewards", tr)
+    if entries:  # before `rewards`, their expectation: name the source
       check_finite("transition_rewards", tr)
+  if entries:
+    check_finite("rewards", rewards)
   disc = np.asarray(mdp.discount)
   if disc.shape != batch:
     raise InvalidMDPError(f"discount: expected shape {batch}, got {disc.shape}")
@@ -448,7 +591,7 @@ def entries_ok(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL) -> jax.Array:
 
 
 def check_mdp_structure(mdp: Any, *, batched: bool = False) -> None:
-  """Cheap shape check at a kernel boundary (works on tracers)."""
+  """Cheap shape and dtype check at a kernel boundary (works on tracers)."""
   if not isinstance(mdp, TabularMDP):
     raise InvalidMDPError(f"mdp: expected a TabularMDP, got {type(mdp).__name__}")
   want = 3 if batched else 2
@@ -456,6 +599,10 @@ def check_mdp_structure(mdp: Any, *, batched: bool = False) -> None:
     what = "a batched MDP [B, S, A]" if batched else "one MDP [S, A] (use jax.vmap or batch.solve for batches)"
     raise InvalidMDPError(
         f"rewards: expected {what}, got shape {mdp.rewards.shape}")
+  _check_float_field("probs", mdp.probs)
+  _check_float_field("rewards", mdp.rewards)
+  if mdp.transition_rewards is not None:
+    _check_float_field("transition_rewards", mdp.transition_rewards)
 
 
 def check_solver_input(mdp: Any, *, infinite_horizon: bool) -> None:
@@ -468,38 +615,96 @@ def check_solver_input(mdp: Any, *, infinite_horizon: bool) -> None:
   check_discount(mdp.discount, infinite_horizon=infinite_horizon)
 
 
-def check_policy(policy: Any, mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
-                 field: str = "policy") -> None:
-  """Checks a policy against an MDP: ``int [S]`` or ``float [S, A]``.
+def as_policy(policy: Any, mdp: TabularMDP, *, field: str = "policy",
+              horizon: Optional[int] = None, deterministic: bool = False,
+              atol: float = ROW_SUM_ATOL) -> jax.Array:
+  """Checks a policy against an MDP and returns it as a JAX array.
 
-  Deterministic: integer dtype, shape ``[S]``, actions in ``[0, A)`` and
-  valid under ``action_mask``. Stochastic: shape ``[S, A]``, rows are
-  distributions within ``atol``, no probability on masked actions. Value checks
-  are skipped for traced policies.
+  The one way every public function takes a policy. The checks run on the
+  ORIGINAL values, before any conversion to a JAX array: an int64 action of
+  ``2**32`` is refused, not wrapped to action 0 by the int32 cast.
+
+  Accepted (lists, NumPy or JAX arrays):
+    * deterministic: an integer array ``[S]`` of actions in ``[0, A)``, valid
+      under ``action_mask``; returned as ``int32 [S]``;
+    * stochastic: a float array ``[S, A]`` whose rows are distributions within
+      ``atol`` with no mass on masked actions; returned as ``[S, A]`` in the
+      MDP's float dtype;
+    * with ``horizon=T`` also a time-dependent ``int [T, S]`` / ``float
+      [T, S, A]`` policy (index t = time step).
+
+  Refused with :class:`InvalidMDPError` (naming the field, and the entry): a
+  float ``[S]`` array (hint: cast it to int), bool, complex, strings, wrong
+  shapes, out-of-range or masked actions, and with ``deterministic`` any
+  stochastic policy. Traced policies (inside the caller's ``jit``) get the
+  dtype and shape checks only.
+
+  Args:
+    policy: the policy, as above.
+    mdp: one MDP (``rewards [S, A]``).
+    field: the name used in error messages.
+    horizon: static ``T`` when time-dependent policies are accepted.
+    deterministic: accept only ``int`` policies.
+    atol: row-sum tolerance of stochastic policies.
+
+  Returns:
+    ``int32 [S]`` / ``[T, S]`` or float ``[S, A]`` / ``[T, S, A]``.
   """
   s, a = mdp.rewards.shape[-2:]
-  shape = tuple(policy.shape)
-  if jnp.issubdtype(policy.dtype, jnp.integer):
-    if shape != (s,):
+  det_shapes = [(s,)] + ([(horizon, s)] if horizon is not None else [])
+  sto_shapes = [(s, a)] + ([(horizon, s, a)] if horizon is not None else [])
+  det_want = " or ".join(f"[{'T, ' if len(x) == 2 else ''}S] = {x}" for x in det_shapes)
+  sto_want = " or ".join(f"[{'T, ' if len(x) == 3 else ''}S, A] = {x}" for x in sto_shapes)
+  if policy is None or isinstance(policy, (str, bytes)):
+    raise InvalidMDPError(
+        f"{field} = {policy!r}: expected int {det_want} actions"
+        + ("" if deterministic else f" or float {sto_want} probabilities"))
+  concrete = is_concrete(policy)
+  arr = _real_array(field, policy) if concrete else policy
+  shape, dtype = tuple(arr.shape), arr.dtype
+  if jnp.issubdtype(dtype, jnp.integer) and dtype != bool:
+    if shape not in det_shapes:
       raise InvalidMDPError(
-          f"{field}: a deterministic policy must have shape [S] = ({s},), got {shape}")
-    if not _is_concrete(policy) or not _is_concrete(mdp.action_mask):
-      return
-    pi = np.asarray(policy)
-    _first_bad(field, (pi < 0) | (pi >= a), pi, f"an action index in [0, {a})")
-    mask = np.asarray(mdp.action_mask)
-    bad = ~mask[np.arange(s), pi]
-    _first_bad(field, bad, pi, "a valid action (action_mask is False there)")
-    return
-  if not jnp.issubdtype(policy.dtype, jnp.floating):
+          f"{field}: a deterministic policy must have shape {det_want}, got {shape}")
+    if not concrete:
+      return arr.astype(jnp.int32)
+    out = as_index_array(field, arr, upper=a, what="an action index")
+    if is_concrete(mdp.action_mask):
+      mask = np.asarray(mdp.action_mask)
+      _first_bad(field, ~mask[np.arange(s), arr], arr,
+                 "a valid action (action_mask is False there)")
+    return out
+  if not jnp.issubdtype(dtype, jnp.floating):
     raise InvalidMDPError(
-        f"{field}: expected int [S] or float [S, A], got dtype {policy.dtype}")
-  if shape != (s, a):
+        f"{field}: expected int {det_want}"
+        + ("" if deterministic else f" or float {sto_want}")
+        + f", got dtype {dtype}")
+  if shape in det_shapes:
     raise InvalidMDPError(
-        f"{field}: a stochastic policy must have shape [S, A] = ({s}, {a}), got {shape}")
-  if not _is_concrete(policy) or not _is_concrete(mdp.action_mask):
-    return
-  pi = np.asarray(policy)
-  check_distribution(field, pi, atol, axis_name="action axis")
-  mask = np.asarray(mdp.action_mask)
-  _first_bad(field, (~mask) & (pi > 0), pi, "probability 0 on a masked action")
+        f"{field}: a float array of shape {shape} is not a policy: a "
+        f"deterministic policy holds action indices as integers (cast it with "
+        f".astype(int) if it holds actions)"
+        + ("" if deterministic else f"; a stochastic one is float {sto_want}"))
+  if deterministic:
+    raise InvalidMDPError(
+        f"{field}: expected a deterministic int {det_want} policy, got a float "
+        f"array of shape {shape}")
+  if shape not in sto_shapes:
+    raise InvalidMDPError(
+        f"{field}: a stochastic policy must have shape {sto_want}, got {shape}")
+  if concrete:
+    check_distribution(field, arr, atol, axis_name="action axis")
+    if is_concrete(mdp.action_mask):
+      mask = np.asarray(mdp.action_mask)
+      _first_bad(field, (~mask) & (arr > 0), arr, "probability 0 on a masked action")
+  return jnp.asarray(arr, mdp.rewards.dtype)
+
+
+def check_policy(policy: Any, mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
+                 field: str = "policy") -> None:
+  """Checks a stationary policy (``int [S]`` or ``float [S, A]``) against an MDP.
+
+  The checks of :func:`as_policy` (which also converts; use it at public
+  boundaries so the checks see the original values).
+  """
+  as_policy(policy, mdp, field=field, atol=atol)

@@ -27,6 +27,13 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
   with ``to_dense`` / ``to_sparse`` otherwise. Per-transition rewards are kept
   if any MDP has them (the others get ``r(s, a)`` on every transition).
 
+  Dtypes: the float fields of the batch (``probs``, ``rewards``,
+  ``discount``, ``initial``, ``transition_rewards``) share one float dtype,
+  the promotion of the members' (float32 with float64 gives float64 under
+  ``jax_enable_x64``); ``next_states`` is int32 and ``action_mask`` bool. An
+  MDP with integer probabilities or rewards (built with ``TabularMDP(...)``
+  directly) is refused by name.
+
   Returns:
     A ``TabularMDP`` whose leaves have a leading axis ``B = len(mdps)``:
     ``probs [B, S, A, K]``, ``rewards [B, S, A]``, ``discount [B]``, ...
@@ -50,7 +57,19 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
   A = max(m.num_actions for m in mdps)
   K = max(m.fan_out for m in mdps) if sparse else S
   any_tr = any(m.transition_rewards is not None for m in mdps)
-  dtype = mdps[0].probs.dtype
+  # One float dtype for the batch: the promotion of the members' float fields
+  # (refusing non-float fields by name, as the solvers would); next_states
+  # stay int32 and action_mask bool.
+  for i, m in enumerate(mdps):
+    for name in ("probs", "rewards", "transition_rewards"):
+      x = getattr(m, name)
+      if x is not None and not jnp.issubdtype(x.dtype, jnp.floating):
+        raise InvalidMDPError(
+            f"mdps[{i}].{name}: expected a floating dtype, got {x.dtype}: build "
+            f"the MDP with TabularMDP.from_dense / from_sparse (which cast to float)")
+  dtype = jnp.result_type(*[getattr(m, name) for m in mdps
+                            for name in ("probs", "rewards", "transition_rewards")
+                            if getattr(m, name) is not None])
   out = {k: [] for k in ("probs", "rewards", "discount", "initial",
                          "action_mask", "next_states", "transition_rewards")}
   for m in mdps:
@@ -66,7 +85,7 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
       p[:, :, 0] = 1.0
       p[:s, :a, :] = 0.0
       p[:s, :a, :k] = np.asarray(m.probs)
-      ns[:s, :a, :k] = np.asarray(m.next_states)
+      ns[:s, :a, :k] = np.asarray(m.next_states)  # in [0, s): fits int32
       out["next_states"].append(ns)
     else:
       p[np.arange(S), :, np.arange(S)] = 1.0
@@ -91,7 +110,7 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
       probs=jnp.asarray(np.stack(out["probs"])),
       rewards=jnp.asarray(np.stack(out["rewards"])),
       discount=jnp.asarray(np.stack(out["discount"]).astype(dtype)),
-      initial=jnp.asarray(np.stack(out["initial"])),
+      initial=jnp.asarray(np.stack(out["initial"]).astype(dtype)),
       action_mask=jnp.asarray(np.stack(out["action_mask"])),
       next_states=jnp.asarray(np.stack(out["next_states"])) if sparse else None,
       transition_rewards=jnp.asarray(np.stack(out["transition_rewards"])) if any_tr else None,
@@ -99,7 +118,11 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
 
 
 def unstack(batch: TabularMDP) -> list[TabularMDP]:
-  """Splits a batched MDP (leading axis B) into B MDPs (padding is kept)."""
+  """Splits a batched MDP (leading axis B) into B MDPs (padding is kept).
+
+  Every leaf keeps its dtype (float fields, int32 ``next_states``, bool
+  ``action_mask``).
+  """
   import jax
   n = batch.rewards.shape[0]
   return [jax.tree_util.tree_map(lambda x, i=i: x[i], batch) for i in range(n)]

@@ -31,46 +31,56 @@ def check_int(name: str, value, minimum: int = 1) -> int:
   return int(value)
 
 
-def check_probability(name: str, value) -> None:
-  """A scalar in ``[0, 1]`` (skipped when traced)."""
-  if is_traced(value):
-    return
+def _real_scalar(name: str, value, want: str) -> float:
+  """``value`` as a float, refusing None, strings, bools, complex and arrays."""
+  if value is None or isinstance(value, (str, bytes, bool, np.bool_)):
+    raise InvalidMDPError(f"{name} = {value!r}: expected {want}")
   arr = np.asarray(value)
   if arr.ndim != 0:
     raise InvalidMDPError(f"{name}: expected a scalar, got shape {arr.shape}")
-  if not np.issubdtype(arr.dtype, np.number):
-    raise InvalidMDPError(f"{name} = {value!r}: expected a probability in [0, 1]")
-  v = float(arr)
+  if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)
+                               or np.issubdtype(arr.dtype, np.floating)):
+    raise InvalidMDPError(f"{name} = {value!r}: expected {want}")
+  return float(arr)
+
+
+def check_probability(name: str, value) -> None:
+  """A real scalar in ``[0, 1]`` (skipped when traced)."""
+  if is_traced(value):
+    return
+  v = _real_scalar(name, value, "a probability in [0, 1]")
   if not (0.0 <= v <= 1.0):  # also rejects NaN
     raise InvalidMDPError(f"{name} = {v!r}: expected a probability in [0, 1]")
 
 
 def check_real(name: str, value) -> None:
-  """A finite real scalar (skipped when traced)."""
+  """A finite real scalar that fits the default float dtype (skipped when traced)."""
   if is_traced(value):
     return
-  arr = np.asarray(value)
-  if arr.ndim != 0:
-    raise InvalidMDPError(f"{name}: expected a scalar, got shape {arr.shape}")
-  if not np.isfinite(float(arr)):
-    raise InvalidMDPError(f"{name} = {float(arr)!r}: expected a finite number")
+  v = _real_scalar(name, value, "a finite real number")
+  if not np.isfinite(v):
+    raise InvalidMDPError(f"{name} = {v!r}: expected a finite number")
+  dtype = np.dtype(default_float_dtype())
+  if abs(v) > float(jnp.finfo(dtype).max):
+    raise InvalidMDPError(
+        f"{name} = {v!r}: overflows {dtype.name}: expected a finite number in "
+        f"range (rescale, or enable jax_enable_x64)")
 
 
 def check_scalar_discount(discount) -> None:
-  """Scalar discount in ``[0, 1]`` (skipped when traced)."""
+  """Scalar real discount in ``[0, 1]`` (skipped when traced); ``None``,
+  strings, bools and complex numbers are refused by name."""
   if is_traced(discount):
     if jnp.ndim(discount) != 0:
       raise InvalidMDPError(
           f"discount: expected a scalar, got shape {jnp.shape(discount)}")
     return
+  # Refuses None, strings, bools and complex by name (before any conversion:
+  # np.asarray("0.9") would be a string array that float() accepts).
+  check_discount(discount, infinite_horizon=False)
   arr = np.asarray(discount)
   if arr.ndim != 0:
     raise InvalidMDPError(f"discount: expected a scalar, got shape {arr.shape}")
-  try:
-    float(arr)
-  except (TypeError, ValueError):
-    raise InvalidMDPError(f"discount = {discount!r}: expected a real number") from None
-  check_discount(arr.astype(np.float64), infinite_horizon=False)
 
 
 def assemble(*, next_states, probs, rewards, discount, initial,

@@ -22,20 +22,35 @@ def _is_scipy_sparse(x) -> bool:
   return sp.issparse(x)
 
 
+def _float64(x, name):
+  """``x`` as a float64 array; complex, string and object input is refused
+  (``np.asarray(x, float64)`` would drop imaginary parts or parse strings)."""
+  if isinstance(x, (str, bytes)) or x is None:
+    raise InvalidMDPError(f"{name}: expected a numeric array, got {x!r}")
+  try:
+    arr = np.asarray(x)
+  except (TypeError, ValueError):
+    raise InvalidMDPError(f"{name}: expected a numeric array, got {type(x).__name__}") from None
+  if np.iscomplexobj(arr):
+    raise InvalidMDPError(
+        f"{name}: complex input (dtype {arr.dtype}) is not accepted: expected real numbers")
+  if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.integer)
+          or np.issubdtype(arr.dtype, np.floating)):
+    raise InvalidMDPError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
+  return arr.astype(np.float64, copy=False)
+
+
 def _to_dense_matrix(x, name):
   if _is_scipy_sparse(x):
-    return np.asarray(x.toarray(), np.float64)
-  try:
-    return np.asarray(x, np.float64)
-  except (TypeError, ValueError):
-    raise InvalidMDPError(f"{name}: expected a numeric matrix, got {type(x).__name__}") from None
+    return _float64(x.toarray(), name)
+  return _float64(x, name)
 
 
 def _stack_actions(x, name):
   """``[A, S, S]`` float64 from an array or a sequence of (sparse) matrices."""
   sparse_input = False
   if isinstance(x, np.ndarray) and x.dtype != object:
-    arr = np.asarray(x, np.float64)
+    arr = _float64(x, name)
   else:
     if _is_scipy_sparse(x):
       raise InvalidMDPError(
@@ -101,10 +116,7 @@ def from_pymdptoolbox(P, R, discount, *, initial=None,
   elif _is_scipy_sparse(R):
     r_arr = _to_dense_matrix(R, "R")
   else:
-    try:
-      r_arr = np.asarray(R, np.float64)
-    except (TypeError, ValueError):
-      raise InvalidMDPError(f"R: expected a numeric array, got {type(R).__name__}") from None
+    r_arr = _float64(R, "R")
   transition = False
   if r_arr.shape == (s_count,):
     rewards = np.broadcast_to(r_arr[:, None], (s_count, a_count)).copy()
@@ -188,7 +200,8 @@ def load_bridge(path) -> TabularMDP:
   "Bridging RL Theory and Practice with the Effective Horizon" (BRIDGE
   dataset, ``cassidylaidlaw/effective-horizon``). The file holds
   ``transitions int [S, A]`` (next state; ``-1`` = the episode ends) and
-  ``rewards float [S, A]``; extras (screens, emulator states) are ignored.
+  ``rewards [S, A]`` (float, or integer in some files: cast to the float
+  dtype); extras (screens, emulator states) are ignored.
   Built with :meth:`TabularMDP.from_deterministic`: every ``-1`` goes to one
   absorbing zero-reward state appended at index ``S`` (present only if some
   transition is ``-1``), discount 1, initial one-hot on state 0. Solve with

@@ -40,7 +40,8 @@ import jax
 import numpy as np
 
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.mdp import TabularMDP, check_distribution, validate_mdp
+from jaxrl_dp.core.mdp import (TabularMDP, cast_float, check_distribution,
+                               default_float_dtype, validate_mdp)
 from jaxrl_dp.suites import _common
 
 #: The two built-in FrozenLake maps of gymnasium (``S`` start, ``F`` frozen,
@@ -50,6 +51,27 @@ FROZEN_LAKE_MAPS = {
     "8x8": ("SFFFFFFF", "FFFFFFFF", "FFFHFFFF", "FFFFFHFF",
             "FFFHFFFF", "FHHFFFHF", "FHFFHFHF", "FFFHFFFG"),
 }
+
+
+def _entry_number(where: str, what: str, x) -> float:
+  """A real number of one ``(p, s', r, done)`` entry (no strings, no complex)."""
+  if isinstance(x, (str, bytes, bool, np.bool_)) or np.iscomplexobj(x):
+    raise InvalidMDPError(f"{where}: the {what} {x!r} is not a real number")
+  try:
+    return float(x)
+  except (TypeError, ValueError):
+    raise InvalidMDPError(f"{where}: the {what} {x!r} is not a real number") from None
+
+
+def _entry_state(where: str, x, s_count: int) -> int:
+  """The next state of one entry: an integer (or integral float) in ``[0, S)``,
+  checked before it is stored (``1e20`` would overflow the index array)."""
+  v = _entry_number(where, "next state", x)
+  if not (np.isfinite(v) and v == int(v) and 0 <= v < s_count):
+    raise InvalidMDPError(
+        f"{where}: next state must be an index in [0, {s_count}) (an "
+        f"integer), got {x!r}")
+  return int(v)
 
 
 def transition_lists_to_mdp(P, discount, initial, *,
@@ -98,21 +120,19 @@ def transition_lists_to_mdp(P, discount, initial, *,
   for s, row in enumerate(rows):
     for a in range(a_count):
       for i, entry in enumerate(row[a]):
+        where = f"P[{s}][{a}][{i}] = {entry!r}"
         try:
           p, nxt, r, done = entry
-          probs[s, a, i], rew[s, a, i] = float(p), float(r)
-          nxt_f = float(nxt)
-          ns[s, a, i], term[s, a, i] = int(nxt), bool(done)
         except (TypeError, ValueError):
           raise InvalidMDPError(
-              f"P[{s}][{a}][{i}] = {entry!r}: expected (probability, "
-              f"next_state, reward, terminated)") from None
-        if nxt_f != int(nxt) or not 0 <= int(nxt) < s_count:
-          raise InvalidMDPError(
-              f"P[{s}][{a}][{i}] = {entry!r}: next state must be an index in "
-              f"[0, {s_count})")
+              f"{where}: expected (probability, next_state, reward, "
+              f"terminated)") from None
+        probs[s, a, i] = _entry_number(where, "probability", p)
+        rew[s, a, i] = _entry_number(where, "reward", r)
+        ns[s, a, i] = _entry_state(where, nxt, s_count)
+        term[s, a, i] = bool(done)
   _common.check_scalar_discount(discount)
-  initial = np.asarray(initial, np.float64)
+  initial = cast_float("initial", initial, np.float64)
   if initial.shape != (s_count,):
     raise InvalidMDPError(
         f"initial: expected shape [S] = ({s_count},), got {initial.shape}")
@@ -139,6 +159,9 @@ def transition_lists_to_mdp(P, discount, initial, *,
   probs[terminal] = 0.0
   probs[terminal, :, 0] = 1.0
   rew[terminal] = 0.0
+  # Cast to the storage dtype here, so that a reward of 1e300 is refused in
+  # float32 naming its entry (P[s][a][k]) instead of turning into inf.
+  rew = cast_float("P rewards: transition_rewards", rew, default_float_dtype())
   rewards = _common.expected_rewards(probs, rew)
   mdp = _common.assemble(
       next_states=ns, probs=probs, rewards=rewards, discount=discount,
