@@ -130,7 +130,9 @@ def test_value_iteration_fixed_point_and_sandwich():
     _, _, _, sp, _ = small_mdp(30, a=3)
     kappa = 0.6
     sol = R.s_rectangular_l1_value_iteration(sp, kappa, tol=1e-10)
-    assert bool(sol.converged) and sol.policy.shape == (5, 3)
+    assert bool(sol.converged) and sol.policy_probs.shape == (5, 3)
+    assert sol.policy.dtype == jnp.int32 and sol.policy.shape == (5,)
+    np.testing.assert_array_equal(sol.policy, np.argmax(np.asarray(sol.policy_probs), 1))
     v = np.asarray(sol.values)
     np.testing.assert_allclose(lp_s_rect_backup(sp, v, kappa), v, atol=1e-8)
     # U_sa(kappa / A) in U_s(kappa) in U_sa(kappa): the values are sandwiched.

@@ -265,7 +265,7 @@ def test_finite_horizon_against_lp_backward_induction():
     uset = R.l1_ball(0.5)
     horizon = 4
     term = np.linspace(-1.0, 1.0, sp.num_states)
-    fh = R.robust_finite_horizon(sp, uset, horizon, terminal_values=jnp.asarray(term))
+    fh = R.robust_finite_horizon(sp, uset, horizon=horizon, terminal_values=term.tolist())
     assert fh.values.shape == (horizon + 1, 5) and fh.worst_probs.shape == (horizon,) + sp.probs.shape
     v = term
     np.testing.assert_allclose(fh.values[horizon], term)
@@ -355,7 +355,7 @@ def test_bad_input_raises_named_errors():
   with pytest.raises(jd.InvalidMDPError, match="policy"):
     R.robust_policy_evaluation(sp, jnp.zeros(s_n + 1, jnp.int32), R.l1_ball(0.1))
   with pytest.raises(jd.InvalidMDPError, match="horizon"):
-    R.robust_finite_horizon(sp, R.l1_ball(0.1), 0)
+    R.robust_finite_horizon(sp, R.l1_ball(0.1), horizon=0)
   with pytest.raises(jd.InvalidMDPError, match="num_sweeps"):
     R.robust_modified_policy_iteration(sp, R.l1_ball(0.1), num_sweeps=0)
   with pytest.raises(jd.InvalidMDPError, match="v0"):

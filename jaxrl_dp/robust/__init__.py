@@ -14,8 +14,15 @@ Robust planning ((s, a)-rectangular, dense or sparse layout, any set):
   :func:`robust_policy_backup`, :func:`worst_case_mdp`.
 
 s-rectangular L1 (one budget per state shared by its actions; randomized
-policies): :func:`s_rectangular_l1_value_iteration`,
+policies): :func:`s_rectangular_l1_value_iteration` (returns
+:class:`SRectangularSolution`: ``policy_probs [S, A]``),
 :func:`s_rectangular_l1_bellman`.
+
+Results: every infinite-horizon solver returns ``values, q, policy (int32
+[S]), iterations, residual, converged, error_bound`` plus ``worst_probs``
+(evaluation results have no ``policy``). Rewards that depend on the next
+state (``transition_rewards``) enter the inner problem: the adversary
+minimises ``E_P[r(s, a, .) + gamma V]`` (see ``robust_vi``).
 """
 
 from jaxrl_dp.robust.uncertainty_sets import (BALL_KINDS, KINDS, PENALTY_KINDS,
@@ -31,7 +38,8 @@ from jaxrl_dp.robust.inner import (chi2_ball_worst_case,
                                    wasserstein_ball_worst_case, worst_case,
                                    worst_case_unchecked)
 from jaxrl_dp.robust.types import (RobustFiniteHorizonSolution,
-                                   RobustPolicyEvaluation, RobustSolution)
+                                   RobustPolicyEvaluation, RobustSolution,
+                                   SRectangularSolution)
 from jaxrl_dp.robust.s_rectangular import (s_rectangular_l1_backup,
                                            s_rectangular_l1_bellman,
                                            s_rectangular_l1_value_iteration)
@@ -52,6 +60,7 @@ __all__ = [
     "l1_ball_worst_case", "kl_ball_worst_case", "chi2_ball_worst_case",
     "wasserstein_ball_worst_case", "lp_ball_worst_case",
     "RobustSolution", "RobustPolicyEvaluation", "RobustFiniteHorizonSolution",
+    "SRectangularSolution",
     "robust_value_iteration", "robust_policy_evaluation",
     "robust_modified_policy_iteration", "robust_finite_horizon",
     "robust_q_values", "robust_bellman", "robust_policy_backup",

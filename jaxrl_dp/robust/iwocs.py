@@ -64,8 +64,11 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import sup_norm_fixed_point
 from jaxrl_dp.core.mdp import TabularMDP, validate_mdp
 from jaxrl_dp.planning.evaluation import exact_policy_values
-from jaxrl_dp.core.options import check_max_iters, check_tol
+from jaxrl_dp.core.options import (as_values, check_int, check_max_iters,
+                                   check_tol)
+from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.planning.value_iteration import value_iteration
+from jaxrl_dp.robust.robust_vi import certified
 from jaxrl_dp.robust.types import RobustSolution
 
 CRITERIA = ("initial", "sup")
@@ -245,14 +248,7 @@ def _take(models: TabularMDP, i) -> TabularMDP:
 
 
 # ------------------------------------------------------------------ IWOCS
-def _check_int(name, value, lo, hi):
-  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-    raise InvalidMDPError(f"{name} = {value!r}: expected a Python int in [{lo}, {hi}]")
-  if not lo <= int(value) <= hi:
-    raise InvalidMDPError(f"{name} = {value!r}: expected an int in [{lo}, {hi}]")
-  return int(value)
-
-
+@solver(infinite_horizon=True, kind="control")
 def iwocs(models, *, epsilon: float = 1e-4, max_models: int | None = None,
           initial_model: int = 0, criterion: str = "initial",
           vi_tol: float = 1e-5, vi_max_iters: int = 10_000) -> IWOCSResult:
@@ -278,6 +274,8 @@ def iwocs(models, *, epsilon: float = 1e-4, max_models: int | None = None,
   reports. Under ``jax.jit`` / ``jax.vmap`` (over a batch of model sets) the
   host-side value checks are skipped; validate first.
 
+  Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
+
   Returns:
     :class:`IWOCSResult`.
 
@@ -287,12 +285,9 @@ def iwocs(models, *, epsilon: float = 1e-4, max_models: int | None = None,
   """
   models = model_set(models)
   m = _num_models(models)
-  if not isinstance(epsilon, jax.core.Tracer):
-    e = float(epsilon)
-    if not e >= 0.0 or not np.isfinite(e):
-      raise InvalidMDPError(f"epsilon = {epsilon!r}: expected a finite number >= 0")
-  max_models = m if max_models is None else _check_int("max_models", max_models, 1, m)
-  initial_model = _check_int("initial_model", initial_model, 0, m - 1)
+  check_tol(epsilon, "epsilon")
+  max_models = m if max_models is None else check_int("max_models", max_models, minimum=1, maximum=m)
+  initial_model = check_int("initial_model", initial_model, minimum=0, maximum=m - 1)
   if criterion not in CRITERIA:
     raise InvalidMDPError(f"criterion = {criterion!r}: expected one of {CRITERIA}")
   check_tol(vi_tol, "vi_tol")
@@ -400,6 +395,7 @@ def hull_q_values(models: TabularMDP, v: jax.Array):
   return jnp.min(q_all, axis=0), jnp.argmin(q_all, axis=0).astype(jnp.int32)
 
 
+@solver(infinite_horizon=True, kind="control")
 def hull_robust_value_iteration(models, *, tol: float = 1e-6,
                                 max_iters: int = 10_000,
                                 v0: jax.Array | None = None) -> RobustSolution:
@@ -408,7 +404,11 @@ def hull_robust_value_iteration(models, *, tol: float = 1e-6,
   The hull operator is a gamma-contraction (a min of contractions), so VI's
   honest rule applies: stop once ``gamma/(1-gamma) ||V_{n+1} - V_n||_inf <=
   tol`` (gamma the largest discount of the set), which guarantees ``|V -
-  V_hull*| <= tol``; ``max_iters`` is never changed.
+  V_hull*| <= tol``; ``max_iters`` is never changed. ``error_bound = gamma /
+  (1 - gamma) * residual`` holds whether or not ``converged``; a discount
+  outside ``[0, 1)`` (also traced) gives ``converged = False``, bound inf.
+
+  Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
 
   Args:
     models: a model set (see :func:`model_set`), validated host-side.
@@ -425,12 +425,7 @@ def hull_robust_value_iteration(models, *, tol: float = 1e-6,
   check_max_iters(max_iters)
   s = models.rewards.shape[1]
   dtype = models.rewards.dtype
-  if v0 is None:
-    v0 = jnp.zeros((s,), dtype)
-  else:
-    v0 = jnp.asarray(v0, dtype)
-    if v0.shape != (s,):
-      raise InvalidMDPError(f"v0: expected shape [S] = {(s,)}, got {v0.shape}")
+  v0 = jnp.zeros((s,), dtype) if v0 is None else as_values("v0", v0, (s,), dtype)
   return _hull_vi(models, jnp.asarray(tol, dtype), v0, max_iters=max_iters)
 
 
@@ -444,6 +439,9 @@ def _hull_vi(models, tol, v0, *, max_iters):
   q, worst = hull_q_values(models, v)
   s, a = q.shape
   worst_probs = models.probs[worst, jnp.arange(s)[:, None], jnp.arange(a)[None, :]]
+  # A negative discount anywhere in the set voids the bound (traced check).
+  conv, bound = certified(jnp.where(jnp.min(models.discount) >= 0, gamma, -1.0),
+                          res, conv, v)
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mask),
                         worst_probs=worst_probs, iterations=it, residual=res,
-                        converged=conv)
+                        converged=conv, error_bound=bound)

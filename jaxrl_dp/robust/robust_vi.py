@@ -2,34 +2,58 @@
 
 The robust Bellman operator of an ``(s, a)``-rectangular set is
 
-  ``(T V)(s) = max_a r(s, a) + gamma * sigma_{s,a}(V)``,
-  ``sigma_{s,a}(V) = worst_case(V[next states of (s, a)], P0(. | s, a), U)``,
+  ``(T V)(s) = max_a q(s, a)``,
+  ``q(s, a) = sigma_{s,a}(w)``, ``w_k = r(s, a, k) + gamma * V(next state k)``,
 
-built on :func:`jaxrl_dp.core.gather_next` (the same per-``(s, a)`` support
-as a nominal backup, so the sparse layout stays sparse) and the inner problems
-of :mod:`jaxrl_dp.robust.inner`. For a penalty set ``sigma`` includes the
-penalty, ``inf_P E_P[V] + lam D(P, P0)`` (the regularized robust MDP of Tang,
-Liu and Xu). Rewards are the expected rewards ``mdp.rewards [S, A]``
-(``transition_rewards`` are not used: the adversary moves next-state mass, not
-rewards).
+where ``sigma`` is the inner worst case of :mod:`jaxrl_dp.robust.inner` over
+the next-state distribution ``P`` of ``(s, a)`` (``worst_case(w, P0(. | s,
+a), U)``), built on :func:`jaxrl_dp.core.gather_next` (the same per-``(s,
+a)`` support as a nominal backup, so the sparse layout stays sparse). This is
+the standard definition ``min_P sum_k p_k (r_k + gamma v_k)`` (CRAAM's, for
+instance): the adversary's choice of ``P`` also moves the reward of the
+transition.
+
+Rewards. With ``mdp.transition_rewards`` set (``[S, A, S]`` dense or ``[S, A,
+K]`` sparse, e.g. an MDP converted from gymnasium or pymdptoolbox) the slot
+rewards ``r(s, a, k)`` are those; without them every slot of ``(s, a)`` has
+the expected reward ``r(s, a)``, and then ``q = r(s, a) + gamma *
+sigma_{s,a}(V)`` (computed in that form). Under ``support="all"`` the
+adversary can move mass to slots with ``P0 = 0``: their transition rewards
+then count (the dense layout's ``transition_rewards[s, a, s']`` for every
+``s'``; in the sparse layout the padded slots' entries).
+
+Penalty sets weigh the divergence in units of the discounted next-state
+value: ``q = inf_P E_P[r + gamma V] + gamma * lam * D(P, P0)``, which is
+``r + gamma * (inf_P E_P[V] + lam D(P, P0))`` (the regularized robust MDP of
+Tang, Liu and Xu) when the rewards do not depend on ``s'``. The closed forms
+of ``inner`` are applied to ``w`` with the weight ``gamma * lam``.
 
 Contraction and stopping. For every set whose worst case stays in the simplex
 (all kinds except ``lp_ball`` with a radius large enough to make ``P``
-negative), ``sigma`` is monotone, ``sigma(V + c) = sigma(V) + c`` and
-``|sigma(V) - sigma(W)| <= ||V - W||_inf``, so ``T`` is a gamma-contraction in
-the sup norm. The solvers therefore use VI's honest rule: stop once
-``gamma / (1 - gamma) * ||V_{n+1} - V_n||_inf <= tol``; then ``|V - V*| <=
-tol`` (plus ``gamma * e / (1 - gamma)`` when the inner problem is solved to
-accuracy ``e``, see ``inner``: at the rounding level with the default
-iteration counts). ``max_iters`` is never changed; when it runs out
-``converged`` is False. For ``lp_ball`` the modulus is
-``gamma * max ||P||_1`` over the set, which exceeds gamma when ``P`` can be
-negative: the bound then does not hold (keep ``radius <= min P0``).
+negative), ``q`` is monotone in ``V`` and ``|q(V) - q(W)| <= gamma ||V -
+W||_inf``, so ``T`` is a gamma-contraction in the sup norm. The solvers
+therefore use VI's honest rule: stop once ``gamma / (1 - gamma) *
+||V_{n+1} - V_n||_inf <= tol``; then ``|V - V*| <= tol`` (plus ``gamma * e /
+(1 - gamma)`` when the inner problem is solved to accuracy ``e``, see
+``inner``: at the rounding level with the default iteration counts). The
+result's ``error_bound`` states the bound that holds at the returned values
+(see :func:`robust_value_iteration`). ``max_iters`` is never changed; when it
+runs out ``converged`` is False, and a discount outside ``[0, 1)`` (also a
+traced one, inside the caller's ``jit``/``vmap``) gives ``converged = False``
+and ``error_bound = inf``. For ``lp_ball`` the modulus is ``gamma * max
+||P||_1`` over the set, which exceeds gamma when ``P`` can be negative: the
+bound then does not hold (keep ``radius <= min P0``).
 
 Uncertainty-set sizes: ``uset.size`` is a scalar or ``[S, A]`` (one radius or
 lam per state-action pair); ``wasserstein_ball`` takes a state metric
 ``[S, S]`` (gathered per ``(s, a)`` into ``[K, K]`` for the sparse layout).
 Batches of MDPs and grids of sets both come from ``jax.vmap``.
+
+Derivatives: the solvers iterate in ``lax.while_loop`` (VI, evaluation, MPI)
+and reverse-mode ``jax.grad`` through them is not supported (JAX raises);
+forward mode (``jax.jvp``) works through the loops but differentiates the
+iterations, not the fixed point. The finite-horizon solver is a ``lax.scan``
+and supports ``jax.grad`` where the inner problems do (see ``inner``).
 """
 
 from __future__ import annotations
@@ -44,8 +68,9 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import (check_num_sweeps, lower_bound_values,
                                      sup_norm_fixed_point, sup_norm_loop)
 from jaxrl_dp.core.mdp import TabularMDP, check_policy, check_solver_input
-from jaxrl_dp.planning.finite_horizon import check_horizon
-from jaxrl_dp.core.options import check_max_iters, check_tol
+from jaxrl_dp.core.options import (as_values, check_horizon, check_max_iters,
+                                   check_tol)
+from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.robust.inner import worst_case_unchecked
 from jaxrl_dp.robust.types import (RobustFiniteHorizonSolution,
                                    RobustPolicyEvaluation, RobustSolution)
@@ -88,12 +113,36 @@ def _gathered_cost(mdp, uset, next_states):
   return uset.cost[next_states[..., :, None], next_states[..., None, :]]
 
 
+def _discounted_size(uset, size, discount):
+  """The set's size when the inner problem sees ``r + gamma V``: a penalty
+  weight becomes ``gamma * lam`` (``lam = inf`` stays ``inf``, also for gamma
+  0); a radius is unchanged."""
+  if not uset.is_penalty:
+    return size
+  return jnp.where(jnp.isinf(size), size, discount * size)
+
+
+def _backed_up(mdp, uset, rewards, vals, probs, size, cost):
+  """``q`` of rows ``vals, probs [N, K]`` with slot rewards ``rewards [N, K]``
+  (or expected rewards ``[N]`` when the MDP has no transition rewards):
+  ``(q [N], worst_probs [N, K])``."""
+  gamma = mdp.discount
+  if rewards.ndim == 1:
+    val, worst = _rows_worst_case(vals, probs, uset, size, cost)
+    return rewards + gamma * val, worst
+  w = rewards + gamma * vals
+  return _rows_worst_case(w, probs, uset, _discounted_size(uset, size, gamma), cost)
+
+
 def robust_q_values(mdp: TabularMDP, v: jax.Array, uset: UncertaintySet):
   """Robust action values and the adversary's kernel for ``v [S]``.
 
+  ``q(s, a) = sigma_{s,a}(r(s, a, .) + gamma v)`` (module docstring; with
+  expected rewards only, ``r(s, a) + gamma sigma_{s,a}(v)``).
+
   Returns:
-    ``(q [S, A], worst_probs [S, A, K])`` with ``q = r + gamma * sigma(v)``;
-    ``worst_probs`` is in the MDP's layout (``K = S`` for dense).
+    ``(q [S, A], worst_probs [S, A, K])``; ``worst_probs`` is in the MDP's
+    layout (``K = S`` for dense).
   """
   vals, probs = bellman.gather_next(mdp, v)
   s, a, k = probs.shape
@@ -102,10 +151,11 @@ def robust_q_values(mdp: TabularMDP, v: jax.Array, uset: UncertaintySet):
   cost = _gathered_cost(mdp, uset, mdp.next_states)
   if cost is not None and cost.ndim == 4:
     cost = cost.reshape(s * a, k, k)
-  val, worst = _rows_worst_case(vals.reshape(s * a, k), probs.reshape(s * a, k),
-                                uset, size, cost)
-  q = mdp.rewards + mdp.discount * val.reshape(s, a)
-  return q, worst.reshape(s, a, k)
+  tr = mdp.transition_rewards
+  rewards = mdp.rewards.reshape(s * a) if tr is None else tr.reshape(s * a, k)
+  q, worst = _backed_up(mdp, uset, rewards, vals.reshape(s * a, k),
+                        probs.reshape(s * a, k), size, cost)
+  return q.reshape(s, a), worst.reshape(s, a, k)
 
 
 def robust_bellman(mdp: TabularMDP, v: jax.Array, uset: UncertaintySet):
@@ -116,7 +166,8 @@ def robust_bellman(mdp: TabularMDP, v: jax.Array, uset: UncertaintySet):
 
 def robust_policy_backup(mdp: TabularMDP, policy: jax.Array, v: jax.Array,
                          uset: UncertaintySet) -> jax.Array:
-  """``(T_pi v)(s) = sum_a pi(a|s) [r(s, a) + gamma sigma_{s,a}(v)]``: ``[S]``.
+  """``(T_pi v)(s) = sum_a pi(a|s) q(s, a)`` with the robust ``q`` of
+  :func:`robust_q_values`: ``[S]``.
 
   For a deterministic ``int [S]`` policy only the ``S`` rows ``(s, pi(s))``
   are solved (in the MDP's layout); a stochastic ``[S, A]`` policy solves all
@@ -131,19 +182,58 @@ def robust_policy_backup(mdp: TabularMDP, policy: jax.Array, v: jax.Array,
   size = jnp.asarray(uset.size)
   size = size[jnp.arange(s), policy] if size.ndim else size
   cost = _gathered_cost(mdp, uset, ns)
-  val, _ = _rows_worst_case(vals, p_pi, uset, size, cost)
-  return bellman.policy_rewards(mdp, policy) + mdp.discount * val
+  tr = mdp.transition_rewards
+  rewards = (bellman.policy_rewards(mdp, policy) if tr is None else
+             jnp.take_along_axis(tr, policy[:, None, None], axis=1)[:, 0])
+  q, _ = _backed_up(mdp, uset, rewards, vals, p_pi, size, cost)
+  return q
 
 
 def worst_case_mdp(mdp: TabularMDP, worst_probs: jax.Array) -> TabularMDP:
   """The MDP with the adversary's kernel (same layout, ``next_states``).
 
-  ``transition_rewards`` are dropped (the robust solvers use the expected
-  ``rewards``). For ``lp_ball`` the kernel may have negative entries. For a
+  ``transition_rewards`` are kept and ``rewards`` becomes their expectation
+  under ``worst_probs`` (without transition rewards, ``rewards`` is
+  unchanged), so a policy's value in this MDP is its value against the
+  adversary. For ``lp_ball`` the kernel may have negative entries. For a
   penalty set the value of a policy in this MDP omits the penalty term, so it
   is at least the regularized robust value.
   """
-  return mdp.replace(probs=worst_probs.astype(mdp.probs.dtype), transition_rewards=None)
+  probs = worst_probs.astype(mdp.probs.dtype)
+  tr = mdp.transition_rewards
+  if tr is None:
+    return mdp.replace(probs=probs)
+  rewards = jnp.sum(jnp.where(probs != 0, probs * tr, 0.0), axis=-1)
+  return mdp.replace(probs=probs, rewards=rewards.astype(mdp.rewards.dtype))
+
+
+def _start_values(mdp: TabularMDP, uset: UncertaintySet) -> jax.Array:
+  """A start ``V0 = c`` with ``T V0 >= V0`` for the monotone sets: ``c`` is
+  the least reward the adversary can reach, divided by ``1 - gamma`` (the
+  expected rewards, or the slot rewards on the set's support)."""
+  tr = mdp.transition_rewards
+  if tr is None:
+    return lower_bound_values(mdp)
+  reach = jnp.ones(tr.shape, bool) if uset.support == "all" else mdp.probs > 0
+  reach = reach & mdp.action_mask[..., None]
+  r_min = jnp.min(jnp.where(reach, tr, jnp.inf))
+  return jnp.full(mdp.rewards.shape[:1], r_min / (1.0 - mdp.discount), mdp.rewards.dtype)
+
+
+def certified(discount, residual, converged, values):
+  """``(converged, error_bound)`` of a sup-norm loop whose last step was
+  ``values = T(previous)`` with ``residual = ||values - previous||_inf``.
+
+  ``error_bound = gamma / (1 - gamma) * residual`` bounds ``|values -
+  fixed point|`` for a gamma-contraction (up to the backups' rounding and
+  inner-problem accuracy). A discount outside ``[0, 1)`` (also a traced
+  one, where the host check cannot run) is never converged and has bound
+  ``inf``.
+  """
+  ok = (discount >= 0) & (discount < 1)
+  gamma = jnp.where(ok, discount, 0.0)
+  bound = gamma / (1.0 - gamma) * residual
+  return converged & ok, jnp.where(ok, bound, jnp.inf).astype(values.dtype)
 
 
 # ---------------------------------------------------------------- solvers
@@ -151,21 +241,22 @@ def _v0(mdp, v0, field="v0"):
   s = mdp.rewards.shape[0]
   if v0 is None:
     return jnp.zeros((s,), mdp.rewards.dtype)
-  v0 = jnp.asarray(v0, mdp.rewards.dtype)
-  if v0.shape != (s,):
-    raise InvalidMDPError(f"{field}: expected shape [S] = {(s,)}, got {v0.shape}")
-  return v0
+  return as_values(field, v0, (s,), mdp.rewards.dtype)
 
 
+@solver(infinite_horizon=True, kind="control")
 def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
                            tol: float = 1e-6, max_iters: int = 10_000,
                            v0: jax.Array | None = None) -> RobustSolution:
-  """(s, a)-rectangular robust value iteration ``V <- max_a r + gamma sigma(V)``.
+  """(s, a)-rectangular robust value iteration ``V <- max_a sigma(r + gamma V)``.
 
   Stops once ``gamma / (1 - gamma) * ||V_{n+1} - V_n||_inf <= tol`` and returns
   ``V_{n+1}``, which is then within ``tol`` of the robust optimum (the robust
   operator is a gamma-contraction; see the module docstring for ``lp_ball``
   and for the inner-problem accuracy). ``max_iters`` is never changed.
+  ``transition_rewards`` enter the inner problem (module docstring).
+
+  Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
 
   Args:
     mdp: one MDP (dense or sparse; ``jax.vmap`` for batches), discount < 1.
@@ -173,12 +264,14 @@ def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
       Wasserstein cost is a state metric ``[S, S]``.
     tol: bound on ``max_s |V(s) - V*(s)|`` (can be traced).
     max_iters: static cap on backups.
-    v0: optional ``[S]`` start (default zeros).
+    v0: optional ``[S]`` start (default zeros; a list or array).
 
   Returns:
-    :class:`RobustSolution` (values, q of the returned values, greedy policy,
-    the worst-case kernel ``worst_probs`` in the MDP's layout at the returned
-    values, iterations, residual, converged).
+    :class:`RobustSolution` (values, q of the returned values, greedy
+    ``int32 [S]`` policy, the worst-case kernel ``worst_probs`` in the MDP's
+    layout at the returned values, iterations, residual, converged,
+    ``error_bound = gamma / (1 - gamma) * residual`` on ``|V - V*|``, which
+    holds whether or not ``converged``).
   """
   check_solver_input(mdp, infinite_horizon=True)
   check_uset_for_mdp(uset, mdp)
@@ -194,10 +287,13 @@ def _robust_vi(mdp, uset, tol, v0, *, max_iters):
       lambda v: robust_bellman(mdp, v, uset)[0], v0, mdp.discount, tol,
       max_iters=max_iters)
   q, worst = robust_q_values(mdp, v, uset)
+  conv, bound = certified(mdp.discount, res, conv, v)
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),
-                        worst_probs=worst, iterations=it, residual=res, converged=conv)
+                        worst_probs=worst, iterations=it, residual=res, converged=conv,
+                        error_bound=bound)
 
 
+@solver(infinite_horizon=True, kind="evaluation")
 def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
                              uset: UncertaintySet, *, tol: float = 1e-6,
                              max_iters: int = 10_000,
@@ -210,14 +306,17 @@ def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
   independently (rectangularity), so ``V^pi_robust = min_P V^pi_P`` for ball
   sets, and the penalized value for penalty sets.
 
+  Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
+
   Args:
     mdp: one MDP, discount < 1.
     policy: ``int [S]`` or ``float [S, A]``.
     uset, tol, max_iters, v0: as in :func:`robust_value_iteration`.
 
   Returns:
-    :class:`RobustPolicyEvaluation` with ``q = r + gamma sigma(V)`` and the
-    adversary's kernel ``worst_probs`` at the returned values.
+    :class:`RobustPolicyEvaluation` with the robust ``q`` and the adversary's
+    kernel ``worst_probs`` at the returned values, and ``error_bound =
+    gamma / (1 - gamma) * residual`` on ``|V - V^pi_robust|``.
   """
   check_solver_input(mdp, infinite_horizon=True)
   policy = jnp.asarray(policy)
@@ -235,25 +334,38 @@ def _robust_eval(mdp, policy, uset, tol, v0, *, max_iters):
       lambda v: robust_policy_backup(mdp, policy, v, uset), v0, mdp.discount, tol,
       max_iters=max_iters)
   q, worst = robust_q_values(mdp, v, uset)
+  conv, bound = certified(mdp.discount, res, conv, v)
   return RobustPolicyEvaluation(values=v, q=q, worst_probs=worst, iterations=it,
-                                residual=res, converged=conv)
+                                residual=res, converged=conv, error_bound=bound)
 
 
-def robust_finite_horizon(mdp: TabularMDP, uset: UncertaintySet, horizon: int, *,
+@solver(infinite_horizon=False, kind="finite_horizon")
+def robust_finite_horizon(mdp: TabularMDP, uset: UncertaintySet, *, horizon: int,
                           terminal_values: jax.Array | None = None
                           ) -> RobustFiniteHorizonSolution:
   """Robust backward induction over ``horizon`` steps (``lax.scan``).
 
-  ``V_T = terminal_values`` (default 0), ``Q_t = r + gamma sigma(V_{t+1})``,
-  ``V_t = max_a Q_t``. Discount 1 is allowed. The same set is used at every
-  step (vmap or call per step for time-varying sets).
+  ``V_T = terminal_values`` (default 0), ``Q_t(s, a) = sigma_{s,a}(r + gamma
+  V_{t+1})`` (``transition_rewards`` inside the inner problem, see the module
+  docstring), ``V_t = max_a Q_t``. Discount 1 is allowed. The same set is
+  used at every step (vmap or call per step for time-varying sets).
+
+  Gradients: a ``lax.scan``; ``jax.grad`` works where the inner problem's
+  does (not through ``kl_ball`` / ``wasserstein_ball``, which use
+  ``lax.while_loop``; see ``inner``).
+
+  Args:
+    mdp: one MDP, discount in ``[0, 1]``.
+    uset: as in :func:`robust_value_iteration`.
+    horizon: static number of steps ``T >= 1`` (keyword).
+    terminal_values: optional ``[S]`` ``V_T`` (a list or array).
 
   Returns:
     :class:`RobustFiniteHorizonSolution`: ``values [T+1, S]``, ``q [T, S, A]``,
     ``policy int32 [T, S]``, ``worst_probs [T, S, A, K]``.
   """
   check_solver_input(mdp, infinite_horizon=False)
-  check_horizon(horizon)
+  horizon = check_horizon(horizon)
   check_uset_for_mdp(uset, mdp)
   terminal = _v0(mdp, terminal_values, "terminal_values")
   return _robust_fh(mdp, uset, terminal, horizon=horizon)
@@ -271,32 +383,45 @@ def _robust_fh(mdp, uset, terminal, *, horizon):
   return RobustFiniteHorizonSolution(values=values, q=qs, policy=policy, worst_probs=worst)
 
 
+@solver(infinite_horizon=True, kind="control")
 def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
                                      num_sweeps: int = 20, tol: float = 1e-6,
                                      max_iters: int = 10_000,
                                      v0: jax.Array | None = None) -> RobustSolution:
   """Robust modified policy iteration (Kaufman and Schaefer, 2013).
 
-  Each iteration takes a robust greedy step ``V' = max_a r + gamma sigma(V)``
+  Each iteration takes a robust greedy step ``V' = max_a sigma(r + gamma V)``
   and stops if ``gamma/(1-gamma) ||V' - V||_inf <= tol`` (then ``|V' - V*| <=
   tol`` and ``V'`` is returned); otherwise applies the robust policy operator
   ``T_pi`` of the greedy policy ``num_sweeps - 1`` more times (only the ``S``
   rows ``(s, pi(s))`` are solved, so a sweep costs ``1/A`` of a VI backup).
-  The default start ``V0 = min r / (1 - gamma)`` satisfies ``T V0 >= V0``
-  (``sigma(c 1) = c``, penalties are >= 0), so the iterates increase
-  monotonically to the robust optimum for the monotone sets.
+  The default start ``V0 = c / (1 - gamma)``, ``c`` the least reward the
+  adversary can reach (the least expected reward, or the least transition
+  reward on the set's support), satisfies ``T V0 >= V0`` (penalties are >=
+  0), so the iterates increase monotonically to the robust optimum for the
+  monotone sets.
+
+  Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
+
+  Args:
+    num_sweeps: static fixed number of policy-operator applications per
+      iteration (the greedy step included), ``>= 1``.
+    uset, tol, max_iters, v0: as in :func:`robust_value_iteration`
+      (``max_iters`` caps greedy steps).
 
   Returns:
     :class:`RobustSolution`; ``iterations`` counts greedy steps.
+    ``error_bound`` is ``gamma / (1 - gamma) * residual`` when converged (the
+    returned values are then the greedy step's), else ``||T V - V||_inf / (1 -
+    gamma)`` measured at the returned values.
   """
   check_solver_input(mdp, infinite_horizon=True)
   check_uset_for_mdp(uset, mdp)
   check_tol(tol)
   check_max_iters(max_iters)
   check_num_sweeps(num_sweeps)
-  if v0 is None:
-    v0 = lower_bound_values(mdp)
-  return _robust_mpi(mdp, uset, jnp.asarray(tol, mdp.rewards.dtype), _v0(mdp, v0),
+  v0 = _start_values(mdp, uset) if v0 is None else _v0(mdp, v0)
+  return _robust_mpi(mdp, uset, jnp.asarray(tol, mdp.rewards.dtype), v0,
                      num_sweeps=num_sweeps, max_iters=max_iters)
 
 
@@ -314,12 +439,13 @@ def _robust_mpi(mdp, uset, tol, v0, *, num_sweeps, max_iters):
 
   it, v, res, conv = sup_norm_loop(step, v0, mdp.discount, tol, max_iters=max_iters)
   q, worst = robust_q_values(mdp, v, uset)
+  conv, bound = certified(mdp.discount, res, conv, v)
+  # Not converged: the returned values are the evaluation sweeps', which
+  # ``res`` does not describe; bound them by their own Bellman residual.
+  final = jnp.max(jnp.abs(bellman.masked_max(q, mdp.action_mask) - v))
+  ok = (mdp.discount >= 0) & (mdp.discount < 1)
+  own = jnp.where(ok, final / (1.0 - jnp.where(ok, mdp.discount, 0.0)), jnp.inf)
+  bound = jnp.where(conv, bound, own.astype(bound.dtype))
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),
-                        worst_probs=worst, iterations=it, residual=res, converged=conv)
-
-
-# batch.solve reads whether a solver needs discount < 1.
-robust_value_iteration.infinite_horizon = True
-robust_policy_evaluation.infinite_horizon = True
-robust_modified_policy_iteration.infinite_horizon = True
-robust_finite_horizon.infinite_horizon = False
+                        worst_probs=worst, iterations=it, residual=res, converged=conv,
+                        error_bound=bound)

@@ -23,6 +23,17 @@ The optimal policy makes the adversary indifferent between actions:
 action with the best floor ``max_a r_a + gamma min V`` when the budget is not
 binding. The adversary's kernel puts ``P_a`` = the L1-ball worst case of
 radius ``xi_a``.
+
+Rewards. With ``mdp.transition_rewards`` the adversary's kernel also moves
+the reward: ``g_a(xi)`` is the worst value of ``E_P[r(s, a, .) + gamma V]``
+over the L1 ball of radius ``xi`` (the curve is built on the per-slot values
+``r_k + gamma v_k``; with expected rewards only it is ``r_a + gamma *`` the
+curve of ``V``). Under ``support="all"`` zero-probability slots' transition
+rewards count.
+
+Result: :class:`~jaxrl_dp.robust.SRectangularSolution`, whose randomized
+optimal policy is ``policy_probs [S, A]`` (``policy`` is its most probable
+action, ``int32 [S]``, not optimal in general).
 """
 
 from __future__ import annotations
@@ -36,9 +47,12 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import sup_norm_fixed_point
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
-from jaxrl_dp.core.options import check_max_iters, check_tol
+from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
+                                   check_tol)
+from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.robust.inner import default_iters, l1_ball_worst_case
-from jaxrl_dp.robust.types import RobustSolution
+from jaxrl_dp.robust.robust_vi import certified
+from jaxrl_dp.robust.types import SRectangularSolution
 from jaxrl_dp.robust.uncertainty_sets import SUPPORTS, check_nonnegative
 
 
@@ -142,29 +156,41 @@ def _backup(mdp, v, budget, support, iters):
   vals, probs = bellman.gather_next(mdp, v)
   b = jnp.broadcast_to(budget, mdp.rewards.shape[:1])
   fn = functools.partial(s_rectangular_l1_backup, support=support, iters=iters)
+  tr = mdp.transition_rewards
+  if tr is None:
+    return jax.vmap(fn, in_axes=(0, 0, 0, 0, None, 0))(
+        vals, probs, mdp.rewards, mdp.action_mask, mdp.discount, b)
+  # Per-slot values r_k + gamma v_k: the curve of g_a itself (reward 0,
+  # discount 1 inside the one-state backup).
+  w = tr + mdp.discount * vals
+  one = jnp.ones((), w.dtype)
   return jax.vmap(fn, in_axes=(0, 0, 0, 0, None, 0))(
-      vals, probs, mdp.rewards, mdp.action_mask, mdp.discount, b)
+      w, probs, jnp.zeros_like(mdp.rewards), mdp.action_mask, one, b)
 
 
 def s_rectangular_l1_bellman(mdp: TabularMDP, v: jax.Array, budget, *,
                              support: str = "nominal", iters: int | None = None):
   """One s-rectangular L1 robust backup of ``v [S]`` on one MDP.
 
-  Returns ``(T v [S], policy [S, A], worst_probs [S, A, K], q [S, A])``.
+  Returns ``(T v [S], policy_probs [S, A], worst_probs [S, A, K], q [S, A])``.
   """
   return _backup(mdp, v, jnp.asarray(budget, mdp.rewards.dtype), support, iters)
 
 
+@solver(infinite_horizon=True, kind="control")
 def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget, *,
                                      support: str = "nominal", tol: float = 1e-6,
                                      max_iters: int = 10_000,
                                      v0: jax.Array | None = None,
-                                     iters: int | None = None) -> RobustSolution:
+                                     iters: int | None = None) -> SRectangularSolution:
   """s-rectangular L1 robust value iteration with randomized policies.
 
   Stops once ``gamma/(1-gamma) ||V_{n+1} - V_n||_inf <= tol`` (the operator is
   a gamma-contraction), so ``|V - V*| <= tol`` up to the bisection accuracy of
-  the backups (module docstring). ``max_iters`` is never changed.
+  the backups (module docstring). ``max_iters`` is never changed; a discount
+  outside ``[0, 1)`` (also traced) gives ``converged = False``.
+
+  Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
 
   Args:
     mdp: one MDP, dense or sparse, discount < 1.
@@ -172,29 +198,30 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget, *,
       ``sum_a ||P(.|s, a) - P0(.|s, a)||_1`` over the valid actions of s.
     support: ``"nominal"`` or ``"all"`` (as for :func:`l1_ball`).
     tol, max_iters, v0: as in :func:`robust_value_iteration`.
-    iters: static bisection steps per backup (default 40 / 64).
+    iters: static fixed number of bisection steps per backup (default 40 /
+      64).
 
   Returns:
-    :class:`RobustSolution` whose ``policy`` is ``[S, A]`` action
-    probabilities, ``q [S, A]`` the per-action values under the adversary's
-    kernel ``worst_probs``, at the returned values.
+    :class:`SRectangularSolution`: ``policy_probs [S, A]`` the optimal
+    randomized policy, ``policy int32 [S]`` its most probable action, ``q
+    [S, A]`` the per-action values under the adversary's kernel
+    ``worst_probs``, at the returned values; ``error_bound = gamma / (1 -
+    gamma) * residual`` on ``|V - V*|`` (plus the bisection accuracy).
   """
   check_solver_input(mdp, infinite_horizon=True)
   check_tol(tol)
   check_max_iters(max_iters)
-  if support not in SUPPORTS:
-    raise InvalidMDPError(f"support = {support!r}: expected one of {SUPPORTS}")
+  check_choice("support", support, SUPPORTS)
+  if iters is not None:
+    check_max_iters(iters, "iters")
   check_nonnegative("budget", budget)
   budget = jnp.asarray(budget, mdp.rewards.dtype)
   s = mdp.rewards.shape[0]
   if budget.shape not in ((), (s,)):
     raise InvalidMDPError(f"budget: expected a scalar or one per state [S] = {(s,)}, got shape {budget.shape}")
-  if v0 is None:
-    v0 = jnp.zeros((s,), mdp.rewards.dtype)
-  elif jnp.shape(v0) != (s,):
-    raise InvalidMDPError(f"v0: expected shape [S] = {(s,)}, got {jnp.shape(v0)}")
-  return _s_rect_vi(mdp, budget, jnp.asarray(tol, mdp.rewards.dtype),
-                    jnp.asarray(v0, mdp.rewards.dtype), support=support,
+  dtype = mdp.rewards.dtype
+  v0 = jnp.zeros((s,), dtype) if v0 is None else as_values("v0", v0, (s,), dtype)
+  return _s_rect_vi(mdp, budget, jnp.asarray(tol, dtype), v0, support=support,
                     iters=iters, max_iters=max_iters)
 
 
@@ -203,9 +230,9 @@ def _s_rect_vi(mdp, budget, tol, v0, *, support, iters, max_iters):
   it, v, res, conv = sup_norm_fixed_point(
       lambda v: _backup(mdp, v, budget, support, iters)[0], v0, mdp.discount, tol,
       max_iters=max_iters)
-  _, policy, worst, q = _backup(mdp, v, budget, support, iters)
-  return RobustSolution(values=v, q=q, policy=policy, worst_probs=worst,
-                        iterations=it, residual=res, converged=conv)
-
-
-s_rectangular_l1_value_iteration.infinite_horizon = True
+  _, probs, worst, q = _backup(mdp, v, budget, support, iters)
+  conv, bound = certified(mdp.discount, res, conv, v)
+  policy = jnp.argmax(jnp.where(mdp.action_mask, probs, -1.0), axis=-1).astype(jnp.int32)
+  return SRectangularSolution(values=v, q=q, policy=policy, policy_probs=probs,
+                              worst_probs=worst, iterations=it, residual=res,
+                              converged=conv, error_bound=bound)
