@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.mdp import TabularMDP, as_policy
 from jaxrl_dp.distributional import evaluation as ev
 from jaxrl_dp.distributional.base import (CategoricalResult, categorical_distribution,
                                           check_atoms_probs,
@@ -177,7 +177,7 @@ def categorical_evaluation(mdp: TabularMDP, policy, support, *, tol=1e-6,
     ``residual``, ``error_bound``, ``converged``.
   """
   ev.check_mdp(mdp, infinite_horizon=True)
-  policy = ev.check_any_policy(policy, mdp)
+  policy = as_policy(policy, mdp)  # checked before any int32 cast
   support = check_support(support)
   ev.check_options(tol, max_iters)
   s = mdp.rewards.shape[0]
@@ -243,7 +243,7 @@ def categorical_evaluation_finite(mdp: TabularMDP, policy, support, horizon: int
   """
   ev.check_mdp(mdp, infinite_horizon=False)
   check_num("horizon", horizon)
-  policy = ev.check_any_policy(policy, mdp, horizon)
+  policy = as_policy(policy, mdp, horizon=horizon)
   support = check_support(support)
   tp = _terminal(terminal_probs, support, mdp.rewards.shape[0])
   return _evaluation_finite(mdp, policy, support, tp, horizon=horizon)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.mdp import TabularMDP, as_policy
 from jaxrl_dp.distributional import evaluation as ev
 from jaxrl_dp.distributional.base import (QuantileResult, check_atoms_probs,
                                           check_num, quantile_levels, quantile_distribution)
@@ -165,7 +165,7 @@ def quantile_evaluation(mdp: TabularMDP, policy, num_quantiles: int, *, tol=1e-6
     :class:`QuantileResult`: ``locs [S, N]``, ``q_locs [S, A, N]``.
   """
   ev.check_mdp(mdp, infinite_horizon=True)
-  policy = ev.check_any_policy(policy, mdp)
+  policy = as_policy(policy, mdp)  # checked before any int32 cast
   n = check_num("num_quantiles", num_quantiles)
   ev.check_options(tol, max_iters)
   locs0 = _check_locs0(locs0, mdp.rewards.shape[0], n)
@@ -201,7 +201,7 @@ def quantile_evaluation_finite(mdp: TabularMDP, policy, num_quantiles: int,
   """
   ev.check_mdp(mdp, infinite_horizon=False)
   check_num("horizon", horizon)
-  policy = ev.check_any_policy(policy, mdp, horizon)
+  policy = as_policy(policy, mdp, horizon=horizon)
   n = check_num("num_quantiles", num_quantiles)
   tl = _check_locs0(terminal_locs, mdp.rewards.shape[0], n)
   return _evaluation_finite(mdp, policy, tl, n=n, horizon=horizon)

@@ -67,7 +67,7 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import (check_num_sweeps, lower_bound_values,
                                      sup_norm_fixed_point, sup_norm_loop)
-from jaxrl_dp.core.mdp import TabularMDP, check_policy, check_solver_input
+from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.options import (as_values, check_horizon, check_max_iters,
                                    check_tol)
 from jaxrl_dp.core.solver_info import solver
@@ -319,8 +319,7 @@ def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
     gamma / (1 - gamma) * residual`` on ``|V - V^pi_robust|``.
   """
   check_solver_input(mdp, infinite_horizon=True)
-  policy = jnp.asarray(policy)
-  check_policy(policy, mdp)
+  policy = as_policy(policy, mdp)  # checked before any int32 cast
   check_uset_for_mdp(uset, mdp)
   check_tol(tol)
   check_max_iters(max_iters)
