@@ -10,7 +10,8 @@ import jax.numpy as jnp
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import sup_norm_fixed_point
-from jaxrl_dp.core.mdp import TabularMDP, check_policy, check_solver_input
+from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
+from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.types import PolicyEvaluation
 from jaxrl_dp.core.options import check_max_iters, check_tol
 
@@ -55,11 +56,14 @@ def policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
     exact; the last ``||V_{n+1} - V_n||_inf`` for iterative), ``converged``.
   """
   check_solver_input(mdp, infinite_horizon=True)
-  policy = jnp.asarray(policy)
-  check_policy(policy, mdp)
+  policy = as_policy(policy, mdp)  # checked before any int32 cast
   if method not in METHODS:
     raise InvalidMDPError(f"method = {method!r}: expected one of {METHODS}")
   if method == "exact":
+    s = mdp.rewards.shape[0]
+    check_dense_size("policy_evaluation(method='exact'): P_pi [S, S]", (s, s),
+                     mdp.rewards.dtype, copies=3,
+                     instead="policy_evaluation(method='iterative') (O(S*A*K) memory)")
     return _exact(mdp, policy)
   check_tol(tol)
   check_max_iters(max_iters)
