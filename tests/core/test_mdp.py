@@ -1,0 +1,242 @@
+"""core.mdp constructors and validator: dtypes, casts, discount, atol, sizes.
+
+Regression tests for issue 10, section 1, items 6, 7 and 11 (the core part):
+bad input gets the documented named error, good input of any real dtype
+gives the same numbers as a float64 NumPy reference.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrl_dp as jd
+from jaxrl_dp.core import memory
+from jaxrl_dp.core.errors import InsufficientMemoryError, InvalidMDPError
+from jaxrl_dp.core.mdp import TabularMDP, check_discount, validate_mdp
+
+from _reference import evaluate, optimal_values, random_dense, random_sparse
+
+GAMMA = 0.9
+
+
+def _small(seed=0, s=4, a=2):
+  p, r = random_dense(np.random.default_rng(seed), s, a)
+  return p, r
+
+
+# ------------------------------------------------------------- item 6: dtype
+@pytest.mark.parametrize("dtype", [jnp.int32, np.int64, bool, jnp.complex64, "U3", object])
+def test_non_float_dtype_is_refused(dtype):
+  p, r = _small()
+  with pytest.raises(InvalidMDPError, match=r"^dtype = .*expected a floating dtype"):
+    TabularMDP.from_dense(p, r, GAMMA, dtype=dtype)
+  ns, ps, rs = random_sparse(np.random.default_rng(1), 4, 2, 2)
+  with pytest.raises(InvalidMDPError, match=r"^dtype = .*expected a floating dtype"):
+    TabularMDP.from_sparse(ns, ps, rs, GAMMA, dtype=dtype)
+  with pytest.raises(InvalidMDPError, match=r"^dtype = .*expected a floating dtype"):
+    TabularMDP.from_deterministic(np.zeros((3, 2), int), np.ones((3, 2)), dtype=dtype)
+
+
+def test_float64_without_x64_is_refused_not_silently_float32():
+  p, r = _small()
+  if jax.config.jax_enable_x64:  # pragma: no cover - the suite runs without x64
+    pytest.skip("x64 is on")
+  with pytest.raises(InvalidMDPError, match=r"dtype = float64: needs jax_enable_x64"):
+    TabularMDP.from_dense(p, r, GAMMA, dtype=np.float64)
+  with jax.enable_x64(True):
+    m = TabularMDP.from_dense(p, r, GAMMA, dtype=np.float64)
+    assert m.probs.dtype == jnp.float64 and m.rewards.dtype == jnp.float64
+
+
+def test_reward_overflowing_float32_is_refused_naming_the_entry():
+  p, r = _small()
+  r[2, 1] = 1e300
+  with pytest.raises(InvalidMDPError,
+                     match=r"^rewards\[2, 1\] = 1e\+300: overflows float32"):
+    TabularMDP.from_dense(p, r, GAMMA)
+  # Per-transition rewards: named in their own field.
+  tr = np.zeros(p.shape)
+  tr[1, 0, 3] = -1e300
+  with pytest.raises(InvalidMDPError, match=r"^rewards\[1, 0, 3\] = -1e\+300: overflows"):
+    TabularMDP.from_dense(p, tr, GAMMA)
+  # The same MDP is fine in float64 (validated in the dtype it is stored in).
+  with jax.enable_x64(True):
+    m = TabularMDP.from_dense(p, r, GAMMA, dtype=np.float64)
+    assert float(m.rewards[2, 1]) == 1e300
+  # Values that already are inf / NaN are the validator's: "a finite number".
+  r[2, 1] = np.inf
+  with pytest.raises(InvalidMDPError, match=r"^rewards\[2, 1\] = inf: expected a finite number"):
+    TabularMDP.from_dense(p, r, GAMMA)
+
+
+@pytest.mark.parametrize("field", ["probs", "rewards", "initial", "discount"])
+def test_complex_input_is_refused(field):
+  p, r = _small()
+  kw = dict(probs=p, rewards=r, discount=GAMMA, initial=np.full(4, 0.25))
+  kw[field] = np.asarray(kw[field]) + 0j  # imaginary part 0: still refused
+  with pytest.raises(InvalidMDPError, match=rf"^{field}"):
+    TabularMDP.from_dense(kw["probs"], kw["rewards"], kw["discount"], initial=kw["initial"])
+
+
+@pytest.mark.parametrize("atol", [np.nan, np.inf, -1e-3, "1e-5", None, True, 1j])
+def test_bad_atol_is_refused(atol):
+  p, r = _small()
+  with pytest.raises(InvalidMDPError, match=r"^atol = "):
+    TabularMDP.from_dense(p * 0.5, r, GAMMA, atol=atol)  # rows sum to 0.5
+  m = TabularMDP.from_dense(p, r, GAMMA)
+  with pytest.raises(InvalidMDPError, match=r"^atol = "):
+    validate_mdp(m, atol=atol)
+
+
+def test_probabilities_validated_after_the_cast():
+  # Rows summing to 1 + 3e-6 pass the default atol in float32 too; a row that
+  # is off by 2e-5 is refused with its index whatever the input dtype.
+  p, r = _small()
+  p[3, 1] *= 1 + 2e-5
+  for x in (p, p.astype(np.float32), p.tolist()):
+    with pytest.raises(InvalidMDPError, match=r"^probs\[3, 1, :\] sums to"):
+      TabularMDP.from_dense(x, r, GAMMA)
+
+
+# --------------------------------------------------- item 7: int/bool rewards
+@pytest.mark.parametrize("kind", ["int", "bool", "list"])
+def test_int_and_bool_rewards_are_cast_and_solved(kind):
+  rng = np.random.default_rng(3)
+  p, _ = random_dense(rng, 5, 3)
+  r_int = rng.integers(-3, 4, (5, 3))
+  r = {"int": r_int, "bool": r_int > 0, "list": r_int.tolist()}[kind]
+  m = TabularMDP.from_dense(p, r, GAMMA)
+  for leaf in (m.probs, m.rewards, m.discount, m.initial):
+    assert leaf.dtype == jnp.float32
+  assert m.action_mask.dtype == jnp.bool_
+  v_ref, _, _ = optimal_values(p, np.asarray(r, np.float64), GAMMA)
+  sol = jd.value_iteration(m, tol=1e-5)
+  np.testing.assert_allclose(sol.values, v_ref, atol=1e-4 * (1 + np.abs(v_ref).max()))
+
+
+def test_int_probs_initial_and_discount_are_cast():
+  # A one-hot integer transition table (a deterministic MDP written densely).
+  p = np.zeros((3, 2, 3), np.int64)
+  p[np.arange(3), 0, (np.arange(3) + 1) % 3] = 1
+  p[np.arange(3), 1, np.arange(3)] = 1
+  r = np.array([[1, 0], [0, 2], [0, 0]])
+  m = TabularMDP.from_dense(p, r, 0, initial=np.array([1, 0, 0]))
+  assert m.probs.dtype == m.initial.dtype == m.discount.dtype == jnp.float32
+  np.testing.assert_array_equal(m.probs, p)
+  sol = jd.policy_evaluation(m, np.zeros(3, int))
+  np.testing.assert_allclose(sol.values, [1, 0, 0])  # discount 0: V = r_pi
+
+
+def test_sparse_next_states_int32_after_range_check():
+  ns, p, r = random_sparse(np.random.default_rng(0), 4, 2, 2)
+  m = TabularMDP.from_sparse(ns, p, r.astype(np.int8), GAMMA)
+  assert m.next_states.dtype == jnp.int32 and m.rewards.dtype == jnp.float32
+  ns[1, 1, 0] = 2**32  # would wrap to 0 in an int32 cast
+  with pytest.raises(InvalidMDPError, match=r"^next_states\[1, 1, 0\] = 4294967296"):
+    TabularMDP.from_sparse(ns, p, r, GAMMA)
+
+
+def test_directly_built_int_mdp_gets_a_named_error_not_a_jax_crash():
+  p, r = _small()
+  m = TabularMDP.from_dense(p, r, GAMMA)
+  bad = m.replace(rewards=jnp.asarray(np.ones((4, 2), np.int32)))
+  with pytest.raises(InvalidMDPError, match=r"^rewards: expected a floating dtype"):
+    validate_mdp(bad)
+  with pytest.raises(InvalidMDPError, match=r"^rewards: expected a floating dtype"):
+    jd.value_iteration(bad)
+  with pytest.raises(InvalidMDPError, match=r"rewards: expected a floating dtype"):
+    jd.stack([m, bad])
+
+
+def test_stack_and_unstack_keep_dtypes():
+  p, r = _small()
+  ns, ps, rs = random_sparse(np.random.default_rng(2), 3, 2, 2)
+  a = TabularMDP.from_sparse(ns, ps, rs.astype(int), GAMMA)
+  b = TabularMDP.from_sparse(ns[:, :1], ps[:, :1], rs[:, :1] > 0, 0.5)
+  batch = jd.stack([a, b])
+  for name in ("probs", "rewards", "discount", "initial"):
+    assert getattr(batch, name).dtype == jnp.float32, name
+  assert batch.next_states.dtype == jnp.int32 and batch.action_mask.dtype == jnp.bool_
+  for m in jd.unstack(batch):
+    assert m.rewards.dtype == jnp.float32 and m.next_states.dtype == jnp.int32
+  with jax.enable_x64(True):  # float32 with float64 promotes to float64
+    c = TabularMDP.from_sparse(ns, ps, rs, GAMMA, dtype=np.float64)
+    mixed = jd.stack([a, c])
+    assert mixed.probs.dtype == mixed.initial.dtype == mixed.discount.dtype == jnp.float64
+    np.testing.assert_allclose(mixed.rewards[0], np.asarray(a.rewards, np.float64))
+
+
+# ----------------------------------------------------- item 11: the discount
+@pytest.mark.parametrize("discount", ["0.9", None, b"0.9", True, 0.9 + 0j, [0.9, 0.9], object()])
+def test_discount_of_wrong_type_is_named(discount):
+  p, r = _small()
+  with pytest.raises(InvalidMDPError, match=r"^discount"):
+    TabularMDP.from_dense(p, r, discount)
+  with pytest.raises(InvalidMDPError, match=r"^discount"):
+    TabularMDP.from_deterministic(np.zeros((3, 2), int), np.ones((3, 2)), discount)
+  if not isinstance(discount, list):  # a vector is a batch of discounts there
+    with pytest.raises(InvalidMDPError, match=r"^discount"):
+      check_discount(discount, infinite_horizon=True)
+
+
+def test_discount_range_after_the_cast():
+  p, r = _small()
+  # 1 - 1e-9 is 1.0 in float32: legal for the MDP, refused by an
+  # infinite-horizon solver with the usual message (the value it will use).
+  m = TabularMDP.from_dense(p, r, 1 - 1e-9)
+  assert float(m.discount) == 1.0
+  with pytest.raises(InvalidMDPError, match=r"discount = 1.0: expected a value in \[0, 1\)"):
+    jd.value_iteration(m)
+
+
+# --------------------------------------------- item 11: sizes that grow as S^2
+def _huge_chain(s=1_000_000):
+  nxt = (np.arange(s) + 1) % s
+  return TabularMDP.from_deterministic(nxt[:, None], np.ones((s, 1)), GAMMA)
+
+
+def test_dense_allocations_are_checked_before_they_happen():
+  m = _huge_chain()  # S = 10^6: P_pi would take 3 x 4 TB
+  pi = np.zeros(m.num_states, int)
+  with pytest.raises(InsufficientMemoryError,
+                     match=r"policy_evaluation\(method='exact'\): P_pi \[S, S\].*"
+                           r"use policy_evaluation\(method='iterative'\)") as e:
+    jd.policy_evaluation(m, pi)
+  assert isinstance(e.value, MemoryError) and isinstance(e.value, InvalidMDPError)
+  with pytest.raises(InsufficientMemoryError, match=r"policy_iteration.*modified_policy_iteration"):
+    jd.policy_iteration(m)
+  with pytest.raises(InsufficientMemoryError, match=r"to_dense\(\).*sparse layout"):
+    m.to_dense()
+  with pytest.raises(InsufficientMemoryError):  # shapes are static: also under jit
+    jax.jit(lambda mdp: mdp.to_dense())(m)
+  # What the message proposes works, in the sparse layout (closed form 1/(1-g)).
+  ev = jd.policy_evaluation(m, pi, method="iterative", tol=1e-3)
+  np.testing.assert_allclose(np.asarray(ev.values[:5]), 1 / (1 - GAMMA), rtol=1e-4)
+
+
+def test_check_dense_size_message_says_what_fits(monkeypatch):
+  with pytest.raises(InsufficientMemoryError, match=r"S <= 7 would fit here \(S = 50\): use X"):
+    memory.check_dense_size("f: [S, A, S]", (50, 2, 50), np.float32, copies=2,
+                            instead="X", available=1000)
+  memory.check_dense_size("f", (7, 2, 7), np.float32, copies=2, instead="X", available=1000)
+  # Unknown available memory: never refuses on a guess.
+  monkeypatch.setattr(memory, "available_memory_bytes", lambda device=None: None)
+  memory.check_dense_size("f", (10**7, 10**7), np.float32, instead="X")
+  # With little memory, a small exact evaluation is refused too (and the
+  # iterative method it proposes gives the linear-solve reference).
+  monkeypatch.setattr(memory, "available_memory_bytes", lambda device=None: 100)
+  p, r = _small()
+  m = TabularMDP.from_dense(p, r, GAMMA)
+  pi = np.array([0, 1, 1, 0])
+  with pytest.raises(InsufficientMemoryError, match=r"S <= 2 would fit here \(S = 4\)"):
+    jd.policy_evaluation(m, pi)
+  ev = jd.policy_evaluation(m, pi, method="iterative", tol=1e-5)
+  np.testing.assert_allclose(ev.values, evaluate(p, r, GAMMA, pi), atol=1e-4)
+
+
+def test_available_memory_is_positive_here():
+  avail = memory.available_memory_bytes()
+  assert avail is None or avail > 0
