@@ -1,83 +1,421 @@
-"""Loop drivers shared by the iterative solvers (nominal and robust).
+"""Loop drivers shared by the iterative solvers (nominal and robust), with
+error bounds that hold in floating point.
 
-Every infinite-horizon iteration here stops on the sup-norm rule of the
-design: ``gamma / (1 - gamma) * ||V_{n+1} - V_n||_inf <= tol`` (which bounds
-``|V - V_fixed_point|`` by ``tol`` for a gamma-contraction), or after
-``max_iters`` steps with ``converged = False``. One ``lax.while_loop``, no host
-round-trips.
+Stopping rule and error bound
+-----------------------------
+For a gamma-contraction ``T`` (in the sup norm) with fixed point ``V*``, a
+computed step ``v' = fl(T)(v)`` that differs from the exact ``T(v)`` by at
+most ``delta`` (the rounding of one backup, see :func:`backup_rounding`)
+satisfies
+
+  ``||v' - V*|| <= ||v' - T v'|| / (1 - gamma)
+               <= (gamma * ||v' - v|| + delta) / (1 - gamma)``
+
+(``||v' - T v'|| <= ||v' - T v|| + ||T v - T v'||``). :func:`contraction_bound`
+is that bound, with ``||v' - v||`` the computed residual (times ``1 + u`` for
+its own rounding) and ``gamma`` replaced by the operator's true modulus
+(``gamma`` times the largest transition row sum: stored float rows need not sum
+to exactly 1). The loops stop when the bound is ``<= tol`` and report it as
+``error_bound``; ``converged`` is ``error_bound <= tol``. The rounding term
+``delta / (1 - gamma)`` does not shrink with the residual: a ``tol`` below it
+cannot be certified. The loops then stop early, once the iterates have
+reached the rounding level (``gamma * ||v' - v|| <= delta`` and the residual
+is at most one ulp of ``max |v'|`` or below ``delta / 16``: iterating further
+cannot bring the bound below ``delta / (1 - gamma)``), with ``converged =
+False`` and the bound they did reach. In float32 this floor is about ``(K + 3) * eps/2 *
+|V| / (1 - gamma)`` (``K`` the number of terms of one expectation), e.g.
+``~1e-3`` for ``|V| ~ 100``, ``gamma = 0.99``, ``K = 10``: use float64
+(``jax_enable_x64``) for tighter certified tolerances.
+
+A loop never claims convergence with non-finite values or residuals, and a
+discount outside ``[0, 1)`` (NaN included; a traced one, inside the caller's
+``jit``/``vmap``, cannot be checked on the host) gives ``converged = False``
+and ``error_bound = inf`` with zero iterations.
+
+``max_iters`` is a static cap that is never changed; when it runs out
+``converged`` is False and ``error_bound`` still holds. One
+``lax.while_loop``, no host round-trips.
+
+Entry points: :func:`certified_solve` (the driver: the step reports its own
+bound), :func:`sup_norm_solve` / :func:`fixed_point_solve` (sup-norm steps and
+plain backups, returning :class:`FixedPoint`), and the older tuple-returning
+:func:`sup_norm_loop`, :func:`sup_norm_fixed_point` and :func:`residual_loop`.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrl_dp.core.errors import InvalidMDPError
 
 
-def residual_loop(step: Callable, x0, factor, tol, *, max_iters: int):
-  """Iterates ``x, res = step(x)`` until ``factor * res <= tol``.
+class FixedPoint(NamedTuple):
+  """Result of the loop drivers.
 
-  The general form of the stopping rule: ``res`` is the step's sup-norm
-  change (in whatever metric the caller's contraction has) and ``factor``
-  turns it into a bound on the distance to the fixed point (``gamma / (1 -
-  gamma)`` for a gamma-contraction). One ``lax.while_loop``.
+  Attributes:
+    iterations: ``int32 []`` steps performed.
+    values: the last iterate (``[S]`` values, or any array/pytree).
+    residual: ``[]`` the last step's residual.
+    error_bound: ``[]`` a bound on the distance of ``values`` to the fixed
+      point of the EXACT operator that holds in floating point (``inf`` when
+      none can be given: non-finite values, invalid discount, modulus >= 1).
+    converged: ``bool []`` ``error_bound <= tol``.
+  """
+
+  iterations: jax.Array
+  values: jax.Array
+  residual: jax.Array
+  error_bound: jax.Array
+  converged: jax.Array
+
+
+# --------------------------------------------------------------- rounding
+def unit_roundoff(dtype) -> float:
+  """``u = eps / 2`` of a float dtype (a Python float)."""
+  return float(np.finfo(np.dtype(dtype)).eps) / 2.0
+
+
+def matmul_roundoff(dtype) -> float:
+  """Unit roundoff of the INPUTS of a dense ``dot`` in ``dtype`` (trace time).
+
+  JAX computes float32 dot products with reduced-precision inputs by default
+  on accelerators (TF32 on recent NVIDIA GPUs, bfloat16 on TPU); on CPU, or
+  with ``jax_default_matmul_precision`` set to ``"highest"``/``"float32"``,
+  inputs are not rounded (``u`` of ``dtype``).
+  """
+  u = unit_roundoff(dtype)
+  if np.dtype(dtype) != np.float32:
+    return u
+  prec = jax.config.jax_default_matmul_precision
+  prec = str(prec).lower() if prec is not None else None
+  if prec in ("highest", "float32", "f32_f32_f32"):
+    return u
+  if prec in ("tensorfloat32", "high", "tf32_tf32_f32"):
+    return 2.0**-11
+  if prec in ("bfloat16", "fastest", "default", "bf16_bf16_f32"):
+    return 2.0**-8
+  backend = jax.default_backend()
+  if backend == "cpu":
+    return u
+  return 2.0**-11 if backend in ("gpu", "cuda", "rocm") else 2.0**-8
+
+
+def _gamma_n(n, u):
+  """Higham's ``gamma_n = n u / (1 - n u)`` (traced ``n``); inf if ``n u >= 1``."""
+  nu = n * u
+  return jnp.where(nu < 1, nu / jnp.maximum(1 - nu, 1e-30), jnp.inf)
+
+
+class BackupRounding(NamedTuple):
+  """Bound on the rounding of one computed backup ``v -> v_next``:
+
+  ``||fl(T)(v) - T(v)||_inf <= value_coeff * ||v||_inf + next_coeff *
+  ||v_next||_inf + offset`` (all ``[]``; traced).
+  """
+
+  value_coeff: jax.Array
+  next_coeff: jax.Array
+  offset: jax.Array
+
+  def __call__(self, v, v_next):
+    return (self.value_coeff * jnp.max(jnp.abs(v)) + self.next_coeff
+            * jnp.max(jnp.abs(v_next)) + self.offset)
+
+
+def discount_ok(discount) -> jax.Array:
+  """``bool []``: ``0 <= discount < 1`` (False for NaN); works on tracers."""
+  return (discount >= 0) & (discount < 1)
+
+
+def row_sum_stats(mdp, policy=None):
+  """Of the (policy-conditioned) transition rows used by a backup, over valid
+  actions: ``(n, row_max, row_dev)`` -- the largest number of nonzero terms
+  in one expectation, and bounds (including the rounding of the row sums) on
+  ``max_row sum_k p_k`` and ``max_row |sum_k p_k - 1|``."""
+  dtype = mdp.probs.dtype
+  u = unit_roundoff(dtype)
+  s, a = mdp.rewards.shape
+  if policy is None:
+    probs, valid = mdp.probs, mdp.action_mask[..., None]
+    n = jnp.max(jnp.sum(jnp.where(valid, probs != 0, False), axis=-1))
+    n_sum = probs.shape[-1]
+  elif jnp.issubdtype(policy.dtype, jnp.integer):
+    probs = jnp.take_along_axis(mdp.probs, policy[:, None, None], axis=1)[:, 0]
+    n = jnp.max(jnp.sum(probs != 0, axis=-1))
+    n_sum = probs.shape[-1]
+  else:  # stochastic: the row of P_pi is sum_a pi(a|s) P(s, a, .)
+    w = policy[:, :, None] * mdp.probs
+    probs = jnp.sum(w.reshape(s, -1), axis=-1, keepdims=True)  # row sums
+    if mdp.is_sparse:
+      n = jnp.max(jnp.sum(w.reshape(s, -1) != 0, axis=-1)) + 1  # + the product
+    else:
+      n = jnp.asarray(s + a, jnp.int32)  # P_pi (A terms), then P_pi @ v (S)
+    n_sum = a * mdp.probs.shape[-1] + 1
+  sums = jnp.sum(probs, axis=-1)
+  g = _gamma_n(n_sum, u)
+  if policy is None:
+    sums_hi = jnp.where(mdp.action_mask, sums, 0.0)
+    dev = jnp.where(mdp.action_mask, jnp.abs(sums - 1.0), 0.0)
+  else:
+    sums_hi, dev = sums, jnp.abs(sums - 1.0)
+  row_max = jnp.max(sums_hi) * (1 + g) * (1 + 2 * u)
+  row_dev = (jnp.max(dev) + g * jnp.max(sums_hi)) * (1 + 2 * u)
+  return n, row_max, row_dev
+
+
+def contraction_modulus(mdp, policy=None) -> jax.Array:
+  """``[]`` an upper bound on the sup-norm modulus of the exact backup of
+  ``mdp`` (``T`` for ``policy=None``, else ``T_pi``): ``gamma`` times the
+  largest transition row sum over valid actions. NaN for a NaN discount."""
+  _, row_max, _ = row_sum_stats(mdp, policy)
+  return mdp.discount * row_max
+
+
+def backup_rounding(mdp, policy=None) -> BackupRounding:
+  """Rounding bound of one computed backup ``r + gamma E[v]`` (and the max
+  over actions for ``policy=None``), in the MDP's layout and float dtype.
+
+  Derivation (``u`` the unit roundoff, ``u_mm`` that of a dense ``dot``'s
+  inputs, :func:`matmul_roundoff`; ``n`` the largest number of nonzero
+  products in one expectation, so a sparse ``K``-slot row counts at most
+  ``K`` and zero probabilities add nothing): the computed ``E[v]`` of one
+  ``(s, a)`` is off by ``<= (gamma_n + 2 u_mm) sum_k p_k |v_k| <= (gamma_n + 2
+  u_mm) rho ||v||`` (``gamma_n = n u / (1 - n u)``, ``rho`` the largest row
+  sum); multiplying by gamma adds ``u gamma rho ||v||``; adding ``r`` adds
+  ``u |q|``. The max over actions is exact, and only an action whose
+  computed or exact q is the maximum matters, so ``|q| <= ||v_next||`` up to
+  second-order terms (covered by the ``(1 + 8u)`` slack). Hence
+  ``||fl(T) v - T v|| <= gamma rho (gamma_n + 2 u_mm + 2 u) ||v|| + 2 u
+  ||v_next||``. For a stochastic ``policy`` the precomputed ``r_pi = sum_a
+  pi r`` adds ``gamma_A max|r|`` (``offset``) and the dense ``P_pi = sum_a pi
+  P`` is counted in ``n`` (``S + A`` terms).
+  """
+  dtype = mdp.probs.dtype
+  u = unit_roundoff(dtype)
+  u_mm = 0.0 if mdp.is_sparse else matmul_roundoff(dtype)
+  n, row_max, _ = row_sum_stats(mdp, policy)
+  gamma = jnp.abs(mdp.discount)
+  slack = 1 + 8 * u
+  value_coeff = gamma * row_max * (_gamma_n(n, u) + 2 * u_mm + 2 * u) * slack
+  next_coeff = jnp.asarray(2 * u * slack, dtype)
+  if policy is not None and not jnp.issubdtype(policy.dtype, jnp.integer):
+    a = mdp.rewards.shape[1]
+    r_max = jnp.max(jnp.where(mdp.action_mask, jnp.abs(mdp.rewards), 0.0))
+    offset = _gamma_n(a + 1, u) * r_max * slack
+  else:
+    offset = jnp.zeros((), dtype)
+  return BackupRounding(value_coeff.astype(dtype), next_coeff,
+                        jnp.asarray(offset, dtype))
+
+
+def generic_rounding(v: jax.Array, discount) -> BackupRounding:
+  """A conservative :class:`BackupRounding` for a backup ``r + gamma E[v]``
+  whose expectation has at most ``S = v.shape[0]`` terms and rows summing to
+  1 (used when a caller of the tuple-returning loops passes none)."""
+  dtype = v.dtype
+  u = unit_roundoff(dtype)
+  n = v.shape[0] + 1
+  slack = 1 + 8 * u
+  value_coeff = (jnp.abs(discount) * (_gamma_n(n, u) + 2 * matmul_roundoff(dtype)
+                                      + 2 * u) * slack)
+  return BackupRounding(jnp.asarray(value_coeff, dtype),
+                        jnp.asarray(2 * u * slack, dtype), jnp.zeros((), dtype))
+
+
+def bellman_residual_bound(residual, rounding, modulus):
+  """``[]`` the bound ``((1 + u) residual + rounding) / (1 - modulus)`` on
+  ``||v - V*||`` from the computed Bellman residual ``||fl(T)(v) - v||`` of
+  ANY ``v`` (policy iteration, exact evaluation), where ``rounding`` bounds
+  ``||fl(T)(v) - T(v)||``; ``inf`` unless ``0 <= modulus < 1`` and finite."""
+  dtype = jnp.result_type(residual)
+  u = unit_roundoff(dtype)
+  ok = discount_ok(modulus)
+  m = jnp.where(ok, modulus, 0.0)
+  bound = ((1 + u) * residual + rounding) / (1 - m) * (1 + 4 * u)
+  return jnp.where(ok & jnp.isfinite(bound), bound, jnp.inf).astype(dtype)
+
+
+def contraction_bound(residual, rounding, modulus):
+  """``[]`` the bound ``(modulus (1 + u) residual + rounding) / (1 - modulus)``
+  on ``||v' - V*||`` (module docstring); ``inf`` unless ``0 <= modulus < 1``
+  and the result is finite (NaN never passes)."""
+  dtype = jnp.result_type(residual)
+  u = unit_roundoff(dtype)
+  ok = discount_ok(modulus)
+  m = jnp.where(ok, modulus, 0.0)
+  bound = (m * (1 + u) * residual + rounding) / (1 - m) * (1 + 4 * u)
+  good = ok & jnp.isfinite(bound)
+  return jnp.where(good, bound, jnp.inf).astype(dtype)
+
+
+# ----------------------------------------------------------------- drivers
+def certified_solve(step: Callable, x0, tol, *, max_iters: int,
+                    valid=True) -> FixedPoint:
+  """The one driver: iterates ``step`` until its bound is ``<= tol``.
 
   Args:
-    step: ``x -> (x_next, residual [])``; ``x`` any array (e.g. ``[S]``
-      values or ``[S, N]`` distributions).
-    x0: start.
-    factor: ``[]`` multiplier of the residual in the stopping rule (traced).
-    tol: ``[]`` tolerance.
+    step: ``x -> (x_next, residual [], error_bound [], floor [])`` or ``->
+      (..., noise [])``, where ``error_bound`` is a true bound on the
+      distance of ``x_next`` to the fixed point (``inf`` when none holds),
+      ``floor`` the part of it that more iterations cannot remove (the
+      rounding term) and ``noise`` the residual that counts as rounding
+      noise (default 0; e.g. one ulp of the values).
+    x0: start (an array or pytree; its first float leaf sets the dtype of
+      the residual and bound).
+    tol: ``[]`` tolerance (traced).
     max_iters: static cap on the number of steps, never changed.
+    valid: ``bool []``; when False (e.g. an invalid traced discount) no step
+      runs and the result is ``converged = False``, ``error_bound = inf``.
+
+  Stops when ``error_bound <= tol``; or when the residual is not finite (the
+  values overflowed or became NaN); or, when ``tol`` is below a finite
+  ``floor`` (more steps cannot certify it), once the iterates have reached
+  the rounding level: ``error_bound <= 2 floor`` and either ``residual <=
+  noise`` or ``error_bound <= floor * 17 / 16``; or after ``max_iters`` (an
+  infinite bound, e.g. a modulus that may reach 1, runs to ``max_iters``;
+  so does an iteration that cycles above the noise level).
 
   Returns:
-    ``(iterations int32 [], x, residual [], converged bool [])``.
+    :class:`FixedPoint` (``converged = valid & (error_bound <= tol)``).
   """
+  floats = [l for l in jax.tree_util.tree_leaves(x0)
+            if jnp.issubdtype(jnp.result_type(l), jnp.inexact)]
+  dtype = jnp.result_type(floats[0]) if floats else jnp.result_type(float)
+  inf = jnp.asarray(jnp.inf, dtype)
+  valid = jnp.asarray(valid, bool)
+
+  def stop(res, bound, floor, noise):
+    # tol below the rounding floor: stop once the iterates have reached the
+    # rounding level (the contraction part of the bound is below the floor
+    # and the residual is at the noise level or below floor / 16).
+    at_floor = jnp.isfinite(floor) & (floor > tol) & (bound <= 2 * floor)
+    hopeless = at_floor & ((bound <= floor * (1 + 1 / 16)) | (res <= noise))
+    return (bound <= tol) | ~jnp.isfinite(res) | hopeless
+
   def cond(c):
-    it, _, res = c
-    return (it < max_iters) & ~(factor * res <= tol)
+    it, _, res, bound, floor, noise, started = c
+    return valid & (it < max_iters) & ~(started & stop(res, bound, floor, noise))
 
   def body(c):
-    it, x, _ = c
-    x_next, res = step(x)
-    return it + 1, x_next, res
+    it, x, _, _, _, _, _ = c
+    out = step(x)
+    noise = out[4] if len(out) > 4 else 0.0
+    return (it + 1, out[0]) + tuple(jnp.asarray(z, dtype) for z in (
+        out[1], out[2], out[3], noise)) + (jnp.asarray(True),)
 
-  it, x, res = jax.lax.while_loop(
-      cond, body, (jnp.asarray(0, jnp.int32), x0, jnp.asarray(jnp.inf, x0.dtype)))
-  return it, x, res, factor * res <= tol
+  init = (jnp.asarray(0, jnp.int32), x0, inf, inf, inf, inf, jnp.asarray(False))
+  it, x, res, bound, _, _, _ = jax.lax.while_loop(cond, body, init)
+  bound = jnp.where(valid & ~jnp.isnan(bound), bound, inf)
+  return FixedPoint(it, x, res, bound, valid & (bound <= tol))
 
 
-def sup_norm_loop(step: Callable, v0: jax.Array, discount, tol, *, max_iters: int):
-  """Iterates ``v, res = step(v)`` until ``discount / (1 - discount) * res <= tol``.
+def sup_norm_solve(step: Callable, v0: jax.Array, discount, tol, *,
+                   max_iters: int, rounding: Optional[Callable] = None,
+                   modulus=None) -> FixedPoint:
+  """Sup-norm loop with the certified bound of the module docstring.
 
   Args:
-    step: ``v [S] -> (v_next [S], residual [])``, where ``residual`` is the
-      sup-norm change the stopping rule reads (for a plain backup
-      ``||T v - v||_inf``; see :func:`sup_norm_fixed_point`).
+    step: ``v [S] -> (v_next [S], residual [])`` where ``v_next`` is one
+      computed backup and ``residual = ||v_next - v||_inf``; or ``-> (v_next,
+      residual, delta [])`` when the step bounds its own rounding ``delta =
+      ||fl(T)(v) - T(v)||``.
     v0: ``[S]`` start values.
-    discount: ``[]`` gamma < 1 (traced).
+    discount: ``[]`` gamma (traced); outside ``[0, 1)`` nothing runs
+      (``converged`` False, ``error_bound`` inf).
     tol: ``[]`` tolerance on ``|V - V_fixed_point|``.
     max_iters: static cap on the number of steps, never changed.
+    rounding: ``(v, v_next) -> delta []`` (e.g. :func:`backup_rounding`) when
+      the step does not return one; default :func:`generic_rounding`.
+    modulus: ``[]`` the operator's sup-norm modulus (default ``discount``:
+      pass :func:`contraction_modulus` when rows may not sum to 1).
 
   Returns:
-    ``(iterations int32 [], v [S], residual [], converged bool [])``.
+    :class:`FixedPoint`.
   """
-  return residual_loop(step, v0, discount / (1.0 - discount), tol, max_iters=max_iters)
+  if modulus is None:
+    modulus = discount
+
+  def certified(v):
+    out = step(v)
+    v_next, res = out[0], out[1]
+    if len(out) > 2:
+      delta = out[2]
+    else:
+      delta = (rounding or generic_rounding(v, discount))(v, v_next)
+    bound = contraction_bound(res, delta, modulus)
+    floor = contraction_bound(jnp.zeros_like(res), delta, modulus)
+    v_leaf = jax.tree_util.tree_leaves(v_next)[0]
+    noise = 2 * unit_roundoff(v_leaf.dtype) * jnp.max(jnp.abs(v_leaf))
+    return v_next, res, bound, floor, noise
+
+  return certified_solve(certified, v0, tol, max_iters=max_iters,
+                         valid=discount_ok(discount))
 
 
-def sup_norm_fixed_point(backup: Callable, v0: jax.Array, discount, tol, *,
-                         max_iters: int):
-  """:func:`sup_norm_loop` for ``v <- backup(v)`` (``backup: [S] -> [S]``)."""
+def fixed_point_solve(backup: Callable, v0: jax.Array, discount, tol, *,
+                      max_iters: int, rounding: Optional[Callable] = None,
+                      modulus=None) -> FixedPoint:
+  """:func:`sup_norm_solve` for ``v <- backup(v)`` (``backup: [S] -> [S]``)."""
   def step(v):
     v_next = backup(v)
     return v_next, jnp.max(jnp.abs(v_next - v))
 
-  return sup_norm_loop(step, v0, discount, tol, max_iters=max_iters)
+  return sup_norm_solve(step, v0, discount, tol, max_iters=max_iters,
+                        rounding=rounding, modulus=modulus)
 
 
+def sup_norm_loop(step: Callable, v0: jax.Array, discount, tol, *, max_iters: int,
+                  rounding: Optional[Callable] = None, modulus=None):
+  """:func:`sup_norm_solve` returning ``(iterations, v, residual, converged)``.
+
+  ``converged`` accounts for rounding (see the module docstring); use
+  :func:`sup_norm_solve` to get the ``error_bound`` too.
+  """
+  r = sup_norm_solve(step, v0, discount, tol, max_iters=max_iters,
+                     rounding=rounding, modulus=modulus)
+  return r.iterations, r.values, r.residual, r.converged
+
+
+def sup_norm_fixed_point(backup: Callable, v0: jax.Array, discount, tol, *,
+                         max_iters: int, rounding: Optional[Callable] = None,
+                         modulus=None):
+  """:func:`fixed_point_solve` returning ``(iterations, v, residual, converged)``."""
+  r = fixed_point_solve(backup, v0, discount, tol, max_iters=max_iters,
+                        rounding=rounding, modulus=modulus)
+  return r.iterations, r.values, r.residual, r.converged
+
+
+def residual_loop(step: Callable, x0, factor, tol, *, max_iters: int,
+                  floor=None):
+  """Iterates ``x, res = step(x)`` until ``factor * res + floor <= tol``.
+
+  The general form for contractions in other metrics (distributional
+  backups): ``factor`` turns the step's change ``res`` into a bound on the
+  distance to the fixed point (``gamma / (1 - gamma)`` for a
+  gamma-contraction) and ``floor`` (``[]``, default 0) is the caller's
+  rounding term, added to the bound (see the module docstring). A non-finite
+  residual or ``factor`` never converges.
+
+  Returns:
+    ``(iterations int32 [], x, residual [], converged bool [])``.
+  """
+  floor = 0.0 if floor is None else floor
+
+  def certified(x):
+    x_next, res = step(x)
+    bound = factor * res + floor
+    bound = jnp.where(jnp.isfinite(bound), bound, jnp.inf)
+    return x_next, res, bound, jnp.asarray(floor, jnp.result_type(res))
+
+  r = certified_solve(certified, x0, tol, max_iters=max_iters)
+  return r.iterations, r.values, r.residual, r.converged
+
+
+# ------------------------------------------------------------------ helpers
 def check_num_sweeps(num_sweeps) -> None:
   """Modified policy iteration's evaluation sweeps: a Python int >= 1."""
   if isinstance(num_sweeps, bool) or not isinstance(num_sweeps, int) or num_sweeps < 1:

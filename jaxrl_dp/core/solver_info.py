@@ -52,6 +52,9 @@ def solver(*, infinite_horizon: bool, kind: str,
     fn.solver_info = SolverInfo(name=fn.__name__,
                                 infinite_horizon=bool(infinite_horizon),
                                 kind=kind, reverse_mode=bool(reverse_mode))
+    # Backward compatibility: drivers that still read the plain attribute
+    # (getattr(fn, "infinite_horizon", True)) see the declared value.
+    fn.infinite_horizon = bool(infinite_horizon)
     return fn
 
   return deco

@@ -18,9 +18,13 @@ class Solution:
     iterations: ``int32 []`` number of Bellman backups (VI, MPI) or policy
       improvement steps (PI) performed.
     residual: ``[]`` the stopping statistic of the last iteration (see each
-      solver's docstring for the error bound it implies).
-    converged: ``bool []`` whether the stopping rule was met before
-      ``max_iters`` ran out.
+      solver's docstring).
+    converged: ``bool []`` ``error_bound <= tol`` (for policy iteration: the
+      policy is stable and ``error_bound`` is finite). Never True with
+      non-finite values or a discount outside ``[0, 1)``.
+    error_bound: ``[]`` a bound on ``max_s |values(s) - V*(s)|`` that holds in
+      floating point (rounding of every backup included; ``V*`` of the MDP
+      as stored), whatever ``converged`` says; ``inf`` when none can be given.
   """
 
   values: jax.Array
@@ -29,6 +33,7 @@ class Solution:
   iterations: jax.Array
   residual: jax.Array
   converged: jax.Array
+  error_bound: jax.Array
 
 
 @flax.struct.dataclass
@@ -39,8 +44,12 @@ class PolicyEvaluation:
     values: ``[S]`` V^pi.
     q: ``[S, A]`` Q^pi.
     iterations: ``int32 []`` backups performed (0 for the exact solve).
-    residual: ``[]`` sup-norm of ``T_pi V - V`` at the returned V.
-    converged: ``bool []``.
+    residual: ``[]`` sup-norm of ``T_pi V - V`` at the returned V (exact) or
+      the last ``||V_{n+1} - V_n||_inf`` (iterative).
+    converged: ``bool []`` ``error_bound <= tol`` (exact: ``error_bound``
+      finite); never True with non-finite values or an invalid discount.
+    error_bound: ``[]`` a bound on ``max_s |values(s) - V^pi(s)|`` that holds
+      in floating point; ``inf`` when none can be given.
   """
 
   values: jax.Array
@@ -48,6 +57,7 @@ class PolicyEvaluation:
   iterations: jax.Array
   residual: jax.Array
   converged: jax.Array
+  error_bound: jax.Array
 
 
 @flax.struct.dataclass

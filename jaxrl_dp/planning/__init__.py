@@ -1,4 +1,8 @@
-"""Planning: value iteration, policy iteration, modified PI, finite horizon, evaluation."""
+"""Planning: value iteration, policy iteration, modified PI, finite horizon, evaluation.
+
+Every solver declares its metadata where it is defined (``@solver``, read by
+``batch.solve`` through :func:`jaxrl_dp.core.solver_info.solver_info`).
+"""
 
 from jaxrl_dp.planning.evaluation import exact_policy_values, policy_evaluation
 from jaxrl_dp.planning.finite_horizon import finite_horizon
@@ -6,10 +10,12 @@ from jaxrl_dp.planning.policy_iteration import (modified_policy_iteration,
                                                 policy_iteration)
 from jaxrl_dp.planning.value_iteration import error_bound, value_iteration
 
-# Whether each solver needs discount < 1; read by batch.solve, which validates
-# the whole batch host-side before tracing (inside vmap the discount is traced).
-value_iteration.infinite_horizon = True
-policy_iteration.infinite_horizon = True
-modified_policy_iteration.infinite_horizon = True
-policy_evaluation.infinite_horizon = True
-finite_horizon.infinite_horizon = False
+__all__ = [
+    "error_bound",
+    "exact_policy_values",
+    "finite_horizon",
+    "modified_policy_iteration",
+    "policy_evaluation",
+    "policy_iteration",
+    "value_iteration",
+]

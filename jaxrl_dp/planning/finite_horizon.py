@@ -8,16 +8,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
+# check_horizon is also re-exported here for robust.linear_mdps (one check, in core.options).
+from jaxrl_dp.core.options import as_values, check_horizon
+from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import FiniteHorizonSolution
 
-
-def check_horizon(horizon) -> None:
-  if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-    raise InvalidMDPError(f"horizon = {horizon!r}: expected a Python int >= 1")
+__all__ = ["finite_horizon"]
 
 
+@solver(infinite_horizon=False, kind="finite_horizon", reverse_mode=True)
 def finite_horizon(mdp: TabularMDP, horizon: int, *,
                    terminal_values: jax.Array | None = None) -> FiniteHorizonSolution:
   """Optimal T-step values by backward induction (``lax.scan``).
@@ -25,23 +25,26 @@ def finite_horizon(mdp: TabularMDP, horizon: int, *,
   ``V_T = terminal_values`` (default 0), ``Q_t = r + gamma P V_{t+1}``,
   ``V_t = max_a Q_t`` over valid actions. Discount 1 is allowed here.
 
+  Derivatives: ``jax.grad`` works (a ``lax.scan``; the max passes the
+  gradient of the chosen action).
+
   Args:
-    mdp: one MDP, discount in [0, 1].
-    horizon: T, a static Python int >= 1.
-    terminal_values: optional ``[S]``.
+    mdp: one MDP (``S`` states, ``A`` actions), discount in [0, 1].
+    horizon: T, a static Python int in ``[1, 2**31 - 1]``.
+    terminal_values: optional ``[S]`` (array or list).
 
   Returns:
     :class:`FiniteHorizonSolution`: ``values [T+1, S]``, ``q [T, S, A]``,
     ``policy int32 [T, S]``; index t is the time step (0 = first decision).
   """
   check_solver_input(mdp, infinite_horizon=False)
-  check_horizon(horizon)
+  horizon = check_horizon(horizon)
   s = mdp.rewards.shape[0]
+  dtype = mdp.rewards.dtype
   if terminal_values is None:
-    terminal_values = jnp.zeros((s,), mdp.rewards.dtype)
-  elif terminal_values.shape != (s,):
-    raise InvalidMDPError(
-        f"terminal_values: expected shape [S] = ({s},), got {terminal_values.shape}")
+    terminal_values = jnp.zeros((s,), dtype)
+  else:
+    terminal_values = as_values("terminal_values", terminal_values, (s,), dtype)
   return _finite_horizon(mdp, terminal_values, horizon=horizon)
 
 
