@@ -37,10 +37,13 @@ def test_policy_evaluation_vs_linear_solve(layout, kind, method):
     pol = rng.random((12, 3)); pol /= pol.sum(1, keepdims=True)
     jpol = jnp.asarray(pol, jnp.float32)
   want = evaluate(p, r, gamma, pol)
-  ev = jd.policy_evaluation(m, jpol, method=method, tol=1e-5)
-  assert bool(ev.converged)
-  np.testing.assert_allclose(ev.values, want, atol=_tol(want, gamma) + 1e-5)
-  np.testing.assert_allclose(ev.q, r + gamma * p @ want, atol=_tol(want, gamma) + 1e-5)
+  # float32 certifies ~1e-4 here (rounding floor ~(K + 3) eps |V| / (1 - gamma)).
+  ev = jd.policy_evaluation(m, jpol, method=method, tol=3e-4)
+  assert bool(ev.converged) and float(ev.error_bound) <= 3e-4
+  err = np.abs(np.asarray(ev.values, np.float64) - want).max()
+  assert err <= float(ev.error_bound)
+  np.testing.assert_allclose(ev.values, want, atol=_tol(want, gamma) + 3e-4)
+  np.testing.assert_allclose(ev.q, r + gamma * p @ want, atol=_tol(want, gamma) + 3e-4)
 
 
 # ------------------------------------------------------------------ control
@@ -60,13 +63,14 @@ def test_vi_pi_mpi_agree_with_float64_optimum(layout, seed):
   v_star, q_star, _ = optimal_values(p, r, gamma)
   slack = _tol(v_star, gamma)
   for sol, bound in (
-      (jd.value_iteration(m, tol=1e-3), 1e-3),
-      (jd.value_iteration(m, tol=1e-3, stop="span"), 1e-3),
-      (jd.modified_policy_iteration(m, tol=1e-3, num_sweeps=10), 1e-3),
+      (jd.value_iteration(m, tol=5e-3), 5e-3),
+      (jd.value_iteration(m, tol=5e-3, stop="span"), 5e-3),
+      (jd.modified_policy_iteration(m, tol=5e-3, num_sweeps=10), 5e-3),
       (jd.policy_iteration(m), 0.0),
   ):
     assert bool(sol.converged)
     err = np.abs(np.asarray(sol.values, np.float64) - v_star).max()
+    assert err <= float(sol.error_bound)  # the bound holds in float32, rounding included
     assert err <= bound + slack, (err, bound)
     np.testing.assert_allclose(sol.q, r + gamma * p @ np.asarray(sol.values, np.float64), atol=slack)
     # The greedy policy is optimal up to the accuracy of the values.
@@ -86,7 +90,7 @@ def test_error_bound_holds_in_float64_and_span_is_faster():
       sol = jd.value_iteration(m, tol=1e-6, stop=stop, max_iters=100_000)
       assert bool(sol.converged)
       err = np.abs(np.asarray(sol.values) - v_star).max()
-      assert err <= 1e-6
+      assert err <= float(sol.error_bound) <= 1e-6
       assert float(error_bound(gamma, sol.residual, stop)) <= 1e-6
     sup = jd.value_iteration(m, tol=1e-6, stop="sup", max_iters=100_000)
     span = jd.value_iteration(m, tol=1e-6, stop="span", max_iters=100_000)
@@ -103,6 +107,7 @@ def test_max_iters_is_honest():
   v_star, _, _ = optimal_values(p, r, 0.99)
   err = np.abs(np.asarray(sol.values, np.float64) - v_star).max()
   assert err <= float(error_bound(0.99, sol.residual)) + 1e-4
+  assert err <= float(sol.error_bound)
   mpi = jd.modified_policy_iteration(m, tol=1e-9, max_iters=2)
   assert int(mpi.iterations) == 2 and not bool(mpi.converged)
 
@@ -222,9 +227,9 @@ def test_jit_equals_no_jit_and_no_retrace():
   rng = np.random.default_rng(12)
   p, r = random_dense(rng, 8, 3)
   m = jd.TabularMDP.from_dense(p, r, 0.9)
-  jitted = jax.jit(lambda m: jd.value_iteration(m, tol=1e-4))(m)
+  jitted = jax.jit(lambda m: jd.value_iteration(m, tol=1e-3))(m)
   with jax.disable_jit():
-    eager = jd.value_iteration(m, tol=1e-4)
+    eager = jd.value_iteration(m, tol=1e-3)
   np.testing.assert_allclose(jitted.values, eager.values, atol=1e-5)
   assert int(jitted.iterations) == int(eager.iterations)
   from jaxrl_dp.planning import value_iteration as vi_mod
