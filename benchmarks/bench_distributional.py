@@ -8,8 +8,8 @@ covering [0, 1 / (1 - gamma)], starting from the point mass at 0 in every
 state. Every implementation runs exactly the same number of iterations of
 ``eta <- Pi_C T^pi eta`` on the same float arrays:
 
-* ``jaxrl_dp``: ``jax.jit(jax.vmap(lambda m: categorical_evaluation(m, pi, z,
-  tol=None, max_iters=n).probs))`` (the library's kernel: next-state
+* ``jaxrl_dp``: ``jax.jit(jax.vmap(lambda m: categorical_evaluation(m, z, policy=pi,
+  num_iters=n).probs))`` (the library's kernel: next-state
   distributions mixed per (s, a), then one Cramer projection per (s, a) by
   ``searchsorted`` and scatter-add).
 * ``rlax per transition``: the way a user writes it today with rlax, whose
@@ -110,7 +110,7 @@ def support(cfg) -> np.ndarray:
 # --------------------------------------------------------------- jaxrl_dp
 def ours_fn(pol, z, iters):
   def one(m):
-    return dd.categorical_evaluation(m, pol, z, tol=None, max_iters=iters).probs
+    return dd.categorical_evaluation(m, z, policy=pol, num_iters=iters).probs
   return jax.jit(jax.vmap(one))
 
 

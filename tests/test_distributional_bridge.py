@@ -41,7 +41,7 @@ def test_exact_random_policy_return_distributions_match_published():
                 f"../shared/data/bridge is not checked out next to this repository)")
   with jax.enable_x64(True):
     mdp = jd.suites.load_bridge(folder)
-    res = dd.exact_return_distribution(mdp, None, HORIZON)  # uniform random policy
+    res = dd.exact_return_distribution(mdp, horizon=HORIZON)  # uniform random policy
     support = np.asarray(res.support)
     probs = np.asarray(res.probs)
     assert float(res.off_support_mass) == 0.0
@@ -52,7 +52,7 @@ def test_exact_random_policy_return_distributions_match_published():
       np.testing.assert_allclose(probs[t - 1], want, atol=1e-13, rtol=0, err_msg=f"timestep {t}")
       np.testing.assert_allclose(probs[t - 1, -1], np.eye(support.size)[0], atol=0)  # terminal
     # Keeping only the published time steps gives the same arrays.
-    few = dd.exact_return_distribution(mdp, None, HORIZON, support=support,
+    few = dd.exact_return_distribution(mdp, horizon=HORIZON, support=support,
                                        timesteps=[t - 1 for t in TIMESTEPS], with_q=True)
     np.testing.assert_array_equal(few.timesteps, [t - 1 for t in TIMESTEPS])
     np.testing.assert_allclose(few.probs, probs[[t - 1 for t in TIMESTEPS]], atol=1e-15)
@@ -63,7 +63,7 @@ def test_exact_random_policy_return_distributions_match_published():
     assert np.abs(probs[HORIZON - 1] - _published(folder, 1, support)).max() > 0.1
     # The categorical DP on the lattice support 0..T is exact as well.
     cat = dd.categorical_evaluation_finite(
-        mdp, jd.core.uniform_policy(mdp.action_mask), support, HORIZON)
+        mdp, support, horizon=HORIZON, policy=jd.core.uniform_policy(mdp.action_mask))
     np.testing.assert_allclose(cat.probs, probs, atol=1e-12)
     # Means agree with the expected-value evaluation of the random policy.
     np.testing.assert_allclose(probs[0] @ support,

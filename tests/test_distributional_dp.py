@@ -131,7 +131,7 @@ def test_categorical_mean_equals_linear_solve(case):
     bound = np.abs(r).max() / (1 - gamma)
     support = np.linspace(-bound, bound, 101)  # holds 0 (the absorbing state)
     tol = 1e-10
-    res = dd.categorical_evaluation(m, jpol, support, tol=tol)
+    res = dd.categorical_evaluation(m, support, policy=jpol, tol=tol)
     assert bool(res.converged) and float(res.error_bound) <= tol
     slack = math.sqrt(2 * bound) * tol + 1e-9  # |mean diff| <= sqrt(range) * l2
     np.testing.assert_allclose(dd.mean(res.distribution()), v, atol=slack)
@@ -144,7 +144,7 @@ def test_categorical_mean_equals_linear_solve(case):
     # Quantile evaluation of the same policy: converges, the absorbing state
     # is exactly delta_0, means are close (quantile representations do not
     # keep the mean exactly).
-    qres = dd.quantile_evaluation(m, jpol, 64, tol=1e-8)
+    qres = dd.quantile_evaluation(m, 64, policy=jpol, tol=1e-8)
     assert bool(qres.converged) and float(qres.error_bound) <= 1e-8
     np.testing.assert_allclose(qres.locs[-1], 0.0, atol=1e-12)
     np.testing.assert_allclose(dd.mean(qres.distribution()), v, atol=0.1)
@@ -169,7 +169,7 @@ def test_quantile_dp_bernoulli_uniform_return():
                                 np.array([[[0.0, 1.0]]]), 0.5)
   pol = jnp.zeros(1, jnp.int32)
   for n in (1, 3, 16):
-    res = dd.quantile_evaluation(m, pol, n, tol=1e-6)
+    res = dd.quantile_evaluation(m, n, policy=pol, tol=1e-6)
     assert bool(res.converged)
     w1 = _w1_to_uniform02(np.asarray(res.locs[0], np.float64))
     assert w1 <= 1.0 / n, (n, w1)
@@ -178,7 +178,7 @@ def test_quantile_dp_bernoulli_uniform_return():
   # sqrt(Delta / (1 - gamma)), and the mean is exactly 1.
   for n in (21,):
     z = np.linspace(0, 2, n)
-    res = dd.categorical_evaluation(m, pol, z, tol=1e-6)
+    res = dd.categorical_evaluation(m, z, policy=pol, tol=1e-6)
     pr = np.asarray(res.probs[0], np.float64)
     grid = np.linspace(0, 2, 20001)
     f_cat = np.cumsum(pr)[np.searchsorted(z, grid, side="right") - 1]
@@ -196,7 +196,7 @@ def test_finite_horizon_exact_categorical_enumeration_and_monte_carlo():
   init = np.full(s, 1.0 / s)
   pol_t = rng.dirichlet(np.ones(a), (horizon, s))  # time-dependent
   jpol = jnp.asarray(pol_t, jnp.float32)
-  ex = dd.exact_return_distribution(m, jpol, horizon, with_q=True)
+  ex = dd.exact_return_distribution(m, horizon=horizon, policy=jpol, with_q=True)
   z = np.asarray(ex.support, np.float64)
   np.testing.assert_array_equal(z, np.arange(-horizon, 2 * horizon + 1))
   assert float(ex.off_support_mass) == 0.0
@@ -207,14 +207,14 @@ def test_finite_horizon_exact_categorical_enumeration_and_monte_carlo():
   assert abs(sum(want.values()) - 1) < 1e-12
   np.testing.assert_allclose(got, ref, atol=2e-6)
   # Per-state and per-step: the categorical DP on the lattice is exact.
-  cat = dd.categorical_evaluation_finite(m, jpol, z, horizon)
+  cat = dd.categorical_evaluation_finite(m, z, horizon=horizon, policy=jpol)
   np.testing.assert_allclose(cat.probs, ex.probs, atol=2e-6)
   np.testing.assert_allclose(cat.q_probs, ex.q_probs, atol=2e-6)
   for t in (1, 3):
     want_t = enumerate_returns(ns, p, r, pol_t[t:], np.eye(s)[2], horizon - t)
     np.testing.assert_allclose(ex.probs[t, 2], [want_t.get(float(v), 0.0) for v in z], atol=2e-6)
   # One step of quantile evaluation is the projection of the exact law.
-  qt = dd.quantile_evaluation_finite(m, jpol[-1:], 4, 1)
+  qt = dd.quantile_evaluation_finite(m, 4, horizon=1, policy=jpol[-1:])
   for st in range(s):
     atoms = r[st].reshape(-1)
     w = (pol_t[-1, st][:, None] * p[st]).reshape(-1)
@@ -239,7 +239,7 @@ def test_discounted_categorical_vs_monte_carlo():
   lo, hi = -rmax / (1 - gamma), rmax / (1 - gamma)
   n_atoms = 401
   z = np.linspace(lo, hi, n_atoms)
-  res = dd.categorical_evaluation(m, jnp.asarray(pol, jnp.float32), z, tol=1e-4)
+  res = dd.categorical_evaluation(m, z, policy=jnp.asarray(pol, jnp.float32), tol=1e-4)
   assert bool(res.converged)
   init = np.eye(s)[0]
   n, horizon = 20000, 40
@@ -282,7 +282,7 @@ def test_control_with_mean_matches_planning():
   # Finite horizon with the mean: equals backward induction (means are kept
   # exactly by the Cramer projection inside the support range).
   fh = jd.finite_horizon(m, 6)
-  cf = dd.categorical_control_finite(m, z, 6)
+  cf = dd.categorical_control_finite(m, z, horizon=6)
   np.testing.assert_array_equal(cf.policy, fh.policy)
   np.testing.assert_allclose(dd.mean(cf.distribution()), fh.values, atol=2e-4)
   assert int(c.policy[0]) != a - 1 and (np.asarray(cf.policy)[:, 0] != a - 1).all()
@@ -294,7 +294,7 @@ def test_control_with_mean_matches_planning():
   vi = jd.value_iteration(md, tol=1e-6)
   np.testing.assert_array_equal(qc.policy, vi.policy)
   np.testing.assert_allclose(qc.locs, np.repeat(np.asarray(vi.values)[:, None], 3, 1), atol=1e-4)
-  qf = dd.quantile_control_finite(md, 2, 5)
+  qf = dd.quantile_control_finite(md, 2, horizon=5)
   np.testing.assert_array_equal(qf.policy, jd.finite_horizon(md, 5).policy)
 
 
@@ -338,8 +338,8 @@ def test_cvar_greedy_finite_control_vs_dict_reference_and_vmap_over_alpha():
   r = np.round(rng.uniform(0, 5, (s, a, k)), 2)
   with jax.enable_x64(True):
     m = jd.TabularMDP.from_sparse(ns, p, r, 1.0)
-    z = dd.return_support(m, horizon)
-    res = dd.categorical_control_finite(m, z, horizon, dd.CVaR(alpha))
+    z = dd.return_support(m, horizon=horizon)
+    res = dd.categorical_control_finite(m, z, dd.CVaR(alpha), horizon=horizon)
     dists, pols = np_greedy_finite(ns, p, r, horizon, alpha)
     np.testing.assert_array_equal(res.policy, pols)
     for t in range(horizon + 1):
@@ -351,9 +351,9 @@ def test_cvar_greedy_finite_control_vs_dict_reference_and_vmap_over_alpha():
   alphas = jnp.array([0.1, 0.3, 0.6, 1.0], jnp.float32)
   m32 = jd.TabularMDP.from_sparse(ns, p, r, 1.0)
   z32 = jnp.asarray(z, jnp.float32)
-  vm = jax.vmap(lambda al: dd.categorical_control_finite(m32, z32, horizon, dd.CVaR(al)).policy)(alphas)
+  vm = jax.vmap(lambda al: dd.categorical_control_finite(m32, z32, dd.CVaR(al), horizon=horizon).policy)(alphas)
   for i, al in enumerate(alphas):
-    np.testing.assert_array_equal(vm[i], dd.categorical_control_finite(m32, z32, horizon, dd.CVaR(al)).policy)
+    np.testing.assert_array_equal(vm[i], dd.categorical_control_finite(m32, z32, dd.CVaR(al), horizon=horizon).policy)
   np.testing.assert_array_equal(vm[-1], jd.finite_horizon(m32, horizon).policy)
 
 
@@ -378,21 +378,21 @@ def test_jit_equals_nojit_and_vmap_equals_loop():
   batch = jd.stack(mdps)
   pol_b = jnp.zeros(10, jnp.int32)
   z = jnp.linspace(-5.0, 5.0, 31)
-  vm = jax.vmap(lambda mm: dd.categorical_evaluation(mm, pol_b, z, tol=1e-4))(batch)
-  vq = jax.vmap(lambda mm: dd.quantile_evaluation(mm, pol_b, 8, tol=1e-4))(batch)
+  vm = jax.vmap(lambda mm: dd.categorical_evaluation(mm, z, policy=pol_b, tol=1e-4))(batch)
+  vq = jax.vmap(lambda mm: dd.quantile_evaluation(mm, 8, policy=pol_b, tol=1e-4))(batch)
   for i, mm in enumerate(mdps):
-    one = dd.categorical_evaluation(mm, pol_b, z, tol=1e-4)
+    one = dd.categorical_evaluation(mm, z, policy=pol_b, tol=1e-4)
     np.testing.assert_allclose(vm.probs[i], one.probs, atol=1e-6)
     assert int(vm.iterations[i]) == int(one.iterations)
-    oq = dd.quantile_evaluation(mm, pol_b, 8, tol=1e-4)
+    oq = dd.quantile_evaluation(mm, 8, policy=pol_b, tol=1e-4)
     np.testing.assert_allclose(vq.locs[i], oq.locs, atol=1e-5)
   # Batched results keep working with the risk functionals.
-  np.testing.assert_allclose(dd.mean(vm.distribution())[1], dd.mean(dd.categorical_evaluation(mdps[1], pol_b, z, tol=1e-4).distribution()), atol=1e-5)
+  np.testing.assert_allclose(dd.mean(vm.distribution())[1], dd.mean(dd.categorical_evaluation(mdps[1], z, policy=pol_b, tol=1e-4).distribution()), atol=1e-5)
   # No retracing for new values of the same shapes.
   from jaxrl_dp.distributional import categorical as cat_mod
   before = cat_mod._evaluation._cache_size()
-  dd.categorical_evaluation(mdps[2], pol_b, z + 1.0, tol=1e-3)
-  dd.categorical_evaluation(mdps[1], pol_b, z, tol=1e-2)
+  dd.categorical_evaluation(mdps[2], z + 1.0, policy=pol_b, tol=1e-3)
+  dd.categorical_evaluation(mdps[1], z, policy=pol_b, tol=1e-2)
   assert cat_mod._evaluation._cache_size() == before
 
 
@@ -404,28 +404,45 @@ def test_bad_input_to_solvers():
   pol = jnp.zeros(4, jnp.int32)
   z = jnp.linspace(-1.0, 1.0, 5)
   with pytest.raises(jd.InvalidMDPError, match=r"support\[3\] = 0.0: expected a strictly increasing"):
-    dd.categorical_evaluation(m, pol, jnp.array([-1.0, 0.0, 1.0, 0.0]))
+    dd.categorical_evaluation(m, jnp.array([-1.0, 0.0, 1.0, 0.0]), policy=pol)
   with pytest.raises(jd.InvalidMDPError, match=r"num_quantiles = 0: expected a Python int >= 1"):
-    dd.quantile_evaluation(m, pol, 0)
+    dd.quantile_evaluation(m, 0, policy=pol)
   with pytest.raises(jd.InvalidMDPError, match=r"discount = 1.0: expected a value in \[0, 1\)"):
-    dd.categorical_evaluation(m.replace(discount=jnp.asarray(1.0)), pol, z)
+    dd.categorical_evaluation(m.replace(discount=jnp.asarray(1.0)), z, policy=pol)
   with pytest.raises(jd.InvalidMDPError, match=r"policy: a deterministic policy must have shape"):
-    dd.categorical_evaluation(m, jnp.zeros(3, jnp.int32), z)
+    dd.categorical_evaluation(m, z, policy=jnp.zeros(3, jnp.int32))
   with pytest.raises(jd.InvalidMDPError, match=r"policy\[0\] = 5: expected an action index"):
-    dd.quantile_evaluation(m, jnp.array([5, 0, 0, 0], jnp.int32), 3)
+    dd.quantile_evaluation(m, 3, policy=jnp.array([5, 0, 0, 0], jnp.int32))
   with pytest.raises(jd.InvalidMDPError, match=r"probs0\[0, :\] sums to 1.5"):
-    dd.categorical_evaluation(m, pol, z, probs0=jnp.full((4, 5), 0.3))
+    dd.categorical_evaluation(m, z, policy=pol, probs0=jnp.full((4, 5), 0.3))
   with pytest.raises(jd.InvalidMDPError, match=r"tol = -1.0"):
-    dd.categorical_evaluation(m, pol, z, tol=-1.0)
+    dd.categorical_evaluation(m, z, policy=pol, tol=-1.0)
   with pytest.raises(jd.InvalidMDPError, match=r"max_iters = 0"):
-    dd.quantile_evaluation(m, pol, 3, max_iters=0)
+    dd.quantile_evaluation(m, 3, policy=pol, max_iters=0)
   with pytest.raises(jd.InvalidMDPError, match=r"horizon = 0"):
-    dd.categorical_evaluation_finite(m, pol, z, 0)
-  with pytest.raises(jd.InvalidMDPError, match=r"policy: a time-dependent policy must have 3"):
-    dd.categorical_evaluation_finite(m, jnp.zeros((2, 4), jnp.int32), z, 3)
+    dd.categorical_evaluation_finite(m, z, horizon=0, policy=pol)
+  with pytest.raises(jd.InvalidMDPError, match=r"policy: a deterministic policy must have shape .*\[T, S\] = \(3, 4\), got \(2, 4\)"):
+    dd.categorical_evaluation_finite(m, z, horizon=3, policy=jnp.zeros((2, 4), jnp.int32))
+  # tol=None is refused by name (a fixed count is num_iters), as is a NaN tol.
+  for bad_tol in (None, float("nan")):
+    with pytest.raises(jd.InvalidMDPError, match=r"tol = .*: expected a finite number >= 0"):
+      dd.categorical_evaluation(m, z, policy=pol, tol=bad_tol)
+    with pytest.raises(jd.InvalidMDPError, match=r"tol = .*: expected a finite number >= 0"):
+      dd.quantile_control(m, 3, tol=bad_tol)
+  with pytest.raises(jd.InvalidMDPError, match=r"num_iters = 0"):
+    dd.categorical_control(m, z, num_iters=0)
+  # num_iters runs exactly that many backups; policy=None is the uniform policy.
+  fixed = dd.categorical_evaluation(m, z, num_iters=7)
+  assert int(fixed.iterations) == 7 and bool(fixed.converged)
+  uni = jd.core.uniform_policy(m.action_mask)
+  np.testing.assert_array_equal(
+      fixed.probs, dd.categorical_evaluation(m, z, policy=uni, num_iters=7).probs)
+  np.testing.assert_array_equal(
+      dd.quantile_evaluation_finite(m, 3, horizon=2).locs,
+      dd.quantile_evaluation_finite(m, 3, horizon=2, policy=uni).locs)
   with pytest.raises(jd.InvalidMDPError, match=r"alpha = 0.0: expected a value in \(0, 1\]"):
     dd.categorical_control(m, z, dd.CVaR(0.0))
   with pytest.raises(jd.InvalidMDPError, match=r"risk = 3"):
     dd.quantile_control(m, 3, 3)
   with pytest.raises(jd.InvalidMDPError, match=r"rewards: the returns of"):
-    dd.return_support(jd.TabularMDP.from_sparse(ns, p, rng.normal(size=p.shape), 1.0), 30, max_atoms=1000)
+    dd.return_support(jd.TabularMDP.from_sparse(ns, p, rng.normal(size=p.shape), 1.0), horizon=30, max_atoms=1000)

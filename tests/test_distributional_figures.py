@@ -120,7 +120,7 @@ def test_stock_value_curve_maximizer_is_minus_var():
     with jax.enable_x64(True):
       m = jd.TabularMDP.from_sparse(ns, p, r, 1.0, initial=init)
       data = F.stock_value_curve(m, HORIZON, alpha)
-      sol = dd.optimize_cvar(m, alpha, HORIZON)
+      sol = dd.optimize_cvar(m, alpha, horizon=HORIZON)
     brute = combine_initial(history_distributions(ns, p, r, HORIZON, LO), init)
     values = LO + np.arange(brute.shape[1], dtype=float)
     best = cvar_ru(values, brute, alpha).max()
@@ -189,7 +189,7 @@ def test_policy_maps_and_occupancy_risk_neutral_and_risk_averse():
   with jax.enable_x64(True):
     m, kind = F.cliff_gridworld(4, 5, slip=0.1, cliff_reward=-50.0)
     fh = jd.finite_horizon(m, horizon)
-    sol = dd.optimize_cvar(m, 0.1, horizon)
+    sol = dd.optimize_cvar(m, 0.1, horizon=horizon)
     # Rewards <= 0: from stock c = 0, c + G <= 0, min(x, 0) is linear and the
     # stock policy is the expected-value one (finite_horizon).
     u0 = int(sol.solution.stock_index(0.0))
@@ -292,7 +292,7 @@ def test_bad_input_names_the_field():
   with pytest.raises(jd.InvalidMDPError, match=r"c0\[0\] = 0.25: expected a multiple"):
     F.homeostatic_distributions(m, 2, 0.25)
   cl, kind = F.cliff_gridworld(3, 4)
-  sol = dd.optimize_cvar(cl, 0.5, 4).solution
+  sol = dd.optimize_cvar(cl, 0.5, horizon=4).solution
   with pytest.raises(jd.InvalidMDPError, match=r"stocks\[0\] = 1000.0: expected a stock inside the grid"):
     F.policy_maps(sol, kind, [1000.0])
   with pytest.raises(jd.InvalidMDPError, match=r"t = 4: expected a time step in \[0, 4\)"):

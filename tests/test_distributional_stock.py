@@ -100,7 +100,7 @@ def test_optimize_cvar_equals_brute_force_and_beats_markov():
     ns, p, r, init = tiny_mdp(seed)
     with jax.enable_x64(True):
       m = jd.TabularMDP.from_sparse(ns, p, r, 1.0, initial=init)
-      sol = dd.optimize_cvar(m, jnp.asarray(ALPHAS), horizon)
+      sol = dd.optimize_cvar(m, jnp.asarray(ALPHAS), horizon=horizon)
       assert float(sol.solution.lattice) == 1.0
       brute = combine_initial(history_distributions(ns, p, r, horizon, lo), init)
       values = lo + np.arange(brute.shape[1], dtype=float)
@@ -138,7 +138,7 @@ def test_other_utilities_vs_brute_force():
   values = lo + np.arange(brute.shape[1], dtype=float)
   for name, f in [("threshold", lambda x: (x >= 0).astype(x.dtype)),
                   ("homeostatic", lambda x: -jnp.abs(x))]:
-    sol = dd.stock_augmented_dp(m, horizon, f, c0_range=(-4.0, 2.0))
+    sol = dd.stock_augmented_dp(m, f, horizon=horizon, c0_range=(-4.0, 2.0))
     for c0 in (-4.0, -2.0, 0.0, 1.0, 2.0):
       u = int(sol.stock_index(c0))
       assert float(sol.stocks[u]) == c0
@@ -152,25 +152,25 @@ def test_lattice_inference_vmap_over_alpha_and_bad_input():
   assert dd.infer_lattice([0.3, 0.2]) == pytest.approx(0.1)
   ns, p, r, init = tiny_mdp(3)
   m = jd.TabularMDP.from_sparse(ns, p, r * 0.5, 1.0, initial=init)
-  sol = dd.optimize_cvar(m, jnp.array([0.2, 0.7]), 2)
+  sol = dd.optimize_cvar(m, jnp.array([0.2, 0.7]), horizon=2)
   assert float(sol.solution.lattice) == 0.5
   for i, al in enumerate((0.2, 0.7)):
-    one = dd.optimize_cvar(m, al, 2)
+    one = dd.optimize_cvar(m, al, horizon=2)
     np.testing.assert_allclose(one.cvar, sol.cvar[i], atol=1e-6)
   with pytest.raises(jd.InvalidMDPError, match=r"alpha\[1\] = 0.0: expected a value in \(0, 1\]"):
-    dd.optimize_cvar(m, jnp.array([0.5, 0.0]), 2)
+    dd.optimize_cvar(m, jnp.array([0.5, 0.0]), horizon=2)
   with pytest.raises(jd.InvalidMDPError, match=r"alpha = 1.5"):
-    dd.optimize_cvar(m, 1.5, 2)
+    dd.optimize_cvar(m, 1.5, horizon=2)
   with pytest.raises(jd.InvalidMDPError, match=r"discount = 0.8999.*: the exact lattice stock augmentation is for undiscounted"):
-    dd.optimize_cvar(m.replace(discount=jnp.asarray(0.9)), 0.5, 2)
+    dd.optimize_cvar(m.replace(discount=jnp.asarray(0.9)), 0.5, horizon=2)
   with pytest.raises(jd.InvalidMDPError, match=r"rewards: value .* is not a fraction"):
-    dd.optimize_cvar(jd.TabularMDP.from_sparse(ns, p, r + np.pi * 1e-5, 1.0), 0.5, 2)
+    dd.optimize_cvar(jd.TabularMDP.from_sparse(ns, p, r + np.pi * 1e-5, 1.0), 0.5, horizon=2)
   with pytest.raises(jd.InvalidMDPError, match=r"the stock grid would have \d+ > max_stocks = 1000"):
-    dd.optimize_cvar(jd.TabularMDP.from_sparse(ns, p, r + 0.001, 1.0), 0.5, 2, max_stocks=1000)
+    dd.optimize_cvar(jd.TabularMDP.from_sparse(ns, p, r + 0.001, 1.0), 0.5, horizon=2, max_stocks=1000)
   with pytest.raises(jd.InvalidMDPError, match=r"rewards\[0, 0, 0\] = .*integer multiple of the lattice step 0.25"):
-    dd.stock_augmented_dp(jd.TabularMDP.from_sparse(ns, p, r + 0.1, 1.0), 2, dd.cvar_utility, lattice=0.25)
+    dd.stock_augmented_dp(jd.TabularMDP.from_sparse(ns, p, r + 0.1, 1.0), dd.cvar_utility, horizon=2, lattice=0.25)
   with pytest.raises(jd.InvalidMDPError, match=r"horizon = 0"):
-    dd.optimize_cvar(m, 0.5, 0)
+    dd.optimize_cvar(m, 0.5, horizon=0)
 
 
 def test_dense_and_sparse_layouts_agree():
@@ -184,11 +184,11 @@ def test_dense_and_sparse_layouts_agree():
         rd[i, j, ns[i, j, kk]] = r[i, j, kk]
   ms = jd.TabularMDP.from_sparse(ns, p, r, 1.0, initial=init)
   md = jd.TabularMDP.from_dense(pd, rd, 1.0, initial=init)
-  a_s, a_d = dd.optimize_cvar(ms, 0.3, 3), dd.optimize_cvar(md, 0.3, 3)
+  a_s, a_d = dd.optimize_cvar(ms, 0.3, horizon=3), dd.optimize_cvar(md, 0.3, horizon=3)
   np.testing.assert_allclose(a_s.cvar, a_d.cvar, atol=1e-6)
   np.testing.assert_array_equal(a_s.policy, a_d.policy)
   np.testing.assert_allclose(dd.stock_policy_distribution(ms, a_s.solution, a_s.c0).probs,
                              dd.stock_policy_distribution(md, a_d.solution, a_d.c0).probs, atol=1e-6)
-  e_s = dd.exact_return_distribution(ms, None, 3)
-  e_d = dd.exact_return_distribution(md, None, 3, support=e_s.support)
+  e_s = dd.exact_return_distribution(ms, horizon=3)
+  e_d = dd.exact_return_distribution(md, horizon=3, support=e_s.support)
   np.testing.assert_allclose(e_s.probs, e_d.probs, atol=1e-6)

@@ -244,30 +244,46 @@ def test_batches_over_mdps_and_alphas():
   with jax.enable_x64(True):
     mdps = [build(*x) for x in parts]
     batch = jd.stack(mdps)
-    got = dd.optimize_cvar(batch, alphas, c_grid=grid, batch_strategy="vmap")
+    # One-MDP solvers: batches are mapped at the call site (vmap, lax.map or
+    # batch.make_batched), never told apart by rank.
+    run = lambda mm: dd.optimize_cvar(mm, alphas, c_grid=grid)
+    got = jax.vmap(run)(batch)
     assert got.cvar.shape == (3, 2)
-    mapped = dd.optimize_cvar(batch, alphas, c_grid=grid, batch_strategy="map")
+    mapped = jax.lax.map(run, batch)
     np.testing.assert_allclose(mapped.cvar, got.cvar, atol=1e-12)
+    made = jd.batch.make_batched(dd.optimize_cvar_discounted, strategy="map", alpha=alphas,
+                                 c_grid=grid)(batch)
+    np.testing.assert_allclose(made.cvar, got.cvar, atol=1e-12)
     for i, m in enumerate(mdps):
       one = dd.optimize_cvar(m, alphas, c_grid=grid)
       np.testing.assert_allclose(got.cvar[i], one.cvar, atol=1e-10)
       np.testing.assert_allclose(got.solution.values[i, :m.num_states], one.solution.values, atol=1e-10)
       for j, al in enumerate((0.2, 0.6)):  # the alpha grid equals per-alpha calls
         np.testing.assert_allclose(one.cvar[j], dd.optimize_cvar(m, al, c_grid=grid).cvar, atol=1e-12)
-    # Finite horizon, exact lattice version (discount 1): batch equals loop
-    # and the Monte-Carlo-free check of the law of the stock policy.
+    # Finite horizon, exact lattice version (discount 1): its grid is built on
+    # the host, so a batch is a loop; the jittable kernel stock_backward vmaps
+    # over MDPs that share a grid. And the Monte-Carlo-free check of the law of
+    # the stock policy.
     und = [build(*x, gamma=1.0) for x in parts]
-    fh = dd.optimize_cvar(jd.stack(und), alphas, 3)
-    dist = dd.stock_policy_distribution(jd.stack(und), fh.solution, fh.c0[:, 0])
+    with pytest.raises(ValueError, match="needs a concrete MDP"):
+      jax.vmap(lambda mm: dd.optimize_cvar(mm, alphas, horizon=3))(jd.stack(und))
+    ns0, p0, r0, i0 = parts[0]
+    twins = [und[0], build(ns0, np.roll(p0, 1, axis=-1), r0, i0, gamma=1.0)]  # same rewards
+    _, stocks, steps, _, _ = dd.stock_grid(twins[0], horizon=3)
+    term = dd.cvar_utility(jnp.asarray(stocks))
+    vm = jax.vmap(lambda mm: dd.stock_backward(mm, jnp.asarray(steps), term, horizon=3))(
+        jd.stack(twins))
+    for i, m in enumerate(twins):
+      np.testing.assert_allclose(vm[0][i], dd.stock_augmented_dp(
+          m, dd.cvar_utility, horizon=3).values, atol=1e-12)
     for i, m in enumerate(und):
-      one = dd.optimize_cvar(m, alphas, 3)
-      np.testing.assert_allclose(fh.cvar[i], one.cvar, atol=1e-10)
+      one = dd.optimize_cvar(m, alphas, horizon=3)
+      dist = dd.stock_policy_distribution(m, one.solution, one.c0[0])
       # W_0 at a grid of initial stocks gives back the CVaR formula.
       w = np.asarray(one.solution.value(one.c0))  # [2, S]
       np.testing.assert_allclose(-np.asarray(one.c0) + w @ parts[i][3] / np.asarray(alphas),
                                  one.cvar, atol=1e-10)
-      np.testing.assert_allclose(dd.cvar(dd.Distribution(dist.atoms[i], dist.probs[i]), 0.2),
-                                 one.cvar[0], atol=1e-10)
+      np.testing.assert_allclose(dd.cvar(dist, 0.2), one.cvar[0], atol=1e-10)
 
 
 def test_bad_input():
@@ -295,9 +311,9 @@ def test_bad_input():
     dd.optimize_cvar_discounted(m, 0.5, method="qi")
   with pytest.raises(ValueError, match=r"evaluation = 'solve': expected a degree-1 utility"):
     dd.stock_policy_iteration(m, "threshold", evaluation="solve")
-  with pytest.raises(ValueError, match=r"batch_strategy = 'pmap'"):
-    dd.stock_value_iteration(jd.stack([m, m]), batch_strategy="pmap")
+  with pytest.raises(ValueError, match=r"expected rank 2 \[S, A\]|rewards"):
+    dd.stock_value_iteration(jd.stack([m, m]))  # one MDP per call: vmap a batch
   with pytest.raises(ValueError, match=r"num_stocks: an option of the discounted"):
-    dd.optimize_cvar(build(ns, p, r, init, gamma=1.0), 0.5, 3, num_stocks=10)
+    dd.optimize_cvar(build(ns, p, r, init, gamma=1.0), 0.5, horizon=3, num_stocks=10)
   with pytest.raises(ValueError, match=r"discount = 0.5: the exact lattice stock augmentation"):
-    dd.optimize_cvar(m, 0.5, 3)
+    dd.optimize_cvar(m, 0.5, horizon=3)

@@ -17,7 +17,10 @@ Stock augmentation: exact finite horizon on a reward lattice
 (:func:`stock_augmented_dp`, :func:`optimize_cvar` with ``horizon=T``) and
 discounted on a stock grid (:func:`stock_value_iteration`,
 :func:`stock_policy_iteration`, :func:`optimize_cvar_discounted`, or
-:func:`optimize_cvar` without a horizon); all accept a stacked batch of MDPs.
+:func:`optimize_cvar` without a horizon). Like every kernel they take ONE MDP:
+map a stacked batch with ``jax.vmap`` / ``jax.lax.map`` or
+:func:`jaxrl_dp.batch.solve` (the finite-horizon lattice DP builds its grid on
+the host: loop over a batch).
 """
 
 from jaxrl_dp.distributional.base import (CategoricalResult, Distribution,
@@ -39,16 +42,20 @@ from jaxrl_dp.distributional.risk import (CVaR, ExpectedUtility, Mean,
 from jaxrl_dp.distributional.exact import (ExactReturnDistribution,
                                            exact_return_distribution,
                                            return_support)
-from jaxrl_dp.distributional.stock import (CVaRSolution, StockSolution,
-                                           cvar_utility, infer_lattice,
-                                           optimize_cvar, stock_augmented_dp,
-                                           stock_backward, stock_grid,
+from jaxrl_dp.distributional.stock import (StockSolution, infer_lattice,
+                                           stock_augmented_dp, stock_backward, stock_grid,
                                            stock_policy_distribution)
-from jaxrl_dp.distributional.stock_discounted import (
-    DiscountedCVaRSolution, DiscountedStockSolution, HomogeneousUtility,
-    homogeneous_utility, optimize_cvar_discounted, return_bounds,
-    sample_stock_returns, stock_action, stock_augmented_dp_discounted,
-    stock_policy_iteration, stock_q, stock_value_iteration)
+from jaxrl_dp.distributional.utility import HomogeneousUtility, homogeneous_utility
+from jaxrl_dp.distributional.stock_bounds import return_bounds
+from jaxrl_dp.distributional.stock_interpolation import DiscountedStockSolution
+from jaxrl_dp.distributional.stock_discounted import (stock_augmented_dp_discounted,
+                                                      stock_policy_iteration,
+                                                      stock_value_iteration)
+from jaxrl_dp.distributional.stock_cvar import (CVaRSolution, DiscountedCVaRSolution,
+                                                cvar_utility, optimize_cvar,
+                                                optimize_cvar_discounted)
+from jaxrl_dp.distributional.stock_acting import (sample_stock_returns, stock_action,
+                                                  stock_q)
 
 __all__ = [
     # representations and results

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import ROW_SUM_ATOL, check_distribution, check_finite
+from jaxrl_dp.core.options import check_int, is_concrete
 
 
 # ------------------------------------------------------------ distribution
@@ -67,7 +68,7 @@ def categorical_distribution(support, probs) -> Distribution:
 
 def quantile_levels(num_quantiles: int, dtype=None) -> jax.Array:
   """Midpoint levels ``tau_i = (2i - 1) / (2N)``, ``i = 1..N``: ``[N]``."""
-  check_num("num_quantiles", num_quantiles)
+  check_int("num_quantiles", num_quantiles)
   n = num_quantiles
   dtype = dtype or jnp.result_type(float)
   return (2.0 * jnp.arange(1, n + 1, dtype=dtype) - 1.0) / (2.0 * n)
@@ -81,17 +82,6 @@ def quantile_distribution(locs) -> Distribution:
 
 
 # ------------------------------------------------------------------ checks
-def _concrete(*xs) -> bool:
-  return not any(isinstance(x, jax.core.Tracer) for x in xs)
-
-
-def check_num(field: str, n: Any) -> int:
-  """A static Python int >= 1 (numbers of atoms / quantiles, horizons...)."""
-  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-    raise InvalidMDPError(f"{field} = {n!r}: expected a Python int >= 1")
-  return int(n)
-
-
 def check_support(support: Any, field: str = "support") -> jax.Array:
   """``support [N]``: rank 1, N >= 1, finite and strictly increasing.
 
@@ -108,7 +98,7 @@ def check_support(support: Any, field: str = "support") -> jax.Array:
     raise InvalidMDPError(f"{field}: expected N >= 1 atoms, got an empty support")
   if not jnp.issubdtype(s.dtype, jnp.floating):
     s = s.astype(jnp.result_type(float))
-  if _concrete(s):
+  if is_concrete(s):
     x = np.asarray(s, np.float64)
     check_finite(field, x)
     d = np.diff(x)
@@ -123,14 +113,14 @@ def check_support(support: Any, field: str = "support") -> jax.Array:
 
 def check_probs(probs: Any, field: str = "probs", *, atol: float = ROW_SUM_ATOL) -> None:
   """``probs [..., M]`` are distributions over the last axis (concrete only)."""
-  if _concrete(probs):
+  if is_concrete(probs):
     check_distribution(field, np.asarray(probs, np.float64), atol,
                        axis_name="atom axis")
 
 
 def check_alpha(alpha: Any, field: str = "alpha") -> None:
   """A level in (0, 1] (scalar or array; concrete values only)."""
-  if not _concrete(alpha):
+  if not is_concrete(alpha):
     return
   a = np.asarray(alpha, np.float64)
   flat = a.reshape(-1)
@@ -143,8 +133,8 @@ def check_alpha(alpha: Any, field: str = "alpha") -> None:
 
 def check_atoms_probs(atoms: Any, probs: Any, *, check_values: bool = True) -> tuple:
   """Shape checks for a discrete distribution ``(atoms [..., M], probs [..., M])``."""
-  atoms = jnp.asarray(atoms) if _concrete(atoms) else atoms
-  probs = jnp.asarray(probs) if _concrete(probs) else probs
+  atoms = jnp.asarray(atoms) if is_concrete(atoms) else atoms
+  probs = jnp.asarray(probs) if is_concrete(probs) else probs
   if atoms.ndim < 1 or probs.ndim < 1:
     raise InvalidMDPError(
         f"atoms, probs: expected rank >= 1 [..., M], got shapes "
@@ -158,7 +148,7 @@ def check_atoms_probs(atoms: Any, probs: Any, *, check_values: bool = True) -> t
   if probs.shape[-1] < 1:
     raise InvalidMDPError("probs: expected M >= 1 atoms, got an empty last axis")
   if check_values:
-    if _concrete(atoms):
+    if is_concrete(atoms):
       check_finite("atoms", np.asarray(atoms, np.float64))
     check_probs(probs)
   return atoms, probs

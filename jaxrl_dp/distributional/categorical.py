@@ -43,11 +43,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.mdp import TabularMDP, as_policy
+from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.options import check_horizon
+from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.distributional import evaluation as ev
 from jaxrl_dp.distributional.base import (CategoricalResult, categorical_distribution,
-                                          check_atoms_probs,
-                                          check_num, check_probs,
+                                          check_atoms_probs, check_probs,
                                           check_support)
 from jaxrl_dp.distributional.risk import as_risk
 
@@ -151,8 +152,10 @@ def _sup_cramer(support):
 
 
 # ---------------------------------------------------------------- solvers
-def categorical_evaluation(mdp: TabularMDP, policy, support, *, tol=1e-6,
-                           max_iters: int = 10_000, probs0=None) -> CategoricalResult:
+@solver(infinite_horizon=True, kind="evaluation", reverse_mode=False)
+def categorical_evaluation(mdp: TabularMDP, support, *, policy=None, tol=1e-6,
+                           max_iters: int = 10_000, num_iters: int | None = None,
+                           probs0=None) -> CategoricalResult:
   """Return distribution of a policy, discounted, on a fixed support.
 
   Iterates ``eta <- Pi_C T^pi eta`` from ``probs0`` (default ``Pi_C
@@ -160,32 +163,38 @@ def categorical_evaluation(mdp: TabularMDP, policy, support, *, tol=1e-6,
   stop once ``sqrt(gamma)/(1 - sqrt(gamma)) * residual <= tol``, which
   guarantees ``max_s l2(eta(s), eta_C(s)) <= tol`` (``eta_C`` the fixed point
   of the projected operator); ``max_iters`` is never changed and
-  ``converged`` is False when it runs out. With ``tol=None`` exactly
-  ``max_iters`` backups run (``converged`` True; ``error_bound`` still holds).
-  In float32 a ``tol`` below about ``1e-6`` may be unreachable.
+  ``converged`` is False when it runs out. With ``num_iters`` (a fixed
+  count) exactly that many backups run (``converged`` True; ``error_bound``
+  still holds; ``tol`` and ``max_iters`` unused). In float32 a ``tol`` below
+  about ``1e-6`` may be unreachable.
 
   Args:
     mdp: one MDP, discount in [0, 1) (``jax.vmap`` for batches).
-    policy: ``int [S]`` or ``float [S, A]`` (no mass on masked actions).
     support: ``[N]`` strictly increasing.
-    tol, max_iters: stopping rule (``max_iters`` static).
+    policy: ``None`` (uniform over valid actions), ``int [S]`` or ``float
+      [S, A]`` (no mass on masked actions).
+    tol, max_iters: stopping rule (``tol`` a finite number >= 0,
+      ``max_iters`` a static cap).
+    num_iters: a fixed number of backups instead of the stopping rule.
     probs0: optional initial ``[S, N]``.
 
   Returns:
     :class:`CategoricalResult`: ``probs [S, N]``, ``q_probs [S, A, N]``
     (the backup of ``probs``), ``policy`` None, ``iterations``,
     ``residual``, ``error_bound``, ``converged``.
+
+  Gradients: forward mode only (a ``lax.while_loop``; ``num_iters`` runs a
+  ``fori_loop``, through which ``jax.grad`` works).
   """
   ev.check_mdp(mdp, infinite_horizon=True)
-  policy = as_policy(policy, mdp)  # checked before any int32 cast
+  policy = ev.policy_or_uniform(policy, mdp)  # checked before any int32 cast
   support = check_support(support)
-  ev.check_options(tol, max_iters)
+  tol, count, use_tol = ev.check_options(tol, max_iters, num_iters)
   s = mdp.rewards.shape[0]
   probs0 = ev.check_initial(probs0, (s, support.shape[0]), "probs0")
   if probs0 is not None:
     check_probs(probs0, "probs0")
-  return _evaluation(mdp, policy, support, probs0, 0.0 if tol is None else tol,
-                     max_iters=max_iters, use_tol=tol is not None)
+  return _evaluation(mdp, policy, support, probs0, tol, max_iters=count, use_tol=use_tol)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "use_tol"))
@@ -219,7 +228,8 @@ def _terminal(terminal_probs, support, s):
   return tp
 
 
-def categorical_evaluation_finite(mdp: TabularMDP, policy, support, horizon: int, *,
+@solver(infinite_horizon=False, kind="finite_horizon", reverse_mode=True)
+def categorical_evaluation_finite(mdp: TabularMDP, support, *, horizon: int, policy=None,
                                   terminal_probs=None) -> CategoricalResult:
   """Return distributions of a policy over a finite horizon (backward induction).
 
@@ -231,19 +241,22 @@ def categorical_evaluation_finite(mdp: TabularMDP, policy, support, horizon: int
 
   Args:
     mdp: one MDP, discount in [0, 1].
-    policy: stationary ``int [S]`` / ``float [S, A]`` or time-dependent
-      ``int [T, S]`` / ``float [T, S, A]`` (index t = time step).
     support: ``[N]``.
-    horizon: T, a static Python int >= 1.
+    horizon: T, a static Python int >= 1 (keyword).
+    policy: ``None`` (uniform over valid actions), stationary ``int [S]`` /
+      ``float [S, A]`` or time-dependent ``int [T, S]`` / ``float [T, S, A]``
+      (index t = time step).
     terminal_probs: optional ``[S, N]``.
 
   Returns:
     :class:`CategoricalResult` with ``probs [T + 1, S, N]`` and ``q_probs
     [T, S, A, N]`` indexed by time step (``T - t`` steps to go).
+
+  Gradients: ``jax.grad`` works (a ``lax.scan``).
   """
   ev.check_mdp(mdp, infinite_horizon=False)
-  check_num("horizon", horizon)
-  policy = as_policy(policy, mdp, horizon=horizon)
+  check_horizon(horizon)
+  policy = ev.policy_or_uniform(policy, mdp, horizon=horizon)
   support = check_support(support)
   tp = _terminal(terminal_probs, support, mdp.rewards.shape[0])
   return _evaluation_finite(mdp, policy, support, tp, horizon=horizon)
@@ -261,8 +274,10 @@ def _evaluation_finite(mdp, policy, support, terminal, *, horizon):
                            converged=conv)
 
 
+@solver(infinite_horizon=True, kind="control")
 def categorical_control(mdp: TabularMDP, support, risk=None, *, tol=1e-6,
-                        max_iters: int = 10_000, probs0=None) -> CategoricalResult:
+                        max_iters: int = 10_000, num_iters: int | None = None,
+                        probs0=None) -> CategoricalResult:
   """Distributional value iteration with a risk-greedy rule (discounted).
 
   ``eta(s, .) <- Pi_C T eta``, ``a*(s) = argmax_a risk(eta(s, a))`` over
@@ -275,15 +290,15 @@ def categorical_control(mdp: TabularMDP, support, risk=None, *, tol=1e-6,
   optimality guarantee (that is what stock augmentation,
   :mod:`jaxrl_dp.distributional.stock`, fixes). ``converged`` means the sup
   Cramer distance between the last two iterates fell to ``tol`` before
-  ``max_iters`` (``tol=None``: exactly ``max_iters`` backups);
-  ``error_bound`` is ``inf``.
+  ``max_iters`` (``num_iters``: exactly that many backups);
+  ``error_bound`` is ``inf``. Gradients: forward mode only.
 
   Args:
     mdp: one MDP, discount in [0, 1).
     support: ``[N]``.
     risk: callable ``Distribution [..., N] -> [...]`` (default :class:`Mean`);
       pytree risk objects (:class:`CVaR`, ...) can be vmapped over.
-    tol, max_iters, probs0: as :func:`categorical_evaluation`.
+    tol, max_iters, num_iters, probs0: as :func:`categorical_evaluation`.
 
   Returns:
     :class:`CategoricalResult` with ``probs [S, N]``, ``q_probs [S, A, N]``
@@ -292,13 +307,12 @@ def categorical_control(mdp: TabularMDP, support, risk=None, *, tol=1e-6,
   ev.check_mdp(mdp, infinite_horizon=True)
   support = check_support(support)
   risk = as_risk(risk)
-  ev.check_options(tol, max_iters)
+  tol, count, use_tol = ev.check_options(tol, max_iters, num_iters)
   s = mdp.rewards.shape[0]
   probs0 = ev.check_initial(probs0, (s, support.shape[0]), "probs0")
   if probs0 is not None:
     check_probs(probs0, "probs0")
-  return _control(mdp, support, risk, probs0, 0.0 if tol is None else tol,
-                  max_iters=max_iters, use_tol=tol is not None)
+  return _control(mdp, support, risk, probs0, tol, max_iters=count, use_tol=use_tol)
 
 
 def _risk_on_probs(risk, support):
@@ -320,7 +334,8 @@ def _control(mdp, support, risk, probs0, tol, *, max_iters, use_tol):
                            converged=conv)
 
 
-def categorical_control_finite(mdp: TabularMDP, support, horizon: int, risk=None, *,
+@solver(infinite_horizon=False, kind="finite_horizon")
+def categorical_control_finite(mdp: TabularMDP, support, risk=None, *, horizon: int,
                                terminal_probs=None) -> CategoricalResult:
   """Backward induction with a risk-greedy rule over a finite horizon.
 
@@ -330,13 +345,15 @@ def categorical_control_finite(mdp: TabularMDP, support, horizon: int, risk=None
   (exactly, on a support holding every reachable return); for other risk
   functionals it is the time-inconsistent greedy rule (not optimal for the
   risk of the whole return; see :mod:`~jaxrl_dp.distributional.stock`).
+  ``horizon`` (T, keyword) is a static Python int >= 1. Gradients: through
+  the distributions for a fixed greedy policy (the argmax has none).
 
   Returns:
     :class:`CategoricalResult` with ``probs [T + 1, S, N]``, ``q_probs
     [T, S, A, N]``, ``policy int32 [T, S]`` (index t = time step).
   """
   ev.check_mdp(mdp, infinite_horizon=False)
-  check_num("horizon", horizon)
+  check_horizon(horizon)
   support = check_support(support)
   risk = as_risk(risk)
   tp = _terminal(terminal_probs, support, mdp.rewards.shape[0])

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import residual_loop
-from jaxrl_dp.core.mdp import TabularMDP, check_policy, check_solver_input
-from jaxrl_dp.distributional.base import check_num
+from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
+from jaxrl_dp.core.options import check_max_iters, check_tol
 
 
 # ------------------------------------------------------------- MDP helpers
@@ -67,32 +67,27 @@ def mix_over_actions(policy: jax.Array, q: jax.Array) -> jax.Array:
 
 
 # ------------------------------------------------------------------ checks
-def check_options(tol, max_iters) -> None:
-  check_num("max_iters", max_iters)
-  if tol is not None and not isinstance(tol, jax.core.Tracer):
-    t = float(tol)
-    if not (t >= 0.0) or t != t or t == float("inf"):
-      raise InvalidMDPError(f"tol = {tol!r}: expected None or a finite number >= 0")
+def check_options(tol, max_iters, num_iters=None) -> tuple:
+  """The stopping options of the discounted solvers: returns ``(tol, count,
+  use_tol)`` for :func:`fixed_point`.
+
+  ``num_iters`` (a fixed count, Python int >= 1) runs exactly that many
+  backups (``tol`` and ``max_iters`` unused); otherwise ``tol`` must be a
+  finite number >= 0 (``None`` refused) and ``max_iters`` (a cap) a Python
+  int in ``[1, 2**31 - 1]`` (:mod:`jaxrl_dp.core.options`).
+  """
+  if num_iters is not None:
+    return 0.0, check_max_iters(num_iters, "num_iters"), False
+  check_tol(tol)
+  return tol, check_max_iters(max_iters), True
 
 
-def check_any_policy(policy, mdp: TabularMDP, horizon: int | None = None) -> jax.Array:
-  """A stationary ``int [S]`` / ``float [S, A]`` policy or, with a horizon, a
-  time-dependent ``int [T, S]`` / ``float [T, S, A]`` one (index t = time step)."""
-  policy = jnp.asarray(policy)
-  s, a = mdp.rewards.shape
-  det = jnp.issubdtype(policy.dtype, jnp.integer)
-  stationary_rank = 1 if det else 2
-  if horizon is not None and policy.ndim == stationary_rank + 1:
-    if policy.shape[0] != horizon:
-      raise InvalidMDPError(
-          f"policy: a time-dependent policy must have {horizon} (= horizon) "
-          f"rows on axis 0, got shape {tuple(policy.shape)}")
-    if not isinstance(policy, jax.core.Tracer):
-      for t in range(horizon):
-        check_policy(policy[t], mdp, field=f"policy[{t}]")
-    return policy.astype(jnp.int32) if det else policy
-  check_policy(policy, mdp)
-  return policy.astype(jnp.int32) if det else policy
+def policy_or_uniform(policy, mdp: TabularMDP, horizon: int | None = None) -> jax.Array:
+  """``None`` -> the uniform policy over valid actions ``[S, A]``; otherwise
+  :func:`jaxrl_dp.core.mdp.as_policy` (checked on the original values)."""
+  if policy is None:
+    return bellman.uniform_policy(mdp.action_mask).astype(mdp.rewards.dtype)
+  return as_policy(policy, mdp, horizon=horizon)
 
 
 def check_mdp(mdp, *, infinite_horizon: bool) -> None:
@@ -192,6 +187,6 @@ def finite_horizon_info(dtype, horizon):
           jnp.asarray(0.0, dtype), jnp.asarray(True))
 
 
-__all__ = ["slot_rewards", "restrict_to_policy", "mix_over_actions",
-           "fixed_point", "greedy_step", "finite_evaluation", "finite_control"]
+__all__ = ["slot_rewards", "restrict_to_policy", "mix_over_actions", "check_options",
+           "policy_or_uniform", "check_mdp", "check_initial", "fixed_point", "greedy_step", "finite_evaluation", "finite_control"]
 

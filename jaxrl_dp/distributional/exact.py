@@ -41,7 +41,9 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.distributional import evaluation as ev
-from jaxrl_dp.distributional.base import (categorical_distribution, check_num, check_support)
+from jaxrl_dp.core.options import check_horizon, check_int, is_concrete
+from jaxrl_dp.core.solver_info import solver
+from jaxrl_dp.distributional.base import categorical_distribution, check_support
 
 
 @flax.struct.dataclass
@@ -82,7 +84,7 @@ def _merge(x: np.ndarray, atol: float) -> np.ndarray:
   return x[keep]
 
 
-def return_support(mdp: TabularMDP, horizon: int, *, atol: float = 1e-6,
+def return_support(mdp: TabularMDP, *, horizon: int, atol: float = 1e-6,
                    max_atoms: int = 100_000) -> np.ndarray:
   """Every value ``sum_{t<h} gamma^t r_t``, ``h <= T``, with ``r_t`` among
   the MDP's reward values (host-side, float64, sorted).
@@ -91,8 +93,9 @@ def return_support(mdp: TabularMDP, horizon: int, *, atol: float = 1e-6,
   :class:`InvalidMDPError` when the set exceeds ``max_atoms`` (the returns do
   not lie on a small finite set: use categorical evaluation instead).
   """
-  check_num("horizon", horizon)
-  if isinstance(mdp.rewards, jax.core.Tracer):
+  check_horizon(horizon)
+  check_int("max_atoms", max_atoms)
+  if not is_concrete(mdp.rewards, mdp.probs, mdp.discount):
     raise InvalidMDPError("mdp: return_support needs a concrete MDP (call it outside jit)")
   r = np.asarray(ev.slot_rewards(mdp), np.float64)
   p = np.asarray(mdp.probs, np.float64)
@@ -113,18 +116,21 @@ def return_support(mdp: TabularMDP, horizon: int, *, atol: float = 1e-6,
   return everything
 
 
-def exact_return_distribution(mdp: TabularMDP, policy, horizon: int, *,
+@solver(infinite_horizon=False, kind="finite_horizon", reverse_mode=True)
+def exact_return_distribution(mdp: TabularMDP, *, horizon: int, policy=None,
                               support=None, timesteps=None, with_q: bool = False,
                               atol: float = 1e-6) -> ExactReturnDistribution:
   """Exact return distributions of a policy over ``horizon`` steps.
 
+  Example: ``exact_return_distribution(mdp, horizon=20)`` (uniform policy).
+
   Args:
     mdp: one MDP (any layout; deterministic BRIDGE MDPs are ``K = 1``),
       discount in [0, 1].
-    policy: stationary ``int [S]`` / ``float [S, A]`` or time-dependent
-      ``[T, S]`` / ``[T, S, A]``; ``None`` for uniform over valid actions
-      (the random policy of BRIDGE).
-    horizon: T, a static Python int >= 1.
+    horizon: T, a static Python int >= 1 (keyword).
+    policy: ``None`` (default: uniform over valid actions, the random policy
+      of BRIDGE), stationary ``int [S]`` / ``float [S, A]`` or time-dependent
+      ``[T, S]`` / ``[T, S, A]``.
     support: ``[M]`` strictly increasing values holding every reachable
       return; default :func:`return_support` (host-side enumeration).
     timesteps: optional static sequence of time steps in ``[0, T]`` to keep
@@ -135,12 +141,15 @@ def exact_return_distribution(mdp: TabularMDP, policy, horizon: int, *,
 
   Returns:
     :class:`ExactReturnDistribution`.
+
+  The default ``support`` is enumerated on the host (a concrete MDP); pass
+  ``support`` to run under ``jit``/``vmap``/:func:`jaxrl_dp.batch.solve`.
+  Gradients: ``jax.grad`` with respect to the transition probabilities and
+  the policy works (scatter-adds in a ``lax.scan``); the atoms are fixed.
   """
   ev.check_mdp(mdp, infinite_horizon=False)
-  check_num("horizon", horizon)
-  if policy is None:
-    policy = bellman.uniform_policy(mdp.action_mask).astype(mdp.rewards.dtype)
-  policy = ev.check_any_policy(policy, mdp, horizon)
+  check_horizon(horizon)
+  policy = ev.policy_or_uniform(policy, mdp, horizon=horizon)
   if timesteps is not None:
     ts = tuple(int(t) for t in np.atleast_1d(np.asarray(timesteps)))
     bad = [t for t in ts if not 0 <= t <= horizon]
@@ -150,7 +159,7 @@ def exact_return_distribution(mdp: TabularMDP, policy, horizon: int, *,
           f"steps in [0, {horizon}]")
     timesteps = ts
   if support is None:
-    support = return_support(mdp, horizon, atol=atol)
+    support = return_support(mdp, horizon=horizon, atol=atol)
   support = check_support(support)
   return _exact(mdp, policy, support, jnp.asarray(atol, mdp.rewards.dtype),
                 horizon=horizon, timesteps=timesteps, with_q=bool(with_q))

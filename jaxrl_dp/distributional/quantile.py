@@ -32,10 +32,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.mdp import TabularMDP, as_policy
+from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.options import check_horizon, check_int
+from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.distributional import evaluation as ev
 from jaxrl_dp.distributional.base import (QuantileResult, check_atoms_probs,
-                                          check_num, quantile_levels, quantile_distribution)
+                                          quantile_levels, quantile_distribution)
 from jaxrl_dp.distributional.risk import as_risk
 
 
@@ -85,7 +87,7 @@ def quantile_project(atoms, probs, num_quantiles: int) -> jax.Array:
     InvalidMDPError: N < 1, mismatched shapes, probabilities not a
       distribution (value checks only on concrete inputs).
   """
-  check_num("num_quantiles", num_quantiles)
+  check_int("num_quantiles", num_quantiles)
   atoms, probs = check_atoms_probs(atoms, probs)
   return project(atoms, probs, int(num_quantiles))
 
@@ -144,8 +146,10 @@ def _check_locs0(locs0, s, n):
   return locs0
 
 
-def quantile_evaluation(mdp: TabularMDP, policy, num_quantiles: int, *, tol=1e-6,
-                        max_iters: int = 10_000, locs0=None) -> QuantileResult:
+@solver(infinite_horizon=True, kind="evaluation")
+def quantile_evaluation(mdp: TabularMDP, num_quantiles: int, *, policy=None, tol=1e-6,
+                        max_iters: int = 10_000, num_iters: int | None = None,
+                        locs0=None) -> QuantileResult:
   """Return distribution of a policy (discounted) as N quantiles.
 
   Iterates ``eta <- Pi_W1 T^pi eta`` from ``locs0`` (default all zeros, the
@@ -153,24 +157,26 @@ def quantile_evaluation(mdp: TabularMDP, policy, num_quantiles: int, *, tol=1e-6
   * residual <= tol`` (``residual = max_s max_i |locs_{n+1} - locs_n|``),
   which guarantees sup-``W_inf`` distance ``<= tol`` to the projected fixed
   point; ``max_iters`` is never changed (``converged`` False when it runs
-  out). ``tol=None`` runs exactly ``max_iters`` backups.
+  out). ``num_iters`` (a fixed count) runs exactly that many backups.
 
   Args:
     mdp: one MDP, discount in [0, 1).
-    policy: ``int [S]`` or ``float [S, A]``.
     num_quantiles: N (static).
-    tol, max_iters, locs0: as above (``locs0 [S, N]``).
+    policy: ``None`` (uniform over valid actions), ``int [S]`` or ``float
+      [S, A]``.
+    tol, max_iters, num_iters, locs0: as above (``locs0 [S, N]``).
 
   Returns:
     :class:`QuantileResult`: ``locs [S, N]``, ``q_locs [S, A, N]``.
+
+  Gradients: forward mode only (a ``lax.while_loop``).
   """
   ev.check_mdp(mdp, infinite_horizon=True)
-  policy = as_policy(policy, mdp)  # checked before any int32 cast
-  n = check_num("num_quantiles", num_quantiles)
-  ev.check_options(tol, max_iters)
+  policy = ev.policy_or_uniform(policy, mdp)  # checked before any int32 cast
+  n = check_int("num_quantiles", num_quantiles)
+  tol, count, use_tol = ev.check_options(tol, max_iters, num_iters)
   locs0 = _check_locs0(locs0, mdp.rewards.shape[0], n)
-  return _evaluation(mdp, policy, locs0, 0.0 if tol is None else tol, n=n,
-                     max_iters=max_iters, use_tol=tol is not None)
+  return _evaluation(mdp, policy, locs0, tol, n=n, max_iters=count, use_tol=use_tol)
 
 
 @functools.partial(jax.jit, static_argnames=("n", "max_iters", "use_tol"))
@@ -187,22 +193,27 @@ def _evaluation(mdp, policy, locs0, tol, *, n, max_iters, use_tol):
                         residual=res, error_bound=bound, converged=conv)
 
 
-def quantile_evaluation_finite(mdp: TabularMDP, policy, num_quantiles: int,
-                               horizon: int, *, terminal_locs=None) -> QuantileResult:
+@solver(infinite_horizon=False, kind="finite_horizon")
+def quantile_evaluation_finite(mdp: TabularMDP, num_quantiles: int, *, horizon: int,
+                               policy=None, terminal_locs=None) -> QuantileResult:
   """Finite-horizon quantile evaluation by backward induction.
 
   ``locs_T = terminal_locs`` (default zeros), ``eta_t(s) = Pi_W1 sum_a
   pi_t(a|s) sum_k p_k (r_k + gamma eta_{t+1}(s'_k))``, and ``q_locs_t`` the
-  projection per action. Discount 1 is allowed.
+  projection per action. Discount 1 is allowed. ``horizon`` (T, keyword) is a
+  static Python int >= 1; ``policy`` ``None`` is uniform over valid actions,
+  else stationary ``int [S]`` / ``float [S, A]`` or time-dependent ``[T,
+  S]`` / ``[T, S, A]``. Gradients: ``jax.grad`` works (a ``lax.scan`` of
+  sorts and sums).
 
   Returns:
     :class:`QuantileResult` with ``locs [T + 1, S, N]``, ``q_locs
     [T, S, A, N]`` (index t = time step, ``T - t`` steps to go).
   """
   ev.check_mdp(mdp, infinite_horizon=False)
-  check_num("horizon", horizon)
-  policy = as_policy(policy, mdp, horizon=horizon)
-  n = check_num("num_quantiles", num_quantiles)
+  check_horizon(horizon)
+  policy = ev.policy_or_uniform(policy, mdp, horizon=horizon)
+  n = check_int("num_quantiles", num_quantiles)
   tl = _check_locs0(terminal_locs, mdp.rewards.shape[0], n)
   return _evaluation_finite(mdp, policy, tl, n=n, horizon=horizon)
 
@@ -223,26 +234,28 @@ def _evaluation_finite(mdp, policy, terminal, *, n, horizon):
                         residual=res, error_bound=bound, converged=conv)
 
 
+@solver(infinite_horizon=True, kind="control")
 def quantile_control(mdp: TabularMDP, num_quantiles: int, risk=None, *, tol=1e-6,
-                     max_iters: int = 10_000, locs0=None) -> QuantileResult:
+                     max_iters: int = 10_000, num_iters: int | None = None,
+                     locs0=None) -> QuantileResult:
   """Quantile distributional value iteration with a risk-greedy rule.
 
   As :func:`~jaxrl_dp.distributional.categorical_control` (same caveats:
   no guarantee for risk functionals other than the mean; ``converged``
   means the sup-``W_inf`` change fell to ``tol``; ``error_bound`` is
-  ``inf``).
+  ``inf``; ``num_iters`` runs a fixed number of backups). Gradients: forward
+  mode only.
 
   Returns:
     :class:`QuantileResult` with ``locs [S, N]``, ``q_locs [S, A, N]``,
     ``policy int32 [S]`` greedy on ``q_locs``.
   """
   ev.check_mdp(mdp, infinite_horizon=True)
-  n = check_num("num_quantiles", num_quantiles)
+  n = check_int("num_quantiles", num_quantiles)
   risk = as_risk(risk)
-  ev.check_options(tol, max_iters)
+  tol, count, use_tol = ev.check_options(tol, max_iters, num_iters)
   locs0 = _check_locs0(locs0, mdp.rewards.shape[0], n)
-  return _control(mdp, risk, locs0, 0.0 if tol is None else tol, n=n,
-                  max_iters=max_iters, use_tol=tol is not None)
+  return _control(mdp, risk, locs0, tol, n=n, max_iters=count, use_tol=use_tol)
 
 
 @functools.partial(jax.jit, static_argnames=("n", "max_iters", "use_tol"))
@@ -261,17 +274,21 @@ def _control(mdp, risk, locs0, tol, *, n, max_iters, use_tol):
                         converged=conv)
 
 
-def quantile_control_finite(mdp: TabularMDP, num_quantiles: int, horizon: int,
-                            risk=None, *, terminal_locs=None) -> QuantileResult:
+@solver(infinite_horizon=False, kind="finite_horizon")
+def quantile_control_finite(mdp: TabularMDP, num_quantiles: int, risk=None, *,
+                            horizon: int, terminal_locs=None) -> QuantileResult:
   """Finite-horizon backward induction with a risk-greedy rule (quantiles).
+
+  ``horizon`` (T, keyword) is a static Python int >= 1. Gradients: through
+  the quantiles for a fixed greedy policy (the argmax has none).
 
   Returns:
     :class:`QuantileResult` with ``locs [T + 1, S, N]``, ``q_locs
     [T, S, A, N]``, ``policy int32 [T, S]``.
   """
   ev.check_mdp(mdp, infinite_horizon=False)
-  check_num("horizon", horizon)
-  n = check_num("num_quantiles", num_quantiles)
+  check_horizon(horizon)
+  n = check_int("num_quantiles", num_quantiles)
   risk = as_risk(risk)
   tl = _check_locs0(terminal_locs, mdp.rewards.shape[0], n)
   return _control_finite(mdp, risk, tl, n=n, horizon=horizon)

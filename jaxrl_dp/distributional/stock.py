@@ -28,15 +28,17 @@ holds the CVaR maximizer) and ``m`` the rewards in lattice units. Every stock
 reachable at time t from an initial stock in range stays inside the grid;
 values at unreachable (t, c) pairs use lookups clamped to the grid edge and
 are not meaningful. The discounted version on a stock grid with interpolation
-is :mod:`jaxrl_dp.distributional.stock_discounted` (``optimize_cvar(mdp,
-alpha)`` without a horizon dispatches to it).
+is :mod:`jaxrl_dp.distributional.stock_discounted`; CVaR (both versions) is
+:mod:`jaxrl_dp.distributional.stock_cvar`.
 
-Batches: :func:`stock_augmented_dp` and :func:`optimize_cvar` accept a stacked
-batch of MDPs (:func:`jaxrl_dp.stack`, leading ``B``): one common lattice
-(the gcd over the batch) and one common grid, and :func:`stock_backward` is
-mapped over the batch by ``jax.vmap`` (every field of the solution gets a
-leading ``B``). :func:`stock_backward` and the forward propagation behind
-:func:`stock_policy_distribution` are jittable and vmappable one-MDP kernels.
+One MDP: the grid is built on the host from the MDP's rewards
+(:func:`stock_grid`), so :func:`stock_augmented_dp` needs a concrete MDP (not
+under ``jit``/``vmap``/:func:`jaxrl_dp.batch.solve`: loop over a batch, or
+share one grid and ``jax.vmap`` the jittable one-MDP kernel
+:func:`stock_backward`). :func:`stock_policy_distribution` is jittable given
+the solution. Gradients: ``jax.grad`` of the values with respect to the
+transition probabilities works through :func:`stock_backward` (a
+``lax.scan`` of max and sums); the grid and policy are discrete.
 """
 
 from __future__ import annotations
@@ -53,9 +55,14 @@ import numpy as np
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.mdp import TabularMDP, check_mdp_structure
+from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.options import check_horizon, check_int, is_concrete
+from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.distributional import evaluation as ev
-from jaxrl_dp.distributional.base import (Distribution, check_alpha, check_num)
+from jaxrl_dp.distributional.base import Distribution
+
+__all__ = ["StockSolution", "infer_lattice", "stock_grid", "stock_backward",
+           "stock_augmented_dp", "stock_policy_distribution"]
 
 
 @flax.struct.dataclass
@@ -92,34 +99,6 @@ class StockSolution:
     return jnp.moveaxis(self.values[0][:, self.stock_index(c0)], 0, -1)
 
 
-@flax.struct.dataclass
-class CVaRSolution:
-  """Result of :func:`optimize_cvar` (``alpha`` may be an array ``[...]``).
-
-  Attributes:
-    cvar: ``[...]`` optimal ``CVaR_alpha`` of the return from the initial
-      distribution over all history-dependent policies.
-    c0: ``[...]`` the maximizing initial stock (``-VaR_alpha`` of the optimal
-      return distribution); run the stock policy from it.
-    objective: ``[..., U0]`` ``-c_0 + E_s0 W_0(s0, c_0) / alpha`` over the
-      candidate initial stocks ``c0_grid``.
-    c0_grid: ``[U0]`` candidate initial stocks.
-    solution: the :class:`StockSolution` for ``f(x) = min(x, 0)`` (does not
-      depend on alpha).
-  """
-
-  cvar: jax.Array
-  c0: jax.Array
-  objective: jax.Array
-  c0_grid: jax.Array
-  solution: StockSolution
-
-  @property
-  def policy(self) -> jax.Array:
-    """``int32 [T, S, U]`` the stock-dependent optimal policy."""
-    return self.solution.policy
-
-
 # ----------------------------------------------------------------- lattice
 def _rational(x: float, max_den: int) -> fractions.Fraction:
   return fractions.Fraction(x).limit_denominator(max_den)
@@ -150,8 +129,11 @@ def infer_lattice(values, *, max_denominator: int = 10_000, atol: float = 1e-6) 
 
 
 def _lattice_steps(mdp: TabularMDP, lattice, atol=1e-6):
-  if isinstance(mdp.rewards, jax.core.Tracer):
-    raise InvalidMDPError("mdp: stock augmentation needs a concrete MDP (build the grid outside jit)")
+  if not is_concrete(mdp.rewards, mdp.probs, mdp.action_mask):
+    raise InvalidMDPError(
+        "mdp: the exact stock augmentation builds its grid from the rewards on the host and "
+        "needs a concrete MDP (not under jit / vmap / batch.solve): loop over a batch, or "
+        "build one grid with stock_grid and jax.vmap stock_backward")
   r = np.asarray(ev.slot_rewards(mdp), np.float64)
   p = np.asarray(mdp.probs, np.float64)
   mask = np.asarray(mdp.action_mask)[..., None] & (p > 0)
@@ -174,12 +156,13 @@ def _lattice_steps(mdp: TabularMDP, lattice, atol=1e-6):
   return delta, m, int(used_m.min()), int(used_m.max())
 
 
-def stock_grid(mdp: TabularMDP, horizon: int, *, lattice=None, c0_range=None,
+def stock_grid(mdp: TabularMDP, *, horizon: int, lattice=None, c0_range=None,
                max_stocks: int = 1_000_000):
   """Host-side grid: ``(delta, stocks [U] float64, steps int [S, A, K],
   c0_lo_index, c0_hi_index)`` (see the module docstring). Raises
   :class:`InvalidMDPError` when ``U`` would exceed ``max_stocks``."""
-  check_num("horizon", horizon)
+  check_horizon(horizon)
+  check_int("max_stocks", max_stocks)
   delta, m, m_min, m_max = _lattice_steps(mdp, lattice)
   t = horizon
   if c0_range is None:
@@ -201,34 +184,17 @@ def stock_grid(mdp: TabularMDP, horizon: int, *, lattice=None, c0_range=None,
   return delta, stocks, m, i_lo - g_lo, i_hi - g_lo
 
 
-def _check_discount_one(mdp):
-  if isinstance(mdp.discount, jax.core.Tracer):
+def check_finite_mdp(mdp) -> None:
+  """One MDP with discount exactly 1 (the lattice stock DP's setting)."""
+  ev.check_mdp(mdp, infinite_horizon=False)
+  if not is_concrete(mdp.discount):
     return
-  d = np.asarray(mdp.discount, np.float64)
-  flat = d.reshape(-1)
-  bad = flat != 1.0
-  if bad.any():
-    i = int(np.argwhere(bad)[0, 0])
-    where = f"[{i}]" if d.ndim else ""
+  d = float(np.asarray(mdp.discount, np.float64))
+  if d != 1.0:
     raise InvalidMDPError(
-        f"discount{where} = {float(np.asarray(mdp.discount).reshape(-1)[i])!r}: the exact "
+        f"discount = {d!r}: the exact "
         f"lattice stock augmentation is for undiscounted finite-horizon returns (discount 1); "
         f"for discount < 1 use optimize_cvar without a horizon (the stock-grid version)")
-
-
-def _is_batched(mdp) -> bool:
-  return isinstance(mdp, TabularMDP) and mdp.rewards.ndim == 3
-
-
-def _check_finite_mdp(mdp) -> bool:
-  """Shape and discount checks for one MDP or a stacked batch; returns batched."""
-  batched = _is_batched(mdp)
-  if batched:
-    check_mdp_structure(mdp, batched=True)
-  else:
-    ev.check_mdp(mdp, infinite_horizon=False)
-  _check_discount_one(mdp)
-  return batched
 
 
 # ---------------------------------------------------------------- DP kernel
@@ -264,18 +230,18 @@ def stock_backward(mdp: TabularMDP, steps: jax.Array, terminal: jax.Array, *,
   return jnp.concatenate([ws, terminal[None]], axis=0), qs, pols
 
 
-def stock_augmented_dp(mdp: TabularMDP, horizon: int, utility: Callable, *,
+@solver(infinite_horizon=False, kind="finite_horizon")
+def stock_augmented_dp(mdp: TabularMDP, utility: Callable, *, horizon: int,
                        lattice=None, c0_range=None,
                        max_stocks: int = 1_000_000) -> StockSolution:
   """Maximizes ``E f(c_0 + G)`` over policies of (time, state, stock).
 
   Args:
-    mdp: one MDP with discount 1 and rewards on a lattice (any layout,
-      per-transition rewards allowed), or a stacked batch (leading ``B``:
-      common lattice and grid, ``jax.vmap`` over the batch).
-    horizon: T (static int >= 1).
+    mdp: one concrete MDP with discount 1 and rewards on a lattice (any
+      layout, per-transition rewards allowed).
     utility: ``f``, an elementwise JAX-traceable function of the stock
       (applied once to the grid).
+    horizon: T (keyword; static int >= 1).
     lattice: the step ``delta``; default inferred from the rewards
       (:func:`infer_lattice`).
     c0_range: ``(lo, hi)`` initial stocks to cover; default the range of
@@ -285,10 +251,14 @@ def stock_augmented_dp(mdp: TabularMDP, horizon: int, utility: Callable, *,
 
   Returns:
     :class:`StockSolution`. ``values[0, s, index(c0)]`` is the optimal
-    ``E f(c0 + G)`` from state s (a batch adds ``B`` in front of every field).
+    ``E f(c0 + G)`` from state s.
+
+  Raises:
+    InvalidMDPError: discount not 1, rewards off the lattice, a grid larger
+      than ``max_stocks``, a traced MDP (the grid is built on the host).
   """
-  batched = _check_finite_mdp(mdp)
-  delta, stocks, m, _, _ = stock_grid(mdp, horizon, lattice=lattice, c0_range=c0_range,
+  check_finite_mdp(mdp)
+  delta, stocks, m, _, _ = stock_grid(mdp, horizon=horizon, lattice=lattice, c0_range=c0_range,
                                       max_stocks=max_stocks)
   dtype = mdp.rewards.dtype
   stocks_j = jnp.asarray(stocks, dtype)
@@ -299,83 +269,9 @@ def stock_augmented_dp(mdp: TabularMDP, horizon: int, utility: Callable, *,
         f"{tuple(stocks_j.shape)}), got shape {tuple(terminal.shape)}")
   steps = jnp.asarray(m, jnp.int32)
   lattice_j = jnp.asarray(delta, dtype)
-  if batched:
-    b = mdp.rewards.shape[0]
-    values, q, pol = jax.vmap(
-        lambda mm, st: stock_backward(mm, st, terminal, horizon=horizon))(mdp, steps)
-    stocks_j = jnp.broadcast_to(stocks_j, (b,) + stocks_j.shape)
-    lattice_j = jnp.broadcast_to(lattice_j, (b,))
-  else:
-    values, q, pol = stock_backward(mdp, steps, terminal, horizon=horizon)
+  values, q, pol = stock_backward(mdp, steps, terminal, horizon=horizon)
   return StockSolution(stocks=stocks_j, values=values, q=q, policy=pol,
                        steps=steps, lattice=lattice_j)
-
-
-def cvar_utility(x):
-  """``f(x) = min(x, 0)``."""
-  return jnp.minimum(x, 0.0)
-
-
-def optimize_cvar(mdp: TabularMDP, alpha, horizon: int | None = None, *, lattice=None,
-                  max_stocks: int = 1_000_000, **discounted_options):
-  """Optimal lower-tail ``CVaR_alpha`` of the return over history-dependent policies.
-
-  ``CVaR_alpha = max_{c_0} (-c_0 + E_{s_0 ~ initial} W_0(s_0, c_0) / alpha)``
-  with ``W`` the stock-augmented optimum for ``f(x) = min(x, 0)``. The DP
-  does not depend on ``alpha``: an array of levels costs one DP.
-
-  With a ``horizon`` T (discount 1, lattice rewards) this is exact: for each
-  policy the objective is concave and piecewise linear in ``c_0`` with kinks
-  at lattice points (at ``-G`` values), so maximizing over the lattice
-  ``c_0`` in ``[-T max r, -T min r]`` is exact. Without a horizon (discount
-  < 1) it is :func:`~jaxrl_dp.distributional.optimize_cvar_discounted` on a
-  stock grid (``discounted_options``: ``method``, ``c_grid``,
-  ``num_stocks``, ``tol``, ``max_iters``, ...).
-
-  Args:
-    mdp: one MDP or a stacked batch (leading ``B``); ``initial`` the start
-      distribution (``c_0`` is chosen before the start state is drawn).
-    alpha: level(s) in (0, 1], scalar or array ``[...]`` (e.g.
-      ``jnp.array(alphas)`` gives ``[len(alphas)]`` results).
-    horizon: T (exact finite-horizon version) or None (discounted grid).
-    lattice: optional lattice step (default inferred; finite horizon only).
-    max_stocks: largest stock grid allowed (finite horizon only).
-
-  Returns:
-    finite horizon: :class:`CVaRSolution` (``cvar``, ``c0`` with the shape of
-    alpha, ``[B, ...]`` for a batch; the stock-dependent ``policy [T, S,
-    U]``); discounted: :class:`~jaxrl_dp.distributional.DiscountedCVaRSolution`.
-  """
-  check_alpha(alpha)
-  if horizon is None:
-    if lattice is not None:
-      raise InvalidMDPError("lattice: only used with a horizon (the exact finite-horizon version)")
-    from jaxrl_dp.distributional.stock_discounted import optimize_cvar_discounted
-    return optimize_cvar_discounted(mdp, alpha, **discounted_options)
-  if discounted_options:
-    raise InvalidMDPError(
-        f"{sorted(discounted_options)[0]}: an option of the discounted stock-grid version; "
-        f"expected no such option with horizon={horizon!r}")
-  check_num("horizon", horizon)
-  sol = stock_augmented_dp(mdp, horizon, cvar_utility, lattice=lattice,
-                           max_stocks=max_stocks)
-  _, _, _, lo, hi = stock_grid(mdp, horizon, lattice=lattice, max_stocks=max_stocks)
-  alpha = jnp.asarray(alpha, sol.values.dtype)
-  if _is_batched(mdp):
-    return jax.vmap(lambda so, ini: _cvar_from_solution(so, ini, alpha, lo=lo, hi=hi))(
-        sol, mdp.initial)
-  return _cvar_from_solution(sol, mdp.initial, alpha, lo=lo, hi=hi)
-
-
-@functools.partial(jax.jit, static_argnames=("lo", "hi"))
-def _cvar_from_solution(sol, initial, alpha, *, lo, hi):
-  c0 = sol.stocks[lo:hi + 1]
-  w0 = initial @ sol.values[0][:, lo:hi + 1]  # [U0]
-  a = alpha[..., None]
-  obj = -c0 + w0 / a
-  best = jnp.argmax(obj, axis=-1)
-  return CVaRSolution(cvar=jnp.max(obj, axis=-1), c0=c0[best], objective=obj,
-                      c0_grid=c0, solution=sol)
 
 
 # ------------------------------------------------ return of a stock policy
@@ -387,10 +283,9 @@ def stock_policy_distribution(mdp: TabularMDP, solution: StockSolution, c0,
   ``solution.policy[t, s, stock]``. Jittable given ``c0``.
 
   Args:
-    mdp: the MDP the solution was computed for (or a stacked batch).
+    mdp: the MDP the solution was computed for (one MDP).
     solution: a :class:`StockSolution` (or ``CVaRSolution.solution``).
-    c0: initial stock (a lattice point inside the grid's initial range;
-      ``[B]`` or a scalar for a batch).
+    c0: initial stock (a lattice point inside the grid's initial range).
     initial: start distribution ``[S]``; default ``mdp.initial``.
 
   Returns:
@@ -399,8 +294,6 @@ def stock_policy_distribution(mdp: TabularMDP, solution: StockSolution, c0,
   """
   initial = mdp.initial if initial is None else jnp.asarray(initial)
   c0 = jnp.asarray(c0, solution.stocks.dtype)
-  if _is_batched(mdp):
-    return jax.vmap(_forward)(mdp, solution, jnp.broadcast_to(c0, mdp.rewards.shape[:1]), initial)
   return _forward(mdp, solution, c0, initial)
 
 

@@ -114,7 +114,7 @@ def _initial_return_probs(mdp: TabularMDP, policies: jax.Array, horizon: int,
 def _initial_probs(mdp, policies, support, *, horizon):
   dd = _dd()
   one = lambda pol: mdp.initial @ dd.exact_return_distribution(
-      mdp, pol, horizon, support=support, timesteps=(0,)).probs[0]
+      mdp, horizon=horizon, policy=pol, support=support, timesteps=(0,)).probs[0]
   if policies.ndim == 2:
     return one(policies)
   return jax.lax.map(one, policies, batch_size=256)
@@ -144,8 +144,8 @@ def cvar_curves(mdp: TabularMDP, horizon: int, alphas, *, best_markov: bool = Tr
   dd = _dd()
   a = _check_alphas(alphas)
   dtype = mdp.rewards.dtype
-  sol = dd.optimize_cvar(mdp, jnp.asarray(a, dtype), horizon)
-  support = dd.return_support(mdp, horizon)
+  sol = dd.optimize_cvar(mdp, jnp.asarray(a, dtype), horizon=horizon)
+  support = dd.return_support(mdp, horizon=horizon)
   fh = _finite_horizon()(mdp, horizon)
   rn = _initial_return_probs(mdp, fh.policy, horizon, support)
   sup = jnp.asarray(support, dtype)
@@ -199,7 +199,7 @@ def return_cdfs(mdp: TabularMDP, horizon: int, c0s, *,
   dd = _dd()
   c0 = np.atleast_1d(np.asarray(c0s, np.float64))
   f = dd.cvar_utility if utility is None else utility
-  sol = dd.stock_augmented_dp(mdp, horizon, f, c0_range=(float(c0.min()), float(c0.max())))
+  sol = dd.stock_augmented_dp(mdp, f, horizon=horizon, c0_range=(float(c0.min()), float(c0.max())))
   _check_on_grid("c0s", c0, sol)
   rets, cdfs, means, vals = [], [], [], []
   init = np.asarray(mdp.initial, np.float64)
@@ -244,7 +244,7 @@ def stock_value_curve(mdp: TabularMDP, horizon: int, alpha: float) -> dict:
   """
   dd = _dd()
   a = float(_check_alphas(alpha)[0])
-  sol = dd.optimize_cvar(mdp, a, horizon)
+  sol = dd.optimize_cvar(mdp, a, horizon=horizon)
   d = dd.stock_policy_distribution(mdp, sol.solution, sol.c0)
   c0 = np.asarray(sol.c0_grid, np.float64)
   obj = np.asarray(sol.objective, np.float64)
@@ -451,12 +451,12 @@ def homeostatic_distributions(mdp: TabularMDP, horizon: int, c0: float) -> dict:
     DP's optimal ``E -|c_0 + G|``).
   """
   dd = _dd()
-  sol = dd.stock_augmented_dp(mdp, horizon, homeostatic_utility, c0_range=(c0, c0))
+  sol = dd.stock_augmented_dp(mdp, homeostatic_utility, horizon=horizon, c0_range=(c0, c0))
   _check_on_grid("c0", c0, sol)
   d = dd.stock_policy_distribution(mdp, sol, c0)
   sa = np.asarray(d.atoms, np.float64) + c0
   sp = np.asarray(d.probs, np.float64)
-  support = dd.return_support(mdp, horizon)
+  support = dd.return_support(mdp, horizon=horizon)
   fh = _finite_horizon()(mdp, horizon)
   npb = np.asarray(_initial_return_probs(mdp, fh.policy, horizon, support), np.float64)
   na = np.asarray(support, np.float64) + c0
@@ -551,9 +551,9 @@ def approximation_errors(num_atoms: Sequence[int] = (3, 5, 11, 21, 51, 101, 201)
   cat, qua = [], []
   for n in ns:
     z = jnp.linspace(0.0, 2.0, n)
-    r = dd.categorical_evaluation(mdp, pol, z, tol=None, max_iters=converge_iters)
+    r = dd.categorical_evaluation(mdp, z, policy=pol, num_iters=converge_iters)
     cat.append(cramer_to_uniform(np.asarray(z), np.asarray(r.probs[0])))
-    rq = dd.quantile_evaluation(mdp, pol, n, tol=None, max_iters=converge_iters)
+    rq = dd.quantile_evaluation(mdp, n, policy=pol, num_iters=converge_iters)
     qua.append(w1_to_uniform(np.asarray(rq.locs[0])))
   n_it = int(atoms_for_iterations)
   z = jnp.linspace(0.0, 2.0, n_it)
