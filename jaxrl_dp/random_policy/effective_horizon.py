@@ -73,7 +73,6 @@ states; the discount of the MDP is applied (BRIDGE MDPs have discount 1); the
 walk starts from every state with positive initial probability.
 """
 
-
 from __future__ import annotations
 
 import functools
@@ -136,14 +135,6 @@ def analyze_effective_horizon(mdp: TabularMDP, horizon: int, *, policy=None,
 STRATEGIES = ("auto", "vmap", "map")
 
 
-@functools.partial(jax.jit, static_argnames=("horizon", "strategy"))
-def _map_with_policies(mdps, policies, tol, *, horizon, strategy):
-  one = lambda mp: effective_horizon_kernel(mp[0], horizon, policy=mp[1], tol=tol)
-  if strategy == "vmap":
-    return jax.vmap(one)((mdps, policies))
-  return jax.lax.map(one, (mdps, policies))
-
-
 def analyze_effective_horizon_batch(mdps: TabularMDP, horizon: int, *, policy=None,
                                     tol: float = REWARD_PRECISION, x64: bool = True,
                                     strategy: str = "auto",
@@ -156,8 +147,8 @@ def analyze_effective_horizon_batch(mdps: TabularMDP, horizon: int, *, policy=No
   :func:`jaxrl_dp.batch.solve` (chunked, sharded over the devices;
   ``strategy="auto"`` is ``jax.lax.map`` on CPU, where each MDP's loop over k
   stops at its own k, and ``jax.vmap`` on accelerators). With per-MDP
-  exploration policies the kernel is mapped over (MDP, policy) pairs with
-  the same strategy, in one jitted program.
+  exploration policies it is :func:`jaxrl_dp.batch.make_batched` of the same
+  kernel, the policies passed per MDP.
 
   ``mdps`` is a batched :class:`TabularMDP` (leaves with a leading ``B``, e.g.
   from :func:`jaxrl_dp.stack`, which pads to common sizes; padding does not
@@ -177,15 +168,15 @@ def analyze_effective_horizon_batch(mdps: TabularMDP, horizon: int, *, policy=No
   pol = check_analysis_inputs(mdps, horizon, policy, tol=tol, batched=True)
   check_choice("strategy", strategy, STRATEGIES)
   check_int("chunk_size", chunk_size)
-  if strategy == "auto":
-    strategy = "map" if jax.default_backend() == "cpu" else "vmap"
   from jaxrl_dp import batch  # local: keeps `import jaxrl_dp.random_policy` light
 
   def run(m, p, t):
     if p is None:
       return batch.solve(m, effective_horizon_kernel, chunk_size=chunk_size, strategy=strategy,
                          progress=False, horizon=int(horizon), tol=t)
-    return jax.device_get(_map_with_policies(m, p, t, horizon=int(horizon), strategy=strategy))
+    batched = batch.make_batched(effective_horizon_kernel, strategy=strategy,
+                                 horizon=int(horizon), tol=t)
+    return jax.device_get(batched(m, policy=jnp.asarray(p)))
 
   if not x64:
     pol = None if pol is None else jnp.asarray(pol, mdps.rewards.dtype)
