@@ -11,6 +11,8 @@ The public API (stable names):
     driver), ``jaxrl_dp.suites`` (generators and loaders).
 """
 
+from typing import TYPE_CHECKING
+
 from jaxrl_dp.core import (FiniteHorizonSolution, InvalidMDPError,
                            PolicyEvaluation, Solution, TabularMDP, stack,
                            unstack, validate_mdp)
@@ -23,6 +25,9 @@ __version__ = "0.1.0"
 
 _LAZY = ("random_policy", "distributional", "robust", "figures")
 
+if TYPE_CHECKING:  # IDEs and type checkers see the lazily loaded families.
+  from jaxrl_dp import distributional, figures, random_policy, robust  # noqa: F401
+
 
 def __getattr__(name):
   # Kernel families load on first use (`jaxrl_dp.robust` ...), keeping import light.
@@ -30,6 +35,10 @@ def __getattr__(name):
     import importlib
     return importlib.import_module(f"jaxrl_dp.{name}")
   raise AttributeError(f"module 'jaxrl_dp' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "FiniteHorizonSolution", "InvalidMDPError", "PolicyEvaluation", "Solution",

@@ -29,6 +29,10 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import ROW_SUM_ATOL, check_distribution, check_finite
 from jaxrl_dp.core.options import check_int, is_concrete
 
+__all__ = ["Distribution", "CategoricalResult", "QuantileResult", "categorical_distribution",
+           "quantile_distribution", "quantile_levels", "check_support", "check_probs",
+           "check_alpha", "check_atoms_probs", "check_distribution_arg"]
+
 
 # ------------------------------------------------------------ distribution
 @flax.struct.dataclass

@@ -45,6 +45,8 @@ from jaxrl_dp.core.options import check_horizon, check_int, is_concrete
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.distributional.base import categorical_distribution, check_support
 
+__all__ = ["ExactReturnDistribution", "exact_return_distribution", "return_support"]
+
 
 @flax.struct.dataclass
 class ExactReturnDistribution:

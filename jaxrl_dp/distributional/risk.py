@@ -43,6 +43,10 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.distributional.base import (Distribution, check_alpha,
                                           check_distribution_arg)
 
+__all__ = ["mean", "variance", "value_at_risk", "cvar", "expected_utility",
+           "threshold_probability", "sort_distribution", "Mean", "MeanVariance", "VaR", "CVaR",
+           "ThresholdProbability", "ExpectedUtility", "as_risk"]
+
 
 def _broadcast(dist: Distribution):
   shape = jnp.broadcast_shapes(dist.atoms.shape, dist.probs.shape)

@@ -13,6 +13,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+__all__ = ["spearman", "plot_min_k_histogram", "plot_sample_complexity", "plot_sticky_sweep",
+           "plot_greedy_optimal_share", "plot_pass_at_k", "plot_temperature_sweep"]
+
 
 def _axes(ax, ncols: int = 1, figsize=None):
   import matplotlib.pyplot as plt  # lazy: the plot extra

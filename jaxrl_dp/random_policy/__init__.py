@@ -5,8 +5,7 @@ Environments"), sticky actions, GORP and SQIRL, and ROVER-style learning on
 tree MDPs ("Random Policy Valuation is Enough for LLM Reasoning with Verifiable
 Rewards")."""
 
-from jaxrl_dp.random_policy.q import (check_exploration_policy, policy_expectation,
-                                      qvi_backup, qvi_steps, random_q)
+from jaxrl_dp.random_policy.q import policy_expectation, qvi_backup, qvi_steps, random_q
 from jaxrl_dp.random_policy.values import value_triplet
 from jaxrl_dp.random_policy.reach import reach, successors, terminal_states
 from jaxrl_dp.random_policy.covering import covering_length, covering_length_bounds
@@ -18,7 +17,7 @@ from jaxrl_dp.random_policy.effective_horizon import (REWARD_PRECISION,
                                                       analyze_effective_horizon_batch)
 
 __all__ = [
-    "random_q", "qvi_steps", "qvi_backup", "policy_expectation", "check_exploration_policy",
+    "random_q", "qvi_steps", "qvi_backup", "policy_expectation",
     "REWARD_PRECISION", "EffectiveHorizonAnalysis", "analyze_effective_horizon",
     "analyze_effective_horizon_batch", "effective_horizon_kernel", "greedy_returns",
     "greedy_returns_kernel", "terminal_states", "reach", "successors", "value_triplet",
@@ -30,11 +29,10 @@ from jaxrl_dp.random_policy.sticky import (StickyAnalysis, analyze_sticky_action
 
 __all__ += ["StickyAnalysis", "sticky_actions", "analyze_sticky_actions", "sticky_state_index"]
 
-from jaxrl_dp.random_policy.gorp import (GORPResult, GORPSampleComplexity,
-                                         SampleComplexity, gorp, gorp_kernel,
+from jaxrl_dp.random_policy.gorp import (GORPResult, SampleComplexity, gorp, gorp_kernel,
                                          gorp_sample_complexity)
 
-__all__ += ["GORPResult", "GORPSampleComplexity", "SampleComplexity", "gorp", "gorp_kernel",
+__all__ += ["GORPResult", "SampleComplexity", "gorp", "gorp_kernel",
             "gorp_sample_complexity"]
 
 from jaxrl_dp.random_policy.rollout import (Trajectories, returns_to_go,

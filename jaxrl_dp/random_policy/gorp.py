@@ -35,6 +35,10 @@ from jaxrl_dp.random_policy.values import value_triplet
 from jaxrl_dp.random_policy.q import (check_exploration_policy,
                                       policy_probs_at)
 
+__all__ = ["GORPResult", "SampleComplexity", "gorp", "gorp_kernel", "gorp_sample_complexity",
+           "check_sampler_inputs", "check_m", "median_sample_complexity",
+           "bisect_sample_complexity"]
+
 
 @flax.struct.dataclass
 class GORPResult:
@@ -217,9 +221,6 @@ class SampleComplexity:
   median_final_return: float = flax.struct.field(pytree_node=False)
   tried: dict = flax.struct.field(pytree_node=False)
 
-
-#: Backwards-compatible name.
-GORPSampleComplexity = SampleComplexity
 
 
 def median_sample_complexity(final_return, optimal_return, timesteps_per_iteration,

@@ -30,6 +30,10 @@ from jaxrl_dp.core.options import check_horizon, check_int, is_concrete
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.planning.evaluation import exact_policy_values
 
+__all__ = ["random_q", "random_q_finite_kernel", "qvi_steps", "qvi_backup",
+           "policy_expectation", "policy_at", "policy_probs_at", "masked_min", "sum_actions",
+           "check_exploration_policy"]
+
 #: Above this many actions, sums over actions use ``jnp.sum`` (XLA's order)
 #: instead of an unrolled left-to-right chain.
 _UNROLL_MAX_ACTIONS = 64

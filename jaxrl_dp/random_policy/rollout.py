@@ -29,6 +29,8 @@ from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.random_policy.reach import terminal_states
 from jaxrl_dp.random_policy.q import policy_at
 
+__all__ = ["Trajectories", "sample_trajectories", "state_occupancies", "returns_to_go"]
+
 
 @flax.struct.dataclass
 class Trajectories:

@@ -54,6 +54,10 @@ from jaxrl_dp.random_policy.q import check_exploration_policy, policy_expectatio
 from jaxrl_dp.random_policy.rollout import (Trajectories, sample_trajectories,
                                             state_occupancies)
 
+__all__ = ["LearnerResult", "TreeMetrics", "correct_pairs", "pass_at_k", "reinforce_kernel",
+           "reinforce_train", "reinforce_update", "rover_kernel", "rover_train", "rover_update",
+           "softmax_policy", "tree_metrics", "tree_metrics_kernel"]
+
 
 # ------------------------------------------------------------------ checks
 def _check_nonneg(value, field: str, *, allow_zero: bool = True) -> None:

@@ -59,6 +59,8 @@ from jaxrl_dp.random_policy.gorp import (SampleComplexity, check_m,
 from jaxrl_dp.random_policy.rollout import (sample_trajectories,
                                             state_occupancies)
 
+__all__ = ["SQIRLResult", "policy_return", "sqirl", "sqirl_kernel", "sqirl_sample_complexity"]
+
 
 @flax.struct.dataclass
 class SQIRLResult:
