@@ -80,10 +80,12 @@ Derivatives. These solvers are written for values, not for automatic
 differentiation: ``kl_ball`` and ``wasserstein_ball`` iterate in a
 ``lax.while_loop`` (forward-mode ``jax.jvp`` works, reverse-mode ``jax.grad``
 raises), and the gradients JAX derives through sorts, selections and
-bisections are in general not those of the optimal value (``chi2_ball`` can
-give NaN). The derivative of the worst-case value with respect to ``values``
-is the returned worst-case distribution (Danskin's theorem, where the
-optimum is unique): use ``worst_probs`` rather than ``jax.grad``.
+bisections are in general not those of the optimal value. ``chi2_ball`` has
+a custom JVP that gives the optimal value's derivatives (w.r.t. values,
+probs and radius; finite everywhere, see :func:`chi2_ball_worst_case`). The
+derivative of the worst-case value with respect to ``values`` is the
+returned worst-case distribution (Danskin's theorem, where the optimum is
+unique): for the other kinds use ``worst_probs`` rather than ``jax.grad``.
 """
 
 from __future__ import annotations
@@ -447,7 +449,65 @@ def chi2_ball_worst_case(values, probs, radius, *, iters=None):
   by piece (see ``_chi2_ball_pieces``). Otherwise: when the threshold is above
   ``max V`` it has the closed form ``E_P0 V - sqrt(radius Var_P0 V)``; else
   ``iters`` bisection steps on t keep the feasible end.
+
+  Derivatives (``jax.grad`` / ``jax.jvp``) of the VALUE are those of the
+  optimal value (a custom JVP, envelope theorem): ``d value / d values`` is
+  the returned worst P, ``d value / d radius = -lam`` (the multiplier of the
+  chi2 constraint; ``-inf`` is replaced by the most negative finite number at
+  radius 0, where the one-sided derivative is infinite), and ``d value / d
+  probs`` is ``lam (1 - (P / P0)^2)`` on the support (``values - E_P0
+  values`` at radius 0) projected through the renormalisation of ``probs``.
+  Finite at every point (radius 0, equal values, a saturated radius). The
+  returned ``worst_probs`` carries no derivative (its tangent is zero).
   """
+  return _chi2_ball(values, probs, radius, iters)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _chi2_ball(values, probs, radius, iters):
+  return _chi2_ball_solve(values, probs, radius, iters)
+
+
+@_chi2_ball.defjvp
+def _chi2_ball_jvp(iters, primals, tangents):
+  values, probs, radius = primals
+  dv, dp, dr = tangents
+  value, worst = _chi2_ball_solve(values, probs, radius, iters)
+  dtype = worst.dtype
+  total = _rsum(probs)
+  p0 = probs / total
+  mask = p0 > 0
+  r = jnp.where(mask, worst / jnp.where(mask, p0, 1.0), 0.0)
+  # Active slots: P / P0 above the rounding level (a slot left with ~eps mass
+  # by rounding lies at the threshold only up to that rounding).
+  active = mask & (r > 64 * jnp.finfo(dtype).eps)
+  vals = jnp.where(mask, values, 0.0)
+  # The multiplier: on the active set V_i = t - 2 lam P_i / P0_i, so with a,
+  # m the P0-mass and P0-moment of the active slots, lam = (m - a E_P V) /
+  # (2 (a (1 + radius) - 1)); the constraint is slack (lam = 0) when the
+  # denominator is <= 0 (the argmin-set distribution is inside the ball).
+  a = _rsum(jnp.where(active, p0, 0.0))
+  m = _rsum(jnp.where(active, p0 * vals, 0.0))
+  e_p = _rsum(jnp.where(active, worst * vals, 0.0))
+  den = radius * a - _rsum(jnp.where(mask & ~active, p0, 0.0))
+  tiny = 64 * jnp.finfo(dtype).eps
+  lam = jnp.where(den > tiny, jnp.maximum(m - a * e_p, 0.0) / (2.0 * jnp.where(den > tiny, den, 1.0)),
+                  0.0)
+  mean0 = _rsum(jnp.where(mask, p0 * vals, 0.0))
+  var0 = _rsum(jnp.where(mask, p0 * (vals - mean0) ** 2, 0.0))
+  at_zero = radius <= 0
+  big = jnp.finfo(dtype).max
+  lam = jnp.where(at_zero, jnp.where(var0 > 0, big, 0.0), jnp.minimum(lam, big))
+  g = jnp.where(at_zero, vals, lam * (1.0 - r * r))
+  g = jnp.where(mask, g, jnp.where(at_zero, 0.0, lam))
+  # probs enters through p0 = probs / sum(probs).
+  g = (g - _rsum(p0 * g)) / total
+  dvalue = (_rsum(jnp.where(worst != 0, worst * dv, 0.0)) + _rsum(g * dp)
+            - jnp.where(at_zero & (var0 > 0), big, lam) * dr)
+  return (value, worst), (dvalue.astype(value.dtype), jnp.zeros_like(worst))
+
+
+def _chi2_ball_solve(values, probs, radius, iters):
   p0 = _renormalized(probs)
   mask = p0 > 0
   dtype = p0.dtype
