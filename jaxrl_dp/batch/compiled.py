@@ -194,9 +194,10 @@ def cache_token(value, _depth: int = 0):
   * arrays: shape, dtype and a sha256 of the contents;
   * dicts, lists, tuples: their items' tokens;
   * ``functools.partial``: the function's token and the bound arguments';
-  * Python functions: the function object (its code) and the tokens of its
-    closure cells and defaults, so a closure whose captured value was
-    re-bound gets a new key;
+  * Python functions: their code object and module globals (by identity) and
+    the tokens of their closure cells and defaults: a closure whose captured
+    value was re-bound gets a new key, and a lambda re-created with equal
+    captured values gets the same key (no recompilation);
   * bound methods: the function and the token of ``__self__``;
   * callable objects hashed by identity: their type and the token of their
     attributes (``vars``);
@@ -223,8 +224,10 @@ def cache_token(value, _depth: int = 0):
         cells.append(cache_token(c.cell_contents, d))
       except ValueError:  # an empty cell
         cells.append("<empty cell>")
-    return ("function", value, tuple(cells), cache_token(value.__defaults__, d),
-            cache_token(value.__kwdefaults__, d))
+    # The code object, not the function object: a lambda re-created with the
+    # same captured values (e.g. inside a loop) reuses the compiled program.
+    return ("function", value.__code__, id(value.__globals__), tuple(cells),
+            cache_token(value.__defaults__, d), cache_token(value.__kwdefaults__, d))
   if isinstance(value, types.MethodType):
     return ("method", cache_token(value.__func__, d), cache_token(value.__self__, d))
   if (callable(value) and type(value).__hash__ is object.__hash__

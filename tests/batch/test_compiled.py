@@ -99,7 +99,9 @@ def test_cache_token_follows_what_a_callable_captures():
 
   f = make(1e-1)
   assert cache_token(f) == cache_token(f)
+  assert cache_token(make(1e-1)) == cache_token(make(1e-1))  # new object, same program
   assert cache_token(make(1e-1)) != cache_token(make(1e-8))
+  assert cache_token(lambda m: m) != cache_token(lambda m: m + 1)
   x = 1.0
 
   def g(m):
@@ -132,3 +134,17 @@ def test_cache_token_follows_what_a_callable_captures():
     return rec(n - 1) if n else 0
 
   hash(cache_token(rec))
+
+
+TRACES = []  # a module global: not part of a closure's key
+
+
+def test_lambda_recreated_in_a_loop_compiles_once(suite):
+  stacked, v_star = suite
+  before = len(TRACES)
+  for _ in range(3):
+    tol = 1e-6
+    sol = batch.solve(stacked, lambda m: (TRACES.append(1), value_iteration(
+        m, tol=tol, max_iters=2000))[1], progress=False)
+    np.testing.assert_allclose(sol.values, v_star, rtol=0, atol=1e-4)
+  assert len(TRACES) - before == 1
