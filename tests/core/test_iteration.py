@@ -1,0 +1,144 @@
+"""core.iteration: the certified loop drivers and the rounding bound of a backup."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrl_dp as jd
+from jaxrl_dp.core import bellman, iteration
+from _reference import random_dense, random_sparse, sparse_to_dense
+
+
+_optimality = jax.jit(bellman.bellman_optimality)
+_policy_backup = jax.jit(bellman.policy_backup)
+
+
+def _stored64(m):
+  p = np.asarray(m.probs, np.float64)
+  if m.is_sparse:
+    p = sparse_to_dense(np.asarray(m.next_states), p)
+  return p, np.asarray(m.rewards, np.float64), float(m.discount)
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("shift", [0.0, 1e4])
+def test_backup_rounding_bounds_the_computed_backup(layout, shift):
+  """|fl(T) v - T v| <= delta(v, fl(T) v), T v computed exactly in float64
+  from the stored float32 arrays, for control and for both policy kinds."""
+  rng = np.random.default_rng(0)
+  for trial in range(12):
+    s, a = ((3, 1), (17, 3), (40, 4))[trial % 3]  # few shapes: few compilations
+    if layout == "dense":
+      p, r = random_dense(rng, s, a, zero_frac=0.3 * (trial % 2))
+      m = jd.TabularMDP.from_dense(p, r * 10 + shift, 0.99)
+    else:
+      ns, ps, r = random_sparse(rng, s, a, min(s, 4))
+      m = jd.TabularMDP.from_sparse(ns, ps, r * 10 + shift, 0.99)
+    p64, r64, g = _stored64(m)
+    v = jnp.asarray(rng.normal(size=s) * 100 + shift, jnp.float32)
+    v64 = np.asarray(v, np.float64)
+    # control backup
+    tv, _ = _optimality(m, v)
+    exact = (r64 + g * p64 @ v64).max(1)
+    delta = float(iteration.backup_rounding(m)(v, tv))
+    assert np.abs(np.asarray(tv, np.float64) - exact).max() <= delta
+    # policy backups: deterministic and stochastic
+    for pol in (jnp.asarray(rng.integers(0, a, s), jnp.int32),
+                jnp.asarray(rng.dirichlet(np.ones(a), s), jnp.float32)):
+      tpv = _policy_backup(m, pol, v)
+      pi = (np.eye(a)[np.asarray(pol)] if pol.ndim == 1
+            else np.asarray(pol, np.float64))
+      exact = np.einsum("sa,sa->s", pi, r64 + g * p64 @ v64)
+      delta = float(iteration.backup_rounding(m, pol)(v, tpv))
+      assert np.abs(np.asarray(tpv, np.float64) - exact).max() <= delta
+
+
+def test_contraction_modulus_includes_row_sums():
+  rng = np.random.default_rng(1)
+  p, r = random_dense(rng, 5, 2)
+  p = p * (1 + 5e-6)  # rows sum to 1 + 5e-6 (within the validator's atol)
+  m = jd.TabularMDP.from_dense(p, r, 0.9)
+  mod = float(iteration.contraction_modulus(m))
+  sums = np.asarray(m.probs, np.float64).sum(-1).max()
+  assert mod >= 0.9 * sums * (1 - 1e-7) and mod <= 0.9 * sums * (1 + 1e-5)
+  assert mod > float(m.discount)
+
+
+def test_contraction_bound_refuses_invalid_moduli():
+  for m in (1.0, 1.5, np.nan, -0.1):
+    assert float(iteration.contraction_bound(jnp.float32(1.0), 0.0, jnp.float32(m))) == np.inf
+  assert float(iteration.contraction_bound(jnp.float32(np.nan), 0.0, jnp.float32(0.5))) == np.inf
+  b = float(iteration.contraction_bound(jnp.float32(1.0), 0.25, jnp.float32(0.5)))
+  assert 1.5 <= b <= 1.5 * (1 + 1e-6)  # (0.5 * 1 + 0.25) / (1 - 0.5)
+
+
+def test_scalar_contraction_and_legacy_tuples():
+  """v <- 0.5 v + 1 (fixed point 2): bound holds, legacy 4-tuples still work."""
+  backup = lambda v: 0.5 * v + 1.0
+  v0 = jnp.zeros(3, jnp.float32)
+  r = iteration.fixed_point_solve(backup, v0, jnp.float32(0.5), jnp.float32(1e-3),
+                                  max_iters=100)
+  assert isinstance(r, iteration.FixedPoint) and bool(r.converged)
+  assert float(jnp.max(jnp.abs(r.values - 2.0))) <= float(r.error_bound) <= 1e-3
+  it, v, res, conv = iteration.sup_norm_fixed_point(
+      backup, v0, jnp.float32(0.5), jnp.float32(1e-3), max_iters=100)
+  assert int(it) == int(r.iterations) and bool(conv)
+  np.testing.assert_array_equal(v, r.values)
+  # max_iters is never changed; the bound still holds when it runs out.
+  r = iteration.fixed_point_solve(backup, v0, jnp.float32(0.5), jnp.float32(0.0),
+                                  max_iters=3)
+  assert int(r.iterations) == 3 and not bool(r.converged)
+  assert float(jnp.max(jnp.abs(r.values - 2.0))) <= float(r.error_bound)
+
+
+def test_tol_below_rounding_floor_stops_at_the_rounding_level():
+  backup = lambda v: 0.99 * v + 1.0  # fixed point 100
+  v0 = jnp.zeros(4, jnp.float32)
+  r = iteration.fixed_point_solve(backup, v0, jnp.float32(0.99), jnp.float32(1e-9),
+                                  max_iters=100_000)
+  assert not bool(r.converged)
+  assert int(r.iterations) < 100_000  # stopped early, not at max_iters
+  assert float(jnp.max(jnp.abs(r.values - 100.0))) <= float(r.error_bound)
+  assert float(r.error_bound) < 1e-2
+
+
+def test_invalid_discount_runs_nothing_and_nan_stops():
+  backup = lambda v: 0.5 * v + 1.0
+  v0 = jnp.zeros(2, jnp.float32)
+  for g in (1.0, 2.0, np.nan):
+    r = iteration.fixed_point_solve(backup, v0, jnp.float32(g), jnp.float32(1.0),
+                                    max_iters=50)
+    assert int(r.iterations) == 0 and not bool(r.converged)
+    assert float(r.error_bound) == np.inf
+  r = iteration.fixed_point_solve(lambda v: v * jnp.nan, v0, jnp.float32(0.5),
+                                  jnp.float32(1.0), max_iters=50)
+  assert int(r.iterations) == 1 and not bool(r.converged)
+  it, _, _, conv = iteration.residual_loop(
+      lambda x: (x * jnp.nan, jnp.float32(jnp.nan)), v0, 1.0, 1.0, max_iters=50)
+  assert int(it) == 1 and not bool(conv)
+
+
+def test_loops_vmap_and_jit():
+  backup = lambda g: (lambda v: g * v + 1.0)
+  gs = jnp.asarray([0.1, 0.5, 1.0, 0.9], jnp.float32)
+  run = lambda g: iteration.fixed_point_solve(backup(g), jnp.zeros(2, jnp.float32), g,
+                                              jnp.float32(1e-3), max_iters=1000)
+  out = jax.jit(jax.vmap(run))(gs)
+  np.testing.assert_array_equal(out.converged, [True, True, False, True])
+  for i, g in enumerate(np.asarray(gs)):
+    one = run(jnp.float32(g))
+    assert int(one.iterations) == int(out.iterations[i])
+
+
+def test_matmul_roundoff_follows_precision_config():
+  u = np.finfo(np.float32).eps / 2
+  with jax.default_matmul_precision("float32"):
+    assert iteration.matmul_roundoff(jnp.float32) == u
+  with jax.default_matmul_precision("tensorfloat32"):
+    assert iteration.matmul_roundoff(jnp.float32) == 2.0**-11
+  with jax.default_matmul_precision("bfloat16"):
+    assert iteration.matmul_roundoff(jnp.float32) == 2.0**-8
+  assert iteration.matmul_roundoff(np.float64) == np.finfo(np.float64).eps / 2
