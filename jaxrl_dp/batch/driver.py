@@ -44,6 +44,7 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
           devices: Optional[Sequence[jax.Device]] = None,
           on_chunk: Optional[Callable[[int, int], None]] = None,
           strategy: str = "auto",
+          run_id: Optional[str] = None,
           **solver_kwargs) -> Any:
   """Solves a batch of MDPs with one compiled, vmapped and sharded solver.
 
@@ -100,7 +101,8 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
   MDPs, effective chunk size, number of chunks, the solver's name and options
   (readable), a fingerprint of the solver's lowered one-MDP program (what it
   computes, including values a lambda, closure, ``functools.partial`` or
-  callable object captured) and a fingerprint of the input batch. Every chunk
+  callable object captured), the optional ``run_id`` and a fingerprint of the
+  input batch. Every chunk
   file carries the run fingerprint, its index and digests of its input slice
   and of its outputs; a chunk that fails any check (from another run, another
   index, other inputs, edited, truncated, empty or garbage) is not used: a
@@ -140,6 +142,12 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
       Chunks loaded from disk are not reported. An exception raised here stops
       the run; finished chunks stay on disk.
     strategy: ``"auto"``, ``"vmap"`` or ``"map"`` (see step 3).
+    run_id: an optional string you choose, recorded in the manifest as part of
+      the run's identity (another ``run_id`` is another run). Required with
+      ``results_dir`` when the solver's program calls back into Python for
+      values (``jax.pure_callback``, ``io_callback`` with results): the
+      callback's Python code is invisible to the program fingerprint, so change
+      ``run_id`` whenever that code or what it captures changes.
     **solver_kwargs: options bound to ``solver`` (static ones such as
       ``max_iters`` or ``horizon`` included). Names that clash with the
       arguments above cannot be passed; bind them with ``functools.partial``.
@@ -159,12 +167,15 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
       the field; its first index is the MDP's position in the batch), a bad
       ``chunk_size``, ``strategy`` or ``devices`` (empty, duplicated, mixed
       platforms), or an invalid solver option.
-    ValueError: ``results_dir`` holds results of a different run.
+    ValueError: ``results_dir`` holds results of a different run, or the
+      solver calls back into Python for values and no ``run_id`` was given.
     ResultsDirLockedError: ``results_dir`` is in use by a live run.
   """
   if not callable(solver):
     raise TypeError(f"solver: expected a callable taking one MDP, got {type(solver).__name__}")
   chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+  if run_id is not None and (not isinstance(run_id, str) or not run_id):
+    raise InvalidMDPError(f"run_id = {run_id!r}: expected a non-empty string or None")
 
   host = _host_batch(mdps)
   num_mdps = int(host.rewards.shape[0])
@@ -214,6 +225,14 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
     digests, fingerprint = chunk_digests(host, chunk, num_mdps)
     one_spec = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), host)
+    program = program_fingerprint(one, one_spec)
+    if program.python_callbacks and run_id is None:
+      raise ValueError(
+          f"batch.solve: the solver's program calls back into Python for values "
+          f"({program.python_callbacks} jax.pure_callback / io_callback), whose code the "
+          f"run fingerprint cannot see, so results_dir could resume results of other "
+          f"code: pass run_id='...' (a string you change whenever that code or what it "
+          f"captures changes)")
     manifest = {
         "format": MANIFEST_FORMAT,
         "num_mdps": num_mdps,
@@ -221,7 +240,8 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
         "num_chunks": num_chunks,
         "solver": solver_name(solver),
         "solver_kwargs": describe_options(solver, solver_kwargs),
-        "program": program_fingerprint(one, one_spec),
+        "program": program.digest,
+        "run_id": run_id,
         "fingerprint": fingerprint,
     }
     store = ChunkStore(os.fspath(results_dir), manifest, resume=resume,

@@ -23,14 +23,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import numpy as np
 
 from jaxrl_dp.batch.compiled import array_digest
 
-__all__ = ["program_fingerprint", "chunk_digests", "output_digest",
+__all__ = ["Program", "program_fingerprint", "chunk_digests", "output_digest",
            "solver_name", "describe_options"]
 
 # Location metadata (only printed with debug info; removed again defensively):
@@ -47,8 +47,29 @@ def _blake(data: bytes | None = None):
   return h
 
 
-def program_fingerprint(one: Callable[..., Any], spec: Any) -> str:
-  """blake2b (64 hex digits) of the lowered program of ``one`` at ``spec``.
+class Program(NamedTuple):
+  """The identity of a lowered program.
+
+  Attributes:
+    digest: blake2b (64 hex digits) of its StableHLO text without locations.
+    python_callbacks: how many of its custom calls run Python code AND return
+      values into the program (``jax.pure_callback``, ``io_callback`` with
+      results). Their Python code is not in the text, so the digest cannot
+      see it; side-effect-only callbacks (``jax.debug.print``) are not counted.
+  """
+
+  digest: str
+  python_callbacks: int
+
+
+# A custom call whose results are used (``%0 = ...`` / ``%0:2 = ...``) and whose
+# target is one of XLA's Python callbacks (CPU or GPU, FFI or legacy).
+_VALUE_CALLBACK = re.compile(
+    r"=\s*(?:stablehlo|mhlo)\.custom_call\s+@\w*python\w*callback\w*")
+
+
+def program_fingerprint(one: Callable[..., Any], spec: Any) -> Program:
+  """The :class:`Program` identity of ``jax.jit(one)`` lowered at ``spec``.
 
   Args:
     one: a function of ONE MDP (the solver with its options bound).
@@ -56,7 +77,7 @@ def program_fingerprint(one: Callable[..., Any], spec: Any) -> str:
   """
   text = jax.jit(one).trace(spec).lower().as_text(debug_info=False)
   text = _LOC.sub("", _LOC_ALIAS.sub("", text))  # defensive: no location metadata enters the hash
-  return _blake(text.encode()).hexdigest()
+  return Program(_blake(text.encode()).hexdigest(), len(_VALUE_CALLBACK.findall(text)))
 
 
 def _leaf_header(path, x) -> bytes:

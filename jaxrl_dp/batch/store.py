@@ -4,8 +4,8 @@ Layout of ``results_dir``::
 
   manifest.json        the run: format, num_mdps, chunk_size, num_chunks, solver,
                        solver_kwargs (readable), program (fingerprint of what the
-                       solver computes), fingerprint (of the input batch),
-                       run_nonce, jax_version
+                       solver computes), run_id (the caller's, or null),
+                       fingerprint (of the input batch), run_nonce, jax_version
   chunk_00000.npz      chunk 0's output leaves + a header (see below)
   ...
   .jaxrl_dp.lock       while a run writes there (see jaxrl_dp.batch.lock)

@@ -678,3 +678,26 @@ def test_solver_metadata_is_read_through_solver_info(small_mdps):
       for _ in range(T):  # float64 backward induction
         v = np.max(r + p @ v, axis=1)
       np.testing.assert_allclose(sol.values[i, 0], v, rtol=1e-5, atol=1e-5)
+
+
+def test_python_callback_solver_needs_a_run_id(tmp_path, small_mdps, v_star):
+  mdps = small_mdps
+  scale = [1.0]  # host state the program fingerprint cannot see
+
+  def scaled(m):
+    v = value_iteration(m, tol=1e-8, max_iters=MAX_ITERS).values
+    return jax.pure_callback(lambda x: np.asarray(x) * np.float32(scale[0]),
+                             jax.ShapeDtypeStruct(v.shape, v.dtype), v)
+
+  d = tmp_path / "run"
+  with pytest.raises(ValueError, match="run_id="):
+    batch.solve(mdps, scaled, results_dir=d, progress=False)
+  out = batch.solve(mdps, scaled, results_dir=d, run_id="scale-1", progress=False)
+  assert_is_v_star(out, v_star)
+  scale[0] = 2.0
+  with pytest.raises(ValueError, match="run_id: on disk 'scale-1', this call 'scale-2'"):
+    batch.solve(mdps, scaled, results_dir=d, run_id="scale-2", progress=False)
+  out = batch.solve(mdps, scaled, results_dir=d, run_id="scale-2", resume=False, progress=False)
+  assert_is_v_star(out / 2, v_star)
+  with pytest.raises(InvalidMDPError, match="run_id = 3"):
+    batch.solve(mdps, scaled, run_id=3)

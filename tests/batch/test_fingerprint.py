@@ -66,7 +66,7 @@ sys.path.insert(0, {tests!r})
 sys.path.insert(0, {here!r})
 from test_fingerprint import one_spec, closure, digests_of_example
 from jaxrl_dp.batch.fingerprint import program_fingerprint
-print(program_fingerprint(closure(1e-3), one_spec()))
+print(program_fingerprint(closure(1e-3), one_spec()).digest)
 print(digests_of_example()[1])
 """
 
@@ -87,7 +87,7 @@ def test_fingerprints_are_stable_across_processes():
                        cwd=REPO, capture_output=True, text=True, timeout=180)
   assert res.returncode == 0, res.stderr[-3000:]
   prog, inputs = res.stdout.split()
-  assert prog == program_fingerprint(closure(1e-3), one_spec())
+  assert prog == program_fingerprint(closure(1e-3), one_spec()).digest
   assert inputs == digests_of_example()[1]
 
 
@@ -121,3 +121,21 @@ def test_output_digest_and_descriptions():
   assert solver_name(functools.partial(value_iteration, tol=1.0)).endswith("value_iteration")
   text = describe_options(functools.partial(value_iteration, tol=1e-3), {"max_iters": 7})
   assert text == "(max_iters=7, tol=0.001)"
+
+
+def test_value_returning_python_callbacks_are_counted():
+  spec = one_spec()
+
+  def with_print(m):
+    jax.debug.print("solving {}", m.discount)  # side effect only: not counted
+    return value_iteration(m, tol=1e-3).values
+
+  def with_callback(m):
+    v = value_iteration(m, tol=1e-3).values
+    return jax.pure_callback(lambda x: np.asarray(x) * 2, jax.ShapeDtypeStruct(v.shape, v.dtype),
+                             v)
+
+  assert program_fingerprint(closure(1e-3), spec).python_callbacks == 0
+  assert program_fingerprint(with_print, spec).python_callbacks == 0
+  prog = program_fingerprint(with_callback, spec)
+  assert prog.python_callbacks == 1 and len(prog.digest) == 64
