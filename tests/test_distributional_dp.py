@@ -3,8 +3,10 @@ float64 linear solves, closed forms, brute-force enumeration of trajectories,
 dict-based NumPy backward induction, and Monte Carlo with DKW bounds."""
 
 import collections
+import logging
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -358,7 +360,7 @@ def test_cvar_greedy_finite_control_vs_dict_reference_and_vmap_over_alpha():
 
 
 # ------------------------------------------------------ jit, vmap, retrace
-def test_jit_equals_nojit_and_vmap_equals_loop():
+def test_jit_equals_nojit_and_vmap_equals_loop(caplog):
   rng = np.random.default_rng(6)
   ns, p, r, mask = random_mdp(rng, 4, 2, 2)
   m = jd.TabularMDP.from_sparse(ns, p, r, 0.7)
@@ -388,12 +390,23 @@ def test_jit_equals_nojit_and_vmap_equals_loop():
     np.testing.assert_allclose(vq.locs[i], oq.locs, atol=1e-5)
   # Batched results keep working with the risk functionals.
   np.testing.assert_allclose(dd.mean(vm.distribution())[1], dd.mean(dd.categorical_evaluation(mdps[1], z, policy=pol_b, tol=1e-4).distribution()), atol=1e-5)
-  # No retracing for new values of the same shapes.
-  from jaxrl_dp.distributional import categorical as cat_mod
-  before = cat_mod._evaluation._cache_size()
-  dd.categorical_evaluation(mdps[2], z + 1.0, policy=pol_b, tol=1e-3)
-  dd.categorical_evaluation(mdps[1], z, policy=pol_b, tol=1e-2)
-  assert cat_mod._evaluation._cache_size() == before
+  # No retracing for new values of the same shapes: nothing is compiled again
+  # (jax.log_compiles), and a user's jit over the solver traces once
+  # (chex.assert_max_traces) with the support and tol traced.
+  z1 = z + 1.0
+  with jax.log_compiles(True), caplog.at_level(logging.WARNING, logger="jax"):
+    dd.categorical_evaluation(mdps[2], z1, policy=pol_b, tol=1e-3)
+    dd.categorical_evaluation(mdps[1], z, policy=pol_b, tol=1e-2)
+  assert not [r for r in caplog.records if "Compiling" in r.getMessage()]
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def run(mm, zz, tol):
+    return dd.categorical_evaluation(mm, zz, policy=pol_b, tol=tol).probs
+
+  for mm, zz, tol in ((mdps[0], z, 1e-3), (mdps[1], z1, 1e-2), (mdps[2], z, 1e-4)):
+    np.testing.assert_allclose(run(mm, zz, tol), dd.categorical_evaluation(
+        mm, zz, policy=pol_b, tol=tol).probs, atol=1e-6)
 
 
 # ----------------------------------------------------------------- bad input
