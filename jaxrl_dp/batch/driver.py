@@ -107,7 +107,10 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
   and of its outputs; a chunk that fails any check (from another run, another
   index, other inputs, edited, truncated, empty or garbage) is not used: a
   :class:`~jaxrl_dp.batch.StaleChunkWarning` names the file and the reason,
-  and the chunk is recomputed.
+  and the chunk is recomputed. Identifying a run costs one trace and lowering
+  of the one-MDP program and one read of the input batch on the host (a
+  device-resident batch is copied to the host chunk by chunk, before the
+  first chunk runs; nothing is copied inside the loop over chunks).
 
   Args:
     mdps: a non-empty list of one-MDP :class:`~jaxrl_dp.TabularMDP` (all dense

@@ -163,7 +163,8 @@ class DirLock:
       return
     os.unlink(aside)
     warnings.warn(f"{self.path}: took over a stale lock left by {who}, which is "
-                  f"no longer running", StaleLockWarning, stacklevel=4)
+                  f"no longer running", StaleLockWarning,
+                  stacklevel=5)  # _take_over <- acquire <- __enter__ <- solve <- caller
 
   def release(self) -> None:
     """Removes the lock file if it is still this lock's."""

@@ -227,8 +227,9 @@ class ChunkStore:
     except Exception as e:  # truncated, empty, garbage: any read failure
       out, reason = None, f"unreadable ({type(e).__name__}: {e})"
     if reason is not None:
+      # stacklevel: load <- solve's run() <- solve <- the caller of batch.solve
       warnings.warn(f"{p}: {reason}; not used, recomputing it", StaleChunkWarning,
-                    stacklevel=3)
+                    stacklevel=4)
       return None
     return out
 
