@@ -11,7 +11,7 @@ import pytest
 import jaxrl_dp as jd
 from jaxrl_dp import planning
 from jaxrl_dp.core.solver_info import solver_info
-from _reference import evaluate, optimal_values, random_dense, random_sparse
+from _reference import random_dense, random_sparse
 
 INFINITE = {
     "value_iteration": lambda m: jd.value_iteration(m, tol=1e-2),
