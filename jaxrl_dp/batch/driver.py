@@ -251,17 +251,23 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
                        writer=jax.process_index() == 0)
 
   def run():
-    todo = []
-    done_mdps = 0
+    loaded = np.zeros(num_chunks, bool)
     for i in range(num_chunks):
       lo, hi = i * chunk, min((i + 1) * chunk, num_mdps)
-      loaded = store.load(i, out_keys, out_avals, hi - lo, digests[i]) if store else None
-      if loaded is None:
-        todo.append(i)
-      else:
-        for res, arr in zip(results, loaded):
+      arrays = store.load(i, out_keys, out_avals, hi - lo, digests[i]) if store else None
+      if arrays is not None:
+        loaded[i] = True
+        for res, arr in zip(results, arrays):
           res[lo:hi] = arr
-        done_mdps += hi - lo
+    if store is not None and jax.process_count() > 1:
+      # Every process must run the same chunks (each is a collective): a chunk
+      # is recomputed everywhere unless every process could load it.
+      from jax.experimental import multihost_utils
+      loaded = np.asarray(multihost_utils.process_allgather(loaded)).reshape(
+          -1, num_chunks).all(axis=0)
+    todo = [i for i in range(num_chunks) if not loaded[i]]
+    done_mdps = sum(min((i + 1) * chunk, num_mdps) - i * chunk
+                    for i in range(num_chunks) if loaded[i])
 
     bar = Progress(num_chunks, num_mdps, enabled=progress)
     bar.start(num_chunks - len(todo), done_mdps)
