@@ -71,13 +71,18 @@ print(digests_of_example()[1])
 """
 
 
-def digests_of_example():
+def example_batch():
+  """5 dense MDPs (S=3, A=2), stacked."""
   rng = np.random.default_rng(3)
   mdps = []
   for _ in range(5):
     p, r = random_dense(rng, 3, 2)
     mdps.append(TabularMDP.from_dense(p, r, 0.8))
-  return chunk_digests(batch.stack(mdps), 2, 5)
+  return batch.stack(mdps)
+
+
+def digests_of_example():
+  return chunk_digests(example_batch(), 2, 5)
 
 
 def test_fingerprints_are_stable_across_processes():
@@ -92,12 +97,7 @@ def test_fingerprints_are_stable_across_processes():
 
 
 def test_chunk_digests():
-  rng = np.random.default_rng(3)
-  mdps = []
-  for _ in range(5):
-    p, r = random_dense(rng, 3, 2)
-    mdps.append(TabularMDP.from_dense(p, r, 0.8))
-  host = batch.stack(mdps)
+  host = example_batch()
   digests, whole = chunk_digests(host, 2, 5)
   assert len(digests) == 3 and len(set(digests)) == 3 and len(whole) == 64
   # Device arrays give the same digests as host arrays.

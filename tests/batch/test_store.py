@@ -90,43 +90,38 @@ def test_chunk_copied_from_another_run_is_recomputed(tmp_path, mdps, v_star):
   np.testing.assert_array_equal(sol2.values, sol.values)
 
 
-def test_chunk_copied_to_another_index_is_recomputed(tmp_path, mdps, v_star):
-  d = tmp_path / "run"
-  run(mdps, d)
-  shutil.copy(d / chunk_name(0), d / chunk_name(2))
-  with pytest.warns(batch.StaleChunkWarning, match=r"chunk_00002\.npz: holds chunk 0, expected "
-                                                   r"chunk 2"):
-    sol, seen = run(mdps, d)
-  assert seen == [2]
-  assert_is_v_star(sol.values, v_star)
-
-
-def test_edited_chunk_is_recomputed(tmp_path, mdps, v_star):
-  d = tmp_path / "run"
-  run(mdps, d)
-  p = d / chunk_name(1)
+def rewrite_chunk(p, edit):
+  """Rewrites chunk file ``p`` with ``edit(arrays)`` applied to its arrays."""
   with np.load(p) as z:
     arrays = {k: z[k] for k in z.files}
-  arrays["values"] = arrays["values"] + 46.7  # header kept: only the values changed
   with open(p, "wb") as f:
-    np.savez(f, **arrays)
-  with pytest.warns(batch.StaleChunkWarning, match=r"chunk_00001\.npz: its arrays do not match"):
-    sol, seen = run(mdps, d)
-  assert seen == [1]
-  assert_is_v_star(sol.values, v_star)
+    np.savez(f, **edit(arrays))
 
 
-def test_chunk_without_header_is_recomputed(tmp_path, mdps, v_star):
+def shifted_values(arrays):  # header kept: only the values changed
+  return {**arrays, "values": arrays["values"] + 46.7}
+
+
+def without_header(arrays):  # the layout of the previous format
+  return {k: v for k, v in arrays.items() if k != HEADER_KEY}
+
+
+@pytest.mark.parametrize("change, index, reason", [
+    ("copy_0_to_2", 2, r"holds chunk 0, expected chunk 2"),
+    ("edit_values", 1, r"its arrays do not match their stored digest"),
+    ("drop_header", 0, r"no chunk header"),
+])
+def test_copied_or_edited_chunk_is_recomputed(tmp_path, mdps, v_star, change, index, reason):
   d = tmp_path / "run"
   run(mdps, d)
-  p = d / chunk_name(0)
-  with np.load(p) as z:
-    arrays = {k: z[k] for k in z.files if k != HEADER_KEY}
-  with open(p, "wb") as f:  # the layout of the previous format (no header)
-    np.savez(f, **arrays)
-  with pytest.warns(batch.StaleChunkWarning, match=r"chunk_00000\.npz: no chunk header"):
+  p = d / chunk_name(index)
+  if change == "copy_0_to_2":
+    shutil.copy(d / chunk_name(0), p)
+  else:
+    rewrite_chunk(p, shifted_values if change == "edit_values" else without_header)
+  with pytest.warns(batch.StaleChunkWarning, match=rf"{chunk_name(index)}: {reason}"):
     sol, seen = run(mdps, d)
-  assert seen == [0]
+  assert seen == [index]
   assert_is_v_star(sol.values, v_star)
 
 
