@@ -55,8 +55,9 @@ def test_policy_iteration_1e38_rewards_regression():
 
 
 # --------------------------------------- item 9: traced invalid discount
-@pytest.mark.parametrize("name", sorted(INFINITE))
-@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("name,layout", [(n, "dense") for n in sorted(INFINITE)] + [
+    ("value_iteration", "sparse"), ("modified_policy_iteration", "sparse"),
+    ("evaluation_iterative", "sparse")])
 def test_traced_invalid_discount_is_never_converged(name, layout):
   m, _, _ = _mdp(layout)
   fn = INFINITE[name]
