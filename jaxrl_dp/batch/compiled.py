@@ -71,22 +71,30 @@ def map_over_batch(one: Callable[..., Any], strategy: str) -> Callable[..., Any]
 
 
 def check_stacked(mdps: Any) -> int:
-  """The batch size ``B`` of a stacked :class:`TabularMDP` (works on tracers).
+  """The batch size ``B`` of a stacked batch of MDPs (works on tracers).
+
+  A :class:`TabularMDP` must have ``rewards [B, S, A]``; any other pytree of
+  arrays (e.g. a model of another family) must have at least one leaf. In
+  both cases every leaf must have the same leading axis ``B``.
 
   Raises:
-    InvalidMDPError: not a ``TabularMDP``, ``rewards`` not of rank 3, or a leaf
+    InvalidMDPError: no array leaves, ``rewards`` not of rank 3, or a leaf
       without the leading axis ``B``.
   """
-  if not isinstance(mdps, TabularMDP):
+  paths = jax.tree_util.tree_flatten_with_path(mdps)[0]
+  if not paths or any(not hasattr(x, "shape") for _, x in paths):
     raise InvalidMDPError(
         f"mdps: expected a stacked TabularMDP (leaves with a leading axis B, e.g. "
         f"from jaxrl_dp.stack), got {type(mdps).__name__}")
-  if np.ndim(mdps.rewards) != 3:
-    raise InvalidMDPError(
-        f"mdps.rewards: expected a stacked batch [B, S, A], got shape "
-        f"{tuple(np.shape(mdps.rewards))}")
-  b = np.shape(mdps.rewards)[0]
-  for path, x in jax.tree_util.tree_flatten_with_path(mdps)[0]:
+  if isinstance(mdps, TabularMDP):
+    if np.ndim(mdps.rewards) != 3:
+      raise InvalidMDPError(
+          f"mdps.rewards: expected a stacked batch [B, S, A], got shape "
+          f"{tuple(np.shape(mdps.rewards))}")
+    b = np.shape(mdps.rewards)[0]
+  else:
+    b = np.shape(paths[0][1])[0] if np.ndim(paths[0][1]) else None
+  for path, x in paths:
     if np.ndim(x) < 1 or np.shape(x)[0] != b:
       raise InvalidMDPError(
           f"mdps{jax.tree_util.keystr(path)}: expected a leading batch axis B={b}, "
@@ -119,7 +127,8 @@ def make_batched(solver: Callable[..., Any], *, strategy: str = "auto",
     A ``jax.jit``-compiled function ``batched(mdps, *args, **kwargs)``:
       * ``mdps``: a stacked :class:`~jaxrl_dp.TabularMDP`, every leaf with a
         leading axis ``B`` (``probs [B, S, A, K]``, ``rewards [B, S, A]``,
-        ``discount [B]``, ...), e.g. from :func:`jaxrl_dp.stack`;
+        ``discount [B]``, ...), e.g. from :func:`jaxrl_dp.stack` (or another
+        model pytree whose every leaf has the leading axis ``B``);
       * ``args`` / ``kwargs``: optional per-MDP arguments, pytrees whose every
         leaf has the leading axis ``B`` (e.g. a policy ``[B, S, A]``); they are
         passed to ``solver`` after the MDP;

@@ -85,8 +85,14 @@ def test_make_batched_errors(suite):
   one = jax.tree_util.tree_map(lambda x: x[0], stacked)
   with pytest.raises(InvalidMDPError, match=r"stacked batch \[B, S, A\]"):
     run(one)
+  with pytest.raises(InvalidMDPError, match=r"mdps\[0\]\.discount: expected a leading batch"):
+    run([one])  # a list holding one unstacked MDP
   with pytest.raises(InvalidMDPError, match="expected a stacked TabularMDP"):
-    run([one])
+    run(None)  # no array leaves
+  # Another model pytree works if every leaf has the leading axis B.
+  total = batch.make_batched(lambda d: d["x"].sum() * d["y"])(
+      {"x": np.ones((4, 3), np.float32), "y": np.arange(4, dtype=np.float32)})
+  np.testing.assert_allclose(np.asarray(total), 3.0 * np.arange(4))
   ragged = stacked.replace(discount=stacked.discount[:2])
   with pytest.raises(InvalidMDPError, match=r"discount.*leading batch axis B=5"):
     run(ragged)
