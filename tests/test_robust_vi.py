@@ -206,21 +206,23 @@ def test_fixed_point_against_scipy_inner(kind, size, support, pnorm):
 
 @pytest.mark.parametrize("kind,layout", [("l1_ball", "dense"), ("kl_ball", "sparse")])
 def test_vmap_over_radius_grid_monotone_and_nominal_at_zero(kind, layout):
-  _, _, _, sp, de = small_mdp(4)
-  m = sp if layout == "sparse" else de
-  grid = np.array([0.0, 0.1, 0.3, 0.8, 1.5], np.float32)
-  sets = build(kind, grid)
-  out = jax.vmap(lambda u: R.robust_value_iteration(m, u, tol=1e-5))(sets)
-  assert out.values.shape == (5, m.num_states) and bool(out.converged.all())
-  for i, g in enumerate(grid):
-    one = R.robust_value_iteration(m, build(kind, float(g)), tol=1e-5)
-    np.testing.assert_allclose(out.values[i], one.values, atol=1e-5)
-    np.testing.assert_allclose(out.q[i], one.q, atol=1e-5)
-  nominal = jd.value_iteration(m, tol=1e-5).values
-  np.testing.assert_allclose(out.values[0], nominal, atol=3e-5)
-  d = np.diff(np.asarray(out.values), axis=0)
-  assert np.all(d <= 1e-5)                               # decreasing in the radius
-  assert np.all(np.asarray(out.values) <= np.asarray(nominal) + 2e-5)
+  # float64: a float32 run cannot certify this tol (rounding floor).
+  with jax.enable_x64(True):
+    _, _, _, sp, de = small_mdp(4)
+    m = sp if layout == "sparse" else de
+    grid = np.array([0.0, 0.1, 0.3, 0.8, 1.5])
+    sets = build(kind, grid)
+    out = jax.vmap(lambda u: R.robust_value_iteration(m, u, tol=1e-5))(sets)
+    assert out.values.shape == (5, m.num_states) and bool(out.converged.all())
+    for i, g in enumerate(grid):
+      one = R.robust_value_iteration(m, build(kind, float(g)), tol=1e-5)
+      np.testing.assert_allclose(out.values[i], one.values, atol=1e-5)
+      np.testing.assert_allclose(out.q[i], one.q, atol=1e-5)
+    nominal = jd.value_iteration(m, tol=1e-5).values
+    np.testing.assert_allclose(out.values[0], nominal, atol=3e-5)
+    d = np.diff(np.asarray(out.values), axis=0)
+    assert np.all(d <= 1e-5)                               # decreasing in the radius
+    assert np.all(np.asarray(out.values) <= np.asarray(nominal) + 2e-5)
 
 
 @pytest.mark.parametrize("kind,size,layout", [("chi2_ball", 0.3, "sparse"), ("wasserstein_ball", 0.3, "sparse"),
@@ -228,35 +230,37 @@ def test_vmap_over_radius_grid_monotone_and_nominal_at_zero(kind, layout):
 def test_robust_evaluation_equals_evaluation_under_worst_kernel(kind, size, layout):
   """V^pi_robust is the value of pi under the returned worst kernel (plus the
   expected penalty for penalty sets), by a float64 linear solve."""
-  _, _, _, sp, de = small_mdp(5)
-  m = sp if layout == "sparse" else de
-  uset = build(kind, size, line_metric(m.num_states))
-  rng = np.random.default_rng(0)
-  s_n, a_n = m.rewards.shape
-  r = np.asarray(m.rewards, np.float64)
-  p0 = np.asarray(m.probs, np.float64)
-  # Deterministic policies for the balls, a stochastic one for the penalty.
-  if uset.is_penalty:
-    policies = [jnp.asarray(rng.dirichlet(np.ones(a_n), s_n), jnp.float32)]
-  else:
-    policies = [jnp.asarray(rng.integers(0, a_n, s_n), jnp.int32)]
-  for pol in policies:
-    ev = R.robust_policy_evaluation(m, pol, uset, tol=1e-6)
-    assert bool(ev.converged)
-    wm = R.worst_case_mdp(m, ev.worst_probs)
-    pw = np.asarray(wm.to_dense().probs, np.float64)
-    reward = r.copy()
+  # float64: a float32 run cannot certify this tol (rounding floor).
+  with jax.enable_x64(True):
+    _, _, _, sp, de = small_mdp(5)
+    m = sp if layout == "sparse" else de
+    uset = build(kind, size, line_metric(m.num_states))
+    rng = np.random.default_rng(0)
+    s_n, a_n = m.rewards.shape
+    r = np.asarray(m.rewards, np.float64)
+    p0 = np.asarray(m.probs, np.float64)
+    # Deterministic policies for the balls, a stochastic one for the penalty.
     if uset.is_penalty:
-      w = np.asarray(ev.worst_probs, np.float64)
-      s_ = p0 > 0
-      kl = np.where(s_, xlogy(w, w / np.where(s_, p0, 1.0)), 0.0).sum(-1)
-      reward = r + float(m.discount) * size * kl
-    want = evaluate(pw, reward, float(m.discount), np.asarray(pol))
-    np.testing.assert_allclose(ev.values, want, atol=2e-5 * (1 + np.abs(want).max()))
-    # For balls, V^pi_robust <= V^pi under the nominal model.
-    if not uset.is_penalty:
-      nominal = evaluate(np.asarray(m.to_dense().probs, np.float64), r, float(m.discount), np.asarray(pol))
-      assert np.all(np.asarray(ev.values) <= nominal + 1e-5)
+      policies = [jnp.asarray(rng.dirichlet(np.ones(a_n), s_n))]
+    else:
+      policies = [jnp.asarray(rng.integers(0, a_n, s_n), jnp.int32)]
+    for pol in policies:
+      ev = R.robust_policy_evaluation(m, pol, uset, tol=1e-6)
+      assert bool(ev.converged)
+      wm = R.worst_case_mdp(m, ev.worst_probs)
+      pw = np.asarray(wm.to_dense().probs, np.float64)
+      reward = r.copy()
+      if uset.is_penalty:
+        w = np.asarray(ev.worst_probs, np.float64)
+        s_ = p0 > 0
+        kl = np.where(s_, xlogy(w, w / np.where(s_, p0, 1.0)), 0.0).sum(-1)
+        reward = r + float(m.discount) * size * kl
+      want = evaluate(pw, reward, float(m.discount), np.asarray(pol))
+      np.testing.assert_allclose(ev.values, want, atol=2e-5 * (1 + np.abs(want).max()))
+      # For balls, V^pi_robust <= V^pi under the nominal model.
+      if not uset.is_penalty:
+        nominal = evaluate(np.asarray(m.to_dense().probs, np.float64), r, float(m.discount), np.asarray(pol))
+        assert np.all(np.asarray(ev.values) <= nominal + 1e-5)
 
 
 def test_finite_horizon_against_lp_backward_induction():
@@ -279,13 +283,15 @@ def test_finite_horizon_against_lp_backward_induction():
 
 @pytest.mark.parametrize("kind,size", [("kl_penalty", 0.5)])
 def test_modified_policy_iteration_matches_vi(kind, size):
-  _, _, _, sp, _ = small_mdp(7)
-  uset = build(kind, size)
-  vi = R.robust_value_iteration(sp, uset, tol=1e-5)
-  mpi = R.robust_modified_policy_iteration(sp, uset, tol=1e-5, num_sweeps=10)
-  assert bool(mpi.converged) and int(mpi.iterations) < int(vi.iterations)
-  np.testing.assert_allclose(mpi.values, vi.values, atol=2e-5)
-  np.testing.assert_array_equal(mpi.policy, vi.policy)
+  # float64: a float32 run cannot certify this tol (rounding floor).
+  with jax.enable_x64(True):
+    _, _, _, sp, _ = small_mdp(7)
+    uset = build(kind, size)
+    vi = R.robust_value_iteration(sp, uset, tol=1e-5)
+    mpi = R.robust_modified_policy_iteration(sp, uset, tol=1e-5, num_sweeps=10)
+    assert bool(mpi.converged) and int(mpi.iterations) < int(vi.iterations)
+    np.testing.assert_allclose(mpi.values, vi.values, atol=2e-5)
+    np.testing.assert_array_equal(mpi.policy, vi.policy)
 
 
 def test_batch_of_mdps_vmap_equals_loop_and_per_pair_radius():

@@ -61,14 +61,14 @@ import numpy as np
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.iteration import sup_norm_fixed_point
+from jaxrl_dp.core.iteration import fixed_point_solve
 from jaxrl_dp.core.mdp import TabularMDP, validate_mdp
 from jaxrl_dp.planning.evaluation import exact_policy_values
 from jaxrl_dp.core.options import (as_values, check_int, check_max_iters,
                                    check_tol)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.planning.value_iteration import value_iteration
-from jaxrl_dp.robust.robust_vi import certified
+from jaxrl_dp.robust.robust_vi import robust_modulus, robust_rounding
 from jaxrl_dp.robust.types import RobustSolution
 
 CRITERIA = ("initial", "sup")
@@ -402,11 +402,12 @@ def hull_robust_value_iteration(models, *, tol: float = 1e-6,
   """Robust VI ``V <- max_a min_m r_m + gamma P_m V`` on the sa-rectangular hull.
 
   The hull operator is a gamma-contraction (a min of contractions), so VI's
-  honest rule applies: stop once ``gamma/(1-gamma) ||V_{n+1} - V_n||_inf <=
-  tol`` (gamma the largest discount of the set), which guarantees ``|V -
-  V_hull*| <= tol``; ``max_iters`` is never changed. ``error_bound = gamma /
-  (1 - gamma) * residual`` holds whether or not ``converged``; a discount
-  outside ``[0, 1)`` (also traced) gives ``converged = False``, bound inf.
+  certified rule applies: stop once ``error_bound = (gamma ||V_{n+1} -
+  V_n||_inf + delta) / (1 - gamma) <= tol`` (gamma the largest discount of
+  the set, ``delta`` the rounding of one backup), which guarantees ``|V -
+  V_hull*| <= tol``; ``max_iters`` is never changed. ``error_bound`` holds
+  whether or not ``converged``; a discount outside ``[0, 1)`` (also traced)
+  gives ``converged = False``, bound inf.
 
   Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
 
@@ -431,17 +432,22 @@ def hull_robust_value_iteration(models, *, tol: float = 1e-6,
 
 @functools.partial(jax.jit, static_argnames=("max_iters",))
 def _hull_vi(models, tol, v0, *, max_iters):
-  gamma = jnp.max(models.discount)
+  # A negative discount anywhere voids the contraction (NaN: nothing runs).
+  gamma = jnp.where(jnp.min(models.discount) >= 0, jnp.max(models.discount), jnp.nan)
   mask = models.action_mask[0]
-  it, v, res, conv = sup_norm_fixed_point(
+  # Rounding and modulus: the largest over the models (one hull backup is a
+  # min over the models' nominal backups).
+  rounds = jax.vmap(lambda m: robust_rounding(m))(models)
+  rounding = jax.tree_util.tree_map(jnp.max, rounds)
+  modulus = jnp.max(jax.vmap(robust_modulus)(models))
+  r = fixed_point_solve(
       lambda v: bellman.masked_max(hull_q_values(models, v)[0], mask), v0, gamma, tol,
-      max_iters=max_iters)
+      max_iters=max_iters, rounding=rounding, modulus=modulus)
+  v = r.values
   q, worst = hull_q_values(models, v)
   s, a = q.shape
   worst_probs = models.probs[worst, jnp.arange(s)[:, None], jnp.arange(a)[None, :]]
-  # A negative discount anywhere in the set voids the bound (traced check).
-  conv, bound = certified(jnp.where(jnp.min(models.discount) >= 0, gamma, -1.0),
-                          res, conv, v)
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mask),
-                        worst_probs=worst_probs, iterations=it, residual=res,
-                        converged=conv, error_bound=bound)
+                        worst_probs=worst_probs, iterations=r.iterations,
+                        residual=r.residual, converged=r.converged,
+                        error_bound=r.error_bound)

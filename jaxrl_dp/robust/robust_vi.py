@@ -32,17 +32,20 @@ Contraction and stopping. For every set whose worst case stays in the simplex
 (all kinds except ``lp_ball`` with a radius large enough to make ``P``
 negative), ``q`` is monotone in ``V`` and ``|q(V) - q(W)| <= gamma ||V -
 W||_inf``, so ``T`` is a gamma-contraction in the sup norm. The solvers
-therefore use VI's honest rule: stop once ``gamma / (1 - gamma) *
-||V_{n+1} - V_n||_inf <= tol``; then ``|V - V*| <= tol`` (plus ``gamma * e /
-(1 - gamma)`` when the inner problem is solved to accuracy ``e``, see
-``inner``: at the rounding level with the default iteration counts). The
-result's ``error_bound`` states the bound that holds at the returned values
-(see :func:`robust_value_iteration`). ``max_iters`` is never changed; when it
-runs out ``converged`` is False, and a discount outside ``[0, 1)`` (also a
-traced one, inside the caller's ``jit``/``vmap``) gives ``converged = False``
-and ``error_bound = inf``. For ``lp_ball`` the modulus is ``gamma * max
-||P||_1`` over the set, which exceeds gamma when ``P`` can be negative: the
-bound then does not hold (keep ``radius <= min P0``).
+therefore use the certified rule of :mod:`jaxrl_dp.core.iteration`: stop once
+``error_bound = (gamma ||V_{n+1} - V_n||_inf + delta) / (1 - gamma) <= tol``
+(``delta`` the rounding of one robust backup, :func:`robust_rounding`); then
+``|V - V*| <= error_bound``, plus ``gamma * e / (1 - gamma)`` when the inner
+problem is solved only to accuracy ``e`` (the numerical kinds of ``inner``:
+at the rounding level with the default iteration counts). ``error_bound``
+holds at the returned values whether or not ``converged``; a ``tol`` below
+the rounding floor stops early with ``converged = False``. ``max_iters`` is
+never changed; when it runs out ``converged`` is False, and a discount
+outside ``[0, 1)`` (also a traced one, inside the caller's ``jit``/``vmap``)
+gives ``converged = False`` and ``error_bound = inf``. For ``lp_ball`` the
+modulus is ``gamma * max ||P||_1`` over the set, which exceeds gamma when
+``P`` can be negative: the bound then does not hold (keep ``radius <= min
+P0``).
 
 Uncertainty-set sizes: ``uset.size`` is a scalar or ``[S, A]`` (one radius or
 lam per state-action pair); ``wasserstein_ball`` takes a state metric
@@ -65,8 +68,10 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.iteration import (check_num_sweeps, lower_bound_values,
-                                     sup_norm_fixed_point, sup_norm_loop)
+from jaxrl_dp.core.iteration import (BackupRounding, backup_rounding,
+                                     check_num_sweeps, contraction_modulus,
+                                     fixed_point_solve, lower_bound_values,
+                                     sup_norm_solve, unit_roundoff)
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.options import (as_values, check_horizon, check_max_iters,
                                    check_tol)
@@ -220,20 +225,51 @@ def _start_values(mdp: TabularMDP, uset: UncertaintySet) -> jax.Array:
   return jnp.full(mdp.rewards.shape[:1], r_min / (1.0 - mdp.discount), mdp.rewards.dtype)
 
 
-def certified(discount, residual, converged, values):
-  """``(converged, error_bound)`` of a sup-norm loop whose last step was
-  ``values = T(previous)`` with ``residual = ||values - previous||_inf``.
+#: Safety factor on the rounding bound of a nominal backup for a robust one:
+#: the closed forms of ``inner`` take a few more K-term sums and products
+#: than one expectation (``V_min``, ``span * sum P u``, a penalty term), each
+#: of them bounded like the expectation by ``(K + 2) u max |w|``.
+ROBUST_ROUNDING_FACTOR = 4.0
 
-  ``error_bound = gamma / (1 - gamma) * residual`` bounds ``|values -
-  fixed point|`` for a gamma-contraction (up to the backups' rounding and
-  inner-problem accuracy). A discount outside ``[0, 1)`` (also a traced
-  one, where the host check cannot run) is never converged and has bound
-  ``inf``.
+
+def robust_rounding(mdp: TabularMDP, policy=None, *, extra: float = 0.0) -> BackupRounding:
+  """Bound on the rounding of one computed robust backup (see
+  :func:`jaxrl_dp.core.iteration.backup_rounding`, whose nominal bound on the
+  same support is scaled by :data:`ROBUST_ROUNDING_FACTOR`), plus, with
+  ``transition_rewards``, the rounding of the slot values ``r_k + gamma v_k``
+  relative to ``max |r_k|`` (the inner problem sees ``w``, not ``v``), plus
+  ``extra * (max |r| + gamma ||v||)`` for a caller's own accuracy term (the
+  s-rectangular bisection).
+
+  It covers the rounding of the exact inner problems (TV / L1 / Wasserstein
+  when stopped / Lp with p in {1, 2, inf} / the penalties / small-K chi2
+  ball); the accuracy ``e`` of the numerical ones (``kl_ball``, ``chi2_ball``
+  for K > 16, ``lp_ball`` with other p) adds ``gamma e / (1 - gamma)`` to the
+  bound (at the rounding level with the default ``iters``, see ``inner``).
   """
-  ok = (discount >= 0) & (discount < 1)
-  gamma = jnp.where(ok, discount, 0.0)
-  bound = gamma / (1.0 - gamma) * residual
-  return converged & ok, jnp.where(ok, bound, jnp.inf).astype(values.dtype)
+  base = backup_rounding(mdp, policy)
+  dtype = mdp.probs.dtype
+  u = unit_roundoff(dtype)
+  k = mdp.probs.shape[-1]
+  nu = (k + 3) * u
+  g_n = nu / (1 - nu) if nu < 1 else float("inf")
+  tr = mdp.transition_rewards
+  slot = mdp.rewards[..., None] if tr is None else tr
+  valid = mdp.action_mask[..., None]
+  r_max = jnp.max(jnp.where(valid, jnp.abs(slot), 0.0))
+  f = ROBUST_ROUNDING_FACTOR
+  offset = f * base.offset + (f * (g_n + 2 * u) + extra) * r_max
+  value_coeff = f * base.value_coeff + extra * jnp.abs(mdp.discount)
+  return BackupRounding(jnp.asarray(value_coeff, dtype), jnp.asarray(f * base.next_coeff, dtype),
+                        jnp.asarray(offset, dtype))
+
+
+def robust_modulus(mdp: TabularMDP, policy=None) -> jax.Array:
+  """``[]`` the sup-norm modulus of the robust backup: ``gamma`` times the
+  largest row sum of the adversary's kernels, which are the nominal row sums
+  (mass-moving sets) or 1 (renormalising sets): ``max(contraction_modulus,
+  gamma)``. Not valid for ``lp_ball`` with negative ``P`` (module docstring)."""
+  return jnp.maximum(contraction_modulus(mdp, policy), mdp.discount)
 
 
 # ---------------------------------------------------------------- solvers
@@ -250,7 +286,8 @@ def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
                            v0: jax.Array | None = None) -> RobustSolution:
   """(s, a)-rectangular robust value iteration ``V <- max_a sigma(r + gamma V)``.
 
-  Stops once ``gamma / (1 - gamma) * ||V_{n+1} - V_n||_inf <= tol`` and returns
+  Stops once ``error_bound = (gamma ||V_{n+1} - V_n||_inf + delta) / (1 -
+  gamma) <= tol`` (``delta`` the rounding of one backup) and returns
   ``V_{n+1}``, which is then within ``tol`` of the robust optimum (the robust
   operator is a gamma-contraction; see the module docstring for ``lp_ball``
   and for the inner-problem accuracy). ``max_iters`` is never changed.
@@ -270,8 +307,8 @@ def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
     :class:`RobustSolution` (values, q of the returned values, greedy
     ``int32 [S]`` policy, the worst-case kernel ``worst_probs`` in the MDP's
     layout at the returned values, iterations, residual, converged,
-    ``error_bound = gamma / (1 - gamma) * residual`` on ``|V - V*|``, which
-    holds whether or not ``converged``).
+    ``error_bound`` on ``|V - V*|``, which holds whether or not
+    ``converged``).
   """
   check_solver_input(mdp, infinite_horizon=True)
   check_uset_for_mdp(uset, mdp)
@@ -283,14 +320,14 @@ def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
 
 @functools.partial(jax.jit, static_argnames=("max_iters",))
 def _robust_vi(mdp, uset, tol, v0, *, max_iters):
-  it, v, res, conv = sup_norm_fixed_point(
-      lambda v: robust_bellman(mdp, v, uset)[0], v0, mdp.discount, tol,
-      max_iters=max_iters)
+  r = fixed_point_solve(lambda v: robust_bellman(mdp, v, uset)[0], v0, mdp.discount,
+                        tol, max_iters=max_iters, rounding=robust_rounding(mdp),
+                        modulus=robust_modulus(mdp))
+  v = r.values
   q, worst = robust_q_values(mdp, v, uset)
-  conv, bound = certified(mdp.discount, res, conv, v)
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),
-                        worst_probs=worst, iterations=it, residual=res, converged=conv,
-                        error_bound=bound)
+                        worst_probs=worst, iterations=r.iterations, residual=r.residual,
+                        converged=r.converged, error_bound=r.error_bound)
 
 
 @solver(infinite_horizon=True, kind="evaluation")
@@ -299,8 +336,9 @@ def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
                              max_iters: int = 10_000,
                              v0: jax.Array | None = None) -> RobustPolicyEvaluation:
   """Robust value of a fixed policy: iterate ``V <- T_pi V`` (see
-  :func:`robust_policy_backup`) until ``gamma/(1-gamma) ||V_{n+1} - V_n||_inf
-  <= tol``, which guarantees ``|V - V^pi_robust| <= tol``.
+  :func:`robust_policy_backup`) until ``error_bound = (gamma ||V_{n+1} -
+  V_n||_inf + delta) / (1 - gamma) <= tol``, which guarantees ``|V -
+  V^pi_robust| <= tol`` (module docstring).
 
   The adversary picks ``P(. | s, a)`` in the set of every ``(s, a)``
   independently (rectangularity), so ``V^pi_robust = min_P V^pi_P`` for ball
@@ -315,8 +353,8 @@ def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
 
   Returns:
     :class:`RobustPolicyEvaluation` with the robust ``q`` and the adversary's
-    kernel ``worst_probs`` at the returned values, and ``error_bound =
-    gamma / (1 - gamma) * residual`` on ``|V - V^pi_robust|``.
+    kernel ``worst_probs`` at the returned values, and ``error_bound`` on
+    ``|V - V^pi_robust|``.
   """
   check_solver_input(mdp, infinite_horizon=True)
   policy = as_policy(policy, mdp)  # checked before any int32 cast
@@ -329,13 +367,15 @@ def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
 
 @functools.partial(jax.jit, static_argnames=("max_iters",))
 def _robust_eval(mdp, policy, uset, tol, v0, *, max_iters):
-  it, v, res, conv = sup_norm_fixed_point(
-      lambda v: robust_policy_backup(mdp, policy, v, uset), v0, mdp.discount, tol,
-      max_iters=max_iters)
+  r = fixed_point_solve(lambda v: robust_policy_backup(mdp, policy, v, uset), v0,
+                        mdp.discount, tol, max_iters=max_iters,
+                        rounding=robust_rounding(mdp, policy),
+                        modulus=robust_modulus(mdp, policy))
+  v = r.values
   q, worst = robust_q_values(mdp, v, uset)
-  conv, bound = certified(mdp.discount, res, conv, v)
-  return RobustPolicyEvaluation(values=v, q=q, worst_probs=worst, iterations=it,
-                                residual=res, converged=conv, error_bound=bound)
+  return RobustPolicyEvaluation(values=v, q=q, worst_probs=worst, iterations=r.iterations,
+                                residual=r.residual, converged=r.converged,
+                                error_bound=r.error_bound)
 
 
 @solver(infinite_horizon=False, kind="finite_horizon")
@@ -389,11 +429,15 @@ def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
                                      v0: jax.Array | None = None) -> RobustSolution:
   """Robust modified policy iteration (Kaufman and Schaefer, 2013).
 
-  Each iteration takes a robust greedy step ``V' = max_a sigma(r + gamma V)``
-  and stops if ``gamma/(1-gamma) ||V' - V||_inf <= tol`` (then ``|V' - V*| <=
-  tol`` and ``V'`` is returned); otherwise applies the robust policy operator
-  ``T_pi`` of the greedy policy ``num_sweeps - 1`` more times (only the ``S``
-  rows ``(s, pi(s))`` are solved, so a sweep costs ``1/A`` of a VI backup).
+  Iteration ``n`` applies the robust policy operator ``T_pi`` of the previous
+  greedy policy ``num_sweeps - 1`` times to the previous greedy values (only
+  the ``S`` rows ``(s, pi(s))`` are solved, so a sweep costs ``1/A`` of a VI
+  backup; no sweeps on the first iteration), then takes the robust greedy
+  step ``V' = max_a sigma(r + gamma V)`` with its policy. It stops once
+  ``error_bound = (gamma ||V' - V||_inf + delta) / (1 - gamma) <= tol``
+  (``delta`` the rounding of one backup, see :func:`robust_rounding`). The
+  returned values are always a greedy step's ``V'``, so ``error_bound`` holds
+  also when ``max_iters`` runs out.
   The default start ``V0 = c / (1 - gamma)``, ``c`` the least reward the
   adversary can reach (the least expected reward, or the least transition
   reward on the set's support), satisfies ``T V0 >= V0`` (penalties are >=
@@ -409,10 +453,8 @@ def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
       (``max_iters`` caps greedy steps).
 
   Returns:
-    :class:`RobustSolution`; ``iterations`` counts greedy steps.
-    ``error_bound`` is ``gamma / (1 - gamma) * residual`` when converged (the
-    returned values are then the greedy step's), else ``||T V - V||_inf / (1 -
-    gamma)`` measured at the returned values.
+    :class:`RobustSolution`; ``iterations`` counts greedy steps,
+    ``residual = ||V' - V||_inf`` of the last greedy step.
   """
   check_solver_input(mdp, infinite_horizon=True)
   check_uset_for_mdp(uset, mdp)
@@ -426,25 +468,26 @@ def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
 
 @functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters"))
 def _robust_mpi(mdp, uset, tol, v0, *, num_sweeps, max_iters):
-  scale = mdp.discount / (1.0 - mdp.discount)
+  rounding = robust_rounding(mdp)
 
-  def step(v):
+  def step(x):
+    w, pi, first = x
+    if num_sweeps > 1:
+      sweep = lambda _, u: robust_policy_backup(mdp, pi, u, uset)
+      v = jax.lax.cond(first, lambda: w,
+                       lambda: jax.lax.fori_loop(0, num_sweeps - 1, sweep, w))
+    else:
+      v = w
     v_new, q, _ = robust_bellman(mdp, v, uset)
+    pi_new = bellman.greedy_policy(q, mdp.action_mask)
     res = jnp.max(jnp.abs(v_new - v))
-    pi = bellman.greedy_policy(q, mdp.action_mask)
-    sweep = lambda _, u: robust_policy_backup(mdp, pi, u, uset)
-    v_eval = jax.lax.fori_loop(0, num_sweeps - 1, sweep, v_new)
-    return jnp.where(scale * res <= tol, v_new, v_eval), res
+    return (v_new, pi_new, jnp.asarray(False)), res, rounding(v, v_new)
 
-  it, v, res, conv = sup_norm_loop(step, v0, mdp.discount, tol, max_iters=max_iters)
+  x0 = (v0, jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True))
+  r = sup_norm_solve(step, x0, mdp.discount, tol, max_iters=max_iters,
+                     modulus=robust_modulus(mdp))
+  v = r.values[0]
   q, worst = robust_q_values(mdp, v, uset)
-  conv, bound = certified(mdp.discount, res, conv, v)
-  # Not converged: the returned values are the evaluation sweeps', which
-  # ``res`` does not describe; bound them by their own Bellman residual.
-  final = jnp.max(jnp.abs(bellman.masked_max(q, mdp.action_mask) - v))
-  ok = (mdp.discount >= 0) & (mdp.discount < 1)
-  own = jnp.where(ok, final / (1.0 - jnp.where(ok, mdp.discount, 0.0)), jnp.inf)
-  bound = jnp.where(conv, bound, own.astype(bound.dtype))
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),
-                        worst_probs=worst, iterations=it, residual=res, converged=conv,
-                        error_bound=bound)
+                        worst_probs=worst, iterations=r.iterations, residual=r.residual,
+                        converged=r.converged, error_bound=r.error_bound)

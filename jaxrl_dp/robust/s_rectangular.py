@@ -45,13 +45,13 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.iteration import sup_norm_fixed_point
+from jaxrl_dp.core.iteration import fixed_point_solve
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
                                    check_tol)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.robust.inner import default_iters, l1_ball_worst_case
-from jaxrl_dp.robust.robust_vi import certified
+from jaxrl_dp.robust.robust_vi import robust_modulus, robust_rounding
 from jaxrl_dp.robust.types import SRectangularSolution
 from jaxrl_dp.robust.uncertainty_sets import SUPPORTS, check_nonnegative
 
@@ -185,9 +185,9 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget, *,
                                      iters: int | None = None) -> SRectangularSolution:
   """s-rectangular L1 robust value iteration with randomized policies.
 
-  Stops once ``gamma/(1-gamma) ||V_{n+1} - V_n||_inf <= tol`` (the operator is
-  a gamma-contraction), so ``|V - V*| <= tol`` up to the bisection accuracy of
-  the backups (module docstring). ``max_iters`` is never changed; a discount
+  Stops once ``error_bound = (gamma ||V_{n+1} - V_n||_inf + delta) / (1 -
+  gamma) <= tol`` (the operator is a gamma-contraction; ``delta`` bounds the
+  rounding and the bisection width of one backup), so ``|V - V*| <= tol``. ``max_iters`` is never changed; a discount
   outside ``[0, 1)`` (also traced) gives ``converged = False``.
 
   Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
@@ -205,8 +205,8 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget, *,
     :class:`SRectangularSolution`: ``policy_probs [S, A]`` the optimal
     randomized policy, ``policy int32 [S]`` its most probable action, ``q
     [S, A]`` the per-action values under the adversary's kernel
-    ``worst_probs``, at the returned values; ``error_bound = gamma / (1 -
-    gamma) * residual`` on ``|V - V*|`` (plus the bisection accuracy).
+    ``worst_probs``, at the returned values; ``error_bound`` on ``|V -
+    V*|``, which holds whether or not ``converged``.
   """
   check_solver_input(mdp, infinite_horizon=True)
   check_tol(tol)
@@ -227,12 +227,17 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget, *,
 
 @functools.partial(jax.jit, static_argnames=("support", "iters", "max_iters"))
 def _s_rect_vi(mdp, budget, tol, v0, *, support, iters, max_iters):
-  it, v, res, conv = sup_norm_fixed_point(
-      lambda v: _backup(mdp, v, budget, support, iters)[0], v0, mdp.discount, tol,
-      max_iters=max_iters)
+  # The bisection leaves the backup within (u_hi - u_lo) 2**-n of the exact
+  # level, u_hi - u_lo <= 2 (max |r| + gamma ||v||): a term of the rounding.
+  width = 2.0 ** (1 - default_iters(v0.dtype, iters))
+  r = fixed_point_solve(lambda v: _backup(mdp, v, budget, support, iters)[0], v0,
+                        mdp.discount, tol, max_iters=max_iters,
+                        rounding=robust_rounding(mdp, extra=width),
+                        modulus=robust_modulus(mdp))
+  v = r.values
   _, probs, worst, q = _backup(mdp, v, budget, support, iters)
-  conv, bound = certified(mdp.discount, res, conv, v)
   policy = jnp.argmax(jnp.where(mdp.action_mask, probs, -1.0), axis=-1).astype(jnp.int32)
   return SRectangularSolution(values=v, q=q, policy=policy, policy_probs=probs,
-                              worst_probs=worst, iterations=it, residual=res,
-                              converged=conv, error_bound=bound)
+                              worst_probs=worst, iterations=r.iterations,
+                              residual=r.residual, converged=r.converged,
+                              error_bound=r.error_bound)
