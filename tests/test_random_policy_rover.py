@@ -101,7 +101,7 @@ def test_greedy_on_uniform_q_is_optimal_on_binary_trees_not_continuous():
   np.testing.assert_allclose(random_q(tree, DEPTH)[0], q, rtol=1e-5, atol=1e-6)
   assert max(np_greedy_leaf_values(ns, r, mask, q, DEPTH)) < r.max() - 1e-4
   # ... and the greedy limit of the softmax policy misses it, exactly.
-  m = tree_metrics(tree, softmax_policy(q, 0.0, tree.action_mask), DEPTH,
+  m = tree_metrics(tree, DEPTH, policy=softmax_policy(q, 0.0, tree.action_mask),
                    threshold=float(r.max()))
   assert float(m.success_prob) == 0.0
 
@@ -150,7 +150,7 @@ def test_countdown_matches_direct_recursion(nums, target):
   count, prob = np_countdown_solutions(nums, target)
   T = len(nums) - 1
   uni = np.asarray(mdp.action_mask / mdp.action_mask.sum(1, keepdims=True))
-  met = tree_metrics(mdp, uni, T)
+  met = tree_metrics(mdp, T, policy=uni)
   assert int(met.num_correct) == count == int((np.asarray(mdp.rewards) > 0).sum())
   np.testing.assert_allclose(met.success_prob, prob, rtol=1e-5)
   # The uniform policy's value at the root (random_q) is the same probability.
@@ -179,7 +179,7 @@ def test_tree_metrics_match_bruteforce_enumeration(which):
   pi = rng.dirichlet(np.ones(mask.shape[1]), size=mask.shape[0]) * mask
   pi /= pi.sum(1, keepdims=True)
   ks = (1, 2, 3, 10)
-  met = tree_metrics(mdp, pi.astype(np.float32), T, ks)
+  met = tree_metrics(mdp, T, policy=pi.astype(np.float32), ks=ks)
   paths = np_paths(ns, r, mask, pi, 0, T)
   assert abs(sum(p for p, _, _ in paths) - 1) < 1e-9
   leaf_p = {}
@@ -235,21 +235,21 @@ def test_softmax_policy_and_vmap_over_temperature():
   q1 = random_q(tree, DEPTH)[0]
   taus = jnp.array([0.0, 0.1, 1.0])
   many = jax.vmap(lambda t: tree_metrics(
-      tree, softmax_policy(q1, t, tree.action_mask), DEPTH, (1, 4)))(taus)
+      tree, DEPTH, policy=softmax_policy(q1, t, tree.action_mask), ks=(1, 4)))(taus)
   for i, t in enumerate([0.0, 0.1, 1.0]):
-    one = tree_metrics(tree, softmax_policy(q1, t, tree.action_mask), DEPTH, (1, 4))
+    one = tree_metrics(tree, DEPTH, policy=softmax_policy(q1, t, tree.action_mask), ks=(1, 4))
     np.testing.assert_allclose(many.success_prob[i], one.success_prob, rtol=1e-6)
     np.testing.assert_allclose(many.distinct_at_k[i], one.distinct_at_k, rtol=1e-6)
   assert float(many.success_prob[0]) == 1.0  # greedy on uniform Q (binary tree) succeeds
   with pytest.raises(InvalidMDPError, match="ks"):
-    tree_metrics(tree, softmax_policy(q1, 1.0, tree.action_mask), DEPTH, (0,))
+    tree_metrics(tree, DEPTH, policy=softmax_policy(q1, 1.0, tree.action_mask), ks=(0,))
 
 
 # ---------------------------------------------------------------- learners
 def _group(tree, seed=0, g=12):
   uni = jnp.asarray(softmax_policy(jnp.zeros(tree.rewards.shape), 1.0, tree.action_mask))
   return jax.device_get(jax.jit(sample_trajectories, static_argnums=(2, 3))(
-      jax.random.key(seed), tree, DEPTH, g, uni))
+      jax.random.key(seed), tree, DEPTH, g, policy=uni))
 
 
 def test_rover_and_reinforce_updates_match_numpy():
@@ -313,7 +313,7 @@ def test_rover_learns_uniform_q_and_keeps_diversity():
   assert np.min(rv.correct_entropy[:, -1]) > np.max(gr.correct_entropy[:, -1]) + 0.5
   # The recorded metrics are the exact ones of the sampling policy.
   np.testing.assert_allclose(
-      tree_metrics(tree, np.asarray(rv.policy[0]), DEPTH).success_prob,
+      tree_metrics(tree, DEPTH, policy=np.asarray(rv.policy[0])).success_prob,
       rover_train(jax.random.key(1), tree, DEPTH, temperature=0.05, learning_rate=0.5,
                   num_iters=kw["num_iters"], group_size=16, num_runs=2).success_prob[0, -1],
       atol=0.05)

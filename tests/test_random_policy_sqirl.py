@@ -123,7 +123,7 @@ def test_empirical_regression_matches_numpy_conditional_means():
   _, sub = jax.random.split(key)
   uni = np.asarray(mask / mask.sum(1, keepdims=True), np.float32)
   tr = jax.device_get(sample_trajectories(jax.random.fold_in(sub, 0), m_, T, chunk,
-                                          jnp.asarray(uni)))
+                                          policy=jnp.asarray(uni)))
   st, ac, rw = tr.states[:m], tr.actions[:m], np.asarray(tr.rewards[:m], np.float64)
   e = k - 1  # window end for i = 0
   g = rw[:, e:].sum(1)

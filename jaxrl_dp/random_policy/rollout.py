@@ -53,8 +53,8 @@ class Trajectories:
   alive: jax.Array
 
 
-def sample_trajectories(key: jax.Array, mdp: TabularMDP, horizon: int, num: int,
-                        policy: jax.Array) -> Trajectories:
+def sample_trajectories(key: jax.Array, mdp: TabularMDP, horizon: int, num: int, *,
+                        policy=None) -> Trajectories:
   """Samples ``num`` independent ``horizon``-step episodes of ``policy``.
 
   Args:
@@ -62,11 +62,15 @@ def sample_trajectories(key: jax.Array, mdp: TabularMDP, horizon: int, num: int,
     mdp: one MDP.
     horizon: T (static int).
     num: N, number of episodes (static int).
-    policy: ``[S, A]`` or ``[T, S, A]`` action probabilities.
+    policy: ``None`` (uniform over valid actions), ``[S, A]`` or ``[T, S,
+      A]`` action probabilities.
 
   Returns:
-    :class:`Trajectories`. Pure and jittable; same key, same episodes.
+    :class:`Trajectories`. Pure and jittable; same key, same episodes (no
+    gradients: sampled integers).
   """
+  if policy is None:
+    policy = bellman.uniform_policy(mdp.action_mask).astype(mdp.rewards.dtype)
   terminal = terminal_states(mdp)
   k0, key = jax.random.split(key)
   s0 = jax.random.categorical(k0, jnp.log(mdp.initial), shape=(num,)).astype(jnp.int32)
@@ -97,11 +101,14 @@ def sample_trajectories(key: jax.Array, mdp: TabularMDP, horizon: int, num: int,
   return Trajectories(states=states, actions=a.T, slots=slot.T, rewards=r.T, alive=alive.T)
 
 
-def state_occupancies(mdp: TabularMDP, policy: jax.Array, horizon: int) -> jax.Array:
+def state_occupancies(mdp: TabularMDP, horizon: int, *, policy=None) -> jax.Array:
   """``d [T, S]``: the exact state distribution at steps ``0..T-1`` from
-  ``mdp.initial`` under ``policy`` (``[S, A]`` or ``[T, S, A]``), by forward
-  steps of :func:`jaxrl_dp.core.bellman.state_distribution_step`."""
+  ``mdp.initial`` under ``policy`` (``None``: uniform over valid actions;
+  ``[S, A]`` or ``[T, S, A]``), by forward steps of
+  :func:`jaxrl_dp.core.bellman.state_distribution_step`. ``jax.grad`` works."""
   dtype = mdp.rewards.dtype
+  if policy is None:
+    policy = bellman.uniform_policy(mdp.action_mask)
 
   def step(d, t):
     pi = policy_at(policy, t).astype(dtype)

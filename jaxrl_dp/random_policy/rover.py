@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
 from jaxrl_dp.random_policy.reach import reach as reach_states
@@ -147,13 +148,14 @@ def correct_pairs(mdp: TabularMDP, threshold=1.0) -> jax.Array:
   return mdp.action_mask & (mdp.rewards >= threshold)
 
 
-def tree_metrics_kernel(mdp: TabularMDP, policy: jax.Array, horizon: int, ks,
+def tree_metrics_kernel(mdp: TabularMDP, horizon: int, *, ks, policy=None,
                         threshold=1.0) -> TreeMetrics:
   """Pure, jittable (``horizon`` and ``ks`` static), vmappable form of
-  :func:`tree_metrics`; no checks."""
+  :func:`tree_metrics`; no checks (``policy=None`` is uniform over valid
+  actions)."""
   dtype = mdp.rewards.dtype
-  policy = policy.astype(dtype)
-  d = state_occupancies(mdp, policy, horizon)  # [T, S]
+  policy = (bellman.uniform_policy(mdp.action_mask) if policy is None else policy).astype(dtype)
+  d = state_occupancies(mdp, horizon, policy=policy)  # [T, S]
   pol_t = jnp.broadcast_to(policy, (horizon,) + mdp.rewards.shape)
   visits = jnp.sum(d[:, :, None] * pol_t, axis=0)  # [S, A]
   correct = correct_pairs(mdp, threshold)
@@ -178,7 +180,7 @@ def tree_metrics_kernel(mdp: TabularMDP, policy: jax.Array, horizon: int, ks,
 
 @functools.partial(jax.jit, static_argnames=("horizon", "ks"))
 def _tree_metrics_jit(mdp, policy, threshold, *, horizon, ks):
-  return tree_metrics_kernel(mdp, policy, horizon, ks, threshold)
+  return tree_metrics_kernel(mdp, horizon, ks=ks, policy=policy, threshold=threshold)
 
 
 def _check_ks(ks) -> tuple:
@@ -190,7 +192,7 @@ def _check_ks(ks) -> tuple:
   return tuple(int(k) for k in ks)
 
 
-def tree_metrics(mdp: TabularMDP, policy, horizon: int, ks=(1, 2, 4, 8, 16, 32, 64), *,
+def tree_metrics(mdp: TabularMDP, horizon: int, *, policy=None, ks=(1, 2, 4, 8, 16, 32, 64),
                  threshold=1.0) -> TreeMetrics:
   """Exact success probability, pass@k and diversity of ``policy`` on a tree MDP.
 
@@ -199,8 +201,9 @@ def tree_metrics(mdp: TabularMDP, policy, horizon: int, ks=(1, 2, 4, 8, 16, 32, 
 
   Args:
     mdp: one tree MDP (deterministic or not; see the module docstring).
-    policy: ``[S, A]`` or ``[T, S, A]`` action probabilities.
     horizon: T (static), at least the depth of the tree.
+    policy: ``None`` (uniform over valid actions), ``[S, A]`` or ``[T, S, A]``
+      action probabilities.
     ks: the ``k`` of pass@k and distinct@k (static tuple of ints >= 1).
     threshold: reward at or above which a leaf is correct.
 
@@ -209,6 +212,9 @@ def tree_metrics(mdp: TabularMDP, policy, horizon: int, ks=(1, 2, 4, 8, 16, 32, 
 
   Raises:
     InvalidMDPError: horizon < 1, a bad policy or ``ks``.
+
+  Gradients: ``jax.grad`` with respect to the policy works (a forward pass of
+  occupancies).
   """
   check_mdp_structure(mdp)
   check_horizon(horizon)
@@ -317,8 +323,8 @@ def _train(key, mdp, horizon, num_iters, group_size, policy_of, update, params0,
     params, key = carry
     key, sub = jax.random.split(key)
     pi = policy_of(params)
-    metrics = tree_metrics_kernel(mdp, pi, horizon, (1,), threshold)
-    traj = sample_trajectories(sub, mdp, horizon, group_size, pi)
+    metrics = tree_metrics_kernel(mdp, horizon, ks=(1,), policy=pi, threshold=threshold)
+    traj = sample_trajectories(sub, mdp, horizon, group_size, policy=pi)
     new = update(params, traj)
     return (new, key), (metrics.success_prob, metrics.correct_entropy,
                         jnp.mean(_episode_returns(traj, mdp.discount)))

@@ -96,9 +96,10 @@ def _exploration_table(mdp, exploration_policy, horizon):
   return jnp.broadcast_to(pol, (horizon, s, a))
 
 
-def policy_return(mdp: TabularMDP, policy: jax.Array, horizon: int) -> jax.Array:
+def policy_return(mdp: TabularMDP, horizon: int, *, policy: jax.Array) -> jax.Array:
   """Exact expected ``horizon``-step return of a time-dependent deterministic
-  policy ``int [T, S]`` from ``mdp.initial`` (backward induction)."""
+  policy ``int [T, S]`` from ``mdp.initial`` (backward induction; ``jax.grad``
+  with respect to the MDP works)."""
   def step(v_next, pi_t):
     q = bellman.q_values(mdp, v_next)
     return bellman.policy_value_from_q(q, pi_t).astype(v_next.dtype), None
@@ -161,7 +162,7 @@ def sqirl_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m,
     return jnp.where((tsteps < i)[:, None, None], det, expl)
 
   def exact_stats(pol, i, w_end):
-    d = state_occupancies(mdp, pol, T)  # [T, S]
+    d = state_occupancies(mdp, T, policy=pol)  # [T, S]
     occ = d[:, :, None] * pol  # [T, S, A]
     idx = jnp.minimum(i + jnp.arange(k), T - 1)
     support = (occ[idx] > 0) & mask
@@ -178,7 +179,7 @@ def sqirl_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m,
 
     def chunk(c, acc):
       counts, rsum, mc_sum, steps = acc
-      tr = sample_trajectories(jax.random.fold_in(key, c), mdp, T, C, pol)
+      tr = sample_trajectories(jax.random.fold_in(key, c), mdp, T, C, policy=pol)
       valid = (c * C + jnp.arange(C)) < m  # [C]
       w = (valid[:, None] & in_win[None, :]).astype(dtype)  # [C, T]
       s = tr.states[:, :T]
@@ -227,7 +228,7 @@ def sqirl_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m,
   init_d = mdp.initial.astype(dtype)
   opt = jnp.sum(jnp.where(init_d > 0, init_d * vo[0], 0.0))
   return SQIRLResult(policy=policy, q=qs, support=sups,
-                     final_return=policy_return(mdp, policy, T), optimal_return=opt,
+                     final_return=policy_return(mdp, T, policy=policy), optimal_return=opt,
                      timesteps_per_iteration=counts)
 
 
