@@ -12,6 +12,16 @@ risk functionals (:func:`mean`, :func:`variance`, :func:`value_at_risk`,
 
 Every kernel works on ONE MDP and is jittable and vmappable; shapes use S
 states, A actions, K fan-out, T horizon, N atoms, U stock grid points.
+Finite-horizon solvers take ``horizon=T`` as a keyword; ``policy=None`` is the
+uniform policy over valid actions wherever a policy is optional; a fixed
+number of backups is ``num_iters`` (``max_iters`` is a cap with a ``tol``).
+
+Gradients: the projections, backups, risk functionals and the finite-horizon
+solvers (``lax.scan``) support ``jax.grad`` (through the distributions, for a
+fixed greedy policy in control); the discounted solvers and the stock-grid DP
+are ``lax.while_loop`` fixed points: forward mode only (``jax.grad`` raises
+JAX's while_loop error; ``num_iters`` runs a ``fori_loop`` that
+differentiates).
 
 Stock augmentation: exact finite horizon on a reward lattice
 (:func:`stock_augmented_dp`, :func:`optimize_cvar` with ``horizon=T``) and

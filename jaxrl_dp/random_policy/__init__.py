@@ -3,7 +3,19 @@ effective-horizon analysis ("Bridging RL Theory and Practice with the Effective
 Horizon"; "The Effective Horizon Explains Deep RL Performance in Stochastic
 Environments"), sticky actions, GORP and SQIRL, and ROVER-style learning on
 tree MDPs ("Random Policy Valuation is Enough for LLM Reasoning with Verifiable
-Rewards")."""
+Rewards").
+
+Conventions: ``horizon`` is the argument right after the MDP (``key`` first
+for samplers); ``policy=None`` is the uniform policy over valid actions
+wherever a policy is optional (GORP and SQIRL call theirs
+``exploration_policy``, since their result holds the learned policy); fixed
+counts are ``num_k`` / ``num_iters`` and caps ``max_*``. Kernels take ONE MDP;
+batches go through ``jax.vmap`` / ``jax.lax.map`` or :mod:`jaxrl_dp.batch`
+(:func:`analyze_effective_horizon_batch` is that layer for the analysis).
+Gradients: ``random_q``, ``qvi_steps``, occupancies and tree metrics are
+differentiable; the analyses, GORP, SQIRL and the learners are discrete
+(tests, argmaxes, samples) and have none.
+"""
 
 from jaxrl_dp.random_policy.q import policy_expectation, qvi_backup, qvi_steps, random_q
 from jaxrl_dp.random_policy.values import value_triplet

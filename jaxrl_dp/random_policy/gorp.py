@@ -29,7 +29,7 @@ import numpy as np
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
-from jaxrl_dp.core.options import check_horizon, check_int
+from jaxrl_dp.core.options import check_horizon, check_int, check_tol
 from jaxrl_dp.random_policy.reach import terminal_states
 from jaxrl_dp.random_policy.values import value_triplet
 from jaxrl_dp.random_policy.q import (check_exploration_policy,
@@ -194,6 +194,8 @@ def gorp(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m: int, *,
 
   Returns:
     :class:`GORPResult`.
+
+  Gradients: none (sampled episodes and argmax choices).
   """
   pol = check_sampler_inputs(mdp, horizon, k, m, num_runs, chunk_size, exploration_policy)
   return _gorp_jit(key, mdp, jnp.asarray(m, jnp.int32), pol, horizon=int(horizon), k=int(k),
@@ -278,8 +280,10 @@ def gorp_sample_complexity(key: jax.Array, mdp: TabularMDP, horizon: int, k: int
   environment steps at that ``m`` (a suboptimal run counts as ``inf``, so the
   median is finite exactly when more than half the runs are optimal). Each
   ``m`` uses ``jax.random.fold_in(key, m)``; ``m`` is traced, so the whole
-  search compiles once."""
+  search compiles once. ``tol`` is a finite number >= 0 (``None``, NaN,
+  negative refused)."""
   check_m(max_m, "max_m")
+  check_tol(tol)
   return bisect_sample_complexity(
       lambda key_m, m: gorp(key_m, mdp, horizon, k, m, num_runs=num_runs,
                             exploration_policy=exploration_policy, chunk_size=chunk_size),

@@ -53,6 +53,7 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.options import check_tol
 from jaxrl_dp.random_policy.values import value_triplet
 from jaxrl_dp.random_policy.gorp import (SampleComplexity, check_m,
                                          bisect_sample_complexity, check_sampler_inputs)
@@ -263,6 +264,8 @@ def sqirl(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m: int | None, 
   Returns:
     :class:`SQIRLResult`.
 
+  Gradients: none (sampled episodes and greedy argmax policies).
+
   Raises:
     InvalidMDPError: horizon < 1, k < 1, m < 1, a bad discount or exploration
       policy.
@@ -294,6 +297,7 @@ def sqirl_sample_complexity(key: jax.Array, mdp: TabularMDP, horizon: int, k: in
   once. Same rule as :func:`~jaxrl_dp.random_policy.gorp_sample_complexity`.
   """
   check_m(max_m, "max_m")
+  check_tol(tol)
   return bisect_sample_complexity(
       lambda key_m, m: sqirl(key_m, mdp, horizon, k, m, num_runs=num_runs,
                              exploration_policy=exploration_policy, chunk_size=chunk_size),
