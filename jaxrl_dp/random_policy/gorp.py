@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
 from jaxrl_dp.core.options import check_horizon, check_int, check_tol
 from jaxrl_dp.random_policy.reach import terminal_states
@@ -240,7 +239,10 @@ def bisect_sample_complexity(run_at, key, max_m: int, tol: float) -> SampleCompl
   ``timesteps_per_iteration`` over seeds; ``key_m = fold_in(key, m)``) have a
   finite median sample complexity (:func:`median_sample_complexity`), by
   bisection (assumes that success is monotone in ``m``, as it is in
-  expectation)."""
+  expectation). Checks ``max_m`` (a Python int >= 1) and ``tol`` (a finite
+  number >= 0) first."""
+  check_m(max_m, "max_m")
+  check_tol(tol)
   tried = {}
 
   def run(m):
@@ -282,8 +284,6 @@ def gorp_sample_complexity(key: jax.Array, mdp: TabularMDP, horizon: int, k: int
   ``m`` uses ``jax.random.fold_in(key, m)``; ``m`` is traced, so the whole
   search compiles once. ``tol`` is a finite number >= 0 (``None``, NaN,
   negative refused)."""
-  check_m(max_m, "max_m")
-  check_tol(tol)
   return bisect_sample_complexity(
       lambda key_m, m: gorp(key_m, mdp, horizon, k, m, num_runs=num_runs,
                             exploration_policy=exploration_policy, chunk_size=chunk_size),

@@ -53,10 +53,9 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
-from jaxrl_dp.core.options import check_tol
 from jaxrl_dp.random_policy.values import value_triplet
-from jaxrl_dp.random_policy.gorp import (SampleComplexity, check_m,
-                                         bisect_sample_complexity, check_sampler_inputs)
+from jaxrl_dp.random_policy.gorp import (SampleComplexity, bisect_sample_complexity,
+                                         check_sampler_inputs)
 from jaxrl_dp.random_policy.rollout import (sample_trajectories,
                                             state_occupancies)
 
@@ -296,8 +295,6 @@ def sqirl_sample_complexity(key: jax.Array, mdp: TabularMDP, horizon: int, k: in
   ``jax.random.fold_in(key, m)``; ``m`` is traced, so the search compiles
   once. Same rule as :func:`~jaxrl_dp.random_policy.gorp_sample_complexity`.
   """
-  check_m(max_m, "max_m")
-  check_tol(tol)
   return bisect_sample_complexity(
       lambda key_m, m: sqirl(key_m, mdp, horizon, k, m, num_runs=num_runs,
                              exploration_policy=exploration_policy, chunk_size=chunk_size),
