@@ -54,16 +54,18 @@ def test_demo_suite_values_match_float64_reference():
   assert {k for k, _, _ in suite} == {"garnet", "gridworld", "river_swim", "forest",
                                       "frozen_lake", "chain"}
   for kind, mdps, _ in suite:
-    sol = batch.solve(mdps, planning.value_iteration, tol=1e-3, stop="span", progress=False)
+    tol = cli.demo_tol(mdps, 1e-4)
+    sol = batch.solve(mdps, planning.value_iteration, tol=tol, stop="span", progress=False)
     assert sol.converged.all(), kind
+    assert np.all(np.asarray(sol.error_bound) <= tol), kind
     m = jax.tree_util.tree_map(lambda x: x[0], mdps)
     d = m.to_dense()
     p = np.asarray(d.probs, np.float64)
     r = np.asarray(d.rewards, np.float64)
     v_star, _, _ = optimal_values(p, r, float(m.discount), np.asarray(m.action_mask))
     err = np.abs(np.asarray(sol.values[0], np.float64) - v_star).max()
-    slack = 64 * np.finfo(np.float32).eps * (1 + np.abs(v_star).max()) / (1 - float(m.discount))
-    assert err <= 1e-3 + slack, (kind, err)
+    # The certified bound holds against the float64 optimum of the stored MDP.
+    assert err <= float(sol.error_bound[0]), (kind, err, float(sol.error_bound[0]))
 
 
 def test_demo_command_runs_and_reports_every_kind():
