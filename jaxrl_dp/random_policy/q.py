@@ -222,6 +222,7 @@ def _random_q_infinite(mdp, policy):
 
 
 # ------------------------------------------------------------------ qvi_steps
+@solver(infinite_horizon=False, kind="analysis", reverse_mode=True)
 def qvi_steps(mdp: TabularMDP, q, k: int) -> jax.Array:
   """Applies ``k`` Bellman optimality backups to a Q table.
 
@@ -236,7 +237,8 @@ def qvi_steps(mdp: TabularMDP, q, k: int) -> jax.Array:
     k: number of backups, a static int >= 1.
 
   Returns:
-    A table of the same shape.
+    A table of the same shape. ``jax.grad`` works (a ``fori_loop`` of
+    backups; the max over actions has subgradients).
   """
   check_mdp_structure(mdp)
   check_int("k", k)

@@ -51,6 +51,7 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
 from jaxrl_dp.random_policy.reach import reach as reach_states
 from jaxrl_dp.core.options import check_horizon, check_int
+from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.random_policy.q import check_exploration_policy, policy_expectation
 from jaxrl_dp.random_policy.rollout import (Trajectories, sample_trajectories,
                                             state_occupancies)
@@ -148,6 +149,7 @@ def correct_pairs(mdp: TabularMDP, threshold=1.0) -> jax.Array:
   return mdp.action_mask & (mdp.rewards >= threshold)
 
 
+@solver(infinite_horizon=False, kind="analysis", reverse_mode=True)
 def tree_metrics_kernel(mdp: TabularMDP, horizon: int, *, ks, policy=None,
                         threshold=1.0) -> TreeMetrics:
   """Pure, jittable (``horizon`` and ``ks`` static), vmappable form of
@@ -192,6 +194,7 @@ def _check_ks(ks) -> tuple:
   return tuple(int(k) for k in ks)
 
 
+@solver(infinite_horizon=False, kind="analysis", reverse_mode=True)
 def tree_metrics(mdp: TabularMDP, horizon: int, *, policy=None, ks=(1, 2, 4, 8, 16, 32, 64),
                  threshold=1.0) -> TreeMetrics:
   """Exact success probability, pass@k and diversity of ``policy`` on a tree MDP.
