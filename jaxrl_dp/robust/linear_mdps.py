@@ -57,7 +57,8 @@ import numpy as np
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP, default_float_dtype
-from jaxrl_dp.planning.finite_horizon import check_horizon
+from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.options import check_horizon, check_int
 from jaxrl_dp.robust.r2pvi import OfflineDataset, make_dataset
 
 
@@ -108,12 +109,11 @@ def simulated_linear_mdp(q=0.0, *, delta: float = 0.5, xi_norm: float = 0.3,
   """
   for name, val, lo, hi in (("q", q, 0.0, 1.0), ("eps", eps, 0.0, 1.0), ("c", c, 0.0, 1.0)):
     if not lo <= float(val) <= hi:
-      raise ValueError(f"{name} = {val}: expected a value in [{lo}, {hi}]")
+      raise InvalidMDPError(f"{name} = {val}: expected a value in [{lo}, {hi}]")
   if not (0 <= xi_norm <= min(delta, 1 - delta)):
-    raise ValueError(f"xi_norm = {xi_norm}: expected 0 <= ||xi||_1 <= min(delta, 1 - delta) "
+    raise InvalidMDPError(f"xi_norm = {xi_norm}: expected 0 <= ||xi||_1 <= min(delta, 1 - delta) "
                      f"(delta = {delta}) so that p(a) lies in [0, 1]")
-  if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 2:
-    raise ValueError(f"horizon = {horizon!r}: expected a Python int >= 2")
+  horizon = check_horizon(horizon, minimum=2)
   acts = simulated_actions()
   p = delta + acts @ (np.full(4, xi_norm / 4.0))
   s_n, a_n, d = 5, acts.shape[0], 4
@@ -162,10 +162,9 @@ def american_put(up_prob=0.5, *, dim: int = 30, horizon: int = 20,
   up move (nominal 0.5).
   """
   if not 0.0 <= float(up_prob) <= 1.0:
-    raise ValueError(f"up_prob = {up_prob}: expected a probability in [0, 1]")
-  if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
-    raise ValueError(f"dim = {dim!r}: expected a Python int >= 2")
-  check_horizon(horizon)
+    raise InvalidMDPError(f"up_prob = {up_prob}: expected a probability in [0, 1]")
+  dim = check_int("dim", dim, minimum=2)
+  horizon = check_horizon(horizon)
   n_price = int(round((PUT_X_MAX - PUT_X_MIN) / PUT_STEP)) + 1
   s_n = n_price + 1
   absorb = n_price
@@ -259,8 +258,7 @@ def collect_dataset(key: jax.Array, model: LinearMDPModel, num_episodes: int, *,
     ``(dataset, actions int32 [H, N])``: the :class:`OfflineDataset` (features,
     rewards, next-state indices and the model's feature table) and the actions.
   """
-  if isinstance(num_episodes, bool) or not isinstance(num_episodes, int) or num_episodes < 1:
-    raise ValueError(f"num_episodes = {num_episodes!r}: expected a Python int >= 1")
+  num_episodes = check_int("num_episodes", num_episodes, minimum=1)
   if behavior is None:
     behavior = bellman.uniform_policy(model.action_mask & ~model.known_mask)
     behavior = jnp.where(jnp.isnan(behavior), 0.0, behavior)

@@ -83,7 +83,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_dp.core import bellman
+from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import default_float_dtype
+from jaxrl_dp.core.options import check_choice, is_concrete
 
 DIVERGENCES = ("tv", "kl", "chi2")
 BONUSES = ("elliptical", "d_rectangular")
@@ -171,17 +173,17 @@ def _first_bad(mask: np.ndarray):
 def _check_simplex(name: str, x: np.ndarray, atol: float) -> None:
   if not np.all(np.isfinite(x)):
     i = _first_bad(~np.isfinite(x))
-    raise ValueError(f"{name}{list(i)} = {x[i]}: expected finite features")
+    raise InvalidMDPError(f"{name}{list(i)} = {x[i]}: expected finite features")
   neg = x < -atol
   if np.any(neg):
     i = _first_bad(neg)
-    raise ValueError(f"{name}{list(i)} = {x[i]:.6g}: features must lie in the "
+    raise InvalidMDPError(f"{name}{list(i)} = {x[i]:.6g}: features must lie in the "
                      f"probability simplex (entries >= 0)")
   sums = x.sum(-1)
   bad = np.abs(sums - 1.0) > atol
   if np.any(bad):
     i = _first_bad(bad)
-    raise ValueError(f"{name}{list(i)}: features sum to {sums[i]:.6g}; expected "
+    raise InvalidMDPError(f"{name}{list(i)}: features sum to {sums[i]:.6g}; expected "
                      f"rows in the probability simplex (sum 1 within {atol})")
 
 
@@ -200,7 +202,7 @@ def make_dataset(features, rewards, next_states, feature_table, *,
     dtype: float dtype (default float32, float64 under ``jax_enable_x64``).
 
   Raises:
-    ValueError: a wrong shape, features outside the simplex, a next state out
+    InvalidMDPError (a ValueError): a wrong shape, features outside the simplex, a next state out
       of range, non-finite rewards, a state without a valid action.
   """
   if dtype is None:
@@ -228,70 +230,66 @@ def make_dataset(features, rewards, next_states, feature_table, *,
 def check_dataset(ds, *, atol: float = SIMPLEX_ATOL) -> None:
   """Host-side checks of an :class:`OfflineDataset` (or a dict of its fields).
 
-  Raises ``ValueError`` naming the field and the first offending entry.
+  Raises :class:`~jaxrl_dp.InvalidMDPError` (a ``ValueError``) naming the field and the first offending entry.
   """
   get = (lambda k: np.asarray(ds[k])) if isinstance(ds, dict) else (
       lambda k: np.asarray(getattr(ds, k)))
   f, r, ns, tab = get("features"), get("rewards"), get("next_states"), get("feature_table")
   if f.ndim != 3:
-    raise ValueError(f"features: expected shape [H, N, D], got {f.shape}")
+    raise InvalidMDPError(f"features: expected shape [H, N, D], got {f.shape}")
   h, n, d = f.shape
   if h < 1 or n < 1 or d < 1:
-    raise ValueError(f"features: expected H, N, D >= 1, got shape {f.shape}")
+    raise InvalidMDPError(f"features: expected H, N, D >= 1, got shape {f.shape}")
   if tab.ndim != 3 or tab.shape[-1] != d:
-    raise ValueError(f"feature_table: expected shape [S, A, D] with D = {d}, got {tab.shape}")
+    raise InvalidMDPError(f"feature_table: expected shape [S, A, D] with D = {d}, got {tab.shape}")
   s, a, _ = tab.shape
   if r.shape != (h, n):
-    raise ValueError(f"rewards: expected shape [H, N] = {(h, n)}, got {r.shape}")
+    raise InvalidMDPError(f"rewards: expected shape [H, N] = {(h, n)}, got {r.shape}")
   if ns.shape != (h, n):
-    raise ValueError(f"next_states: expected shape [H, N] = {(h, n)}, got {ns.shape}")
+    raise InvalidMDPError(f"next_states: expected shape [H, N] = {(h, n)}, got {ns.shape}")
   for name in ("action_mask", "known_q", "known_mask"):
     x = get(name)
     if x.shape != (s, a):
-      raise ValueError(f"{name}: expected shape [S, A] = {(s, a)}, got {x.shape}")
+      raise InvalidMDPError(f"{name}: expected shape [S, A] = {(s, a)}, got {x.shape}")
   if not np.issubdtype(ns.dtype, np.integer):
-    raise ValueError(f"next_states: expected integer indices, got dtype {ns.dtype}")
+    raise InvalidMDPError(f"next_states: expected integer indices, got dtype {ns.dtype}")
   bad = (ns < 0) | (ns >= s)
   if np.any(bad):
     i = _first_bad(bad)
-    raise ValueError(f"next_states{list(i)} = {ns[i]}: expected an index in [0, {s})")
+    raise InvalidMDPError(f"next_states{list(i)} = {ns[i]}: expected an index in [0, {s})")
   if not np.all(np.isfinite(r)):
     i = _first_bad(~np.isfinite(r))
-    raise ValueError(f"rewards{list(i)} = {r[i]}: expected finite rewards")
+    raise InvalidMDPError(f"rewards{list(i)} = {r[i]}: expected finite rewards")
   kq = get("known_q")
   if not np.all(np.isfinite(kq)):
     i = _first_bad(~np.isfinite(kq))
-    raise ValueError(f"known_q{list(i)} = {kq[i]}: expected finite values")
+    raise InvalidMDPError(f"known_q{list(i)} = {kq[i]}: expected finite values")
   am = get("action_mask")
   if not np.all(am.any(-1)):
     i = _first_bad(~am.any(-1))
-    raise ValueError(f"action_mask[{i[0]}]: state {i[0]} has no valid action")
+    raise InvalidMDPError(f"action_mask[{i[0]}]: state {i[0]} has no valid action")
   _check_simplex("features", f, atol)
   _check_simplex("feature_table", tab, atol)
 
 
-def _concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
 def _check_scalar(name: str, x, *, positive: bool, upper=None) -> None:
-  if not _concrete(x):
+  if not is_concrete(x):
     return
   arr = np.asarray(x, dtype=np.float64)
   if arr.ndim != 0:
-    raise ValueError(f"{name}: expected a scalar (jax.vmap over a grid), got shape {arr.shape}")
+    raise InvalidMDPError(f"{name}: expected a scalar (jax.vmap over a grid), got shape {arr.shape}")
   v = float(arr)
   if not np.isfinite(v):
-    raise ValueError(f"{name} = {v}: expected a finite number")
+    raise InvalidMDPError(f"{name} = {v}: expected a finite number")
   if v < 0 or (positive and v == 0):
-    raise ValueError(f"{name} = {v}: expected {'> 0' if positive else '>= 0'}")
+    raise InvalidMDPError(f"{name} = {v}: expected {'> 0' if positive else '>= 0'}")
   if upper is not None and v > upper:
-    raise ValueError(f"{name} = {v}: expected <= {upper}")
+    raise InvalidMDPError(f"{name} = {v}: expected <= {upper}")
 
 
 def _check_dataset_type(ds) -> None:
   if not isinstance(ds, OfflineDataset):
-    raise ValueError(f"dataset: expected an OfflineDataset (see make_dataset), got {type(ds).__name__}")
+    raise InvalidMDPError(f"dataset: expected an OfflineDataset (see make_dataset), got {type(ds).__name__}")
 
 
 # --------------------------------------------------------------- regression
@@ -544,8 +542,7 @@ def r2pvi(dataset: OfflineDataset, *, divergence: str = "tv", lam=1.0,
     :class:`LinearPVIResult` (``policy [H, S]`` greedy on the feature table).
   """
   _check_dataset_type(dataset)
-  if divergence not in DIVERGENCES:
-    raise ValueError(f"divergence = {divergence!r}: expected one of {DIVERGENCES}")
+  check_choice("divergence", divergence, DIVERGENCES)
   _check_scalar("lam", lam, positive=divergence != "tv")
   _check_scalar("beta", beta, positive=False)
   _check_scalar("ridge", ridge, positive=True)
@@ -563,8 +560,7 @@ def pevi(dataset: OfflineDataset, *, beta=0.0, ridge=1.0,
   paper's) or ``"d_rectangular"`` (R2PVI's, for like-for-like comparisons).
   """
   _check_dataset_type(dataset)
-  if bonus not in BONUSES:
-    raise ValueError(f"bonus = {bonus!r}: expected one of {BONUSES}")
+  check_choice("bonus", bonus, BONUSES)
   _check_scalar("beta", beta, positive=False)
   _check_scalar("ridge", ridge, positive=True)
   dtype = dataset.feature_table.dtype

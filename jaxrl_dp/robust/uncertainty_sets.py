@@ -49,6 +49,7 @@ import numpy as np
 
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import default_float_dtype
+from jaxrl_dp.core.options import check_choice, check_int, is_concrete
 
 PENALTY_KINDS = ("tv_penalty", "kl_penalty", "chi2_penalty")
 BALL_KINDS = ("l1_ball", "kl_ball", "chi2_ball", "wasserstein_ball", "lp_ball")
@@ -110,10 +111,6 @@ class UncertaintySet:
 
 
 # ---------------------------------------------------------------- validation
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
 def _fmt(field, idx):
   return field + ("[" + ", ".join(str(int(i)) for i in idx) + "]" if idx else "")
 
@@ -121,7 +118,7 @@ def _fmt(field, idx):
 def check_nonnegative(field: str, x, *, allow_inf: bool = True) -> None:
   """Raises InvalidMDPError naming the first entry of ``x`` that is NaN,
   negative (or infinite when ``allow_inf`` is False). Tracers are skipped."""
-  if not _is_concrete(x):
+  if not is_concrete(x):
     return
   a = np.asarray(x, dtype=np.float64)
   bad = np.isnan(a) | (a < 0)
@@ -143,7 +140,7 @@ def check_cost(cost, field: str = "cost") -> None:
   if len(shape) < 2 or shape[-1] != shape[-2]:
     raise InvalidMDPError(
         f"{field}: expected a square ground cost [K, K], got shape {shape}")
-  if not _is_concrete(cost):
+  if not is_concrete(cost):
     return
   c = np.asarray(cost, dtype=np.float64)
   bad = ~np.isfinite(c) | (c < 0)
@@ -174,17 +171,13 @@ def _float_array(x):
 
 
 def _support(support, kind):
-  if support not in SUPPORTS:
-    raise InvalidMDPError(f"support = {support!r}: expected one of {SUPPORTS}")
-  return support
+  return check_choice("support", support, SUPPORTS)
 
 
 def _iters(iters):
   if iters is None:
     return None
-  if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-    raise InvalidMDPError(f"iters = {iters!r}: expected None or a Python int >= 1")
-  return iters
+  return check_int("iters", iters, minimum=1, maximum=2**31 - 1)
 
 
 # --------------------------------------------------------------- constructors
@@ -288,7 +281,7 @@ def lp_ball(radius, p, *, support: str = "nominal",
     radius: finite, ``>= 0``.
     p: static Python number in ``[1, inf]`` (``float("inf")`` or ``np.inf``).
   """
-  if isinstance(p, (jax.Array, np.ndarray)) and not _is_concrete(p):
+  if isinstance(p, (jax.Array, np.ndarray)) and not is_concrete(p):
     raise InvalidMDPError("p: expected a static Python number, got a traced array")
   try:
     pf = float(p)
