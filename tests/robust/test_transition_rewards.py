@@ -10,6 +10,7 @@ P0_a||_1 <= kappa`` (which equals the max over randomized policies of the
 min over P, by the minimax theorem), iterated to convergence.
 """
 
+import chex
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -282,3 +283,29 @@ def test_wasserstein_with_transition_rewards_vs_lp():
                       bounds=bounds, method="highs")
         assert res.status == 0
         np.testing.assert_allclose(q[s, a], res.fun, atol=1e-9)
+
+
+class BackupVariants(chex.TestCase):
+  """The transition-reward backup jitted and not, and vmapped over a batch of
+  MDPs (jd.stack) equal to a loop."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_backup_variants_agree_with_lp(self):
+    with jax.enable_x64(True):
+      sp, de = transition_reward_mdps(5)
+      v = np.linspace(-1.0, 2.0, S)
+      for m in (sp, de):
+        for kind, size in (("l1_ball", 0.6), ("tv_penalty", 1.5)):
+          uset = build(kind, size, "nominal")
+          backup = self.variant(lambda m, v, u: R.robust_q_values(m, v, u)[0])
+          np.testing.assert_allclose(backup(m, jnp.asarray(v), uset),
+                                     lp_q(m, v, kind, size, "nominal"), atol=1e-9)
+
+  def test_vmap_over_mdps_equals_loop(self):
+    mdps = [transition_reward_mdps(10 + i)[0] for i in range(3)]
+    uset = R.l1_ball(0.5)
+    out = jax.vmap(lambda m: R.robust_value_iteration(m, uset, tol=1e-3))(jd.stack(mdps))
+    for i, m in enumerate(mdps):
+      one = R.robust_value_iteration(m, uset, tol=1e-3)
+      np.testing.assert_allclose(out.values[i], one.values, atol=1e-5)
+      np.testing.assert_array_equal(out.policy[i], one.policy)
