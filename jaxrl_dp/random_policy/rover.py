@@ -50,7 +50,7 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
 from jaxrl_dp.random_policy.reach import reach as reach_states
-from jaxrl_dp.core.options import check_horizon, check_int
+from jaxrl_dp.core.options import check_horizon, check_int, check_tol, is_concrete
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.random_policy.q import check_exploration_policy, policy_expectation
 from jaxrl_dp.random_policy.rollout import (Trajectories, sample_trajectories,
@@ -62,16 +62,18 @@ __all__ = ["LearnerResult", "TreeMetrics", "correct_pairs", "pass_at_k", "reinfo
 
 
 # ------------------------------------------------------------------ checks
-def _check_nonneg(value, field: str, *, allow_zero: bool = True) -> None:
-  if isinstance(value, jax.core.Tracer):
+def _check_temperature(value) -> None:
+  """A softmax temperature: a real number in ``[0, inf]`` (``inf`` is the
+  uniform policy, 0 the greedy one); unlike a tolerance, ``inf`` is allowed."""
+  if not is_concrete(value):
     return
   arr = np.asarray(value)
-  if arr.ndim != 0 or not np.issubdtype(arr.dtype, np.number):
-    raise InvalidMDPError(f"{field} = {value!r}: expected a scalar number")
+  if arr.ndim != 0 or not (np.issubdtype(arr.dtype, np.integer)
+                           or np.issubdtype(arr.dtype, np.floating)):
+    raise InvalidMDPError(f"temperature = {value!r}: expected a real scalar >= 0")
   v = float(arr)
-  ok = (v >= 0.0) if allow_zero else (v > 0.0)
-  if not ok or np.isnan(v):
-    raise InvalidMDPError(f"{field} = {v!r}: expected a number {'>= 0' if allow_zero else '> 0'}")
+  if not v >= 0.0:  # also NaN
+    raise InvalidMDPError(f"temperature = {v!r}: expected a number >= 0 (inf allowed)")
 
 
 # ------------------------------------------------------------ softmax policy
@@ -91,7 +93,7 @@ def softmax_policy(q: jax.Array, temperature, action_mask: jax.Array | None = No
   Raises:
     InvalidMDPError: a concrete negative or NaN temperature.
   """
-  _check_nonneg(temperature, "temperature")
+  _check_temperature(temperature)
   q = jnp.asarray(q)
   if not jnp.issubdtype(q.dtype, jnp.floating):
     q = q.astype(jnp.result_type(float))
@@ -390,7 +392,7 @@ def _check_learner(mdp, horizon, num_iters, group_size, learning_rate, num_runs)
   check_discount(mdp.discount, infinite_horizon=False)
   check_int("num_iters", num_iters)
   check_int("group_size", group_size)
-  _check_nonneg(learning_rate, "learning_rate", allow_zero=True)
+  check_tol(learning_rate, "learning_rate")  # a finite number >= 0
   if num_runs is not None:
     check_int("num_runs", num_runs)
 
@@ -428,7 +430,7 @@ def rover_train(key: jax.Array, mdp: TabularMDP, horizon: int, *, num_iters: int
     :class:`LearnerResult` with ``params`` the learned Q table.
   """
   _check_learner(mdp, horizon, num_iters, group_size, learning_rate, num_runs)
-  _check_nonneg(temperature, "temperature")
+  _check_temperature(temperature)
   dt = mdp.rewards.dtype
   return _rover_jit(key, mdp, jnp.asarray(temperature, dt), jnp.asarray(learning_rate, dt),
                     jnp.asarray(threshold, dt), jnp.asarray(bool(baseline), dt),
