@@ -1,0 +1,62 @@
+"""The distributional family checks its options with core.options' rules (one
+rule per kind of option, the same messages as the other families)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrl_dp as jd
+from jaxrl_dp import InvalidMDPError
+from jaxrl_dp import distributional as dd
+
+
+def _mdp(gamma=0.8):
+  rng = np.random.default_rng(1)
+  ns = np.stack([[rng.choice(3, size=2, replace=False) for _ in range(2)] for _ in range(3)])
+  p = rng.dirichlet(np.ones(2), (3, 2))
+  return jd.TabularMDP.from_sparse(ns, p, rng.integers(-1, 2, (3, 2, 2)) * 1.0, gamma)
+
+
+Z = jnp.linspace(-5.0, 5.0, 11)
+
+
+@pytest.mark.parametrize("bad", (None, float("nan"), float("inf"), -1e-3, "0.1"))
+def test_tolerances(bad):
+  m = _mdp()
+  for call in (lambda: dd.categorical_evaluation(m, Z, tol=bad),
+               lambda: dd.categorical_control(m, Z, tol=bad),
+               lambda: dd.quantile_evaluation(m, 3, tol=bad),
+               lambda: dd.quantile_control(m, 3, tol=bad),
+               lambda: dd.stock_value_iteration(m, num_stocks=8, tol=bad),
+               lambda: dd.stock_policy_iteration(m, num_stocks=8, evaluation="iterate",
+                                                 eval_tol=bad),
+               lambda: dd.optimize_cvar(m, 0.5, num_stocks=8, tol=bad)):
+    with pytest.raises(InvalidMDPError, match=r"tol = .*: expected a finite number >= 0"):
+      call()
+
+
+def test_counts_and_caps():
+  m = _mdp()
+  for bad in (0, 2.0, True, None):
+    with pytest.raises(InvalidMDPError, match="max_iters = "):
+      dd.categorical_evaluation(m, Z, max_iters=bad)
+    if bad is not None:  # num_iters=None is the default: use tol / max_iters
+      with pytest.raises(InvalidMDPError, match="num_iters = "):
+        dd.quantile_evaluation(m, 3, num_iters=bad)
+    with pytest.raises(InvalidMDPError, match="horizon = "):
+      dd.categorical_control_finite(m.replace(discount=jnp.asarray(1.0)), Z, horizon=bad)
+    with pytest.raises(InvalidMDPError, match="horizon = "):
+      dd.exact_return_distribution(m.replace(discount=jnp.asarray(1.0)), horizon=bad)
+  with pytest.raises(InvalidMDPError, match=r"max_iters = 2147483648: .*int32"):
+    dd.stock_value_iteration(m, num_stocks=8, max_iters=2**31)
+  with pytest.raises(InvalidMDPError, match="num_stocks = 1.5"):
+    dd.stock_value_iteration(m, num_stocks=1.5)
+  with pytest.raises(InvalidMDPError, match="eval_max_iters = 0"):
+    dd.stock_policy_iteration(m, num_stocks=8, eval_max_iters=0)
+  with pytest.raises(InvalidMDPError, match="evaluation = 'exact'"):
+    dd.stock_policy_iteration(m, num_stocks=8, evaluation="exact")
+  with pytest.raises(InvalidMDPError, match="horizon = 0"):
+    dd.optimize_cvar(m.replace(discount=jnp.asarray(1.0)), 0.5, horizon=0)
+  # horizon is a keyword in the finite-horizon solvers: passing it by position fails loudly.
+  with pytest.raises(TypeError):
+    dd.categorical_control_finite(m, Z, None, 3)
