@@ -538,6 +538,11 @@ def r2pvi(dataset: OfflineDataset, *, divergence: str = "tv", lam=1.0,
     beta: pessimism coefficient (``>= 0``) of the d-rectangular bonus.
     ridge: ridge ``> 0`` of ``Lambda = sum phi phi^T + ridge I``.
 
+  Gradients: a ``lax.scan``; ``jax.grad`` works w.r.t. ``lam``, ``beta``
+  and ``ridge`` (piecewise smooth: one-sided at the kinks of the clipping and
+  of the dual's minimisers). Takes a dataset, not an MDP, so it carries no
+  ``@solver`` metadata (``batch.solve`` does not apply; vmap over datasets).
+
   Returns:
     :class:`LinearPVIResult` (``policy [H, S]`` greedy on the feature table).
   """
@@ -558,6 +563,7 @@ def pevi(dataset: OfflineDataset, *, beta=0.0, ridge=1.0,
   ``Q_h = phi^T Lambda^{-1} sum phi (r + V_{h+1}(s')) - Gamma`` clipped to
   ``[0, H - h]``; ``bonus="elliptical"`` (``beta ||phi||_{Lambda^{-1}}``, the
   paper's) or ``"d_rectangular"`` (R2PVI's, for like-for-like comparisons).
+  Gradients: as :func:`r2pvi` (``jax.grad`` w.r.t. ``beta``, ``ridge``).
   """
   _check_dataset_type(dataset)
   check_choice("bonus", bonus, BONUSES)
@@ -572,7 +578,8 @@ def drpvi_tv(dataset: OfflineDataset, *, rho=0.1, beta=0.0, ridge=1.0) -> Linear
 
   ``z_i = max_{alpha in [min V, max V]} E_hat[V]_alpha - rho (alpha - min_s V)``
   (exact at the sorted values of V); d-rectangular bonus as R2PVI.
-  ``rho`` in ``[0, 1]``.
+  ``rho`` in ``[0, 1]``. Gradients: as :func:`r2pvi` (``jax.grad`` w.r.t.
+  ``rho``, ``beta``, ``ridge``).
   """
   _check_dataset_type(dataset)
   _check_scalar("rho", rho, positive=False, upper=1.0)
