@@ -459,8 +459,10 @@ def test_bad_input_raises_named_errors():
     R.worst_case(v, p, R.l1_ball(jnp.ones(3)))
   with pytest.raises(jd.InvalidMDPError, match="UncertaintySet"):
     R.worst_case(v, p, 0.1)
-  with pytest.raises(jd.InvalidMDPError, match="iters"):
-    R.kl_ball(0.1, iters=0)
+  with pytest.raises(jd.InvalidMDPError, match="max_steps"):
+    R.kl_ball(0.1, max_steps=0)
+  with pytest.raises(jd.InvalidMDPError, match="num_steps"):
+    R.chi2_ball(0.1, num_steps=1.5)
   assert issubclass(jd.InvalidMDPError, ValueError)
 
 

@@ -15,7 +15,7 @@ import jaxrl_dp as jd
 from jaxrl_dp import robust as R
 from test_robust_vi import rows, small_mdp
 
-bellman = jax.jit(R.s_rectangular_l1_bellman, static_argnames=("support", "iters"))
+bellman = jax.jit(R.s_rectangular_l1_bellman, static_argnames=("support", "num_steps"))
 
 
 def lp_s_rect_backup(m, v, kappa, support="nominal"):

@@ -27,13 +27,13 @@ exact optimum up to float rounding, a few eps * span(V)):
   * ``chi2_penalty`` exact: the threshold is a minimum over K closed-form
                      candidates (K^2 pairwise terms for small K, else one sort
                      and cumulative sums).
-  * ``lp_ball``      exact for p in {1, 2, inf}; other p: ``iters`` bisection
+  * ``lp_ball``      exact for p in {1, 2, inf}; other p: ``num_steps`` bisection
                      steps on the centre w of ``kappa_q``; the value error is
                      second order in the w error (at the rounding level); the
                      returned P is re-centred to sum to 1 and kept in the ball,
                      and attains the value within ``~radius * span *
                      eps**(q-1)`` (q = p / (p - 1); p <= 2: rounding level).
-  * ``kl_ball``      numerical: at most ``iters`` safeguarded Newton steps
+  * ``kl_ball``      numerical: at most ``max_steps`` safeguarded Newton steps
                      on ``log KL(theta) = log radius`` in ``log theta`` (a
                      step leaving the feasible / infeasible bracket in
                      ``[1e-10, 1e10]`` (float32) or ``[1e-20, 1e20]``
@@ -54,10 +54,10 @@ exact optimum up to float rounding, a few eps * span(V)):
                      piece and a dual lower bound that picks the piece (K^2
                      terms, no iteration). Larger K: exact closed form when
                      every slot stays active;
-                     otherwise ``iters`` bisection steps on the threshold ``t``
+                     otherwise ``num_steps`` bisection steps on the threshold ``t``
                      of ``P ~ P0 (t - V)_+`` (normalised to ``[0, 1]``); the
                      returned P is the last one that passed ``chi2 <=
-                     radius`` and its value is within ``O(span * 2**-iters)``
+                     radius`` and its value is within ``O(span * 2**-num_steps)``
                      of the optimum (at the rounding level in the tests).
   * ``wasserstein_ball`` exact up to rounding when it stops (else a
                      certified gap): the concave piecewise-linear scalar dual
@@ -66,15 +66,18 @@ exact optimum up to float rounding, a few eps * span(V)):
                      plan at the crossing of the two bracketing plans'
                      lines; it stops when that plan lies on them, which
                      happens after finitely many pieces: at most 7 steps on
-                     the benchmark's rows), at most ``iters`` steps; the two
+                     the benchmark's rows), at most ``max_steps`` steps; the two
                      bracketing plans are mixed so that the transport cost
-                     equals the radius. If ``iters`` runs out first the value
+                     equals the radius. If ``max_steps`` runs out first the value
                      exceeds the optimum by at most ``radius * (l_hi - l_lo)``.
                      Cost O(K^2) per step.
 
-Default ``iters``: 40 in float32, 64 in float64 (enough to reach the rounding
+Step counts (the set's ``steps``: a fixed count ``num_steps`` for the
+bisections of ``chi2_ball`` and ``lp_ball``, a cap ``max_steps`` for the
+iterations of ``kl_ball`` and ``wasserstein_ball``, which stop earlier).
+Default: 40 in float32, 64 in float64 (enough to reach the rounding
 floor; for ``kl_ball`` and ``wasserstein_ball`` an upper bound, they stop
-earlier); set ``iters=`` on the set to trade accuracy for speed.
+earlier); set them on the set to trade accuracy for speed.
 
 Derivatives. These solvers are written for values, not for automatic
 differentiation: ``kl_ball`` and ``wasserstein_ball`` iterate in a
@@ -102,10 +105,10 @@ from jaxrl_dp.robust.uncertainty_sets import (UncertaintySet,
 
 
 # ----------------------------------------------------------------- helpers
-def default_iters(dtype, iters=None) -> int:
-  """Bisection steps: ``iters`` if given, else 40 (float32) or 64 (float64)."""
-  if iters is not None:
-    return iters
+def default_steps(dtype, steps=None) -> int:
+  """Step count: ``steps`` if given, else 40 (float32) or 64 (float64)."""
+  if steps is not None:
+    return steps
   return 64 if jnp.finfo(dtype).bits > 32 else 40
 
 
@@ -335,7 +338,7 @@ def l1_ball_worst_case(values, probs, radius, *, support="nominal"):
   return _expect(worst, values), worst
 
 
-def kl_ball_worst_case(values, probs, radius, *, iters=None):
+def kl_ball_worst_case(values, probs, radius, *, max_steps=None):
   """``inf E_P[V]`` over ``KL(P || P0) <= radius`` (numerical; see module doc).
 
   The optimum is the tilt ``P_theta ~ P0 exp(-theta u)`` (``u = (V - V_min) /
@@ -345,7 +348,7 @@ def kl_ball_worst_case(values, probs, radius, *, iters=None):
   in ``s = log theta`` (``dKL / ds = theta^2 Var_theta(u)``; a step that
   leaves the bracket of ``s`` values known to be feasible / infeasible is
   replaced by bisection), started from the small-theta solution
-  ``theta = sqrt(2 radius / Var_P0(u))``, for at most ``iters`` steps and
+  ``theta = sqrt(2 radius / Var_P0(u))``, for at most ``max_steps`` steps and
   until a step or the bracket is below ``8 eps (1 + |s|)``, a feasible KL is
   within ``32 eps`` (relative) of the radius, or a step below ``sqrt(eps)``
   fails to halve (the rounding floor of the computed KL). The returned P is the last tilt
@@ -356,7 +359,7 @@ def kl_ball_worst_case(values, probs, radius, *, iters=None):
   p0 = _renormalized(probs)
   mask = p0 > 0
   dtype = p0.dtype
-  n = default_iters(dtype, iters)
+  n = default_steps(dtype, max_steps)
   eps = jnp.finfo(dtype).eps
   vmin, span, u = _normalized(values, mask)
   radius = jnp.asarray(radius, dtype)
@@ -441,14 +444,14 @@ def kl_ball_worst_case(values, probs, radius, *, iters=None):
   return vmin + span * _rsum(q * u), q
 
 
-def chi2_ball_worst_case(values, probs, radius, *, iters=None):
+def chi2_ball_worst_case(values, probs, radius, *, num_steps=None):
   """``inf E_P[V]`` over the simplex with ``chi2(P || P0) <= radius``.
 
   The optimum is ``P ~ P0 (t - V)_+`` with chi2 equal to the radius (chi2 is
   decreasing in t). For small K (``<= UNROLL_MAX``) it is found exactly piece
   by piece (see ``_chi2_ball_pieces``). Otherwise: when the threshold is above
   ``max V`` it has the closed form ``E_P0 V - sqrt(radius Var_P0 V)``; else
-  ``iters`` bisection steps on t keep the feasible end.
+  ``num_steps`` bisection steps on t keep the feasible end.
 
   Derivatives (``jax.grad`` / ``jax.jvp``) of the VALUE are those of the
   optimal value (a custom JVP, envelope theorem): ``d value / d values`` is
@@ -460,19 +463,19 @@ def chi2_ball_worst_case(values, probs, radius, *, iters=None):
   Finite at every point (radius 0, equal values, a saturated radius). The
   returned ``worst_probs`` carries no derivative (its tangent is zero).
   """
-  return _chi2_ball(values, probs, radius, iters)
+  return _chi2_ball(values, probs, radius, num_steps)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
-def _chi2_ball(values, probs, radius, iters):
-  return _chi2_ball_solve(values, probs, radius, iters)
+def _chi2_ball(values, probs, radius, num_steps):
+  return _chi2_ball_solve(values, probs, radius, num_steps)
 
 
 @_chi2_ball.defjvp
-def _chi2_ball_jvp(iters, primals, tangents):
+def _chi2_ball_jvp(num_steps, primals, tangents):
   values, probs, radius = primals
   dv, dp, dr = tangents
-  value, worst = _chi2_ball_solve(values, probs, radius, iters)
+  value, worst = _chi2_ball_solve(values, probs, radius, num_steps)
   dtype = worst.dtype
   total = _rsum(probs)
   p0 = probs / total
@@ -507,11 +510,11 @@ def _chi2_ball_jvp(iters, primals, tangents):
   return (value, worst), (dvalue.astype(value.dtype), jnp.zeros_like(worst))
 
 
-def _chi2_ball_solve(values, probs, radius, iters):
+def _chi2_ball_solve(values, probs, radius, num_steps):
   p0 = _renormalized(probs)
   mask = p0 > 0
   dtype = p0.dtype
-  n = default_iters(dtype, iters)
+  n = default_steps(dtype, num_steps)
   vmin, span, u = _normalized(values, mask)
   if _small(p0.shape[0]):
     worst = _chi2_ball_pieces(u, p0, mask, radius)
@@ -591,7 +594,7 @@ def _chi2_ball_pieces(u, p0, mask, radius):
 
 
 def wasserstein_ball_worst_case(values, probs, radius, cost, *,
-                                support="nominal", iters=None):
+                                support="nominal", max_steps=None):
   """``inf E_P[V]`` over ``W_cost(P, P0) <= radius`` (Wasserstein-1).
 
   Scalar dual ``h(l) = -l radius + g(l)``, ``g(l) = sum_i P0_i min_j (u_j + l
@@ -604,7 +607,7 @@ def wasserstein_ball_worst_case(values, probs, radius, cost, *,
   greedy plan at the crossing of the two bracketing lines and stop when it
   lies on them (up to rounding): both bracketing plans are then optimal at
   that ``l``. This ends after finitely many steps (each step finds a new
-  piece of ``g``), at most ``iters``. The bracketing plans are mixed to cost
+  piece of ``g``), at most ``max_steps``. The bracketing plans are mixed to cost
   exactly ``radius``: a feasible P whose value is within ``radius (l_hi -
   l_lo)`` of the optimum, and optimal when the method has stopped.
   Destinations are the support slots.
@@ -612,7 +615,7 @@ def wasserstein_ball_worst_case(values, probs, radius, cost, *,
   dest = _support_mask(probs, support)
   dtype = probs.dtype
   k = probs.shape[0]
-  n = default_iters(dtype, iters)
+  n = default_steps(dtype, max_steps)
   eps = jnp.finfo(dtype).eps
   _, span, u = _normalized(values, dest)
   cost = cost.astype(dtype)
@@ -683,7 +686,7 @@ def wasserstein_ball_worst_case(values, probs, radius, cost, *,
   return _expect(worst, values), worst
 
 
-def lp_ball_worst_case(values, probs, radius, *, p, support="nominal", iters=None):
+def lp_ball_worst_case(values, probs, radius, *, p, support="nominal", num_steps=None):
   """``inf <P, V>`` over ``sum P = 1``, ``||P - P0||_p <= radius`` (no P >= 0).
 
   ``= E_P0[V] - radius * kappa_q(V)``, ``kappa_q(V) = min_w ||V - w||_q`` over
@@ -729,7 +732,7 @@ def lp_ball_worst_case(values, probs, radius, *, p, support="nominal", iters=Non
     d = d.astype(dtype)
     kappa = _rsum(jnp.abs(x))
   else:
-    n = default_iters(dtype, iters)
+    n = default_steps(dtype, num_steps)
     vmin, span, u = _normalized(values, mask)
 
     def slope(w):   # -(1/q) d/dw sum |u - w|^q, decreasing in w
@@ -781,15 +784,15 @@ def worst_case_unchecked(values, probs, uset: UncertaintySet):
   if kind == "l1_ball":
     return l1_ball_worst_case(values, probs, size, support=uset.support)
   if kind == "kl_ball":
-    return kl_ball_worst_case(values, probs, size, iters=uset.iters)
+    return kl_ball_worst_case(values, probs, size, max_steps=uset.steps)
   if kind == "chi2_ball":
-    return chi2_ball_worst_case(values, probs, size, iters=uset.iters)
+    return chi2_ball_worst_case(values, probs, size, num_steps=uset.steps)
   if kind == "wasserstein_ball":
     return wasserstein_ball_worst_case(values, probs, size, uset.cost,
-                                       support=uset.support, iters=uset.iters)
+                                       support=uset.support, max_steps=uset.steps)
   if kind == "lp_ball":
     return lp_ball_worst_case(values, probs, size, p=uset.p,
-                              support=uset.support, iters=uset.iters)
+                              support=uset.support, num_steps=uset.steps)
   raise InvalidMDPError(f"uset.kind = {kind!r}: unknown")
 
 

@@ -245,7 +245,7 @@ def robust_rounding(mdp: TabularMDP, policy=None, *, extra: float = 0.0) -> Back
   when stopped / Lp with p in {1, 2, inf} / the penalties / small-K chi2
   ball); the accuracy ``e`` of the numerical ones (``kl_ball``, ``chi2_ball``
   for K > 16, ``lp_ball`` with other p) adds ``gamma e / (1 - gamma)`` to the
-  bound (at the rounding level with the default ``iters``, see ``inner``).
+  bound (at the rounding level with the default step counts, see ``inner``).
   """
   base = backup_rounding(mdp, policy)
   dtype = mdp.probs.dtype

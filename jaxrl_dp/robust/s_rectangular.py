@@ -17,7 +17,7 @@ cumulative sums as :func:`~jaxrl_dp.robust.l1_ball_worst_case`). So ``(T V)(s)``
 is the smallest level ``u`` whose budgets ``xi_a(u) = g_a^{-1}(u)`` (exact
 inverses of the piecewise-linear curves) sum to at most ``kappa``: a fixed
 number of bisection steps on ``u`` (float32 40, float64 64; the value is the
-feasible upper end, within ``(max_a g_a(0) - max_a g_a(inf)) * 2**-iters``).
+feasible upper end, within ``(max_a g_a(0) - max_a g_a(inf)) * 2**-num_steps``).
 The optimal policy makes the adversary indifferent between actions:
 ``pi_a ~ 1 / |g_a'(xi_a)|`` on the actions pushed down to the level, or the
 action with the best floor ``max_a r_a + gamma min V`` when the budget is not
@@ -50,7 +50,7 @@ from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
                                    check_tol)
 from jaxrl_dp.core.solver_info import solver
-from jaxrl_dp.robust.inner import default_iters, l1_ball_worst_case
+from jaxrl_dp.robust.inner import default_steps, l1_ball_worst_case
 from jaxrl_dp.robust.robust_vi import robust_modulus, robust_rounding
 from jaxrl_dp.robust.types import SRectangularSolution
 from jaxrl_dp.robust.uncertainty_sets import SUPPORTS, check_nonnegative
@@ -93,7 +93,7 @@ def _budget_for(need, cum_mass, cum_drop, slope):
 
 
 def s_rectangular_l1_backup(vals, probs, rewards, action_mask, discount, budget,
-                            *, support="nominal", iters=None):
+                            *, support="nominal", num_steps=None):
   """One s-rectangular L1 robust backup at ONE state.
 
   Args:
@@ -107,7 +107,7 @@ def s_rectangular_l1_backup(vals, probs, rewards, action_mask, discount, budget,
     policy plays).
   """
   dtype = vals.dtype
-  n = default_iters(dtype, iters)
+  n = default_steps(dtype, num_steps)
   nominal, floor, cum_mass, cum_drop, slope = jax.vmap(
       functools.partial(_l1_curve, support=support))(vals, probs)
   g0 = rewards + discount * nominal                       # no perturbation
@@ -152,10 +152,10 @@ def s_rectangular_l1_backup(vals, probs, rewards, action_mask, discount, budget,
   return hi, policy, worst, q
 
 
-def _backup(mdp, v, budget, support, iters):
+def _backup(mdp, v, budget, support, num_steps):
   vals, probs = bellman.gather_next(mdp, v)
   b = jnp.broadcast_to(budget, mdp.rewards.shape[:1])
-  fn = functools.partial(s_rectangular_l1_backup, support=support, iters=iters)
+  fn = functools.partial(s_rectangular_l1_backup, support=support, num_steps=num_steps)
   tr = mdp.transition_rewards
   if tr is None:
     return jax.vmap(fn, in_axes=(0, 0, 0, 0, None, 0))(
@@ -169,12 +169,12 @@ def _backup(mdp, v, budget, support, iters):
 
 
 def s_rectangular_l1_bellman(mdp: TabularMDP, v: jax.Array, budget, *,
-                             support: str = "nominal", iters: int | None = None):
+                             support: str = "nominal", num_steps: int | None = None):
   """One s-rectangular L1 robust backup of ``v [S]`` on one MDP.
 
   Returns ``(T v [S], policy_probs [S, A], worst_probs [S, A, K], q [S, A])``.
   """
-  return _backup(mdp, v, jnp.asarray(budget, mdp.rewards.dtype), support, iters)
+  return _backup(mdp, v, jnp.asarray(budget, mdp.rewards.dtype), support, num_steps)
 
 
 @solver(infinite_horizon=True, kind="control")
@@ -182,13 +182,14 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget, *,
                                      support: str = "nominal", tol: float = 1e-6,
                                      max_iters: int = 10_000,
                                      v0: jax.Array | None = None,
-                                     iters: int | None = None) -> SRectangularSolution:
+                                     num_steps: int | None = None) -> SRectangularSolution:
   """s-rectangular L1 robust value iteration with randomized policies.
 
   Stops once ``error_bound = (gamma ||V_{n+1} - V_n||_inf + delta) / (1 -
   gamma) <= tol`` (the operator is a gamma-contraction; ``delta`` bounds the
-  rounding and the bisection width of one backup), so ``|V - V*| <= tol``. ``max_iters`` is never changed; a discount
-  outside ``[0, 1)`` (also traced) gives ``converged = False``.
+  rounding and the bisection width of one backup), so ``|V - V*| <= tol``.
+  ``max_iters`` is never changed; a discount outside ``[0, 1)`` (also
+  traced) gives ``converged = False``.
 
   Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
 
@@ -198,7 +199,7 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget, *,
       ``sum_a ||P(.|s, a) - P0(.|s, a)||_1`` over the valid actions of s.
     support: ``"nominal"`` or ``"all"`` (as for :func:`l1_ball`).
     tol, max_iters, v0: as in :func:`robust_value_iteration`.
-    iters: static fixed number of bisection steps per backup (default 40 /
+    num_steps: static fixed number of bisection steps per backup (default 40 /
       64).
 
   Returns:
@@ -212,8 +213,8 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget, *,
   check_tol(tol)
   check_max_iters(max_iters)
   check_choice("support", support, SUPPORTS)
-  if iters is not None:
-    check_max_iters(iters, "iters")
+  if num_steps is not None:
+    check_max_iters(num_steps, "num_steps")
   check_nonnegative("budget", budget)
   budget = jnp.asarray(budget, mdp.rewards.dtype)
   s = mdp.rewards.shape[0]
@@ -222,20 +223,20 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget, *,
   dtype = mdp.rewards.dtype
   v0 = jnp.zeros((s,), dtype) if v0 is None else as_values("v0", v0, (s,), dtype)
   return _s_rect_vi(mdp, budget, jnp.asarray(tol, dtype), v0, support=support,
-                    iters=iters, max_iters=max_iters)
+                    num_steps=num_steps, max_iters=max_iters)
 
 
-@functools.partial(jax.jit, static_argnames=("support", "iters", "max_iters"))
-def _s_rect_vi(mdp, budget, tol, v0, *, support, iters, max_iters):
+@functools.partial(jax.jit, static_argnames=("support", "num_steps", "max_iters"))
+def _s_rect_vi(mdp, budget, tol, v0, *, support, num_steps, max_iters):
   # The bisection leaves the backup within (u_hi - u_lo) 2**-n of the exact
   # level, u_hi - u_lo <= 2 (max |r| + gamma ||v||): a term of the rounding.
-  width = 2.0 ** (1 - default_iters(v0.dtype, iters))
-  r = fixed_point_solve(lambda v: _backup(mdp, v, budget, support, iters)[0], v0,
+  width = 2.0 ** (1 - default_steps(v0.dtype, num_steps))
+  r = fixed_point_solve(lambda v: _backup(mdp, v, budget, support, num_steps)[0], v0,
                         mdp.discount, tol, max_iters=max_iters,
                         rounding=robust_rounding(mdp, extra=width),
                         modulus=robust_modulus(mdp))
   v = r.values
-  _, probs, worst, q = _backup(mdp, v, budget, support, iters)
+  _, probs, worst, q = _backup(mdp, v, budget, support, num_steps)
   policy = jnp.argmax(jnp.where(mdp.action_mask, probs, -1.0), axis=-1).astype(jnp.int32)
   return SRectangularSolution(values=v, q=q, policy=policy, policy_probs=probs,
                               worst_probs=worst, iterations=r.iterations,

@@ -16,8 +16,8 @@ the optimal transport cost under a ground cost ``cost [K, K]``; the Lp ball
 bounds ``||P - P0||_p`` over vectors that sum to one, WITHOUT the positivity
 constraint (the closed-form ``kappa_q`` sets of Kumar et al.).
 
-Pytree layout: the kind, the ``support`` rule, ``p`` and the bisection count
-``iters`` are static (pytree metadata: a different kind is a different
+Pytree layout: the kind, the ``support`` rule, ``p`` and the step count
+``steps`` are static (pytree metadata: a different kind is a different
 compiled program); ``size`` (the radius or lam) and ``cost`` are traced leaves,
 so ``jax.vmap`` over a grid of radii needs no recompilation::
 
@@ -74,11 +74,12 @@ class UncertaintySet:
       solvers take a state metric ``[S, S]`` and gather it per ``(s, a)``.
     p: static, the norm of ``lp_ball`` (``1 <= p <= inf``), else ``None``.
     support: static, ``"nominal"`` or ``"all"`` (see the module docstring).
-    iters: static step count of the numerical kinds (bisection steps for
-      ``chi2_ball`` and ``lp_ball`` with p not in {1, 2, inf}; the most
-      safeguarded Newton steps for ``kl_ball`` and cutting-plane steps for
-      ``wasserstein_ball``, which stop earlier); ``None`` = 40 in float32, 64
-      in float64.
+    steps: static step count of the numerical kinds: the fixed number of
+      bisection steps of ``chi2_ball`` (K > 16) and ``lp_ball`` (p not in
+      {1, 2, inf}), set by their ``num_steps=``; the cap on the safeguarded
+      Newton steps of ``kl_ball`` and the cutting-plane steps of
+      ``wasserstein_ball`` (which stop earlier), set by their
+      ``max_steps=``. ``None`` = 40 in float32, 64 in float64.
   """
 
   kind: str = flax.struct.field(pytree_node=False)
@@ -86,7 +87,7 @@ class UncertaintySet:
   cost: Optional[jax.Array] = None
   p: Optional[float] = flax.struct.field(pytree_node=False, default=None)
   support: str = flax.struct.field(pytree_node=False, default="nominal")
-  iters: Optional[int] = flax.struct.field(pytree_node=False, default=None)
+  steps: Optional[int] = flax.struct.field(pytree_node=False, default=None)
 
   @property
   def is_penalty(self) -> bool:
@@ -174,10 +175,10 @@ def _support(support, kind):
   return check_choice("support", support, SUPPORTS)
 
 
-def _iters(iters):
-  if iters is None:
+def _steps(field, steps):
+  if steps is None:
     return None
-  return check_int("iters", iters, minimum=1, maximum=2**31 - 1)
+  return check_int(field, steps, minimum=1, maximum=2**31 - 1)
 
 
 # --------------------------------------------------------------- constructors
@@ -219,32 +220,33 @@ def l1_ball(radius, *, support: str = "nominal") -> UncertaintySet:
                         support=_support(support, "l1_ball"))
 
 
-def kl_ball(radius, *, iters: Optional[int] = None) -> UncertaintySet:
+def kl_ball(radius, *, max_steps: Optional[int] = None) -> UncertaintySet:
   """``inf E_P[V]`` over ``KL(P || P0) <= radius`` (numerical, Newton).
 
   The worst case is an exponential tilt ``P ~ P0 exp(-theta V)``; ``theta`` is
-  found by safeguarded Newton steps on ``log theta`` (at most ``iters``; a
+  found by safeguarded Newton steps on ``log theta`` (at most ``max_steps``; a
   step outside the bracket bisects) such that ``KL = radius``; the returned
   ``P`` is always feasible (``KL <= radius``).
   """
   return UncertaintySet(kind="kl_ball", size=_size(radius, "radius"),
-                        iters=_iters(iters))
+                        steps=_steps("max_steps", max_steps))
 
 
-def chi2_ball(radius, *, iters: Optional[int] = None) -> UncertaintySet:
+def chi2_ball(radius, *, num_steps: Optional[int] = None) -> UncertaintySet:
   """``inf E_P[V]`` over ``chi2(P || P0) <= radius`` in the simplex.
 
   Closed form ``E_P0[V] - sqrt(radius * Var_P0(V))`` when the optimum keeps
-  every slot (no positivity constraint active); otherwise a fixed number of
-  bisection steps on the threshold ``t`` of ``P ~ P0 (t - V)_+``. The
+  every slot (no positivity constraint active); otherwise exact piece by
+  piece for K <= 16, else a fixed number ``num_steps`` of bisection steps on
+  the threshold ``t`` of ``P ~ P0 (t - V)_+``. The
   returned ``P`` is always feasible.
   """
   return UncertaintySet(kind="chi2_ball", size=_size(radius, "radius"),
-                        iters=_iters(iters))
+                        steps=_steps("num_steps", num_steps))
 
 
 def wasserstein_ball(radius, cost, *, support: str = "nominal",
-                     iters: Optional[int] = None) -> UncertaintySet:
+                     max_steps: Optional[int] = None) -> UncertaintySet:
   """``inf E_P[V]`` over ``W_cost(P, P0) <= radius`` (Wasserstein-1, LP dual).
 
   ``cost [K, K]`` (finite, >= 0, zero diagonal; a metric in the usual use):
@@ -252,7 +254,7 @@ def wasserstein_ball(radius, cost, *, support: str = "nominal",
   pass a state metric ``[S, S]``. Solved through the scalar dual
   ``sup_{l >= 0} -l * radius + sum_i P0_i min_j (V_j + l * cost_ij)``
   (piecewise linear) by cutting-plane steps on ``l`` that stop once the two
-  bracketing transport plans are both optimal (at most ``iters``), then an
+  bracketing transport plans are both optimal (at most ``max_steps``), then an
   exact mix of those plans (the plan costs exactly ``radius``).
   With the default ``support="nominal"`` mass moves only between slots with
   ``P0 > 0``; ``support="all"`` lets it reach every slot.
@@ -260,18 +262,18 @@ def wasserstein_ball(radius, cost, *, support: str = "nominal",
   check_cost(cost)
   return UncertaintySet(kind="wasserstein_ball", size=_size(radius, "radius"),
                         cost=_float_array(cost), support=_support(support, "wasserstein_ball"),
-                        iters=_iters(iters))
+                        steps=_steps("max_steps", max_steps))
 
 
 def lp_ball(radius, p, *, support: str = "nominal",
-            iters: Optional[int] = None) -> UncertaintySet:
+            num_steps: Optional[int] = None) -> UncertaintySet:
   """``inf <P, V>`` over ``sum P = 1, ||P - P0||_p <= radius`` (NO P >= 0).
 
   Closed form ``E_P0[V] - radius * kappa_q(V)`` with ``1/p + 1/q = 1`` and
   ``kappa_q(V) = min_w ||V - w 1||_q`` over the support slots: ``q = inf``
   (p = 1) half the span, ``q = 2`` (p = 2) the centred 2-norm, ``q = 1``
   (p = inf) the absolute deviation from the median, all exact; other p use a
-  fixed number of bisection steps on ``w``. The worst ``P`` may have negative
+  fixed number ``num_steps`` of bisection steps on ``w``. The worst ``P`` may have negative
   entries (it is a signed measure summing to 1) unless ``radius`` is small:
   with ``support="nominal"``, ``radius <= min_{P0 > 0} P0`` guarantees ``P >=
   0`` (every ``|P_i - P0_i| <= radius``); with ``"all"`` a zero-probability
@@ -291,7 +293,8 @@ def lp_ball(radius, p, *, support: str = "nominal",
     raise InvalidMDPError(f"p = {p!r}: expected a number in [1, inf] (the norm of the Lp ball)")
   check_nonnegative("radius", radius, allow_inf=False)
   return UncertaintySet(kind="lp_ball", size=_size(radius, "radius"), p=pf,
-                        support=_support(support, "lp_ball"), iters=_iters(iters))
+                        support=_support(support, "lp_ball"),
+                        steps=_steps("num_steps", num_steps))
 
 
 def dual_exponent(p: float) -> float:
