@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_dp.core import protocol
 from jaxrl_dp.core.errors import InvalidMDPError
 
 
@@ -255,7 +256,8 @@ def contraction_bound(residual, rounding, modulus):
 # ----------------------------------------------------------------- drivers
 def certified_solve(step: Callable, x0, tol, *, max_iters: int,
                     valid=True) -> FixedPoint:
-  """The one driver: iterates ``step`` until its bound is ``<= tol``.
+  """Iterates ``step`` until its bound is ``<= tol``: a functional adapter
+  over the protocol's one driver (:func:`jaxrl_dp.core.protocol.iterative_solve`).
 
   Args:
     step: ``x -> (x_next, residual [], error_bound [], floor [])`` or ``->
@@ -282,35 +284,20 @@ def certified_solve(step: Callable, x0, tol, *, max_iters: int,
   Returns:
     :class:`FixedPoint` (``converged = valid & (error_bound <= tol)``).
   """
-  floats = [l for l in jax.tree_util.tree_leaves(x0)
-            if jnp.issubdtype(jnp.result_type(l), jnp.inexact)]
-  dtype = jnp.result_type(floats[0]) if floats else jnp.result_type(float)
-  inf = jnp.asarray(jnp.inf, dtype)
-  valid = jnp.asarray(valid, bool)
+  dtype = protocol.float_dtype_of(x0)
 
-  def stop(res, bound, floor, noise):
-    # tol below the rounding floor: stop once the iterates have reached the
-    # rounding level (the contraction part of the bound is below the floor
-    # and the residual is at the noise level or below floor / 16).
-    at_floor = jnp.isfinite(floor) & (floor > tol) & (bound <= 2 * floor)
-    hopeless = at_floor & ((bound <= floor * (1 + 1 / 16)) | (res <= noise))
-    return (bound <= tol) | ~jnp.isfinite(res) | hopeless
-
-  def cond(c):
-    it, _, res, bound, floor, noise, started = c
-    return valid & (it < max_iters) & ~(started & stop(res, bound, floor, noise))
-
-  def body(c):
-    it, x, _, _, _, _, _ = c
-    out = step(x)
+  def proto_step(_, st):
+    out = step(st.values)
     noise = out[4] if len(out) > 4 else 0.0
-    return (it + 1, out[0]) + tuple(jnp.asarray(z, dtype) for z in (
-        out[1], out[2], out[3], noise)) + (jnp.asarray(True),)
+    res, bound, floor, noise = (jnp.asarray(z, dtype) for z in (out[1], out[2], out[3], noise))
+    return protocol.SolverState(st.iteration + 1, out[0], res, bound, floor, noise)
 
-  init = (jnp.asarray(0, jnp.int32), x0, inf, inf, inf, inf, jnp.asarray(False))
-  it, x, res, bound, _, _, _ = jax.lax.while_loop(cond, body, init)
-  bound = jnp.where(valid & ~jnp.isnan(bound), bound, inf)
-  return FixedPoint(it, x, res, bound, valid & (bound <= tol))
+  def finalize(_, st, tol_, ok):
+    bound, conv = protocol.final_bound(st, tol_, ok)
+    return FixedPoint(st.iteration, st.values, st.residual, bound, conv)
+
+  solver = protocol.IterativeSolver(lambda _, x: protocol.initial_state(x), proto_step, finalize)
+  return protocol.iterative_solve(solver, None, x0, tol, max_iters=max_iters, valid=valid)
 
 
 def sup_norm_solve(step: Callable, v0: jax.Array, discount, tol, *,

@@ -7,11 +7,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxrl_dp.core import bellman
-from jaxrl_dp.core.iteration import (backup_rounding, certified_solve,
-                                     contraction_modulus, discount_ok,
-                                     row_sum_stats, sup_norm_solve,
-                                     unit_roundoff)
+from jaxrl_dp.core.iteration import contraction_bound, discount_ok, unit_roundoff
+from jaxrl_dp.core.operators import NominalOperator
+from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, final_bound,
+                                    initial_state, iterative_solve)
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.options import as_values, check_choice, check_max_iters, check_tol
 from jaxrl_dp.core.solver_info import solver
@@ -101,32 +100,77 @@ def value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "stop"))
 def _value_iteration(mdp, tol, v0, *, max_iters, stop):
-  rounding = backup_rounding(mdp)
-  modulus = contraction_modulus(mdp)
-  if stop == "sup":
-    def step(v):
-      v_new, _ = bellman.bellman_optimality(mdp, v)
-      return v_new, jnp.max(jnp.abs(v_new - v)), rounding(v, v_new)
-
-    r = sup_norm_solve(step, v0, mdp.discount, tol, max_iters=max_iters,
-                       modulus=modulus)
-    v = r.values
-  else:
-    span_step = _span_step(mdp, rounding, modulus)
-    x0 = (v0, jnp.zeros((), v0.dtype))
-    r = certified_solve(span_step, x0, tol, max_iters=max_iters,
-                        valid=discount_ok(mdp.discount))
-    v = r.values[0] + r.values[1]
-  q = bellman.q_values(mdp, v)
-  return Solution(values=v, q=q,
-                  policy=bellman.greedy_policy(q, mdp.action_mask),
-                  iterations=r.iterations, residual=r.residual,
-                  converged=r.converged, error_bound=r.error_bound)
+  return iterative_solve(value_iteration_solver(stop), NominalOperator(mdp), v0, tol,
+                         max_iters=max_iters)
 
 
-def _span_step(mdp, rounding, modulus):
-  """VI step for the span rule on ``(v, shift)``; the returned values are
-  ``v + shift`` (MacQueen's midpoint).
+def greedy_solution(op, v, state: SolverState, tol, valid) -> Solution:
+  """The :class:`Solution` of values ``v [S]`` (q, greedy policy) with the
+  state's iterations, residual and certified bound."""
+  bound, converged = final_bound(state, tol, valid)
+  q = op.q_values(v)
+  return Solution(values=v, q=q, policy=op.greedy(q), iterations=state.iteration,
+                  residual=state.residual, converged=converged, error_bound=bound)
+
+
+def value_iteration_solver(stop: str = "sup") -> IterativeSolver:
+  """Value iteration as an :class:`~jaxrl_dp.core.protocol.IterativeSolver`
+  over any Bellman operator with the :class:`~jaxrl_dp.core.operators.NominalOperator`
+  methods (``apply``, ``rounding``, ``modulus``, ``row_deviation``,
+  ``q_values``, ``greedy``, ``dtype``).
+
+  ``stop="sup"``: each step is one backup; its bound is ``(gamma' res +
+  delta) / (1 - gamma')``. ``stop="span"``: the step also keeps MacQueen's
+  midpoint shift in ``state.aux`` and the finalized values are ``v + shift``
+  (see :func:`_span_bound` for the bound). The rounding bound and modulus are
+  computed once in ``init`` (they read the whole model).
+
+  Example (a user's own loop)::
+
+    op, vi = NominalOperator(mdp), value_iteration_solver("span")
+    st = vi.init(op, jnp.zeros(S))
+    for _ in range(5):
+      st = vi.step(op, st)
+    print(st.error_bound)
+  """
+  check_choice("stop", stop, STOP_RULES)
+
+  def init(op, v0):
+    dtype = v0.dtype
+    consts = (op.rounding(), jnp.asarray(op.modulus(), dtype))
+    if stop == "span":
+      consts += (jnp.asarray(op.row_deviation(), dtype), jnp.zeros((), dtype))
+    return initial_state(v0, consts)
+
+  def step(op, st):
+    v = st.values
+    v_new, _ = op.apply(v)
+    if stop == "sup":
+      rounding, modulus = st.aux
+      res = jnp.max(jnp.abs(v_new - v))
+      delta = rounding(v, v_new)
+      bound = contraction_bound(res, delta, modulus)
+      floor = contraction_bound(jnp.zeros_like(res), delta, modulus)
+      noise = 2 * unit_roundoff(v.dtype) * jnp.max(jnp.abs(v_new))
+      return SolverState(st.iteration + 1, v_new, res, bound, floor,
+                         noise.astype(v.dtype), st.aux)
+    rounding, modulus, eta, _ = st.aux
+    span, bound, floor, noise, shift = _span_bound(op.discount, modulus, eta, rounding,
+                                                   v, v_new)
+    return SolverState(st.iteration + 1, v_new, span, bound, floor, noise,
+                       (rounding, modulus, eta, shift))
+
+  def finalize(op, st, tol, valid):
+    v = st.values if stop == "sup" else st.values + st.aux[3]
+    return greedy_solution(op, v, st, tol, valid)
+
+  return IterativeSolver(init=init, step=step, finalize=finalize)
+
+
+def _span_bound(gamma, modulus, eta, rounding, v, v_new):
+  """The span rule's statistics for one backup ``v -> v_new``: ``(span,
+  bound, floor, noise, shift)``; the returned values are ``v_new + shift``
+  (MacQueen's midpoint).
 
   Bound (``d = fl(v') - v`` computed, ``c = gamma / (1 - gamma)``): let
   ``T~`` be the backup with every row normalized to sum 1 (``eta`` = the
@@ -137,35 +181,26 @@ def _span_step(mdp, rounding, modulus):
   and ``||V* - V~*|| <= gamma eta ||V~*|| / (1 - gamma')`` with ``||V~*|| <=
   ||w|| + B1``.
   """
-  gamma = mdp.discount
-  dtype = mdp.rewards.dtype
+  dtype = v.dtype
   u = unit_roundoff(dtype)
-  _, _, eta = row_sum_stats(mdp)
   ok = discount_ok(modulus) & discount_ok(gamma)
   g = jnp.where(ok, gamma, 0.0)
   m = jnp.where(ok, modulus, 0.0)
   c = g / (1 - g)
   slack = 1 + 8 * u
+  d = v_new - v
+  lo, hi = jnp.min(d), jnp.max(d)
+  shift = (c * (lo + hi) * 0.5).astype(dtype)
+  d_max = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
+  span = hi - lo
+  delta = rounding(v, v_new) + g * eta * jnp.max(jnp.abs(v))
+  w_norm = jnp.max(jnp.abs(v_new)) + jnp.abs(shift)
 
-  def bound_of(half_span, v, v_new, d_max, shift):
-    delta = rounding(v, v_new) + g * eta * jnp.max(jnp.abs(v))
-    w_norm = jnp.max(jnp.abs(v_new)) + jnp.abs(shift)
+  def bound_of(half_span):
     b1 = (c * half_span + delta / (1 - g) + c * 2 * u * d_max
           + u * (w_norm + 2 * jnp.abs(shift))) * slack
     b = (b1 + g * eta * (w_norm + b1) / (1 - m)) * slack
     return jnp.where(ok & jnp.isfinite(b), b, jnp.inf).astype(dtype)
 
-  def step(x):
-    v, _ = x
-    v_new, _ = bellman.bellman_optimality(mdp, v)
-    d = v_new - v
-    lo, hi = jnp.min(d), jnp.max(d)
-    shift = c * (lo + hi) * 0.5
-    d_max = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
-    span = hi - lo
-    bound = bound_of(span * 0.5, v, v_new, d_max, shift)
-    floor = bound_of(jnp.zeros_like(span), v, v_new, d_max, shift)
-    noise = 2 * u * jnp.max(jnp.abs(v_new))
-    return (v_new, shift.astype(dtype)), span, bound, floor, noise
-
-  return step
+  noise = (2 * u * jnp.max(jnp.abs(v_new))).astype(dtype)
+  return span, bound_of(span * 0.5), bound_of(jnp.zeros_like(span)), noise, shift

@@ -1,0 +1,85 @@
+"""Bellman operators for the solver protocol (:mod:`jaxrl_dp.core.protocol`).
+
+An operator is a pytree (a ``flax.struct`` dataclass) that carries one model
+and gives a solver everything it needs: the backup, its greedy policy, policy
+backups, and the two numbers a floating-point certificate needs (the rounding
+of one computed backup and the exact operator's sup-norm modulus). The
+nominal operator of a :class:`TabularMDP` is :class:`NominalOperator`; other
+families define theirs with the same methods.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.struct
+import jax
+
+from jaxrl_dp.core import bellman
+from jaxrl_dp.core.iteration import (BackupRounding, backup_rounding,
+                                     contraction_modulus, discount_ok,
+                                     row_sum_stats)
+from jaxrl_dp.core.mdp import TabularMDP
+
+
+@flax.struct.dataclass
+class NominalOperator:
+  """The Bellman operator ``(T v)(s) = max_a r(s, a) + gamma E[v(s')]`` of one
+  MDP (and its policy operators ``T_pi``), with what certificates need.
+
+  Attributes:
+    mdp: one :class:`TabularMDP` (``S`` states, ``A`` actions, dense or
+      sparse).
+  """
+
+  mdp: TabularMDP
+
+  @property
+  def discount(self) -> jax.Array:
+    return self.mdp.discount
+
+  @property
+  def num_states(self) -> int:
+    return self.mdp.rewards.shape[0]
+
+  @property
+  def dtype(self):
+    return self.mdp.rewards.dtype
+
+  @property
+  def action_mask(self) -> jax.Array:
+    return self.mdp.action_mask
+
+  def q_values(self, v: jax.Array) -> jax.Array:
+    """``v [S] -> q [S, A]``: ``r + gamma E[v]``."""
+    return bellman.q_values(self.mdp, v)
+
+  def apply(self, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One optimality backup: ``v [S] -> (T v [S], q [S, A])``."""
+    return bellman.bellman_optimality(self.mdp, v)
+
+  def greedy(self, q: jax.Array) -> jax.Array:
+    """``q [S, A] -> int32 [S]``: first maximizer among valid actions."""
+    return bellman.greedy_policy(q, self.mdp.action_mask)
+
+  def policy_apply(self, v: jax.Array, policy: jax.Array) -> jax.Array:
+    """``T_pi v [S]`` for ``int [S]`` or ``float [S, A]`` policies."""
+    return bellman.policy_backup(self.mdp, policy, v)
+
+  def rounding(self, policy: Optional[jax.Array] = None) -> BackupRounding:
+    """Bound on the rounding of one computed backup (``T``, or ``T_pi``)."""
+    return backup_rounding(self.mdp, policy)
+
+  def modulus(self, policy: Optional[jax.Array] = None) -> jax.Array:
+    """``[]`` the exact backup's sup-norm modulus (gamma times the largest row
+    sum of the stored transitions)."""
+    return contraction_modulus(self.mdp, policy)
+
+  def row_deviation(self) -> jax.Array:
+    """``[]`` bound on ``max |sum_k p_k - 1|`` over valid rows (for span rules)."""
+    return row_sum_stats(self.mdp)[2]
+
+  def valid(self) -> jax.Array:
+    """``bool []``: the discount is in ``[0, 1)`` (checked in-kernel: a traced
+    discount cannot be checked on the host)."""
+    return discount_ok(self.mdp.discount)
