@@ -12,3 +12,5 @@ Each submodule imports matplotlib lazily (inside the functions), so importing
   return CDFs and W_0 against the initial stock, cliff policy maps at several
   stocks, homeostatic regulation, categorical/quantile approximation error.
 """
+
+__all__ = ["distributional", "r2pvi", "random_policy", "robust"]  # submodules
