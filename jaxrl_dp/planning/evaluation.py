@@ -1,4 +1,4 @@
-"""Policy evaluation: exact (linear solve) and iterative."""
+"""Policy evaluation: exact (linear solve), Krylov (matrix-free) and iterative."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
-                                     contraction_modulus, discount_ok,
-                                     sup_norm_solve, unit_roundoff)
+                                     certified_solve, contraction_modulus,
+                                     discount_ok, sup_norm_solve,
+                                     unit_roundoff)
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
@@ -18,7 +19,10 @@ from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import PolicyEvaluation
 
-METHODS = ("exact", "iterative")
+METHODS = ("exact", "krylov", "iterative")
+KRYLOV_SOLVERS = ("gmres", "bicgstab")
+#: GMRES restart length (the Krylov subspace built between restarts).
+GMRES_RESTART = 20
 
 
 def exact_policy_values(mdp: TabularMDP, policy: jax.Array) -> jax.Array:
@@ -35,20 +39,78 @@ def exact_policy_values(mdp: TabularMDP, policy: jax.Array) -> jax.Array:
   return jnp.linalg.solve(a, r_pi)
 
 
+def policy_operator(mdp: TabularMDP, policy: jax.Array):
+  """``(matvec, r_pi)`` of the linear system ``(I - gamma P_pi) V = r_pi``.
+
+  ``matvec: [S] -> [S]`` applies ``I - gamma P_pi`` in the MDP's own layout
+  (the policy's rows are gathered once: ``[S, K]`` or ``[S, A*K]`` for the
+  sparse layout, ``[S, S]`` for the dense one); nothing of size ``S x S`` is
+  built for a sparse MDP. Jittable and vmappable.
+  """
+  gamma = mdp.discount
+  ns, p = bellman.policy_transitions(mdp, policy)
+  r_pi = bellman.policy_rewards(mdp, policy)
+
+  def matvec(v):
+    nxt = p @ v if ns is None else jnp.sum(p * v[ns], axis=1)
+    return v - gamma * nxt
+
+  return matvec, r_pi
+
+
+def krylov_policy_values(mdp: TabularMDP, policy: jax.Array, v0: jax.Array,
+                         atol, *, method: str = "gmres", maxiter: int = 100,
+                         restart: int = GMRES_RESTART) -> jax.Array:
+  """``V^pi`` by a matrix-free Krylov solve of ``(I - gamma P_pi) V = r_pi``.
+
+  GMRES (restarted every ``restart`` steps, Givens-rotation ``incremental``
+  variant: it stops inside a cycle) or BiCGSTAB from
+  :mod:`jax.scipy.sparse.linalg`, warm-started at ``v0 [S]``, until the
+  2-norm of the linear residual ``r_pi + gamma P_pi V - V`` (which is the
+  Bellman residual ``T_pi V - V``, and bounds its sup norm) is ``<= atol``
+  or after ``maxiter`` cycles (GMRES restarts / BiCGSTAB steps). The matvec
+  is :func:`policy_operator` (sparse stays sparse). No bound is returned:
+  callers certify the result from its computed Bellman residual. Jittable and
+  vmappable; reverse-mode ``jax.grad`` is not supported (use
+  :func:`exact_policy_values`).
+  """
+  matvec, r_pi = policy_operator(mdp, policy)
+  atol = jnp.asarray(atol, r_pi.dtype)
+  if method == "gmres":
+    v, _ = jax.scipy.sparse.linalg.gmres(
+        matvec, r_pi, x0=v0, tol=0.0, atol=atol, restart=restart,
+        maxiter=maxiter, solve_method="incremental")
+  else:
+    v, _ = jax.scipy.sparse.linalg.bicgstab(
+        matvec, r_pi, x0=v0, tol=0.0, atol=atol, maxiter=maxiter)
+  return v
+
+
 @solver(infinite_horizon=True, kind="evaluation", reverse_mode=True)
 def policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
                       method: str = "exact", tol: float = 1e-6,
                       max_iters: int = 10_000,
-                      v0: jax.Array | None = None) -> PolicyEvaluation:
+                      v0: jax.Array | None = None,
+                      krylov: str = "gmres") -> PolicyEvaluation:
   """Value of a deterministic ``int [S]`` or stochastic ``[S, A]`` policy.
 
   Methods:
     * ``"exact"``: solve ``(I - gamma P_pi) V = r_pi`` (LU, O(S^3), a dense
-      ``[S, S]`` matrix). ``error_bound = ((1 + u) residual + delta) / (1 -
-      gamma')`` from the Bellman residual of the solution (``delta`` its
-      rounding, ``gamma'`` gamma times the largest row sum of ``P_pi``), so
-      a badly conditioned solve reports a large bound; ``converged`` means
-      that bound is finite.
+      ``[S, S]`` matrix, size-checked first). ``error_bound = ((1 + u)
+      residual + delta) / (1 - gamma')`` from the Bellman residual of the
+      solution (``delta`` its rounding, ``gamma'`` gamma times the largest
+      row sum of ``P_pi``), so a badly conditioned solve reports a large
+      bound; ``converged`` means that bound is finite (``tol`` is not used).
+    * ``"krylov"``: the same linear system solved matrix-free (GMRES(20) or
+      BiCGSTAB, ``krylov=``) in the MDP's own layout: the matvec gathers the
+      policy's ``[S, K]`` rows, so a sparse MDP never builds ``S x S`` and
+      needs no size check. It runs in cycles (one GMRES restart of up to 20
+      matvecs, or 10 BiCGSTAB steps), warm-started from ``v0``, and after
+      each cycle computes the Bellman residual ``||T_pi V - V||_inf`` of the
+      current V and the bound above; it stops once the bound is ``<= tol``
+      (``converged``), when ``tol`` is below the rounding floor and the
+      iterates reached it (``converged`` False), or after ``max_iters``
+      cycles. ``iterations`` counts cycles.
     * ``"iterative"``: ``V <- T_pi V`` in the MDP's own layout (sparse stays
       sparse) until ``error_bound = (gamma' ||V_{n+1} - V_n||_inf + delta) /
       (1 - gamma') <= tol`` (:mod:`jaxrl_dp.core.iteration`: the contraction
@@ -60,25 +122,28 @@ def policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
   never gives ``converged``; ``error_bound`` is then ``inf``.
 
   Derivatives: ``jax.grad`` works through ``"exact"`` (a linear solve);
-  ``"iterative"`` supports forward mode only (``lax.while_loop``).
+  ``"krylov"`` and ``"iterative"`` support forward mode only
+  (``lax.while_loop``).
 
   Args:
     mdp: one MDP (``S`` states, ``A`` actions) with discount in [0, 1).
     policy: ``int [S]`` actions or ``float [S, A]`` probabilities (no mass on
       masked actions).
-    method: ``"exact"`` or ``"iterative"`` (static).
-    tol, max_iters, v0: for the iterative method (``v0 [S]``, array or list;
-      default zeros).
+    method: ``"exact"``, ``"krylov"`` or ``"iterative"`` (static).
+    tol, max_iters, v0: for the iterative and Krylov methods (``v0 [S]``,
+      array or list; default zeros; ``max_iters`` counts backups or cycles).
+    krylov: ``"gmres"`` or ``"bicgstab"`` (static; Krylov method only).
 
   Returns:
     :class:`PolicyEvaluation`: ``values [S]``, ``q [S, A]`` (Q^pi),
     ``iterations``, ``residual`` (``||T_pi V - V||_inf`` at the returned V for
-    exact; the last ``||V_{n+1} - V_n||_inf`` for iterative), ``converged``,
-    ``error_bound``.
+    exact and Krylov; the last ``||V_{n+1} - V_n||_inf`` for iterative),
+    ``converged``, ``error_bound``.
   """
   check_solver_input(mdp, infinite_horizon=True)
   policy = as_policy(policy, mdp)  # checked before any int32 cast
   check_choice("method", method, METHODS)
+  check_choice("krylov", krylov, KRYLOV_SOLVERS)
   dtype = mdp.rewards.dtype
   if v0 is not None:
     v0 = as_values("v0", v0, mdp.rewards.shape[:1], dtype)
@@ -86,12 +151,15 @@ def policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
     s = mdp.rewards.shape[0]
     check_dense_size("policy_evaluation(method='exact'): P_pi [S, S]", (s, s),
                      dtype, copies=3,
-                     instead="policy_evaluation(method='iterative') (O(S*A*K) memory)")
+                     instead="policy_evaluation(method='krylov') (O(S*A*K) memory)")
     return _exact(mdp, policy)
   check_tol(tol)
   max_iters = check_max_iters(max_iters)
   if v0 is None:
     v0 = jnp.zeros(mdp.rewards.shape[:1], dtype)
+  if method == "krylov":
+    return _krylov(mdp, policy, jnp.asarray(tol, dtype), v0,
+                   max_iters=max_iters, krylov=krylov)
   return _iterative(mdp, policy, jnp.asarray(tol, dtype), v0,
                     max_iters=max_iters)
 
@@ -101,6 +169,13 @@ def policy_residual_bound(mdp, policy, v, q):
   computed ``q = r + gamma P v`` ``[S, A]``: ``residual = ||sum_a pi Q - v||``
   and the bound of :func:`jaxrl_dp.core.iteration.bellman_residual_bound`
   (rounding of ``q``, of the policy average for a stochastic policy)."""
+  residual, bound, _ = _policy_bound_and_floor(mdp, policy, v, q)
+  return residual, bound
+
+
+def _policy_bound_and_floor(mdp, policy, v, q):
+  """``(residual, error_bound, floor)``: :func:`policy_residual_bound` and
+  the same bound at residual 0 (the rounding floor)."""
   u = unit_roundoff(q.dtype)
   residual = jnp.max(jnp.abs(bellman.policy_value_from_q(q, policy) - v))
   q_valid = jnp.where(mdp.action_mask, q, 0.0)
@@ -108,9 +183,12 @@ def policy_residual_bound(mdp, policy, v, q):
   if not bellman.is_deterministic_policy(policy):
     a = q.shape[-1]
     delta = delta + (a + 1) * u / (1 - (a + 1) * u) * jnp.max(jnp.abs(q_valid))
-  bound = bellman_residual_bound(residual, delta, contraction_modulus(mdp, policy))
-  bound = jnp.where(discount_ok(mdp.discount), bound, jnp.inf)
-  return residual, bound
+  modulus = contraction_modulus(mdp, policy)
+  ok = discount_ok(mdp.discount)
+  bound = jnp.where(ok, bellman_residual_bound(residual, delta, modulus), jnp.inf)
+  floor = jnp.where(ok, bellman_residual_bound(jnp.zeros_like(residual), delta,
+                                               modulus), jnp.inf)
+  return residual, bound, floor
 
 
 @jax.jit
@@ -135,6 +213,32 @@ def _iterative(mdp, policy, tol, v0, *, max_iters):
 
   r = sup_norm_solve(step, v0, gamma, tol, max_iters=max_iters,
                      modulus=contraction_modulus(mdp, policy))
+  q = bellman.q_values(mdp, r.values)
+  return PolicyEvaluation(values=r.values, q=q, iterations=r.iterations,
+                          residual=r.residual, converged=r.converged,
+                          error_bound=r.error_bound)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iters", "krylov"))
+def _krylov(mdp, policy, tol, v0, *, max_iters, krylov):
+  modulus = contraction_modulus(mdp, policy)
+  m = jnp.where(discount_ok(modulus), modulus, 0.0)
+  # Sup-norm target of the linear residual for a bound of ~tol / 2 (the
+  # solver's 2-norm test is stricter than the sup norm).
+  target = 0.5 * tol * (1 - m)
+  chunk = 1 if krylov == "gmres" else 10
+  u = unit_roundoff(v0.dtype)
+
+  def step(v):
+    v_next = krylov_policy_values(mdp, policy, v, target, method=krylov,
+                                  maxiter=chunk)
+    q = bellman.q_values(mdp, v_next)
+    res, bound, floor = _policy_bound_and_floor(mdp, policy, v_next, q)
+    noise = 4 * u * jnp.max(jnp.abs(v_next))
+    return v_next, res, bound, floor, noise
+
+  r = certified_solve(step, v0, tol, max_iters=max_iters,
+                      valid=discount_ok(mdp.discount))
   q = bellman.q_values(mdp, r.values)
   return PolicyEvaluation(values=r.values, q=q, iterations=r.iterations,
                           residual=r.residual, converged=r.converged,

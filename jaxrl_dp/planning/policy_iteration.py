@@ -1,4 +1,4 @@
-"""Policy iteration (exact evaluation) and modified policy iteration."""
+"""Policy iteration (exact or Krylov evaluation) and modified policy iteration."""
 
 from __future__ import annotations
 
@@ -14,31 +14,62 @@ from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
                                      sup_norm_solve)
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.memory import check_dense_size
-from jaxrl_dp.core.options import as_values, check_max_iters, check_tol
+from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
+                                   check_tol)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
-from jaxrl_dp.planning.evaluation import exact_policy_values
+from jaxrl_dp.planning.evaluation import (KRYLOV_SOLVERS, exact_policy_values,
+                                         krylov_policy_values)
+
+
+EVALUATIONS = ("exact", "krylov")
+#: Inexact policy iteration: each Krylov evaluation is solved to a linear
+#: residual of at most ``KRYLOV_FORCING`` times the previous Bellman residual.
+KRYLOV_FORCING = 0.1
 
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=False)
-def policy_iteration(mdp: TabularMDP, *, max_iters: int = 1_000,
-                     policy0: jax.Array | None = None) -> Solution:
-  """Howard's policy iteration with exact evaluation by a linear solve.
+def policy_iteration(mdp: TabularMDP, *, evaluation: str = "exact",
+                     tol: float | None = None, max_iters: int = 1_000,
+                     policy0: jax.Array | None = None, krylov: str = "gmres",
+                     eval_max_iters: int = 200) -> Solution:
+  """Howard's policy iteration, with exact or matrix-free Krylov evaluation.
 
-  Each iteration solves ``(I - gamma P_pi) V = r_pi`` (a dense ``[S, S]``
-  LU) and switches to a greedy action only where it beats the current one by
-  more than the float rounding level ``tie_tol = 8 * eps * max|Q|`` (so ties
-  and solve noise cannot make it cycle). Stops when the policy is stable or
-  after ``max_iters`` improvements.
+  Evaluations:
+    * ``"exact"``: each iteration solves ``(I - gamma P_pi) V = r_pi`` by a
+      dense ``[S, S]`` LU (a scatter for the sparse layout; the size is
+      checked first: :class:`jaxrl_dp.core.errors.InsufficientMemoryError`).
+    * ``"krylov"``: inexact policy iteration. Each evaluation solves the same
+      system matrix-free in the MDP's own layout (GMRES(20) or BiCGSTAB,
+      ``krylov=``; matvecs gather the policy's ``[S, K]`` rows: memory
+      ``O(S*A*K)``, no ``S x S`` array, no size check), warm-started from the
+      previous values, to a linear residual (2-norm, which bounds the sup
+      norm) ``<= max(0.1 * ||T V_prev - V_prev||_inf, target)``: coarse
+      while the policy changes, tight at the end. ``target = tol * (1 -
+      gamma') / 2`` when ``tol`` is given, else ``eps max|r| / (1 -
+      gamma')`` (about the float rounding level of the residual).
+      ``eval_max_iters`` caps the cycles (GMRES restarts of up to 20
+      matvecs / BiCGSTAB steps of 2) of one evaluation. The loop also stops
+      when two stable evaluations in a row fail to halve ``error_bound``
+      (the rounding floor: more work cannot tighten it).
 
-  ``converged``: the policy is stable, the values are finite (rewards of
-  ``1e38`` overflow float32: ``converged`` False) and the discount is in
-  ``[0, 1)`` (also when traced: otherwise no iteration runs).
-  ``error_bound = ((1 + u) residual + delta) / (1 - gamma')`` bounds
-  ``|V - V*|`` from the Bellman residual (``delta`` the rounding of the
-  computed backup, ``gamma'`` gamma times the largest row sum); it is what
-  the linear solves achieved, in float32 typically ``~(K + 3) eps |V| / (1 -
-  gamma)``.
+  A greedy action replaces the current one only where it beats it by more
+  than the float rounding level ``tie_tol = 8 * eps * max|Q|`` (ties and
+  solve noise cannot make it cycle). The loop stops when the policy is
+  stable (and, for Krylov, its last evaluation was solved to the final
+  target) or after ``max_iters`` improvements; with ``tol`` it also goes on
+  (Krylov: tightening the evaluation) until ``error_bound <= tol`` or the
+  rounding floor is reached.
+
+  Certificate: ``error_bound = ((1 + u) residual + delta) / (1 - gamma')``
+  from the Bellman OPTIMALITY residual ``||T V - V||_inf`` of the returned
+  values computed in the MDP's layout (``delta`` the rounding of that
+  backup, ``gamma'`` gamma times the largest row sum; see
+  :func:`jaxrl_dp.core.iteration.bellman_residual_bound`); it holds whatever
+  the evaluation's accuracy. ``converged``: the policy is stable, the bound
+  is finite and, when ``tol`` is given, ``error_bound <= tol``. Values that
+  overflow (rewards of ``1e38`` in float32) or a discount outside ``[0, 1)``
+  (also when traced: no iteration runs) never give ``converged``.
 
   Derivatives: forward mode only (``lax.while_loop``); ``jax.grad`` through
   the optimal values is not supported (differentiate
@@ -46,32 +77,65 @@ def policy_iteration(mdp: TabularMDP, *, max_iters: int = 1_000,
 
   Args:
     mdp: one MDP (``S`` states, ``A`` actions), discount in [0, 1).
+    evaluation: ``"exact"`` or ``"krylov"`` (static).
+    tol: optional bound required of ``error_bound`` for ``converged`` (a
+      finite number ``>= 0``, may be traced); ``None``: stability suffices.
     max_iters: static cap on improvements, an int in ``[1, 2**31 - 1]``.
     policy0: optional deterministic start policy ``int [S]`` (default greedy
       on the rewards).
+    krylov: ``"gmres"`` or ``"bicgstab"`` (static; Krylov evaluation only).
+    eval_max_iters: static cap on the cycles of one Krylov evaluation.
 
   Returns:
-    :class:`Solution`: ``values [S]`` (``V^pi`` of the returned policy), ``q
-    [S, A]``, ``policy int32 [S]``; ``iterations`` counts evaluations,
-    ``residual`` is the Bellman residual ``||T V - V||_inf`` of the returned
-    values; ``converged``, ``error_bound``.
+    :class:`Solution`: ``values [S]`` (``V^pi`` of the returned policy, to the
+    evaluation's accuracy), ``q [S, A]``, ``policy int32 [S]``;
+    ``iterations`` counts evaluations, ``residual`` is the Bellman residual
+    ``||T V - V||_inf`` of the returned values; ``converged``,
+    ``error_bound``.
+
+  Example (the 100 x 100 gridworld, ``S = 10^4`` sparse)::
+
+    sol = jaxrl_dp.policy_iteration(mdp, evaluation="krylov", tol=1e-4)
   """
   check_solver_input(mdp, infinite_horizon=True)
+  check_choice("evaluation", evaluation, EVALUATIONS)
+  check_choice("krylov", krylov, KRYLOV_SOLVERS)
   max_iters = check_max_iters(max_iters)
+  eval_max_iters = check_max_iters(eval_max_iters, "eval_max_iters")
+  dtype = mdp.rewards.dtype
+  if tol is not None:
+    check_tol(tol)
+    tol = jnp.asarray(tol, dtype)
   s = mdp.rewards.shape[0]
-  check_dense_size("policy_iteration: P_pi [S, S]", (s, s), mdp.rewards.dtype,
-                   copies=3, instead="modified_policy_iteration or "
-                   "value_iteration (O(S*A*K) memory)")
+  if evaluation == "exact":
+    check_dense_size("policy_iteration: P_pi [S, S]", (s, s), dtype,
+                     copies=3, instead="policy_iteration(evaluation='krylov'), "
+                     "modified_policy_iteration or value_iteration (O(S*A*K) "
+                     "memory)")
   if policy0 is None:
     q0 = mdp.rewards
     policy0 = bellman.greedy_policy(q0, mdp.action_mask)
   else:  # checked before any int32 cast
     policy0 = as_policy(policy0, mdp, field="policy0", deterministic=True)
-  return _policy_iteration(mdp, policy0.astype(jnp.int32), max_iters=max_iters)
+  if evaluation == "exact":
+    return _policy_iteration(mdp, policy0.astype(jnp.int32), tol,
+                             max_iters=max_iters)
+  return _krylov_policy_iteration(mdp, policy0.astype(jnp.int32), tol,
+                                  max_iters=max_iters, krylov=krylov,
+                                  eval_max_iters=eval_max_iters)
+
+
+def _certificate(mdp, v, q):
+  """``(residual, error_bound)`` of values ``v`` with computed ``q`` for the
+  optimality operator (Bellman residual bound, rounding included)."""
+  residual = jnp.max(jnp.abs(bellman.masked_max(q, mdp.action_mask) - v))
+  delta = backup_rounding(mdp)(v, jnp.where(mdp.action_mask, q, 0.0))
+  bound = bellman_residual_bound(residual, delta, contraction_modulus(mdp))
+  return residual, bound
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters",))
-def _policy_iteration(mdp, policy0, *, max_iters):
+def _policy_iteration(mdp, policy0, tol, *, max_iters):
   eps = jnp.finfo(mdp.rewards.dtype).eps
   valid = discount_ok(mdp.discount)
 
@@ -95,12 +159,73 @@ def _policy_iteration(mdp, policy0, *, max_iters):
   init = (jnp.asarray(0, jnp.int32), policy0, jnp.zeros((s,), mdp.rewards.dtype),
           jnp.zeros_like(mdp.rewards), jnp.asarray(False))
   it, pi, v, q, stable = jax.lax.while_loop(cond, body, init)
-  residual = jnp.max(jnp.abs(bellman.masked_max(q, mdp.action_mask) - v))
-  delta = backup_rounding(mdp)(v, jnp.where(mdp.action_mask, q, 0.0))
-  bound = bellman_residual_bound(residual, delta, contraction_modulus(mdp))
+  residual, bound = _certificate(mdp, v, q)
   bound = jnp.where(valid & (it > 0), bound, jnp.inf)
+  converged = stable & jnp.isfinite(bound)
+  if tol is not None:
+    converged = converged & (bound <= tol)
   return Solution(values=v, q=q, policy=pi, iterations=it, residual=residual,
-                  converged=stable & jnp.isfinite(bound), error_bound=bound)
+                  converged=converged, error_bound=bound)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iters", "krylov",
+                                             "eval_max_iters"))
+def _krylov_policy_iteration(mdp, policy0, tol, *, max_iters, krylov,
+                             eval_max_iters):
+  dtype = mdp.rewards.dtype
+  eps = jnp.finfo(dtype).eps
+  valid = discount_ok(mdp.discount)
+  modulus = contraction_modulus(mdp)
+  m = jnp.where(discount_ok(modulus), modulus, 0.0)
+  r_max = jnp.max(jnp.where(mdp.action_mask, jnp.abs(mdp.rewards), 0.0))
+  s = mdp.rewards.shape[0]
+  # The rounding level of the 2-norm linear residual (about eps |V| per
+  # entry): the evaluation's final target when no tol is given.
+  floor_target = eps * r_max / (1 - m)
+  target = floor_target if tol is None else 0.5 * tol * (1 - m)
+  inf = jnp.asarray(jnp.inf, dtype)
+
+  def done(bound, stable, final):
+    ok = stable & final
+    if tol is not None:
+      ok = ok | (stable & (bound <= tol))
+    return ok
+
+  def cond(c):
+    it, _, _, _, res, bound, stable, final, stalled = c
+    return (valid & (it < max_iters) & ~done(bound, stable, final) & ~stalled
+            & ~(jnp.isnan(res)))
+
+  def body(c):
+    it, pi, v, _, res_prev, bound_prev, stable_prev, _, _ = c
+    want = jnp.maximum(KRYLOV_FORCING * jnp.where(jnp.isfinite(res_prev),
+                                                  res_prev, inf), target)
+    v = krylov_policy_values(mdp, pi, v, want, method=krylov,
+                             maxiter=eval_max_iters)
+    q = bellman.q_values(mdp, v)
+    res, bound = _certificate(mdp, v, q)
+    tie_tol = 8 * eps * jnp.max(jnp.where(mdp.action_mask, jnp.abs(q), 0.0))
+    new = bellman.improve_policy(q, mdp.action_mask, pi, tie_tol)
+    stable = jnp.all(new == pi)
+    final = want <= target
+    # A stable policy whose bound no longer improves has reached the
+    # rounding level of the evaluation: more work cannot tighten it.
+    # (two stable evaluations in a row, the second not halving the bound).
+    stalled = stable & stable_prev & (bound > 0.5 * bound_prev)
+    return it + 1, new, v, q, res, bound, stable, final, stalled
+
+  init = (jnp.asarray(0, jnp.int32), policy0, jnp.zeros((s,), dtype),
+          jnp.zeros_like(mdp.rewards), inf, inf, jnp.asarray(False),
+          jnp.asarray(False), jnp.asarray(False))
+  it, pi, v, q, res, bound, stable, _, _ = jax.lax.while_loop(cond, body, init)
+  bound = jnp.where(valid & (it > 0) & ~jnp.isnan(bound), bound, inf)
+  converged = stable & jnp.isfinite(bound)
+  if tol is not None:
+    converged = converged & (bound <= tol)
+  # The returned policy is the last evaluated one: greedy w.r.t. q up to the
+  # tie margin (``improve_policy`` kept it).
+  return Solution(values=v, q=q, policy=pi, iterations=it, residual=res,
+                  converged=converged, error_bound=bound)
 
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=False)
