@@ -131,7 +131,7 @@ def test_iwocs_windy_walk_matches_hull_and_brute_force(walk):
   assert int(res.num_models) == 2 and bool(res.converged)
   assert int(res.worst_model) == 24
   assert int(res.history.worst_model[0]) == 24
-  assert float(res.gap) <= 1e-4
+  assert float(res.residual) <= 1e-4
   rho = np.asarray(models.initial[0])
   v_hull = float(np.asarray(hull.values) @ rho)
   # the hull is larger: its robust value is a lower bound (state-wise)
@@ -223,6 +223,12 @@ def test_iwocs_and_hull_against_brute_force(seed):
                              v_np, atol=ATOL)
   np.testing.assert_allclose(np.asarray(res.values), v_np.min(0), atol=ATOL)
   np.testing.assert_allclose(float(res.worst_case_value), np.min(v_np @ rho[0]), atol=ATOL)
+  # error_bound: the best deterministic max-min (<= the optimum) exceeds the
+  # returned values by at most the bound; the hull's bound against float64 VI.
+  gap = bf_state - np.asarray(res.values, np.float64)
+  assert np.all(gap <= float(res.error_bound)) and np.isfinite(float(res.error_bound))
+  assert np.max(np.abs(np.asarray(hull.values, np.float64) - _np_hull_vi(p, r, g))) <= float(
+      hull.error_bound)
   # the found models are distinct and the first is the initial model
   found = np.asarray(res.models[:int(res.num_models)])
   assert found[0] == 0 and len(set(found.tolist())) == found.size

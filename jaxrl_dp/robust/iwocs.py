@@ -123,9 +123,16 @@ class IWOCSResult:
     num_models: ``int32 []``.
     worst_model: ``int32 []`` the worst model of the returned policy.
     iterations: ``int32 []`` greedy-policy evaluations performed.
-    gap: ``[]`` the last gap (see ``criterion``).
-    converged: ``bool []`` ``gap <= epsilon`` (False when the loop stopped
-      because the buffer filled up or no new model was found with a larger gap).
+    residual: ``[]`` the stopping statistic: the last gap (see ``criterion``).
+    converged: ``bool []`` ``residual <= epsilon`` (False when the loop
+      stopped because the buffer filled up or no new model was found).
+    error_bound: ``[]`` a bound on ``max_s OPT(s) - values(s) >= 0``, OPT the
+      robust optimum over the whole set (state-wise ``sup_pi min_m
+      V^pi_m``): every ``V*_m`` of a found model bounds OPT from above, so it
+      is ``max_s (min_found V*_m(s) - values(s))`` plus the found models'
+      value-iteration error bounds and the rounding of the exact
+      evaluation. It holds whether or not ``converged`` (the gap alone does
+      not bound the error for a non-rectangular set).
     history: :class:`IWOCSHistory`.
   """
 
@@ -137,8 +144,9 @@ class IWOCSResult:
   num_models: jax.Array
   worst_model: jax.Array
   iterations: jax.Array
-  gap: jax.Array
+  residual: jax.Array
   converged: jax.Array
+  error_bound: jax.Array
   history: IWOCSHistory
 
 
@@ -302,7 +310,7 @@ def _solve(models, i, tol, vi_max_iters):
   mdp = _take(models, i)
   v0 = jnp.zeros(mdp.rewards.shape[:1], mdp.rewards.dtype)
   sol = value_iteration(mdp, tol=tol, max_iters=vi_max_iters, stop="sup", v0=v0)
-  return sol.q, sol.iterations
+  return sol.q, sol.iterations, sol.values, sol.error_bound
 
 
 def worst_case_evaluation(models: TabularMDP, policy: jax.Array) -> jax.Array:
@@ -336,7 +344,7 @@ def _iwocs(models, epsilon, tol, m0, *, max_models, criterion, vi_max_iters):
       gap = gaps[worst]
     return pi, v_all, scores, v_pess, worst, gap
 
-  q0, it0 = _solve(models, m0, tol, vi_max_iters)
+  q0, it0, u0, err0 = _solve(models, m0, tol, vi_max_iters)
   buf = jnp.full((max_models,), -1, jnp.int32).at[0].set(m0)
   hist = IWOCSHistory(
       pessimistic_value=jnp.full((max_models,), nan),
@@ -350,7 +358,7 @@ def _iwocs(models, epsilon, tol, m0, *, max_models, criterion, vi_max_iters):
     return ~c[-1]
 
   def body(c):
-    i, n, buf, q_pess, hist, _ = c
+    i, n, buf, q_pess, hist, upper, _ = c
     _, _, scores, v_pess, worst, gap = evaluate(q_pess)
     hist = hist.replace(
         pessimistic_value=hist.pessimistic_value.at[i].set(jnp.dot(rho0, v_pess)),
@@ -362,22 +370,36 @@ def _iwocs(models, epsilon, tol, m0, *, max_models, criterion, vi_max_iters):
     stop = (gap <= epsilon) | ~is_new | (n >= max_models)
 
     def add(args):
-      buf, q_pess, hist = args
-      q_new, its = _solve(models, worst, tol, vi_max_iters)
+      buf, q_pess, hist, (u, err) = args
+      q_new, its, v_new, err_new = _solve(models, worst, tol, vi_max_iters)
       return (buf.at[n].set(worst), jnp.minimum(q_pess, q_new),
-              hist.replace(vi_iterations=hist.vi_iterations.at[i + 1].set(its)))
+              hist.replace(vi_iterations=hist.vi_iterations.at[i + 1].set(its)),
+              (jnp.minimum(u, v_new), jnp.maximum(err, err_new)))
 
-    buf, q_pess, hist = jax.lax.cond(stop, lambda x: x, add, (buf, q_pess, hist))
-    return i + 1, n + jnp.where(stop, 0, 1), buf, q_pess, hist, stop
+    buf, q_pess, hist, upper = jax.lax.cond(stop, lambda x: x, add,
+                                            (buf, q_pess, hist, upper))
+    return i + 1, n + jnp.where(stop, 0, 1), buf, q_pess, hist, upper, stop
 
-  i, n, buf, q_pess, hist, _ = jax.lax.while_loop(
+  i, n, buf, q_pess, hist, (u_min, vi_err), _ = jax.lax.while_loop(
       cond, body, (jnp.asarray(0, jnp.int32), jnp.asarray(1, jnp.int32), buf,
-                   q0, hist, jnp.asarray(False)))
+                   q0, hist, (u0, err0), jnp.asarray(False)))
   pi, v_all, scores, _, worst, gap = evaluate(q_pess)
-  return IWOCSResult(policy=pi, values=jnp.min(v_all, axis=0),
+  values = jnp.min(v_all, axis=0)
+  # OPT(s) <= V*_m(s) for every model m, and V*_m <= computed + its VI bound;
+  # values(s) <= OPT(s) (it is a policy's worst case). The exact evaluation's
+  # rounding: an LU solve of (I - gamma P) x = r, condition number <= (1 +
+  # gamma) / (1 - gamma), backward error ~ S u.
+  u = float(np.finfo(np.dtype(dtype)).eps) / 2
+  g = jnp.max(models.discount)
+  lu = 4 * s * u * (1 + g) / jnp.maximum(1 - g, 1e-30) * jnp.max(jnp.abs(v_all))
+  bound = jnp.max(u_min - values) + vi_err + 2 * lu
+  bound = jnp.where(jnp.isfinite(bound) & (g < 1) & (jnp.min(models.discount) >= 0),
+                    jnp.maximum(bound, 0.0), jnp.inf)
+  return IWOCSResult(policy=pi, values=values,
                      worst_case_value=jnp.min(scores), q=q_pess, models=buf,
-                     num_models=n, worst_model=worst, iterations=i, gap=gap,
-                     converged=gap <= epsilon, history=hist)
+                     num_models=n, worst_model=worst, iterations=i, residual=gap,
+                     converged=gap <= epsilon, error_bound=bound.astype(dtype),
+                     history=hist)
 
 
 # --------------------------------------------------------- hull robust VI
