@@ -9,9 +9,10 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
-                                     check_num_sweeps, contraction_modulus,
-                                     discount_ok, lower_bound_values,
-                                     sup_norm_solve)
+                                     certified_solve, check_num_sweeps,
+                                     contraction_modulus, discount_ok,
+                                     lower_bound_values, row_sum_stats,
+                                     sup_norm_solve, unit_roundoff)
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
@@ -228,20 +229,39 @@ def _krylov_policy_iteration(mdp, policy0, tol, *, max_iters, krylov,
                   converged=converged, error_bound=bound)
 
 
+STOP_RULES = ("sup", "span")
+
+
 @solver(infinite_horizon=True, kind="control", reverse_mode=False)
 def modified_policy_iteration(mdp: TabularMDP, *, num_sweeps: int = 20,
                               tol: float = 1e-6, max_iters: int = 10_000,
-                              v0: jax.Array | None = None) -> Solution:
+                              v0: jax.Array | None = None,
+                              stop: str = "sup") -> Solution:
   """Modified policy iteration (Puterman 6.5): greedy step + partial evaluation.
 
   Iteration ``n`` applies ``T_pi`` ``num_sweeps - 1`` times to the previous
   greedy values (in the MDP's own layout; for a dense MDP ``P_pi`` is
   gathered once per iteration; no sweeps on the first iteration), then takes
   the greedy step ``Q = r + gamma P V``, ``V' = max_a Q`` with its policy
-  ``pi``. It stops once ``error_bound = (gamma' ||V' - V||_inf + delta) / (1
-  - gamma') <= tol`` (the contraction bound plus rounding, see
-  :mod:`jaxrl_dp.core.iteration`). The returned values are always a greedy
-  step's ``V'``, so ``error_bound`` holds also when ``max_iters`` runs out
+  ``pi``.
+
+  Stopping rules (``tol`` bounds the error of the RETURNED values, rounding
+  included; ``error_bound`` is the bound that holds):
+    * ``"sup"``: stop once ``error_bound = (gamma' ||V' - V||_inf + delta) /
+      (1 - gamma') <= tol`` (the contraction bound plus rounding, see
+      :mod:`jaxrl_dp.core.iteration`); returns ``V'``; ``residual = ||V' -
+      V||_inf``.
+    * ``"span"``: MacQueen's bounds on the greedy step ``V' = T V`` (they hold
+      for ANY ``V``, so also after the partial evaluation): ``V' + c min(V' -
+      V) <= V* <= V' + c max(V' - V)`` with ``c = gamma / (1 - gamma)``;
+      returns the midpoint (value extrapolation) and stops once ``c
+      span(V' - V) / 2`` plus the rounding terms (those of
+      ``value_iteration(stop="span")``: :func:`macqueen_bound`) is ``<=
+      tol``; ``residual = span(V' - V)``. Far fewer iterations when gamma
+      -> 1.
+
+  The returned values are always a greedy step's (extrapolated for
+  ``"span"``), so ``error_bound`` holds also when ``max_iters`` runs out
   (``converged`` False) or when ``tol`` is below the rounding floor (it
   stops early, ``converged`` False). The default start ``V0 = min r / (1 -
   gamma)`` satisfies ``T V0 >= V0``, which makes the iterates increase
@@ -258,12 +278,14 @@ def modified_policy_iteration(mdp: TabularMDP, *, num_sweeps: int = 20,
     tol, max_iters: as in :func:`value_iteration` (``max_iters`` counts
       iterations, each of up to ``num_sweeps`` backups).
     v0: optional start values ``[S]`` (array or list).
+    stop: ``"sup"`` or ``"span"`` (static).
 
   Returns:
-    :class:`Solution` with ``residual = ||V' - V||_inf`` of the last greedy
-    step, ``converged`` and ``error_bound``.
+    :class:`Solution` with ``residual`` (see ``stop``), ``converged`` and
+    ``error_bound``; ``q`` and ``policy`` are those of the returned values.
   """
   check_solver_input(mdp, infinite_horizon=True)
+  check_choice("stop", stop, STOP_RULES)
   check_tol(tol)
   max_iters = check_max_iters(max_iters)
   check_num_sweeps(num_sweeps)
@@ -273,13 +295,53 @@ def modified_policy_iteration(mdp: TabularMDP, *, num_sweeps: int = 20,
   else:
     v0 = as_values("v0", v0, mdp.rewards.shape[:1], dtype)
   return _mpi(mdp, jnp.asarray(tol, dtype), v0,
-              num_sweeps=num_sweeps, max_iters=max_iters)
+              num_sweeps=num_sweeps, max_iters=max_iters, stop=stop)
 
 
-@functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters"))
-def _mpi(mdp, tol, v0, *, num_sweeps, max_iters):
+def macqueen_bound(mdp, rounding, modulus):
+  """``bound_of(half_span, v, v_new, d_max, shift) -> []``: the certified
+  error of the extrapolated values ``w = v_new + shift`` after a computed
+  greedy step ``v_new = fl(T) v`` (any ``v``) with ``d = v_new - v``,
+  ``half_span = span(d) / 2``, ``d_max = max |d|`` and ``shift = c (min d +
+  max d) / 2``, ``c = gamma / (1 - gamma)``.
+
+  The same derivation as ``value_iteration(stop="span")``: let ``T~`` be the
+  backup with every row normalized to sum 1 (``eta`` = the largest ``|row
+  sum - 1|``), so ``||fl(T) v - T~ v|| <= delta' = delta + gamma eta ||v||``.
+  MacQueen's bounds for ``T~`` with ``T~ v = v' - e``, ``|e| <= delta'`` and
+  ``d`` known to ``u |d|`` give ``|w - V~*| <= B1 = c span(d) / 2 + delta' /
+  (1 - gamma) + c u max|d| + u (||w|| + 2 |shift|)``, and ``||V* - V~*|| <=
+  gamma eta ||V~*|| / (1 - gamma')`` with ``||V~*|| <= ||w|| + B1``.
+  Non-finite results and an invalid discount give ``inf``.
+  """
   gamma = mdp.discount
+  dtype = mdp.rewards.dtype
+  u = unit_roundoff(dtype)
+  _, _, eta = row_sum_stats(mdp)
+  ok = discount_ok(modulus) & discount_ok(gamma)
+  g = jnp.where(ok, gamma, 0.0)
+  m = jnp.where(ok, modulus, 0.0)
+  c = g / (1 - g)
+  slack = 1 + 8 * u
+
+  def bound_of(half_span, v, v_new, d_max, shift):
+    delta = rounding(v, v_new) + g * eta * jnp.max(jnp.abs(v))
+    w_norm = jnp.max(jnp.abs(v_new)) + jnp.abs(shift)
+    b1 = (c * half_span + delta / (1 - g) + c * 2 * u * d_max
+          + u * (w_norm + 2 * jnp.abs(shift))) * slack
+    b = (b1 + g * eta * (w_norm + b1) / (1 - m)) * slack
+    return jnp.where(ok & jnp.isfinite(b), b, jnp.inf).astype(dtype)
+
+  return bound_of, c
+
+
+@functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters", "stop"))
+def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop):
+  gamma = mdp.discount
+  dtype = v0.dtype
   rounding = backup_rounding(mdp)
+  modulus = contraction_modulus(mdp)
+  u = unit_roundoff(dtype)
 
   def evaluate(w, pi):
     r_pi = bellman.policy_rewards(mdp, pi)
@@ -294,21 +356,46 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters):
 
     return jax.lax.fori_loop(0, num_sweeps - 1, sweep, w)
 
-  def step(x):
-    w, pi, first = x
+  def greedy(x):
+    w, pi, first = x[:3]
     if num_sweeps > 1:
       v = jax.lax.cond(first, lambda: w, lambda: evaluate(w, pi))
     else:
       v = w
     v_new, q = bellman.bellman_optimality(mdp, v)
-    pi_new = bellman.greedy_policy(q, mdp.action_mask)
-    res = jnp.max(jnp.abs(v_new - v))
-    return (v_new, pi_new, jnp.asarray(False)), res, rounding(v, v_new)
+    return v, v_new, bellman.greedy_policy(q, mdp.action_mask)
 
-  x0 = (v0, jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True))
-  r = sup_norm_solve(step, x0, gamma, tol, max_iters=max_iters,
-                     modulus=contraction_modulus(mdp))
-  v = r.values[0]
+  if stop == "sup":
+    def step(x):
+      v, v_new, pi_new = greedy(x)
+      res = jnp.max(jnp.abs(v_new - v))
+      return (v_new, pi_new, jnp.asarray(False)), res, rounding(v, v_new)
+
+    x0 = (v0, jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True))
+    r = sup_norm_solve(step, x0, gamma, tol, max_iters=max_iters,
+                       modulus=modulus)
+    v = r.values[0]
+  else:
+    bound_of, c = macqueen_bound(mdp, rounding, modulus)
+
+    def step(x):
+      v, v_new, pi_new = greedy(x)
+      d = v_new - v
+      lo, hi = jnp.min(d), jnp.max(d)
+      shift = (c * (lo + hi) * 0.5).astype(dtype)
+      d_max = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
+      span = hi - lo
+      bound = bound_of(span * 0.5, v, v_new, d_max, shift)
+      floor = bound_of(jnp.zeros_like(span), v, v_new, d_max, shift)
+      noise = 2 * u * jnp.max(jnp.abs(v_new))
+      return ((v_new, pi_new, jnp.asarray(False), shift), span, bound, floor,
+              noise)
+
+    x0 = (v0, jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True),
+          jnp.zeros((), dtype))
+    r = certified_solve(step, x0, tol, max_iters=max_iters,
+                        valid=discount_ok(gamma))
+    v = r.values[0] + r.values[3]
   q = bellman.q_values(mdp, v)
   return Solution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),
                   iterations=r.iterations, residual=r.residual,
