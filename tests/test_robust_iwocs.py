@@ -159,7 +159,7 @@ def test_iwocs_windy_walk_matches_hull_and_brute_force(walk):
 
 def test_iwocs_pessimistic_q_decreases(walk):
   models, res, _ = walk
-  cases = [res, iwocs(_random_set(7, s=5, a=3, m=8), epsilon=0.0)]
+  cases = [res, iwocs(_random_set(7, s=5, a=3, m=8), tol=0.0)]
   for r in cases:
     n = int(r.iterations)
     qs = np.asarray(r.history.q[:n])
@@ -176,9 +176,9 @@ def test_iwocs_pessimistic_q_decreases(walk):
 def test_iwocs_vmap_over_model_sets_equals_loop():
   sets = [_random_set(sd, s=5, a=3, m=8) for sd in (1, 4, 7)]
   batch = jax.tree_util.tree_map(lambda *x: np.stack(x), *sets)
-  out = jax.vmap(lambda ms: iwocs(ms, epsilon=0.0))(batch)
+  out = jax.vmap(lambda ms: iwocs(ms, tol=0.0))(batch)
   for i, ms in enumerate(sets):
-    r = iwocs(ms, epsilon=0.0)
+    r = iwocs(ms, tol=0.0)
     np.testing.assert_array_equal(np.asarray(out.models[i]), np.asarray(r.models))
     np.testing.assert_array_equal(np.asarray(out.policy[i]), np.asarray(r.policy))
     np.testing.assert_allclose(np.asarray(out.q[i]), np.asarray(r.q), atol=1e-6)
@@ -205,7 +205,7 @@ def test_iwocs_and_hull_against_brute_force(seed):
   models = _random_set(seed)
   p, r, g, rho = _dense_np(models)
   bf_state, bf_rho = _brute_force(p, r, g, rho[0])
-  res = iwocs(models, epsilon=0.0)
+  res = iwocs(models, tol=0.0)
   hull = hull_robust_value_iteration(models)
   # the hull lower-bounds the finite-set max-min, at every state
   assert np.all(np.asarray(hull.values) <= bf_state + ATOL)
@@ -259,8 +259,8 @@ def test_bad_input_names_the_field():
     iwocs([base, other])
   with pytest.raises(jaxrl_dp.InvalidMDPError, match="rewards"):
     iwocs(models.replace(rewards=jnp.zeros((4, 5, 2))))
-  with pytest.raises(jaxrl_dp.InvalidMDPError, match="epsilon"):
-    iwocs(models, epsilon=-1e-3)
+  with pytest.raises(jaxrl_dp.InvalidMDPError, match="tol"):
+    iwocs(models, tol=-1e-3)
   with pytest.raises(jaxrl_dp.InvalidMDPError, match="max_models"):
     iwocs(models, max_models=0)
   with pytest.raises(jaxrl_dp.InvalidMDPError, match="initial_model"):

@@ -15,7 +15,7 @@ state and action spaces, by growing a small set of worst-case models:
      of :func:`jaxrl_dp.planning.exact_policy_values`, an LU solve per model)
      and pick the worst one (see ``criterion``);
   5. stop when the gap between the pessimistic value and the worst-case value
-     of ``pi`` is ``<= epsilon``, when the worst model is already among the
+     of ``pi`` is ``<= tol``, when the worst model is already among the
      found ones (no new model), or when the buffer of ``max_models`` is full;
      otherwise add the worst model, solve it, and go to 2.
 
@@ -124,7 +124,7 @@ class IWOCSResult:
     worst_model: ``int32 []`` the worst model of the returned policy.
     iterations: ``int32 []`` greedy-policy evaluations performed.
     residual: ``[]`` the stopping statistic: the last gap (see ``criterion``).
-    converged: ``bool []`` ``residual <= epsilon`` (False when the loop
+    converged: ``bool []`` ``residual <= tol`` (False when the loop
       stopped because the buffer filled up or no new model was found).
     error_bound: ``[]`` a bound on ``max_s OPT(s) - values(s) >= 0``, OPT the
       robust optimum over the whole set (state-wise ``sup_pi min_m
@@ -257,7 +257,7 @@ def _take(models: TabularMDP, i) -> TabularMDP:
 
 # ------------------------------------------------------------------ IWOCS
 @solver(infinite_horizon=True, kind="control")
-def iwocs(models, *, epsilon: float = 1e-4, max_models: int | None = None,
+def iwocs(models, *, tol: float = 1e-4, max_models: int | None = None,
           initial_model: int = 0, criterion: str = "initial",
           vi_tol: float = 1e-5, vi_max_iters: int = 10_000) -> IWOCSResult:
   """IWOCS over a finite set of models (see the module docstring).
@@ -265,7 +265,8 @@ def iwocs(models, *, epsilon: float = 1e-4, max_models: int | None = None,
   Args:
     models: the model set (see :func:`model_set`): ``M`` models of the same
       ``S, A, K``, discounts in ``[0, 1)``.
-    epsilon: stop once the gap is ``<= epsilon`` (>= 0; may be traced).
+    tol: stop once the gap is ``<= tol`` (>= 0; may be traced; the paper's
+      epsilon).
     max_models: static size of the buffer of found models, in ``[1, M]``
       (default ``M``); at most that many models are solved and the loop runs
       at most that many iterations.
@@ -276,7 +277,7 @@ def iwocs(models, *, epsilon: float = 1e-4, max_models: int | None = None,
       (``|V - V*_m| <= vi_tol``; see :func:`jaxrl_dp.value_iteration`).
 
   The greedy policy uses model 0's ``action_mask``. ``converged`` is
-  ``gap <= epsilon``; for a non-rectangular set the loop may also stop with a
+  ``gap <= tol``; for a non-rectangular set the loop may also stop with a
   positive gap because the worst model of the greedy policy is already among
   the found ones (IWOCS's own stopping rule), which ``converged = False`` then
   reports. Under ``jax.jit`` / ``jax.vmap`` (over a batch of model sets) the
@@ -288,12 +289,12 @@ def iwocs(models, *, epsilon: float = 1e-4, max_models: int | None = None,
     :class:`IWOCSResult`.
 
   Raises:
-    InvalidMDPError: a bad model set (naming the field), ``epsilon < 0``, a
+    InvalidMDPError: a bad model set (naming the field), ``tol < 0``, a
       bad ``max_models``, ``initial_model`` or ``criterion``.
   """
   models = model_set(models)
   m = _num_models(models)
-  check_tol(epsilon, "epsilon")
+  check_tol(tol)
   max_models = m if max_models is None else check_int("max_models", max_models, minimum=1, maximum=m)
   initial_model = check_int("initial_model", initial_model, minimum=0, maximum=m - 1)
   if criterion not in CRITERIA:
@@ -301,15 +302,15 @@ def iwocs(models, *, epsilon: float = 1e-4, max_models: int | None = None,
   check_tol(vi_tol, "vi_tol")
   check_max_iters(vi_max_iters, "vi_max_iters")
   dtype = models.rewards.dtype
-  return _iwocs(models, jnp.asarray(epsilon, dtype), jnp.asarray(vi_tol, dtype),
+  return _iwocs(models, jnp.asarray(tol, dtype), jnp.asarray(vi_tol, dtype),
                 jnp.asarray(initial_model, jnp.int32), max_models=max_models,
                 criterion=criterion, vi_max_iters=vi_max_iters)
 
 
-def _solve(models, i, tol, vi_max_iters):
+def _solve(models, i, vi_tol, vi_max_iters):
   mdp = _take(models, i)
   v0 = jnp.zeros(mdp.rewards.shape[:1], mdp.rewards.dtype)
-  sol = value_iteration(mdp, tol=tol, max_iters=vi_max_iters, stop="sup", v0=v0)
+  sol = value_iteration(mdp, tol=vi_tol, max_iters=vi_max_iters, stop="sup", v0=v0)
   return sol.q, sol.iterations, sol.values, sol.error_bound
 
 
@@ -323,7 +324,7 @@ def worst_case_evaluation(models: TabularMDP, policy: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("max_models", "criterion", "vi_max_iters"))
-def _iwocs(models, epsilon, tol, m0, *, max_models, criterion, vi_max_iters):
+def _iwocs(models, tol, vi_tol, m0, *, max_models, criterion, vi_max_iters):
   mask = models.action_mask[0]
   rho0 = models.initial[0]
   dtype = models.rewards.dtype
@@ -344,7 +345,7 @@ def _iwocs(models, epsilon, tol, m0, *, max_models, criterion, vi_max_iters):
       gap = gaps[worst]
     return pi, v_all, scores, v_pess, worst, gap
 
-  q0, it0, u0, err0 = _solve(models, m0, tol, vi_max_iters)
+  q0, it0, u0, err0 = _solve(models, m0, vi_tol, vi_max_iters)
   buf = jnp.full((max_models,), -1, jnp.int32).at[0].set(m0)
   hist = IWOCSHistory(
       pessimistic_value=jnp.full((max_models,), nan),
@@ -367,11 +368,11 @@ def _iwocs(models, epsilon, tol, m0, *, max_models, criterion, vi_max_iters):
         worst_model=hist.worst_model.at[i].set(worst),
         q=hist.q.at[i].set(q_pess))
     is_new = ~jnp.any(buf == worst)
-    stop = (gap <= epsilon) | ~is_new | (n >= max_models)
+    stop = (gap <= tol) | ~is_new | (n >= max_models)
 
     def add(args):
       buf, q_pess, hist, (u, err) = args
-      q_new, its, v_new, err_new = _solve(models, worst, tol, vi_max_iters)
+      q_new, its, v_new, err_new = _solve(models, worst, vi_tol, vi_max_iters)
       return (buf.at[n].set(worst), jnp.minimum(q_pess, q_new),
               hist.replace(vi_iterations=hist.vi_iterations.at[i + 1].set(its)),
               (jnp.minimum(u, v_new), jnp.maximum(err, err_new)))
@@ -398,7 +399,7 @@ def _iwocs(models, epsilon, tol, m0, *, max_models, criterion, vi_max_iters):
   return IWOCSResult(policy=pi, values=values,
                      worst_case_value=jnp.min(scores), q=q_pess, models=buf,
                      num_models=n, worst_model=worst, iterations=i, residual=gap,
-                     converged=gap <= epsilon, error_bound=bound.astype(dtype),
+                     converged=gap <= tol, error_bound=bound.astype(dtype),
                      history=hist)
 
 
