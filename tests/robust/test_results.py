@@ -119,3 +119,45 @@ def test_traced_invalid_discount_never_converges(name):
     assert not bool(conv) and np.isinf(float(bound)), (name, d)
   conv, bound = solve(jnp.float32(0.5))
   assert bool(conv) and float(bound) <= 1e-3
+
+
+def test_option_checks_at_the_boundary():
+  """v0 / terminal_values as lists (accepted) or of a wrong shape / complex /
+  non-finite (named errors), counts and tolerances through core.options, and
+  policies checked on their original values (no int32 wrap)."""
+  m = mdp_of(arrays(5, 0.8))
+  u = R.l1_ball(0.2)
+  start = [0.5] * S
+  a = R.robust_value_iteration(m, u, tol=1e-3, v0=start)
+  b = R.robust_value_iteration(m, u, tol=1e-3, v0=jnp.full(S, 0.5))
+  np.testing.assert_array_equal(a.values, b.values)
+  R.robust_modified_policy_iteration(m, u, tol=1e-3, v0=start)
+  R.s_rectangular_l1_value_iteration(m, 0.2, tol=1e-3, v0=start)
+  fh = R.robust_finite_horizon(m.replace(discount=jnp.float32(1.0)), u, horizon=2,
+                               terminal_values=start)
+  np.testing.assert_array_equal(fh.values[-1], np.full(S, 0.5, np.float32))
+  calls = {
+      "vi": lambda **kw: R.robust_value_iteration(m, u, **kw),
+      "mpi": lambda **kw: R.robust_modified_policy_iteration(m, u, **kw),
+      "eval": lambda **kw: R.robust_policy_evaluation(m, np.zeros(S, int), u, **kw),
+      "s_rect": lambda **kw: R.s_rectangular_l1_value_iteration(m, 0.2, **kw),
+  }
+  for name, call in calls.items():
+    for bad in ([0.0] * (S + 1), np.zeros(S, complex), [np.inf] + [0.0] * (S - 1)):
+      with pytest.raises(jd.InvalidMDPError, match="v0"):
+        call(v0=bad)
+    with pytest.raises(jd.InvalidMDPError, match="max_iters"):
+      call(max_iters=2**31)
+    for bad_tol in (None, float("nan"), -1.0, "1e-3"):
+      with pytest.raises(jd.InvalidMDPError, match="tol"):
+        call(tol=bad_tol)
+  with pytest.raises(jd.InvalidMDPError, match="terminal_values"):
+    R.robust_finite_horizon(m, u, horizon=2, terminal_values=[0.0] * (S - 1))
+  with pytest.raises(jd.InvalidMDPError, match="horizon"):
+    R.robust_finite_horizon(m, u, horizon=2.0)
+  with pytest.raises(jd.InvalidMDPError, match="policy"):
+    R.robust_policy_evaluation(m, np.array([0, 1, 2**32, 0, 1, 0], np.int64), u)
+  with pytest.raises(jd.InvalidMDPError, match="cast it with"):
+    R.robust_policy_evaluation(m, np.zeros(S), u)
+  with pytest.raises(jd.InvalidMDPError, match="num_steps"):
+    R.s_rectangular_l1_value_iteration(m, 0.2, num_steps=0)
