@@ -79,16 +79,20 @@ Default: 40 in float32, 64 in float64 (enough to reach the rounding
 floor; for ``kl_ball`` and ``wasserstein_ball`` an upper bound, they stop
 earlier); set them on the set to trade accuracy for speed.
 
-Derivatives. These solvers are written for values, not for automatic
-differentiation: ``kl_ball`` and ``wasserstein_ball`` iterate in a
-``lax.while_loop`` (forward-mode ``jax.jvp`` works, reverse-mode ``jax.grad``
-raises), and the gradients JAX derives through sorts, selections and
-bisections are in general not those of the optimal value. ``chi2_ball`` has
-a custom JVP that gives the optimal value's derivatives (w.r.t. values,
-probs and radius; finite everywhere, see :func:`chi2_ball_worst_case`). The
-derivative of the worst-case value with respect to ``values`` is the
-returned worst-case distribution (Danskin's theorem, where the optimum is
-unique): for the other kinds use ``worst_probs`` rather than ``jax.grad``.
+Derivatives. The derivative of the worst-case value with respect to
+``values`` is the returned worst-case distribution (Danskin's theorem, where
+the optimum is unique). ``jax.grad`` of the value w.r.t. ``values`` gives it
+for every kind except ``kl_ball``, whose Newton iteration is a
+``lax.while_loop`` carrying values-dependent floats: reverse mode raises
+JAX's while_loop error there (forward-mode ``jax.jvp`` runs but
+differentiates the iterations; use ``worst_probs``). For the closed forms
+(penalties, ``l1_ball``, ``lp_ball``) and ``wasserstein_ball`` (whose loop
+only selects transport plans) this is checked against finite differences
+in the tests. ``chi2_ball`` has a custom JVP (it used to give NaN) with the
+optimal value's derivatives w.r.t. values, probs and radius, finite
+everywhere (see :func:`chi2_ball_worst_case`). Derivatives w.r.t. ``probs``
+and the size of the other kinds are those JAX derives through sorts and
+selections, not checked: prefer the envelope formulas.
 """
 
 from __future__ import annotations
