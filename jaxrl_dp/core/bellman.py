@@ -56,6 +56,30 @@ def q_values(mdp: TabularMDP, v: jax.Array) -> jax.Array:
   return mdp.rewards + mdp.discount * expected_next(mdp, v)
 
 
+def q_values_rows(mdp: TabularMDP, v: jax.Array, start, size: int) -> jax.Array:
+  """``Q`` of ``size`` consecutive states ``start .. start + size - 1``.
+
+  Args:
+    mdp: one MDP (dense or sparse).
+    v: ``[S]`` values.
+    start: ``int []`` first state (may be traced; like ``lax.dynamic_slice``
+      it is clamped to ``[0, S - size]``).
+    size: static block size, ``1 <= size <= S``.
+
+  Returns:
+    ``[size, A]``: ``r(s, a) + gamma E[v(s') | s, a]`` for the block (the
+    rows of :func:`q_values`; only the block's transitions are read).
+  """
+  rewards = jax.lax.dynamic_slice_in_dim(mdp.rewards, start, size, 0)
+  probs = jax.lax.dynamic_slice_in_dim(mdp.probs, start, size, 0)
+  if mdp.is_sparse:
+    ns = jax.lax.dynamic_slice_in_dim(mdp.next_states, start, size, 0)
+    nxt = jnp.sum(probs * v[ns], axis=2)
+  else:
+    nxt = jnp.tensordot(probs, v, axes=1)
+  return rewards + mdp.discount * nxt
+
+
 def masked_max(q: jax.Array, action_mask: jax.Array) -> jax.Array:
   """``max_a q[..., a]`` over valid actions: ``[..., A]`` -> ``[...]``."""
   return jnp.max(jnp.where(action_mask, q, -jnp.inf), axis=-1)

@@ -58,6 +58,15 @@ class NominalOperator:
     """One optimality backup: ``v [S] -> (T v [S], q [S, A])``."""
     return bellman.bellman_optimality(self.mdp, v)
 
+  def apply_rows(self, v: jax.Array, start, size: int) -> tuple[jax.Array, jax.Array]:
+    """The backup of a block of ``size`` (static) consecutive states from
+    ``start`` (traced, clamped to ``[0, S - size]``): ``(T v [size], q [size,
+    A])``, rows of :meth:`apply` (for Gauss-Seidel sweeps). Its rounding is
+    bounded per row like :meth:`apply`'s (:meth:`rounding`)."""
+    q = bellman.q_values_rows(self.mdp, v, start, size)
+    mask = jax.lax.dynamic_slice_in_dim(self.mdp.action_mask, start, size, 0)
+    return bellman.masked_max(q, mask), q
+
   def greedy(self, q: jax.Array) -> jax.Array:
     """``q [S, A] -> int32 [S]``: first maximizer among valid actions."""
     return bellman.greedy_policy(q, self.mdp.action_mask)
