@@ -6,7 +6,10 @@ The public API (stable names):
     :class:`FiniteHorizonSolution`;
   * solvers: :func:`value_iteration`, :func:`policy_iteration`,
     :func:`modified_policy_iteration`, :func:`policy_evaluation`,
-    :func:`finite_horizon`;
+    :func:`finite_horizon`, :func:`linear_programming` (host reference),
+    :func:`relative_value_iteration` (average reward,
+    :class:`AverageRewardSolution`, :func:`check_unichain`),
+    :func:`stochastic_shortest_path`;
   * modules: ``jaxrl_dp.core`` (primitives), ``jaxrl_dp.batch`` (batch-first
     driver), ``jaxrl_dp.suites`` (generators and loaders).
 """
@@ -20,6 +23,9 @@ from jaxrl_dp import batch, suites  # noqa: E402  (modules)
 from jaxrl_dp.planning import (finite_horizon, modified_policy_iteration,
                                policy_evaluation, policy_iteration,
                                value_iteration)
+from jaxrl_dp.planning import (AverageRewardSolution, check_unichain,
+                               linear_programming, relative_value_iteration,
+                               stochastic_shortest_path)
 
 __version__ = "0.1.0"
 
@@ -44,5 +50,7 @@ __all__ = [
     "FiniteHorizonSolution", "InvalidMDPError", "PolicyEvaluation", "Solution",
     "TabularMDP", "stack", "unstack", "validate_mdp", "finite_horizon",
     "modified_policy_iteration", "policy_evaluation", "policy_iteration",
-    "value_iteration",
+    "value_iteration", "AverageRewardSolution", "check_unichain",
+    "linear_programming", "relative_value_iteration",
+    "stochastic_shortest_path",
 ]

@@ -4,13 +4,25 @@ Every solver declares its metadata where it is defined (``@solver``, read by
 ``batch.solve`` through :func:`jaxrl_dp.core.solver_info.solver_info`).
 """
 
+from jaxrl_dp.planning.average_reward import (AverageRewardSolution,
+                                              check_unichain,
+                                              recurrent_classes,
+                                              relative_value_iteration,
+                                              stochastic_shortest_path)
 from jaxrl_dp.planning.evaluation import exact_policy_values, policy_evaluation
 from jaxrl_dp.planning.finite_horizon import finite_horizon
+from jaxrl_dp.planning.linear_programming import linear_programming
 from jaxrl_dp.planning.policy_iteration import (modified_policy_iteration,
                                                 policy_iteration)
 from jaxrl_dp.planning.value_iteration import error_bound, value_iteration
 
 __all__ = [
+    "AverageRewardSolution",
+    "check_unichain",
+    "linear_programming",
+    "recurrent_classes",
+    "relative_value_iteration",
+    "stochastic_shortest_path",
     "error_bound",
     "exact_policy_values",
     "finite_horizon",
