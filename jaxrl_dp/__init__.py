@@ -9,7 +9,12 @@ The public API (stable names):
     :func:`finite_horizon`, :func:`linear_programming` (host reference),
     :func:`relative_value_iteration` (average reward,
     :class:`AverageRewardSolution`, :func:`check_unichain`),
-    :func:`stochastic_shortest_path`;
+    :func:`stochastic_shortest_path`; entropy-regularized
+    :func:`soft_value_iteration`, :func:`soft_policy_iteration`,
+    :func:`soft_policy_evaluation`, :func:`soft_finite_horizon`
+    (:class:`SoftSolution`); ``jax.grad`` / ``jax.jvp`` through the
+    infinite-horizon solvers by implicit differentiation
+    (``jaxrl_dp.planning.implicit``);
   * modules: ``jaxrl_dp.core`` (primitives), ``jaxrl_dp.batch`` (batch-first
     driver), ``jaxrl_dp.suites`` (generators and loaders).
 """
@@ -26,6 +31,9 @@ from jaxrl_dp.planning import (finite_horizon, modified_policy_iteration,
 from jaxrl_dp.planning import (AverageRewardSolution, check_unichain,
                                linear_programming, relative_value_iteration,
                                stochastic_shortest_path)
+from jaxrl_dp.planning import (SoftSolution, soft_finite_horizon,
+                               soft_policy_evaluation, soft_policy_iteration,
+                               soft_value_iteration)
 
 __version__ = "0.1.0"
 
@@ -52,5 +60,6 @@ __all__ = [
     "modified_policy_iteration", "policy_evaluation", "policy_iteration",
     "value_iteration", "AverageRewardSolution", "check_unichain",
     "linear_programming", "relative_value_iteration",
-    "stochastic_shortest_path",
+    "stochastic_shortest_path", "SoftSolution", "soft_finite_horizon",
+    "soft_policy_evaluation", "soft_policy_iteration", "soft_value_iteration",
 ]

@@ -15,8 +15,26 @@ from jaxrl_dp.planning.linear_programming import linear_programming
 from jaxrl_dp.planning.policy_iteration import (modified_policy_iteration,
                                                 policy_iteration)
 from jaxrl_dp.planning.value_iteration import error_bound, value_iteration
+from jaxrl_dp.planning.implicit import (ImplicitAdjoint, implicit_fixed_point,
+                                        implicit_greedy_solution,
+                                        implicit_policy_values)
+from jaxrl_dp.planning.soft import (soft_finite_horizon, soft_policy_evaluation,
+                                    soft_policy_iteration, soft_value_iteration)
+from jaxrl_dp.core.soft import (SoftFiniteHorizonSolution, SoftOperator,
+                                SoftSolution)
 
 __all__ = [
+    "ImplicitAdjoint",
+    "implicit_fixed_point",
+    "implicit_greedy_solution",
+    "implicit_policy_values",
+    "SoftFiniteHorizonSolution",
+    "SoftOperator",
+    "SoftSolution",
+    "soft_finite_horizon",
+    "soft_policy_evaluation",
+    "soft_policy_iteration",
+    "soft_value_iteration",
     "AverageRewardSolution",
     "check_unichain",
     "linear_programming",

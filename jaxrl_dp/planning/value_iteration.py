@@ -15,6 +15,8 @@ from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.options import as_values, check_choice, check_max_iters, check_tol
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
+from jaxrl_dp.planning.implicit import (ImplicitAdjoint, check_adjoint,
+                                        implicit_greedy_solution)
 
 STOP_RULES = ("sup", "span")
 
@@ -36,10 +38,11 @@ def error_bound(discount, residual, stop: str = "sup"):
   return scale * residual * (0.5 if stop == "span" else 1.0)
 
 
-@solver(infinite_horizon=True, kind="control", reverse_mode=False)
+@solver(infinite_horizon=True, kind="control", reverse_mode=True)
 def value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
                     max_iters: int = 10_000, stop: str = "sup",
-                    v0: jax.Array | None = None) -> Solution:
+                    v0: jax.Array | None = None,
+                    adjoint: ImplicitAdjoint | None = None) -> Solution:
   """Value iteration ``V <- max_a r + gamma P V`` on one MDP.
 
   Stopping rules (``tol`` bounds the error of the RETURNED values, rounding
@@ -69,8 +72,19 @@ def value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
   ``[0, 1)`` (a traced one too) never gives ``converged``; the latter runs
   no iteration and gives ``error_bound = inf``.
 
-  Derivatives: forward mode (``jax.jvp``) works (it differentiates the
-  iterations); reverse mode (``jax.grad``) does not (``lax.while_loop``).
+  Derivatives (:mod:`jaxrl_dp.planning.implicit`): ``jax.grad``, ``jax.vjp``
+  and ``jax.jvp`` work by the implicit function theorem at the fixed point,
+  never by differentiating the iterations (memory ``O(S A K)`` whatever
+  ``max_iters``): ``dV = (I - gamma P_pi)^{-1} (dr_pi + d gamma P_pi V +
+  gamma dP_pi V)`` with ``pi`` the RETURNED greedy policy, the adjoint
+  ``(I - gamma P_pi^T) lambda = g`` solved matrix-free in the MDP's layout
+  (``adjoint``). With respect to rewards, probs (dense, or the stored
+  entries of a sparse MDP), discount (and ``initial`` through the caller's
+  own ``initial @ values``). At ties of the max the derivative is that of
+  the returned policy's value (the first maximizer's): a one-sided
+  derivative of ``V*``. ``values`` and ``q`` carry derivatives; ``policy``,
+  ``iterations``, ``residual``, ``error_bound`` and ``converged`` do not,
+  and neither do ``v0`` and ``tol``.
 
   Args:
     mdp: one MDP, ``S`` states, ``A`` actions (``jax.vmap`` for batches);
@@ -79,6 +93,9 @@ def value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
     max_iters: static cap on backups, an int in ``[1, 2**31 - 1]``.
     stop: ``"sup"`` or ``"span"`` (static).
     v0: optional initial values ``[S]`` (array or list; default zeros).
+    adjoint: how derivatives solve their linear system
+      (:class:`~jaxrl_dp.planning.implicit.ImplicitAdjoint`, static; default
+      GMRES).
 
   Returns:
     :class:`Solution` with ``values [S]``, ``q [S, A]`` (of the returned
@@ -89,19 +106,23 @@ def value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
   check_choice("stop", stop, STOP_RULES)
   check_tol(tol)
   max_iters = check_max_iters(max_iters)
+  adjoint = check_adjoint(adjoint)
   dtype = mdp.rewards.dtype
   if v0 is None:
     v0 = jnp.zeros(mdp.rewards.shape[:1], dtype)
   else:
     v0 = as_values("v0", v0, mdp.rewards.shape[:1], dtype)
   return _value_iteration(mdp, jnp.asarray(tol, dtype), v0,
-                          max_iters=max_iters, stop=stop)
+                          max_iters=max_iters, stop=stop, adjoint=adjoint)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iters", "stop"))
-def _value_iteration(mdp, tol, v0, *, max_iters, stop):
-  return iterative_solve(value_iteration_solver(stop), NominalOperator(mdp), v0, tol,
-                         max_iters=max_iters)
+@functools.partial(jax.jit, static_argnames=("max_iters", "stop", "adjoint"))
+def _value_iteration(mdp, tol, v0, *, max_iters, stop, adjoint=None):
+  def solve(m, tol_, v0_):
+    return iterative_solve(value_iteration_solver(stop), NominalOperator(m), v0_, tol_,
+                           max_iters=max_iters)
+
+  return implicit_greedy_solution(solve, mdp, tol, v0, adjoint=adjoint)
 
 
 def greedy_solution(op, v, state: SolverState, tol, valid) -> Solution:
