@@ -1,0 +1,326 @@
+"""Gauss-Seidel, SOR and ranked block Gauss-Seidel value iteration.
+
+The states ``0 .. S-1`` are cut into ``nb`` static blocks of ``bs =
+ceil(S / nb)`` consecutive states (the last block starts at ``S - bs`` and may
+overlap the one before it). A sweep visits the blocks in order (alternating
+forward and backward sweeps: symmetric Gauss-Seidel); a block's states are
+backed up together (Jacobi inside the block: one vectorized row backup,
+:meth:`~jaxrl_dp.core.operators.NominalOperator.apply_rows`) from the values
+already updated in the blocks visited before it. One block per state is
+classical Gauss-Seidel VI; one block is plain VI.
+
+Certificate. A FULL sweep with ``omega = 1`` is a sup-norm contraction with
+modulus ``gamma'`` (the operator's modulus) and fixed point ``V*``: block
+``b``'s new values are ``T`` of a vector whose entries are old or new values,
+so by induction over blocks ``||F v - F w|| <= gamma' ||v - w||``. With the
+rounding ``delta`` of each computed block backup the same induction gives
+``E = ||v' - V*|| <= delta + gamma' max(E, ||v - V*||)``, hence, with ``||v -
+V*|| <= ||v' - v|| + E``,
+
+  ``||v' - V*|| <= (gamma' ||v' - v|| + delta) / (1 - gamma')``,
+
+value iteration's bound (:func:`jaxrl_dp.core.iteration.contraction_bound`),
+where ``delta`` is the backup's rounding bound evaluated at the largest value
+any block update read or wrote. Over-relaxed (``omega != 1``) and ranked
+(partial) sweeps are NOT contractions of this kind: they report
+``error_bound = inf``, and every ``full_every``-th sweep is a full,
+``omega = 1`` sweep that certifies. So ``error_bound`` always holds.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxrl_dp.core.iteration import contraction_bound, unit_roundoff
+from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
+from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.operators import NominalOperator
+from jaxrl_dp.core.options import (as_values, check_int, check_max_iters,
+                                   check_tol, is_concrete)
+from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, initial_state,
+                                    iterative_solve)
+from jaxrl_dp.core.solver_info import solver
+from jaxrl_dp.core.types import Solution
+from jaxrl_dp.planning.value_iteration import greedy_solution
+
+#: Default number of blocks (``blocks=None``): ``min(S, DEFAULT_BLOCKS)``.
+DEFAULT_BLOCKS = 16
+
+
+class GaussSeidelAux(NamedTuple):
+  """Gauss-Seidel's part of the :class:`SolverState`.
+
+  Attributes:
+    consts: ``(rounding, modulus)`` of the operator.
+    block_res: ``[nb]`` each block's last measured residual ``max |(T u)_b -
+      u_b|`` (``inf`` before it was measured): the convergence ranking.
+    prev_change: ``[]`` the largest block residual ``max_b max |(T u)_b -
+      u_b|`` of the last accepted over-relaxed sweep (``omega != 1``: the SOR
+      safeguard; ``inf`` before the first) or of the last sweep (``omega =
+      1``).
+    rows: ``[]`` state backups done so far (``rows / S`` = equivalent full
+      backups; a float, it is a diagnostic).
+    fallbacks: ``int32 []`` over-relaxed sweeps redone with ``omega = 1``.
+  """
+
+  consts: Any
+  block_res: jax.Array
+  prev_change: jax.Array
+  rows: jax.Array
+  fallbacks: jax.Array
+
+
+def block_layout(num_states: int, blocks: Optional[int]) -> tuple[int, int]:
+  """``(nb, bs)``: the number of blocks and the block size for ``S`` states
+  (``blocks=None``: ``min(S, 16)`` blocks); ``nb * bs >= S``."""
+  nb = min(num_states, DEFAULT_BLOCKS) if blocks is None else min(blocks, num_states)
+  bs = -(-num_states // nb)
+  return -(-num_states // bs), bs
+
+
+def gauss_seidel_solver(*, blocks: Optional[int] = None, omega: float = 1.0,
+                        ranking: Optional[float] = None, full_every: int = 4,
+                        symmetric: bool = True) -> IterativeSolver:
+  """(Block) Gauss-Seidel / SOR value iteration as an
+  :class:`~jaxrl_dp.core.protocol.IterativeSolver` over any operator with
+  :meth:`~jaxrl_dp.core.operators.NominalOperator.apply_rows`,
+  ``rounding``, ``modulus``, ``num_states`` and ``q_values`` / ``greedy``.
+
+  One step is one sweep over the blocks (module docstring). Options:
+
+  * ``omega``: SOR weight, ``v_b <- (1 - omega) v_b + omega (T u)_b``. Over-
+    relaxation is not a guaranteed contraction for control, so it is
+    safeguarded: an over-relaxed sweep whose largest (unrelaxed) block
+    residual ``max |(T u)_b - u_b|`` exceeds that of the last accepted
+    over-relaxed sweep is redone from the same values with ``omega = 1``
+    (``lax.cond``; counted in ``aux.fallbacks``). (Comparing with the
+    preceding ``omega = 1`` sweep would reject every over-relaxed sweep: its
+    residuals are measured at over-relaxed neighbours and start higher.)
+  * ``ranking`` (a fraction ``rho`` in ``(0, 1]``, or ``None``): the
+    convergence ranking of the GS-Jacobi paper's CRM carried over. Each
+    block's residual ``max |(T u)_b - u_b|`` is measured when it is updated;
+    a ranked sweep updates only the blocks whose last residual is ``>= rho``
+    times the largest one (the blocks that have not settled), skipping the
+    rest (``lax.cond`` per block: under ``jax.vmap`` both branches run, so the
+    saving is for unbatched calls).
+  * ``full_every``: when ``omega != 1`` or ``ranking`` is set, every
+    ``full_every``-th sweep (the 1st, ``full_every + 1``-th, ...) is a full
+    ``omega = 1`` sweep: it re-measures every block and carries the
+    certificate; the others report ``error_bound = inf``. Without either
+    option every sweep is full and certifies.
+  * ``symmetric``: alternate forward and backward sweeps (default True).
+
+  ``state.iteration`` counts sweeps; ``aux.rows / S`` the backups done.
+  """
+  check_int("full_every", full_every, minimum=1)
+  plain = (ranking is None) and (omega == 1.0)
+
+  def init(op, v0):
+    s = v0.shape[0]
+    nb, _ = block_layout(s, blocks)
+    dtype = v0.dtype
+    inf = jnp.asarray(jnp.inf, dtype)
+    aux = GaussSeidelAux((op.rounding(), jnp.asarray(op.modulus(), dtype)),
+                         jnp.full((nb,), jnp.inf, dtype), inf, jnp.zeros((), dtype),
+                         jnp.asarray(0, jnp.int32))
+    return initial_state(v0, aux)
+
+  def sweep(op, v, w, active, reverse, nb, bs, certify):
+    s = v.shape[0]
+    dtype = v.dtype
+
+    def update(b, v):
+      start = jnp.minimum(b * bs, s - bs)
+      t, _ = op.apply_rows(v, start, bs)
+      old = jax.lax.dynamic_slice_in_dim(v, start, bs)
+      if plain:
+        new = t
+      else:
+        new = jnp.where(certify, t, old + w * (t - old))
+      v = jax.lax.dynamic_update_slice_in_dim(v, new, start, 0)
+      read = jnp.max(jnp.abs(old))
+      return v, jnp.max(jnp.abs(t - old)), jnp.maximum(jnp.max(jnp.abs(new)), read)
+
+    def body(i, carry):
+      v, blk, big = carry
+      b = jnp.where(reverse, nb - 1 - i, i) if symmetric else i
+      if ranking is None:
+        v, c, mx = update(b, v)
+        on = True
+      else:
+        on = active[b]
+        v, c, mx = jax.lax.cond(
+            on, lambda vv: update(b, vv),
+            lambda vv: (vv, jnp.zeros((), dtype), jnp.zeros((), dtype)), v)
+      blk = blk.at[b].set(jnp.where(on, c, blk[b]))
+      return v, blk, jnp.maximum(big, mx)
+
+    return body
+
+  def run_sweep(op, v, w, active, reverse, block_res, certify):
+    s = v.shape[0]
+    nb, bs = block_layout(s, blocks)
+    body = sweep(op, v, w, active, reverse, nb, bs, certify)
+    v1, blk, big = jax.lax.fori_loop(0, nb, body,
+                                     (v, block_res, jnp.max(jnp.abs(v))))
+    return v1, blk, big
+
+  def step(op, st):
+    a = st.aux
+    v = st.values
+    s = v.shape[0]
+    nb, bs = block_layout(s, blocks)
+    dtype = v.dtype
+    k = st.iteration
+    certify = jnp.asarray(True) if plain else (jnp.mod(k, full_every) == 0)
+    reverse = jnp.mod(k, 2) == 1
+    if ranking is None:
+      active = jnp.ones((nb,), bool)
+    else:
+      top = jnp.max(a.block_res)
+      active = certify | (a.block_res >= ranking * top) | ~jnp.isfinite(a.block_res)
+    w = jnp.asarray(omega, dtype)
+    v1, blk, big = run_sweep(op, v, w, active, reverse, a.block_res, certify)
+    change = jnp.max(jnp.abs(v1 - v))
+    fallbacks = a.fallbacks
+    rows = a.rows + jnp.sum(active).astype(dtype) * bs
+    stat = jnp.max(jnp.where(active, blk, 0.0))
+    if omega != 1.0:
+      # Compare the unrelaxed residuals max |(T u)_b - u_b| (not the relaxed
+      # change, which scales with omega).
+      grew = ~certify & ~(stat <= a.prev_change)
+      sor_stat = jnp.where(certify | grew, a.prev_change, stat)
+
+      def redo(_):
+        return run_sweep(op, v, jnp.asarray(1.0, dtype), active, reverse, a.block_res,
+                         jnp.asarray(True))
+
+      v1, blk, big = jax.lax.cond(grew, redo, lambda _: (v1, blk, big), None)
+      change = jnp.where(grew, jnp.max(jnp.abs(v1 - v)), change)
+      stat = jnp.where(grew, jnp.max(jnp.where(active, blk, 0.0)), stat)
+      fallbacks = fallbacks + grew.astype(jnp.int32)
+      rows = rows + jnp.where(grew, jnp.sum(active).astype(dtype) * bs, 0.0)
+    rounding, modulus = a.consts
+    delta = rounding(big, big)
+    bound = contraction_bound(change, delta, modulus)
+    floor = contraction_bound(jnp.zeros_like(change), delta, modulus)
+    inf = jnp.asarray(jnp.inf, dtype)
+    noise = (2 * unit_roundoff(dtype) * jnp.max(jnp.abs(v1))).astype(dtype)
+    if not plain:
+      bound = jnp.where(certify, bound, inf)
+      floor = jnp.where(certify, floor, inf)
+    aux = GaussSeidelAux(a.consts, blk, sor_stat if omega != 1.0 else stat, rows,
+                         fallbacks)
+    return SolverState(k + 1, v1, change, bound, floor, noise, aux)
+
+  def finalize(op, st, tol, valid):
+    return greedy_solution(op, st.values, st, tol, valid)
+
+  return IterativeSolver(init=init, step=step, finalize=finalize)
+
+
+def _check_options(blocks, omega, ranking, full_every, num_states):
+  if blocks is not None:
+    check_int("blocks", blocks, minimum=1)
+  check_int("full_every", full_every, minimum=1)
+  for name, val, lo, hi, lo_open in (("omega", omega, 0.0, 2.0, True),
+                                     ("ranking", ranking, 0.0, 1.0, True)):
+    if val is None and name == "ranking":
+      continue
+    if (isinstance(val, (bool, str)) or val is None
+        or not is_concrete(val)):
+      raise InvalidMDPError(f"{name} = {val!r}: expected a Python float in "
+                            f"({lo}, {hi}{')' if name == 'omega' else ']'}")
+    try:
+      x = float(val)
+    except (TypeError, ValueError):
+      raise InvalidMDPError(f"{name} = {val!r}: expected a float") from None
+    ok = (lo < x < hi) if name == "omega" else (lo < x <= hi)
+    if not math.isfinite(x) or not ok:
+      raise InvalidMDPError(f"{name} = {val!r}: expected a float in "
+                            f"({lo}, {hi}{')' if name == 'omega' else ']'}")
+
+
+@solver(infinite_horizon=True, kind="control", reverse_mode=False)
+def gauss_seidel_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
+                                 max_iters: int = 10_000, omega: float = 1.0,
+                                 blocks: Optional[int] = None,
+                                 ranking: Optional[float] = None,
+                                 full_every: int = 4, symmetric: bool = True,
+                                 v0: jax.Array | None = None) -> Solution:
+  """Gauss-Seidel / SOR value iteration over static state blocks, on one MDP.
+
+  A sweep updates the ``nb`` blocks of consecutive states in turn, each
+  from the values already updated in the blocks before it (Jacobi inside a
+  block, so each block is one vectorized backup of ``bs = ceil(S / nb)``
+  rows of the dense or sparse layout; ``lax.fori_loop`` over blocks, static
+  shapes). ``blocks=None`` uses ``min(S, 16)`` blocks: per-state Gauss-Seidel
+  (``blocks=S``) runs one tiny loop iteration per state, which costs more
+  time than it saves in sweeps on CPU; ``blocks=1`` is plain VI. Sweeps
+  alternate forward and backward (``symmetric``).
+
+  ``omega`` over-relaxes (SOR: ``v_b <- (1 - omega) v_b + omega (T u)_b``),
+  safeguarded: a sweep whose largest block residual ``max |(T u)_b - u_b|``
+  grows (from the last accepted over-relaxed sweep's) is redone from the
+  same values with ``omega = 1``.
+  ``ranking = rho`` spends sweeps on unsettled blocks: a ranked sweep updates
+  only the blocks whose last measured residual is at least ``rho`` times the
+  largest; every ``full_every``-th sweep updates all blocks with ``omega =
+  1`` (re-measuring the ranking). See :func:`gauss_seidel_solver`.
+
+  Stopping rule: a full ``omega = 1`` sweep ``v -> v'`` is a
+  ``gamma'``-contraction with fixed point ``V*`` (module docstring), so its
+  ``error_bound = (gamma' ||v' - v|| + delta) / (1 - gamma')`` (rounding
+  ``delta`` included) holds in floating point, float32 too; over-relaxed or
+  ranked sweeps report ``error_bound = inf`` and the next certifying sweep
+  decides. ``converged`` is ``error_bound <= tol``; a ``tol`` below the
+  rounding floor stops at the floor with ``converged = False``; ``max_iters``
+  (sweeps) is never changed; a discount outside ``[0, 1)`` (a traced one
+  too) runs nothing and gives ``error_bound = inf``. No span rule (MacQueen's
+  bounds need a Jacobi backup).
+
+  Derivatives: ``jax.grad`` does not work (``lax.while_loop``); forward mode
+  differentiates the iterations.
+
+  Args:
+    mdp: one MDP, ``S`` states, ``A`` actions, dense or sparse (``jax.vmap``
+      for batches); discount in ``[0, 1)``.
+    tol: bound on ``max_s |V(s) - V*(s)|`` (may be traced).
+    max_iters: static cap on sweeps, an int in ``[1, 2**31 - 1]``.
+    omega: SOR weight, a float in ``(0, 2)`` (static).
+    blocks: number of blocks, an int ``>= 1`` (capped at ``S``), or None.
+    ranking: ``None`` or the fraction ``rho`` in ``(0, 1]`` (static).
+    full_every: an int ``>= 1``: the period of full certifying sweeps.
+    symmetric: alternate sweep directions.
+    v0: optional ``[S]`` start values (default zeros).
+
+  Returns:
+    :class:`Solution`: ``values [S]``, ``q [S, A]``, ``policy int32 [S]``,
+    ``iterations`` (sweeps), ``residual`` (the last sweep's ``||v' - v||``),
+    ``converged``, ``error_bound``.
+  """
+  check_solver_input(mdp, infinite_horizon=True)
+  _check_options(blocks, omega, ranking, full_every, mdp.rewards.shape[0])
+  check_tol(tol)
+  max_iters = check_max_iters(max_iters)
+  dtype = mdp.rewards.dtype
+  shape = mdp.rewards.shape[:1]
+  v0 = jnp.zeros(shape, dtype) if v0 is None else as_values("v0", v0, shape, dtype)
+  return _gauss_seidel(mdp, jnp.asarray(tol, dtype), v0, max_iters=max_iters,
+                       omega=float(omega), blocks=blocks,
+                       ranking=None if ranking is None else float(ranking),
+                       full_every=int(full_every), symmetric=bool(symmetric))
+
+
+@functools.partial(jax.jit, static_argnames=("max_iters", "omega", "blocks", "ranking",
+                                             "full_every", "symmetric"))
+def _gauss_seidel(mdp, tol, v0, *, max_iters, omega, blocks, ranking, full_every,
+                  symmetric):
+  solver_ = gauss_seidel_solver(blocks=blocks, omega=omega, ranking=ranking,
+                                full_every=full_every, symmetric=symmetric)
+  return iterative_solve(solver_, NominalOperator(mdp), v0, tol, max_iters=max_iters)
