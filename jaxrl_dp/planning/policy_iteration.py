@@ -45,8 +45,10 @@ def policy_iteration(mdp: TabularMDP, *, evaluation: str = "exact",
       ``krylov=``; matvecs gather the policy's ``[S, K]`` rows: memory
       ``O(S*A*K)``, no ``S x S`` array, no size check), warm-started from the
       previous values, to a linear residual (2-norm, which bounds the sup
-      norm) ``<= max(0.1 * ||T V_prev - V_prev||_inf, target)``: coarse
-      while the policy changes, tight at the end. ``target = tol * (1 -
+      norm) ``<= max(min(0.1 * ||T V_prev - V_prev||_inf, want_prev / 2),
+      target)``: coarse while the policy changes, tight at the end, and at
+      least halved each iteration so inexact evaluations cannot make the
+      policy cycle. ``target = tol * (1 -
       gamma') / 2`` when ``tol`` is given, else ``eps max|r| / (1 -
       gamma')`` (about the float rounding level of the residual).
       ``eval_max_iters`` caps the cycles (GMRES restarts of up to 20
@@ -193,14 +195,18 @@ def _krylov_policy_iteration(mdp, policy0, tol, *, max_iters, krylov,
     return ok
 
   def cond(c):
-    it, _, _, _, res, bound, stable, final, stalled = c
+    it, _, _, _, res, bound, stable, final, stalled, _ = c
     return (valid & (it < max_iters) & ~done(bound, stable, final) & ~stalled
             & ~(jnp.isnan(res)))
 
   def body(c):
-    it, pi, v, _, res_prev, bound_prev, stable_prev, _, _ = c
-    want = jnp.maximum(KRYLOV_FORCING * jnp.where(jnp.isfinite(res_prev),
-                                                  res_prev, inf), target)
+    it, pi, v, _, res_prev, bound_prev, stable_prev, _, _, want_prev = c
+    # Forcing: 0.1 x the previous Bellman residual, and at least halving each
+    # time (inexact evaluations could otherwise cycle between near-ties).
+    want = jnp.minimum(KRYLOV_FORCING * jnp.where(jnp.isfinite(res_prev),
+                                                  res_prev, inf),
+                       0.5 * want_prev)
+    want = jnp.maximum(want, target)
     v = krylov_policy_values(mdp, pi, v, want, method=krylov,
                              maxiter=eval_max_iters)
     q = bellman.q_values(mdp, v)
@@ -210,21 +216,21 @@ def _krylov_policy_iteration(mdp, policy0, tol, *, max_iters, krylov,
     stable = jnp.all(new == pi)
     final = want <= target
     # A stable policy whose bound no longer improves has reached the
-    # rounding level of the evaluation: more work cannot tighten it.
+    # rounding level of the evaluation: more work cannot tighten it
     # (two stable evaluations in a row, the second not halving the bound).
     stalled = stable & stable_prev & (bound > 0.5 * bound_prev)
-    return it + 1, new, v, q, res, bound, stable, final, stalled
+    return it + 1, new, v, q, res, bound, stable, final, stalled, want
 
   init = (jnp.asarray(0, jnp.int32), policy0, jnp.zeros((s,), dtype),
           jnp.zeros_like(mdp.rewards), inf, inf, jnp.asarray(False),
-          jnp.asarray(False), jnp.asarray(False))
-  it, pi, v, q, res, bound, stable, _, _ = jax.lax.while_loop(cond, body, init)
+          jnp.asarray(False), jnp.asarray(False), inf)
+  it, pi, v, q, res, bound, stable, _, _, _ = jax.lax.while_loop(cond, body, init)
   bound = jnp.where(valid & (it > 0) & ~jnp.isnan(bound), bound, inf)
   converged = stable & jnp.isfinite(bound)
   if tol is not None:
     converged = converged & (bound <= tol)
-  # The returned policy is the last evaluated one: greedy w.r.t. q up to the
-  # tie margin (``improve_policy`` kept it).
+  # The returned policy is the last improvement (greedy w.r.t. q up to the
+  # tie margin); it is the evaluated one when the loop ended stable.
   return Solution(values=v, q=q, policy=pi, iterations=it, residual=res,
                   converged=converged, error_bound=bound)
 

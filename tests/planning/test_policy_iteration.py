@@ -1,0 +1,211 @@
+"""policy_iteration(evaluation="krylov") and modified_policy_iteration(stop=
+"span") against float64 NumPy references (policy iteration with exact linear
+solves); certificate honesty in float32; jit / vmap; options."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrl_dp as jd
+from jaxrl_dp.suites import gridworld
+from _reference import optimal_values, random_dense, random_sparse, sparse_to_dense
+
+
+def _stored(m):
+  p = np.asarray(m.probs, np.float64)
+  if m.is_sparse:
+    p = sparse_to_dense(np.asarray(m.next_states), p)
+  return (p, np.asarray(m.rewards, np.float64),
+          float(np.asarray(m.discount, np.float64)), np.asarray(m.action_mask))
+
+
+def _garnet(layout, seed, gamma, s=40, a=4, k=5, dtype=None, mask=False):
+  rng = np.random.default_rng(seed)
+  if layout == "dense":
+    p, r = random_dense(rng, s, a, zero_frac=0.7)
+    am = None
+    if mask:
+      am = rng.random((s, a)) < 0.7
+      am[:, 0] = True
+    return jd.TabularMDP.from_dense(p, r, gamma, dtype=dtype, action_mask=am)
+  ns, ps, r = random_sparse(rng, s, a, k)
+  return jd.TabularMDP.from_sparse(ns, ps, r, gamma, dtype=dtype)
+
+
+def _grid(gamma, n=10, slip=0.1):
+  rows = ["." * n for _ in range(n)]
+  rows[0] = "S" + rows[0][1:]
+  rows[-1] = rows[-1][:-1] + "G"
+  return gridworld(rows, slip=slip, discount=gamma)
+
+
+def _grid32(gamma):
+  """The 10 x 10 grid in float32 (built in float64, stored as float32)."""
+  with jax.enable_x64(True):
+    g = _grid(gamma)
+    ns, p, r = (np.asarray(g.next_states), np.asarray(g.probs), np.asarray(g.rewards))
+  return jd.TabularMDP.from_sparse(ns, p.astype(np.float32), r, gamma,
+                                   dtype=jnp.float32)
+
+
+def _ref(m):
+  p, r, g, am = _stored(m)
+  return optimal_values(p, r, g, am)
+
+
+# ------------------------------------------------------------ Krylov PI
+@pytest.mark.parametrize("krylov", ["gmres", "bicgstab"])
+@pytest.mark.parametrize("kind", ["dense", "sparse", "grid"])
+def test_krylov_pi_matches_float64_reference(kind, krylov):
+  with jax.enable_x64(True):
+    for gamma in (0.9, 0.999):
+      m = _grid(gamma) if kind == "grid" else _garnet(kind, 0, gamma,
+                                                      mask=kind == "dense")
+      v_ref, _, _ = _ref(m)
+      for tol in (None, 1e-8):
+        sol = jd.policy_iteration(m, evaluation="krylov", tol=tol, krylov=krylov)
+        err = np.abs(np.asarray(sol.values) - v_ref).max()
+        assert bool(sol.converged), (kind, gamma, tol)
+        assert err <= float(sol.error_bound)
+        assert float(sol.error_bound) <= (1e-8 if tol else 1e-6)
+        # the returned policy is optimal: its exact value equals V*
+        p, r, g, _ = _stored(m)
+        from _reference import evaluate
+        v_pi = evaluate(p, r, g, np.asarray(sol.policy))
+        np.testing.assert_allclose(v_pi, v_ref, atol=1e-9 * (1 + np.abs(v_ref).max()))
+
+
+def test_krylov_pi_agrees_with_exact_pi():
+  with jax.enable_x64(True):
+    m = _garnet("sparse", 1, 0.99)
+    a = jd.policy_iteration(m)
+    b = jd.policy_iteration(m, evaluation="krylov")
+    np.testing.assert_array_equal(a.policy, b.policy)
+    np.testing.assert_allclose(a.values, b.values, atol=1e-9)
+
+
+def test_krylov_pi_float32_bound_holds():
+  for gamma in (0.9, 0.99, 0.9999):
+    for kind in ("sparse", "grid"):
+      m = _grid32(gamma) if kind == "grid" else _garnet("sparse", 2, gamma,
+                                                        dtype=jnp.float32)
+      v_ref, _, _ = _ref(m)
+      for tol in (None, 1e-1, 1e-9):
+        sol = jd.policy_iteration(m, evaluation="krylov", tol=tol)
+        err = np.abs(np.asarray(sol.values, np.float64) - v_ref).max()
+        assert err <= float(sol.error_bound), (gamma, kind, tol)
+        if tol is not None and bool(sol.converged):
+          assert float(sol.error_bound) <= tol
+      assert not bool(jd.policy_iteration(m, evaluation="krylov", tol=1e-9).converged)
+
+
+def test_exact_pi_tol_option():
+  m = _garnet("sparse", 3, 0.99, dtype=jnp.float32)
+  assert bool(jd.policy_iteration(m).converged)
+  assert not bool(jd.policy_iteration(m, tol=1e-10).converged)
+  assert bool(jd.policy_iteration(m, tol=1.0).converged)
+
+
+def test_krylov_pi_max_iters_is_honest():
+  with jax.enable_x64(True):
+    m = _grid(0.99)
+    v_ref, _, _ = _ref(m)
+    sol = jd.policy_iteration(m, evaluation="krylov", max_iters=2)
+    assert int(sol.iterations) == 2 and not bool(sol.converged)
+    assert np.abs(np.asarray(sol.values) - v_ref).max() <= float(sol.error_bound)
+
+
+def test_krylov_pi_jit_vmap_and_no_dense_matrix():
+  with jax.enable_x64(True):
+    mdps = [_garnet("sparse", seed, 0.95) for seed in range(3)]
+    f = lambda m: jd.policy_iteration(m, evaluation="krylov")
+    loop = [f(m) for m in mdps]
+    jitted = jax.jit(f)(mdps[0])
+    np.testing.assert_array_equal(jitted.policy, loop[0].policy)
+    np.testing.assert_allclose(jitted.values, loop[0].values, atol=1e-10)
+    batched = jax.vmap(f)(jd.stack(mdps))
+    for i, sol in enumerate(loop):
+      np.testing.assert_array_equal(batched.policy[i], sol.policy)
+      np.testing.assert_allclose(batched.values[i], sol.values, atol=1e-8)
+      assert bool(batched.converged[i])
+  s = 257
+  m = _garnet("sparse", 0, 0.9, s=s, dtype=jnp.float32)
+  assert f"{s},{s}]" not in str(jax.make_jaxpr(f)(m))
+  assert f"{s},{s}]" in str(jax.make_jaxpr(jd.policy_iteration)(m))
+
+
+def test_krylov_pi_needs_no_size_check(monkeypatch):
+  from jaxrl_dp.core import memory
+  m = _garnet("sparse", 0, 0.9, dtype=jnp.float32)
+  monkeypatch.setattr(memory, "available_memory_bytes", lambda device=None: 1000)
+  with pytest.raises(jd.InvalidMDPError, match="policy_iteration: P_pi"):
+    jd.policy_iteration(m)
+  assert bool(jd.policy_iteration(m, evaluation="krylov").converged)
+
+
+def test_pi_options_are_checked():
+  m = _garnet("sparse", 0, 0.9)
+  with pytest.raises(jd.InvalidMDPError, match=r"^evaluation = 'lu'"):
+    jd.policy_iteration(m, evaluation="lu")
+  with pytest.raises(jd.InvalidMDPError, match=r"^krylov = 'cg'"):
+    jd.policy_iteration(m, evaluation="krylov", krylov="cg")
+  for bad in (-1.0, np.nan, "1e-3"):
+    with pytest.raises(jd.InvalidMDPError, match=r"^tol = "):
+      jd.policy_iteration(m, evaluation="krylov", tol=bad)
+  with pytest.raises(jd.InvalidMDPError, match=r"^eval_max_iters = "):
+    jd.policy_iteration(m, evaluation="krylov", eval_max_iters=0)
+  with pytest.raises(jd.InvalidMDPError, match=r"^policy0"):
+    jd.policy_iteration(m, evaluation="krylov", policy0=np.zeros(40))
+
+
+# ---------------------------------------------------------- MPI span stop
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_mpi_span_matches_float64_reference(layout):
+  with jax.enable_x64(True):
+    for gamma in (0.9, 0.99, 0.9999):
+      m = _garnet(layout, 4, gamma)
+      v_ref, _, pi_ref = _ref(m)
+      # above the float64 rounding floor (~eps |V| / (1 - gamma))
+      tol = max(1e-8, 1e-11 * np.abs(v_ref).max() / (1 - gamma))
+      span = jd.modified_policy_iteration(m, tol=tol, stop="span", num_sweeps=10,
+                                          max_iters=100_000)
+      sup = jd.modified_policy_iteration(m, tol=tol, stop="sup", num_sweeps=10,
+                                         max_iters=100_000)
+      for sol in (span, sup):
+        assert bool(sol.converged), gamma
+        assert np.abs(np.asarray(sol.values) - v_ref).max() <= float(sol.error_bound) <= tol
+      assert int(span.iterations) <= int(sup.iterations)
+      if gamma >= 0.99:
+        assert 5 * int(span.iterations) < int(sup.iterations)
+
+
+def test_mpi_span_float32_honesty_and_jit_vmap():
+  mdps = [_garnet("sparse", seed, g, dtype=jnp.float32)
+          for seed, g in ((0, 0.9), (1, 0.99), (2, 0.999), (3, 0.9999))]
+  refs = [_ref(m)[0] for m in mdps]
+  f = lambda m: jd.modified_policy_iteration(m, tol=1e-3, stop="span", num_sweeps=5)
+  loop = [f(m) for m in mdps]
+  batched = jax.vmap(f)(jd.stack(mdps))
+  jitted = jax.jit(f)(mdps[1])
+  np.testing.assert_allclose(jitted.values, loop[1].values, rtol=1e-6)
+  for i, (sol, ref) in enumerate(zip(loop, refs)):
+    err = np.abs(np.asarray(sol.values, np.float64) - ref).max()
+    assert err <= float(sol.error_bound)
+    if bool(sol.converged):
+      assert float(sol.error_bound) <= 1e-3
+    np.testing.assert_allclose(batched.values[i], sol.values, rtol=1e-5,
+                               atol=1e-5 * np.abs(ref).max())
+    assert bool(batched.converged[i]) == bool(sol.converged)
+    # max_iters runs out: still a true bound
+    short = jd.modified_policy_iteration(mdps[i], tol=1e-9, stop="span", max_iters=3)
+    assert not bool(short.converged)
+    assert np.abs(np.asarray(short.values, np.float64) - ref).max() <= float(short.error_bound)
+
+
+def test_mpi_stop_option_is_checked():
+  m = _garnet("sparse", 0, 0.9)
+  with pytest.raises(jd.InvalidMDPError, match=r"^stop = 'mid'"):
+    jd.modified_policy_iteration(m, stop="mid")
