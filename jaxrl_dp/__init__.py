@@ -4,7 +4,9 @@ The public API (stable names):
   * the model: :class:`TabularMDP`, :func:`stack`, :class:`InvalidMDPError`;
   * results: :class:`Solution`, :class:`PolicyEvaluation`,
     :class:`FiniteHorizonSolution`;
-  * solvers: :func:`value_iteration`, :func:`policy_iteration`,
+  * solvers: :func:`value_iteration`, :func:`gauss_seidel_value_iteration`,
+    :func:`anderson_value_iteration`, :func:`anchored_value_iteration`,
+    :func:`policy_iteration`,
     :func:`modified_policy_iteration`, :func:`policy_evaluation`,
     :func:`finite_horizon`, :func:`linear_programming` (host reference),
     :func:`relative_value_iteration` (average reward,
@@ -25,6 +27,8 @@ from jaxrl_dp.core import (FiniteHorizonSolution, InvalidMDPError,
                            PolicyEvaluation, Solution, TabularMDP, stack,
                            unstack, validate_mdp)
 from jaxrl_dp import batch, suites  # noqa: E402  (modules)
+from jaxrl_dp.planning import (anchored_value_iteration, anderson_value_iteration,
+                               gauss_seidel_value_iteration)
 from jaxrl_dp.planning import (finite_horizon, modified_policy_iteration,
                                policy_evaluation, policy_iteration,
                                value_iteration)
@@ -62,4 +66,6 @@ __all__ = [
     "linear_programming", "relative_value_iteration",
     "stochastic_shortest_path", "SoftSolution", "soft_finite_horizon",
     "soft_policy_evaluation", "soft_policy_iteration", "soft_value_iteration",
+    "anchored_value_iteration", "anderson_value_iteration",
+    "gauss_seidel_value_iteration",
 ]

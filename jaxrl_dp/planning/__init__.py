@@ -1,4 +1,5 @@
-"""Planning: value iteration, policy iteration, modified PI, finite horizon, evaluation.
+"""Planning: value iteration (plain, Gauss-Seidel/SOR, Anderson, anchored), policy
+iteration, modified PI, finite horizon, evaluation.
 
 Every solver declares its metadata where it is defined (``@solver``, read by
 ``batch.solve`` through :func:`jaxrl_dp.core.solver_info.solver_info`).
@@ -9,11 +10,15 @@ from jaxrl_dp.planning.average_reward import (AverageRewardSolution,
                                               recurrent_classes,
                                               relative_value_iteration,
                                               stochastic_shortest_path)
+from jaxrl_dp.planning.anchored import anchored_solver, anchored_value_iteration
+from jaxrl_dp.planning.anderson import anderson_solver, anderson_value_iteration
 from jaxrl_dp.planning.evaluation import exact_policy_values, policy_evaluation
 from jaxrl_dp.planning.finite_horizon import finite_horizon
 from jaxrl_dp.planning.linear_programming import linear_programming
 from jaxrl_dp.planning.policy_iteration import (modified_policy_iteration,
                                                 policy_iteration)
+from jaxrl_dp.planning.gauss_seidel import (gauss_seidel_solver,
+                                            gauss_seidel_value_iteration)
 from jaxrl_dp.planning.value_iteration import error_bound, value_iteration
 from jaxrl_dp.planning.implicit import (ImplicitAdjoint, implicit_fixed_point,
                                         implicit_greedy_solution,
@@ -24,6 +29,12 @@ from jaxrl_dp.core.soft import (SoftFiniteHorizonSolution, SoftOperator,
                                 SoftSolution)
 
 __all__ = [
+    "anchored_solver",
+    "anchored_value_iteration",
+    "anderson_solver",
+    "anderson_value_iteration",
+    "gauss_seidel_solver",
+    "gauss_seidel_value_iteration",
     "ImplicitAdjoint",
     "implicit_fixed_point",
     "implicit_greedy_solution",
