@@ -45,16 +45,16 @@ def policy_iteration(mdp: TabularMDP, *, evaluation: str = "exact",
       ``krylov=``; matvecs gather the policy's ``[S, K]`` rows: memory
       ``O(S*A*K)``, no ``S x S`` array, no size check), warm-started from the
       previous values, to a linear residual (2-norm, which bounds the sup
-      norm) ``<= max(min(0.1 * ||T V_prev - V_prev||_inf, want_prev / 2),
-      target)``: coarse while the policy changes, tight at the end, and at
-      least halved each iteration so inexact evaluations cannot make the
-      policy cycle. ``target = tol * (1 -
+      norm) ``<= max(0.1 * ||T V_prev - V_prev||_inf, target)`` while the
+      values improve (coarse early, tight at the end); halved instead at
+      each iteration where the policy was stable or the values did not
+      increase (``sum V``), so inexact evaluations cannot make the policy
+      cycle forever. ``target = tol * (1 -
       gamma') / 2`` when ``tol`` is given, else ``eps max|r| / (1 -
       gamma')`` (about the float rounding level of the residual).
       ``eval_max_iters`` caps the cycles (GMRES restarts of up to 20
-      matvecs / BiCGSTAB steps of 2) of one evaluation. The loop also stops
-      when two stable evaluations in a row fail to halve ``error_bound``
-      (the rounding floor: more work cannot tighten it).
+      matvecs / BiCGSTAB steps of 2) of one evaluation (a target below the
+      rounding level is not reached: the evaluation stops at that cap).
 
   A greedy action replaces the current one only where it beats it by more
   than the float rounding level ``tie_tol = 8 * eps * max|Q|`` (ties and
@@ -195,19 +195,19 @@ def _krylov_policy_iteration(mdp, policy0, tol, *, max_iters, krylov,
     return ok
 
   def cond(c):
-    it, _, _, _, res, bound, stable, final, stalled, _ = c
-    return (valid & (it < max_iters) & ~done(bound, stable, final) & ~stalled
-            & ~(jnp.isnan(res)))
+    it, _, _, _, res, bound, stable, final, _, _ = c
+    return valid & (it < max_iters) & ~done(bound, stable, final) & ~jnp.isnan(res)
 
   def body(c):
-    it, pi, v, _, res_prev, bound_prev, stable_prev, _, _, want_prev = c
-    # Forcing: 0.1 x the previous Bellman residual, and at least halving each
-    # time (inexact evaluations could otherwise cycle between near-ties).
-    want = jnp.minimum(KRYLOV_FORCING * jnp.where(jnp.isfinite(res_prev),
-                                                  res_prev, inf),
-                       0.5 * want_prev)
+    it, pi, v_old, _, res_prev, _, stable_prev, _, want_prev, progress = c
+    # Forcing: 0.1 x the previous Bellman residual while the values improve;
+    # halved instead when they did not (an inexact evaluation could make the
+    # policy cycle between near-ties) or when the policy was stable.
+    want = KRYLOV_FORCING * jnp.where(jnp.isfinite(res_prev), res_prev, inf)
+    want = jnp.where(progress & ~stable_prev, want,
+                     0.5 * jnp.minimum(want, want_prev))
     want = jnp.maximum(want, target)
-    v = krylov_policy_values(mdp, pi, v, want, method=krylov,
+    v = krylov_policy_values(mdp, pi, v_old, want, method=krylov,
                              maxiter=eval_max_iters)
     q = bellman.q_values(mdp, v)
     res, bound = _certificate(mdp, v, q)
@@ -215,15 +215,12 @@ def _krylov_policy_iteration(mdp, policy0, tol, *, max_iters, krylov,
     new = bellman.improve_policy(q, mdp.action_mask, pi, tie_tol)
     stable = jnp.all(new == pi)
     final = want <= target
-    # A stable policy whose bound no longer improves has reached the
-    # rounding level of the evaluation: more work cannot tighten it
-    # (two stable evaluations in a row, the second not halving the bound).
-    stalled = stable & stable_prev & (bound > 0.5 * bound_prev)
-    return it + 1, new, v, q, res, bound, stable, final, stalled, want
+    progress = (it == 0) | (jnp.sum(v) > jnp.sum(v_old))
+    return it + 1, new, v, q, res, bound, stable, final, want, progress
 
   init = (jnp.asarray(0, jnp.int32), policy0, jnp.zeros((s,), dtype),
           jnp.zeros_like(mdp.rewards), inf, inf, jnp.asarray(False),
-          jnp.asarray(False), jnp.asarray(False), inf)
+          jnp.asarray(False), inf, jnp.asarray(True))
   it, pi, v, q, res, bound, stable, _, _, _ = jax.lax.while_loop(cond, body, init)
   bound = jnp.where(valid & (it > 0) & ~jnp.isnan(bound), bound, inf)
   converged = stable & jnp.isfinite(bound)
