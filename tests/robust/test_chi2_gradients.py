@@ -110,13 +110,19 @@ def test_every_kind_value_gradient_is_the_worst_case_distribution(k):
     sets = [R.tv_penalty(0.5), R.kl_penalty(0.5), R.chi2_penalty(0.5), R.l1_ball(0.4),
             R.chi2_ball(0.3), R.lp_ball(0.01, 1), R.lp_ball(0.01, 2), R.lp_ball(0.01, np.inf),
             R.lp_ball(0.01, 3), R.wasserstein_ball(0.2, cost)]
+    if k <= 16:   # small K: only the kinds with unrolled pairwise code paths
+      sets = [u for u in sets if u.kind in ("chi2_penalty", "l1_ball")
+              or (u.kind == "lp_ball" and u.p == np.inf)]
     h = 1e-6
     eye = jnp.eye(k)
+    def check(v, u):          # one program per kind: grad, worst P, differences
+      f = lambda v: R.worst_case(v, p, u)[0]
+      fd = jax.vmap(lambda d: (f(v + h * d) - f(v - h * d)) / (2 * h))(eye)
+      return jax.grad(f)(v), R.worst_case(v, p, u)[1], fd
+
+    check = jax.jit(check)
     for u in sets:
-      f = lambda v, u=u: R.worst_case(v, p, u)[0]
-      g = jax.jit(jax.grad(f))(v)
-      worst = jax.jit(lambda v, u=u: R.worst_case(v, p, u)[1])(v)
-      fd = jax.jit(jax.vmap(lambda d, f=f: (f(v + h * d) - f(v - h * d)) / (2 * h)))(eye)
+      g, worst, fd = check(v, u)
       np.testing.assert_allclose(g, fd, atol=1e-7, err_msg=u.kind)
       np.testing.assert_allclose(g, worst, atol=1e-7, err_msg=u.kind)
     with pytest.raises(Exception, match="while_loop"):
