@@ -108,6 +108,12 @@ class AndersonAux(NamedTuple):
     accepted: ``int32 []`` steps whose mixed candidate passed the safeguard.
     rejected: ``int32 []`` steps whose candidate failed it (each costs one
       backup that is not used by the iteration).
+    mixed: ``bool []`` whether ``x`` is a mixed candidate (only those can be
+      rejected; plain backups are always accepted).
+    cooldown: ``int32 []`` plain steps left before mixing resumes.
+    backoff: ``int32 []`` the cooldown after the next rejection (doubles on
+      each rejection up to :data:`MAX_BACKOFF`, halves on each accepted
+      candidate).
   """
 
   consts: Any
@@ -121,6 +127,13 @@ class AndersonAux(NamedTuple):
   shift: jax.Array
   accepted: jax.Array
   rejected: jax.Array
+  mixed: jax.Array
+  cooldown: jax.Array
+  backoff: jax.Array
+
+
+#: Longest run of plain steps after repeated rejections.
+MAX_BACKOFF = 64
 
 
 def anderson_solver(memory: int = 5, regularization: float = 1e-10,
@@ -139,6 +152,11 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     (re)start or ``res_k <= res`` at the last accepted point. A rejected
     ``x_k`` is discarded: the next point is the plain backup of the last
     accepted point (saved), and the history restarts;
+  * backoff: after a rejection the next ``b`` steps are plain backups (still
+    recorded in the history), ``b`` doubling with each rejection up to
+    :data:`MAX_BACKOFF` and halving with each accepted candidate, so that a
+    problem where mixing keeps failing wastes at most about one backup in
+    ``MAX_BACKOFF``;
   * mixing (type II): with the last ``m`` accepted differences ``dF [m, S]``,
     ``dG [m, S]``, solve ``(dF dF^T + lam I) alpha = dF f_k`` (``m x m``, in
     the values' dtype; ``lam = max(regularization, 16 eps) * trace(dF dF^T)``
@@ -163,7 +181,7 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     i0 = jnp.asarray(0, jnp.int32)
     aux = AndersonAux(certificate_constants(op, dtype), v0, zeros, zeros,
                       jnp.zeros_like(v0), jnp.zeros_like(v0), i0, inf,
-                      jnp.zeros((), dtype), i0, i0)
+                      jnp.zeros((), dtype), i0, i0, jnp.asarray(False), i0, i0)
     return initial_state(v0, aux)
 
   def step(op, st):
@@ -173,7 +191,7 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     cert = backup_certificate(op, a.consts, x, g, stop)
     f = g - x
     res = cert.residual
-    accept = (a.count == 0) | (res <= a.safe_res)
+    accept = ~a.mixed | (a.count == 0) | (res <= a.safe_res)
     # History update (only used when accepted).
     pos = jnp.mod(a.count - 1, m)
     have_prev = a.count > 0
@@ -192,9 +210,14 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     alpha = jnp.linalg.solve(gram + lam * jnp.eye(m, dtype=x.dtype), rhs)
     mixed = g - alpha @ d_g
     mixed = jnp.where(jnp.all(jnp.isfinite(mixed)), mixed, g)
-    x_acc = mixed
-    # Rejected: back to the plain backup of the last accepted point.
+    mix_now = a.cooldown == 0
+    x_acc = jnp.where(mix_now, mixed, g)
+    # Rejected: back to the plain backup of the last accepted point, and
+    # plain steps for a while (exponential backoff).
     x_next = jnp.where(accept, x_acc, a.g_prev)
+    backoff = jnp.where(accept, jnp.where(a.mixed, a.backoff // 2, a.backoff),
+                        jnp.clip(2 * a.backoff, 1, MAX_BACKOFF)).astype(jnp.int32)
+    cooldown = jnp.where(accept, jnp.maximum(a.cooldown - 1, 0), backoff).astype(jnp.int32)
     zeros = jnp.zeros_like(a.d_f)
     aux = AndersonAux(
         a.consts, x_next,
@@ -202,8 +225,9 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
         jnp.where(accept, f, a.f_prev), jnp.where(accept, g, a.g_prev),
         jnp.where(accept, a.count + 1, 0).astype(jnp.int32),
         jnp.where(accept, res, a.safe_res), cert.shift,
-        a.accepted + (accept & have_prev).astype(jnp.int32),
-        a.rejected + (~accept).astype(jnp.int32))
+        a.accepted + (accept & a.mixed).astype(jnp.int32),
+        a.rejected + (~accept).astype(jnp.int32),
+        accept & mix_now & have_prev, cooldown, backoff)
     return SolverState(st.iteration + 1, g, res, cert.bound, cert.floor, cert.noise, aux)
 
   def finalize(op, st, tol, valid):

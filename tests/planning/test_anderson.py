@@ -1,0 +1,214 @@
+"""Safeguarded Anderson VI: float64 NumPy references, honest bounds in float32
+and float64, jit / no-jit, vmap = loop, the protocol step in a user's loop,
+option checks."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrl_dp as jd
+from jaxrl_dp import planning
+from jaxrl_dp.core.operators import NominalOperator
+from jaxrl_dp.core.protocol import certified_done, run_steps
+from jaxrl_dp.core.solver_info import solver_info
+from jaxrl_dp.planning.anderson import anderson_solver, backup_certificate, certificate_constants
+from jaxrl_dp.planning.value_iteration import value_iteration_solver
+from _reference import optimal_values, random_dense, random_sparse, sparse_to_dense
+
+S, A, K = 14, 3, 4
+
+
+def _mdp(layout, gamma, seed=0, masked=False):
+  """``(mdp, P [S, A, S] float64, r, mask)`` with the MDP as stored."""
+  rng = np.random.default_rng(seed)
+  mask = np.ones((S, A), bool)
+  if masked:
+    mask[::3, 1] = False
+    mask[1::4, 2] = False
+  if layout == "dense":
+    p, r = random_dense(rng, S, A)
+    m = jd.TabularMDP.from_dense(p, r, gamma, action_mask=mask)
+  else:
+    ns, ps, r = random_sparse(rng, S, A, K)
+    m = jd.TabularMDP.from_sparse(ns, ps, r, gamma, action_mask=mask)
+  return m, mask
+
+
+def _reference(m, mask):
+  p = np.asarray(m.probs, np.float64)
+  if m.is_sparse:
+    p = sparse_to_dense(np.asarray(m.next_states), p)
+  return optimal_values(p, np.asarray(m.rewards, np.float64),
+                        float(np.asarray(m.discount, np.float64)), mask)
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("stop", ["sup", "span"])
+def test_matches_float64_reference(layout, stop):
+  with jax.enable_x64(True):
+    for i, gamma in enumerate((0.9, 0.99, 0.999)):
+      m, mask = _mdp(layout, gamma, seed=i, masked=(i == 1))
+      v_star, q_star, _ = _reference(m, mask)
+      tol = 1e-8 * np.abs(v_star).max()
+      sol = jd.anderson_value_iteration(m, tol=tol, max_iters=20_000, stop=stop)
+      err = np.abs(np.asarray(sol.values) - v_star).max()
+      assert bool(sol.converged), (gamma, int(sol.iterations))
+      assert err <= float(sol.error_bound) <= tol, (gamma, err, float(sol.error_bound))
+      q = np.where(mask, np.asarray(sol.q), 0.0)
+      np.testing.assert_allclose(q, np.where(mask, q_star, 0.0),
+                                 atol=2 * tol + 1e-12)
+      pol = np.asarray(sol.policy)
+      assert mask[np.arange(S), pol].all()  # never a masked action
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_float32_bound_always_holds(layout):
+  """float32: the bound holds vs the float64 reference of the MDP as stored,
+  converged implies error <= tol (also with tol below the floor and a short
+  max_iters)."""
+  for i, gamma in enumerate((0.9, 0.99, 0.999)):
+    m, mask = _mdp(layout, gamma, seed=10 + i, masked=(i == 2))
+    v_star, _, _ = _reference(m, mask)
+    scale = np.abs(v_star).max()
+    for tol, cap in ((1e-2 * scale, 10_000), (0.0, 10_000), (1e-3 * scale, 5)):
+      for stop in ("sup", "span"):
+        sol = jd.anderson_value_iteration(m, tol=tol, max_iters=cap, stop=stop)
+        err = np.abs(np.asarray(sol.values, np.float64) - v_star).max()
+        assert err <= float(sol.error_bound), (gamma, tol, stop, err)
+        if bool(sol.converged):
+          assert err <= tol
+        assert int(sol.iterations) <= cap
+
+
+def test_accelerates_garnet_and_never_claims_too_much():
+  with jax.enable_x64(True):
+    m = jd.suites.garnet(jax.random.key(3), 200, 4, 5, 0.999)
+    tol = 1e-6 / (1 - 0.999)
+    vi = jd.value_iteration(m, tol=tol, max_iters=100_000)
+    aa = jd.anderson_value_iteration(m, tol=tol, max_iters=100_000)
+    assert bool(vi.converged) and bool(aa.converged)
+    assert int(aa.iterations) * 20 < int(vi.iterations)
+    ref = jd.policy_iteration(m)
+    err = float(jnp.max(jnp.abs(aa.values - ref.values)))
+    assert err <= float(aa.error_bound)
+
+
+def test_safeguard_rejects_bad_candidates_and_certificate_still_holds():
+  """A deterministic periodic MDP, where mixing often fails: rejections
+  happen, every step's bound holds, accepted candidates never increase the
+  residual, and after 300 backups the bound is no worse than plain VI's."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(5)
+    ns = np.stack([(np.arange(S) + 1) % S, (np.arange(S) + 3) % S], 1)[..., None]
+    m = jd.TabularMDP.from_sparse(ns, np.ones((S, 2, 1)), rng.normal(size=(S, 2)), 0.99)
+    v_star, _, _ = _reference(m, np.ones((S, 2), bool))
+    op = NominalOperator(m)
+    vi = value_iteration_solver()
+    vi_final, _ = run_steps(vi, op, vi.init(op, jnp.zeros(S)), 300)
+    for memory in (1, 2, 5):
+      sv = anderson_solver(memory=memory)
+      final, tr = run_steps(sv, op, sv.init(op, jnp.zeros(S)), 300)
+      errs = np.abs(np.asarray(tr.values) - v_star[None]).max(1)
+      assert np.all(errs <= np.asarray(tr.error_bound))
+      assert int(final.aux.rejected) > 0
+      assert float(final.error_bound) <= float(vi_final.error_bound)
+      # A step that accepted a mixed candidate did not increase the residual.
+      was_mixed = np.asarray(tr.aux.mixed)[:-1]
+      res, safe = np.asarray(tr.residual)[1:], np.asarray(tr.aux.safe_res)[:-1]
+      ok = np.asarray(tr.aux.count)[1:] > 0
+      assert np.all(res[was_mixed & ok] <= safe[was_mixed & ok])
+
+
+@pytest.mark.parametrize("stop", ["sup", "span"])
+def test_user_loop_equals_driver(stop):
+  m, mask = _mdp("sparse", 0.95, seed=2)
+  op, sv = NominalOperator(m), anderson_solver(stop=stop)
+  tol = 1e-2
+  st = sv.init(op, jnp.zeros(S))
+  step = jax.jit(sv.step)
+  n = 0
+  while not bool(certified_done(st, tol)):
+    st = step(op, st)
+    n += 1
+  own = sv.finalize(op, st, jnp.float32(tol), op.valid())
+  drv = jd.anderson_value_iteration(m, tol=tol, stop=stop)
+  assert int(own.iterations) == int(drv.iterations) == n
+  np.testing.assert_allclose(np.asarray(own.values), np.asarray(drv.values), rtol=1e-6)
+  assert bool(drv.converged)
+
+
+class JitVariantsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_jit_and_no_jit_agree(self):
+    m, _ = _mdp("dense", 0.9, seed=4)
+    fn = self.variant(lambda mdp: jd.anderson_value_iteration(mdp, tol=1e-3, memory=3))
+    out = fn(m)
+    ref = jd.anderson_value_iteration(m, tol=1e-3, memory=3)
+    np.testing.assert_allclose(np.asarray(out.values), np.asarray(ref.values), rtol=1e-5)
+    assert int(out.iterations) == int(ref.iterations)
+    assert bool(out.converged)
+
+
+def test_vmap_equals_loop():
+  mdps = [_mdp("sparse", g, seed=s)[0] for s, g in enumerate((0.9, 0.95, 0.99))]
+  batch = jd.stack(mdps)
+  out = jax.vmap(lambda mm: jd.anderson_value_iteration(mm, tol=1e-3))(batch)
+  for i, m in enumerate(mdps):
+    ref = jd.anderson_value_iteration(m, tol=1e-3)
+    np.testing.assert_allclose(np.asarray(out.values[i]), np.asarray(ref.values),
+                               rtol=1e-5, atol=1e-5)
+    assert int(out.iterations[i]) == int(ref.iterations)
+    assert bool(out.converged[i]) == bool(ref.converged)
+
+
+def test_traced_invalid_discount_never_converges():
+  m, _ = _mdp("dense", 0.9)
+  out = jax.vmap(lambda g: jd.anderson_value_iteration(m.replace(discount=g), tol=1e-2))(
+      jnp.asarray([1.0, np.nan, 0.9], jnp.float32))
+  assert list(np.asarray(out.converged)) == [False, False, True]
+  assert np.isinf(np.asarray(out.error_bound)[:2]).all()
+  assert list(np.asarray(out.iterations)[:2]) == [0, 0]
+
+
+def test_backup_certificate_holds_for_any_point():
+  with jax.enable_x64(True):
+    m, mask = _mdp("dense", 0.99, seed=7)
+    v_star, _, _ = _reference(m, mask)
+    op = NominalOperator(m)
+    consts = certificate_constants(op, jnp.float64)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+      x = jnp.asarray(v_star + rng.normal(size=S) * 10.0 ** rng.uniform(-8, 1))
+      g, _ = op.apply(x)
+      for stop in ("sup", "span"):
+        c = backup_certificate(op, consts, x, g, stop)
+        err = np.abs(np.asarray(g + c.shift) - v_star).max()
+        assert err <= float(c.bound)
+
+
+@pytest.mark.parametrize("kw,field", [
+    (dict(memory=0), "memory"), (dict(memory=2.0), "memory"), (dict(memory=True), "memory"),
+    (dict(regularization=-1.0), "regularization"),
+    (dict(regularization=float("nan")), "regularization"),
+    (dict(regularization=None), "regularization"),
+    (dict(stop="l2"), "stop"), (dict(tol=-1.0), "tol"), (dict(tol=float("inf")), "tol"),
+    (dict(max_iters=0), "max_iters"), (dict(max_iters=2**31), "max_iters"),
+    (dict(v0=np.zeros(S + 1)), "v0"), (dict(v0=[np.nan] * S), "v0")])
+def test_bad_options_raise_naming_the_option(kw, field):
+  m, _ = _mdp("dense", 0.9)
+  with pytest.raises(jd.InvalidMDPError, match=field):
+    jd.anderson_value_iteration(m, **kw)
+
+
+def test_concrete_bad_discount_raises_and_metadata():
+  m, _ = _mdp("dense", 0.9)
+  with pytest.raises(jd.InvalidMDPError, match="discount"):
+    jd.anderson_value_iteration(m.replace(discount=jnp.float32(1.0)))
+  info = solver_info(jd.anderson_value_iteration)
+  assert info.infinite_horizon and info.kind == "control" and not info.reverse_mode
+  assert planning.anderson_value_iteration is jd.anderson_value_iteration
