@@ -235,8 +235,12 @@ def recurrent_classes(mdp: TabularMDP, policy) -> list[np.ndarray]:
   import scipy.sparse
   import scipy.sparse.csgraph
 
-  policy = np.asarray(as_policy(policy, mdp))
   ns, pos, _ = _host_support(mdp, "recurrent_classes")
+  if not is_concrete(policy):
+    raise InvalidMDPError(
+        "recurrent_classes runs on the host (graph analysis) and cannot be "
+        "traced: call it outside jax.jit / jax.vmap")
+  policy = np.asarray(as_policy(policy, mdp))
   s, a = pos.shape[:2]
   if policy.ndim == 1:
     used = np.zeros((s, a), bool)

@@ -1,0 +1,268 @@
+"""Average reward (relative value iteration) against the dual LP of the gain
+(scipy linprog, float64) and pymdptoolbox's small example (gain 35/9);
+stochastic shortest path against float64 linear solves; unichain / properness
+checks; jit / vmap; refusals."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+import jaxrl_dp as jd
+from jaxrl_dp.planning import average_reward as ar
+from jaxrl_dp.suites import gridworld
+from _reference import random_dense, random_sparse, sparse_to_dense
+
+
+def lp_gain(p, r, mask=None):
+  """Optimal gain by the dual LP: max sum x r s.t. x is a stationary
+  state-action frequency (sum_a x(s', a) = sum_{s,a} x(s, a) P(s'|s, a),
+  sum x = 1, x >= 0); valid actions only."""
+  s, a = r.shape
+  mask = np.ones((s, a), bool) if mask is None else mask
+  idx = np.flatnonzero(mask.reshape(-1))
+  flow = np.zeros((s, s * a))
+  for j, sa in enumerate(idx):
+    flow[sa // a, j] += 1.0
+    flow[:, j] -= p.reshape(s * a, s)[sa]
+  a_eq = np.vstack([flow[:, :idx.size], np.ones((1, idx.size))])
+  b_eq = np.concatenate([np.zeros(s), [1.0]])
+  res = scipy.optimize.linprog(-r.reshape(-1)[idx], A_eq=a_eq, b_eq=b_eq,
+                               bounds=(0, None), method="highs")
+  assert res.status == 0
+  return -res.fun
+
+
+def policy_gain(p, r, policy):
+  """Gain of a unichain deterministic policy: stationary distribution."""
+  s = r.shape[0]
+  p_pi = p[np.arange(s), policy]
+  a = np.vstack([p_pi.T - np.eye(s), np.ones((1, s))])
+  b = np.concatenate([np.zeros(s), [1.0]])
+  d = np.linalg.lstsq(a, b, rcond=None)[0]
+  return float(d @ r[np.arange(s), policy])
+
+
+def _unichain(layout, seed, s=20, a=3, k=4, dtype=None, mask=False):
+  rng = np.random.default_rng(seed)
+  am = None
+  if mask:
+    am = rng.random((s, a)) < 0.6
+    am[:, 0] = True
+  if layout == "dense":  # every transition positive: irreducible
+    p, r = random_dense(rng, s, a)
+    m = jd.TabularMDP.from_dense(p, r, 0.9, dtype=dtype, action_mask=am)
+  else:  # slot 0 always leads to state 0: one recurrent class per policy
+    ns, ps, r = random_sparse(rng, s, a, k)
+    ns[:, :, 0] = 0
+    ns[0, :, 0] = 1
+    m = jd.TabularMDP.from_sparse(ns, ps, r, 0.9, dtype=dtype, action_mask=am)
+  p = np.asarray(m.probs, np.float64)
+  if m.is_sparse:
+    p = sparse_to_dense(np.asarray(m.next_states), p)
+  return m, p, np.asarray(m.rewards, np.float64), np.asarray(m.action_mask)
+
+
+# ------------------------------------------------------------ relative VI
+def test_pymdptoolbox_small_gain_is_35_over_9():
+  import mdptoolbox.example
+  P, R = mdptoolbox.example.small()
+  with jax.enable_x64(True):
+    m = jd.TabularMDP.from_dense(np.transpose(P, (1, 0, 2)), R, 0.9)
+    sol = jd.relative_value_iteration(m, tol=1e-10)
+    assert bool(sol.converged)
+    assert abs(float(sol.gain) - 35 / 9) <= 1e-8
+    assert float(sol.gain_lower) <= 35 / 9 <= float(sol.gain_upper)
+    np.testing.assert_array_equal(sol.policy, [1, 0])
+    # bias: h + g = r_pi + P_pi h
+    p = np.transpose(P, (1, 0, 2))
+    h, pol = np.asarray(sol.bias), np.asarray(sol.policy)
+    np.testing.assert_allclose(h + 35 / 9, R[[0, 1], pol] + p[[0, 1], pol] @ h, atol=1e-8)
+    assert float(sol.bias[0]) == 0.0
+    assert jd.check_unichain(m, sol.policy)
+
+
+@pytest.mark.parametrize("layout,mask", [("dense", False), ("dense", True),
+                                         ("sparse", False), ("sparse", True)])
+def test_gain_matches_dual_lp(layout, mask):
+  with jax.enable_x64(True):
+    for seed in range(2):
+      m, p, r, am = _unichain(layout, seed, mask=mask)
+      g_ref = lp_gain(p, r, am)
+      sol = jd.relative_value_iteration(m, tol=1e-10, max_iters=100_000)
+      assert bool(sol.converged)
+      assert abs(float(sol.gain) - g_ref) <= 1e-8
+      assert float(sol.gain_lower) <= g_ref <= float(sol.gain_upper)
+      pol = np.asarray(sol.policy)
+      assert am[np.arange(len(pol)), pol].all()
+      assert abs(policy_gain(p, r, pol) - g_ref) <= 1e-8
+      assert jd.check_unichain(m, sol.policy)
+      # reference state and tau change nothing but the bias normalization
+      other = jd.relative_value_iteration(m, tol=1e-10, tau=0.2, reference_state=3,
+                                          max_iters=100_000)
+      assert abs(float(other.gain) - g_ref) <= 1e-8
+      np.testing.assert_allclose(np.asarray(other.bias) - float(other.bias[0]),
+                                 np.asarray(sol.bias), atol=1e-6)
+
+
+def test_float32_bracket_holds():
+  for seed in range(3):
+    m, p, r, am = _unichain("sparse", seed, dtype=jnp.float32)
+    g_ref = lp_gain(p, r, am)
+    for tol in (1e-2, 1e-9):
+      sol = jd.relative_value_iteration(m, tol=tol)
+      assert float(sol.gain_lower) <= g_ref <= float(sol.gain_upper)
+      if bool(sol.converged):
+        assert float(sol.gain_upper) - float(sol.gain_lower) <= tol
+    assert not bool(jd.relative_value_iteration(m, tol=1e-9).converged)
+
+
+def test_periodic_chain_needs_the_transform():
+  # two states that swap deterministically; rewards 1 and 0: gain 1/2
+  m = jd.TabularMDP.from_sparse([[[1]], [[0]]], [[[1.0]], [[1.0]]], [[1.0], [0.0]], 1.0)
+  plain = jd.relative_value_iteration(m, tau=0.0, max_iters=500)
+  assert not bool(plain.converged)
+  assert float(plain.gain_lower) <= 0.5 <= float(plain.gain_upper)
+  sol = jd.relative_value_iteration(m, tol=1e-5)  # float32: floor ~1e-6
+  assert bool(sol.converged) and abs(float(sol.gain) - 0.5) <= 1e-5
+
+
+def test_multichain_is_not_converged_and_bracket_holds():
+  # state 0 chooses absorbing state 1 (reward 1) or 2 (reward 2): g* = (2, 1, 2)
+  ns = [[[1], [2]], [[1], [1]], [[2], [2]]]
+  r = [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]
+  m = jd.TabularMDP.from_sparse(ns, np.ones((3, 2, 1)), r, 1.0)
+  sol = jd.relative_value_iteration(m, tol=1e-6, max_iters=2_000)
+  assert not bool(sol.converged)
+  assert float(sol.gain_lower) <= 1.0 and float(sol.gain_upper) >= 2.0
+  assert not jd.check_unichain(m, sol.policy)
+  assert len(jd.planning.recurrent_classes(m, np.array([0, 0, 0]))) == 2
+  assert jd.check_unichain(m.replace(rewards=m.rewards), np.array([1, 1, 1])) is False
+
+
+def test_relative_vi_jit_and_vmap():
+  with jax.enable_x64(True):
+    mdps = [_unichain("sparse", seed)[0] for seed in range(3)]
+    f = lambda m: jd.relative_value_iteration(m, tol=1e-9)
+    loop = [f(m) for m in mdps]
+    jitted = jax.jit(f)(mdps[0])
+    np.testing.assert_allclose(jitted.gain, loop[0].gain, atol=1e-12)
+    batched = jax.vmap(f)(jd.stack(mdps))
+    for i, sol in enumerate(loop):
+      np.testing.assert_allclose(batched.gain[i], sol.gain, atol=1e-9)
+      np.testing.assert_allclose(batched.bias[i], sol.bias, atol=1e-6)
+      np.testing.assert_array_equal(batched.policy[i], sol.policy)
+
+
+def test_relative_vi_bad_input():
+  m, _, _, _ = _unichain("sparse", 0)
+  for bad in (1.0, -0.1, np.nan, "a"):
+    with pytest.raises(jd.InvalidMDPError, match="^tau = "):
+      jd.relative_value_iteration(m, tau=bad)
+  for bad in (20, -1, 1.0, True):
+    with pytest.raises(jd.InvalidMDPError, match="^reference_state = "):
+      jd.relative_value_iteration(m, reference_state=bad)
+  with pytest.raises(jd.InvalidMDPError, match="^tol = "):
+    jd.relative_value_iteration(m, tol=-1.0)
+  with pytest.raises(jd.InvalidMDPError, match="^max_iters = "):
+    jd.relative_value_iteration(m, max_iters=0)
+  with pytest.raises(jd.InvalidMDPError, match="cannot be traced"):
+    jax.jit(lambda m: jd.check_unichain(m, jnp.zeros(20, jnp.int32)))(m)
+
+
+# ------------------------------------------------- stochastic shortest path
+def _proper_ssp(seed, s=12, a=3, dtype=None):
+  """Every action moves forward (towards goal s - 1) with probability >= 0.3."""
+  rng = np.random.default_rng(seed)
+  p = np.zeros((s, a, s))
+  for i in range(s - 1):
+    for j in range(a):
+      fwd = 0.3 + 0.6 * rng.random()
+      p[i, j, i + 1 + rng.integers(0, min(2, s - 1 - i))] += fwd
+      p[i, j, rng.integers(0, i + 1)] += 1 - fwd
+  p[s - 1, :, s - 1] = 1.0
+  r = -rng.random((s, a)) * 2
+  r[s - 1] = 0.0
+  return jd.TabularMDP.from_dense(p, r, 1.0, dtype=dtype), p, r
+
+
+def ssp_reference(p, r, goal):
+  """V* by float64 policy iteration on the transient states."""
+  s, a = r.shape
+  t = np.flatnonzero(~goal)
+  pi = np.zeros(s, int)
+  for _ in range(200):
+    v = np.zeros(s)
+    v[t] = np.linalg.solve(np.eye(t.size) - p[t, pi[t]][:, t], r[t, pi[t]])
+    q = r + p @ v
+    best = np.argmax(q, 1)
+    if (q[np.arange(s), best] <= q[np.arange(s), pi] + 1e-13).all():
+      return v
+    pi = np.where(q[np.arange(s), best] > q[np.arange(s), pi] + 1e-13, best, pi)
+  raise RuntimeError
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_ssp_matches_float64_linear_solve(layout):
+  with jax.enable_x64(True):
+    for seed in range(2):
+      m, p, r = _proper_ssp(seed)
+      if layout == "sparse":
+        m = m.to_sparse()
+      goal = np.zeros(12, bool)
+      goal[-1] = True
+      v_ref = ssp_reference(p, r, goal)
+      sol = jd.stochastic_shortest_path(m, goal_states=[11], tol=1e-8)
+      assert bool(sol.converged)
+      assert np.abs(np.asarray(sol.values) - v_ref).max() <= float(sol.error_bound) <= 1e-8
+      same = jd.stochastic_shortest_path(m, goal_states=goal, tol=1e-8)
+      np.testing.assert_allclose(same.values, sol.values)
+
+
+def test_ssp_float32_bound_holds():
+  m, p, r = _proper_ssp(3, dtype=jnp.float32)
+  goal = np.zeros(12, bool)
+  goal[-1] = True
+  v_ref = ssp_reference(np.asarray(m.probs, np.float64), np.asarray(m.rewards, np.float64), goal)
+  for tol in (1e-2, 1e-10):
+    sol = jd.stochastic_shortest_path(m, goal_states=[11], tol=tol)
+    assert np.abs(np.asarray(sol.values, np.float64) - v_ref).max() <= float(sol.error_bound)
+    assert bool(sol.converged) == (tol == 1e-2)
+
+
+def test_ssp_refusals():
+  rows = ["S...", "....", "...G"]
+  det = gridworld(rows, slip=0.0, discount=1.0, step_reward=-1.0, goal_reward=0.0)
+  with pytest.raises(jd.InvalidMDPError, match="never reaches goal_states"):
+    jd.stochastic_shortest_path(det, goal_states=[11])
+  noisy = gridworld(rows, slip=0.5, discount=1.0, step_reward=-1.0, goal_reward=0.0)
+  arrays = [np.asarray(x) for x in (noisy.next_states, noisy.probs, noisy.rewards)]
+  with jax.enable_x64(True):  # (suites.gridworld cannot be rebuilt under x64 here)
+    noisy = jd.TabularMDP.from_sparse(*arrays, 1.0)
+    assert bool(jd.stochastic_shortest_path(noisy, goal_states=[11], tol=1e-6).converged)
+  m, p, r = _proper_ssp(0)
+  with pytest.raises(jd.InvalidMDPError, match="not absorbing"):
+    jd.stochastic_shortest_path(m, goal_states=[0])
+  bad_r = np.array(r)
+  bad_r[11, 0] = 1.0
+  m2 = jd.TabularMDP.from_dense(p, bad_r, 1.0)
+  with pytest.raises(jd.InvalidMDPError, match=r"^rewards\[11, 0\]"):
+    jd.stochastic_shortest_path(m2, goal_states=[11])
+  with pytest.raises(jd.InvalidMDPError, match="^goal_states"):
+    jd.stochastic_shortest_path(m, goal_states=[12])
+  with pytest.raises(jd.InvalidMDPError, match="^goal_states"):
+    jd.stochastic_shortest_path(m, goal_states=np.zeros(12, bool))
+  with pytest.raises(jd.InvalidMDPError, match="cannot be traced"):
+    jax.jit(lambda m: jd.stochastic_shortest_path(m, goal_states=[11]))(m)
+  assert ar.improper_trap(det, np.arange(12) == 11).size > 0
+  assert ar.improper_trap(m, np.arange(12) == 11).size == 0
+
+
+def test_metadata():
+  from jaxrl_dp.core.solver_info import solver_info
+  for fn in (jd.relative_value_iteration, jd.stochastic_shortest_path):
+    info = solver_info(fn)
+    assert (info.infinite_horizon, info.kind, info.reverse_mode) == (False, "control", False)
