@@ -1,0 +1,242 @@
+"""Compensated (error-free) floating-point arithmetic in JAX.
+
+Error-free transformations (EFTs) turn one rounded operation into the rounded
+result plus its exact rounding error, both floats of the same dtype:
+
+* :func:`two_sum` (Knuth 1969): ``s + e == a + b`` exactly, ``s = fl(a + b)``;
+* :func:`split` (Dekker's splitting, done on the bits): ``hi + lo == a``
+  exactly, with ``hi`` rounded to ``floor(p / 2)`` significant bits and
+  ``|lo| <= ulp(a) 2^(p - floor(p/2) - 2)``, so every product of halves is
+  exact (``p`` = 24 for float32, 53 for float64, 8 for bfloat16);
+* :func:`two_prod` (Dekker 1971 without an FMA -- JAX/XLA guarantee no fused
+  multiply-add primitive): ``p + e1 + e2 + e3 == a * b`` exactly, from the
+  four exact half products and two :func:`two_sum`.
+
+On them, :func:`sum2` and :func:`dot2` are vectorized versions of Ogita, Rump
+and Oishi's ``Sum2`` / ``Dot2`` ("Accurate sum and dot product", SIAM J. Sci.
+Comput. 26(6), 2005): a pairwise tree of ``two_sum`` over the reduced axis
+(``ceil(log2 n)`` levels, every level vectorized) whose rounding errors, and
+the products' errors, are summed in ordinary floating point. The result is an
+unevaluated pair ``hi + lo`` and a RIGOROUS a-posteriori bound ``err`` with
+
+  ``|hi + lo - sum_k x_k| <= err``,
+  ``err = gamma_{2L + 2} * sum |error terms|`` (``L`` tree levels),
+
+i.e. about ``u^2 * L * sum_k |x_k|``: the result is as accurate as if
+computed in twice the working precision and then rounded (Ogita-Rump-Oishi's
+bound for Dot2 is ``u |x^T y| + gamma_n^2 |x|^T |y|`` after the final
+rounding; ours is the a-posteriori form of the same argument, computed from
+the actual error terms, valid for any order XLA adds the error terms in).
+
+Exactness assumptions, and how they are kept:
+
+* no overflow (``|a| < max / 2^(ceil(p/2)+1)`` in :func:`split`, about
+  ``8e34`` in float32) and no underflow. Underflow (XLA flushes denormals to
+  zero on CPU) can make an EFT inexact by at most a few times the smallest
+  normal number per operation: callers add :func:`underflow_slack`.
+* the compiler must evaluate the expressions as written: no reassociation,
+  and no contraction of an INEXACT product into a following add. XLA does
+  not reassociate floating-point adds (fast math is off by default) and its
+  algebraic simplifier does not fold ``(a + b) - a``. But XLA's CPU backend
+  DOES contract a multiply into a following add/subtract inside a fusion
+  (LLVM ``fmuladd``): measured here (jax 0.10, CPU), textbook Dekker
+  ``TwoProduct`` of a ``[50, 300]`` by a broadcast ``[300]`` array under
+  ``jit`` was inexact in 99.99% of the entries (``fl(a b) - ah bh`` became
+  ``fma(a, b, -ah bh)``), while the same code on 1-D inputs was exact, and
+  ``jax.lax.optimization_barrier`` around ``fl(a b)`` did not help (XLA CPU
+  drops the barrier before fusion; ``jax.lax.reduce_precision`` to the
+  array's own format is removed as a no-op). So this module never relies on
+  a rounded product: the splitting is done on the bit pattern (integer
+  add and mask, no multiply) and ``two_prod`` forms only EXACT products of
+  halves, for which a contraction ``fma(x, y, z) = fl(x y + z)`` gives the
+  same result as ``fl(fl(x y) + z)``. Contraction elsewhere (the plain
+  arithmetic of the low parts) only removes a rounding, which the bounds
+  already allow for. ``tests/core/test_compensated.py`` checks exactness
+  under ``jit`` and ``vmap``, with broadcasting, on random inputs against
+  ``fractions.Fraction``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+def unit_roundoff(dtype) -> float:
+  """``u = eps / 2`` of a float dtype (a Python float)."""
+  return float(jnp.finfo(dtype).eps) / 2.0
+
+
+def gamma_n(n: int, u: float) -> float:
+  """Higham's ``gamma_n = n u / (1 - n u)`` (a static Python float; inf if
+  ``n u >= 1``)."""
+  nu = n * u
+  return nu / (1.0 - nu) if nu < 1 else math.inf
+
+
+def underflow_slack(dtype, num_ops: int) -> float:
+  """An absolute bound on what underflow (and flush-to-zero) can add to the
+  error of ``num_ops`` error-free transformations: ``4 * num_ops * tiny``
+  (``tiny`` the smallest normal number of ``dtype``)."""
+  return 4.0 * num_ops * float(jnp.finfo(dtype).tiny)
+
+
+_UINT = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}
+
+
+def _split_bits(dtype) -> int:
+  """Explicit significand bits :func:`split` drops: ``p - floor(p/2)`` minus
+  the implicit bit's share (12 for float32, 27 for float64, 4 for bfloat16)."""
+  nmant = int(jnp.finfo(dtype).nmant)
+  return nmant - ((nmant + 1) // 2 - 1)
+
+
+def two_sum(a, b):
+  """Knuth's TwoSum: ``(s, e)`` with ``s = fl(a + b)`` and ``s + e == a + b``
+  exactly (no overflow). Elementwise, any shapes that broadcast."""
+  s = a + b
+  bb = s - a
+  e = (a - (s - bb)) + (b - bb)
+  return s, e
+
+
+def fast_two_sum(a, b):
+  """Dekker's FastTwoSum, exact when ``|a| >= |b|`` (or ``a == 0``)."""
+  s = a + b
+  return s, b - (s - a)
+
+
+def split(a):
+  """Dekker's splitting on the bits: ``(hi, lo)`` with ``hi + lo == a``
+  exactly, ``hi`` = ``a`` rounded (half away from zero) to ``floor(p / 2)``
+  significant bits and ``lo = a - hi`` (exact: ``hi`` is within a factor 2
+  of ``a``) of at most ``p - floor(p / 2) - 1`` bits, so products of halves
+  are exact in the same dtype. Integer add-and-mask of the bit pattern, no
+  multiply (nothing a compiler can contract). Finite ``a`` below the largest
+  binade; ``inf``/``nan`` give meaningless halves."""
+  dtype = jnp.result_type(a)
+  itype = _UINT[jnp.dtype(dtype).itemsize]
+  drop = _split_bits(dtype)
+  bits = jax.lax.bitcast_convert_type(a, itype)
+  half = jnp.asarray(1 << (drop - 1), itype)
+  mask = jnp.asarray(((1 << (8 * jnp.dtype(dtype).itemsize)) - 1) ^ ((1 << drop) - 1), itype)
+  hi = jax.lax.bitcast_convert_type((bits + half) & mask, dtype)
+  return hi, a - hi
+
+
+def two_prod(a, b):
+  """Error-free product without an FMA: ``(p, e1, e2, e3)`` with ``p + e1 +
+  e2 + e3 == a * b`` exactly (no overflow or underflow) and ``p`` within
+  ``2 u |a b|`` of it. Elementwise, broadcasting.
+
+  With ``a = ah + al``, ``b = bh + bl`` (:func:`split`) the four half
+  products are exact; ``(m, e1) = two_sum(ah bl, al bh)``, ``(p, e2) =
+  two_sum(ah bh, m)``, ``e3 = al bl``."""
+  a, b = jnp.broadcast_arrays(a, b)
+  ah, al = split(a)
+  bh, bl = split(b)
+  m, e1 = two_sum(ah * bl, al * bh)
+  p, e2 = two_sum(ah * bh, m)
+  return p, e1, e2, al * bl
+
+
+class Compensated(NamedTuple):
+  """An unevaluated sum ``hi + lo`` with a bound ``err``:
+  ``|hi + lo - exact| <= err`` (all the same shape and dtype)."""
+
+  hi: jax.Array
+  lo: jax.Array
+  err: jax.Array
+
+  def value(self):
+    """``fl(hi + lo)``: within ``u |value| / (1 - u) + err`` of the exact."""
+    return self.hi + self.lo
+
+
+def _tree_levels(n: int) -> int:
+  return max(0, math.ceil(math.log2(max(n, 1))))
+
+
+def sum2(x, lo=None, axis: int = -1) -> Compensated:
+  """Compensated sum of ``x [..., n, ...]`` over ``axis``.
+
+  Args:
+    x: the terms.
+    lo: optional extra terms, an array or a tuple of arrays of ``x``'s shape
+      (e.g. the exact errors of the products that formed ``x``), summed in
+      ordinary arithmetic into the low part.
+    axis: the reduced axis.
+
+  Returns:
+    :class:`Compensated` of shape ``x`` without ``axis``: ``hi`` the tree
+    sum of ``x`` (every addition's error kept), ``lo`` the rounded sum of
+    those errors and of ``lo``, ``err`` a rigorous bound on ``|hi + lo -
+    sum(x) - sum(lo)|`` (underflow aside, see :func:`underflow_slack`).
+  """
+  x = jnp.moveaxis(x, axis, -1)
+  n = x.shape[-1]
+  dtype = x.dtype
+  levels = _tree_levels(n)
+  m = 2 ** levels
+  if lo is None:
+    lo = ()
+  elif not isinstance(lo, (tuple, list)):
+    lo = (lo,)
+  lo = [jnp.moveaxis(t, axis, -1) for t in lo]
+  c, a = jnp.zeros_like(x), jnp.zeros_like(x)
+  for t in lo:
+    c, a = c + t, a + jnp.abs(t)
+  depth = 2 * levels + len(lo) + 1
+  if m != n:
+    pad = [(0, 0)] * (x.ndim - 1) + [(0, m - n)]
+    x, c, a = jnp.pad(x, pad), jnp.pad(c, pad), jnp.pad(a, pad)
+  while x.shape[-1] > 1:
+    h = x.shape[-1] // 2
+    x, e = two_sum(x[..., :h], x[..., h:])
+    c = (c[..., :h] + c[..., h:]) + e
+    a = (a[..., :h] + a[..., h:]) + jnp.abs(e)
+  hi, lo_sum, abs_sum = x[..., 0], c[..., 0], a[..., 0]
+  # lo_sum and abs_sum are plain sums whose every term passes through at most
+  # depth = 2 L + len(lo) roundings: |fl - exact| <= gamma_depth * sum|terms|
+  # for both, so sum|terms| <= abs_sum / (1 - gamma) and the error of lo_sum
+  # is below gamma / (1 - gamma) * abs_sum; gamma_{depth + 1} and the (1 + 4u)
+  # factor cover the rounding of this very expression.
+  u = unit_roundoff(dtype)
+  g = gamma_n(depth, u)
+  coeff = g / (1 - g) * (1 + 4 * u) if math.isfinite(g) and g < 1 else math.inf
+  err = jnp.asarray(coeff, dtype) * abs_sum + jnp.asarray(
+      underflow_slack(dtype, 2 * m + 2), dtype)
+  return Compensated(hi, lo_sum, err)
+
+
+def dot2(x, y, axis: int = -1) -> Compensated:
+  """Compensated dot product over ``axis`` (Ogita-Rump-Oishi Dot2, pairwise):
+  ``x, y [..., n, ...]`` (broadcasting) -> :class:`Compensated` ``[...]``.
+
+  Each product is split exactly by :func:`two_prod` (``p_k + e1_k + e2_k +
+  e3_k = x_k y_k``), the ``p_k`` are summed by :func:`sum2` and the errors
+  join the low part. ``|hi + lo - sum_k x_k y_k| <= err`` (the products' underflow
+  included in ``err``).
+  """
+  p, e1, e2, e3 = two_prod(x, y)
+  out = sum2(p, (e1, e2, e3), axis=axis)
+  n = p.shape[axis]
+  return out._replace(err=out.err + jnp.asarray(underflow_slack(p.dtype, 4 * n),
+                                                p.dtype))
+
+
+def round_up(x_hi, dtype):
+  """Casts a nonnegative bound ``x_hi`` to ``dtype`` rounding UP (so a float64
+  bound stays a bound in float32): ``nextafter`` when the cast rounded down."""
+  y = x_hi.astype(dtype)
+  back = y.astype(x_hi.dtype)
+  return jnp.where(back < x_hi, jnp.nextafter(y, jnp.asarray(jnp.inf, dtype)), y)
+
+
+__all__ = [
+    "Compensated", "dot2", "fast_two_sum", "gamma_n", "round_up", "split",
+    "sum2", "two_prod", "two_sum", "underflow_slack", "unit_roundoff",
+]
