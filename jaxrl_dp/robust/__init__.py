@@ -13,6 +13,9 @@ Robust planning ((s, a)-rectangular, dense or sparse layout, any set):
   primitives :func:`robust_q_values`, :func:`robust_bellman`,
   :func:`robust_policy_backup`, :func:`worst_case_mdp`.
 
+Solver protocol: :class:`RobustOperator` (the robust backup as a Bellman
+operator for :mod:`jaxrl_dp.core.protocol`'s solvers).
+
 s-rectangular L1 (one budget per state shared by its actions; randomized
 policies): :func:`s_rectangular_l1_value_iteration` (returns
 :class:`SRectangularSolution`: ``policy_probs [S, A]``),
@@ -71,6 +74,8 @@ __all__ = [
 from jaxrl_dp.robust.iwocs import (IWOCSHistory, IWOCSResult, hull_q_values,  # noqa: E402
                                    hull_robust_value_iteration, iwocs,
                                    model_set, worst_case_evaluation)
+from jaxrl_dp.robust.operator import RobustOperator  # noqa: E402
+__all__ += ["RobustOperator"]
 __all__ += ["IWOCSHistory", "IWOCSResult", "iwocs", "model_set", "hull_q_values",
             "hull_robust_value_iteration", "worst_case_evaluation"]
 from jaxrl_dp.robust.r2pvi import (LinearPVIResult, OfflineDataset,  # noqa: E402

@@ -1,0 +1,123 @@
+"""The robust Bellman operator for the solver protocol.
+
+:class:`RobustOperator` carries one MDP and one :class:`UncertaintySet` and
+has the methods of :class:`jaxrl_dp.core.operators.NominalOperator`
+(``apply``, ``apply_rows``, ``q_values``, ``greedy``, ``policy_apply``,
+``rounding``, ``modulus``, ``row_deviation``, ``valid``), so every solver of
+:mod:`jaxrl_dp.core.protocol` (value iteration with the sup or span rule,
+and the accelerations written over an operator) runs the robust backup of
+:mod:`jaxrl_dp.robust.robust_vi` (transition rewards inside the inner
+problem, penalties weighted ``gamma * lam``)::
+
+  from jaxrl_dp.core.protocol import iterative_solve
+  from jaxrl_dp.planning.value_iteration import value_iteration_solver
+  op = RobustOperator(mdp, l1_ball(0.2))
+  sol = iterative_solve(value_iteration_solver("sup"), op, v0, tol, max_iters=1000)
+
+No checks happen here (use :func:`jaxrl_dp.robust.robust_value_iteration`
+at a public boundary, or check first with
+:func:`jaxrl_dp.robust.check_uset_for_mdp`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from jaxrl_dp.core import bellman
+from jaxrl_dp.core.iteration import (BackupRounding, discount_ok, row_sum_stats,
+                                     unit_roundoff)
+from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.robust.robust_vi import (robust_bellman, robust_modulus,
+                                       robust_policy_backup, robust_q_values,
+                                       robust_rounding)
+from jaxrl_dp.robust.uncertainty_sets import UncertaintySet
+
+
+@flax.struct.dataclass
+class RobustOperator:
+  """``(T v)(s) = max_a sigma_{s,a}(r(s, a, .) + gamma v)`` of one MDP and
+  one (s, a)-rectangular set, with what certificates need.
+
+  Attributes:
+    mdp: one :class:`TabularMDP` (dense or sparse).
+    uset: an :class:`UncertaintySet`, size ``[]`` or ``[S, A]``.
+  """
+
+  mdp: TabularMDP
+  uset: UncertaintySet
+
+  @property
+  def discount(self) -> jax.Array:
+    return self.mdp.discount
+
+  @property
+  def num_states(self) -> int:
+    return self.mdp.rewards.shape[0]
+
+  @property
+  def dtype(self):
+    return self.mdp.rewards.dtype
+
+  @property
+  def action_mask(self) -> jax.Array:
+    return self.mdp.action_mask
+
+  def q_values(self, v: jax.Array) -> jax.Array:
+    """``v [S] -> q [S, A]``: the robust action values."""
+    return robust_q_values(self.mdp, v, self.uset)[0]
+
+  def apply(self, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One robust optimality backup: ``v [S] -> (T v [S], q [S, A])``."""
+    tv, q, _ = robust_bellman(self.mdp, v, self.uset)
+    return tv, q
+
+  def apply_rows(self, v: jax.Array, start, size: int) -> tuple[jax.Array, jax.Array]:
+    """The backup of ``size`` (static) consecutive states from ``start``
+    (traced, clamped to ``[0, S - size]``): rows of :meth:`apply`, solving
+    only those rows' inner problems."""
+    s = self.num_states
+    start = jnp.clip(start, 0, s - size)
+    rows = lambda x: None if x is None else jax.lax.dynamic_slice_in_dim(x, start, size, 0)
+    m = self.mdp
+    sub = m.replace(probs=rows(m.probs), rewards=rows(m.rewards),
+                    action_mask=rows(m.action_mask), next_states=rows(m.next_states),
+                    transition_rewards=rows(m.transition_rewards))
+    size_ = jnp.asarray(self.uset.size)
+    uset = self.uset.replace(size=rows(size_) if size_.ndim else size_)
+    tv, q, _ = robust_bellman(sub, v, uset)
+    return tv, q
+
+  def greedy(self, q: jax.Array) -> jax.Array:
+    """``q [S, A] -> int32 [S]``: first maximizer among valid actions."""
+    return bellman.greedy_policy(q, self.mdp.action_mask)
+
+  def policy_apply(self, v: jax.Array, policy: jax.Array) -> jax.Array:
+    """``T_pi v [S]`` (the adversary moves too) for ``int [S]`` or ``float
+    [S, A]`` policies."""
+    return robust_policy_backup(self.mdp, policy, v, self.uset)
+
+  def rounding(self, policy: Optional[jax.Array] = None) -> BackupRounding:
+    """Bound on the rounding of one computed robust backup
+    (:func:`jaxrl_dp.robust.robust_vi.robust_rounding`)."""
+    return robust_rounding(self.mdp, policy)
+
+  def modulus(self, policy: Optional[jax.Array] = None) -> jax.Array:
+    """``[]`` the robust backup's sup-norm modulus (gamma times the largest
+    row sum of the adversary's kernels)."""
+    return robust_modulus(self.mdp, policy)
+
+  def row_deviation(self) -> jax.Array:
+    """``[]`` bound on ``max |sum_k p_k - 1|`` over the adversary's rows:
+    the nominal rows' (mass-moving sets keep the sums) or the rounding of a
+    renormalised row (``(K + 1) u``)."""
+    k = self.mdp.probs.shape[-1]
+    u = unit_roundoff(self.dtype)
+    return jnp.maximum(row_sum_stats(self.mdp)[2], (k + 1) * u)
+
+  def valid(self) -> jax.Array:
+    """``bool []``: the discount is in ``[0, 1)`` (checked in-kernel)."""
+    return discount_ok(self.mdp.discount)
