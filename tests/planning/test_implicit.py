@@ -1,0 +1,237 @@
+"""Implicit gradients through fixed points (issue 12, item 2): value iteration and
+the soft solvers against central finite differences and the closed form (float64,
+dense and sparse), forward mode, the initial distribution, ties, memory
+independent of the iteration count, jit / vmap, the Neumann adjoint, and the
+ready wirings for other solvers (policy iteration, iterative evaluation)."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrl_dp as jd
+from jaxrl_dp.planning import (ImplicitAdjoint, implicit_greedy_solution,
+                               implicit_policy_values)
+from _reference import random_dense, random_sparse, sparse_to_dense
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+  with jax.enable_x64(True):
+    yield
+
+
+def _mdp(layout, seed=0, s=6, a=3, k=3, gamma=0.9):
+  rng = np.random.default_rng(seed)
+  if layout == "dense":
+    p, r = random_dense(rng, s, a)
+    return jd.TabularMDP.from_dense(p, r, gamma), p, r
+  ns, ps, r = random_sparse(rng, s, a, k)
+  return jd.TabularMDP.from_sparse(ns, ps, r, gamma), sparse_to_dense(ns, ps), r
+
+
+def _check_fd(f, x, seed=0, h=1e-6, rtol=1e-6):
+  """Directional derivative: grad . E and jvp(E) vs a central difference."""
+  x = jnp.asarray(x)
+  e = jnp.asarray(np.random.default_rng(seed).normal(size=x.shape))
+  g = jax.jit(jax.grad(f))(x)
+  fd = (f(x + h * e) - f(x - h * e)) / (2 * h)
+  jv = jax.jit(lambda x, e: jax.jvp(f, (x,), (e,))[1])(x, e)
+  scale = max(abs(float(fd)), 1e-3)
+  assert abs(float(jnp.sum(g * e)) - float(fd)) <= rtol * scale, (float(jnp.sum(g * e)), float(fd))
+  assert abs(float(jv) - float(jnp.sum(g * e))) <= 1e-9 * scale
+  return g
+
+
+VI_TOL = 1e-12
+
+
+# ------------------------------------------------------------ value iteration
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("stop", ["sup", "span"])
+def test_vi_reward_gradient_is_the_closed_form(layout, stop):
+  m, p, _ = _mdp(layout)
+  sol = jd.value_iteration(m, tol=VI_TOL, stop=stop)
+  pol = np.asarray(sol.policy)
+  w = np.linspace(1.0, 2.0, 6)
+  g = jax.grad(lambda r: jd.value_iteration(m.replace(rewards=r), tol=VI_TOL,
+                                            stop=stop).values @ w)(m.rewards)
+  # dV*/dr(s, a) = [(I - gamma P_pi)^{-1}]_{:, s} 1[a = pi(s)].
+  inv = np.linalg.inv(np.eye(6) - 0.9 * p[np.arange(6), pol])
+  want = np.zeros((6, 3))
+  want[np.arange(6), pol] = w @ inv
+  np.testing.assert_allclose(g, want, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_vi_gradients_match_finite_differences(layout):
+  m, _, _ = _mdp(layout, seed=1)
+  w = jnp.linspace(-1.0, 2.0, 6)
+  vi = functools.partial(jd.value_iteration, tol=VI_TOL)
+  _check_fd(lambda r: vi(m.replace(rewards=r)).values @ w, m.rewards, 1)
+  g = _check_fd(lambda p: vi(m.replace(probs=p)).values @ w, m.probs, 2)
+  assert g.shape == m.probs.shape  # sparse: on the stored entries [S, A, K]
+  _check_fd(lambda d: vi(m.replace(discount=d)).values @ w, m.discount, 3)
+  # q carries gradients too (r + gamma P V at the differentiable V).
+  _check_fd(lambda r: jnp.sum(vi(m.replace(rewards=r)).q ** 2), m.rewards, 4)
+
+
+def test_vi_initial_distribution_gradient():
+  m, p, _ = _mdp("dense", seed=2)
+  sol = jd.value_iteration(m, tol=VI_TOL)
+
+  def objective(init, r):
+    return init @ jd.value_iteration(m.replace(rewards=r, initial=init), tol=VI_TOL).values
+
+  g_init, g_r = jax.grad(objective, argnums=(0, 1))(m.initial, m.rewards)
+  np.testing.assert_allclose(g_init, sol.values, rtol=1e-12)
+  # d (mu V*) / d r = the discounted state-action occupancy of the optimal policy.
+  pol = np.asarray(sol.policy)
+  d = np.asarray(m.initial) @ np.linalg.inv(np.eye(6) - 0.9 * p[np.arange(6), pol])
+  want = np.zeros((6, 3))
+  want[np.arange(6), pol] = d
+  np.testing.assert_allclose(g_r, want, rtol=1e-9, atol=1e-12)
+
+
+def test_vi_ties_return_the_first_maximizer_gradient():
+  m, _, _ = _mdp("dense", seed=3)
+  # Action 2 duplicates action 0: every state where 0 or 2 is optimal is a tie.
+  m = m.replace(probs=m.probs.at[:, 2].set(m.probs[:, 0]),
+                rewards=m.rewards.at[:, 2].set(m.rewards[:, 0]))
+  sol = jd.value_iteration(m, tol=VI_TOL)
+  assert (np.asarray(sol.policy) != 2).all()
+  g = jax.grad(lambda r: jd.value_iteration(m.replace(rewards=r), tol=VI_TOL).values.sum())(m.rewards)
+  assert (np.asarray(g)[:, 2] == 0).all()
+  np.testing.assert_allclose(np.asarray(g).sum(1) > 0, True)
+
+
+def test_memory_does_not_grow_with_iterations():
+  m, _, _ = _mdp("sparse", seed=4, s=5)
+  cap = 987_654
+
+  def f(r):
+    return jd.value_iteration(m.replace(rewards=r), tol=VI_TOL, max_iters=cap).values.sum()
+
+  g = jax.grad(f)(m.rewards)
+  assert np.isfinite(np.asarray(g)).all()
+  # No buffer has a dimension that scales with the iteration cap (no tape).
+  text = str(jax.make_jaxpr(jax.grad(f))(m.rewards))
+  dims = {int(d) for shape in re.findall(r"[a-z]+\d+\[([\d,]*)\]", text)
+          for d in shape.split(",") if d}
+  assert dims and max(dims) < 100
+
+
+def test_grad_jit_and_vmap():
+  mdps = [_mdp("dense", seed=s)[0] for s in range(3)]
+  batch = jd.stack(mdps)
+
+  def f(m, r):
+    return jd.value_iteration(m.replace(rewards=r), tol=VI_TOL).values.sum()
+
+  gb = jax.jit(jax.vmap(jax.grad(f, argnums=1)))(batch, batch.rewards)
+  for i, m in enumerate(mdps):
+    np.testing.assert_allclose(gb[i], jax.grad(f, argnums=1)(m, m.rewards), rtol=1e-12)
+  # Soft: vmap over temperatures of the gradient w.r.t. temperature.
+  m = mdps[0]
+  gt = jax.vmap(jax.grad(lambda t: jd.soft_value_iteration(m, temperature=t, tol=VI_TOL)
+                         .values.sum()))(jnp.asarray([0.3, 1.0]))
+  for i, t in enumerate((0.3, 1.0)):
+    one = jax.grad(lambda t: jd.soft_value_iteration(m, temperature=t, tol=VI_TOL)
+                   .values.sum())(jnp.asarray(t))
+    np.testing.assert_allclose(gt[i], one, rtol=1e-10)
+
+
+def test_neumann_adjoint_equals_gmres():
+  m, _, _ = _mdp("sparse", seed=5, gamma=0.95)
+  grads = []
+  for adj in (ImplicitAdjoint(), ImplicitAdjoint("neumann"),
+              ImplicitAdjoint("gmres", tol=1e-12, restart=5)):
+    grads.append(jax.grad(lambda p: jd.value_iteration(m.replace(probs=p), tol=VI_TOL,
+                                                       adjoint=adj).values.sum())(m.probs))
+  np.testing.assert_allclose(grads[1], grads[0], rtol=1e-8)
+  np.testing.assert_allclose(grads[2], grads[0], rtol=1e-8)
+  with pytest.raises(jd.InvalidMDPError, match=r"^adjoint.method"):
+    jd.value_iteration(m, adjoint=ImplicitAdjoint("cg"))
+
+
+# ----------------------------------------------------------------- soft
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_soft_vi_gradients_match_finite_differences(layout):
+  m, _, _ = _mdp(layout, seed=6)
+  w = jnp.linspace(-1.0, 2.0, 6)
+  tau = jnp.asarray(0.4)
+  rng = np.random.default_rng(0)
+  ref = rng.random((6, 3)) + 0.1
+  ref = jnp.asarray(ref / ref.sum(1, keepdims=True))
+
+  def sv(mdp=m, t=tau, rf=None):
+    return jd.soft_value_iteration(mdp, temperature=t, ref_policy=rf, tol=VI_TOL)
+
+  _check_fd(lambda r: sv(m.replace(rewards=r)).values @ w, m.rewards, 1)
+  _check_fd(lambda p: sv(m.replace(probs=p)).values @ w, m.probs, 2)
+  _check_fd(lambda d: sv(m.replace(discount=d)).values @ w, m.discount, 3)
+  _check_fd(lambda t: sv(t=t).values @ w, tau, 4)
+  _check_fd(lambda rf: sv(rf=rf).values @ w, ref, 5)
+  # The softmax policy carries gradients too (it is smooth).
+  _check_fd(lambda r: jnp.sum(sv(m.replace(rewards=r)).policy * jnp.arange(3.0)), m.rewards, 6)
+
+
+def test_soft_pi_and_evaluation_gradients():
+  m, _, _ = _mdp("sparse", seed=7)
+  tau = 0.5
+  g_vi = jax.grad(lambda r: jd.soft_value_iteration(m.replace(rewards=r), temperature=tau,
+                                                    tol=VI_TOL).values.sum())(m.rewards)
+  for evaluation in ("exact", "krylov"):
+    g_pi = _check_fd(lambda r: jd.soft_policy_iteration(
+        m.replace(rewards=r), temperature=tau, tol=VI_TOL, evaluation=evaluation).values.sum(),
+                     m.rewards, 1)
+    np.testing.assert_allclose(g_pi, g_vi, rtol=1e-9)
+  # A policy with no tiny probabilities (d^2/dpi^2 of pi log pi is 1 / pi).
+  pi = 0.5 * jd.soft_value_iteration(m, temperature=tau, tol=VI_TOL).policy + 0.5 / 3
+  grads = {}
+  for method in ("exact", "krylov", "iterative"):
+    def f(x):
+      return jd.soft_policy_evaluation(m, x, temperature=tau, method=method,
+                                       tol=VI_TOL).values.sum()
+    grads[method] = _check_fd(f, pi, 2)
+    _check_fd(lambda p: jd.soft_policy_evaluation(m.replace(probs=p), pi, temperature=tau,
+                                                  method=method, tol=VI_TOL).values.sum(),
+              m.probs, 3)
+  np.testing.assert_allclose(grads["krylov"], grads["exact"], rtol=1e-8)
+  np.testing.assert_allclose(grads["iterative"], grads["exact"], rtol=1e-8)
+
+
+# ------------------------------------------------------ ready wirings
+def test_wiring_policy_iteration_and_iterative_evaluation():
+  """What policy_iteration / policy_evaluation need: one call around their
+  solve gives them implicit gradients (matches the closed form)."""
+  m, p, _ = _mdp("dense", seed=8)
+
+  def pi_grad(r):
+    sol = implicit_greedy_solution(lambda mdp: jd.policy_iteration(mdp), m.replace(rewards=r))
+    return sol.values.sum()
+
+  g = jax.grad(pi_grad)(m.rewards)
+  g_vi = jax.grad(lambda r: jd.value_iteration(m.replace(rewards=r), tol=VI_TOL)
+                  .values.sum())(m.rewards)
+  np.testing.assert_allclose(g, g_vi, rtol=1e-9)
+
+  pol = jnp.full((6, 3), 1 / 3)
+
+  def ev(r, pol):
+    v, _ = implicit_policy_values(
+        lambda mdp, pi: (lambda e: (e.values, e))(
+            jd.policy_evaluation(mdp, pi, method="iterative", tol=VI_TOL)),
+        m.replace(rewards=r), pol)
+    return v.sum()
+
+  g_r, g_pol = jax.grad(ev, argnums=(0, 1))(m.rewards, pol)
+  ex = jax.grad(lambda r, pol: jd.policy_evaluation(m.replace(rewards=r), pol).values.sum(),
+                argnums=(0, 1))(m.rewards, pol)
+  np.testing.assert_allclose(g_r, ex[0], rtol=1e-9)
+  np.testing.assert_allclose(g_pol, ex[1], rtol=1e-8)
