@@ -1,0 +1,218 @@
+"""Gauss-Seidel / SOR / ranked block GS value iteration: sweeps against a NumPy
+Gauss-Seidel, float64 references, honest bounds in float32, the SOR safeguard,
+jit / no-jit, vmap = loop, the protocol step in a user's loop, option checks."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrl_dp as jd
+from jaxrl_dp import planning
+from jaxrl_dp.core.operators import NominalOperator
+from jaxrl_dp.core.protocol import certified_done, run_steps
+from jaxrl_dp.core.solver_info import solver_info
+from jaxrl_dp.planning.gauss_seidel import block_layout, gauss_seidel_solver
+from _reference import optimal_values, random_dense, random_sparse, sparse_to_dense
+
+S, A, K = 14, 3, 4
+CONFIGS = {
+    "default": {},
+    "per_state": dict(blocks=S),
+    "sor": dict(omega=1.3),
+    "ranked": dict(blocks=7, ranking=0.3),
+    "sor_ranked": dict(blocks=5, omega=1.5, ranking=0.5, full_every=3),
+}
+
+
+def _mdp(layout, gamma, seed=0, masked=False):
+  rng = np.random.default_rng(seed)
+  mask = np.ones((S, A), bool)
+  if masked:
+    mask[::3, 1] = False
+    mask[1::4, 2] = False
+  if layout == "dense":
+    p, r = random_dense(rng, S, A)
+    m = jd.TabularMDP.from_dense(p, r, gamma, action_mask=mask)
+  else:
+    ns, ps, r = random_sparse(rng, S, A, K)
+    m = jd.TabularMDP.from_sparse(ns, ps, r, gamma, action_mask=mask)
+  return m, mask
+
+
+def _stored(m):
+  p = np.asarray(m.probs, np.float64)
+  if m.is_sparse:
+    p = sparse_to_dense(np.asarray(m.next_states), p)
+  return p, np.asarray(m.rewards, np.float64), float(np.asarray(m.discount, np.float64))
+
+
+def _reference(m, mask):
+  p, r, g = _stored(m)
+  return optimal_values(p, r, g, mask)
+
+
+def _numpy_sweeps(p, r, g, mask, v, blocks, n, omega=1.0):
+  """Symmetric block Gauss-Seidel / SOR in NumPy (the documented layout)."""
+  nb, bs = block_layout(S, blocks)
+  out = []
+  for k in range(n):
+    order = range(nb) if k % 2 == 0 else reversed(range(nb))
+    for b in order:
+      st = min(b * bs, S - bs)
+      sl = slice(st, st + bs)
+      t = np.where(mask[sl], r[sl] + g * p[sl] @ v, -np.inf).max(1)
+      v = v.copy()
+      v[sl] = t if omega == 1.0 else v[sl] + omega * (t - v[sl])
+    out.append(v)
+  return np.stack(out)
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("blocks", [1, 5, S])
+def test_sweeps_match_numpy_gauss_seidel(layout, blocks):
+  with jax.enable_x64(True):
+    m, mask = _mdp(layout, 0.9, seed=3, masked=True)
+    p, r, g = _stored(m)
+    v0 = np.random.default_rng(1).normal(size=S)
+    op, sv = NominalOperator(m), gauss_seidel_solver(blocks=blocks)
+    _, tr = run_steps(sv, op, sv.init(op, jnp.asarray(v0)), 6)
+    np.testing.assert_allclose(np.asarray(tr.values), _numpy_sweeps(p, r, g, mask, v0, blocks, 6),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_one_block_is_value_iteration():
+  m, _ = _mdp("sparse", 0.95, seed=2)
+  gs = jd.gauss_seidel_value_iteration(m, tol=1e-3, blocks=1)
+  vi = jd.value_iteration(m, tol=1e-3)
+  assert int(gs.iterations) == int(vi.iterations)
+  np.testing.assert_allclose(np.asarray(gs.values), np.asarray(vi.values), rtol=1e-6)
+  np.testing.assert_allclose(float(gs.error_bound), float(vi.error_bound), rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_matches_float64_reference(layout, config):
+  with jax.enable_x64(True):
+    for i, gamma in enumerate((0.9, 0.99, 0.999)):
+      m, mask = _mdp(layout, gamma, seed=i, masked=(i == 1))
+      v_star, q_star, _ = _reference(m, mask)
+      tol = 1e-8 * np.abs(v_star).max()
+      sol = jd.gauss_seidel_value_iteration(m, tol=tol, max_iters=100_000, **CONFIGS[config])
+      err = np.abs(np.asarray(sol.values) - v_star).max()
+      assert bool(sol.converged), (gamma, int(sol.iterations))
+      assert err <= float(sol.error_bound) <= tol
+      q = np.where(mask, np.asarray(sol.q), 0.0)
+      np.testing.assert_allclose(q, np.where(mask, q_star, 0.0), atol=2 * tol + 1e-12)
+      assert mask[np.arange(S), np.asarray(sol.policy)].all()
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_float32_bound_always_holds(layout):
+  for i, gamma in enumerate((0.9, 0.99, 0.999)):
+    m, mask = _mdp(layout, gamma, seed=10 + i, masked=(i == 2))
+    v_star, _, _ = _reference(m, mask)
+    scale = np.abs(v_star).max()
+    for config in ("default", "sor_ranked"):
+      for tol, cap in ((1e-2 * scale, 100_000), (0.0, 100_000), (1e-3 * scale, 5)):
+        sol = jd.gauss_seidel_value_iteration(m, tol=tol, max_iters=cap, **CONFIGS[config])
+        err = np.abs(np.asarray(sol.values, np.float64) - v_star).max()
+        assert err <= float(sol.error_bound), (gamma, tol, config, err)
+        if bool(sol.converged):
+          assert err <= tol
+        assert int(sol.iterations) <= cap
+
+
+def test_every_step_bound_holds_and_sor_safeguard_falls_back():
+  """omega = 1.95 overshoots: the safeguard redoes sweeps with omega = 1;
+  every sweep's bound (inf for uncertified sweeps) holds; it converges."""
+  with jax.enable_x64(True):
+    m, mask = _mdp("sparse", 0.9, seed=6)
+    v_star, _, _ = _reference(m, mask)
+    op = NominalOperator(m)
+    for kw in (dict(omega=1.95, blocks=2), dict(omega=1.99, blocks=1, ranking=0.2),
+               dict(ranking=0.5, blocks=S)):
+      sv = gauss_seidel_solver(**kw)
+      final, tr = run_steps(sv, op, sv.init(op, jnp.zeros(S)), 400)
+      errs = np.abs(np.asarray(tr.values) - v_star[None]).max(1)
+      assert np.all(errs <= np.asarray(tr.error_bound))
+      bounds = np.asarray(tr.error_bound)
+      assert np.isfinite(bounds[::4]).all()  # every full_every-th sweep certifies
+      assert bounds[-4:].min() < 1e-6 * np.abs(v_star).max()
+      if "omega" in kw:
+        assert int(final.aux.fallbacks) > 0
+      nb, bs = block_layout(S, kw.get("blocks"))
+      assert float(final.aux.rows) <= (400 + int(final.aux.fallbacks)) * nb * bs
+      if "omega" not in kw:  # ranked sweeps skip settled blocks
+        assert float(final.aux.rows) < 400 * S
+
+
+def test_user_loop_equals_driver():
+  m, _ = _mdp("sparse", 0.9, seed=2)
+  op = NominalOperator(m)
+  tol = 1e-2
+  for kw in ({}, dict(omega=1.2, ranking=0.3, blocks=4)):
+    sv = gauss_seidel_solver(**kw)
+    st = sv.init(op, jnp.zeros(S))
+    step = jax.jit(sv.step)
+    n = 0
+    while not bool(certified_done(st, tol)):
+      st = step(op, st)
+      n += 1
+    own = sv.finalize(op, st, jnp.float32(tol), op.valid())
+    drv = jd.gauss_seidel_value_iteration(m, tol=tol, **kw)
+    assert int(own.iterations) == int(drv.iterations) == n
+    np.testing.assert_allclose(np.asarray(own.values), np.asarray(drv.values), rtol=1e-6)
+    assert bool(drv.converged)
+
+
+class JitVariantsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_jit_and_no_jit_agree(self):
+    m, _ = _mdp("dense", 0.9, seed=4)
+    fn = self.variant(lambda mdp: jd.gauss_seidel_value_iteration(mdp, tol=1e-3, blocks=4))
+    out = fn(m)
+    ref = jd.gauss_seidel_value_iteration(m, tol=1e-3, blocks=4)
+    np.testing.assert_allclose(np.asarray(out.values), np.asarray(ref.values), rtol=1e-5)
+    assert int(out.iterations) == int(ref.iterations) and bool(out.converged)
+
+
+def test_vmap_equals_loop_and_traced_invalid_discount():
+  mdps = [_mdp("sparse", g, seed=s)[0] for s, g in enumerate((0.9, 0.95, 0.8))]
+  kw = dict(tol=1e-3, omega=1.2, ranking=0.3)
+  out = jax.vmap(lambda mm: jd.gauss_seidel_value_iteration(mm, **kw))(jd.stack(mdps))
+  for i, m in enumerate(mdps):
+    ref = jd.gauss_seidel_value_iteration(m, **kw)
+    np.testing.assert_allclose(np.asarray(out.values[i]), np.asarray(ref.values),
+                               rtol=1e-5, atol=1e-5)
+    assert int(out.iterations[i]) == int(ref.iterations)
+  m = mdps[0]
+  bad = jax.vmap(lambda g: jd.gauss_seidel_value_iteration(m.replace(discount=g), tol=1e-2))(
+      jnp.asarray([1.0, np.nan, 0.9], jnp.float32))
+  assert list(np.asarray(bad.converged)) == [False, False, True]
+  assert np.isinf(np.asarray(bad.error_bound)[:2]).all()
+
+
+@pytest.mark.parametrize("kw,field", [
+    (dict(omega=0.0), "omega"), (dict(omega=2.0), "omega"), (dict(omega=float("nan")), "omega"),
+    (dict(omega=None), "omega"), (dict(omega="1"), "omega"),
+    (dict(blocks=0), "blocks"), (dict(blocks=2.0), "blocks"),
+    (dict(ranking=0.0), "ranking"), (dict(ranking=1.5), "ranking"), (dict(ranking="x"), "ranking"),
+    (dict(full_every=0), "full_every"), (dict(tol=-1.0), "tol"),
+    (dict(max_iters=0), "max_iters"), (dict(v0=np.zeros(S + 1)), "v0")])
+def test_bad_options_raise_naming_the_option(kw, field):
+  m, _ = _mdp("dense", 0.9)
+  with pytest.raises(jd.InvalidMDPError, match=field):
+    jd.gauss_seidel_value_iteration(m, **kw)
+
+
+def test_metadata_and_exports():
+  info = solver_info(jd.gauss_seidel_value_iteration)
+  assert info.infinite_horizon and info.kind == "control" and not info.reverse_mode
+  assert planning.gauss_seidel_value_iteration is jd.gauss_seidel_value_iteration
+  assert block_layout(14, 5) == (5, 3) and block_layout(14, None) == (14, 1)
+  assert block_layout(1000, None) == (16, 63)
