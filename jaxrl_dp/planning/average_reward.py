@@ -388,6 +388,9 @@ def stochastic_shortest_path(mdp: TabularMDP, *, goal_states, tol: float = 1e-6,
   never changed; a ``tol`` below the rounding floor stops early with
   ``converged`` False.
 
+  Not jittable or vmappable (host checks first; the value iteration itself
+  is jitted); derivatives: none.
+
   Args:
     mdp: one concrete MDP (``S`` states, ``A`` actions), discount in [0, 1].
     goal_states: state indices (list / int array) or a bool ``[S]`` mask.

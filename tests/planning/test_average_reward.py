@@ -266,3 +266,13 @@ def test_metadata():
   for fn in (jd.relative_value_iteration, jd.stochastic_shortest_path):
     info = solver_info(fn)
     assert (info.infinite_horizon, info.kind, info.reverse_mode) == (False, "control", False)
+
+
+def test_relative_vi_no_retrace_across_tol_and_tau(monkeypatch):
+  import chex
+  guarded = jax.jit(chex.assert_max_traces(ar._relative_vi.__wrapped__, n=1),
+                    static_argnames=("max_iters", "ref"))
+  monkeypatch.setattr(ar, "_relative_vi", guarded)
+  m, _, _, _ = _unichain("sparse", 0, dtype=jnp.float32)
+  for tol, tau in ((1e-3, 0.5), (1e-2, 0.3), (1e-4, 0.0)):
+    jd.relative_value_iteration(m, tol=tol, tau=tau)

@@ -209,3 +209,21 @@ def test_mpi_stop_option_is_checked():
   m = _garnet("sparse", 0, 0.9)
   with pytest.raises(jd.InvalidMDPError, match=r"^stop = 'mid'"):
     jd.modified_policy_iteration(m, stop="mid")
+
+
+def test_no_retrace_across_tols_and_discounts(monkeypatch):
+  import importlib
+  import chex
+  mod = importlib.import_module("jaxrl_dp.planning.policy_iteration")
+  guarded = jax.jit(chex.assert_max_traces(mod._krylov_policy_iteration.__wrapped__, n=1),
+                    static_argnames=("max_iters", "krylov", "eval_max_iters"))
+  monkeypatch.setattr(mod, "_krylov_policy_iteration", guarded)
+  for gamma, tol in ((0.9, 1e-3), (0.95, 1e-2), (0.99, 0.5)):
+    m = _garnet("sparse", 0, gamma, dtype=jnp.float32)
+    jd.policy_iteration(m, evaluation="krylov", tol=tol)
+  guarded = jax.jit(chex.assert_max_traces(mod._mpi.__wrapped__, n=1),
+                    static_argnames=("num_sweeps", "max_iters", "stop"))
+  monkeypatch.setattr(mod, "_mpi", guarded)
+  for gamma, tol in ((0.9, 1e-3), (0.99, 1e-2)):
+    m = _garnet("sparse", 0, gamma, dtype=jnp.float32)
+    jd.modified_policy_iteration(m, tol=tol, stop="span")
