@@ -1,0 +1,276 @@
+"""certify / speculative_value_iteration vs independent float64 references.
+
+References: ``_reference.optimal_values`` (NumPy policy iteration with exact
+float64 linear solves) of the MDP AS STORED (its float arrays read back in
+float64), refined with extended-precision residuals (``np.longdouble``) so
+that the reference error is far below the float64 errors being certified;
+``_reference.evaluate`` for the exact value of a policy.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrl_dp as jd
+from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
+                                     contraction_modulus)
+from jaxrl_dp.planning.certify import certify, speculative_value_iteration
+from _reference import evaluate, optimal_values, random_dense, random_sparse, sparse_to_dense
+
+GAMMAS = (0.9, 0.99, 0.999, 0.9999)
+
+
+# ------------------------------------------------------------ references
+def _stored(m):
+  p = np.asarray(m.probs, np.float64)
+  if m.is_sparse:
+    p = sparse_to_dense(np.asarray(m.next_states), p)
+  return p, np.asarray(m.rewards, np.float64), float(m.discount)
+
+
+def _refined_optimal(p, r, gamma, mask=None):
+  """V* of (p, r, gamma) to ~1e-18 relative: float64 PI, then iterative
+  refinement of the optimal policy's linear system with longdouble residuals
+  (and a policy re-check in longdouble)."""
+  s, a = r.shape
+  mask = np.ones((s, a), bool) if mask is None else mask
+  _, _, pi = optimal_values(p, r, gamma, mask)
+  P, R, G = (np.asarray(x, np.longdouble) for x in (p, r, gamma))
+  for _ in range(5):
+    p_pi, r_pi = p[np.arange(s), pi], r[np.arange(s), pi]
+    x = np.linalg.solve(np.eye(s) - gamma * p_pi, r_pi).astype(np.longdouble)
+    P_pi, R_pi = P[np.arange(s), pi], R[np.arange(s), pi]
+    for _ in range(3):
+      res = R_pi + G * (P_pi @ x) - x
+      x = x + np.linalg.solve(np.eye(s) - gamma * p_pi, res.astype(np.float64))
+    q = R + G * np.einsum("sak,k->sa", P, x)
+    q = np.where(mask, q, -np.inf)
+    best = np.argmax(q, axis=1)
+    if not np.any(q[np.arange(s), best] > q[np.arange(s), pi] * (1 + 1e-17) + 1e-300):
+      return x
+    pi = np.where(q[np.arange(s), best] > q[np.arange(s), pi], best, pi)
+  return x
+
+
+def _true_error(values, vstar):
+  return float(np.max(np.abs(np.asarray(values, np.float64).astype(np.longdouble) - vstar)))
+
+
+def _mdp(rng, layout, gamma, kind="random", s=24, a=3, k=4, dtype=None):
+  ns, p, r = random_sparse(rng, s, a, k)
+  if kind == "absorbing":
+    ns[:, :, 0] = 0
+    p[:, :, 0] += rng.random((s, a)) * 2
+    ns[0], p[0], r[0] = 0, np.eye(k)[0], 0.0
+    r = r + 5.0
+  elif kind == "periodic":
+    ns[:, :, 0] = (np.arange(s)[:, None] + 1 + np.arange(a)[None]) % s
+    p[:] = 0.0
+    p[:, :, 0] = 1.0
+    r = r - 3.0
+  p /= p.sum(-1, keepdims=True)
+  if layout == "sparse":
+    return jd.TabularMDP.from_sparse(ns, p, r, gamma, dtype=dtype)
+  return jd.TabularMDP.from_dense(sparse_to_dense(ns, p), r, gamma, dtype=dtype)
+
+
+# ------------------------------------------------------- certify: float32
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("kind", ["random", "absorbing", "periodic"])
+def test_certify_bound_holds_float32(layout, kind):
+  rng = np.random.default_rng(hash((layout, kind)) % 2**32)
+  for gamma in GAMMAS:
+    m = _mdp(rng, layout, gamma, kind)
+    vstar = _refined_optimal(*_stored(m))
+    sol = jd.value_iteration(m, tol=0.0, max_iters=3000)
+    for v in (sol.values, jnp.zeros_like(sol.values),
+              sol.values + jnp.asarray(rng.normal(size=sol.values.shape), jnp.float32)):
+      c = certify(m, v)
+      assert c.error_bound.dtype == jnp.float32
+      assert _true_error(v, vstar) <= float(c.error_bound), (gamma, kind)
+      assert float(c.policy_loss_bound) >= 0
+
+
+def test_certify_tight_and_tighter_than_plain_float32_bound():
+  """Near V* in float32, the plain float32 certificate of the same values
+  (core.iteration: residual + rounding of a float32 backup) is dominated by
+  rounding; the compensated one is within 10x of the true error."""
+  rng = np.random.default_rng(5)
+  p, r = random_dense(rng, 120, 4)
+  m = jd.TabularMDP.from_dense(p, r, 0.99)
+  vstar = _refined_optimal(*_stored(m))
+  v = jd.value_iteration(m, tol=0.0, max_iters=5000).values
+  true = _true_error(v, vstar)
+  c = certify(m, v)
+  assert true <= float(c.error_bound) <= 10 * true
+  # the plain float32 certificate of the same values
+  op_v, _ = jd.core.bellman.bellman_optimality(m, v)
+  plain = bellman_residual_bound(jnp.max(jnp.abs(op_v - v)),
+                                 backup_rounding(m)(v, op_v), contraction_modulus(m))
+  assert float(plain) >= 10 * float(c.error_bound)
+
+
+def test_certify_bounds_rows_that_do_not_sum_to_one():
+  rng = np.random.default_rng(9)
+  p, r = random_dense(rng, 20, 3)
+  p32 = p.astype(np.float32)
+  p32[:, :, 0] += np.float32(3e-6)  # stored rows sum to 1 + 3e-6 (validator atol 1e-5)
+  m = jd.TabularMDP.from_dense(p32, r, 0.999)
+  vstar = _refined_optimal(*_stored(m))
+  v = jd.value_iteration(m, tol=0.0, max_iters=20000).values
+  c = certify(m, v)
+  assert float(c.modulus) >= 0.999 * (1 + 3e-6 * 0.99)
+  assert _true_error(v, vstar) <= float(c.error_bound)
+
+
+# ------------------------------------------------------ policy-loss bound
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_policy_loss_bound_vs_exact_loss(layout):
+  rng = np.random.default_rng(11)
+  seen_loss = 0.0
+  for gamma in (0.5, 0.9, 0.99):
+    for noise in (0.0, 0.3, 3.0):
+      m = _mdp(rng, layout, gamma)
+      p, r, g = _stored(m)
+      vstar = _refined_optimal(p, r, g)
+      v = jnp.asarray(vstar.astype(np.float64) + noise * rng.normal(size=vstar.shape), jnp.float32)
+      c = certify(m, v)
+      loss = np.max(vstar - evaluate(p, r, g, np.asarray(c.policy)).astype(np.longdouble))
+      assert -1e-9 <= loss <= float(c.policy_loss_bound), (gamma, noise)
+      seen_loss = max(seen_loss, float(loss))
+      # a given (non-greedy) policy: its loss is bounded too
+      pol = rng.integers(0, 3, size=vstar.shape[0])
+      cp_ = certify(m, v, policy=pol)
+      assert np.array_equal(np.asarray(cp_.policy), pol)
+      loss_p = np.max(vstar - evaluate(p, r, g, pol).astype(np.longdouble))
+      assert loss_p <= float(cp_.policy_loss_bound)
+      assert float(cp_.error_bound) == float(c.error_bound)
+  assert seen_loss > 0  # some greedy policies were suboptimal
+
+
+# ----------------------------------------------------------- x64 paths
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_certify_x64_float32_model_and_float64_model(layout):
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(13)
+    for gamma in GAMMAS:
+      for dtype in (jnp.float32, jnp.float64):
+        m = _mdp(rng, layout, gamma, dtype=dtype)
+        vstar = _refined_optimal(*_stored(m))
+        sol = jd.value_iteration(m, tol=0.0, max_iters=20000, stop="span")
+        true = _true_error(sol.values, vstar)
+        c = certify(m, sol.values)
+        assert c.error_bound.dtype == dtype
+        assert true <= float(c.error_bound), (gamma, dtype)
+        # float64 and compensated passes agree on the bound's scale
+        c2 = certify(m, sol.values.astype(jnp.float64), method="compensated")
+        c3 = certify(m, sol.values.astype(jnp.float64), method="float64")
+        assert true <= float(c2.error_bound) and true <= float(c3.error_bound)
+        if dtype == jnp.float64:  # tight: float64 values near V*
+          assert float(c.error_bound) <= 1e-9 * np.abs(vstar).max()
+
+
+# ------------------------------------------------- speculative solving
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_speculative_float32_bound_holds_converged_implies_tol(layout):
+  rng = np.random.default_rng(17)
+  for kind in ("random", "absorbing", "periodic"):
+    for gamma in GAMMAS:
+      m = _mdp(rng, layout, gamma, kind)
+      vstar = _refined_optimal(*_stored(m))
+      tol = 1e-5 * max(1.0, float(np.abs(vstar).max()))
+      sol = speculative_value_iteration(m, tol=tol, max_iters=5000)
+      true = _true_error(sol.values, vstar)
+      assert true <= float(sol.error_bound), (kind, gamma)
+      if bool(sol.converged):
+        assert float(sol.error_bound) <= tol
+      assert int(sol.iterations) <= 5000
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_speculative_float64_model_reaches_tol(layout):
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(19)
+    for gamma in (0.9, 0.99, 0.999):
+      m = _mdp(rng, layout, gamma, dtype=jnp.float64)
+      vstar = _refined_optimal(*_stored(m))
+      tol = 1e-9 * float(np.abs(vstar).max())
+      sol = speculative_value_iteration(m, tol=tol, max_iters=20000)
+      assert sol.values.dtype == jnp.float64
+      assert bool(sol.converged), gamma
+      true = _true_error(sol.values, vstar)
+      assert true <= float(sol.error_bound) <= tol
+      pol_loss = np.max(vstar - evaluate(*_stored(m), np.asarray(sol.policy)))
+      assert pol_loss <= 2 * tol / (1 - gamma) + 1e-12
+
+
+def test_speculative_max_iters_honoured_and_bfloat16():
+  rng = np.random.default_rng(23)
+  m = _mdp(rng, "sparse", 0.99)
+  vstar = _refined_optimal(*_stored(m))
+  sol = speculative_value_iteration(m, tol=0.0, max_iters=7)
+  assert int(sol.iterations) <= 7 and not bool(sol.converged)
+  assert _true_error(sol.values, vstar) <= float(sol.error_bound)
+  sol = speculative_value_iteration(m, tol=1e-3, spec_dtype=jnp.bfloat16, max_iters=3000)
+  assert _true_error(sol.values, vstar) <= float(sol.error_bound)
+
+
+# --------------------------------------------- jit, vmap, bad input
+def test_jit_and_vmap_agree():
+  rng = np.random.default_rng(29)
+  mdps = [_mdp(rng, "sparse", g) for g in (0.9, 0.99, 0.999, 0.95)]
+  vals = [jd.value_iteration(m, tol=1e-4).values for m in mdps]
+  c0 = certify(mdps[0], vals[0])
+  cj = jax.jit(certify)(mdps[0], vals[0])
+  for f in ("bellman_residual", "error_bound", "policy_loss_bound", "policy"):
+    assert np.array_equal(np.asarray(getattr(c0, f)), np.asarray(getattr(cj, f)))
+  batch = jd.stack(mdps)
+  cb = jax.vmap(certify)(batch, jnp.stack(vals))
+  for i, (m, v) in enumerate(zip(mdps, vals)):
+    ci = certify(m, v)
+    np.testing.assert_allclose(np.asarray(cb.error_bound[i]), np.asarray(ci.error_bound), rtol=1e-6)
+    assert np.array_equal(np.asarray(cb.policy[i]), np.asarray(ci.policy))
+  sb = jax.vmap(lambda m: speculative_value_iteration(m, tol=1e-4))(batch)
+  for i, m in enumerate(mdps):
+    si = speculative_value_iteration(m, tol=1e-4)
+    np.testing.assert_allclose(np.asarray(sb.values[i]), np.asarray(si.values), rtol=1e-6, atol=1e-6)
+    assert bool(sb.converged[i]) == bool(si.converged)
+    vstar = _refined_optimal(*_stored(m))
+    assert _true_error(sb.values[i], vstar) <= float(sb.error_bound[i])
+
+
+def test_invalid_discount_traced_gives_inf():
+  rng = np.random.default_rng(31)
+  m = _mdp(rng, "dense", 0.9)
+  bad = m.replace(discount=jnp.asarray(1.5, jnp.float32))
+  c = jax.jit(certify)(bad, jnp.zeros(24, jnp.float32))
+  assert np.isinf(float(c.error_bound)) and np.isinf(float(c.policy_loss_bound))
+  sol = jax.jit(lambda mm: speculative_value_iteration(mm, tol=1e-3))(bad)
+  assert not bool(sol.converged) and np.isinf(float(sol.error_bound))
+
+
+def test_bad_input_raises():
+  rng = np.random.default_rng(37)
+  m = _mdp(rng, "dense", 0.9)
+  with pytest.raises(InvalidMDPError, match="values"):
+    certify(m, np.zeros(5, np.float32))
+  with pytest.raises(InvalidMDPError, match="policy"):
+    certify(m, np.zeros(24, np.float32), policy=np.full(24, 7))
+  with pytest.raises(InvalidMDPError, match="method"):
+    certify(m, np.zeros(24, np.float32), method="float64")  # x64 is off
+  with pytest.raises(InvalidMDPError, match="spec_dtype"):
+    speculative_value_iteration(m, spec_dtype=jnp.int32)
+  with pytest.raises(InvalidMDPError, match="tol"):
+    speculative_value_iteration(m, tol=float("nan"))
+  with pytest.raises(InvalidMDPError, match="max_rounds"):
+    speculative_value_iteration(m, max_rounds=-1)
+
+
+def test_solver_metadata():
+  from jaxrl_dp.core.solver_info import solver_info
+  info = solver_info(speculative_value_iteration)
+  assert info.infinite_horizon and info.kind == "control"
