@@ -11,7 +11,9 @@ The public API (stable names):
     :func:`finite_horizon`, :func:`linear_programming` (host reference),
     :func:`relative_value_iteration` (average reward,
     :class:`AverageRewardSolution`, :func:`check_unichain`),
-    :func:`stochastic_shortest_path`; entropy-regularized
+    :func:`stochastic_shortest_path`; mixed precision with an accurate
+    certificate: :func:`speculative_value_iteration`, :func:`certify`
+    (:class:`Certificate`); entropy-regularized
     :func:`soft_value_iteration`, :func:`soft_policy_iteration`,
     :func:`soft_policy_evaluation`, :func:`soft_finite_horizon`
     (:class:`SoftSolution`); ``jax.grad`` / ``jax.jvp`` through the
@@ -29,6 +31,8 @@ from jaxrl_dp.core import (FiniteHorizonSolution, InvalidMDPError,
 from jaxrl_dp import batch, suites  # noqa: E402  (modules)
 from jaxrl_dp.planning import (anchored_value_iteration, anderson_value_iteration,
                                gauss_seidel_value_iteration)
+from jaxrl_dp.planning import (Certificate, certify,
+                               speculative_value_iteration)
 from jaxrl_dp.planning import (finite_horizon, modified_policy_iteration,
                                policy_evaluation, policy_iteration,
                                value_iteration)
@@ -67,5 +71,6 @@ __all__ = [
     "stochastic_shortest_path", "SoftSolution", "soft_finite_horizon",
     "soft_policy_evaluation", "soft_policy_iteration", "soft_value_iteration",
     "anchored_value_iteration", "anderson_value_iteration",
-    "gauss_seidel_value_iteration",
+    "gauss_seidel_value_iteration", "Certificate", "certify",
+    "speculative_value_iteration",
 ]

@@ -12,6 +12,8 @@ from jaxrl_dp.planning.average_reward import (AverageRewardSolution,
                                               stochastic_shortest_path)
 from jaxrl_dp.planning.anchored import anchored_solver, anchored_value_iteration
 from jaxrl_dp.planning.anderson import anderson_solver, anderson_value_iteration
+from jaxrl_dp.planning.certify import (Certificate, certify,
+                                      speculative_value_iteration)
 from jaxrl_dp.planning.evaluation import exact_policy_values, policy_evaluation
 from jaxrl_dp.planning.finite_horizon import finite_horizon
 from jaxrl_dp.planning.linear_programming import linear_programming
@@ -29,6 +31,9 @@ from jaxrl_dp.core.soft import (SoftFiniteHorizonSolution, SoftOperator,
                                 SoftSolution)
 
 __all__ = [
+    "Certificate",
+    "certify",
+    "speculative_value_iteration",
     "anchored_solver",
     "anchored_value_iteration",
     "anderson_solver",
