@@ -180,7 +180,9 @@ def implicit_fixed_point(solve: Callable, backup: Callable, args: Any, *,
       values`` at the solution, differentiable in ``args`` and ``v`` (for a
       hard max: the policy backup of the returned policy in ``aux``).
     args: a pytree of arrays (an MDP, a tolerance, start values, a policy
-      ...); integer and bool leaves get no derivative.
+      ...); integer and bool leaves get no derivative. ``solve`` and
+      ``backup`` must get every array through ``args``: closing over a traced
+      array (of an enclosing ``jit``) fails under differentiation.
     adjoint: :class:`ImplicitAdjoint` (default GMRES).
 
   Returns:

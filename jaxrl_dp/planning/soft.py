@@ -49,6 +49,7 @@ __all__ = ["soft_value_iteration", "soft_policy_evaluation", "soft_policy_iterat
            "soft_policy_iteration_solver"]
 
 EVALUATIONS = ("exact", "krylov")
+EVAL_METHODS = ("exact", "krylov", "iterative")
 
 
 # ----------------------------------------------------------- boundary checks
@@ -231,18 +232,27 @@ def soft_policy_evaluation(mdp: TabularMDP, policy, *, temperature, ref_policy=N
     :class:`~jaxrl_dp.core.types.PolicyEvaluation` (``values``, ``q``,
     ``iterations``, ``residual``, ``converged``, ``error_bound``).
   """
-  from jaxrl_dp.planning.evaluation import policy_evaluation  # noqa: PLC0415
-
   check_solver_input(mdp, infinite_horizon=True)
   check_tol(temperature, "temperature")
   ref = _as_ref(ref_policy, mdp)
   policy = as_policy(policy, mdp)
+  check_choice("method", method, EVAL_METHODS)
+  check_tol(tol)
+  max_iters = check_max_iters(max_iters)
   adjoint = check_adjoint(adjoint)
   dtype = mdp.rewards.dtype
   probs = bellman.policy_probs(policy, mdp.rewards.shape[1], dtype)
-  temperature = jnp.asarray(temperature, dtype)
+  v0 = None if v0 is None else _start(mdp, v0)
+  return _soft_eval(mdp, probs, jnp.asarray(temperature, dtype), ref,
+                    jnp.asarray(tol, dtype), v0, method=method, max_iters=max_iters,
+                    adjoint=adjoint)
 
-  def run(m, pi, t, rf, v0_):
+
+@functools.partial(jax.jit, static_argnames=("method", "max_iters", "adjoint"))
+def _soft_eval(mdp, probs, temperature, ref, tol, v0, *, method, max_iters, adjoint):
+  from jaxrl_dp.planning.evaluation import policy_evaluation  # noqa: PLC0415
+
+  def run(m, pi, t, rf, v0_, tol):
     rr = regularized_rewards(m, pi, t, rf)
     eps = _reward_rounding(m, pi, t, rf, rr)
     extra = eps / (1 - jnp.where(discount_ok(m.discount),
@@ -251,23 +261,22 @@ def soft_policy_evaluation(mdp: TabularMDP, policy, *, temperature, ref_policy=N
     ev = policy_evaluation(m.replace(rewards=rr), pi, method=method, tol=inner_tol,
                            max_iters=max_iters, v0=v0_)
     bound = jnp.where(jnp.isfinite(ev.error_bound), ev.error_bound + extra, jnp.inf)
-    return ev.replace(error_bound=bound.astype(dtype),
-                      converged=ev.converged & (bound <= tol if method != "exact"
-                                                else jnp.isfinite(bound)))
+    bound = bound.astype(ev.values.dtype)
+    ok = jnp.isfinite(bound) if method == "exact" else bound <= tol
+    return ev.replace(error_bound=bound, converged=ev.converged & ok)
 
-  v0_ = None if v0 is None else _start(mdp, v0)
   if method == "exact":
-    ev = run(mdp, probs, temperature, ref, v0_)
-  else:
+    ev = run(mdp, probs, temperature, ref, v0, tol)
+  else:  # every array is an argument of the custom_jvp (no closed-over tracers)
     def solve(a):
       ev = run(*a)
       return ev.values, ev
 
     def backup(a, _ev, v):
-      m, pi, t, rf, _ = a
+      m, pi, t, rf = a[:4]
       return bellman.policy_backup(m.replace(rewards=regularized_rewards(m, pi, t, rf)), pi, v)
 
-    v, ev = implicit_fixed_point(solve, backup, (mdp, probs, temperature, ref, v0_),
+    v, ev = implicit_fixed_point(solve, backup, (mdp, probs, temperature, ref, v0, tol),
                                  adjoint=adjoint)
     ev = ev.replace(values=v)
   return ev.replace(q=bellman.q_values(mdp, ev.values))

@@ -35,16 +35,24 @@ def _mdp(layout, seed=0, s=6, a=3, k=3, gamma=0.9):
   return jd.TabularMDP.from_sparse(ns, ps, r, gamma), sparse_to_dense(ns, ps), r
 
 
-def _check_fd(f, x, seed=0, h=1e-6, rtol=1e-6):
-  """Directional derivative: grad . E and jvp(E) vs a central difference."""
-  x = jnp.asarray(x)
-  e = jnp.asarray(np.random.default_rng(seed).normal(size=x.shape))
-  g = jax.jit(jax.grad(f))(x)
-  fd = (f(x + h * e) - f(x - h * e)) / (2 * h)
-  jv = jax.jit(lambda x, e: jax.jvp(f, (x,), (e,))[1])(x, e)
-  scale = max(abs(float(fd)), 1e-3)
-  assert abs(float(jnp.sum(g * e)) - float(fd)) <= rtol * scale, (float(jnp.sum(g * e)), float(fd))
-  assert abs(float(jv) - float(jnp.sum(g * e))) <= 1e-9 * scale
+def _check_fd(f, params, seed=0, h=1e-6, rtol=1e-6):
+  """Gradients of ``f(params)`` (a dict of arrays): one compiled ``grad`` and
+  one compiled ``jvp``; per input, ``grad . E`` vs a central difference along
+  a random ``E``; the joint ``jvp`` vs ``grad . E``. Returns the gradients."""
+  params = {k: jnp.asarray(v) for k, v in params.items()}
+  rng = np.random.default_rng(seed)
+  dirs = {k: jnp.asarray(rng.normal(size=v.shape)) for k, v in params.items()}
+  g = jax.jit(jax.grad(f))(params)
+  jv = jax.jit(lambda x, e: jax.jvp(f, (x,), (e,))[1])(params, dirs)
+  total = 0.0
+  for k in params:
+    up = dict(params, **{k: params[k] + h * dirs[k]})
+    down = dict(params, **{k: params[k] - h * dirs[k]})
+    fd = float((f(up) - f(down)) / (2 * h))
+    gd = float(jnp.sum(g[k] * dirs[k]))
+    assert abs(gd - fd) <= rtol * max(abs(fd), 1e-3), (k, gd, fd)
+    total += gd
+  assert abs(float(jv) - total) <= 1e-9 * max(abs(total), 1.0)
   return g
 
 
@@ -73,12 +81,14 @@ def test_vi_gradients_match_finite_differences(layout):
   m, _, _ = _mdp(layout, seed=1)
   w = jnp.linspace(-1.0, 2.0, 6)
   vi = functools.partial(jd.value_iteration, tol=VI_TOL)
-  _check_fd(lambda r: vi(m.replace(rewards=r)).values @ w, m.rewards, 1)
-  g = _check_fd(lambda p: vi(m.replace(probs=p)).values @ w, m.probs, 2)
-  assert g.shape == m.probs.shape  # sparse: on the stored entries [S, A, K]
-  _check_fd(lambda d: vi(m.replace(discount=d)).values @ w, m.discount, 3)
-  # q carries gradients too (r + gamma P V at the differentiable V).
-  _check_fd(lambda r: jnp.sum(vi(m.replace(rewards=r)).q ** 2), m.rewards, 4)
+
+  def f(x):
+    sol = vi(m.replace(rewards=x["r"], probs=x["p"], discount=x["d"]))
+    # q carries gradients too (r + gamma P V at the differentiable V).
+    return sol.values @ w + 0.1 * jnp.sum(sol.q ** 2)
+
+  g = _check_fd(f, {"r": m.rewards, "p": m.probs, "d": m.discount}, 1)
+  assert g["p"].shape == m.probs.shape  # sparse: on the stored entries [S, A, K]
 
 
 def test_vi_initial_distribution_gradient():
@@ -169,16 +179,14 @@ def test_soft_vi_gradients_match_finite_differences(layout):
   ref = rng.random((6, 3)) + 0.1
   ref = jnp.asarray(ref / ref.sum(1, keepdims=True))
 
-  def sv(mdp=m, t=tau, rf=None):
-    return jd.soft_value_iteration(mdp, temperature=t, ref_policy=rf, tol=VI_TOL)
+  def f(x):
+    sol = jd.soft_value_iteration(
+        m.replace(rewards=x["r"], probs=x["p"], discount=x["d"]), temperature=x["t"],
+        ref_policy=x["ref"], tol=VI_TOL)
+    # The softmax policy carries gradients too (it is smooth).
+    return sol.values @ w + jnp.sum(sol.policy * jnp.arange(3.0))
 
-  _check_fd(lambda r: sv(m.replace(rewards=r)).values @ w, m.rewards, 1)
-  _check_fd(lambda p: sv(m.replace(probs=p)).values @ w, m.probs, 2)
-  _check_fd(lambda d: sv(m.replace(discount=d)).values @ w, m.discount, 3)
-  _check_fd(lambda t: sv(t=t).values @ w, tau, 4)
-  _check_fd(lambda rf: sv(rf=rf).values @ w, ref, 5)
-  # The softmax policy carries gradients too (it is smooth).
-  _check_fd(lambda r: jnp.sum(sv(m.replace(rewards=r)).policy * jnp.arange(3.0)), m.rewards, 6)
+  _check_fd(f, {"r": m.rewards, "p": m.probs, "d": m.discount, "t": tau, "ref": ref}, 1)
 
 
 def test_soft_pi_and_evaluation_gradients():
@@ -187,23 +195,21 @@ def test_soft_pi_and_evaluation_gradients():
   g_vi = jax.grad(lambda r: jd.soft_value_iteration(m.replace(rewards=r), temperature=tau,
                                                     tol=VI_TOL).values.sum())(m.rewards)
   for evaluation in ("exact", "krylov"):
-    g_pi = _check_fd(lambda r: jd.soft_policy_iteration(
-        m.replace(rewards=r), temperature=tau, tol=VI_TOL, evaluation=evaluation).values.sum(),
-                     m.rewards, 1)
-    np.testing.assert_allclose(g_pi, g_vi, rtol=1e-9)
+    g_pi = _check_fd(lambda x: jd.soft_policy_iteration(
+        m.replace(rewards=x["r"]), temperature=tau, tol=VI_TOL,
+        evaluation=evaluation).values.sum(), {"r": m.rewards}, 1)
+    np.testing.assert_allclose(g_pi["r"], g_vi, rtol=1e-9)
   # A policy with no tiny probabilities (d^2/dpi^2 of pi log pi is 1 / pi).
   pi = 0.5 * jd.soft_value_iteration(m, temperature=tau, tol=VI_TOL).policy + 0.5 / 3
   grads = {}
   for method in ("exact", "krylov", "iterative"):
     def f(x):
-      return jd.soft_policy_evaluation(m, x, temperature=tau, method=method,
-                                       tol=VI_TOL).values.sum()
-    grads[method] = _check_fd(f, pi, 2)
-    _check_fd(lambda p: jd.soft_policy_evaluation(m.replace(probs=p), pi, temperature=tau,
-                                                  method=method, tol=VI_TOL).values.sum(),
-              m.probs, 3)
-  np.testing.assert_allclose(grads["krylov"], grads["exact"], rtol=1e-8)
-  np.testing.assert_allclose(grads["iterative"], grads["exact"], rtol=1e-8)
+      return jd.soft_policy_evaluation(m.replace(probs=x["p"]), x["pi"], temperature=x["t"],
+                                       method=method, tol=VI_TOL).values.sum()
+    grads[method] = _check_fd(f, {"pi": pi, "p": m.probs, "t": tau}, 2)
+  for method in ("krylov", "iterative"):
+    for k in grads["exact"]:
+      np.testing.assert_allclose(grads[method][k], grads["exact"][k], rtol=1e-8)
 
 
 # ------------------------------------------------------ ready wirings
