@@ -357,6 +357,71 @@ def _max_steps_to_goal(ns, probs, mask, goal, gamma):
   return np.full(s, np.inf)
 
 
+def _policy_steps(ns, probs, goal, gamma, pi):
+  """Expected (discounted) steps to the goal under ``pi`` (float64, sparse
+  solve on the non-goal states)."""
+  import scipy.sparse
+  import scipy.sparse.linalg
+
+  s, _, k = probs.shape
+  trans = ~goal
+  rows = np.repeat(np.arange(s), k)
+  p_pi = probs[np.arange(s), pi].reshape(-1) * gamma
+  cols = ns[np.arange(s), pi].reshape(-1)
+  keep = trans[rows] & trans[cols]
+  mat = scipy.sparse.identity(s, format="csr") - scipy.sparse.csr_matrix(
+      (p_pi[keep], (rows[keep], cols[keep])), shape=(s, s))
+  idx = np.flatnonzero(trans)
+  n = np.zeros(s)
+  n[idx] = scipy.sparse.linalg.spsolve(mat[idx][:, idx].tocsc(), np.ones(idx.size))
+  return n
+
+
+def _policy_certificate(ns, probs, r, mask, goal, gamma, v):
+  """A tighter float64 certificate of values ``v`` (goal entries 0) from the
+  greedy policy's expected time to the goal ``N_pi`` instead of the worst
+  policy's.
+
+  With ``e = T v - v`` (computed, plus its float64 rounding), ``W = N_pi``
+  inflated and checked: (i) ``1 + gamma P_pi W <= W`` gives ``N_pi <= W`` and
+  ``V* >= V^pi >= v - max(e^-) W``; (ii) ``r + gamma P_a v + eps (gamma P_a
+  W) <= v + eps W`` for every valid ``(s, a)`` with ``eps = max(e^+)`` says
+  ``U = v + eps W`` is a supersolution, ``T U <= U``, so ``V* <= U`` (every
+  policy is proper). Returns ``max(eps^+, eps^-) max W``, or ``inf`` when a
+  check fails."""
+  u = np.finfo(np.float64).eps / 2
+  s, a, k = probs.shape
+  trans = ~goal
+  with np.errstate(all="ignore"):
+    pv = gamma * np.sum(probs * v[ns], axis=-1)
+    q = np.where(mask, r + pv, -np.inf)
+    pi = np.argmax(q, axis=1)
+    tv = np.where(trans, q[np.arange(s), pi], 0.0)
+    nk = int(np.max(np.sum(probs > 0, axis=-1))) + 3
+    rnd = 4 * nk * u * (np.max(np.abs(v)) + np.max(np.abs(r)) + np.max(np.abs(tv)))
+    e = tv - v
+    e_plus = max(float(np.max(np.where(trans, e, 0.0))), 0.0) + rnd
+    e_minus = max(float(np.max(np.where(trans, -e, 0.0))), 0.0) + rnd
+    try:
+      n_pi = _policy_steps(ns, probs, goal, gamma, pi)
+    except Exception:  # singular: should not happen when all policies are proper
+      return float("inf")
+    if not np.all(np.isfinite(n_pi)):
+      return float("inf")
+    w = np.where(trans, n_pi * (1 + 1e-6) + 1e-6 * np.max(n_pi) + 1e-9, 0.0)
+    pw = gamma * np.sum(probs * w[ns], axis=-1)  # [S, A]
+    marg = 4 * nk * u * np.max(w)
+    ok1 = np.all(~trans | (1 + pw[np.arange(s), pi] + marg <= w))
+    lhs = r + pv + e_plus * pw
+    rhs = v[:, None] + e_plus * w[:, None]
+    slack = 4 * nk * u * (np.abs(r) + np.abs(pv) + e_plus * (pw + w[:, None])
+                          + np.abs(v)[:, None])
+    ok2 = np.all(~(trans[:, None] & mask) | (lhs + slack <= rhs))
+  if not (ok1 and ok2):
+    return float("inf")
+  return max(e_plus, e_minus) * float(np.max(w)) * (1 + 16 * nk * u)
+
+
 @solver(infinite_horizon=False, kind="control", reverse_mode=False)
 def stochastic_shortest_path(mdp: TabularMDP, *, goal_states, tol: float = 1e-6,
                              max_iters: int = 100_000,
@@ -387,6 +452,17 @@ def stochastic_shortest_path(mdp: TabularMDP, *, goal_states, tol: float = 1e-6,
   greedy policy's loss is at most twice ``error_bound``. ``max_iters`` is
   never changed; a ``tol`` below the rounding floor stops early with
   ``converged`` False.
+
+  ``N_hat`` is the WORST policy's time to the goal, which can be huge (a
+  policy that keeps away from the goal on a noisy grid: ~3e8 steps on a
+  5 x 5 grid with slip 0.2), or not even finite when stored rows sum
+  slightly above 1 (then the loop runs until the values stop changing or
+  ``max_iters``). When the loop ends without ``converged``, a
+  second certificate is tried on the host in float64: the greedy policy's
+  own expected time ``N_pi`` (a sparse solve), inflated to ``W`` and checked
+  to give both a sub-solution (``V^pi >= V - max(T V - V)^- W``) and a
+  super-solution (``T U <= U`` for ``U = V + max(T V - V)^+ W``, checked for
+  every valid action); ``error_bound`` is the smaller of the two.
 
   Not jittable or vmappable (host checks first; the value iteration itself
   is jitted); derivatives: none.
@@ -453,8 +529,24 @@ def stochastic_shortest_path(mdp: TabularMDP, *, goal_states, tol: float = 1e-6,
     v0 = jnp.zeros((s,), dtype)
   else:
     v0 = as_values("v0", v0, (s,), dtype)
-  return _ssp(mdp, jnp.asarray(tol, dtype), v0, jnp.asarray(goal),
-              jnp.asarray(n_max), max_iters=max_iters)
+  sol = _ssp(mdp, jnp.asarray(tol, dtype), v0, jnp.asarray(goal),
+             jnp.asarray(n_max), max_iters=max_iters)
+  if not np.isfinite(n_max):  # the loop's bound was a placeholder
+    sol = sol.replace(error_bound=jnp.asarray(np.inf, dtype),
+                      converged=jnp.asarray(False))
+  if bool(sol.converged):
+    return sol
+  # The worst-case time to the goal can be huge (a policy that delays the
+  # goal): try the greedy policy's own time (host, float64).
+  v = np.asarray(sol.values, np.float64)
+  tight = _policy_certificate(ns_full, probs64, np.asarray(mdp.rewards, np.float64),
+                              mask, goal, gamma, v)
+  if not tight < float(sol.error_bound):
+    return sol
+  tight = np.asarray(tight, dtype)
+  bound = jnp.asarray(tight)
+  return sol.replace(error_bound=bound,
+                     converged=jnp.asarray(bool(float(tight) <= float(tol))))
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters",))
@@ -476,8 +568,16 @@ def _ssp(mdp, tol, v0, goal, n_max, *, max_iters):
     floor = (delta * n_max) * (1 + 8 * u)
     good = jnp.isfinite(b)
     noise = 2 * u * jnp.max(jnp.abs(w))
-    return (w, jnp.where(good, b, jnp.inf), jnp.where(good, floor, jnp.inf),
-            noise)
+    # No finite N_max (rows summing slightly above 1 can make the worst
+    # policy's time infinite): a placeholder bound H that lets the loop stop
+    # once the values stop changing (res <= noise); the caller replaces it
+    # by the host certificate or by inf.
+    big = jnp.asarray(jnp.finfo(dtype).max / 4, dtype)
+    no_n = ~jnp.isfinite(n_max)
+    b = jnp.where(no_n, jnp.where(res <= noise, big, 2 * big),
+                  jnp.where(good, b, jnp.inf))
+    floor = jnp.where(no_n, big, jnp.where(good, floor, jnp.inf))
+    return w, b, floor, noise
 
   def step(v):
     w, b, floor, noise = certified(v)

@@ -276,3 +276,23 @@ def test_relative_vi_no_retrace_across_tol_and_tau(monkeypatch):
   m, _, _, _ = _unichain("sparse", 0, dtype=jnp.float32)
   for tol, tau in ((1e-3, 0.5), (1e-2, 0.3), (1e-4, 0.0)):
     jd.relative_value_iteration(m, tol=tol, tau=tau)
+
+
+def test_ssp_noisy_grid_uses_the_greedy_policy_certificate():
+  # The worst policy's time to the goal is ~3e8 steps here (it can keep away
+  # from the goal), so only the greedy policy's own time certifies 1e-8.
+  rows = ["S....", ".....", "..#..", ".....", "....G"]
+  g = gridworld(rows, slip=0.2, discount=1.0, step_reward=-1.0, goal_reward=0.0)
+  ns, p, r = (np.asarray(x) for x in (g.next_states, g.probs, g.rewards))
+  goal = np.zeros(24, bool)
+  goal[23] = True
+  v_ref = ssp_reference(sparse_to_dense(ns, p.astype(np.float64)), r.astype(np.float64), goal)
+  with jax.enable_x64(True):
+    m = jd.TabularMDP.from_sparse(ns, p, r, 1.0)
+    sol = jd.stochastic_shortest_path(m, goal_states=[23], tol=1e-8)
+    assert bool(sol.converged)
+    assert np.abs(np.asarray(sol.values) - v_ref).max() <= float(sol.error_bound) <= 1e-8
+  sol = jd.stochastic_shortest_path(jd.TabularMDP.from_sparse(ns, p, r, 1.0),
+                                    goal_states=[23], tol=1e-4)
+  assert bool(sol.converged)
+  assert np.abs(np.asarray(sol.values, np.float64) - v_ref).max() <= float(sol.error_bound)
