@@ -99,10 +99,11 @@ class AndersonAux(NamedTuple):
     consts: :func:`certificate_constants`.
     x: ``[S]`` the next point to back up.
     d_f: ``[m, S]`` residual differences ``f_i - f_{i-1}`` (ring buffer;
-      unfilled rows are 0), ``f = T x - x``.
+      only the first ``min(count, m)`` rows are used), ``f = T x - x``.
     d_g: ``[m, S]`` the matching backup differences ``T x_i - T x_{i-1}``.
     f_prev, g_prev: ``[S]`` the last accepted residual and backup.
-    count: ``int32 []`` accepted points since the last restart.
+    count: ``int32 []`` accepted points since the last restart (a restart
+      sets it to 0; the buffers are masked, not cleared).
     safe_res: ``[]`` the residual statistic at the last accepted point.
     shift: ``[]`` the span rule's midpoint shift of ``state.values``.
     accepted: ``int32 []`` steps whose mixed candidate passed the safeguard.
@@ -192,36 +193,36 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     f = g - x
     res = cert.residual
     accept = ~a.mixed | (a.count == 0) | (res <= a.safe_res)
-    # History update (only used when accepted).
-    pos = jnp.mod(a.count - 1, m)
+    # History: row ``pos`` of the ring buffers gets the newest difference (in
+    # place); rows ``>= min(count, m)`` are masked out of the least squares,
+    # so a restart only resets ``count``.
     have_prev = a.count > 0
-    d_f = jnp.where(have_prev, a.d_f.at[pos].set(f - a.f_prev), a.d_f)
-    d_g = jnp.where(have_prev, a.d_g.at[pos].set(g - a.g_prev), a.d_g)
+    pos = jnp.mod(jnp.maximum(a.count - 1, 0), m)
+    d_f = a.d_f.at[pos].set(f - a.f_prev)
+    d_g = a.d_g.at[pos].set(g - a.g_prev)
+    valid = jnp.arange(m) < jnp.minimum(a.count, m)
     if stop == "span":  # the span ignores constants: fit the centered residuals
       lsq_f = d_f - jnp.mean(d_f, axis=1, keepdims=True)
       f_fit = f - jnp.mean(f)
     else:
       lsq_f, f_fit = d_f, f
-    gram = lsq_f @ lsq_f.T
-    eps = float(jnp.finfo(x.dtype).eps)
-    lam = (max(reg, 16 * eps) * jnp.trace(gram)
+    pair = valid[:, None] & valid[None, :]
+    gram = jnp.where(pair, lsq_f @ lsq_f.T, 0.0)
+    rhs = jnp.where(valid, lsq_f @ f_fit, 0.0)
+    lam = (max(reg, 16 * float(jnp.finfo(x.dtype).eps)) * jnp.trace(gram)
            + float(jnp.finfo(x.dtype).tiny))
-    rhs = lsq_f @ f_fit
-    alpha = jnp.linalg.solve(gram + lam * jnp.eye(m, dtype=x.dtype), rhs)
-    mixed = g - alpha @ d_g
-    mixed = jnp.where(jnp.all(jnp.isfinite(mixed)), mixed, g)
+    alpha = _spd_solve(gram + lam * jnp.eye(m, dtype=x.dtype), rhs)
+    alpha = jnp.where(valid & jnp.all(jnp.isfinite(alpha)), alpha, 0.0)
     mix_now = a.cooldown == 0
-    x_acc = jnp.where(mix_now, mixed, g)
+    x_acc = jnp.where(mix_now, g - alpha @ d_g, g)
     # Rejected: back to the plain backup of the last accepted point, and
     # plain steps for a while (exponential backoff).
     x_next = jnp.where(accept, x_acc, a.g_prev)
     backoff = jnp.where(accept, jnp.where(a.mixed, a.backoff // 2, a.backoff),
                         jnp.clip(2 * a.backoff, 1, MAX_BACKOFF)).astype(jnp.int32)
     cooldown = jnp.where(accept, jnp.maximum(a.cooldown - 1, 0), backoff).astype(jnp.int32)
-    zeros = jnp.zeros_like(a.d_f)
     aux = AndersonAux(
-        a.consts, x_next,
-        jnp.where(accept, d_f, zeros), jnp.where(accept, d_g, zeros),
+        a.consts, x_next, d_f, d_g,
         jnp.where(accept, f, a.f_prev), jnp.where(accept, g, a.g_prev),
         jnp.where(accept, a.count + 1, 0).astype(jnp.int32),
         jnp.where(accept, res, a.safe_res), cert.shift,
@@ -235,6 +236,29 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     return greedy_solution(op, v, st, tol, valid)
 
   return IterativeSolver(init=init, step=step, finalize=finalize)
+
+
+def _spd_solve(mat: jax.Array, rhs: jax.Array) -> jax.Array:
+  """``mat^{-1} rhs`` for a small symmetric positive definite ``[m, m]``
+  matrix: an unrolled Cholesky for ``m <= 8`` (a few fused scalar ops, no
+  LAPACK call per iteration), ``jnp.linalg.solve`` beyond."""
+  m = mat.shape[0]
+  if m > 8:
+    return jnp.linalg.solve(mat, rhs)
+  tiny = float(jnp.finfo(mat.dtype).tiny)
+  low = [[None] * m for _ in range(m)]
+  for j in range(m):
+    d = mat[j, j] - sum(low[j][k] * low[j][k] for k in range(j))
+    low[j][j] = jnp.sqrt(jnp.maximum(d, tiny))
+    for i in range(j + 1, m):
+      low[i][j] = (mat[i, j] - sum(low[i][k] * low[j][k] for k in range(j))) / low[j][j]
+  y = [None] * m
+  for i in range(m):
+    y[i] = (rhs[i] - sum(low[i][k] * y[k] for k in range(i))) / low[i][i]
+  z = [None] * m
+  for i in reversed(range(m)):
+    z[i] = (y[i] - sum(low[k][i] * z[k] for k in range(i + 1, m))) / low[i][i]
+  return jnp.stack(z)
 
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=False)

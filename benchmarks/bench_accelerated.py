@@ -1,0 +1,300 @@
+#!/usr/bin/env python
+"""Accelerated solvers against plain value iteration, at equal certified accuracy.
+
+For every MDP kind and discount, each method runs with ``tol = 1e-6 *
+max|V*|`` (float64, ``jax_enable_x64``): it stops once its certified
+``error_bound`` is ``<= tol``, and the answer is checked against an
+independent float64 reference V* (NumPy policy iteration with exact solves,
+``_common.reference_solve``) BEFORE its time is reported:
+
+    max_s |V(s) - V*(s)| <= error_bound <= 1e-6 * max_s |V*(s)|.
+
+Methods (all through their public one-MDP functions):
+  VI sup / VI span            jaxrl_dp.value_iteration(stop=...)        (plain VI)
+  GS                          gauss_seidel_value_iteration()            (16 blocks, symmetric)
+  SOR 1.2                     gauss_seidel_value_iteration(omega=1.2)
+  GS ranked                   gauss_seidel_value_iteration(blocks=64, ranking=0.1)
+  Anderson sup / span         anderson_value_iteration(memory=5, stop=...)
+  anchored sup / span         anchored_value_iteration(stop=...)
+
+Reported per run: backups (full-backup equivalents: state rows backed up / S;
+for VI, Anderson and anchored one per iteration, rejected Anderson candidates
+included; for GS the rows of every block update, redone SOR sweeps
+included), wall time of the jitted call (best of a few repeats after a
+compile call), and ratios to plain VI: to VI with the same stop rule (sup for
+GS, SOR and anchored sup) and to the faster of the two plain VI rules.
+A run that reaches ``max_iters`` (the cap below) without the certificate is
+reported as ``cap`` with the bound it reached; its ratios are lower bounds.
+
+Cases: Garnet (S=1000, A=10, K=10, ``jaxrl_dp.suites.garnet``), an open
+30 x 30 grid world (slip 0.1, goal reward 1), RiverSwim (S=50), forest
+management (S=1000), each at gamma in {0.9, 0.99, 0.999, 0.9999}.
+
+Usage:
+  python benchmarks/bench_accelerated.py            # full run (~3-5 min on 2 cores)
+  python benchmarks/bench_accelerated.py --quick    # tiny sizes
+Writes benchmarks/results/accelerated.json and accelerated.md (or --out-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+if ROOT not in sys.path:
+  sys.path.insert(1, ROOT)
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp  # noqa: E402
+
+import jaxrl_dp as J  # noqa: E402
+from jaxrl_dp.core.operators import NominalOperator  # noqa: E402
+from jaxrl_dp.core.protocol import iterative_solve  # noqa: E402
+from jaxrl_dp.planning.gauss_seidel import block_layout, gauss_seidel_solver  # noqa: E402
+from _common import (REL_TOL, NumpyMDP, fmt_ratio, fmt_s, machine_info,  # noqa: E402
+                     md_table, reference_solve, rel_error, write_results)
+
+GAMMAS = (0.9, 0.99, 0.999, 0.9999)
+METHODS = {
+    "VI sup": (J.value_iteration, dict(stop="sup"), "sup"),
+    "VI span": (J.value_iteration, dict(stop="span"), "span"),
+    "GS": (J.gauss_seidel_value_iteration, dict(), "sup"),
+    "SOR 1.2": (J.gauss_seidel_value_iteration, dict(omega=1.2), "sup"),
+    "GS ranked": (J.gauss_seidel_value_iteration, dict(blocks=64, ranking=0.1), "sup"),
+    "Anderson sup": (J.anderson_value_iteration, dict(stop="sup"), "sup"),
+    "Anderson span": (J.anderson_value_iteration, dict(stop="span"), "span"),
+    "anchored sup": (J.anchored_value_iteration, dict(stop="sup"), "sup"),
+    "anchored span": (J.anchored_value_iteration, dict(stop="span"), "span"),
+}
+SAFEGUARDED = ("GS", "SOR 1.2", "GS ranked", "Anderson sup", "Anderson span")
+
+
+def log(*a):
+  print(*a, file=sys.stderr, flush=True)
+
+
+def _open_layout(n):
+  rows = ["." * n for _ in range(n)]
+  rows[0] = "S" + rows[0][1:]
+  rows[-1] = rows[-1][:-1] + "G"
+  return rows
+
+
+def make_case(kind, gamma, quick):
+  if kind == "garnet":
+    s = 60 if quick else 1000
+    m = J.suites.garnet(jax.random.key(0), s, 10, 10, gamma)
+    gen = f"suites.garnet(key(0), {s}, 10, 10, {gamma})"
+  elif kind == "gridworld":
+    n = 6 if quick else 30
+    m = J.suites.gridworld(_open_layout(n), slip=0.1, discount=gamma)
+    gen = f"suites.gridworld(open {n}x{n}, slip=0.1, discount={gamma})"
+  elif kind == "riverswim":
+    s = 10 if quick else 50
+    m = J.suites.river_swim(num_states=s, discount=gamma)
+    gen = f"suites.river_swim(num_states={s}, discount={gamma})"
+  elif kind == "forest":
+    s = 50 if quick else 1000
+    m = J.suites.forest(num_states=s, discount=gamma)
+    gen = f"suites.forest(num_states={s}, discount={gamma})"
+  else:
+    raise ValueError(kind)
+  npm = NumpyMDP("sparse", np.asarray(m.rewards, np.float64), float(gamma),
+                 next_states=np.asarray(m.next_states), probs=np.asarray(m.probs, np.float64))
+  return m, npm, gen
+
+
+def gs_rows(mdp, kw, tol, max_iters):
+  """Backups (rows / S) of a Gauss-Seidel run: the same solve through the
+  protocol, returning its diagnostics (untimed)."""
+  s = mdp.rewards.shape[0]
+  sv = gauss_seidel_solver(**kw)._replace(finalize=lambda op, st, t, ok: st)
+  st = jax.jit(lambda m: iterative_solve(sv, NominalOperator(m), jnp.zeros(s), tol,
+                                         max_iters=max_iters))(mdp)
+  return float(st.aux.rows) / s, int(st.aux.fallbacks)
+
+
+def run_method(name, mdp, ref, tol, args):
+  fn, kw, _ = METHODS[name]
+  call = lambda t: jax.block_until_ready(fn(mdp, tol=t, max_iters=args.max_iters, **kw))
+  t0 = time.perf_counter()
+  call(1e30)  # compile (stops after one step)
+  compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  sol = call(tol)
+  times = [time.perf_counter() - t0]
+  err = rel_error(sol.values, ref)
+  abs_err = float(np.abs(np.asarray(sol.values) - ref).max())
+  bound = float(sol.error_bound)
+  row = {"method": name, "iterations": int(sol.iterations), "converged": bool(sol.converged),
+         "error_bound": bound, "abs_error": abs_err, "rel_error": err,
+         "compile_s": compile_s, "bound_holds": abs_err <= bound}
+  if not row["bound_holds"]:
+    row["status"] = "BOUND VIOLATED"
+    return row
+  if not bool(sol.converged):
+    row["status"] = "cap"
+  elif err > REL_TOL:
+    row["status"] = "FAILED accuracy"
+    return row
+  else:
+    row["status"] = "ok"
+  reps = args.repeats if times[0] < 1.0 else 1
+  for _ in range(reps - 1):
+    t0 = time.perf_counter()
+    call(tol)
+    times.append(time.perf_counter() - t0)
+  row["time_s"] = min(times)
+  row["times"] = times
+  if fn is J.gauss_seidel_value_iteration:
+    row["backups"], row["fallbacks"] = gs_rows(mdp, kw, tol, args.max_iters)
+    nb, bs = block_layout(mdp.rewards.shape[0], kw.get("blocks"))
+    row["blocks"] = nb
+  else:
+    row["backups"] = float(sol.iterations)
+  return row
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--quick", action="store_true")
+  ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--max-iters", type=int, default=50_000)
+  ap.add_argument("--kinds", default="garnet,gridworld,riverswim,forest")
+  ap.add_argument("--gammas", default=",".join(str(g) for g in GAMMAS))
+  ap.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+  args = ap.parse_args()
+  t_start = time.perf_counter()
+  info = machine_info({"jax": jax.__version__, "backend": jax.default_backend(),
+                       "devices": [str(d) for d in jax.devices()], "x64": True,
+                       "max_iters": args.max_iters, "repeats": args.repeats})
+  results = {"machine": info, "rel_tol": REL_TOL, "cases": []}
+  for kind in args.kinds.split(","):
+    for gamma in (float(g) for g in args.gammas.split(",")):
+      mdp, npm, gen = make_case(kind, gamma, args.quick)
+      t0 = time.perf_counter()
+      ref = reference_solve(npm)
+      ref_s = time.perf_counter() - t0
+      v_star = ref["values"]
+      tol = REL_TOL * float(np.abs(v_star).max())
+      case = {"kind": kind, "gamma": gamma, "generator": gen, "S": npm.S, "A": npm.A,
+              "K": int(npm.probs.shape[-1]), "tol": tol, "reference_s": ref_s,
+              "reference_bound": ref["bound"], "rows": []}
+      for name in METHODS:
+        try:
+          row = run_method(name, mdp, v_star, tol, args)
+        except Exception as e:  # noqa: BLE001 - report, keep going
+          row = {"method": name, "status": "error", "note": f"{type(e).__name__}: {e}"}
+        case["rows"].append(row)
+        log(f"{kind:9s} {gamma:<7} {name:14s} {row['status']:6s} "
+            f"backups={row.get('backups', float('nan')):>9.1f} "
+            f"time={fmt_s(row.get('time_s'))} bound={row.get('error_bound', float('nan')):.2e}")
+      by = {r["method"]: r for r in case["rows"]}
+      best_vi = min((by[n] for n in ("VI sup", "VI span") if by[n].get("status") == "ok"),
+                    key=lambda r: r["time_s"], default=None)
+      for r in case["rows"]:
+        if "time_s" not in r:
+          continue
+        same = by["VI " + METHODS[r["method"]][2]]
+        if "time_s" in same:
+          r["time_ratio_same_rule"] = r["time_s"] / same["time_s"]
+          r["backup_ratio_same_rule"] = r["backups"] / same["backups"]
+          r["same_rule_capped"] = same["status"] == "cap"
+        if best_vi is not None:
+          r["time_ratio_best_vi"] = r["time_s"] / best_vi["time_s"]
+          r["backup_ratio_best_vi"] = r["backups"] / best_vi["backups"]
+      results["cases"].append(case)
+      write_results(args.out_dir, "accelerated_quick" if args.quick else "accelerated",
+                    results, render(results))
+  try:
+    info["loadavg_at_end"] = os.getloadavg()
+  except OSError:
+    pass
+  results["total_s"] = time.perf_counter() - t_start
+  write_results(args.out_dir, "accelerated_quick" if args.quick else "accelerated",
+                results, render(results))
+  log(f"total {results['total_s']:.0f} s")
+
+
+def _cell_ratio(r, key, capped_key=None):
+  x = r.get(key)
+  if x is None:
+    return "-"
+  s = fmt_ratio(x)
+  if r.get("status") == "cap":
+    s = ">=" + s if x >= 1 else s + " (capped)"
+  elif capped_key and r.get(capped_key):
+    s = "<=" + s
+  return s
+
+
+def render(res) -> str:
+  m = res["machine"]
+  out = ["# Accelerated solvers vs plain value iteration (float64, certified)", "",
+         f"Machine: {m.get('cpu_model')} ({m.get('cpu_count_affinity')} cores usable), "
+         f"JAX {m.get('jax')} on {m.get('backend')}; load average at start "
+         f"{tuple(round(x, 2) for x in m.get('loadavg_at_start', ()))}"
+         + (f", at end {tuple(round(x, 2) for x in m['loadavg_at_end'])}"
+            if "loadavg_at_end" in m else "") + " (a shared 2-core machine: times are noisy).",
+         "",
+         f"Target: `max|V - V*| <= error_bound <= {res['rel_tol']:g} * max|V*|` against a float64 "
+         "NumPy policy-iteration reference (checked before timing). `backups`: full-backup "
+         "equivalents (state rows / S). `vs same`: ratio to plain VI with the same stop rule "
+         "(sup for GS/SOR/anchored sup); `vs best`: ratio to the faster plain VI rule. "
+         f"`cap`: `max_iters = {m.get('max_iters')}` reached before the certificate (ratios "
+         "are then bounds: `>=` for a capped method, `<=` against a capped VI).", ""]
+  header = ["kind", "gamma", "method", "status", "backups", "time", "backups vs same",
+            "time vs same", "backups vs best", "time vs best", "error_bound", "|V - V*|"]
+  rows = []
+  for c in res["cases"]:
+    for r in c["rows"]:
+      rows.append([c["kind"], c["gamma"], r["method"], r.get("status"),
+                   f"{r['backups']:.0f}" if "backups" in r else "-", fmt_s(r.get("time_s")),
+                   _cell_ratio(r, "backup_ratio_same_rule", "same_rule_capped"),
+                   _cell_ratio(r, "time_ratio_same_rule", "same_rule_capped"),
+                   _cell_ratio(r, "backup_ratio_best_vi"), _cell_ratio(r, "time_ratio_best_vi"),
+                   f"{r['error_bound']:.2e}" if "error_bound" in r else "-",
+                   f"{r['abs_error']:.2e}" if "abs_error" in r else "-"])
+  out.append(md_table(header, rows))
+  out += ["", "## Targets (issue 11)", ""]
+  worst = {}
+  for c in res["cases"]:
+    for r in c["rows"]:
+      if r["method"] in SAFEGUARDED and "time_ratio_best_vi" in r:
+        key = r["method"]
+        cand = (r["time_ratio_best_vi"], c["kind"], c["gamma"])
+        worst[key] = max(worst.get(key, cand), cand)
+  for k, (x, kind, g) in worst.items():
+    out.append(f"- {k}: worst time ratio to the best plain VI {x:.2f} ({kind}, gamma {g}); "
+               f"target <= 1.1: {'met' if x <= 1.1 else 'NOT met'}")
+  for c in res["cases"]:
+    if c["kind"] == "garnet" and c["gamma"] >= 0.999:
+      by = {r["method"]: r for r in c["rows"]}
+      for vi in ("VI sup", "VI span"):
+        if "backups" not in by[vi]:
+          continue
+        best = min((r for r in c["rows"] if r["method"] not in ("VI sup", "VI span")
+                    and r.get("status") == "ok"), key=lambda r: r["backups"], default=None)
+        if best is None:
+          continue
+        f = by[vi]["backups"] / best["backups"]
+        capped = " (VI capped: a lower bound)" if by[vi]["status"] == "cap" else ""
+        out.append(f"- Garnet gamma {c['gamma']}: fewest backups {best['method']} "
+                   f"({best['backups']:.0f}) vs {vi} ({by[vi]['backups']:.0f}): {f:.1f}x{capped}; "
+                   f"target >= 10x: {'met' if f >= 10 else 'NOT met'}")
+  if "total_s" in res:
+    out += ["", f"Total benchmark time {res['total_s']:.0f} s."]
+  return "\n".join(out)
+
+
+if __name__ == "__main__":
+  main()
