@@ -1,13 +1,16 @@
 """certify / speculative_value_iteration vs independent float64 references.
 
-References: ``_reference.optimal_values`` (NumPy policy iteration with exact
-float64 linear solves) of the MDP AS STORED (its float arrays read back in
-float64), refined with extended-precision residuals (``np.longdouble``) so
-that the reference error is far below the float64 errors being certified;
-``_reference.evaluate`` for the exact value of a policy.
+References: V* of the MDP AS STORED (its float arrays read back as exact
+numbers) by float64 policy iteration, refined with EXACT residuals
+(``fractions.Fraction``) to ~1e-30 relative and checked exactly for
+improving actions (:func:`exact_optimal`): a float64 (or longdouble)
+reference is not enough, the certified float64 bounds are tight to ~1e-12
+relative; ``_reference.evaluate`` for the exact value of a policy.
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -32,32 +35,65 @@ def _stored(m):
   return p, np.asarray(m.rewards, np.float64), float(m.discount)
 
 
-def _refined_optimal(p, r, gamma, mask=None):
-  """V* of (p, r, gamma) to ~1e-18 relative: float64 PI, then iterative
-  refinement of the optimal policy's linear system with longdouble residuals
-  (and a policy re-check in longdouble)."""
-  s, a = r.shape
+def exact_optimal(P, R, gamma, mask=None):
+  """V* of the MDP (P [S, A, S], R [S, A], gamma: float64 arrays read as exact
+  numbers) as a float64 pair ``(hi, lo)`` with ``hi + lo`` within ~1e-30
+  relative of the exact V*: float64 policy iteration, then iterative
+  refinement of the policy's linear system with EXACT residuals
+  (``fractions.Fraction``), and an exact check that no action improves."""
+  s, a = R.shape
+  idx = np.arange(s)
   mask = np.ones((s, a), bool) if mask is None else mask
-  _, _, pi = optimal_values(p, r, gamma, mask)
-  P, R, G = (np.asarray(x, np.longdouble) for x in (p, r, gamma))
-  for _ in range(5):
-    p_pi, r_pi = p[np.arange(s), pi], r[np.arange(s), pi]
-    x = np.linalg.solve(np.eye(s) - gamma * p_pi, r_pi).astype(np.longdouble)
-    P_pi, R_pi = P[np.arange(s), pi], R[np.arange(s), pi]
-    for _ in range(3):
-      res = R_pi + G * (P_pi @ x) - x
-      x = x + np.linalg.solve(np.eye(s) - gamma * p_pi, res.astype(np.float64))
-    q = R + G * np.einsum("sak,k->sa", P, x)
-    q = np.where(mask, q, -np.inf)
-    best = np.argmax(q, axis=1)
-    if not np.any(q[np.arange(s), best] > q[np.arange(s), pi] * (1 + 1e-17) + 1e-300):
-      return x
-    pi = np.where(q[np.arange(s), best] > q[np.arange(s), pi], best, pi)
-  return x
+  eye = np.eye(s)
+  pi = np.argmax(np.where(mask, R, -np.inf), 1)
+  for _ in range(1000):
+    v = np.linalg.solve(eye - gamma * P[idx, pi], R[idx, pi])
+    q = np.where(mask, R + gamma * P @ v, -np.inf)
+    best = q.argmax(1)
+    new = np.where(q[idx, best] > q[idx, pi] + 1e-13 * (1 + np.abs(v).max()), best, pi)
+    if np.array_equal(new, pi):
+      break
+    pi = new
+  g = Fraction(float(gamma))
+  rows = {}
+  def row(i, j):
+    if (i, j) not in rows:
+      nz = np.nonzero(P[i, j])[0]
+      rows[i, j] = [(int(k), Fraction(float(P[i, j, k]))) for k in nz]
+    return rows[i, j]
+  for _ in range(20):
+    mat = eye - gamma * P[idx, pi]
+    x = [Fraction(0)] * s
+    for _ in range(5):
+      res = [Fraction(float(R[i, pi[i]])) + g * sum(p * x[k] for k, p in row(i, pi[i])) - x[i]
+             for i in range(s)]
+      resf = np.array([float(t) for t in res])
+      if not np.any(resf):
+        break
+      dx = np.linalg.solve(mat, resf)
+      x = [x[i] + Fraction(float(dx[i])) for i in range(s)]
+    changed = False
+    for i in range(s):
+      for j in range(a):
+        if mask[i, j] and j != pi[i]:
+          qij = Fraction(float(R[i, j])) + g * sum(p * x[k] for k, p in row(i, j))
+          if qij > x[i] + 0:
+            qpi = Fraction(float(R[i, pi[i]])) + g * sum(p * x[k] for k, p in row(i, pi[i]))
+            if qij > qpi:
+              pi[i] = j
+              changed = True
+              break
+    if not changed:
+      hi = np.array([float(t) for t in x])
+      lo = np.array([float(x[i] - Fraction(hi[i])) for i in range(s)])
+      return hi, lo
+  raise RuntimeError("exact reference did not settle")
 
 
-def _true_error(values, vstar):
-  return float(np.max(np.abs(np.asarray(values, np.float64).astype(np.longdouble) - vstar)))
+def _true_error(values, ref):
+  hi, lo = ref
+  v = np.asarray(values, np.float64)
+  return float(np.max(np.abs((v - hi) - lo)))
 
 
 def _mdp(rng, layout, gamma, kind="random", s=24, a=3, k=4, dtype=None):
@@ -85,7 +121,7 @@ def test_certify_bound_holds_float32(layout, kind):
   rng = np.random.default_rng(hash((layout, kind)) % 2**32)
   for gamma in GAMMAS:
     m = _mdp(rng, layout, gamma, kind)
-    vstar = _refined_optimal(*_stored(m))
+    vstar = exact_optimal(*_stored(m))
     sol = jd.value_iteration(m, tol=0.0, max_iters=3000)
     for v in (sol.values, jnp.zeros_like(sol.values),
               sol.values + jnp.asarray(rng.normal(size=sol.values.shape), jnp.float32)):
@@ -102,7 +138,7 @@ def test_certify_tight_and_tighter_than_plain_float32_bound():
   rng = np.random.default_rng(5)
   p, r = random_dense(rng, 120, 4)
   m = jd.TabularMDP.from_dense(p, r, 0.99)
-  vstar = _refined_optimal(*_stored(m))
+  vstar = exact_optimal(*_stored(m))
   v = jd.value_iteration(m, tol=0.0, max_iters=5000).values
   true = _true_error(v, vstar)
   c = certify(m, v)
@@ -120,7 +156,7 @@ def test_certify_bounds_rows_that_do_not_sum_to_one():
   p32 = p.astype(np.float32)
   p32[:, :, 0] += np.float32(3e-6)  # stored rows sum to 1 + 3e-6 (validator atol 1e-5)
   m = jd.TabularMDP.from_dense(p32, r, 0.999)
-  vstar = _refined_optimal(*_stored(m))
+  vstar = exact_optimal(*_stored(m))
   v = jd.value_iteration(m, tol=0.0, max_iters=20000).values
   c = certify(m, v)
   assert float(c.modulus) >= 0.999 * (1 + 3e-6 * 0.99)
@@ -136,17 +172,17 @@ def test_policy_loss_bound_vs_exact_loss(layout):
     for noise in (0.0, 0.3, 3.0):
       m = _mdp(rng, layout, gamma)
       p, r, g = _stored(m)
-      vstar = _refined_optimal(p, r, g)
-      v = jnp.asarray(vstar.astype(np.float64) + noise * rng.normal(size=vstar.shape), jnp.float32)
+      vstar = exact_optimal(p, r, g)
+      v = jnp.asarray(vstar[0] + noise * rng.normal(size=vstar[0].shape), jnp.float32)
       c = certify(m, v)
-      loss = np.max(vstar - evaluate(p, r, g, np.asarray(c.policy)).astype(np.longdouble))
+      loss = np.max((vstar[0] - evaluate(p, r, g, np.asarray(c.policy))) + vstar[1])
       assert -1e-9 <= loss <= float(c.policy_loss_bound), (gamma, noise)
       seen_loss = max(seen_loss, float(loss))
       # a given (non-greedy) policy: its loss is bounded too
-      pol = rng.integers(0, 3, size=vstar.shape[0])
+      pol = rng.integers(0, 3, size=vstar[0].shape[0])
       cp_ = certify(m, v, policy=pol)
       assert np.array_equal(np.asarray(cp_.policy), pol)
-      loss_p = np.max(vstar - evaluate(p, r, g, pol).astype(np.longdouble))
+      loss_p = np.max((vstar[0] - evaluate(p, r, g, pol)) + vstar[1])
       assert loss_p <= float(cp_.policy_loss_bound)
       assert float(cp_.error_bound) == float(c.error_bound)
   assert seen_loss > 0  # some greedy policies were suboptimal
@@ -160,7 +196,7 @@ def test_certify_x64_float32_model_and_float64_model(layout):
     for gamma in GAMMAS:
       for dtype in (jnp.float32, jnp.float64):
         m = _mdp(rng, layout, gamma, dtype=dtype)
-        vstar = _refined_optimal(*_stored(m))
+        vstar = exact_optimal(*_stored(m))
         sol = jd.value_iteration(m, tol=0.0, max_iters=20000, stop="span")
         true = _true_error(sol.values, vstar)
         c = certify(m, sol.values)
@@ -171,7 +207,7 @@ def test_certify_x64_float32_model_and_float64_model(layout):
         c3 = certify(m, sol.values.astype(jnp.float64), method="float64")
         assert true <= float(c2.error_bound) and true <= float(c3.error_bound)
         if dtype == jnp.float64:  # tight: float64 values near V*
-          assert float(c.error_bound) <= 1e-9 * np.abs(vstar).max()
+          assert float(c.error_bound) <= 1e-9 * np.abs(vstar[0]).max()
 
 
 # ------------------------------------------------- speculative solving
@@ -181,8 +217,8 @@ def test_speculative_float32_bound_holds_converged_implies_tol(layout):
   for kind in ("random", "absorbing", "periodic"):
     for gamma in GAMMAS:
       m = _mdp(rng, layout, gamma, kind)
-      vstar = _refined_optimal(*_stored(m))
-      tol = 1e-5 * max(1.0, float(np.abs(vstar).max()))
+      vstar = exact_optimal(*_stored(m))
+      tol = 1e-5 * max(1.0, float(np.abs(vstar[0]).max()))
       sol = speculative_value_iteration(m, tol=tol, max_iters=5000)
       true = _true_error(sol.values, vstar)
       assert true <= float(sol.error_bound), (kind, gamma)
@@ -197,21 +233,21 @@ def test_speculative_float64_model_reaches_tol(layout):
     rng = np.random.default_rng(19)
     for gamma in (0.9, 0.99, 0.999):
       m = _mdp(rng, layout, gamma, dtype=jnp.float64)
-      vstar = _refined_optimal(*_stored(m))
-      tol = 1e-9 * float(np.abs(vstar).max())
+      vstar = exact_optimal(*_stored(m))
+      tol = 1e-9 * float(np.abs(vstar[0]).max())
       sol = speculative_value_iteration(m, tol=tol, max_iters=20000)
       assert sol.values.dtype == jnp.float64
       assert bool(sol.converged), gamma
       true = _true_error(sol.values, vstar)
       assert true <= float(sol.error_bound) <= tol
-      pol_loss = np.max(vstar - evaluate(*_stored(m), np.asarray(sol.policy)))
+      pol_loss = np.max((vstar[0] - evaluate(*_stored(m), np.asarray(sol.policy))) + vstar[1])
       assert pol_loss <= 2 * tol / (1 - gamma) + 1e-12
 
 
 def test_speculative_max_iters_honoured_and_bfloat16():
   rng = np.random.default_rng(23)
   m = _mdp(rng, "sparse", 0.99)
-  vstar = _refined_optimal(*_stored(m))
+  vstar = exact_optimal(*_stored(m))
   sol = speculative_value_iteration(m, tol=0.0, max_iters=7)
   assert int(sol.iterations) <= 7 and not bool(sol.converged)
   assert _true_error(sol.values, vstar) <= float(sol.error_bound)
@@ -239,7 +275,7 @@ def test_jit_and_vmap_agree():
     si = speculative_value_iteration(m, tol=1e-4)
     np.testing.assert_allclose(np.asarray(sb.values[i]), np.asarray(si.values), rtol=1e-6, atol=1e-6)
     assert bool(sb.converged[i]) == bool(si.converged)
-    vstar = _refined_optimal(*_stored(m))
+    vstar = exact_optimal(*_stored(m))
     assert _true_error(sb.values[i], vstar) <= float(sb.error_bound[i])
 
 
