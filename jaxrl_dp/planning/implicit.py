@@ -217,18 +217,25 @@ def implicit_fixed_point(solve: Callable, backup: Callable, args: Any, *,
 # ----------------------------------------------------------- ready wirings
 def implicit_policy_values(solve: Callable, mdp, policy, *args,
                            adjoint: Optional[ImplicitAdjoint] = None):
-  """Policy evaluation with implicit derivatives: ``solve(mdp, policy,
-  *args) -> (values [S], aux)`` solves ``V = T_pi V`` by any method
-  (iterative, Krylov); the derivative flows to ``mdp`` (rewards, probs,
-  discount) and to a stochastic ``policy [S, A]`` through ``T_pi``.
+  """Policy evaluation with implicit derivatives.
 
-  Returns ``(values, aux)``."""
-  def backup(a, _aux, v):
-    m, pi = a[0], a[1]
-    return bellman.policy_backup(m, pi, v)
+  ``solve(mdp, policy, *args) -> result`` solves ``V = T_pi V`` by any method
+  (iterative, Krylov) and returns a result with ``values [S]`` and ``q [S,
+  A]`` fields (e.g. :class:`~jaxrl_dp.core.types.PolicyEvaluation`). Returns
+  the same result whose ``values`` carry the derivative through ``T_pi`` with
+  respect to ``mdp`` (rewards, probs, discount) and a stochastic ``policy
+  [S, A]``, and ``q = r + gamma P V`` recomputed from them. Every array
+  ``solve`` needs must be in ``args`` (static options: ``functools.partial``).
+  """
+  def run(a):
+    res = solve(*a)
+    return res.values, res
 
-  return implicit_fixed_point(lambda a: solve(*a), backup, (mdp, policy) + tuple(args),
-                              adjoint=adjoint)
+  def backup(a, _res, v):
+    return bellman.policy_backup(a[0], a[1], v)
+
+  v, res = implicit_fixed_point(run, backup, (mdp, policy) + tuple(args), adjoint=adjoint)
+  return res.replace(values=v, q=bellman.q_values(mdp, v))
 
 
 def implicit_greedy_solution(solve: Callable, mdp, *args,
@@ -240,7 +247,9 @@ def implicit_greedy_solution(solve: Callable, mdp, *args,
   :class:`~jaxrl_dp.core.types.Solution` whose ``values`` carry the
   derivative of the fixed point of ``T_pi`` for the RETURNED policy (the
   envelope theorem; at ties, the first maximizer's), and ``q = r + gamma P
-  V`` recomputed from them (so ``q`` carries derivatives too)."""
+  V`` recomputed from them (so ``q`` carries derivatives too). Every array
+  ``solve`` needs must be in ``args`` (static options: ``functools.partial``).
+  """
   def run(a):
     sol = solve(*a)
     return sol.values, sol

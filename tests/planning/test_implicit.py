@@ -232,14 +232,16 @@ def test_wiring_policy_iteration_and_iterative_evaluation():
   pol = jnp.full((6, 3), 1 / 3)
 
   def ev(r, pol):
-    v, _ = implicit_policy_values(
-        lambda mdp, pi: (lambda e: (e.values, e))(
-            jd.policy_evaluation(mdp, pi, method="iterative", tol=VI_TOL)),
-        m.replace(rewards=r), pol)
-    return v.sum()
+    res = implicit_policy_values(
+        lambda mdp, pi, tol: jd.policy_evaluation(mdp, pi, method="iterative", tol=tol),
+        m.replace(rewards=r), pol, jnp.asarray(VI_TOL))
+    return res.values.sum() + 0.1 * res.q.sum()
 
   g_r, g_pol = jax.grad(ev, argnums=(0, 1))(m.rewards, pol)
-  ex = jax.grad(lambda r, pol: jd.policy_evaluation(m.replace(rewards=r), pol).values.sum(),
-                argnums=(0, 1))(m.rewards, pol)
+  def ex(r, pol):
+    res = jd.policy_evaluation(m.replace(rewards=r), pol)
+    return res.values.sum() + 0.1 * res.q.sum()
+
+  ex = jax.grad(ex, argnums=(0, 1))(m.rewards, pol)
   np.testing.assert_allclose(g_r, ex[0], rtol=1e-9)
   np.testing.assert_allclose(g_pol, ex[1], rtol=1e-8)
