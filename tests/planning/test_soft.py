@@ -256,3 +256,13 @@ def test_bad_input():
   sol = jax.jit(lambda t: jd.soft_value_iteration(m, temperature=t))(jnp.asarray(-1.0))
   assert not bool(sol.converged) and float(sol.error_bound) == np.inf
   assert int(sol.iterations) == 0
+
+
+def test_no_retrace_for_new_temperatures_or_tolerances():
+  from jaxrl_dp.planning import soft as soft_module
+  m, _, _ = _dense(seed=9)
+  jd.soft_value_iteration(m, temperature=0.5, tol=1e-6)
+  before = soft_module._soft_vi._cache_size()
+  for tau, tol in ((0.7, 1e-5), (1.3, 1e-8)):
+    jd.soft_value_iteration(m, temperature=tau, tol=tol)
+  assert soft_module._soft_vi._cache_size() == before
