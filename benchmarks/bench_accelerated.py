@@ -123,7 +123,7 @@ def gs_rows(mdp, kw, tol, max_iters):
   return float(st.aux.rows) / s, int(st.aux.fallbacks)
 
 
-def run_method(name, mdp, ref, tol, args):
+def run_method(name, mdp, ref, ref_bound, tol, args):
   fn, kw, _ = METHODS[name]
   call = lambda t: jax.block_until_ready(fn(mdp, tol=t, max_iters=args.max_iters, **kw))
   t0 = time.perf_counter()
@@ -137,7 +137,10 @@ def run_method(name, mdp, ref, tol, args):
   bound = float(sol.error_bound)
   row = {"method": name, "iterations": int(sol.iterations), "converged": bool(sol.converged),
          "error_bound": bound, "abs_error": abs_err, "rel_error": err,
-         "compile_s": compile_s, "bound_holds": abs_err <= bound}
+         "compile_s": compile_s,
+         # |V - V*| <= |V - V_ref| + |V_ref - V*|: the measured distance to the
+         # reference may exceed a tight bound by the reference's own error.
+         "bound_holds": abs_err <= bound + ref_bound}
   if not row["bound_holds"]:
     row["status"] = "BOUND VIOLATED"
     return row
@@ -156,9 +159,13 @@ def run_method(name, mdp, ref, tol, args):
   row["time_s"] = min(times)
   row["times"] = times
   if fn is J.gauss_seidel_value_iteration:
-    row["backups"], row["fallbacks"] = gs_rows(mdp, kw, tol, args.max_iters)
-    nb, bs = block_layout(mdp.rewards.shape[0], kw.get("blocks"))
+    s = mdp.rewards.shape[0]
+    nb, bs = block_layout(s, kw.get("blocks"))
     row["blocks"] = nb
+    if kw.get("ranking") is None and kw.get("omega", 1.0) == 1.0:
+      row["backups"], row["fallbacks"] = int(sol.iterations) * nb * bs / s, 0
+    else:
+      row["backups"], row["fallbacks"] = gs_rows(mdp, kw, tol, args.max_iters)
   else:
     row["backups"] = float(sol.iterations)
   return row
@@ -168,7 +175,7 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--quick", action="store_true")
   ap.add_argument("--repeats", type=int, default=3)
-  ap.add_argument("--max-iters", type=int, default=50_000)
+  ap.add_argument("--max-iters", type=int, default=30_000)
   ap.add_argument("--kinds", default="garnet,gridworld,riverswim,forest")
   ap.add_argument("--gammas", default=",".join(str(g) for g in GAMMAS))
   ap.add_argument("--out-dir", default=os.path.join(HERE, "results"))
@@ -191,7 +198,7 @@ def main():
               "reference_bound": ref["bound"], "rows": []}
       for name in METHODS:
         try:
-          row = run_method(name, mdp, v_star, tol, args)
+          row = run_method(name, mdp, v_star, ref["bound"], tol, args)
         except Exception as e:  # noqa: BLE001 - report, keep going
           row = {"method": name, "status": "error", "note": f"{type(e).__name__}: {e}"}
         case["rows"].append(row)
@@ -247,7 +254,8 @@ def render(res) -> str:
             if "loadavg_at_end" in m else "") + " (a shared 2-core machine: times are noisy).",
          "",
          f"Target: `max|V - V*| <= error_bound <= {res['rel_tol']:g} * max|V*|` against a float64 "
-         "NumPy policy-iteration reference (checked before timing). `backups`: full-backup "
+         "NumPy policy-iteration reference (checked before timing; `error_bound` is checked "
+         "against `|V - V_ref|` minus the reference's own certified error, ~1e-13). `backups`: full-backup "
          "equivalents (state rows / S). `vs same`: ratio to plain VI with the same stop rule "
          "(sup for GS/SOR/anchored sup); `vs best`: ratio to the faster plain VI rule. "
          f"`cap`: `max_iters = {m.get('max_iters')}` reached before the certificate (ratios "
