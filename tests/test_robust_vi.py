@@ -331,7 +331,7 @@ def test_jit_equals_no_jit_and_no_retrace(monkeypatch):
   # (same shapes); chex.assert_max_traces raises on a second trace.
   from jaxrl_dp.robust import robust_vi
   guarded = jax.jit(chex.assert_max_traces(robust_vi._robust_vi.__wrapped__, n=1),
-                    static_argnames=("max_iters",))
+                    static_argnames=("max_iters", "stop"))
   monkeypatch.setattr(robust_vi, "_robust_vi", guarded)
   for radius in (0.05, 0.5, 1.0):        # new radius and tol, same shapes: no recompilation
     R.robust_value_iteration(sp, R.l1_ball(radius), tol=1e-4 * radius)

@@ -73,8 +73,9 @@ from jaxrl_dp.core.iteration import (BackupRounding, backup_rounding,
                                      fixed_point_solve, lower_bound_values,
                                      sup_norm_solve, unit_roundoff)
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
-from jaxrl_dp.core.options import (as_values, check_horizon, check_max_iters,
-                                   check_tol)
+from jaxrl_dp.core.options import (as_values, check_choice, check_horizon,
+                                   check_max_iters, check_tol)
+from jaxrl_dp.core.protocol import iterative_solve
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.robust.inner import worst_case_unchecked
 from jaxrl_dp.robust.types import (RobustFiniteHorizonSolution,
@@ -283,6 +284,7 @@ def _v0(mdp, v0, field="v0"):
 @solver(infinite_horizon=True, kind="control")
 def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
                            tol: float = 1e-6, max_iters: int = 10_000,
+                           stop: str = "sup",
                            v0: jax.Array | None = None) -> RobustSolution:
   """(s, a)-rectangular robust value iteration ``V <- max_a sigma(r + gamma V)``.
 
@@ -293,6 +295,14 @@ def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
   and for the inner-problem accuracy). ``max_iters`` is never changed.
   ``transition_rewards`` enter the inner problem (module docstring).
 
+  It is the protocol's value iteration (:mod:`jaxrl_dp.core.protocol`,
+  ``value_iteration_solver(stop)``) over :class:`RobustOperator`. With
+  ``stop="span"`` it stops on MacQueen's span bound instead and returns the
+  extrapolated midpoint ``V_{n+1} + gamma/(1-gamma) (min + max)/2`` of ``V_{n+1}
+  - V_n`` (valid for the robust operator: monotone, and ``T(V + c) = T V +
+  gamma c``; not for ``lp_ball`` with negative ``P``); ``residual`` is then
+  the span.
+
   Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
 
   Args:
@@ -301,6 +311,7 @@ def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
       Wasserstein cost is a state metric ``[S, S]``.
     tol: bound on ``max_s |V(s) - V*(s)|`` (can be traced).
     max_iters: static cap on backups.
+    stop: ``"sup"`` (default) or ``"span"`` (static).
     v0: optional ``[S]`` start (default zeros; a list or array).
 
   Returns:
@@ -314,15 +325,17 @@ def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
   check_uset_for_mdp(uset, mdp)
   check_tol(tol)
   check_max_iters(max_iters)
+  check_choice("stop", stop, ("sup", "span"))
   return _robust_vi(mdp, uset, jnp.asarray(tol, mdp.rewards.dtype), _v0(mdp, v0),
-                    max_iters=max_iters)
+                    max_iters=max_iters, stop=stop)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iters",))
-def _robust_vi(mdp, uset, tol, v0, *, max_iters):
-  r = fixed_point_solve(lambda v: robust_bellman(mdp, v, uset)[0], v0, mdp.discount,
-                        tol, max_iters=max_iters, rounding=robust_rounding(mdp),
-                        modulus=robust_modulus(mdp))
+@functools.partial(jax.jit, static_argnames=("max_iters", "stop"))
+def _robust_vi(mdp, uset, tol, v0, *, max_iters, stop="sup"):
+  from jaxrl_dp.planning.value_iteration import value_iteration_solver
+  from jaxrl_dp.robust.operator import RobustOperator   # (imports this module)
+  r = iterative_solve(value_iteration_solver(stop), RobustOperator(mdp, uset), v0, tol,
+                      max_iters=max_iters)
   v = r.values
   q, worst = robust_q_values(mdp, v, uset)
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),

@@ -88,3 +88,19 @@ def test_invalid_traced_discount_runs_nothing():
 
   conv, bound, it = run(jnp.float32(1.0))
   assert not bool(conv) and np.isinf(float(bound)) and int(it) == 0
+
+
+def test_robust_value_iteration_span_rule():
+  """stop="span" (MacQueen's extrapolation) on the robust operator: fewer
+  backups at gamma 0.99, and its bound holds against float64."""
+  uset = R.l1_ball(0.3)
+  with jax.enable_x64(True):
+    ref = np.asarray(R.robust_value_iteration(mdp_of(11, gamma=0.99), uset, tol=1e-11).values)
+  m = mdp_of(11, dtype=jnp.float32, gamma=0.99)
+  sup = R.robust_value_iteration(m, uset, tol=0.05)
+  span = R.robust_value_iteration(m, uset, tol=0.05, stop="span")
+  assert bool(span.converged) and int(span.iterations) < int(sup.iterations)
+  err = np.max(np.abs(np.asarray(span.values, np.float64) - ref))
+  assert err <= float(span.error_bound) <= 0.05
+  with pytest.raises(jd.InvalidMDPError, match="stop"):
+    R.robust_value_iteration(m, uset, stop="nope")
