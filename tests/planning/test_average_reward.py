@@ -13,8 +13,35 @@ import scipy.optimize
 
 import jaxrl_dp as jd
 from jaxrl_dp.planning import average_reward as ar
-from jaxrl_dp.suites import gridworld
 from _reference import random_dense, random_sparse, sparse_to_dense
+
+
+def np_grid(n, slip, *, goal_reward=1.0, step_reward=0.0):
+  """Open n x n grid world in NumPy (float64), the dynamics of
+  jaxrl_dp.suites.gridworld: moves N, E, S, W; with probability ``slip`` the
+  move is replaced by one of the other three or staying; bumping a wall
+  stays; goal (n-1, n-1) absorbing with reward 0; ``goal_reward`` for
+  entering it and ``step_reward`` on every move from a non-goal state.
+  Returns ``(next_states int [S, 4, 5], probs [S, 4, 5], rewards [S, 4])``.
+  (Built locally: suites.gridworld cannot be rebuilt in float32 after an
+  x64 build in the same process.)"""
+  deltas = ((-1, 0), (0, 1), (1, 0), (0, -1), (0, 0))
+  s = n * n
+  row, col = np.divmod(np.arange(s), n)
+  dest = np.empty((s, 5), np.int64)
+  for j, (dr, dc) in enumerate(deltas):
+    rr, cc = row + dr, col + dc
+    ok = (rr >= 0) & (rr < n) & (cc >= 0) & (cc < n)
+    dest[:, j] = np.where(ok, rr * n + cc, np.arange(s))
+  outcomes = np.array([[a] + [d for d in range(4) if d != a] + [4] for a in range(4)])
+  ns = dest[:, outcomes]
+  p = np.broadcast_to(np.array([1 - slip] + [slip / 4] * 4), (s, 4, 5)).copy()
+  goal = s - 1
+  rew = np.where(ns == goal, goal_reward, 0.0) + step_reward
+  ns[goal] = goal
+  p[goal] = [1, 0, 0, 0, 0]
+  rew[goal] = 0.0
+  return ns, p, (p * rew).sum(-1)
 
 
 def lp_gain(p, r, mask=None):
@@ -234,15 +261,12 @@ def test_ssp_float32_bound_holds():
 
 
 def test_ssp_refusals():
-  rows = ["S...", "....", "...G"]
-  det = gridworld(rows, slip=0.0, discount=1.0, step_reward=-1.0, goal_reward=0.0)
+  det = jd.TabularMDP.from_sparse(*np_grid(4, 0.0, goal_reward=0.0, step_reward=-1.0), 1.0)
   with pytest.raises(jd.InvalidMDPError, match="never reaches goal_states"):
-    jd.stochastic_shortest_path(det, goal_states=[11])
-  noisy = gridworld(rows, slip=0.5, discount=1.0, step_reward=-1.0, goal_reward=0.0)
-  arrays = [np.asarray(x) for x in (noisy.next_states, noisy.probs, noisy.rewards)]
-  with jax.enable_x64(True):  # (suites.gridworld cannot be rebuilt under x64 here)
-    noisy = jd.TabularMDP.from_sparse(*arrays, 1.0)
-    assert bool(jd.stochastic_shortest_path(noisy, goal_states=[11], tol=1e-6).converged)
+    jd.stochastic_shortest_path(det, goal_states=[15])
+  with jax.enable_x64(True):
+    noisy = jd.TabularMDP.from_sparse(*np_grid(4, 0.5, goal_reward=0.0, step_reward=-1.0), 1.0)
+    assert bool(jd.stochastic_shortest_path(noisy, goal_states=[15], tol=1e-6).converged)
   m, p, r = _proper_ssp(0)
   with pytest.raises(jd.InvalidMDPError, match="not absorbing"):
     jd.stochastic_shortest_path(m, goal_states=[0])
@@ -257,7 +281,7 @@ def test_ssp_refusals():
     jd.stochastic_shortest_path(m, goal_states=np.zeros(12, bool))
   with pytest.raises(jd.InvalidMDPError, match="cannot be traced"):
     jax.jit(lambda m: jd.stochastic_shortest_path(m, goal_states=[11]))(m)
-  assert ar.improper_trap(det, np.arange(12) == 11).size > 0
+  assert ar.improper_trap(det, np.arange(16) == 15).size > 0
   assert ar.improper_trap(m, np.arange(12) == 11).size == 0
 
 
@@ -279,20 +303,19 @@ def test_relative_vi_no_retrace_across_tol_and_tau(monkeypatch):
 
 
 def test_ssp_noisy_grid_uses_the_greedy_policy_certificate():
-  # The worst policy's time to the goal is ~3e8 steps here (it can keep away
-  # from the goal), so only the greedy policy's own time certifies 1e-8.
-  rows = ["S....", ".....", "..#..", ".....", "....G"]
-  g = gridworld(rows, slip=0.2, discount=1.0, step_reward=-1.0, goal_reward=0.0)
-  ns, p, r = (np.asarray(x) for x in (g.next_states, g.probs, g.rewards))
-  goal = np.zeros(24, bool)
-  goal[23] = True
+  # The worst policy's time to the goal is huge here (it can keep away from
+  # the goal), so only the greedy policy's own time certifies 1e-8.
+  ns, p, r = np_grid(5, 0.2, goal_reward=0.0, step_reward=-1.0)
+  p, r = p.astype(np.float32), r.astype(np.float32)  # as stored in float32
+  goal = np.zeros(25, bool)
+  goal[24] = True
   v_ref = ssp_reference(sparse_to_dense(ns, p.astype(np.float64)), r.astype(np.float64), goal)
   with jax.enable_x64(True):
     m = jd.TabularMDP.from_sparse(ns, p, r, 1.0)
-    sol = jd.stochastic_shortest_path(m, goal_states=[23], tol=1e-8)
+    sol = jd.stochastic_shortest_path(m, goal_states=[24], tol=1e-8)
     assert bool(sol.converged)
     assert np.abs(np.asarray(sol.values) - v_ref).max() <= float(sol.error_bound) <= 1e-8
   sol = jd.stochastic_shortest_path(jd.TabularMDP.from_sparse(ns, p, r, 1.0),
-                                    goal_states=[23], tol=1e-4)
+                                    goal_states=[24], tol=1e-4)
   assert bool(sol.converged)
   assert np.abs(np.asarray(sol.values, np.float64) - v_ref).max() <= float(sol.error_bound)
