@@ -49,20 +49,21 @@ def policy_iteration(mdp: TabularMDP, *, evaluation: str = "exact",
       values improve (coarse early, tight at the end); halved instead at
       each iteration where the policy was stable or the values did not
       increase (``sum V``), so inexact evaluations cannot make the policy
-      cycle forever. ``target = tol * (1 -
-      gamma') / 2`` when ``tol`` is given, else ``eps max|r| / (1 -
-      gamma')`` (about the float rounding level of the residual).
-      ``eval_max_iters`` caps the cycles (GMRES restarts of up to 20
-      matvecs / BiCGSTAB steps of 2) of one evaluation (a target below the
-      rounding level is not reached: the evaluation stops at that cap).
+      cycle forever. ``target = tol * (1 - gamma') / 2`` when ``tol`` is
+      given, else ``eps max|r| / (1 - gamma')`` (about the float rounding
+      level of the residual). ``eval_max_iters`` caps the cycles (GMRES
+      restarts of up to 20 matvecs / BiCGSTAB steps of 2) of one
+      evaluation; a target below the rounding level is not reached and the
+      evaluation stops at that cap (in float32 without ``tol`` this can
+      cost more than the rest of the solve: pass ``tol``). Measured on the
+      100 x 100 grid world (``S = 10^4``, sparse, 2 CPU cores, float64):
+      83-129 ms (issue 11 measured 229.7 s with the exact evaluation).
 
   A greedy action replaces the current one only where it beats it by more
   than the float rounding level ``tie_tol = 8 * eps * max|Q|`` (ties and
   solve noise cannot make it cycle). The loop stops when the policy is
-  stable (and, for Krylov, its last evaluation was solved to the final
-  target) or after ``max_iters`` improvements; with ``tol`` it also goes on
-  (Krylov: tightening the evaluation) until ``error_bound <= tol`` or the
-  rounding floor is reached.
+  stable (Krylov: and its last evaluation was asked for the final target,
+  or ``error_bound <= tol``) or after ``max_iters`` improvements.
 
   Certificate: ``error_bound = ((1 + u) residual + delta) / (1 - gamma')``
   from the Bellman OPTIMALITY residual ``||T V - V||_inf`` of the returned
