@@ -111,6 +111,25 @@ def test_matches_float64_reference(layout, config):
 
 
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_span_rule_matches_float64_reference_and_bound_holds_every_step(layout):
+  with jax.enable_x64(True):
+    for i, gamma in enumerate((0.9, 0.99)):
+      m, mask = _mdp(layout, gamma, seed=20 + i, masked=(i == 1))
+      v_star, _, _ = _reference(m, mask)
+      tol = 1e-8 * np.abs(v_star).max()
+      for kw in ({}, dict(omega=1.2, ranking=0.3, blocks=4, full_every=3)):
+        sol = jd.gauss_seidel_value_iteration(m, tol=tol, max_iters=100_000, stop="span", **kw)
+        err = np.abs(np.asarray(sol.values) - v_star).max()
+        assert bool(sol.converged) and err <= float(sol.error_bound) <= tol
+    op, sv = NominalOperator(m), gauss_seidel_solver(stop="span", full_every=3)
+    _, tr = run_steps(sv, op, sv.init(op, jnp.zeros(S)), 30)
+    errs = np.abs(np.asarray(tr.values + tr.aux.shift[:, None]) - v_star[None]).max(1)
+    bounds = np.asarray(tr.error_bound)
+    assert np.all(errs <= bounds) and np.isfinite(bounds[::3]).all()
+    assert np.isinf(bounds[1::3]).all()
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_float32_bound_always_holds(layout):
   for i, gamma in enumerate((0.9, 0.99, 0.999)):
     m, mask = _mdp(layout, gamma, seed=10 + i, masked=(i == 2))
@@ -203,7 +222,8 @@ def test_vmap_equals_loop_and_traced_invalid_discount():
     (dict(blocks=0), "blocks"), (dict(blocks=2.0), "blocks"),
     (dict(ranking=0.0), "ranking"), (dict(ranking=1.5), "ranking"), (dict(ranking="x"), "ranking"),
     (dict(full_every=0), "full_every"), (dict(tol=-1.0), "tol"),
-    (dict(max_iters=0), "max_iters"), (dict(v0=np.zeros(S + 1)), "v0")])
+    (dict(max_iters=0), "max_iters"), (dict(v0=np.zeros(S + 1)), "v0"),
+    (dict(stop="l1"), "stop")])
 def test_bad_options_raise_naming_the_option(kw, field):
   m, _ = _mdp("dense", 0.9)
   with pytest.raises(jd.InvalidMDPError, match=field):
