@@ -32,8 +32,8 @@ from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.options import (as_values, check_choice, check_horizon,
                                    check_max_iters, check_tol)
-from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, final_bound,
-                                    initial_state, iterative_solve)
+from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, certified_done,
+                                    final_bound, initial_state, iterative_solve)
 from jaxrl_dp.core.soft import (ELEMENTARY_ULPS, SoftFiniteHorizonSolution,
                                 SoftOperator, SoftSolution, log_ratio,
                                 regularized_rewards, soft_max, soft_policy)
@@ -293,16 +293,21 @@ def soft_policy_iteration_solver(evaluation: str = "exact", *,
   MDP's layout, warm-started, up to ``krylov_cycles`` restarts). The step's
   bound is the soft Bellman-residual bound ``((1 + u) ||fl(T V) - V|| +
   delta) / (1 - gamma')`` of the new values (it holds for any V, however
-  accurate the evaluation)."""
+  accurate the evaluation). It stops by
+  :func:`~jaxrl_dp.core.protocol.certified_done`, or when the residual stops
+  decreasing within ``16 delta`` (the rounding level: a ``tol`` below the
+  floor cannot be certified, ``converged`` stays False)."""
   check_choice("evaluation", evaluation, EVALUATIONS)
 
   def init(op, v0):
     dtype = v0.dtype
     _, q0 = op.apply(v0)
-    return initial_state(v0, (op.rounding(), jnp.asarray(op.modulus(), dtype), q0))
+    inf = jnp.asarray(jnp.inf, dtype)
+    return initial_state(v0, (op.rounding(), jnp.asarray(op.modulus(), dtype), q0, inf,
+                              inf))
 
   def step(op, st):
-    rounding, modulus, q = st.aux
+    rounding, modulus, q = st.aux[:3]
     m = op.mdp
     pi = op.greedy(q)
     rr = regularized_rewards(m, pi, op.temperature, op.ref_policy)
@@ -329,12 +334,21 @@ def soft_policy_iteration_solver(evaluation: str = "exact", *,
     floor = bellman_residual_bound(jnp.zeros_like(res), delta, modulus)
     noise = 2 * unit_roundoff(v_new.dtype) * jnp.max(jnp.abs(v_new))
     return SolverState(st.iteration + 1, v_new, res, bound, floor,
-                       noise.astype(v_new.dtype), (rounding, modulus, q_new))
+                       noise.astype(v_new.dtype),
+                       (rounding, modulus, q_new, st.residual, delta.astype(v_new.dtype)))
+
+  def done(st, tol):
+    # The certified rule, or stagnation at the rounding level: the residual
+    # did not decrease and is within 16 backups' rounding (more steps cannot
+    # lower the bound; it still holds).
+    _, _, _, prev_res, delta = st.aux
+    stalled = (st.iteration > 1) & (st.residual >= prev_res) & (st.residual <= 16 * delta)
+    return certified_done(st, tol) | stalled
 
   def finalize(op, st, tol, valid):
     return _soft_solution(op, st.values, st, tol, valid)
 
-  return IterativeSolver(init=init, step=step, finalize=finalize)
+  return IterativeSolver(init=init, step=step, finalize=finalize, done=done)
 
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=True)
@@ -348,8 +362,9 @@ def soft_policy_iteration(mdp: TabularMDP, *, temperature, ref_policy=None,
   The values increase monotonically to ``V_soft`` (soft policy improvement)
   and converge fast (it is Newton's method on the soft Bellman equation). It
   stops once the certified bound from the soft Bellman residual of the
-  current values is ``<= tol`` (``converged``), at the rounding floor
-  (``converged`` False), or after ``max_iters`` improvement steps. The first
+  current values is ``<= tol`` (``converged``), at the rounding floor (the
+  residual stops decreasing within 16 times a backup's rounding bound;
+  ``converged`` False), or after ``max_iters`` improvement steps. The first
   policy is the softmax of ``Q(v0)`` (default ``v0 = 0``).
 
   Derivatives: as :func:`soft_value_iteration` (implicit, through the soft
