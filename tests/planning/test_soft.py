@@ -156,6 +156,11 @@ def test_float32_bound_holds_below_the_floor():
       err = np.abs(np.asarray(sol.values, np.float64) - want).max()
       assert not bool(sol.converged) and np.isfinite(float(sol.error_bound))
       assert err <= float(sol.error_bound) + REF_ERR, (layout, err, float(sol.error_bound))
+      # Soft PI stops at the rounding level too (not at max_iters), bound honest.
+      pi = jd.soft_policy_iteration(m, temperature=0.5, tol=1e-9, evaluation="krylov")
+      err = np.abs(np.asarray(pi.values, np.float64) - want).max()
+      assert not bool(pi.converged) and int(pi.iterations) <= 20
+      assert err <= float(pi.error_bound) < 1e-2 * np.abs(want).max()
 
 
 # ------------------------------------------------- soft PI and evaluation
