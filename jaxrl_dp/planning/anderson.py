@@ -115,6 +115,8 @@ class AndersonAux(NamedTuple):
     backoff: ``int32 []`` the cooldown after the next rejection (doubles on
       each rejection up to :data:`MAX_BACKOFF`, halves on each accepted
       candidate).
+    policy: ``int32 [S]`` the greedy policy of the last backup (``-1``
+      before the first).
   """
 
   consts: Any
@@ -131,6 +133,7 @@ class AndersonAux(NamedTuple):
   mixed: jax.Array
   cooldown: jax.Array
   backoff: jax.Array
+  policy: jax.Array
 
 
 #: Longest run of plain steps after repeated rejections.
@@ -158,6 +161,12 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     :data:`MAX_BACKOFF` and halving with each accepted candidate, so that a
     problem where mixing keeps failing wastes at most about one backup in
     ``MAX_BACKOFF``;
+  * policy gate: mixing only while the greedy policy of the backups is
+    unchanged (then ``T`` is the affine ``T_pi`` locally and Anderson acts
+    like a Krylov method on it); a step whose greedy policy changed is a
+    plain backup and starts a new history from its point. This keeps
+    Anderson out of the nonsmooth phase (e.g. values propagating through a
+    grid world, where mixing slows the front down);
   * mixing (type II): with the last ``m`` accepted differences ``dF [m, S]``,
     ``dG [m, S]``, solve ``(dF dF^T + lam I) alpha = dF f_k`` (``m x m``, in
     the values' dtype; ``lam = max(regularization, 16 eps) * trace(dF dF^T)``
@@ -182,13 +191,16 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     i0 = jnp.asarray(0, jnp.int32)
     aux = AndersonAux(certificate_constants(op, dtype), v0, zeros, zeros,
                       jnp.zeros_like(v0), jnp.zeros_like(v0), i0, inf,
-                      jnp.zeros((), dtype), i0, i0, jnp.asarray(False), i0, i0)
+                      jnp.zeros((), dtype), i0, i0, jnp.asarray(False), i0, i0,
+                      jnp.full(v0.shape, -1, jnp.int32))
     return initial_state(v0, aux)
 
   def step(op, st):
     a = st.aux
     x = a.x
-    g, _ = op.apply(x)
+    g, q = op.apply(x)
+    policy = op.greedy(q)
+    changed = jnp.any(policy != a.policy)
     cert = backup_certificate(op, a.consts, x, g, stop)
     f = g - x
     res = cert.residual
@@ -213,7 +225,7 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
            + float(jnp.finfo(x.dtype).tiny))
     alpha = _spd_solve(gram + lam * jnp.eye(m, dtype=x.dtype), rhs)
     alpha = jnp.where(valid & jnp.all(jnp.isfinite(alpha)), alpha, 0.0)
-    mix_now = a.cooldown == 0
+    mix_now = (a.cooldown == 0) & ~changed
     x_acc = jnp.where(mix_now, g - alpha @ d_g, g)
     # Rejected: back to the plain backup of the last accepted point, and
     # plain steps for a while (exponential backoff).
@@ -224,11 +236,11 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     aux = AndersonAux(
         a.consts, x_next, d_f, d_g,
         jnp.where(accept, f, a.f_prev), jnp.where(accept, g, a.g_prev),
-        jnp.where(accept, a.count + 1, 0).astype(jnp.int32),
+        jnp.where(accept, jnp.where(changed, 1, a.count + 1), 0).astype(jnp.int32),
         jnp.where(accept, res, a.safe_res), cert.shift,
         a.accepted + (accept & a.mixed).astype(jnp.int32),
         a.rejected + (~accept).astype(jnp.int32),
-        accept & mix_now & have_prev, cooldown, backoff)
+        accept & mix_now & have_prev, cooldown, backoff, policy)
     return SolverState(st.iteration + 1, g, res, cert.bound, cert.floor, cert.noise, aux)
 
   def finalize(op, st, tol, valid):
