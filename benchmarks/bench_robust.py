@@ -26,7 +26,7 @@ Checks before any time is reported:
   * every robust backed-up value is <= the nominal one (+ float32 rounding);
   * a spot check of each inner problem against an independent float64 SciPy
     solve (``linprog`` / SLSQP / a scalar dual, the references of
-    ``tests/test_robust_inner.py``) on ``--spot`` random (MDP, s, a) rows.
+    ``tests/robust/test_inner.py``) on ``--spot`` random (MDP, s, a) rows.
 
 Usage::
 
@@ -88,7 +88,7 @@ def timed(fn, *args):
 
 def spot_check(name, uset, kind, pnorm, size, mdps, v, rows, metric_np):
   """Our float32 inner values on a few rows vs float64 SciPy references."""
-  from test_robust_inner import reference  # float64 SciPy references
+  from robust.test_inner import reference  # float64 SciPy references
   q, _ = jax.jit(jax.vmap(lambda m, vv: R.robust_q_values(m, vv, uset)))(mdps, v)
   q = np.asarray(q, np.float64)
   rew = np.asarray(mdps.rewards, np.float64)

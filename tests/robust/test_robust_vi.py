@@ -21,7 +21,7 @@ from scipy.special import xlogy
 import jaxrl_dp as jd
 from jaxrl_dp import robust as R
 from _reference import evaluate, random_sparse, sparse_to_dense
-from test_robust_inner import build, reference as ref_inner
+from robust.test_inner import build, reference as ref_inner
 
 GAMMA = 0.9
 

@@ -14,7 +14,7 @@ import pytest
 import jaxrl_dp as jd
 from jaxrl_dp.random_policy import analyze_effective_horizon, analyze_sticky_actions
 
-BRIDGE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bridge"
+BRIDGE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bridge"
 CASES = [("MiniGrid-KeyCorridorS3R1-v0", 100), ("freeway_10_fs30", 10),
          ("maze_easy_l0_30_fs1", 30)]
 RTOL = 1e-6

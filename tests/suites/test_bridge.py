@@ -11,7 +11,7 @@ import pytest
 import jaxrl_dp as J
 from jaxrl_dp import suites
 
-BRIDGE_DIR = Path(__file__).parents[1] / ".." / "shared" / "data" / "bridge"
+BRIDGE_DIR = Path(__file__).parents[2] / ".." / "shared" / "data" / "bridge"
 FILES = sorted(BRIDGE_DIR.glob("*/consolidated.npz")) if BRIDGE_DIR.is_dir() else []
 
 needs_data = pytest.mark.skipif(

@@ -15,7 +15,7 @@ import pytest
 import jaxrl_dp as jd
 from jaxrl_dp import distributional as dd
 
-BRIDGE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bridge"
+BRIDGE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bridge"
 NAME = "MiniGrid-KeyCorridorS3R1-v0"
 HORIZON = 100
 TIMESTEPS = (1, 2, 50, 100)

@@ -12,7 +12,7 @@ import pytest
 import jaxrl_dp as jd
 from jaxrl_dp import distributional as dd
 from jaxrl_dp.figures import distributional as F
-from test_distributional_stock import (combine_initial, cvar_ru, history_distributions,
+from distributional.test_stock import (combine_initial, cvar_ru, history_distributions,
                                        markov_distributions, tiny_mdp)
 
 ALPHAS = (0.1, 0.25, 0.5, 1.0)

@@ -13,7 +13,7 @@ from scipy.optimize import linprog
 
 import jaxrl_dp as jd
 from jaxrl_dp import robust as R
-from test_robust_vi import rows, small_mdp
+from robust.test_robust_vi import rows, small_mdp
 
 bellman = jax.jit(R.s_rectangular_l1_bellman, static_argnames=("support", "num_steps"))
 

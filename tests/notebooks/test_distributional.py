@@ -15,7 +15,7 @@ _notebooks.require_notebook_tools()
 
 import nbformat  # noqa: E402
 
-from test_distributional_stock import (cvar_ru, history_distributions,  # noqa: E402
+from distributional.test_stock import (cvar_ru, history_distributions,  # noqa: E402
                                        markov_distributions)
 
 from _notebooks import NOTEBOOKS, execute_quick, images_and_summary  # noqa: E402
