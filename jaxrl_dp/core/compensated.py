@@ -14,19 +14,22 @@ result plus its exact rounding error, both floats of the same dtype:
 
 On them, :func:`sum2` and :func:`dot2` are vectorized versions of Ogita, Rump
 and Oishi's ``Sum2`` / ``Dot2`` ("Accurate sum and dot product", SIAM J. Sci.
-Comput. 26(6), 2005): a pairwise tree of ``two_sum`` over the reduced axis
-(``ceil(log2 n)`` levels, every level vectorized) whose rounding errors, and
-the products' errors, are summed in ordinary floating point. The result is an
-unevaluated pair ``hi + lo`` and a RIGOROUS a-posteriori bound ``err`` with
+Comput. 26(6), 2005): one fused variadic ``lax.reduce`` whose step is a
+``two_sum`` of partial sums, the rounding errors (and the products' errors)
+summed in ordinary floating point. The result is an unevaluated pair ``hi +
+lo`` and a RIGOROUS a-posteriori bound ``err`` with
 
   ``|hi + lo - sum_k x_k| <= err``,
-  ``err = gamma_{2L + 2} * sum |error terms|`` (``L`` tree levels),
+  ``err = gamma_{n + 3} / (1 - gamma_{n + 3}) * sum |error terms|``,
 
-i.e. about ``u^2 * L * sum_k |x_k|``: the result is as accurate as if
-computed in twice the working precision and then rounded (Ogita-Rump-Oishi's
+valid whatever order XLA reduces in (at worst about ``n^2 u^2 sum_k |x_k|``,
+in practice ``~ n u^2 sum |x_k|``): the result is as accurate as if computed
+in twice the working precision and then rounded (Ogita-Rump-Oishi's a-priori
 bound for Dot2 is ``u |x^T y| + gamma_n^2 |x|^T |y|`` after the final
 rounding; ours is the a-posteriori form of the same argument, computed from
-the actual error terms, valid for any order XLA adds the error terms in).
+the actual error terms). A pairwise tree of vectorized ``two_sum`` levels
+gives the same accuracy but was 2.3x slower on CPU (every level
+materialized).
 
 Exactness assumptions, and how they are kept:
 
@@ -135,8 +138,7 @@ def two_prod(a, b):
   With ``a = ah + al``, ``b = bh + bl`` (:func:`split`) the four half
   products are exact; ``(m, e1) = two_sum(ah bl, al bh)``, ``(p, e2) =
   two_sum(ah bh, m)``, ``e3 = al bl``."""
-  a, b = jnp.broadcast_arrays(a, b)
-  ah, al = split(a)
+  ah, al = split(a)  # split before broadcasting: once per input element
   bh, bl = split(b)
   m, e1 = two_sum(ah * bl, al * bh)
   p, e2 = two_sum(ah * bh, m)
@@ -156,12 +158,23 @@ class Compensated(NamedTuple):
     return self.hi + self.lo
 
 
-def _tree_levels(n: int) -> int:
-  return max(0, math.ceil(math.log2(max(n, 1))))
+def _combine(x, y):
+  """The reduction step of :func:`sum2`: an exact TwoSum of the high parts,
+  the error and the low parts added to the low part, absolute values to the
+  absolute part."""
+  (x1, c1, a1), (x2, c2, a2) = x, y
+  s, e = two_sum(x1, x2)
+  return s, (c1 + c2) + e, (a1 + a2) + jnp.abs(e)
 
 
 def sum2(x, lo=None, axis: int = -1) -> Compensated:
   """Compensated sum of ``x [..., n, ...]`` over ``axis``.
+
+  One fused variadic ``lax.reduce`` whose step (:func:`_combine`) is a
+  TwoSum of two partial high sums, the rounding error joining the low part.
+  Whatever order (or tree) XLA reduces in, the high parts and all the errors
+  add up EXACTLY to the sum of ``x``; only the low part is rounded, and every
+  term of it passes through at most ``n + len(lo)`` roundings.
 
   Args:
     x: the terms.
@@ -171,44 +184,32 @@ def sum2(x, lo=None, axis: int = -1) -> Compensated:
     axis: the reduced axis.
 
   Returns:
-    :class:`Compensated` of shape ``x`` without ``axis``: ``hi`` the tree
-    sum of ``x`` (every addition's error kept), ``lo`` the rounded sum of
-    those errors and of ``lo``, ``err`` a rigorous bound on ``|hi + lo -
-    sum(x) - sum(lo)|`` (underflow aside, see :func:`underflow_slack`).
+    :class:`Compensated` of shape ``x`` without ``axis``: ``hi`` the
+    compensated high sum of ``x``, ``lo`` the rounded sum of the errors and
+    of ``lo``, ``err`` a rigorous bound on ``|hi + lo - sum(x) - sum(lo)|``:
+    ``gamma_m / (1 - gamma_m) * (1 + 4u) * abs`` with ``m = n + len(lo) + 2``
+    and ``abs`` the computed sum of the absolute low terms (itself within
+    ``gamma_m`` of the exact one), plus :func:`underflow_slack`.
   """
   x = jnp.moveaxis(x, axis, -1)
   n = x.shape[-1]
   dtype = x.dtype
-  levels = _tree_levels(n)
-  m = 2 ** levels
   if lo is None:
     lo = ()
   elif not isinstance(lo, (tuple, list)):
     lo = (lo,)
-  lo = [jnp.moveaxis(t, axis, -1) for t in lo]
+  lo = [jnp.moveaxis(jnp.broadcast_to(t, x.shape), axis, -1) if t.shape != x.shape
+        else jnp.moveaxis(t, axis, -1) for t in lo]
   c, a = jnp.zeros_like(x), jnp.zeros_like(x)
   for t in lo:
     c, a = c + t, a + jnp.abs(t)
-  depth = 2 * levels + len(lo) + 1
-  if m != n:
-    pad = [(0, 0)] * (x.ndim - 1) + [(0, m - n)]
-    x, c, a = jnp.pad(x, pad), jnp.pad(c, pad), jnp.pad(a, pad)
-  while x.shape[-1] > 1:
-    h = x.shape[-1] // 2
-    x, e = two_sum(x[..., :h], x[..., h:])
-    c = (c[..., :h] + c[..., h:]) + e
-    a = (a[..., :h] + a[..., h:]) + jnp.abs(e)
-  hi, lo_sum, abs_sum = x[..., 0], c[..., 0], a[..., 0]
-  # lo_sum and abs_sum are plain sums whose every term passes through at most
-  # depth = 2 L + len(lo) roundings: |fl - exact| <= gamma_depth * sum|terms|
-  # for both, so sum|terms| <= abs_sum / (1 - gamma) and the error of lo_sum
-  # is below gamma / (1 - gamma) * abs_sum; gamma_{depth + 1} and the (1 + 4u)
-  # factor cover the rounding of this very expression.
+  z = jnp.zeros((), dtype)
+  hi, lo_sum, abs_sum = jax.lax.reduce((x, c, a), (z, z, z), _combine, (x.ndim - 1,))
   u = unit_roundoff(dtype)
-  g = gamma_n(depth, u)
+  g = gamma_n(n + len(lo) + 2, u)
   coeff = g / (1 - g) * (1 + 4 * u) if math.isfinite(g) and g < 1 else math.inf
   err = jnp.asarray(coeff, dtype) * abs_sum + jnp.asarray(
-      underflow_slack(dtype, 2 * m + 2), dtype)
+      underflow_slack(dtype, 2 * n + 2), dtype)
   return Compensated(hi, lo_sum, err)
 
 

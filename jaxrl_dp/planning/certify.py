@@ -189,10 +189,8 @@ def _residual_compensated(mdp: TabularMDP, v):
   probs, rewards = mdp.probs.astype(dtype), mdp.rewards.astype(dtype)
   gamma = mdp.discount.astype(dtype)
   s, a = rewards.shape
-  if mdp.is_sparse:
-    vals = v[mdp.next_states]
-  else:
-    vals = jnp.broadcast_to(v, (s, a, s))
+  # dense: v [S] broadcasts against probs [S, A, S] inside dot2 (split once)
+  vals = v[mdp.next_states] if mdp.is_sparse else v
   n = probs.shape[-1]
   e = cp.dot2(probs, vals)                                # E within e.err
   gp, ge1, ge2, ge3 = cp.two_prod(gamma, e.hi)            # gamma E_hi exactly
