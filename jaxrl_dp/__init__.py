@@ -4,6 +4,8 @@ The public API (stable names):
   * the model: :class:`TabularMDP`, :func:`stack`, :class:`InvalidMDPError`;
   * results: :class:`Solution`, :class:`PolicyEvaluation`,
     :class:`FiniteHorizonSolution`;
+  * the front door: :func:`solve` (picks a certified method; every method
+    by name);
   * solvers: :func:`value_iteration`, :func:`gauss_seidel_value_iteration`,
     :func:`anderson_value_iteration`, :func:`anchored_value_iteration`,
     :func:`policy_iteration`,
@@ -33,6 +35,7 @@ from jaxrl_dp.planning import (anchored_value_iteration, anderson_value_iteratio
                                gauss_seidel_value_iteration)
 from jaxrl_dp.planning import (Certificate, certify,
                                speculative_value_iteration)
+from jaxrl_dp.planning import solve
 from jaxrl_dp.planning import (finite_horizon, modified_policy_iteration,
                                policy_evaluation, policy_iteration,
                                value_iteration)
@@ -63,7 +66,7 @@ def __dir__():
   return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
-    "FiniteHorizonSolution", "InvalidMDPError", "PolicyEvaluation", "Solution",
+    "solve", "FiniteHorizonSolution", "InvalidMDPError", "PolicyEvaluation", "Solution",
     "TabularMDP", "stack", "unstack", "validate_mdp", "finite_horizon",
     "modified_policy_iteration", "policy_evaluation", "policy_iteration",
     "value_iteration", "AverageRewardSolution", "check_unichain",

@@ -16,6 +16,7 @@ from jaxrl_dp.planning.certify import (Certificate, certify,
                                       speculative_value_iteration)
 from jaxrl_dp.planning.evaluation import exact_policy_values, policy_evaluation
 from jaxrl_dp.planning.finite_horizon import finite_horizon
+from jaxrl_dp.planning.front_door import solve
 from jaxrl_dp.planning.linear_programming import linear_programming
 from jaxrl_dp.planning.policy_iteration import (modified_policy_iteration,
                                                 policy_iteration)
@@ -31,6 +32,7 @@ from jaxrl_dp.core.soft import (SoftFiniteHorizonSolution, SoftOperator,
                                 SoftSolution)
 
 __all__ = [
+    "solve",
     "Certificate",
     "certify",
     "speculative_value_iteration",
