@@ -1,0 +1,146 @@
+"""The front door ``jaxrl_dp.solve``: auto and every named method agree with a
+float64 NumPy V* within their certified bounds (dense and sparse, several
+discounts, float32 and float64), the default tolerance, jit / vmap, bad
+names."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrl_dp as jd
+from jaxrl_dp.core.solver_info import solver_info
+from jaxrl_dp.planning import front_door
+from _reference import optimal_values, random_dense, random_sparse, sparse_to_dense
+
+S, A, K = 12, 3, 4
+NAMED = ("value_iteration", "policy_iteration", "modified_policy_iteration",
+         "gauss_seidel", "anderson", "anchored", "speculative",
+         "linear_programming")
+
+
+def _case(layout, gamma, seed=0, dtype=None):
+  rng = np.random.default_rng(seed)
+  if layout == "dense":
+    p, r = random_dense(rng, S, A)
+    m = jd.TabularMDP.from_dense(p, r, gamma, dtype=dtype)
+  else:
+    ns, ps, r = random_sparse(rng, S, A, K)
+    m = jd.TabularMDP.from_sparse(ns, ps, r, gamma, dtype=dtype)
+    p = sparse_to_dense(ns, ps)
+  v_ref, _, _ = optimal_values(p, r, gamma)
+  return m, v_ref, r
+
+
+def _check(sol, v_ref, tol):
+  err = float(np.max(np.abs(np.asarray(sol.values, np.float64) - v_ref)))
+  bound = float(sol.error_bound)
+  # The reference's own error (float64 linear solves) is ~1e-13 * |V|.
+  slack = 1e-11 * (1 + np.max(np.abs(v_ref)))
+  assert err <= bound + slack, (err, bound)
+  assert bool(sol.converged)
+  assert bound <= float(tol) * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("gamma", [0.5, 0.95, 0.999])
+def test_auto_float64_matches_reference(layout, gamma):
+  with jax.enable_x64(True):
+    m, v_ref, r = _case(layout, gamma)
+    sol = jd.solve(m)
+    tol = 1e-6 * np.max(np.abs(r)) / (1 - gamma)
+    np.testing.assert_allclose(float(front_door.default_tol(m)), tol, rtol=1e-12)
+    _check(sol, v_ref, tol)
+    assert sol.values.dtype == jnp.float64
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("gamma", [0.9, 0.99, 0.999])
+def test_auto_float32_default_is_certified(layout, gamma):
+  m, v_ref, _ = _case(layout, gamma, dtype=jnp.float32)
+  sol = jd.solve(m)
+  assert sol.values.dtype == jnp.float32
+  _check(sol, v_ref, front_door.default_tol(m))
+
+
+@pytest.mark.parametrize("method", NAMED)
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("gamma", [0.9, 0.99])
+def test_every_named_method_agrees(method, layout, gamma):
+  with jax.enable_x64(True):
+    m, v_ref, r = _case(layout, gamma, seed=1)
+    tol = 1e-7 * np.max(np.abs(r)) / (1 - gamma)
+    sol = jd.solve(m, tol=tol, method=method)
+    _check(sol, v_ref, tol)
+    auto = jd.solve(m, tol=tol)
+    # Both certified within tol of V*: within 2 tol of each other.
+    assert np.max(np.abs(np.asarray(sol.values) - np.asarray(auto.values))) <= 2 * tol
+
+
+def test_aliases_options_and_rtol():
+  with jax.enable_x64(True):
+    m, v_ref, r = _case("sparse", 0.99, seed=2)
+    a = jd.solve(m, method="vi", stop="span", rtol=1e-9)
+    b = jd.value_iteration(m, stop="span", tol=1e-9 * np.max(np.abs(r)) / 0.01)
+    np.testing.assert_array_equal(np.asarray(a.values), np.asarray(b.values))
+    c = jd.solve(m, method="pi", evaluation="krylov", rtol=1e-9)
+    _check(c, v_ref, 1e-9 * np.max(np.abs(r)) / 0.01)
+    d = jd.solve(m, method="mpi", max_iters=2, tol=1e-12)
+    assert int(d.iterations) <= 2 and not bool(d.converged)
+    assert float(d.error_bound) >= np.max(np.abs(np.asarray(d.values) - v_ref))
+
+
+def test_jit_and_vmap_agree_with_loop():
+  with jax.enable_x64(True):
+    mdps = [_case("sparse", g, seed=s)[0] for s, g in ((0, 0.9), (1, 0.99), (2, 0.999))]
+    refs = [_case("sparse", g, seed=s)[1] for s, g in ((0, 0.9), (1, 0.99), (2, 0.999))]
+    loop = [jd.solve(m) for m in mdps]
+    jitted = [jax.jit(jd.solve)(m) for m in mdps]
+    batch = jax.vmap(jd.solve)(jd.stack(mdps))
+    for i, (lo, ji) in enumerate(zip(loop, jitted)):
+      np.testing.assert_allclose(np.asarray(ji.values), np.asarray(lo.values), rtol=1e-12)
+      np.testing.assert_allclose(np.asarray(batch.values[i]), np.asarray(lo.values),
+                                 rtol=1e-9, atol=float(lo.error_bound))
+      assert bool(batch.converged[i])
+      err = np.max(np.abs(np.asarray(batch.values[i]) - refs[i]))
+      assert err <= float(batch.error_bound[i]) + 1e-9
+    # A traced tol and a named jittable method under jit.
+    f = jax.jit(lambda m, t: jd.solve(m, tol=t, method="anderson", stop="span"))
+    s = f(mdps[1], 1e-6)
+    assert bool(s.converged) and float(s.error_bound) <= 1e-6
+
+
+def test_traced_invalid_discount_never_converges():
+  m, _, _ = _case("sparse", 0.9)
+  bad = m.replace(discount=jnp.asarray(1.0, m.rewards.dtype)) if hasattr(m, "replace") else None
+  if bad is None:
+    pytest.skip("TabularMDP has no replace")
+  sol = jax.jit(jd.solve)(bad)
+  assert not bool(sol.converged)
+
+
+def test_bad_method_lists_choices():
+  m, _, _ = _case("dense", 0.9)
+  with pytest.raises(jd.InvalidMDPError) as e:
+    jd.solve(m, method="simplex")
+  for name in ("auto", "value_iteration", "policy_iteration", "linear_programming"):
+    assert name in str(e.value)
+  with pytest.raises(jd.InvalidMDPError):
+    jd.solve(m, tol=-1.0)
+  with pytest.raises(jd.InvalidMDPError):
+    jd.solve(m, rtol=float("nan"))
+  with pytest.raises(jd.InvalidMDPError):
+    jd.solve(m.to_sparse() if hasattr(m, "to_sparse") else m, method="value_iteration",
+             stop="nope")
+
+
+def test_metadata_and_auto_rule():
+  info = solver_info(jd.solve)
+  assert info.infinite_horizon and info.kind == "control"
+  m32, _, _ = _case("sparse", 0.9, dtype=jnp.float32)
+  assert front_door.auto_method(m32) == ("value_iteration", {"stop": "span"})
+  with jax.enable_x64(True):
+    m64, _, _ = _case("sparse", 0.9)
+    assert front_door.auto_method(m64)[0] == "modified_policy_iteration"
