@@ -18,6 +18,7 @@ from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
                                    check_tol)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import PolicyEvaluation
+from jaxrl_dp.planning.implicit import implicit_policy_values
 
 METHODS = ("exact", "krylov", "iterative")
 KRYLOV_SOLVERS = ("gmres", "bicgstab")
@@ -121,9 +122,11 @@ def policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
   A non-finite value or a discount outside ``[0, 1)`` (a traced one too)
   never gives ``converged``; ``error_bound`` is then ``inf``.
 
-  Derivatives: ``jax.grad`` works through ``"exact"`` (a linear solve);
-  ``"krylov"`` and ``"iterative"`` support forward mode only
-  (``lax.while_loop``).
+  Derivatives: ``jax.grad`` / ``jax.jvp`` work with every method: through
+  ``"exact"`` by differentiating the linear solve, through ``"krylov"`` and
+  ``"iterative"`` by the implicit function theorem at the fixed point
+  (:func:`jaxrl_dp.planning.implicit.implicit_policy_values`; O(S A K)
+  memory, never unrolled).
 
   Args:
     mdp: one MDP (``S`` states, ``A`` actions) with discount in [0, 1).
@@ -158,10 +161,10 @@ def policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
   if v0 is None:
     v0 = jnp.zeros(mdp.rewards.shape[:1], dtype)
   if method == "krylov":
-    return _krylov(mdp, policy, jnp.asarray(tol, dtype), v0,
-                   max_iters=max_iters, krylov=krylov)
-  return _iterative(mdp, policy, jnp.asarray(tol, dtype), v0,
-                    max_iters=max_iters)
+    run = functools.partial(_krylov, max_iters=max_iters, krylov=krylov)
+  else:
+    run = functools.partial(_iterative, max_iters=max_iters)
+  return implicit_policy_values(run, mdp, policy, jnp.asarray(tol, dtype), v0)
 
 
 def policy_residual_bound(mdp, policy, v, q):

@@ -19,6 +19,7 @@ from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
                                    check_tol)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
+from jaxrl_dp.planning.implicit import implicit_greedy_solution
 from jaxrl_dp.planning.evaluation import (KRYLOV_SOLVERS, exact_policy_values,
                                          krylov_policy_values)
 
@@ -29,7 +30,7 @@ EVALUATIONS = ("exact", "krylov")
 KRYLOV_FORCING = 0.1
 
 
-@solver(infinite_horizon=True, kind="control", reverse_mode=False)
+@solver(infinite_horizon=True, kind="control", reverse_mode=True)
 def policy_iteration(mdp: TabularMDP, *, evaluation: str = "exact",
                      tol: float | None = None, max_iters: int = 1_000,
                      policy0: jax.Array | None = None, krylov: str = "gmres",
@@ -75,9 +76,12 @@ def policy_iteration(mdp: TabularMDP, *, evaluation: str = "exact",
   overflow (rewards of ``1e38`` in float32) or a discount outside ``[0, 1)``
   (also when traced: no iteration runs) never give ``converged``.
 
-  Derivatives: forward mode only (``lax.while_loop``); ``jax.grad`` through
-  the optimal values is not supported (differentiate
-  :func:`jaxrl_dp.policy_evaluation` at the returned policy instead).
+  Derivatives: ``jax.grad`` / ``jax.jvp`` of ``values`` and ``q`` go through
+  the fixed point by the implicit function theorem
+  (:func:`jaxrl_dp.planning.implicit.implicit_greedy_solution`: an adjoint
+  solve with the returned greedy policy's ``P_pi``, O(S A K) memory, never
+  unrolled); at ties of the max, the returned (first-maximizer) policy's
+  derivative.
 
   Args:
     mdp: one MDP (``S`` states, ``A`` actions), discount in [0, 1).
@@ -122,11 +126,11 @@ def policy_iteration(mdp: TabularMDP, *, evaluation: str = "exact",
   else:  # checked before any int32 cast
     policy0 = as_policy(policy0, mdp, field="policy0", deterministic=True)
   if evaluation == "exact":
-    return _policy_iteration(mdp, policy0.astype(jnp.int32), tol,
-                             max_iters=max_iters)
-  return _krylov_policy_iteration(mdp, policy0.astype(jnp.int32), tol,
-                                  max_iters=max_iters, krylov=krylov,
-                                  eval_max_iters=eval_max_iters)
+    run = functools.partial(_policy_iteration, max_iters=max_iters)
+  else:
+    run = functools.partial(_krylov_policy_iteration, max_iters=max_iters,
+                            krylov=krylov, eval_max_iters=eval_max_iters)
+  return implicit_greedy_solution(run, mdp, policy0.astype(jnp.int32), tol)
 
 
 def _certificate(mdp, v, q):
@@ -236,7 +240,7 @@ def _krylov_policy_iteration(mdp, policy0, tol, *, max_iters, krylov,
 STOP_RULES = ("sup", "span")
 
 
-@solver(infinite_horizon=True, kind="control", reverse_mode=False)
+@solver(infinite_horizon=True, kind="control", reverse_mode=True)
 def modified_policy_iteration(mdp: TabularMDP, *, num_sweeps: int = 20,
                               tol: float = 1e-6, max_iters: int = 10_000,
                               v0: jax.Array | None = None,
@@ -278,8 +282,8 @@ def modified_policy_iteration(mdp: TabularMDP, *, num_sweeps: int = 20,
   monotonically to V*. A non-finite value or a discount outside ``[0, 1)``
   (a traced one too) never gives ``converged``.
 
-  Derivatives: forward mode only (``lax.while_loop``); ``jax.grad`` is not
-  supported.
+  Derivatives: ``jax.grad`` / ``jax.jvp`` through the fixed point by the
+  implicit function theorem, as in :func:`policy_iteration`.
 
   Args:
     mdp: one MDP (``S`` states, ``A`` actions), discount in [0, 1).
@@ -304,8 +308,8 @@ def modified_policy_iteration(mdp: TabularMDP, *, num_sweeps: int = 20,
     v0 = lower_bound_values(mdp)
   else:
     v0 = as_values("v0", v0, mdp.rewards.shape[:1], dtype)
-  return _mpi(mdp, jnp.asarray(tol, dtype), v0,
-              num_sweeps=num_sweeps, max_iters=max_iters, stop=stop)
+  run = functools.partial(_mpi, num_sweeps=num_sweeps, max_iters=max_iters, stop=stop)
+  return implicit_greedy_solution(run, mdp, jnp.asarray(tol, dtype), v0)
 
 
 def macqueen_bound(mdp, rounding, modulus):

@@ -11,7 +11,7 @@ import pytest
 import jaxrl_dp as jd
 from jaxrl_dp import planning
 from jaxrl_dp.core.solver_info import solver_info
-from _reference import random_dense, random_sparse
+from _reference import optimal_values, random_dense, random_sparse
 
 INFINITE = {
     "value_iteration": lambda m: jd.value_iteration(m, tol=1e-2),
@@ -148,9 +148,9 @@ def test_bad_tol_and_choices_are_named():
 # ----------------------------------------- metadata and gradients
 def test_solver_metadata_is_declared_where_defined():
   want = {
-      "value_iteration": (True, "control", False),
-      "policy_iteration": (True, "control", False),
-      "modified_policy_iteration": (True, "control", False),
+      "value_iteration": (True, "control", True),
+      "policy_iteration": (True, "control", True),
+      "modified_policy_iteration": (True, "control", True),
       "policy_evaluation": (True, "evaluation", True),
       "finite_horizon": (False, "finite_horizon", True),
   }
@@ -183,8 +183,27 @@ def test_reverse_mode_where_documented():
   g = jax.grad(fh)(m.rewards)  # one step: d max_a r / d r is the argmax indicator
   want = np.zeros((6, 2)); want[np.arange(6), np.argmax(r, 1)] = 1.0
   np.testing.assert_allclose(g, want)
-  with pytest.raises(Exception, match="(?i)reverse-mode|while_loop"):
-    jax.grad(lambda rew: jnp.sum(jd.value_iteration(m.replace(rewards=rew), tol=1e-2).values))(m.rewards)
+  # Control solvers and iterative evaluation: implicit gradients at the fixed point,
+  # d sum V* / d r = column sums of (I - gamma P_pi*)^-1 on the optimal actions.
+  v_star, _, pi_star = optimal_values(p, r, 0.8)
+  p_star = p[np.arange(6), pi_star]
+  col = np.linalg.inv(np.eye(6) - 0.8 * p_star).sum(0)
+  want = np.zeros((6, 2)); want[np.arange(6), pi_star] = col
+  solvers = {
+      "value_iteration": lambda mm: jd.value_iteration(mm, tol=1e-4),
+      "policy_iteration": lambda mm: jd.policy_iteration(mm),
+      "policy_iteration_krylov": lambda mm: jd.policy_iteration(mm, evaluation="krylov"),
+      "modified_policy_iteration": lambda mm: jd.modified_policy_iteration(mm, tol=1e-4),
+  }
+  for name, run in solvers.items():
+    g = jax.grad(lambda rew: jnp.sum(run(m.replace(rewards=rew)).values))(m.rewards)
+    np.testing.assert_allclose(g, want, rtol=1e-3, atol=1e-4, err_msg=name)
+  for method in ("iterative", "krylov"):
+    g = jax.grad(lambda rew: jnp.sum(jd.policy_evaluation(
+        m.replace(rewards=rew), pol, method=method, tol=1e-4).values))(m.rewards)
+    want_pi = np.zeros((6, 2)); want_pi[np.arange(6), np.asarray(pol)] = np.linalg.inv(
+        np.eye(6) - 0.8 * p[np.arange(6), np.asarray(pol)]).sum(0)
+    np.testing.assert_allclose(g, want_pi, rtol=1e-3, atol=1e-4, err_msg=method)
 
 
 def test_error_bound_function_is_the_exact_arithmetic_part():
