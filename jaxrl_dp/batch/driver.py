@@ -36,7 +36,7 @@ _COMPILED: dict = {}
 
 
 def solve(mdps: Sequence[TabularMDP] | TabularMDP,
-          solver: Callable[..., Any], *,
+          solver: Optional[Callable[..., Any]] = None, *,
           chunk_size: int = 256,
           results_dir: Optional[str | os.PathLike] = None,
           resume: bool = True,
@@ -119,7 +119,9 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
       ``discount [B]``, ...).
     solver: a function of ONE MDP returning a pytree of arrays, e.g.
       :func:`jaxrl_dp.value_iteration` or :func:`jaxrl_dp.finite_horizon`.
-      Its options come from ``solver_kwargs``.
+      Its options come from ``solver_kwargs``. ``None`` (default): the front
+      door :func:`jaxrl_dp.solve` (``method="auto"``, default tolerance
+      ``1e-6 * max|r| / (1 - gamma)`` per MDP in float64; see its docs).
     chunk_size: MDPs per compiled call (an int >= 1). The effective chunk size
       is ``min(chunk_size, B)`` rounded UP to a multiple of the number of
       devices, so every device gets the same share.
@@ -174,6 +176,8 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
       solver calls back into Python for values and no ``run_id`` was given.
     ResultsDirLockedError: ``results_dir`` is in use by a live run.
   """
+  if solver is None:
+    from jaxrl_dp.planning.front_door import solve as solver  # no import cycle
   if not callable(solver):
     raise TypeError(f"solver: expected a callable taking one MDP, got {type(solver).__name__}")
   chunk_size = check_int("chunk_size", chunk_size, minimum=1)

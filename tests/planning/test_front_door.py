@@ -144,3 +144,15 @@ def test_metadata_and_auto_rule():
   with jax.enable_x64(True):
     m64, _, _ = _case("sparse", 0.9)
     assert front_door.auto_method(m64)[0] == "modified_policy_iteration"
+
+
+def test_batch_solve_defaults_to_front_door():
+  with jax.enable_x64(True):
+    cases = [_case("sparse", g, seed=s) for s, g in ((3, 0.9), (4, 0.99), (5, 0.999))]
+    out = jd.batch.solve([c[0] for c in cases], progress=False)
+    for i, (m, v_ref, _) in enumerate(cases):
+      one = jd.solve(m)
+      np.testing.assert_allclose(np.asarray(out.values[i]), np.asarray(one.values),
+                                 rtol=1e-12, atol=1e-12)
+      assert bool(out.converged[i])
+      assert np.max(np.abs(np.asarray(out.values[i]) - v_ref)) <= float(out.error_bound[i]) + 1e-9
