@@ -229,6 +229,36 @@ def dot2(x, y, axis: int = -1) -> Compensated:
                                                 p.dtype))
 
 
+def dot2_and_sum2(x, y, axis: int = -1) -> tuple[Compensated, Compensated]:
+  """``(dot2(x, y), sum2(x))`` over ``axis`` in ONE fused reduction (one
+  read of ``x``): e.g. a transition row's expectation and its row sum.
+  Same bounds as :func:`dot2` and :func:`sum2`."""
+  p, e1, e2, e3 = two_prod(x, y)
+  x = jnp.broadcast_to(x, p.shape)
+  p, e1, e2, e3, x = (jnp.moveaxis(t, axis, -1) for t in (p, e1, e2, e3, x))
+  n = p.shape[-1]
+  dtype = p.dtype
+  c = (e1 + e2) + e3
+  a = (jnp.abs(e1) + jnp.abs(e2)) + jnp.abs(e3)
+  zeros = jnp.zeros_like(x)
+  z = jnp.zeros((), dtype)
+
+  def combine(u_, v_):
+    return _combine(u_[:3], v_[:3]) + _combine(u_[3:], v_[3:])
+
+  d_hi, d_lo, d_abs, s_hi, s_lo, s_abs = jax.lax.reduce(
+      (p, c, a, x, zeros, zeros), (z,) * 6, combine, (p.ndim - 1,))
+  u = unit_roundoff(dtype)
+
+  def bound(abs_sum, extra, ops):
+    g = gamma_n(n + extra + 2, u)
+    coeff = g / (1 - g) * (1 + 4 * u) if math.isfinite(g) and g < 1 else math.inf
+    return jnp.asarray(coeff, dtype) * abs_sum + jnp.asarray(underflow_slack(dtype, ops), dtype)
+
+  return (Compensated(d_hi, d_lo, bound(d_abs, 3, 6 * n + 2)),
+          Compensated(s_hi, s_lo, bound(s_abs, 0, 2 * n + 2)))
+
+
 def round_up(x_hi, dtype):
   """Casts a nonnegative bound ``x_hi`` to ``dtype`` rounding UP (so a float64
   bound stays a bound in float32): ``nextafter`` when the cast rounded down."""
@@ -238,6 +268,6 @@ def round_up(x_hi, dtype):
 
 
 __all__ = [
-    "Compensated", "dot2", "fast_two_sum", "gamma_n", "round_up", "split",
+    "Compensated", "dot2", "dot2_and_sum2", "fast_two_sum", "gamma_n", "round_up", "split",
     "sum2", "two_prod", "two_sum", "underflow_slack", "unit_roundoff",
 ]

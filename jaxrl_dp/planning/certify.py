@@ -199,7 +199,7 @@ def _residual_compensated(mdp: TabularMDP, v):
   # dense: v [S] broadcasts against probs [S, A, S] inside dot2 (split once)
   vals = v[mdp.next_states] if mdp.is_sparse else v
   n = probs.shape[-1]
-  e = cp.dot2(probs, vals)                                # E within e.err
+  e, rho = cp.dot2_and_sum2(probs, vals)                  # E, row sums (one read)
   gp, ge1, ge2, ge3 = cp.two_prod(gamma, e.hi)            # gamma E_hi exactly
   t1, f1 = cp.two_sum(rewards, -v[:, None])               # r - v exactly
   t2, f2 = cp.two_sum(t1, gp)
@@ -211,7 +211,6 @@ def _residual_compensated(mdp: TabularMDP, v):
   g6 = cp.gamma_n(7, u)
   err = (u / (1 - u) * jnp.abs(d) + g6 / (1 - g6) * abs_low + u * jnp.abs(g3)
          + gamma * e.err) * (1 + 8 * u) + cp.underflow_slack(dtype, 4 * n + 16)
-  rho = cp.sum2(probs)
   rho_up = _up(jnp.abs(rho.hi + rho.lo) + rho.err, 3)
   return d, err.astype(dtype), rho_up
 

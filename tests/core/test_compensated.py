@@ -145,3 +145,19 @@ def test_round_up_keeps_bounds():
     assert y.dtype == jnp.float32
     assert np.all(np.asarray(y, np.float64) >= np.asarray(x))
     assert np.all(np.asarray(y, np.float64) <= np.asarray(x) * (1 + 2.0**-22))
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit", "vmap"])
+def test_dot2_and_sum2_fused_bounds_hold(mode):
+  rng = np.random.default_rng(41)
+  x = rng.random((6, 3, 50)).astype(np.float32)
+  y = _wide(rng, (50,), span=4)
+  fn = {"eager": cp.dot2_and_sum2, "jit": jax.jit(cp.dot2_and_sum2),
+        "vmap": jax.jit(jax.vmap(cp.dot2_and_sum2, in_axes=(0, None)))}[mode]
+  d, s = fn(jnp.asarray(x), jnp.asarray(y))
+  for i in range(6):
+    for j in range(3):
+      ed = sum(_f(x[i, j, k]) * _f(y[k]) for k in range(50))
+      es = sum(_f(x[i, j, k]) for k in range(50))
+      assert abs(_f(d.hi[i, j]) + _f(d.lo[i, j]) - ed) <= _f(d.err[i, j])
+      assert abs(_f(s.hi[i, j]) + _f(s.lo[i, j]) - es) <= _f(s.err[i, j])
