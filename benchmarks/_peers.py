@@ -142,7 +142,7 @@ class PeerClient:
     """
     if self.proc is None or self.proc.poll() is not None:
       self._start()
-    key = cmd[1] if cmd[0] in ("toolbox", "mdpsolver", "mdpsolver_loop") else None
+    key = cmd[1] if cmd[0] in ("toolbox", "mdpsolver", "mdpsolver_loop", "quantecon") else None
     if key is not None and key not in self.loaded:
       _send(self.proc.stdin, ("set", key, self._data[key]))
       self._wait(600)  # loading data is not part of any timing
@@ -352,11 +352,66 @@ def _mdpsolver_loop(key, alg, tol, parallel=True, budget=None):
   return {"values": values, "convert_s": conv, "load_s": load, "solve_s": solve}
 
 
+QUANTECON_ALGS = ("policy_iteration", "value_iteration", "modified_policy_iteration")
+
+
+def _quantecon_ddp(d: dict):
+  """QuantEcon DiscreteDP: dense R [S, A], Q [S, A, S], or the state-action
+  pair form (R [L], Q csr [L, S], s_indices, a_indices) for the sparse layout."""
+  from quantecon.markov import DiscreteDP
+  g = float(d["gamma"])
+  if d["kind"] == "dense":
+    return DiscreteDP(np.ascontiguousarray(d["R"]), np.ascontiguousarray(d["P"]), g)
+  import scipy.sparse as sp
+  ns, pr, r = d["next_states"], d["probs"], d["R"]
+  s, a, k = pr.shape
+  rows = np.repeat(np.arange(s * a), k)
+  q = sp.csr_matrix((pr.ravel(), (rows, ns.ravel())), shape=(s * a, s))
+  q.sum_duplicates()
+  q.eliminate_zeros()
+  s_idx = np.repeat(np.arange(s), a)
+  a_idx = np.tile(np.arange(a), s)
+  return DiscreteDP(r.ravel(), q, g, s_idx, a_idx)
+
+
+def _quantecon_run(key, alg, epsilon, repeats, budget=None):
+  """``ddp.solve(method=alg, epsilon=...)`` on a DiscreteDP built once per
+  case (construction and numba's first-call compile are "setup")."""
+  d = _CACHE[key]
+  setup = None
+  if "qe" not in d:
+    t0 = time.perf_counter()
+    d["qe"] = _quantecon_ddp(d)
+    d["qe_setup_s"] = time.perf_counter() - t0
+  ddp = d["qe"]
+  warm = d.setdefault("qe_warm", set())
+  if alg not in warm:  # numba compiles on the first call: not timed
+    t0 = time.perf_counter()
+    ddp.solve(method=alg, epsilon=1e30 if alg != "policy_iteration" else None, max_iter=1)
+    warm.add(alg)
+    setup = time.perf_counter() - t0
+  solve = []
+  res = None
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    with _run_budget(budget):
+      if alg == "policy_iteration":
+        res = ddp.solve(method=alg, max_iter=10_000)
+      else:
+        res = ddp.solve(method=alg, epsilon=float(epsilon), max_iter=1_000_000)
+    solve.append(time.perf_counter() - t0)
+  out = {"values": np.asarray(res.v, np.float64), "solve_s": solve,
+         "iterations": int(res.num_iter), "setup_s": [d["qe_setup_s"]]}
+  if setup is not None:
+    out["note"] = f"numba first-call compile {setup:.2f} s (untimed)"
+  return out
+
+
 def _versions():
   out = {}
   try:
     import importlib.metadata as md
-    for name in ("pymdptoolbox", "mdpsolver", "numpy", "scipy"):
+    for name in ("pymdptoolbox", "mdpsolver", "quantecon", "numpy", "scipy"):
       try:
         out[name] = md.version(name)
       except md.PackageNotFoundError:
@@ -390,6 +445,8 @@ def _serve():
         res = _toolbox_run(*cmd[1:])
       elif op == "mdpsolver":
         res = _mdpsolver_run(*cmd[1:])
+      elif op == "quantecon":
+        res = _quantecon_run(*cmd[1:])
       elif op == "mdpsolver_loop":
         res = _mdpsolver_loop(*cmd[1:])
       elif op == "versions":

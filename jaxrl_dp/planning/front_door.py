@@ -88,6 +88,14 @@ def default_tol(mdp: TabularMDP, rtol: Optional[float] = None) -> jax.Array:
   ``[0, 1)`` (possible only when traced) gives ``tol = 0``, so the call
   cannot report ``converged``.
   """
+  if rtol is not None:
+    rtol = jnp.asarray(rtol, mdp.rewards.dtype)
+  return _default_tol(mdp, rtol)
+
+
+@jax.jit
+def _default_tol(mdp, rtol):
+  # Jitted: one dispatch instead of a dozen eager ops per call.
   dtype = mdp.rewards.dtype
   gamma = jnp.asarray(mdp.discount, dtype)
   ok = (gamma >= 0) & (gamma < 1)
