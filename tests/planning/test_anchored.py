@@ -168,3 +168,14 @@ def test_metadata_and_exports():
   m, _ = _mdp("dense", 0.9)
   with pytest.raises(jd.InvalidMDPError, match="discount"):
     jd.anchored_value_iteration(m.replace(discount=jnp.float32(1.5)))
+
+
+def test_no_retrace_across_tols_and_discounts(monkeypatch):
+  import importlib
+  mod = importlib.import_module("jaxrl_dp.planning.anchored")
+  guarded = jax.jit(chex.assert_max_traces(mod._anchored.__wrapped__, n=1),
+                    static_argnames=("max_iters", "stop"))
+  monkeypatch.setattr(mod, "_anchored", guarded)
+  for gamma, tol in ((0.9, 1e-3), (0.95, 1e-2), (0.99, 0.5)):
+    m, _ = _mdp("sparse", gamma, seed=1)
+    mod.anchored_value_iteration(m, tol=tol)
