@@ -251,6 +251,8 @@ def bench_ours(mdp_by_dtype, ref, target_abs, S, args, f32, extra=()):
           f"each, and a grid world needs ~diameter steps); hopeless on this CPU"))
       continue
     mdp = mdp_by_dtype[dtype]
+    if name.startswith("solve"):
+      row["method"] = _auto_label(mdp)
     try:
       # Compile (a tolerance so loose that the loop stops after one step).
       t0 = time.perf_counter()
@@ -290,8 +292,6 @@ def bench_ours(mdp_by_dtype, ref, target_abs, S, args, f32, extra=()):
                  solve_s=best, solve_times=times, compile_s=compile_s,
                  error_bound=float(sol.error_bound),
                  backups=_backups(name, fn, int(sol.iterations), mdp))
-      if name.startswith("solve"):
-        row["method"] = _auto_label(mdp)
       if not bool(sol.converged):
         row["note"] = "converged=False (hit max_iters) but the answer meets the accuracy"
     except Exception as e:  # noqa: BLE001 - report, do not stop the benchmark
@@ -519,6 +519,8 @@ def summarize_single(rows):
   s["default_s"] = d and d.get("solve_s")
   s["default_rel_error"] = d and d.get("rel_error")
   s["default_backups"] = d and d.get("backups")
+  s["default_error_bound"] = d and (d.get("error_bound") if d.get("status") == "ok" else
+                                    (d.get("ladder") or [{}])[-1].get("error_bound"))
   s["ratio_default_vs_fastest_peer"] = (d["solve_s"] / fastest["solve_s"]) if (
       d and d.get("status") == "ok" and fastest) else None
   s["default_target_met"] = (s["ratio_default_vs_fastest_peer"] is not None
