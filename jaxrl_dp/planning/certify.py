@@ -94,9 +94,9 @@ Limits: a float32 vector cannot be certified below about ``u |V| / (1 -
 gamma)`` by any residual argument (its own rounding to float32 has a
 residual of that order); use a float64 model (x64) for tighter ``tol``.
 Cost of one accurate pass, measured on a 2-core CPU
-(``benchmarks/bench_certify.py``): about 1-2 plain backups for a sparse
-Garnet (S=2000, A=8, K=5; float32 and float64), 15-40 for a dense S=400,
-A=8 model (the EFTs run elementwise over ``[S, A, S]`` where the plain
+(``benchmarks/bench_certify.py``, machine load 7-9): about 1-3.5 plain
+backups for a sparse Garnet (S=2000, A=8, K=5; float32 and float64), 15-42
+for a dense S=400, A=8 model (the EFTs run elementwise over ``[S, A, S]`` where the plain
 backup is one matrix-vector product; with x64 on, the plain float64 pass
 of a float32 model costs about the same there). Against a sup-norm VI
 solve that is <= 5% of the solve time; against a span-stopped VI of 3-5
