@@ -105,7 +105,7 @@ def matmul_roundoff(dtype) -> float:
   return 2.0**-11 if backend in ("gpu", "cuda", "rocm") else 2.0**-8
 
 
-def _gamma_n(n, u):
+def gamma_n(n, u):
   """Higham's ``gamma_n = n u / (1 - n u)`` (traced ``n``); inf if ``n u >= 1``."""
   nu = n * u
   return jnp.where(nu < 1, nu / jnp.maximum(1 - nu, 1e-30), jnp.inf)
@@ -157,7 +157,7 @@ def row_sum_stats(mdp, policy=None):
       n = jnp.asarray(s + a, jnp.int32)  # P_pi (A terms), then P_pi @ v (S)
     n_sum = a * mdp.probs.shape[-1] + 1
   sums = jnp.sum(probs, axis=-1)
-  g = _gamma_n(n_sum, u)
+  g = gamma_n(n_sum, u)
   if policy is None:
     sums_hi = jnp.where(mdp.action_mask, sums, 0.0)
     dev = jnp.where(mdp.action_mask, jnp.abs(sums - 1.0), 0.0)
@@ -201,12 +201,12 @@ def backup_rounding(mdp, policy=None) -> BackupRounding:
   n, row_max, _ = row_sum_stats(mdp, policy)
   gamma = jnp.abs(mdp.discount)
   slack = 1 + 8 * u
-  value_coeff = gamma * row_max * (_gamma_n(n, u) + 2 * u_mm + 2 * u) * slack
+  value_coeff = gamma * row_max * (gamma_n(n, u) + 2 * u_mm + 2 * u) * slack
   next_coeff = jnp.asarray(2 * u * slack, dtype)
   if policy is not None and not jnp.issubdtype(policy.dtype, jnp.integer):
     a = mdp.rewards.shape[1]
     r_max = jnp.max(jnp.where(mdp.action_mask, jnp.abs(mdp.rewards), 0.0))
-    offset = _gamma_n(a + 1, u) * r_max * slack
+    offset = gamma_n(a + 1, u) * r_max * slack
   else:
     offset = jnp.zeros((), dtype)
   return BackupRounding(value_coeff.astype(dtype), next_coeff,
@@ -221,7 +221,7 @@ def generic_rounding(v: jax.Array, discount) -> BackupRounding:
   u = unit_roundoff(dtype)
   n = v.shape[0] + 1
   slack = 1 + 8 * u
-  value_coeff = (jnp.abs(discount) * (_gamma_n(n, u) + 2 * matmul_roundoff(dtype)
+  value_coeff = (jnp.abs(discount) * (gamma_n(n, u) + 2 * matmul_roundoff(dtype)
                                       + 2 * u) * slack)
   return BackupRounding(jnp.asarray(value_coeff, dtype),
                         jnp.asarray(2 * u * slack, dtype), jnp.zeros((), dtype))

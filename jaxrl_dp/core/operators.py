@@ -22,17 +22,9 @@ from jaxrl_dp.core.iteration import (BackupRounding, backup_rounding,
 from jaxrl_dp.core.mdp import TabularMDP
 
 
-@flax.struct.dataclass
-class NominalOperator:
-  """The Bellman operator ``(T v)(s) = max_a r(s, a) + gamma E[v(s')]`` of one
-  MDP (and its policy operators ``T_pi``), with what certificates need.
-
-  Attributes:
-    mdp: one :class:`TabularMDP` (``S`` states, ``A`` actions, dense or
-      sparse).
-  """
-
-  mdp: TabularMDP
+class ModelOperator:
+  """Accessors shared by every operator that carries one MDP as ``self.mdp``
+  (subclasses are ``flax.struct`` dataclasses with an ``mdp`` field)."""
 
   @property
   def discount(self) -> jax.Array:
@@ -49,6 +41,24 @@ class NominalOperator:
   @property
   def action_mask(self) -> jax.Array:
     return self.mdp.action_mask
+
+  def valid(self) -> jax.Array:
+    """``bool []``: the discount is in ``[0, 1)`` (checked in-kernel: a traced
+    discount cannot be checked on the host)."""
+    return discount_ok(self.mdp.discount)
+
+
+@flax.struct.dataclass
+class NominalOperator(ModelOperator):
+  """The Bellman operator ``(T v)(s) = max_a r(s, a) + gamma E[v(s')]`` of one
+  MDP (and its policy operators ``T_pi``), with what certificates need.
+
+  Attributes:
+    mdp: one :class:`TabularMDP` (``S`` states, ``A`` actions, dense or
+      sparse).
+  """
+
+  mdp: TabularMDP
 
   def q_values(self, v: jax.Array) -> jax.Array:
     """``v [S] -> q [S, A]``: ``r + gamma E[v]``."""
@@ -87,8 +97,3 @@ class NominalOperator:
   def row_deviation(self) -> jax.Array:
     """``[]`` bound on ``max |sum_k p_k - 1|`` over valid rows (for span rules)."""
     return row_sum_stats(self.mdp)[2]
-
-  def valid(self) -> jax.Array:
-    """``bool []``: the discount is in ``[0, 1)`` (checked in-kernel: a traced
-    discount cannot be checked on the host)."""
-    return discount_ok(self.mdp.discount)

@@ -37,10 +37,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.iteration import (BackupRounding, _gamma_n, contraction_modulus,
+from jaxrl_dp.core.iteration import (BackupRounding, gamma_n, contraction_modulus,
                                      discount_ok, matmul_roundoff, row_sum_stats,
                                      unit_roundoff)
 from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.operators import ModelOperator
 
 #: Accuracy assumed of the computed ``exp`` and ``log`` (in units of ``u =
 #: eps / 2``: 8 u = 4 ulps; XLA's are within 1 to 2 ulps on CPU and GPU).
@@ -196,9 +197,9 @@ def soft_backup_rounding(mdp: TabularMDP, temperature,
   else:
     l_max = jnp.max(jnp.where(counted, jnp.abs(jnp.log(jnp.where(counted, ref, 1.0))), 0.0))
   tiny = float(np.finfo(np.dtype(dtype)).tiny)
-  eta = a * (_gamma_n(2, u) + c * u) * (1 + 2 * u) + _gamma_n(max(a - 1, 1), u) + a * tiny
+  eta = a * (gamma_n(2, u) + c * u) * (1 + 2 * u) + gamma_n(max(a - 1, 1), u) + a * tiny
   log_a = float(np.log(max(a, 1)))
-  value_coeff = gamma * row_max * (_gamma_n(n, u) + 2 * u_mm + 3 * u) * slack
+  value_coeff = gamma * row_max * (gamma_n(n, u) + 2 * u_mm + 3 * u) * slack
   offset = (2 * u * r_max + (c + 2) * u * tau * l_max
             + tau * (eta * (1 + 2 * eta) + (c + 1) * u * log_a)) * slack
   return BackupRounding(jnp.asarray(value_coeff, dtype), jnp.asarray(u * slack, dtype),
@@ -207,7 +208,7 @@ def soft_backup_rounding(mdp: TabularMDP, temperature,
 
 # ------------------------------------------------------------ operator
 @flax.struct.dataclass
-class SoftOperator:
+class SoftOperator(ModelOperator):
   """The soft Bellman operator ``(T v)(s) = tau log sum_a ref exp((r + gamma
   P v)(s, a) / tau)`` of one MDP, with the methods of
   :class:`jaxrl_dp.core.operators.NominalOperator` (so
@@ -223,22 +224,6 @@ class SoftOperator:
   mdp: TabularMDP
   temperature: jax.Array
   ref_policy: Optional[jax.Array] = None
-
-  @property
-  def discount(self) -> jax.Array:
-    return self.mdp.discount
-
-  @property
-  def num_states(self) -> int:
-    return self.mdp.rewards.shape[0]
-
-  @property
-  def dtype(self):
-    return self.mdp.rewards.dtype
-
-  @property
-  def action_mask(self) -> jax.Array:
-    return self.mdp.action_mask
 
   def q_values(self, v: jax.Array) -> jax.Array:
     """``v [S] -> q [S, A]``: ``r + gamma E[v]``."""

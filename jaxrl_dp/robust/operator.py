@@ -31,6 +31,7 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.iteration import (BackupRounding, discount_ok, row_sum_stats,
                                      unit_roundoff)
 from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.operators import ModelOperator
 from jaxrl_dp.robust.robust_vi import (robust_bellman, robust_modulus,
                                        robust_policy_backup, robust_q_values,
                                        robust_rounding)
@@ -38,7 +39,7 @@ from jaxrl_dp.robust.uncertainty_sets import UncertaintySet
 
 
 @flax.struct.dataclass
-class RobustOperator:
+class RobustOperator(ModelOperator):
   """``(T v)(s) = max_a sigma_{s,a}(r(s, a, .) + gamma v)`` of one MDP and
   one (s, a)-rectangular set, with what certificates need.
 
@@ -49,22 +50,6 @@ class RobustOperator:
 
   mdp: TabularMDP
   uset: UncertaintySet
-
-  @property
-  def discount(self) -> jax.Array:
-    return self.mdp.discount
-
-  @property
-  def num_states(self) -> int:
-    return self.mdp.rewards.shape[0]
-
-  @property
-  def dtype(self):
-    return self.mdp.rewards.dtype
-
-  @property
-  def action_mask(self) -> jax.Array:
-    return self.mdp.action_mask
 
   def q_values(self, v: jax.Array) -> jax.Array:
     """``v [S] -> q [S, A]``: the robust action values."""
@@ -117,7 +102,3 @@ class RobustOperator:
     k = self.mdp.probs.shape[-1]
     u = unit_roundoff(self.dtype)
     return jnp.maximum(row_sum_stats(self.mdp)[2], (k + 1) * u)
-
-  def valid(self) -> jax.Array:
-    """``bool []``: the discount is in ``[0, 1)`` (checked in-kernel)."""
-    return discount_ok(self.mdp.discount)
