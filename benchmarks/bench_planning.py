@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time-to-accuracy of jaxrl_dp's planners against pymdptoolbox and mdpsolver.
+"""Time-to-accuracy of jaxrl_dp's planners against pymdptoolbox, mdpsolver and QuantEcon.
 
 Every solver gets the same MDP data (float64 NumPy arrays, also the input of
 jaxrl_dp's ``TabularMDP``) in the same run, and every reported time is the
