@@ -203,7 +203,7 @@ def test_dense_allocations_are_checked_before_they_happen():
   pi = np.zeros(m.num_states, int)
   with pytest.raises(InsufficientMemoryError,
                      match=r"policy_evaluation\(method='exact'\): P_pi \[S, S\].*"
-                           r"use policy_evaluation\(method='iterative'\)") as e:
+                           r"use policy_evaluation\(method='krylov'\)") as e:
     jd.policy_evaluation(m, pi)
   assert isinstance(e.value, MemoryError) and isinstance(e.value, InvalidMDPError)
   with pytest.raises(InsufficientMemoryError, match=r"policy_iteration.*modified_policy_iteration"):
