@@ -46,7 +46,7 @@ def test_effective_horizon_notebook(executed):
 
 
 def test_rover_notebook(executed):
-  from test_random_policy_rover import np_countdown_solutions
+  from random_policy.test_rover import np_countdown_solutions
   summary, images = executed["rover.ipynb"]
   assert images == 3  # share bars, temperature sweep, pass@k / distinct@k
   assert all(s == 1.0 for s in summary["share"]["binary"])  # ROVER's theorem

@@ -33,7 +33,7 @@ def test_figures_and_quick_mode(executed):
 
 
 def test_inner_problems_against_scipy(executed):
-  from test_robust_inner import divergence, reference
+  from robust.test_inner import divergence, reference
   summary, _ = executed
   inner = summary["inner"]
   v, p = np.asarray(inner["values"]), np.asarray(inner["p0"])
