@@ -478,6 +478,7 @@ def test_sharded_over_8_cpu_devices(tmp_path, reference_run):
     np.testing.assert_array_equal(z["policy"], reference_run.policy)
 
 
+@pytest.mark.slow
 def test_compiled_program_cache_keys_on_option_contents():
   """Solver options that are unhashable pytrees (an uncertainty set holding a
   [S, S] ground metric) are keyed by their contents: two sets whose reprs

@@ -8,6 +8,7 @@ accept the same chunks on resume. Values are compared with float64 V*.
 
 from __future__ import annotations
 
+import pytest
 import json
 import os
 import socket
@@ -50,6 +51,7 @@ def free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_share_chunks_and_resume(tmp_path):
   d = str(tmp_path / "run")
   port = free_port()

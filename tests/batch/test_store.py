@@ -197,6 +197,7 @@ batch.solve(mdps, value_iteration, chunk_size=2, results_dir={d!r}, progress=Fal
 """
 
 
+@pytest.mark.slow
 def test_second_job_in_a_live_runs_directory_is_refused(tmp_path, mdps, v_star):
   d = tmp_path / "run"
   tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

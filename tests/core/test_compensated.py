@@ -91,6 +91,7 @@ def test_two_prod_wide_exponents_jit():
   assert tiny_products > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["eager", "jit", "vmap"])
 @pytest.mark.parametrize("n", [1, 5, 300, 1000])
 def test_dot2_bound_holds_and_is_tiny(mode, n):

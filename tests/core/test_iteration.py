@@ -23,6 +23,7 @@ def _stored64(m):
   return p, np.asarray(m.rewards, np.float64), float(m.discount)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 @pytest.mark.parametrize("shift", [0.0, 1e4])
 def test_backup_rounding_bounds_the_computed_backup(layout, shift):

@@ -41,6 +41,7 @@ FINITE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FINITE))
 def test_finite_horizon_solvers_batch_solve_with_discount_one(name):
   fn, opts, field = FINITE[name]
@@ -56,6 +57,7 @@ def test_finite_horizon_solvers_batch_solve_with_discount_one(name):
       np.testing.assert_array_equal(np.asarray(got.policy)[i], one.policy)
 
 
+@pytest.mark.slow
 def test_discounted_solvers_batch_solve():
   mdps = _mdps(0.8, seed=1)
   for fn, opts, field in ((dd.categorical_evaluation, dict(support=SUPPORT, tol=1e-5), "probs"),

@@ -111,6 +111,7 @@ def dkw_epsilon(n, delta=1e-6):
 
 
 # -------------------------------------------- mean equals linear solve (x64)
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["sparse_stochastic", "dense_deterministic"])
 def test_categorical_mean_equals_linear_solve(case):
   rng = np.random.default_rng(0)
@@ -165,6 +166,7 @@ def _w1_to_uniform02(locs):
   return total
 
 
+@pytest.mark.slow
 def test_quantile_dp_bernoulli_uniform_return():
   # One state, reward 0 or 1 w.p. 1/2, gamma 1/2: G = sum 2^-t B_t ~ U[0, 2].
   m = jd.TabularMDP.from_sparse(np.zeros((1, 1, 2), int), np.full((1, 1, 2), .5),
@@ -190,6 +192,7 @@ def test_quantile_dp_bernoulli_uniform_return():
 
 
 # ----------------------------------- finite horizon: exact, enumeration, MC
+@pytest.mark.slow
 def test_finite_horizon_exact_categorical_enumeration_and_monte_carlo():
   rng = np.random.default_rng(1)
   s, a, k, horizon = 5, 2, 2, 5
@@ -231,6 +234,7 @@ def test_finite_horizon_exact_categorical_enumeration_and_monte_carlo():
   assert np.abs(emp - np.cumsum(got)).max() <= dkw_epsilon(n)
 
 
+@pytest.mark.slow
 def test_discounted_categorical_vs_monte_carlo():
   rng = np.random.default_rng(2)
   s, a, k, gamma = 6, 2, 3, 0.7
@@ -266,6 +270,7 @@ def test_discounted_categorical_vs_monte_carlo():
 
 
 # ------------------------------------------------------------------ control
+@pytest.mark.slow
 def test_control_with_mean_matches_planning():
   rng = np.random.default_rng(3)
   s, a, k, gamma = 8, 3, 3, 0.8
@@ -333,6 +338,7 @@ def np_greedy_finite(ns, p, r, horizon, alpha):
   return dists, np.array(pols)
 
 
+@pytest.mark.slow
 def test_cvar_greedy_finite_control_vs_dict_reference_and_vmap_over_alpha():
   rng = np.random.default_rng(5)
   s, a, k, horizon, alpha = 3, 3, 2, 3, 0.3
@@ -360,6 +366,7 @@ def test_cvar_greedy_finite_control_vs_dict_reference_and_vmap_over_alpha():
 
 
 # ------------------------------------------------------ jit, vmap, retrace
+@pytest.mark.slow
 def test_jit_equals_nojit_and_vmap_equals_loop(caplog):
   rng = np.random.default_rng(6)
   ns, p, r, mask = random_mdp(rng, 4, 2, 2)

@@ -116,6 +116,7 @@ def build(ns, p, r, init, gamma=0.5):
 
 
 # ------------------------------------------------------------------ tests
+@pytest.mark.slow
 def test_cvar_converges_to_lattice_reference_and_pi_equals_vi():
   grids = (40, 120, 360)
   rates = []
@@ -152,6 +153,7 @@ def test_cvar_converges_to_lattice_reference_and_pi_equals_vi():
   assert min(rates) > 0.5, rates
 
 
+@pytest.mark.slow
 def test_homeostatic_and_threshold_values_vs_lattice_reference():
   ns, p, r, init = tiny(2)
   c0s = np.array([-5.0, -3.5, -2.0, -0.5, 1.0])
@@ -179,6 +181,7 @@ def test_homeostatic_and_threshold_values_vs_lattice_reference():
     np.testing.assert_array_less(got, hi_w[:, idx].T + 0.03)
 
 
+@pytest.mark.slow
 def test_closed_forms():
   with jax.enable_x64(True):
     # One state, deterministic reward r: G = r / (1 - gamma), CVaR = G.
@@ -204,6 +207,7 @@ def test_closed_forms():
     np.testing.assert_allclose(sol.value(np.array([-100.0, 3.3]))[1], 3.3 + v_star, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_executed_policy_attains_the_grid_cvar_exactly_and_by_sampling():
   ns, p, r, init = tiny(1)
   alpha = 0.25
@@ -234,6 +238,7 @@ def test_executed_policy_attains_the_grid_cvar_exactly_and_by_sampling():
     assert int(a0) == int(np.argmax(np.asarray(q0))) or bool(sol.c0 >= -sol.solution.return_lo[0])
 
 
+@pytest.mark.slow
 def test_batches_over_mdps_and_alphas():
   mdps, parts = [], []
   for seed, s in ((0, 2), (3, 3), (4, 2)):

@@ -60,6 +60,7 @@ def test_markov_policies_enumeration():
 
 
 # --------------------------------------------------------------- CVaR curves
+@pytest.mark.slow
 def test_cvar_curves_against_brute_force_and_finite_horizon():
   strictly = 0
   for seed in (0, 1, 2, 5):
@@ -264,6 +265,7 @@ def test_closed_form_distances_vs_numerical_integration():
   np.testing.assert_allclose(F.w1_to_uniform(locs), np.mean(np.abs(q - 2.0 * u)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_approximation_errors_decrease_and_meet_bounds():
   data = F.approximation_errors(num_atoms=(3, 5, 11, 21), max_iterations=25,
                                 atoms_for_iterations=21, converge_iters=60)

@@ -39,6 +39,7 @@ def test_saved_notebook_has_outputs():
   assert summary["quick"] is False  # saved from a full run
 
 
+@pytest.mark.slow
 def test_distributional_notebook_quick(executed):
   summary, images = executed
   assert summary["quick"] is True

@@ -27,6 +27,7 @@ def executed():
   return {n: images_and_summary(nbs[n]) for n in NAMES}
 
 
+@pytest.mark.slow
 def test_effective_horizon_notebook(executed):
   summary, images = executed["effective_horizon.ipynb"]
   assert summary["quick"] is True

@@ -25,6 +25,7 @@ def executed():
   return images_and_summary(execute_quick(NOTEBOOK.name)[NOTEBOOK.name])
 
 
+@pytest.mark.slow
 def test_figures_and_quick_mode(executed):
   summary, images = executed
   assert summary["quick"] is True

@@ -90,6 +90,7 @@ def test_matches_float64_reference(layout, stop):
       assert mask[np.arange(S), np.asarray(sol.policy)].all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_float32_bound_always_holds(layout):
   for i, gamma in enumerate((0.9, 0.99, 0.999)):

@@ -65,6 +65,7 @@ def test_matches_float64_reference(layout, stop):
       assert mask[np.arange(S), pol].all()  # never a masked action
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_float32_bound_always_holds(layout):
   """float32: the bound holds vs the float64 reference of the MDP as stored,

@@ -302,6 +302,7 @@ def test_relative_vi_no_retrace_across_tol_and_tau(monkeypatch):
     jd.relative_value_iteration(m, tol=tol, tau=tau)
 
 
+@pytest.mark.slow
 def test_ssp_noisy_grid_uses_the_greedy_policy_certificate():
   # The worst policy's time to the goal is huge here (it can keep away from
   # the goal), so only the greedy policy's own time certifies 1e-8.

@@ -189,6 +189,7 @@ def test_policy_loss_bound_vs_exact_loss(layout):
 
 
 # ----------------------------------------------------------- x64 paths
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_certify_x64_float32_model_and_float64_model(layout):
   with jax.enable_x64(True):
@@ -211,6 +212,7 @@ def test_certify_x64_float32_model_and_float64_model(layout):
 
 
 # ------------------------------------------------- speculative solving
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_speculative_float32_bound_holds_converged_implies_tol(layout):
   rng = np.random.default_rng(17)
@@ -227,6 +229,7 @@ def test_speculative_float32_bound_holds_converged_implies_tol(layout):
       assert int(sol.iterations) <= 5000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_speculative_float64_model_reaches_tol(layout):
   with jax.enable_x64(True):
@@ -256,6 +259,7 @@ def test_speculative_max_iters_honoured_and_bfloat16():
 
 
 # --------------------------------------------- jit, vmap, bad input
+@pytest.mark.slow
 def test_jit_and_vmap_agree():
   rng = np.random.default_rng(29)
   mdps = [_mdp(rng, "sparse", g) for g in (0.9, 0.99, 0.999, 0.95)]

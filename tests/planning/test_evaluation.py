@@ -38,6 +38,7 @@ def _policies(rng, s, a, dtype):
   return [(jnp.asarray(det, jnp.int32), det), (jnp.asarray(sto, dtype), sto)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("krylov", ["gmres", "bicgstab"])
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_krylov_matches_float64_linear_solve(layout, krylov):
@@ -55,6 +56,7 @@ def test_krylov_matches_float64_linear_solve(layout, krylov):
         np.testing.assert_allclose(out.q, r + g * p @ ref, atol=2e-8 * (1 + np.abs(ref).max()))
 
 
+@pytest.mark.slow
 def test_krylov_float32_bound_holds_and_below_floor_is_not_converged():
   for gamma in (0.99, 0.9999):
     m, rng = _case("sparse", 2, gamma, dtype=jnp.float32)

@@ -65,6 +65,7 @@ def test_auto_float32_default_is_certified(layout, gamma):
   _check(sol, v_ref, front_door.default_tol(m))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", NAMED)
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 @pytest.mark.parametrize("gamma", [0.9, 0.99])
@@ -92,6 +93,7 @@ def test_aliases_options_and_rtol():
     assert float(d.error_bound) >= np.max(np.abs(np.asarray(d.values) - v_ref))
 
 
+@pytest.mark.slow
 def test_jit_and_vmap_agree_with_loop():
   with jax.enable_x64(True):
     mdps = [_case("sparse", g, seed=s)[0] for s, g in ((0, 0.9), (1, 0.99), (2, 0.999))]

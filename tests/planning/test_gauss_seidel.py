@@ -71,6 +71,7 @@ def _numpy_sweeps(p, r, g, mask, v, blocks, n, omega=1.0):
   return np.stack(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 @pytest.mark.parametrize("blocks", [1, 5, S])
 def test_sweeps_match_numpy_gauss_seidel(layout, blocks):
@@ -93,6 +94,7 @@ def test_one_block_is_value_iteration():
   np.testing.assert_allclose(float(gs.error_bound), float(vi.error_bound), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 def test_matches_float64_reference(layout, config):
@@ -110,6 +112,7 @@ def test_matches_float64_reference(layout, config):
       assert mask[np.arange(S), np.asarray(sol.policy)].all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_span_rule_matches_float64_reference_and_bound_holds_every_step(layout):
   with jax.enable_x64(True):
@@ -129,6 +132,7 @@ def test_span_rule_matches_float64_reference_and_bound_holds_every_step(layout):
     assert np.isinf(bounds[1::3]).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_float32_bound_always_holds(layout):
   for i, gamma in enumerate((0.9, 0.99, 0.999)):

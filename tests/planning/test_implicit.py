@@ -60,6 +60,7 @@ VI_TOL = 1e-12
 
 
 # ------------------------------------------------------------ value iteration
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 @pytest.mark.parametrize("stop", ["sup", "span"])
 def test_vi_reward_gradient_is_the_closed_form(layout, stop):
@@ -76,6 +77,7 @@ def test_vi_reward_gradient_is_the_closed_form(layout, stop):
   np.testing.assert_allclose(g, want, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_vi_gradients_match_finite_differences(layout):
   m, _, _ = _mdp(layout, seed=1)
@@ -173,6 +175,7 @@ def test_neumann_adjoint_equals_gmres():
 
 
 # ----------------------------------------------------------------- soft
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_soft_vi_gradients_match_finite_differences(layout):
   m, _, _ = _mdp(layout, seed=6)
@@ -192,6 +195,7 @@ def test_soft_vi_gradients_match_finite_differences(layout):
   _check_fd(f, {"r": m.rewards, "p": m.probs, "d": m.discount, "t": tau, "ref": ref}, 1)
 
 
+@pytest.mark.slow
 def test_soft_pi_and_evaluation_gradients():
   m, _, _ = _mdp("sparse", seed=7)
   tau = 0.5
@@ -218,6 +222,7 @@ def test_soft_pi_and_evaluation_gradients():
 
 
 # ------------------------------------------------------ ready wirings
+@pytest.mark.slow
 def test_wiring_policy_iteration_and_iterative_evaluation():
   """What policy_iteration / policy_evaluation need: one call around their
   solve gives them implicit gradients (matches the closed form)."""

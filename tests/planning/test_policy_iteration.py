@@ -80,6 +80,7 @@ def _ref(m):
 
 
 # ------------------------------------------------------------ Krylov PI
+@pytest.mark.slow
 @pytest.mark.parametrize("krylov", ["gmres", "bicgstab"])
 @pytest.mark.parametrize("kind", ["dense", "sparse", "grid"])
 def test_krylov_pi_matches_float64_reference(kind, krylov):
@@ -110,6 +111,7 @@ def test_krylov_pi_agrees_with_exact_pi():
     np.testing.assert_allclose(a.values, b.values, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_krylov_pi_float32_bound_holds():
   for gamma in (0.9, 0.99, 0.9999):
     for kind in ("sparse", "grid"):

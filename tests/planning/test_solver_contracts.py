@@ -58,6 +58,7 @@ def test_policy_iteration_1e38_rewards_regression():
 @pytest.mark.parametrize("name,layout", [(n, "dense") for n in sorted(INFINITE)] + [
     ("value_iteration", "sparse"), ("modified_policy_iteration", "sparse"),
     ("evaluation_iterative", "sparse")])
+@pytest.mark.slow
 def test_traced_invalid_discount_is_never_converged(name, layout):
   m, _, _ = _mdp(layout)
   fn = INFINITE[name]
@@ -163,6 +164,7 @@ def test_solver_metadata_is_declared_where_defined():
   assert ".infinite_horizon =" not in src
 
 
+@pytest.mark.slow
 def test_reverse_mode_where_documented():
   m, p, r = _mdp(gamma=0.8)
   pol = jnp.asarray([0, 1, 0, 1, 1, 0], jnp.int32)

@@ -190,6 +190,7 @@ def test_dense_and_sparse_layouts_agree():
   np.testing.assert_allclose(jd.finite_horizon(sp, 5).values, jd.finite_horizon(de, 5).values, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_stack_vmap_equals_per_mdp_solves():
   rng = np.random.default_rng(10)
   mdps, refs = [], []

@@ -35,6 +35,7 @@ def _close(got, one, i):
     (rp.tree_metrics_kernel, dict(horizon=3, ks=(1, 2))),
     (rp.random_q, dict(horizon=4)),
 ])
+@pytest.mark.slow
 def test_finite_horizon_kernels_batch_solve(fn, opts):
   gamma = 0.9 if fn is rp.random_q else 1.0
   mdps = _mdps(gamma)

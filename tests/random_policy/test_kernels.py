@@ -301,6 +301,7 @@ def test_batched_analysis_equals_loop_with_padding():
     analyze_effective_horizon_batch(batch, T, policy=pol[0])
 
 
+@pytest.mark.slow
 def test_kernel_jit_equals_no_jit():
   from jaxrl_dp.random_policy import effective_horizon_kernel
   m, _, _ = _bridge_like(3, *SMALL)

@@ -72,6 +72,7 @@ def arrays(mdp):
 
 
 # ---------------------------------------------------------- ROVER's theorem
+@pytest.mark.slow
 def test_greedy_on_uniform_q_is_optimal_on_binary_trees_not_continuous():
   n = 300
   keys = jax.random.split(jax.random.key(0), n)
@@ -106,6 +107,7 @@ def test_greedy_on_uniform_q_is_optimal_on_binary_trees_not_continuous():
   assert float(m.success_prob) == 0.0
 
 
+@pytest.mark.slow
 def test_countdown_trees_have_min_k_one():
   mdps = [random_countdown(jax.random.key(s), 4, 9)[0] for s in range(4)]
   mdps.append(countdown([2, 3, 4, 5], 7))

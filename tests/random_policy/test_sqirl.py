@@ -91,6 +91,7 @@ def test_population_sqirl_is_greedy_on_qk(seed, dense, ks):
     assert np.all(np.asarray(res.timesteps_per_iteration) == 0)
 
 
+@pytest.mark.slow
 def test_population_sqirl_optimal_iff_k_reaches_min_k_on_trees():
   # Continuous-reward trees have no ties: greedy-on-Q^k is unique, so SQIRL's
   # population policy is optimal exactly when k >= min_k (a suboptimal action on
@@ -205,6 +206,7 @@ def _assert_same_run(eager, jitted, ints, floats):
                                rtol=1e-6, atol=1e-6, err_msg=f)
 
 
+@pytest.mark.slow
 def test_sqirl_and_gorp_jit_equals_no_jit():
   """The same key gives the same run with and without ``jax.jit``: the sampled
   episodes (``jax.random`` draws are jit-invariant), the learned policy, its

@@ -39,6 +39,7 @@ DISCOUNTED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(DISCOUNTED))
 def test_discounted_solvers_batch_solve(name):
   fn, opts = DISCOUNTED[name]

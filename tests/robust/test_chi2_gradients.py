@@ -36,6 +36,7 @@ _fd = jax.jit(jax.vmap(lambda v, p, r, dv, dp, dr, h: (
     / (2 * h), in_axes=(None, None, None, 0, 0, 0, None)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [5, 24])
 def test_gradient_matches_finite_differences(k):
   with jax.enable_x64(True):
@@ -99,6 +100,7 @@ def test_vmap_jit_equal_direct_call():
     np.testing.assert_allclose(out[1][i], one, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [5, 20])
 def test_every_kind_value_gradient_is_the_worst_case_distribution(k):
   """d value / d values = worst P (finite differences agree) for every kind

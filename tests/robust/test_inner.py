@@ -284,6 +284,7 @@ def _check_against_reference(kind, support, pnorm, v, p, cost, size, val, worst)
       assert val[i] >= lo - tol
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,support,pnorm", CASES)
 def test_inner_against_scipy_and_limits(kind, support, pnorm):
   """float64 vs SciPy on N random instances; the radius -> 0 / lam -> inf and

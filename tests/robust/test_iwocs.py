@@ -186,6 +186,7 @@ def test_iwocs_vmap_over_model_sets_equals_loop():
                                float(r.worst_case_value), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_iwocs_sup_criterion_and_jit(walk):
   models, res, _ = walk
   sup = iwocs(models, criterion="sup")

@@ -31,6 +31,7 @@ def mdp_of(seed, dtype=None, gamma=0.85):
 SETS = [R.l1_ball(0.3), R.kl_penalty(np.full((S, A), 0.5)), R.chi2_ball(0.2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("i", range(len(SETS)), ids=[u.kind for u in SETS])
 def test_protocol_solvers_reach_the_robust_fixed_point(i):
   uset = SETS[i]

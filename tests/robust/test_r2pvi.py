@@ -271,6 +271,7 @@ def test_vmap_over_lambda_grid_equals_loop(sim_ds):
                                    rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_no_recompile_across_lambdas_and_jit_matches_nojit(sim_ds, monkeypatch):
   import importlib
   r2pvi_module = importlib.import_module("jaxrl_dp.robust.r2pvi")
@@ -426,6 +427,7 @@ def test_figure_data_functions(sim_ds):
   plt.close("all")
 
 
+@pytest.mark.slow
 def test_grad_through_r2pvi_matches_finite_differences(sim_ds):
   """The docstring's claim: jax.grad works through the scan (w.r.t. lam / rho)."""
   with jax.enable_x64(True):

@@ -83,6 +83,7 @@ def test_solver_metadata():
     assert (info.infinite_horizon, info.kind, info.reverse_mode) == (inf_h, kind, False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SOLVERS))
 def test_error_bound_holds_in_float32(name):
   run = SOLVERS[name]

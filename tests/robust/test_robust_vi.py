@@ -171,6 +171,7 @@ SET_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,size,support,pnorm", SET_CASES)
 def test_fixed_point_against_scipy_inner(kind, size, support, pnorm):
   """Robust VI's values satisfy the robust Bellman equation built from the

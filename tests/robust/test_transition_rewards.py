@@ -152,6 +152,7 @@ CASES = [("l1_ball", 0.6, "sparse", "nominal"), ("l1_ball", 0.6, "dense", "nomin
          ("tv_penalty", 1.5, "dense", "all")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,size,layout,support", CASES)
 def test_rectangular_solvers_match_lp_reference(kind, size, layout, support):
   with jax.enable_x64(True):
@@ -234,6 +235,7 @@ ALL_SETS = [R.tv_penalty(0.8), R.kl_penalty(0.5), R.chi2_penalty(0.5), R.l1_ball
 
 @pytest.mark.parametrize("i", range(len(ALL_SETS)),
                          ids=[f"{u.kind}-{u.support}" for u in ALL_SETS])
+@pytest.mark.slow
 def test_constant_transition_rewards_change_nothing(i):
   """Transition rewards equal to r(s, a) on every slot: the same values as
   the MDP without them, for every set (penalties weigh gamma * lam);
