@@ -18,34 +18,8 @@ from jaxrl_dp.core.solver_info import solver_info
 from jaxrl_dp.planning.anchored import anchor_weight, anchored_solver
 from _reference import optimal_values, random_dense, random_sparse, sparse_to_dense
 
-S, A, K = 14, 3, 4
-
-
-def _mdp(layout, gamma, seed=0, masked=False):
-  rng = np.random.default_rng(seed)
-  mask = np.ones((S, A), bool)
-  if masked:
-    mask[::3, 1] = False
-    mask[1::4, 2] = False
-  if layout == "dense":
-    p, r = random_dense(rng, S, A)
-    m = jd.TabularMDP.from_dense(p, r, gamma, action_mask=mask)
-  else:
-    ns, ps, r = random_sparse(rng, S, A, K)
-    m = jd.TabularMDP.from_sparse(ns, ps, r, gamma, action_mask=mask)
-  return m, mask
-
-
-def _stored(m):
-  p = np.asarray(m.probs, np.float64)
-  if m.is_sparse:
-    p = sparse_to_dense(np.asarray(m.next_states), p)
-  return p, np.asarray(m.rewards, np.float64), float(np.asarray(m.discount, np.float64))
-
-
-def _reference(m, mask):
-  p, r, g = _stored(m)
-  return optimal_values(p, r, g, mask)
+from _cases import S, A, K  # noqa: E402
+from _cases import mdp_case as _mdp, reference as _reference, stored as _stored  # noqa: E402
 
 
 def test_anchor_weight_is_the_lee_ryu_schedule():

@@ -18,7 +18,8 @@ from jaxrl_dp.core.solver_info import solver_info
 from jaxrl_dp.planning.gauss_seidel import block_layout, gauss_seidel_solver
 from _reference import optimal_values, random_dense, random_sparse, sparse_to_dense
 
-S, A, K = 14, 3, 4
+from _cases import S, A, K  # noqa: E402
+from _cases import mdp_case as _mdp, reference as _reference, stored as _stored  # noqa: E402
 CONFIGS = {
     "default": {},
     "per_state": dict(blocks=S),
@@ -26,33 +27,6 @@ CONFIGS = {
     "ranked": dict(blocks=7, ranking=0.3),
     "sor_ranked": dict(blocks=5, omega=1.5, ranking=0.5, full_every=3),
 }
-
-
-def _mdp(layout, gamma, seed=0, masked=False):
-  rng = np.random.default_rng(seed)
-  mask = np.ones((S, A), bool)
-  if masked:
-    mask[::3, 1] = False
-    mask[1::4, 2] = False
-  if layout == "dense":
-    p, r = random_dense(rng, S, A)
-    m = jd.TabularMDP.from_dense(p, r, gamma, action_mask=mask)
-  else:
-    ns, ps, r = random_sparse(rng, S, A, K)
-    m = jd.TabularMDP.from_sparse(ns, ps, r, gamma, action_mask=mask)
-  return m, mask
-
-
-def _stored(m):
-  p = np.asarray(m.probs, np.float64)
-  if m.is_sparse:
-    p = sparse_to_dense(np.asarray(m.next_states), p)
-  return p, np.asarray(m.rewards, np.float64), float(np.asarray(m.discount, np.float64))
-
-
-def _reference(m, mask):
-  p, r, g = _stored(m)
-  return optimal_values(p, r, g, mask)
 
 
 def _numpy_sweeps(p, r, g, mask, v, blocks, n, omega=1.0):
