@@ -13,35 +13,7 @@ import scipy.optimize
 
 import jaxrl_dp as jd
 from jaxrl_dp.planning import average_reward as ar
-from _reference import random_dense, random_sparse, sparse_to_dense
-
-
-def np_grid(n, slip, *, goal_reward=1.0, step_reward=0.0):
-  """Open n x n grid world in NumPy (float64), the dynamics of
-  jaxrl_dp.suites.gridworld: moves N, E, S, W; with probability ``slip`` the
-  move is replaced by one of the other three or staying; bumping a wall
-  stays; goal (n-1, n-1) absorbing with reward 0; ``goal_reward`` for
-  entering it and ``step_reward`` on every move from a non-goal state.
-  Returns ``(next_states int [S, 4, 5], probs [S, 4, 5], rewards [S, 4])``.
-  (Built locally: suites.gridworld cannot be rebuilt in float32 after an
-  x64 build in the same process.)"""
-  deltas = ((-1, 0), (0, 1), (1, 0), (0, -1), (0, 0))
-  s = n * n
-  row, col = np.divmod(np.arange(s), n)
-  dest = np.empty((s, 5), np.int64)
-  for j, (dr, dc) in enumerate(deltas):
-    rr, cc = row + dr, col + dc
-    ok = (rr >= 0) & (rr < n) & (cc >= 0) & (cc < n)
-    dest[:, j] = np.where(ok, rr * n + cc, np.arange(s))
-  outcomes = np.array([[a] + [d for d in range(4) if d != a] + [4] for a in range(4)])
-  ns = dest[:, outcomes]
-  p = np.broadcast_to(np.array([1 - slip] + [slip / 4] * 4), (s, 4, 5)).copy()
-  goal = s - 1
-  rew = np.where(ns == goal, goal_reward, 0.0) + step_reward
-  ns[goal] = goal
-  p[goal] = [1, 0, 0, 0, 0]
-  rew[goal] = 0.0
-  return ns, p, (p * rew).sum(-1)
+from _reference import np_grid, random_dense, random_sparse, sparse_to_dense
 
 
 def lp_gain(p, r, mask=None):
