@@ -377,6 +377,21 @@ def check_finite(field: str, x: np.ndarray) -> None:
   _first_bad(field, ~np.isfinite(x), x, "a finite number")
 
 
+def check_finite_rewards(field: str, x: np.ndarray) -> None:
+  """:func:`check_finite` for rewards; a ``-inf`` (QuantEcon's mark of an
+  infeasible action) is refused with a pointer to ``action_mask``."""
+  if not np.isfinite(x).all():
+    ninf = np.isneginf(x)
+    if ninf.any():
+      idx = tuple(int(i) for i in np.argwhere(ninf)[0])
+      pair = _fmt_idx(idx[:-1] if field == "transition_rewards" else idx)
+      raise InvalidMDPError(
+          f"{field}{_fmt_idx(idx)} = -inf: expected a finite number; to mark an "
+          f"infeasible action pass action_mask{pair} = False and any finite reward "
+          f"(jaxrl_dp.suites.from_quantecon converts QuantEcon's -inf rewards this way)")
+    check_finite(field, x)
+
+
 def _row_sums(p: np.ndarray) -> np.ndarray:
   """Sums over the last axis in float64 (slot by slot when it is short, which
   is several times faster than numpy's strided reduction for small K)."""
@@ -534,9 +549,9 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
           f"transition_rewards: expected shape {probs.shape}, got {tr.shape}")
     _check_float_field("transition_rewards", tr)
     if entries:  # before `rewards`, their expectation: name the source
-      check_finite("transition_rewards", tr)
+      check_finite_rewards("transition_rewards", tr)
   if entries:
-    check_finite("rewards", rewards)
+    check_finite_rewards("rewards", rewards)
   disc = np.asarray(mdp.discount)
   if disc.shape != batch:
     raise InvalidMDPError(f"discount: expected shape {batch}, got {disc.shape}")
