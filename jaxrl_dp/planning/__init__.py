@@ -18,6 +18,7 @@ from jaxrl_dp.planning.evaluation import exact_policy_values, policy_evaluation
 from jaxrl_dp.planning.finite_horizon import finite_horizon
 from jaxrl_dp.planning.front_door import solve
 from jaxrl_dp.planning.linear_programming import linear_programming
+from jaxrl_dp.planning.occupancy import occupancy, state_occupancy
 from jaxrl_dp.planning.policy_iteration import (modified_policy_iteration,
                                                 policy_iteration)
 from jaxrl_dp.planning.gauss_seidel import (gauss_seidel_solver,
@@ -56,6 +57,8 @@ __all__ = [
     "AverageRewardSolution",
     "check_unichain",
     "linear_programming",
+    "occupancy",
+    "state_occupancy",
     "recurrent_classes",
     "relative_value_iteration",
     "stochastic_shortest_path",
