@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.sampling import sample_transition
 from jaxrl_dp.random_policy.reach import terminal_states
 from jaxrl_dp.random_policy.q import policy_at
 
@@ -74,27 +75,14 @@ def sample_trajectories(key: jax.Array, mdp: TabularMDP, horizon: int, num: int,
   terminal = terminal_states(mdp)
   k0, key = jax.random.split(key)
   s0 = jax.random.categorical(k0, jnp.log(mdp.initial), shape=(num,)).astype(jnp.int32)
-  fan_out = mdp.probs.shape[-1]
 
   def step(carry, t):
     state, key = carry
     key, ka, kn = jax.random.split(key, 3)
     pi = policy_at(policy, t)
     a = jax.random.categorical(ka, jnp.log(pi[state])).astype(jnp.int32)
-    p = mdp.probs[state, a]  # [N, K]
-    if fan_out == 1:
-      slot = jnp.zeros_like(a)
-    else:
-      slot = jax.random.categorical(kn, jnp.log(p)).astype(jnp.int32)
-    if mdp.is_sparse:
-      nxt = mdp.next_states[state, a, slot]
-    else:
-      nxt = slot
-    if mdp.transition_rewards is not None:
-      r = mdp.transition_rewards[state, a, slot]
-    else:
-      r = mdp.rewards[state, a]
-    return (nxt.astype(jnp.int32), key), (state, a, slot, r, ~terminal[state])
+    slot, nxt, r = sample_transition(kn, mdp, state, a)
+    return (nxt, key), (state, a, slot, r, ~terminal[state])
 
   (last, _), (s, a, slot, r, alive) = jax.lax.scan(step, (s0, key), jnp.arange(horizon))
   states = jnp.concatenate([s.T, last[:, None]], axis=1)
