@@ -43,7 +43,7 @@ from jaxrl_dp.distributional.categorical import (
 from jaxrl_dp.distributional.quantile import (
     quantile_control, quantile_control_finite, quantile_evaluation,
     quantile_evaluation_finite, quantile_policy_backup, quantile_project,
-    quantile_q_backup, wasserstein_distance)
+    quantile_q_backup, quantile_huber_loss, wasserstein_distance)
 from jaxrl_dp.distributional.risk import (CVaR, ExpectedUtility, Mean,
                                           MeanVariance, ThresholdProbability,
                                           VaR, cvar, expected_utility, mean,
@@ -74,7 +74,7 @@ __all__ = [
     "ExactReturnDistribution", "StockSolution", "CVaRSolution",
     # projections and distances
     "categorical_project", "quantile_project", "cramer_distance",
-    "wasserstein_distance",
+    "wasserstein_distance", "quantile_huber_loss",
     # backups
     "categorical_q_backup", "categorical_policy_backup", "quantile_q_backup",
     "quantile_policy_backup",

@@ -30,10 +30,12 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
-from jaxrl_dp.core.options import check_horizon, check_int
+from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.options import check_horizon, check_int, is_concrete
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.distributional import evaluation as ev
 from jaxrl_dp.distributional.base import (QuantileResult, check_atoms_probs,
@@ -310,5 +312,62 @@ def _control_finite(mdp, risk, terminal, *, n, horizon):
 __all__ = ["quantile_project", "wasserstein_distance", "quantile_q_backup",
            "quantile_policy_backup", "quantile_evaluation",
            "quantile_evaluation_finite", "quantile_control",
-           "quantile_control_finite", "project"]
+           "quantile_control_finite", "project", "quantile_huber_loss"]
 
+
+# --------------------------------------------------------------- learning
+def quantile_huber_loss(locs: jax.Array, target_locs: jax.Array, kappa=1.0) -> jax.Array:
+  """Quantile regression loss of ``N`` quantiles against ``M`` target samples.
+
+  ``L = sum_i mean_j rho^kappa_{tau_i}(u_ij)``, ``u_ij = target_j - locs_i``,
+  ``tau_i = (2i - 1) / (2N)`` (:func:`quantile_levels`) and
+  ``rho^kappa_tau(u) = |tau - 1{u < 0}| H_kappa(u) / kappa`` with the Huber
+  function ``H_kappa(u) = u^2 / 2`` for ``|u| <= kappa``, ``kappa (|u| -
+  kappa / 2)`` otherwise (Dabney et al., "Distributional RL with Quantile
+  Regression", AAAI 2018, eq. 10; QR-DQN uses ``kappa = 1``). ``kappa = 0``
+  is the plain quantile (pinball) loss ``|tau - 1{u < 0}| |u|``. For fixed
+  targets and ``kappa = 0`` it is minimized by the ``tau_i``-quantiles of the
+  target samples: the learning counterpart of :func:`quantile_project`.
+
+  Args:
+    locs: ``[..., N]`` predicted quantiles, index ``i`` at level ``tau_i``
+      (the order matters; nothing is sorted).
+    target_locs: ``[..., M]`` target samples of equal weight (e.g. ``r +
+      gamma * locs'``); wrap them in ``jax.lax.stop_gradient`` to treat them
+      as constants.
+    kappa: Huber threshold, a finite number ``>= 0`` (may be traced).
+
+  Returns:
+    ``[...]`` the loss of each distribution (differentiable in ``locs``).
+
+  Raises:
+    InvalidMDPError: ranks below 1, batch shapes that do not broadcast,
+      ``kappa`` negative or not finite (concrete values only).
+  """
+  locs = jnp.asarray(locs) if is_concrete(locs) else locs
+  target_locs = jnp.asarray(target_locs) if is_concrete(target_locs) else target_locs
+  if locs.ndim < 1 or target_locs.ndim < 1:
+    raise InvalidMDPError(
+        f"locs, target_locs: expected rank >= 1 [..., N] and [..., M], got shapes "
+        f"{tuple(locs.shape)} and {tuple(target_locs.shape)}")
+  try:
+    jnp.broadcast_shapes(locs.shape[:-1], target_locs.shape[:-1])
+  except ValueError:
+    raise InvalidMDPError(
+        f"target_locs: batch shape {tuple(target_locs.shape[:-1])} does not broadcast "
+        f"against locs {tuple(locs.shape[:-1])}") from None
+  if is_concrete(kappa):
+    k = np.asarray(kappa, np.float64)
+    if k.ndim != 0 or not np.isfinite(k) or k < 0:
+      raise InvalidMDPError(f"kappa = {kappa!r}: expected a finite number >= 0")
+  n = locs.shape[-1]
+  dtype = jnp.result_type(locs.dtype, target_locs.dtype, jnp.float32)
+  tau = quantile_levels(n, dtype)
+  u = target_locs[..., None, :].astype(dtype) - locs[..., :, None].astype(dtype)  # [..., N, M]
+  kappa = jnp.asarray(kappa, dtype)
+  abs_u = jnp.abs(u)
+  safe_kappa = jnp.where(kappa > 0, kappa, 1.0)
+  huber = jnp.where(abs_u <= kappa, 0.5 * u * u, kappa * (abs_u - 0.5 * kappa)) / safe_kappa
+  elementwise = jnp.where(kappa > 0, huber, abs_u)
+  weight = jnp.abs(tau[:, None] - (u < 0).astype(dtype))
+  return jnp.sum(jnp.mean(weight * elementwise, axis=-1), axis=-1)

@@ -1,0 +1,242 @@
+"""What the deep agents share: the result type, the evaluation schedule and
+exact scoring inside the training scan, observations of every state, option
+checks and small pure helpers (epsilon-greedy acting, schedules, the W1
+distance between categorical distributions).
+
+Training schedule (every agent). A run is ``num_updates`` update steps (an
+update step collects ``num_envs`` environment transitions and takes the
+agent's gradient step(s)); it is ONE ``lax.scan`` over ``num_evals =
+num_updates // eval_every`` evaluation points whose body is an inner
+``lax.scan`` over ``eval_every`` update steps followed by an exact evaluation
+of the current policy (:func:`run_schedule`). Metrics are arrays ``[E]`` (a
+vmapped run: ``[seeds, E]``), measured at the END of each chunk: point ``e``
+comes after ``(e + 1) * eval_every`` updates and ``(e + 1) * eval_every *
+steps_per_update`` environment steps.
+
+Exact scoring (:func:`score_metrics`): the network is applied to the
+observation of EVERY state at once (:func:`state_observations`), the greedy
+(or stochastic) policy over all states is scored by
+:func:`jaxrl_dp.deep.scoring.score_policy` against an
+:class:`~jaxrl_dp.deep.scoring.ExactReference` computed once before the scan.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.options import check_int, is_concrete
+from jaxrl_dp.deep.env import TabularEnv
+from jaxrl_dp.deep.networks import greedy_action
+from jaxrl_dp.deep.scoring import ExactReference, q_error, score_policy
+
+__all__ = ["TrainResult", "run_schedule", "score_metrics", "state_observations",
+           "as_features", "make_env", "epsilon_greedy", "linear_schedule",
+           "categorical_w1", "check_schedule", "check_positive", "check_fraction",
+           "check_observation", "check_train_mdp", "observation_arg", "optimizer",
+           "METRIC_NAMES"]
+
+#: Metrics every agent reports at each evaluation point (``[E]`` arrays).
+METRIC_NAMES = ("env_steps", "updates", "j", "j_star", "suboptimality",
+                "normalized_suboptimality", "optimal_action_fraction")
+
+
+@flax.struct.dataclass
+class TrainResult:
+  """The outcome of one training run (``jax.vmap`` adds leading axes).
+
+  Attributes:
+    params: the final network parameters (a Flax parameter pytree).
+    policy: the final policy over all states: ``int32 [S]`` greedy (value
+      agents) or ``float [S, A]`` action probabilities (PPO).
+    metrics: dict of ``[E]`` arrays at the evaluation points: ``env_steps``
+      and ``updates`` (counts so far), ``j``, ``j_star``, ``suboptimality``
+      (``J* - J``), ``normalized_suboptimality`` (``(J* - J) / (J* -
+      J_uniform)``), ``optimal_action_fraction`` (see
+      :class:`~jaxrl_dp.deep.scoring.PolicyScore`); value agents add
+      ``q_error`` (``max |Q - Q*|`` over reachable states and valid
+      actions); distributional agents add ``w1`` (the largest, over reachable
+      states, Wasserstein-1 distance between the network's return
+      distribution of the greedy action and the exact projected return
+      distribution of the greedy policy); agents add their training loss
+      ``loss`` (the mean over the chunk).
+  """
+
+  params: Any
+  policy: jax.Array
+  metrics: dict
+
+
+# ------------------------------------------------------------------ checks
+def check_positive(name: str, value) -> float:
+  """A finite real number > 0 (a static config value)."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+    raise InvalidMDPError(f"{name} = {value!r}: expected a finite number > 0")
+  if not (np.isfinite(value) and value > 0):
+    raise InvalidMDPError(f"{name} = {value!r}: expected a finite number > 0")
+  return float(value)
+
+
+def check_fraction(name: str, value, *, allow_zero: bool = True,
+                   allow_one: bool = True) -> float:
+  """A real number in ``[0, 1]`` (ends as allowed; a static config value)."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+    raise InvalidMDPError(f"{name} = {value!r}: expected a number in [0, 1]")
+  v = float(value)
+  lo_ok = v > 0 or (allow_zero and v == 0)
+  hi_ok = v < 1 or (allow_one and v == 1)
+  if not (np.isfinite(v) and lo_ok and hi_ok):
+    lo = "[" if allow_zero else "("
+    hi = "]" if allow_one else ")"
+    raise InvalidMDPError(f"{name} = {value!r}: expected a number in {lo}0, 1{hi}")
+  return v
+
+
+def check_schedule(num_updates: int, eval_every: int) -> int:
+  """``num_evals``: ``eval_every`` must divide ``num_updates`` (both ints >= 1)."""
+  num_updates = check_int("num_updates", num_updates)
+  eval_every = check_int("eval_every", eval_every)
+  if num_updates % eval_every:
+    raise InvalidMDPError(
+        f"eval_every = {eval_every}: expected a divisor of num_updates = {num_updates} "
+        f"(metrics come at every eval_every updates)")
+  return num_updates // eval_every
+
+
+def check_observation(observation) -> None:
+  """``"one_hot"``, ``"index"`` or a real ``[S, D]`` matrix (checked by the env)."""
+  if isinstance(observation, str) and observation not in ("one_hot", "index"):
+    raise InvalidMDPError(
+        f"observation = {observation!r}: expected 'one_hot', 'index' or a feature "
+        f"matrix [S, D]")
+
+
+def observation_arg(observation) -> tuple[str, Optional[jax.Array]]:
+  """Splits ``observation`` into a static kind and a (traceable) feature matrix."""
+  check_observation(observation)
+  if isinstance(observation, str):
+    return observation, None
+  return "features", jnp.asarray(observation, jnp.float32)
+
+
+def check_train_mdp(mdp) -> None:
+  if not isinstance(mdp, TabularMDP):
+    raise InvalidMDPError(f"mdp: expected a TabularMDP, got {type(mdp).__name__}")
+  if mdp.rewards.ndim != 2:
+    raise InvalidMDPError(
+        f"mdp: expected ONE MDP (rewards [S, A]), got rewards of shape "
+        f"{tuple(mdp.rewards.shape)}; for a stacked batch use jax.vmap(train)(keys, mdps)")
+  if is_concrete(mdp.discount) and not 0 <= float(mdp.discount) < 1:
+    raise InvalidMDPError(
+        f"mdp.discount = {float(mdp.discount)!r}: the deep agents are scored on the "
+        f"discounted infinite horizon and need discount in [0, 1)")
+
+
+# ------------------------------------------------------------ observations
+def make_env(mdp: TabularMDP, horizon: int, kind: str,
+             features: Optional[jax.Array]) -> TabularEnv:
+  """The agents' :class:`TabularEnv` (no sticky actions, no stock)."""
+  return TabularEnv(mdp, horizon=horizon, observation=kind if features is None else features)
+
+
+def as_features(obs: jax.Array, index_obs: bool) -> jax.Array:
+  """Network input ``float32 [..., D]``: an index observation ``int [...]``
+  becomes one feature ``[..., 1]``, other observations are cast."""
+  obs = obs.astype(jnp.float32)
+  return obs[..., None] if index_obs else obs
+
+
+def state_observations(env: TabularEnv) -> jax.Array:
+  """``float32 [S, D]``: the network input of every state (one-hot: the
+  identity; features: the matrix; index: ``[[0], [1], ...]``)."""
+  s = jnp.arange(env.num_states, dtype=jnp.int32)
+  obs = jax.vmap(lambda i: env.observe(i, env.stock0))(s)
+  return as_features(obs, env.observation == "index")
+
+
+# ----------------------------------------------------------------- acting
+def epsilon_greedy(key: jax.Array, q: jax.Array, action_mask: jax.Array,
+                   epsilon) -> jax.Array:
+  """``int32 [...]``: with probability ``epsilon`` a uniformly random VALID
+  action, else the greedy valid action of ``q [..., A]``."""
+  k_explore, k_action = jax.random.split(key)
+  greedy = greedy_action(q, action_mask)
+  logits = jnp.where(action_mask, 0.0, -jnp.inf)
+  random = jax.random.categorical(k_action, logits).astype(jnp.int32)
+  explore = jax.random.uniform(k_explore, greedy.shape) < epsilon
+  return jnp.where(explore, random, greedy)
+
+
+def linear_schedule(start, end, duration, step) -> jax.Array:
+  """``start + (end - start) * min(step / duration, 1)`` (``duration >= 1``)."""
+  frac = jnp.minimum(step / jnp.maximum(duration, 1), 1.0)
+  return start + (end - start) * frac
+
+
+def optimizer(learning_rate: float, max_grad_norm: Optional[float], *, eps: float = 1e-8,
+              anneal_steps: Optional[int] = None):
+  """Adam (optionally with a linear decay of the learning rate to 0 over
+  ``anneal_steps`` optimizer steps) after global-norm gradient clipping."""
+  import optax
+  lr = learning_rate if anneal_steps is None else optax.linear_schedule(
+      learning_rate, 0.0, anneal_steps)
+  adam = optax.adam(lr, eps=eps)
+  if max_grad_norm is None:
+    return adam
+  return optax.chain(optax.clip_by_global_norm(max_grad_norm), adam)
+
+
+def categorical_w1(p: jax.Array, q: jax.Array, support: jax.Array) -> jax.Array:
+  """Wasserstein-1 distance ``int |F_p - F_q|`` of categorical distributions
+  ``[..., N]`` on one ``support [N]`` -> ``[...]``."""
+  cp = jnp.cumsum(p, axis=-1)[..., :-1]
+  cq = jnp.cumsum(q, axis=-1)[..., :-1]
+  return jnp.sum(jnp.abs(cp - cq) * jnp.diff(support), axis=-1)
+
+
+# ----------------------------------------------------------------- scoring
+def score_metrics(mdp: TabularMDP, reference: ExactReference, policy: jax.Array,
+                  q_values: Optional[jax.Array] = None) -> dict:
+  """Exact metrics of ``policy`` (``int [S]`` or ``float [S, A]``); with
+  ``q_values [S, A]`` also ``q_error``."""
+  score = score_policy(mdp, reference, policy)
+  out = {"j": score.j, "j_star": score.j_star, "suboptimality": score.suboptimality,
+         "normalized_suboptimality": score.normalized_suboptimality,
+         "optimal_action_fraction": score.optimal_action_fraction}
+  if q_values is not None:
+    out["q_error"] = q_error(reference, q_values)
+  return out
+
+
+def run_schedule(update: Callable, evaluate: Callable, carry: Any, *, num_evals: int,
+                 eval_every: int, steps_per_update: int) -> tuple[Any, dict]:
+  """The whole training run: an outer ``lax.scan`` over evaluation points,
+  an inner one over ``eval_every`` updates.
+
+  Args:
+    update: ``carry -> (carry, loss [])`` one update step.
+    evaluate: ``carry -> dict`` of ``[]`` metrics of the current policy.
+    carry: the initial training carry.
+    num_evals, eval_every: the schedule (static ints).
+    steps_per_update: environment steps per update (static int).
+
+  Returns:
+    ``(final carry, metrics)`` with ``[E]`` arrays, including ``env_steps``,
+    ``updates`` and ``loss`` (mean over the chunk).
+  """
+  def chunk(c, e):
+    c, losses = jax.lax.scan(lambda c, _: update(c), c, None, length=eval_every)
+    m = dict(evaluate(c))
+    updates = (e + 1) * eval_every
+    m["updates"] = updates.astype(jnp.int32)
+    m["env_steps"] = (updates * steps_per_update).astype(jnp.int32)
+    m["loss"] = jnp.mean(losses)
+    return c, m
+
+  return jax.lax.scan(chunk, carry, jnp.arange(num_evals, dtype=jnp.int32))

@@ -1,0 +1,242 @@
+"""The off-policy training loop shared by DQN, C51 and QR-DQN.
+
+An agent of this family is a :class:`QAgent`: a Flax network, its optax
+optimizer, a loss ``(params, target_params, batch) -> []`` and the Q-values
+``(params, obs [..., D]) -> [..., A]`` that act greedily. :func:`q_init` and
+:func:`q_update` are the pure ``init`` / ``update`` pair (one gradient step on
+a batch, then the target network update); :func:`q_train` runs the whole
+training in ONE ``lax.scan`` (see :mod:`jaxrl_dp.deep.common` for the
+schedule and the exact scoring):
+
+each update step (all inside the scan)
+  1. ``num_envs`` parallel :class:`~jaxrl_dp.deep.TabularEnv` copies act
+     epsilon-greedily on the online network (random actions are drawn among
+     the state's valid ones; epsilon decays linearly from ``epsilon_start`` to
+     ``epsilon_end`` over ``epsilon_fraction * num_updates`` updates);
+  2. the ``num_envs`` transitions (with the true next observation and
+     ``discount = gamma * (1 - terminated)``) go into the circular replay
+     buffer (:mod:`jaxrl_dp.deep.replay`);
+  3. once ``learning_starts`` transitions are stored, a batch of
+     ``batch_size`` is sampled uniformly and :func:`q_update` takes one
+     gradient step; every ``target_update_interval`` gradient steps the
+     target parameters move to ``tau * params + (1 - tau) * target`` (``tau
+     = 1``: a hard copy, as DQN; ``tau < 1``: Polyak averaging).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple, Optional
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.options import check_horizon, check_int
+from jaxrl_dp.deep import common
+from jaxrl_dp.deep.networks import greedy_action
+from jaxrl_dp.deep.replay import Transition, replay_add, replay_init, replay_sample
+from jaxrl_dp.deep.scoring import exact_reference
+
+__all__ = ["QConfig", "QAgent", "QTrainState", "q_init", "q_update", "q_train",
+           "check_q_config"]
+
+
+@dataclasses.dataclass(frozen=True)
+class QConfig:
+  """Static options of the DQN family (hashable; see :func:`jaxrl_dp.deep.train_dqn`
+  for the meaning and the defaults)."""
+
+  horizon: int = 100
+  observation: str = "one_hot"
+  num_envs: int = 8
+  num_updates: int = 20_000
+  eval_every: int = 500
+  buffer_size: int = 10_000
+  batch_size: int = 64
+  learning_starts: int = 1_000
+  learning_rate: float = 1e-3
+  adam_eps: float = 1e-8
+  max_grad_norm: Optional[float] = 10.0
+  epsilon_start: float = 1.0
+  epsilon_end: float = 0.05
+  epsilon_fraction: float = 0.5
+  target_update_interval: int = 100
+  tau: float = 1.0
+  double: bool = True
+  hidden: tuple = (64, 64)
+  activation: str = "relu"
+
+
+def check_q_config(config: QConfig) -> None:
+  """Raises :class:`~jaxrl_dp.InvalidMDPError` naming the first bad option."""
+  check_horizon(config.horizon)
+  for name in ("num_envs", "num_updates", "eval_every", "buffer_size", "batch_size",
+               "target_update_interval"):
+    check_int(name, getattr(config, name))
+  check_int("learning_starts", config.learning_starts, minimum=0)
+  common.check_schedule(config.num_updates, config.eval_every)
+  if config.num_envs > config.buffer_size:
+    raise InvalidMDPError(
+        f"buffer_size = {config.buffer_size}: expected >= num_envs = {config.num_envs}")
+  common.check_positive("learning_rate", config.learning_rate)
+  common.check_positive("adam_eps", config.adam_eps)
+  if config.max_grad_norm is not None:
+    common.check_positive("max_grad_norm", config.max_grad_norm)
+  common.check_fraction("epsilon_start", config.epsilon_start)
+  common.check_fraction("epsilon_end", config.epsilon_end)
+  common.check_fraction("epsilon_fraction", config.epsilon_fraction)
+  common.check_fraction("tau", config.tau, allow_zero=False)
+  for width in config.hidden:
+    check_int("hidden", width)
+
+
+class QAgent(NamedTuple):
+  """A member of the DQN family (static: functions and modules).
+
+  Attributes:
+    network: the Flax module (called on ``obs [..., D]``).
+    tx: the optax optimizer.
+    loss: ``(params, target_params, batch: Transition) -> []``.
+    q_values: ``(params, obs [..., D]) -> [..., A]`` (greedy acting).
+    extra_metrics: optional ``(mdp, params, obs_all [S, D], policy int [S],
+      reachable bool [S]) -> dict`` of further ``[]`` metrics (e.g. ``w1``).
+  """
+
+  network: nn.Module
+  tx: optax.GradientTransformation
+  loss: Callable
+  q_values: Callable
+  extra_metrics: Optional[Callable] = None
+
+
+@flax.struct.dataclass
+class QTrainState:
+  """Online and target parameters, optimizer state, ``step int32 []``
+  (gradient steps taken)."""
+
+  params: Any
+  target_params: Any
+  opt_state: Any
+  step: jax.Array
+
+
+def q_init(key: jax.Array, agent: QAgent, obs_dim: int) -> QTrainState:
+  """Fresh parameters (target = online) and optimizer state."""
+  params = agent.network.init(key, jnp.zeros((1, obs_dim), jnp.float32))
+  return QTrainState(params=params, target_params=params,
+                     opt_state=agent.tx.init(params), step=jnp.zeros((), jnp.int32))
+
+
+def q_update(agent: QAgent, state: QTrainState, batch: Transition, *,
+             target_update_interval: int = 1, tau: float = 1.0) -> tuple[QTrainState, jax.Array]:
+  """One gradient step on ``batch``, then the target update.
+
+  Args:
+    agent: the :class:`QAgent`.
+    state: the current :class:`QTrainState`.
+    batch: a :class:`~jaxrl_dp.deep.replay.Transition` with leading ``[B]``.
+    target_update_interval: the target moves every this many gradient steps.
+    tau: target step size (1: copy).
+
+  Returns:
+    ``(new state, loss [])``. Pure; ``jax.jit`` gives the same numbers.
+  """
+  loss, grads = jax.value_and_grad(agent.loss)(state.params, state.target_params, batch)
+  updates, opt_state = agent.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  step = state.step + 1
+  rate = jnp.where(step % target_update_interval == 0, tau, 0.0)
+  target = optax.incremental_update(params, state.target_params, rate)
+  return QTrainState(params=params, target_params=target, opt_state=opt_state,
+                     step=step), loss
+
+
+@flax.struct.dataclass
+class _Carry:
+  train: QTrainState
+  buffer: Any
+  env_state: Any
+  obs: jax.Array
+  key: jax.Array
+  t: jax.Array
+
+
+def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
+            make_agent: Callable[[TabularMDP, int], QAgent],
+            config: QConfig) -> common.TrainResult:
+  """The training scan of the family (traceable: call it under ``jax.jit``).
+
+  Args:
+    key: a ``jax.random`` key.
+    mdp: one MDP.
+    features: ``[S, D]`` feature matrix when ``config.observation ==
+      "features"``, else None.
+    make_agent: ``(mdp, num_actions) -> QAgent`` (may read the MDP, e.g. the
+      C51 support bounds).
+    config: the options.
+
+  Returns:
+    :class:`~jaxrl_dp.deep.common.TrainResult` (greedy ``policy int32 [S]``).
+  """
+  env = common.make_env(mdp, config.horizon, config.observation, features)
+  n = config.num_envs
+  num_actions = env.num_actions
+  agent = make_agent(mdp, num_actions)
+  index_obs = config.observation == "index"
+  obs_all = common.state_observations(env)
+  reference = exact_reference(mdp)
+  k_init, k_reset, k_run = jax.random.split(key, 3)
+  train = q_init(k_init, agent, obs_all.shape[-1])
+  env_state, obs = jax.vmap(env.reset)(jax.random.split(k_reset, n))
+  example = Transition(obs=obs_all[0], action=jnp.zeros((), jnp.int32),
+                       reward=jnp.zeros((), mdp.rewards.dtype), next_obs=obs_all[0],
+                       discount=jnp.zeros((), mdp.rewards.dtype),
+                       next_mask=jnp.zeros((num_actions,), bool))
+  buffer = replay_init(example, config.buffer_size)
+  decay = config.epsilon_fraction * config.num_updates
+
+  def update(c: _Carry):
+    key, k_act, k_env, k_sample = jax.random.split(c.key, 4)
+    x = common.as_features(c.obs, index_obs)
+    mask = mdp.action_mask[c.env_state.state]
+    eps = common.linear_schedule(config.epsilon_start, config.epsilon_end, decay, c.t)
+    action = common.epsilon_greedy(k_act, agent.q_values(c.train.params, x), mask, eps)
+    env_state, obs, reward, _, info = jax.vmap(env.step)(
+        jax.random.split(k_env, n), c.env_state, action)
+    tr = Transition(obs=x, action=info["action"], reward=reward,
+                    next_obs=common.as_features(info["next_obs"], index_obs),
+                    discount=info["discount"], next_mask=mdp.action_mask[info["next_state"]])
+    buffer = replay_add(c.buffer, tr)
+    batch = replay_sample(buffer, k_sample, config.batch_size)
+    learn = lambda s: q_update(agent, s, batch,
+                               target_update_interval=config.target_update_interval,
+                               tau=config.tau)
+    skip = lambda s: (s, jnp.zeros((), jnp.float32))
+    train, loss = jax.lax.cond(buffer.size >= config.learning_starts, learn, skip, c.train)
+    return _Carry(train=train, buffer=buffer, env_state=env_state, obs=obs, key=key,
+                  t=c.t + 1), loss.astype(jnp.float32)
+
+  def greedy(params):
+    q = agent.q_values(params, obs_all)
+    return q, greedy_action(q, mdp.action_mask)
+
+  def evaluate(c: _Carry):
+    q, policy = greedy(c.train.params)
+    m = common.score_metrics(mdp, reference, policy, q)
+    if agent.extra_metrics is not None:
+      m.update(agent.extra_metrics(mdp, c.train.params, obs_all, policy,
+                                   reference.reachable))
+    return m
+
+  carry = _Carry(train=train, buffer=buffer, env_state=env_state, obs=obs, key=k_run,
+                 t=jnp.zeros((), jnp.int32))
+  num_evals = config.num_updates // config.eval_every
+  carry, metrics = common.run_schedule(update, evaluate, carry, num_evals=num_evals,
+                                       eval_every=config.eval_every, steps_per_update=n)
+  _, policy = greedy(carry.train.params)
+  return common.TrainResult(params=carry.train.params, policy=policy, metrics=metrics)
