@@ -125,6 +125,7 @@ def make_batched(solver: Callable[..., Any], *, strategy: str = "auto",
 
   Returns:
     A ``jax.jit``-compiled function ``batched(mdps, *args, **kwargs)``:
+
       * ``mdps``: a stacked :class:`~jaxrl_dp.TabularMDP`, every leaf with a
         leading axis ``B`` (``probs [B, S, A, K]``, ``rewards [B, S, A]``,
         ``discount [B]``, ...), e.g. from :func:`jaxrl_dp.stack` (or another
@@ -137,6 +138,7 @@ def make_batched(solver: Callable[..., Any], *, strategy: str = "auto",
         ``q [B, S, A]``, ``policy int32 [B, S]``, ``iterations [B]``, ...), as
         JAX arrays (no host round trip). It can be called inside the caller's
         own ``jit``/``vmap``.
+
     Calls with equal ``solver`` / ``options`` / ``strategy`` (compared by
     :func:`cache_token`) return the same jitted function, so repeated calls
     do not recompile. No input validation beyond shapes: validate with

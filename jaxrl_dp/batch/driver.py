@@ -77,6 +77,7 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
        strategy, the devices and the chunk shapes; no arrays are cached), so a
        repeated call with the same shapes does not compile again.
        ``strategy`` picks how a chunk is batched on each device:
+
          * ``"vmap"``: ``jax.vmap`` of the solver: one fused program, the right
            choice on GPU/TPU, but an iterative solver's ``while_loop`` then
            runs until the slowest MDP of the chunk has converged;
@@ -85,6 +86,7 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
            iteration count; much faster on CPU backends;
          * ``"auto"`` (default): ``"map"`` when the devices are CPUs, else
            ``"vmap"``.
+
     4. Puts each chunk on the devices with ``jax.device_put`` and a
        ``NamedSharding(Mesh(devices, ("batch",)), PartitionSpec("batch"))``:
        the batch axis of every input and output leaf is split over the

@@ -171,6 +171,7 @@ def solve(mdp: TabularMDP, *, tol: Optional[float] = None,
 
   Methods (``method=``; every one keeps its own options, passed through
   ``**method_options``):
+
     * ``"auto"`` (default): see :func:`auto_method`. In short,
       ``modified_policy_iteration(stop="span", num_sweeps=20)`` in float64
       and ``value_iteration(stop="span")`` in lower precisions (static

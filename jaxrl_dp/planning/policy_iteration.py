@@ -255,6 +255,7 @@ def modified_policy_iteration(mdp: TabularMDP, *, num_sweeps: int = 20,
 
   Stopping rules (``tol`` bounds the error of the RETURNED values, rounding
   included; ``error_bound`` is the bound that holds):
+
     * ``"sup"``: stop once ``error_bound = (gamma' ||V' - V||_inf + delta) /
       (1 - gamma') <= tol`` (the contraction bound plus rounding, see
       :mod:`jaxrl_dp.core.iteration`); returns ``V'``; ``residual = ||V' -

@@ -47,6 +47,7 @@ def value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
 
   Stopping rules (``tol`` bounds the error of the RETURNED values, rounding
   included; ``error_bound`` is the bound that holds):
+
     * ``"sup"``: stop once ``(gamma' ||V_{n+1} - V_n||_inf + delta) / (1 -
       gamma') <= tol``; returns ``V_{n+1}``. ``gamma'`` is gamma times the
       largest stored row sum, ``delta`` bounds the rounding of one computed

@@ -39,6 +39,7 @@ def sticky_actions(mdp: TabularMDP, p) -> TabularMDP:
   """The sticky-action MDP on (state, previous action).
 
   States (``S' = S * (A + 1)``):
+
     * ``s * A + b`` for ``(s, previous action b)``: taking ``a`` executes ``a``
       with probability ``1 - p`` and repeats ``b`` with probability ``p``, and
       the next state is ``(s', executed action)``. If ``b`` is masked at ``s``
@@ -46,6 +47,7 @@ def sticky_actions(mdp: TabularMDP, p) -> TabularMDP:
     * ``S * A + s``: ``s`` at the start of an episode (no previous action):
       the chosen action is executed for sure. The initial distribution lives on
       these copies, so stickiness starts with the second step.
+
   Rewards are those of the executed action: ``transition_rewards [S', A, 2K]``
   per branch, and ``rewards`` their expectation
   ``(1 - p) r(s, a) + p r(s, b)``. Valid actions are those of ``s``; discount

@@ -32,9 +32,11 @@ def chain(num_states: int = 5, slip=0.2, discount=0.99, *,
   discount 0.99 there).
 
   States ``0 .. N-1`` in a line, start in state 0. Actions:
+
     * 0 ("a", forward): move to ``s + 1`` with reward 0; in the last state
       ``N - 1`` stay there with reward ``large_reward`` (10);
     * 1 ("b", back): return to state 0 with reward ``small_reward`` (2).
+
   With probability ``slip`` (0.2) the agent slips and the *other* action's
   effect happens instead (with that action's reward). So, e.g.,
   ``P(s+1 | s, forward) = 1 - slip``, ``P(0 | s, forward) = slip``.
@@ -92,6 +94,7 @@ def river_swim(num_states: int = 6, discount=0.95, *,
   ``max(s - 1, 0)`` with probability 1. Action 1 (RIGHT, against the current):
 
   ``variant="strehl_littman"`` (default, the original):
+
     * state 0: stay w.p. 0.7, move right w.p. 0.3;
     * middle states: move left 0.1, stay 0.6, move right 0.3;
     * last state ``N - 1``: move left 0.7, stay 0.3;
@@ -101,6 +104,7 @@ def river_swim(num_states: int = 6, discount=0.95, *,
 
   ``variant="osband"`` (Osband, Russo & Van Roy, "(More) efficient
   reinforcement learning via posterior sampling", NIPS 2013):
+
     * state 0: stay 0.4, right 0.6; middle: left 0.05, stay 0.6, right 0.35;
       last: left 0.4, stay 0.6;
     * rewards ``r(0, LEFT) = 0.005`` and ``r(N-1, RIGHT) = 1`` (state-action).
@@ -168,10 +172,12 @@ def forest(num_states: int = 3, r1=4.0, r2=2.0, p=0.1, discount=0.96
   happens with probability ``p`` and resets the forest to state 0.
 
   Actions: 0 = Wait, 1 = Cut.
+
     * Wait: to ``min(s + 1, S - 1)`` w.p. ``1 - p``, to 0 w.p. ``p``;
       reward ``r1`` in the oldest state, 0 elsewhere.
     * Cut: to state 0 w.p. 1; reward 0 in state 0, ``r2`` in the oldest
       state, 1 elsewhere.
+
   ``to_dense()`` of the result equals ``P.transpose(1, 0, 2)`` and
   ``rewards`` equals ``R`` of ``mdptoolbox.example.forest(S, r1, r2, p)``.
   The discount (pymdptoolbox's examples use 0.96 or 0.9) is ours to choose.
