@@ -19,7 +19,12 @@ Loaders / converters:
 
 * :func:`from_gymnasium` - toy_text environments (``env.unwrapped.P``);
 * :func:`from_pymdptoolbox` - pymdptoolbox ``(P, R)`` arrays;
-* :func:`load_bridge`, :func:`bridge_horizon` - the BRIDGE dataset's npz files.
+* :func:`load_bridge`, :func:`bridge_horizon` - the BRIDGE dataset's npz files;
+* :func:`from_quantecon` / :func:`to_quantecon` - QuantEcon ``DiscreteDP``
+  (product and state-action-pair forms); :func:`from_scipy_sparse` - one
+  ``scipy.sparse`` matrix per action; :func:`from_coo` - elementwise
+  ``(s, a, s', p)`` triplets; :func:`from_csv` - a model CSV file
+  (``state,action,next_state,probability,reward``).
 
 Bad arguments raise :class:`jaxrl_dp.InvalidMDPError` naming the parameter and
 its value.
@@ -49,3 +54,7 @@ __all__ = [
 ]
 __all__ += ["COUNTDOWN_OPS", "CountdownTree", "countdown", "countdown_tree", "random_countdown"]
 from jaxrl_dp.suites.windy_walk import WINDY_WALK_LAYOUT, windy_walk  # noqa: E402,F401
+from jaxrl_dp.suites.formats import (CSV_COLUMNS, from_coo, from_csv,  # noqa: E402
+                                     from_quantecon, from_scipy_sparse, to_quantecon)
+__all__ += ["CSV_COLUMNS", "from_coo", "from_csv", "from_quantecon", "from_scipy_sparse",
+            "to_quantecon"]
