@@ -157,14 +157,24 @@ def row_sum_stats(mdp, policy=None):
       n = jnp.asarray(s + a, jnp.int32)  # P_pi (A terms), then P_pi @ v (S)
     n_sum = a * mdp.probs.shape[-1] + 1
   sums = jnp.sum(probs, axis=-1)
-  g = gamma_n(n_sum, u)
   if policy is None:
     sums_hi = jnp.where(mdp.action_mask, sums, 0.0)
     dev = jnp.where(mdp.action_mask, jnp.abs(sums - 1.0), 0.0)
   else:
     sums_hi, dev = sums, jnp.abs(sums - 1.0)
-  row_max = jnp.max(sums_hi) * (1 + g) * (1 + 2 * u)
-  row_dev = (jnp.max(dev) + g * jnp.max(sums_hi)) * (1 + 2 * u)
+  return row_bounds(n, jnp.max(sums_hi), jnp.max(dev), n_sum, dtype)
+
+
+def row_bounds(n, sums_max, dev_max, n_sum: int, dtype):
+  """:func:`row_sum_stats` from its reductions (shared with models that sweep
+  their rows in blocks, :mod:`jaxrl_dp.core.functional`): ``n`` the largest
+  number of nonzero terms of one expectation, ``sums_max`` / ``dev_max`` the
+  largest computed row sum and ``|row sum - 1|`` (each sum of ``n_sum`` terms
+  computed in ``dtype``). Returns ``(n, row_max, row_dev)``."""
+  u = unit_roundoff(dtype)
+  g = gamma_n(n_sum, u)
+  row_max = sums_max * (1 + g) * (1 + 2 * u)
+  row_dev = (dev_max + g * sums_max) * (1 + 2 * u)
   return n, row_max, row_dev
 
 
@@ -196,20 +206,30 @@ def backup_rounding(mdp, policy=None) -> BackupRounding:
   P`` is counted in ``n`` (``S + A`` terms).
   """
   dtype = mdp.probs.dtype
-  u = unit_roundoff(dtype)
   u_mm = 0.0 if mdp.is_sparse else matmul_roundoff(dtype)
   n, row_max, _ = row_sum_stats(mdp, policy)
-  gamma = jnp.abs(mdp.discount)
+  r_max = None
+  if policy is not None and not jnp.issubdtype(policy.dtype, jnp.integer):
+    r_max = jnp.max(jnp.where(mdp.action_mask, jnp.abs(mdp.rewards), 0.0))
+  return rounding_from_stats(n, row_max, mdp.discount, dtype, u_mm=u_mm,
+                             r_max=r_max, num_actions=mdp.rewards.shape[1])
+
+
+def rounding_from_stats(n, row_max, discount, dtype, *, u_mm: float = 0.0,
+                        r_max=None, num_actions: int = 1) -> BackupRounding:
+  """:func:`backup_rounding` from :func:`row_bounds`' ``n`` and ``row_max``
+  (``u_mm`` the dot-input roundoff, 0 for gathers; ``r_max`` the largest
+  ``|r|`` over valid actions for a stochastic policy, else None)."""
+  u = unit_roundoff(dtype)
+  gamma = jnp.abs(discount)
   slack = 1 + 8 * u
   value_coeff = gamma * row_max * (gamma_n(n, u) + 2 * u_mm + 2 * u) * slack
   next_coeff = jnp.asarray(2 * u * slack, dtype)
-  if policy is not None and not jnp.issubdtype(policy.dtype, jnp.integer):
-    a = mdp.rewards.shape[1]
-    r_max = jnp.max(jnp.where(mdp.action_mask, jnp.abs(mdp.rewards), 0.0))
-    offset = gamma_n(a + 1, u) * r_max * slack
+  if r_max is not None:
+    offset = gamma_n(num_actions + 1, u) * r_max * slack
   else:
     offset = jnp.zeros((), dtype)
-  return BackupRounding(value_coeff.astype(dtype), next_coeff,
+  return BackupRounding(jnp.asarray(value_coeff, dtype), next_coeff,
                         jnp.asarray(offset, dtype))
 
 

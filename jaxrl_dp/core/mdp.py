@@ -607,11 +607,19 @@ def entries_ok(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL) -> jax.Array:
 
 def check_mdp_structure(mdp: Any, *, batched: bool = False) -> None:
   """Cheap shape and dtype check at a kernel boundary (works on tracers)."""
+  if type(mdp).__name__ == "FunctionalMDP":  # core.functional imports this module
+    raise InvalidMDPError(
+        "mdp: this function needs stored transition arrays and does not accept a "
+        "FunctionalMDP (matrix-free): use value_iteration, gauss_seidel / anderson / "
+        "anchored_value_iteration, policy_evaluation(method='iterative'), "
+        "finite_horizon or random_q, which accept it, or mdp.materialize() for a "
+        "small instance")
   if not isinstance(mdp, TabularMDP):
     raise InvalidMDPError(f"mdp: expected a TabularMDP, got {type(mdp).__name__}")
   want = 3 if batched else 2
   if mdp.rewards.ndim != want:
-    what = "a batched MDP [B, S, A]" if batched else "one MDP [S, A] (use jax.vmap or batch.solve for batches)"
+    what = ("a batched MDP [B, S, A]" if batched
+            else "one MDP [S, A] (use jax.vmap or batch.solve for batches)")
     raise InvalidMDPError(
         f"rewards: expected {what}, got shape {mdp.rewards.shape}")
   _check_float_field("probs", mdp.probs)
@@ -677,7 +685,7 @@ def as_policy(policy: Any, mdp: TabularMDP, *, field: str = "policy",
   concrete = is_concrete(policy)
   arr = _real_array(field, policy) if concrete else policy
   shape, dtype = tuple(arr.shape), arr.dtype
-  if jnp.issubdtype(dtype, jnp.integer) and dtype != bool:
+  if jnp.issubdtype(dtype, jnp.integer) and dtype != jnp.bool_:
     if shape not in det_shapes:
       raise InvalidMDPError(
           f"{field}: a deterministic policy must have shape {det_want}, got {shape}")

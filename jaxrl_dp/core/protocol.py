@@ -36,7 +36,7 @@ host round-trips, ``max_iters`` a static cap that is never changed. The same
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp

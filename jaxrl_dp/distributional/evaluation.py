@@ -188,5 +188,6 @@ def finite_horizon_info(dtype, horizon):
 
 
 __all__ = ["slot_rewards", "restrict_to_policy", "mix_over_actions", "check_options",
-           "policy_or_uniform", "check_mdp", "check_initial", "fixed_point", "greedy_step", "finite_evaluation", "finite_control"]
+           "policy_or_uniform", "check_mdp", "check_initial", "fixed_point", "greedy_step",
+           "finite_evaluation", "finite_control"]
 

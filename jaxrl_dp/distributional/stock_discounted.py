@@ -218,7 +218,8 @@ def _policy_iteration(mdp, c_grid, eval_tol, *, util, num_stocks, max_iters, sol
     q = grid_q(mdp, w, tab, util)
     tie = 8 * eps * jnp.max(jnp.where(mask[:, :, None], jnp.abs(q), 0.0)) + 2 * ebound
     flat = lambda x: jnp.moveaxis(x, 1, -1).reshape(s * u, a)
-    new = bellman.improve_policy(flat(q), jnp.repeat(mask, u, axis=0), pol.reshape(-1), tie).reshape(s, u)
+    new = bellman.improve_policy(flat(q), jnp.repeat(mask, u, axis=0), pol.reshape(-1),
+                                 tie).reshape(s, u)
     return it + 1, new, w, q, jnp.all(new == pol)
 
   init = (jnp.asarray(0, jnp.int32), pol0, w0, jnp.zeros((s, a, u), w0.dtype),
@@ -332,8 +333,8 @@ def stock_policy_iteration(mdp: TabularMDP, utility="cvar", *, c_grid=None,
   can be singular); ``"iterate"``: sweeps of ``T_pi`` warm-started at the
   previous ``W`` until ``gamma/(1-gamma) * change <= eval_tol`` (degree 0:
   ``change <= eval_tol``) or the change is at float rounding level (then the
-  improvement's tie tolerance absorbs the remaining error); ``"auto"``: solve when degree 1 and ``S U <=
-  MAX_SOLVE_SIZE``.
+  improvement's tie tolerance absorbs the remaining error); ``"auto"``: solve
+  when degree 1 and ``S U <= MAX_SOLVE_SIZE``.
 
   Args:
     mdp, utility, c_grid, num_stocks: as :func:`stock_value_iteration`.

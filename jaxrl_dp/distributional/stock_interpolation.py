@@ -152,7 +152,9 @@ def select_actions(x, pol):
 
 def policy_tables(mdp, tab, pol):
   p = jnp.broadcast_to(mdp.probs[..., None], tab.idx.shape)
-  return GridTables(*(select_actions(x, pol) for x in (tab.idx, tab.lam, tab.use_w, tab.exit))), select_actions(p, pol)
+  tables = GridTables(*(select_actions(x, pol)
+                        for x in (tab.idx, tab.lam, tab.use_w, tab.exit)))
+  return tables, select_actions(p, pol)
 
 
 def default_grid(lo, hi, num_stocks: int):

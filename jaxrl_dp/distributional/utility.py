@@ -103,7 +103,8 @@ def homogeneous_utility(utility: Union[str, Callable, HomogeneousUtility]) -> Ho
     return HomogeneousUtility(0, up, lo, float(zero))
   i = int(np.argmax(np.abs(pos - up * _PROBE)))
   raise InvalidMDPError(
-      f"utility: f({float(_PROBE[i])!r}) = {float(pos[i])!r} with f(1) = {up!r}: expected a positively "
+      f"utility: f({float(_PROBE[i])!r}) = {float(pos[i])!r} with f(1) = {up!r}: "
+      "expected a positively "
       f"homogeneous f (f(gamma x) = gamma^p f(x) with p = 0 or 1, e.g. min(x, 0), "
       f"1{{x >= 0}}, -|x|), which the discounted stock DP needs; use the exact "
       f"finite-horizon stock_augmented_dp for other utilities")

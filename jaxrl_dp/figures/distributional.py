@@ -75,7 +75,8 @@ def _check_on_grid(field: str, values, solution) -> np.ndarray:
   units = (c - stocks[0]) / delta
   for i, (x, un) in enumerate(zip(c.tolist(), units.tolist())):
     if not np.isfinite(x) or abs(un - np.round(un)) > 1e-6 * max(1.0, abs(un)):
-      raise InvalidMDPError(f"{field}[{i}] = {x!r}: expected a multiple of the lattice step {delta!r}")
+      raise InvalidMDPError(
+          f"{field}[{i}] = {x!r}: expected a multiple of the lattice step {delta!r}")
     if not stocks[0] - 1e-9 <= x <= stocks[-1] + 1e-9:
       raise InvalidMDPError(f"{field}[{i}] = {x!r}: expected a stock inside the grid "
                             f"[{stocks[0]!r}, {stocks[-1]!r}]")
@@ -159,8 +160,9 @@ def cvar_curves(mdp: TabularMDP, horizon: int, alphas, *, best_markov: bool = Tr
     pols = markov_policies(s, na, horizon, action_mask=np.asarray(mdp.action_mask),
                            max_policies=max_policies)
     probs = _initial_return_probs(mdp, jnp.asarray(pols), horizon, support)  # [P, M]
-    allc = jax.vmap(lambda al: jax.vmap(lambda p: dd.cvar(dd.categorical_distribution(sup, p), al))(probs))(
-        jnp.asarray(a, dtype))  # [L, P]
+    allc = jax.vmap(lambda al: jax.vmap(
+        lambda p: dd.cvar(dd.categorical_distribution(sup, p), al))(probs))(
+            jnp.asarray(a, dtype))  # [L, P]
     allc = np.asarray(allc, np.float64)
     out["best_markov"] = allc.max(axis=1)
     out["best_markov_index"] = allc.argmax(axis=1)

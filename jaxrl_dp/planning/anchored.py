@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core.iteration import discount_ok
+from jaxrl_dp.core.functional import is_functional, solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.options import as_values, check_choice, check_max_iters, check_tol
@@ -137,8 +138,14 @@ def anchored_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
   Returns:
     :class:`Solution`: ``values [S]``, ``q [S, A]``, ``policy int32 [S]``,
     ``iterations`` (backups), ``residual`` (the last ``||T v - v||`` or its
-    span), ``converged``, ``error_bound``.
+    span), ``converged``, ``error_bound``. A
+    :class:`~jaxrl_dp.core.functional.FunctionalMDP` runs the same solver
+    over its blockwise operator.
   """
+  if is_functional(mdp):
+    check_tol(tol)
+    return solve_functional(mdp, anchored_solver, {"stop": stop}, tol=tol,
+                            max_iters=check_max_iters(max_iters), v0=v0)
   check_solver_input(mdp, infinite_horizon=True)
   check_choice("stop", stop, STOP_RULES)
   check_tol(tol)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core.iteration import contraction_bound, unit_roundoff
+from jaxrl_dp.core.functional import is_functional, solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.options import (as_values, check_choice, check_int,
@@ -318,14 +319,21 @@ def anderson_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
   Returns:
     :class:`Solution`: ``values [S]``, ``q [S, A]``, ``policy int32 [S]``,
     ``iterations`` (backups), ``residual`` (the last ``||T x_k - x_k||`` or
-    its span), ``converged``, ``error_bound``.
+    its span), ``converged``, ``error_bound``. A
+    :class:`~jaxrl_dp.core.functional.FunctionalMDP` runs the same solver
+    over its blockwise operator.
   """
-  check_solver_input(mdp, infinite_horizon=True)
+  if not is_functional(mdp):
+    check_solver_input(mdp, infinite_horizon=True)
   memory = check_int("memory", memory, minimum=1, maximum=64)
   check_tol(regularization, "regularization")
   check_choice("stop", stop, STOP_RULES)
   check_tol(tol)
   max_iters = check_max_iters(max_iters)
+  if is_functional(mdp):
+    return solve_functional(mdp, anderson_solver, {
+        "memory": memory, "regularization": float(regularization), "stop": stop},
+        tol=tol, max_iters=max_iters, v0=v0)
   dtype = mdp.rewards.dtype
   shape = mdp.rewards.shape[:1]
   v0 = jnp.zeros(shape, dtype) if v0 is None else as_values("v0", v0, shape, dtype)

@@ -279,7 +279,6 @@ def improper_trap(mdp: TabularMDP, goal) -> np.ndarray:
   goal with probability 1 from every state. Returns ``int`` states.
   """
   ns, pos, mask = _host_support(mdp, "improper_trap")
-  s = pos.shape[0]
   inside = ~np.asarray(goal, bool)
   while True:
     succ_in = np.where(pos, inside[ns], True).all(axis=-1)  # [S, A]

@@ -8,6 +8,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
+from jaxrl_dp.core.functional import (as_functional_policy,
+                                      functional_policy_evaluation,
+                                      is_functional)
+from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
                                      certified_solve, contraction_modulus,
                                      discount_ok, sup_norm_solve,
@@ -142,7 +146,21 @@ def policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
     ``iterations``, ``residual`` (``||T_pi V - V||_inf`` at the returned V for
     exact and Krylov; the last ``||V_{n+1} - V_n||_inf`` for iterative),
     ``converged``, ``error_bound``.
+
+  A :class:`~jaxrl_dp.core.functional.FunctionalMDP` (matrix-free) takes
+  ``method="iterative"`` only (blockwise ``T_pi`` sweeps, same bound).
   """
+  if is_functional(mdp):
+    check_choice("method", method, METHODS)
+    if method != "iterative":
+      raise InvalidMDPError(
+          f"method = {method!r}: a FunctionalMDP (matrix-free) is evaluated with "
+          f"method='iterative' (no stored P_pi to factorize or multiply); use "
+          f"mdp.materialize() for the {method} method on a small instance")
+    policy = as_functional_policy(policy, mdp)
+    check_tol(tol)
+    return functional_policy_evaluation(mdp, policy, tol=tol,
+                                        max_iters=check_max_iters(max_iters), v0=v0)
   check_solver_input(mdp, infinite_horizon=True)
   policy = as_policy(policy, mdp)  # checked before any int32 cast
   check_choice("method", method, METHODS)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
+from jaxrl_dp.core.functional import functional_finite_horizon, is_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 # check_horizon is also re-exported here for robust.linear_mdps (one check, in core.options).
 from jaxrl_dp.core.options import as_values, check_horizon
@@ -36,15 +37,22 @@ def finite_horizon(mdp: TabularMDP, horizon: int, *,
   Returns:
     :class:`FiniteHorizonSolution`: ``values [T+1, S]``, ``q [T, S, A]``,
     ``policy int32 [T, S]``; index t is the time step (0 = first decision).
+
+  A :class:`~jaxrl_dp.core.functional.FunctionalMDP` (matrix-free) is backed
+  up blockwise (the ``[T, S, A]`` Q table is still returned).
   """
-  check_solver_input(mdp, infinite_horizon=False)
+  functional = is_functional(mdp)
+  if not functional:
+    check_solver_input(mdp, infinite_horizon=False)
   horizon = check_horizon(horizon)
-  s = mdp.rewards.shape[0]
-  dtype = mdp.rewards.dtype
+  s = mdp.num_states if functional else mdp.rewards.shape[0]
+  dtype = mdp.dtype if functional else mdp.rewards.dtype
   if terminal_values is None:
     terminal_values = jnp.zeros((s,), dtype)
   else:
     terminal_values = as_values("terminal_values", terminal_values, (s,), dtype)
+  if functional:
+    return functional_finite_horizon(mdp, terminal_values, horizon)
   return _finite_horizon(mdp, terminal_values, horizon=horizon)
 
 

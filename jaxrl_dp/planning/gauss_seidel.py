@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core.iteration import contraction_bound, unit_roundoff
+from jaxrl_dp.core.functional import is_functional, solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.operators import NominalOperator
@@ -353,13 +354,24 @@ def gauss_seidel_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
   Returns:
     :class:`Solution`: ``values [S]``, ``q [S, A]``, ``policy int32 [S]``,
     ``iterations`` (sweeps), ``residual`` (the last sweep's ``||v' - v||``),
-    ``converged``, ``error_bound``.
+    ``converged``, ``error_bound``. A
+    :class:`~jaxrl_dp.core.functional.FunctionalMDP` runs the same solver
+    over its blockwise operator.
   """
-  check_solver_input(mdp, infinite_horizon=True)
-  _check_options(blocks, omega, ranking, full_every, mdp.rewards.shape[0])
+  functional = is_functional(mdp)
+  if not functional:
+    check_solver_input(mdp, infinite_horizon=True)
+  _check_options(blocks, omega, ranking, full_every,
+                 mdp.num_states if functional else mdp.rewards.shape[0])
   check_choice("stop", stop, STOP_RULES)
   check_tol(tol)
   max_iters = check_max_iters(max_iters)
+  if functional:
+    return solve_functional(mdp, gauss_seidel_solver, {
+        "blocks": blocks, "omega": float(omega),
+        "ranking": None if ranking is None else float(ranking),
+        "full_every": int(full_every), "symmetric": bool(symmetric), "stop": stop},
+        tol=tol, max_iters=max_iters, v0=v0)
   dtype = mdp.rewards.dtype
   shape = mdp.rewards.shape[:1]
   v0 = jnp.zeros(shape, dtype) if v0 is None else as_values("v0", v0, shape, dtype)

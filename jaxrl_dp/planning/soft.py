@@ -35,7 +35,7 @@ from jaxrl_dp.core.options import (as_values, check_choice, check_horizon,
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, certified_done,
                                     final_bound, initial_state, iterative_solve)
 from jaxrl_dp.core.soft import (ELEMENTARY_ULPS, SoftFiniteHorizonSolution,
-                                SoftOperator, SoftSolution, log_ratio,
+                                SoftOperator, SoftSolution,
                                 regularized_rewards, soft_max, soft_policy)
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.solver_info import solver

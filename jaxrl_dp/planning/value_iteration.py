@@ -7,10 +7,12 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxrl_dp.core.functional import is_functional, solve_functional
 from jaxrl_dp.core.iteration import contraction_bound, discount_ok, unit_roundoff
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, final_bound,
                                     initial_state, iterative_solve)
+from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.options import as_values, check_choice, check_max_iters, check_tol
 from jaxrl_dp.core.solver_info import solver
@@ -102,7 +104,19 @@ def value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
     :class:`Solution` with ``values [S]``, ``q [S, A]`` (of the returned
     values), ``policy int32 [S]``, ``iterations`` (backups), ``residual``,
     ``converged``, ``error_bound``.
+
+  A :class:`~jaxrl_dp.core.functional.FunctionalMDP` (matrix-free) is solved
+  by the same solver over its blockwise operator, with the same bounds
+  (no implicit derivatives: ``adjoint`` must be None).
   """
+  if is_functional(mdp):
+    check_choice("stop", stop, STOP_RULES)
+    check_tol(tol)
+    if adjoint is not None:
+      raise InvalidMDPError("adjoint: a FunctionalMDP has no implicit derivatives; "
+                            "pass adjoint=None")
+    return solve_functional(mdp, value_iteration_solver, {"stop": stop}, tol=tol,
+                            max_iters=check_max_iters(max_iters), v0=v0)
   check_solver_input(mdp, infinite_horizon=True)
   check_choice("stop", stop, STOP_RULES)
   check_tol(tol)

@@ -26,8 +26,8 @@ exploration policy (uniform over valid actions by default) and
   ``gap = inf`` when no action is suboptimal.
 * Occupancy statistics of the exploration policy from the initial
   distribution, with absorbing zero-reward ("terminal") states excluded and
-  zero occupancies ignored (``d_t`` at steps ``t = 0..T-1``): ``min_state_occupancy = min_s max_t d_t(s)``,
-  ``min_sum_state_occupancy = min_s sum_t d_t(s)``, and the same for
+  zero occupancies ignored (``d_t`` at steps ``t = 0..T-1``):
+  ``min_state_occupancy = min_s max_t d_t(s)``, ``min_sum_state_occupancy = min_s sum_t d_t(s)``, and the same for
   state-action pairs ``d_t(s, a) = d_t(s) pi_t(a|s)``.
   ``covering_length_bound = log(2 N) / min_state_action_occupancy`` with ``N``
   the number of such (s, a) pairs: a union bound on the number of exploration
@@ -80,6 +80,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxrl_dp.core.functional import is_functional
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.options import check_choice, check_int
 from jaxrl_dp.random_policy.horizon_kernel import (EffectiveHorizonAnalysis,
@@ -114,6 +115,10 @@ def analyze_effective_horizon(mdp: TabularMDP, horizon: int, *, policy=None,
     x64: compute in float64 under ``jax.enable_x64(True)`` (default; needed
       for the published values). With ``False`` the MDP's dtype is used.
 
+  A :class:`~jaxrl_dp.core.functional.FunctionalMDP` is analyzed through
+  ``mdp.materialize()`` (size-checked): the analysis's ``[T, S, A]`` tables
+  are larger than the stored model.
+
   Returns:
     :class:`EffectiveHorizonAnalysis` with NumPy leaves (host values);
     ``result.to_dict()`` gives the dataset's JSON layout.
@@ -122,6 +127,8 @@ def analyze_effective_horizon(mdp: TabularMDP, horizon: int, *, policy=None,
     InvalidMDPError: horizon < 1, bad discount, ``tol`` negative, NaN, inf or
       not a number, bad exploration policy.
   """
+  if is_functional(mdp):  # its [T, S, A] tables outgrow the model: materialize
+    mdp = mdp.materialize()
   pol = check_analysis_inputs(mdp, horizon, policy, tol=tol)
   if not x64:
     pol = None if pol is None else jnp.asarray(pol, mdp.rewards.dtype)

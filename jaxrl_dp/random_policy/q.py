@@ -24,6 +24,9 @@ import numpy as np
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.functional import (FunctionalOperator, check_functional_input,
+                                      functional_policy_evaluation, is_functional)
+from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.mdp import (ROW_SUM_ATOL, TabularMDP, check_discount,
                                check_distribution, check_mdp_structure)
 from jaxrl_dp.core.options import check_horizon, check_int, is_concrete
@@ -183,14 +186,27 @@ def random_q(mdp: TabularMDP, horizon: int | None = None,
   finite-horizon mode accepts, and which cannot be checked inside the batch);
   for a batch of finite-horizon MDPs with discount 1 use ``jax.vmap``.
 
+  A :class:`~jaxrl_dp.core.functional.FunctionalMDP` (matrix-free) is backed
+  up blockwise; its infinite-horizon Q comes from iterative evaluation of the
+  policy run to the float rounding floor (no linear solve).
+
   Raises:
     InvalidMDPError: horizon < 1, a discount out of range, a policy of the
       wrong shape, rows that are not distributions or mass on masked actions.
+    InsufficientMemoryError: infinite horizon on a stored MDP whose dense
+      ``[S, S]`` system would not fit (the message says what would).
   """
+  if is_functional(mdp):
+    return _random_q_functional(mdp, horizon, policy)
   check_mdp_structure(mdp)
   if horizon is None:
     check_discount(mdp.discount, infinite_horizon=True)
     pol = check_exploration_policy(policy, mdp, None)
+    s = mdp.rewards.shape[0]
+    check_dense_size("random_q(horizon=None): I - gamma P_pi [S, S]", (s, s),
+                     mdp.rewards.dtype, copies=3,
+                     instead="policy_evaluation(mdp, policy, method='krylov') and "
+                     "its q (O(S*A*K) memory), or a FunctionalMDP")
     return _random_q_infinite(mdp, pol)
   check_horizon(horizon)
   check_discount(mdp.discount, infinite_horizon=False)
@@ -220,6 +236,41 @@ def _random_q_infinite(mdp, policy):
   pi = _uniform(mdp.action_mask).astype(mdp.rewards.dtype) if policy is None else policy
   v = exact_policy_values(mdp, pi)
   return bellman.q_values(mdp, v)
+
+
+def _random_q_functional(mdp, horizon, policy):
+  """:func:`random_q` of a FunctionalMDP (checks, then blockwise kernels)."""
+  import types  # noqa: PLC0415
+  check_functional_input(mdp, infinite_horizon=horizon is None)
+  if horizon is not None:
+    check_horizon(horizon)
+  pol = None
+  if policy is not None:  # checked against an [S, A] view (the mask materialized)
+    view = types.SimpleNamespace(
+        rewards=jax.ShapeDtypeStruct((mdp.num_states, mdp.num_actions), mdp.dtype),
+        action_mask=jax.jit(lambda m: m.action_mask_table())(mdp))
+    pol = check_exploration_policy(policy, view, horizon)
+  if horizon is not None:
+    return _random_q_functional_finite(mdp, pol, horizon=int(horizon))
+  if pol is None:
+    pol = jax.jit(lambda m: bellman.uniform_policy(m.action_mask_table()).astype(m.dtype))(mdp)
+  ev = functional_policy_evaluation(mdp, pol, tol=0.0, max_iters=2**31 - 1)
+  return jax.jit(lambda m, v: FunctionalOperator(m).q_values(v))(mdp, ev.values)
+
+
+@functools.partial(jax.jit, static_argnames=("horizon",))
+def _random_q_functional_finite(mdp, policy, *, horizon):
+  op = FunctionalOperator(mdp)
+  mask = mdp.action_mask_table()
+
+  def step(v_next, t):
+    q = op.q_values(v_next)
+    v = policy_expectation(q, policy_at(policy, t), mask)
+    return v.astype(v_next.dtype), q
+
+  v_end = jnp.zeros((mdp.num_states,), mdp.dtype)
+  _, qs = jax.lax.scan(step, v_end, jnp.arange(horizon), reverse=True)
+  return qs
 
 
 # ------------------------------------------------------------------ qvi_steps
