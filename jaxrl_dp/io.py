@@ -139,6 +139,13 @@ def _encode(obj, path: str, arrays: dict[str, np.ndarray]) -> Any:
     return {"struct": name, "fields": {
         f.name: _encode(getattr(obj, f.name), _join(path, f.name), arrays)
         for f in dataclasses.fields(obj)}}
+  if isinstance(obj, (np.ndarray, np.generic)) or hasattr(obj, "__array__"):
+    arr = np.asarray(obj)  # NumPy scalars (np.float64 is a float) come back as 0-d arrays
+    if arr.dtype.kind not in _ARRAY_KINDS:
+      raise TypeError(f"{path or 'obj'}: arrays of dtype {arr.dtype} cannot be saved "
+                      f"(expected bool, int or float)")
+    arrays[path] = arr
+    return {"array": path}
   if obj is None:
     return {"none": True}
   if isinstance(obj, bool):
@@ -159,13 +166,6 @@ def _encode(obj, path: str, arrays: dict[str, np.ndarray]) -> Any:
   if dataclasses.is_dataclass(obj):
     raise TypeError(f"{path or 'obj'}: type {type(obj).__name__} is not a saved jaxrl_dp "
                     f"type; known: {', '.join(saveable_types())}")
-  if hasattr(obj, "__array__") or isinstance(obj, np.generic):
-    arr = np.asarray(obj)
-    if arr.dtype.kind not in _ARRAY_KINDS:
-      raise TypeError(f"{path or 'obj'}: arrays of dtype {arr.dtype} cannot be saved "
-                      f"(expected bool, int or float)")
-    arrays[path] = arr
-    return {"array": path}
   raise TypeError(f"{path or 'obj'}: a value of type {type(obj).__name__} cannot be saved")
 
 
