@@ -71,6 +71,7 @@ Batches of MDPs
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Union
 
 import flax.struct
@@ -109,7 +110,10 @@ class EnvState:
   stock: jax.Array
 
 
-def _map_batch(fn, mdp: TabularMDP, batch_ndim: int):
+@functools.partial(jax.jit, static_argnames=("batch_ndim",))
+def _terminal(mdp: TabularMDP, batch_ndim: int) -> jax.Array:
+  """``terminal_states`` of one MDP or of a stacked batch (``batch_ndim`` axes)."""
+  fn = terminal_states
   for _ in range(batch_ndim):
     fn = jax.vmap(fn)
   return fn(mdp)
@@ -199,7 +203,7 @@ class TabularEnv:
     self.sticky = jnp.broadcast_to(jnp.asarray(sticky, dtype), batch)
     self.stock0 = stock0
     self.features = features
-    self.terminal = _map_batch(terminal_states, mdp, len(batch))
+    self.terminal = _terminal(mdp, batch_ndim=len(batch))
     self.horizon = horizon
     self.observation = kind
     self.use_stock = use_stock
