@@ -22,6 +22,7 @@ observation of EVERY state at once (:func:`state_observations`), the greedy
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Optional
 
 import flax.struct
@@ -39,7 +40,7 @@ from jaxrl_dp.deep.scoring import ExactReference, q_error, score_policy
 __all__ = ["TrainResult", "run_schedule", "score_metrics", "state_observations",
            "as_features", "make_env", "epsilon_greedy", "linear_schedule",
            "categorical_w1", "check_schedule", "check_positive", "check_fraction",
-           "check_observation", "check_train_mdp", "observation_arg", "optimizer",
+           "check_observation", "check_train_mdp", "config_from_kwargs", "observation_arg", "optimizer",
            "METRIC_NAMES"]
 
 #: Metrics every agent reports at each evaluation point (``[E]`` arrays).
@@ -123,6 +124,22 @@ def observation_arg(observation) -> tuple[str, Optional[jax.Array]]:
   if isinstance(observation, str):
     return observation, None
   return "features", jnp.asarray(observation, jnp.float32)
+
+
+def config_from_kwargs(cls, config: dict) -> tuple[Any, Optional[jax.Array]]:
+  """``(cls(**config), features)``: an agent's frozen config dataclass from
+  keyword options (unknown names refused) with the observation split by
+  :func:`observation_arg` (a feature matrix travels as a traced argument)."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(config) - names)
+  if unknown:
+    raise InvalidMDPError(
+        f"{unknown[0]}: not an option of this agent (options: {sorted(names)})")
+  config = dict(config)
+  kind, features = observation_arg(config.pop("observation", "one_hot"))
+  if "hidden" in config:
+    config["hidden"] = tuple(int(h) for h in config["hidden"])
+  return cls(observation=kind, **config), features
 
 
 def check_train_mdp(mdp) -> None:

@@ -6,8 +6,12 @@ target (:func:`double_q_target`, van Hasselt, Guez & Silver, AAAI 2016)
   ``y = r + discount * Q_target(s', argmax_{a' valid} Q_theta(s', a'))``
 
 with ``discount = gamma * (1 - terminated)`` (plain DQN, ``double=False``,
-takes the argmax of ``Q_target``), through the Huber loss (``delta = 1``, as
-DQN and dopamine) or half the squared error. The training loop (replay
+takes the argmax of ``Q_target``), through half the squared error (default,
+as purejaxrl) or the Huber loss (``delta = 1``, as DQN and dopamine; note
+that with noisy rewards larger than ``delta`` the Huber fit is a robust,
+median-like estimate, not the mean: on the 5-state Chain, whose rewards are
+2 or 10, it overestimates ``Q*`` by about 50, so it is not the default
+here, where rewards are not clipped). The training loop (replay
 buffer, epsilon-greedy parallel environments, target network) is
 :func:`jaxrl_dp.deep.qlearning.q_train`.
 """
@@ -38,7 +42,7 @@ LOSSES = ("huber", "mse")
 class DQNConfig(QConfig):
   """:class:`~jaxrl_dp.deep.qlearning.QConfig` plus the regression loss."""
 
-  loss: str = "huber"
+  loss: str = "mse"
 
 
 def double_q_target(q_next_online: jax.Array, q_next_target: jax.Array, reward: jax.Array,
@@ -66,7 +70,7 @@ def double_q_target(q_next_online: jax.Array, q_next_target: jax.Array, reward: 
 
 
 def dqn_loss(q: jax.Array, action: jax.Array, target: jax.Array,
-             loss: str = "huber") -> jax.Array:
+             loss: str = "mse") -> jax.Array:
   """Mean over the batch of ``huber(q[a] - y)`` (``delta = 1``) or ``0.5 (q[a] -
   y)^2``: ``q [B, A]``, ``action int [B]``, ``target [B]`` -> ``[]``."""
   pred = jnp.take_along_axis(q, action[:, None].astype(jnp.int32), axis=-1)[:, 0]
@@ -91,19 +95,6 @@ def make_dqn(config: DQNConfig, num_actions: int) -> QAgent:
   return QAgent(network=net, tx=tx, loss=loss, q_values=net.apply)
 
 
-def _config(cls, config: dict):
-  names = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(config) - names)
-  if unknown:
-    raise InvalidMDPError(
-        f"{unknown[0]}: not an option of this agent (options: {sorted(names)})")
-  observation = config.pop("observation", "one_hot")
-  kind, features = common.observation_arg(observation)
-  if "hidden" in config:
-    config["hidden"] = tuple(config["hidden"])
-  return cls(observation=kind, **config), features
-
-
 @functools.partial(jax.jit, static_argnames=("config",))
 def _train(key, mdp, features, config: DQNConfig):
   return q_train(key, mdp, features, lambda m, a: make_dqn(config, a), config)
@@ -119,8 +110,9 @@ def train_dqn(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResult:
   instead of 120-84, learning rate 1e-3 instead of 2.5e-4 and a target copy
   every 100 gradient steps instead of 50 (one-hot inputs and returns of
   order 1-10 train faster than pixels; fewer steps fit a CPU test), 1000
-  warm-up transitions instead of 10k, the Huber loss (DQN, dopamine) and
-  gradient clipping at global norm 10.
+  warm-up transitions instead of 10k, half the squared error (purejaxrl;
+  the Huber loss of DQN is biased on unclipped noisy rewards, see the module
+  docstring) and gradient clipping at global norm 10.
 
   Args:
     key: a ``jax.random`` key (vmap over keys for seeds).
@@ -136,7 +128,7 @@ def train_dqn(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResult:
       (None: no clipping), ``epsilon_start=1.0``, ``epsilon_end=0.05``,
       ``epsilon_fraction=0.5``, ``target_update_interval=100`` (gradient
       steps), ``tau=1.0`` (``< 1``: Polyak), ``double=True``,
-      ``loss="huber"`` (or ``"mse"``), ``hidden=(64, 64)``,
+      ``loss="mse"`` (or ``"huber"``), ``hidden=(64, 64)``,
       ``activation="relu"``.
 
   Returns:
@@ -147,7 +139,7 @@ def train_dqn(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResult:
   Raises:
     InvalidMDPError: an unknown or bad option, a batched MDP, discount 1.
   """
-  cfg, features = _config(DQNConfig, dict(config))
+  cfg, features = common.config_from_kwargs(DQNConfig, dict(config))
   check_q_config(cfg)
   if cfg.loss not in LOSSES:
     raise InvalidMDPError(f"loss = {cfg.loss!r}: expected one of {LOSSES}")
