@@ -138,7 +138,6 @@ def row_sum_stats(mdp, policy=None):
   in one expectation, and bounds (including the rounding of the row sums) on
   ``max_row sum_k p_k`` and ``max_row |sum_k p_k - 1|``."""
   dtype = mdp.probs.dtype
-  u = unit_roundoff(dtype)
   s, a = mdp.rewards.shape
   if policy is None:
     probs, valid = mdp.probs, mdp.action_mask[..., None]

@@ -166,8 +166,8 @@ def solve(mdp: TabularMDP, *, tol: Optional[float] = None,
   :func:`default_tol`); ``rtol=None`` means ``1e-6`` in float64 and
   ``max(1e-5, 16 eps / (1 - gamma))`` in float32 (float32 cannot certify
   much below ``2.5 eps / (1 - gamma)`` relative). The result's
-  ``error_bound`` is certified (rounding included) and ``converged`` means ``error_bound <= tol`` (policy iteration: also a
-  stable policy).
+  ``error_bound`` is certified (rounding included) and ``converged`` means
+  ``error_bound <= tol`` (policy iteration: also a stable policy).
 
   Methods (``method=``; every one keeps its own options, passed through
   ``**method_options``):

@@ -27,7 +27,8 @@ exploration policy (uniform over valid actions by default) and
 * Occupancy statistics of the exploration policy from the initial
   distribution, with absorbing zero-reward ("terminal") states excluded and
   zero occupancies ignored (``d_t`` at steps ``t = 0..T-1``):
-  ``min_state_occupancy = min_s max_t d_t(s)``, ``min_sum_state_occupancy = min_s sum_t d_t(s)``, and the same for
+  ``min_state_occupancy = min_s max_t d_t(s)``,
+  ``min_sum_state_occupancy = min_s sum_t d_t(s)``, and the same for
   state-action pairs ``d_t(s, a) = d_t(s) pi_t(a|s)``.
   ``covering_length_bound = log(2 N) / min_state_action_occupancy`` with ``N``
   the number of such (s, a) pairs: a union bound on the number of exploration

@@ -48,7 +48,7 @@ def _support():
 
 
 def _args():
-  from jaxrl_dp import robust, distributional as dist
+  from jaxrl_dp import robust
   pol = jnp.asarray([0, 1, 0, 1, 0], jnp.int32)
   l1 = robust.l1_ball(0.2)
   return {

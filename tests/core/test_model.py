@@ -1,6 +1,5 @@
 """The MDP model, validation, stacking and Bellman primitives."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

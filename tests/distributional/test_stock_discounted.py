@@ -78,7 +78,7 @@ def executed_distribution(ns, p, r, init, sol, c0, T=T_REF):
   g = 0.5
   stocks, vals = np.asarray(sol.stocks), np.asarray(sol.values)
   lo, hi = np.asarray(sol.return_lo), np.asarray(sol.return_hi)
-  ma, mb = np.asarray(sol.mean_above), np.asarray(sol.mean_below)
+  _ma, mb = np.asarray(sol.mean_above), np.asarray(sol.mean_below)
   pa, pb = np.asarray(sol.policy_above), np.asarray(sol.policy_below)
   s_n, a_n, k_n = p.shape
 

@@ -5,7 +5,6 @@ policies (the helpers of test_distributional_stock), jaxrl_dp.finite_horizon
 quantiles, closed forms and numerical integration."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

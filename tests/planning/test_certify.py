@@ -22,7 +22,7 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
                                      contraction_modulus)
 from jaxrl_dp.planning.certify import certify, speculative_value_iteration
-from _reference import evaluate, optimal_values, random_dense, random_sparse, sparse_to_dense
+from _reference import evaluate, random_dense, random_sparse, sparse_to_dense
 
 GAMMAS = (0.9, 0.99, 0.999, 0.9999)
 

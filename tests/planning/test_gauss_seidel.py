@@ -16,9 +16,8 @@ from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.protocol import certified_done, run_steps
 from jaxrl_dp.core.solver_info import solver_info
 from jaxrl_dp.planning.gauss_seidel import block_layout, gauss_seidel_solver
-from _reference import optimal_values, random_dense, random_sparse, sparse_to_dense
 
-from _cases import S, A, K  # noqa: E402
+from _cases import S  # noqa: E402
 from _cases import mdp_case as _mdp, reference as _reference, stored as _stored  # noqa: E402
 CONFIGS = {
     "default": {},
