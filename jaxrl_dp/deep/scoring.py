@@ -29,6 +29,7 @@ lifted by :func:`sticky_policy`.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import flax.struct
@@ -36,9 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_mdp_structure
-from jaxrl_dp.core.options import check_horizon, is_concrete
-from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_discount, check_mdp_structure
+from jaxrl_dp.core.options import check_horizon
 from jaxrl_dp.planning.evaluation import policy_evaluation
 from jaxrl_dp.planning.finite_horizon import finite_horizon
 from jaxrl_dp.planning.policy_iteration import policy_iteration
@@ -131,11 +131,19 @@ def exact_reference(mdp: TabularMDP, *, horizon: Optional[int] = None) -> ExactR
   """
   check_mdp_structure(mdp)
   if horizon is None:
+    check_discount(mdp.discount, infinite_horizon=True)
+  else:
+    horizon = check_horizon(horizon)
+  return _exact_reference(mdp, horizon=horizon)
+
+
+@functools.partial(jax.jit, static_argnames=("horizon",))
+def _exact_reference(mdp: TabularMDP, *, horizon: Optional[int]) -> ExactReference:
+  if horizon is None:
     sol = policy_iteration(mdp)
     v_star, q_star = sol.values, sol.q
     steps = mdp.rewards.shape[-2] - 1
   else:
-    horizon = check_horizon(horizon)
     sol = finite_horizon(mdp, horizon)
     v_star, q_star = sol.values[0], sol.q[0]
     steps = min(mdp.rewards.shape[-2] - 1, horizon - 1)
@@ -165,6 +173,14 @@ def score_policy(mdp: TabularMDP, reference: ExactReference, policy: jax.Array, 
     :class:`PolicyScore`. Jittable and vmappable.
   """
   policy = as_policy(policy, mdp)
+  if horizon is not None:
+    horizon = check_horizon(horizon)
+  return _score_policy(mdp, reference, policy, horizon=horizon)
+
+
+@functools.partial(jax.jit, static_argnames=("horizon",))
+def _score_policy(mdp: TabularMDP, reference: ExactReference, policy: jax.Array, *,
+                  horizon: Optional[int]) -> PolicyScore:
   j = mdp.initial @ _policy_values(mdp, policy, horizon)
   sub = reference.j_star - j
   gap = reference.j_star - reference.j_uniform
