@@ -20,7 +20,7 @@ A batch of MDPs is the same class with a leading axis on every leaf (see
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import flax.struct
 import jax
@@ -65,6 +65,9 @@ class TabularMDP:
   action_mask: jax.Array
   next_states: Optional[jax.Array] = None
   transition_rewards: Optional[jax.Array] = None
+
+  if TYPE_CHECKING:  # added by flax.struct.dataclass at run time
+    def replace(self, **updates: Any) -> TabularMDP: ...
 
   # ------------------------------------------------------------------ shapes
   @property

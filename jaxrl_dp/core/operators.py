@@ -10,7 +10,7 @@ families define theirs with the same methods.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.struct
 import jax
@@ -25,6 +25,8 @@ from jaxrl_dp.core.mdp import TabularMDP
 class ModelOperator:
   """Accessors shared by every operator that carries one MDP as ``self.mdp``
   (subclasses are ``flax.struct`` dataclasses with an ``mdp`` field)."""
+
+  mdp: Any  # the subclass's field (a TabularMDP, or a FunctionalMDP)
 
   @property
   def discount(self) -> jax.Array:

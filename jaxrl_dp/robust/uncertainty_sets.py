@@ -40,7 +40,7 @@ Support (which next-state slots may receive probability mass):
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import flax.struct
 import jax
@@ -88,6 +88,9 @@ class UncertaintySet:
   p: Optional[float] = flax.struct.field(pytree_node=False, default=None)
   support: str = flax.struct.field(pytree_node=False, default="nominal")
   steps: Optional[int] = flax.struct.field(pytree_node=False, default=None)
+
+  if TYPE_CHECKING:  # added by flax.struct.dataclass at run time
+    def replace(self, **updates: Any) -> UncertaintySet: ...
 
   @property
   def is_penalty(self) -> bool:
