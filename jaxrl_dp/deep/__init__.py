@@ -26,3 +26,24 @@ __all__ = [
     "evaluate_policy", "q_error", "steps_to_optimal", "sticky_policy",
     "OPTIMAL_ACTION_RTOL",
 ]
+
+# agents (networks, replay, DQN family, PPO, fitted-Q iteration)
+from jaxrl_dp.deep.common import TrainResult  # noqa: E402
+from jaxrl_dp.deep.networks import (ActorCritic, CategoricalQNetwork, MLP,  # noqa: E402
+                                    QNetwork, QuantileQNetwork)
+from jaxrl_dp.deep.replay import (ReplayBuffer, Transition, replay_add,  # noqa: E402
+                                  replay_init, replay_sample)
+from jaxrl_dp.deep.dqn import train_dqn  # noqa: E402
+from jaxrl_dp.deep.c51 import train_c51  # noqa: E402
+from jaxrl_dp.deep.qr_dqn import train_qr_dqn  # noqa: E402
+from jaxrl_dp.deep.ppo import train_ppo  # noqa: E402
+from jaxrl_dp.deep.fqi import (OfflineDataset, dataset_from_model,  # noqa: E402
+                               dataset_from_trajectories, fitted_q_iteration)
+
+__all__ += [
+    "TrainResult", "train_dqn", "train_c51", "train_qr_dqn", "train_ppo",
+    "fitted_q_iteration", "OfflineDataset", "dataset_from_model",
+    "dataset_from_trajectories", "MLP", "QNetwork", "CategoricalQNetwork",
+    "QuantileQNetwork", "ActorCritic", "ReplayBuffer", "Transition", "replay_init",
+    "replay_add", "replay_sample",
+]
