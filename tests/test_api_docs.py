@@ -1,0 +1,398 @@
+"""The public API is documented: every public function (the ``__all__`` of
+``jaxrl_dp`` and of each family) has annotations on its parameters and return
+and a Google-style docstring with an ``Args:`` section (when it has
+parameters) and a ``Returns:`` section (unless it returns None); every public
+class has a docstring.
+
+``ALLOWED`` lists the offenders measured when this test was written, each
+with what it lacks: the test fails for a NEW offender (or a new lack), and
+also when a listed one is fixed (so the list only shrinks: delete the entry).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+
+import pytest
+
+MODULES = ("jaxrl_dp", "jaxrl_dp.core", "jaxrl_dp.planning", "jaxrl_dp.distributional",
+           "jaxrl_dp.robust", "jaxrl_dp.random_policy", "jaxrl_dp.batch", "jaxrl_dp.suites")
+
+# What each lack is called in ALLOWED.
+ANNOTATIONS, RETURN_ANNOTATION, DOCSTRING, ARGS, RETURNS = (
+    "annotations", "return-annotation", "docstring", "args-section", "returns-section")
+
+# name -> the lacks it had when this test was written. Shrink it: fix the
+# function, then delete its entry (the test says which entries are stale).
+ALLOWED: dict[str, set[str]] = {
+    "jaxrl_dp.batch.make_batched": {'annotations'},
+    "jaxrl_dp.batch.solve": {'annotations'},
+    "jaxrl_dp.certify": {'annotations'},
+    "jaxrl_dp.check_unichain": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.core.batch_size": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.bellman_optimality": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.certified_done": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.core.check_discount": {'annotations', 'args-section'},
+    "jaxrl_dp.core.check_distribution": {'args-section'},
+    "jaxrl_dp.core.check_finite": {'args-section'},
+    "jaxrl_dp.core.check_mdp_structure": {'args-section'},
+    "jaxrl_dp.core.check_policy": {'args-section'},
+    "jaxrl_dp.core.check_solver_input": {'args-section'},
+    "jaxrl_dp.core.default_float_dtype": {'return-annotation', 'returns-section'},
+    "jaxrl_dp.core.expected_next": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.greedy_policy": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.improve_policy": {'annotations'},
+    "jaxrl_dp.core.is_deterministic_policy": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.iterative_solve": {'annotations', 'return-annotation'},
+    "jaxrl_dp.core.masked_max": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.policy_backup": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.policy_expected_next": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.policy_probs": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.core.policy_rewards": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.policy_transition_matrix": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.policy_transitions": {'args-section', 'return-annotation'},
+    "jaxrl_dp.core.policy_value_from_q": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.q_values": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.run_steps": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.core.solver": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.solver_info": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.state_distribution_step": {'args-section', 'returns-section'},
+    "jaxrl_dp.core.uniform_policy": {'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.categorical_control": {'annotations'},
+    "jaxrl_dp.distributional.categorical_control_finite": {'annotations', 'args-section'},
+    "jaxrl_dp.distributional.categorical_distribution": {'annotations', 'args-section',
+                                                         'returns-section'},
+    "jaxrl_dp.distributional.categorical_evaluation": {'annotations'},
+    "jaxrl_dp.distributional.categorical_evaluation_finite": {'annotations'},
+    "jaxrl_dp.distributional.categorical_policy_backup": {'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.categorical_project": {'annotations'},
+    "jaxrl_dp.distributional.categorical_q_backup": {'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.cramer_distance": {'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.cvar": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.cvar_utility": {'annotations', 'args-section',
+                                             'return-annotation', 'returns-section'},
+    "jaxrl_dp.distributional.exact_return_distribution": {'annotations'},
+    "jaxrl_dp.distributional.expected_utility": {'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.homogeneous_utility": {'returns-section'},
+    "jaxrl_dp.distributional.infer_lattice": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.mean": {'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.optimize_cvar": {'annotations', 'return-annotation'},
+    "jaxrl_dp.distributional.optimize_cvar_discounted": {'annotations'},
+    "jaxrl_dp.distributional.quantile_control": {'annotations', 'args-section'},
+    "jaxrl_dp.distributional.quantile_control_finite": {'annotations', 'args-section'},
+    "jaxrl_dp.distributional.quantile_distribution": {'annotations', 'args-section',
+                                                      'returns-section'},
+    "jaxrl_dp.distributional.quantile_evaluation": {'annotations'},
+    "jaxrl_dp.distributional.quantile_evaluation_finite": {'annotations', 'args-section'},
+    "jaxrl_dp.distributional.quantile_huber_loss": {'annotations'},
+    "jaxrl_dp.distributional.quantile_levels": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.quantile_policy_backup": {'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.quantile_project": {'annotations'},
+    "jaxrl_dp.distributional.quantile_q_backup": {'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.return_bounds": {'args-section', 'return-annotation',
+                                              'returns-section'},
+    "jaxrl_dp.distributional.return_support": {'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.sample_stock_returns": {'annotations', 'args-section',
+                                                     'returns-section'},
+    "jaxrl_dp.distributional.stock_action": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.stock_augmented_dp": {'annotations'},
+    "jaxrl_dp.distributional.stock_augmented_dp_discounted": {'annotations', 'args-section',
+                                                              'returns-section'},
+    "jaxrl_dp.distributional.stock_backward": {'return-annotation'},
+    "jaxrl_dp.distributional.stock_grid": {'annotations', 'args-section',
+                                           'return-annotation', 'returns-section'},
+    "jaxrl_dp.distributional.stock_policy_distribution": {'annotations'},
+    "jaxrl_dp.distributional.stock_policy_iteration": {'annotations'},
+    "jaxrl_dp.distributional.stock_q": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.stock_value_iteration": {'annotations'},
+    "jaxrl_dp.distributional.threshold_probability": {'annotations', 'args-section',
+                                                      'returns-section'},
+    "jaxrl_dp.distributional.value_at_risk": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.variance": {'args-section', 'returns-section'},
+    "jaxrl_dp.distributional.wasserstein_distance": {'annotations', 'args-section',
+                                                     'returns-section'},
+    "jaxrl_dp.linear_programming": {'annotations'},
+    "jaxrl_dp.planning.anchored_solver": {'args-section', 'returns-section'},
+    "jaxrl_dp.planning.anderson_solver": {'returns-section'},
+    "jaxrl_dp.planning.error_bound": {'annotations', 'args-section',
+                                      'return-annotation', 'returns-section'},
+    "jaxrl_dp.planning.exact_policy_values": {'args-section', 'returns-section'},
+    "jaxrl_dp.planning.gauss_seidel_solver": {'args-section', 'returns-section'},
+    "jaxrl_dp.planning.implicit_fixed_point": {'return-annotation'},
+    "jaxrl_dp.planning.implicit_greedy_solution": {'annotations', 'args-section',
+                                                   'return-annotation', 'returns-section'},
+    "jaxrl_dp.planning.implicit_policy_values": {'annotations', 'args-section',
+                                                 'return-annotation', 'returns-section'},
+    "jaxrl_dp.planning.recurrent_classes": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.analyze_effective_horizon": {'annotations'},
+    "jaxrl_dp.random_policy.analyze_effective_horizon_batch": {'annotations', 'returns-section'},
+    "jaxrl_dp.random_policy.analyze_sticky_actions": {'annotations'},
+    "jaxrl_dp.random_policy.correct_pairs": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.covering_length": {'annotations'},
+    "jaxrl_dp.random_policy.covering_length_bounds": {'return-annotation'},
+    "jaxrl_dp.random_policy.effective_horizon_kernel": {'annotations'},
+    "jaxrl_dp.random_policy.gorp": {'annotations'},
+    "jaxrl_dp.random_policy.gorp_kernel": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.gorp_sample_complexity": {'annotations', 'args-section',
+                                                      'returns-section'},
+    "jaxrl_dp.random_policy.greedy_returns": {'annotations', 'returns-section'},
+    "jaxrl_dp.random_policy.greedy_returns_kernel": {'annotations', 'args-section',
+                                                     'returns-section'},
+    "jaxrl_dp.random_policy.pass_at_k": {'annotations', 'args-section',
+                                         'return-annotation', 'returns-section'},
+    "jaxrl_dp.random_policy.policy_expectation": {'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.policy_return": {'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.qvi_backup": {'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.qvi_steps": {'annotations'},
+    "jaxrl_dp.random_policy.random_q": {'annotations'},
+    "jaxrl_dp.random_policy.reach": {'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.reinforce_kernel": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.reinforce_train": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.reinforce_update": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.returns_to_go": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.rover_kernel": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.rover_train": {'annotations'},
+    "jaxrl_dp.random_policy.rover_update": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.sample_trajectories": {'annotations'},
+    "jaxrl_dp.random_policy.softmax_policy": {'annotations'},
+    "jaxrl_dp.random_policy.sqirl": {'annotations'},
+    "jaxrl_dp.random_policy.sqirl_kernel": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.sqirl_sample_complexity": {'annotations', 'args-section',
+                                                       'returns-section'},
+    "jaxrl_dp.random_policy.state_occupancies": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.sticky_actions": {'annotations', 'returns-section'},
+    "jaxrl_dp.random_policy.sticky_state_index": {'annotations', 'args-section',
+                                                  'return-annotation', 'returns-section'},
+    "jaxrl_dp.random_policy.successors": {'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.terminal_states": {'args-section', 'returns-section'},
+    "jaxrl_dp.random_policy.tree_metrics": {'annotations'},
+    "jaxrl_dp.random_policy.tree_metrics_kernel": {'annotations', 'args-section',
+                                                   'returns-section'},
+    "jaxrl_dp.random_policy.value_triplet": {'annotations', 'args-section', 'return-annotation'},
+    "jaxrl_dp.robust.american_put": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.check_dataset": {'annotations', 'args-section'},
+    "jaxrl_dp.robust.check_uset_for_mdp": {'args-section'},
+    "jaxrl_dp.robust.chi2_ball": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.chi2_ball_worst_case": {'annotations', 'args-section',
+                                             'return-annotation', 'returns-section'},
+    "jaxrl_dp.robust.chi2_dual_update": {'annotations', 'args-section',
+                                         'return-annotation', 'returns-section'},
+    "jaxrl_dp.robust.chi2_penalty": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.chi2_penalty_worst_case": {'annotations', 'args-section',
+                                                'return-annotation', 'returns-section'},
+    "jaxrl_dp.robust.d_rectangular_bonus": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.drpvi_tv": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.dual_exponent": {'args-section', 'returns-section'},
+    "jaxrl_dp.robust.elliptical_bonus": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.expected_return": {'args-section', 'returns-section'},
+    "jaxrl_dp.robust.gram_inverse": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.hold_policy": {'args-section', 'returns-section'},
+    "jaxrl_dp.robust.hull_q_values": {'args-section', 'return-annotation'},
+    "jaxrl_dp.robust.hull_robust_value_iteration": {'annotations'},
+    "jaxrl_dp.robust.iwocs": {'annotations'},
+    "jaxrl_dp.robust.kl_ball": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.kl_ball_worst_case": {'annotations', 'args-section',
+                                           'return-annotation', 'returns-section'},
+    "jaxrl_dp.robust.kl_dual_update": {'annotations', 'args-section',
+                                       'return-annotation', 'returns-section'},
+    "jaxrl_dp.robust.kl_penalty": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.kl_penalty_worst_case": {'annotations', 'args-section',
+                                              'return-annotation', 'returns-section'},
+    "jaxrl_dp.robust.l1_ball": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.l1_ball_worst_case": {'annotations', 'args-section',
+                                           'return-annotation', 'returns-section'},
+    "jaxrl_dp.robust.lp_ball": {'annotations', 'returns-section'},
+    "jaxrl_dp.robust.lp_ball_worst_case": {'annotations', 'args-section',
+                                           'return-annotation', 'returns-section'},
+    "jaxrl_dp.robust.make_dataset": {'annotations', 'returns-section'},
+    "jaxrl_dp.robust.model_set": {'annotations'},
+    "jaxrl_dp.robust.next_state_design": {'args-section', 'returns-section'},
+    "jaxrl_dp.robust.optimal_values": {'args-section', 'returns-section'},
+    "jaxrl_dp.robust.pevi": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.put_features": {'args-section', 'returns-section'},
+    "jaxrl_dp.robust.put_prices": {'returns-section'},
+    "jaxrl_dp.robust.r2pvi": {'annotations'},
+    "jaxrl_dp.robust.regression_update": {'args-section', 'returns-section'},
+    "jaxrl_dp.robust.ridge_deficit": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.ridge_regression": {'annotations'},
+    "jaxrl_dp.robust.robust_bellman": {'args-section', 'return-annotation', 'returns-section'},
+    "jaxrl_dp.robust.robust_policy_backup": {'args-section', 'returns-section'},
+    "jaxrl_dp.robust.robust_q_values": {'args-section', 'return-annotation'},
+    "jaxrl_dp.robust.s_rectangular_l1_backup": {'annotations', 'return-annotation'},
+    "jaxrl_dp.robust.s_rectangular_l1_bellman": {'annotations', 'args-section',
+                                                 'return-annotation', 'returns-section'},
+    "jaxrl_dp.robust.s_rectangular_l1_value_iteration": {'annotations'},
+    "jaxrl_dp.robust.simulated_actions": {'returns-section'},
+    "jaxrl_dp.robust.simulated_linear_mdp": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.tv_ball_dual_update": {'annotations', 'args-section',
+                                            'return-annotation', 'returns-section'},
+    "jaxrl_dp.robust.tv_dual_update": {'annotations', 'args-section',
+                                       'return-annotation', 'returns-section'},
+    "jaxrl_dp.robust.tv_penalty": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.tv_penalty_worst_case": {'annotations', 'args-section',
+                                              'return-annotation', 'returns-section'},
+    "jaxrl_dp.robust.wasserstein_ball": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.robust.wasserstein_ball_worst_case": {'annotations', 'args-section',
+                                                    'return-annotation', 'returns-section'},
+    "jaxrl_dp.robust.worst_case": {'annotations', 'return-annotation'},
+    "jaxrl_dp.robust.worst_case_evaluation": {'args-section', 'returns-section'},
+    "jaxrl_dp.robust.worst_case_mdp": {'args-section', 'returns-section'},
+    "jaxrl_dp.robust.worst_case_unchecked": {'annotations', 'args-section',
+                                             'return-annotation', 'returns-section'},
+    "jaxrl_dp.soft_finite_horizon": {'annotations'},
+    "jaxrl_dp.soft_policy_evaluation": {'annotations'},
+    "jaxrl_dp.soft_policy_iteration": {'annotations'},
+    "jaxrl_dp.soft_value_iteration": {'annotations'},
+    "jaxrl_dp.solve": {'annotations'},
+    "jaxrl_dp.speculative_value_iteration": {'annotations'},
+    "jaxrl_dp.stack": {'args-section'},
+    "jaxrl_dp.stochastic_shortest_path": {'annotations'},
+    "jaxrl_dp.suites.bridge_horizon": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.suites.chain": {'annotations'},
+    "jaxrl_dp.suites.cliff_walking": {'annotations'},
+    "jaxrl_dp.suites.countdown": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.suites.countdown_tree": {'annotations'},
+    "jaxrl_dp.suites.forest": {'annotations'},
+    "jaxrl_dp.suites.four_rooms": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.suites.from_coo": {'annotations', 'returns-section'},
+    "jaxrl_dp.suites.from_csv": {'annotations', 'returns-section'},
+    "jaxrl_dp.suites.from_gymnasium": {'annotations'},
+    "jaxrl_dp.suites.from_pymdptoolbox": {'annotations'},
+    "jaxrl_dp.suites.from_quantecon": {'annotations'},
+    "jaxrl_dp.suites.from_scipy_sparse": {'annotations', 'returns-section'},
+    "jaxrl_dp.suites.frozen_lake": {'annotations'},
+    "jaxrl_dp.suites.functional_gridworld": {'annotations', 'returns-section'},
+    "jaxrl_dp.suites.garnet": {'annotations'},
+    "jaxrl_dp.suites.gridworld": {'annotations'},
+    "jaxrl_dp.suites.gridworld_index": {'annotations', 'args-section', 'returns-section'},
+    "jaxrl_dp.suites.inventory": {'annotations', 'returns-section'},
+    "jaxrl_dp.suites.load_bridge": {'annotations'},
+    "jaxrl_dp.suites.parse_layout": {'annotations', 'return-annotation', 'returns-section'},
+    "jaxrl_dp.suites.random_countdown": {'args-section'},
+    "jaxrl_dp.suites.random_gridworld": {'annotations'},
+    "jaxrl_dp.suites.random_tree": {'annotations'},
+    "jaxrl_dp.suites.river_swim": {'annotations'},
+    "jaxrl_dp.suites.tandem_queue": {'annotations', 'returns-section'},
+    "jaxrl_dp.suites.transition_lists_to_mdp": {'annotations'},
+    "jaxrl_dp.suites.tree_sizes": {'args-section', 'returns-section'},
+    "jaxrl_dp.unstack": {'args-section', 'returns-section'},
+    "jaxrl_dp.validate_mdp": {'args-section', 'returns-section'},
+}
+
+
+def _unwrap(obj):
+  while hasattr(obj, "__wrapped__"):
+    obj = obj.__wrapped__
+  return obj
+
+
+def _public_objects():
+  """``(qualified public name, object)`` for every name of the ``__all__``s,
+  each object once (under the first module that exports it)."""
+  seen, out = set(), []
+  for mod_name in MODULES:
+    mod = importlib.import_module(mod_name)
+    for name in mod.__all__:
+      obj = getattr(mod, name)
+      if id(obj) in seen or inspect.ismodule(obj):
+        continue
+      seen.add(id(obj))
+      out.append((f"{mod_name}.{name}", obj))
+  return out
+
+
+def _section(doc: str, name: str) -> bool:
+  return re.search(rf"^\s*{name}:\s*$", doc, re.MULTILINE) is not None
+
+
+def lacks(obj) -> set[str]:
+  """What the public object ``obj`` lacks (empty when fully documented)."""
+  missing = set()
+  doc = inspect.getdoc(obj) or ""
+  if inspect.isclass(obj):
+    return {DOCSTRING} if not doc.strip() else set()
+  fn = _unwrap(obj)
+  if not doc.strip():
+    missing.add(DOCSTRING)
+  try:
+    sig = inspect.signature(fn)
+  except (TypeError, ValueError):  # a builtin without a signature
+    return missing
+  params = [p for p in sig.parameters.values() if p.name not in ("self", "cls")]
+  if any(p.annotation is inspect.Parameter.empty for p in params):
+    missing.add(ANNOTATIONS)
+  if sig.return_annotation is inspect.Signature.empty:
+    missing.add(RETURN_ANNOTATION)
+  if doc.strip():
+    if params and not _section(doc, "Args"):
+      missing.add(ARGS)
+    returns_none = sig.return_annotation in (None, "None")
+    if not returns_none and not (_section(doc, "Returns") or _section(doc, "Yields")):
+      missing.add(RETURNS)
+  return missing
+
+
+def _callables():
+  return [(q, o) for q, o in _public_objects() if callable(o) and not isinstance(o, type)
+          or inspect.isclass(o)]
+
+
+def test_lacks_sees_what_is_missing():
+  # The checker itself, on hand-written functions.
+  def good(x: int, *, y: float = 1.0) -> float:
+    """Adds.
+
+    Args:
+      x: a number.
+      y: another.
+
+    Returns:
+      The sum.
+    """
+    return x + y
+
+  def bad(x, y: int):
+    """Adds x and y."""
+    return x + y
+
+  def none_returning(x: int) -> None:
+    """Checks.
+
+    Args:
+      x: a number.
+    """
+
+  assert lacks(good) == set()
+  assert lacks(none_returning) == set()
+  assert lacks(bad) == {ANNOTATIONS, RETURN_ANNOTATION, ARGS, RETURNS}
+  assert lacks(lambda: 0) == {DOCSTRING, RETURN_ANNOTATION}
+
+
+def test_public_api_is_documented():
+  found = {}
+  for qual, obj in _callables():
+    missing = lacks(obj)
+    if missing:
+      found[qual] = missing
+  new = {q: sorted(m - ALLOWED.get(q, set())) for q, m in found.items()
+         if m - ALLOWED.get(q, set())}
+  stale = {q: sorted(ALLOWED[q] - found.get(q, set())) for q in ALLOWED
+           if ALLOWED[q] - found.get(q, set())}
+  msg = []
+  if new:
+    msg.append("public functions that lack annotations or docstring sections (fix them):\n"
+               + "\n".join(f"  {q}: {', '.join(m)}" for q, m in sorted(new.items())))
+  if stale:
+    msg.append("fixed, so delete from ALLOWED in tests/test_api_docs.py:\n"
+               + "\n".join(f"  {q}: {', '.join(m)}" for q, m in sorted(stale.items())))
+  assert not msg, "\n".join(msg)
+
+
+@pytest.mark.parametrize("mod_name", MODULES)
+def test_all_names_exist(mod_name):
+  mod = importlib.import_module(mod_name)
+  assert len(set(mod.__all__)) == len(mod.__all__), f"{mod_name}.__all__ has duplicates"
+  for name in mod.__all__:
+    assert hasattr(mod, name), f"{mod_name}.__all__ names {name!r}, which is not defined"
