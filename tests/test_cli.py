@@ -1,5 +1,6 @@
 """The README's examples run, and the demo's numbers are right."""
 
+import json
 import os
 import re
 import subprocess
@@ -8,9 +9,11 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 import jaxrl_dp as jd
 from jaxrl_dp import batch, cli, planning
+from jaxrl_dp import io as jd_io
 from _reference import optimal_values
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,3 +80,147 @@ def test_demo_command_runs_and_reports_every_kind():
     line = next(l for l in res.stdout.splitlines() if l.startswith(kind))
     count, conv = int(line.split()[1]), line.split()[6]
     assert conv == f"{count}/{count}", line
+
+
+# ------------------------------------------------- solve / analyze / bench / --version
+def _run(*args, timeout=600):
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  return subprocess.run([sys.executable, "-m", "jaxrl_dp", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _np_value_iteration(p, r, gamma, iters=2000):
+  """Float64 NumPy value iteration (independent reference): (V, greedy policy)."""
+  v = np.zeros(p.shape[0])
+  for _ in range(iters):
+    v = (r + gamma * p @ v).max(axis=1)
+  q = r + gamma * p @ v
+  return v, q.argmax(axis=1)
+
+
+def _csv_model(path, seed=0, s=8, a=3):
+  rng = np.random.default_rng(seed)
+  p = rng.random((s, a, s))
+  p[p < 0.6] = 0.0
+  p[..., 0] += 0.01
+  p /= p.sum(-1, keepdims=True)
+  r_trans = rng.normal(size=(s, a, s)) * (p > 0)
+  si, ai, ni = np.nonzero(p)
+  rows = [f"{i},{j},{k},{float(p[i, j, k])!r},{float(r_trans[i, j, k])!r}"
+          for i, j, k in zip(si, ai, ni)]
+  path.write_text("state,action,next_state,probability,reward\n" + "\n".join(rows) + "\n")
+  return p, np.einsum("sat,sat->sa", p, r_trans)
+
+
+def test_solve_command_matches_numpy_value_iteration(tmp_path):
+  p, r = _csv_model(tmp_path / "model.csv")
+  out_npz = tmp_path / "sol.npz"
+  res = _run("solve", str(tmp_path / "model.csv"), "--discount", "0.9", "--json",
+             "--output", str(out_npz))
+  assert res.returncode == 0, res.stderr
+  out = json.loads(res.stdout)
+  v_ref, pi_ref = _np_value_iteration(p, r, 0.9)
+  values = np.asarray(out["values"])
+  assert out["converged"] and out["error_bound"] <= out["tol"]
+  assert np.abs(values - v_ref).max() <= out["error_bound"]  # the certified bound holds
+  np.testing.assert_array_equal(out["policy"], pi_ref)
+  assert (out["num_states"], out["num_actions"], out["layout"]) == (8, 3, "sparse")
+  saved = jd_io.load(out_npz)  # --output: the same solution, loadable
+  np.testing.assert_array_equal(np.asarray(saved.values, np.float64), values)
+
+
+def test_analyze_command_returns_match_backward_induction(tmp_path):
+  rng = np.random.default_rng(1)
+  s, a, horizon = 12, 3, 5
+  transitions = rng.integers(-1, s, (s, a))
+  rewards = (rng.random((s, a)) < 0.25).astype(np.float64)
+  folder = tmp_path / f"toy_{horizon}_fs1"  # an Atari-style name carries T
+  folder.mkdir()
+  np.savez(folder / "consolidated.npz", transitions=transitions, rewards=rewards)
+  res = _run("analyze", str(folder), "--json")
+  assert res.returncode == 0, res.stderr
+  out = json.loads(res.stdout)
+  # Independent NumPy backward induction from state 0 (-1 = the episode ends).
+  nxt = np.where(transitions < 0, s, transitions)
+  best, rand, worst = (np.zeros(s + 1) for _ in range(3))
+  for _ in range(horizon):
+    best = np.append((rewards + best[nxt]).max(1), 0.0)
+    rand = np.append((rewards + rand[nxt]).mean(1), 0.0)
+    worst = np.append((rewards + worst[nxt]).min(1), 0.0)
+  assert out["horizon"] == horizon
+  np.testing.assert_allclose([out["optimal_return"], out["random_return"], out["worst_return"]],
+                             [best[0], rand[0], worst[0]], rtol=1e-12)
+  assert 1 <= out["min_k"] <= horizon and out["effective_horizon"] <= horizon
+
+
+def test_bench_command_values_match_numpy():
+  res = _run("bench", "--num-mdps", "4", "--states", "10", "--actions", "2", "--fan-out", "3",
+             "--repeats", "1", "--json")
+  assert res.returncode == 0, res.stderr
+  out = json.loads(res.stdout)
+  assert out["converged"] == 4 and out["best_s"] > 0 and out["cpu_count"] >= 1
+  # The first Garnet of the batch, rebuilt here, solved by NumPy float64 VI.
+  key = jax.random.split(jax.random.PRNGKey(0), 4)[0]
+  from jaxrl_dp import suites
+  m = suites.garnet(key, 10, 2, 3, 0.99).to_dense()
+  v_ref, _ = _np_value_iteration(np.asarray(m.probs, np.float64),
+                                 np.asarray(m.rewards, np.float64), 0.99, iters=5000)
+  assert np.abs(np.asarray(out["values_0"]) - v_ref).max() <= out["max_error_bound"]
+
+
+def test_bad_input_exits_2_naming_it(tmp_path, capsys):
+  _csv_model(tmp_path / "m.csv")
+  np.savez(tmp_path / "bad.npz", something=np.zeros(2))
+  cases = [
+      (["solve", str(tmp_path / "missing.npz")], "missing.npz: no such file"),
+      (["solve", str(tmp_path / "m.csv")], "a CSV model holds no discount: pass --discount"),
+      (["solve", str(tmp_path / "m.csv"), "--discount", "0.9", "--method", "nope"],
+       "argument --method: invalid choice: 'nope'"),
+      (["solve", str(tmp_path / "m.csv"), "--discount", "0.9", "--tol", "-1"],
+       "argument --tol: '-1': expected a finite number >= 0"),
+      (["solve", str(tmp_path / "m.csv"), "--discount", "1.5"],
+       "argument --discount: '1.5': expected a number in [0, 1]"),
+      (["solve", str(tmp_path / "m.csv"), "--discount", "1"], "needs a discount < 1"),
+      (["solve", str(tmp_path / "bad.npz"), "--discount", "0.9"], "missing arrays"),
+      (["analyze", str(tmp_path / "m.csv")], "carries no horizon: pass --horizon T"),
+      (["bench", "--states", "3", "--fan-out", "5"], "--fan-out 5: expected at most"),
+      (["nope"], "invalid choice: 'nope'"),
+  ]
+  for argv, msg in cases:
+    with pytest.raises(SystemExit) as e:
+      cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and msg in err, (argv, err)
+  assert cli.main(["--version"]) == 0
+  assert capsys.readouterr().out.strip() == f"jaxrl-dp {jd.__version__}"
+
+
+def test_every_option_has_help():
+  for name, parser in cli.parsers().items():
+    for action in parser._actions:
+      assert action.help, (name, action.dest)
+
+
+@pytest.mark.slow
+def test_subprocess_bad_input_and_version():
+  res = _run("solve", "no_such_file.npz")
+  assert res.returncode == 2 and "no_such_file.npz: no such file" in res.stderr
+  assert "Traceback" not in res.stderr
+  res = _run("--version")
+  assert res.returncode == 0 and res.stdout.strip() == f"jaxrl-dp {jd.__version__}"
+
+
+@pytest.mark.slow
+def test_solve_command_finite_horizon_and_text(tmp_path):
+  p, r = _csv_model(tmp_path / "m.csv", seed=3)
+  res = _run("solve", str(tmp_path / "m.csv"), "--discount", "1", "--horizon", "4", "--json")
+  assert res.returncode == 0, res.stderr
+  v = np.zeros(p.shape[0])
+  for _ in range(4):
+    v = (r + p @ v).max(axis=1)
+  np.testing.assert_allclose(json.loads(res.stdout)["values"], v, rtol=1e-5, atol=1e-5)
+  res = _run("solve", str(tmp_path / "m.csv"), "--discount", "0.9", "--method", "pi", "--x64")
+  assert res.returncode == 0, res.stderr
+  v_ref, _ = _np_value_iteration(p, r, 0.9)
+  line = next(l for l in res.stdout.splitlines() if l.strip().startswith("state      0"))
+  assert abs(float(line.split("V = ")[1].split()[0]) - v_ref[0]) <= 1e-6
