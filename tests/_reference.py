@@ -105,3 +105,72 @@ def np_grid(n, slip, *, goal_reward=1.0, step_reward=0.0):
   p[goal] = [1, 0, 0, 0, 0]
   rew[goal] = 0.0
   return ns, p, (p * rew).sum(-1)
+
+
+def np_nd_grid(side, dim, slip, step_reward=-1.0):
+  """N-dimensional grid with slip in NumPy (float64), written from the
+  docstring of jaxrl_dp.suites.functional_gridworld: index sum_i c_i side^i,
+  action 2i moves -1 along axis i and 2i + 1 moves +1, the chosen move with
+  probability 1 - slip else a uniform one of the 2 dim moves, walls stay,
+  goal S - 1 absorbing with reward 0, step_reward elsewhere.
+  Returns ``(P [S, A, S], r [S, A])``."""
+  s, a = side**dim, 2 * dim
+  coords = np.array(list(itertools.product(range(side), repeat=dim)))[:, ::-1]
+  index = {tuple(c): i for i, c in enumerate(coords)}
+  p = np.zeros((s, a, s))
+  for i, c in enumerate(coords):
+    if i == s - 1:
+      p[i, :, i] = 1.0
+      continue
+    dests = []
+    for axis in range(dim):
+      for sign in (-1, 1):
+        cc = c.copy()
+        cc[axis] += sign
+        dests.append(index[tuple(cc)] if 0 <= cc[axis] < side else i)
+    for act in range(a):
+      for m, dst in enumerate(dests):
+        p[i, act, dst] += slip / a + (1 - slip) * (m == act)
+  r = np.full((s, a), step_reward)
+  r[s - 1] = 0.0
+  return p, r
+
+
+def np_inventory(max_stock, max_order, demand, price, order_cost, fixed_cost, holding):
+  """Inventory model in NumPy (float64) from the docstring of
+  jaxrl_dp.suites.inventory. Returns ``(P [S, A, S], r [S, A], mask [S, A])``."""
+  s, a = max_stock + 1, max_order + 1
+  p = np.zeros((s, a, s))
+  r = np.zeros((s, a))
+  mask = np.zeros((s, a), bool)
+  for x in range(s):
+    for q in range(a):
+      mask[x, q] = x + q <= max_stock
+      y = min(x + q, max_stock)
+      for d, pd in enumerate(demand):
+        p[x, q, max(y - d, 0)] += pd
+        r[x, q] += pd * (price * min(y, d) - order_cost * q - fixed_cost * (q > 0)
+                         - holding * y)
+  return p, r, mask
+
+
+def np_tandem(c1, c2, lam, mu1, mu2, service_cost, holding):
+  """Tandem queue in NumPy (float64) from the docstring of
+  jaxrl_dp.suites.tandem_queue. Returns ``(P [S, A, S], r [S, A])``."""
+  s, a = (c1 + 1) * (c2 + 1), len(mu1)
+  rate = lam + max(mu1) + mu2
+  p = np.zeros((s, a, s))
+  r = np.zeros((s, a))
+  for q1 in range(c1 + 1):
+    for q2 in range(c2 + 1):
+      i = q1 * (c2 + 1) + q2
+      for act in range(a):
+        arrive = (q1 + 1) * (c2 + 1) + q2 if q1 < c1 else i
+        serve1 = (q1 - 1) * (c2 + 1) + q2 + 1 if (q1 > 0 and q2 < c2) else i
+        serve2 = i - 1 if q2 > 0 else i
+        p[i, act, arrive] += lam / rate
+        p[i, act, serve1] += mu1[act] / rate
+        p[i, act, serve2] += mu2 / rate
+        p[i, act, i] += 1 - (lam + mu1[act] + mu2) / rate
+        r[i, act] = -(holding[0] * q1 + holding[1] * q2 + service_cost[act])
+  return p, r

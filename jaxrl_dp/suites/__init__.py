@@ -15,6 +15,10 @@ axis ``B``):
 * :func:`frozen_lake`, :func:`cliff_walking` - gymnasium's toy_text dynamics;
 * :func:`random_tree` - deterministic trees with random leaf rewards.
 
+Matrix-free generators (return a :class:`jaxrl_dp.FunctionalMDP`; sizes up
+to ``10^8`` states): :func:`functional_gridworld` (N-dimensional, with slip),
+:func:`inventory`, :func:`tandem_queue`.
+
 Loaders / converters:
 
 * :func:`from_gymnasium` - toy_text environments (``env.unwrapped.P``);
@@ -58,3 +62,6 @@ from jaxrl_dp.suites.formats import (CSV_COLUMNS, from_coo, from_csv,  # noqa: E
                                      from_quantecon, from_scipy_sparse, to_quantecon)
 __all__ += ["CSV_COLUMNS", "from_coo", "from_csv", "from_quantecon", "from_scipy_sparse",
             "to_quantecon"]
+from jaxrl_dp.suites.functional import (functional_gridworld, inventory,  # noqa: E402
+                                        tandem_queue)
+__all__ += ["functional_gridworld", "inventory", "tandem_queue"]
