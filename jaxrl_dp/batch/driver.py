@@ -177,6 +177,24 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
     ValueError: ``results_dir`` holds results of a different run, or the
       solver calls back into Python for values and no ``run_id`` was given.
     ResultsDirLockedError: ``results_dir`` is in use by a live run.
+
+  Examples:
+    The MDP of :meth:`~jaxrl_dp.TabularMDP.from_dense`'s example with
+    discounts 0.9 and 0.8: by hand ``V* = (0.9 * 20, 20) = (18, 20)`` and
+    ``(0.8 * 10, 10) = (8, 10)``.
+
+    >>> import numpy as np
+    >>> import jaxrl_dp as jd
+    >>> from jaxrl_dp import batch
+    >>> probs = np.zeros((2, 2, 2))
+    >>> probs[0, 0, 0] = probs[0, 1, 1] = probs[1, :, 1] = 1.0
+    >>> mdps = [jd.TabularMDP.from_dense(probs, [[1.0, 0.0], [2.0, 0.0]], g)
+    ...         for g in (0.9, 0.8)]
+    >>> out = batch.solve(mdps, jd.value_iteration, tol=1e-3)
+    >>> out.values.shape, out.converged.tolist()
+    ((2, 2), [True, True])
+    >>> [[round(v, 2) for v in row] for row in out.values.tolist()]
+    [[18.0, 20.0], [8.0, 10.0]]
   """
   if solver is None:
     from jaxrl_dp.planning.front_door import solve as solver  # no import cycle

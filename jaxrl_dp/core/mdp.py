@@ -118,6 +118,22 @@ class TabularMDP:
     ``1e300`` is refused in float32 (naming the entry) instead of becoming
     inf. Complex input, strings and ``None`` are refused. Nothing is copied
     twice: at most one host cast, then the transfer to the device.
+
+    Examples:
+      Two states, two actions: in state 0, action 0 stays (reward 1) and
+      action 1 moves to state 1 (reward 0); state 1 is absorbing, reward 2
+      for action 0 and 0 for action 1.
+
+      >>> import numpy as np
+      >>> import jaxrl_dp as jd
+      >>> probs = np.zeros((2, 2, 2))
+      >>> probs[0, 0, 0] = probs[0, 1, 1] = probs[1, :, 1] = 1.0
+      >>> rewards = np.array([[1.0, 0.0], [2.0, 0.0]])
+      >>> mdp = jd.TabularMDP.from_dense(probs, rewards, discount=0.9)
+      >>> mdp.num_states, mdp.num_actions, mdp.is_sparse
+      (2, 2, False)
+      >>> str(mdp.rewards.dtype)
+      'float32'
     """
     return cls._build(probs, rewards, discount, initial, action_mask,
                       None, validate, atol, dtype)

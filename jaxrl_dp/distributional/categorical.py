@@ -100,6 +100,22 @@ def categorical_project(atoms, probs, support) -> jax.Array:
     InvalidMDPError: support not rank 1 / empty / not strictly increasing,
       shapes that do not match, probabilities not a distribution (value
       checks only for concrete inputs; under ``jit`` they are skipped).
+
+  Examples:
+    Mass at or below ``z_0 = 3`` goes to 3 (``.1 + .2 + .1 + .3``), the atom
+    at 4 stays; a Dirac at 0.25 between support points 0 and 0.5 is split
+    in half.
+
+    >>> import jax.numpy as jnp
+    >>> from jaxrl_dp import distributional
+    >>> p = distributional.categorical_project(
+    ...     jnp.arange(5.0), jnp.array([0.1, 0.2, 0.1, 0.3, 0.3]),
+    ...     jnp.arange(3.0, 8.0))
+    >>> [round(x, 5) for x in p.tolist()]
+    [0.7, 0.3, 0.0, 0.0, 0.0]
+    >>> distributional.categorical_project(
+    ...     jnp.array([0.25]), jnp.array([1.0]), jnp.array([0.0, 0.5, 1.0])).tolist()
+    [0.5, 0.5, 0.0]
   """
   support = check_support(support)
   atoms, probs = check_atoms_probs(atoms, probs)

@@ -149,6 +149,30 @@ def policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
 
   A :class:`~jaxrl_dp.core.functional.FunctionalMDP` (matrix-free) takes
   ``method="iterative"`` only (blockwise ``T_pi`` sweeps, same bound).
+
+  Examples:
+    Always action 0 in the MDP of :meth:`TabularMDP.from_dense`'s example:
+    state 0 earns 1 forever and state 1 earns 2, so ``V^pi = (1 / (1 -
+    0.9), 2 / (1 - 0.9)) = (10, 20)``.
+
+    >>> import numpy as np
+    >>> import jaxrl_dp as jd
+    >>> probs = np.zeros((2, 2, 2))
+    >>> probs[0, 0, 0] = probs[0, 1, 1] = probs[1, :, 1] = 1.0
+    >>> mdp = jd.TabularMDP.from_dense(probs, [[1.0, 0.0], [2.0, 0.0]], 0.9)
+    >>> ev = jd.policy_evaluation(mdp, np.array([0, 0]))
+    >>> [round(v, 3) for v in ev.values.tolist()]
+    [10.0, 20.0]
+    >>> bool(ev.converged), bool(ev.error_bound < 1e-3)
+    (True, True)
+
+    The uniform policy (a stochastic ``[S, A]`` policy): ``V(1) = 1 / (1 -
+    0.9) = 10`` and ``V(0) = 0.5 + 0.9 (V(0) + V(1)) / 2``, so ``V(0) = 5 /
+    0.55 = 9.0909...``.
+
+    >>> uniform = np.full((2, 2), 0.5)
+    >>> [round(v, 3) for v in jd.policy_evaluation(mdp, uniform).values.tolist()]
+    [9.091, 10.0]
   """
   if is_functional(mdp):
     check_choice("method", method, METHODS)

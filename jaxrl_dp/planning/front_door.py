@@ -207,6 +207,23 @@ def solve(mdp: TabularMDP, *, tol: Optional[float] = None,
   Raises:
     InvalidMDPError: an unknown method (the message lists the choices), a
       bad MDP, ``tol`` or option.
+
+  Examples:
+    The MDP of :meth:`TabularMDP.from_dense`'s example (by hand: ``V* =
+    (18, 20)``, move from state 0 to the absorbing state 1):
+
+    >>> import numpy as np
+    >>> import jaxrl_dp as jd
+    >>> probs = np.zeros((2, 2, 2))
+    >>> probs[0, 0, 0] = probs[0, 1, 1] = probs[1, :, 1] = 1.0
+    >>> mdp = jd.TabularMDP.from_dense(probs, [[1.0, 0.0], [2.0, 0.0]], 0.9)
+    >>> sol = jd.solve(mdp)   # method="auto", default tol
+    >>> [round(v, 3) for v in sol.values.tolist()], sol.policy.tolist()
+    ([18.0, 20.0], [1, 0])
+    >>> bool(sol.converged)
+    True
+    >>> jd.solve(mdp, method="pi", tol=1e-4).policy.tolist()
+    [1, 0]
   """
   name = resolve_method(method)
   check_solver_input(mdp, infinite_horizon=True)

@@ -108,6 +108,24 @@ def value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
   A :class:`~jaxrl_dp.core.functional.FunctionalMDP` (matrix-free) is solved
   by the same solver over its blockwise operator, with the same bounds
   (no implicit derivatives: ``adjoint`` must be None).
+
+  Examples:
+    The MDP of :meth:`TabularMDP.from_dense`'s example: by hand, ``V*(1) =
+    2 / (1 - 0.9) = 20`` and ``V*(0) = max(1 / (1 - 0.9), 0.9 * 20) = 18``
+    (move to state 1).
+
+    >>> import numpy as np
+    >>> import jaxrl_dp as jd
+    >>> probs = np.zeros((2, 2, 2))
+    >>> probs[0, 0, 0] = probs[0, 1, 1] = probs[1, :, 1] = 1.0
+    >>> mdp = jd.TabularMDP.from_dense(probs, [[1.0, 0.0], [2.0, 0.0]], 0.9)
+    >>> sol = jd.value_iteration(mdp, tol=1e-3)
+    >>> bool(sol.converged), bool(sol.error_bound <= 1e-3)
+    (True, True)
+    >>> [round(v, 2) for v in sol.values.tolist()], sol.policy.tolist()
+    ([18.0, 20.0], [1, 0])
+    >>> bool(np.abs(np.asarray(sol.values) - [18.0, 20.0]).max() <= sol.error_bound)
+    True
   """
   if is_functional(mdp):
     check_choice("stop", stop, STOP_RULES)

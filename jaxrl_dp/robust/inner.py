@@ -817,10 +817,16 @@ def worst_case(values, probs, uset: UncertaintySet):
   Raises:
     InvalidMDPError: wrong ranks or shapes, or an invalid set.
 
-  Example::
+  Examples:
+    An L1 ball of radius 0.2 moves ``0.2 / 2`` of mass from the highest
+    value to the lowest: ``E = 0 * 0.3 + 1 * 0.5 + 2 * 0.2 = 0.9``.
 
-    v, p0 = jnp.array([0., 1., 2.]), jnp.array([.2, .5, .3])
-    value, p = worst_case(v, p0, l1_ball(0.2))   # value = 1.1 - 0.1 * 2 = 0.9
+    >>> import jax.numpy as jnp
+    >>> from jaxrl_dp import robust
+    >>> v, p0 = jnp.array([0.0, 1.0, 2.0]), jnp.array([0.2, 0.5, 0.3])
+    >>> value, p = robust.worst_case(v, p0, robust.l1_ball(0.2))
+    >>> round(float(value), 5), [round(x, 5) for x in p.tolist()]
+    (0.9, [0.3, 0.5, 0.2])
   """
   check_uncertainty_set(uset)
   values = jnp.asarray(values)
