@@ -70,8 +70,9 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
   dtype = jnp.result_type(*[getattr(m, name) for m in mdps
                             for name in ("probs", "rewards", "transition_rewards")
                             if getattr(m, name) is not None])
-  out = {k: [] for k in ("probs", "rewards", "discount", "initial",
-                         "action_mask", "next_states", "transition_rewards")}
+  out: dict[str, list] = {
+      k: [] for k in ("probs", "rewards", "discount", "initial", "action_mask",
+                      "next_states", "transition_rewards")}
   for m in mdps:
     s, a, k = m.num_states, m.num_actions, m.fan_out
     p = np.zeros((S, A, K), dtype)

@@ -40,7 +40,7 @@ def _returns(models, policy) -> np.ndarray:
 
 # ------------------------------------------------------------------ data
 def simulated_returns(*, qs: Sequence[float] = tuple(np.linspace(0.0, 1.0, 11)),
-                      lams: Mapping[str, float] = None, beta: float = 0.1,
+                      lams: Mapping[str, float] | None = None, beta: float = 0.1,
                       ridge: float = 1.0, num_episodes: int = 1000,
                       seeds: Sequence[int] = (0, 1, 2), rho: float | None = None,
                       env_kwargs: Mapping | None = None) -> dict:
@@ -60,7 +60,7 @@ def simulated_returns(*, qs: Sequence[float] = tuple(np.linspace(0.0, 1.0, 11)),
   qs = np.asarray(qs, np.float64)
   models = [_lm.simulated_linear_mdp(float(q), **env_kwargs) for q in qs]
   names = ["pevi"] + list(lams) + (["drpvi"] if rho is not None else [])
-  per = {k: [] for k in names}
+  per: dict[str, list] = {k: [] for k in names}
   for seed in seeds:
     ds, _ = _lm.collect_dataset(jax.random.PRNGKey(seed),
                                 _lm.simulated_linear_mdp(0.0, **env_kwargs), num_episodes)
@@ -105,7 +105,8 @@ def lambda_sweep(divergence: str = "tv", *, lams=(0.05, 0.1, 0.3, 1.0, 3.0),
 
 def put_returns(*, dims: Sequence[int] = (30, 60, 120),
                 up_probs: Sequence[float] = tuple(np.linspace(0.3, 0.7, 9)),
-                lams: Mapping[str, float] = None, beta: float = 0.01, ridge: float = 1.0,
+                lams: Mapping[str, float] | None = None, beta: float = 0.01,
+                ridge: float = 1.0,
                 num_episodes: int = 1000, seeds: Sequence[int] = (0,)) -> dict:
   """Average return vs the up-probability on :func:`~jaxrl_dp.robust.american_put`.
 

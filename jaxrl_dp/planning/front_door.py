@@ -233,7 +233,7 @@ def solve(mdp: TabularMDP, *, tol: Optional[float] = None,
     tol = default_tol(mdp, rtol)
   else:
     check_tol(tol)
-  options = {}
+  options: dict[str, Any] = {}
   if name == "auto":
     name, options = auto_method(mdp)
   options.update(method_options)
