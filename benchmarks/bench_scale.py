@@ -1,0 +1,383 @@
+#!/usr/bin/env python
+"""Scale: sweep time and peak memory of one large MDP, stored sparse vs matrix-free.
+
+The MDP is the 2-D grid world with slip of
+:func:`jaxrl_dp.suites.functional_gridworld` (``side x side`` cells, ``A = 4``
+moves, ``K = 4`` slots, every step ``-1``, the far corner absorbing; gamma
+0.99), at ``S = side^2`` ~ 10^4 ... 10^8. The same MDP is run two ways:
+
+* **stored sparse**: ``next_states int32 [S, 4, 4]``, ``probs`` and
+  ``rewards`` as a :class:`jaxrl_dp.TabularMDP`, built on the device from the
+  model function in blocks (one copy of the model; checked with the jitted
+  :func:`jaxrl_dp.core.entries_ok`), float64;
+* **matrix-free**: the :class:`~jaxrl_dp.core.functional.FunctionalMDP`
+  itself (the transitions are recomputed in blocks every sweep), float64.
+
+Every measurement runs in its own child process (``--child``), which reports
+its peak RSS (``ru_maxrss``) next to the times, so the peaks do not mix.
+Sweep time is ``(t(n + k) - t(n)) / k`` of ``value_iteration(tol=0,
+max_iters=...)`` calls after compiling both (the per-call set-up -- the
+certificate's row-sum sweep and the final Q -- cancels). The same run
+measures streaming bandwidth (``jnp.sum`` of a 1 GiB float32 array: read;
+``x * 2``: read + write) and reports each stored sweep's bytes (the model
+plus two value vectors) per second as a fraction of it.
+
+Full solves (``--solve-exp``, default ``S = 10^6``): ``value_iteration(stop=
+"span")`` and the default ``jaxrl_dp.solve`` (modified policy iteration)
+on the stored model and value iteration (span) on the matrix-free one, to
+``tol = 1e-6 max|V|``, checked against each other (and the certified
+``error_bound``); with ``slip = 0`` the matrix-free solve is also checked
+against the closed form ``-(1 - gamma^d) / (1 - gamma)`` (``d`` the
+Manhattan distance to the corner). mdpsolver (``pip install mdpsolver``),
+when installed, solves the same stored arrays (``mpi``, serial): its list
+conversion, model loading and solve are timed apart, and its values are
+compared with the certified float64 solution.
+
+Usage:
+  python benchmarks/bench_scale.py                 # 10^4..10^7 stored, ..10^8 matrix-free
+  python benchmarks/bench_scale.py --quick         # 10^4, 10^5 only
+  python benchmarks/bench_scale.py --max-exp 6 --mf-max-exp 7 --solve-exp 5
+Writes benchmarks/results/scale.json and scale.md (``--quick``: scale_quick.*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+GAMMA = 0.99
+SIDES = {4: 100, 5: 317, 6: 1000, 7: 3163, 8: 10000}
+
+
+def _rss_gib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+# ------------------------------------------------------------------ children
+def child_bandwidth(spec):
+  import jax
+  import jax.numpy as jnp
+  n = spec.get("elements", 2**28)
+  x = jnp.ones((n,), jnp.float32)
+  x.block_until_ready()
+  total = jax.jit(jnp.sum)
+  double = jax.jit(lambda a: a * 2)
+  total(x).block_until_ready()
+  double(x).block_until_ready()
+  t_sum, _ = _common.best_of(lambda: total(x).block_until_ready(), 5)
+  t_copy, _ = _common.best_of(lambda: double(x).block_until_ready(), 5)
+  return {"bytes": 4 * n, "read_gb_s": 4 * n / t_sum / 1e9,
+          "copy_gb_s": 8 * n / t_copy / 1e9}
+
+
+def _model(spec):
+  import jax.numpy as jnp
+  from jaxrl_dp.suites import functional_gridworld
+  side = spec["side"]
+  return functional_gridworld(side, 2, slip=spec.get("slip", 0.1), discount=GAMMA,
+                              block_size=spec.get("block_size") or side,
+                              dtype=jnp.float64)
+
+
+def _stored(fm):
+  import jax
+  import jax.numpy as jnp
+  import jaxrl_dp as jd
+  from jaxrl_dp.core import entries_ok
+  s = fm.num_states
+  ns, p, r, mask = jax.jit(lambda m: m.map_states(m.transitions))(fm)
+  mdp = jd.TabularMDP(probs=p, rewards=r, discount=fm.discount,
+                      initial=jnp.full((s,), 1.0 / s, fm.dtype), action_mask=mask,
+                      next_states=ns)
+  ok = bool(jax.jit(entries_ok)(mdp))
+  return mdp, ok
+
+
+def _sweep_time(model, k, repeat=True):
+  import jax
+  from jaxrl_dp.planning import value_iteration
+
+  def run(n):
+    t0 = time.perf_counter()
+    jax.block_until_ready(value_iteration(model, tol=0.0, max_iters=n).values)
+    return time.perf_counter() - t0
+
+  first = (run(1), run(1 + k))  # compiles each
+  t1, t2 = (run(1), run(1 + k)) if repeat else first
+  return {"sweep_s": max(t2 - t1, 0.0) / k, "call_1_s": t1, "call_k_s": t2, "k": k,
+          "first_calls_s": first, "repeated": repeat}
+
+
+def child_sweeps(spec):
+  import jax
+  jax.config.update("jax_enable_x64", True)
+  fm = _model(spec)
+  s = fm.num_states
+  out = {"S": s, "side": spec["side"], "kind": spec["kind"]}
+  t0 = time.perf_counter()
+  if spec["kind"] == "stored":
+    model, ok = _stored(fm)
+    out["model_bytes"] = int(sum(x.nbytes for x in (model.next_states, model.probs,
+                                                   model.rewards, model.action_mask)))
+    out["entries_ok"] = ok
+  else:
+    model = fm
+    out["model_bytes"] = 0
+  out["build_s"] = time.perf_counter() - t0
+  out["rss_after_build_gib"] = _rss_gib()
+  out.update(_sweep_time(model, spec.get("k", 10), spec.get("repeat", True)))
+  out["peak_rss_gib"] = _rss_gib()
+  return out
+
+
+def child_solve(spec):
+  import jax
+  jax.config.update("jax_enable_x64", True)
+  import jaxrl_dp as jd
+  from jaxrl_dp.planning import value_iteration
+  fm = _model(spec)
+  s = fm.num_states
+  out = {"S": s, "side": spec["side"], "slip": spec.get("slip", 0.1), "rows": []}
+  stored, _ = _stored(fm) if spec.get("stored", True) else (None, None)
+  scale = 1.0 / (1 - GAMMA)  # |V| <= max|r| / (1 - gamma), max|r| = 1
+  tol = 1e-6 * scale
+  runs = [("matrix-free", "value_iteration(stop='span')",
+           lambda: value_iteration(fm, tol=tol, stop="span", max_iters=100_000))]
+  if stored is not None:
+    runs += [("stored", "value_iteration(stop='span')",
+              lambda: value_iteration(stored, tol=tol, stop="span", max_iters=100_000)),
+             ("stored", "solve() (MPI span, 20 sweeps)", lambda: jd.solve(stored, tol=tol))]
+  values = {}
+  for kind, name, fn in runs:
+    t0 = time.perf_counter()
+    sol = jax.block_until_ready(fn())
+    first = time.perf_counter() - t0
+    t, _ = _common.best_of(lambda fn=fn: jax.block_until_ready(fn()), 1)
+    v = np.asarray(sol.values)
+    values[(kind, name)] = v
+    out["rows"].append({"kind": kind, "solver": name, "solve_s": t,
+                        "compile_and_first_s": first, "iterations": int(sol.iterations),
+                        "error_bound": float(sol.error_bound),
+                        "converged": bool(sol.converged), "tol": tol})
+  best = min(out["rows"], key=lambda x: x["error_bound"])  # the most accurate
+  ref = values[best["kind"], best["solver"]]
+  out["reference"] = f"{best['kind']} {best['solver']}"
+  for row in out["rows"]:
+    row["max_diff_vs_best"] = float(np.abs(values[row["kind"], row["solver"]] - ref).max())
+  if spec.get("slip", 0.1) == 0.0:
+    from jaxrl_dp.suites.functional import gridworld_distance_values
+    closed = gridworld_distance_values(spec["side"], 2, GAMMA)
+    for row in out["rows"]:
+      row["max_err_vs_closed_form"] = float(np.abs(values[row["kind"], row["solver"]]
+                                                   - closed).max())
+  if stored is not None and spec.get("dump"):
+    np.savez(spec["dump"], next_states=np.asarray(stored.next_states),
+             probs=np.asarray(stored.probs), R=np.asarray(stored.rewards), ref=ref)
+  out["peak_rss_gib"] = _rss_gib()
+  return out
+
+
+def child_mdpsolver(spec):
+  import _peers  # noqa: PLC0415 - benchmarks helper, imports no JAX
+  import mdpsolver
+  d = dict(np.load(spec["dump"]))
+  ref = d.pop("ref")
+  d["kind"] = "sparse"
+  t0 = time.perf_counter()
+  lists = _peers._mdpsolver_lists(d)  # noqa: SLF001 - the benchmarks' own converter
+  convert = time.perf_counter() - t0
+  del d
+  out = {"convert_s": convert, "rows": []}
+  for tol in spec["tols"]:
+    t0 = time.perf_counter()
+    m = mdpsolver.model()
+    m.mdp(discount=GAMMA, **lists)
+    t1 = time.perf_counter()
+    m.solve(algorithm="mpi", tolerance=float(tol), verbose=False, parallel=False)
+    t2 = time.perf_counter()
+    v = np.asarray(m.getValueVector(), np.float64)
+    out["rows"].append({"tolerance": tol, "load_s": t1 - t0, "solve_s": t2 - t1,
+                        "max_diff_vs_jaxrl_dp": float(np.abs(v - ref).max())})
+    if out["rows"][-1]["max_diff_vs_jaxrl_dp"] <= spec["target"]:
+      break
+  out["peak_rss_gib"] = _rss_gib()
+  return out
+
+
+CHILDREN = {"bandwidth": child_bandwidth, "sweeps": child_sweeps, "solve": child_solve,
+            "mdpsolver": child_mdpsolver}
+
+
+# -------------------------------------------------------------------- parent
+def run_child(spec, timeout):
+  cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
+  t0 = time.perf_counter()
+  try:
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+  except subprocess.TimeoutExpired:
+    return {"status": f"> {timeout} s (killed)", "spec": spec}
+  wall = time.perf_counter() - t0
+  lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+  if p.returncode != 0 or not lines:
+    return {"status": f"failed (rc {p.returncode})", "stderr": p.stderr[-2000:], "spec": spec}
+  res = json.loads(lines[-1][len("RESULT "):])
+  res.update(status="ok", child_wall_s=wall, spec=spec)
+  return res
+
+
+def log(msg):
+  print(msg, flush=True)
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+  ap.add_argument("--quick", action="store_true")
+  ap.add_argument("--max-exp", type=int, default=7, help="largest stored S = 10^e")
+  ap.add_argument("--mf-max-exp", type=int, default=8, help="largest matrix-free S = 10^e")
+  ap.add_argument("--solve-exp", type=int, default=6, help="full solves at S = 10^e (0: none)")
+  ap.add_argument("--no-mdpsolver", action="store_true")
+  ap.add_argument("--timeout", type=int, default=1800, help="seconds per child")
+  ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                    "results"))
+  args = ap.parse_args()
+  if args.child:
+    spec = json.loads(args.child)
+    print("RESULT " + json.dumps(CHILDREN[spec["child"]](spec), default=float), flush=True)
+    return
+  if args.quick:
+    args.max_exp, args.mf_max_exp, args.solve_exp = 5, 5, 4
+  machine = _common.machine_info()
+  t_start = time.perf_counter()
+  res = {"machine": machine, "gamma": GAMMA, "sweeps": [], "solves": None,
+         "mdpsolver": None}
+  log(f"load {os.getloadavg()}")
+  bw = run_child({"child": "bandwidth"}, args.timeout)
+  res["bandwidth"] = bw
+  log(f"bandwidth: {bw}")
+  for kind, top in (("stored", args.max_exp), ("matrix-free", args.mf_max_exp)):
+    for e in range(4, top + 1):
+      k = 10 if e <= 6 else (5 if e == 7 else 2)
+      load = os.getloadavg()[0]
+      r = run_child({"child": "sweeps", "kind": kind, "side": SIDES[e], "k": k,
+                     "repeat": e < 8}, args.timeout)
+      r["load_before"] = load
+      r["load_after"] = os.getloadavg()[0]
+      res["sweeps"].append(r)
+      log(f"{kind} 10^{e}: {r.get('status')} sweep {r.get('sweep_s')} s, "
+          f"peak {r.get('peak_rss_gib')} GiB")
+  if args.solve_exp:
+    side = SIDES[args.solve_exp]
+    dump = os.path.join(args.out_dir, f".scale_dump_{side}.npz")
+    os.makedirs(args.out_dir, exist_ok=True)
+    res["solves"] = []
+    for slip in (0.1, 0.0):
+      load = os.getloadavg()[0]
+      r = run_child({"child": "solve", "side": side, "slip": slip,
+                     "dump": dump if slip else None}, args.timeout)
+      r["load_before"] = load
+      res["solves"].append(r)
+      log(f"solve slip={slip}: {r.get('status')} "
+          f"{[(x['solver'], x['kind'], round(x['solve_s'], 2)) for x in r.get('rows', [])]}")
+    if not args.no_mdpsolver and os.path.exists(dump):
+      try:
+        import mdpsolver  # noqa: F401
+        target = 1e-6 / (1 - GAMMA)
+        r = run_child({"child": "mdpsolver", "dump": dump, "target": target,
+                       "tols": [target * (1 - GAMMA), target * (1 - GAMMA) / 100]},
+                      args.timeout)
+        res["mdpsolver"] = r
+        log(f"mdpsolver: {r}")
+      except ImportError:
+        res["mdpsolver"] = {"status": "not installed"}
+    if os.path.exists(dump):
+      os.remove(dump)
+  res["wall_s"] = time.perf_counter() - t_start
+  res["machine"]["loadavg_at_end"] = os.getloadavg()
+  base = "scale_quick" if args.quick else "scale"
+  _common.write_results(args.out_dir, base, res, report(res))
+  log(report(res))
+
+
+def report(res):
+  m = res["machine"]
+  bw = res["bandwidth"]
+  read = bw.get("read_gb_s")
+  lines = ["# Scale: one large MDP, stored sparse vs matrix-free", "",
+           f"Machine: {m['cpu_model']}, {m.get('cpu_count_affinity')} cores, "
+           f"{m.get('mem_total_gib')} GiB; load average at start {m.get('loadavg_at_start')}, "
+           f"at end {m.get('loadavg_at_end')}; wall {res.get('wall_s', 0):.0f} s.", "",
+           f"Streaming bandwidth (same run, 1 GiB float32): read (sum) "
+           f"{_f(read)} GB/s, read + write (x * 2) {_f(bw.get('copy_gb_s'))} GB/s.", "",
+           "2-D grid world with slip 0.1 (A = 4, K = 4, gamma 0.99), float64. Sweep = one "
+           "value-iteration backup; stored bytes/s = (model + 2 value vectors) / sweep "
+           "time, as a fraction of the read bandwidth.", ""]
+  rows = []
+  for r in res["sweeps"]:
+    sp = r.get("spec", {})
+    s = r.get("S") or SIDES_INV.get(sp.get("side"))
+    if r.get("status") != "ok":
+      rows.append([sp.get("kind"), s, r.get("status"), "-", "-", "-", "-", "-", "-"])
+      continue
+    moved = r["model_bytes"] + 2 * 8 * r["S"]
+    frac = (moved / r["sweep_s"] / 1e9 / read) if (r["model_bytes"] and read) else None
+    rows.append([r["kind"], f"{r['S']:,}", _common.fmt_s(r["sweep_s"]),
+                 f"{r['sweep_s'] / r['S'] * 1e9:.1f}",
+                 f"{r['model_bytes'] / 2**30:.2f}" if r["model_bytes"] else "0 (computed)",
+                 f"{r['peak_rss_gib']:.2f}", "-" if frac is None else f"{frac:.0%}",
+                 "" if r.get("repeated", True) else "(first calls)",
+                 f"{r['load_before']:.1f} / {r['load_after']:.1f}"])
+  lines.append(_common.md_table(["model", "S", "sweep", "ns / state", "model GiB",
+                                 "peak RSS GiB", "of read BW", "timing", "load before / after"], rows))
+  if res.get("solves"):
+    lines += ["", "Full solves to tol = 1e-6 max|V| (= 1e-4), float64 "
+              "(max diff: against the solution with the smallest certified error_bound "
+              "of the same run; compile excluded, one timed call after a first one):", ""]
+    rows = []
+    for r in res["solves"]:
+      if r.get("status") != "ok":
+        rows.append(["-", r.get("spec", {}).get("slip"), r.get("status")] + ["-"] * 6)
+        continue
+      for x in r["rows"]:
+        rows.append([f"{r['S']:,}", r["slip"], x["kind"], x["solver"],
+                     _common.fmt_s(x["solve_s"]), x["iterations"], f"{x['error_bound']:.2e}",
+                     f"{x['max_diff_vs_best']:.1e}",
+                     f"{x['max_err_vs_closed_form']:.1e}" if "max_err_vs_closed_form" in x
+                     else "-"])
+    lines.append(_common.md_table(["S", "slip", "model", "solver", "solve", "iterations",
+                                   "error_bound", "max diff", "error vs closed form"], rows))
+  ms = res.get("mdpsolver")
+  if ms:
+    lines += [""]
+    if ms.get("status") != "ok":
+      lines.append(f"mdpsolver: {ms.get('status')}")
+    else:
+      lines.append(f"mdpsolver (mpi, serial) on the same stored arrays: NumPy -> lists "
+                   f"{_common.fmt_s(ms['convert_s'])}, peak RSS {ms['peak_rss_gib']:.2f} GiB.")
+      lines.append("")
+      lines.append(_common.md_table(
+          ["tolerance", "load", "solve", "max diff vs jaxrl_dp (best certified)"],
+          [[f"{x['tolerance']:.1e}", _common.fmt_s(x["load_s"]), _common.fmt_s(x["solve_s"]),
+            f"{x['max_diff_vs_jaxrl_dp']:.1e}"] for x in ms["rows"]]))
+  return "\n".join(lines)
+
+
+SIDES_INV = {v: v * v for v in SIDES.values()}
+
+
+def _f(x):
+  return "-" if x is None else f"{x:.1f}"
+
+
+if __name__ == "__main__":
+  main()
