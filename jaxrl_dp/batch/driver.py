@@ -7,6 +7,7 @@ Shapes use letters: B batch (number of MDPs), S states, A actions, K fan-out
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from typing import Any, Callable, Optional, Sequence
 
@@ -20,6 +21,8 @@ from jaxrl_dp.batch.compiled import (cache_token, check_stacked, map_over_batch,
 from jaxrl_dp.batch.fingerprint import (chunk_digests, describe_options,
                                         program_fingerprint, solver_name)
 from jaxrl_dp.batch.progress import Progress
+
+logger = logging.getLogger(__name__)
 from jaxrl_dp.batch.store import MANIFEST_FORMAT, ChunkStore
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, entries_ok, validate_mdp
@@ -293,6 +296,8 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
     done_mdps = sum(min((i + 1) * chunk, num_mdps) - i * chunk
                     for i in range(num_chunks) if loaded[i])
 
+    logger.info("batch.solve: %d MDPs in %d chunks of %d (%d loaded from disk, %d to compute)",
+                num_mdps, num_chunks, chunk, num_chunks - len(todo), len(todo))
     bar = Progress(num_chunks, num_mdps, enabled=progress)
     bar.start(num_chunks - len(todo), done_mdps)
     if todo and entry[1] is None:
@@ -313,6 +318,8 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
       for res, arr in zip(results, arrays):
         res[lo:hi] = arr
       done_mdps += hi - lo
+      logger.debug("batch.solve: chunk %d/%d done (%d/%d MDPs)", i + 1, num_chunks, done_mdps,
+                   num_mdps)
       bar.update(done_mdps)
       if on_chunk is not None:
         on_chunk(i, num_chunks)

@@ -1,64 +1,79 @@
-"""The progress line of :func:`jaxrl_dp.batch.solve` (dependency-free, on stderr).
+"""The progress bar of :func:`jaxrl_dp.batch.solve` (tqdm, on stderr).
 
-``batch.solve [########................] 4/12 chunks, 1024/3000 MDPs, 3.1 s, ETA 6.0 s``:
-redrawn in place on a TTY, one line per update (at most one a second) otherwise.
-Chunks loaded from disk count as done from the start; the ETA is extrapolated
-from the chunks this call computed.
+``batch.solve: 34%|###4      | 1024/3000 [00:03<00:06, 330 MDP/s, chunks=4/12]``:
+a tqdm bar counting MDPs, with the chunks done as a postfix. Chunks loaded
+from disk count as done from the start (tqdm's ``initial``), so the rate and
+the ETA come from the chunks this call computed. Updates come once per chunk
+(from the host loop of ``batch.solve``, never from inside a compiled program).
+
+``enabled=None`` (auto) shows it only when there is more than one chunk and
+the stream is a terminal; ``False`` writes nothing; ``True`` always draws
+(on a pipe or a log file too, at most once a second).
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from typing import Optional
+from typing import Optional, TextIO
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "auto_enabled"]
+
+
+def auto_enabled(enabled: Optional[bool], stream: Optional[TextIO] = None,
+                 num_steps: int = 2) -> bool:
+  """Whether a progress bar is shown: ``enabled``, or when ``None`` (auto),
+  ``num_steps > 1`` and ``stream`` (default stderr) is a terminal."""
+  if enabled is not None:
+    return bool(enabled)
+  stream = sys.stderr if stream is None else stream
+  return num_steps > 1 and bool(getattr(stream, "isatty", lambda: False)())
 
 
 class Progress:
-  """A dependency-free progress line on stderr."""
+  """A tqdm bar over the MDPs of a chunked run.
+
+  Args:
+    num_chunks: chunks of the run.
+    num_mdps: MDPs of the run (the bar's total).
+    enabled: ``True``, ``False`` or ``None`` (auto: see the module docstring).
+    stream: where to draw (default stderr).
+    desc: the bar's label.
+  """
 
   def __init__(self, num_chunks: int, num_mdps: int, enabled: Optional[bool],
-               stream=None):
-    self.stream = stream or sys.stderr
-    isatty = bool(getattr(self.stream, "isatty", lambda: False)())
-    self.enabled = (num_chunks > 1 and isatty) if enabled is None else bool(enabled)
-    self.tty = isatty
-    self.num_chunks, self.num_mdps = num_chunks, num_mdps
-    self.done_chunks = self.start_mdps = self.done_mdps = 0
-    self.t0 = self.last = time.monotonic()
+               stream: Optional[TextIO] = None, desc: str = "batch.solve"):
+    self.stream = sys.stderr if stream is None else stream
+    self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+    self.enabled = auto_enabled(enabled, self.stream, num_chunks)
+    self.num_chunks, self.num_mdps, self.desc = num_chunks, num_mdps, desc
+    self.done_chunks = 0
+    self.bar = None
 
-  def start(self, done_chunks: int, done_mdps: int):
-    self.done_chunks, self.start_mdps, self.done_mdps = done_chunks, done_mdps, done_mdps
-    self.t0 = time.monotonic()
-    self._draw(force=True)
-
-  def update(self, done_mdps: int):
-    self.done_chunks += 1
-    self.done_mdps = done_mdps
-    self._draw(force=self.done_chunks == self.num_chunks)
-
-  def _draw(self, force: bool):
+  def start(self, done_chunks: int, done_mdps: int) -> None:
+    """Opens the bar with the chunks already done (loaded from disk)."""
+    self.done_chunks = done_chunks
     if not self.enabled:
       return
-    now = time.monotonic()
-    if not force and not self.tty and now - self.last < 1.0:
-      return
-    self.last = now
-    frac = self.done_mdps / max(self.num_mdps, 1)
-    width = 24
-    filled = int(round(frac * width))
-    elapsed = now - self.t0
-    computed = self.done_mdps - self.start_mdps
-    left = self.num_mdps - self.done_mdps
-    eta = f"{elapsed / computed * left:.1f} s" if computed and left else ("0 s" if not left else "?")
-    line = (f"batch.solve [{'#' * filled}{'.' * (width - filled)}] "
-            f"{self.done_chunks}/{self.num_chunks} chunks, {self.done_mdps}/{self.num_mdps} "
-            f"MDPs, {elapsed:.1f} s, ETA {eta}")
-    self.stream.write(("\r" + line) if self.tty else (line + "\n"))
-    self.stream.flush()
+    from tqdm import tqdm  # not tqdm.auto: it must draw on `stream`, also in notebooks
+    self.bar = tqdm(total=self.num_mdps, initial=done_mdps, desc=self.desc, unit="MDP",
+                    file=self.stream, dynamic_ncols=self.tty, leave=True,
+                    mininterval=0.1 if self.tty else 1.0, ascii=not self.tty,
+                    postfix=self._chunks())
 
-  def close(self):
-    if self.enabled and self.tty:
-      self.stream.write("\n")
-      self.stream.flush()
+  def update(self, done_mdps: int) -> None:
+    """One more chunk done; ``done_mdps`` MDPs done in all."""
+    self.done_chunks += 1
+    if self.bar is None:
+      return
+    self.bar.set_postfix_str(self._chunks(), refresh=False)
+    self.bar.update(done_mdps - self.bar.n)
+    if self.done_chunks == self.num_chunks:
+      self.bar.refresh()  # the last state is always drawn
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+      self.bar = None
+
+  def _chunks(self) -> str:
+    return f"chunks={self.done_chunks}/{self.num_chunks}"

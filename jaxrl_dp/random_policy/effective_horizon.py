@@ -145,8 +145,8 @@ STRATEGIES = ("auto", "vmap", "map")
 
 def analyze_effective_horizon_batch(mdps: TabularMDP, horizon: int, *, policy=None,
                                     tol: float = REWARD_PRECISION, x64: bool = True,
-                                    strategy: str = "auto",
-                                    chunk_size: int = 256) -> EffectiveHorizonAnalysis:
+                                    strategy: str = "auto", chunk_size: int = 256,
+                                    progress: bool | None = None) -> EffectiveHorizonAnalysis:
   """:func:`analyze_effective_horizon` of every MDP of a stacked batch.
 
   A thin layer over the one-MDP kernel
@@ -172,6 +172,9 @@ def analyze_effective_horizon_batch(mdps: TabularMDP, horizon: int, *, policy=No
     strategy: ``"auto"``, ``"vmap"`` or ``"map"`` (``jax.lax.map``).
     chunk_size: MDPs per compiled chunk of :func:`jaxrl_dp.batch.solve`
       (policy-free case).
+    progress: the progress bar of :func:`jaxrl_dp.batch.solve` (one update
+      per chunk): ``None`` (auto: on a terminal with more than one chunk),
+      ``True`` or ``False``. The per-MDP-policy case has none (one call).
   """
   pol = check_analysis_inputs(mdps, horizon, policy, tol=tol, batched=True)
   check_choice("strategy", strategy, STRATEGIES)
@@ -181,7 +184,7 @@ def analyze_effective_horizon_batch(mdps: TabularMDP, horizon: int, *, policy=No
   def run(m, p, t):
     if p is None:
       return batch.solve(m, effective_horizon_kernel, chunk_size=chunk_size, strategy=strategy,
-                         progress=False, horizon=int(horizon), tol=t)
+                         progress=progress, horizon=int(horizon), tol=t)
     batched = batch.make_batched(effective_horizon_kernel, strategy=strategy,
                                  horizon=int(horizon), tol=t)
     return jax.device_get(batched(m, policy=jnp.asarray(p)))

@@ -229,7 +229,7 @@ def test_one_compilation_for_many_chunks(mdps):
 def test_progress_line(mdps, capsys):
   batch.solve(mdps[:3], value_iteration, chunk_size=1, progress=True, **VI)
   err = capsys.readouterr().err
-  assert "3/3 chunks" in err and "3/3 MDPs" in err
+  assert "chunks=3/3" in err and "| 3/3 [" in err  # the tqdm bar: MDPs done, chunks done
   batch.solve(mdps[:3], value_iteration, chunk_size=1, progress=False, **VI)
   assert capsys.readouterr().err == ""
 
