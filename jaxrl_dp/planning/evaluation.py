@@ -35,9 +35,16 @@ def exact_policy_values(mdp: TabularMDP, policy: jax.Array) -> jax.Array:
 
   Builds the dense ``P_pi [S, S]`` (a scatter for the sparse layout), which is
   what a factorization needs. Jittable, vmappable and differentiable (also in
-  reverse mode); no checks.
+  reverse mode); no value checks, but the size is checked first (static
+  shapes, so also when traced): :class:`InsufficientMemoryError` when ``3 S^2``
+  floats would not fit, naming the Krylov / iterative alternatives.
   """
   s = mdp.rewards.shape[0]
+  # Static shapes: checked at trace time too (random_q, robust.iwocs call it).
+  check_dense_size("exact_policy_values: I - gamma P_pi [S, S]", (s, s),
+                   mdp.rewards.dtype, copies=3,
+                   instead="policy_evaluation(method='krylov' or 'iterative') "
+                   "(O(S*A*K) memory)")
   p_pi = bellman.policy_transition_matrix(mdp, policy)
   r_pi = bellman.policy_rewards(mdp, policy)
   a = jnp.eye(s, dtype=p_pi.dtype) - mdp.discount * p_pi

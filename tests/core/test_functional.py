@@ -238,3 +238,5 @@ def test_materialize_and_dense_size_guards(monkeypatch):
     random_q(t)
   with pytest.raises(InsufficientMemoryError, match="krylov"):
     policy_evaluation(t, np.zeros(9, int), method="exact")
+  with pytest.raises(InsufficientMemoryError, match="exact_policy_values.*S <= 2 would fit"):
+    jd.planning.exact_policy_values(t, jnp.zeros(9, jnp.int32))
