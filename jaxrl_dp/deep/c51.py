@@ -130,7 +130,8 @@ def make_c51(config: C51Config, mdp: TabularMDP, num_actions: int) -> QAgent:
     w1 = common.categorical_w1(mine, exact, support)
     return {"w1": jnp.max(jnp.where(reachable, w1, 0.0))}
 
-  tx = common.optimizer(config.learning_rate, config.max_grad_norm, eps=config.adam_eps)
+  tx = common.optimizer(config.learning_rate, config.max_grad_norm, eps=config.adam_eps,
+                        anneal_steps=config.num_updates if config.anneal_lr else None)
   return QAgent(network=net, tx=tx, loss=loss, q_values=q_values, extra_metrics=extra)
 
 

@@ -91,7 +91,8 @@ def make_dqn(config: DQNConfig, num_actions: int) -> QAgent:
                         b.discount, b.next_mask, double=config.double)
     return dqn_loss(net.apply(params, b.obs), b.action, y, config.loss)
 
-  tx = common.optimizer(config.learning_rate, config.max_grad_norm, eps=config.adam_eps)
+  tx = common.optimizer(config.learning_rate, config.max_grad_norm, eps=config.adam_eps,
+                        anneal_steps=config.num_updates if config.anneal_lr else None)
   return QAgent(network=net, tx=tx, loss=loss, q_values=net.apply)
 
 
@@ -124,7 +125,8 @@ def train_dqn(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResult:
       ``num_envs`` env steps and one gradient step), ``eval_every=500``
       (divides ``num_updates``), ``buffer_size=10_000``,
       ``batch_size=64``, ``learning_starts=1_000`` (transitions),
-      ``learning_rate=1e-3``, ``adam_eps=1e-8``, ``max_grad_norm=10.0``
+      ``learning_rate=1e-3``, ``anneal_lr=False`` (True: decay linearly to 0
+      over ``num_updates`` gradient steps), ``adam_eps=1e-8``, ``max_grad_norm=10.0``
       (None: no clipping), ``epsilon_start=1.0``, ``epsilon_end=0.05``,
       ``epsilon_fraction=0.5``, ``target_update_interval=100`` (gradient
       steps), ``tau=1.0`` (``< 1``: Polyak), ``double=True``,

@@ -60,6 +60,7 @@ class QConfig:
   batch_size: int = 64
   learning_starts: int = 1_000
   learning_rate: float = 1e-3
+  anneal_lr: bool = False
   adam_eps: float = 1e-8
   max_grad_norm: Optional[float] = 10.0
   epsilon_start: float = 1.0

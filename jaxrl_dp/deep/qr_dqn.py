@@ -90,7 +90,8 @@ def make_qr_dqn(config: QRDQNConfig, num_actions: int) -> QAgent:
     w1 = wasserstein_distance(mine, exact)
     return {"w1": jnp.max(jnp.where(reachable, w1, 0.0))}
 
-  tx = common.optimizer(config.learning_rate, config.max_grad_norm, eps=config.adam_eps)
+  tx = common.optimizer(config.learning_rate, config.max_grad_norm, eps=config.adam_eps,
+                        anneal_steps=config.num_updates if config.anneal_lr else None)
   return QAgent(network=net, tx=tx, loss=loss, q_values=q_values, extra_metrics=extra)
 
 
