@@ -522,6 +522,10 @@ class FunctionalOperator:
     _, row_max, _ = row_bounds(n, sums_max, dev_max, self._n_sum(policy), self.mdp.dtype)
     return self.mdp.discount * row_max
 
+  def reward_max(self) -> jax.Array:
+    """``[]`` the largest ``|r(s, a)|`` over valid actions (one sweep)."""
+    return self._stats(None)[3]
+
   def row_deviation(self) -> jax.Array:
     """``[]`` bound on ``max |sum_k p_k - 1|`` over valid rows."""
     n, sums_max, dev_max, _ = self._stats(None)

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.functional import (FunctionalOperator, check_functional_input,
+                                      is_functional)
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.options import check_max_iters, check_tol
 from jaxrl_dp.core.solver_info import solver
@@ -51,6 +53,9 @@ ALIASES = {
     "speculative_value_iteration": "speculative",
     "lp": "linear_programming",
 }
+#: Methods that accept a :class:`~jaxrl_dp.core.functional.FunctionalMDP`
+#: (``"auto"`` is ``value_iteration(stop="span")`` for it).
+FUNCTIONAL_METHODS = ("value_iteration", "gauss_seidel", "anderson", "anchored")
 #: Methods that run on the host (not jittable / vmappable).
 HOST_METHODS = ("linear_programming",)
 
@@ -88,6 +93,9 @@ def default_tol(mdp: TabularMDP, rtol: Optional[float] = None) -> jax.Array:
   ``[0, 1)`` (possible only when traced) gives ``tol = 0``, so the call
   cannot report ``converged``.
   """
+  if is_functional(mdp):  # max|r| from a blockwise sweep; K = the fan-out
+    return _functional_default_tol(
+        mdp, None if rtol is None else jnp.asarray(rtol, mdp.dtype))
   if rtol is not None:
     rtol = jnp.asarray(rtol, mdp.rewards.dtype)
   return _default_tol(mdp, rtol)
@@ -96,8 +104,21 @@ def default_tol(mdp: TabularMDP, rtol: Optional[float] = None) -> jax.Array:
 @jax.jit
 def _default_tol(mdp, rtol):
   # Jitted: one dispatch instead of a dozen eager ops per call.
-  dtype = mdp.rewards.dtype
-  gamma = jnp.asarray(mdp.discount, dtype)
+  k = mdp.fan_out if mdp.is_sparse else mdp.num_states
+  r_max = jnp.max(jnp.where(mdp.action_mask, jnp.abs(mdp.rewards), 0.0))
+  return _tol_formula(mdp.rewards.dtype, mdp.discount, k, r_max, rtol)
+
+
+@jax.jit
+def _functional_default_tol(mdp, rtol):
+  # max|r| over valid actions from one blockwise sweep of the model function.
+  r_max = FunctionalOperator(mdp).reward_max()
+  return _tol_formula(mdp.dtype, mdp.discount, mdp.fan_out, r_max, rtol)
+
+
+def _tol_formula(dtype, discount, k, r_max, rtol):
+  """:func:`default_tol`'s rule from its ingredients (traced)."""
+  gamma = jnp.asarray(discount, dtype)
   ok = (gamma >= 0) & (gamma < 1)
   one_minus = jnp.where(ok, 1 - gamma, 1.0)
   if rtol is not None:
@@ -106,10 +127,8 @@ def _default_tol(mdp, rtol):
     rel = jnp.asarray(DEFAULT_RTOL, dtype)
   else:
     eps = jnp.finfo(dtype).eps
-    k = mdp.fan_out if mdp.is_sparse else mdp.num_states
     rel = jnp.maximum(jnp.asarray(LOW_PRECISION_RTOL, dtype),
                       (FLOOR_FACTOR * (k + 3) * eps / one_minus).astype(dtype))
-  r_max = jnp.max(jnp.where(mdp.action_mask, jnp.abs(mdp.rewards), 0.0))
   tol = rel * (r_max / one_minus)
   return jnp.where(ok & jnp.isfinite(tol), tol, 0.0).astype(dtype)
 
@@ -158,7 +177,7 @@ def resolve_method(method: str) -> str:
 @solver(infinite_horizon=True, kind="control")
 def solve(mdp: TabularMDP, *, tol: Optional[float] = None,
           rtol: Optional[float] = None, method: str = "auto",
-          max_iters: Optional[int] = None, **method_options) -> Solution:
+          max_iters: Optional[int] = None, **method_options: Any) -> Solution:
   """Solves one discounted MDP to a certified accuracy with a chosen method.
 
   Accuracy: ``tol`` (absolute, on ``max_s |V(s) - V*(s)|``) when given, else
@@ -176,7 +195,9 @@ def solve(mdp: TabularMDP, *, tol: Optional[float] = None,
       ``modified_policy_iteration(stop="span", num_sweeps=20)`` in float64
       and ``value_iteration(stop="span")`` in lower precisions (static
       dtype rule). Explicit options (``stop=...``, ``num_sweeps=...``)
-      override the rule's.
+      override the rule's. A :class:`~jaxrl_dp.core.functional.FunctionalMDP`
+      (matrix-free) gets ``value_iteration(stop="span")`` and accepts the
+      methods of :data:`FUNCTIONAL_METHODS` only.
     * ``"value_iteration"`` (``"vi"``), ``"policy_iteration"`` (``"pi"``),
       ``"modified_policy_iteration"`` (``"mpi"``), ``"gauss_seidel"``,
       ``"anderson"``, ``"anchored"``, ``"speculative"`` (cheap precision,
@@ -226,7 +247,16 @@ def solve(mdp: TabularMDP, *, tol: Optional[float] = None,
     [1, 0]
   """
   name = resolve_method(method)
-  check_solver_input(mdp, infinite_horizon=True)
+  functional = is_functional(mdp)
+  if functional:
+    if name not in ("auto",) + FUNCTIONAL_METHODS:
+      raise InvalidMDPError(
+          f"method = {method!r}: a FunctionalMDP (matrix-free) is solved by one of "
+          f"{('auto',) + FUNCTIONAL_METHODS}; use mdp.materialize() for {name} on a "
+          f"small instance")
+    check_functional_input(mdp, infinite_horizon=True)
+  else:
+    check_solver_input(mdp, infinite_horizon=True)
   if tol is None:
     if rtol is not None:
       check_tol(rtol, "rtol")
@@ -234,7 +264,9 @@ def solve(mdp: TabularMDP, *, tol: Optional[float] = None,
   else:
     check_tol(tol)
   options: dict[str, Any] = {}
-  if name == "auto":
+  if name == "auto" and functional:
+    name, options = "value_iteration", {"stop": "span"}
+  elif name == "auto":
     name, options = auto_method(mdp)
   options.update(method_options)
   if max_iters is not None:

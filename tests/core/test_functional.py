@@ -123,6 +123,19 @@ def test_finite_horizon_and_random_q():
     np.testing.assert_allclose(np.asarray(random_q(m)), r + GAMMA * p @ v_u, atol=1e-9)
 
 
+def test_front_door_solve():
+  with jax.enable_x64(True):
+    m = _grid64()
+    p, r = np_nd_grid(3, 3, 0.2)
+    v_star = optimal_values(p, r, GAMMA)[0]
+    sol = jd.solve(m)  # auto: VI span, tol = 1e-6 max|r| / (1 - gamma) = 1e-5
+    err = np.abs(np.asarray(sol.values) - v_star).max()
+    assert bool(sol.converged) and err <= float(sol.error_bound) <= 1e-5
+    np.testing.assert_allclose(float(jd.planning.front_door.default_tol(m)), 1e-5, rtol=1e-12)
+    with pytest.raises(InvalidMDPError, match="FunctionalMDP.*materialize"):
+      jd.solve(m, method="pi")
+
+
 def test_refusals_name_functional_mdp():
   m = functional_gridworld(3, 2, discount=GAMMA)
   with pytest.raises(InvalidMDPError, match="FunctionalMDP"):
