@@ -15,6 +15,8 @@ stochastic, ``float [S, A]`` (rows are distributions). The dtype decides which
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -43,6 +45,13 @@ def expected_next(mdp: TabularMDP, v: jax.Array) -> jax.Array:
 
   Dense: a matrix product ``probs [S*A, S] @ v [S, ...]``. Sparse: a gather of
   ``v`` at ``next_states`` and a weighted sum over K.
+
+  Args:
+    mdp: one MDP.
+    v: ``[S, ...]`` values (trailing axes are carried).
+
+  Returns:
+    ``[S, A, ...]`` expected next values.
   """
   if mdp.is_sparse:
     vals = v[mdp.next_states]  # [S, A, K, ...]
@@ -52,7 +61,15 @@ def expected_next(mdp: TabularMDP, v: jax.Array) -> jax.Array:
 
 
 def q_values(mdp: TabularMDP, v: jax.Array) -> jax.Array:
-  """``Q(s, a) = r(s, a) + gamma * E[v(s')]``: ``v [S]`` -> ``[S, A]``."""
+  """``Q(s, a) = r(s, a) + gamma * E[v(s')]``: ``v [S]`` -> ``[S, A]``.
+
+  Args:
+    mdp: one MDP.
+    v: ``[S]`` values.
+
+  Returns:
+    ``[S, A]`` action values (masked actions included, unmasked).
+  """
   return mdp.rewards + mdp.discount * expected_next(mdp, v)
 
 
@@ -81,53 +98,125 @@ def q_values_rows(mdp: TabularMDP, v: jax.Array, start, size: int) -> jax.Array:
 
 
 def masked_max(q: jax.Array, action_mask: jax.Array) -> jax.Array:
-  """``max_a q[..., a]`` over valid actions: ``[..., A]`` -> ``[...]``."""
+  """``max_a q[..., a]`` over valid actions: ``[..., A]`` -> ``[...]``.
+
+  Args:
+    q: ``[..., A]`` action values.
+    action_mask: bool ``[..., A]`` valid actions (broadcastable against ``q``).
+
+  Returns:
+    ``[...]`` the largest valid entry (``-inf`` where no action is valid).
+  """
   return jnp.max(jnp.where(action_mask, q, -jnp.inf), axis=-1)
 
 
 def greedy_policy(q: jax.Array, action_mask: jax.Array) -> jax.Array:
-  """First valid maximizing action, ``int32 [...]`` from ``q [..., A]``."""
+  """First valid maximizing action, ``int32 [...]`` from ``q [..., A]``.
+
+  Args:
+    q: ``[..., A]`` action values.
+    action_mask: bool ``[..., A]`` valid actions (broadcastable against ``q``).
+
+  Returns:
+    ``int32 [...]`` the lowest-index valid action attaining the maximum.
+  """
   return jnp.argmax(jnp.where(action_mask, q, -jnp.inf), axis=-1).astype(jnp.int32)
 
 
 def bellman_optimality(mdp: TabularMDP, v: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """One optimality backup: returns ``(T v [S], Q [S, A])``."""
+  """One optimality backup: returns ``(T v [S], Q [S, A])``.
+
+  Args:
+    mdp: one MDP.
+    v: ``[S]`` values.
+
+  Returns:
+    ``(T v [S], Q [S, A])``: ``max`` over valid actions of ``Q = r + gamma P
+    v``, and ``Q`` itself.
+  """
   q = q_values(mdp, v)
   return masked_max(q, mdp.action_mask), q
 
 
 def is_deterministic_policy(policy: jax.Array) -> bool:
-  """True for ``int [S]`` policies, False for ``float [S, A]`` ones (static)."""
+  """True for ``int [S]`` policies, False for ``float [S, A]`` ones (static).
+
+  Args:
+    policy: ``int [S]`` actions or ``float [S, A]`` probabilities.
+
+  Returns:
+    Whether the dtype is an integer dtype (a Python bool, static under jit).
+  """
   return jnp.issubdtype(policy.dtype, jnp.integer)
 
 
 def uniform_policy(action_mask: jax.Array) -> jax.Array:
-  """Uniform over valid actions: ``bool [..., A]`` -> ``float [..., A]``."""
+  """Uniform over valid actions: ``bool [..., A]`` -> ``float [..., A]``.
+
+  Args:
+    action_mask: bool ``[..., A]`` valid actions.
+
+  Returns:
+    ``float [..., A]`` rows ``1 / (number of valid actions)`` on the valid
+    actions, 0 elsewhere (default float dtype).
+  """
   m = action_mask.astype(jnp.result_type(float))
   return m / jnp.sum(m, axis=-1, keepdims=True)
 
 
-def policy_probs(policy: jax.Array, num_actions: int, dtype=None) -> jax.Array:
-  """``[S]`` int or ``[S, A]`` float policy -> ``[S, A]`` action probabilities."""
+def policy_probs(policy: jax.Array, num_actions: int, dtype: Any = None) -> jax.Array:
+  """``[S]`` int or ``[S, A]`` float policy -> ``[S, A]`` action probabilities.
+
+  Args:
+    policy: ``int [S]`` actions or ``float [S, A]`` probabilities.
+    num_actions: ``A`` (static).
+    dtype: float dtype of the one-hot rows of a deterministic policy
+      (default: the default float dtype).
+
+  Returns:
+    ``[S, A]`` probabilities (a stochastic policy is returned as it is).
+  """
   if is_deterministic_policy(policy):
     return jax.nn.one_hot(policy, num_actions, dtype=dtype or jnp.result_type(float))
   return policy
 
 
 def policy_value_from_q(q: jax.Array, policy: jax.Array) -> jax.Array:
-  """``V(s) = sum_a pi(a|s) Q(s, a)`` (or ``Q(s, pi(s))``): ``[S, A]`` -> ``[S]``."""
+  """``V(s) = sum_a pi(a|s) Q(s, a)`` (or ``Q(s, pi(s))``): ``[S, A]`` -> ``[S]``.
+
+  Args:
+    q: ``[S, A]`` action values.
+    policy: ``int [S]`` actions or ``float [S, A]`` probabilities (zero-
+      probability actions are skipped, so ``-inf`` there is harmless).
+
+  Returns:
+    ``[S]`` values of the policy.
+  """
   if is_deterministic_policy(policy):
     return jnp.take_along_axis(q, policy[:, None], axis=1)[:, 0]
   return jnp.sum(jnp.where(policy > 0, policy * q, 0.0), axis=-1)
 
 
 def policy_rewards(mdp: TabularMDP, policy: jax.Array) -> jax.Array:
-  """``r_pi [S]`` = expected immediate reward under the policy."""
+  """``r_pi [S]`` = expected immediate reward under the policy.
+
+  Args:
+    mdp: one MDP.
+    policy: ``int [S]`` actions or ``float [S, A]`` probabilities.
+
+  Returns:
+    ``[S]`` ``sum_a pi(a|s) r(s, a)``.
+  """
   return policy_value_from_q(mdp.rewards, policy)
 
 
-def policy_transitions(mdp: TabularMDP, policy: jax.Array):
+def policy_transitions(mdp: TabularMDP,
+                       policy: jax.Array) -> tuple[jax.Array | None, jax.Array]:
   """Policy-conditioned transitions in the MDP's own layout.
+
+  Args:
+    mdp: one MDP.
+    policy: ``int [S]`` actions or ``float [S, A]`` probabilities.
 
   Returns:
     dense: ``(None, P_pi [S, S])``;
@@ -150,7 +239,16 @@ def policy_transitions(mdp: TabularMDP, policy: jax.Array):
 
 def policy_expected_next(mdp: TabularMDP, policy: jax.Array,
                          v: jax.Array) -> jax.Array:
-  """``(P_pi v)(s)`` for ``v [S, ...]`` -> ``[S, ...]``, layout-preserving."""
+  """``(P_pi v)(s)`` for ``v [S, ...]`` -> ``[S, ...]``, layout-preserving.
+
+  Args:
+    mdp: one MDP.
+    policy: ``int [S]`` actions or ``float [S, A]`` probabilities.
+    v: ``[S, ...]`` values (trailing axes are carried).
+
+  Returns:
+    ``[S, ...]`` expected next values under the policy.
+  """
   ns, p = policy_transitions(mdp, policy)
   if ns is None:
     return jnp.tensordot(p, v, axes=1)
@@ -159,7 +257,16 @@ def policy_expected_next(mdp: TabularMDP, policy: jax.Array,
 
 
 def policy_backup(mdp: TabularMDP, policy: jax.Array, v: jax.Array) -> jax.Array:
-  """``T_pi v = r_pi + gamma P_pi v``: ``[S]`` -> ``[S]``."""
+  """``T_pi v = r_pi + gamma P_pi v``: ``[S]`` -> ``[S]``.
+
+  Args:
+    mdp: one MDP.
+    policy: ``int [S]`` actions or ``float [S, A]`` probabilities.
+    v: ``[S]`` values.
+
+  Returns:
+    ``[S]`` the policy's Bellman backup of ``v``.
+  """
   return policy_rewards(mdp, policy) + mdp.discount * policy_expected_next(mdp, policy, v)
 
 
@@ -169,6 +276,13 @@ def policy_transition_matrix(mdp: TabularMDP, policy: jax.Array) -> jax.Array:
   For the sparse layout this scatters the ``[S, K]`` (or ``[S, A*K]``) rows
   into an ``S x S`` matrix; it is used only by exact evaluation, which needs a
   matrix factorization anyway. Iterative evaluation stays sparse.
+
+  Args:
+    mdp: one MDP.
+    policy: ``int [S]`` actions or ``float [S, A]`` probabilities.
+
+  Returns:
+    ``[S, S]`` transition matrix of the policy.
   """
   ns, p = policy_transitions(mdp, policy)
   if ns is None:
@@ -180,7 +294,16 @@ def policy_transition_matrix(mdp: TabularMDP, policy: jax.Array) -> jax.Array:
 
 def state_distribution_step(mdp: TabularMDP, policy: jax.Array,
                             d: jax.Array) -> jax.Array:
-  """One forward step of a state distribution: ``d' = d P_pi``, ``[S]`` -> ``[S]``."""
+  """One forward step of a state distribution: ``d' = d P_pi``, ``[S]`` -> ``[S]``.
+
+  Args:
+    mdp: one MDP.
+    policy: ``int [S]`` actions or ``float [S, A]`` probabilities.
+    d: ``[S]`` state distribution (or any row vector of state weights).
+
+  Returns:
+    ``[S]`` the distribution one step later.
+  """
   ns, p = policy_transitions(mdp, policy)
   if ns is None:
     return d @ p
@@ -189,7 +312,7 @@ def state_distribution_step(mdp: TabularMDP, policy: jax.Array,
 
 
 def improve_policy(q: jax.Array, mask: jax.Array, current: jax.Array,
-                   tie_tol) -> jax.Array:
+                   tie_tol: float | jax.Array) -> jax.Array:
   """Greedy improvement that keeps the current action unless beaten by > tie_tol.
 
   Args:

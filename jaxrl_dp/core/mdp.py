@@ -35,8 +35,13 @@ from jaxrl_dp.core.options import _real_array, as_index_array, check_tol, is_con
 ROW_SUM_ATOL = 1e-5
 
 
-def default_float_dtype():
-  """float32, or float64 when ``jax_enable_x64`` is on."""
+def default_float_dtype() -> Any:
+  """float32, or float64 when ``jax_enable_x64`` is on.
+
+  Returns:
+    ``jnp.float32`` or ``jnp.float64``: the dtype the constructors cast to by
+    default.
+  """
   return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
 
@@ -392,7 +397,15 @@ def _first_bad(field: str, bad: np.ndarray, values: np.ndarray, expected: str):
 
 
 def check_finite(field: str, x: np.ndarray) -> None:
-  """Raises InvalidMDPError naming the first NaN/inf entry of ``x``."""
+  """Raises InvalidMDPError naming the first NaN/inf entry of ``x``.
+
+  Args:
+    field: the name used in the error message.
+    x: a host array.
+
+  Raises:
+    InvalidMDPError: ``x`` has a NaN or infinite entry.
+  """
   _first_bad(field, ~np.isfinite(x), x, "a finite number")
 
 
@@ -429,6 +442,15 @@ def check_distribution(field: str, p: np.ndarray, atol: float = ROW_SUM_ATOL,
 
   ``atol`` must be a finite number ``>= 0`` (NaN or inf would switch the check
   off).
+
+  Args:
+    field: the name used in the error message.
+    p: ``[..., K]`` probabilities (host array).
+    atol: tolerance on the row sums.
+    axis_name: how the message names the summed axis.
+
+  Raises:
+    InvalidMDPError: naming the first bad entry or row.
   """
   check_tol(atol, "atol")
   p = np.asarray(p)
@@ -445,7 +467,8 @@ def check_distribution(field: str, p: np.ndarray, atol: float = ROW_SUM_ATOL,
         f"atol={atol}")
 
 
-def check_discount(discount, *, infinite_horizon: bool, field="discount") -> None:
+def check_discount(discount: Any, *, infinite_horizon: bool,
+                   field: str = "discount") -> None:
   """Checks a (concrete) discount: [0, 1) for infinite horizon, [0, 1] else.
 
   ``None``, strings, bools, complex numbers and other non-real values are
@@ -453,6 +476,14 @@ def check_discount(discount, *, infinite_horizon: bool, field="discount") -> Non
 
   Traced discounts (inside ``jit``/``vmap``) cannot be checked here; validate
   the MDP before tracing.
+
+  Args:
+    discount: a real scalar or an array of them (a batch's ``[B]``).
+    infinite_horizon: whether 1 is refused.
+    field: the name used in the error message.
+
+  Raises:
+    InvalidMDPError: a non-real or out-of-range discount, naming ``field``.
   """
   if not _is_concrete(discount):
     return
@@ -515,9 +546,20 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
   ``batch.solve``, which fuses it into its compiled program and comes back
   here with ``entries=True`` to name the entry when it fails).
 
-  Returns the MDP unchanged. Raises :class:`InvalidMDPError` naming the field,
-  the first offending index and value, and what was expected. Leaves that are
-  tracers are skipped (validate before ``jit``).
+  Leaves that are tracers are skipped (validate before ``jit``).
+
+  Args:
+    mdp: one MDP or a batch of them (leading axis ``B`` on every leaf).
+    atol: tolerance on the row sums of ``probs`` and on ``sum(initial)``.
+    infinite_horizon: refuse a discount of 1.
+    entries: check the entries of the large arrays (not only shapes).
+
+  Returns:
+    The MDP unchanged.
+
+  Raises:
+    InvalidMDPError: naming the field, the first offending index and value,
+      and what was expected.
   """
   check_tol(atol, "atol")
   leaves = jax.tree_util.tree_leaves(mdp)
@@ -625,7 +667,16 @@ def entries_ok(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL) -> jax.Array:
 
 
 def check_mdp_structure(mdp: Any, *, batched: bool = False) -> None:
-  """Cheap shape and dtype check at a kernel boundary (works on tracers)."""
+  """Cheap shape and dtype check at a kernel boundary (works on tracers).
+
+  Args:
+    mdp: the kernel's MDP argument.
+    batched: whether a leading batch axis ``B`` is expected.
+
+  Raises:
+    InvalidMDPError: not a :class:`TabularMDP`, or inconsistent ranks,
+      shapes or dtypes.
+  """
   if type(mdp).__name__ == "FunctionalMDP":  # core.functional imports this module
     raise InvalidMDPError(
         "mdp: this function needs stored transition arrays and does not accept a "
@@ -652,6 +703,13 @@ def check_solver_input(mdp: Any, *, infinite_horizon: bool) -> None:
 
   Shapes are always checked; the discount only when concrete (``[0, 1)`` for
   infinite-horizon solvers, ``[0, 1]`` for finite-horizon ones).
+
+  Args:
+    mdp: the solver's MDP argument.
+    infinite_horizon: whether the solver needs a discount below 1.
+
+  Raises:
+    InvalidMDPError: not one :class:`TabularMDP`, or a bad discount.
   """
   check_mdp_structure(mdp)
   check_discount(mdp.discount, infinite_horizon=infinite_horizon)
@@ -748,5 +806,15 @@ def check_policy(policy: Any, mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
 
   The checks of :func:`as_policy` (which also converts; use it at public
   boundaries so the checks see the original values).
+
+  Args:
+    policy: ``int [S]`` actions or ``float [S, A]`` probabilities.
+    mdp: the MDP it is for (its ``S``, ``A`` and action mask).
+    atol: tolerance on the row sums of a stochastic policy.
+    field: the name used in the error message.
+
+  Raises:
+    InvalidMDPError: wrong shape or dtype, an action out of range or masked,
+      or rows that are not distributions on the valid actions.
   """
   as_policy(policy, mdp, field=field, atol=atol)

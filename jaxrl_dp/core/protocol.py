@@ -84,7 +84,7 @@ def initial_state(v0, aux: Any = None) -> SolverState:
   return SolverState(jnp.asarray(0, jnp.int32), v0, inf, inf, inf, inf, aux)
 
 
-def certified_done(state: SolverState, tol) -> jax.Array:
+def certified_done(state: SolverState, tol: float | jax.Array) -> jax.Array:
   """The default stopping rule, ``bool []``.
 
   True when ``error_bound <= tol``; or when the residual is not finite (the
@@ -92,6 +92,13 @@ def certified_done(state: SolverState, tol) -> jax.Array:
   is below a finite rounding ``floor`` and the iterates have reached the
   rounding level (``error_bound <= 2 floor`` and either ``residual <= noise``
   or ``error_bound <= floor * 17/16``). Never True before the first step.
+
+  Args:
+    state: the loop state after a step.
+    tol: ``[]`` tolerance (may be traced).
+
+  Returns:
+    ``bool []``: whether the loop stops.
   """
   res, bound, floor = state.residual, state.error_bound, state.floor
   at_floor = jnp.isfinite(floor) & (floor > tol) & (bound <= 2 * floor)
@@ -116,8 +123,9 @@ class IterativeSolver(NamedTuple):
   done: Callable[[SolverState, Any], jax.Array] = certified_done
 
 
-def iterative_solve(solver: IterativeSolver, operator, v0: jax.Array, tol, *,
-                    max_iters: int, valid=None):
+def iterative_solve(solver: IterativeSolver, operator: Any, v0: jax.Array,
+                    tol: float | jax.Array, *, max_iters: int,
+                    valid: jax.Array | bool | None = None) -> Any:
   """The one driver: runs ``solver.step`` under ``lax.while_loop``.
 
   Args:
@@ -147,13 +155,20 @@ def iterative_solve(solver: IterativeSolver, operator, v0: jax.Array, tol, *,
   return solver.finalize(operator, state, tol, valid)
 
 
-def run_steps(solver: IterativeSolver, operator, state: SolverState,
+def run_steps(solver: IterativeSolver, operator: Any, state: SolverState,
               num_steps: int) -> tuple[SolverState, SolverState]:
   """A fixed number of steps under ``lax.scan`` (no stopping rule).
 
-  Returns ``(final_state, trace)`` where ``trace`` stacks every step's state
-  (leading axis ``num_steps``): diagnostics such as the residual and the
-  bound per sweep.
+  Args:
+    solver: an :class:`IterativeSolver`.
+    operator: its Bellman operator.
+    state: the start state (e.g. ``solver.init(operator, v0)``).
+    num_steps: static number of steps.
+
+  Returns:
+    ``(final_state, trace)`` where ``trace`` stacks every step's state
+    (leading axis ``num_steps``): diagnostics such as the residual and the
+    bound per sweep.
   """
   def body(st, _):
     nxt = solver.step(operator, st)

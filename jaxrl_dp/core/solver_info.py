@@ -44,7 +44,19 @@ class SolverInfo:
 
 def solver(*, infinite_horizon: bool, kind: str,
            reverse_mode: bool = False) -> Callable[[F], F]:
-  """Decorator: attaches ``SolverInfo`` to a public solver (returns it unchanged)."""
+  """Decorator: attaches ``SolverInfo`` to a public solver (returns it unchanged).
+
+  Args:
+    infinite_horizon: whether the solver needs a discount below 1.
+    kind: one of ``KINDS`` (what the solver computes).
+    reverse_mode: whether ``jax.grad`` (reverse mode) works through it.
+
+  Returns:
+    The decorator, which sets ``fn.solver_info`` and returns ``fn``.
+
+  Raises:
+    ValueError: an unknown ``kind``.
+  """
   if kind not in KINDS:
     raise ValueError(f"kind = {kind!r}: expected one of {KINDS}")
 
@@ -61,7 +73,15 @@ def solver(*, infinite_horizon: bool, kind: str,
 
 
 def solver_info(fn: Any) -> Optional[SolverInfo]:
-  """The :class:`SolverInfo` of ``fn`` (through partials and wrappers), or None."""
+  """The :class:`SolverInfo` of ``fn`` (through partials and wrappers), or None.
+
+  Args:
+    fn: a solver, a ``functools.partial`` of one, or a wrapper of one
+      (``__wrapped__``).
+
+  Returns:
+    Its :class:`SolverInfo`, or None when it declares none.
+  """
   seen = 0
   while fn is not None and seen < 16:
     info = getattr(fn, "solver_info", None)

@@ -34,6 +34,9 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
   MDP with integer probabilities or rewards (built with ``TabularMDP(...)``
   directly) is refused by name.
 
+  Args:
+    mdps: one or more unbatched MDPs of one layout.
+
   Returns:
     A ``TabularMDP`` whose leaves have a leading axis ``B = len(mdps)``:
     ``probs [B, S, A, K]``, ``rewards [B, S, A]``, ``discount [B]``, ...
@@ -123,6 +126,12 @@ def unstack(batch: TabularMDP) -> list[TabularMDP]:
 
   Every leaf keeps its dtype (float fields, int32 ``next_states``, bool
   ``action_mask``).
+
+  Args:
+    batch: an MDP whose leaves have a leading axis ``B``.
+
+  Returns:
+    ``B`` MDPs, the ``i``-th with the leaves ``leaf[i]``.
   """
   import jax
   n = batch.rewards.shape[0]
@@ -130,7 +139,14 @@ def unstack(batch: TabularMDP) -> list[TabularMDP]:
 
 
 def batch_size(mdp: TabularMDP) -> int:
-  """B of a batched MDP (rank-3 rewards)."""
+  """B of a batched MDP (rank-3 rewards).
+
+  Args:
+    mdp: a batched MDP (``rewards [B, S, A]``).
+
+  Returns:
+    ``B``.
+  """
   if mdp.rewards.ndim != 3:
     raise InvalidMDPError(
         f"rewards: expected a batched MDP with shape [B, S, A], got {mdp.rewards.shape}")

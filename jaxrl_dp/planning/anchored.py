@@ -77,6 +77,12 @@ def anchored_solver(stop: str = "sup") -> IterativeSolver:
   with :func:`~jaxrl_dp.planning.anderson.backup_certificate`'s bound (true
   for any ``x``), and moves to ``v_k = beta_k v_0 + (1 - beta_k) g``
   (:func:`anchor_weight`; the discount is taken from ``op.discount``).
+
+  Args:
+    stop: ``"sup"`` or ``"span"`` (the certificate's stopping rule).
+
+  Returns:
+    The solver, for :func:`~jaxrl_dp.core.protocol.iterative_solve`.
   """
   check_choice("stop", stop, STOP_RULES)
 

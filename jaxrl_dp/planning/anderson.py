@@ -178,6 +178,9 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     memory: ``m >= 1`` (static).
     regularization: ``>= 0``, relative to the Gram matrix's trace.
     stop: ``"sup"`` or ``"span"``.
+
+  Returns:
+    The solver, for :func:`~jaxrl_dp.core.protocol.iterative_solve`.
   """
   m = check_int("memory", memory, minimum=1, maximum=64)
   check_tol(regularization, "regularization")

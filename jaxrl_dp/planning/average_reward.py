@@ -35,6 +35,7 @@ verified in float64 on the host).
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.struct
 import jax
@@ -224,13 +225,19 @@ def _host_support(mdp: TabularMDP, what: str):
   return ns, p > 0, np.asarray(mdp.action_mask, bool)
 
 
-def recurrent_classes(mdp: TabularMDP, policy) -> list[np.ndarray]:
+def recurrent_classes(mdp: TabularMDP, policy: Any) -> list[np.ndarray]:
   """The recurrent classes of the chain of a stationary ``policy`` (host).
 
-  ``policy``: ``int [S]`` or ``float [S, A]``. A recurrent class is a strongly
-  connected component of the transition graph (edges with positive
-  probability) that no edge leaves. Returns them as sorted ``int`` arrays of
-  states. Not jittable (SciPy graph routines on the host).
+  A recurrent class is a strongly connected component of the transition
+  graph (edges with positive probability) that no edge leaves. Not jittable
+  (SciPy graph routines on the host).
+
+  Args:
+    mdp: one concrete MDP.
+    policy: ``int [S]`` or ``float [S, A]`` stationary policy.
+
+  Returns:
+    The classes, each a sorted ``int`` array of states.
   """
   import scipy.sparse
   import scipy.sparse.csgraph
@@ -258,7 +265,7 @@ def recurrent_classes(mdp: TabularMDP, policy) -> list[np.ndarray]:
   return [np.flatnonzero(labels == c) for c in range(n) if leaves[c]]
 
 
-def check_unichain(mdp: TabularMDP, policy) -> bool:
+def check_unichain(mdp: TabularMDP, policy: Any) -> bool:
   """True when the chain of ``policy`` has exactly one recurrent class (host).
 
   Use it on the policy returned by :func:`relative_value_iteration` to check
@@ -266,6 +273,13 @@ def check_unichain(mdp: TabularMDP, policy) -> bool:
   constant gain that the returned bracket certifies). Checking that EVERY
   policy is unichain is NP-hard in general (Tsitsiklis 2007) and is not
   attempted.
+
+  Args:
+    mdp: one concrete MDP.
+    policy: ``int [S]`` or ``float [S, A]`` stationary policy.
+
+  Returns:
+    Whether :func:`recurrent_classes` finds exactly one class.
   """
   return len(recurrent_classes(mdp, policy)) == 1
 
@@ -422,7 +436,7 @@ def _policy_certificate(ns, probs, r, mask, goal, gamma, v):
 
 
 @solver(infinite_horizon=False, kind="control", reverse_mode=False)
-def stochastic_shortest_path(mdp: TabularMDP, *, goal_states, tol: float = 1e-6,
+def stochastic_shortest_path(mdp: TabularMDP, *, goal_states: Any, tol: float = 1e-6,
                              max_iters: int = 100_000,
                              v0: jax.Array | None = None) -> Solution:
   """Total reward until an absorbing goal (discount 1 allowed): certified VI.

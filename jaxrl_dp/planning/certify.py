@@ -106,7 +106,7 @@ backups on a dense model it is more than the solve.
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Any, Optional
 
 import flax.struct
 import jax
@@ -283,7 +283,7 @@ def _certify_parts(mdp: TabularMDP, v, policy, method: str):
 
 
 # ------------------------------------------------------------- certify
-def certify(mdp: TabularMDP, values, *, policy=None,
+def certify(mdp: TabularMDP, values: jax.Array, *, policy: jax.Array | None = None,
             method: str = "auto") -> Certificate:
   """Certifies values ``V [S]`` with one accurate Bellman residual pass.
 
@@ -331,7 +331,7 @@ def _capped_solve(solver_, op, v0, tol, cap) -> Solution:
 
 @solver(infinite_horizon=True, kind="control")
 def speculative_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
-                                max_iters: int = 10_000, spec_dtype=None,
+                                max_iters: int = 10_000, spec_dtype: Any = None,
                                 stop: str = "span", max_rounds: int = 8,
                                 method: str = "auto",
                                 v0: Optional[jax.Array] = None) -> Solution:

@@ -38,6 +38,13 @@ def exact_policy_values(mdp: TabularMDP, policy: jax.Array) -> jax.Array:
   reverse mode); no value checks, but the size is checked first (static
   shapes, so also when traced): :class:`InsufficientMemoryError` when ``3 S^2``
   floats would not fit, naming the Krylov / iterative alternatives.
+
+  Args:
+    mdp: one MDP.
+    policy: ``int [S]`` or ``float [S, A]``.
+
+  Returns:
+    ``[S]`` the values of the policy.
   """
   s = mdp.rewards.shape[0]
   # Static shapes: checked at trace time too (random_q, robust.iwocs call it).

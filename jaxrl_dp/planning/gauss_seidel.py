@@ -131,6 +131,17 @@ def gauss_seidel_solver(*, blocks: Optional[int] = None, omega: float = 1.0,
     ``value_iteration(stop="span")`` or Anderson with ``stop="span"``.
 
   ``state.iteration`` counts sweeps; ``aux.rows / S`` the backups done.
+
+  Args:
+    blocks: number of state blocks (static; None: the module's default).
+    omega: SOR weight (above).
+    ranking: ranked-sweep fraction in ``(0, 1]`` or None (above).
+    full_every: period of the full, certifying sweeps (above).
+    symmetric: alternate forward and backward sweeps.
+    stop: ``"sup"`` or ``"span"`` (above).
+
+  Returns:
+    The solver, for :func:`~jaxrl_dp.core.protocol.iterative_solve`.
   """
   check_int("full_every", full_every, minimum=1)
   check_choice("stop", stop, STOP_RULES)

@@ -16,6 +16,8 @@ vmappable, and it refuses traced input with an error.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from jaxrl_dp.core.errors import InvalidMDPError
@@ -95,7 +97,8 @@ def round_up(x: float, dtype) -> np.ndarray:
 
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=False)
-def linear_programming(mdp: TabularMDP, *, weights=None, tol=None) -> Solution:
+def linear_programming(mdp: TabularMDP, *, weights: Any = None,
+                       tol: float | None = None) -> Solution:
   """Optimal values by the primal LP, solved by HiGHS on the host (reference).
 
   ``min_V sum_s mu(s) V(s)`` subject to ``V(s) >= r(s, a) + gamma sum_s' P(s'

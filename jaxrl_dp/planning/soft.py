@@ -118,7 +118,8 @@ def soft_value_iteration_solver(stop: str = "sup") -> IterativeSolver:
 
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=True)
-def soft_value_iteration(mdp: TabularMDP, *, temperature, ref_policy=None,
+def soft_value_iteration(mdp: TabularMDP, *, temperature: float | jax.Array,
+                         ref_policy: jax.Array | None = None,
                          tol: float = 1e-6, max_iters: int = 10_000,
                          stop: str = "sup", v0: jax.Array | None = None,
                          adjoint: ImplicitAdjoint | None = None) -> SoftSolution:
@@ -195,7 +196,9 @@ def _reward_rounding(mdp, policy, temperature, ref, rr):
 
 
 @solver(infinite_horizon=True, kind="evaluation", reverse_mode=True)
-def soft_policy_evaluation(mdp: TabularMDP, policy, *, temperature, ref_policy=None,
+def soft_policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
+                           temperature: float | jax.Array,
+                           ref_policy: jax.Array | None = None,
                            method: str = "exact", tol: float = 1e-6,
                            max_iters: int = 10_000, v0: jax.Array | None = None,
                            adjoint: ImplicitAdjoint | None = None) -> PolicyEvaluation:
@@ -352,7 +355,8 @@ def soft_policy_iteration_solver(evaluation: str = "exact", *,
 
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=True)
-def soft_policy_iteration(mdp: TabularMDP, *, temperature, ref_policy=None,
+def soft_policy_iteration(mdp: TabularMDP, *, temperature: float | jax.Array,
+                          ref_policy: jax.Array | None = None,
                           tol: float = 1e-6, max_iters: int = 1_000,
                           evaluation: str = "exact", v0: jax.Array | None = None,
                           adjoint: ImplicitAdjoint | None = None) -> SoftSolution:
@@ -413,7 +417,9 @@ def _soft_pi(mdp, temperature, ref, tol, v0, *, max_iters, evaluation, adjoint):
 
 # ----------------------------------------------------- finite horizon
 @solver(infinite_horizon=False, kind="finite_horizon", reverse_mode=True)
-def soft_finite_horizon(mdp: TabularMDP, horizon: int, *, temperature, ref_policy=None,
+def soft_finite_horizon(mdp: TabularMDP, horizon: int, *,
+                        temperature: float | jax.Array,
+                        ref_policy: jax.Array | None = None,
                         terminal_values: jax.Array | None = None
                         ) -> SoftFiniteHorizonSolution:
   """Soft backward induction: ``V_T = terminal_values`` (default 0), ``Q_t =

@@ -23,7 +23,8 @@ from jaxrl_dp.planning.implicit import (ImplicitAdjoint, check_adjoint,
 STOP_RULES = ("sup", "span")
 
 
-def error_bound(discount, residual, stop: str = "sup"):
+def error_bound(discount: float | jax.Array, residual: float | jax.Array,
+                stop: str = "sup") -> float | jax.Array:
   """The contraction part of VI's error bound, in exact arithmetic.
 
   ``sup``: ``gamma / (1 - gamma) * residual`` where residual is
@@ -35,6 +36,15 @@ def error_bound(discount, residual, stop: str = "sup"):
   floating point (it adds the rounding floor of the backups, see
   :mod:`jaxrl_dp.core.iteration`) and is what ``converged`` compares with
   ``tol``.
+
+  Args:
+    discount: ``gamma`` in ``[0, 1)``.
+    residual: the stopping rule's residual (see above).
+    stop: ``"sup"`` or ``"span"``.
+
+  Returns:
+    The bound on ``max_s |V(s) - V*(s)|`` without rounding (a float or a
+    ``[]`` array, as the inputs).
   """
   scale = discount / (1.0 - discount)
   return scale * residual * (0.5 if stop == "span" else 1.0)
