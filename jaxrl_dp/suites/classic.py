@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import (TabularMDP, check_distribution,
@@ -23,8 +24,8 @@ def _one_hot(n, i):
   return x
 
 
-def chain(num_states: int = 5, slip=0.2, discount=0.99, *,
-          small_reward=2.0, large_reward=10.0) -> TabularMDP:
+def chain(num_states: int = 5, slip: ArrayLike = 0.2, discount: float = 0.99, *,
+          small_reward: float = 2.0, large_reward: float = 10.0) -> TabularMDP:
   """The "Chain" problem of Strens (2000) and Dearden, Friedman & Russell (1998).
 
   Strens, "A Bayesian framework for reinforcement learning", ICML 2000;
@@ -84,8 +85,9 @@ def chain(num_states: int = 5, slip=0.2, discount=0.99, *,
 RIVER_SWIM_VARIANTS = ("strehl_littman", "osband")
 
 
-def river_swim(num_states: int = 6, discount=0.95, *,
-               variant: str = "strehl_littman", initial=None) -> TabularMDP:
+def river_swim(num_states: int = 6, discount: float = 0.95, *,
+               variant: str = "strehl_littman",
+               initial: ArrayLike | None = None) -> TabularMDP:
   """RiverSwim (Strehl & Littman 2008), and the rescaled Osband et al. variant.
 
   Strehl & Littman, "An analysis of model-based Interval Estimation for
@@ -162,8 +164,8 @@ def river_swim(num_states: int = 6, discount=0.95, *,
       initial=initial, transition_rewards=tr)
 
 
-def forest(num_states: int = 3, r1=4.0, r2=2.0, p=0.1, discount=0.96
-           ) -> TabularMDP:
+def forest(num_states: int = 3, r1: float = 4.0, r2: float = 2.0, p: ArrayLike = 0.1,
+           discount: float = 0.96) -> TabularMDP:
   """Forest management, as ``mdptoolbox.example.forest`` (pymdptoolbox).
 
   Cordwell, Chadès et al., pymdptoolbox (``mdptoolbox.example.forest``);

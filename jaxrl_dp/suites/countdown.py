@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Sequence
 
 import jax
 import numpy as np
@@ -131,8 +132,8 @@ def _check_numbers(numbers, target):
   return tuple(int(x) for x in nums), int(target)
 
 
-def countdown_tree(numbers, target, *, positive_only: bool = True) -> tuple[TabularMDP,
-                                                                            CountdownTree]:
+def countdown_tree(numbers: Sequence[int], target: int, *,
+                   positive_only: bool = True) -> tuple[TabularMDP, CountdownTree]:
   """Builds the Countdown MDP and its host-side description.
 
   Args:
@@ -200,13 +201,30 @@ def countdown_tree(numbers, target, *, positive_only: bool = True) -> tuple[Tabu
   return mdp, tree
 
 
-def countdown(numbers, target, *, positive_only: bool = True) -> TabularMDP:
+def countdown(numbers: Sequence[int], target: int, *,
+              positive_only: bool = True) -> TabularMDP:
   """The Countdown tree MDP (see the module docstring); ``horizon = len(numbers) - 1``.
 
-  Example::
+  Args:
+    numbers, target, positive_only: as in :func:`countdown_tree`.
 
-    mdp = countdown([2, 3, 4], 10)    # (2*3)+4, (3*2)+4, 4+(2*3), ...
-    finite_horizon(mdp, 2).values[0, 0]   # 1.0: the target is reachable
+  Returns:
+    The MDP of :func:`countdown_tree` (without the tree description).
+
+  Examples:
+    ``10 = 2 * 3 + 4`` can be reached in ``len(numbers) - 1 = 2`` steps, so
+    the optimal finite-horizon value at the root is the reward 1:
+
+    >>> import jaxrl_dp as jd
+    >>> from jaxrl_dp import suites
+    >>> mdp = suites.countdown([2, 3, 4], 10)
+    >>> float(jd.finite_horizon(mdp, horizon=2).values[0, 0])
+    1.0
+
+    No combination reaches 100 (the largest result is ``2 * 3 * 4 = 24``):
+
+    >>> float(jd.finite_horizon(suites.countdown([2, 3, 4], 100), horizon=2).values[0, 0])
+    0.0
   """
   return countdown_tree(numbers, target, positive_only=positive_only)[0]
 
@@ -221,6 +239,12 @@ def random_countdown(key: jax.Array, num_numbers: int = 4, max_number: int = 10,
   is the final result, so at least one solution exists. Randomness comes from
   ``key`` (drawn on the host; the MDP's size depends on the draw, so this is
   not vmappable: pad a list with :func:`jaxrl_dp.stack`).
+
+  Args:
+    key: a ``jax.random`` key.
+    num_numbers: ``N`` in ``[2, 6]``.
+    max_number: the largest number drawn (``>= 1``).
+    positive_only: intermediate results must be positive integers.
 
   Returns:
     ``(mdp, tree)`` as :func:`countdown_tree`.

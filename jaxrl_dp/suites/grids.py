@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 
-from typing import Sequence
+from typing import Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +39,11 @@ from jaxrl_dp.core.mdp import TabularMDP, default_float_dtype
 from jaxrl_dp.suites import _common
 
 UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3
+#: A grid layout: strings (or one multi-line string), or bool ``[H, W]`` walls.
+Layout = Union[str, Sequence[str], np.ndarray]
+#: ``(row, col)`` cells.
+Cells = Sequence[tuple[int, int]]
+
 _DELTAS = ((-1, 0), (0, 1), (1, 0), (0, -1))
 #: ``_OUTCOMES[a]``: the move of each slot for action a (4 = stay).
 _OUTCOMES = np.array([[a] + [d for d in range(4) if d != a] + [4]
@@ -124,7 +129,9 @@ def _parse_cells(name, cells, shape):
   return out
 
 
-def parse_layout(layout, goals=None, starts=None, *, require_goal=True):
+def parse_layout(layout: Layout, goals: Cells | None = None,
+                 starts: Cells | None = None, *,
+                 require_goal: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Parses a grid layout into bool ``walls, goal, start`` arrays ``[H, W]``.
 
   Args:
@@ -133,6 +140,10 @@ def parse_layout(layout, goals=None, starts=None, *, require_goal=True):
       or a bool array ``[H, W]`` of walls (True = wall).
     goals, starts: optional sequences of ``(row, col)``; when given they
       replace the ``'G'`` / ``'S'`` markers.
+    require_goal: refuse a layout without a goal.
+
+  Returns:
+    ``(walls, goal, start)``: bool ``[H, W]`` arrays.
 
   Raises:
     InvalidMDPError: unknown characters (naming row, column and character),
@@ -188,16 +199,25 @@ def parse_layout(layout, goals=None, starts=None, *, require_goal=True):
   return walls, goal, start
 
 
-def gridworld_index(layout) -> np.ndarray:
-  """``int [H, W]``: the state index of each cell of :func:`gridworld`, -1 on walls."""
+def gridworld_index(layout: Layout) -> np.ndarray:
+  """``int [H, W]``: the state index of each cell of :func:`gridworld`, -1 on walls.
+
+  Args:
+    layout: as in :func:`parse_layout`.
+
+  Returns:
+    ``int64 [H, W]`` state indices (row-major over the free cells), -1 on walls.
+  """
   walls, _, _ = parse_layout(layout, require_goal=False)
   index = np.full(walls.shape, -1, np.int64)
   index[~walls] = np.arange(int((~walls).sum()))
   return index
 
 
-def gridworld(layout=FOUR_ROOMS, *, slip=0.1, discount=0.95, goal_reward=1.0,
-              step_reward=0.0, goals=None, starts=None) -> TabularMDP:
+def gridworld(layout: Layout = FOUR_ROOMS, *, slip: float = 0.1,
+              discount: float = 0.95, goal_reward: float = 1.0,
+              step_reward: float = 0.0, goals: Cells | None = None,
+              starts: Cells | None = None) -> TabularMDP:
   """A grid world from a layout (see the module docstring for the dynamics).
 
   States are the non-wall cells, numbered row-major (:func:`gridworld_index`
@@ -244,21 +264,29 @@ def gridworld(layout=FOUR_ROOMS, *, slip=0.1, discount=0.95, goal_reward=1.0,
       initial=initial, transition_rewards=tr)
 
 
-def four_rooms(*, slip=0.1, discount=0.99, goal_reward=1.0, step_reward=0.0,
-               goals=None, starts=None) -> TabularMDP:
+def four_rooms(*, slip: float = 0.1, discount: float = 0.99, goal_reward: float = 1.0,
+               step_reward: float = 0.0, goals: Cells | None = None,
+               starts: Cells | None = None) -> TabularMDP:
   """``gridworld(FOUR_ROOMS, ...)``: Sutton, Precup & Singh (1999), 104 states.
 
   Start at cell (1, 1) (top-left), goal at (11, 11) (bottom-right) unless
   ``goals`` / ``starts`` say otherwise. See :func:`gridworld`.
+
+  Args:
+    slip, discount, goal_reward, step_reward, goals, starts: as in
+      :func:`gridworld`.
+
+  Returns:
+    Sparse :class:`TabularMDP` with 104 states.
   """
   return gridworld(FOUR_ROOMS, slip=slip, discount=discount,
                    goal_reward=goal_reward, step_reward=step_reward,
                    goals=goals, starts=starts)
 
 
-def random_gridworld(key: jax.Array, size: int, wall_density=0.2, slip=0.1,
-                     discount=0.95, *, goal_reward=1.0,
-                     step_reward=0.0) -> TabularMDP:
+def random_gridworld(key: jax.Array, size: int, wall_density: float = 0.2,
+                     slip: float = 0.1, discount: float = 0.95, *,
+                     goal_reward: float = 1.0, step_reward: float = 0.0) -> TabularMDP:
   """A random ``size x size`` maze, vmappable over keys.
 
   Each cell is a wall independently with probability ``wall_density``, except

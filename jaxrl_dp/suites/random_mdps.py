@@ -75,7 +75,8 @@ def _sample_distinct(key, *, n, k, batch_shape):
 
 
 def garnet(key: jax.Array, num_states: int, num_actions: int, branching: int,
-           discount=0.99, *, reward_low=0.0, reward_high=1.0) -> TabularMDP:
+           discount: float = 0.99, *, reward_low: float = 0.0,
+           reward_high: float = 1.0) -> TabularMDP:
   """A random Garnet MDP ``G(S, A, b)`` in the sparse layout with ``K = b``.
 
   Follows Archibald, McKinnon & Thomas (1995), "On the generation of Markov

@@ -36,8 +36,11 @@ stay separate slots (their probabilities add up in ``to_dense()``).
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import jax
 import numpy as np
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import (TabularMDP, cast_float, check_distribution,
@@ -74,7 +77,7 @@ def _entry_state(where: str, x, s_count: int) -> int:
   return int(v)
 
 
-def transition_lists_to_mdp(P, discount, initial, *,
+def transition_lists_to_mdp(P: Any, discount: ArrayLike, initial: ArrayLike, *,
                             per_transition_rewards: bool = True
                             ) -> TabularMDP:
   """Converts a toy_text model ``P[s][a] = [(p, s', r, terminated), ...]``.
@@ -172,7 +175,7 @@ def transition_lists_to_mdp(P, discount, initial, *,
   return mdp
 
 
-def from_gymnasium(env, discount, *, initial=None,
+def from_gymnasium(env: Any, discount: ArrayLike, *, initial: ArrayLike | None = None,
                    per_transition_rewards: bool = True) -> TabularMDP:
   """Converts a gymnasium toy_text environment (FrozenLake, CliffWalking, Taxi).
 
@@ -224,9 +227,10 @@ def from_gymnasium(env, discount, *, initial=None,
 _FL_LEFT, _FL_DOWN, _FL_RIGHT, _FL_UP = 0, 1, 2, 3
 
 
-def frozen_lake(map_name: str = "4x4", *, desc=None, is_slippery: bool = True,
-                discount=0.99, success_rate: float = 1.0 / 3.0,
-                reward_schedule=(1.0, 0.0, 0.0),
+def frozen_lake(map_name: str = "4x4", *, desc: Sequence[str] | None = None,
+                is_slippery: bool = True, discount: float = 0.99,
+                success_rate: float = 1.0 / 3.0,
+                reward_schedule: tuple[float, float, float] = (1.0, 0.0, 0.0),
                 per_transition_rewards: bool = True) -> TabularMDP:
   """FrozenLake, as gymnasium's ``FrozenLake-v1`` (gymnasium >= 1.0).
 
@@ -326,7 +330,7 @@ _CW_SHAPE = (4, 12)
 _CW_DELTAS = ((-1, 0), (0, 1), (1, 0), (0, -1))  # UP, RIGHT, DOWN, LEFT
 
 
-def cliff_walking(*, discount=0.99, is_slippery: bool = False,
+def cliff_walking(*, discount: float = 0.99, is_slippery: bool = False,
                   per_transition_rewards: bool = True) -> TabularMDP:
   """CliffWalking, as gymnasium's ``CliffWalking-v1`` (Sutton & Barto, Ex. 6.6).
 

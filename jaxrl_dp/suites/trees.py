@@ -18,6 +18,13 @@ def tree_sizes(depth: int, branching: int) -> tuple[int, int, int]:
 
   ``num_internal = sum_{l < depth} b^l``, ``num_leaves = b^depth``,
   ``num_states = num_internal + num_leaves + 1`` (the absorbing state).
+
+  Args:
+    depth: tree depth ``>= 1``.
+    branching: children per internal node ``b >= 1``.
+
+  Returns:
+    ``(num_internal, num_leaves, num_states)``.
   """
   d = _common.check_int("depth", depth, 1)
   b = _common.check_int("branching", branching, 1)
@@ -27,7 +34,7 @@ def tree_sizes(depth: int, branching: int) -> tuple[int, int, int]:
 
 
 def random_tree(key: jax.Array, depth: int, branching: int,
-                reward: str = "binary", *, p=0.5) -> TabularMDP:
+                reward: str = "binary", *, p: float = 0.5) -> TabularMDP:
   """A complete ``branching``-ary tree MDP with random leaf rewards.
 
   The single-agent analogue of the random game trees used to test planners
