@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Optional
 
 import jax
@@ -178,7 +179,7 @@ def train_c51(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResult:
   check_int("num_atoms", cfg.num_atoms, minimum=2)
   for name in ("v_min", "v_max"):
     v = getattr(cfg, name)
-    if v is not None and not (isinstance(v, (int, float)) and jnp.isfinite(v)):
+    if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
       raise InvalidMDPError(f"{name} = {v!r}: expected a finite number or None")
   if cfg.v_min is not None and cfg.v_max is not None and not cfg.v_min < cfg.v_max:
     raise InvalidMDPError(f"v_max = {cfg.v_max!r}: expected > v_min = {cfg.v_min!r}")

@@ -1,0 +1,104 @@
+"""deep.qr_dqn and distributional.quantile_huber_loss: the loss against its
+NumPy form, the QR target against a NumPy loop, one update jitted equals
+unjitted, vmapping over MDPs equals separate runs."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrl_dp as jd
+from jaxrl_dp import suites
+from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.deep import qr_dqn
+from jaxrl_dp.deep.qlearning import q_init, q_update
+from jaxrl_dp.deep.replay import Transition
+from jaxrl_dp.distributional import quantile_huber_loss
+from _deep_reference import np_quantile_huber_loss
+
+SMALL = dict(num_envs=4, num_updates=40, eval_every=20, buffer_size=64, batch_size=8,
+             learning_starts=16, hidden=(16,), target_update_interval=10, num_quantiles=8)
+
+
+def test_quantile_huber_loss_equals_numpy_form():
+  rng = np.random.default_rng(0)
+  locs = rng.normal(size=(4, 6)) * 2
+  targets = rng.normal(size=(4, 9)) * 2
+  for kappa in (0.0, 0.5, 1.0, 3.0):
+    out = quantile_huber_loss(jnp.asarray(locs), jnp.asarray(targets), kappa)
+    ref = [np_quantile_huber_loss(locs[i], targets[i], kappa) for i in range(4)]
+    np.testing.assert_allclose(out, ref, rtol=2e-5, atol=1e-6)
+  # hand value: locs [0, 1] (tau 1/4, 3/4), targets [0.5, 2, -1], kappa 0 -> 11/12
+  np.testing.assert_allclose(quantile_huber_loss(jnp.array([0.0, 1.0]),
+                                                 jnp.array([0.5, 2.0, -1.0]), 0.0),
+                             11 / 12, rtol=1e-6)
+  with pytest.raises(InvalidMDPError, match="kappa"):
+    quantile_huber_loss(jnp.zeros(2), jnp.zeros(3), -1.0)
+
+
+def test_quantile_huber_loss_minimizer_is_the_quantiles():
+  # kappa = 0: minimizing over locs gives the tau_i-quantiles of the samples
+  samples = np.arange(1.0, 101.0)
+  locs = jnp.zeros(4)
+  grad = jax.jit(jax.grad(lambda l: quantile_huber_loss(l, jnp.asarray(samples), 0.0)))
+  for _ in range(3000):
+    locs = locs - 0.5 * grad(locs)
+  taus = (2 * np.arange(4) + 1) / 8
+  np.testing.assert_allclose(locs, np.quantile(samples, taus, method="inverted_cdf"), atol=1.0)
+
+
+def test_qr_target_matches_numpy_loop_and_loss():
+  rng = np.random.default_rng(1)
+  b, a, n = 5, 3, 4
+  nxt = rng.normal(size=(b, a, n))
+  r = rng.normal(size=b)
+  disc = np.array([0.9, 0.0, 0.9, 0.5, 0.9])
+  mask = np.ones((b, a), bool)
+  mask[2, 0] = False
+  out = qr_dqn.qr_target(jnp.asarray(nxt), jnp.asarray(r), jnp.asarray(disc),
+                         jnp.asarray(mask))
+  for i in range(b):
+    best = max((j for j in range(a) if mask[i, j]), key=lambda j: nxt[i, j].mean())
+    np.testing.assert_allclose(out[i], r[i] + disc[i] * nxt[i, best], rtol=1e-5, atol=1e-6)
+  locs = rng.normal(size=(b, a, n))
+  act = rng.integers(0, a, b)
+  ref = np.mean([np_quantile_huber_loss(locs[i, act[i]], np.asarray(out[i]), 1.0)
+                 for i in range(b)])
+  np.testing.assert_allclose(qr_dqn.qr_loss(jnp.asarray(locs), jnp.asarray(act), out, 1.0),
+                             ref, rtol=2e-5)
+
+
+@pytest.mark.slow  # the shared loop's jit/no-jit check runs by default in test_dqn
+def test_update_jit_equals_nojit():
+  cfg = qr_dqn.QRDQNConfig(hidden=(8,), num_quantiles=5)
+  agent = qr_dqn.make_qr_dqn(cfg, 2)
+  state = q_init(jax.random.key(0), agent, 5)
+  rng = np.random.default_rng(2)
+  eye = np.eye(5, dtype=np.float32)
+  batch = Transition(obs=jnp.asarray(eye[rng.integers(0, 5, 6)]),
+                     action=jnp.asarray(rng.integers(0, 2, 6), jnp.int32),
+                     reward=jnp.asarray(rng.random(6) * 10, jnp.float32),
+                     next_obs=jnp.asarray(eye[rng.integers(0, 5, 6)]),
+                     discount=jnp.full((6,), 0.9, jnp.float32),
+                     next_mask=jnp.ones((6, 2), bool))
+  step = lambda s: q_update(agent, s, batch)
+  x, lx = step(state)
+  y, ly = jax.jit(step)(state)
+  chex.assert_trees_all_close(x, y, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(lx, ly, rtol=1e-5)
+
+
+@pytest.mark.slow  # the shared loop's vmap check runs by default in test_dqn
+def test_vmap_over_mdps_equals_separate_runs():
+  mdps = [suites.chain(5, slip=0.1, discount=0.9), suites.chain(5, slip=0.3, discount=0.8)]
+  keys = jax.random.split(jax.random.key(0), 2)
+  stacked = jax.vmap(lambda k, m: qr_dqn.train_qr_dqn(k, m, **SMALL))(keys, jd.stack(mdps))
+  for i in range(2):
+    one = qr_dqn.train_qr_dqn(keys[i], mdps[i], **SMALL)
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], stacked.metrics),
+                                one.metrics, rtol=1e-4, atol=1e-4)
+  w1 = np.asarray(stacked.metrics["w1"])
+  assert np.all(np.isfinite(w1)) and np.all(w1 >= 0)
