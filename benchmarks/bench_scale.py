@@ -353,7 +353,8 @@ def report(res):
                  f"{r['k']} x {r['repeats']}",
                  f"{r['load_before']:.1f} / {r['load_after']:.1f}"])
   lines.append(_common.md_table(["model", "S", "sweep", "ns / state", "model GiB",
-                                 "peak RSS GiB", "of read BW", "sweeps x repeats", "load before / after"], rows))
+                                 "peak RSS GiB", "of read BW", "sweeps x repeats",
+                                 "load before / after"], rows))
   if res.get("solves"):
     lines += ["", "Full solves to tol = 1e-6 max|V| (= 1e-4), float64 "
               "(max diff: against the solution with the smallest certified error_bound "

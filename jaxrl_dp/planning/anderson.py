@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core.iteration import contraction_bound, unit_roundoff
-from jaxrl_dp.core.functional import is_functional, solve_functional
+from jaxrl_dp.core.functional import is_functional
+from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.options import (as_values, check_choice, check_int,

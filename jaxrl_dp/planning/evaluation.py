@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.functional import (as_functional_policy,
-                                      functional_policy_evaluation,
-                                      is_functional)
+from jaxrl_dp.core.functional import is_functional
+from jaxrl_dp.core.functional_solvers import (as_functional_policy,
+                                              functional_policy_evaluation)
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
                                      certified_solve, contraction_modulus,

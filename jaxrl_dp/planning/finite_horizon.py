@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.functional import functional_finite_horizon, is_functional
+from jaxrl_dp.core.functional import is_functional
+from jaxrl_dp.core.functional_solvers import functional_finite_horizon
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 # check_horizon is also re-exported here for robust.linear_mdps (one check, in core.options).
 from jaxrl_dp.core.options import as_values, check_horizon

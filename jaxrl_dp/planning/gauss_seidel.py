@@ -37,7 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core.iteration import contraction_bound, unit_roundoff
-from jaxrl_dp.core.functional import is_functional, solve_functional
+from jaxrl_dp.core.functional import is_functional
+from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.operators import NominalOperator

@@ -7,7 +7,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxrl_dp.core.functional import is_functional, solve_functional
+from jaxrl_dp.core.functional import is_functional
+from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.iteration import contraction_bound, discount_ok, unit_roundoff
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, final_bound,

@@ -25,7 +25,8 @@ import numpy as np
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.functional import (FunctionalOperator, check_functional_input,
-                                      functional_policy_evaluation, is_functional)
+                                      is_functional)
+from jaxrl_dp.core.functional_solvers import functional_policy_evaluation
 from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.mdp import (ROW_SUM_ATOL, TabularMDP, check_discount,
                                check_distribution, check_mdp_structure)
