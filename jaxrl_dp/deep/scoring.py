@@ -213,6 +213,7 @@ def evaluate_policy(mdp: TabularMDP, policy: jax.Array, *,
     :class:`PolicyScore` with ``j``, ``j_star``, ``suboptimality``,
     ``normalized_suboptimality``, ``optimal_action_fraction``.
   """
+  policy = as_policy(policy, mdp)  # refused before any solve
   return score_policy(mdp, exact_reference(mdp, horizon=horizon), policy, horizon=horizon)
 
 

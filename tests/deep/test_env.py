@@ -5,7 +5,6 @@ observations, argument checks, jit / vmap over environments and MDPs."""
 
 from __future__ import annotations
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,12 +29,12 @@ def _state(s, time=0, last=0, stock=0.0):
                   stock=jnp.broadcast_to(jnp.asarray(stock, jnp.float32), shape))
 
 
-def _chain():
+def _chain(mask=None):
   """0 -a0-> 1 -a0-> 2 (absorbing, reward 0); a1 stays and pays 1; state 3
   absorbing with reward 1 (NOT terminal). Rewards of a0: 0.5."""
   nxt = np.array([[1, 0], [2, 1], [2, 2], [3, 3]])
   r = np.array([[0.5, 1.0], [0.5, 1.0], [0.0, 0.0], [1.0, 1.0]])
-  return jd.TabularMDP.from_deterministic(nxt, r, 0.9)
+  return jd.TabularMDP.from_deterministic(nxt, r, 0.9, action_mask=mask)
 
 
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
@@ -123,24 +122,33 @@ def test_uniform_policy_mean_return_matches_backward_induction():
                              want, rtol=1e-5)
 
 
-def test_sticky_repeat_frequency_first_step_and_masked_previous_action():
-  mask = np.array([[True, True], [True, True], [True, False]])
-  m = jd.TabularMDP.from_dense(np.full((3, 2, 3), 1 / 3), np.zeros((3, 2)), 0.9,
-                               action_mask=mask)
+def test_sticky_repeats_and_invalid_actions():
+  mask = np.array([[True, True], [True, True], [True, True], [True, False]])
+  m = _chain(mask)
   p, n = 0.25, 20000
-  env = TabularEnv(m, horizon=50, sticky=p)
-  # always choose the action NOT executed last: a repeat is a sticky one;
-  # block 0: mid-episode; block 1: first step (never sticks); block 2: the
-  # previous action is masked in the current state (never sticks)
-  states = np.repeat([0, 0, 2], n)
-  times = np.repeat([3, 0, 3], n)
-  st = _state(states, time=times, last=np.ones(3 * n))
-  keys = jax.random.split(jax.random.key(2), 3 * n)
-  _, _, _, _, info = _vstep(env, keys, st, jnp.zeros(3 * n, jnp.int32))
-  repeated = (np.asarray(info["action"]) == 1).reshape(3, n)
+  env = TabularEnv(m, horizon=3, sticky=p)
+  # blocks of n steps choosing action 0 after action 1 was executed (a
+  # repeat is a sticky one): 0 mid-episode at s0; 1 first step (never
+  # sticks); 2 at s3 where action 1 is masked (never sticks); then single
+  # steps at s3 choosing the masked action 1 and out-of-range 7 and -1
+  states = np.concatenate([np.repeat([0, 0, 3], n), [3, 3, 3, 0]])
+  times = np.concatenate([np.repeat([1, 0, 1], n), [1, 1, 1, 1]])
+  acts = np.concatenate([np.zeros(3 * n, int), [1, 7, -1, 1]])
+  st = _state(states, time=times, last=np.ones(states.size))
+  keys = jax.random.split(jax.random.key(2), states.size)
+  _, _, rew, _, info = _vstep(env, keys, st, jnp.asarray(acts, jnp.int32))
+  executed = np.asarray(info["action"])
+  repeated = (executed[:3 * n] == 1).reshape(3, n)
   freq = repeated[0].mean()
   assert abs(freq - p) < 4 * np.sqrt(p * (1 - p) / n), freq
   assert not repeated[1:].any()
+  invalid = np.asarray(info["invalid_action"])
+  assert not invalid[:3 * n].any()
+  assert invalid[3 * n:].tolist() == [True, True, True, False]
+  assert executed[3 * n:3 * n + 3].tolist() == [0, 0, 0]  # the first valid action
+  np.testing.assert_array_equal(np.asarray(rew)[3 * n:3 * n + 3], 1.0)
+  assert np.asarray(info["next_state"])[3 * n:3 * n + 3].tolist() == [3, 3, 3]
+  np.testing.assert_array_equal(np.asarray(env.valid_actions(_state(3))), mask[3])
 
 
 def test_terminated_truncated_and_auto_reset_on_a_chain():
@@ -184,28 +192,7 @@ def test_stock_update_by_hand():
   assert float(st.stock) == 9.0 and np.asarray(obs).tolist() == [1.0, 9.0]
   env1 = TabularEnv(m, horizon=10, stock=-2.0)
   assert env1.observation_shape == (5,)
-  st, obs = env1.reset(k)
-  st, obs, *_ = _step(env1, k, st, 1)
-  assert np.asarray(obs).tolist() == [1.0, 0, 0, 0, -2.0]  # (-2 + 1) / 0.5
-
-
-def test_invalid_actions_become_the_first_valid_one():
-  mask = np.array([[False, True, True], [True, True, True]])
-  p = np.zeros((2, 3, 2))
-  p[:, :, 0] = 1.0
-  p[0, 1] = [0.0, 1.0]
-  r = np.array([[0.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
-  m = jd.TabularMDP.from_dense(p, r, 0.9, action_mask=mask, initial=[1.0, 0.0])
-  env = TabularEnv(m, horizon=5)
-  k = jax.random.key(0)
-  st, _ = env.reset(k)
-  np.testing.assert_array_equal(np.asarray(env.valid_actions(st)), mask[0])
-  acts = jnp.asarray([0, 7, -1, 1], jnp.int32)
-  sts = jax.tree.map(lambda x: jnp.broadcast_to(x, (4,)), st)
-  _, _, rew, _, info = _vstep(env, jax.random.split(k, 4), sts, acts)
-  assert np.asarray(info["invalid_action"]).tolist() == [True, True, True, False]
-  assert (np.asarray(info["action"]) == 1).all() and (np.asarray(rew) == 2.0).all()
-  assert (np.asarray(info["next_state"]) == 1).all()
+  assert np.asarray(env1.observe(0, -2.0)).tolist() == [1.0, 0, 0, 0, -2.0]
 
 
 def test_observations_and_shapes():
@@ -247,36 +234,28 @@ def test_stacked_mdps_equal_one_env_per_mdp():
   for g in (0.8, 0.9):
     p, r = random_dense(rng, 4, 2)
     mdps.append(jd.TabularMDP.from_dense(p, r, g))
-  batch = TabularEnv(jd.stack(mdps), horizon=4, sticky=0.3, stock=1.0,
-                     observation=np.eye(4)[:, :3])
+  kwargs = dict(horizon=1, sticky=0.3, stock=1.0, observation=np.eye(4)[:, :3])
+  batch = TabularEnv(jd.stack(mdps), **kwargs)
   keys = jax.random.split(jax.random.key(4), 2)
 
-  def rollout(env, k):
+  def reset_and_step(env, k):  # reset, then a step that ends the episode (horizon 1)
     st, obs = env.reset(k)
+    st, obs2, rew, done, info = env.step(jax.random.fold_in(k, 1), st, jnp.int32(1))
+    return [obs, obs2, rew, done, info["next_state"], info["next_obs"], st.stock]
 
-    def body(st, kk):
-      st, obs, rew, done, info = env.step(kk, st, jnp.int32(1))
-      return st, (obs, rew, done, info["next_state"])
-
-    return jax.lax.scan(body, st, jax.random.split(k, 9))[1]
-
-  out = jax.jit(jax.vmap(rollout))(batch, keys)
-  single = jax.jit(rollout)
+  out = jax.jit(jax.vmap(reset_and_step))(batch, keys)
+  single = jax.jit(reset_and_step)
   for i, m in enumerate(mdps):
-    one = single(TabularEnv(m, horizon=4, sticky=0.3, stock=1.0,
-                            observation=np.eye(4)[:, :3]), keys[i])
-    for x, y in zip(jax.tree.leaves(out), jax.tree.leaves(one)):
+    one = single(TabularEnv(m, **kwargs), keys[i])
+    for x, y in zip(out, one):
       np.testing.assert_allclose(np.asarray(x[i]), np.asarray(y), rtol=1e-6)
 
 
-class JitVariantsTest(chex.TestCase):
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_step_jit_equals_no_jit(self):
-    env = TabularEnv(_chain(), horizon=3, sticky=0.25, stock=0.0)
-    step = self.variant(lambda e, k, s, a: e.step(k, s, a))
-    st = _state(1, time=1, last=1)
-    got = step(env, jax.random.key(9), st, jnp.int32(0))
-    want = env.step(jax.random.key(9), st, jnp.int32(0))
+def test_step_jit_equals_no_jit():
+  env = TabularEnv(_chain(), horizon=3, sticky=0.25)  # the chain test's compiled structure
+  st = _state(1, time=1, last=1)
+  for a in (0, 1):
+    got = _step(env, jax.random.key(9), st, jnp.int32(a))
+    want = env.step(jax.random.key(9), st, jnp.int32(a))
     for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

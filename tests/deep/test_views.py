@@ -71,6 +71,7 @@ def test_gymnax_view_equals_tabular_env_with_the_same_keys():
   assert term.any() and trunc.any() and not (term & trunc).any()
 
 
+@pytest.mark.slow  # the env's own stacked test runs by default
 def test_gymnax_view_vmaps_over_a_stack_of_mdps():
   rng = np.random.default_rng(1)
   mdps = [jd.TabularMDP.from_dense(*random_dense(rng, 3, 2), g) for g in (0.5, 0.9)]
