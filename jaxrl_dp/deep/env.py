@@ -40,11 +40,15 @@ Sticky actions (``sticky = p``)
   action is valid in the current state. This is exactly the MDP
   :func:`jaxrl_dp.random_policy.sticky_actions` builds on (state, previous
   action) pairs, so a sticky environment is scored exactly by evaluating on
-  that MDP: a policy ``pi [S]`` of the base state (which ignores the previous
-  action) is the policy ``pi[aug % S...]`` of the augmented one, namely
-  ``jnp.concatenate([jnp.repeat(pi, A), pi])`` (augmented state ``s * A + b``
-  then the start copies ``S * A + s``); then
-  ``evaluate_policy(sticky_actions(mdp, p), that_policy)``.
+  that MDP. A policy of the observed state (``int [S]`` or ``float [S, A]``;
+  it cannot see the previous action) is lifted to the augmented states
+  (``s * A + b``, then the start copies ``S * A + s``) by
+  :func:`jaxrl_dp.deep.sticky_policy`::
+
+    evaluate_policy(sticky_actions(mdp, p), sticky_policy(pi, A))
+
+  (its ``j_star`` is the optimum over policies that also see the previous
+  action, an upper bound on what an agent of the observed state can reach).
 
 Stock augmentation (``stock = c0``)
   The state carries the stock ``c_t`` of Pires et al. (JMLR 2025), as in
