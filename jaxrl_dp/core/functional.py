@@ -127,6 +127,10 @@ class FunctionalMDP:
       dtype: float dtype; default float32 (float64 under
         ``jax_enable_x64``).
 
+    Returns:
+      The model (``fn``'s output shapes checked by ``jax.eval_shape``; use
+      :func:`validate_functional` to sweep its values).
+
     Raises:
       InvalidMDPError: a bad size, discount, initial state or distribution,
         or ``fn`` / ``action_mask`` returning the wrong shapes or dtypes.
@@ -352,7 +356,13 @@ def validate_functional(mdp: FunctionalMDP, *, atol: float = ROW_SUM_ATOL,
   first failing ``(s, a)`` (in state-major order; the order of the checks
   above breaks ties) is reported with what ``fn`` returns there.
 
-  Returns the model unchanged.
+  Args:
+    mdp: the model.
+    atol: tolerance on the row sums, a finite number ``>= 0``.
+    infinite_horizon: require a discount in ``[0, 1)``.
+
+  Returns:
+    ``mdp`` unchanged.
 
   Raises:
     InvalidMDPError: ``"FunctionalMDP: fn(s=.., a=..) ..."`` naming the check

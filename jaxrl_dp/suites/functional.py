@@ -19,6 +19,8 @@ work). Sizes are static Python ints and reach ``10^8`` states:
 
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,8 +89,8 @@ _GRID_FNS: dict = {}
 
 
 def functional_gridworld(side: int, dim: int = 2, *, slip: float = 0.1,
-                         discount: float = 0.99, block_size=None,
-                         dtype=None) -> FunctionalMDP:
+                         discount: float = 0.99, block_size: Optional[int] = None,
+                         dtype: Any = None) -> FunctionalMDP:
   """An ``N``-dimensional grid world with slip, matrix-free.
 
   States are the ``side^dim`` cells, index ``s = sum_i c_i side^i`` (``c_0``
@@ -113,6 +115,10 @@ def functional_gridworld(side: int, dim: int = 2, *, slip: float = 0.1,
     slip: in ``[0, 1]``, stored in ``params["slip"]``.
     discount: in ``[0, 1]``.
     block_size, dtype: as in :meth:`FunctionalMDP.create`.
+
+  Returns:
+    A :class:`FunctionalMDP` with ``S = side^dim``, ``A = K = 2 dim`` and
+    ``params = {"slip": slip}``.
   """
   side = check_int("side", side, minimum=2)
   dim = check_int("dim", dim, minimum=1)
@@ -127,9 +133,16 @@ def functional_gridworld(side: int, dim: int = 2, *, slip: float = 0.1,
 
 
 def gridworld_distance_values(side: int, dim: int, discount: float) -> np.ndarray:
-  """``[S]`` float64: the optimal values of :func:`functional_gridworld` with
-  ``slip = 0``, ``-(1 - gamma^d(s)) / (1 - gamma)`` (``d`` the Manhattan
-  distance to the goal). Memory: ``S`` float64."""
+  """The optimal values of :func:`functional_gridworld` with ``slip = 0``.
+
+  Args:
+    side, dim: the grid's sizes.
+    discount: gamma.
+
+  Returns:
+    ``[S]`` float64 ``-(1 - gamma^d(s)) / (1 - gamma)`` with ``d`` the
+    Manhattan distance to the goal (memory: ``S`` float64).
+  """
   s = np.arange(side**dim, dtype=np.int64)
   d = np.zeros(side**dim, np.int64)
   for i in range(dim):
@@ -145,7 +158,7 @@ _INVENTORY_FNS: dict = {}
 def inventory(max_stock: int, max_order: int, demand, *, price: float = 4.0,
               order_cost: float = 2.0, fixed_cost: float = 0.5,
               holding_cost: float = 0.1, discount: float = 0.95,
-              block_size=None, dtype=None) -> FunctionalMDP:
+              block_size=None, dtype: Any = None) -> FunctionalMDP:
   """A single-item inventory with stochastic demand, matrix-free.
 
   State: the stock ``s`` in ``0 .. M`` (``M = max_stock``, ``S = M + 1``).
@@ -165,6 +178,10 @@ def inventory(max_stock: int, max_order: int, demand, *, price: float = 4.0,
     price, order_cost, fixed_cost, holding_cost: real numbers (``params``).
     discount: in ``[0, 1]``.
     block_size, dtype: as in :meth:`FunctionalMDP.create`.
+
+  Returns:
+    A :class:`FunctionalMDP` with ``S = M + 1``, ``A = max_order + 1``,
+    ``K = len(demand)``, an action mask and per-slot rewards.
   """
   m = check_int("max_stock", max_stock)
   q = check_int("max_order", max_order, minimum=0)
@@ -229,7 +246,7 @@ _TANDEM_FNS: dict = {}
 def tandem_queue(capacity1: int, capacity2: int, *, arrival: float = 0.3,
                  service1=(0.2, 0.4), service2: float = 0.35,
                  service_cost=(0.0, 1.0), holding_cost=(1.0, 1.0),
-                 discount: float = 0.99, block_size=None, dtype=None) -> FunctionalMDP:
+                 discount: float = 0.99, block_size=None, dtype: Any = None) -> FunctionalMDP:
   """Two queues in series (uniformized, discrete time), matrix-free.
 
   State ``(q1, q2)`` with ``0 <= q1 <= C1``, ``0 <= q2 <= C2``, index ``s =
@@ -252,6 +269,10 @@ def tandem_queue(capacity1: int, capacity2: int, *, arrival: float = 0.3,
       ``params``).
     discount: in ``[0, 1]``.
     block_size, dtype: as in :meth:`FunctionalMDP.create`.
+
+  Returns:
+    A :class:`FunctionalMDP` with ``S = (C1 + 1)(C2 + 1)``, ``A =
+    len(service1)``, ``K = 4``.
   """
   c1 = check_int("capacity1", capacity1)
   c2 = check_int("capacity2", capacity2)
