@@ -1,4 +1,4 @@
-"""``python -m jaxrl_dp demo``."""
+"""``python -m jaxrl_dp COMMAND`` (``demo``, ``solve``, ``analyze``, ``bench``; ``--version``)."""
 
 import sys
 

@@ -224,3 +224,21 @@ def test_solve_command_finite_horizon_and_text(tmp_path):
   v_ref, _ = _np_value_iteration(p, r, 0.9)
   line = next(l for l in res.stdout.splitlines() if l.strip().startswith("state      0"))
   assert abs(float(line.split("V = ")[1].split()[0]) - v_ref[0]) <= 1e-6
+
+
+def test_read_model_reads_every_file_kind(tmp_path):
+  p, r = _csv_model(tmp_path / "m.csv")
+  from_csv = cli.read_model(tmp_path / "m.csv", 0.9)
+  np.testing.assert_allclose(np.asarray(from_csv.to_dense().probs), p, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(from_csv.rewards), r, rtol=1e-5, atol=1e-6)
+  saved = jd.TabularMDP.from_dense(p, r, 0.8)
+  jd_io.save(tmp_path / "m.npz", saved)
+  back = cli.read_model(tmp_path / "m.npz", 0.5)  # --discount replaces the file's
+  np.testing.assert_array_equal(np.asarray(back.probs), np.asarray(saved.probs))
+  assert float(back.discount) == 0.5
+  transitions = np.array([[1, -1], [0, 1]])
+  np.savez(tmp_path / "b.npz", transitions=transitions, rewards=np.array([[1.0, 0.0], [0, 2]]))
+  bridge = cli.read_model(tmp_path / "b.npz")
+  # BRIDGE: -1 goes to an appended absorbing state 2; discount 1.
+  np.testing.assert_array_equal(np.asarray(bridge.next_states)[..., 0], [[1, 2], [0, 1], [2, 2]])
+  assert float(bridge.discount) == 1.0
