@@ -231,7 +231,8 @@ def q_error(reference: ExactReference, q_values: jax.Array) -> jax.Array:
   return jnp.max(jnp.where(keep, jnp.abs(q_values - reference.q_star), 0.0))
 
 
-def steps_to_optimal(steps: jax.Array, suboptimality: jax.Array, epsilon) -> jax.Array:
+def steps_to_optimal(steps: jax.Array, suboptimality: jax.Array,
+                     epsilon: float | jax.Array) -> jax.Array:
   """Environment steps until the policy is epsilon-optimal for good.
 
   Definition: the value of ``steps`` at the first evaluation point ``e``

@@ -27,7 +27,6 @@ import functools
 from typing import Any
 
 import flax.struct
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -137,7 +136,7 @@ def _gymnax_class():
   return TabularGymnaxEnv
 
 
-def to_gymnax(mdp, **env_kwargs) -> tuple[Any, GymnaxParams]:
+def to_gymnax(mdp: TabularMDP | TabularEnv, **env_kwargs: Any) -> tuple[Any, GymnaxParams]:
   """A gymnax ``Environment`` simulating ``mdp``, and its default params.
 
   Args:
@@ -160,7 +159,7 @@ def to_gymnax(mdp, **env_kwargs) -> tuple[Any, GymnaxParams]:
   return view, view.default_params
 
 
-def to_gymnasium(mdp, **env_kwargs):
+def to_gymnasium(mdp: TabularMDP | TabularEnv, **env_kwargs: Any) -> Any:
   """A ``gymnasium.Env`` simulating one MDP in NumPy.
 
   Same dynamics as :class:`TabularEnv` (the random draws differ: NumPy's
