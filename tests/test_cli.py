@@ -242,3 +242,19 @@ def test_read_model_reads_every_file_kind(tmp_path):
   # BRIDGE: -1 goes to an appended absorbing state 2; discount 1.
   np.testing.assert_array_equal(np.asarray(bridge.next_states)[..., 0], [[1, 2], [0, 1], [2, 2]])
   assert float(bridge.discount) == 1.0
+
+
+@pytest.mark.slow
+def test_analyze_command_matches_published_bridge_analysis():
+  folder = ROOT.parent / "shared" / "data" / "bridge" / "freeway_10_fs30"
+  if not (folder / "consolidated.npz").exists():
+    pytest.skip(f"BRIDGE fixture {folder} is absent (../shared/data/bridge is not checked out "
+                f"next to this repository)")
+  res = _run("analyze", str(folder), "--json")  # T = 10 from the name
+  assert res.returncode == 0, res.stderr
+  got = json.loads(res.stdout)
+  gold = json.loads((folder / "consolidated_analyzed.json").read_text())
+  assert got["horizon"] == 10
+  assert (got["min_k"], got["epw"]) == (gold["min_k"], gold["epw"])
+  np.testing.assert_allclose(got["effective_horizon"], gold["effective_horizon"], rtol=1e-6)
+  assert got["effective_horizon_results"]["ms"] == gold["effective_horizon_results"]["ms"]
