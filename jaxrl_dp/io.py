@@ -48,7 +48,8 @@ from typing import Any, Union
 
 import numpy as np
 
-__all__ = ["FORMAT_VERSION", "FileFormatError", "load", "save", "saveable_types"]
+__all__ = ["FORMAT_VERSION", "FileFormatError", "is_jaxrl_file", "load", "registered_class", "save",
+           "saveable_types"]
 
 logger = logging.getLogger(__name__)
 
