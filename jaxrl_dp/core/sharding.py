@@ -1,0 +1,94 @@
+"""One MDP split over devices along its state axis.
+
+:func:`shard_states` places the per-state arrays of a stored
+:class:`~jaxrl_dp.core.mdp.TabularMDP` (``next_states``, ``probs``,
+``rewards``, ``transition_rewards``, ``action_mask``, ``initial``: every
+array whose leading axis is ``S``) on a 1-D device mesh with
+``NamedSharding(mesh, PartitionSpec("states"))``: each device holds ``S / n``
+consecutive rows. The solvers run unchanged on the result: under ``jit``,
+XLA's SPMD partitioner computes each device's rows of the backup ``T v``
+from its own rows of the model and all-gathers the ``[S]`` value vector
+for the next sweep (the gather ``v[next_states]`` reads any state); norms,
+maxima and the certificate's row-sum statistics become all-reduces. The
+answers equal the unsharded solve's (the same operations per row; the
+reductions are maxima, exact in any order).
+
+Memory per device: ``1 / n`` of the model plus the full value vectors.
+This is for single large MDPs; many small ones are sharded over the batch
+axis by :func:`jaxrl_dp.batch.solve`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.mdp import TabularMDP
+
+__all__ = ["STATE_AXIS", "shard_states", "state_sharding"]
+
+#: The mesh axis name of the state dimension.
+STATE_AXIS = "states"
+
+
+def state_sharding(devices: Optional[Sequence[Any]] = None) -> NamedSharding:
+  """``NamedSharding`` splitting a leading state axis over ``devices``.
+
+  Args:
+    devices: the devices (default ``jax.devices()``).
+
+  Returns:
+    ``NamedSharding(Mesh(devices, ("states",)), PartitionSpec("states"))``.
+  """
+  devs = np.asarray(jax.devices() if devices is None else list(devices))
+  if devs.size == 0:
+    raise InvalidMDPError("devices: expected at least one device")
+  return NamedSharding(Mesh(devs, (STATE_AXIS,)), PartitionSpec(STATE_AXIS))
+
+
+def shard_states(mdp: TabularMDP, devices: Optional[Sequence[Any]] = None) -> TabularMDP:
+  """The MDP with its per-state arrays split over ``devices`` (module docstring).
+
+  Args:
+    mdp: one stored MDP (dense or sparse, no batch axis), ``S`` a multiple of
+      the number of devices.
+    devices: the devices (default ``jax.devices()``).
+
+  Returns:
+    The same MDP, its ``[S, ...]`` leaves placed with :func:`state_sharding`
+    and the discount replicated. Pass it to ``value_iteration``,
+    ``policy_evaluation(method="iterative")`` and the other solvers as usual.
+
+  Raises:
+    InvalidMDPError: not a one-MDP ``TabularMDP``, or ``S`` not a multiple
+      of the number of devices (the message says which counts would do).
+  """
+  if not isinstance(mdp, TabularMDP):
+    raise InvalidMDPError(
+        f"mdp: expected a TabularMDP, got {type(mdp).__name__} (a FunctionalMDP is "
+        f"not sharded by this function)")
+  if mdp.rewards.ndim != 2:
+    raise InvalidMDPError(
+        f"mdp: expected one MDP with rewards [S, A], got shape {mdp.rewards.shape} "
+        f"(batches are sharded by jaxrl_dp.batch.solve)")
+  rows = state_sharding(devices)
+  n = rows.mesh.size
+  s = mdp.rewards.shape[0]
+  if s % n:
+    fits = [d for d in range(n, 0, -1) if s % d == 0][:3]
+    raise InvalidMDPError(
+        f"mdp: S = {s} states do not split evenly over {n} devices: pass a device count "
+        f"dividing S (e.g. {fits}) or pad the MDP with unreachable states")
+  replicated = NamedSharding(rows.mesh, PartitionSpec())
+
+  def place(x):
+    if x is None:
+      return None
+    per_state = getattr(x, "ndim", 0) >= 1 and x.shape[0] == s
+    return jax.device_put(x, rows if per_state else replicated)
+
+  return jax.tree_util.tree_map(place, mdp)
