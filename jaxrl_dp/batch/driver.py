@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxrl_dp.batch.compiled import (cache_token, check_stacked, map_over_batch,
                                      remember, resolve_strategy)
+from jaxrl_dp.batch.gradients import differentiable_solve, has_tracers
 from jaxrl_dp.batch.fingerprint import (chunk_digests, describe_options,
                                         program_fingerprint, solver_name)
 from jaxrl_dp.batch.progress import Progress
@@ -203,6 +204,11 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
     from jaxrl_dp.planning.front_door import solve as solver  # no import cycle
   if not callable(solver):
     raise TypeError(f"solver: expected a callable taking one MDP, got {type(solver).__name__}")
+  if has_tracers(mdps):  # inside jax.grad / jax.jvp: derivatives (batch.gradients)
+    options = dict(chunk_size=chunk_size, results_dir=results_dir, resume=resume,
+                   progress=progress, devices=devices, on_chunk=on_chunk,
+                   strategy=strategy, run_id=run_id)
+    return differentiable_solve(solve, mdps, solver, options, solver_kwargs)
   chunk_size = check_int("chunk_size", chunk_size, minimum=1)
   if run_id is not None and (not isinstance(run_id, str) or not run_id):
     raise InvalidMDPError(f"run_id = {run_id!r}: expected a non-empty string or None")

@@ -72,6 +72,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
@@ -196,11 +197,26 @@ def implicit_fixed_point(solve: Callable, backup: Callable, args: Any, *,
   def fixed_point(a):
     return solve(a)
 
-  @fixed_point.defjvp
   def fixed_point_jvp(primals, tangents):
     (a,), (a_dot,) = primals, tangents
     v, aux = solve(a)
-    _, b = jax.jvp(lambda p: backup(p, aux, v), (a,), (a_dot,))
+    # Only the inputs with a non-zero tangent are differentiated; the others
+    # stay constants of the backup (so an inner rule that cannot give some
+    # derivative sees a symbolic zero there, and no work is spent on them).
+    leaves, treedef = jax.tree_util.tree_flatten(a)
+    dots = jax.tree_util.tree_leaves(a_dot, is_leaf=lambda t: isinstance(t, SymbolicZero))
+    live = [i for i, t in enumerate(dots) if not isinstance(t, SymbolicZero)]
+
+    def backup_of(x):
+      full = list(leaves)
+      for i, xi in zip(live, x):
+        full[i] = xi
+      return backup(treedef.unflatten(full), aux, v)
+
+    if live:
+      _, b = jax.jvp(backup_of, ([leaves[i] for i in live],), ([dots[i] for i in live],))
+    else:
+      b = jnp.zeros_like(v)
     _, lin = jax.linearize(lambda x: backup(a, aux, x), v)
 
     def matvec(x):
@@ -211,6 +227,7 @@ def implicit_fixed_point(solve: Callable, backup: Callable, args: Any, *,
                                         transpose_solve=lin_solve)
     return (v, aux), (v_dot, jax.tree_util.tree_map(_zero_tangent, aux))
 
+  fixed_point.defjvp(fixed_point_jvp, symbolic_zeros=True)
   return fixed_point(args)
 
 

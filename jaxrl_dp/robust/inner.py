@@ -103,6 +103,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.robust.envelope import kl_ball_envelope, wasserstein_envelope
 from jaxrl_dp.robust.uncertainty_sets import (UncertaintySet,
                                               check_uncertainty_set,
                                               dual_exponent)
@@ -787,13 +788,13 @@ def worst_case_unchecked(values, probs, uset: UncertaintySet):
     return chi2_penalty_worst_case(values, probs, size)
   if kind == "l1_ball":
     return l1_ball_worst_case(values, probs, size, support=uset.support)
-  if kind == "kl_ball":
-    return kl_ball_worst_case(values, probs, size, max_steps=uset.steps)
+  if kind == "kl_ball":   # envelope derivatives (jaxrl_dp.robust.envelope)
+    return kl_ball_envelope(kl_ball_worst_case, values, probs, size, uset.steps)
   if kind == "chi2_ball":
     return chi2_ball_worst_case(values, probs, size, num_steps=uset.steps)
   if kind == "wasserstein_ball":
-    return wasserstein_ball_worst_case(values, probs, size, uset.cost,
-                                       support=uset.support, max_steps=uset.steps)
+    return wasserstein_envelope(wasserstein_ball_worst_case, values, probs, size,
+                                uset.cost, uset.support, uset.steps)
   if kind == "lp_ball":
     return lp_ball_worst_case(values, probs, size, p=uset.p,
                               support=uset.support, num_steps=uset.steps)

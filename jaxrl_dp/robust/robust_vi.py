@@ -52,10 +52,11 @@ lam per state-action pair); ``wasserstein_ball`` takes a state metric
 ``[S, S]`` (gathered per ``(s, a)`` into ``[K, K]`` for the sparse layout).
 Batches of MDPs and grids of sets both come from ``jax.vmap``.
 
-Derivatives: the solvers iterate in ``lax.while_loop`` (VI, evaluation, MPI)
-and reverse-mode ``jax.grad`` through them is not supported (JAX raises);
-forward mode (``jax.jvp``) works through the loops but differentiates the
-iterations, not the fixed point. The finite-horizon solver is a ``lax.scan``
+Derivatives: ``jax.grad`` / ``jax.jvp`` through VI, evaluation and MPI use
+the implicit function theorem at the robust fixed point with the envelope
+theorem for the inner worst case (:mod:`jaxrl_dp.robust.implicit`: w.r.t.
+rewards, nominal probabilities, discount, the set's size, a float policy;
+not the iterations). The finite-horizon solver is a ``lax.scan``
 and supports ``jax.grad`` where the inner problems do (see ``inner``).
 """
 
@@ -303,7 +304,8 @@ def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
   gamma c``; not for ``lp_ball`` with negative ``P``); ``residual`` is then
   the span.
 
-  Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
+  Gradients: ``jax.grad`` / ``jax.jvp`` by the implicit function theorem at
+  the robust fixed point (:mod:`jaxrl_dp.robust.implicit`).
 
   Args:
     mdp: one MDP (dense or sparse; ``jax.vmap`` for batches), discount < 1.
@@ -326,8 +328,10 @@ def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
   check_tol(tol)
   check_max_iters(max_iters)
   check_choice("stop", stop, ("sup", "span"))
-  return _robust_vi(mdp, uset, jnp.asarray(tol, mdp.rewards.dtype), _v0(mdp, v0),
-                    max_iters=max_iters, stop=stop)
+  from jaxrl_dp.robust.implicit import implicit_robust_solution  # (imports this module)
+  return implicit_robust_solution(
+      functools.partial(_robust_vi, max_iters=max_iters, stop=stop), mdp, uset,
+      jnp.asarray(tol, mdp.rewards.dtype), _v0(mdp, v0))
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "stop"))
@@ -357,7 +361,8 @@ def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
   independently (rectangularity), so ``V^pi_robust = min_P V^pi_P`` for ball
   sets, and the penalized value for penalty sets.
 
-  Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
+  Gradients: ``jax.grad`` / ``jax.jvp`` by the implicit function theorem at
+  the robust fixed point (:mod:`jaxrl_dp.robust.implicit`).
 
   Args:
     mdp: one MDP, discount < 1.
@@ -374,8 +379,10 @@ def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
   check_uset_for_mdp(uset, mdp)
   check_tol(tol)
   check_max_iters(max_iters)
-  return _robust_eval(mdp, policy, uset, jnp.asarray(tol, mdp.rewards.dtype),
-                      _v0(mdp, v0), max_iters=max_iters)
+  from jaxrl_dp.robust.implicit import implicit_robust_evaluation
+  return implicit_robust_evaluation(
+      functools.partial(_robust_eval, max_iters=max_iters), mdp, policy, uset,
+      jnp.asarray(tol, mdp.rewards.dtype), _v0(mdp, v0))
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters",))
@@ -457,7 +464,8 @@ def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
   0), so the iterates increase monotonically to the robust optimum for the
   monotone sets.
 
-  Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
+  Gradients: ``jax.grad`` / ``jax.jvp`` by the implicit function theorem at
+  the robust fixed point (:mod:`jaxrl_dp.robust.implicit`).
 
   Args:
     num_sweeps: static fixed number of policy-operator applications per
@@ -475,8 +483,10 @@ def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
   check_max_iters(max_iters)
   check_num_sweeps(num_sweeps)
   v0 = _start_values(mdp, uset) if v0 is None else _v0(mdp, v0)
-  return _robust_mpi(mdp, uset, jnp.asarray(tol, mdp.rewards.dtype), v0,
-                     num_sweeps=num_sweeps, max_iters=max_iters)
+  from jaxrl_dp.robust.implicit import implicit_robust_solution
+  return implicit_robust_solution(
+      functools.partial(_robust_mpi, num_sweeps=num_sweeps, max_iters=max_iters), mdp, uset,
+      jnp.asarray(tol, mdp.rewards.dtype), v0)
 
 
 @functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters"))
