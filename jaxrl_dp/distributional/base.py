@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from jax.typing import ArrayLike
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -63,23 +65,47 @@ def _expand_support(support: jax.Array, probs: jax.Array) -> jax.Array:
   return support.reshape(shape)
 
 
-def categorical_distribution(support, probs) -> Distribution:
-  """Categorical distributions ``probs [..., N]`` on ``support [N]``."""
+def categorical_distribution(support: ArrayLike, probs: ArrayLike) -> Distribution:
+  """Categorical distributions ``probs [..., N]`` on ``support [N]``.
+
+  Args:
+    support: ``[N]`` atom locations.
+    probs: ``[..., N]`` probabilities over the atoms.
+
+  Returns:
+    A :class:`Distribution` with atoms ``[..., N]`` (the support broadcast)
+    and weights ``probs``.
+  """
   support = jnp.asarray(support)
   probs = jnp.asarray(probs)
   return Distribution(atoms=_expand_support(support, probs), probs=probs)
 
 
-def quantile_levels(num_quantiles: int, dtype=None) -> jax.Array:
-  """Midpoint levels ``tau_i = (2i - 1) / (2N)``, ``i = 1..N``: ``[N]``."""
+def quantile_levels(num_quantiles: int, dtype: Any = None) -> jax.Array:
+  """Midpoint levels ``tau_i = (2i - 1) / (2N)``, ``i = 1..N``: ``[N]``.
+
+  Args:
+    num_quantiles: ``N >= 1``.
+    dtype: float dtype (default: the default float dtype).
+
+  Returns:
+    ``[N]`` levels.
+  """
   check_int("num_quantiles", num_quantiles)
   n = num_quantiles
   dtype = dtype or jnp.result_type(float)
   return (2.0 * jnp.arange(1, n + 1, dtype=dtype) - 1.0) / (2.0 * n)
 
 
-def quantile_distribution(locs) -> Distribution:
-  """The quantile representation ``locs [..., N]`` (mass ``1/N`` each)."""
+def quantile_distribution(locs: ArrayLike) -> Distribution:
+  """The quantile representation ``locs [..., N]`` (mass ``1/N`` each).
+
+  Args:
+    locs: ``[..., N]`` quantile locations.
+
+  Returns:
+    A :class:`Distribution` with atoms ``locs`` and weights ``1/N``.
+  """
   locs = jnp.asarray(locs)
   n = locs.shape[-1]
   return Distribution(atoms=locs, probs=jnp.full(locs.shape, 1.0 / n, locs.dtype))

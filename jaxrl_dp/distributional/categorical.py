@@ -38,9 +38,11 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
@@ -81,7 +83,7 @@ def project(atoms: jax.Array, probs: jax.Array, support: jax.Array) -> jax.Array
   return out.reshape(batch + (n,))
 
 
-def categorical_project(atoms, probs, support) -> jax.Array:
+def categorical_project(atoms: ArrayLike, probs: ArrayLike, support: ArrayLike) -> jax.Array:
   """Cramer (L2) projection of discrete distributions onto a fixed support.
 
   Args:
@@ -124,7 +126,16 @@ def categorical_project(atoms, probs, support) -> jax.Array:
 
 def cramer_distance(p: jax.Array, q: jax.Array, support: jax.Array) -> jax.Array:
   """Cramer distance ``(int (F_p - F_q)^2)^(1/2)`` of categorical
-  distributions on one support: ``[..., N]`` -> ``[...]``."""
+  distributions on one support: ``[..., N]`` -> ``[...]``.
+
+  Args:
+    p: ``[..., N]`` probabilities.
+    q: ``[..., N]`` probabilities (broadcastable against ``p``).
+    support: ``[N]`` strictly increasing.
+
+  Returns:
+    ``[...]`` distances.
+  """
   cp = jnp.cumsum(p, axis=-1)[..., :-1]
   cq = jnp.cumsum(q, axis=-1)[..., :-1]
   return jnp.sqrt(jnp.sum((cp - cq) ** 2 * jnp.diff(support), axis=-1))
@@ -138,7 +149,16 @@ def delta_probs(value, support, batch_shape=()) -> jax.Array:
 
 # ------------------------------------------------------------------ backups
 def categorical_q_backup(mdp: TabularMDP, probs: jax.Array, support: jax.Array) -> jax.Array:
-  """``eta(s, a) = Pi_C sum_k p_k (r_k + gamma Z(s'_k))``: ``[S, N]`` -> ``[S, A, N]``."""
+  """``eta(s, a) = Pi_C sum_k p_k (r_k + gamma Z(s'_k))``: ``[S, N]`` -> ``[S, A, N]``.
+
+  Args:
+    mdp: one MDP.
+    probs: ``[S, N]`` state return distributions.
+    support: ``[N]`` strictly increasing.
+
+  Returns:
+    ``[S, A, N]`` the projected backup per action.
+  """
   gamma = mdp.discount
   if mdp.transition_rewards is None:
     mixed = bellman.expected_next(mdp, probs)  # [S, A, N]
@@ -157,6 +177,15 @@ def categorical_policy_backup(mdp: TabularMDP, policy: jax.Array, probs: jax.Arr
   """``eta(s) = sum_a pi(a|s) eta(s, a)``: ``[S, N]`` -> ``[S, N]``.
 
   A deterministic policy backs up only its own action.
+
+  Args:
+    mdp: one MDP.
+    policy: ``int [S]`` or ``float [S, A]``.
+    probs: ``[S, N]`` state return distributions.
+    support: ``[N]`` strictly increasing.
+
+  Returns:
+    ``[S, N]`` the backed-up distributions.
   """
   if bellman.is_deterministic_policy(policy):
     return categorical_q_backup(ev.restrict_to_policy(mdp, policy), probs, support)[:, 0]
@@ -169,9 +198,10 @@ def _sup_cramer(support):
 
 # ---------------------------------------------------------------- solvers
 @solver(infinite_horizon=True, kind="evaluation", reverse_mode=False)
-def categorical_evaluation(mdp: TabularMDP, support, *, policy=None, tol=1e-6,
+def categorical_evaluation(mdp: TabularMDP, support: ArrayLike, *,
+                           policy: ArrayLike | None = None, tol: float = 1e-6,
                            max_iters: int = 10_000, num_iters: int | None = None,
-                           probs0=None) -> CategoricalResult:
+                           probs0: ArrayLike | None = None) -> CategoricalResult:
   """Return distribution of a policy, discounted, on a fixed support.
 
   Iterates ``eta <- Pi_C T^pi eta`` from ``probs0`` (default ``Pi_C
@@ -245,8 +275,10 @@ def _terminal(terminal_probs, support, s):
 
 
 @solver(infinite_horizon=False, kind="finite_horizon", reverse_mode=True)
-def categorical_evaluation_finite(mdp: TabularMDP, support, *, horizon: int, policy=None,
-                                  terminal_probs=None) -> CategoricalResult:
+def categorical_evaluation_finite(mdp: TabularMDP, support: ArrayLike, *, horizon: int,
+                                  policy: ArrayLike | None = None,
+                                  terminal_probs: ArrayLike | None = None
+                                  ) -> CategoricalResult:
   """Return distributions of a policy over a finite horizon (backward induction).
 
   ``eta_T = terminal_probs`` (default ``Pi_C delta_0``), ``eta_t(s, a) = Pi_C
@@ -291,9 +323,10 @@ def _evaluation_finite(mdp, policy, support, terminal, *, horizon):
 
 
 @solver(infinite_horizon=True, kind="control")
-def categorical_control(mdp: TabularMDP, support, risk=None, *, tol=1e-6,
+def categorical_control(mdp: TabularMDP, support: ArrayLike,
+                        risk: Callable[..., jax.Array] | None = None, *, tol: float = 1e-6,
                         max_iters: int = 10_000, num_iters: int | None = None,
-                        probs0=None) -> CategoricalResult:
+                        probs0: ArrayLike | None = None) -> CategoricalResult:
   """Distributional value iteration with a risk-greedy rule (discounted).
 
   ``eta(s, .) <- Pi_C T eta``, ``a*(s) = argmax_a risk(eta(s, a))`` over
@@ -351,8 +384,11 @@ def _control(mdp, support, risk, probs0, tol, *, max_iters, use_tol):
 
 
 @solver(infinite_horizon=False, kind="finite_horizon")
-def categorical_control_finite(mdp: TabularMDP, support, risk=None, *, horizon: int,
-                               terminal_probs=None) -> CategoricalResult:
+def categorical_control_finite(mdp: TabularMDP, support: ArrayLike,
+                               risk: Callable[..., jax.Array] | None = None, *,
+                               horizon: int,
+                               terminal_probs: ArrayLike | None = None
+                               ) -> CategoricalResult:
   """Backward induction with a risk-greedy rule over a finite horizon.
 
   ``eta_t(s, a) = Pi_C sum_k p_k (r_k + gamma eta_{t+1}(s'_k))``, ``a_t(s) =
@@ -363,6 +399,13 @@ def categorical_control_finite(mdp: TabularMDP, support, risk=None, *, horizon: 
   risk of the whole return; see :mod:`~jaxrl_dp.distributional.stock`).
   ``horizon`` (T, keyword) is a static Python int >= 1. Gradients: through
   the distributions for a fixed greedy policy (the argmax has none).
+
+  Args:
+    mdp: one MDP, discount in [0, 1].
+    support: ``[N]``.
+    risk: as :func:`categorical_control` (default the mean).
+    horizon: T, a static Python int >= 1 (keyword).
+    terminal_probs: optional ``[S, N]``.
 
   Returns:
     :class:`CategoricalResult` with ``probs [T + 1, S, N]``, ``q_probs

@@ -30,7 +30,9 @@ probability 1). :func:`exact_return_distribution` with the uniform policy (``pol
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Optional, Sequence
+
+from jax.typing import ArrayLike
 
 import flax.struct
 import jax
@@ -91,9 +93,20 @@ def return_support(mdp: TabularMDP, *, horizon: int, atol: float = 1e-6,
   """Every value ``sum_{t<h} gamma^t r_t``, ``h <= T``, with ``r_t`` among
   the MDP's reward values (host-side, float64, sorted).
 
-  Values closer than ``atol`` (relative above 1) are merged. Raises
-  :class:`InvalidMDPError` when the set exceeds ``max_atoms`` (the returns do
-  not lie on a small finite set: use categorical evaluation instead).
+  Values closer than ``atol`` (relative above 1) are merged.
+
+  Args:
+    mdp: one concrete MDP.
+    horizon: T >= 1.
+    atol: merging tolerance.
+    max_atoms: the largest number of values allowed.
+
+  Returns:
+    ``float64 [M]`` sorted values.
+
+  Raises:
+    InvalidMDPError: the set exceeds ``max_atoms`` (the returns do not lie on
+      a small finite set: use categorical evaluation instead).
   """
   check_horizon(horizon)
   check_int("max_atoms", max_atoms)
@@ -119,8 +132,10 @@ def return_support(mdp: TabularMDP, *, horizon: int, atol: float = 1e-6,
 
 
 @solver(infinite_horizon=False, kind="finite_horizon", reverse_mode=True)
-def exact_return_distribution(mdp: TabularMDP, *, horizon: int, policy=None,
-                              support=None, timesteps=None, with_q: bool = False,
+def exact_return_distribution(mdp: TabularMDP, *, horizon: int,
+                              policy: ArrayLike | None = None,
+                              support: ArrayLike | None = None,
+                              timesteps: Sequence[int] | None = None, with_q: bool = False,
                               atol: float = 1e-6) -> ExactReturnDistribution:
   """Exact return distributions of a policy over ``horizon`` steps.
 

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
@@ -73,7 +75,7 @@ def project(atoms: jax.Array, probs: jax.Array, num_quantiles: int) -> jax.Array
   return out.reshape(batch + (num_quantiles,))
 
 
-def quantile_project(atoms, probs, num_quantiles: int) -> jax.Array:
+def quantile_project(atoms: ArrayLike, probs: ArrayLike, num_quantiles: int) -> jax.Array:
   """W1 projection onto ``N`` equally weighted quantiles at ``tau_i = (2i-1)/2N``.
 
   Args:
@@ -94,10 +96,18 @@ def quantile_project(atoms, probs, num_quantiles: int) -> jax.Array:
   return project(atoms, probs, int(num_quantiles))
 
 
-def wasserstein_distance(x: jax.Array, y: jax.Array, p=1) -> jax.Array:
+def wasserstein_distance(x: jax.Array, y: jax.Array, p: float = 1) -> jax.Array:
   """``W_p`` between quantile representations ``[..., N]`` (same N).
 
   ``p = 1``: ``mean_i |sort(x)_i - sort(y)_i|``; ``p = inf``: the max.
+
+  Args:
+    x: ``[..., N]`` quantile locations (any order).
+    y: ``[..., N]`` quantile locations.
+    p: the order, ``>= 1`` or ``inf``.
+
+  Returns:
+    ``[...]`` distances.
   """
   d = jnp.abs(jnp.sort(x, axis=-1) - jnp.sort(y, axis=-1))
   if p == 1:
@@ -118,14 +128,31 @@ def _pushed(mdp: TabularMDP, locs: jax.Array):
 
 
 def quantile_q_backup(mdp: TabularMDP, locs: jax.Array) -> jax.Array:
-  """``eta(s, a) = Pi_W1 sum_k p_k (r_k + gamma Z(s'_k))``: ``[S, N]`` -> ``[S, A, N]``."""
+  """``eta(s, a) = Pi_W1 sum_k p_k (r_k + gamma Z(s'_k))``: ``[S, N]`` -> ``[S, A, N]``.
+
+  Args:
+    mdp: one MDP.
+    locs: ``[S, N]`` state quantile locations.
+
+  Returns:
+    ``[S, A, N]`` the projected backup per action.
+  """
   atoms, w = _pushed(mdp, locs)
   s, a, k, n = atoms.shape
   return project(atoms.reshape(s, a, k * n), w.reshape(s, a, k * n), n)
 
 
 def quantile_policy_backup(mdp: TabularMDP, policy: jax.Array, locs: jax.Array) -> jax.Array:
-  """``eta(s) = Pi_W1 sum_a pi(a|s) sum_k p_k (r_k + gamma Z(s'_k))``: ``[S, N]``."""
+  """``eta(s) = Pi_W1 sum_a pi(a|s) sum_k p_k (r_k + gamma Z(s'_k))``: ``[S, N]``.
+
+  Args:
+    mdp: one MDP.
+    policy: ``int [S]`` or ``float [S, A]``.
+    locs: ``[S, N]`` state quantile locations.
+
+  Returns:
+    ``[S, N]`` the backed-up quantiles.
+  """
   if bellman.is_deterministic_policy(policy):
     return quantile_q_backup(ev.restrict_to_policy(mdp, policy), locs)[:, 0]
   atoms, w = _pushed(mdp, locs)
@@ -149,9 +176,10 @@ def _check_locs0(locs0, s, n):
 
 
 @solver(infinite_horizon=True, kind="evaluation")
-def quantile_evaluation(mdp: TabularMDP, num_quantiles: int, *, policy=None, tol=1e-6,
+def quantile_evaluation(mdp: TabularMDP, num_quantiles: int, *,
+                        policy: ArrayLike | None = None, tol: float = 1e-6,
                         max_iters: int = 10_000, num_iters: int | None = None,
-                        locs0=None) -> QuantileResult:
+                        locs0: ArrayLike | None = None) -> QuantileResult:
   """Return distribution of a policy (discounted) as N quantiles.
 
   Iterates ``eta <- Pi_W1 T^pi eta`` from ``locs0`` (default all zeros, the
@@ -197,7 +225,8 @@ def _evaluation(mdp, policy, locs0, tol, *, n, max_iters, use_tol):
 
 @solver(infinite_horizon=False, kind="finite_horizon")
 def quantile_evaluation_finite(mdp: TabularMDP, num_quantiles: int, *, horizon: int,
-                               policy=None, terminal_locs=None) -> QuantileResult:
+                               policy: ArrayLike | None = None,
+                               terminal_locs: ArrayLike | None = None) -> QuantileResult:
   """Finite-horizon quantile evaluation by backward induction.
 
   ``locs_T = terminal_locs`` (default zeros), ``eta_t(s) = Pi_W1 sum_a
@@ -207,6 +236,13 @@ def quantile_evaluation_finite(mdp: TabularMDP, num_quantiles: int, *, horizon: 
   else stationary ``int [S]`` / ``float [S, A]`` or time-dependent ``[T,
   S]`` / ``[T, S, A]``. Gradients: ``jax.grad`` works (a ``lax.scan`` of
   sorts and sums).
+
+  Args:
+    mdp: one MDP, discount in [0, 1].
+    num_quantiles: N (static).
+    horizon: T, a static Python int >= 1 (keyword).
+    policy: as above.
+    terminal_locs: optional ``[S, N]``.
 
   Returns:
     :class:`QuantileResult` with ``locs [T + 1, S, N]``, ``q_locs
@@ -237,9 +273,10 @@ def _evaluation_finite(mdp, policy, terminal, *, n, horizon):
 
 
 @solver(infinite_horizon=True, kind="control")
-def quantile_control(mdp: TabularMDP, num_quantiles: int, risk=None, *, tol=1e-6,
+def quantile_control(mdp: TabularMDP, num_quantiles: int,
+                     risk: Callable[..., jax.Array] | None = None, *, tol: float = 1e-6,
                      max_iters: int = 10_000, num_iters: int | None = None,
-                     locs0=None) -> QuantileResult:
+                     locs0: ArrayLike | None = None) -> QuantileResult:
   """Quantile distributional value iteration with a risk-greedy rule.
 
   As :func:`~jaxrl_dp.distributional.categorical_control` (same caveats:
@@ -247,6 +284,12 @@ def quantile_control(mdp: TabularMDP, num_quantiles: int, risk=None, *, tol=1e-6
   means the sup-``W_inf`` change fell to ``tol``; ``error_bound`` is
   ``inf``; ``num_iters`` runs a fixed number of backups). Gradients: forward
   mode only.
+
+  Args:
+    mdp: one MDP, discount in [0, 1).
+    num_quantiles: N (static).
+    risk: as :func:`~jaxrl_dp.distributional.categorical_control`.
+    tol, max_iters, num_iters, locs0: as :func:`quantile_evaluation`.
 
   Returns:
     :class:`QuantileResult` with ``locs [S, N]``, ``q_locs [S, A, N]``,
@@ -277,12 +320,21 @@ def _control(mdp, risk, locs0, tol, *, n, max_iters, use_tol):
 
 
 @solver(infinite_horizon=False, kind="finite_horizon")
-def quantile_control_finite(mdp: TabularMDP, num_quantiles: int, risk=None, *,
-                            horizon: int, terminal_locs=None) -> QuantileResult:
+def quantile_control_finite(mdp: TabularMDP, num_quantiles: int,
+                            risk: Callable[..., jax.Array] | None = None, *,
+                            horizon: int,
+                            terminal_locs: ArrayLike | None = None) -> QuantileResult:
   """Finite-horizon backward induction with a risk-greedy rule (quantiles).
 
   ``horizon`` (T, keyword) is a static Python int >= 1. Gradients: through
   the quantiles for a fixed greedy policy (the argmax has none).
+
+  Args:
+    mdp: one MDP, discount in [0, 1].
+    num_quantiles: N (static).
+    risk: as :func:`~jaxrl_dp.distributional.categorical_control`.
+    horizon: T, a static Python int >= 1 (keyword).
+    terminal_locs: optional ``[S, N]``.
 
   Returns:
     :class:`QuantileResult` with ``locs [T + 1, S, N]``, ``q_locs
@@ -316,7 +368,8 @@ __all__ = ["quantile_project", "wasserstein_distance", "quantile_q_backup",
 
 
 # --------------------------------------------------------------- learning
-def quantile_huber_loss(locs: jax.Array, target_locs: jax.Array, kappa=1.0) -> jax.Array:
+def quantile_huber_loss(locs: jax.Array, target_locs: jax.Array,
+                        kappa: float = 1.0) -> jax.Array:
   """Quantile regression loss of ``N`` quantiles against ``M`` target samples.
 
   ``L = sum_i mean_j rho^kappa_{tau_i}(u_ij)``, ``u_ij = target_j - locs_i``,

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from jax.typing import ArrayLike
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -64,20 +66,42 @@ def sort_distribution(dist: Distribution) -> tuple[jax.Array, jax.Array]:
 
 
 def mean(dist: Distribution) -> jax.Array:
-  """``E[G]``: ``[..., M]`` -> ``[...]``."""
+  """``E[G]``: ``[..., M]`` -> ``[...]``.
+
+  Args:
+    dist: a :class:`Distribution` with atoms and weights ``[..., M]``.
+
+  Returns:
+    ``[...]`` means.
+  """
   atoms, probs = _broadcast(check_distribution_arg(dist))
   return jnp.sum(atoms * probs, axis=-1)
 
 
 def variance(dist: Distribution) -> jax.Array:
-  """``Var[G] = E[(G - E G)^2]`` (computed around the mean, not E G^2 - m^2)."""
+  """``Var[G] = E[(G - E G)^2]`` (computed around the mean, not E G^2 - m^2).
+
+  Args:
+    dist: a :class:`Distribution` with atoms and weights ``[..., M]``.
+
+  Returns:
+    ``[...]`` variances.
+  """
   atoms, probs = _broadcast(check_distribution_arg(dist))
   m = jnp.sum(atoms * probs, axis=-1, keepdims=True)
   return jnp.sum(probs * (atoms - m) ** 2, axis=-1)
 
 
-def value_at_risk(dist: Distribution, alpha) -> jax.Array:
-  """``VaR_alpha = inf{x : F(x) >= alpha}``, the lower alpha-quantile."""
+def value_at_risk(dist: Distribution, alpha: ArrayLike) -> jax.Array:
+  """``VaR_alpha = inf{x : F(x) >= alpha}``, the lower alpha-quantile.
+
+  Args:
+    dist: a :class:`Distribution` with atoms and weights ``[..., M]``.
+    alpha: level in ``(0, 1]`` (broadcasts against the batch ``[...]``).
+
+  Returns:
+    ``[...]`` the lower alpha-quantiles.
+  """
   check_distribution_arg(dist)
   check_alpha(alpha)
   atoms, probs = sort_distribution(dist)
@@ -90,8 +114,16 @@ def value_at_risk(dist: Distribution, alpha) -> jax.Array:
   return jnp.take_along_axis(atoms, idx, axis=-1)[..., 0]
 
 
-def cvar(dist: Distribution, alpha) -> jax.Array:
-  """Lower-tail ``CVaR_alpha = (1/alpha) int_0^alpha F^{-1}(u) du``."""
+def cvar(dist: Distribution, alpha: ArrayLike) -> jax.Array:
+  """Lower-tail ``CVaR_alpha = (1/alpha) int_0^alpha F^{-1}(u) du``.
+
+  Args:
+    dist: a :class:`Distribution` with atoms and weights ``[..., M]``.
+    alpha: level in ``(0, 1]`` (broadcasts against the batch ``[...]``).
+
+  Returns:
+    ``[...]`` the mean of the lower ``alpha`` tail.
+  """
   check_distribution_arg(dist)
   check_alpha(alpha)
   atoms, probs = sort_distribution(dist)
@@ -102,13 +134,29 @@ def cvar(dist: Distribution, alpha) -> jax.Array:
 
 
 def expected_utility(dist: Distribution, utility: Callable[[jax.Array], jax.Array]) -> jax.Array:
-  """``E f(G)`` for an elementwise, JAX-traceable ``utility``."""
+  """``E f(G)`` for an elementwise, JAX-traceable ``utility``.
+
+  Args:
+    dist: a :class:`Distribution` with atoms and weights ``[..., M]``.
+    utility: elementwise ``f``.
+
+  Returns:
+    ``[...]`` expected utilities.
+  """
   atoms, probs = _broadcast(check_distribution_arg(dist))
   return jnp.sum(probs * utility(atoms), axis=-1)
 
 
-def threshold_probability(dist: Distribution, threshold) -> jax.Array:
-  """``P(G >= threshold)`` (``threshold`` broadcasts against the batch)."""
+def threshold_probability(dist: Distribution, threshold: ArrayLike) -> jax.Array:
+  """``P(G >= threshold)`` (``threshold`` broadcasts against the batch).
+
+  Args:
+    dist: a :class:`Distribution` with atoms and weights ``[..., M]``.
+    threshold: the return level.
+
+  Returns:
+    ``[...]`` probabilities.
+  """
   atoms, probs = _broadcast(check_distribution_arg(dist))
   x = jnp.asarray(threshold, atoms.dtype)[..., None]
   return jnp.sum(jnp.where(atoms >= x, probs, 0.0), axis=-1)

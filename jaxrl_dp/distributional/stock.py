@@ -48,6 +48,8 @@ import functools
 import math
 from typing import Callable
 
+from jax.typing import ArrayLike
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -104,12 +106,23 @@ def _rational(x: float, max_den: int) -> fractions.Fraction:
   return fractions.Fraction(x).limit_denominator(max_den)
 
 
-def infer_lattice(values, *, max_denominator: int = 10_000, atol: float = 1e-6) -> float:
+def infer_lattice(values: ArrayLike, *, max_denominator: int = 10_000,
+                  atol: float = 1e-6) -> float:
   """The largest ``delta`` with every value an integer multiple of it.
 
   Values are read as fractions with denominators up to ``max_denominator``
-  (within ``atol``); ``delta`` is the gcd of those fractions. Raises
-  :class:`InvalidMDPError` if a value has no such fraction.
+  (within ``atol``); ``delta`` is the gcd of those fractions.
+
+  Args:
+    values: the numbers (any shape; host values).
+    max_denominator: the largest denominator tried.
+    atol: how close a fraction must be.
+
+  Returns:
+    ``delta`` (a float; 1.0 when every value is 0).
+
+  Raises:
+    InvalidMDPError: a value has no such fraction.
   """
   vals = np.unique(np.asarray(values, np.float64).reshape(-1))
   fr = []
@@ -156,11 +169,23 @@ def _lattice_steps(mdp: TabularMDP, lattice, atol=1e-6):
   return delta, m, int(used_m.min()), int(used_m.max())
 
 
-def stock_grid(mdp: TabularMDP, *, horizon: int, lattice=None, c0_range=None,
-               max_stocks: int = 1_000_000):
-  """Host-side grid: ``(delta, stocks [U] float64, steps int [S, A, K],
-  c0_lo_index, c0_hi_index)`` (see the module docstring). Raises
-  :class:`InvalidMDPError` when ``U`` would exceed ``max_stocks``."""
+def stock_grid(mdp: TabularMDP, *, horizon: int, lattice: float | None = None,
+               c0_range: tuple[float, float] | None = None,
+               max_stocks: int = 1_000_000) -> tuple:
+  """Host-side grid of :func:`stock_augmented_dp` (see the module docstring).
+
+  Args:
+    mdp: one concrete MDP.
+    horizon: T >= 1.
+    lattice, c0_range, max_stocks: as :func:`stock_augmented_dp`.
+
+  Returns:
+    ``(delta, stocks [U] float64, steps int [S, A, K], c0_lo_index,
+    c0_hi_index)``.
+
+  Raises:
+    InvalidMDPError: ``U`` would exceed ``max_stocks``.
+  """
   check_horizon(horizon)
   check_int("max_stocks", max_stocks)
   delta, m, m_min, m_max = _lattice_steps(mdp, lattice)
@@ -200,7 +225,7 @@ def check_finite_mdp(mdp) -> None:
 # ---------------------------------------------------------------- DP kernel
 @functools.partial(jax.jit, static_argnames=("horizon",))
 def stock_backward(mdp: TabularMDP, steps: jax.Array, terminal: jax.Array, *,
-                   horizon: int):
+                   horizon: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Backward induction on ``(state, stock index)``: jittable, vmappable.
 
   Args:
@@ -232,7 +257,8 @@ def stock_backward(mdp: TabularMDP, steps: jax.Array, terminal: jax.Array, *,
 
 @solver(infinite_horizon=False, kind="finite_horizon")
 def stock_augmented_dp(mdp: TabularMDP, utility: Callable, *, horizon: int,
-                       lattice=None, c0_range=None,
+                       lattice: float | None = None,
+                       c0_range: tuple[float, float] | None = None,
                        max_stocks: int = 1_000_000) -> StockSolution:
   """Maximizes ``E f(c_0 + G)`` over policies of (time, state, stock).
 
@@ -275,8 +301,8 @@ def stock_augmented_dp(mdp: TabularMDP, utility: Callable, *, horizon: int,
 
 
 # ------------------------------------------------ return of a stock policy
-def stock_policy_distribution(mdp: TabularMDP, solution: StockSolution, c0,
-                              initial=None) -> Distribution:
+def stock_policy_distribution(mdp: TabularMDP, solution: StockSolution, c0: ArrayLike,
+                              initial: ArrayLike | None = None) -> Distribution:
   """Exact distribution of the return G of the stock policy started at ``c0``.
 
   Propagates the joint law of (state, stock) forward for T steps, acting by

@@ -16,6 +16,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
@@ -27,10 +28,21 @@ from jaxrl_dp.distributional.stock_interpolation import (DiscountedStockSolution
 __all__ = ["stock_q", "stock_action", "sample_stock_returns"]
 
 
-def stock_q(mdp: TabularMDP, sol: DiscountedStockSolution, s, c) -> jax.Array:
+def stock_q(mdp: TabularMDP, sol: DiscountedStockSolution, s: ArrayLike,
+            c: ArrayLike) -> jax.Array:
   """``Q(s, a, c) [..., A]`` at the exact stock ``c`` (one MDP; ``s``, ``c``
   broadcast ``[...]``): ``gamma^p sum_k p_k W(s'_k, (c + r_k) / gamma)`` with
-  the interpolated ``W``. Jittable."""
+  the interpolated ``W``. Jittable.
+
+  Args:
+    mdp: the MDP ``sol`` was computed for.
+    sol: a discounted stock solution.
+    s: ``int [...]`` states.
+    c: ``[...]`` stocks.
+
+  Returns:
+    ``[..., A]`` action values.
+  """
   s = jnp.asarray(s, jnp.int32)
   c = jnp.asarray(c, sol.values.dtype)
   s, c = jnp.broadcast_arrays(s, c)
@@ -41,10 +53,21 @@ def stock_q(mdp: TabularMDP, sol: DiscountedStockSolution, s, c) -> jax.Array:
   return grid_scale(mdp, sol.utility) * jnp.sum(mdp.probs[s] * w, axis=-1)
 
 
-def stock_action(mdp: TabularMDP, sol: DiscountedStockSolution, s, c) -> jax.Array:
+def stock_action(mdp: TabularMDP, sol: DiscountedStockSolution, s: ArrayLike,
+                 c: ArrayLike) -> jax.Array:
   """``int32 [...]`` the action at state ``s`` with exact stock ``c``: the
   settled policy where ``c + G`` has a sure sign, else greedy on
-  :func:`stock_q`. Jittable."""
+  :func:`stock_q`. Jittable.
+
+  Args:
+    mdp: the MDP ``sol`` was computed for.
+    sol: a discounted stock solution.
+    s: ``int [...]`` states.
+    c: ``[...]`` stocks.
+
+  Returns:
+    ``int32 [...]`` actions.
+  """
   s = jnp.asarray(s, jnp.int32)
   c = jnp.asarray(c, sol.values.dtype)
   s, c = jnp.broadcast_arrays(s, c)
@@ -55,13 +78,25 @@ def stock_action(mdp: TabularMDP, sol: DiscountedStockSolution, s, c) -> jax.Arr
 
 
 @functools.partial(jax.jit, static_argnames=("num_samples", "horizon"))
-def sample_stock_returns(mdp: TabularMDP, sol: DiscountedStockSolution, c0, key, *,
-                         num_samples: int, horizon: int) -> jax.Array:
+def sample_stock_returns(mdp: TabularMDP, sol: DiscountedStockSolution, c0: ArrayLike,
+                         key: jax.Array, *, num_samples: int, horizon: int) -> jax.Array:
   """Samples ``[num_samples]`` discounted returns ``sum_{t < horizon} gamma^t
   r_t`` of :func:`stock_action` started at stock ``c0`` and ``s_0 ~
   mdp.initial`` (one MDP; truncation error at most ``gamma^horizon *
   max|G|``). The stock ``c_t`` grows like ``gamma^-t``: keep ``horizon *
-  log(1/gamma)`` below the float range (about 88 in float32)."""
+  log(1/gamma)`` below the float range (about 88 in float32).
+
+  Args:
+    mdp: the MDP ``sol`` was computed for.
+    sol: a discounted stock solution.
+    c0: ``[]`` initial stock.
+    key: a ``jax.random`` key.
+    num_samples: static number of episodes.
+    horizon: static truncation length.
+
+  Returns:
+    ``[num_samples]`` returns.
+  """
   ns_all, r_all = next_state_index(mdp), ev.slot_rewards(mdp)
   g = mdp.discount
   c0 = jnp.asarray(c0, sol.values.dtype)

@@ -29,10 +29,19 @@ def next_state_index(mdp: TabularMDP) -> jax.Array:
   return jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (s, a, s))
 
 
-def return_bounds(mdp: TabularMDP, *, max_iters: int = 10_000):
+def return_bounds(mdp: TabularMDP, *,
+                  max_iters: int = 10_000) -> tuple[jax.Array, jax.Array]:
   """Per-state bounds ``lo [S] <= G <= hi [S]`` on the discounted return over
   all policies and outcomes (valid after any number of iterations; they
-  tighten towards the best and worst outcome sequences). Jittable."""
+  tighten towards the best and worst outcome sequences). Jittable.
+
+  Args:
+    mdp: one MDP, discount in [0, 1).
+    max_iters: static cap on the tightening iterations.
+
+  Returns:
+    ``(lo [S], hi [S])``.
+  """
   r = ev.slot_rewards(mdp)
   valid = mdp.action_mask[..., None] & (mdp.probs > 0)
   g = mdp.discount

@@ -13,10 +13,12 @@ every ``alpha``. One MDP per call.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP
@@ -88,13 +90,21 @@ class DiscountedCVaRSolution:
     return self.solution.policy
 
 
-def cvar_utility(x):
-  """``f(x) = min(x, 0)``."""
+def cvar_utility(x: ArrayLike) -> jax.Array:
+  """``f(x) = min(x, 0)``.
+
+  Args:
+    x: values (any shape).
+
+  Returns:
+    ``min(x, 0)`` elementwise.
+  """
   return jnp.minimum(x, 0.0)
 
 
-def optimize_cvar(mdp: TabularMDP, alpha, *, horizon: int | None = None, lattice=None,
-                  max_stocks: int = 1_000_000, **discounted_options):
+def optimize_cvar(mdp: TabularMDP, alpha: ArrayLike, *, horizon: int | None = None,
+                  lattice: float | None = None, max_stocks: int = 1_000_000,
+                  **discounted_options: Any) -> Any:
   """Optimal lower-tail ``CVaR_alpha`` of the return over history-dependent policies.
 
   ``CVaR_alpha = max_{c_0} (-c_0 + E_{s_0 ~ initial} W_0(s_0, c_0) / alpha)``
@@ -158,8 +168,8 @@ def _cvar_from_solution(sol, initial, alpha, *, lo, hi):
 
 
 @solver(infinite_horizon=True, kind="control")
-def optimize_cvar_discounted(mdp: TabularMDP, alpha, *, method: str = "vi",
-                             **options) -> DiscountedCVaRSolution:
+def optimize_cvar_discounted(mdp: TabularMDP, alpha: ArrayLike, *, method: str = "vi",
+                             **options: Any) -> DiscountedCVaRSolution:
   """Optimal lower-tail ``CVaR_alpha`` of the discounted return (stock grid).
 
   ``CVaR_alpha = max_{c_0} (-c_0 + E_{s_0 ~ initial} W(s_0, c_0) / alpha)``

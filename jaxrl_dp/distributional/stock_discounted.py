@@ -98,9 +98,11 @@ only; ``jax.grad`` raises JAX's while_loop error.
 from __future__ import annotations
 
 import functools
+from typing import Any, Callable, Union
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core import bellman
@@ -114,7 +116,10 @@ from jaxrl_dp.distributional.stock_interpolation import (DiscountedStockSolution
                                                          grid_q, grid_scale, grid_setup,
                                                          make_solution, policy_tables,
                                                          select_actions)
-from jaxrl_dp.distributional.utility import homogeneous_utility
+from jaxrl_dp.distributional.utility import HomogeneousUtility, homogeneous_utility
+
+#: A utility: a name, a :class:`HomogeneousUtility` or an elementwise callable.
+UtilityLike = Union[str, Callable, HomogeneousUtility]
 
 __all__ = ["MAX_SOLVE_SIZE", "stock_value_iteration", "stock_policy_iteration",
            "stock_augmented_dp_discounted", "check_grid"]
@@ -276,7 +281,8 @@ def _check_options(tol, max_iters, num_stocks):
 
 
 @solver(infinite_horizon=True, kind="control")
-def stock_value_iteration(mdp: TabularMDP, utility="cvar", *, c_grid=None,
+def stock_value_iteration(mdp: TabularMDP, utility: UtilityLike = "cvar", *,
+                          c_grid: ArrayLike | None = None,
                           num_stocks: int = 256, tol: float = 1e-6,
                           max_iters: int = 10_000) -> DiscountedStockSolution:
   """Distributional value iteration on ``(state, stock)`` with a stock grid.
@@ -317,7 +323,8 @@ EVALUATIONS = ("auto", "solve", "iterate")
 
 
 @solver(infinite_horizon=True, kind="control")
-def stock_policy_iteration(mdp: TabularMDP, utility="cvar", *, c_grid=None,
+def stock_policy_iteration(mdp: TabularMDP, utility: UtilityLike = "cvar", *,
+                           c_grid: ArrayLike | None = None,
                            num_stocks: int = 256, max_iters: int = 1_000,
                            evaluation: str = "auto", eval_tol: float = 1e-8,
                            eval_max_iters: int = 100_000) -> DiscountedStockSolution:
@@ -371,12 +378,20 @@ METHODS = ("vi", "pi")
 
 
 @solver(infinite_horizon=True, kind="control")
-def stock_augmented_dp_discounted(mdp: TabularMDP, utility="cvar", *, method: str = "vi",
-                                  **options) -> DiscountedStockSolution:
+def stock_augmented_dp_discounted(mdp: TabularMDP, utility: UtilityLike = "cvar", *,
+                                  method: str = "vi",
+                                  **options: Any) -> DiscountedStockSolution:
   """Maximizes ``E f(c + G)`` over policies of (state, stock), discounted.
 
-  ``method="vi"``: :func:`stock_value_iteration`; ``"pi"``:
-  :func:`stock_policy_iteration`; ``options`` go to the chosen solver.
+  Args:
+    mdp: one MDP, discount in [0, 1).
+    utility: see :func:`homogeneous_utility`.
+    method: ``"vi"`` (:func:`stock_value_iteration`) or ``"pi"``
+      (:func:`stock_policy_iteration`).
+    **options: passed to the chosen solver.
+
+  Returns:
+    The solver's :class:`DiscountedStockSolution`.
   """
   check_choice("method", method, METHODS)
   solver = stock_value_iteration if method == "vi" else stock_policy_iteration

@@ -70,6 +70,9 @@ def homogeneous_utility(utility: Union[str, Callable, HomogeneousUtility]) -> Ho
       elementwise JAX-traceable callable, probed at ``+-{0.25, ..., 10}`` and
       0 to find its degree (1, else 0).
 
+  Returns:
+    The :class:`HomogeneousUtility` (the given one unchanged).
+
   Raises:
     InvalidMDPError: unknown name, or a callable that is not positively
       homogeneous of degree 0 or 1 (the discounted stock DP needs
