@@ -22,8 +22,6 @@ from jaxrl_dp.batch.gradients import differentiable_solve, has_tracers
 from jaxrl_dp.batch.fingerprint import (chunk_digests, describe_options,
                                         program_fingerprint, solver_name)
 from jaxrl_dp.batch.progress import Progress
-
-logger = logging.getLogger(__name__)
 from jaxrl_dp.batch.store import MANIFEST_FORMAT, ChunkStore
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, entries_ok, validate_mdp
@@ -32,6 +30,8 @@ from jaxrl_dp.core.solver_info import solver_info
 from jaxrl_dp.core.stacking import stack
 
 __all__ = ["solve"]
+
+logger = logging.getLogger(__name__)
 
 BATCH_AXIS = "batch"
 
