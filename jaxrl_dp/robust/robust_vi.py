@@ -71,14 +71,15 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import (BackupRounding, backup_rounding,
                                      check_num_sweeps, contraction_modulus,
-                                     fixed_point_solve, lower_bound_values,
-                                     sup_norm_solve, unit_roundoff)
+                                     lower_bound_values, unit_roundoff)
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.options import (as_values, check_choice, check_horizon,
                                    check_max_iters, check_tol)
 from jaxrl_dp.core.protocol import iterative_solve
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.robust.inner import worst_case_unchecked
+from jaxrl_dp.robust.solvers import (modified_policy_iteration_solver,
+                                     policy_evaluation_solver)
 from jaxrl_dp.robust.types import (RobustFiniteHorizonSolution,
                                    RobustPolicyEvaluation, RobustSolution)
 from jaxrl_dp.robust.uncertainty_sets import (UncertaintySet,
@@ -387,10 +388,9 @@ def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
 
 @functools.partial(jax.jit, static_argnames=("max_iters",))
 def _robust_eval(mdp, policy, uset, tol, v0, *, max_iters):
-  r = fixed_point_solve(lambda v: robust_policy_backup(mdp, policy, v, uset), v0,
-                        mdp.discount, tol, max_iters=max_iters,
-                        rounding=robust_rounding(mdp, policy),
-                        modulus=robust_modulus(mdp, policy))
+  from jaxrl_dp.robust.operator import RobustOperator   # (imports this module)
+  r = iterative_solve(policy_evaluation_solver(policy), RobustOperator(mdp, uset), v0, tol,
+                      max_iters=max_iters)
   v = r.values
   q, worst = robust_q_values(mdp, v, uset)
   return RobustPolicyEvaluation(values=v, q=q, worst_probs=worst, iterations=r.iterations,
@@ -491,25 +491,10 @@ def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
 
 @functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters"))
 def _robust_mpi(mdp, uset, tol, v0, *, num_sweeps, max_iters):
-  rounding = robust_rounding(mdp)
-
-  def step(x):
-    w, pi, first = x
-    if num_sweeps > 1:
-      sweep = lambda _, u: robust_policy_backup(mdp, pi, u, uset)
-      v = jax.lax.cond(first, lambda: w,
-                       lambda: jax.lax.fori_loop(0, num_sweeps - 1, sweep, w))
-    else:
-      v = w
-    v_new, q, _ = robust_bellman(mdp, v, uset)
-    pi_new = bellman.greedy_policy(q, mdp.action_mask)
-    res = jnp.max(jnp.abs(v_new - v))
-    return (v_new, pi_new, jnp.asarray(False)), res, rounding(v, v_new)
-
-  x0 = (v0, jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True))
-  r = sup_norm_solve(step, x0, mdp.discount, tol, max_iters=max_iters,
-                     modulus=robust_modulus(mdp))
-  v = r.values[0]
+  from jaxrl_dp.robust.operator import RobustOperator
+  r = iterative_solve(modified_policy_iteration_solver(num_sweeps), RobustOperator(mdp, uset),
+                      v0, tol, max_iters=max_iters)
+  v = r.values
   q, worst = robust_q_values(mdp, v, uset)
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),
                         worst_probs=worst, iterations=r.iterations, residual=r.residual,

@@ -39,17 +39,22 @@ action, ``int32 [S]``, not optimal in general).
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.iteration import fixed_point_solve
+from jaxrl_dp.core.iteration import BackupRounding
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
+from jaxrl_dp.core.operators import ModelOperator
 from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
                                    check_tol)
+from jaxrl_dp.core.protocol import final_bound, iterative_solve
 from jaxrl_dp.core.solver_info import solver
+from jaxrl_dp.planning.value_iteration import value_iteration_solver
 from jaxrl_dp.robust.inner import default_steps, l1_ball_worst_case
 from jaxrl_dp.robust.robust_vi import robust_modulus, robust_rounding
 from jaxrl_dp.robust.types import SRectangularSolution
@@ -226,19 +231,57 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget, *,
                     num_steps=num_steps, max_iters=max_iters)
 
 
+@flax.struct.dataclass
+class SRectangularL1Operator(ModelOperator):
+  """The s-rectangular L1 robust Bellman operator of one MDP as a Bellman
+  operator for :mod:`jaxrl_dp.core.protocol`'s sup-norm value iteration
+  (``apply``, ``rounding``, ``modulus``; no ``policy_apply``, its policies
+  being randomized, and no span rule).
+
+  Attributes:
+    mdp: one :class:`TabularMDP` (dense or sparse).
+    budget: ``[]`` or ``[S]`` the budgets ``kappa_s``.
+    support: ``"nominal"`` or ``"all"`` (static).
+    num_steps: bisection steps per backup (static; ``None``: 40 / 64).
+  """
+
+  mdp: TabularMDP
+  budget: jax.Array
+  support: str = flax.struct.field(pytree_node=False, default="nominal")
+  num_steps: Optional[int] = flax.struct.field(pytree_node=False, default=None)
+
+  def backup(self, v: jax.Array):
+    """``(T v [S], policy_probs [S, A], worst_probs, q [S, A])``."""
+    return _backup(self.mdp, v, self.budget, self.support, self.num_steps)
+
+  def apply(self, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One backup: ``v [S] -> (T v [S], q [S, A])``."""
+    tv, _, _, q = self.backup(v)
+    return tv, q
+
+  def rounding(self, policy=None) -> BackupRounding:
+    """The robust backup's rounding plus the bisection width: the level is
+    within ``(u_hi - u_lo) 2**-n`` of the exact one, ``u_hi - u_lo <= 2 (max
+    |r| + gamma ||v||)``."""
+    del policy
+    width = 2.0 ** (1 - default_steps(self.dtype, self.num_steps))
+    return robust_rounding(self.mdp, extra=width)
+
+  def modulus(self, policy=None) -> jax.Array:
+    del policy
+    return robust_modulus(self.mdp)
+
+
 @functools.partial(jax.jit, static_argnames=("support", "num_steps", "max_iters"))
 def _s_rect_vi(mdp, budget, tol, v0, *, support, num_steps, max_iters):
-  # The bisection leaves the backup within (u_hi - u_lo) 2**-n of the exact
-  # level, u_hi - u_lo <= 2 (max |r| + gamma ||v||): a term of the rounding.
-  width = 2.0 ** (1 - default_steps(v0.dtype, num_steps))
-  r = fixed_point_solve(lambda v: _backup(mdp, v, budget, support, num_steps)[0], v0,
-                        mdp.discount, tol, max_iters=max_iters,
-                        rounding=robust_rounding(mdp, extra=width),
-                        modulus=robust_modulus(mdp))
-  v = r.values
-  _, probs, worst, q = _backup(mdp, v, budget, support, num_steps)
+  op = SRectangularL1Operator(mdp, budget, support, num_steps)
+  vi = value_iteration_solver("sup")
+  solver = vi._replace(finalize=lambda op_, st, tol_, ok: (st, final_bound(st, tol_, ok)))
+  st, (bound, converged) = iterative_solve(solver, op, v0, tol, max_iters=max_iters)
+  v = st.values
+  _, probs, worst, q = op.backup(v)
   policy = jnp.argmax(jnp.where(mdp.action_mask, probs, -1.0), axis=-1).astype(jnp.int32)
   return SRectangularSolution(values=v, q=q, policy=policy, policy_probs=probs,
-                              worst_probs=worst, iterations=r.iterations,
-                              residual=r.residual, converged=r.converged,
-                              error_bound=r.error_bound)
+                              worst_probs=worst, iterations=st.iteration,
+                              residual=st.residual, converged=converged,
+                              error_bound=bound)
