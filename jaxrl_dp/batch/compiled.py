@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
+import re
 import types
 from typing import Any, Callable
 
@@ -32,7 +34,7 @@ from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.options import check_choice
 
 __all__ = ["make_batched", "STRATEGIES", "resolve_strategy", "map_over_batch",
-           "cache_token"]
+           "cache_token", "batched_lapack_calls"]
 
 #: Batching strategies: ``"vmap"``, ``"map"`` (``jax.lax.map``), ``"auto"``.
 STRATEGIES = ("auto", "vmap", "map")
@@ -68,6 +70,42 @@ def map_over_batch(one: Callable[..., Any], strategy: str) -> Callable[..., Any]
   if strategy == "map":
     return lambda *xs: jax.lax.map(lambda x: one(*x), xs)
   raise InvalidMDPError(f"strategy = {strategy!r}: expected 'vmap' or 'map'")
+
+
+_LAPACK_CALL = re.compile(r'custom_call_target="(lapack_[A-Za-z0-9_]+)"')
+_HLO_SHAPE = re.compile(r"\b[a-z]+[0-9]*\[([0-9,]*)\]")
+
+
+def batched_lapack_calls(hlo_text: str) -> tuple[str, ...]:
+  """The LAPACK kernels that a compiled CPU program calls on a batch of at
+  least two matrices (sorted target names, e.g. ``("lapack_sgetrf_ffi",)``).
+
+  ``hlo_text`` is the optimized HLO of one device's program
+  (``jax.stages.Compiled.as_text()``): a custom call ``lapack_*`` with an
+  operand or result of rank >= 3 whose leading (batch) dimensions hold at
+  least two matrices. Under ``vmap`` every linear solve, Cholesky, QR or
+  eigendecomposition of a one-MDP solver becomes such a call.
+
+  Why it matters: jaxlib's CPU LAPACK kernels (0.10) split a batch into
+  tasks on the host's intra-op thread pool and block their thread until the
+  tasks are done. Every CPU device of a process shares that pool (one
+  thread per core), so when as many devices as the pool has threads run
+  such a call at once, every pool thread waits for tasks that no thread is
+  left to run: the program hangs (two CPU devices on a 2-core host, e.g.
+  ``policy_iteration`` under ``vmap``; :func:`jaxrl_dp.batch.solve` then
+  runs the chunk on one device).
+  """
+  found = set()
+  for line in hlo_text.splitlines():
+    m = _LAPACK_CALL.search(line)
+    if m is None:
+      continue
+    for dims in _HLO_SHAPE.findall(line):
+      shape = [int(d) for d in dims.split(",") if d]
+      if len(shape) >= 3 and math.prod(shape[:-2]) >= 2:
+        found.add(m.group(1))
+        break
+  return tuple(sorted(found))
 
 
 def check_stacked(mdps: Any) -> int:

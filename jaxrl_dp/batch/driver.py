@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxrl_dp.batch.compiled import (cache_token, check_stacked, map_over_batch,
-                                     remember, resolve_strategy)
+from jaxrl_dp.batch.compiled import (batched_lapack_calls, cache_token, check_stacked,
+                                     map_over_batch, remember, resolve_strategy)
 from jaxrl_dp.batch.gradients import differentiable_solve, has_tracers
 from jaxrl_dp.batch.fingerprint import (chunk_digests, describe_options,
                                         program_fingerprint, solver_name)
@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 BATCH_AXIS = "batch"
 
-# Compiled chunk programs of recent calls: key -> [traced, compiled or None].
+# Compiled chunk programs of recent calls: key -> [traced, compiled or None,
+# the sharding the compiled program runs with].
 _COMPILED: dict = {}
 
 
@@ -96,7 +97,12 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
        the batch axis of every input and output leaf is split over the
        devices. A chunk runs without host round-trips; the next chunk is
        dispatched before the previous one is copied back, so transfers overlap
-       with compute.
+       with compute. One exception: on two or more CPU devices of one
+       process, a program that calls LAPACK on batches of matrices (e.g.
+       :func:`~jaxrl_dp.policy_iteration`'s linear solves under ``"vmap"``)
+       would hang (:func:`~jaxrl_dp.batch.compiled.batched_lapack_calls`
+       says why); it runs on the first device (logged at INFO), with the
+       same results.
 
   Resumable runs (``results_dir``): see :mod:`jaxrl_dp.batch.store` for the
   layout. In short: the directory is locked while a run writes there (a
@@ -234,8 +240,7 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
   ndev = len(devices)
   chunk = -(-min(chunk_size, num_mdps) // ndev) * ndev
   num_chunks = -(-num_mdps // chunk)
-  sharding = NamedSharding(Mesh(np.asarray(devices), (BATCH_AXIS,)),
-                           PartitionSpec(BATCH_AXIS))
+  sharding = _sharding_of(devices)
   strategy = resolve_strategy(strategy, devices[0].platform)
   one = functools.partial(solver, **solver_kwargs)
   spec = jax.tree_util.tree_map(
@@ -246,8 +251,7 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
                tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(spec)))
   entry = _COMPILED.get(cache_key)
   if entry is None:
-    entry = [jax.jit(_chunk_program(one, strategy, sharding), in_shardings=sharding,
-                     out_shardings=sharding).trace(spec), None]
+    entry = [_trace_chunk_program(one, strategy, sharding, spec), None, sharding]
   traced = entry[0]
   out_paths, out_tree = jax.tree_util.tree_flatten_with_path(traced.out_info[0])
   out_keys = [_leaf_key(p) for p, _ in out_paths]
@@ -307,9 +311,9 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
     bar = Progress(num_chunks, num_mdps, enabled=progress)
     bar.start(num_chunks - len(todo), done_mdps)
     if todo and entry[1] is None:
-      entry[1] = traced.lower().compile()
+      entry[1:] = _compile_chunk_program(traced, one, strategy, devices, spec)
       remember(_COMPILED, cache_key, entry)
-    compiled = entry[1]
+    compiled, run_sharding = entry[1], entry[2]
     entries_checked = False
 
     def finish(i, out):
@@ -333,7 +337,7 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
     try:
       pending = None
       for i in todo:
-        out = dispatch(compiled, host_chunk(host, i, chunk, num_mdps), sharding)
+        out = dispatch(compiled, host_chunk(host, i, chunk, num_mdps), run_sharding)
         if pending is not None:
           finish(*pending)
         pending = (i, out)
@@ -365,6 +369,46 @@ def _chunk_program(one, strategy: str, sharding: NamedSharding):
       lambda c: (mapped(c), jax.vmap(entries_ok)(c)), mesh=sharding.mesh,
       in_specs=PartitionSpec(BATCH_AXIS), out_specs=PartitionSpec(BATCH_AXIS),
       check_vma=False)
+
+
+def _trace_chunk_program(one, strategy: str, sharding: NamedSharding, spec):
+  """The jitted chunk program for ``sharding``, traced for ``spec``."""
+  spec = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), spec)
+  return jax.jit(_chunk_program(one, strategy, sharding), in_shardings=sharding,
+                 out_shardings=sharding).trace(spec)
+
+
+def _compile_chunk_program(traced, one, strategy: str, devices: list, spec):
+  """``(compiled, sharding)``: the traced chunk program compiled for its
+  devices, or, when that would hang, for the first device only.
+
+  It would hang when two or more CPU devices of this process run batched
+  LAPACK calls (:func:`jaxrl_dp.batch.compiled.batched_lapack_calls`: every
+  such call blocks a thread of the process's one intra-op pool while it
+  waits for the tasks it queued on that same pool). Only the placement
+  changes: one device runs the whole chunk (its LAPACK batches still use
+  every pool thread) and the results are the same.
+  """
+  compiled = traced.lower().compile()
+  local = [d for d in devices if d.process_index == jax.process_index()]
+  if devices[0].platform != "cpu" or len(local) < 2 or jax.process_count() > 1:
+    return compiled, _sharding_of(devices)
+  calls = batched_lapack_calls(compiled.as_text())
+  if not calls:
+    return compiled, _sharding_of(devices)
+  one_device = _sharding_of(devices[:1])
+  logger.info(
+      "batch.solve: the chunk program makes batched LAPACK calls (%s), which hang when "
+      "%d CPU devices share one host's thread pool; running every chunk on %s instead",
+      ", ".join(calls), len(local), devices[0])
+  traced = _trace_chunk_program(one, strategy, one_device, spec)
+  return traced.lower().compile(), one_device
+
+
+def _sharding_of(devices) -> NamedSharding:
+  """The batch axis split over ``devices``."""
+  return NamedSharding(Mesh(np.asarray(devices), (BATCH_AXIS,)), PartitionSpec(BATCH_AXIS))
 
 
 def _check_devices(devices) -> list:
