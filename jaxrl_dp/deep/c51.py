@@ -12,7 +12,7 @@ of the pushed atoms, with ``a*`` the greedy valid action of the target
 network's means (``double=True``: of the online network's), and the loss is
 the cross-entropy of the online distribution of ``(s, a)`` against it.
 
-Exact scoring adds ``w1``: the largest over reachable states of the
+Exact scoring adds ``w1``: the largest over reachable non-terminal states of the
 Wasserstein-1 distance between the network's distribution of the greedy
 action and the exact categorical return distribution of the greedy policy
 on the same support (the fixed point of the projected distributional Bellman
@@ -124,12 +124,12 @@ def make_c51(config: C51Config, mdp: TabularMDP, num_actions: int) -> QAgent:
   def q_values(params, obs):
     return categorical_q_values(net.apply(params, obs), support)
 
-  def extra(mdp, params, obs_all, policy, reachable):
+  def extra(mdp, params, obs_all, policy, states):
     probs = jax.nn.softmax(net.apply(params, obs_all), axis=-1)  # [S, A, N]
     mine = jnp.take_along_axis(probs, policy[:, None, None], axis=1)[:, 0]
     exact = categorical_evaluation(mdp, support, policy=policy, tol=1e-4).probs
     w1 = common.categorical_w1(mine, exact, support)
-    return {"w1": jnp.max(jnp.where(reachable, w1, 0.0))}
+    return {"w1": jnp.max(jnp.where(states, w1, 0.0))}
 
   tx = common.optimizer(config.learning_rate, config.max_grad_norm, eps=config.adam_eps,
                         anneal_steps=config.num_updates if config.anneal_lr else None)

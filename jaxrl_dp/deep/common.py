@@ -39,7 +39,7 @@ from jaxrl_dp.deep.scoring import ExactReference, q_error, score_policy
 
 __all__ = ["TrainResult", "run_schedule", "score_metrics", "state_observations",
            "as_features", "make_env", "epsilon_greedy", "linear_schedule",
-           "categorical_w1", "check_schedule", "check_positive", "check_fraction",
+           "categorical_w1", "learned_states", "check_schedule", "check_positive", "check_fraction",
            "check_observation", "check_train_mdp", "config_from_kwargs", "observation_arg", "optimizer",
            "METRIC_NAMES"]
 
@@ -61,9 +61,10 @@ class TrainResult:
       (``J* - J``), ``normalized_suboptimality`` (``(J* - J) / (J* -
       J_uniform)``), ``optimal_action_fraction`` (see
       :class:`~jaxrl_dp.deep.scoring.PolicyScore`); value agents add
-      ``q_error`` (``max |Q - Q*|`` over reachable states and valid
-      actions); distributional agents add ``w1`` (the largest, over reachable
-      states, Wasserstein-1 distance between the network's return
+      ``q_error`` (``max |Q - Q*|`` over reachable non-terminal states,
+      :func:`learned_states`, and valid actions); distributional agents add
+      ``w1`` (the largest, over reachable non-terminal states,
+      Wasserstein-1 distance between the network's return
       distribution of the greedy action and the exact projected return
       distribution of the greedy policy); agents add their training loss
       ``loss`` (the mean over the chunk).
@@ -218,16 +219,27 @@ def categorical_w1(p: jax.Array, q: jax.Array, support: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------- scoring
+def learned_states(reference: ExactReference, env: TabularEnv) -> jax.Array:
+  """``bool [S]``: reachable states that are not terminal. A terminal state
+  (absorbing, zero reward) never starts a training transition (episodes end
+  on entering it and bootstrap with discount 0), so the network's output
+  there is never trained; value errors are measured on these states."""
+  return reference.reachable & ~env.terminal
+
+
 def score_metrics(mdp: TabularMDP, reference: ExactReference, policy: jax.Array,
-                  q_values: Optional[jax.Array] = None) -> dict:
+                  q_values: Optional[jax.Array] = None,
+                  q_states: Optional[jax.Array] = None) -> dict:
   """Exact metrics of ``policy`` (``int [S]`` or ``float [S, A]``); with
-  ``q_values [S, A]`` also ``q_error``."""
+  ``q_values [S, A]`` also ``q_error`` (over ``q_states bool [S]``, default
+  the reachable states, and valid actions)."""
   score = score_policy(mdp, reference, policy)
   out = {"j": score.j, "j_star": score.j_star, "suboptimality": score.suboptimality,
          "normalized_suboptimality": score.normalized_suboptimality,
          "optimal_action_fraction": score.optimal_action_fraction}
   if q_values is not None:
-    out["q_error"] = q_error(reference, q_values)
+    ref = reference if q_states is None else reference.replace(reachable=q_states)
+    out["q_error"] = q_error(ref, q_values)
   return out
 
 

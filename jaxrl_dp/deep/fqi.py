@@ -146,7 +146,8 @@ def _fqi(key, mdp, data, features, config: FQIConfig):
 
   def evaluate(c):
     q = net.apply(c[0], obs_all)
-    return common.score_metrics(mdp, reference, greedy_action(q, mdp.action_mask), q)
+    return common.score_metrics(mdp, reference, greedy_action(q, mdp.action_mask), q,
+                                common.learned_states(reference, env))
 
   num_evals = config.num_iters // config.eval_every
   (params, _), metrics = common.run_schedule(

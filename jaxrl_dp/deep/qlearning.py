@@ -105,7 +105,8 @@ class QAgent(NamedTuple):
     loss: ``(params, target_params, batch: Transition) -> []``.
     q_values: ``(params, obs [..., D]) -> [..., A]`` (greedy acting).
     extra_metrics: optional ``(mdp, params, obs_all [S, D], policy int [S],
-      reachable bool [S]) -> dict`` of further ``[]`` metrics (e.g. ``w1``).
+      states bool [S]) -> dict`` of further ``[]`` metrics (e.g. ``w1``
+      over ``states``: the reachable non-terminal ones).
   """
 
   network: nn.Module
@@ -191,6 +192,7 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
   index_obs = config.observation == "index"
   obs_all = common.state_observations(env)
   reference = exact_reference(mdp)
+  learned = common.learned_states(reference, env)
   k_init, k_reset, k_run = jax.random.split(key, 3)
   train = q_init(k_init, agent, obs_all.shape[-1])
   env_state, obs = jax.vmap(env.reset)(jax.random.split(k_reset, n))
@@ -228,10 +230,9 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
 
   def evaluate(c: _Carry):
     q, policy = greedy(c.train.params)
-    m = common.score_metrics(mdp, reference, policy, q)
+    m = common.score_metrics(mdp, reference, policy, q, learned)
     if agent.extra_metrics is not None:
-      m.update(agent.extra_metrics(mdp, c.train.params, obs_all, policy,
-                                   reference.reachable))
+      m.update(agent.extra_metrics(mdp, c.train.params, obs_all, policy, learned))
     return m
 
   carry = _Carry(train=train, buffer=buffer, env_state=env_state, obs=obs, key=k_run,

@@ -12,7 +12,7 @@ the online network's), and the loss is
 :func:`jaxrl_dp.distributional.quantile_huber_loss` of ``theta(s, a)``
 against it (``kappa = 1``), averaged over the batch.
 
-Exact scoring adds ``w1``: the largest over reachable states of the
+Exact scoring adds ``w1``: the largest over reachable non-terminal states of the
 Wasserstein-1 distance between the network's quantiles of the greedy
 action and the exact quantile return distribution of the greedy policy (the
 fixed point of the projected operator ``Pi_W1 T^pi``,
@@ -83,12 +83,12 @@ def make_qr_dqn(config: QRDQNConfig, num_actions: int) -> QAgent:
   def q_values(params, obs):
     return jnp.mean(net.apply(params, obs), axis=-1)
 
-  def extra(mdp, params, obs_all, policy, reachable):
+  def extra(mdp, params, obs_all, policy, states):
     locs = net.apply(params, obs_all)  # [S, A, N]
     mine = jnp.take_along_axis(locs, policy[:, None, None], axis=1)[:, 0]
     exact = quantile_evaluation(mdp, n, policy=policy, tol=1e-4).locs
     w1 = wasserstein_distance(mine, exact)
-    return {"w1": jnp.max(jnp.where(reachable, w1, 0.0))}
+    return {"w1": jnp.max(jnp.where(states, w1, 0.0))}
 
   tx = common.optimizer(config.learning_rate, config.max_grad_norm, eps=config.adam_eps,
                         anneal_steps=config.num_updates if config.anneal_lr else None)
