@@ -18,6 +18,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core import bellman
@@ -51,7 +52,8 @@ def occupancy_tables(mdp, policy, horizon):
   return max_sa, sum_sa, max_s, sum_s
 
 
-def covering_length_bounds(max_occ: jax.Array, sum_occ: jax.Array, pairs: jax.Array):
+def covering_length_bounds(max_occ: jax.Array, sum_occ: jax.Array,
+                           pairs: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Lower and upper bounds on the covering length from occupancies.
 
   The covering length ``L`` is the smallest number of independent episodes
@@ -149,7 +151,7 @@ def _avoid_probs(mdp, policy, pair_s, pair_a, subsets, *, horizon):
   return jax.lax.map(one, subsets, batch_size=1024)
 
 
-def covering_length(mdp: TabularMDP, horizon: int, *, policy=None,
+def covering_length(mdp: TabularMDP, horizon: int, *, policy: ArrayLike | None = None,
                     max_pairs: int = 16, max_episodes: float = 1e15) -> int:
   """Exact covering length of the exploration policy (small MDPs).
 

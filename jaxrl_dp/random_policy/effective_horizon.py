@@ -80,6 +80,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core.functional import is_functional
 from jaxrl_dp.core.mdp import TabularMDP
@@ -97,7 +98,8 @@ def _analyze_jit(mdp, policy, tol, *, horizon):
   return effective_horizon_kernel(mdp, horizon, policy=policy, tol=tol)
 
 
-def analyze_effective_horizon(mdp: TabularMDP, horizon: int, *, policy=None,
+def analyze_effective_horizon(mdp: TabularMDP, horizon: int, *,
+                              policy: ArrayLike | None = None,
                               tol: float = REWARD_PRECISION,
                               x64: bool = True) -> EffectiveHorizonAnalysis:
   """min_k, effective planning window W, and the simple effective-horizon bound.
@@ -143,7 +145,8 @@ def analyze_effective_horizon(mdp: TabularMDP, horizon: int, *, policy=None,
 STRATEGIES = ("auto", "vmap", "map")
 
 
-def analyze_effective_horizon_batch(mdps: TabularMDP, horizon: int, *, policy=None,
+def analyze_effective_horizon_batch(mdps: TabularMDP, horizon: int, *,
+                                    policy: ArrayLike | None = None,
                                     tol: float = REWARD_PRECISION, x64: bool = True,
                                     strategy: str = "auto", chunk_size: int = 256,
                                     progress: bool | None = None) -> EffectiveHorizonAnalysis:
@@ -175,6 +178,10 @@ def analyze_effective_horizon_batch(mdps: TabularMDP, horizon: int, *, policy=No
     progress: the progress bar of :func:`jaxrl_dp.batch.solve` (one update
       per chunk): ``None`` (auto: on a terminal with more than one chunk),
       ``True`` or ``False``. The per-MDP-policy case has none (one call).
+
+  Returns:
+    :class:`EffectiveHorizonAnalysis` whose every field has a leading axis
+    ``B``.
   """
   pol = check_analysis_inputs(mdps, horizon, policy, tol=tol, batched=True)
   check_choice("strategy", strategy, STRATEGIES)

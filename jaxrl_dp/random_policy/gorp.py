@@ -24,6 +24,7 @@ import math
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core import bellman
@@ -74,12 +75,21 @@ def _sample_next(mdp, key, state, action):
   return jax.random.categorical(key, jnp.log(mdp.probs[state, action]))
 
 
-def gorp_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m,
-                exploration_policy=None, *, chunk_size: int = 64) -> GORPResult:
+def gorp_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m: ArrayLike,
+                exploration_policy: ArrayLike | None = None, *,
+                chunk_size: int = 64) -> GORPResult:
   """One GORP run; pure and jittable (``horizon``, ``k``, ``chunk_size``
   static; ``m`` may be traced). Episodes are simulated ``A^k x chunk_size`` at a
   time in a ``fori_loop`` over ``ceil(m / chunk_size)`` chunks, so ``m`` changes
-  neither shapes nor compilation."""
+  neither shapes nor compilation.
+
+  Args:
+    key, mdp, horizon, k, m, exploration_policy, chunk_size: as :func:`gorp`
+      (one run, no checks).
+
+  Returns:
+    :class:`GORPResult` of one run.
+  """
   T = int(horizon)
   s_n, a_n = mdp.rewards.shape
   dtype = mdp.rewards.dtype
@@ -175,7 +185,7 @@ def check_m(m, field: str = "m") -> int:
 
 
 def gorp(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m: int, *,
-         num_runs: int | None = None, exploration_policy=None,
+         num_runs: int | None = None, exploration_policy: ArrayLike | None = None,
          chunk_size: int = 64) -> GORPResult:
   """Runs GORP (see the module docstring) with ``m`` episodes per action sequence.
 
@@ -274,7 +284,7 @@ def bisect_sample_complexity(run_at, key, max_m: int, tol: float) -> SampleCompl
 
 def gorp_sample_complexity(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, *,
                            max_m: int = 1024, num_runs: int = 25, tol: float = 1e-4,
-                           exploration_policy=None,
+                           exploration_policy: ArrayLike | None = None,
                            chunk_size: int = 64) -> SampleComplexity:
   """Empirical sample complexity of GORP: the smallest ``m`` (bisection on
   ``[1, max_m]``) for which the median over ``num_runs`` seeds of the final
@@ -283,7 +293,17 @@ def gorp_sample_complexity(key: jax.Array, mdp: TabularMDP, horizon: int, k: int
   median is finite exactly when more than half the runs are optimal). Each
   ``m`` uses ``jax.random.fold_in(key, m)``; ``m`` is traced, so the whole
   search compiles once. ``tol`` is a finite number >= 0 (``None``, NaN,
-  negative refused)."""
+  negative refused).
+
+  Args:
+    key: a ``jax.random`` key.
+    mdp, horizon, k, num_runs, exploration_policy, chunk_size: as :func:`gorp`.
+    max_m: the largest ``m`` tried.
+    tol: how close to the optimal return counts as optimal.
+
+  Returns:
+    :class:`SampleComplexity` (``m`` found, or None, and the median steps).
+  """
   return bisect_sample_complexity(
       lambda key_m, m: gorp(key_m, mdp, horizon, k, m, num_runs=num_runs,
                             exploration_policy=exploration_policy, chunk_size=chunk_size),

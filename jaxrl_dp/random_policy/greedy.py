@@ -14,6 +14,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core import bellman
@@ -28,7 +29,8 @@ __all__ = ["greedy_returns", "greedy_returns_kernel"]
 
 
 @solver(infinite_horizon=False, kind="analysis")
-def greedy_returns_kernel(mdp: TabularMDP, horizon: int, *, num_k: int, policy=None,
+def greedy_returns_kernel(mdp: TabularMDP, horizon: int, *, num_k: int,
+                          policy: ArrayLike | None = None,
                           start_with_rewards: bool = False) -> jax.Array:
   """Worst-case returns ``J_1..J_num_k`` of acting greedily on ``Q^k``: ``[num_k]``.
 
@@ -41,6 +43,12 @@ def greedy_returns_kernel(mdp: TabularMDP, horizon: int, *, num_k: int, policy=N
   static), vmappable; no checks. Ties decide the greedy sets: ``jax.grad``
   differentiates the returns for fixed greedy sets only (zero through the
   argmax).
+
+  Args:
+    mdp, horizon, num_k, policy, start_with_rewards: as :func:`greedy_returns`.
+
+  Returns:
+    ``[num_k]`` returns in the MDP's dtype.
   """
   T = int(horizon)
   mask = mdp.action_mask
@@ -73,7 +81,8 @@ def _greedy_jit(mdp, policy, *, horizon, num_k, start_with_rewards):
                                start_with_rewards=start_with_rewards)
 
 
-def greedy_returns(mdp: TabularMDP, horizon: int, *, num_k: int = 5, policy=None,
+def greedy_returns(mdp: TabularMDP, horizon: int, *, num_k: int = 5,
+                   policy: ArrayLike | None = None,
                    start_with_rewards: bool = False, x64: bool = True) -> np.ndarray:
   """``[J_1, ..., J_num_k]``: worst-case-tie-breaking returns of greedy-on-Q^k.
 
@@ -90,6 +99,9 @@ def greedy_returns(mdp: TabularMDP, horizon: int, *, num_k: int = 5, policy=None
       ``[S, A]`` or ``[T, S, A]``.
     start_with_rewards: ``Q^1 = R`` instead of the exploration Q.
     x64: compute in float64.
+
+  Returns:
+    ``float [num_k]`` NumPy array ``[J_1, ..., J_num_k]``.
 
   Raises:
     InvalidMDPError: bad horizon, discount, ``num_k`` or policy.

@@ -28,6 +28,7 @@ import functools
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core import bellman
@@ -207,7 +208,8 @@ class _ActionColumns:
 
 
 @solver(infinite_horizon=False, kind="analysis")
-def effective_horizon_kernel(mdp: TabularMDP, horizon: int, *, policy=None,
+def effective_horizon_kernel(mdp: TabularMDP, horizon: int, *,
+                             policy: ArrayLike | None = None,
                              tol: float = REWARD_PRECISION) -> EffectiveHorizonAnalysis:
   """The analysis of one MDP: pure, jittable (``horizon`` static), vmappable.
 

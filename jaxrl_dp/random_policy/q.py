@@ -20,6 +20,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core import bellman
@@ -108,6 +109,14 @@ def policy_expectation(q: jax.Array, policy: jax.Array | None,
 
   ``policy=None`` is the uniform policy over valid actions, computed as the
   left-to-right sum of the valid entries divided by their count.
+
+  Args:
+    q: ``[..., S, A]`` action values.
+    policy: ``[..., S, A]`` probabilities, or None (uniform).
+    action_mask: bool ``[S, A]`` valid actions.
+
+  Returns:
+    ``[..., S]`` expected values.
   """
   if policy is None:
     n = jnp.sum(action_mask, axis=-1).astype(q.dtype)
@@ -150,6 +159,13 @@ def qvi_backup(mdp: TabularMDP, q: jax.Array) -> jax.Array:
     backups the table is ``Q*``.
 
   Maxima are over valid actions only.
+
+  Args:
+    mdp: one MDP.
+    q: ``[S, A]`` or ``[T, S, A]`` table.
+
+  Returns:
+    The backed-up table, same shape.
   """
   if q.ndim == 2:
     return bellman.q_values(mdp, bellman.masked_max(q, mdp.action_mask))
@@ -161,7 +177,7 @@ def qvi_backup(mdp: TabularMDP, q: jax.Array) -> jax.Array:
 # ------------------------------------------------------------------- random_q
 @solver(infinite_horizon=True, kind="evaluation", reverse_mode=True)
 def random_q(mdp: TabularMDP, horizon: int | None = None,
-             policy=None) -> jax.Array:
+             policy: ArrayLike | None = None) -> jax.Array:
   """Q-function of the uniform random policy or of a given exploration policy.
 
   Finite horizon (``horizon = T``, a static int >= 1): backward induction
@@ -276,7 +292,7 @@ def _random_q_functional_finite(mdp, policy, *, horizon):
 
 # ------------------------------------------------------------------ qvi_steps
 @solver(infinite_horizon=False, kind="analysis", reverse_mode=True)
-def qvi_steps(mdp: TabularMDP, q, k: int) -> jax.Array:
+def qvi_steps(mdp: TabularMDP, q: jax.Array, k: int) -> jax.Array:
   """Applies ``k`` Bellman optimality backups to a Q table.
 
   See :func:`qvi_backup` for the exact convention: ``[S, A]`` tables are backed

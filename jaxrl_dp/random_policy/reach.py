@@ -19,6 +19,14 @@ def successors(mdp: TabularMDP, visited: jax.Array, allowed: jax.Array) -> jax.A
 
   A next state counts when its transition probability is positive. Built on
   :func:`jaxrl_dp.core.bellman.state_distribution_step` with 0/1 weights.
+
+  Args:
+    mdp: one MDP.
+    visited: bool ``[S]`` current states.
+    allowed: bool ``[S, A]`` actions that may be taken.
+
+  Returns:
+    bool ``[S]`` the states one allowed step away.
   """
   w = allowed.astype(mdp.probs.dtype)
   d = visited.astype(mdp.probs.dtype)
@@ -27,7 +35,15 @@ def successors(mdp: TabularMDP, visited: jax.Array, allowed: jax.Array) -> jax.A
 
 def reach(mdp: TabularMDP, allowed: jax.Array) -> jax.Array:
   """``visited [T, S]``: states reached at each step from the initial support
-  following the actions in ``allowed [T, S, A]`` (a forward ``lax.scan``)."""
+  following the actions in ``allowed [T, S, A]`` (a forward ``lax.scan``).
+
+  Args:
+    mdp: one MDP.
+    allowed: bool ``[T, S, A]`` actions that may be taken at each step.
+
+  Returns:
+    bool ``[T, S]``: row ``t`` the states reachable at step ``t``.
+  """
   def step(vis, allowed_t):
     return successors(mdp, vis, allowed_t), vis
 
@@ -39,7 +55,14 @@ def reach(mdp: TabularMDP, allowed: jax.Array) -> jax.Array:
 def terminal_states(mdp: TabularMDP) -> jax.Array:
   """``bool [S]``: absorbing zero-reward states (every valid action stays put
   with probability 1 and pays 0), e.g. the terminal state that
-  :meth:`TabularMDP.from_deterministic` appends and padded states."""
+  :meth:`TabularMDP.from_deterministic` appends and padded states.
+
+  Args:
+    mdp: one MDP.
+
+  Returns:
+    bool ``[S]``.
+  """
   s, a = mdp.rewards.shape
   if mdp.is_sparse:
     stay = jnp.sum(jnp.where(mdp.next_states == jnp.arange(s)[:, None, None],

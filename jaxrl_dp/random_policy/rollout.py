@@ -23,6 +23,7 @@ from __future__ import annotations
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
@@ -55,7 +56,7 @@ class Trajectories:
 
 
 def sample_trajectories(key: jax.Array, mdp: TabularMDP, horizon: int, num: int, *,
-                        policy=None) -> Trajectories:
+                        policy: ArrayLike | None = None) -> Trajectories:
   """Samples ``num`` independent ``horizon``-step episodes of ``policy``.
 
   Args:
@@ -89,11 +90,21 @@ def sample_trajectories(key: jax.Array, mdp: TabularMDP, horizon: int, num: int,
   return Trajectories(states=states, actions=a.T, slots=slot.T, rewards=r.T, alive=alive.T)
 
 
-def state_occupancies(mdp: TabularMDP, horizon: int, *, policy=None) -> jax.Array:
+def state_occupancies(mdp: TabularMDP, horizon: int, *,
+                      policy: ArrayLike | None = None) -> jax.Array:
   """``d [T, S]``: the exact state distribution at steps ``0..T-1`` from
   ``mdp.initial`` under ``policy`` (``None``: uniform over valid actions;
   ``[S, A]`` or ``[T, S, A]``), by forward steps of
-  :func:`jaxrl_dp.core.bellman.state_distribution_step`. ``jax.grad`` works."""
+  :func:`jaxrl_dp.core.bellman.state_distribution_step`. ``jax.grad`` works.
+
+  Args:
+    mdp: one MDP.
+    horizon: T (static).
+    policy: as above.
+
+  Returns:
+    ``[T, S]`` state distributions.
+  """
   dtype = mdp.rewards.dtype
   if policy is None:
     policy = bellman.uniform_policy(mdp.action_mask)
@@ -106,8 +117,16 @@ def state_occupancies(mdp: TabularMDP, horizon: int, *, policy=None) -> jax.Arra
   return d
 
 
-def returns_to_go(rewards: jax.Array, discount) -> jax.Array:
-  """``G_t = sum_{u >= t} discount^(u - t) r_u`` along the last axis."""
+def returns_to_go(rewards: jax.Array, discount: ArrayLike) -> jax.Array:
+  """``G_t = sum_{u >= t} discount^(u - t) r_u`` along the last axis.
+
+  Args:
+    rewards: ``[..., T]`` rewards.
+    discount: ``gamma`` (broadcasts against the batch ``[...]``).
+
+  Returns:
+    ``[..., T]`` returns to go.
+  """
   def step(g, r):
     g = r + discount * g
     return g, g

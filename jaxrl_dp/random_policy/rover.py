@@ -40,10 +40,12 @@ expected count of correct transitions.)
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core import bellman
@@ -77,7 +79,8 @@ def _check_temperature(value) -> None:
 
 
 # ------------------------------------------------------------ softmax policy
-def softmax_policy(q: jax.Array, temperature, action_mask: jax.Array | None = None) -> jax.Array:
+def softmax_policy(q: jax.Array, temperature: ArrayLike,
+                   action_mask: jax.Array | None = None) -> jax.Array:
   """``pi(a | s) proportional to exp(q(s, a) / temperature)`` over valid actions.
 
   Args:
@@ -139,24 +142,48 @@ class TreeMetrics:
   leaf_probs: jax.Array
 
 
-def pass_at_k(p, k):
+def pass_at_k(p: ArrayLike, k: ArrayLike) -> jax.Array:
   """``1 - (1 - p)^k``: probability that ``k`` independent tries with success
-  probability ``p`` succeed at least once (broadcasts)."""
+  probability ``p`` succeed at least once (broadcasts).
+
+  Args:
+    p: success probabilities.
+    k: numbers of tries (broadcasts against ``p``).
+
+  Returns:
+    ``1 - (1 - p)^k`` in ``p``'s dtype.
+  """
   p = jnp.asarray(p)
   return 1.0 - (1.0 - p) ** jnp.asarray(k, p.dtype)
 
 
-def correct_pairs(mdp: TabularMDP, threshold=1.0) -> jax.Array:
-  """``bool [S, A]``: valid pairs whose reward is at least ``threshold``."""
+def correct_pairs(mdp: TabularMDP, threshold: ArrayLike = 1.0) -> jax.Array:
+  """``bool [S, A]``: valid pairs whose reward is at least ``threshold``.
+
+  Args:
+    mdp: one tree MDP.
+    threshold: reward at or above which a pair is correct.
+
+  Returns:
+    ``bool [S, A]``.
+  """
   return mdp.action_mask & (mdp.rewards >= threshold)
 
 
 @solver(infinite_horizon=False, kind="analysis", reverse_mode=True)
-def tree_metrics_kernel(mdp: TabularMDP, horizon: int, *, ks, policy=None,
-                        threshold=1.0) -> TreeMetrics:
+def tree_metrics_kernel(mdp: TabularMDP, horizon: int, *, ks: Sequence[int],
+                        policy: ArrayLike | None = None,
+                        threshold: ArrayLike = 1.0) -> TreeMetrics:
   """Pure, jittable (``horizon`` and ``ks`` static), vmappable form of
   :func:`tree_metrics`; no checks (``policy=None`` is uniform over valid
-  actions)."""
+  actions).
+
+  Args:
+    mdp, horizon, ks, policy, threshold: as :func:`tree_metrics`.
+
+  Returns:
+    :class:`TreeMetrics`, as :func:`tree_metrics`.
+  """
   dtype = mdp.rewards.dtype
   policy = (bellman.uniform_policy(mdp.action_mask) if policy is None else policy).astype(dtype)
   d = state_occupancies(mdp, horizon, policy=policy)  # [T, S]
@@ -197,8 +224,9 @@ def _check_ks(ks) -> tuple:
 
 
 @solver(infinite_horizon=False, kind="analysis", reverse_mode=True)
-def tree_metrics(mdp: TabularMDP, horizon: int, *, policy=None, ks=(1, 2, 4, 8, 16, 32, 64),
-                 threshold=1.0) -> TreeMetrics:
+def tree_metrics(mdp: TabularMDP, horizon: int, *, policy: ArrayLike | None = None,
+                 ks: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+                 threshold: ArrayLike = 1.0) -> TreeMetrics:
   """Exact success probability, pass@k and diversity of ``policy`` on a tree MDP.
 
   See the module docstring for "correct leaf". Everything is computed from the
@@ -258,8 +286,8 @@ def _episode_returns(traj: Trajectories, discount):
   return jnp.sum(jnp.where(traj.alive, traj.rewards, 0.0) * disc, axis=-1)
 
 
-def rover_update(q: jax.Array, traj: Trajectories, mdp: TabularMDP, learning_rate, *,
-                 baseline=True) -> jax.Array:
+def rover_update(q: jax.Array, traj: Trajectories, mdp: TabularMDP,
+                 learning_rate: ArrayLike, *, baseline: bool = True) -> jax.Array:
   """One tabular ROVER step on a group of episodes (pure; no checks).
 
   For every alive step ``(s_t, a_t, r_t, s_{t+1})`` of every episode ``i``
@@ -281,6 +309,16 @@ def rover_update(q: jax.Array, traj: Trajectories, mdp: TabularMDP, learning_rat
   the baseline only recenters the values (as group reward centering does in
   the paper), at the price of some noise between pairs updated in different
   iterations.
+
+  Args:
+    q: ``[S, A]`` current values.
+    traj: a group of episodes (:func:`~jaxrl_dp.random_policy.sample_trajectories`).
+    mdp: the tree MDP they were sampled from.
+    learning_rate: step toward the mean target (1 replaces).
+    baseline: subtract the group-mean return at each episode's last step.
+
+  Returns:
+    ``[S, A]`` updated values.
   """
   s_n, a_n = q.shape
   T = traj.actions.shape[-1]
@@ -299,8 +337,9 @@ def rover_update(q: jax.Array, traj: Trajectories, mdp: TabularMDP, learning_rat
   return jnp.where(n > 0, q + learning_rate * (mean_y - q), q)
 
 
-def reinforce_update(logits: jax.Array, traj: Trajectories, mdp: TabularMDP, learning_rate, *,
-                     normalize_std: bool = True, eps: float = 1e-6) -> jax.Array:
+def reinforce_update(logits: jax.Array, traj: Trajectories, mdp: TabularMDP,
+                     learning_rate: ArrayLike, *, normalize_std: bool = True,
+                     eps: float = 1e-6) -> jax.Array:
   """One REINFORCE / GRPO-style step on a group of episodes (pure; no checks).
 
   Advantages ``A_i = (R_i - mean R) / (std R + eps)`` (GRPO; without the std
@@ -308,6 +347,17 @@ def reinforce_update(logits: jax.Array, traj: Trajectories, mdp: TabularMDP, lea
   step is plain gradient ascent on ``(1/G) sum_i A_i sum_t log pi(a_t | s_t)``
   over the alive steps, with ``pi = softmax(logits)`` over valid actions:
   ``logits[s] += lr / G * sum A_i (onehot(a_t) - pi(. | s))`` at ``s = s_t``.
+
+  Args:
+    logits: ``[S, A]`` current logits.
+    traj: a group of ``G`` episodes.
+    mdp: the tree MDP they were sampled from.
+    learning_rate: the gradient step ``lr``.
+    normalize_std: divide the advantages by the group's std (GRPO).
+    eps: added to the std.
+
+  Returns:
+    ``[S, A]`` updated logits.
   """
   s_n, a_n = logits.shape
   T = traj.actions.shape[-1]
@@ -339,11 +389,19 @@ def _train(key, mdp, horizon, num_iters, group_size, policy_of, update, params0,
                        correct_entropy=ent, mean_reward=mean_r)
 
 
-def rover_kernel(key, mdp: TabularMDP, horizon: int, num_iters: int, group_size: int,
-                 temperature, learning_rate, *, baseline=True,
-                 threshold=1.0) -> LearnerResult:
+def rover_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, num_iters: int,
+                 group_size: int, temperature: ArrayLike, learning_rate: ArrayLike, *,
+                 baseline: bool = True, threshold: ArrayLike = 1.0) -> LearnerResult:
   """Unchecked, jittable (``horizon``, ``num_iters``, ``group_size`` static)
-  and vmappable form of :func:`rover_train`."""
+  and vmappable form of :func:`rover_train`.
+
+  Args:
+    key, mdp, horizon, num_iters, group_size, temperature, learning_rate,
+      baseline, threshold: as :func:`rover_train` (one run).
+
+  Returns:
+    :class:`LearnerResult` of one run.
+  """
   q0 = jnp.zeros(mdp.rewards.shape, mdp.rewards.dtype)
   return _train(key, mdp, horizon, num_iters, group_size,
                 lambda q: softmax_policy(q, temperature, mdp.action_mask),
@@ -351,10 +409,19 @@ def rover_kernel(key, mdp: TabularMDP, horizon: int, num_iters: int, group_size:
                 q0, threshold)
 
 
-def reinforce_kernel(key, mdp: TabularMDP, horizon: int, num_iters: int, group_size: int,
-                     learning_rate, *, normalize_std: bool = True,
-                     threshold=1.0) -> LearnerResult:
-  """Unchecked, jittable and vmappable form of :func:`reinforce_train`."""
+def reinforce_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, num_iters: int,
+                     group_size: int, learning_rate: ArrayLike, *,
+                     normalize_std: bool = True,
+                     threshold: ArrayLike = 1.0) -> LearnerResult:
+  """Unchecked, jittable and vmappable form of :func:`reinforce_train`.
+
+  Args:
+    key, mdp, horizon, num_iters, group_size, learning_rate, normalize_std,
+      threshold: as :func:`reinforce_train` (one run).
+
+  Returns:
+    :class:`LearnerResult` of one run.
+  """
   th0 = jnp.zeros(mdp.rewards.shape, mdp.rewards.dtype)
   return _train(key, mdp, horizon, num_iters, group_size,
                 lambda th: softmax_policy(th, 1.0, mdp.action_mask),
@@ -398,8 +465,9 @@ def _check_learner(mdp, horizon, num_iters, group_size, learning_rate, num_runs)
 
 
 def rover_train(key: jax.Array, mdp: TabularMDP, horizon: int, *, num_iters: int = 200,
-                group_size: int = 16, temperature=0.5, learning_rate=0.5,
-                baseline: bool = True, threshold=1.0,
+                group_size: int = 16, temperature: ArrayLike = 0.5,
+                learning_rate: ArrayLike = 0.5, baseline: bool = True,
+                threshold: ArrayLike = 1.0,
                 num_runs: int | None = None) -> LearnerResult:
   """Tabular ROVER: learn the uniform policy's Q from groups of sampled episodes.
 
@@ -439,14 +507,22 @@ def rover_train(key: jax.Array, mdp: TabularMDP, horizon: int, *, num_iters: int
 
 
 def reinforce_train(key: jax.Array, mdp: TabularMDP, horizon: int, *, num_iters: int = 200,
-                    group_size: int = 16, learning_rate=0.5, normalize_std: bool = True,
-                    threshold=1.0, num_runs: int | None = None) -> LearnerResult:
+                    group_size: int = 16, learning_rate: ArrayLike = 0.5,
+                    normalize_std: bool = True, threshold: ArrayLike = 1.0,
+                    num_runs: int | None = None) -> LearnerResult:
   """Tabular REINFORCE / GRPO-style baseline on the same trees.
 
   Softmax policy over per-state logits (0 at start: uniform), each iteration a
   group of ``group_size`` episodes and one :func:`reinforce_update`.
-  Arguments as :func:`rover_train`; ``normalize_std`` divides the group-mean
-  advantages by the group's std (GRPO).
+
+  Args:
+    key, mdp, horizon, num_iters, group_size, learning_rate, threshold,
+      num_runs: as :func:`rover_train`.
+    normalize_std: divide the group-mean advantages by the group's std
+      (GRPO).
+
+  Returns:
+    :class:`LearnerResult`, as :func:`rover_train`.
   """
   _check_learner(mdp, horizon, num_iters, group_size, learning_rate, num_runs)
   dt = mdp.rewards.dtype

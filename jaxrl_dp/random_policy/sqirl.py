@@ -50,6 +50,7 @@ import functools
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
@@ -99,7 +100,16 @@ def _exploration_table(mdp, exploration_policy, horizon):
 def policy_return(mdp: TabularMDP, horizon: int, *, policy: jax.Array) -> jax.Array:
   """Exact expected ``horizon``-step return of a time-dependent deterministic
   policy ``int [T, S]`` from ``mdp.initial`` (backward induction; ``jax.grad``
-  with respect to the MDP works)."""
+  with respect to the MDP works).
+
+  Args:
+    mdp: one MDP.
+    horizon: T (static).
+    policy: ``int [T, S]`` actions per time step.
+
+  Returns:
+    ``[]`` the expected return.
+  """
   def step(v_next, pi_t):
     q = bellman.q_values(mdp, v_next)
     return bellman.policy_value_from_q(q, pi_t).astype(v_next.dtype), None
@@ -137,14 +147,24 @@ def _fit(mdp, k, support, probs, rewards, mc_mean, n_fit):
   return q
 
 
-def sqirl_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m,
-                 exploration_policy=None, *, exact: bool = False,
+def sqirl_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m: ArrayLike,
+                 exploration_policy: ArrayLike | None = None, *, exact: bool = False,
                  chunk_size: int = 256) -> SQIRLResult:
   """One SQIRL run; pure and jittable (``horizon``, ``k``, ``exact``,
   ``chunk_size`` static; ``m`` may be traced: episodes are simulated
   ``chunk_size`` at a time in a loop over ``ceil(m / chunk_size)`` chunks and
   reduced to sufficient statistics, so ``m`` changes neither shapes nor
-  compilation). No input checks; see :func:`sqirl`."""
+  compilation). No input checks; see :func:`sqirl`.
+
+  Args:
+    key, mdp, horizon, k, m, exploration_policy, chunk_size: as :func:`sqirl`
+      (one run).
+    exact: the infinite-sample limit: exact occupancies and the model's
+      probabilities instead of sampled statistics (static).
+
+  Returns:
+    :class:`SQIRLResult` of one run.
+  """
   T = int(horizon)
   s_n, a_n = mdp.rewards.shape
   fan = mdp.probs.shape[-1]
@@ -243,7 +263,7 @@ def _sqirl_jit(key, mdp, m, policy, *, horizon, k, num_runs, exact, chunk_size):
 
 
 def sqirl(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m: int | None, *,
-          num_runs: int | None = None, exploration_policy=None,
+          num_runs: int | None = None, exploration_policy: ArrayLike | None = None,
           chunk_size: int = 256) -> SQIRLResult:
   """Runs tabular SQIRL (see the module docstring).
 
@@ -284,7 +304,7 @@ def sqirl(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m: int | None, 
 
 def sqirl_sample_complexity(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, *,
                             max_m: int = 1024, num_runs: int = 25, tol: float = 1e-4,
-                            exploration_policy=None,
+                            exploration_policy: ArrayLike | None = None,
                             chunk_size: int = 256) -> SampleComplexity:
   """Empirical sample complexity of SQIRL to an optimal policy.
 
@@ -294,6 +314,15 @@ def sqirl_sample_complexity(key: jax.Array, mdp: TabularMDP, horizon: int, k: in
   at that ``m`` (a suboptimal run counts as ``inf``). Each ``m`` uses
   ``jax.random.fold_in(key, m)``; ``m`` is traced, so the search compiles
   once. Same rule as :func:`~jaxrl_dp.random_policy.gorp_sample_complexity`.
+
+  Args:
+    key: a ``jax.random`` key.
+    mdp, horizon, k, num_runs, exploration_policy, chunk_size: as :func:`sqirl`.
+    max_m: the largest ``m`` tried.
+    tol: how close to the optimal return counts as optimal.
+
+  Returns:
+    :class:`SampleComplexity` (``m`` found, or None, and the median steps).
   """
   return bisect_sample_complexity(
       lambda key_m, m: sqirl(key_m, mdp, horizon, k, m, num_runs=num_runs,

@@ -13,6 +13,7 @@ import functools
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
@@ -27,15 +28,27 @@ from jaxrl_dp.suites._common import check_probability
 __all__ = ["StickyAnalysis", "sticky_actions", "sticky_state_index", "analyze_sticky_actions"]
 
 
-def sticky_state_index(num_states: int, num_actions: int, state, prev_action=None):
+def sticky_state_index(num_states: int, num_actions: int, state: ArrayLike,
+                       prev_action: ArrayLike | None = None) -> ArrayLike:
   """Index in :func:`sticky_actions` of ``(state, prev_action)``; ``prev_action=None``
-  is the episode-start copy of ``state`` (no previous action yet)."""
+  is the episode-start copy of ``state`` (no previous action yet).
+
+  Args:
+    num_states: ``S`` of the original MDP.
+    num_actions: ``A`` of the original MDP.
+    state: original state(s).
+    prev_action: previous action(s), or None.
+
+  Returns:
+    ``state * A + prev_action``, or ``S * A + state`` without a previous
+    action (same shape as ``state``).
+  """
   if prev_action is None:
     return num_states * num_actions + state
   return state * num_actions + prev_action
 
 
-def sticky_actions(mdp: TabularMDP, p) -> TabularMDP:
+def sticky_actions(mdp: TabularMDP, p: ArrayLike) -> TabularMDP:
   """The sticky-action MDP on (state, previous action).
 
   States (``S' = S * (A + 1)``):
@@ -60,6 +73,10 @@ def sticky_actions(mdp: TabularMDP, p) -> TabularMDP:
   Args:
     mdp: one MDP.
     p: repeat probability in [0, 1].
+
+  Returns:
+    The sticky-action MDP (sparse, ``S' = S * (A + 1)`` states, fan-out
+    ``2K``).
 
   Raises:
     InvalidMDPError: ``p`` outside [0, 1] (when concrete).
@@ -178,7 +195,8 @@ def _dataset_state_count(mdp, sm, horizon):
   return jnp.sum(jnp.zeros((s * a,), bool).at[labels].max(reached)).astype(jnp.int32)
 
 
-def analyze_sticky_actions(mdp: TabularMDP, horizon: int, *, p=0.25, num_k: int = 5,
+def analyze_sticky_actions(mdp: TabularMDP, horizon: int, *, p: ArrayLike = 0.25,
+                           num_k: int = 5,
                            tol: float = REWARD_PRECISION) -> StickyAnalysis:
   """The BRIDGE sticky-action analysis (``*_analyzed_sticky_{p}.json``).
 

@@ -34,13 +34,20 @@ def triplet_step(mdp: TabularMDP, policy, v_next: jax.Array, t):
   return jnp.stack([vx, vo, vw], axis=-1).astype(mdp.rewards.dtype), (qx, qo, qw)
 
 
-def value_triplet(mdp: TabularMDP, policy, horizon: int):
+def value_triplet(mdp: TabularMDP, policy: jax.Array | None,
+                  horizon: int) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
   """Exploration, optimal and worst-case T-step Q tables in one backward scan.
 
   ``V_T = 0``; ``Q_t = r + gamma E[V_{t+1}]`` for each of the three values;
   ``V*_t = max``, ``Vworst_t = min`` over valid actions and the exploration
   value ``V_t = sum_a pi_t(a|s) Q_t(s, a)`` clipped to ``[Vworst_t, V*_t]``
   (guards against round-off, as the dataset's code does).
+
+  Args:
+    mdp: one MDP.
+    policy: the exploration policy: None (uniform over valid actions),
+      ``[S, A]`` or ``[T, S, A]`` probabilities.
+    horizon: T (static).
 
   Returns:
     ``(q_expl, q_opt, q_worst)`` each ``[T, S, A]`` and ``(v_expl, v_opt,
