@@ -396,8 +396,8 @@ def rover_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, num_iters: int,
   and vmappable form of :func:`rover_train`.
 
   Args:
-    key, mdp, horizon, num_iters, group_size, temperature, learning_rate,
-      baseline, threshold: as :func:`rover_train` (one run).
+    key, mdp, horizon, num_iters, group_size: as :func:`rover_train` (one run).
+    temperature, learning_rate, baseline, threshold: as :func:`rover_train`.
 
   Returns:
     :class:`LearnerResult` of one run.
@@ -416,8 +416,8 @@ def reinforce_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, num_iters: i
   """Unchecked, jittable and vmappable form of :func:`reinforce_train`.
 
   Args:
-    key, mdp, horizon, num_iters, group_size, learning_rate, normalize_std,
-      threshold: as :func:`reinforce_train` (one run).
+    key, mdp, horizon, num_iters, group_size: as :func:`reinforce_train`.
+    learning_rate, normalize_std, threshold: as :func:`reinforce_train`.
 
   Returns:
     :class:`LearnerResult` of one run.
@@ -516,8 +516,8 @@ def reinforce_train(key: jax.Array, mdp: TabularMDP, horizon: int, *, num_iters:
   group of ``group_size`` episodes and one :func:`reinforce_update`.
 
   Args:
-    key, mdp, horizon, num_iters, group_size, learning_rate, threshold,
-      num_runs: as :func:`rover_train`.
+    key, mdp, horizon, num_iters, group_size: as :func:`rover_train`.
+    learning_rate, threshold, num_runs: as :func:`rover_train`.
     normalize_std: divide the group-mean advantages by the group's std
       (GRPO).
 
