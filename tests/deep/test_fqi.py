@@ -78,6 +78,6 @@ def test_vmap_over_mdps_equals_separate_runs():
   keys = jax.random.split(jax.random.key(1), 2)
   stacked = jax.vmap(lambda k, m: fqi.fitted_q_iteration(k, m, **cfg))(keys, jd.stack(mdps))
   for i in range(2):
-  one = fqi.fitted_q_iteration(keys[i], mdps[i], **cfg)
-  chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], stacked.metrics),
-                              one.metrics, rtol=1e-4, atol=1e-4)
+    one = fqi.fitted_q_iteration(keys[i], mdps[i], **cfg)
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], stacked.metrics),
+                                one.metrics, rtol=1e-4, atol=1e-4)
