@@ -82,10 +82,12 @@ earlier); set them on the set to trade accuracy for speed.
 Derivatives. The derivative of the worst-case value with respect to
 ``values`` is the returned worst-case distribution (Danskin's theorem, where
 the optimum is unique). ``jax.grad`` of the value w.r.t. ``values`` gives it
-for every kind except ``kl_ball``, whose Newton iteration is a
-``lax.while_loop`` carrying values-dependent floats: reverse mode raises
-JAX's while_loop error there (forward-mode ``jax.jvp`` runs but
-differentiates the iterations; use ``worst_probs``). For the closed forms
+for every kind. ``kl_ball`` and ``wasserstein_ball`` iterate in a
+``lax.while_loop``; through :func:`worst_case` / :func:`worst_case_unchecked`
+(and so the robust solvers) their values carry envelope-theorem derivatives
+(:mod:`jaxrl_dp.robust.envelope`: ``kl_ball`` w.r.t. values, probs and
+radius; ``wasserstein_ball`` w.r.t. values only, the others refused by
+name); the functions below called directly do not. For the closed forms
 (penalties, ``l1_ball``, ``lp_ball``) and ``wasserstein_ball`` (whose loop
 only selects transport plans) this is checked against finite differences
 in the tests. ``chi2_ball`` has a custom JVP (it used to give NaN) with the
