@@ -16,7 +16,9 @@ Exact scoring adds ``w1``: the largest over reachable non-terminal states of the
 Wasserstein-1 distance between the network's quantiles of the greedy
 action and the exact quantile return distribution of the greedy policy (the
 fixed point of the projected operator ``Pi_W1 T^pi``,
-:func:`jaxrl_dp.distributional.quantile_evaluation` to ``tol = 1e-4``; the
+:func:`jaxrl_dp.distributional.quantile_evaluation` with ``tol = 1e-3`` and
+at most 1000 backups, :data:`W1_TOL`, :data:`W1_MAX_ITERS`: a bounded cost per
+evaluation point; the
 distribution QR-DQN converges to).
 """
 
@@ -39,6 +41,11 @@ from jaxrl_dp.distributional import (quantile_evaluation, quantile_huber_loss,
                                      wasserstein_distance)
 
 __all__ = ["QRDQNConfig", "qr_target", "qr_loss", "make_qr_dqn", "train_qr_dqn"]
+
+
+#: Reference distribution of the ``w1`` metric: stopping tolerance and backup cap.
+W1_TOL = 1e-3
+W1_MAX_ITERS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +93,8 @@ def make_qr_dqn(config: QRDQNConfig, num_actions: int) -> QAgent:
   def extra(mdp, params, obs_all, policy, states):
     locs = net.apply(params, obs_all)  # [S, A, N]
     mine = jnp.take_along_axis(locs, policy[:, None, None], axis=1)[:, 0]
-    exact = quantile_evaluation(mdp, n, policy=policy, tol=1e-4).locs
+    exact = quantile_evaluation(mdp, n, policy=policy, tol=W1_TOL,
+                                max_iters=W1_MAX_ITERS).locs
     w1 = wasserstein_distance(mine, exact)
     return {"w1": jnp.max(jnp.where(states, w1, 0.0))}
 
