@@ -46,10 +46,13 @@ class OfflineDataset:
   """``M`` transitions (vmap adds leading axes).
 
   Attributes:
-    state: ``int32 [M]``; action: ``int32 [M]``; reward: ``[M]``;
-    next_state: ``int32 [M]``; discount: ``[M]`` ``gamma * (1 -
-    terminal(s'))``; weight: ``[M]`` ``>= 0`` regression weights (0 drops an
-    entry: padding, masked actions, steps after the end of an episode).
+    state: ``int32 [M]``.
+    action: ``int32 [M]``.
+    reward: ``[M]``.
+    next_state: ``int32 [M]``.
+    discount: ``[M]``, ``gamma * (1 - terminal(s'))``.
+    weight: ``[M]`` ``>= 0`` regression weights (0 drops an entry: padding,
+      masked actions, steps after the end of an episode).
   """
 
   state: jax.Array
