@@ -46,6 +46,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InsufficientMemoryError, InvalidMDPError
@@ -91,6 +92,10 @@ class FunctionalMDP:
       [A]`` (static).
     block_size: states per evaluated block (static).
     dtype: the float dtype of probabilities, rewards and values (static).
+    mesh: ``None``, or a 1-D ``jax.sharding.Mesh`` (axis ``"states"``) over
+      which full sweeps are split: each device evaluates ``S / n``
+      consecutive states and the rows are gathered (set by
+      :func:`jaxrl_dp.core.sharding.shard_states`; static).
   """
 
   fn: Callable = flax.struct.field(pytree_node=False)
@@ -104,6 +109,7 @@ class FunctionalMDP:
   action_mask_fn: Optional[Callable] = flax.struct.field(pytree_node=False, default=None)
   block_size: int = flax.struct.field(pytree_node=False, default=DEFAULT_BLOCK_SIZE)
   dtype: Any = flax.struct.field(pytree_node=False, default=np.dtype(np.float32))
+  mesh: Any = flax.struct.field(pytree_node=False, default=None)
 
   # ---------------------------------------------------------------- create
   @classmethod
@@ -242,6 +248,10 @@ class FunctionalMDP:
     ``block_size`` (``lax.map``); the last block's states beyond the range
     are clamped to the last state and dropped. Returns the ``[count, ...]``
     rows."""
+    if count is None and self.mesh is not None:  # a full sweep split over devices
+      out = self._sharded(lambda m, st, n: m.map_states(f, st, n))
+      return jax.tree_util.tree_map(
+          lambda x: x.reshape((self.num_states,) + x.shape[2:]), out)
     count = self.num_states if count is None else count
     bs = min(self.block_size, count)
     nb = -(-count // bs)
@@ -257,19 +267,43 @@ class FunctionalMDP:
     return jax.tree_util.tree_map(
         lambda x: x.reshape((nb * bs,) + x.shape[2:])[:count], out)
 
-  def reduce_states(self, f: Callable, combine: Callable):
+  def reduce_states(self, f: Callable, combine: Callable, start=0,
+                    count: Optional[int] = None):
     """``combine`` over the blocks of ``f(states [B], valid bool [B])``'s
     per-block reductions (``f`` returns a pytree of scalars; ``combine``
-    reduces each leaf's ``[num_blocks]`` vector, e.g. ``jnp.max``)."""
-    bs, nb, s = self.block_size, self.num_blocks, self.num_states
+    reduces each leaf's ``[num_blocks]`` vector, e.g. ``jnp.max``), over
+    ``count`` (static, default ``S``) states from ``start``."""
+    if count is None and self.mesh is not None:
+      per_device = self._sharded(lambda m, st, n: m.reduce_states(f, combine, st, n))
+      return jax.tree_util.tree_map(combine, per_device)
+    count = self.num_states if count is None else count
+    bs = min(self.block_size, count)
+    nb = -(-count // bs)
+    end = start + count
     offs = jnp.arange(bs, dtype=jnp.int32)
 
     def block(b):
-      st = b * bs + offs
-      return f(jnp.minimum(st, s - 1), st < s)
+      st = start + b * bs + offs
+      return f(jnp.minimum(st, end - 1).astype(jnp.int32), st < end)
 
     out = jax.lax.map(block, jnp.arange(nb, dtype=jnp.int32))
     return jax.tree_util.tree_map(combine, out)
+
+  def _sharded(self, local: Callable):
+    """``local(model, start, count)`` on each device's ``S / n`` consecutive
+    states: ``jax.vmap`` over the ``n`` ranges, the range axis constrained to
+    the mesh's state axis (XLA's SPMD partitioner gives each device its
+    range; closed-over arrays, e.g. the value vector, are gathered where
+    sharded). Returns the results stacked along a leading ``[n]`` axis."""
+    axis = self.mesh.axis_names[0]
+    n = self.mesh.size
+    per = self.num_states // n
+    unsharded = self.replace(mesh=None)
+    split = NamedSharding(self.mesh, PartitionSpec(axis))
+    starts = jax.lax.with_sharding_constraint(
+        jnp.arange(n, dtype=jnp.int32) * per, split)
+    out = jax.vmap(lambda st: local(unsharded, st, per))(starts)
+    return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, split), out)
 
   def rewards_table(self) -> jax.Array:
     """``[S, A]`` expected rewards (materialized: ``O(S A)``)."""
