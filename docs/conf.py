@@ -17,6 +17,7 @@ top-level names).
 """
 
 import importlib
+import importlib.util
 import inspect
 import os
 import pathlib
@@ -64,6 +65,10 @@ autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
 autodoc_member_order = "bysource"
 autosummary_generate = False
+# Optional dependencies of some modules (the deep / plot extras): mocked when
+# not installed, so the reference builds from a docs-only install.
+autodoc_mock_imports = [m for m in ("optax", "gymnax", "gymnasium", "matplotlib")
+                        if importlib.util.find_spec(m) is None]
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
