@@ -20,9 +20,16 @@ The public API (stable names):
     :func:`soft_policy_evaluation`, :func:`soft_finite_horizon`
     (:class:`SoftSolution`); ``jax.grad`` / ``jax.jvp`` through the
     infinite-horizon solvers by implicit differentiation
-    (``jaxrl_dp.planning.implicit``);
+    (``jaxrl_dp.planning.implicit``); discounted occupancy measures
+    :func:`occupancy` (``[S, A]``) and :func:`state_occupancy` (``[S]``);
+  * large models: :class:`FunctionalMDP` (matrix-free: transitions and
+    rewards from a jittable function of ``(state, action)``, evaluated in
+    blocks, never materialized);
+  * files: :func:`save` / :func:`load` (a versioned ``.npz`` of a
+    :class:`TabularMDP` or any result; ``jaxrl_dp.io``);
   * modules: ``jaxrl_dp.core`` (primitives), ``jaxrl_dp.batch`` (batch-first
-    driver), ``jaxrl_dp.suites`` (generators and loaders).
+    driver), ``jaxrl_dp.suites`` (generators, loaders and converters),
+    ``jaxrl_dp.deep`` (Flax agents on env views of any MDP, scored exactly).
 """
 
 from typing import TYPE_CHECKING
@@ -45,13 +52,16 @@ from jaxrl_dp.planning import (AverageRewardSolution, check_unichain,
 from jaxrl_dp.planning import (SoftSolution, soft_finite_horizon,
                                soft_policy_evaluation, soft_policy_iteration,
                                soft_value_iteration)
+from jaxrl_dp.planning import occupancy, state_occupancy
+from jaxrl_dp.core.functional import FunctionalMDP
+from jaxrl_dp.io import load, save
 
 __version__ = "0.1.0"
 
-_LAZY = ("random_policy", "distributional", "robust", "figures")
+_LAZY = ("random_policy", "distributional", "robust", "figures", "deep")
 
 if TYPE_CHECKING:  # IDEs and type checkers see the lazily loaded families.
-  from jaxrl_dp import distributional, figures, random_policy, robust  # noqa: F401
+  from jaxrl_dp import deep, distributional, figures, random_policy, robust  # noqa: F401
 
 
 def __getattr__(name):
@@ -75,5 +85,6 @@ __all__ = [
     "soft_policy_evaluation", "soft_policy_iteration", "soft_value_iteration",
     "anchored_value_iteration", "anderson_value_iteration",
     "gauss_seidel_value_iteration", "Certificate", "certify",
-    "speculative_value_iteration",
+    "speculative_value_iteration", "occupancy", "state_occupancy", "FunctionalMDP",
+    "save", "load",
 ]
