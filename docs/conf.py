@@ -156,9 +156,9 @@ def _benchmark_pages() -> None:
     _write(dst / name, text)
 
 
-# The top-level names: a table (name, first docstring line) linking each name
-# of ``jaxrl_dp.__all__`` to its entry on the page of the family that defines
-# it (each object is documented once).
+# The top-level names: a table (name, first docstring paragraph) linking each
+# name of ``jaxrl_dp.__all__`` to its entry on the page of the family that
+# exports it (each object is documented once), else to its defining module.
 _FAMILIES = ("core", "planning", "distributional", "robust", "random_policy",
              "batch", "suites")
 
@@ -166,15 +166,15 @@ _FAMILIES = ("core", "planning", "distributional", "robust", "random_policy",
 def _toplevel_table() -> None:
   rows = []
   for name in jaxrl_dp.__all__:
-    home = next((f for f in _FAMILIES
+    obj = getattr(jaxrl_dp, name)
+    home = next((f"jaxrl_dp.{f}" for f in _FAMILIES
                  if name in getattr(importlib.import_module(f"jaxrl_dp.{f}"),
                                     "__all__", ())), None)
-    if home is None:
-      raise RuntimeError(f"jaxrl_dp.{name} is in no family's __all__: add it "
-                         "to one, or document it on api/toplevel.rst")
-    doc = (inspect.getdoc(getattr(jaxrl_dp, name)) or "").strip()
+    if home is None:  # in no family's __all__: the module that defines it
+      home = getattr(obj, "__module__", None) or "jaxrl_dp"
+    doc = (inspect.getdoc(obj) or "").strip()
     summary = " ".join(doc.split("\n\n")[0].split())  # the first paragraph
-    rows.append(f"   * - :py:obj:`~jaxrl_dp.{home}.{name}`\n     - {summary}")
+    rows.append(f"   * - :py:obj:`~{home}.{name}`\n     - {summary}")
   _write(HERE / "_generated" / "toplevel_table.rst",
          ".. list-table::\n   :header-rows: 1\n   :widths: 30 70\n\n"
          "   * - name\n     - summary\n" + "\n".join(rows) + "\n")
@@ -196,12 +196,13 @@ def _resolve_toplevel(app, env, node, contnode):
   if "." in name or name not in jaxrl_dp.__all__:
     return None
   domain = env.get_domain("py")
-  for family in _FAMILIES:
-    found = domain.find_obj(env, "", "", f"jaxrl_dp.{family}.{name}", None, 0)
-    if found:
+  obj = getattr(jaxrl_dp, name)
+  homes = [f"jaxrl_dp.{family}" for family in _FAMILIES]
+  homes.append(getattr(obj, "__module__", None) or "jaxrl_dp")
+  for home in homes:
+    if domain.find_obj(env, "", "", f"{home}.{name}", None, 0):
       return domain.resolve_xref(env, node["refdoc"], app.builder,
-                                 node["reftype"], f"jaxrl_dp.{family}.{name}",
-                                 node, contnode)
+                                 node["reftype"], f"{home}.{name}", node, contnode)
   return None
 
 
