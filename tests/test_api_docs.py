@@ -212,8 +212,11 @@ def test_public_api_is_documented():
       found[qual] = missing
   new = {q: sorted(m - ALLOWED.get(q, set())) for q, m in found.items()
          if m - ALLOWED.get(q, set())}
+  # A listed name that is not public (any more, or not yet in this checkout)
+  # is not checked; a public one that lost a lack is stale.
+  public = {q for q, _ in _callables()}
   stale = {q: sorted(ALLOWED[q] - found.get(q, set())) for q in ALLOWED
-           if ALLOWED[q] - found.get(q, set())}
+           if q in public and ALLOWED[q] - found.get(q, set())}
   msg = []
   if new:
     msg.append("public functions that lack annotations or docstring sections (fix them):\n"
