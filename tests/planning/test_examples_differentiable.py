@@ -101,7 +101,7 @@ def test_slip_design_by_gradient_matches_grid_search():
     mdp = gridworld(LAYOUT, slip=slip, discount=GAMMA, step_reward=-0.1)
     return mdp.initial @ jd.value_iteration(mdp, tol=1e-12).values + cost * jnp.log(slip)
 
-  grid = jnp.linspace(0.01, 0.8, 200)
+  grid = jnp.linspace(0.01, 0.8, 100)
   values = jax.vmap(objective)(grid)
   best = float(grid[int(jnp.argmax(values))])
   grad = jax.jit(jax.grad(objective))

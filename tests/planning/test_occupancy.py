@@ -48,7 +48,8 @@ def _np_occupancy(p, gamma, pi, init):
 
 
 @pytest.mark.parametrize("layout,method", [
-    ("dense", "exact"), ("sparse", "krylov"),
+    ("dense", "exact"),
+    pytest.param("sparse", "krylov", marks=pytest.mark.slow),
     pytest.param("sparse", "exact", marks=pytest.mark.slow),
     pytest.param("dense", "krylov", marks=pytest.mark.slow)])
 def test_matches_numpy_and_the_value_identity(layout, method):
