@@ -114,10 +114,12 @@ def _state_occupancy(mdp, policy, initial, normalize, method, tol, max_iters):
                      instead="occupancy(method='krylov') (O(S*A*K) memory)")
     d = _exact_jit(mdp, policy, initial)
   else:
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float))
+                            or not 0 < tol < 1):
+      raise InvalidMDPError(f"tol = {tol!r}: expected None or a float in (0, 1)")
     if max_iters is not None:
       check_max_iters(max_iters)
-    adjoint = ImplicitAdjoint(tol=tol, max_iters=max_iters)
-    check_adjoint(adjoint)
+    adjoint = check_adjoint(ImplicitAdjoint(tol=tol, max_iters=max_iters))
     d = _krylov_jit(mdp, policy, initial, adjoint)
   return d * (1 - mdp.discount) if normalize else d, policy
 

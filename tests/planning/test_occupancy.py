@@ -145,6 +145,8 @@ def test_validation_errors():
     occupancy(m, det.astype(float), init)
   with pytest.raises(jd.InvalidMDPError, match=r"^method"):
     occupancy(m, det, method="lu")
+  with pytest.raises(jd.InvalidMDPError, match=r"^tol = 2"):
+    occupancy(m, det, method="krylov", tol=2.0)
   with pytest.raises(jd.InvalidMDPError, match=r"^normalize"):
     occupancy(m, det, normalize=1)
   with pytest.raises(jd.InvalidMDPError, match=r"^discount"):
