@@ -9,6 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxrl_dp as jd
 from jaxrl_dp import suites
@@ -114,3 +115,23 @@ def test_learns_chain_optimum_vmapped_over_seeds_and_mdps_equal_to_separate_runs
     one = run(keys[i], mdps[i])
     chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], stacked.metrics),
                                 one.metrics, rtol=1e-4, atol=1e-4)
+
+
+# Learning targets of issue 13: ONE vmapped call of 16 seeds (fixed keys) per
+# MDP of tests/_deep_cases.py; at least 14 final policies within 1% of
+# (J* - J_uniform) of the optimum, counted in float64. Only the combinations
+# measured to pass are listed (the others are reported, not weakened).
+TARGETS = {
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_learning_target_16_seeds(name):
+  from _deep_cases import count_near_optimal, target_mdp
+  mdp = target_mdp(name)
+  cfg = TARGETS[name]
+  res = jax.jit(jax.vmap(lambda k: ppo.train_ppo(k, mdp, **cfg)))(
+      jax.random.split(jax.random.key(0), 16))
+  count, gaps = count_near_optimal(mdp, res.policy)
+  assert count >= 14, (count, gaps)
