@@ -72,6 +72,7 @@ def _check_fqi_optimum(mdp, cfg):
   np.testing.assert_allclose(res.metrics["suboptimality"][:, -1], 0.0, atol=1e-5)
 
 
+@pytest.mark.slow  # vmap over MDPs == separate runs is checked by default for DQN and PPO
 def test_vmap_over_mdps_equals_separate_runs():
   mdps = [suites.chain(5, slip=0.1, discount=0.9), suites.chain(5, slip=0.3, discount=0.8)]
   cfg = dict(num_iters=4, num_steps=5, eval_every=2, hidden=(8,))
