@@ -40,7 +40,7 @@ solvers' entry points call).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import flax.struct
 import jax
@@ -110,6 +110,9 @@ class FunctionalMDP:
   block_size: int = flax.struct.field(pytree_node=False, default=DEFAULT_BLOCK_SIZE)
   dtype: Any = flax.struct.field(pytree_node=False, default=np.dtype(np.float32))
   mesh: Any = flax.struct.field(pytree_node=False, default=None)
+
+  if TYPE_CHECKING:  # added by flax.struct.dataclass at run time
+    def replace(self, **updates: Any) -> FunctionalMDP: ...
 
   # ---------------------------------------------------------------- create
   @classmethod

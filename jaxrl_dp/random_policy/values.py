@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
@@ -34,7 +35,7 @@ def triplet_step(mdp: TabularMDP, policy, v_next: jax.Array, t):
   return jnp.stack([vx, vo, vw], axis=-1).astype(mdp.rewards.dtype), (qx, qo, qw)
 
 
-def value_triplet(mdp: TabularMDP, policy: jax.Array | None,
+def value_triplet(mdp: TabularMDP, policy: ArrayLike | None,
                   horizon: int) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
   """Exploration, optimal and worst-case T-step Q tables in one backward scan.
 
