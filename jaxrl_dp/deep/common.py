@@ -40,8 +40,8 @@ from jaxrl_dp.deep.scoring import ExactReference, q_error, score_policy
 __all__ = ["TrainResult", "run_schedule", "score_metrics", "state_observations",
            "as_features", "make_env", "epsilon_greedy", "linear_schedule",
            "categorical_w1", "learned_states", "check_schedule", "check_positive", "check_fraction",
-           "check_observation", "check_train_mdp", "config_from_kwargs", "observation_arg", "optimizer",
-           "METRIC_NAMES"]
+           "check_observation", "check_train_mdp", "config_from_kwargs", "observation_arg",
+           "optimizer", "METRIC_NAMES"]
 
 #: Metrics every agent reports at each evaluation point (``[E]`` arrays).
 METRIC_NAMES = ("env_steps", "updates", "j", "j_star", "suboptimality",

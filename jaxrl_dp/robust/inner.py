@@ -501,7 +501,8 @@ def _chi2_ball_jvp(num_steps, primals, tangents):
   e_p = _rsum(jnp.where(active, worst * vals, 0.0))
   den = radius * a - _rsum(jnp.where(mask & ~active, p0, 0.0))
   tiny = 64 * jnp.finfo(dtype).eps
-  lam = jnp.where(den > tiny, jnp.maximum(m - a * e_p, 0.0) / (2.0 * jnp.where(den > tiny, den, 1.0)),
+  lam = jnp.where(den > tiny,
+                  jnp.maximum(m - a * e_p, 0.0) / (2.0 * jnp.where(den > tiny, den, 1.0)),
                   0.0)
   mean0 = _rsum(jnp.where(mask, p0 * vals, 0.0))
   var0 = _rsum(jnp.where(mask, p0 * (vals - mean0) ** 2, 0.0))
@@ -714,7 +715,8 @@ def lp_ball_worst_case(values, probs, radius, *, p, support="nominal", num_steps
     i_min = _rargmin(jnp.where(mask, values, jnp.inf))
     i_max = _rargmin(jnp.where(mask, -values, jnp.inf))
     kappa = 0.5 * (_take_last(values, i_max) - _take_last(values, i_min))
-    d = 0.5 * radius * (jax.nn.one_hot(i_min, k, dtype=dtype) - jax.nn.one_hot(i_max, k, dtype=dtype))
+    d = 0.5 * radius * (jax.nn.one_hot(i_min, k, dtype=dtype)
+                        - jax.nn.one_hot(i_max, k, dtype=dtype))
   elif p == 2.0:
     w = _rsum(v) / count
     x = jnp.where(mask, v - w, 0.0)

@@ -295,7 +295,8 @@ def iwocs(models, *, tol: float = 1e-4, max_models: int | None = None,
   models = model_set(models)
   m = _num_models(models)
   check_tol(tol)
-  max_models = m if max_models is None else check_int("max_models", max_models, minimum=1, maximum=m)
+  max_models = (m if max_models is None
+                else check_int("max_models", max_models, minimum=1, maximum=m))
   initial_model = check_int("initial_model", initial_model, minimum=0, maximum=m - 1)
   if criterion not in CRITERIA:
     raise InvalidMDPError(f"criterion = {criterion!r}: expected one of {CRITERIA}")

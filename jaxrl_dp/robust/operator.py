@@ -28,8 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.iteration import (BackupRounding, discount_ok, row_sum_stats,
-                                     unit_roundoff)
+from jaxrl_dp.core.iteration import BackupRounding, row_sum_stats, unit_roundoff
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.operators import ModelOperator
 from jaxrl_dp.robust.robust_vi import (robust_bellman, robust_modulus,

@@ -230,7 +230,8 @@ def make_dataset(features, rewards, next_states, feature_table, *,
 def check_dataset(ds, *, atol: float = SIMPLEX_ATOL) -> None:
   """Host-side checks of an :class:`OfflineDataset` (or a dict of its fields).
 
-  Raises :class:`~jaxrl_dp.InvalidMDPError` (a ``ValueError``) naming the field and the first offending entry.
+  Raises :class:`~jaxrl_dp.InvalidMDPError` (a ``ValueError``) naming the field
+  and the first offending entry.
   """
   get = (lambda k: np.asarray(ds[k])) if isinstance(ds, dict) else (
       lambda k: np.asarray(getattr(ds, k)))
@@ -277,7 +278,8 @@ def _check_scalar(name: str, x, *, positive: bool, upper=None) -> None:
     return
   arr = np.asarray(x, dtype=np.float64)
   if arr.ndim != 0:
-    raise InvalidMDPError(f"{name}: expected a scalar (jax.vmap over a grid), got shape {arr.shape}")
+    raise InvalidMDPError(
+        f"{name}: expected a scalar (jax.vmap over a grid), got shape {arr.shape}")
   v = float(arr)
   if not np.isfinite(v):
     raise InvalidMDPError(f"{name} = {v}: expected a finite number")
@@ -289,7 +291,8 @@ def _check_scalar(name: str, x, *, positive: bool, upper=None) -> None:
 
 def _check_dataset_type(ds) -> None:
   if not isinstance(ds, OfflineDataset):
-    raise InvalidMDPError(f"dataset: expected an OfflineDataset (see make_dataset), got {type(ds).__name__}")
+    raise InvalidMDPError(
+        f"dataset: expected an OfflineDataset (see make_dataset), got {type(ds).__name__}")
 
 
 # --------------------------------------------------------------- regression

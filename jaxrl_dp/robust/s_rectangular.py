@@ -224,7 +224,8 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget, *,
   budget = jnp.asarray(budget, mdp.rewards.dtype)
   s = mdp.rewards.shape[0]
   if budget.shape not in ((), (s,)):
-    raise InvalidMDPError(f"budget: expected a scalar or one per state [S] = {(s,)}, got shape {budget.shape}")
+    raise InvalidMDPError(f"budget: expected a scalar or one per state [S] = {(s,)}, "
+                          f"got shape {budget.shape}")
   dtype = mdp.rewards.dtype
   v0 = jnp.zeros((s,), dtype) if v0 is None else as_values("v0", v0, (s,), dtype)
   return _s_rect_vi(mdp, budget, jnp.asarray(tol, dtype), v0, support=support,
