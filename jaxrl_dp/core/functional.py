@@ -363,22 +363,26 @@ _CHECKS = ("next state out of range", "probability negative or not finite",
            "row sum off", "reward not finite")
 
 
-def _bad_flags(mdp: FunctionalMDP, states, valid, atol):
-  """``[4]`` first flat index ``s * A + a`` failing each check in the block
-  (``S * A`` when none)."""
+def _bad_table(mdp: FunctionalMDP, states, atol):
+  """``bool [4, B, A]``: which ``(state, action)`` fail each check of
+  :data:`_CHECKS`."""
   ns, p, r, _ = mdp.transitions(states)
-  s, a = mdp.num_states, mdp.num_actions
-  bads = [jnp.any((ns < 0) | (ns >= s), axis=-1),
-          jnp.any(~jnp.isfinite(p) | (p < 0), axis=-1),
-          ~(jnp.abs(jnp.sum(p.astype(jnp.float32) if p.dtype == jnp.float16 else p,
-                            axis=-1) - 1) <= atol),
-          ~jnp.isfinite(r)]
-  flat = states[:, None] * a + jnp.arange(a, dtype=jnp.int32)[None]
-  big = jnp.asarray(s * a, jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
-  out = [jnp.min(jnp.where(b & valid[:, None], flat.astype(big.dtype), big)) for b in bads]
+  s = mdp.num_states
+  sums = jnp.sum(p.astype(jnp.float32) if p.dtype == jnp.float16 else p, axis=-1)
+  return jnp.stack([jnp.any((ns < 0) | (ns >= s), axis=-1),
+                    jnp.any(~jnp.isfinite(p) | (p < 0), axis=-1),
+                    ~(jnp.abs(sums - 1) <= atol),
+                    ~jnp.isfinite(r)])
+
+
+def _bad_flags(mdp: FunctionalMDP, states, valid, atol):
+  """``int32 [5]``: the first state of the block failing each check (the
+  four of :data:`_CHECKS`, then "no valid action"); ``S`` when none."""
+  s = mdp.num_states
+  bad = jnp.any(_bad_table(mdp, states, atol), axis=-1) & valid[None]  # [4, B]
   no_action = ~jnp.any(mdp.mask(states), axis=-1) & valid
-  out.append(jnp.min(jnp.where(no_action, states.astype(big.dtype), big)))
-  return jnp.stack(out)
+  bad = jnp.concatenate([bad, no_action[None]], axis=0)
+  return jnp.min(jnp.where(bad, states[None], s), axis=1).astype(jnp.int32)
 
 
 def validate_functional(mdp: FunctionalMDP, *, atol: float = ROW_SUM_ATOL,
@@ -407,14 +411,17 @@ def validate_functional(mdp: FunctionalMDP, *, atol: float = ROW_SUM_ATOL,
   """
   check_tol(atol, "atol")
   check_discount(mdp.discount, infinite_horizon=infinite_horizon)
-  s, a = mdp.num_states, mdp.num_actions
+  s = mdp.num_states
   flags = np.asarray(jax.jit(
       lambda m: m.reduce_states(lambda st, ok: _bad_flags(m, st, ok, atol),
                                 lambda x: jnp.min(x, axis=0)))(mdp))
-  sa = flags[:4]
-  if sa.min() < s * a:
-    i = int(np.argmin(sa))
-    st, ac = divmod(int(sa[i]), a)
+  first = flags[:4]
+  if first.min() < s:
+    st = int(first.min())  # the first bad state; its first bad action on the host
+    table = np.asarray(jax.jit(lambda m, x: _bad_table(m, x, atol))(
+        mdp, jnp.asarray([st], jnp.int32)))[:, 0]  # [4, A]
+    ac = int(np.argmax(table.any(axis=0)))
+    i = int(np.argmax(table[:, ac]))
     ns, p, r = jax.jit(mdp.fn)(jnp.int32(st), jnp.int32(ac), mdp.params)
     raise InvalidMDPError(
         f"FunctionalMDP: fn(state={st}, action={ac}) fails the check "
