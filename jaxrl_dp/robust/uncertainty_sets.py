@@ -42,6 +42,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Optional
 
+from jax.typing import ArrayLike
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -185,57 +187,92 @@ def _steps(field, steps):
 
 
 # --------------------------------------------------------------- constructors
-def tv_penalty(lam, *, support: str = "nominal") -> UncertaintySet:
+def tv_penalty(lam: ArrayLike, *, support: str = "nominal") -> UncertaintySet:
   """``inf_P E_P[V] + lam * TV(P, P0)``, ``TV = 1/2 ||P - P0||_1`` (exact).
 
   Closed form ``sum_i P0_i min(V_i, V_min + lam)`` with ``V_min`` over the
   support. ``lam = 0`` gives ``V_min``; ``lam >= span(V)`` the nominal mean.
+
+  Args:
+    lam: penalty weight, ``>= 0`` (may be traced; an array for a batch).
+    support: ``"nominal"`` (mass moves only between slots with ``P0 > 0``)
+      or ``"all"`` (every slot).
+
+  Returns:
+    The :class:`UncertaintySet`.
   """
   return UncertaintySet(kind="tv_penalty", size=_size(lam, "lam"),
                         support=_support(support, "tv_penalty"))
 
 
-def kl_penalty(lam) -> UncertaintySet:
+def kl_penalty(lam: ArrayLike) -> UncertaintySet:
   """``inf_P E_P[V] + lam * KL(P || P0) = -lam log E_P0[exp(-V / lam)]`` (exact).
 
   The worst case is the exponential tilt ``P ~ P0 exp(-V / lam)``; P << P0.
+
+  Args:
+    lam: penalty weight, ``>= 0`` (may be traced; an array for a batch).
+
+  Returns:
+    The :class:`UncertaintySet`.
   """
   return UncertaintySet(kind="kl_penalty", size=_size(lam, "lam"))
 
 
-def chi2_penalty(lam) -> UncertaintySet:
+def chi2_penalty(lam: ArrayLike) -> UncertaintySet:
   """``inf_P E_P[V] + lam * chi2(P || P0)`` over the simplex, P << P0 (exact).
 
   ``P_i = P0_i * max(0, 1 + (eta - V_i) / (2 lam))``; the threshold ``eta``
   comes from a sort and cumulative sums (no iteration).
+
+  Args:
+    lam: penalty weight, ``>= 0`` (may be traced; an array for a batch).
+
+  Returns:
+    The :class:`UncertaintySet`.
   """
   return UncertaintySet(kind="chi2_penalty", size=_size(lam, "lam"))
 
 
-def l1_ball(radius, *, support: str = "nominal") -> UncertaintySet:
+def l1_ball(radius: ArrayLike, *, support: str = "nominal") -> UncertaintySet:
   """``inf E_P[V]`` over ``||P - P0||_1 <= radius`` in the simplex (exact).
 
   The radius is on the L1 norm (TV <= radius / 2); radius >= 2 allows any
   distribution on the support. Sort + cumulative sums: ``radius / 2`` of mass
   (at most all of it) moves from the highest-value slots to the lowest one.
+
+  Args:
+    radius: ``>= 0`` (may be traced; an array for a batch).
+    support: ``"nominal"`` (mass moves only between slots with ``P0 > 0``)
+      or ``"all"`` (every slot).
+
+  Returns:
+    The :class:`UncertaintySet`.
   """
   return UncertaintySet(kind="l1_ball", size=_size(radius, "radius"),
                         support=_support(support, "l1_ball"))
 
 
-def kl_ball(radius, *, max_steps: Optional[int] = None) -> UncertaintySet:
+def kl_ball(radius: ArrayLike, *, max_steps: Optional[int] = None) -> UncertaintySet:
   """``inf E_P[V]`` over ``KL(P || P0) <= radius`` (numerical, Newton).
 
   The worst case is an exponential tilt ``P ~ P0 exp(-theta V)``; ``theta`` is
   found by safeguarded Newton steps on ``log theta`` (at most ``max_steps``; a
   step outside the bracket bisects) such that ``KL = radius``; the returned
   ``P`` is always feasible (``KL <= radius``).
+
+  Args:
+    radius: ``>= 0`` (may be traced; an array for a batch).
+    max_steps: cap on the Newton steps (static; None: the default).
+
+  Returns:
+    The :class:`UncertaintySet`.
   """
   return UncertaintySet(kind="kl_ball", size=_size(radius, "radius"),
                         steps=_steps("max_steps", max_steps))
 
 
-def chi2_ball(radius, *, num_steps: Optional[int] = None) -> UncertaintySet:
+def chi2_ball(radius: ArrayLike, *, num_steps: Optional[int] = None) -> UncertaintySet:
   """``inf E_P[V]`` over ``chi2(P || P0) <= radius`` in the simplex.
 
   Closed form ``E_P0[V] - sqrt(radius * Var_P0(V))`` when the optimum keeps
@@ -243,12 +280,19 @@ def chi2_ball(radius, *, num_steps: Optional[int] = None) -> UncertaintySet:
   piece for K <= 16, else a fixed number ``num_steps`` of bisection steps on
   the threshold ``t`` of ``P ~ P0 (t - V)_+``. The
   returned ``P`` is always feasible.
+
+  Args:
+    radius: ``>= 0`` (may be traced; an array for a batch).
+    num_steps: bisection steps for K > 16 (static; None: the default).
+
+  Returns:
+    The :class:`UncertaintySet`.
   """
   return UncertaintySet(kind="chi2_ball", size=_size(radius, "radius"),
                         steps=_steps("num_steps", num_steps))
 
 
-def wasserstein_ball(radius, cost, *, support: str = "nominal",
+def wasserstein_ball(radius: ArrayLike, cost: ArrayLike, *, support: str = "nominal",
                      max_steps: Optional[int] = None) -> UncertaintySet:
   """``inf E_P[V]`` over ``W_cost(P, P0) <= radius`` (Wasserstein-1, LP dual).
 
@@ -261,6 +305,16 @@ def wasserstein_ball(radius, cost, *, support: str = "nominal",
   exact mix of those plans (the plan costs exactly ``radius``).
   With the default ``support="nominal"`` mass moves only between slots with
   ``P0 > 0``; ``support="all"`` lets it reach every slot.
+
+  Args:
+    radius: ``>= 0`` (may be traced; an array for a batch).
+    cost: ``[K, K]`` (or ``[S, S]``) transport costs.
+    support: ``"nominal"`` (mass moves only between slots with ``P0 > 0``)
+      or ``"all"`` (every slot).
+    max_steps: cap on the cutting-plane steps (static; None: the default).
+
+  Returns:
+    The :class:`UncertaintySet`.
   """
   check_cost(cost)
   return UncertaintySet(kind="wasserstein_ball", size=_size(radius, "radius"),
@@ -268,7 +322,7 @@ def wasserstein_ball(radius, cost, *, support: str = "nominal",
                         steps=_steps("max_steps", max_steps))
 
 
-def lp_ball(radius, p, *, support: str = "nominal",
+def lp_ball(radius: ArrayLike, p: float, *, support: str = "nominal",
             num_steps: Optional[int] = None) -> UncertaintySet:
   """``inf <P, V>`` over ``sum P = 1, ||P - P0||_p <= radius`` (NO P >= 0).
 
@@ -285,6 +339,12 @@ def lp_ball(radius, p, *, support: str = "nominal",
   Args:
     radius: finite, ``>= 0``.
     p: static Python number in ``[1, inf]`` (``float("inf")`` or ``np.inf``).
+    support: ``"nominal"`` (mass moves only between slots with ``P0 > 0``)
+      or ``"all"`` (every slot).
+    num_steps: bisection steps for p not in {1, 2, inf} (static; None: the default).
+
+  Returns:
+    The :class:`UncertaintySet`.
   """
   if isinstance(p, (jax.Array, np.ndarray)) and not is_concrete(p):
     raise InvalidMDPError("p: expected a static Python number, got a traced array")
@@ -301,7 +361,14 @@ def lp_ball(radius, p, *, support: str = "nominal",
 
 
 def dual_exponent(p: float) -> float:
-  """``q`` with ``1/p + 1/q = 1`` (``p = 1 -> inf``, ``p = inf -> 1``)."""
+  """``q`` with ``1/p + 1/q = 1`` (``p = 1 -> inf``, ``p = inf -> 1``).
+
+  Args:
+    p: a number in ``[1, inf]``.
+
+  Returns:
+    The dual exponent ``q``.
+  """
   if p == 1.0:
     return math.inf
   if math.isinf(p):
