@@ -100,9 +100,11 @@ selections, not checked: prefer the envelope formulas.
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.robust.envelope import kl_ball_envelope, wasserstein_envelope
@@ -226,12 +228,23 @@ def _phi(r):
 
 
 # --------------------------------------------------------------- penalties
-def tv_penalty_worst_case(values, probs, lam, *, support="nominal"):
+def tv_penalty_worst_case(values: jax.Array, probs: jax.Array, lam: ArrayLike, *,
+                          support: str = "nominal") -> tuple[jax.Array, jax.Array]:
   """``inf_P E_P[V] + lam TV(P, P0)`` (exact).
 
   All mass of slots with ``V_i > V_min + lam`` moves to the (first) argmin
   slot; value ``sum_i P0_i min(V_i, V_min + lam)``. ``V_min`` is taken over
   the support (``"nominal"``: ``P0 > 0``; ``"all"``: all K slots).
+
+  Args:
+    values: ``[K]`` next-state values ``V``.
+    probs: ``[K]`` nominal probabilities ``P0``.
+    lam: penalty weight, ``>= 0``.
+    support: ``"nominal"`` (mass stays on slots with ``P0 > 0``) or ``"all"``.
+
+  Returns:
+    ``(value [], worst_probs [K])``: the worst-case value and a
+    distribution attaining it.
   """
   mask = _support_mask(probs, support)
   vm = jnp.where(mask, values, jnp.inf)
@@ -244,11 +257,21 @@ def tv_penalty_worst_case(values, probs, lam, *, support="nominal"):
   return value, worst
 
 
-def kl_penalty_worst_case(values, probs, lam):
+def kl_penalty_worst_case(values: jax.Array, probs: jax.Array,
+                          lam: ArrayLike) -> tuple[jax.Array, jax.Array]:
   """``inf_P E_P[V] + lam KL(P || P0) = -lam log E_P0[exp(-V / lam)]`` (exact).
 
   Worst case ``P ~ P0 exp(-V / lam)``. ``lam = 0`` gives ``V_min`` with P0
   conditioned on the argmin set; ``lam = inf`` the nominal mean.
+
+  Args:
+    values: ``[K]`` next-state values ``V``.
+    probs: ``[K]`` nominal probabilities ``P0``.
+    lam: penalty weight, ``>= 0``.
+
+  Returns:
+    ``(value [], worst_probs [K])``: the worst-case value and a
+    distribution attaining it.
   """
   mask = probs > 0
   dtype = probs.dtype
@@ -272,7 +295,8 @@ def kl_penalty_worst_case(values, probs, lam):
   return value.astype(dtype), q
 
 
-def chi2_penalty_worst_case(values, probs, lam):
+def chi2_penalty_worst_case(values: jax.Array, probs: jax.Array,
+                            lam: ArrayLike) -> tuple[jax.Array, jax.Array]:
   """``inf_P E_P[V] + lam chi2(P || P0)`` over the simplex, P << P0 (exact).
 
   KKT: ``P_i = P0_i max(0, 1 + (eta - V_i) / (2 lam))`` with ``eta`` such
@@ -284,6 +308,15 @@ def chi2_penalty_worst_case(values, probs, lam):
   the mass and first moment of the slots ``<= V_i``, ``rest_i`` the mass
   above). Exact; K^2 unrolled terms for small K, a sort and cumulative sums
   otherwise (no iteration either way).
+
+  Args:
+    values: ``[K]`` next-state values ``V``.
+    probs: ``[K]`` nominal probabilities ``P0``.
+    lam: penalty weight, ``>= 0``.
+
+  Returns:
+    ``(value [], worst_probs [K])``: the worst-case value and a
+    distribution attaining it.
   """
   p0 = _renormalized(probs)
   mask = p0 > 0
@@ -316,12 +349,23 @@ def chi2_penalty_worst_case(values, probs, lam):
 
 
 # ------------------------------------------------------------------- balls
-def l1_ball_worst_case(values, probs, radius, *, support="nominal"):
+def l1_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *,
+                       support: str = "nominal") -> tuple[jax.Array, jax.Array]:
   """``inf E_P[V]`` over the simplex with ``||P - P0||_1 <= radius`` (exact).
 
   ``e = min(radius / 2, 1 - P0[j])`` of mass moves to the argmin slot ``j``
   (over the support), taken from the slots of highest value first (one
   descending sort and a cumulative sum).
+
+  Args:
+    values: ``[K]`` next-state values ``V``.
+    probs: ``[K]`` nominal probabilities ``P0``.
+    radius: ``>= 0``.
+    support: ``"nominal"`` (mass stays on slots with ``P0 > 0``) or ``"all"``.
+
+  Returns:
+    ``(value [], worst_probs [K])``: the worst-case value and a
+    distribution attaining it.
   """
   mask = _support_mask(probs, support)
   k = probs.shape[0]
@@ -345,7 +389,8 @@ def l1_ball_worst_case(values, probs, radius, *, support="nominal"):
   return _expect(worst, values), worst
 
 
-def kl_ball_worst_case(values, probs, radius, *, max_steps=None):
+def kl_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *,
+                       max_steps: Optional[int] = None) -> tuple[jax.Array, jax.Array]:
   """``inf E_P[V]`` over ``KL(P || P0) <= radius`` (numerical; see module doc).
 
   The optimum is the tilt ``P_theta ~ P0 exp(-theta u)`` (``u = (V - V_min) /
@@ -362,6 +407,16 @@ def kl_ball_worst_case(values, probs, radius, *, max_steps=None):
   that passed ``KL <= radius`` or, if the iteration ended on the infeasible
   side, that tilt mixed with ``P0`` just enough to meet the radius (KL is
   convex), whichever has the lower value; it attains the value returned.
+
+  Args:
+    values: ``[K]`` next-state values ``V``.
+    probs: ``[K]`` nominal probabilities ``P0``.
+    radius: ``>= 0``.
+    max_steps: static cap on the iterations (None: the default).
+
+  Returns:
+    ``(value [], worst_probs [K])``: the worst-case value and a
+    distribution attaining it.
   """
   p0 = _renormalized(probs)
   mask = p0 > 0
@@ -451,7 +506,8 @@ def kl_ball_worst_case(values, probs, radius, *, max_steps=None):
   return vmin + span * _rsum(q * u), q
 
 
-def chi2_ball_worst_case(values, probs, radius, *, num_steps=None):
+def chi2_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *,
+                         num_steps: Optional[int] = None) -> tuple[jax.Array, jax.Array]:
   """``inf E_P[V]`` over the simplex with ``chi2(P || P0) <= radius``.
 
   The optimum is ``P ~ P0 (t - V)_+`` with chi2 equal to the radius (chi2 is
@@ -469,6 +525,16 @@ def chi2_ball_worst_case(values, probs, radius, *, num_steps=None):
   values`` at radius 0) projected through the renormalisation of ``probs``.
   Finite at every point (radius 0, equal values, a saturated radius). The
   returned ``worst_probs`` carries no derivative (its tangent is zero).
+
+  Args:
+    values: ``[K]`` next-state values ``V``.
+    probs: ``[K]`` nominal probabilities ``P0``.
+    radius: ``>= 0``.
+    num_steps: static number of bisection steps (None: the default).
+
+  Returns:
+    ``(value [], worst_probs [K])``: the worst-case value and a
+    distribution attaining it.
   """
   return _chi2_ball(values, probs, radius, num_steps)
 
@@ -601,8 +667,9 @@ def _chi2_ball_pieces(u, p0, mask, radius):
   return jnp.where(jnp.any(valid), worst, p0)
 
 
-def wasserstein_ball_worst_case(values, probs, radius, cost, *,
-                                support="nominal", max_steps=None):
+def wasserstein_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike,
+                                cost: jax.Array, *, support: str = "nominal",
+                                max_steps: Optional[int] = None) -> tuple[jax.Array, jax.Array]:
   """``inf E_P[V]`` over ``W_cost(P, P0) <= radius`` (Wasserstein-1).
 
   Scalar dual ``h(l) = -l radius + g(l)``, ``g(l) = sum_i P0_i min_j (u_j + l
@@ -619,6 +686,18 @@ def wasserstein_ball_worst_case(values, probs, radius, cost, *,
   exactly ``radius``: a feasible P whose value is within ``radius (l_hi -
   l_lo)`` of the optimum, and optimal when the method has stopped.
   Destinations are the support slots.
+
+  Args:
+    values: ``[K]`` next-state values ``V``.
+    probs: ``[K]`` nominal probabilities ``P0``.
+    radius: ``>= 0``.
+    cost: ``[K, K]`` transport costs.
+    support: ``"nominal"`` (mass stays on slots with ``P0 > 0``) or ``"all"``.
+    max_steps: static cap on the iterations (None: the default).
+
+  Returns:
+    ``(value [], worst_probs [K])``: the worst-case value and a
+    distribution attaining it.
   """
   dest = _support_mask(probs, support)
   dtype = probs.dtype
@@ -694,7 +773,9 @@ def wasserstein_ball_worst_case(values, probs, radius, cost, *,
   return _expect(worst, values), worst
 
 
-def lp_ball_worst_case(values, probs, radius, *, p, support="nominal", num_steps=None):
+def lp_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *, p: float,
+                       support: str = "nominal",
+                       num_steps: Optional[int] = None) -> tuple[jax.Array, jax.Array]:
   """``inf <P, V>`` over ``sum P = 1``, ``||P - P0||_p <= radius`` (no P >= 0).
 
   ``= E_P0[V] - radius * kappa_q(V)``, ``kappa_q(V) = min_w ||V - w||_q`` over
@@ -703,6 +784,18 @@ def lp_ball_worst_case(values, probs, radius, *, p, support="nominal", num_steps
   (p = 1: ``radius/2`` moves from the argmax to the argmin; p = inf: ``-radius
   sign(V - median)``, ties at the median share what balances the sum).
   ``p`` is static.
+
+  Args:
+    values: ``[K]`` next-state values ``V``.
+    probs: ``[K]`` nominal probabilities ``P0``.
+    radius: ``>= 0``.
+    p: the norm, a static number in ``[1, inf]``.
+    support: ``"nominal"`` (mass stays on slots with ``P0 > 0``) or ``"all"``.
+    num_steps: static number of bisection steps (None: the default).
+
+  Returns:
+    ``(value [], worst_probs [K])``: the worst-case value and a
+    distribution attaining it.
   """
   mask = _support_mask(probs, support)
   dtype = probs.dtype
@@ -775,8 +868,18 @@ def lp_ball_worst_case(values, probs, radius, *, p, support="nominal", num_steps
 
 
 # ------------------------------------------------------------------ dispatch
-def worst_case_unchecked(values, probs, uset: UncertaintySet):
-  """:func:`worst_case` without the boundary checks (for use inside kernels)."""
+def worst_case_unchecked(values: jax.Array, probs: jax.Array,
+                         uset: UncertaintySet) -> tuple[jax.Array, jax.Array]:
+  """:func:`worst_case` without the boundary checks (for use inside kernels).
+
+  Args:
+    values: ``[K]`` next-state values ``V``.
+    probs: ``[K]`` nominal probabilities ``P0``.
+    uset: an :class:`UncertaintySet`.
+
+  Returns:
+    ``(value [], worst_probs [K])``, as :func:`worst_case`.
+  """
   dtype = jnp.result_type(values.dtype, probs.dtype)
   if not jnp.issubdtype(dtype, jnp.floating):
     dtype = jnp.result_type(float)
@@ -805,7 +908,8 @@ def worst_case_unchecked(values, probs, uset: UncertaintySet):
   raise InvalidMDPError(f"uset.kind = {kind!r}: unknown")
 
 
-def worst_case(values, probs, uset: UncertaintySet):
+def worst_case(values: ArrayLike, probs: ArrayLike,
+               uset: UncertaintySet) -> tuple[jax.Array, jax.Array]:
   """The worst-case expected value over one uncertainty set.
 
   Args:
