@@ -362,6 +362,10 @@ def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
   independently (rectangularity), so ``V^pi_robust = min_P V^pi_P`` for ball
   sets, and the penalized value for penalty sets.
 
+  It is the protocol solver
+  :func:`jaxrl_dp.robust.solvers.policy_evaluation_solver` over
+  :class:`RobustOperator`, driven by :func:`jaxrl_dp.core.protocol.iterative_solve`.
+
   Gradients: ``jax.grad`` / ``jax.jvp`` by the implicit function theorem at
   the robust fixed point (:mod:`jaxrl_dp.robust.implicit`).
 
@@ -458,6 +462,9 @@ def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
   (``delta`` the rounding of one backup, see :func:`robust_rounding`). The
   returned values are always a greedy step's ``V'``, so ``error_bound`` holds
   also when ``max_iters`` runs out.
+  It is the protocol solver
+  :func:`jaxrl_dp.robust.solvers.modified_policy_iteration_solver` over
+  :class:`RobustOperator`.
   The default start ``V0 = c / (1 - gamma)``, ``c`` the least reward the
   adversary can reach (the least expected reward, or the least transition
   reward on the set's support), satisfies ``T V0 >= V0`` (penalties are >=
