@@ -97,8 +97,8 @@ def _check_against_numpy(out, sizes, strategies):
 def test_policy_iteration_vmap_two_devices(tmp_path):
   """B = 4 MDPs of 61..64 states: two per device, so each device's linear
   solves are batched LAPACK calls on 64 x 64 matrices (before the fix this
-  hung within 10 runs at every try on a 2-core host; at 50 states it did
-  not, the kernels then not splitting their batch)."""
+  hung in 4 of 4 tries with 64 or more states on a 2-core host; with 50
+  states, 10 runs did not hang: small batches are not split)."""
   sizes = (61, 62, 63, 64)
   out = _run_two_devices(tmp_path, sizes, ("vmap",), reps=5)
   _check_against_numpy(out, sizes, ("vmap",))
