@@ -107,10 +107,10 @@ def test_gradients_match_finite_differences(layout):
       fd = (f(dict(x, **{k: v + h * e})) - f(dict(x, **{k: v - h * e}))) / (2 * h)
       gd = jnp.sum(g[k] * e)
       np.testing.assert_allclose(float(gd), float(fd), rtol=1e-6, atol=1e-8, err_msg=(method, k))
-    # Forward mode agrees with reverse mode.
-    e = jax.tree_util.tree_map(lambda v: jnp.ones_like(v), x)
-    jv = jax.jit(lambda x, e: jax.jvp(f, (x,), (e,))[1])(x, e)
-    np.testing.assert_allclose(float(jv), float(sum(jnp.sum(g[k]) for k in x)), rtol=1e-9)
+    if layout == "dense":   # forward mode agrees with reverse mode (slow: one more compile)
+      e = jax.tree_util.tree_map(lambda v: jnp.ones_like(v), x)
+      jv = jax.jit(lambda x, e: jax.jvp(f, (x,), (e,))[1])(x, e)
+      np.testing.assert_allclose(float(jv), float(sum(jnp.sum(g[k]) for k in x)), rtol=1e-9)
 
 
 def test_vmap_over_a_stacked_batch():
