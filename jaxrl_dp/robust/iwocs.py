@@ -52,7 +52,9 @@ distributions may differ between models.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Sequence, Union
+
+from jax.typing import ArrayLike
 
 import flax.struct
 import jax
@@ -70,6 +72,9 @@ from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.planning.value_iteration import value_iteration
 from jaxrl_dp.robust.robust_vi import robust_modulus, robust_rounding
 from jaxrl_dp.robust.types import RobustSolution
+
+#: A finite model set: a stacked MDP (leading axis ``M``) or a sequence of MDPs.
+ModelsLike = Union[TabularMDP, Sequence[TabularMDP]]
 
 CRITERIA = ("initial", "sup")
 
@@ -155,7 +160,7 @@ def _num_models(models: TabularMDP) -> int:
   return int(models.probs.shape[0])
 
 
-def model_set(models, probs=None) -> TabularMDP:
+def model_set(models: ModelsLike, probs: ArrayLike | None = None) -> TabularMDP:
   """Normalizes a finite set of models to one TabularMDP with leading ``M``.
 
   Args:
@@ -257,7 +262,7 @@ def _take(models: TabularMDP, i) -> TabularMDP:
 
 # ------------------------------------------------------------------ IWOCS
 @solver(infinite_horizon=True, kind="control")
-def iwocs(models, *, tol: float = 1e-4, max_models: int | None = None,
+def iwocs(models: ModelsLike, *, tol: float = 1e-4, max_models: int | None = None,
           initial_model: int = 0, criterion: str = "initial",
           vi_tol: float = 1e-5, vi_max_iters: int = 10_000) -> IWOCSResult:
   """IWOCS over a finite set of models (see the module docstring).
@@ -320,6 +325,13 @@ def worst_case_evaluation(models: TabularMDP, policy: jax.Array) -> jax.Array:
 
   ``models`` must already have the leading axis ``M`` on every leaf (see
   :func:`model_set`); no checks, jittable.
+
+  Args:
+    models: the model set (leading axis ``M``).
+    policy: ``int [S]`` or ``float [S, A]``.
+
+  Returns:
+    ``[M, S]`` the policy's values in every model.
   """
   return jax.vmap(exact_policy_values, in_axes=(0, None))(models, policy)
 
@@ -405,11 +417,15 @@ def _iwocs(models, tol, vi_tol, m0, *, max_models, criterion, vi_max_iters):
 
 
 # --------------------------------------------------------- hull robust VI
-def hull_q_values(models: TabularMDP, v: jax.Array):
+def hull_q_values(models: TabularMDP, v: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Robust Q on the ``(s, a)``-rectangular hull of the model set.
 
   ``Q(s, a) = min_m r_m(s, a) + gamma_m P_m(. | s, a) . v`` (exact: a min
   over the ``M`` candidates of :func:`jaxrl_dp.core.q_values`).
+
+  Args:
+    models: the model set (leading axis ``M``, see :func:`model_set`).
+    v: ``[S]`` values.
 
   Returns:
     ``(q [S, A], worst_model int32 [S, A])``: the adversary's choice per
@@ -420,7 +436,7 @@ def hull_q_values(models: TabularMDP, v: jax.Array):
 
 
 @solver(infinite_horizon=True, kind="control")
-def hull_robust_value_iteration(models, *, tol: float = 1e-6,
+def hull_robust_value_iteration(models: ModelsLike, *, tol: float = 1e-6,
                                 max_iters: int = 10_000,
                                 v0: jax.Array | None = None) -> RobustSolution:
   """Robust VI ``V <- max_a min_m r_m + gamma P_m V`` on the sa-rectangular hull.

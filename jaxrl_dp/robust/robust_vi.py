@@ -89,7 +89,16 @@ from jaxrl_dp.robust.uncertainty_sets import (UncertaintySet,
 # ------------------------------------------------------------------ checks
 def check_uset_for_mdp(uset: UncertaintySet, mdp: TabularMDP,
                        field: str = "uset") -> None:
-  """Checks a set against one MDP: size ``[]`` or ``[S, A]``, cost ``[S, S]``."""
+  """Checks a set against one MDP: size ``[]`` or ``[S, A]``, cost ``[S, S]``.
+
+  Args:
+    uset: the uncertainty set.
+    mdp: one MDP.
+    field: the name used in the error message.
+
+  Raises:
+    InvalidMDPError: a size or cost of the wrong shape.
+  """
   check_uncertainty_set(uset, field)
   s, a = mdp.rewards.shape[-2:]
   shape = tuple(jnp.shape(uset.size))
@@ -142,11 +151,17 @@ def _backed_up(mdp, uset, rewards, vals, probs, size, cost):
   return _rows_worst_case(w, probs, uset, _discounted_size(uset, size, gamma), cost)
 
 
-def robust_q_values(mdp: TabularMDP, v: jax.Array, uset: UncertaintySet):
+def robust_q_values(mdp: TabularMDP, v: jax.Array,
+                    uset: UncertaintySet) -> tuple[jax.Array, jax.Array]:
   """Robust action values and the adversary's kernel for ``v [S]``.
 
   ``q(s, a) = sigma_{s,a}(r(s, a, .) + gamma v)`` (module docstring; with
   expected rewards only, ``r(s, a) + gamma sigma_{s,a}(v)``).
+
+  Args:
+    mdp: one MDP.
+    v: ``[S]`` values.
+    uset: the uncertainty set (size ``[]`` or ``[S, A]``).
 
   Returns:
     ``(q [S, A], worst_probs [S, A, K])``; ``worst_probs`` is in the MDP's
@@ -166,8 +181,19 @@ def robust_q_values(mdp: TabularMDP, v: jax.Array, uset: UncertaintySet):
   return q.reshape(s, a), worst.reshape(s, a, k)
 
 
-def robust_bellman(mdp: TabularMDP, v: jax.Array, uset: UncertaintySet):
-  """One robust optimality backup: ``(T v [S], q [S, A], worst_probs)``."""
+def robust_bellman(mdp: TabularMDP, v: jax.Array,
+                   uset: UncertaintySet) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One robust optimality backup: ``(T v [S], q [S, A], worst_probs)``.
+
+  Args:
+    mdp: one MDP.
+    v: ``[S]`` values.
+    uset: the uncertainty set.
+
+  Returns:
+    ``(T v [S], q [S, A], worst_probs [S, A, K])``: the max over valid
+    actions of :func:`robust_q_values`, and its two outputs.
+  """
   q, worst = robust_q_values(mdp, v, uset)
   return bellman.masked_max(q, mdp.action_mask), q, worst
 
@@ -180,6 +206,15 @@ def robust_policy_backup(mdp: TabularMDP, policy: jax.Array, v: jax.Array,
   For a deterministic ``int [S]`` policy only the ``S`` rows ``(s, pi(s))``
   are solved (in the MDP's layout); a stochastic ``[S, A]`` policy solves all
   rows and averages.
+
+  Args:
+    mdp: one MDP.
+    policy: ``int [S]`` or ``float [S, A]``.
+    v: ``[S]`` values.
+    uset: the uncertainty set.
+
+  Returns:
+    ``[S]`` the robust policy backup.
   """
   if not bellman.is_deterministic_policy(policy):
     q, _ = robust_q_values(mdp, v, uset)
@@ -206,6 +241,14 @@ def worst_case_mdp(mdp: TabularMDP, worst_probs: jax.Array) -> TabularMDP:
   adversary. For ``lp_ball`` the kernel may have negative entries. For a
   penalty set the value of a policy in this MDP omits the penalty term, so it
   is at least the regularized robust value.
+
+  Args:
+    mdp: one MDP.
+    worst_probs: ``[S, A, K]`` the adversary's kernel (e.g. from
+      :func:`robust_q_values`).
+
+  Returns:
+    The MDP with ``probs = worst_probs``.
   """
   probs = worst_probs.astype(mdp.probs.dtype)
   tr = mdp.transition_rewards

@@ -44,6 +44,7 @@ from typing import Optional
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
@@ -97,8 +98,10 @@ def _budget_for(need, cum_mass, cum_drop, slope):
   return jnp.maximum(xi, 0.0), s
 
 
-def s_rectangular_l1_backup(vals, probs, rewards, action_mask, discount, budget,
-                            *, support="nominal", num_steps=None):
+def s_rectangular_l1_backup(vals: jax.Array, probs: jax.Array, rewards: jax.Array,
+                            action_mask: jax.Array, discount: ArrayLike, budget: ArrayLike,
+                            *, support: str = "nominal", num_steps: Optional[int] = None
+                            ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """One s-rectangular L1 robust backup at ONE state.
 
   Args:
@@ -173,17 +176,26 @@ def _backup(mdp, v, budget, support, num_steps):
       w, probs, jnp.zeros_like(mdp.rewards), mdp.action_mask, one, b)
 
 
-def s_rectangular_l1_bellman(mdp: TabularMDP, v: jax.Array, budget, *,
-                             support: str = "nominal", num_steps: int | None = None):
+def s_rectangular_l1_bellman(mdp: TabularMDP, v: jax.Array, budget: ArrayLike, *,
+                             support: str = "nominal", num_steps: int | None = None
+                             ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """One s-rectangular L1 robust backup of ``v [S]`` on one MDP.
 
-  Returns ``(T v [S], policy_probs [S, A], worst_probs [S, A, K], q [S, A])``.
+  Args:
+    mdp: one MDP.
+    v: ``[S]`` values.
+    budget: ``kappa >= 0``, scalar or ``[S]``.
+    support: ``"nominal"`` or ``"all"``.
+    num_steps: static number of bisection steps (None: the default).
+
+  Returns:
+    ``(T v [S], policy_probs [S, A], worst_probs [S, A, K], q [S, A])``.
   """
   return _backup(mdp, v, jnp.asarray(budget, mdp.rewards.dtype), support, num_steps)
 
 
 @solver(infinite_horizon=True, kind="control")
-def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget, *,
+def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget: ArrayLike, *,
                                      support: str = "nominal", tol: float = 1e-6,
                                      max_iters: int = 10_000,
                                      v0: jax.Array | None = None,
