@@ -326,7 +326,7 @@ def _v0(mdp, v0, field="v0"):
   return as_values(field, v0, (s,), mdp.rewards.dtype)
 
 
-@solver(infinite_horizon=True, kind="control")
+@solver(infinite_horizon=True, kind="control", reverse_mode=True)
 def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
                            tol: float = 1e-6, max_iters: int = 10_000,
                            stop: str = "sup",
@@ -391,7 +391,7 @@ def _robust_vi(mdp, uset, tol, v0, *, max_iters, stop="sup"):
                         converged=r.converged, error_bound=r.error_bound)
 
 
-@solver(infinite_horizon=True, kind="evaluation")
+@solver(infinite_horizon=True, kind="evaluation", reverse_mode=True)
 def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
                              uset: UncertaintySet, *, tol: float = 1e-6,
                              max_iters: int = 10_000,
@@ -489,7 +489,7 @@ def _robust_fh(mdp, uset, terminal, *, horizon):
   return RobustFiniteHorizonSolution(values=values, q=qs, policy=policy, worst_probs=worst)
 
 
-@solver(infinite_horizon=True, kind="control")
+@solver(infinite_horizon=True, kind="control", reverse_mode=True)
 def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
                                      num_sweeps: int = 20, tol: float = 1e-6,
                                      max_iters: int = 10_000,

@@ -69,18 +69,19 @@ def test_result_fields_and_policy_convention():
 
 def test_solver_metadata():
   expect = {
-      R.robust_value_iteration: (True, "control"),
-      R.robust_modified_policy_iteration: (True, "control"),
-      R.robust_policy_evaluation: (True, "evaluation"),
-      R.robust_finite_horizon: (False, "finite_horizon"),
-      R.s_rectangular_l1_value_iteration: (True, "control"),
-      R.hull_robust_value_iteration: (True, "control"),
-      R.iwocs: (True, "control"),
+      # reverse mode: the implicit robust fixed point (jaxrl_dp.robust.implicit).
+      R.robust_value_iteration: (True, "control", True),
+      R.robust_modified_policy_iteration: (True, "control", True),
+      R.robust_policy_evaluation: (True, "evaluation", True),
+      R.robust_finite_horizon: (False, "finite_horizon", False),
+      R.s_rectangular_l1_value_iteration: (True, "control", False),
+      R.hull_robust_value_iteration: (True, "control", False),
+      R.iwocs: (True, "control", False),
   }
-  for fn, (inf_h, kind) in expect.items():
+  for fn, (inf_h, kind, reverse) in expect.items():
     info = solver_info(fn)
     assert info is not None, fn.__name__
-    assert (info.infinite_horizon, info.kind, info.reverse_mode) == (inf_h, kind, False)
+    assert (info.infinite_horizon, info.kind, info.reverse_mode) == (inf_h, kind, reverse)
 
 
 @pytest.mark.slow
