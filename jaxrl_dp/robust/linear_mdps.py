@@ -49,10 +49,12 @@ from __future__ import annotations
 
 import functools
 import itertools
+from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core import bellman
@@ -98,14 +100,23 @@ def _dtype(dtype):
 
 
 # ------------------------------------------------------- simulated linear MDP
-def simulated_linear_mdp(q=0.0, *, delta: float = 0.5, xi_norm: float = 0.3,
+def simulated_linear_mdp(q: ArrayLike = 0.0, *, delta: float = 0.5, xi_norm: float = 0.3,
                          eps: float = 0.2, c: float = 0.5, horizon: int = 3,
-                         dtype=None) -> LinearMDPModel:
+                         dtype: Any = None) -> LinearMDPModel:
   """The simulated linear MDP (module doc) with step-1 perturbation ``q``.
 
   ``q = 0`` is the nominal (source) environment, where the offline data is
-  collected. Returns ``S = 5, A = 16, D = 4``; actions are the rows of
-  :func:`simulated_actions`.
+  collected.
+
+  Args:
+    q: the perturbation in ``[0, 1]``.
+    delta, xi_norm, eps, c: the environment's constants (module doc).
+    horizon: H.
+    dtype: float dtype (default: the default float dtype).
+
+  Returns:
+    The model: ``S = 5, A = 16, D = 4``; actions are the rows of
+    :func:`simulated_actions`.
   """
   for name, val, lo, hi in (("q", q, 0.0, 1.0), ("eps", eps, 0.0, 1.0), ("c", c, 0.0, 1.0)):
     if not lo <= float(val) <= hi:
@@ -144,7 +155,11 @@ def simulated_linear_mdp(q=0.0, *, delta: float = 0.5, xi_norm: float = 0.3,
 
 
 def simulated_actions() -> np.ndarray:
-  """The 16 actions ``{-1, 1}^4`` as rows of a ``[16, 4]`` array."""
+  """The 16 actions ``{-1, 1}^4`` as rows of a ``[16, 4]`` array.
+
+  Returns:
+    ``[16, 4]`` NumPy array.
+  """
   return np.array(list(itertools.product((-1.0, 1.0), repeat=4)))
 
 
@@ -152,14 +167,22 @@ def simulated_actions() -> np.ndarray:
 PUT_X_MIN, PUT_X_MAX, PUT_STEP = 80.0, 140.0, 0.1
 
 
-def american_put(up_prob=0.5, *, dim: int = 30, horizon: int = 20,
+def american_put(up_prob: ArrayLike = 0.5, *, dim: int = 30, horizon: int = 20,
                  strike: float = 100.0, c_up: float = 1.02, c_down: float = 0.98,
-                 dtype=None) -> LinearMDPModel:
+                 dtype: Any = None) -> LinearMDPModel:
   """The American put option on a binomial price lattice (module doc).
 
-  Returns ``S = 602`` (601 prices + absorbing), ``A = 2`` (0 hold, 1
-  exercise), ``D = dim`` hat features; ``up_prob`` is the probability of an
-  up move (nominal 0.5).
+  Args:
+    up_prob: the probability of an up move (nominal 0.5).
+    dim: ``D``, the number of hat features.
+    horizon: H.
+    strike: the strike price.
+    c_up, c_down: the price factors of an up and a down move.
+    dtype: float dtype (default: the default float dtype).
+
+  Returns:
+    The model: ``S = 602`` (601 prices + absorbing), ``A = 2`` (0 hold, 1
+    exercise), ``D = dim`` hat features.
   """
   if not 0.0 <= float(up_prob) <= 1.0:
     raise InvalidMDPError(f"up_prob = {up_prob}: expected a probability in [0, 1]")
@@ -203,14 +226,26 @@ def american_put(up_prob=0.5, *, dim: int = 30, horizon: int = 20,
 
 
 def put_prices() -> np.ndarray:
-  """The 601 grid prices ``80.0, 80.1, ..., 140.0`` (float64)."""
+  """The 601 grid prices ``80.0, 80.1, ..., 140.0`` (float64).
+
+  Returns:
+    ``float64 [601]`` NumPy array.
+  """
   n = int(round((PUT_X_MAX - PUT_X_MIN) / PUT_STEP)) + 1
   return PUT_X_MIN + PUT_STEP * np.arange(n)
 
 
 def put_features(x: np.ndarray, dim: int) -> np.ndarray:
   """Hat features ``[len(x), dim]``: centres ``linspace(80, 140, dim)``,
-  half-width the spacing; rows sum to one on [80, 140]."""
+  half-width the spacing; rows sum to one on [80, 140].
+
+  Args:
+    x: ``[N]`` prices.
+    dim: ``D``, the number of features.
+
+  Returns:
+    ``[N, D]`` NumPy array.
+  """
   centres = np.linspace(PUT_X_MIN, PUT_X_MAX, dim)
   width = (PUT_X_MAX - PUT_X_MIN) / (dim - 1)
   h = np.maximum(0.0, 1.0 - np.abs(np.asarray(x)[:, None] - centres[None]) / width)
@@ -218,7 +253,14 @@ def put_features(x: np.ndarray, dim: int) -> np.ndarray:
 
 
 def hold_policy(model: LinearMDPModel) -> jax.Array:
-  """Behaviour policy of the put data: always hold (``[S, A]``)."""
+  """Behaviour policy of the put data: always hold (``[S, A]``).
+
+  Args:
+    model: an :func:`american_put` model.
+
+  Returns:
+    ``[S, A]`` probabilities (one-hot on action 0).
+  """
   s, a = model.features.shape[:2]
   return jnp.zeros((s, a), model.probs.dtype).at[:, 0].set(1.0)
 
@@ -300,13 +342,28 @@ def evaluate_policy(model: LinearMDPModel, policy: jax.Array) -> jax.Array:
 
 
 def expected_return(model: LinearMDPModel, policy: jax.Array) -> jax.Array:
-  """``initial @ V_0^pi`` (exact), a scalar."""
+  """``initial @ V_0^pi`` (exact), a scalar.
+
+  Args:
+    model: a linear MDP model.
+    policy: ``int [H, S]`` actions or ``[H, S, A]`` probabilities.
+
+  Returns:
+    ``[]`` the expected return.
+  """
   return model.initial @ evaluate_policy(model, policy)[0]
 
 
 @jax.jit
 def optimal_values(model: LinearMDPModel) -> tuple[jax.Array, jax.Array]:
-  """Optimal ``(values [H + 1, S], policy int32 [H, S])`` of the model."""
+  """Optimal ``(values [H + 1, S], policy int32 [H, S])`` of the model.
+
+  Args:
+    model: a linear MDP model.
+
+  Returns:
+    ``(values [H + 1, S], policy int32 [H, S])`` by backward induction.
+  """
   one = jnp.ones((), model.probs.dtype)
 
   def step(v_next, xs):
