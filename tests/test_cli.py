@@ -42,6 +42,16 @@ def test_readme_python_examples_run():
   support, probs0 = np.asarray(dist.support, np.float64), np.asarray(dist.probs[0], np.float64)
   np.testing.assert_allclose(probs0.sum(-1), 1.0, atol=1e-5)
   np.testing.assert_allclose(probs0 @ support, v, atol=1e-5)
+  # Occupancy: sums to 1 / (1 - gamma); sum d * r = initial @ V^pi (float64 NumPy).
+  P64, R64 = np.asarray(env["P"], np.float64), np.asarray(env["R"], np.float64)
+  pol = np.asarray(env["pi"].policy)
+  s_idx = np.arange(P64.shape[0])
+  v_pi = np.linalg.solve(np.eye(P64.shape[0]) - 0.95 * P64[s_idx, pol], R64[s_idx, pol])
+  np.testing.assert_allclose(np.asarray(env["occ"]).sum(), 1 / (1 - 0.95), rtol=1e-4)
+  np.testing.assert_allclose(env["j_pi"], v_pi.mean(), rtol=1e-4)
+  # save / load round trips.
+  np.testing.assert_array_equal(np.asarray(env["mdp_back"].probs), np.asarray(env["mdp"].probs))
+  np.testing.assert_array_equal(env["sol_back"].values, np.asarray(env["sol"].values))
 
 
 def test_readme_set_up_commands_match_ci():
