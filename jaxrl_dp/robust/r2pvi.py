@@ -77,9 +77,12 @@ values on the host and skip the checks under tracing).
 from __future__ import annotations
 
 import functools
+from typing import Any
+
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core import bellman
@@ -187,10 +190,11 @@ def _check_simplex(name: str, x: np.ndarray, atol: float) -> None:
                      f"rows in the probability simplex (sum 1 within {atol})")
 
 
-def make_dataset(features, rewards, next_states, feature_table, *,
-                 action_mask=None, known_q=None, known_mask=None,
+def make_dataset(features: ArrayLike, rewards: ArrayLike, next_states: ArrayLike,
+                 feature_table: ArrayLike, *, action_mask: ArrayLike | None = None,
+                 known_q: ArrayLike | None = None, known_mask: ArrayLike | None = None,
                  validate: bool = True, atol: float = SIMPLEX_ATOL,
-                 dtype=None) -> OfflineDataset:
+                 dtype: Any = None) -> OfflineDataset:
   """Builds (and by default validates) an :class:`OfflineDataset`.
 
   Args:
@@ -200,6 +204,9 @@ def make_dataset(features, rewards, next_states, feature_table, *,
     known_q, known_mask: ``[S, A]`` (default none known).
     validate: run :func:`check_dataset`.
     dtype: float dtype (default float32, float64 under ``jax_enable_x64``).
+
+  Returns:
+    The :class:`OfflineDataset`.
 
   Raises:
     InvalidMDPError (a ValueError): a wrong shape, features outside the simplex, a next state out
@@ -227,11 +234,15 @@ def make_dataset(features, rewards, next_states, feature_table, *,
       known_mask=jnp.asarray(known_mask, bool))
 
 
-def check_dataset(ds, *, atol: float = SIMPLEX_ATOL) -> None:
+def check_dataset(ds: Any, *, atol: float = SIMPLEX_ATOL) -> None:
   """Host-side checks of an :class:`OfflineDataset` (or a dict of its fields).
 
-  Raises :class:`~jaxrl_dp.InvalidMDPError` (a ``ValueError``) naming the field
-  and the first offending entry.
+  Args:
+    ds: the dataset, or a dict of its fields.
+    atol: tolerance on the feature simplex.
+
+  Raises:
+    InvalidMDPError: naming the field and the first offending entry.
   """
   get = (lambda k: np.asarray(ds[k])) if isinstance(ds, dict) else (
       lambda k: np.asarray(getattr(ds, k)))
@@ -296,7 +307,7 @@ def _check_dataset_type(ds) -> None:
 
 
 # --------------------------------------------------------------- regression
-def ridge_regression(features: jax.Array, targets: jax.Array, ridge) -> jax.Array:
+def ridge_regression(features: jax.Array, targets: jax.Array, ridge: ArrayLike) -> jax.Array:
   """``argmin_w sum_tau (y_tau - phi_tau^T w)^2 + ridge ||w||^2``.
 
   Args:
@@ -312,8 +323,16 @@ def ridge_regression(features: jax.Array, targets: jax.Array, ridge) -> jax.Arra
   return jax.scipy.linalg.cho_solve(chol, features.T @ targets)
 
 
-def gram_inverse(features: jax.Array, ridge) -> jax.Array:
-  """``Lambda^{-1} = (Phi^T Phi + ridge I)^{-1}``: ``[N, D]`` -> ``[D, D]``."""
+def gram_inverse(features: jax.Array, ridge: ArrayLike) -> jax.Array:
+  """``Lambda^{-1} = (Phi^T Phi + ridge I)^{-1}``: ``[N, D]`` -> ``[D, D]``.
+
+  Args:
+    features: ``[N, D]`` features ``Phi``.
+    ridge: ``> 0``.
+
+  Returns:
+    ``[D, D]``.
+  """
   d = features.shape[-1]
   eye = jnp.eye(d, dtype=features.dtype)
   chol = jax.scipy.linalg.cho_factor(features.T @ features + ridge * eye, lower=True)
@@ -326,18 +345,44 @@ def next_state_design(features: jax.Array, next_states: jax.Array,
   """``M [S, D]`` with ``M[s] = sum_tau phi_tau 1{s'_tau = s}``.
 
   ``sum_tau phi_tau f(V(s'_tau)) = M^T f(V)`` for any target ``f``.
+
+  Args:
+    features: ``[N, D]`` features of the transitions.
+    next_states: ``int [N]`` their next states.
+    num_states: ``S`` (static).
+
+  Returns:
+    ``[S, D]``.
   """
   return jnp.zeros((num_states, features.shape[-1]), features.dtype).at[next_states].add(features)
 
 
 # ------------------------------------------------------------------ bonuses
-def d_rectangular_bonus(table: jax.Array, gram_inv: jax.Array, beta) -> jax.Array:
-  """``beta sum_i phi_i sqrt([Lambda^{-1}]_ii)``: ``[..., D]`` -> ``[...]``."""
+def d_rectangular_bonus(table: jax.Array, gram_inv: jax.Array, beta: ArrayLike) -> jax.Array:
+  """``beta sum_i phi_i sqrt([Lambda^{-1}]_ii)``: ``[..., D]`` -> ``[...]``.
+
+  Args:
+    table: ``[..., D]`` features.
+    gram_inv: ``[D, D]`` inverse Gram matrix.
+    beta: bonus scale ``>= 0``.
+
+  Returns:
+    ``[...]`` bonuses.
+  """
   return beta * (table @ jnp.sqrt(jnp.clip(jnp.diagonal(gram_inv), 0.0, None)))
 
 
-def elliptical_bonus(table: jax.Array, gram_inv: jax.Array, beta) -> jax.Array:
-  """``beta sqrt(phi^T Lambda^{-1} phi)``: ``[..., D]`` -> ``[...]``."""
+def elliptical_bonus(table: jax.Array, gram_inv: jax.Array, beta: ArrayLike) -> jax.Array:
+  """``beta sqrt(phi^T Lambda^{-1} phi)``: ``[..., D]`` -> ``[...]``.
+
+  Args:
+    table: ``[..., D]`` features.
+    gram_inv: ``[D, D]`` inverse Gram matrix.
+    beta: bonus scale ``>= 0``.
+
+  Returns:
+    ``[...]`` bonuses.
+  """
   quad = jnp.einsum("...i,ij,...j->...", table, gram_inv, table)
   return beta * jnp.sqrt(jnp.clip(quad, 0.0, None))
 
@@ -376,16 +421,37 @@ def _kl(v, project, gram_inv, lam, v_cap, deficit):
 
 
 def regression_update(v: jax.Array, design: jax.Array, gram_inv: jax.Array) -> jax.Array:
-  """Non-robust: ``Lambda^{-1} M^T V`` (ridge estimate of ``E_{mu_i} V``)."""
+  """Non-robust: ``Lambda^{-1} M^T V`` (ridge estimate of ``E_{mu_i} V``).
+
+  Args:
+    v: ``[S]`` next-step values.
+    design: ``[S, D]`` next-state design (:func:`next_state_design`).
+    gram_inv: ``[D, D]`` inverse Gram matrix (:func:`gram_inverse`).
+
+  Returns:
+    ``[D]`` the per-dimension estimates ``z``.
+  """
   return _regression(v, _design_sum(design), gram_inv)
 
 
-def tv_dual_update(v, design, gram_inv, lam):
-  """TV-regularized: ridge estimate of ``E_{mu_i}[min(V, min_s V + lam)]``."""
+def tv_dual_update(v: jax.Array, design: jax.Array, gram_inv: jax.Array,
+                   lam: ArrayLike) -> jax.Array:
+  """TV-regularized: ridge estimate of ``E_{mu_i}[min(V, min_s V + lam)]``.
+
+  Args:
+    v: ``[S]`` next-step values.
+    design: ``[S, D]`` next-state design (:func:`next_state_design`).
+    gram_inv: ``[D, D]`` inverse Gram matrix (:func:`gram_inverse`).
+    lam: penalty weight ``>= 0``.
+
+  Returns:
+    ``[D]`` the per-dimension estimates ``z``.
+  """
   return _tv(v, _design_sum(design), gram_inv, lam)
 
 
-def kl_dual_update(v, design, gram_inv, lam, v_cap, deficit=None):
+def kl_dual_update(v: jax.Array, design: jax.Array, gram_inv: jax.Array, lam: ArrayLike,
+                   v_cap: ArrayLike, deficit: jax.Array | None = None) -> jax.Array:
   """KL-regularized: ``z = -lam log(1 + y)``, ``y`` the ridge estimate of
   ``E_{mu_i} expm1(-V / lam)``; clipped to ``[0, v_cap]`` (module doc).
 
@@ -394,15 +460,34 @@ def kl_dual_update(v, design, gram_inv, lam, v_cap, deficit=None):
   inputs, the default), evaluated as ``exp(-V_min / lam) (deficit exp(V_min /
   lam) + Lambda^{-1} M^T exp(-(V - V_min) / lam))`` so that small ``lam`` loses
   no precision to cancellation.
+
+  Args:
+    v: ``[S]`` next-step values.
+    design: ``[S, D]`` next-state design (:func:`next_state_design`).
+    gram_inv: ``[D, D]`` inverse Gram matrix (:func:`gram_inverse`).
+    lam: penalty weight ``> 0``.
+    v_cap: upper clip of ``z``.
+    deficit: ``[D]`` ridge deficit (:func:`ridge_deficit`) or None (0).
+
+  Returns:
+    ``[D]`` the per-dimension estimates ``z``.
   """
   return _kl(v, _design_sum(design), gram_inv, lam, v_cap, deficit)
 
 
-def ridge_deficit(features: jax.Array, gram_inv: jax.Array, ridge) -> jax.Array:
+def ridge_deficit(features: jax.Array, gram_inv: jax.Array, ridge: ArrayLike) -> jax.Array:
   """``1 - Lambda^{-1} sum_tau phi_tau`` without cancellation: ``[N, D]`` -> ``[D]``.
 
   With ``e = 1 - Phi 1`` (row-sum residuals, 0 for exact simplex rows),
   ``Lambda^{-1} Phi^T 1 = 1 - ridge Lambda^{-1} 1 + Lambda^{-1} Phi^T e``.
+
+  Args:
+    features: ``[N, D]`` features ``Phi``.
+    gram_inv: ``[D, D]`` from :func:`gram_inverse` (same ``ridge``).
+    ridge: ``> 0``.
+
+  Returns:
+    ``[D]``.
   """
   e = 1.0 - jnp.sum(features, axis=-1)
   return ridge * jnp.sum(gram_inv, axis=-1) - gram_inv @ (features.T @ e)
@@ -422,9 +507,20 @@ def _segments(v, design, gram_inv):
   return p1 @ gram_inv, upper @ gram_inv, p2 @ gram_inv, u
 
 
-def chi2_dual_update(v, design, gram_inv, lam):
+def chi2_dual_update(v: jax.Array, design: jax.Array, gram_inv: jax.Array,
+                     lam: ArrayLike) -> jax.Array:
   """chi-square-regularized: ``max_alpha z1 - (z2 - z1^2) / (4 lam)`` per
-  dimension, exact over ``alpha in [min V, max V]`` (module doc)."""
+  dimension, exact over ``alpha in [min V, max V]`` (module doc).
+
+  Args:
+    v: ``[S]`` next-step values.
+    design: ``[S, D]`` next-state design (:func:`next_state_design`).
+    gram_inv: ``[D, D]`` inverse Gram matrix (:func:`gram_inverse`).
+    lam: penalty weight ``> 0``.
+
+  Returns:
+    ``[D]`` the per-dimension estimates ``z``.
+  """
   a, b, c, u = _segments(v, design, gram_inv)
   lo = u[:, None]
   hi = jnp.concatenate([u[1:], u[-1:]])[:, None]
@@ -444,9 +540,20 @@ def chi2_dual_update(v, design, gram_inv, lam):
   return jnp.max(best, axis=0)
 
 
-def tv_ball_dual_update(v, design, gram_inv, rho):
+def tv_ball_dual_update(v: jax.Array, design: jax.Array, gram_inv: jax.Array,
+                        rho: ArrayLike) -> jax.Array:
   """DRPVI (TV ball ``TV <= rho``): ``max_alpha z1(alpha) - rho (alpha - min V)``
-  over ``alpha`` in the sorted values of V (exact: piecewise linear)."""
+  over ``alpha`` in the sorted values of V (exact: piecewise linear).
+
+  Args:
+    v: ``[S]`` next-step values.
+    design: ``[S, D]`` next-state design (:func:`next_state_design`).
+    gram_inv: ``[D, D]`` inverse Gram matrix (:func:`gram_inverse`).
+    rho: the ball's radius in ``[0, 1]``.
+
+  Returns:
+    ``[D]`` the per-dimension estimates ``z``.
+  """
   a, b, _, u = _segments(v, design, gram_inv)
   vals = a + u[:, None] * b - rho * (u - u[0])[:, None]
   return jnp.max(vals, axis=0)
@@ -529,8 +636,8 @@ def _drpvi(ds, rho, beta, ridge):
   return _backward(ds, update, ridge, beta, "d_rectangular", need_design=True)
 
 
-def r2pvi(dataset: OfflineDataset, *, divergence: str = "tv", lam=1.0,
-          beta=0.0, ridge=1.0) -> LinearPVIResult:
+def r2pvi(dataset: OfflineDataset, *, divergence: str = "tv", lam: ArrayLike = 1.0,
+          beta: ArrayLike = 0.0, ridge: ArrayLike = 1.0) -> LinearPVIResult:
   """Robust Regularized Pessimistic Value Iteration (Tang, Liu, Xu 2025).
 
   Args:
@@ -559,7 +666,7 @@ def r2pvi(dataset: OfflineDataset, *, divergence: str = "tv", lam=1.0,
                 jnp.asarray(ridge, dtype), divergence=divergence)
 
 
-def pevi(dataset: OfflineDataset, *, beta=0.0, ridge=1.0,
+def pevi(dataset: OfflineDataset, *, beta: ArrayLike = 0.0, ridge: ArrayLike = 1.0,
          bonus: str = "elliptical") -> LinearPVIResult:
   """Pessimistic value iteration (Jin, Yang, Wang 2021), no robustness.
 
@@ -567,6 +674,15 @@ def pevi(dataset: OfflineDataset, *, beta=0.0, ridge=1.0,
   ``[0, H - h]``; ``bonus="elliptical"`` (``beta ||phi||_{Lambda^{-1}}``, the
   paper's) or ``"d_rectangular"`` (R2PVI's, for like-for-like comparisons).
   Gradients: as :func:`r2pvi` (``jax.grad`` w.r.t. ``beta``, ``ridge``).
+
+  Args:
+    dataset: the offline data.
+    beta: bonus scale ``>= 0``.
+    ridge: ``> 0``.
+    bonus: ``"elliptical"`` or ``"d_rectangular"``.
+
+  Returns:
+    :class:`LinearPVIResult`, as :func:`r2pvi`.
   """
   _check_dataset_type(dataset)
   check_choice("bonus", bonus, BONUSES)
@@ -576,13 +692,23 @@ def pevi(dataset: OfflineDataset, *, beta=0.0, ridge=1.0,
   return _pevi(dataset, jnp.asarray(beta, dtype), jnp.asarray(ridge, dtype), bonus=bonus)
 
 
-def drpvi_tv(dataset: OfflineDataset, *, rho=0.1, beta=0.0, ridge=1.0) -> LinearPVIResult:
+def drpvi_tv(dataset: OfflineDataset, *, rho: ArrayLike = 0.1, beta: ArrayLike = 0.0,
+             ridge: ArrayLike = 1.0) -> LinearPVIResult:
   """DRPVI (Liu, Xu 2024) with a d-rectangular TV ball ``TV(mu, mu_i) <= rho``.
 
   ``z_i = max_{alpha in [min V, max V]} E_hat[V]_alpha - rho (alpha - min_s V)``
   (exact at the sorted values of V); d-rectangular bonus as R2PVI.
   ``rho`` in ``[0, 1]``. Gradients: as :func:`r2pvi` (``jax.grad`` w.r.t.
   ``rho``, ``beta``, ``ridge``).
+
+  Args:
+    dataset: the offline data.
+    rho: the ball's radius in ``[0, 1]``.
+    beta: bonus scale ``>= 0``.
+    ridge: ``> 0``.
+
+  Returns:
+    :class:`LinearPVIResult`, as :func:`r2pvi`.
   """
   _check_dataset_type(dataset)
   _check_scalar("rho", rho, positive=False, upper=1.0)
