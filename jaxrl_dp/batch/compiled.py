@@ -141,7 +141,7 @@ def check_stacked(mdps: Any) -> int:
 
 
 def make_batched(solver: Callable[..., Any], *, strategy: str = "auto",
-                 **options) -> Callable[..., Any]:
+                 **options: Any) -> Callable[..., Any]:
   """The jitted batched form of a one-MDP solver (no chunking, sharding or disk).
 
   ``make_batched(solver, **options)(mdps, *args, **kwargs)`` computes, for

@@ -50,7 +50,7 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
           on_chunk: Optional[Callable[[int, int], None]] = None,
           strategy: str = "auto",
           run_id: Optional[str] = None,
-          **solver_kwargs) -> Any:
+          **solver_kwargs: Any) -> Any:
   """Solves a batch of MDPs with one compiled, vmapped and sharded solver.
 
   What it does, in order:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP
@@ -77,7 +79,7 @@ def _stack_actions(x, name):
   return arr, sparse_input
 
 
-def from_pymdptoolbox(P, R, discount, *, initial=None,
+def from_pymdptoolbox(P: Any, R: Any, discount: ArrayLike, *, initial: ArrayLike | None = None,
                       layout: str = "auto") -> TabularMDP:
   """Converts pymdptoolbox's ``(P, R)`` arrays to a :class:`TabularMDP`.
 
@@ -173,7 +175,7 @@ def _bridge_name(path_or_name) -> str:
   return p.name
 
 
-def bridge_horizon(path_or_name) -> int:
+def bridge_horizon(path_or_name: str | os.PathLike) -> int:
   """The horizon T of a BRIDGE MDP, from its name (folder name or npz path).
 
   Known names (:data:`BRIDGE_HORIZONS`) first; otherwise Atari names
@@ -194,7 +196,7 @@ def bridge_horizon(path_or_name) -> int:
       f"that carries the horizon (e.g. 'freeway_10_fs30')")
 
 
-def load_bridge(path) -> TabularMDP:
+def load_bridge(path: str | os.PathLike) -> TabularMDP:
   """Loads a BRIDGE ``consolidated.npz`` (Laidlaw et al., NeurIPS 2023).
 
   "Bridging RL Theory and Practice with the Effective Horizon" (BRIDGE

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP
@@ -158,9 +159,10 @@ def _refuse_duplicates(keys: np.ndarray, what: str, where: Callable[[int], str])
 
 
 # ------------------------------------------------------------------ QuantEcon
-def from_quantecon(R, Q=None, discount=None, s_indices=None, a_indices=None, *,
-                   num_actions: Optional[int] = None, initial=None, layout: str = "auto",
-                   dtype=None) -> TabularMDP:
+def from_quantecon(R: Any, Q: Any = None, discount: ArrayLike | None = None,
+                   s_indices: ArrayLike | None = None, a_indices: ArrayLike | None = None, *,
+                   num_actions: Optional[int] = None, initial: ArrayLike | None = None,
+                   layout: str = "auto", dtype: Any = None) -> TabularMDP:
   """Converts a QuantEcon ``DiscreteDP`` (or its arrays) to a :class:`TabularMDP`.
 
   The arguments follow ``quantecon.markov.DiscreteDP(R, Q, beta, s_indices,
@@ -303,8 +305,10 @@ def to_quantecon(mdp: TabularMDP, form: str = "product", *, sparse: bool = False
 
 
 # -------------------------------------------------------------- SciPy sparse
-def from_scipy_sparse(P: Sequence[Any], R, discount, *, action_mask=None, initial=None,
-                      layout: str = "sparse", dtype=None) -> TabularMDP:
+def from_scipy_sparse(P: Sequence[Any], R: ArrayLike, discount: ArrayLike, *,
+                      action_mask: ArrayLike | None = None,
+                      initial: ArrayLike | None = None,
+                      layout: str = "sparse", dtype: Any = None) -> TabularMDP:
   """One ``[S, S]`` matrix per action (``scipy.sparse`` or dense) to an MDP.
 
   Builds the sparse layout from the stored entries directly (nothing of size
@@ -323,6 +327,9 @@ def from_scipy_sparse(P: Sequence[Any], R, discount, *, action_mask=None, initia
     initial: ``[S]``; default uniform.
     layout: ``"sparse"`` (default) or ``"dense"``.
     dtype: as in :meth:`TabularMDP.from_dense`.
+
+  Returns:
+    The :class:`TabularMDP`.
   """
   _check_layout(layout)
   if _is_scipy_sparse(P) or isinstance(P, np.ndarray) and P.ndim == 2:
@@ -383,9 +390,10 @@ def from_scipy_sparse(P: Sequence[Any], R, discount, *, action_mask=None, initia
 
 
 # ------------------------------------------------------------------------ COO
-def from_coo(states, actions, next_states, probs, rewards, discount, *,
+def from_coo(states: ArrayLike, actions: ArrayLike, next_states: ArrayLike,
+             probs: ArrayLike, rewards: ArrayLike, discount: ArrayLike, *,
              num_states: Optional[int] = None, num_actions: Optional[int] = None,
-             initial=None, layout: str = "sparse", dtype=None,
+             initial: ArrayLike | None = None, layout: str = "sparse", dtype: Any = None,
              _where: Optional[Callable[[str, int], str]] = None) -> TabularMDP:
   """Elementwise triplets ``P(next_states[i] | states[i], actions[i]) = probs[i]``.
 
@@ -413,6 +421,9 @@ def from_coo(states, actions, next_states, probs, rewards, discount, *,
     layout: ``"sparse"`` (default; ``K`` = the most entries of a pair) or
       ``"dense"``.
     dtype: as in :meth:`TabularMDP.from_dense`.
+
+  Returns:
+    The :class:`TabularMDP`.
   """
   _check_layout(layout)
   where = _where or (lambda name, i: f"{name}[{i}]")
@@ -447,9 +458,10 @@ def from_coo(states, actions, next_states, probs, rewards, discount, *,
 
 
 # ------------------------------------------------------------------------ CSV
-def from_csv(path, discount, *, num_states: Optional[int] = None,
-             num_actions: Optional[int] = None, initial=None, layout: str = "sparse",
-             dtype=None, delimiter: str = ",") -> TabularMDP:
+def from_csv(path: str | os.PathLike, discount: ArrayLike, *,
+             num_states: Optional[int] = None, num_actions: Optional[int] = None,
+             initial: ArrayLike | None = None, layout: str = "sparse",
+             dtype: Any = None, delimiter: str = ",") -> TabularMDP:
   """Reads a model CSV file: one transition per line.
 
   Layout: a header line naming the five columns (any order)::
@@ -472,6 +484,9 @@ def from_csv(path, discount, *, num_states: Optional[int] = None,
     discount: scalar in ``[0, 1]`` (not stored in the file).
     num_states, num_actions, initial, layout, dtype: as in :func:`from_coo`.
     delimiter: the column separator.
+
+  Returns:
+    The :class:`TabularMDP`.
   """
   path = Path(os.fspath(path))
   if not path.is_file():

@@ -19,11 +19,12 @@ work). Sizes are static Python ints and reach ``10^8`` states:
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.functional import FunctionalMDP
@@ -155,10 +156,10 @@ def gridworld_distance_values(side: int, dim: int, discount: float) -> np.ndarra
 _INVENTORY_FNS: dict = {}
 
 
-def inventory(max_stock: int, max_order: int, demand, *, price: float = 4.0,
+def inventory(max_stock: int, max_order: int, demand: ArrayLike, *, price: float = 4.0,
               order_cost: float = 2.0, fixed_cost: float = 0.5,
               holding_cost: float = 0.1, discount: float = 0.95,
-              block_size=None, dtype: Any = None) -> FunctionalMDP:
+              block_size: Optional[int] = None, dtype: Any = None) -> FunctionalMDP:
   """A single-item inventory with stochastic demand, matrix-free.
 
   State: the stock ``s`` in ``0 .. M`` (``M = max_stock``, ``S = M + 1``).
@@ -244,9 +245,11 @@ _TANDEM_FNS: dict = {}
 
 
 def tandem_queue(capacity1: int, capacity2: int, *, arrival: float = 0.3,
-                 service1=(0.2, 0.4), service2: float = 0.35,
-                 service_cost=(0.0, 1.0), holding_cost=(1.0, 1.0),
-                 discount: float = 0.99, block_size=None, dtype: Any = None) -> FunctionalMDP:
+                 service1: Sequence[float] = (0.2, 0.4), service2: float = 0.35,
+                 service_cost: Sequence[float] = (0.0, 1.0),
+                 holding_cost: tuple[float, float] = (1.0, 1.0),
+                 discount: float = 0.99, block_size: Optional[int] = None,
+                 dtype: Any = None) -> FunctionalMDP:
   """Two queues in series (uniformized, discrete time), matrix-free.
 
   State ``(q1, q2)`` with ``0 <= q1 <= C1``, ``0 <= q2 <= C2``, index ``s =
