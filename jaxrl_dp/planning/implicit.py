@@ -171,7 +171,7 @@ def _zero_tangent(x):
 
 
 def implicit_fixed_point(solve: Callable, backup: Callable, args: Any, *,
-                         adjoint: Optional[ImplicitAdjoint] = None):
+                         adjoint: Optional[ImplicitAdjoint] = None) -> tuple[jax.Array, Any]:
   """``solve(args)`` with derivatives by the implicit function theorem.
 
   Args:
@@ -232,8 +232,8 @@ def implicit_fixed_point(solve: Callable, backup: Callable, args: Any, *,
 
 
 # ----------------------------------------------------------- ready wirings
-def implicit_policy_values(solve: Callable, mdp, policy, *args,
-                           adjoint: Optional[ImplicitAdjoint] = None):
+def implicit_policy_values(solve: Callable, mdp: Any, policy: jax.Array, *args: Any,
+                           adjoint: Optional[ImplicitAdjoint] = None) -> Any:
   """Policy evaluation with implicit derivatives.
 
   ``solve(mdp, policy, *args) -> result`` solves ``V = T_pi V`` by any method
@@ -243,6 +243,16 @@ def implicit_policy_values(solve: Callable, mdp, policy, *args,
   respect to ``mdp`` (rewards, probs, discount) and a stochastic ``policy
   [S, A]``, and ``q = r + gamma P V`` recomputed from them. Every array
   ``solve`` needs must be in ``args`` (static options: ``functools.partial``).
+
+  Args:
+    solve: ``(mdp, policy, *args) -> result`` (never differentiated).
+    mdp: one MDP (a :class:`~jaxrl_dp.TabularMDP`).
+    policy: ``int [S]`` or ``float [S, A]``.
+    *args: further arrays ``solve`` needs.
+    adjoint: :class:`ImplicitAdjoint` (default GMRES).
+
+  Returns:
+    ``solve``'s result with differentiable ``values [S]`` and ``q [S, A]``.
   """
   def run(a):
     res = solve(*a)
@@ -255,8 +265,8 @@ def implicit_policy_values(solve: Callable, mdp, policy, *args,
   return res.replace(values=v, q=bellman.q_values(mdp, v))
 
 
-def implicit_greedy_solution(solve: Callable, mdp, *args,
-                             adjoint: Optional[ImplicitAdjoint] = None):
+def implicit_greedy_solution(solve: Callable, mdp: Any, *args: Any,
+                             adjoint: Optional[ImplicitAdjoint] = None) -> Any:
   """A hard-max control solver with implicit derivatives.
 
   ``solve(mdp, *args) -> Solution`` (values, greedy ``policy int32 [S]``,
@@ -266,6 +276,16 @@ def implicit_greedy_solution(solve: Callable, mdp, *args,
   envelope theorem; at ties, the first maximizer's), and ``q = r + gamma P
   V`` recomputed from them (so ``q`` carries derivatives too). Every array
   ``solve`` needs must be in ``args`` (static options: ``functools.partial``).
+
+  Args:
+    solve: ``(mdp, *args) -> Solution`` (never differentiated).
+    mdp: one MDP (a :class:`~jaxrl_dp.TabularMDP`).
+    *args: further arrays ``solve`` needs.
+    adjoint: :class:`ImplicitAdjoint` (default GMRES).
+
+  Returns:
+    ``solve``'s :class:`~jaxrl_dp.core.types.Solution` with differentiable
+    ``values [S]`` and ``q [S, A]``.
   """
   def run(a):
     sol = solve(*a)

@@ -180,8 +180,17 @@ def bridge_horizon(path_or_name: str | os.PathLike) -> int:
 
   Known names (:data:`BRIDGE_HORIZONS`) first; otherwise Atari names
   ``<game>_<T>_fs<k>`` and Procgen names ``<game>_<mode>_l<level>_<T>_fs<k>``
-  carry T. Raises :class:`InvalidMDPError` for other names (MiniGrid names
-  do not encode T; BRIDGE uses 100 for the ones listed).
+  carry T.
+
+  Args:
+    path_or_name: a BRIDGE MDP name, its folder, or its ``.npz`` path.
+
+  Returns:
+    T.
+
+  Raises:
+    InvalidMDPError: another name (MiniGrid names do not encode T; BRIDGE
+      uses 100 for the ones listed).
   """
   name = _bridge_name(path_or_name)
   if name in BRIDGE_HORIZONS:
