@@ -14,7 +14,7 @@ import pytest
 import jaxrl_dp as jd
 from jaxrl_dp import suites
 from jaxrl_dp.deep import ppo
-from _deep_reference import np_gae, np_ppo_loss
+from _reference import np_gae, np_ppo_loss
 from _reference import optimal_values, sparse_to_dense
 
 

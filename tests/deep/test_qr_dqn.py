@@ -17,7 +17,7 @@ from jaxrl_dp.deep import qr_dqn
 from jaxrl_dp.deep.qlearning import q_init, q_update
 from jaxrl_dp.deep.replay import Transition
 from jaxrl_dp.distributional import quantile_huber_loss
-from _deep_reference import np_quantile_huber_loss
+from _reference import np_quantile_huber_loss
 
 SMALL = dict(num_envs=4, num_updates=40, eval_every=20, buffer_size=64, batch_size=8,
              learning_starts=16, hidden=(16,), target_update_interval=10, num_quantiles=8)
