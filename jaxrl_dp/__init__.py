@@ -86,5 +86,5 @@ __all__ = [
     "anchored_value_iteration", "anderson_value_iteration",
     "gauss_seidel_value_iteration", "Certificate", "certify",
     "speculative_value_iteration", "occupancy", "state_occupancy", "FunctionalMDP",
-    "save", "load",
+    "save", "load", "batch", "suites",
 ]
