@@ -122,6 +122,8 @@ def test_learns_chain_optimum_vmapped_over_seeds_and_mdps_equal_to_separate_runs
 # (J* - J_uniform) of the optimum, counted in float64. Only the combinations
 # measured to pass are listed (the others are reported, not weakened).
 TARGETS = {
+    # FrozenLake measured 1/16 (defaults), 0/16 (1500 updates, ent_coef 0.001),
+    # 4/16 (64 envs x 32 steps, 500 updates): left out, reported.
 }
 
 

@@ -109,6 +109,7 @@ def test_vmap_over_mdps_equals_separate_runs():
 # (J* - J_uniform) of the optimum, counted in float64. Only the combinations
 # measured to pass are listed (the others are reported, not weakened).
 TARGETS = {
+    "frozen_lake": dict(anneal_lr=True),  # measured 16/16 (gridworld, Garnet: not run in time)
 }
 
 
