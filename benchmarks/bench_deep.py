@@ -521,6 +521,9 @@ def main():
         check_scores(mdp, np.asarray(policy), sc, f"rejax {agent} x{seeds}", checks)
         row.update(summarize(sc))
         runs.append(row)
+  # SB3 (torch) last: a 256-seed XLA run after SB3 had run in the same process hung
+  # twice (all threads in futex waits); with torch idle until the end it does not.
+  for agent in ("dqn", "ppo"):
     if not args.no_sb3:
       print(f"SB3 {agent}", flush=True)
       policy, row = run_sb3(agent, mdp, sb3_budget)
