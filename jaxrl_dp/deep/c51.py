@@ -13,12 +13,14 @@ network's means (``double=True``: of the online network's), and the loss is
 the cross-entropy of the online distribution of ``(s, a)`` against it.
 
 Exact scoring adds ``w1``: the largest over reachable non-terminal states of the
-Wasserstein-1 distance between the network's distribution of the greedy
-action and the exact categorical return distribution of the greedy policy
-on the same support (the fixed point of the projected distributional Bellman
-operator, :func:`jaxrl_dp.distributional.categorical_evaluation` with
-``tol = 1e-3`` and at most 1000 backups (:data:`W1_TOL`, :data:`W1_MAX_ITERS`: a
-bounded cost per evaluation point); the distribution C51 converges to).
+Wasserstein-1 distance ``int |F - G|`` between the network's distribution of
+the greedy action and the categorical return distribution of the greedy
+policy on the same support that tabular categorical DP converges to (the
+fixed point of the projected distributional Bellman operator, not the true
+return distribution; see :class:`~jaxrl_dp.deep.common.TrainResult`):
+:func:`jaxrl_dp.distributional.categorical_evaluation` with ``tol = 1e-3``
+and at most 1000 backups (:data:`W1_TOL`, :data:`W1_MAX_ITERS`: a bounded
+cost per evaluation point).
 """
 
 from __future__ import annotations
