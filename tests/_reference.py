@@ -86,8 +86,7 @@ def np_grid(n, slip, *, goal_reward=1.0, step_reward=0.0):
   stays; goal (n-1, n-1) absorbing with reward 0; ``goal_reward`` for
   entering it and ``step_reward`` on every move from a non-goal state.
   Returns ``(next_states int [S, 4, 5], probs [S, 4, 5], rewards [S, 4])``.
-  (Built locally: suites.gridworld cannot be rebuilt in float32 after an
-  x64 build in the same process.)"""
+  (Written independently of suites.gridworld.)"""
   deltas = ((-1, 0), (0, 1), (1, 0), (0, -1), (0, 0))
   s = n * n
   row, col = np.divmod(np.arange(s), n)

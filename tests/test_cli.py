@@ -49,6 +49,15 @@ def test_readme_python_examples_run():
   v_pi = np.linalg.solve(np.eye(P64.shape[0]) - 0.95 * P64[s_idx, pol], R64[s_idx, pol])
   np.testing.assert_allclose(np.asarray(env["occ"]).sum(), 1 / (1 - 0.95), rtol=1e-4)
   np.testing.assert_allclose(env["j_pi"], v_pi.mean(), rtol=1e-4)
+  # Deep: the exact score of a trained policy = float64 NumPy evaluation of that policy.
+  gd = env["grid"].to_dense()
+  gp, gr = np.asarray(gd.probs, np.float64), np.asarray(gd.rewards, np.float64)
+  gpol = np.asarray(env["res"].policy[0])
+  g_idx = np.arange(gp.shape[0])
+  gv = np.linalg.solve(np.eye(gp.shape[0]) - 0.95 * gp[g_idx, gpol], gr[g_idx, gpol])
+  np.testing.assert_allclose(float(env["score"].j), np.asarray(gd.initial, np.float64) @ gv,
+                             rtol=1e-4, atol=1e-5)
+  assert env["curves"].shape == (4, 4) and env["first"].shape == (4,)
   # save / load round trips.
   np.testing.assert_array_equal(np.asarray(env["mdp_back"].probs), np.asarray(env["mdp"].probs))
   np.testing.assert_array_equal(env["sol_back"].values, np.asarray(env["sol"].values))

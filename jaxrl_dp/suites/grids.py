@@ -47,7 +47,7 @@ Cells = Sequence[tuple[int, int]]
 _DELTAS = ((-1, 0), (0, 1), (1, 0), (0, -1))
 #: ``_OUTCOMES[a]``: the move of each slot for action a (4 = stay).
 _OUTCOMES = np.array([[a] + [d for d in range(4) if d != a] + [4]
-                      for a in range(4)])
+                      for a in range(4)], dtype=np.int32)
 
 #: The four-rooms layout of Sutton, Precup & Singh (1999), "Between MDPs and
 #: semi-MDPs", Fig. 2: 13 x 13 with the outer wall, 104 free cells, four

@@ -572,3 +572,17 @@ def test_random_generators_jit_equals_eager():
 def test_bad_input_raises_invalid_mdp_error(make, match):
   with pytest.raises(J.InvalidMDPError, match=match):
     make()
+
+
+def test_gridworld_built_in_either_precision_in_one_process():
+  # Regression: the slot table was an int64 NumPy constant, so a grid traced
+  # in one precision mode failed to build in the other (lax.add int64/int32).
+  from _reference import np_grid
+  ns_ref, p_ref, r_ref = np_grid(4, 0.2)
+  layout = ["....", "....", "....", "...G"]
+  for x64 in (False, True, False):
+    with jax.enable_x64(x64):
+      mdp = jax.jit(lambda: suites.gridworld(layout, slip=0.2, discount=0.9))()
+      np.testing.assert_array_equal(np.asarray(mdp.next_states), ns_ref)
+      np.testing.assert_allclose(np.asarray(mdp.probs), p_ref, rtol=1e-6)
+      np.testing.assert_allclose(np.asarray(mdp.rewards), r_ref, rtol=1e-6)
