@@ -21,8 +21,6 @@ of ``scipy.stats.wasserstein_distance`` between the network's distribution of
 
 from __future__ import annotations
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,7 +29,6 @@ from scipy.stats import wasserstein_distance
 
 import jaxrl_dp as jd
 from jaxrl_dp.deep import c51, qr_dqn
-from jaxrl_dp.deep.qlearning import q_init
 
 GAMMA = 0.5
 STATES = np.array([True, True, True, False, False])  # reachable, not terminal
@@ -62,7 +59,8 @@ def _closed_form(policy):
 
 
 def _policies():
-  return [np.array([a0, a1, 0, 0, 0], np.int32) for a0, a1 in itertools.product((0, 1), repeat=2)]
+  """Two policies that between them take every branch of the closed form."""
+  return [np.array([0, 1, 0, 0, 0], np.int32), np.array([1, 0, 1, 0, 0], np.int32)]
 
 
 def test_qr_dqn_w1_equals_scipy_against_closed_form():
@@ -70,9 +68,9 @@ def test_qr_dqn_w1_equals_scipy_against_closed_form():
   cfg = qr_dqn.QRDQNConfig(hidden=(8,), num_quantiles=4)
   agent = qr_dqn.make_qr_dqn(cfg, 2)
   obs = jnp.eye(5, dtype=jnp.float32)
-  w1_of = jax.jit(agent.extra_metrics)
+  w1_of = agent.extra_metrics
   for seed, policy in enumerate(_policies()):
-    params = q_init(jax.random.key(seed), agent, 5).params
+    params = agent.network.init(jax.random.key(seed), jnp.zeros((1, 5), jnp.float32))
     locs = np.asarray(agent.network.apply(params, obs), np.float64)  # [S, A, N]
     truth = _closed_form(policy)
     ref = max(wasserstein_distance(locs[s, policy[s]], truth[s][0], None, truth[s][1]) for s in range(3))
@@ -92,9 +90,9 @@ def test_c51_w1_equals_scipy_against_closed_form():
   agent = c51.make_c51(cfg, mdp, 2)
   support = np.linspace(0.0, 1.0, 5)
   obs = jnp.eye(5, dtype=jnp.float32)
-  w1_of = jax.jit(agent.extra_metrics)
+  w1_of = agent.extra_metrics
   for seed, policy in enumerate(_policies()):
-    params = q_init(jax.random.key(seed), agent, 5).params
+    params = agent.network.init(jax.random.key(seed), jnp.zeros((1, 5), jnp.float32))
     logits = np.asarray(agent.network.apply(params, obs), np.float64)  # [S, A, N]
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
