@@ -69,9 +69,10 @@ def test_qr_dqn_w1_equals_scipy_against_closed_form():
   agent = qr_dqn.make_qr_dqn(cfg, 2)
   obs = jnp.eye(5, dtype=jnp.float32)
   w1_of = agent.extra_metrics
+  init, apply = jax.jit(agent.network.init), jax.jit(agent.network.apply)
   for seed, policy in enumerate(_policies()):
-    params = agent.network.init(jax.random.key(seed), jnp.zeros((1, 5), jnp.float32))
-    locs = np.asarray(agent.network.apply(params, obs), np.float64)  # [S, A, N]
+    params = init(jax.random.key(seed), jnp.zeros((1, 5), jnp.float32))
+    locs = np.asarray(apply(params, obs), np.float64)  # [S, A, N]
     truth = _closed_form(policy)
     ref = max(wasserstein_distance(locs[s, policy[s]], truth[s][0], None, truth[s][1]) for s in range(3))
     w1 = w1_of(mdp, params, obs, jnp.asarray(policy), jnp.asarray(STATES))["w1"]
@@ -91,9 +92,10 @@ def test_c51_w1_equals_scipy_against_closed_form():
   support = np.linspace(0.0, 1.0, 5)
   obs = jnp.eye(5, dtype=jnp.float32)
   w1_of = agent.extra_metrics
+  init, apply = jax.jit(agent.network.init), jax.jit(agent.network.apply)
   for seed, policy in enumerate(_policies()):
-    params = agent.network.init(jax.random.key(seed), jnp.zeros((1, 5), jnp.float32))
-    logits = np.asarray(agent.network.apply(params, obs), np.float64)  # [S, A, N]
+    params = init(jax.random.key(seed), jnp.zeros((1, 5), jnp.float32))
+    logits = np.asarray(apply(params, obs), np.float64)  # [S, A, N]
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
     truth = _closed_form(policy)
