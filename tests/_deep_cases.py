@@ -42,3 +42,41 @@ def count_near_optimal(mdp, policies, rel=0.01):
                                / pol.astype(np.float64).sum(-1, keepdims=True))
                  for pol in pols])
   return int(np.sum(j_star - js <= rel * (j_star - j_unif))), j_star - js
+
+
+def check_update_jit_equals_nojit(agent):
+  """One ``q_update`` of a value-based agent (2 actions, 5 one-hot states) on a
+  hand-built batch, jitted and not: same parameters and loss."""
+  import chex
+  import jax.numpy as jnp
+  from jaxrl_dp.deep.qlearning import q_init, q_update
+  from jaxrl_dp.deep.replay import Transition
+  state = q_init(jax.random.key(0), agent, 5)
+  rng = np.random.default_rng(2)
+  eye = np.eye(5, dtype=np.float32)
+  batch = Transition(obs=jnp.asarray(eye[rng.integers(0, 5, 6)]),
+                     action=jnp.asarray(rng.integers(0, 2, 6), jnp.int32),
+                     reward=jnp.asarray(rng.random(6) * 10, jnp.float32),
+                     next_obs=jnp.asarray(eye[rng.integers(0, 5, 6)]),
+                     discount=jnp.full((6,), 0.9, jnp.float32),
+                     next_mask=jnp.ones((6, 2), bool))
+  step = lambda s: q_update(agent, s, batch)  # noqa: E731
+  a, la = step(state)
+  b, lb = jax.jit(step)(state)
+  chex.assert_trees_all_close(a, b, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(la, lb, rtol=1e-5)
+
+
+def check_vmap_over_chains(train, **config):
+  """``train`` vmapped over two stacked Chains equals each run alone (same
+  keys); returns the stacked metrics."""
+  import chex
+  import jaxrl_dp as jd
+  mdps = [suites.chain(5, slip=0.1, discount=0.9), suites.chain(5, slip=0.3, discount=0.8)]
+  keys = jax.random.split(jax.random.key(0), 2)
+  stacked = jax.vmap(lambda k, m: train(k, m, **config))(keys, jd.stack(mdps))
+  for i in range(2):
+    one = train(keys[i], mdps[i], **config)
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], stacked.metrics),
+                                one.metrics, rtol=1e-4, atol=1e-4)
+  return stacked.metrics

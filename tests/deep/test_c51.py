@@ -4,17 +4,14 @@ unjitted, vmapping over MDPs equals separate runs, the w1 metric."""
 
 from __future__ import annotations
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxrl_dp as jd
 from jaxrl_dp import suites
 from jaxrl_dp.deep import c51
-from jaxrl_dp.deep.qlearning import q_init, q_update
-from jaxrl_dp.deep.replay import Transition
+from _deep_cases import check_update_jit_equals_nojit, check_vmap_over_chains
 from _reference import np_categorical_project
 
 SMALL = dict(num_envs=4, num_updates=40, eval_every=20, buffer_size=64, batch_size=8,
@@ -72,32 +69,13 @@ def test_update_jit_equals_nojit():
   cfg = c51.C51Config(hidden=(8,), num_atoms=9)
   mdp = suites.chain(5, discount=0.9)
   agent = c51.make_c51(cfg, mdp, 2)
-  state = q_init(jax.random.key(0), agent, 5)
-  rng = np.random.default_rng(2)
-  eye = np.eye(5, dtype=np.float32)
-  batch = Transition(obs=jnp.asarray(eye[rng.integers(0, 5, 6)]),
-                     action=jnp.asarray(rng.integers(0, 2, 6), jnp.int32),
-                     reward=jnp.asarray(rng.random(6) * 10, jnp.float32),
-                     next_obs=jnp.asarray(eye[rng.integers(0, 5, 6)]),
-                     discount=jnp.full((6,), 0.9, jnp.float32),
-                     next_mask=jnp.ones((6, 2), bool))
-  step = lambda s: q_update(agent, s, batch)
-  a, la = step(state)
-  b, lb = jax.jit(step)(state)
-  chex.assert_trees_all_close(a, b, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(la, lb, rtol=1e-5)
+  check_update_jit_equals_nojit(agent)
 
 
 @pytest.mark.slow  # the shared loop's vmap check runs by default in test_dqn
 def test_vmap_over_mdps_equals_separate_runs():
-  mdps = [suites.chain(5, slip=0.1, discount=0.9), suites.chain(5, slip=0.3, discount=0.8)]
-  keys = jax.random.split(jax.random.key(0), 2)
-  stacked = jax.vmap(lambda k, m: c51.train_c51(k, m, **SMALL))(keys, jd.stack(mdps))
-  for i in range(2):
-    one = c51.train_c51(keys[i], mdps[i], **SMALL)
-    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], stacked.metrics),
-                                one.metrics, rtol=1e-4, atol=1e-4)
-  w1 = np.asarray(stacked.metrics["w1"])
+  metrics = check_vmap_over_chains(c51.train_c51, **SMALL)
+  w1 = np.asarray(metrics["w1"])
   assert np.all(np.isfinite(w1)) and np.all(w1 >= 0)
   # W1 between distributions on [0, 100] (chain 0.9: bounds 10 / 0.1)
   assert np.all(w1 <= 100.0 + 1e-3)

@@ -4,19 +4,15 @@ unjitted, vmapping over MDPs equals separate runs."""
 
 from __future__ import annotations
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxrl_dp as jd
-from jaxrl_dp import suites
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.deep import qr_dqn
-from jaxrl_dp.deep.qlearning import q_init, q_update
-from jaxrl_dp.deep.replay import Transition
 from jaxrl_dp.distributional import quantile_huber_loss
+from _deep_cases import check_update_jit_equals_nojit, check_vmap_over_chains
 from _reference import np_quantile_huber_loss
 
 SMALL = dict(num_envs=4, num_updates=40, eval_every=20, buffer_size=64, batch_size=8,
@@ -75,32 +71,13 @@ def test_qr_target_matches_numpy_loop_and_loss():
 def test_update_jit_equals_nojit():
   cfg = qr_dqn.QRDQNConfig(hidden=(8,), num_quantiles=5)
   agent = qr_dqn.make_qr_dqn(cfg, 2)
-  state = q_init(jax.random.key(0), agent, 5)
-  rng = np.random.default_rng(2)
-  eye = np.eye(5, dtype=np.float32)
-  batch = Transition(obs=jnp.asarray(eye[rng.integers(0, 5, 6)]),
-                     action=jnp.asarray(rng.integers(0, 2, 6), jnp.int32),
-                     reward=jnp.asarray(rng.random(6) * 10, jnp.float32),
-                     next_obs=jnp.asarray(eye[rng.integers(0, 5, 6)]),
-                     discount=jnp.full((6,), 0.9, jnp.float32),
-                     next_mask=jnp.ones((6, 2), bool))
-  step = lambda s: q_update(agent, s, batch)
-  x, lx = step(state)
-  y, ly = jax.jit(step)(state)
-  chex.assert_trees_all_close(x, y, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(lx, ly, rtol=1e-5)
+  check_update_jit_equals_nojit(agent)
 
 
 @pytest.mark.slow  # the shared loop's vmap check runs by default in test_dqn
 def test_vmap_over_mdps_equals_separate_runs():
-  mdps = [suites.chain(5, slip=0.1, discount=0.9), suites.chain(5, slip=0.3, discount=0.8)]
-  keys = jax.random.split(jax.random.key(0), 2)
-  stacked = jax.vmap(lambda k, m: qr_dqn.train_qr_dqn(k, m, **SMALL))(keys, jd.stack(mdps))
-  for i in range(2):
-    one = qr_dqn.train_qr_dqn(keys[i], mdps[i], **SMALL)
-    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], stacked.metrics),
-                                one.metrics, rtol=1e-4, atol=1e-4)
-  w1 = np.asarray(stacked.metrics["w1"])
+  metrics = check_vmap_over_chains(qr_dqn.train_qr_dqn, **SMALL)
+  w1 = np.asarray(metrics["w1"])
   assert np.all(np.isfinite(w1)) and np.all(w1 >= 0)
 
 
