@@ -57,7 +57,7 @@ def test_readme_python_examples_run():
   gv = np.linalg.solve(np.eye(gp.shape[0]) - 0.95 * gp[g_idx, gpol], gr[g_idx, gpol])
   np.testing.assert_allclose(float(env["score"].j), np.asarray(gd.initial, np.float64) @ gv,
                              rtol=1e-4, atol=1e-5)
-  assert env["curves"].shape == (4, 4) and env["first"].shape == (4,)
+  assert env["curves"].shape == (4, 2) and env["first"].shape == (4,)
   # save / load round trips.
   np.testing.assert_array_equal(np.asarray(env["mdp_back"].probs), np.asarray(env["mdp"].probs))
   np.testing.assert_array_equal(env["sol_back"].values, np.asarray(env["sol"].values))
@@ -148,6 +148,7 @@ def test_solve_command_matches_numpy_value_iteration(tmp_path):
   np.testing.assert_array_equal(np.asarray(saved.values, np.float64), values)
 
 
+@pytest.mark.slow  # subprocess; `solve` and bad input run by default
 def test_analyze_command_returns_match_backward_induction(tmp_path):
   rng = np.random.default_rng(1)
   s, a, horizon = 12, 3, 5
@@ -172,6 +173,7 @@ def test_analyze_command_returns_match_backward_induction(tmp_path):
   assert 1 <= out["min_k"] <= horizon and out["effective_horizon"] <= horizon
 
 
+@pytest.mark.slow  # subprocess; `solve` and bad input run by default
 def test_bench_command_values_match_numpy():
   res = _run("bench", "--num-mdps", "4", "--states", "10", "--actions", "2", "--fan-out", "3",
              "--repeats", "1", "--json")

@@ -586,6 +586,7 @@ def test_same_closure_recreated_resumes_from_disk(tmp_path, small_mdps, v_star):
   assert_is_v_star(again.values, v_star)
 
 
+@pytest.mark.slow  # default-run budget: the lambda case runs by default
 def test_partial_of_local_function_with_other_arguments(tmp_path, small_mdps, v_star):
   mdps = small_mdps
   def local(mdp, tol):
@@ -613,6 +614,7 @@ class VISolver:
     return value_iteration(mdp, tol=self.tol, max_iters=MAX_ITERS)
 
 
+@pytest.mark.slow  # default-run budget: the lambda case runs by default
 def test_callable_object_with_other_attribute(tmp_path, small_mdps, v_star):
   mdps = small_mdps
   d = tmp_path / "run"

@@ -111,7 +111,13 @@ def test_every_public_solver_is_covered():
   assert covered - names == set(), f"stale entries: {covered - names}"
 
 
-@pytest.mark.parametrize("name", sorted(_args()))
+#: The slowest cases (the distributional evaluations compile large programs) run with -m slow.
+_SLOW = {"categorical_evaluation", "categorical_evaluation_finite", "categorical_control_finite",
+         "effective_horizon_kernel"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW else n
+                                  for n in sorted(_args())])
 def test_batch_solve_equals_per_mdp_calls(name):
   fn = public_solvers()[name]
   discount, kwargs = _args()[name]

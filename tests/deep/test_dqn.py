@@ -57,6 +57,7 @@ def test_dqn_losses_match_numpy():
                                           "mse"), 0.5 * np.mean(err ** 2), rtol=1e-5)
 
 
+@pytest.mark.slow  # default-run budget: PPO's Chain learning, the network mask and C51/QR checks run by default
 def test_update_jit_equals_nojit_and_target_copies():
   cfg = dqn.DQNConfig(hidden=(8,), target_update_interval=2)
   agent = dqn.make_dqn(cfg, 3)
@@ -95,6 +96,7 @@ LEARN = dict(num_updates=1000, eval_every=500, hidden=(32,), learning_starts=200
              learning_rate=3e-3, target_update_interval=50)
 
 
+@pytest.mark.slow  # default-run budget: PPO's Chain learning, the network mask and C51/QR checks run by default
 def test_learns_chain_optimum_vmapped_over_seeds_and_mdps_equal_to_separate_runs():
   """One vmapped call over 4 (key, MDP) pairs (two Chains, alternating): at
   least 3 of 4 reach the exact optimum (policy equal to float64 policy
@@ -121,6 +123,7 @@ def test_learns_chain_optimum_vmapped_over_seeds_and_mdps_equal_to_separate_runs
     np.testing.assert_array_equal(stacked.policy[i], one.policy)
 
 
+@pytest.mark.slow  # default-run budget: PPO's Chain learning, the network mask and C51/QR checks run by default
 def test_masked_actions_never_chosen():
   # chain with the "forward" action masked in states 1 and 3
   base = suites.chain(5, discount=0.9)

@@ -46,6 +46,7 @@ def test_effective_horizon_notebook(executed):
     assert sticky["epw"] == [plain["epw"], gold["epw"]]
 
 
+@pytest.mark.slow  # executes notebooks in quick mode (kernels beside the test workers)
 def test_rover_notebook(executed):
   from random_policy.test_rover import np_countdown_solutions
   summary, images = executed["rover.ipynb"]

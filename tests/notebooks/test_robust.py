@@ -33,6 +33,7 @@ def test_figures_and_quick_mode(executed):
   assert images == 8
 
 
+@pytest.mark.slow  # executes notebooks in quick mode (kernels beside the test workers)
 def test_inner_problems_against_scipy(executed):
   from robust.test_inner import divergence, reference
   summary, _ = executed
