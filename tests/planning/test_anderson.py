@@ -17,33 +17,9 @@ from jaxrl_dp.core.protocol import certified_done, run_steps
 from jaxrl_dp.core.solver_info import solver_info
 from jaxrl_dp.planning.anderson import anderson_solver, backup_certificate, certificate_constants
 from jaxrl_dp.planning.value_iteration import value_iteration_solver
-from _reference import optimal_values, random_dense, random_sparse, sparse_to_dense
+from _cases import S, mdp_case, reference
 
-S, A, K = 14, 3, 4
-
-
-def _mdp(layout, gamma, seed=0, masked=False):
-  """``(mdp, P [S, A, S] float64, r, mask)`` with the MDP as stored."""
-  rng = np.random.default_rng(seed)
-  mask = np.ones((S, A), bool)
-  if masked:
-    mask[::3, 1] = False
-    mask[1::4, 2] = False
-  if layout == "dense":
-    p, r = random_dense(rng, S, A)
-    m = jd.TabularMDP.from_dense(p, r, gamma, action_mask=mask)
-  else:
-    ns, ps, r = random_sparse(rng, S, A, K)
-    m = jd.TabularMDP.from_sparse(ns, ps, r, gamma, action_mask=mask)
-  return m, mask
-
-
-def _reference(m, mask):
-  p = np.asarray(m.probs, np.float64)
-  if m.is_sparse:
-    p = sparse_to_dense(np.asarray(m.next_states), p)
-  return optimal_values(p, np.asarray(m.rewards, np.float64),
-                        float(np.asarray(m.discount, np.float64)), mask)
+_mdp, _reference = mdp_case, reference
 
 
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
