@@ -89,7 +89,7 @@ def q_values_rows(mdp: TabularMDP, v: jax.Array, start, size: int) -> jax.Array:
   """
   rewards = jax.lax.dynamic_slice_in_dim(mdp.rewards, start, size, 0)
   probs = jax.lax.dynamic_slice_in_dim(mdp.probs, start, size, 0)
-  if mdp.is_sparse:
+  if mdp.next_states is not None:  # mdp.is_sparse
     ns = jax.lax.dynamic_slice_in_dim(mdp.next_states, start, size, 0)
     nxt = jnp.sum(probs * v[ns], axis=2)
   else:
@@ -227,12 +227,12 @@ def policy_transitions(mdp: TabularMDP,
   s, a = mdp.rewards.shape
   if is_deterministic_policy(policy):
     rows = jnp.take_along_axis(mdp.probs, policy[:, None, None], axis=1)[:, 0]
-    if mdp.is_sparse:
+    if mdp.next_states is not None:  # mdp.is_sparse
       ns = jnp.take_along_axis(mdp.next_states, policy[:, None, None], axis=1)[:, 0]
       return ns, rows
     return None, rows
   w = policy[:, :, None] * mdp.probs  # [S, A, K]
-  if mdp.is_sparse:
+  if mdp.next_states is not None:  # mdp.is_sparse
     return mdp.next_states.reshape(s, -1), w.reshape(s, -1)
   return None, jnp.sum(w, axis=1)
 

@@ -319,8 +319,9 @@ class FunctionalMDP:
   def initial_distribution(self) -> jax.Array:
     """``[S]`` start distribution (materialized)."""
     s = self.num_states
-    if self.initial_fn is not None:
-      return self.map_states(lambda st: self.initial_fn(st, self.params).astype(self.dtype))
+    initial_fn = self.initial_fn
+    if initial_fn is not None:
+      return self.map_states(lambda st: initial_fn(st, self.params).astype(self.dtype))
     if self.initial is None:
       return jnp.full((s,), 1.0 / s, self.dtype)
     if self.initial.ndim == 0:

@@ -91,7 +91,8 @@ def matmul_roundoff(dtype) -> float:
   u = unit_roundoff(dtype)
   if np.dtype(dtype) != np.float32:
     return u
-  prec = jax.config.jax_default_matmul_precision
+  # jax.config's options are properties added at runtime (unknown to mypy).
+  prec = jax.config.jax_default_matmul_precision  # type: ignore[attr-defined]
   prec = str(prec).lower() if prec is not None else None
   if prec in ("highest", "float32", "f32_f32_f32"):
     return u

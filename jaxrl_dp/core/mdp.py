@@ -42,7 +42,8 @@ def default_float_dtype() -> Any:
     ``jnp.float32`` or ``jnp.float64``: the dtype the constructors cast to by
     default.
   """
-  return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+  # jax.config's options are properties added at runtime (unknown to mypy).
+  return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32  # type: ignore[attr-defined]
 
 
 @flax.struct.dataclass
@@ -760,7 +761,8 @@ def as_policy(policy: Any, mdp: TabularMDP, *, field: str = "policy",
         f"{field} = {policy!r}: expected int {det_want} actions"
         + ("" if deterministic else f" or float {sto_want} probabilities"))
   concrete = is_concrete(policy)
-  arr = _real_array(field, policy) if concrete else policy
+  # A checked host np.ndarray, or (traced) the caller's tracer as it is.
+  arr: Any = _real_array(field, policy) if concrete else policy
   shape, dtype = tuple(arr.shape), arr.dtype
   if jnp.issubdtype(dtype, jnp.integer) and dtype != jnp.bool_:
     if shape not in det_shapes:

@@ -38,7 +38,7 @@ def sample_transition(key: jax.Array, mdp: TabularMDP, state: jax.Array,
     slot = jnp.zeros(jnp.shape(action), jnp.int32)
   else:
     slot = jax.random.categorical(key, jnp.log(p)).astype(jnp.int32)
-  if mdp.is_sparse:
+  if mdp.next_states is not None:  # mdp.is_sparse
     nxt = mdp.next_states[state, action, slot]
   else:
     nxt = slot

@@ -61,12 +61,13 @@ def solver(*, infinite_horizon: bool, kind: str,
     raise ValueError(f"kind = {kind!r}: expected one of {KINDS}")
 
   def deco(fn: F) -> F:
-    fn.solver_info = SolverInfo(name=fn.__name__,
-                                infinite_horizon=bool(infinite_horizon),
-                                kind=kind, reverse_mode=bool(reverse_mode))
+    # setattr: a Callable type declares no attributes (fn.x = ... is the same).
+    setattr(fn, "solver_info", SolverInfo(name=fn.__name__,
+                                          infinite_horizon=bool(infinite_horizon),
+                                          kind=kind, reverse_mode=bool(reverse_mode)))
     # Backward compatibility: drivers that still read the plain attribute
     # (getattr(fn, "infinite_horizon", True)) see the declared value.
-    fn.infinite_horizon = bool(infinite_horizon)
+    setattr(fn, "infinite_horizon", bool(infinite_horizon))
     return fn
 
   return deco
