@@ -145,8 +145,13 @@ class ChunkStore:
     self.run = _run_fingerprint(self.identity, nonce)
     return self
 
-  def __exit__(self, *exc) -> None:
+  def __exit__(self, exc_type: Any, *exc: Any) -> None:
     self.lock.release()
+    if exc_type is None and jax.process_count() > 1:
+      # Multi-host: the other processes return only once process 0 has
+      # written every chunk and released the lock (a barrier).
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("jaxrl_dp.batch.store: results written")
 
   # ------------------------------------------------------------- manifest
   def _open_manifest(self) -> str:

@@ -34,8 +34,10 @@ INT32_MAX = 2**31 - 1
 
 
 def is_concrete(*xs: Any) -> bool:
-  """True when no leaf of ``xs`` is a tracer (the values can be read on the host)."""
+  """True when the values of ``xs`` can be read on the host: no leaf is a
+  tracer, nor (multi-host) a ``jax.Array`` spanning other processes' devices."""
   return not any(isinstance(leaf, jax.core.Tracer)
+                 or not getattr(leaf, "is_fully_addressable", True)
                  for x in xs for leaf in jax.tree_util.tree_leaves(x))
 
 
