@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core.iteration import discount_ok
-from jaxrl_dp.core.functional import is_functional
+from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.operators import NominalOperator
@@ -111,7 +111,7 @@ def anchored_solver(stop: str = "sup") -> IterativeSolver:
 
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=False)
-def anchored_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
+def anchored_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e-6,
                              max_iters: int = 10_000, stop: str = "sup",
                              v0: jax.Array | None = None) -> Solution:
   """Anchored (Halpern) value iteration (Anc-VI, Lee & Ryu 2023) on one MDP.
@@ -149,7 +149,7 @@ def anchored_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
     :class:`~jaxrl_dp.core.functional.FunctionalMDP` runs the same solver
     over its blockwise operator.
   """
-  if is_functional(mdp):
+  if isinstance(mdp, FunctionalMDP):  # is_functional(mdp)
     check_tol(tol)
     return solve_functional(mdp, anchored_solver, {"stop": stop}, tol=tol,
                             max_iters=check_max_iters(max_iters), v0=v0)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core.iteration import contraction_bound, unit_roundoff
-from jaxrl_dp.core.functional import is_functional
+from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.operators import NominalOperator
@@ -127,7 +127,7 @@ class AndersonAux(NamedTuple):
   d_g: jax.Array
   f_prev: jax.Array
   g_prev: jax.Array
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # a field: shadows tuple.count (as intended)
   safe_res: jax.Array
   shift: jax.Array
   accepted: jax.Array
@@ -263,23 +263,24 @@ def _spd_solve(mat: jax.Array, rhs: jax.Array) -> jax.Array:
   if m > 8:
     return jnp.linalg.solve(mat, rhs)
   tiny = float(jnp.finfo(mat.dtype).tiny)
-  low = [[None] * m for _ in range(m)]
+  # Filled with jax.Array entries in order (None: not yet computed).
+  low: list[list[Any]] = [[None] * m for _ in range(m)]
   for j in range(m):
     d = mat[j, j] - sum(low[j][k] * low[j][k] for k in range(j))
     low[j][j] = jnp.sqrt(jnp.maximum(d, tiny))
     for i in range(j + 1, m):
       low[i][j] = (mat[i, j] - sum(low[i][k] * low[j][k] for k in range(j))) / low[j][j]
-  y = [None] * m
+  y: list[Any] = [None] * m
   for i in range(m):
     y[i] = (rhs[i] - sum(low[i][k] * y[k] for k in range(i))) / low[i][i]
-  z = [None] * m
+  z: list[Any] = [None] * m
   for i in reversed(range(m)):
     z[i] = (y[i] - sum(low[k][i] * z[k] for k in range(i + 1, m))) / low[i][i]
   return jnp.stack(z)
 
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=False)
-def anderson_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
+def anderson_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e-6,
                              max_iters: int = 10_000, memory: int = 5,
                              regularization: float = 1e-10, stop: str = "sup",
                              v0: jax.Array | None = None) -> Solution:
@@ -327,14 +328,14 @@ def anderson_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
     :class:`~jaxrl_dp.core.functional.FunctionalMDP` runs the same solver
     over its blockwise operator.
   """
-  if not is_functional(mdp):
+  if not isinstance(mdp, FunctionalMDP):  # not is_functional(mdp)
     check_solver_input(mdp, infinite_horizon=True)
   memory = check_int("memory", memory, minimum=1, maximum=64)
   check_tol(regularization, "regularization")
   check_choice("stop", stop, STOP_RULES)
   check_tol(tol)
   max_iters = check_max_iters(max_iters)
-  if is_functional(mdp):
+  if isinstance(mdp, FunctionalMDP):  # is_functional(mdp)
     return solve_functional(mdp, anderson_solver, {
         "memory": memory, "regularization": float(regularization), "stop": stop},
         tol=tol, max_iters=max_iters, v0=v0)

@@ -92,7 +92,7 @@ def aperiodic_transform(mdp: TabularMDP, tau) -> TabularMDP:
   s, a = mdp.rewards.shape
   dtype = mdp.probs.dtype
   tau = jnp.asarray(tau, dtype)
-  if mdp.is_sparse:
+  if mdp.next_states is not None:  # mdp.is_sparse
     self_ns = jnp.broadcast_to(jnp.arange(s, dtype=mdp.next_states.dtype)[:, None, None],
                                (s, a, 1))
     ns = jnp.concatenate([mdp.next_states, self_ns], axis=-1)
@@ -534,8 +534,7 @@ def stochastic_shortest_path(mdp: TabularMDP, *, goal_states: Any, tol: float = 
   ns_full = np.asarray(ns)
   n_hat = _max_steps_to_goal(ns_full, probs64, mask, goal, gamma)
   dtype = mdp.rewards.dtype
-  n_max = float(np.max(n_hat))
-  n_max = np.asarray(n_max, dtype)
+  n_max = np.asarray(float(np.max(n_hat)), dtype)
   if np.isfinite(n_max) and float(n_max) < float(np.max(n_hat)):
     n_max = np.nextafter(n_max, np.asarray(np.inf, dtype))
   if v0 is None:

@@ -111,6 +111,7 @@ from typing import Any, Optional
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from jaxrl_dp.core import compensated as cp
 from jaxrl_dp.core.errors import InvalidMDPError
@@ -172,13 +173,14 @@ def _up(x, k: int):
   return x * jnp.asarray(1 + k * u, x.dtype)
 
 
-def resolve_method(mdp_dtype, values_dtype, method: str) -> tuple[str, object]:
+def resolve_method(mdp_dtype, values_dtype, method: str) -> tuple[str, DTypeLike]:
   """``(method, dtype)`` of the accurate pass (static): ``"auto"`` picks
   plain float64 for a float32 (or lower) model and values when x64 is on,
   compensated arithmetic otherwise (in the wider of the two dtypes)."""
   check_choice("method", method, METHODS)
   wide = jnp.promote_types(mdp_dtype, values_dtype)
-  x64 = jax.config.jax_enable_x64
+  # jax.config's options are properties added at runtime (unknown to mypy).
+  x64 = jax.config.jax_enable_x64  # type: ignore[attr-defined]
   if method == "auto":
     method = "float64" if (x64 and jnp.finfo(wide).bits < 64) else "compensated"
   if method == "float64":

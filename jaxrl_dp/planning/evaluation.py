@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.functional import is_functional
+from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import (as_functional_policy,
                                               functional_policy_evaluation)
 from jaxrl_dp.core.errors import InvalidMDPError
@@ -106,7 +106,7 @@ def krylov_policy_values(mdp: TabularMDP, policy: jax.Array, v0: jax.Array,
 
 
 @solver(infinite_horizon=True, kind="evaluation", reverse_mode=True)
-def policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
+def policy_evaluation(mdp: TabularMDP | FunctionalMDP, policy: jax.Array, *,
                       method: str = "exact", tol: float = 1e-6,
                       max_iters: int = 10_000,
                       v0: jax.Array | None = None,
@@ -188,7 +188,7 @@ def policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
     >>> [round(v, 3) for v in jd.policy_evaluation(mdp, uniform).values.tolist()]
     [9.091, 10.0]
   """
-  if is_functional(mdp):
+  if isinstance(mdp, FunctionalMDP):  # is_functional(mdp)
     check_choice("method", method, METHODS)
     if method != "iterative":
       raise InvalidMDPError(

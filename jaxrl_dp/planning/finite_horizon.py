@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.functional import is_functional
+from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import functional_finite_horizon
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 # check_horizon is also re-exported here for robust.linear_mdps (one check, in core.options).
@@ -20,7 +20,7 @@ __all__ = ["finite_horizon"]
 
 
 @solver(infinite_horizon=False, kind="finite_horizon", reverse_mode=True)
-def finite_horizon(mdp: TabularMDP, horizon: int, *,
+def finite_horizon(mdp: TabularMDP | FunctionalMDP, horizon: int, *,
                    terminal_values: jax.Array | None = None) -> FiniteHorizonSolution:
   """Optimal T-step values by backward induction (``lax.scan``).
 
@@ -42,17 +42,17 @@ def finite_horizon(mdp: TabularMDP, horizon: int, *,
   A :class:`~jaxrl_dp.core.functional.FunctionalMDP` (matrix-free) is backed
   up blockwise (the ``[T, S, A]`` Q table is still returned).
   """
-  functional = is_functional(mdp)
-  if not functional:
+  # isinstance (is_functional) where mypy must narrow mdp.
+  if not isinstance(mdp, FunctionalMDP):
     check_solver_input(mdp, infinite_horizon=False)
   horizon = check_horizon(horizon)
-  s = mdp.num_states if functional else mdp.rewards.shape[0]
-  dtype = mdp.dtype if functional else mdp.rewards.dtype
+  s = mdp.num_states if isinstance(mdp, FunctionalMDP) else mdp.rewards.shape[0]
+  dtype = mdp.dtype if isinstance(mdp, FunctionalMDP) else mdp.rewards.dtype
   if terminal_values is None:
     terminal_values = jnp.zeros((s,), dtype)
   else:
     terminal_values = as_values("terminal_values", terminal_values, (s,), dtype)
-  if functional:
+  if isinstance(mdp, FunctionalMDP):
     return functional_finite_horizon(mdp, terminal_values, horizon)
   return _finite_horizon(mdp, terminal_values, horizon=horizon)
 

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.functional import (FunctionalOperator, check_functional_input,
-                                      is_functional)
+from jaxrl_dp.core.functional import (FunctionalMDP, FunctionalOperator,
+                                      check_functional_input)
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.options import check_max_iters, check_tol
 from jaxrl_dp.core.solver_info import solver
@@ -78,7 +78,7 @@ def method_names() -> tuple[str, ...]:
   return ("auto",) + tuple(METHODS) + tuple(ALIASES)
 
 
-def default_tol(mdp: TabularMDP, rtol: Optional[float] = None) -> jax.Array:
+def default_tol(mdp: TabularMDP | FunctionalMDP, rtol: Optional[float] = None) -> jax.Array:
   """The default absolute tolerance ``rtol * max|r| / (1 - gamma)`` (traced-safe).
 
   ``max|r|`` runs over the valid actions; ``max|r| / (1 - gamma)`` bounds
@@ -93,12 +93,10 @@ def default_tol(mdp: TabularMDP, rtol: Optional[float] = None) -> jax.Array:
   ``[0, 1)`` (possible only when traced) gives ``tol = 0``, so the call
   cannot report ``converged``.
   """
-  if is_functional(mdp):  # max|r| from a blockwise sweep; K = the fan-out
+  if isinstance(mdp, FunctionalMDP):  # max|r| from a blockwise sweep; K = the fan-out
     return _functional_default_tol(
         mdp, None if rtol is None else jnp.asarray(rtol, mdp.dtype))
-  if rtol is not None:
-    rtol = jnp.asarray(rtol, mdp.rewards.dtype)
-  return _default_tol(mdp, rtol)
+  return _default_tol(mdp, None if rtol is None else jnp.asarray(rtol, mdp.rewards.dtype))
 
 
 @jax.jit
@@ -175,7 +173,7 @@ def resolve_method(method: str) -> str:
 
 
 @solver(infinite_horizon=True, kind="control")
-def solve(mdp: TabularMDP, *, tol: Optional[float] = None,
+def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = None,
           rtol: Optional[float] = None, method: str = "auto",
           max_iters: Optional[int] = None, **method_options: Any) -> Solution:
   """Solves one discounted MDP to a certified accuracy with a chosen method.
@@ -247,8 +245,7 @@ def solve(mdp: TabularMDP, *, tol: Optional[float] = None,
     [1, 0]
   """
   name = resolve_method(method)
-  functional = is_functional(mdp)
-  if functional:
+  if isinstance(mdp, FunctionalMDP):  # is_functional(mdp)
     if name not in ("auto",) + FUNCTIONAL_METHODS:
       raise InvalidMDPError(
           f"method = {method!r}: a FunctionalMDP (matrix-free) is solved by one of "
@@ -264,10 +261,11 @@ def solve(mdp: TabularMDP, *, tol: Optional[float] = None,
   else:
     check_tol(tol)
   options: dict[str, Any] = {}
-  if name == "auto" and functional:
-    name, options = "value_iteration", {"stop": "span"}
-  elif name == "auto":
-    name, options = auto_method(mdp)
+  if name == "auto":
+    if isinstance(mdp, FunctionalMDP):
+      name, options = "value_iteration", {"stop": "span"}
+    else:
+      name, options = auto_method(mdp)
   options.update(method_options)
   if max_iters is not None:
     if name == "linear_programming":

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core.iteration import contraction_bound, unit_roundoff
-from jaxrl_dp.core.functional import is_functional
+from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.errors import InvalidMDPError
@@ -306,7 +306,7 @@ def _check_options(blocks, omega, ranking, full_every, num_states):
 
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=False)
-def gauss_seidel_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
+def gauss_seidel_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e-6,
                                  max_iters: int = 10_000, omega: float = 1.0,
                                  blocks: Optional[int] = None,
                                  ranking: Optional[float] = None,
@@ -370,15 +370,15 @@ def gauss_seidel_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
     :class:`~jaxrl_dp.core.functional.FunctionalMDP` runs the same solver
     over its blockwise operator.
   """
-  functional = is_functional(mdp)
-  if not functional:
+  # isinstance (is_functional) where mypy must narrow mdp.
+  if not isinstance(mdp, FunctionalMDP):
     check_solver_input(mdp, infinite_horizon=True)
   _check_options(blocks, omega, ranking, full_every,
-                 mdp.num_states if functional else mdp.rewards.shape[0])
+                 mdp.num_states if isinstance(mdp, FunctionalMDP) else mdp.rewards.shape[0])
   check_choice("stop", stop, STOP_RULES)
   check_tol(tol)
   max_iters = check_max_iters(max_iters)
-  if functional:
+  if isinstance(mdp, FunctionalMDP):
     return solve_functional(mdp, gauss_seidel_solver, {
         "blocks": blocks, "omega": float(omega),
         "ranking": None if ranking is None else float(ranking),

@@ -32,7 +32,7 @@ KRYLOV_FORCING = 0.1
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=True)
 def policy_iteration(mdp: TabularMDP, *, evaluation: str = "exact",
-                     tol: float | None = None, max_iters: int = 1_000,
+                     tol: float | jax.Array | None = None, max_iters: int = 1_000,
                      policy0: jax.Array | None = None, krylov: str = "gmres",
                      eval_max_iters: int = 200) -> Solution:
   """Howard's policy iteration, with exact or matrix-free Krylov evaluation.

@@ -7,7 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxrl_dp.core.functional import is_functional
+from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.iteration import contraction_bound, discount_ok, unit_roundoff
 from jaxrl_dp.core.operators import NominalOperator
@@ -52,7 +52,7 @@ def error_bound(discount: float | jax.Array, residual: float | jax.Array,
 
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=True)
-def value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
+def value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e-6,
                     max_iters: int = 10_000, stop: str = "sup",
                     v0: jax.Array | None = None,
                     adjoint: ImplicitAdjoint | None = None) -> Solution:
@@ -138,7 +138,7 @@ def value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
     >>> bool(np.abs(np.asarray(sol.values) - [18.0, 20.0]).max() <= sol.error_bound)
     True
   """
-  if is_functional(mdp):
+  if isinstance(mdp, FunctionalMDP):  # is_functional(mdp)
     check_choice("stop", stop, STOP_RULES)
     check_tol(tol)
     if adjoint is not None:
