@@ -142,7 +142,8 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
       holding the chunk's output leaves (keys: ``jax.tree_util.keystr`` of each
       leaf's path, e.g. ``values``; padding dropped) and its header, next to
       a ``manifest.json`` written before the first chunk. In a multi-host run
-      only process 0 writes (and locks).
+      only process 0 writes (and locks), and no process returns before it
+      has written every chunk and unlocked.
     resume: with ``results_dir``: if True, chunks already on disk that pass
       their checks are loaded instead of recomputed; a manifest that does not
       describe this exact call raises ``ValueError`` (results of different

@@ -23,6 +23,13 @@ the gathered value vector; the reductions of the certificate (row sums,
 Memory per device: ``1 / n`` of the model plus the full value vectors.
 This is for single large MDPs; many small ones are sharded over the batch
 axis by :func:`jaxrl_dp.batch.solve`.
+
+Multi-host: after ``jax.distributed.initialize()``, ``jax.devices()`` spans
+every process. Every process builds the same MDP, calls
+:func:`shard_states` (each keeps only its devices' rows) and the solver;
+the results are global arrays, which
+``jax.experimental.multihost_utils.process_allgather(x, tiled=True)``
+reads on every process (tests/batch/test_multihost.py: two processes).
 """
 
 from __future__ import annotations
