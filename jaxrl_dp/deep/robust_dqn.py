@@ -150,7 +150,8 @@ def _rows(mdp: TabularMDP, uset: UncertaintySet, v: jax.Array, s: jax.Array, a: 
 
 
 def make_robust_dqn(config: RobustDQNConfig, mdp: TabularMDP, uset: UncertaintySet,
-                    obs_all: jax.Array) -> QAgent:
+                    obs_all: jax.Array,
+                    reference: Optional[tuple[jax.Array, jax.Array]] = None) -> QAgent:
   """The :class:`~jaxrl_dp.deep.qlearning.QAgent` of robust DQN.
 
   Args:
@@ -159,6 +160,10 @@ def make_robust_dqn(config: RobustDQNConfig, mdp: TabularMDP, uset: UncertaintyS
     uset: the uncertainty set.
     obs_all: ``[S, D]`` the network input of every state
       (:func:`jaxrl_dp.deep.common.state_observations`).
+    reference: ``(v_star [S], q_star [S, A])`` the robust optimum for the
+      metrics (default: computed here by
+      :func:`jaxrl_dp.robust.robust_value_iteration` with tolerance
+      :data:`ROBUST_EVAL_TOL`).
 
   Returns:
     A ``QAgent`` whose loss regresses ``Q(s, a)`` on :func:`robust_target`
@@ -168,7 +173,10 @@ def make_robust_dqn(config: RobustDQNConfig, mdp: TabularMDP, uset: UncertaintyS
   net = QNetwork(num_actions, tuple(config.hidden), config.activation)
   alive = 1.0 - terminal_states(mdp).astype(mdp.rewards.dtype)
   mask = mdp.action_mask
-  reference = robust_value_iteration(mdp, uset, tol=ROBUST_EVAL_TOL)
+  if reference is None:
+    sol = robust_value_iteration(mdp, uset, tol=ROBUST_EVAL_TOL)
+    reference = (sol.values, sol.q)
+  v_star, q_star = reference
 
   def q_of(params, obs) -> jax.Array:
     return cast(jax.Array, net.apply(params, obs))
@@ -188,8 +196,7 @@ def make_robust_dqn(config: RobustDQNConfig, mdp: TabularMDP, uset: UncertaintyS
 
   def extra(mdp_, params, obs, policy, states):
     del mdp_
-    return robust_metrics(mdp, uset, reference.values, policy, q_of(params, obs),
-                          reference.q, states)
+    return robust_metrics(mdp, uset, v_star, policy, q_of(params, obs), q_star, states)
 
   tx = common.optimizer(config.learning_rate, config.max_grad_norm, eps=config.adam_eps,
                         anneal_steps=config.num_updates if config.anneal_lr else None)
