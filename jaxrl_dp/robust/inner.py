@@ -100,7 +100,7 @@ selections, not checked: prefer the envelope formulas.
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Optional, cast
 
 import jax
 import jax.numpy as jnp
@@ -258,7 +258,7 @@ def tv_penalty_worst_case(values: jax.Array, probs: jax.Array, lam: ArrayLike, *
 
 
 def kl_penalty_worst_case(values: jax.Array, probs: jax.Array,
-                          lam: ArrayLike) -> tuple[jax.Array, jax.Array]:
+                          lam: float | jax.Array) -> tuple[jax.Array, jax.Array]:
   """``inf_P E_P[V] + lam KL(P || P0) = -lam log E_P0[exp(-V / lam)]`` (exact).
 
   Worst case ``P ~ P0 exp(-V / lam)``. ``lam = 0`` gives ``V_min`` with P0
@@ -296,7 +296,7 @@ def kl_penalty_worst_case(values: jax.Array, probs: jax.Array,
 
 
 def chi2_penalty_worst_case(values: jax.Array, probs: jax.Array,
-                            lam: ArrayLike) -> tuple[jax.Array, jax.Array]:
+                            lam: float | jax.Array) -> tuple[jax.Array, jax.Array]:
   """``inf_P E_P[V] + lam chi2(P || P0)`` over the simplex, P << P0 (exact).
 
   KKT: ``P_i = P0_i max(0, 1 + (eta - V_i) / (2 lam))`` with ``eta`` such
@@ -773,7 +773,8 @@ def wasserstein_ball_worst_case(values: jax.Array, probs: jax.Array, radius: Arr
   return _expect(worst, values), worst
 
 
-def lp_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *, p: float,
+def lp_ball_worst_case(values: jax.Array, probs: jax.Array, radius: float | jax.Array, *,
+                       p: float,
                        support: str = "nominal",
                        num_steps: Optional[int] = None) -> tuple[jax.Array, jax.Array]:
   """``inf <P, V>`` over ``sum P = 1``, ``||P - P0||_p <= radius`` (no P >= 0).
@@ -903,7 +904,8 @@ def worst_case_unchecked(values: jax.Array, probs: jax.Array,
     return wasserstein_envelope(wasserstein_ball_worst_case, values, probs, size,
                                 uset.cost, uset.support, uset.steps)
   if kind == "lp_ball":
-    return lp_ball_worst_case(values, probs, size, p=uset.p,
+    # cast: kind "lp_ball" always carries its norm (uset.p is set).
+    return lp_ball_worst_case(values, probs, size, p=cast(float, uset.p),
                               support=uset.support, num_steps=uset.steps)
   raise InvalidMDPError(f"uset.kind = {kind!r}: unknown")
 

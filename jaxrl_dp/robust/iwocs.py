@@ -52,7 +52,7 @@ distributions may differ between models.
 from __future__ import annotations
 
 import functools
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 from jax.typing import ArrayLike
 
@@ -213,7 +213,7 @@ def _broadcast_models(models: TabularMDP) -> TabularMDP:
   m = p.shape[0]
   if m == 0:
     raise InvalidMDPError("probs: empty model set (M = 0): expected at least one model")
-  out = {}
+  out: dict[str, Any] = {}  # TabularMDP fields: arrays, or None when absent
   for name, rank in _RANKS.items():
     x = getattr(models, name)
     if x is None:

@@ -54,7 +54,6 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core import bellman
@@ -100,7 +99,7 @@ def _dtype(dtype):
 
 
 # ------------------------------------------------------- simulated linear MDP
-def simulated_linear_mdp(q: ArrayLike = 0.0, *, delta: float = 0.5, xi_norm: float = 0.3,
+def simulated_linear_mdp(q: float | jax.Array = 0.0, *, delta: float = 0.5, xi_norm: float = 0.3,
                          eps: float = 0.2, c: float = 0.5, horizon: int = 3,
                          dtype: Any = None) -> LinearMDPModel:
   """The simulated linear MDP (module doc) with step-1 perturbation ``q``.
@@ -167,7 +166,7 @@ def simulated_actions() -> np.ndarray:
 PUT_X_MIN, PUT_X_MAX, PUT_STEP = 80.0, 140.0, 0.1
 
 
-def american_put(up_prob: ArrayLike = 0.5, *, dim: int = 30, horizon: int = 20,
+def american_put(up_prob: float | jax.Array = 0.5, *, dim: int = 30, horizon: int = 20,
                  strike: float = 100.0, c_up: float = 1.02, c_down: float = 0.98,
                  dtype: Any = None) -> LinearMDPModel:
   """The American put option on a binomial price lattice (module doc).
@@ -196,8 +195,9 @@ def american_put(up_prob: ArrayLike = 0.5, *, dim: int = 30, horizon: int = 20,
   up, down = to_idx(c_up * x), to_idx(c_down * x)
   probs = np.zeros((s_n, 2, s_n))
   rows = np.arange(n_price)
-  np.add.at(probs, (rows, 0, up), up_prob)
-  np.add.at(probs, (rows, 0, down), 1.0 - up_prob)
+  # numpy's stub for ufunc.at types a tuple of mixed index arrays as invalid.
+  np.add.at(probs, (rows, 0, up), up_prob)  # type: ignore[arg-type]
+  np.add.at(probs, (rows, 0, down), 1.0 - up_prob)  # type: ignore[arg-type]
   probs[rows, 1, absorb] = 1.0
   probs[absorb, :, absorb] = 1.0
   payoff = np.maximum(0.0, strike - x) / (strike - PUT_X_MIN)

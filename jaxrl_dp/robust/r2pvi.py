@@ -168,7 +168,7 @@ class LinearPVIResult:
 
 
 # ------------------------------------------------------------- validation
-def _first_bad(mask: np.ndarray):
+def _first_bad(mask: ArrayLike) -> tuple[int, ...]:
   idx = np.argwhere(mask)
   return tuple(int(i) for i in idx[0])
 
@@ -358,7 +358,8 @@ def next_state_design(features: jax.Array, next_states: jax.Array,
 
 
 # ------------------------------------------------------------------ bonuses
-def d_rectangular_bonus(table: jax.Array, gram_inv: jax.Array, beta: ArrayLike) -> jax.Array:
+def d_rectangular_bonus(table: jax.Array, gram_inv: jax.Array,
+                        beta: float | jax.Array) -> jax.Array:
   """``beta sum_i phi_i sqrt([Lambda^{-1}]_ii)``: ``[..., D]`` -> ``[...]``.
 
   Args:
@@ -372,7 +373,8 @@ def d_rectangular_bonus(table: jax.Array, gram_inv: jax.Array, beta: ArrayLike) 
   return beta * (table @ jnp.sqrt(jnp.clip(jnp.diagonal(gram_inv), 0.0, None)))
 
 
-def elliptical_bonus(table: jax.Array, gram_inv: jax.Array, beta: ArrayLike) -> jax.Array:
+def elliptical_bonus(table: jax.Array, gram_inv: jax.Array,
+                     beta: float | jax.Array) -> jax.Array:
   """``beta sqrt(phi^T Lambda^{-1} phi)``: ``[..., D]`` -> ``[...]``.
 
   Args:
@@ -475,7 +477,8 @@ def kl_dual_update(v: jax.Array, design: jax.Array, gram_inv: jax.Array, lam: Ar
   return _kl(v, _design_sum(design), gram_inv, lam, v_cap, deficit)
 
 
-def ridge_deficit(features: jax.Array, gram_inv: jax.Array, ridge: ArrayLike) -> jax.Array:
+def ridge_deficit(features: jax.Array, gram_inv: jax.Array,
+                  ridge: float | jax.Array) -> jax.Array:
   """``1 - Lambda^{-1} sum_tau phi_tau`` without cancellation: ``[N, D]`` -> ``[D]``.
 
   With ``e = 1 - Phi 1`` (row-sum residuals, 0 for exact simplex rows),

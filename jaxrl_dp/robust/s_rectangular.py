@@ -99,7 +99,8 @@ def _budget_for(need, cum_mass, cum_drop, slope):
 
 
 def s_rectangular_l1_backup(vals: jax.Array, probs: jax.Array, rewards: jax.Array,
-                            action_mask: jax.Array, discount: ArrayLike, budget: ArrayLike,
+                            action_mask: jax.Array, discount: float | jax.Array,
+                            budget: ArrayLike,
                             *, support: str = "nominal", num_steps: Optional[int] = None
                             ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """One s-rectangular L1 robust backup at ONE state.
