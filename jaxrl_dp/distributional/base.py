@@ -118,6 +118,7 @@ def check_support(support: Any, field: str = "support") -> jax.Array:
   Value checks run only on concrete arrays (not under ``jit``/``vmap``).
   Returns ``support`` as a float JAX array.
   """
+  s: jax.Array
   if isinstance(support, jax.core.Tracer):
     s = support
   else:
@@ -161,7 +162,8 @@ def check_alpha(alpha: Any, field: str = "alpha") -> None:
     raise InvalidMDPError(f"{field}{where} = {float(flat[i])!r}: expected a value in (0, 1]")
 
 
-def check_atoms_probs(atoms: Any, probs: Any, *, check_values: bool = True) -> tuple:
+def check_atoms_probs(atoms: Any, probs: Any, *,
+                      check_values: bool = True) -> tuple[jax.Array, jax.Array]:
   """Shape checks for a discrete distribution ``(atoms [..., M], probs [..., M])``."""
   atoms = jnp.asarray(atoms) if is_concrete(atoms) else atoms
   probs = jnp.asarray(probs) if is_concrete(probs) else probs

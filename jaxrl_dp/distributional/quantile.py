@@ -369,7 +369,7 @@ __all__ = ["quantile_project", "wasserstein_distance", "quantile_q_backup",
 
 # --------------------------------------------------------------- learning
 def quantile_huber_loss(locs: jax.Array, target_locs: jax.Array,
-                        kappa: float = 1.0) -> jax.Array:
+                        kappa: float | jax.Array = 1.0) -> jax.Array:
   """Quantile regression loss of ``N`` quantiles against ``M`` target samples.
 
   ``L = sum_i mean_j rho^kappa_{tau_i}(u_ij)``, ``u_ij = target_j - locs_i``,

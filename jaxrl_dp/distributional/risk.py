@@ -252,7 +252,7 @@ class _Callable:
     pass
 
 
-def as_risk(risk) -> object:
+def as_risk(risk) -> Callable[[Distribution], jax.Array]:
   """A risk functional as a pytree: risk objects pass through, plain
   callables are wrapped as a static node (a new callable object, e.g. a fresh
   ``functools.partial``, means a new compilation)."""

@@ -23,7 +23,7 @@ __all__ = ["next_state_index", "return_bounds", "mean_bounds", "settled_parts", 
 
 def next_state_index(mdp: TabularMDP) -> jax.Array:
   """``int32 [S, A, K]`` the next state of each slot (dense: ``K = S``)."""
-  if mdp.is_sparse:
+  if mdp.next_states is not None:  # mdp.is_sparse
     return mdp.next_states
   s, a = mdp.rewards.shape
   return jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (s, a, s))

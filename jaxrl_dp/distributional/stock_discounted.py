@@ -250,7 +250,7 @@ def _check_mdp(mdp):
     check_discount(mdp.discount, infinite_horizon=True)
 
 
-def check_grid(c_grid, dtype):
+def check_grid(c_grid: Any, dtype: Any) -> jax.Array | None:
   """``c_grid [U]``: finite, strictly increasing, U >= 2 (tracers pass unchecked)."""
   if c_grid is None:
     return None
