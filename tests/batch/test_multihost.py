@@ -40,7 +40,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import _multihost_worker as worker  # noqa: E402
 
-TIMEOUT = 120  # seconds, for both processes together
+TIMEOUT = 240  # seconds per process (a hang guard: about 20-60 s on 2 busy cores)
 FILES = ["chunk_00000.npz", "chunk_00001.npz", "manifest.json"]
 
 
