@@ -716,6 +716,20 @@ def _train(key, mdp, prep: _Prep, config: StockDQNConfig) -> StockDQNResult:
                         c0=metrics["c0"][-1], metrics=metrics)
 
 
+def _support(grid: StockGrid, cfg: StockDQNConfig) -> np.ndarray:
+  """``[N]`` categorical atoms: the lattice from the smallest to the largest
+  remaining return (at most :data:`MAX_LATTICE_ATOMS`), else ``num_atoms``
+  (default 101) uniform ones; zeros ``[N]`` for quantiles (unused)."""
+  delta = float(grid.lattice)
+  lo, hi = float(grid.return_lo), float(grid.return_hi)
+  if cfg.representation != "categorical":
+    return np.zeros((cfg.num_quantiles,))
+  n_lattice = int(round((hi - lo) / delta)) + 1
+  if cfg.num_atoms is None and n_lattice <= MAX_LATTICE_ATOMS:
+    return lo + delta * np.arange(max(n_lattice, 2), dtype=np.float64)
+  return np.linspace(lo, max(hi, lo + delta), cfg.num_atoms or 101)
+
+
 def _prepare(mdp: TabularMDP, cfg: StockDQNConfig) -> _Prep:
   score = cfg.score or cfg.objective
   c0 = np.asarray(cfg.c0, np.float64)
@@ -724,17 +738,7 @@ def _prepare(mdp: TabularMDP, cfg: StockDQNConfig) -> _Prep:
   else:
     grid = stock_grid_of(mdp, horizon=cfg.horizon, objective="cvar", c0_range=cfg.c0_range)
   dtype = mdp.rewards.dtype
-  delta = float(grid.lattice)
-  lo, hi = float(grid.return_lo), float(grid.return_hi)
-  if cfg.representation == "categorical":
-    n_lattice = int(round((hi - lo) / delta)) + 1
-    if cfg.num_atoms is None and n_lattice <= MAX_LATTICE_ATOMS:
-      support = lo + delta * np.arange(max(n_lattice, 2), dtype=np.float64)
-    else:
-      n = cfg.num_atoms or 101
-      support = np.linspace(lo, max(hi, lo + delta), n)
-  else:
-    support = np.zeros((cfg.num_quantiles,))
+  support = _support(grid, cfg)
   if score == "cvar":
     j_star = exact_stock_optimum(mdp, horizon=cfg.horizon, objective="cvar", alphas=cfg.alphas)
     eval_c0 = np.zeros(len(cfg.alphas))
