@@ -82,7 +82,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxrl_dp.core.functional import is_functional
+from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.options import check_choice, check_int
 from jaxrl_dp.random_policy.horizon_kernel import (EffectiveHorizonAnalysis,
@@ -98,7 +98,7 @@ def _analyze_jit(mdp, policy, tol, *, horizon):
   return effective_horizon_kernel(mdp, horizon, policy=policy, tol=tol)
 
 
-def analyze_effective_horizon(mdp: TabularMDP, horizon: int, *,
+def analyze_effective_horizon(mdp: TabularMDP | FunctionalMDP, horizon: int, *,
                               policy: ArrayLike | None = None,
                               tol: float = REWARD_PRECISION,
                               x64: bool = True) -> EffectiveHorizonAnalysis:
@@ -130,7 +130,7 @@ def analyze_effective_horizon(mdp: TabularMDP, horizon: int, *,
     InvalidMDPError: horizon < 1, bad discount, ``tol`` negative, NaN, inf or
       not a number, bad exploration policy.
   """
-  if is_functional(mdp):  # its [T, S, A] tables outgrow the model: materialize
+  if isinstance(mdp, FunctionalMDP):  # its [T, S, A] tables outgrow the model: materialize
     mdp = mdp.materialize()
   pol = check_analysis_inputs(mdp, horizon, policy, tol=tol)
   if not x64:

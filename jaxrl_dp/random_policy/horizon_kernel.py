@@ -153,7 +153,7 @@ class _ActionColumns:
     self.num_actions = a
     self.mask = [mdp.action_mask[:, i] for i in range(a)]
     self.r = [mdp.rewards[:, i] for i in range(a)]
-    if mdp.is_sparse:
+    if mdp.next_states is not None:  # mdp.is_sparse
       k = mdp.probs.shape[-1]
       self.ns = [[mdp.next_states[:, i, j] for j in range(k)] for i in range(a)]
       self.p = [[mdp.probs[:, i, j] for j in range(k)] for i in range(a)]
@@ -249,8 +249,8 @@ def effective_horizon_kernel(mdp: TabularMDP, horizon: int, *,
   # last step keeps r). Q^1_R = R: u = 0. The variance bound of Theorem 5.4 is
   # only needed through its max over actions, maxvar [T, S].
   cols = _ActionColumns(mdp)
-  sub_cols = jnp.moveaxis(subopt, -1, 0)  # [A, T, S]
-  sub_cols = tuple(sub_cols[a] for a in range(cols.num_actions))  # A x [T, S]
+  sub_all = jnp.moveaxis(subopt, -1, 0)  # [A, T, S]
+  sub_cols = tuple(sub_all[a] for a in range(cols.num_actions))  # A x [T, S]
   at = lambda x, i: jax.lax.dynamic_index_in_dim(x, i, keepdims=False)
 
   def sweep(ux, ur, mv, spare, log_term, need_x, need_h, need_r, more_h):

@@ -25,8 +25,8 @@ import numpy as np
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.functional import (FunctionalOperator, check_functional_input,
-                                      is_functional)
+from jaxrl_dp.core.functional import (FunctionalMDP, FunctionalOperator,
+                                      check_functional_input)
 from jaxrl_dp.core.functional_solvers import functional_policy_evaluation
 from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.mdp import (ROW_SUM_ATOL, TabularMDP, check_discount,
@@ -176,7 +176,7 @@ def qvi_backup(mdp: TabularMDP, q: jax.Array) -> jax.Array:
 
 # ------------------------------------------------------------------- random_q
 @solver(infinite_horizon=True, kind="evaluation", reverse_mode=True)
-def random_q(mdp: TabularMDP, horizon: int | None = None,
+def random_q(mdp: TabularMDP | FunctionalMDP, horizon: int | None = None,
              policy: ArrayLike | None = None) -> jax.Array:
   """Q-function of the uniform random policy or of a given exploration policy.
 
@@ -213,7 +213,7 @@ def random_q(mdp: TabularMDP, horizon: int | None = None,
     InsufficientMemoryError: infinite horizon on a stored MDP whose dense
       ``[S, S]`` system would not fit (the message says what would).
   """
-  if is_functional(mdp):
+  if isinstance(mdp, FunctionalMDP):  # is_functional(mdp)
     return _random_q_functional(mdp, horizon, policy)
   check_mdp_structure(mdp)
   if horizon is None:

@@ -172,7 +172,7 @@ def correct_pairs(mdp: TabularMDP, threshold: ArrayLike = 1.0) -> jax.Array:
 
 @solver(infinite_horizon=False, kind="analysis", reverse_mode=True)
 def tree_metrics_kernel(mdp: TabularMDP, horizon: int, *, ks: Sequence[int],
-                        policy: ArrayLike | None = None,
+                        policy: jax.Array | None = None,
                         threshold: ArrayLike = 1.0) -> TreeMetrics:
   """Pure, jittable (``horizon`` and ``ks`` static), vmappable form of
   :func:`tree_metrics`; no checks (``policy=None`` is uniform over valid

@@ -9,6 +9,7 @@ Stochastic Environments" and its BRIDGE analysis.
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 import flax.struct
 import jax
@@ -92,7 +93,7 @@ def _sticky(mdp: TabularMDP, p) -> TabularMDP:
   s, a, k = m.probs.shape
   dtype = m.probs.dtype
   p = jnp.asarray(p, dtype)
-  ns = m.next_states
+  ns = cast(jax.Array, m.next_states)  # m is sparse: next_states is set
   pr = m.probs
   tr = (m.transition_rewards if m.transition_rewards is not None
         else jnp.broadcast_to(m.rewards[..., None], (s, a, k)))
