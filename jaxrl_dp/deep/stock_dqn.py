@@ -402,7 +402,7 @@ def stock_policy_objective(mdp: TabularMDP, grid: StockGrid, policy: jax.Array, 
 
 
 def exact_stock_optimum(mdp: TabularMDP, *, horizon: int, objective: str,
-                        alphas: ArrayLike = (1.0,), c0: ArrayLike = (0.0,)) -> np.ndarray:
+                        alphas: Any = (1.0,), c0: Any = (0.0,)) -> np.ndarray:
   """The exact optimum over history-dependent policies (host, float64 NumPy).
 
   Args:
@@ -552,10 +552,10 @@ def _make_agent(cfg: StockDQNConfig, num_states: int, num_actions: int, prep: _P
 
   if cfg.representation == "categorical":
     n = prep.support.shape[0]
-    net = CategoricalQNetwork(num_actions, n, tuple(cfg.hidden), cfg.activation)
+    net: Any = CategoricalQNetwork(num_actions, n, tuple(cfg.hidden), cfg.activation)
     support = prep.support
 
-    def loss(params, target_params, b: Transition):
+    def loss(params, target_params, b):
       nxt = inputs(b.next_obs)
       logits_t = net.apply(target_params, nxt)
       select = jax.lax.stop_gradient(net.apply(params, nxt)) if cfg.double else None
@@ -570,7 +570,7 @@ def _make_agent(cfg: StockDQNConfig, num_states: int, num_actions: int, prep: _P
     n = cfg.num_quantiles
     net = QuantileQNetwork(num_actions, n, tuple(cfg.hidden), cfg.activation)
 
-    def loss(params, target_params, b: Transition):
+    def loss(params, target_params, b):
       nxt = inputs(b.next_obs)
       locs_t = net.apply(target_params, nxt)
       select = jax.lax.stop_gradient(net.apply(params, nxt)) if cfg.double else None

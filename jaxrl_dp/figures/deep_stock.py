@@ -190,8 +190,8 @@ def plot_stock_dqn_curves(data: dict, *, ax=None, title: Optional[str] = None):
     ax.set_ylabel(r"exact CVaR$_\alpha$ of the return")
   else:
     ax.set_xlabel(r"initial stock $c_0$")
-    ax.set_ylabel({"threshold": r"exact $P(c_0 + G \geq 0)$",
-                   "homeostatic": r"exact $E\,-|c_0 + G|$"}.get(data.get("objective"), "objective"))
+    labels = {"threshold": r"exact $P(c_0 + G \geq 0)$", "homeostatic": r"exact $E\,-|c_0 + G|$"}
+    ax.set_ylabel(labels.get(str(data.get("objective")), "objective"))
   ax.set_title(title or "DηN against the exact optimum", fontsize=10)
   ax.legend(fontsize=7)
   return fig
