@@ -30,6 +30,9 @@ __all__ = ["tabular_rover_curves", "run_rover_comparison", "plot_rover_compariso
 
 #: Network learners of the comparison: label -> ``train_rover`` options.
 DEEP_METHODS = {"ROVER (network)": {"algorithm": "rover"},
+                "ROVER (network, pi_old initial, rho 0.1)": {"algorithm": "rover",
+                                                             "reference": "initial",
+                                                             "rho": 0.1},
                 "REINFORCE (network)": {"algorithm": "reinforce"},
                 "GRPO (network)": {"algorithm": "grpo"}}
 
@@ -76,7 +79,7 @@ def tabular_rover_curves(key: jax.Array, mdp: TabularMDP, *, horizon: int, num_u
 def run_rover_comparison(key: jax.Array, mdp: TabularMDP, *, horizon: int, num_seeds: int = 16,
                          num_updates: int = 200, eval_every: int = 20, group_size: int = 16,
                          ks: Sequence[int] = (1, 4, 16, 64), deep_options: Mapping | None = None,
-                         tabular_temperature: float = 0.1,
+                         deep_methods: Mapping | None = None, tabular_temperature: float = 0.1,
                          tabular_learning_rate: float = 0.5) -> dict:
   """Trains the four learners on ``mdp`` for ``num_seeds`` seeds each.
 
@@ -89,6 +92,8 @@ def run_rover_comparison(key: jax.Array, mdp: TabularMDP, *, horizon: int, num_s
     ks: the ``k`` of pass@k and distinct@k.
     deep_options: extra :func:`~jaxrl_dp.deep.rover.train_rover` options for
       the network learners (e.g. ``hidden``, ``learning_rate``).
+    deep_methods: ``{label: train_rover options}`` (default
+      :data:`DEEP_METHODS`).
     tabular_temperature, tabular_learning_rate: tabular ROVER's.
 
   Returns:
@@ -102,7 +107,7 @@ def run_rover_comparison(key: jax.Array, mdp: TabularMDP, *, horizon: int, num_s
   sched = dict(num_updates=num_updates, eval_every=eval_every, group_size=group_size, ks=ks)
   names = ("success_prob", "pass_at_k", "distinct_at_k", "correct_entropy")
   methods = {}
-  for label, kw in DEEP_METHODS.items():
+  for label, kw in (DEEP_METHODS if deep_methods is None else deep_methods).items():
     res = jax.jit(jax.vmap(lambda k, kw=kw: train_rover(k, mdp, horizon=horizon, **sched,
                                                          **opts, **kw)))(keys)
     methods[label] = {n: np.asarray(res.metrics[n]) for n in names}

@@ -16,13 +16,15 @@
 # instance `(4, 7, 8, 2) -> 24` (232 states, 36 actions, 8 solutions); 16 seeds, 200 iterations of 16
 # episodes (quick mode: 4 seeds, 60 iterations, the random tree only). What differs from the paper: a
 # 64-unit MLP over one-hot states instead of an LLM over tokens, trees of a few hundred states, and no
-# Countdown-specific reward rescaling; with these settings the network ROVER reaches pass@1 = 1 as fast as or
-# faster than the policy gradients, but its diversity at the end is that of REINFORCE / GRPO (the
-# paper reports more), while tabular ROVER keeps many more distinct solutions at a lower pass@1.
+# Countdown-specific reward rescaling. Two choices of `pi_old`: the paper's (the policy that sampled the group,
+# `rho = 1`) and the tabular kernel's (the initial, uniform policy for the whole run, so that `Q` estimates the
+# uniform policy's Q up to per-state constants; `rho = 0.1`). With ONE gradient step per group the paper's loss
+# is exactly `2 rho G / N` times the REINFORCE gradient (`Q = 0` at `pi_theta = pi_old`; full mode shows this
+# variant): what ROVER adds are the further steps that regress the log-ratio onto the targets.
 
 # %%
 from jaxrl_dp import suites
-from jaxrl_dp.figures.deep_rover import plot_rover_comparison, run_rover_comparison
+from jaxrl_dp.figures.deep_rover import DEEP_METHODS, plot_rover_comparison, run_rover_comparison
 
 ROVER_SEEDS, ROVER_ITERS, ROVER_EVAL = (4, 60, 10) if QUICK else (16, 200, 20)
 rover_instances = [("random tree, depth 4, 3 actions",
@@ -30,10 +32,15 @@ rover_instances = [("random tree, depth 4, 3 actions",
 if not QUICK:
     rover_instances.append(("Countdown (4, 7, 8, 2) -> 24",
                             suites.countdown([4, 7, 8, 2], 24), 3))
+rover_methods = dict(DEEP_METHODS)
+if not QUICK:  # one Adam step per group: Q = 0 there, the gradient is rho x REINFORCE's
+    rover_methods["ROVER (network, 1 step)"] = {"algorithm": "rover", "num_epochs": 1}
+    rover_methods["ROVER (network, rho 3)"] = {"algorithm": "rover", "rho": 3.0}
 rover_summary = {}
 for name, tree_mdp, tree_h in rover_instances:
     res = run_rover_comparison(jax.random.key(0), tree_mdp, horizon=tree_h, num_seeds=ROVER_SEEDS,
-                               num_updates=ROVER_ITERS, eval_every=ROVER_EVAL)
+                               num_updates=ROVER_ITERS, eval_every=ROVER_EVAL,
+                               deep_methods=rover_methods)
     plot_rover_comparison(res, title=name)
     plt.tight_layout()
     plt.show()

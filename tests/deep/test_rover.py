@@ -184,6 +184,36 @@ def test_one_hot_pg_step_is_tabular_reinforce_update(normalize_std):
   np.testing.assert_allclose(ours, tab, atol=1e-5)
 
 
+def test_first_rover_step_is_scaled_reinforce():
+  """At the first of the num_epochs steps pi_theta = pi_old, so Q = 0 and the
+  targets are the centered returns (broadcast): the gradient of the paper's
+  loss is 2 rho G / N times the REINFORCE (no std) gradient, N the number of
+  alive steps, both built from the same one-hot table W (float64 check of
+  the ratio through the NumPy REINFORCE gradient)."""
+  mdp, traj = _tree_batch()
+  s_n, a_n = mdp.rewards.shape
+  w = jnp.asarray(np.random.default_rng(3).normal(size=(s_n, a_n)), jnp.float32)
+  st, m = traj.states, mdp.action_mask[traj.states]
+  rho = 0.4
+
+  def rover_of(w):
+    logp = masked_log_softmax(w[st], m)
+    return rover_q_loss(logp, jax.lax.stop_gradient(logp), m, traj.actions, traj.rewards,
+                        traj.alive, mdp.discount, rho=rho)
+
+  g = np.asarray(jax.jit(jax.grad(rover_of))(w))
+  pi = np_softmax_rows(np.asarray(w, np.float64), np.asarray(mdp.action_mask))
+  alive = np.asarray(traj.alive)
+  ret = np.where(alive, np.asarray(traj.rewards, np.float64), 0).sum(1)
+  adv = ret - ret.mean()
+  ref = np.zeros((s_n, a_n))
+  for i, t in zip(*np.nonzero(alive)):
+    s, a = int(st[i, t]), int(traj.actions[i, t])
+    ref[s] -= adv[i] * (np.eye(a_n)[a] - pi[s]) / len(ret)  # d/dW of -(1/G) sum A log pi
+  np.testing.assert_allclose(g, 2 * rho * len(ret) / alive.sum() * ref, atol=1e-6)
+  assert np.abs(ref).max() > 1e-2
+
+
 # ------------------------------------------------------------ training runs
 SMALL = dict(num_updates=4, eval_every=2, group_size=4, hidden=(), use_bias=False, ks=(1, 3))
 
