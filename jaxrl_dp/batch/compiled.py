@@ -24,7 +24,7 @@ import hashlib
 import math
 import re
 import types
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import jax
 import numpy as np
@@ -124,6 +124,7 @@ def check_stacked(mdps: Any) -> int:
     raise InvalidMDPError(
         f"mdps: expected a stacked TabularMDP (leaves with a leading axis B, e.g. "
         f"from jaxrl_dp.stack), got {type(mdps).__name__}")
+  b: int | None  # None: a 0-d first leaf, refused by the loop below
   if isinstance(mdps, TabularMDP):
     if np.ndim(mdps.rewards) != 3:
       raise InvalidMDPError(
@@ -137,7 +138,7 @@ def check_stacked(mdps: Any) -> int:
       raise InvalidMDPError(
           f"mdps{jax.tree_util.keystr(path)}: expected a leading batch axis B={b}, "
           f"got shape {tuple(np.shape(x))}")
-  return int(b)
+  return int(cast(int, b))  # not None: the loop refused a 0-d first leaf
 
 
 def make_batched(solver: Callable[..., Any], *, strategy: str = "auto",

@@ -261,6 +261,7 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
   out_avals = [a for _, a in out_paths]
   results = [np.empty((num_mdps,) + a.shape[1:], a.dtype) for a in out_avals]
 
+  digests: Sequence[str | None]
   store, digests = None, [None] * num_chunks
   if results_dir is not None:
     digests, fingerprint = chunk_digests(host, chunk, num_mdps)

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax.tree_util import PyTreeDef
 import numpy as np
 
 from jaxrl_dp.core.errors import InvalidMDPError
@@ -42,7 +43,7 @@ def _stack_traced(mdps: list) -> TabularMDP:
   if not mdps:
     raise InvalidMDPError("mdps: empty list: expected at least one MDP to solve")
   first = mdps[0]
-  ref = jax.tree_util.tree_structure(first)
+  ref: PyTreeDef = jax.tree_util.tree_structure(first)
   shapes = [tuple(jnp.shape(x)) for x in jax.tree_util.tree_leaves(first)]
   for i, m in enumerate(mdps):
     if (not isinstance(m, TabularMDP) or jax.tree_util.tree_structure(m) != ref

@@ -274,4 +274,6 @@ class ChunkStore:
     head = json.dumps({"format": MANIFEST_FORMAT, "run": self.run, "index": i,
                        "input": input_digest, "output": output_digest(arrays)})
     header = np.frombuffer(head.encode(), np.uint8)
-    atomic_write(self.path(i), lambda f: np.savez(f, **arrays, **{HEADER_KEY: header}))
+    # numpy's stub matches **kwds against savez's allow_pickle: bool.
+    atomic_write(self.path(i),
+                 lambda f: np.savez(f, **arrays, **{HEADER_KEY: header}))  # type: ignore[arg-type]
