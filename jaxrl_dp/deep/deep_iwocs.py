@@ -15,10 +15,21 @@ IWOCS (Zouitine, Geist and Rachelson; tabular version
      grid (:func:`grid_search`) or by the cross-entropy method
      (:func:`cross_entropy_search`, a Gaussian over ``[low, high]`` refitted
      to its elite samples);
-  4. stop when ``rho_0 . max_a Q_pess - J^pi(theta_w) <= tol``, when
-     ``theta_w`` is within ``param_tol`` of a found parameter (no new
-     model), or when ``max_models`` models are found; else train DQN on
-     ``theta_w``, add it and go to 2.
+  4. stop when the gap ``min_found J^pi(theta_i) - J^pi(theta_w) <= tol``
+     (the new worst model lowers the policy's exact value by at most
+     ``tol`` below its worst over the found models), when ``theta_w`` is
+     within ``param_tol`` of a found parameter (no new model), or when
+     ``max_models`` models are found; else train DQN on ``theta_w``, add it
+     and go to 2.
+
+Stopping rule. Tabular IWOCS compares the pessimistic value ``rho_0 . max_a
+Q_pess`` with ``J^pi(theta_w)``; with exact ``Q*_i`` that gap is ``>= 0``.
+A DQN network's Q-values can UNDERESTIMATE (early in training, or with
+unvisited states), which made that gap negative and stopped the loop after
+the first model (seen with 1,000 updates on the windy walk). The gap here
+uses the exact values of the policy in the found models instead, which is
+``>= 0`` by construction; the network's pessimistic value is still reported
+(``pessimistic_value``).
 
 The loop over IWOCS iterations is a Python loop (a few iterations); each
 DQN training, each search and each evaluation is jitted (one compilation for
@@ -283,9 +294,10 @@ class DeepIWOCSResult:
       for a finite set).
     metrics: dict. Per iteration ``[I]``: ``worst_param`` (the search's
       worst parameter for that iteration's policy), ``search_value`` (its
-      ``J^pi``), ``pessimistic_value`` (``rho_0 . max_a Q_pess``), ``gap``
-      (their difference), ``worst_case_value`` (exact ``min`` of ``J^pi``
-      over the scoring models), ``dqn_suboptimality`` (the new DQN's exact
+      ``J^pi``), ``pessimistic_value`` (``rho_0 . max_a Q_pess``, the
+      networks' estimate), ``gap`` (``min_found J^pi - search_value``),
+      ``worst_case_value`` (exact ``min`` of ``J^pi`` over the scoring
+      models), ``dqn_suboptimality`` (the new DQN's exact
       ``J* - J`` on its own model). Scalars ``[]``:
       ``final_worst_case_value`` (of the returned policy), ``iwocs_value``
       (tabular IWOCS's worst-case value on the scoring models) and ``iwocs_error_bound``,
@@ -350,7 +362,7 @@ def deep_iwocs(key: jax.Array, models_or_family: Union[ModelFamily, ModelsLike],
     initial_param: the first model's parameter (default ``low``; model 0
       of a finite set).
     max_models: at most this many DQN trainings (``>= 1``).
-    tol: stop once ``rho_0 . max Q_pess - J^pi(theta_w) <= tol``.
+    tol: stop once ``min_found J^pi(theta_i) - J^pi(theta_w) <= tol``.
     param_tol: a worst parameter within this of a found one is not new
       (the loop stops).
     cem: options of :func:`cross_entropy_search` (``num_iters``,
@@ -423,7 +435,8 @@ def deep_iwocs(key: jax.Array, models_or_family: Union[ModelFamily, ModelsLike],
       theta_w, value = out.theta, out.value
       evaluations += out.evaluations
     pess = rho0 @ jnp.max(q_pess, axis=-1)
-    gap = pess - value
+    found_value = jnp.min(PolicyValue(family)(jnp.asarray(found), policy))
+    gap = found_value - value
     hist["worst_param"].append(float(theta_w))
     hist["search_value"].append(float(value))
     hist["pessimistic_value"].append(float(pess))
