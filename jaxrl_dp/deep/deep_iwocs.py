@@ -404,6 +404,9 @@ def deep_iwocs(key: jax.Array, models_or_family: Union[ModelFamily, ModelsLike],
     make = family.make
     grid = jnp.arange(m, dtype=jnp.result_type(float))
     theta0 = 0.0 if initial_param is None else float(initial_param)
+  if not family.low <= theta0 <= family.high:
+    raise InvalidMDPError(
+        f"initial_param = {theta0!r}: expected a parameter in [{family.low}, {family.high}]")
   cfg, features = common.config_from_kwargs(DQNConfig, dict(dqn_config))
   cem = dict(cem or {})
   mdp0 = make(jnp.asarray(theta0))

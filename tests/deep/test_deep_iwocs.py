@@ -117,6 +117,8 @@ def test_bad_options_are_refused():
     deep_iwocs(jax.random.key(0), FAMILY, search="cma")
   with pytest.raises(InvalidMDPError, match="max_models"):
     deep_iwocs(jax.random.key(0), FAMILY, max_models=0)
+  with pytest.raises(InvalidMDPError, match="initial_param"):
+    deep_iwocs(jax.random.key(0), FAMILY, initial_param=0.7)
   with pytest.raises(InvalidMDPError, match="low, high"):
     windy_walk_family(low=0.3, high=0.2)
   with pytest.raises(InvalidMDPError, match="elite_frac"):
