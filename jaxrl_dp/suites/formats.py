@@ -305,7 +305,7 @@ def to_quantecon(mdp: TabularMDP, form: str = "product", *, sparse: bool = False
 
 
 # -------------------------------------------------------------- SciPy sparse
-def from_scipy_sparse(P: Sequence[Any], R: ArrayLike, discount: ArrayLike, *,
+def from_scipy_sparse(P: Sequence[Any], R: Any, discount: ArrayLike, *,
                       action_mask: ArrayLike | None = None,
                       initial: ArrayLike | None = None,
                       layout: str = "sparse", dtype: Any = None) -> TabularMDP:
@@ -342,7 +342,7 @@ def from_scipy_sparse(P: Sequence[Any], R: ArrayLike, discount: ArrayLike, *,
   if not mats:
     raise InvalidMDPError("P: empty sequence: expected A >= 1 matrices")
   import scipy.sparse as sp
-  coos = []
+  coos: list[Any] = []  # scipy.sparse.coo_matrix (scipy is untyped)
   for a, m in enumerate(mats):
     c = sp.coo_matrix(m if _is_scipy_sparse(m) else _float64(m, f"P[{a}]"))
     c.sum_duplicates()

@@ -269,12 +269,12 @@ def frozen_lake(map_name: str = "4x4", *, desc: Sequence[str] | None = None,
     raise InvalidMDPError(
         f"desc = {desc!r}: expected a non-empty list of strings over 'SFHG'")
   ncol = len(desc[0])
-  for i, row in enumerate(desc):
-    if len(row) != ncol or ncol == 0:
+  for i, line in enumerate(desc):  # (not `row`: an int row index below)
+    if len(line) != ncol or ncol == 0:
       raise InvalidMDPError(
-          f"desc[{i}] = {row!r}: has length {len(row)}, expected {ncol} like "
+          f"desc[{i}] = {line!r}: has length {len(line)}, expected {ncol} like "
           f"desc[0] (and > 0)")
-    for j, ch in enumerate(row):
+    for j, ch in enumerate(line):
       if ch not in "SFHG":
         raise InvalidMDPError(
             f"desc[{i}][{j}] = {ch!r}: expected one of 'S', 'F', 'H', 'G'")
