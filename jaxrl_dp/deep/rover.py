@@ -86,6 +86,8 @@ import dataclasses
 import functools
 from typing import Any, Optional, Sequence
 
+from jax.typing import ArrayLike
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -179,14 +181,23 @@ def masked_log_softmax(logits: jax.Array, action_mask: jax.Array) -> jax.Array:
   return jnp.where(action_mask, jnp.where(action_mask, logits, 0.0) - lse, 0.0)
 
 
-def episode_returns(rewards: jax.Array, alive: jax.Array, discount) -> jax.Array:
-  """``R_i = sum_t gamma^t [alive] r_t``: ``[G, T]`` -> ``[G]``."""
+def episode_returns(rewards: jax.Array, alive: jax.Array, discount: ArrayLike) -> jax.Array:
+  """Discounted episode returns ``R_i = sum_t gamma^t [alive_t] r_t``.
+
+  Args:
+    rewards: ``[G, T]``.
+    alive: ``bool [G, T]``.
+    discount: gamma.
+
+  Returns:
+    ``[G]``.
+  """
   t = jnp.arange(rewards.shape[-1])
   disc = jnp.asarray(discount, rewards.dtype) ** t.astype(rewards.dtype)
   return jnp.sum(jnp.where(alive, rewards, 0.0) * disc, axis=-1)
 
 
-def rover_targets(rewards: jax.Array, alive: jax.Array, v_next: jax.Array, discount, *,
+def rover_targets(rewards: jax.Array, alive: jax.Array, v_next: jax.Array, discount: ArrayLike, *,
                   broadcast: bool = True, baseline: bool = True) -> jax.Array:
   """ROVER's regression targets ``y [G, T]`` for a group of ``G`` episodes.
 
@@ -238,8 +249,9 @@ def rover_loss(q_taken: jax.Array, targets: jax.Array, alive: jax.Array) -> jax.
 
 
 def rover_q_loss(logp: jax.Array, logp_old: jax.Array, action_mask: jax.Array,
-                 actions: jax.Array, rewards: jax.Array, alive: jax.Array, discount, *,
-                 rho, broadcast: bool = True, baseline: bool = True) -> jax.Array:
+                 actions: jax.Array, rewards: jax.Array, alive: jax.Array,
+                 discount: ArrayLike, *, rho: ArrayLike, broadcast: bool = True,
+                 baseline: bool = True) -> jax.Array:
   """The paper's ROVER loss of a group, from the log-probabilities of its states.
 
   ``Q = rho (logp - logp_old)`` (0 on invalid actions), ``q_taken_t =
@@ -292,7 +304,7 @@ def pg_loss(logp_taken: jax.Array, returns: jax.Array, alive: jax.Array, *,
   return -jnp.sum(adv[:, None] * w * logp_taken) / returns.shape[0]
 
 
-def optimal_success(mdp: TabularMDP, horizon: int, threshold=1.0) -> jax.Array:
+def optimal_success(mdp: TabularMDP, horizon: int, threshold: ArrayLike = 1.0) -> jax.Array:
   """``[]`` the largest probability, over all policies, of taking a correct
   leaf (:func:`~jaxrl_dp.random_policy.correct_pairs`) within ``horizon``
   steps from the initial distribution: backward induction on the indicator
@@ -406,7 +418,11 @@ def _train(key, mdp, features, cfg: RoverConfig):
 
 
 def check_rover_config(cfg: RoverConfig) -> None:
-  """Raises :class:`~jaxrl_dp.InvalidMDPError` naming the first bad option."""
+  """Raises :class:`~jaxrl_dp.InvalidMDPError` naming the first bad option.
+
+  Args:
+    cfg: the options of :func:`train_rover`.
+  """
   check_horizon(cfg.horizon)
   if cfg.algorithm not in ROVER_ALGORITHMS:
     raise InvalidMDPError(f"algorithm = {cfg.algorithm!r}: expected one of {ROVER_ALGORITHMS}")
@@ -442,7 +458,7 @@ def _check_tree_mdp(mdp) -> None:
 
 
 def train_rover(key: jax.Array, mdp: TabularMDP, *, horizon: int,
-                **config) -> common.TrainResult:
+                **config: Any) -> common.TrainResult:
   """Trains ROVER (or REINFORCE / GRPO) with a policy network on a tree MDP,
   in one jitted ``lax.scan``, scored exactly (see the module docstring).
 

@@ -14,7 +14,7 @@ evaluation points. :func:`plot_rover_comparison` draws the curves.
 from __future__ import annotations
 
 import functools
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -40,8 +40,8 @@ DEEP_METHODS = {"ROVER (network)": {"algorithm": "rover"},
 @functools.partial(jax.jit, static_argnames=("horizon", "num_updates", "eval_every",
                                              "group_size", "ks"))
 def tabular_rover_curves(key: jax.Array, mdp: TabularMDP, *, horizon: int, num_updates: int,
-                         eval_every: int, group_size: int, temperature, learning_rate,
-                         ks: tuple) -> dict:
+                         eval_every: int, group_size: int, temperature: float,
+                         learning_rate: float, ks: tuple) -> dict:
   """Tabular ROVER (the library's update and sampler) with exact metrics at
   every ``eval_every`` iterations (one run; vmap over keys).
 
@@ -121,7 +121,7 @@ def run_rover_comparison(key: jax.Array, mdp: TabularMDP, *, horizon: int, num_s
           "ks": np.asarray(ks), "updates": updates, "methods": methods}
 
 
-def plot_rover_comparison(result: Mapping, *, title: str = "", axes=None):
+def plot_rover_comparison(result: Mapping, *, title: str = "", axes: Any = None) -> tuple:
   """Three panels: pass@1 over training (median, quartile band), final
   pass@k against k, final distinct@k against k (medians over seeds).
 
@@ -152,9 +152,9 @@ def plot_rover_comparison(result: Mapping, *, title: str = "", axes=None):
   a1.set_xlabel("iterations (groups of episodes)")
   a1.set_ylabel("exact pass@1")
   a1.set_title(title)
-  a1.legend(fontsize="x-small")
   a2.set_xlabel("k")
   a2.set_ylabel("exact pass@k (final)")
   a3.set_xlabel("k")
   a3.set_ylabel("distinct correct leaves in k (final)")
+  a3.legend(fontsize="x-small", loc="upper left")
   return a1, a2, a3

@@ -59,3 +59,16 @@ for name, tree_mdp, tree_h in rover_instances:
               f"{res['ks'][-1]} median {np.median(m['distinct_at_k'][:, -1, -1]):.2f}")
     rover_summary[name] = entry
 summary["rover"] = rover_summary
+
+# %% [markdown]
+# Measured in full mode (16 seeds, 200 iterations of 16 episodes, medians over seeds). Depth-4 tree (11 correct
+# leaves of 81): every network learner reaches pass@1 above 0.99 (16/16 seeds within 5% of the optimum 1; the
+# `pi_old = initial` variant 15/16), the paper's ROVER after 40 iterations where REINFORCE / GRPO need about 100;
+# distinct correct leaves in 64 samples: ROVER 4.0, REINFORCE 4.3, GRPO 4.0, ROVER with `rho = 3` 5.9, ROVER with
+# `pi_old = initial, rho = 0.1` 7.1, tabular ROVER 10.3 (at pass@1 0.955). One-step ROVER gives the same numbers
+# as REINFORCE (the identity above, under Adam's scale invariance). Countdown (8 solutions): the policy
+# gradients and the paper's ROVER converge to one or two solutions (distinct@64 1.0 to 1.1; `rho = 3`: 2.0), the
+# `pi_old = initial` variant keeps 2.9 at pass@1 0.94 (5/16 seeds within 5%), tabular ROVER 6.4 at pass@1 0.61.
+# So in small, the diversity the paper reports comes with the relative parametrization's temperature and
+# reference policy: with the paper's `pi_old` (the sampling policy) and `rho = 1` the network learner is a faster
+# policy gradient with about the same diversity.
