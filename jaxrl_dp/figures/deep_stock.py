@@ -13,8 +13,9 @@ Tasks (finite horizon, discount 1, integer rewards):
 
 * :func:`cvar_switch`: the CVaR switch, a coin flip followed by a choice
   between a sure 0 and a gamble; the CVaR-optimal choice depends on the
-  coin's outcome (the stock), so every Markov policy is strictly worse for
-  ``alpha`` in (0.25, 1) (e.g. ``alpha = 0.5``: -4 against -5).
+  coin's outcome (the stock), so every Markov policy is strictly worse at
+  ``alpha = 0.4, 0.5, 0.6, 0.75`` (e.g. ``alpha = 0.5``: -5 against the
+  optimum -4; equal at 0.1, 0.25, 0.9 and 1).
 * :func:`jaxrl_dp.figures.distributional.cliff_gridworld`: the slippery
   cliff (CVaR and the homeostatic objective ``E -|c_0 + G|``).
 
