@@ -19,7 +19,7 @@ Plot functions take those results and return the matplotlib ``Figure``
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -57,8 +57,8 @@ def simulated_returns(*, qs: Sequence[float] = tuple(np.linspace(0.0, 1.0, 11)),
   """
   lams = dict(lams or {"tv": 0.5, "kl": 0.3, "chi2": 0.3})
   env_kwargs = dict(env_kwargs or {})
-  qs = np.asarray(qs, np.float64)
-  models = [_lm.simulated_linear_mdp(float(q), **env_kwargs) for q in qs]
+  q_grid = np.asarray(qs, np.float64)
+  models = [_lm.simulated_linear_mdp(float(q), **env_kwargs) for q in q_grid]
   names = ["pevi"] + list(lams) + (["drpvi"] if rho is not None else [])
   per: dict[str, list] = {k: [] for k in names}
   for seed in seeds:
@@ -70,7 +70,7 @@ def simulated_returns(*, qs: Sequence[float] = tuple(np.linspace(0.0, 1.0, 11)),
       per[k].append(_returns(models, res.policy))
     if rho is not None:
       per["drpvi"].append(_returns(models, _drpvi_tv(ds, rho=rho, beta=beta, ridge=ridge).policy))
-  out = {"q": qs}
+  out: dict[str, Any] = {"q": q_grid}
   out.update({k: np.mean(v, axis=0) for k, v in per.items()})
   out["per_seed"] = {k: np.asarray(v) for k, v in per.items()}
   out["lams"] = lams
@@ -87,10 +87,10 @@ def lambda_sweep(divergence: str = "tv", *, lams=(0.05, 0.1, 0.3, 1.0, 3.0),
     ``{"divergence", "lams": [L], "q": [Q], "returns": [L, Q], "pevi": [Q]}``.
   """
   lams = np.asarray(lams, np.float64)
-  qs = np.asarray(qs, np.float64)
-  models = [_lm.simulated_linear_mdp(float(q)) for q in qs]
-  rets = np.zeros((len(lams), len(qs)))
-  pe = np.zeros(len(qs))
+  q_grid = np.asarray(qs, np.float64)
+  models = [_lm.simulated_linear_mdp(float(q)) for q in q_grid]
+  rets = np.zeros((len(lams), len(q_grid)))
+  pe = np.zeros(len(q_grid))
   for seed in seeds:
     ds, _ = _lm.collect_dataset(jax.random.PRNGKey(seed), _lm.simulated_linear_mdp(0.0),
                                 num_episodes)
@@ -100,7 +100,7 @@ def lambda_sweep(divergence: str = "tv", *, lams=(0.05, 0.1, 0.3, 1.0, 3.0),
     for i in range(len(lams)):
       rets[i] += _returns(models, pols[i]) / len(seeds)
     pe += _returns(models, _pevi(ds, beta=beta, ridge=ridge).policy) / len(seeds)
-  return {"divergence": divergence, "lams": lams, "q": qs, "returns": rets, "pevi": pe}
+  return {"divergence": divergence, "lams": lams, "q": q_grid, "returns": rets, "pevi": pe}
 
 
 def put_returns(*, dims: Sequence[int] = (30, 60, 120),
@@ -120,7 +120,7 @@ def put_returns(*, dims: Sequence[int] = (30, 60, 120),
   lams = dict(lams or {"tv": 0.2, "kl": 0.2, "chi2": 0.2})
   ps = np.asarray(up_probs, np.float64)
   names = ["pevi"] + list(lams)
-  out = {k: np.zeros((len(dims), len(ps))) for k in names}
+  out: dict[str, Any] = {k: np.zeros((len(dims), len(ps))) for k in names}
   for j, dim in enumerate(dims):
     models = [_lm.american_put(float(p), dim=dim) for p in ps]
     nominal = _lm.american_put(0.5, dim=dim)

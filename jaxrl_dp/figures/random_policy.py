@@ -94,8 +94,8 @@ def plot_sample_complexity(effective_horizon, samples: Mapping[str, Sequence[flo
   top = max((np.nanmax(np.where(np.isfinite(v), v, np.nan)) for v in
              map(lambda s: np.asarray(s, np.float64), samples.values())
              if np.isfinite(v).any()), default=1.0)
-  for i, (name, sc) in enumerate(samples.items()):
-    sc = np.asarray(sc, np.float64)
+  for i, (name, counts) in enumerate(samples.items()):
+    sc = np.asarray(counts, np.float64)
     rho, n = spearman(h, np.log10(sc))
     fin = np.isfinite(sc)
     ax.scatter(h[fin], sc[fin], color=f"C{i}", label=f"{name} (Spearman {rho:.2f}, n={n})")
