@@ -27,9 +27,13 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
+
+if TYPE_CHECKING:  # jaxrl_dp itself is imported inside the commands
+  from jaxrl_dp.core.types import FiniteHorizonSolution, Solution
 
 logger = logging.getLogger(__name__)
 
@@ -305,6 +309,7 @@ def solve(argv=None) -> int:
   try:
     mdp = read_model(args.file, args.discount)
     t0 = time.perf_counter()
+    sol: Solution | FiniteHorizonSolution
     if args.horizon is not None:
       sol = jd.finite_horizon(mdp, horizon=args.horizon)
       values, policy = np.asarray(sol.values[0]), np.asarray(sol.policy[0])

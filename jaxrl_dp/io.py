@@ -211,7 +211,8 @@ def save(path: Union[str, os.PathLike], obj: Any, *, compress: bool = False) -> 
   writer = np.savez_compressed if compress else np.savez
   try:
     with open(tmp, "wb") as f:
-      writer(f, **meta, **arrays)
+      # numpy's stub matches **kwds against savez's allow_pickle: bool.
+      writer(f, **meta, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, path)
   finally:
     if tmp.exists():
@@ -256,8 +257,8 @@ def _decode(node, data, where: str, path: Path):
   if kind == "none":
     return None
   if kind in ("bool", "int", "str"):
-    want = {"bool": bool, "int": int, "str": str}[kind]
-    if type(value) is not want:
+    want_type = {"bool": bool, "int": int, "str": str}[kind]
+    if type(value) is not want_type:
       fail(f"malformed {kind} value {value!r}")
     return value
   if kind == "float":
