@@ -23,6 +23,7 @@ observation of EVERY state at once (:func:`state_observations`), the greedy
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Optional
 
 import flax.struct
@@ -40,8 +41,9 @@ from jaxrl_dp.deep.scoring import ExactReference, q_error, score_policy
 __all__ = ["TrainResult", "run_schedule", "score_metrics", "state_observations",
            "as_features", "make_env", "epsilon_greedy", "linear_schedule",
            "categorical_w1", "learned_states", "check_schedule", "check_positive", "check_fraction",
+           "check_flag",
            "check_observation", "check_train_mdp", "config_from_kwargs", "observation_arg",
-           "optimizer", "METRIC_NAMES"]
+           "optimizer", "report_progress", "METRIC_NAMES"]
 
 #: Metrics every agent reports at each evaluation point (``[E]`` arrays).
 METRIC_NAMES = ("env_steps", "updates", "j", "j_star", "suboptimality",
@@ -116,6 +118,13 @@ def check_fraction(name: str, value, *, allow_zero: bool = True,
     hi = "]" if allow_one else ")"
     raise InvalidMDPError(f"{name} = {value!r}: expected a number in {lo}0, 1{hi}")
   return v
+
+
+def check_flag(name: str, value) -> bool:
+  """A Python bool (a static config switch such as ``progress``)."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise InvalidMDPError(f"{name} = {value!r}: expected True or False")
+  return bool(value)
 
 
 def check_schedule(num_updates: int, eval_every: int) -> int:
@@ -261,8 +270,42 @@ def score_metrics(mdp: TabularMDP, reference: ExactReference, policy: jax.Array,
   return out
 
 
+#: Open progress bars by label (host side, see :func:`report_progress`).
+_BARS: dict = {}
+
+
+def report_progress(label: str, num_evals: int, eval_every: int, e) -> None:
+  """Host side of the ``progress=True`` option: advances a tqdm bar to
+  ``(e + 1) * eval_every`` of ``num_evals * eval_every`` updates.
+
+  Called by :func:`run_schedule` through ``jax.debug.callback`` (ordered)
+  once per evaluation point ``e`` (the evaluation index is not batched, so a
+  run vmapped over seeds or MDPs reports once per point). The bar opens at
+  ``e = 0`` and closes at the last point.
+
+  Args:
+    label: the bar's description (the agent's name).
+    num_evals, eval_every: the schedule.
+    e: ``int []`` the evaluation point just reached.
+  """
+  e = int(e)
+  bar = _BARS.get(label)
+  if bar is None:
+    if e != 0:  # a point of a run whose bar was closed (or opened elsewhere)
+      return
+    from tqdm import tqdm
+    bar = _BARS[label] = tqdm(total=num_evals * eval_every, desc=label, unit="update")
+  done = (e + 1) * eval_every
+  if done > bar.n:
+    bar.update(done - bar.n)
+  if e + 1 >= num_evals:
+    bar.close()
+    del _BARS[label]
+
+
 def run_schedule(update: Callable, evaluate: Callable, carry: Any, *, num_evals: int,
-                 eval_every: int, steps_per_update: int) -> tuple[Any, dict]:
+                 eval_every: int, steps_per_update: int,
+                 progress: Optional[str] = None) -> tuple[Any, dict]:
   """The whole training run: an outer ``lax.scan`` over evaluation points,
   an inner one over ``eval_every`` updates.
 
@@ -272,6 +315,10 @@ def run_schedule(update: Callable, evaluate: Callable, carry: Any, *, num_evals:
     carry: the initial training carry.
     num_evals, eval_every: the schedule (static ints).
     steps_per_update: environment steps per update (static int).
+    progress: ``None`` (default: nothing is added to the program) or a label
+      (static): after each evaluation point an ordered
+      ``jax.debug.callback`` of :func:`report_progress` advances a tqdm bar
+      of that label (the only host round trip, once per evaluation point).
 
   Returns:
     ``(final carry, metrics)`` with ``[E]`` arrays, including ``env_steps``,
@@ -284,6 +331,11 @@ def run_schedule(update: Callable, evaluate: Callable, carry: Any, *, num_evals:
     m["updates"] = updates.astype(jnp.int32)
     m["env_steps"] = (updates * steps_per_update).astype(jnp.int32)
     m["loss"] = jnp.mean(losses)
+    if progress is not None:
+      # e (not batched under vmap: one report per point) once the chunk is done
+      done, _ = jax.lax.optimization_barrier((e, m))
+      jax.debug.callback(functools.partial(report_progress, progress, num_evals, eval_every),
+                         done, ordered=True)
     return c, m
 
   return jax.lax.scan(chunk, carry, jnp.arange(num_evals, dtype=jnp.int32))

@@ -130,7 +130,9 @@ def train_dqn(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResult:
       ``epsilon_fraction=0.5``, ``target_update_interval=100`` (gradient
       steps), ``tau=1.0`` (``< 1``: Polyak), ``double=True``,
       ``loss="mse"`` (or ``"huber"``), ``hidden=(64, 64)``,
-      ``activation="relu"``.
+      ``activation="relu"``, ``progress=False`` (True: a tqdm bar advanced at
+      each evaluation point by an ordered ``jax.debug.callback``; False adds
+      nothing to the compiled program).
 
   Returns:
     :class:`~jaxrl_dp.deep.common.TrainResult`: ``params``, greedy ``policy

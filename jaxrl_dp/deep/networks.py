@@ -167,15 +167,32 @@ class ActorCritic(nn.Module):
   activation: str = "tanh"
 
   @nn.compact
-  def __call__(self, obs: jax.Array,
-               action_mask: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, obs: jax.Array, action_mask: Optional[jax.Array] = None, *,
+               heads: str = "both"):
     """``obs [..., D]`` -> ``(logits [..., A], value [...])``; invalid actions
-    get logit ``-inf`` (probability 0) when ``action_mask`` is given."""
-    actor = MLP(self.hidden, self.activation)(obs)
-    logits = nn.Dense(self.num_actions,
-                      kernel_init=nn.initializers.orthogonal(0.01),
-                      bias_init=nn.initializers.zeros)(actor)
-    critic = MLP(self.hidden, self.activation)(obs)
-    value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0),
-                     bias_init=nn.initializers.zeros)(critic)[..., 0]
-    return mask_invalid(logits, action_mask), value
+    get logit ``-inf`` (probability 0) when ``action_mask`` is given.
+
+    ``heads`` (static) computes one torso only: ``"actor"`` returns the
+    ``logits [..., A]`` alone (acting, scoring), ``"critic"`` the ``value
+    [...]`` alone; the parameters are the same (``MLP_0``/``Dense_0`` the
+    actor, ``MLP_1``/``Dense_1`` the critic), so one parameter pytree serves
+    every call.
+    """
+    if heads not in ("both", "actor", "critic"):
+      raise ValueError(f"heads = {heads!r}: expected 'both', 'actor' or 'critic'")
+    logits = value = None
+    if heads != "critic":
+      actor = MLP(self.hidden, self.activation, name="MLP_0")(obs)
+      logits = nn.Dense(self.num_actions,
+                        kernel_init=nn.initializers.orthogonal(0.01),
+                        bias_init=nn.initializers.zeros, name="Dense_0")(actor)
+      logits = mask_invalid(logits, action_mask)
+    if heads != "actor":
+      critic = MLP(self.hidden, self.activation, name="MLP_1")(obs)
+      value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0),
+                       bias_init=nn.initializers.zeros, name="Dense_1")(critic)[..., 0]
+    if heads == "actor":
+      return logits
+    if heads == "critic":
+      return value
+    return logits, value

@@ -5,7 +5,10 @@ form of purejaxrl's PPO. Each update step (inside the training scan):
 
   1. ``num_envs`` parallel :class:`~jaxrl_dp.deep.TabularEnv` copies run
      ``num_steps`` steps of the current stochastic policy (masked actions
-     have probability 0);
+     have probability 0; only the actor runs inside the rollout, the critic
+     runs once after it on all observations plus the few true next
+     observations a bootstrap needs: the last step's and those of time-limit
+     truncations, at most ``ceil(num_steps / horizon)`` per env);
   2. advantages by GAE (:func:`gae`): ``delta_t = r_t + discount_t V(s'_t) -
      V(s_t)`` with ``s'_t`` the TRUE next state (so a time-limit truncation
      bootstraps while a terminal state does not: ``discount_t = gamma (1 -
@@ -18,14 +21,15 @@ form of purejaxrl's PPO. Each update step (inside the training scan):
 
 Exact scoring scores the STOCHASTIC policy ``softmax(logits)`` over all
 states (``policy float [S, A]`` in the result); ``greedy_suboptimality`` and
-``greedy_normalized_suboptimality`` score its argmax too.
+``greedy_normalized_suboptimality`` score its argmax too (one actor forward
+over all states, both policies evaluated by one batched linear solve).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.struct
 import jax
@@ -37,10 +41,10 @@ from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.options import check_horizon, check_int
 from jaxrl_dp.deep import common
 from jaxrl_dp.deep.networks import ActorCritic, greedy_action
-from jaxrl_dp.deep.scoring import exact_reference, score_policy
+from jaxrl_dp.deep.scoring import exact_reference
 
-__all__ = ["PPOConfig", "PPOTrainState", "Rollout", "gae", "ppo_loss", "ppo_init",
-           "ppo_update", "train_ppo"]
+__all__ = ["PPOConfig", "PPOTrainState", "Rollout", "gae", "rollout_values", "ppo_loss",
+           "ppo_init", "ppo_update", "train_ppo"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +68,7 @@ class PPOConfig:
   max_grad_norm: Optional[float] = 0.5
   hidden: tuple = (64, 64)
   activation: str = "tanh"
+  progress: bool = False
 
 
 @flax.struct.dataclass
@@ -123,6 +128,49 @@ def gae(rewards: jax.Array, values: jax.Array, next_values: jax.Array,
 
   _, adv = jax.lax.scan(step, jnp.zeros_like(values[0]), (deltas, carry_on), reverse=True)
   return adv, adv + values
+
+
+def rollout_values(critic: Callable, obs: jax.Array, next_obs: jax.Array,
+                   truncated: jax.Array, horizon: int) -> tuple[jax.Array, jax.Array]:
+  """``V(s_t)`` and ``V(s'_t)`` of a rollout ``[T, E]`` in ONE critic call.
+
+  The true next state ``s'_t`` is the next step's state ``s_{t+1}`` unless the
+  episode ended at step t. After a termination ``V(s'_t)`` is multiplied by
+  ``discount_t = 0`` in :func:`gae`, so ``V(s_{t+1})`` (the reset state's,
+  finite) stands in; only the last step and time-limit truncations need the
+  value of the true next observation. A truncation happens when an episode's
+  time reaches ``horizon``, so one env truncates at most ``K = ceil(T /
+  horizon)`` times in ``T`` steps: the critic runs on ``(T + 1 + K) E`` rows
+  instead of the ``2 T E`` of evaluating every next observation (``K >= T``,
+  i.e. ``horizon = 1``: it does that).
+
+  Args:
+    critic: ``[N, E, D] -> [N, E]`` the value network.
+    obs: ``[T, E, D]`` observations ``s_t`` the actions were taken in.
+    next_obs: ``[T, E, D]`` true next observations (before any auto-reset).
+    truncated: ``bool [T, E]`` the episode hit the time limit at step t (and
+      did not terminate).
+    horizon: the environments' time limit (static int).
+
+  Returns:
+    ``(values [T, E], next_values [T, E])``: ``next_values_t = V(next_obs_t)``
+    wherever the episode did not terminate at step t.
+  """
+  t_len = obs.shape[0]
+  k_max = -(-t_len // horizon)
+  if k_max >= t_len:
+    v = critic(jnp.concatenate([obs, next_obs]))
+    return v[:t_len], v[t_len:]
+  count = jnp.cumsum(truncated.astype(jnp.int32), axis=0)
+  hits = [truncated & (count == k + 1) for k in range(k_max)]  # [T, E]: the (k+1)-th
+  cols = jnp.arange(obs.shape[1])
+  extra = [next_obs[-1]] + [next_obs[jnp.argmax(h, axis=0), cols] for h in hits]
+  v = critic(jnp.concatenate([obs, jnp.stack(extra)]))
+  values, v_last, v_trunc = v[:t_len], v[t_len], v[t_len + 1:]
+  next_values = jnp.concatenate([values[1:], v_last[None]])
+  for k, h in enumerate(hits):
+    next_values = jnp.where(h, v_trunc[k][None], next_values)
+  return values, next_values
 
 
 def ppo_loss(logits: jax.Array, value: jax.Array, batch: Rollout, *, clip_eps=0.2,
@@ -231,19 +279,22 @@ def _train(key, mdp, features, config: PPOConfig):
     key, k_act, k_env = jax.random.split(key, 3)
     x = common.as_features(obs, index_obs)
     mask = mdp.action_mask[env_state.state]
-    logits, value = net.apply(params, x, mask)
+    logits = net.apply(params, x, mask, heads="actor")  # values: once, after the rollout
     action = jax.random.categorical(k_act, logits).astype(jnp.int32)
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[:, 0]
     env_state, obs, reward, done, info = jax.vmap(env.step)(
         jax.random.split(k_env, n), env_state, action)
-    _, next_value = net.apply(params, common.as_features(info["next_obs"], index_obs))
-    out = (x, action, logp, value, mask, reward, next_value, info["discount"], done)
+    next_x = common.as_features(info["next_obs"], index_obs)
+    out = (x, action, logp, mask, reward, next_x, info["discount"], done, info["truncated"])
     return (env_state, obs, key, params), out
 
   def update(c: _Carry):
     (env_state, obs, key, _), steps = jax.lax.scan(
         env_step, (c.env_state, c.obs, c.key, c.train.params), None, length=t_len)
-    x, action, logp, value, mask, reward, next_value, discount, done = steps
+    x, action, logp, mask, reward, next_x, discount, done, truncated = steps
+    value, next_value = rollout_values(
+        lambda z: net.apply(c.train.params, z, heads="critic"), x, next_x, truncated,
+        config.horizon)
     adv, target = gae(reward, value, next_value, discount, done, config.gae_lambda)
     rollout = Rollout(obs=x, action=action, logp=logp, value=value, mask=mask,
                       advantage=adv, target=target)
@@ -264,22 +315,27 @@ def _train(key, mdp, features, config: PPOConfig):
     return _Carry(train=train, env_state=env_state, obs=obs, key=key), jnp.mean(losses)
 
   def policy_of(params):
-    logits, _ = net.apply(params, obs_all, mdp.action_mask)
+    logits = net.apply(params, obs_all, mdp.action_mask, heads="actor")
     return jax.nn.softmax(logits, axis=-1), logits
 
   def evaluate(c: _Carry):
     probs, logits = policy_of(c.train.params)
-    m = common.score_metrics(mdp, reference, probs)
-    g = score_policy(mdp, reference, greedy_action(logits, mdp.action_mask))
-    m["greedy_suboptimality"] = g.suboptimality
-    m["greedy_normalized_suboptimality"] = g.normalized_suboptimality
+    greedy = jax.nn.one_hot(greedy_action(logits, mdp.action_mask), num_actions,
+                            dtype=probs.dtype)
+    # the stochastic policy and its argmax in one batched solve
+    both = jax.vmap(lambda p: common.score_metrics(mdp, reference, p))(
+        jnp.stack([probs, greedy]))
+    m = {k: v[0] for k, v in both.items()}
+    m["greedy_suboptimality"] = both["suboptimality"][1]
+    m["greedy_normalized_suboptimality"] = both["normalized_suboptimality"][1]
     return m
 
   carry = _Carry(train=train, env_state=env_state, obs=obs, key=k_run)
   num_evals = config.num_updates // config.eval_every
   carry, metrics = common.run_schedule(update, evaluate, carry, num_evals=num_evals,
                                        eval_every=config.eval_every,
-                                       steps_per_update=batch_size)
+                                       steps_per_update=batch_size,
+                                       progress="PPO" if config.progress else None)
   probs, _ = policy_of(carry.train.params)
   return common.TrainResult(params=carry.train.params, policy=probs, metrics=metrics)
 
@@ -306,6 +362,7 @@ def check_ppo_config(cfg: PPOConfig) -> None:
     common.check_positive("max_grad_norm", cfg.max_grad_norm)
   for width in cfg.hidden:
     check_int("hidden", width)
+  common.check_flag("progress", cfg.progress)
 
 
 def train_ppo(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResult:
@@ -329,7 +386,9 @@ def train_ppo(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResult:
       ``num_envs * num_steps``), ``learning_rate=1e-3``,
       ``anneal_lr=True``, ``gae_lambda=0.95``, ``clip_eps=0.2``,
       ``ent_coef=0.01``, ``vf_coef=0.5``, ``max_grad_norm=0.5``,
-      ``hidden=(64, 64)``, ``activation="tanh"``.
+      ``hidden=(64, 64)``, ``activation="tanh"``, ``progress=False`` (True:
+      a tqdm bar advanced at each evaluation point by an ordered
+      ``jax.debug.callback``; False adds nothing to the compiled program).
 
   Returns:
     :class:`~jaxrl_dp.deep.common.TrainResult` with the stochastic ``policy

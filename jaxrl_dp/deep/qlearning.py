@@ -71,6 +71,7 @@ class QConfig:
   double: bool = True
   hidden: tuple = (64, 64)
   activation: str = "relu"
+  progress: bool = False
 
 
 def check_q_config(config: QConfig) -> None:
@@ -94,6 +95,7 @@ def check_q_config(config: QConfig) -> None:
   common.check_fraction("tau", config.tau, allow_zero=False)
   for width in config.hidden:
     check_int("hidden", width)
+  common.check_flag("progress", config.progress)
 
 
 class QAgent(NamedTuple):
@@ -159,6 +161,17 @@ def q_update(agent: QAgent, state: QTrainState, batch: Transition, *,
 
 
 @flax.struct.dataclass
+class _Stored:
+  """What the replay keeps of a transition (leading axes ``[...]``)."""
+
+  state: jax.Array
+  action: jax.Array
+  reward: jax.Array
+  next_state: jax.Array
+  discount: jax.Array
+
+
+@flax.struct.dataclass
 class _Carry:
   train: QTrainState
   buffer: Any
@@ -196,10 +209,14 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
   k_init, k_reset, k_run = jax.random.split(key, 3)
   train = q_init(k_init, agent, obs_all.shape[-1])
   env_state, obs = jax.vmap(env.reset)(jax.random.split(k_reset, n))
-  example = Transition(obs=obs_all[0], action=jnp.zeros((), jnp.int32),
-                       reward=jnp.zeros((), mdp.rewards.dtype), next_obs=obs_all[0],
-                       discount=jnp.zeros((), mdp.rewards.dtype),
-                       next_mask=jnp.zeros((num_actions,), bool))
+  # The replay stores state INDICES (an agent's observation is a function of
+  # the state: its row of obs_all) and rebuilds the observations, masks and
+  # Transition of a sampled batch from them: the same numbers as storing the
+  # observations, with ~2 + 3 numbers per transition instead of 2 D + A + 3.
+  example = _Stored(state=jnp.zeros((), jnp.int32), action=jnp.zeros((), jnp.int32),
+                    reward=jnp.zeros((), mdp.rewards.dtype),
+                    next_state=jnp.zeros((), jnp.int32),
+                    discount=jnp.zeros((), mdp.rewards.dtype))
   buffer = replay_init(example, config.buffer_size)
   decay = config.epsilon_fraction * config.num_updates
 
@@ -211,11 +228,13 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
     action = common.epsilon_greedy(k_act, agent.q_values(c.train.params, x), mask, eps)
     env_state, obs, reward, _, info = jax.vmap(env.step)(
         jax.random.split(k_env, n), c.env_state, action)
-    tr = Transition(obs=x, action=info["action"], reward=reward,
-                    next_obs=common.as_features(info["next_obs"], index_obs),
-                    discount=info["discount"], next_mask=mdp.action_mask[info["next_state"]])
-    buffer = replay_add(c.buffer, tr)
-    batch = replay_sample(buffer, k_sample, config.batch_size)
+    stored = _Stored(state=c.env_state.state, action=info["action"], reward=reward,
+                     next_state=info["next_state"], discount=info["discount"])
+    buffer = replay_add(c.buffer, stored)
+    sample = replay_sample(buffer, k_sample, config.batch_size)
+    batch = Transition(obs=obs_all[sample.state], action=sample.action, reward=sample.reward,
+                       next_obs=obs_all[sample.next_state], discount=sample.discount,
+                       next_mask=mdp.action_mask[sample.next_state])
     learn = lambda s: q_update(agent, s, batch,
                                target_update_interval=config.target_update_interval,
                                tau=config.tau)
@@ -238,7 +257,9 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
   carry = _Carry(train=train, buffer=buffer, env_state=env_state, obs=obs, key=k_run,
                  t=jnp.zeros((), jnp.int32))
   num_evals = config.num_updates // config.eval_every
+  label = type(config).__name__.removesuffix("Config") or "Q-learning"
   carry, metrics = common.run_schedule(update, evaluate, carry, num_evals=num_evals,
-                                       eval_every=config.eval_every, steps_per_update=n)
+                                       eval_every=config.eval_every, steps_per_update=n,
+                                       progress=label if config.progress else None)
   _, policy = greedy(carry.train.params)
   return common.TrainResult(params=carry.train.params, policy=policy, metrics=metrics)

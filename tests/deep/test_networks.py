@@ -42,6 +42,27 @@ def test_q_network_matches_numpy_forward_and_masks():
   np.testing.assert_allclose(masked[:, [0, 2]], ref[:, [0, 2]], rtol=1e-5, atol=1e-5)
 
 
+def test_actor_critic_heads_match_numpy_forward():
+  """Both torsos (tanh) against NumPy; ``heads="actor"``/``"critic"`` compute
+  one torso from the same parameters and give the same numbers."""
+  net = ActorCritic(3, (8, 5))
+  x = np.random.default_rng(4).normal(size=(6, 4)).astype(np.float32)
+  params = net.init(jax.random.key(1), x)["params"]
+  ref_logits = _np_mlp({**params["MLP_0"], "Dense_9": params["Dense_0"]},
+                       x.astype(np.float64), np.tanh)
+  ref_value = _np_mlp({**params["MLP_1"], "Dense_9": params["Dense_1"]},
+                      x.astype(np.float64), np.tanh)[:, 0]
+  logits, value = net.apply({"params": params}, x)
+  np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(net.apply({"params": params}, x, heads="actor"), ref_logits,
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(net.apply({"params": params}, x, heads="critic"), ref_value,
+                             rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="heads"):
+    net.apply({"params": params}, x, heads="both heads")
+
+
 def test_masked_actions_never_chosen_by_heads():
   rng = np.random.default_rng(1)
   q = rng.normal(size=(200, 4)).astype(np.float32)

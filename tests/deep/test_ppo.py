@@ -33,6 +33,48 @@ def test_gae_matches_numpy_loop():
   np.testing.assert_allclose(tgt, ref_tgt, rtol=1e-5, atol=1e-6)
 
 
+def _episodes(rng, t, e, horizon, s=6, d=4, p_term=0.15):
+  """A consistent NumPy rollout with auto-resets: ``obs [T, E, D]`` (the
+  state's feature row), true ``next_obs``, ``terminated`` and ``truncated``
+  (time limit ``horizon``)."""
+  feats = rng.normal(size=(s, d))
+  state, time = rng.integers(0, s, e), np.zeros(e, int)
+  obs, nxt, term, trunc = [], [], [], []
+  for _ in range(t):
+    ns = rng.integers(0, s, e)
+    te = rng.random(e) < p_term
+    time = time + 1
+    tr = (time >= horizon) & ~te
+    obs.append(feats[state])
+    nxt.append(feats[ns])
+    term.append(te)
+    trunc.append(tr)
+    done = te | tr
+    state = np.where(done, rng.integers(0, s, e), ns)
+    time = np.where(done, 0, time)
+  return tuple(np.asarray(z) for z in (obs, nxt, term, trunc))
+
+
+@pytest.mark.parametrize("horizon", [1, 3, 5, 40])
+def test_rollout_values_equal_the_critic_at_every_true_next_observation(horizon):
+  """One critic call gives V(s_t) and, wherever the episode did not
+  terminate, V of the TRUE next observation (float64 NumPy reference:
+  the linear critic applied to every next observation)."""
+  rng = np.random.default_rng(horizon)
+  obs, nxt, term, trunc = _episodes(rng, 12, 5, horizon)
+  assert horizon == 40 or trunc.any()
+  w = rng.normal(size=obs.shape[-1])
+  critic = lambda z: jnp.asarray(z, jnp.float32) @ jnp.asarray(w, jnp.float32)
+  values, next_values = ppo.rollout_values(critic, jnp.asarray(obs, jnp.float32),
+                                           jnp.asarray(nxt, jnp.float32),
+                                           jnp.asarray(trunc), horizon)
+  np.testing.assert_allclose(values, obs @ w, rtol=1e-5, atol=1e-5)
+  keep = ~term
+  np.testing.assert_allclose(np.asarray(next_values)[keep], (nxt @ w)[keep], rtol=1e-5,
+                             atol=1e-5)
+  assert np.all(np.isfinite(np.asarray(next_values)))
+
+
 def _rollout(rng, b=8, a=3, d=4):
   mask = rng.random((b, a)) < 0.7
   mask[np.arange(b), 0] = True

@@ -1,0 +1,97 @@
+"""The ``progress=True`` option of the deep training loops: a tqdm bar
+advanced once per evaluation point by an ordered ``jax.debug.callback``.
+
+References: the schedule itself (``num_updates``, ``eval_every``: the bar
+must end at ``num_updates`` after exactly ``num_updates // eval_every``
+reports, in order, once per point also when vmapped over seeds), the
+``progress=False`` run (identical results, bit for bit) and the lowered
+program (no host callback at all when ``progress=False``)."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from jaxrl_dp import suites
+from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.deep import common, dqn, ppo
+
+DQN_SMALL = dict(num_envs=2, num_updates=12, eval_every=3, buffer_size=32, batch_size=4,
+                 learning_starts=4, hidden=(8,), target_update_interval=4)
+PPO_SMALL = dict(num_envs=2, num_steps=4, num_updates=6, eval_every=2, update_epochs=1,
+                 num_minibatches=2, hidden=(8,))
+
+
+def _mdp():
+  return suites.frozen_lake("4x4", is_slippery=True, discount=0.9)
+
+
+def _lowered(train, config, seeds=2):
+  keys = jax.random.split(jax.random.key(0), seeds)
+  return jax.jit(jax.vmap(lambda k: train(k, _mdp(), **config))).lower(keys).as_text()
+
+
+def _recording(monkeypatch):
+  """Wraps :func:`common.report_progress` (before tracing) to record its calls."""
+  calls, real = [], common.report_progress
+
+  def record(label, num_evals, every, e):
+    calls.append((label, num_evals, every, int(e)))
+    real(label, num_evals, every, e)
+
+  monkeypatch.setattr(common, "report_progress", record)
+  return calls
+
+
+def test_dqn_progress_bar_counts_updates_and_changes_nothing(capsys, monkeypatch):
+  calls = _recording(monkeypatch)
+  keys = jax.random.split(jax.random.key(3), 3)
+  run = lambda progress: jax.vmap(lambda k: dqn.train_dqn(k, _mdp(), **DQN_SMALL,
+                                                           progress=progress))(keys)
+  plain = run(False)
+  capsys.readouterr()
+  shown = run(True)
+  jax.effects_barrier()
+  err = capsys.readouterr().err
+  # one ordered report per evaluation point (not per seed), then the bar's
+  # final render: 12 of 12 updates, labelled with the agent
+  assert calls == [("DQN", 4, 3, e) for e in range(4)]
+  counts = re.findall(r"(\d+)/(\d+)", err)
+  assert "DQN" in err and counts and counts[-1] == ("12", "12"), err
+  # bit for bit the same training
+  for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(shown)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_no_callback_in_the_program_without_progress():
+  assert "callback" not in _lowered(dqn.train_dqn, DQN_SMALL)
+  assert "callback" in _lowered(dqn.train_dqn, dict(DQN_SMALL, progress=True))
+
+
+def test_progress_must_be_a_bool():
+  with pytest.raises(InvalidMDPError, match="progress"):
+    dqn.train_dqn(jax.random.key(0), _mdp(), **DQN_SMALL, progress=1)
+  with pytest.raises(InvalidMDPError, match="progress"):
+    ppo.train_ppo(jax.random.key(0), _mdp(), **PPO_SMALL, progress="yes")
+
+
+@pytest.mark.slow
+def test_ppo_progress_bar_counts_updates_and_changes_nothing(capsys, monkeypatch):
+  calls = _recording(monkeypatch)
+  keys = jax.random.split(jax.random.key(2), 2)
+  run = lambda progress: jax.vmap(lambda k: ppo.train_ppo(k, _mdp(), **PPO_SMALL,
+                                                           progress=progress))(keys)
+  plain = run(False)
+  capsys.readouterr()
+  shown = run(True)
+  jax.effects_barrier()
+  err = capsys.readouterr().err
+  assert calls == [("PPO", 3, 2, e) for e in range(3)]
+  counts = re.findall(r"(\d+)/(\d+)", err)
+  assert "PPO" in err and counts and counts[-1] == ("6", "6"), err
+  for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(shown)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert "callback" not in _lowered(ppo.train_ppo, PPO_SMALL)
