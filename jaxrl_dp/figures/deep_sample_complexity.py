@@ -1,0 +1,813 @@
+"""Sample complexity of deep SQIRL, DQN and PPO against the effective horizon.
+
+A small-scale test of the claim of "The Effective Horizon Explains Deep RL
+Performance in Stochastic Environments" (Laidlaw, Zhu, Russell, Dragan): the
+number of environment steps SQIRL needs to find an optimal policy correlates
+(Spearman) with what PPO and DQN need, and all three with the effective
+horizon. Every "optimal" here is decided by an EXACT score of the learned
+policy (no rollouts).
+
+The suite (:func:`gridworld_suite`)
+  Procedural MiniGrid-like mazes (:func:`procedural_gridworld`): an
+  ``n x n`` grid (``n`` in ``sizes``), random walls and lava, the start in the
+  top-left corner, a goal (reward 1) at a random breadth-first distance
+  ``2..horizon`` from the start and, in about half of the mazes, a distractor
+  (reward ``0.1..0.6``). Entering the goal, the distractor or lava (reward 0)
+  ends the episode; bumping into a wall or the border stays put. Deterministic
+  (no slip), finite horizon ``T``, undiscounted, in the BRIDGE layout
+  (``transitions int [S, A]`` with ``-1`` = the episode ends, ``rewards [S,
+  A]``, start state 0). All mazes of a suite are padded to the same number of
+  states (extra self-looping zero-reward unreachable states), so every
+  algorithm runs on the whole suite as ONE vmapped call.
+
+The learners' MDP
+  Part 1's DQN and PPO train on a discounted MDP (``discount < 1``) with a
+  stationary policy, and are scored by exact policy evaluation of that MDP.
+  To score them EXACTLY on the finite-horizon undiscounted objective they get
+  the time-augmented MDP (:func:`time_augmented`): states ``(t, s)``, index
+  ``t * S + s``, for ``t < T`` plus one absorbing terminal, rewards
+  ``r(s, a) / gamma^t``, discount ``gamma = 0.99``. Its discounted return from
+  ``(0, s_0)`` is ``sum_t gamma^t r_t / gamma^t``, the undiscounted ``T``-step
+  return, for every policy; so the agents' own exact metrics ``j`` and
+  ``j_star`` ARE ``J_T(pi)`` and ``J*_T`` (the optimum over time-dependent
+  policies) and their learned policy over ``(t, s)`` is a non-stationary
+  policy of the maze. The networks see the observation ``[one_hot(s),
+  one_hot(t)]`` (``S + T`` features), not the ``T * S``-way one-hot.
+  Sticky actions are NOT applied (the first paper's deterministic setting):
+  part 1's DQN and PPO have no sticky option, and the exact per-evaluation
+  scoring of the sticky, time-augmented MDP (``T * S * (A + 1)`` states, a
+  dense LU solve at every evaluation point) does not fit the time budget.
+  Deep SQIRL takes ``sticky`` (default 0 here, the same environment as the
+  others). Tabular SQIRL, GORP and the effective-horizon analysis run on the
+  deterministic maze itself (discount 1, horizon ``T``).
+
+Empirical sample complexity (all in environment steps; "optimal" means
+``J_T(pi) >= J*_T - tol``, ``tol = 1e-4 max(1, |J*|)``)
+  * DQN, PPO: per seed, :func:`jaxrl_dp.deep.scoring.steps_to_optimal` of the
+    exact suboptimality at the evaluation points (the first point from which
+    the policy stays optimal at every later point; PPO: its greedy policy);
+    per maze, the median over seeds with "never" as ``inf``
+    (:func:`censored_median`): finite iff more than half of the seeds end
+    optimal. A maze whose median is ``inf`` is CENSORED at the cap (the run's
+    total number of environment steps).
+  * deep SQIRL: on the doubling grid of episodes per iteration, the smallest
+    value for which more than half of the seeds return an optimal policy; its
+    sample complexity is the median of the seeds' ``env_steps`` there
+    (:func:`doubling_sample_complexity`); censored at the largest grid value's
+    steps when none works.
+  * tabular SQIRL, GORP: the library's
+    :func:`~jaxrl_dp.random_policy.sqirl_sample_complexity` /
+    :func:`~jaxrl_dp.random_policy.gorp_sample_complexity` (bisection on the
+    episodes per iteration ``m``; median over runs), censored at the steps of
+    ``max_m``. ``k`` for SQIRL (tabular and deep) and GORP is the maze's
+    ``min_k`` (capped at ``k_max``): the smallest depth at which acting
+    greedily on ``Q^k`` is optimal (an oracle choice of the paper's tuned
+    hyperparameter).
+  * the effective-horizon bound ``H`` of
+    :func:`~jaxrl_dp.random_policy.analyze_effective_horizon_batch`.
+
+Correlations: :func:`~jaxrl_dp.figures.random_policy.spearman` of the log
+sample complexities over ALL mazes, censored ones at their cap (ranks are
+unchanged by the log; a censored value is a lower bound, so the correlation
+is of the capped values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.figures.random_policy import spearman
+
+__all__ = ["MazeSpec", "StudyConfig", "procedural_gridworld", "gridworld_suite", "pad_spec",
+           "time_augmented", "time_features", "censored_median",
+           "doubling_sample_complexity", "finite_horizon_optimum", "load_bridge_spec",
+           "run_study", "run_bridge", "study_correlations", "plot_deep_sample_complexity",
+           "QUICK", "FULL", "LEARNER_DISCOUNT", "BRIDGE_FIXTURES"]
+
+#: Discount of the time-augmented MDP the deep agents train on (rewards are
+#: rescaled by ``1 / gamma^t``, so the objective is the undiscounted return).
+LEARNER_DISCOUNT = 0.99
+
+#: The BRIDGE fixtures small enough for the study, with their horizons.
+BRIDGE_FIXTURES = ("maze_easy_l0_30_fs1", "freeway_10_fs30", "MiniGrid-KeyCorridorS3R1-v0")
+
+# up, right, down, left
+_MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1))
+
+
+# ------------------------------------------------------------------ suite
+@dataclasses.dataclass(frozen=True)
+class MazeSpec:
+  """One deterministic finite-horizon MDP in the BRIDGE layout (host arrays).
+
+  Attributes:
+    name: a label.
+    transitions: ``int64 [S, A]`` next state, ``-1`` = the episode ends.
+    rewards: ``float64 [S, A]``.
+    horizon: T.
+    goal_distance: breadth-first distance from the start to the goal
+      (procedural mazes; -1 otherwise).
+    layout: the maze as strings (``S`` start, ``G`` goal, ``D`` distractor,
+      ``L`` lava, ``#`` wall, ``.`` free); empty for BRIDGE fixtures.
+  """
+
+  name: str
+  transitions: np.ndarray
+  rewards: np.ndarray
+  horizon: int
+  goal_distance: int = -1
+  layout: tuple = ()
+
+
+def _bfs(free: np.ndarray, start: tuple) -> np.ndarray:
+  """Breadth-first distances over ``free`` cells (-1 unreachable); cells in
+  ``free`` are expanded, so pass the passable, non-terminal cells."""
+  n = free.shape[0]
+  dist = np.full(free.shape, -1, np.int64)
+  dist[start] = 0
+  queue = deque([start])
+  while queue:
+    r, c = queue.popleft()
+    for dr, dc in _MOVES:
+      rr, cc = r + dr, c + dc
+      if 0 <= rr < n and 0 <= cc < n and free[rr, cc] and dist[rr, cc] < 0:
+        dist[rr, cc] = dist[r, c] + 1
+        queue.append((rr, cc))
+  return dist
+
+
+def procedural_gridworld(rng: np.random.Generator, size: int, *, horizon: int,
+                         wall_density: float = 0.2, lava_density: float = 0.0,
+                         distractor_reward: float = 0.0,
+                         name: str = "maze") -> Optional[MazeSpec]:
+  """A random deterministic maze (see the module docstring), or ``None`` when
+  the draw is refused (no goal cell at distance ``2..horizon``, see below).
+
+  Cells: the start ``(0, 0)`` is free; every other cell is a wall with
+  probability ``wall_density``, else lava with probability ``lava_density``.
+  The goal is drawn among the cells reachable through free cells at distance
+  ``d`` in ``2..horizon``, ``d`` uniform over the distances present; with
+  ``distractor_reward > 0`` a distractor goes on another reachable cell at
+  distance ``1..d``; a draw whose distractor cuts the goal off (within
+  ``horizon`` steps) or with fewer than ``2 n`` states is refused. States
+  are the free cells reachable from the start (row-major, the start is
+  state 0); actions up, right, down, left.
+
+  Args:
+    rng: a NumPy generator.
+    size: grid side n >= 2.
+    horizon: T >= 2.
+    wall_density, lava_density: probabilities in [0, 1).
+    distractor_reward: reward of the distractor cell (0: none).
+    name: the label.
+
+  Returns:
+    :class:`MazeSpec` (``transitions [S, 4]``, ``rewards [S, 4]``) or None.
+  """
+  if size < 2 or horizon < 2:
+    raise InvalidMDPError(f"size = {size}, horizon = {horizon}: expected both >= 2")
+  u = rng.random((size, size))
+  wall = u < wall_density
+  lava = (~wall) & (rng.random((size, size)) < lava_density)
+  wall[0, 0] = lava[0, 0] = False
+  free = ~wall & ~lava
+  dist = _bfs(free, (0, 0))
+  cand = np.argwhere((dist >= 2) & (dist <= horizon))
+  if cand.size == 0:
+    return None
+  dists = np.unique(dist[tuple(cand.T)])
+  d_goal = int(rng.choice(dists))
+  at_d = cand[dist[tuple(cand.T)] == d_goal]
+  goal = tuple(int(v) for v in at_d[rng.integers(len(at_d))])
+  special = {goal: ("G", 1.0)}
+  if distractor_reward > 0:
+    others = [tuple(int(v) for v in c) for c in np.argwhere((dist >= 1) & (dist <= d_goal))
+              if tuple(c) != goal]
+    if others:
+      special[others[rng.integers(len(others))]] = ("D", float(distractor_reward))
+  # states: free, non-special cells reachable without crossing a special cell
+  passable = free.copy()
+  for cell in special:
+    passable[cell] = False
+  reach_dist = _bfs(passable, (0, 0))
+  reach = reach_dist >= 0
+  near_goal = [reach_dist[goal[0] + dr, goal[1] + dc] for dr, dc in _MOVES
+               if 0 <= goal[0] + dr < size and 0 <= goal[1] + dc < size]
+  if not any(0 <= d < horizon for d in near_goal) or reach.sum() < 2 * size:
+    return None  # the distractor blocks the goal, or a trivial maze
+  cells = [tuple(int(v) for v in c) for c in np.argwhere(reach)]
+  index = {c: i for i, c in enumerate(cells)}
+  trans = np.zeros((len(cells), 4), np.int64)
+  rew = np.zeros((len(cells), 4), np.float64)
+  for i, (r, c) in enumerate(cells):
+    for a, (dr, dc) in enumerate(_MOVES):
+      rr, cc = r + dr, c + dc
+      if not (0 <= rr < size and 0 <= cc < size) or wall[rr, cc]:
+        trans[i, a] = i
+      elif (rr, cc) in special:
+        trans[i, a], rew[i, a] = -1, special[(rr, cc)][1]
+      elif lava[rr, cc]:
+        trans[i, a] = -1
+      else:
+        trans[i, a] = index[(rr, cc)]
+  grid = np.where(wall, "#", np.where(lava, "L", "."))
+  grid[0, 0] = "S"
+  for cell, (ch, _) in special.items():
+    grid[cell] = ch
+  return MazeSpec(name=name, transitions=trans, rewards=rew, horizon=int(horizon),
+                  goal_distance=d_goal, layout=tuple("".join(row) for row in grid))
+
+
+def gridworld_suite(num_mdps: int, *, horizon: int, seed: int = 0,
+                    sizes: Sequence[int] = (4, 5, 6)) -> list[MazeSpec]:
+  """``num_mdps`` procedural mazes of varied difficulty (reproducible).
+
+  Maze ``i`` draws from ``np.random.default_rng([seed, i, attempt])``: size
+  uniform in ``sizes``, wall density uniform in [0, 0.35], lava density
+  uniform in [0, 0.2], a distractor with probability 1/2 (reward uniform in
+  [0.1, 0.6], rounded to 0.05); draws without a goal are redrawn.
+
+  Args:
+    num_mdps: how many.
+    horizon: T of every maze.
+    seed: the suite's seed.
+    sizes: grid sides.
+
+  Returns:
+    list of :class:`MazeSpec` (unpadded; see :func:`pad_spec`).
+  """
+  out: list[MazeSpec] = []
+  for i in range(int(num_mdps)):
+    for attempt in range(1000):
+      rng = np.random.default_rng([seed, i, attempt])
+      size = int(rng.choice(np.asarray(sizes)))
+      walls, lava = rng.uniform(0.0, 0.35), rng.uniform(0.0, 0.2)
+      dr = round(float(rng.uniform(0.1, 0.6)) * 20) / 20 if rng.random() < 0.5 else 0.0
+      spec = procedural_gridworld(rng, size, horizon=horizon, wall_density=walls,
+                                  lava_density=lava, distractor_reward=dr,
+                                  name=f"maze{i:03d}")
+      if spec is not None:
+        out.append(spec)
+        break
+  return out
+
+
+def pad_spec(spec: MazeSpec, num_states: int) -> MazeSpec:
+  """Pads to ``num_states`` states with self-looping zero-reward states
+  (unreachable: no transition enters them), so a suite shares one shape.
+
+  Args:
+    spec: a :class:`MazeSpec` with ``S <= num_states``.
+    num_states: the padded S.
+
+  Returns:
+    :class:`MazeSpec` with ``transitions [num_states, A]``.
+  """
+  s, a = spec.transitions.shape
+  if num_states < s:
+    raise InvalidMDPError(f"num_states = {num_states}: expected >= S = {s}")
+  extra = np.repeat(np.arange(s, num_states)[:, None], a, axis=1)
+  return dataclasses.replace(
+      spec, transitions=np.concatenate([spec.transitions, extra], 0),
+      rewards=np.concatenate([spec.rewards, np.zeros((num_states - s, a))], 0))
+
+
+def load_bridge_spec(root: str | Path, name: str) -> MazeSpec:
+  """A BRIDGE fixture ``root/name/consolidated.npz`` as a :class:`MazeSpec`
+  (horizon from :func:`jaxrl_dp.suites.bridge_horizon`).
+
+  Args:
+    root: the folder of the fixtures (``shared/data/bridge``).
+    name: the fixture's folder name.
+
+  Returns:
+    :class:`MazeSpec`.
+  """
+  from jaxrl_dp.suites import bridge_horizon
+  with np.load(Path(root) / name / "consolidated.npz", allow_pickle=False) as data:
+    trans = np.asarray(data["transitions"], np.int64)
+    rew = np.asarray(data["rewards"], np.float64)
+  return MazeSpec(name=name, transitions=trans, rewards=rew, horizon=bridge_horizon(name))
+
+
+def base_mdp(spec: MazeSpec) -> TabularMDP:
+  """The maze as a :class:`TabularMDP` (discount 1; a terminal state appended
+  at index S when some transition is -1; start state 0)."""
+  return TabularMDP.from_deterministic(spec.transitions, spec.rewards, 1.0)
+
+
+# --------------------------------------------------- the learners' MDP
+def time_augmented(spec: MazeSpec, discount: float = LEARNER_DISCOUNT) -> TabularMDP:
+  """The time-augmented, reward-rescaled MDP the deep agents train on.
+
+  States ``t * S + s`` for ``t = 0..T-1`` and the terminal ``T * S``; action
+  ``a`` at ``(t, s)`` pays ``r(s, a) / discount^t`` and moves to ``(t + 1,
+  s')``, or to the terminal when ``s'`` is ``-1`` or ``t = T - 1``. Its
+  discounted value at ``(0, s_0)`` equals the undiscounted ``T``-step return
+  of the maze for every policy (see the module docstring).
+
+  Args:
+    spec: the maze (``transitions [S, A]``, ``rewards [S, A]``, ``horizon``).
+    discount: gamma in (0, 1).
+
+  Returns:
+    deterministic sparse :class:`TabularMDP` with ``T * S + 1`` states.
+  """
+  ns, r, T = spec.transitions, spec.rewards, spec.horizon
+  s = ns.shape[0]
+  t = np.arange(T)[:, None, None]
+  nxt = np.where((ns[None] >= 0) & (t < T - 1), (t + 1) * s + ns[None], -1)
+  rew = r[None] * float(discount) ** (-t.astype(np.float64))
+  return TabularMDP.from_deterministic(nxt.reshape(T * s, -1), rew.reshape(T * s, -1),
+                                       float(discount))
+
+
+def time_features(num_states: int, horizon: int) -> np.ndarray:
+  """``float32 [T * S + 1, S + T]``: the network input of each state of
+  :func:`time_augmented`, ``[one_hot(s), one_hot(t)]`` (zeros at the terminal).
+
+  Args:
+    num_states: S of the maze.
+    horizon: T.
+
+  Returns:
+    the feature matrix.
+  """
+  s, T = int(num_states), int(horizon)
+  f = np.zeros((T * s + 1, s + T), np.float32)
+  idx = np.arange(T * s)
+  f[idx, idx % s] = 1.0
+  f[idx, s + idx // s] = 1.0
+  return f
+
+
+def finite_horizon_optimum(spec: MazeSpec) -> float:
+  """``J*_T`` from state 0 by float64 backward induction in NumPy (the
+  reference of the exact optimality checks).
+
+  Args:
+    spec: the maze.
+
+  Returns:
+    the optimal undiscounted T-step return.
+  """
+  ns, r = spec.transitions, spec.rewards
+  v = np.zeros(ns.shape[0] + 1)  # last entry: terminal
+  for _ in range(spec.horizon):
+    v = np.append(np.max(r + v[np.where(ns < 0, ns.shape[0], ns)], axis=1), 0.0)
+  return float(v[0])
+
+
+# --------------------------------------------------- sample-complexity rules
+def censored_median(steps_per_seed, cap: float) -> tuple[float, bool]:
+  """Median over seeds of the steps to optimal, censored at ``cap``.
+
+  Args:
+    steps_per_seed: ``[R]`` steps of each seed, ``-1`` (or any negative, or
+      inf) when the seed never became optimal for good.
+    cap: the budget (total steps of a run).
+
+  Returns:
+    ``(value, censored)``: the median with "never" counted as ``inf``; when
+    that median is ``inf`` (at most half of the seeds succeed), ``(cap,
+    True)``.
+  """
+  x = np.asarray(steps_per_seed, np.float64)
+  x = np.where((x < 0) | ~np.isfinite(x), np.inf, x)
+  med = float(np.median(x))
+  if not math.isfinite(med):
+    return float(cap), True
+  return med, False
+
+
+def doubling_sample_complexity(grid, optimal, steps, cap: float) -> tuple[float, int, bool]:
+  """The doubling-grid rule of deep SQIRL.
+
+  Args:
+    grid: ``[G]`` increasing episodes per iteration.
+    optimal: ``bool [G, R]`` seed ``r`` at grid value ``g`` returned an
+      optimal policy.
+    steps: ``[G, R]`` environment steps of those runs.
+    cap: the value reported when no grid value works.
+
+  Returns:
+    ``(value, episodes, censored)``: at the first ``g`` where MORE than half
+    of the seeds are optimal, the median of ``steps[g]`` and ``grid[g]``;
+    otherwise ``(cap, -1, True)``.
+  """
+  opt = np.asarray(optimal, bool)
+  st = np.asarray(steps, np.float64)
+  for g in range(opt.shape[0]):
+    if opt[g].sum() * 2 > opt.shape[1]:
+      return float(np.median(st[g])), int(np.asarray(grid)[g]), False
+  return float(cap), -1, True
+
+
+# ------------------------------------------------------------------ study
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+  """The scale of one study (see :data:`QUICK` and :data:`FULL`).
+
+  Attributes:
+    num_mdps, horizon, sizes, seed: the suite (:func:`gridworld_suite`).
+    seeds: seeds per maze of every learner (one vmapped call).
+    k_max: the cap on SQIRL's and GORP's ``k`` (``min_k`` otherwise).
+    dqn_updates, dqn_eval_every: DQN's budget (8 envs: 8 env steps per
+      update) and evaluation period.
+    ppo_updates, ppo_eval_every: PPO's budget (8 envs x 2T steps per update).
+    sqirl_doublings: deep SQIRL's grid of episodes per iteration
+      ``2^0 .. 2^(n-1)`` (traced: one compile per ``k``, every grid value
+      simulated at the capacity ``2^(n-1)``).
+    sqirl_num_steps, sqirl_learning_rate: Adam steps per head and their
+      learning rate.
+    sticky: deep SQIRL's sticky-action probability (0: the environment of
+      the others).
+    tabular_max_m, tabular_runs: the bisection cap and runs of tabular SQIRL
+      and GORP.
+    bridge: also run the BRIDGE fixtures (effective horizon, tabular SQIRL,
+      GORP, deep SQIRL with ``bridge_doublings``).
+  """
+
+  num_mdps: int = 100
+  horizon: int = 10
+  sizes: tuple = (4, 5, 6)
+  seed: int = 0
+  seeds: int = 3
+  k_max: int = 3
+  dqn_updates: int = 500
+  dqn_eval_every: int = 25
+  ppo_updates: int = 25
+  ppo_eval_every: int = 1
+  sqirl_doublings: int = 8
+  sqirl_num_steps: int = 50
+  sqirl_learning_rate: float = 1e-2
+  sticky: float = 0.0
+  tabular_max_m: int = 256
+  tabular_runs: int = 5
+  bridge: bool = True
+  bridge_doublings: int = 7
+
+
+QUICK = StudyConfig(num_mdps=4, horizon=8, sizes=(4,), seeds=3, dqn_updates=400,
+                    dqn_eval_every=40, ppo_updates=20, ppo_eval_every=2, sqirl_doublings=7,
+                    tabular_max_m=64, tabular_runs=5, bridge=False)
+FULL = StudyConfig()
+
+
+def _tol(j_star):
+  return 1e-4 * np.maximum(1.0, np.abs(np.asarray(j_star, np.float64)))
+
+
+def _dqn_config(cfg: StudyConfig) -> dict:
+  return dict(horizon=cfg.horizon, num_envs=8, num_updates=cfg.dqn_updates,
+              eval_every=cfg.dqn_eval_every, buffer_size=2000, batch_size=32,
+              learning_starts=200, learning_rate=1e-3, target_update_interval=50,
+              epsilon_fraction=0.5, hidden=(64, 64))
+
+
+def _ppo_config(cfg: StudyConfig) -> dict:
+  return dict(horizon=cfg.horizon, num_envs=8, num_steps=2 * cfg.horizon,
+              num_updates=cfg.ppo_updates, eval_every=cfg.ppo_eval_every, update_epochs=4,
+              num_minibatches=4, learning_rate=3e-3, ent_coef=0.01, hidden=(64, 64))
+
+
+def _stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
+  return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *mdps)
+
+
+def _run_deep(train: Callable, specs: Sequence[MazeSpec], keys: jax.Array, config: dict,
+              sub_key: str) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+  """One vmapped call over (mazes x seeds) of a part-1 agent on the
+  time-augmented mazes; returns per-seed steps to optimal ``[B, R]``, the
+  final exact ``J [B, R]``, the cap (total env steps of a run) and the
+  agent's exact ``J* [B]`` (seed 0)."""
+  from jaxrl_dp.deep.scoring import steps_to_optimal
+  T = specs[0].horizon
+  s = specs[0].transitions.shape[0]
+  mdps = _stack([time_augmented(sp) for sp in specs])
+  feats = jnp.asarray(time_features(s, T))
+  run = lambda k, m: train(k, m, observation=feats, **config)
+  res = jax.jit(jax.vmap(jax.vmap(run, in_axes=(0, None)), in_axes=(None, 0)))(keys, mdps)
+  met = jax.device_get(res.metrics)
+  sub = np.asarray(met[sub_key], np.float64)
+  j_star = np.asarray(met["j_star"], np.float64)[..., -1]
+  steps = np.asarray(met["env_steps"])
+  sto = np.asarray(steps_to_optimal(jnp.asarray(steps), jnp.asarray(sub),
+                                    jnp.asarray(_tol(j_star))))
+  j_final = np.asarray(met["j"], np.float64)[..., -1]
+  return sto, j_final, float(steps[0, 0, -1]), j_star[:, 0]
+
+
+def _deep_sqirl(specs: Sequence[MazeSpec], ks: np.ndarray, cfg: StudyConfig,
+                key: jax.Array, doublings: int) -> Optional[dict]:
+  """Deep SQIRL over the doubling grid (vmapped over mazes and seeds).
+
+  ===== DEEP SQIRL PLUGS IN HERE =====
+  Uses ``jaxrl_dp.deep.sqirl.train_sqirl(key, mdp, *, horizon, k, episodes,
+  sticky)`` (result: ``policy int32 [T, S]``, exact ``metrics`` with ``j``,
+  ``j_star``, ``optimal``, ``env_steps``); returns None when that module is
+  not available.
+  """
+  try:
+    from jaxrl_dp.deep.sqirl import train_sqirl  # the other helper's module
+  except ImportError:
+    return None
+  T = specs[0].horizon
+  mdps = [base_mdp(sp) for sp in specs]
+  grid = [2 ** g for g in range(doublings)]
+  b = len(specs)
+  opt = np.zeros((len(grid), b, cfg.seeds), bool)
+  steps = np.zeros((len(grid), b, cfg.seeds))
+  j_fin = np.zeros((len(grid), b, cfg.seeds))
+  keys = jax.random.split(key, cfg.seeds)
+  for k in sorted(set(int(v) for v in ks)):
+    sel = [i for i in range(b) if ks[i] == k]
+    stacked = _stack([mdps[i] for i in sel])
+    run = lambda kk, e, m: train_sqirl(
+        kk, m, horizon=T, k=k, episodes=e, max_episodes=grid[-1], sticky=cfg.sticky,
+        num_steps=cfg.sqirl_num_steps, learning_rate=cfg.sqirl_learning_rate)
+    over_seeds = jax.vmap(run, in_axes=(0, None, None))
+    over_grid = jax.vmap(over_seeds, in_axes=(None, 0, None))
+    res = jax.jit(jax.vmap(over_grid, in_axes=(None, None, 0)))(
+        keys, jnp.asarray(grid, jnp.int32), stacked)
+    met = jax.device_get(res.metrics)  # [B_k, G, R]
+    j = np.asarray(met["j"], np.float64)
+    js = np.asarray(met["j_star"], np.float64)
+    for n, i in enumerate(sel):
+      opt[:, i] = j[n] >= js[n] - _tol(js[n])
+      steps[:, i] = np.asarray(met["env_steps"], np.float64)[n]
+      j_fin[:, i] = j[n]
+  return {"grid": grid, "optimal": opt, "steps": steps, "j": j_fin}
+
+
+def _tabular(specs, ks, cfg: StudyConfig, key) -> dict:
+  from jaxrl_dp.random_policy import (gorp, gorp_sample_complexity, sqirl,
+                                      sqirl_sample_complexity)
+  out: dict[str, list] = {"sqirl": [], "sqirl_censored": [], "gorp": [], "gorp_censored": []}
+  for i, sp in enumerate(specs):
+    mdp = base_mdp(sp)
+    k = int(ks[i])
+    for name, fn, run in (("sqirl", sqirl_sample_complexity, sqirl),
+                          ("gorp", gorp_sample_complexity, gorp)):
+      sc = fn(jax.random.fold_in(key, i), mdp, sp.horizon, k, max_m=cfg.tabular_max_m,
+              num_runs=cfg.tabular_runs)
+      if math.isfinite(sc.sample_complexity):
+        out[name].append(float(sc.sample_complexity))
+        out[name + "_censored"].append(False)
+      else:  # the cap: median steps of max_m
+        res = jax.device_get(run(key, mdp, sp.horizon, k, cfg.tabular_max_m,
+                                 num_runs=cfg.tabular_runs))
+        cap = float(np.median(np.sum(np.asarray(res.timesteps_per_iteration), axis=-1)))
+        out[name].append(cap)
+        out[name + "_censored"].append(True)
+  return out
+
+
+def run_study(cfg: StudyConfig = FULL, *, bridge_root: str | Path | None = None,
+              progress: Optional[Callable[[str], None]] = None) -> dict:
+  """Runs the whole study (see the module docstring); host values only.
+
+  Args:
+    cfg: the scale (:data:`QUICK`, :data:`FULL` or your own).
+    bridge_root: the BRIDGE fixtures' folder (default ``../shared/data/bridge``
+      next to the repository); fixtures absent there are skipped with a
+      reason.
+    progress: called with a line per finished stage (e.g. ``print``).
+
+  Returns:
+    dict with ``config``; ``mazes``: per maze ``name``, ``layout``,
+    ``num_states``, ``goal_distance``, ``j_star`` (float64 NumPy backward
+    induction), ``min_k``, ``k``, ``effective_horizon``, and per algorithm
+    ``<alg>`` (sample complexity, env steps) and ``<alg>_censored`` for
+    ``dqn``, ``ppo``, ``deep_sqirl`` (if available), ``sqirl``, ``gorp``,
+    plus ``dqn_final_j`` / ``ppo_final_j``; ``caps``; ``correlations``
+    (:func:`study_correlations`); ``bridge``: the fixtures' rows (same keys,
+    no DQN / PPO: see ``bridge_skipped``); ``seconds`` per stage.
+  """
+  from jaxrl_dp.deep.dqn import train_dqn
+  from jaxrl_dp.deep.ppo import train_ppo
+  from jaxrl_dp.random_policy import analyze_effective_horizon_batch
+  say = progress or (lambda _: None)
+  secs: dict[str, float] = {}
+  t0 = time.perf_counter()
+  specs = gridworld_suite(cfg.num_mdps, horizon=cfg.horizon, seed=cfg.seed, sizes=cfg.sizes)
+  s_max = max(sp.transitions.shape[0] for sp in specs)
+  padded = [pad_spec(sp, s_max) for sp in specs]
+  b = len(padded)
+  j_star = np.asarray([finite_horizon_optimum(sp) for sp in padded])
+  mdps = _stack([base_mdp(sp) for sp in padded])
+  eh = analyze_effective_horizon_batch(mdps, cfg.horizon, progress=False)
+  min_k = np.asarray(eh.min_k)
+  ks = np.clip(np.where(min_k > 0, min_k, cfg.k_max), 1, cfg.k_max)
+  secs["suite_and_effective_horizon"] = time.perf_counter() - t0
+  say(f"suite of {b} mazes (S <= {s_max}), effective horizon: "
+      f"{secs['suite_and_effective_horizon']:.1f} s")
+  key = jax.random.key(cfg.seed)
+  keys = jax.random.split(jax.random.fold_in(key, 1), cfg.seeds)
+  rows: dict[str, Any] = {}
+  caps: dict[str, float] = {}
+  for name, train, conf, sub_key in (
+      ("dqn", train_dqn, _dqn_config(cfg), "suboptimality"),
+      ("ppo", train_ppo, _ppo_config(cfg), "greedy_suboptimality")):
+    t1 = time.perf_counter()
+    sto, j_fin, cap, js_agent = _run_deep(train, padded, keys, conf, sub_key)
+    vals = [censored_median(sto[i], cap) for i in range(b)]
+    rows[name] = [v for v, _ in vals]
+    rows[name + "_censored"] = [c for _, c in vals]
+    rows[name + "_final_j"] = j_fin.tolist()
+    rows[name + "_per_seed"] = sto.tolist()
+    rows[name + "_j_star_agent"] = js_agent.tolist()
+    caps[name] = cap
+    secs[name] = time.perf_counter() - t1
+    say(f"{name}: {secs[name]:.1f} s, censored {sum(rows[name + '_censored'])}/{b}")
+  t1 = time.perf_counter()
+  ds = _deep_sqirl(padded, ks, cfg, jax.random.fold_in(key, 2), cfg.sqirl_doublings)
+  if ds is not None:
+    cap = float(np.max(ds["steps"][-1]))
+    dvals = [doubling_sample_complexity(ds["grid"], ds["optimal"][:, i], ds["steps"][:, i], cap)
+             for i in range(b)]
+    rows["deep_sqirl"] = [v for v, _, _ in dvals]
+    rows["deep_sqirl_episodes"] = [e for _, e, _ in dvals]
+    rows["deep_sqirl_censored"] = [c for _, _, c in dvals]
+    caps["deep_sqirl"] = cap
+    secs["deep_sqirl"] = time.perf_counter() - t1
+    say(f"deep SQIRL: {secs['deep_sqirl']:.1f} s, censored {sum(rows['deep_sqirl_censored'])}/{b}")
+  else:
+    say("deep SQIRL: jaxrl_dp.deep.sqirl not available, skipped")
+  t1 = time.perf_counter()
+  rows.update(_tabular(padded, ks, cfg, jax.random.fold_in(key, 3)))
+  secs["tabular"] = time.perf_counter() - t1
+  say(f"tabular SQIRL and GORP: {secs['tabular']:.1f} s")
+  mazes = []
+  for i, sp in enumerate(specs):
+    row = {"name": sp.name, "layout": list(sp.layout), "num_states": int(sp.transitions.shape[0]),
+           "goal_distance": sp.goal_distance, "j_star": float(j_star[i]),
+           "min_k": int(min_k[i]), "k": int(ks[i]),
+           "effective_horizon": float(np.asarray(eh.effective_horizon)[i])}
+    for name, vals in rows.items():
+      row[name] = vals[i]
+    mazes.append(row)
+  out = {"config": dataclasses.asdict(cfg), "learner_discount": LEARNER_DISCOUNT,
+         "mazes": mazes, "caps": caps}
+  out["correlations"] = study_correlations(mazes)
+  if cfg.bridge:
+    t1 = time.perf_counter()
+    out["bridge"], out["bridge_skipped"] = run_bridge(cfg, bridge_root)
+    secs["bridge"] = time.perf_counter() - t1
+    say(f"BRIDGE fixtures: {secs['bridge']:.1f} s")
+  secs["total"] = time.perf_counter() - t0
+  out["seconds"] = secs
+  return out
+
+
+def run_bridge(cfg: StudyConfig = FULL,
+               root: str | Path | None = None) -> tuple[list, dict]:
+  """The BRIDGE fixtures' rows: effective horizon, tabular SQIRL and GORP,
+  deep SQIRL (grid ``2^0..2^(bridge_doublings-1)``); DQN and PPO are skipped
+  (see each row's ``dqn_ppo``).
+
+  Args:
+    cfg: the scale (``seeds``, ``k_max``, ``tabular_*``, ``sqirl_*``,
+      ``bridge_doublings``).
+    root: the fixtures' folder (default ``../shared/data/bridge`` next to
+      the repository).
+
+  Returns:
+    ``(rows, skipped)``: one dict per fixture found (keys as the mazes of
+    :func:`run_study`) and ``{name: reason}`` for the fixtures not found.
+  """
+  from jaxrl_dp.random_policy import analyze_effective_horizon
+  key = jax.random.fold_in(jax.random.key(cfg.seed), 5)
+  root = Path(root) if root is not None else (
+      Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bridge")
+  rows, skipped = [], {}
+  for name in BRIDGE_FIXTURES:
+    if not (root / name / "consolidated.npz").is_file():
+      skipped[name] = f"not found under {root}"
+      continue
+    sp = load_bridge_spec(root, name)
+    mdp = base_mdp(sp)
+    eh = analyze_effective_horizon(mdp, sp.horizon)
+    k = int(np.clip(eh.min_k if eh.min_k > 0 else cfg.k_max, 1, cfg.k_max))
+    row = {"name": name, "num_states": int(sp.transitions.shape[0]), "horizon": sp.horizon,
+           "j_star": finite_horizon_optimum(sp), "min_k": int(eh.min_k), "k": k,
+           "effective_horizon": float(eh.effective_horizon),
+           "dqn_ppo": "skipped: the time-augmented MDP has T*S+1 = "
+                      f"{sp.horizon * sp.transitions.shape[0] + 1} states, and part 1's exact "
+                      "scoring solves a dense LU of that size at every evaluation point"}
+    tab = _tabular([sp], np.asarray([k]), cfg, jax.random.fold_in(key, 7))
+    row.update({n: v[0] for n, v in tab.items()})
+    ds = _deep_sqirl([sp], np.asarray([k]), cfg, jax.random.fold_in(key, 8),
+                     cfg.bridge_doublings)
+    if ds is not None:
+      cap = float(np.max(ds["steps"][-1]))
+      v, e, c = doubling_sample_complexity(ds["grid"], ds["optimal"][:, 0],
+                                           ds["steps"][:, 0], cap)
+      row.update(deep_sqirl=v, deep_sqirl_episodes=e, deep_sqirl_censored=c)
+    rows.append(row)
+  return rows, skipped
+
+
+# ------------------------------------------------------------ statistics
+_PAIRS = (("deep_sqirl", "dqn"), ("deep_sqirl", "ppo"), ("sqirl", "dqn"), ("sqirl", "ppo"),
+          ("dqn", "ppo"))
+_ALGS = ("deep_sqirl", "dqn", "ppo", "sqirl", "gorp")
+
+
+def study_correlations(mazes: Sequence[dict]) -> dict:
+  """Spearman correlations of the log sample complexities over all mazes
+  (censored values at their cap).
+
+  Args:
+    mazes: rows of :func:`run_study` (``<alg>`` and ``effective_horizon``).
+
+  Returns:
+    ``{"<a>_vs_<b>": {"rho": float, "n": int}}`` for the algorithm pairs
+    and ``"<alg>_vs_H"`` for each algorithm against the effective-horizon
+    bound (pairs with a missing algorithm are left out).
+  """
+  out = {}
+  have = [a for a in _ALGS if mazes and a in mazes[0]]
+  h = np.asarray([m["effective_horizon"] for m in mazes], np.float64)
+  col = {a: np.log10(np.asarray([m[a] for m in mazes], np.float64)) for a in have}
+  for a, b in _PAIRS:
+    if a in col and b in col:
+      rho, n = spearman(col[a], col[b])
+      out[f"{a}_vs_{b}"] = {"rho": rho, "n": n}
+  for a in have:
+    rho, n = spearman(col[a], h)
+    out[f"{a}_vs_H"] = {"rho": rho, "n": n}
+  return out
+
+
+# ------------------------------------------------------------------- plot
+_LABELS = {"deep_sqirl": "deep SQIRL", "sqirl": "tabular SQIRL", "gorp": "GORP", "dqn": "DQN",
+           "ppo": "PPO"}
+
+
+def plot_deep_sample_complexity(results: dict, *, axes=None):
+  """The study's scatter: (a) DQN vs SQIRL, (b) PPO vs SQIRL, (c) every
+  algorithm vs the effective-horizon bound; log sample complexity, censored
+  mazes (not optimal within the budget) drawn at their cap as hollow
+  markers; Spearman in the titles and legend.
+
+  SQIRL on panels (a, b) is deep SQIRL when the study has it, else tabular
+  SQIRL (said in the axis label).
+
+  Args:
+    results: the dict of :func:`run_study`.
+    axes: three matplotlib Axes (a new 1 x 3 figure when None).
+
+  Returns:
+    the three Axes.
+  """
+  import matplotlib.pyplot as plt  # lazy: the plot extra
+  if axes is None:
+    _, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+  mazes = results["mazes"]
+  corr = results["correlations"]
+  sq = "deep_sqirl" if "deep_sqirl" in mazes[0] else "sqirl"
+
+  def col(a):
+    return (np.asarray([m[a] for m in mazes], np.float64),
+            np.asarray([m[a + "_censored"] for m in mazes], bool))
+
+  x, xc = col(sq)
+  for ax, other in zip(axes[:2], ("dqn", "ppo")):
+    y, yc = col(other)
+    cens = xc | yc
+    ax.scatter(x[~cens], y[~cens], s=14, color="C0", label="both optimal")
+    ax.scatter(x[cens], y[cens], s=18, facecolors="none", edgecolors="C3",
+               label="censored (at cap)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"{_LABELS[sq]}: env steps to optimal")
+    ax.set_ylabel(f"{_LABELS[other]}: env steps to optimal")
+    c = corr.get(f"{sq}_vs_{other}", {"rho": float("nan"), "n": 0})
+    ax.set_title(f"{_LABELS[other]} vs {_LABELS[sq]}: Spearman {c['rho']:.2f} (n={c['n']})")
+    ax.legend(fontsize="small")
+  ax = axes[2]
+  h = np.asarray([m["effective_horizon"] for m in mazes], np.float64)
+  for i, a in enumerate(a for a in _ALGS if a in mazes[0]):
+    y, yc = col(a)
+    c = corr[f"{a}_vs_H"]
+    ax.scatter(h[~yc], y[~yc], s=12, color=f"C{i}",
+               label=f"{_LABELS[a]} (Spearman {c['rho']:.2f})")
+    ax.scatter(h[yc], y[yc], s=16, facecolors="none", edgecolors=f"C{i}")
+  ax.set_yscale("log")
+  ax.set_xlabel("effective horizon bound H")
+  ax.set_ylabel("env steps to optimal")
+  ax.set_title("sample complexity vs effective horizon")
+  ax.legend(fontsize="x-small")
+  return tuple(axes)
