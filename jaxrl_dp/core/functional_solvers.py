@@ -1,32 +1,67 @@
-"""The solvers' side of matrix-free MDPs: protocol solvers, iterative policy
-evaluation and backward induction over a
+"""The solvers' side of matrix-free MDPs: protocol solvers, iterative and
+Krylov policy evaluation and backward induction over a
 :class:`~jaxrl_dp.core.functional.FunctionalOperator` (what
 ``value_iteration``, ``gauss_seidel_value_iteration``,
 ``anderson_value_iteration``, ``anchored_value_iteration``,
-``policy_evaluation(method="iterative")``, ``finite_horizon`` and
+``modified_policy_iteration``, ``policy_iteration(evaluation="krylov")``,
+``policy_evaluation(method="iterative" or "krylov")``, ``finite_horizon`` and
 ``random_q`` run when given a :class:`~jaxrl_dp.core.functional.FunctionalMDP`),
 and the policy check against such a model.
+
+Krylov solves are matrix-free: the matvec of ``(I - gamma P_pi) V = r_pi`` is
+one blockwise sweep of ``fn`` restricted to the policy's actions
+(:func:`functional_policy_system`), so nothing of size ``S x S`` (nor the
+``[S, A, K]`` model) is ever stored; GMRES keeps ``restart + 1`` vectors of
+``[S]``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.functional import (FunctionalMDP, FunctionalOperator,
                                       check_functional_input)
-from jaxrl_dp.core.iteration import sup_norm_solve
+from jaxrl_dp.core.iteration import (bellman_residual_bound, certified_solve,
+                                     discount_ok, sup_norm_solve, unit_roundoff)
 from jaxrl_dp.core.mdp import ROW_SUM_ATOL
 from jaxrl_dp.core.options import as_values, is_concrete
 from jaxrl_dp.core.protocol import iterative_solve
 from jaxrl_dp.core.types import FiniteHorizonSolution, PolicyEvaluation
 
 __all__ = ["as_functional_policy", "functional_finite_horizon",
-           "functional_policy_evaluation", "solve_functional"]
+           "functional_krylov_evaluation", "functional_krylov_values",
+           "functional_lower_bound_values", "functional_policy_evaluation",
+           "functional_policy_system", "krylov_solve", "solve_functional"]
+
+#: Krylov methods of :func:`krylov_solve`.
+KRYLOV_METHODS = ("gmres", "bicgstab")
+#: GMRES restart length (the Krylov subspace built between restarts).
+GMRES_RESTART = 20
+
+
+@flax.struct.dataclass
+class _Operator(FunctionalOperator):
+  """:class:`FunctionalOperator` whose deterministic-policy backups call
+  ``fn`` at the policy's action only (``A`` times fewer calls than a full
+  backup): the sweeps of modified policy iteration and of policy
+  evaluation."""
+
+  def policy_apply(self, v: jax.Array, policy: jax.Array) -> jax.Array:
+    """``T_pi v [S]`` for ``int [S]`` or ``float [S, A]`` policies."""
+    mdp = self.mdp
+
+    def block(states):
+      ns, p, r_pi = _policy_rows(mdp, policy, states)
+      return r_pi + mdp.discount * jnp.sum(p * v[ns], axis=1)
+
+    return mdp.map_states(block)
 
 
 def solve_functional(mdp: FunctionalMDP, make_solver: Callable, options: dict, *,
@@ -47,7 +82,7 @@ def solve_functional(mdp: FunctionalMDP, make_solver: Callable, options: dict, *
 
 
 def _solve_functional_impl(mdp, tol, v0, *, make_solver, options, max_iters):
-  return iterative_solve(make_solver(**dict(options)), FunctionalOperator(mdp), v0, tol,
+  return iterative_solve(make_solver(**dict(options)), _Operator(mdp), v0, tol,
                          max_iters=max_iters)
 
 
@@ -128,7 +163,7 @@ def functional_policy_evaluation(mdp: FunctionalMDP, policy: jax.Array, *, tol,
 
 
 def _functional_evaluation_impl(mdp, policy, tol, v0, *, max_iters):
-  op = FunctionalOperator(mdp)
+  op = _Operator(mdp)
   rounding = op.rounding(policy)
 
   def step(v):
@@ -170,3 +205,137 @@ def _functional_finite_horizon_impl(mdp, terminal_values, *, horizon):
 
 _functional_finite_horizon = jax.jit(_functional_finite_horizon_impl,
                                      static_argnames=("horizon",))
+
+
+# ------------------------------------------------------------------- Krylov
+def krylov_solve(matvec: Callable, b: jax.Array, x0: jax.Array, atol, *,
+                 method: str = "gmres", maxiter: int = 100,
+                 restart: int = GMRES_RESTART) -> jax.Array:
+  """``x [S]`` solving ``matvec(x) = b`` by GMRES (restarted every
+  ``restart`` steps, Givens-rotation ``incremental`` variant: it stops inside
+  a cycle) or BiCGSTAB from :mod:`jax.scipy.sparse.linalg`, warm-started at
+  ``x0 [S]``, until the 2-norm of ``b - matvec(x)`` is ``<= atol`` or after
+  ``maxiter`` cycles (GMRES restarts / BiCGSTAB steps). No bound is
+  returned: callers certify ``x`` themselves. Jittable and vmappable."""
+  atol = jnp.asarray(atol, b.dtype)
+  if method == "gmres":
+    x, _ = jax.scipy.sparse.linalg.gmres(
+        matvec, b, x0=x0, tol=0.0, atol=atol, restart=restart,
+        maxiter=maxiter, solve_method="incremental")
+  else:
+    x, _ = jax.scipy.sparse.linalg.bicgstab(
+        matvec, b, x0=x0, tol=0.0, atol=atol, maxiter=maxiter)
+  return x
+
+
+def _policy_rows(mdp: FunctionalMDP, policy: jax.Array, states: jax.Array):
+  """``(next_states int32 [B, n], probs [B, n], r_pi [B])`` of ``P_pi`` and
+  ``r_pi`` at ``states [B]`` (``n = K`` for a deterministic policy: ``fn``
+  is called at the policy's action only; ``A K`` for a stochastic one, whose
+  rows are the ``pi``-weighted slots of every action)."""
+  pol = policy[states]
+  if bellman.is_deterministic_policy(pol):
+    ns, p, r = jax.vmap(mdp.fn, (0, 0, None))(states, pol.astype(jnp.int32), mdp.params)
+    p = p.astype(mdp.dtype)
+    r = r.astype(mdp.dtype)
+    if r.ndim == 2:  # per-slot rewards: their expectation (as FunctionalMDP.transitions)
+      r = jnp.sum(jnp.where(p == 0, 0.0, p * r), axis=-1)
+    return ns.astype(jnp.int32), p, r
+  ns, p, r, _ = mdp.transitions(states)
+  b = states.shape[0]
+  return (ns.reshape(b, -1), (pol[:, :, None] * p).reshape(b, -1),
+          bellman.policy_value_from_q(r, pol))
+
+
+def functional_policy_system(mdp: FunctionalMDP, policy: jax.Array):
+  """``(matvec, r_pi)`` of ``(I - gamma P_pi) V = r_pi`` for a
+  :class:`FunctionalMDP` and a checked policy (``int32 [S]`` or ``[S, A]``).
+
+  ``matvec: [S] -> [S]`` is ``v - gamma P_pi v``, one blockwise sweep of
+  ``fn`` (``O(block_size A K)`` entries at a time, split over the model's
+  mesh when it has one); ``r_pi [S]`` is computed once. Jittable."""
+  gamma = mdp.discount
+
+  def matvec(v):
+    nxt = mdp.map_states(lambda st: _next_expectation(mdp, policy, v, st))
+    return v - gamma * nxt
+
+  r_pi = mdp.map_states(lambda st: _policy_rows(mdp, policy, st)[2])
+  return matvec, r_pi
+
+
+def _next_expectation(mdp, policy, v, states):
+  ns, p, _ = _policy_rows(mdp, policy, states)
+  return jnp.sum(p * v[ns], axis=1)
+
+
+def functional_krylov_values(mdp: FunctionalMDP, policy: jax.Array, v0: jax.Array,
+                             atol, *, method: str = "gmres", maxiter: int = 100,
+                             restart: int = GMRES_RESTART) -> jax.Array:
+  """``V^pi [S]`` by a matrix-free Krylov solve of ``(I - gamma P_pi) V =
+  r_pi`` (:func:`functional_policy_system`, :func:`krylov_solve`) from ``v0
+  [S]`` to a 2-norm linear residual ``<= atol`` (the Bellman residual
+  ``T_pi V - V``, which bounds its sup norm) or ``maxiter`` cycles."""
+  matvec, r_pi = functional_policy_system(mdp, policy)
+  return krylov_solve(matvec, r_pi, v0, atol, method=method, maxiter=maxiter,
+                      restart=restart)
+
+
+def functional_krylov_evaluation(mdp: FunctionalMDP, policy: jax.Array, *, tol,
+                                 max_iters: int, v0=None, krylov: str = "gmres"):
+  """Krylov evaluation of a checked policy (``int32 [S]`` or ``[S, A]``) on
+  a :class:`FunctionalMDP`, certified like ``policy_evaluation(method=
+  "krylov")``: cycles of one GMRES restart (``GMRES_RESTART`` matvecs) or 10
+  BiCGSTAB steps, warm-started, each followed by one blockwise ``T_pi``
+  sweep whose computed residual ``||T_pi V - V||_inf`` gives ``error_bound =
+  ((1 + u) residual + delta) / (1 - gamma')`` (``delta`` the rounding of that
+  sweep, ``gamma'`` gamma times the largest row sum of ``P_pi``); stops once
+  it is ``<= tol`` (``converged``), at the rounding floor, or after
+  ``max_iters`` cycles. Returns :class:`~jaxrl_dp.core.types.PolicyEvaluation`
+  (``q [S, A]`` of the returned values; ``iterations`` counts cycles)."""
+  check_functional_input(mdp, infinite_horizon=True)
+  s, dt = mdp.num_states, mdp.dtype
+  v0 = jnp.zeros((s,), dt) if v0 is None else as_values("v0", v0, (s,), dt)
+  return _functional_krylov(mdp, policy, jnp.asarray(tol, dt), v0, max_iters=max_iters,
+                            krylov=krylov)
+
+
+def _functional_krylov_impl(mdp, policy, tol, v0, *, max_iters, krylov):
+  op = _Operator(mdp)
+  rounding = op.rounding(policy)
+  modulus = op.modulus(policy)
+  m = jnp.where(discount_ok(modulus), modulus, 0.0)
+  # 2-norm target of the linear residual for a bound of about tol / 2.
+  target = 0.5 * tol * (1 - m)
+  chunk = 1 if krylov == "gmres" else 10
+  u = unit_roundoff(v0.dtype)
+  matvec, r_pi = functional_policy_system(mdp, policy)
+
+  def step(v):
+    v_next = krylov_solve(matvec, r_pi, v, target, method=krylov, maxiter=chunk)
+    v_tp = op.policy_apply(v_next, policy)
+    res = jnp.max(jnp.abs(v_tp - v_next))
+    delta = rounding(v_next, v_tp)
+    bound = bellman_residual_bound(res, delta, modulus)
+    floor = bellman_residual_bound(jnp.zeros_like(res), delta, modulus)
+    return v_next, res, bound, floor, 4 * u * jnp.max(jnp.abs(v_next))
+
+  r = certified_solve(step, v0, tol, max_iters=max_iters, valid=discount_ok(mdp.discount))
+  return PolicyEvaluation(values=r.values, q=op.q_values(r.values), iterations=r.iterations,
+                          residual=r.residual, converged=r.converged,
+                          error_bound=r.error_bound)
+
+
+_functional_krylov = jax.jit(_functional_krylov_impl, static_argnames=("max_iters", "krylov"))
+
+
+def functional_lower_bound_values(mdp: FunctionalMDP) -> jax.Array:
+  """``[S]`` filled with ``min_{valid (s, a)} r(s, a) / (1 - gamma)`` (one
+  blockwise sweep): modified policy iteration's default start, below every
+  policy's value (as :func:`jaxrl_dp.core.iteration.lower_bound_values`)."""
+  def block(states, ok):
+    _, _, r, m = mdp.transitions(states)
+    return jnp.min(jnp.where(m & ok[:, None], r, jnp.inf))
+
+  r_min = mdp.reduce_states(block, jnp.min)
+  return jnp.full((mdp.num_states,), r_min / (1.0 - mdp.discount), mdp.dtype)

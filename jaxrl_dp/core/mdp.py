@@ -682,9 +682,10 @@ def check_mdp_structure(mdp: Any, *, batched: bool = False) -> None:
     raise InvalidMDPError(
         "mdp: this function needs stored transition arrays and does not accept a "
         "FunctionalMDP (matrix-free): use value_iteration, gauss_seidel / anderson / "
-        "anchored_value_iteration, policy_evaluation(method='iterative'), "
-        "finite_horizon or random_q, which accept it, or mdp.materialize() for a "
-        "small instance")
+        "anchored_value_iteration, modified_policy_iteration, "
+        "policy_iteration(evaluation='krylov'), policy_evaluation(method='iterative' "
+        "or 'krylov'), finite_horizon or random_q, which accept it, or "
+        "mdp.materialize() for a small instance")
   if not isinstance(mdp, TabularMDP):
     raise InvalidMDPError(f"mdp: expected a TabularMDP, got {type(mdp).__name__}")
   want = 3 if batched else 2

@@ -9,8 +9,10 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.functional import FunctionalMDP
-from jaxrl_dp.core.functional_solvers import (as_functional_policy,
-                                              functional_policy_evaluation)
+from jaxrl_dp.core.functional_solvers import (GMRES_RESTART, as_functional_policy,
+                                              functional_krylov_evaluation,
+                                              functional_policy_evaluation,
+                                              krylov_solve)
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
                                      certified_solve, contraction_modulus,
@@ -26,8 +28,6 @@ from jaxrl_dp.planning.implicit import implicit_policy_values
 
 METHODS = ("exact", "krylov", "iterative")
 KRYLOV_SOLVERS = ("gmres", "bicgstab")
-#: GMRES restart length (the Krylov subspace built between restarts).
-GMRES_RESTART = 20
 
 
 def exact_policy_values(mdp: TabularMDP, policy: jax.Array) -> jax.Array:
@@ -94,15 +94,8 @@ def krylov_policy_values(mdp: TabularMDP, policy: jax.Array, v0: jax.Array,
   :func:`exact_policy_values`).
   """
   matvec, r_pi = policy_operator(mdp, policy)
-  atol = jnp.asarray(atol, r_pi.dtype)
-  if method == "gmres":
-    v, _ = jax.scipy.sparse.linalg.gmres(
-        matvec, r_pi, x0=v0, tol=0.0, atol=atol, restart=restart,
-        maxiter=maxiter, solve_method="incremental")
-  else:
-    v, _ = jax.scipy.sparse.linalg.bicgstab(
-        matvec, r_pi, x0=v0, tol=0.0, atol=atol, maxiter=maxiter)
-  return v
+  return krylov_solve(matvec, r_pi, v0, atol, method=method, maxiter=maxiter,
+                      restart=restart)
 
 
 @solver(infinite_horizon=True, kind="evaluation", reverse_mode=True)
@@ -162,7 +155,13 @@ def policy_evaluation(mdp: TabularMDP | FunctionalMDP, policy: jax.Array, *,
     ``converged``, ``error_bound``.
 
   A :class:`~jaxrl_dp.core.functional.FunctionalMDP` (matrix-free) takes
-  ``method="iterative"`` only (blockwise ``T_pi`` sweeps, same bound).
+  ``method="iterative"`` (blockwise ``T_pi`` sweeps, same bound) or
+  ``"krylov"`` (the matvec ``v - gamma P_pi v`` is one blockwise sweep of the
+  model function; each cycle is certified by one ``T_pi`` sweep:
+  :func:`~jaxrl_dp.core.functional_solvers.functional_krylov_evaluation`);
+  ``"exact"`` raises :class:`InvalidMDPError` (it needs a stored ``[S, S]``
+  ``P_pi``). No implicit derivatives for it (forward mode differentiates
+  through the iterations).
 
   Examples:
     Always action 0 in the MDP of :meth:`TabularMDP.from_dense`'s example:
@@ -190,13 +189,19 @@ def policy_evaluation(mdp: TabularMDP | FunctionalMDP, policy: jax.Array, *,
   """
   if isinstance(mdp, FunctionalMDP):  # is_functional(mdp)
     check_choice("method", method, METHODS)
-    if method != "iterative":
+    check_choice("krylov", krylov, KRYLOV_SOLVERS)
+    if method == "exact":
       raise InvalidMDPError(
-          f"method = {method!r}: a FunctionalMDP (matrix-free) is evaluated with "
-          f"method='iterative' (no stored P_pi to factorize or multiply); use "
-          f"mdp.materialize() for the {method} method on a small instance")
+          "method = 'exact': a FunctionalMDP (matrix-free) has no stored P_pi to "
+          "factorize (an LU needs a dense [S, S] matrix); use method='krylov' "
+          "(matrix-free GMRES) or method='iterative', or mdp.materialize() for the "
+          "exact method on a small instance")
     policy = as_functional_policy(policy, mdp)
     check_tol(tol)
+    if method == "krylov":
+      return functional_krylov_evaluation(mdp, policy, tol=tol,
+                                          max_iters=check_max_iters(max_iters), v0=v0,
+                                          krylov=krylov)
     return functional_policy_evaluation(mdp, policy, tol=tol,
                                         max_iters=check_max_iters(max_iters), v0=v0)
   check_solver_input(mdp, infinite_horizon=True)

@@ -54,8 +54,10 @@ ALIASES = {
     "lp": "linear_programming",
 }
 #: Methods that accept a :class:`~jaxrl_dp.core.functional.FunctionalMDP`
-#: (``"auto"`` is ``value_iteration(stop="span")`` for it).
-FUNCTIONAL_METHODS = ("value_iteration", "gauss_seidel", "anderson", "anchored")
+#: (``"auto"`` is ``value_iteration(stop="span")`` for it; policy iteration
+#: with ``evaluation="krylov"`` only).
+FUNCTIONAL_METHODS = ("value_iteration", "policy_iteration", "modified_policy_iteration",
+                      "gauss_seidel", "anderson", "anchored")
 #: Methods that run on the host (not jittable / vmappable).
 HOST_METHODS = ("linear_programming",)
 

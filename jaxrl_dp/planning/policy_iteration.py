@@ -1,4 +1,11 @@
-"""Policy iteration (exact or Krylov evaluation) and modified policy iteration."""
+"""Policy iteration (exact or Krylov evaluation) and modified policy iteration.
+
+A :class:`~jaxrl_dp.core.functional.FunctionalMDP` (matrix-free) is solved by
+modified policy iteration (the protocol solver
+:func:`modified_policy_iteration_solver` over its blockwise operator) and by
+policy iteration with Krylov evaluation (matvecs are blockwise sweeps of the
+model function); exact (LU) evaluation refuses it.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,22 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
+from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.functional import (FunctionalMDP, FunctionalOperator,
+                                      check_functional_input)
+from jaxrl_dp.core.functional_solvers import (as_functional_policy,
+                                              functional_krylov_values,
+                                              functional_lower_bound_values,
+                                              solve_functional)
 from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
                                      certified_solve, check_num_sweeps,
-                                     contraction_modulus, discount_ok,
-                                     lower_bound_values, row_sum_stats,
-                                     sup_norm_solve, unit_roundoff)
+                                     contraction_bound, contraction_modulus,
+                                     discount_ok, lower_bound_values,
+                                     row_sum_stats, sup_norm_solve,
+                                     unit_roundoff)
+from jaxrl_dp.core.operators import NominalOperator
+from jaxrl_dp.core.protocol import (IterativeSolver, SolverState,
+                                    initial_state)
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
@@ -22,6 +40,7 @@ from jaxrl_dp.core.types import Solution
 from jaxrl_dp.planning.implicit import implicit_greedy_solution
 from jaxrl_dp.planning.evaluation import (KRYLOV_SOLVERS, exact_policy_values,
                                          krylov_policy_values)
+from jaxrl_dp.planning.value_iteration import _span_bound, greedy_solution
 
 
 EVALUATIONS = ("exact", "krylov")
@@ -101,10 +120,19 @@ def policy_iteration(mdp: TabularMDP, *, evaluation: str = "exact",
     ``||T V - V||_inf`` of the returned values; ``converged``,
     ``error_bound``.
 
+  A :class:`~jaxrl_dp.core.functional.FunctionalMDP` (matrix-free) takes
+  ``evaluation="krylov"`` (the same loop and certificate; each matvec is one
+  blockwise sweep of the model function, the certificate one blockwise
+  backup; no implicit derivatives); ``"exact"`` raises
+  :class:`InvalidMDPError` (an LU needs a dense ``[S, S]`` ``P_pi``).
+
   Example (the 100 x 100 gridworld, ``S = 10^4`` sparse)::
 
     sol = jaxrl_dp.policy_iteration(mdp, evaluation="krylov", tol=1e-4)
   """
+  if isinstance(mdp, FunctionalMDP):  # is_functional(mdp)
+    return _functional_policy_iteration(mdp, evaluation, tol, max_iters, policy0, krylov,
+                                        eval_max_iters)
   check_solver_input(mdp, infinite_horizon=True)
   check_choice("evaluation", evaluation, EVALUATIONS)
   check_choice("krylov", krylov, KRYLOV_SOLVERS)
@@ -180,13 +208,67 @@ def _policy_iteration(mdp, policy0, tol, *, max_iters):
                                              "eval_max_iters"))
 def _krylov_policy_iteration(mdp, policy0, tol, *, max_iters, krylov,
                              eval_max_iters):
-  dtype = mdp.rewards.dtype
-  eps = jnp.finfo(dtype).eps
-  valid = discount_ok(mdp.discount)
-  modulus = contraction_modulus(mdp)
-  m = jnp.where(discount_ok(modulus), modulus, 0.0)
   r_max = jnp.max(jnp.where(mdp.action_mask, jnp.abs(mdp.rewards), 0.0))
-  s = mdp.rewards.shape[0]
+
+  def evaluate(pi, v, want):
+    return krylov_policy_values(mdp, pi, v, want, method=krylov, maxiter=eval_max_iters)
+
+  return _inexact_policy_iteration(NominalOperator(mdp), evaluate, policy0, tol, r_max,
+                                   max_iters=max_iters)
+
+
+def _functional_policy_iteration(mdp, evaluation, tol, max_iters, policy0, krylov,
+                                 eval_max_iters):
+  """:func:`policy_iteration` of a FunctionalMDP (checks, then the jitted loop)."""
+  check_choice("evaluation", evaluation, EVALUATIONS)
+  check_choice("krylov", krylov, KRYLOV_SOLVERS)
+  if evaluation == "exact":
+    raise InvalidMDPError(
+        "evaluation = 'exact': a FunctionalMDP (matrix-free) has no stored P_pi to "
+        "factorize (an LU needs a dense [S, S] matrix); use "
+        "policy_iteration(evaluation='krylov') (matrix-free GMRES), "
+        "modified_policy_iteration, or mdp.materialize() for a small instance")
+  check_functional_input(mdp, infinite_horizon=True)
+  max_iters = check_max_iters(max_iters)
+  eval_max_iters = check_max_iters(eval_max_iters, "eval_max_iters")
+  if tol is not None:
+    check_tol(tol)
+    tol = jnp.asarray(tol, mdp.dtype)
+  if policy0 is not None:
+    policy0 = as_functional_policy(policy0, mdp, field="policy0")
+    if not bellman.is_deterministic_policy(policy0):
+      raise InvalidMDPError(f"policy0: expected a deterministic int [S] = ({mdp.num_states},) "
+                            f"policy, got {policy0.dtype}{list(policy0.shape)}")
+  return _functional_krylov_pi(mdp, policy0, tol, max_iters=max_iters, krylov=krylov,
+                               eval_max_iters=eval_max_iters)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iters", "krylov", "eval_max_iters"))
+def _functional_krylov_pi(mdp, policy0, tol, *, max_iters, krylov, eval_max_iters):
+  op = FunctionalOperator(mdp)
+  if policy0 is None:  # greedy on the rewards, as for a stored MDP
+    policy0 = op.greedy(mdp.rewards_table())
+
+  def evaluate(pi, v, want):
+    return functional_krylov_values(mdp, pi, v, want, method=krylov, maxiter=eval_max_iters)
+
+  return _inexact_policy_iteration(op, evaluate, policy0, tol, op.reward_max(),
+                                   max_iters=max_iters)
+
+
+def _inexact_policy_iteration(op, evaluate, policy0, tol, r_max, *, max_iters):
+  """Inexact (Krylov) policy iteration over a protocol operator (``q_values``,
+  ``rounding``, ``modulus``, ``action_mask``, ``valid``): ``evaluate(pi, v_old,
+  want) -> v [S]`` solves ``V = T_pi V`` to a linear residual ``<= want``;
+  ``r_max`` is ``max |r|`` over valid actions. Traced."""
+  dtype = op.dtype
+  eps = jnp.finfo(dtype).eps
+  valid = op.valid()
+  modulus = op.modulus()
+  rounding = op.rounding()
+  mask = op.action_mask
+  m = jnp.where(discount_ok(modulus), modulus, 0.0)
+  s = op.num_states
   # The rounding level of the 2-norm linear residual (about eps |V| per
   # entry): the evaluation's final target when no tol is given.
   floor_target = eps * r_max / (1 - m)
@@ -212,19 +294,20 @@ def _krylov_policy_iteration(mdp, policy0, tol, *, max_iters, krylov,
     want = jnp.where(progress & ~stable_prev, want,
                      0.5 * jnp.minimum(want, want_prev))
     want = jnp.maximum(want, target)
-    v = krylov_policy_values(mdp, pi, v_old, want, method=krylov,
-                             maxiter=eval_max_iters)
-    q = bellman.q_values(mdp, v)
-    res, bound = _certificate(mdp, v, q)
-    tie_tol = 8 * eps * jnp.max(jnp.where(mdp.action_mask, jnp.abs(q), 0.0))
-    new = bellman.improve_policy(q, mdp.action_mask, pi, tie_tol)
+    v = evaluate(pi, v_old, want)
+    q = op.q_values(v)
+    # the certificate of _certificate, with the rounding and modulus hoisted
+    res = jnp.max(jnp.abs(bellman.masked_max(q, mask) - v))
+    bound = bellman_residual_bound(res, rounding(v, jnp.where(mask, q, 0.0)), modulus)
+    tie_tol = 8 * eps * jnp.max(jnp.where(mask, jnp.abs(q), 0.0))
+    new = bellman.improve_policy(q, mask, pi, tie_tol)
     stable = jnp.all(new == pi)
     final = want <= target
     progress = (it == 0) | (jnp.sum(v) > jnp.sum(v_old))
     return it + 1, new, v, q, res, bound, stable, final, want, progress
 
-  init = (jnp.asarray(0, jnp.int32), policy0, jnp.zeros((s,), dtype),
-          jnp.zeros_like(mdp.rewards), inf, inf, jnp.asarray(False),
+  init = (jnp.asarray(0, jnp.int32), policy0.astype(jnp.int32), jnp.zeros((s,), dtype),
+          jnp.zeros(mask.shape, dtype), inf, inf, jnp.asarray(False),
           jnp.asarray(False), inf, jnp.asarray(True))
   it, pi, v, q, res, bound, stable, _, _, _ = jax.lax.while_loop(cond, body, init)
   bound = jnp.where(valid & (it > 0) & ~jnp.isnan(bound), bound, inf)
@@ -298,7 +381,23 @@ def modified_policy_iteration(mdp: TabularMDP, *, num_sweeps: int = 20,
   Returns:
     :class:`Solution` with ``residual`` (see ``stop``), ``converged`` and
     ``error_bound``; ``q`` and ``policy`` are those of the returned values.
+
+  A :class:`~jaxrl_dp.core.functional.FunctionalMDP` (matrix-free) runs
+  :func:`modified_policy_iteration_solver` over its blockwise operator: the
+  same iterates and bounds (the default ``v0`` from one sweep of the
+  rewards), no implicit derivatives.
   """
+  if isinstance(mdp, FunctionalMDP):  # is_functional(mdp)
+    check_choice("stop", stop, STOP_RULES)
+    check_tol(tol)
+    check_num_sweeps(num_sweeps)
+    max_iters = check_max_iters(max_iters)
+    check_functional_input(mdp, infinite_horizon=True)
+    if v0 is None:
+      v0 = _functional_lower_bound(mdp)
+    return solve_functional(mdp, modified_policy_iteration_solver,
+                            {"num_sweeps": num_sweeps, "stop": stop}, tol=tol,
+                            max_iters=max_iters, v0=v0)
   check_solver_input(mdp, infinite_horizon=True)
   check_choice("stop", stop, STOP_RULES)
   check_tol(tol)
@@ -415,3 +514,70 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop):
   return Solution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),
                   iterations=r.iterations, residual=r.residual,
                   converged=r.converged, error_bound=r.error_bound)
+
+
+_functional_lower_bound = jax.jit(functional_lower_bound_values)
+
+
+def modified_policy_iteration_solver(num_sweeps: int = 20, stop: str = "sup") -> IterativeSolver:
+  """Modified policy iteration as an
+  :class:`~jaxrl_dp.core.protocol.IterativeSolver` over any Bellman operator
+  with the :class:`~jaxrl_dp.core.operators.NominalOperator` methods
+  (``apply``, ``policy_apply``, ``greedy``, ``rounding``, ``modulus``,
+  ``row_deviation``, ``q_values``): what :func:`modified_policy_iteration`
+  runs on a :class:`~jaxrl_dp.core.functional.FunctionalMDP`.
+
+  Each step applies ``T_pi`` ``num_sweeps - 1`` times to the values (none
+  on the first step), ``pi`` the greedy policy of the previous step, then
+  one greedy backup ``V' = T V``; its bound is that of
+  :func:`value_iteration_solver`'s step from ``V`` (``"sup"``: ``(gamma'
+  ||V' - V|| + delta) / (1 - gamma')``; ``"span"``: MacQueen's bounds, the
+  finalized values ``V' + shift``). ``state.aux`` holds ``(constants, pi
+  int32 [S], first bool [], shift [])``.
+
+  Args:
+    num_sweeps: backups per step, a Python int ``>= 1`` (static).
+    stop: ``"sup"`` or ``"span"`` (static).
+
+  Returns:
+    The :class:`~jaxrl_dp.core.protocol.IterativeSolver`; ``finalize`` gives a
+    :class:`Solution` (``values [S]``, ``q [S, A]``, ``policy int32 [S]``).
+  """
+  check_num_sweeps(num_sweeps)
+  check_choice("stop", stop, STOP_RULES)
+
+  def init(op, v0):
+    dtype = v0.dtype
+    consts = (op.rounding(), jnp.asarray(op.modulus(), dtype))
+    if stop == "span":
+      consts += (jnp.asarray(op.row_deviation(), dtype),)
+    return initial_state(v0, (consts, jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True),
+                              jnp.zeros((), dtype)))
+
+  def step(op, st):
+    consts, pi, first, _ = st.aux
+    rounding, modulus = consts[0], consts[1]
+    w = st.values
+    if num_sweeps > 1:
+      v = jax.lax.cond(first, lambda: w, lambda: jax.lax.fori_loop(
+          0, num_sweeps - 1, lambda _, x: op.policy_apply(x, pi), w))
+    else:
+      v = w
+    v_new, q = op.apply(v)
+    if stop == "sup":
+      res = jnp.max(jnp.abs(v_new - v))
+      delta = rounding(v, v_new)
+      bound = contraction_bound(res, delta, modulus)
+      floor = contraction_bound(jnp.zeros_like(res), delta, modulus)
+      noise = (2 * unit_roundoff(v.dtype) * jnp.max(jnp.abs(v_new))).astype(v.dtype)
+      shift = jnp.zeros((), v.dtype)
+    else:
+      res, bound, floor, noise, shift = _span_bound(op.discount, modulus, consts[2],
+                                                    rounding, v, v_new)
+    return SolverState(st.iteration + 1, v_new, res, bound, floor, noise,
+                       (consts, op.greedy(q), jnp.asarray(False), shift))
+
+  def finalize(op, st, tol, valid):
+    return greedy_solution(op, st.values + st.aux[3], st, tol, valid)
+
+  return IterativeSolver(init=init, step=step, finalize=finalize)
