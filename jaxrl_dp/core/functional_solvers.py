@@ -216,7 +216,20 @@ def krylov_solve(matvec: Callable, b: jax.Array, x0: jax.Array, atol, *,
   a cycle) or BiCGSTAB from :mod:`jax.scipy.sparse.linalg`, warm-started at
   ``x0 [S]``, until the 2-norm of ``b - matvec(x)`` is ``<= atol`` or after
   ``maxiter`` cycles (GMRES restarts / BiCGSTAB steps). No bound is
-  returned: callers certify ``x`` themselves. Jittable and vmappable."""
+  returned: callers certify ``x`` themselves. Jittable and vmappable.
+
+  Args:
+    matvec: ``[S] -> [S]``, a linear map.
+    b: ``[S]`` right-hand side.
+    x0: ``[S]`` start.
+    atol: ``[]`` target 2-norm of the residual (may be traced).
+    method: ``"gmres"`` or ``"bicgstab"`` (static).
+    maxiter: static cap on cycles.
+    restart: GMRES restart length (static).
+
+  Returns:
+    ``[S]`` the approximate solution.
+  """
   atol = jnp.asarray(atol, b.dtype)
   if method == "gmres":
     x, _ = jax.scipy.sparse.linalg.gmres(
@@ -253,7 +266,15 @@ def functional_policy_system(mdp: FunctionalMDP, policy: jax.Array):
 
   ``matvec: [S] -> [S]`` is ``v - gamma P_pi v``, one blockwise sweep of
   ``fn`` (``O(block_size A K)`` entries at a time, split over the model's
-  mesh when it has one); ``r_pi [S]`` is computed once. Jittable."""
+  mesh when it has one); ``r_pi [S]`` is computed once. Jittable.
+
+  Args:
+    mdp: the model.
+    policy: ``int32 [S]`` actions or ``[S, A]`` probabilities (checked).
+
+  Returns:
+    ``(matvec, r_pi [S])``.
+  """
   gamma = mdp.discount
 
   def matvec(v):
@@ -275,7 +296,18 @@ def functional_krylov_values(mdp: FunctionalMDP, policy: jax.Array, v0: jax.Arra
   """``V^pi [S]`` by a matrix-free Krylov solve of ``(I - gamma P_pi) V =
   r_pi`` (:func:`functional_policy_system`, :func:`krylov_solve`) from ``v0
   [S]`` to a 2-norm linear residual ``<= atol`` (the Bellman residual
-  ``T_pi V - V``, which bounds its sup norm) or ``maxiter`` cycles."""
+  ``T_pi V - V``, which bounds its sup norm) or ``maxiter`` cycles.
+
+  Args:
+    mdp: the model.
+    policy: ``int32 [S]`` or ``[S, A]`` (checked).
+    v0: ``[S]`` start values.
+    atol: ``[]`` target 2-norm of the linear residual.
+    method, maxiter, restart: as in :func:`krylov_solve` (static).
+
+  Returns:
+    ``[S]`` the values (uncertified).
+  """
   matvec, r_pi = functional_policy_system(mdp, policy)
   return krylov_solve(matvec, r_pi, v0, atol, method=method, maxiter=maxiter,
                       restart=restart)
@@ -291,8 +323,21 @@ def functional_krylov_evaluation(mdp: FunctionalMDP, policy: jax.Array, *, tol,
   ((1 + u) residual + delta) / (1 - gamma')`` (``delta`` the rounding of that
   sweep, ``gamma'`` gamma times the largest row sum of ``P_pi``); stops once
   it is ``<= tol`` (``converged``), at the rounding floor, or after
-  ``max_iters`` cycles. Returns :class:`~jaxrl_dp.core.types.PolicyEvaluation`
-  (``q [S, A]`` of the returned values; ``iterations`` counts cycles)."""
+  ``max_iters`` cycles.
+
+  Args:
+    mdp: the model (discount in ``[0, 1)``).
+    policy: ``int32 [S]`` or ``[S, A]`` (checked: :func:`as_functional_policy`).
+    tol: ``[]`` bound required of ``error_bound`` (checked by the caller).
+    max_iters: static cap on cycles (checked by the caller).
+    v0: ``[S]`` start values or None (zeros).
+    krylov: ``"gmres"`` or ``"bicgstab"`` (static).
+
+  Returns:
+    :class:`~jaxrl_dp.core.types.PolicyEvaluation` (``values [S]``, ``q [S,
+    A]`` of the returned values, ``iterations`` counting cycles, ``residual``
+    ``||T_pi V - V||_inf``, ``converged``, ``error_bound``).
+  """
   check_functional_input(mdp, infinite_horizon=True)
   s, dt = mdp.num_states, mdp.dtype
   v0 = jnp.zeros((s,), dt) if v0 is None else as_values("v0", v0, (s,), dt)
@@ -332,7 +377,14 @@ _functional_krylov = jax.jit(_functional_krylov_impl, static_argnames=("max_iter
 def functional_lower_bound_values(mdp: FunctionalMDP) -> jax.Array:
   """``[S]`` filled with ``min_{valid (s, a)} r(s, a) / (1 - gamma)`` (one
   blockwise sweep): modified policy iteration's default start, below every
-  policy's value (as :func:`jaxrl_dp.core.iteration.lower_bound_values`)."""
+  policy's value (as :func:`jaxrl_dp.core.iteration.lower_bound_values`).
+
+  Args:
+    mdp: the model.
+
+  Returns:
+    ``[S]`` start values in the model's dtype.
+  """
   def block(states, ok):
     _, _, r, m = mdp.transitions(states)
     return jnp.min(jnp.where(m & ok[:, None], r, jnp.inf))
