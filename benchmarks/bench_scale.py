@@ -39,7 +39,11 @@ Usage:
   python benchmarks/bench_scale.py                 # 10^4..10^7 stored, ..10^8 matrix-free
   python benchmarks/bench_scale.py --quick         # 10^4, 10^5 only
   python benchmarks/bench_scale.py --max-exp 6 --mf-max-exp 7 --solve-exp 5
-Writes benchmarks/results/scale.json and scale.md (``--quick``: scale_quick.*).
+  python benchmarks/bench_scale.py --mdpsolver-exps 5,6 [--parallel]  # mdpsolver rows only
+Writes benchmarks/results/scale.json and scale.md (``--quick``: scale_quick.*;
+``--mdpsolver-exps``: scale_mdpsolver.*, jaxrl_dp's default ``solve()`` on the
+stored model, or the solves named by ``--ours``, against mdpsolver at each
+size, with the ratios).
 """
 
 from __future__ import annotations
@@ -168,12 +172,19 @@ def child_solve(spec):
   stored, _ = _stored(fm) if with_stored else (None, None)
   scale = 1.0 / (1 - GAMMA)  # |V| <= max|r| / (1 - gamma), max|r| = 1
   tol = 1e-6 * scale
-  runs = [("matrix-free", "value_iteration(stop='span')",
-           lambda: value_iteration(fm, tol=tol, stop="span", max_iters=100_000))]
-  if stored is not None:
-    runs += [("stored", "value_iteration(stop='span')",
-              lambda: value_iteration(stored, tol=tol, stop="span", max_iters=100_000)),
-             ("stored", "solve() (MPI span, 20 sweeps)", lambda: jd.solve(stored, tol=tol))]
+  every = {
+      "mf_vi": ("matrix-free", "value_iteration(stop='span')",
+                lambda: value_iteration(fm, tol=tol, stop="span", max_iters=100_000)),
+      "mf_mpi": ("matrix-free", "modified_policy_iteration(stop='span', 20 sweeps)",
+                 lambda: jd.modified_policy_iteration(fm, tol=tol, stop="span",
+                                                      num_sweeps=20)),
+      "stored_vi": ("stored", "value_iteration(stop='span')",
+                    lambda: value_iteration(stored, tol=tol, stop="span", max_iters=100_000)),
+      "stored_solve": ("stored", "solve() (MPI span, 20 sweeps)",
+                       lambda: jd.solve(stored, tol=tol))}
+  names = spec.get("runs") or (["mf_vi", "stored_vi", "stored_solve"] if stored is not None
+                               else ["mf_vi"])
+  runs = [every[n] for n in names]
   values = {}
   for kind, name, fn in runs:
     t0 = time.perf_counter()
@@ -272,6 +283,14 @@ def main():
                   help="time each full solve by one call (compile included)")
   ap.add_argument("--name", default=None, help="output base name (default scale)")
   ap.add_argument("--timeout", type=int, default=1800, help="seconds per child")
+  ap.add_argument("--mdpsolver-exps", default=None,
+                  help="only the mdpsolver comparison at S = 10^e for these e (e.g. '5,6'); "
+                  "writes scale_mdpsolver.*")
+  ap.add_argument("--parallel", action="store_true",
+                  help="mdpsolver comparison: run the sizes at the same time")
+  ap.add_argument("--ours", default="stored_solve",
+                  help="jaxrl_dp solves of the mdpsolver comparison (comma list of "
+                  "stored_solve, mf_mpi, stored_vi, mf_vi)")
   ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                     "results"))
   args = ap.parse_args()
@@ -279,6 +298,8 @@ def main():
     spec = json.loads(args.child)
     print("RESULT " + json.dumps(CHILDREN[spec["child"]](spec), default=float), flush=True)
     return
+  if args.mdpsolver_exps:
+    return main_mdpsolver(args)
   if args.quick:
     args.max_exp, args.mf_max_exp, args.solve_exp = 5, 5, 4
   machine = _common.machine_info()
@@ -332,6 +353,113 @@ def main():
   base = args.name or ("scale_quick" if args.quick else "scale")
   _common.write_results(args.out_dir, base, res, report(res))
   log(report(res))
+
+
+def main_mdpsolver(args):
+  """The mdpsolver comparison only: for each ``S = 10^e``, jaxrl_dp's solves
+  (``--ours``) of the stored grid world, then mdpsolver (``mpi``, serial) on
+  the same arrays (list conversion, model loading and solve timed apart; its
+  tolerance tightened until its values are within ``1e-6 max|V|`` of the
+  certified jaxrl_dp solution), and the ratios."""
+  import mdpsolver  # noqa: F401 - fail early when it is missing
+  machine = _common.machine_info()
+  t_start = time.perf_counter()
+  target = 1e-6 / (1 - GAMMA)
+  res = {"machine": machine, "gamma": GAMMA, "target": target, "sizes": [],
+         "timeout": args.timeout}
+  os.makedirs(args.out_dir, exist_ok=True)
+
+  def one_size(e):
+    side = SIDES[e]
+    dump = os.path.join(args.out_dir, f".scale_dump_{side}.npz")
+    entry = {"exp": e, "side": side, "load_before_ours": os.getloadavg()}
+    log(f"10^{e}: load {entry['load_before_ours']}")
+    ours = run_child({"child": "solve", "side": side, "slip": 0.1, "dump": dump,
+                      "stored": True, "runs": args.ours.split(",")}, args.timeout)
+    entry["ours"] = ours
+    log(f"ours 10^{e}: {ours.get('status')} "
+        f"{[(x['solver'], x['kind'], round(x['solve_s'], 2)) for x in ours.get('rows', [])]}")
+    entry["load_before_mdpsolver"] = os.getloadavg()
+    if os.path.exists(dump):
+      md = run_child({"child": "mdpsolver", "dump": dump, "target": target,
+                      "tols": [target * 10, target, target * (1 - GAMMA)]}, args.timeout)
+      os.remove(dump)
+    else:
+      md = {"status": "no dump (jaxrl_dp solve failed)"}
+    entry["mdpsolver"] = md
+    entry["load_after"] = os.getloadavg()
+    log(f"mdpsolver 10^{e}: {md}")
+    return entry
+
+  exps = [int(x) for x in args.mdpsolver_exps.split(",")]
+  if args.parallel:  # one thread per size (each runs its children one after the other)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(exps)) as pool:
+      res["sizes"] = list(pool.map(one_size, exps))
+  else:
+    res["sizes"] = [one_size(e) for e in exps]
+  res["parallel_sizes"] = bool(args.parallel)
+  res["wall_s"] = time.perf_counter() - t_start
+  res["machine"]["loadavg_at_end"] = os.getloadavg()
+  text = report_mdpsolver(res)
+  _common.write_results(args.out_dir, args.name or "scale_mdpsolver", res, text)
+  log(text)
+
+
+def report_mdpsolver(res):
+  m = res["machine"]
+  lines = ["# Scale: jaxrl_dp vs mdpsolver on one large stored MDP", "",
+           f"Machine: {m['cpu_model']}, {m.get('cpu_count_affinity')} cores, "
+           f"{m.get('mem_total_gib')} GiB, shared with other jobs: load average at start "
+           f"{_load(m.get('loadavg_at_start'))}, at end {_load(m.get('loadavg_at_end'))}; "
+           f"wall {res.get('wall_s', 0):.0f} s.", "",
+           "2-D grid world with slip 0.1 (A = 4, K = 4, gamma 0.99), stored sparse, "
+           "float64; the same arrays go to mdpsolver (mpi, serial, NumPy -> Python lists). "
+           f"Accuracy: max|V - V_ref| <= {res['target']:.0e} (1e-6 max|V|), V_ref the "
+           "jaxrl_dp solution with the smallest certified error_bound; mdpsolver's "
+           "tolerance is tightened until it meets that (each attempt listed). jaxrl_dp "
+           "times: one timed call after a compile call (first call in brackets)."
+           + (" The sizes ran at the same time (one process each)."
+              if res.get("parallel_sizes") else ""), ""]
+  rows = []
+  for en in res["sizes"]:
+    ours, md = en["ours"], en["mdpsolver"]
+    s = f"{en['side'] ** 2:,}"
+    if ours.get("status") != "ok":
+      rows.append([s, "jaxrl_dp", ours.get("status")] + ["-"] * 6)
+      continue
+    for x in ours["rows"]:
+      rows.append([s, f"jaxrl_dp {x['kind']} {x['solver']}", "-", "-",
+                   f"{_common.fmt_s(x['solve_s'])} ({_common.fmt_s(x['compile_and_first_s'])})",
+                   f"{x['error_bound']:.1e} (bound)", f"{x['max_diff_vs_best']:.1e}", "-",
+                   _load(en["load_before_ours"])])
+    best = min(x["solve_s"] for x in ours["rows"])
+    if md.get("status") != "ok":
+      killed = md.get("status", "").startswith(">")
+      limit = md.get("spec", {}).get("timeout") or res.get("timeout")
+      rows.append([s, "mdpsolver mpi", "-", "-", md.get("status"), "-", "-",
+                   f"> {limit / best:.1f}x (lists + load + solve > {limit} s)"
+                   if killed and limit else "-",
+                   _load(en["load_before_mdpsolver"])])
+      continue
+    for x in md["rows"]:
+      ok = x["max_diff_vs_jaxrl_dp"] <= res["target"]
+      rows.append([s, "mdpsolver mpi", _common.fmt_s(md["convert_s"]),
+                   _common.fmt_s(x["load_s"]), _common.fmt_s(x["solve_s"]),
+                   f"tolerance {x['tolerance']:.0e}", f"{x['max_diff_vs_jaxrl_dp']:.1e}",
+                   (f"{x['solve_s'] / best:.1f}x / "
+                    f"{(md['convert_s'] + x['load_s'] + x['solve_s']) / best:.1f}x")
+                   if ok else "(not accurate enough)",
+                   _load(en["load_before_mdpsolver"])])
+  lines.append(_common.md_table(
+      ["S", "solver", "lists", "load", "solve", "accuracy", "max diff vs V_ref",
+       "mdpsolver / fastest jaxrl_dp (solve / lists + load + solve)", "load avg before"],
+      rows))
+  return "\n".join(lines)
+
+
+def _load(x):
+  return "-" if not x else " ".join(f"{v:.1f}" for v in x)
 
 
 def report(res):
