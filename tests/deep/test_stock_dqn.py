@@ -134,7 +134,7 @@ def test_agent_loss_equals_numpy(representation):
                         next_obs=jnp.asarray(nxt),
                         discount=jnp.asarray([r[6] for r in rows], jnp.float32),
                         next_mask=jnp.asarray(np.asarray(mdp.action_mask)[[r[5] for r in rows]]))
-  got = float(agent.loss(params, target_params, batch))
+  got = float(jax.jit(agent.loss)(params, target_params, batch))
   scale = float(np.max(np.abs(np.asarray(prep.grid.stocks))))
   net_in = lambda x: jnp.asarray(x * np.r_[np.ones(3), 1 / scale, np.ones(2)].astype(np.float32))
   out = np.asarray(agent.network.apply(params, net_in(obs)), np.float64)
