@@ -8,9 +8,10 @@
 # on every next state of the nominal support (`robust.worst_case`: TV and KL penalties, an L1 ball).
 # Every evaluation point scores the greedy policy by its EXACT robust value (robust policy evaluation) against
 # the robust optimum (robust value iteration). Windy walk 6x6 with nominal wind 0.25; a nominal DQN on the same
-# model is scored the same way. On this task the nominal optimal policy is also robust-optimal at the start
-# state for all three sets (the adversary can push west in every corridor of the support, so no route is safer),
-# so the contrast is in the values learned, not in the start state's action.
+# model is scored the same way. On this task the nominal OPTIMAL policy is also robust-optimal at the start state
+# for all three sets (the adversary can push west in every corridor of the support, so no route is safer), but a
+# nominal DQN's greedy policy is only trained where the nominal dynamics go: the adversary's gusts lead the agent
+# to states where that policy can be wrong, which the robust targets train.
 #
 # **Deep IWOCS.** `jaxrl_dp.deep.deep_iwocs.deep_iwocs` runs IWOCS with DQN as the static solver: train DQN on
 # the current worst model, `Q_pess = min` over the found models' networks, act greedily, search the worst wind
@@ -23,6 +24,13 @@
 # What differs from the paper: IWOCS's deep version uses SAC/TD3 on MuJoCo with a CMA-ES search over
 # continuous dynamics parameters; here the static solver is DQN on a 24-state grid and the search is over one
 # scalar with an exact (LU-solve) objective, so the search never errs and every number is exact.
+#
+# Measured (full mode, 16 seeds; 822 s wall, 276 s CPU on the shared 2-core machine at load ~13): robust DQN
+# within 5% of the robust optimum for 15/16 (TV 0.03, optimum 0.238), 16/16 (KL 0.01, 0.600) and 16/16 seeds
+# (L1 0.2, 0.602); the nominal DQN's policies for 9/16, 9/16 and 16/16. Deep IWOCS: worst case over the winds
+# within 5% of the optimum 0.6263 (tabular IWOCS = hull robust VI) for 15/16 seeds with the grid search and
+# 15/16 with CEM (2 models found: alpha = 0, then 0.5; 52 and 640 exact model evaluations per run); a DQN
+# trained at alpha = 0 only has a worst-case median of 0.610.
 
 # %%
 from jaxrl_dp.figures.deep_robust import (default_uncertainty_sets, deep_iwocs_comparison,
