@@ -190,13 +190,15 @@ def child_solve(spec):
     t0 = time.perf_counter()
     sol = jax.block_until_ready(fn())
     first = time.perf_counter() - t0
+    c0 = time.process_time()
     if spec.get("single"):  # one call: its time includes compiling
       t = first
     else:
       t, _ = _common.best_of(lambda fn=fn: jax.block_until_ready(fn()), 1)
+    cpu = time.process_time() - c0  # CPU seconds of every thread (the timed call)
     v = np.asarray(sol.values)
     values[(kind, name)] = v
-    out["rows"].append({"kind": kind, "solver": name, "solve_s": t,
+    out["rows"].append({"kind": kind, "solver": name, "solve_s": t, "solve_cpu_s": cpu,
                         "compile_and_first_s": first, "single_call": bool(spec.get("single")),
                         "iterations": int(sol.iterations),
                         "error_bound": float(sol.error_bound),
@@ -235,10 +237,13 @@ def child_mdpsolver(spec):
     m = mdpsolver.model()
     m.mdp(discount=GAMMA, **lists)
     t1 = time.perf_counter()
+    c1 = time.process_time()
     m.solve(algorithm="mpi", tolerance=float(tol), verbose=False, parallel=False)
     t2 = time.perf_counter()
+    cpu = time.process_time() - c1
     v = np.asarray(m.getValueVector(), np.float64)
     out["rows"].append({"tolerance": tol, "load_s": t1 - t0, "solve_s": t2 - t1,
+                        "solve_cpu_s": cpu,
                         "max_diff_vs_jaxrl_dp": float(np.abs(v - ref).max())})
     if out["rows"][-1]["max_diff_vs_jaxrl_dp"] <= spec["target"]:
       break
@@ -430,7 +435,8 @@ def report_mdpsolver(res):
       continue
     for x in ours["rows"]:
       rows.append([s, f"jaxrl_dp {x['kind']} {x['solver']}", "-", "-",
-                   f"{_common.fmt_s(x['solve_s'])} ({_common.fmt_s(x['compile_and_first_s'])})",
+                   f"{_common.fmt_s(x['solve_s'])} ({_common.fmt_s(x['compile_and_first_s'])})"
+                   + _cpu(x),
                    f"{x['error_bound']:.1e} (bound)", f"{x['max_diff_vs_best']:.1e}", "-",
                    _load(en["load_before_ours"])])
     best = min(x["solve_s"] for x in ours["rows"])
@@ -445,7 +451,7 @@ def report_mdpsolver(res):
     for x in md["rows"]:
       ok = x["max_diff_vs_jaxrl_dp"] <= res["target"]
       rows.append([s, "mdpsolver mpi", _common.fmt_s(md["convert_s"]),
-                   _common.fmt_s(x["load_s"]), _common.fmt_s(x["solve_s"]),
+                   _common.fmt_s(x["load_s"]), _common.fmt_s(x["solve_s"]) + _cpu(x),
                    f"tolerance {x['tolerance']:.0e}", f"{x['max_diff_vs_jaxrl_dp']:.1e}",
                    (f"{x['solve_s'] / best:.1f}x / "
                     f"{(md['convert_s'] + x['load_s'] + x['solve_s']) / best:.1f}x")
@@ -456,6 +462,10 @@ def report_mdpsolver(res):
        "mdpsolver / fastest jaxrl_dp (solve / lists + load + solve)", "load avg before"],
       rows))
   return "\n".join(lines)
+
+
+def _cpu(x):
+  return f", CPU {_common.fmt_s(x['solve_cpu_s'])}" if "solve_cpu_s" in x else ""
 
 
 def _load(x):

@@ -50,7 +50,7 @@ KRYLOV_FORCING = 0.1
 
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=True)
-def policy_iteration(mdp: TabularMDP, *, evaluation: str = "exact",
+def policy_iteration(mdp: TabularMDP | FunctionalMDP, *, evaluation: str = "exact",
                      tol: float | jax.Array | None = None, max_iters: int = 1_000,
                      policy0: jax.Array | None = None, krylov: str = "gmres",
                      eval_max_iters: int = 200) -> Solution:
@@ -324,7 +324,7 @@ STOP_RULES = ("sup", "span")
 
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=True)
-def modified_policy_iteration(mdp: TabularMDP, *, num_sweeps: int = 20,
+def modified_policy_iteration(mdp: TabularMDP | FunctionalMDP, *, num_sweeps: int = 20,
                               tol: float = 1e-6, max_iters: int = 10_000,
                               v0: jax.Array | None = None,
                               stop: str = "sup") -> Solution:
