@@ -90,9 +90,18 @@ def make_dqn(config: DQNConfig, num_actions: int) -> QAgent:
                         b.discount, b.next_mask, double=config.double)
     return dqn_loss(net.apply(params, b.obs), b.action, y, config.loss)
 
+  def table_loss(params, target_params, b: Transition, states, next_states, obs_all):
+    # the same loss, each network run once on every state's observation
+    q_all = net.apply(params, obs_all)
+    q_next_target = net.apply(target_params, obs_all)[next_states]
+    q_next_online = q_all[next_states] if config.double else q_next_target
+    y = double_q_target(jax.lax.stop_gradient(q_next_online), q_next_target, b.reward,
+                        b.discount, b.next_mask, double=config.double)
+    return dqn_loss(q_all[states], b.action, y, config.loss)
+
   tx = common.optimizer(config.learning_rate, config.max_grad_norm, eps=config.adam_eps,
                         anneal_steps=config.num_updates if config.anneal_lr else None)
-  return QAgent(network=net, tx=tx, loss=loss, q_values=net.apply)
+  return QAgent(network=net, tx=tx, loss=loss, q_values=net.apply, table_loss=table_loss)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

@@ -40,7 +40,7 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.options import check_horizon, check_int
 from jaxrl_dp.deep import common
-from jaxrl_dp.deep.networks import ActorCritic, greedy_action
+from jaxrl_dp.deep.networks import ActorCritic, greedy_action, mask_invalid
 from jaxrl_dp.deep.scoring import exact_reference
 
 __all__ = ["PPOConfig", "PPOTrainState", "Rollout", "gae", "rollout_values", "ppo_loss",
@@ -231,8 +231,15 @@ def ppo_init(key: jax.Array, config: PPOConfig, obs_dim: int, num_actions: int) 
 
 
 def ppo_update(config: PPOConfig, state: PPOTrainState, batch: Rollout,
-               num_actions: int) -> tuple[PPOTrainState, jax.Array]:
+               num_actions: int, *, states: Optional[jax.Array] = None,
+               obs_all: Optional[jax.Array] = None) -> tuple[PPOTrainState, jax.Array]:
   """One Adam step on :func:`ppo_loss` of the minibatch ``batch [B]``.
+
+  With ``states int [B]`` and ``obs_all [S, D]`` (the observation of every
+  state; ``batch.obs`` is then not read) the network runs once on the ``S``
+  states and its outputs are gathered at ``states``: the same function and
+  gradient (up to rounding) for ``S`` rows of work instead of ``B`` (what
+  :func:`train_ppo` does when ``S <= B``).
 
   Returns:
     ``(new state, loss [])``. Pure; ``jax.jit`` gives the same numbers.
@@ -241,7 +248,12 @@ def ppo_update(config: PPOConfig, state: PPOTrainState, batch: Rollout,
   tx = _tx(config)
 
   def loss_fn(params):
-    logits, value = net.apply(params, batch.obs, batch.mask)
+    if states is None:
+      logits, value = net.apply(params, batch.obs, batch.mask)
+    else:
+      logits_all, value_all = net.apply(params, obs_all)
+      logits = mask_invalid(logits_all[states], batch.mask)
+      value = value_all[states]
     return ppo_loss(logits, value, batch, clip_eps=config.clip_eps,
                     vf_coef=config.vf_coef, ent_coef=config.ent_coef)
 
@@ -274,6 +286,11 @@ def _train(key, mdp, features, config: PPOConfig):
   batch_size = n * t_len
   mb = batch_size // config.num_minibatches
 
+  # An agent's observation is a function of the state (its row of obs_all):
+  # with no more states than minibatch rows, the losses and the rollout's
+  # values run the network on the S states and gather (S rows of work, not mb).
+  tabular = obs_all.shape[0] <= mb
+
   def env_step(c, _):
     env_state, obs, key, params = c
     key, k_act, k_env = jax.random.split(key, 3)
@@ -282,9 +299,13 @@ def _train(key, mdp, features, config: PPOConfig):
     logits = net.apply(params, x, mask, heads="actor")  # values: once, after the rollout
     action = jax.random.categorical(k_act, logits).astype(jnp.int32)
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[:, 0]
+    state = env_state.state
     env_state, obs, reward, done, info = jax.vmap(env.step)(
         jax.random.split(k_env, n), env_state, action)
-    next_x = common.as_features(info["next_obs"], index_obs)
+    if tabular:  # the states stand for the observations
+      x, next_x = state, info["next_state"]
+    else:
+      next_x = common.as_features(info["next_obs"], index_obs)
     out = (x, action, logp, mask, reward, next_x, info["discount"], done, info["truncated"])
     return (env_state, obs, key, params), out
 
@@ -292,13 +313,25 @@ def _train(key, mdp, features, config: PPOConfig):
     (env_state, obs, key, _), steps = jax.lax.scan(
         env_step, (c.env_state, c.obs, c.key, c.train.params), None, length=t_len)
     x, action, logp, mask, reward, next_x, discount, done, truncated = steps
-    value, next_value = rollout_values(
-        lambda z: net.apply(c.train.params, z, heads="critic"), x, next_x, truncated,
-        config.horizon)
+    if tabular:  # x, next_x: state indices [T, E]
+      v_all = net.apply(c.train.params, obs_all, heads="critic")
+      value, next_value = v_all[x], v_all[next_x]
+      obs_rows = jnp.zeros(x.shape + (0,), jnp.float32)  # not read: states instead
+    else:
+      value, next_value = rollout_values(
+          lambda z: net.apply(c.train.params, z, heads="critic"), x, next_x, truncated,
+          config.horizon)
+      obs_rows = x
     adv, target = gae(reward, value, next_value, discount, done, config.gae_lambda)
-    rollout = Rollout(obs=x, action=action, logp=logp, value=value, mask=mask,
+    rollout = Rollout(obs=obs_rows, action=action, logp=logp, value=value, mask=mask,
                       advantage=adv, target=target)
-    flat = jax.tree_util.tree_map(lambda z: z.reshape((batch_size,) + z.shape[2:]), rollout)
+    flat = jax.tree_util.tree_map(lambda z: z.reshape((batch_size,) + z.shape[2:]),
+                                  (rollout, x if tabular else None))
+
+    def step(s, b):
+      batch, states = b
+      return ppo_update(config, s, batch, num_actions, states=states,
+                        obs_all=obs_all if tabular else None)
 
     def epoch(carry, _):
       train, key = carry
@@ -306,8 +339,7 @@ def _train(key, mdp, features, config: PPOConfig):
       perm = jax.random.permutation(k_perm, batch_size)
       shuffled = jax.tree_util.tree_map(
           lambda z: z[perm].reshape((config.num_minibatches, mb) + z.shape[1:]), flat)
-      train, losses = jax.lax.scan(
-          lambda s, b: ppo_update(config, s, b, num_actions), train, shuffled)
+      train, losses = jax.lax.scan(step, train, shuffled)
       return (train, key), jnp.mean(losses)
 
     (train, key), losses = jax.lax.scan(epoch, (c.train, key), None,

@@ -26,6 +26,7 @@ each update step (all inside the scan)
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple, Optional
 
 import flax.linen as nn
@@ -109,6 +110,12 @@ class QAgent(NamedTuple):
     extra_metrics: optional ``(mdp, params, obs_all [S, D], policy int [S],
       states bool [S]) -> dict`` of further ``[]`` metrics (e.g. ``w1``
       over ``states``: the reachable non-terminal ones).
+    table_loss: optional ``(params, target_params, batch, states int [B],
+      next_states int [B], obs_all [S, D]) -> []``, the same loss computed by
+      running the networks once on the ``S`` states' observations and
+      gathering rows (``batch.obs``/``next_obs`` are then not read);
+      :func:`q_train` uses it when ``S <= batch_size`` (S rows of work per
+      network instead of B).
   """
 
   network: nn.Module
@@ -116,6 +123,7 @@ class QAgent(NamedTuple):
   loss: Callable
   q_values: Callable
   extra_metrics: Optional[Callable] = None
+  table_loss: Optional[Callable] = None
 
 
 @flax.struct.dataclass
@@ -158,6 +166,10 @@ def q_update(agent: QAgent, state: QTrainState, batch: Transition, *,
   target = optax.incremental_update(params, state.target_params, rate)
   return QTrainState(params=params, target_params=target, opt_state=opt_state,
                      step=step), loss
+
+
+def _table_loss(table_loss, states, next_states, obs_all, params, target_params, batch):
+  return table_loss(params, target_params, batch, states, next_states, obs_all)
 
 
 @flax.struct.dataclass
@@ -219,6 +231,8 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
                     discount=jnp.zeros((), mdp.rewards.dtype))
   buffer = replay_init(example, config.buffer_size)
   decay = config.epsilon_fraction * config.num_updates
+  # an agent's observation is a function of the state (its row of obs_all)
+  tabular = agent.table_loss is not None and obs_all.shape[0] <= config.batch_size
 
   def update(c: _Carry):
     key, k_act, k_env, k_sample = jax.random.split(c.key, 4)
@@ -235,7 +249,11 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
     batch = Transition(obs=obs_all[sample.state], action=sample.action, reward=sample.reward,
                        next_obs=obs_all[sample.next_state], discount=sample.discount,
                        next_mask=mdp.action_mask[sample.next_state])
-    learn = lambda s: q_update(agent, s, batch,
+    learner = agent
+    if tabular:
+      learner = agent._replace(loss=functools.partial(
+          _table_loss, agent.table_loss, sample.state, sample.next_state, obs_all))
+    learn = lambda s: q_update(learner, s, batch,
                                target_update_interval=config.target_update_interval,
                                tau=config.tau)
     skip = lambda s: (s, jnp.zeros((), jnp.float32))

@@ -117,6 +117,21 @@ def test_update_jit_equals_nojit_and_finite_with_masks():
   chex.assert_tree_all_finite(a.params)
 
 
+def test_update_from_state_table_equals_update_on_rows():
+  """ppo_update with ``states``/``obs_all`` (the network run once on every
+  state, rows gathered) equals the update on the gathered observations."""
+  cfg = ppo.PPOConfig(hidden=(8,))
+  rng = np.random.default_rng(6)
+  batch = _rollout(rng)
+  obs_all = jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)
+  states = jnp.asarray(rng.integers(0, 5, 8), jnp.int32)
+  state = ppo.ppo_init(jax.random.key(0), cfg, 4, 3)
+  a, la = ppo.ppo_update(cfg, state, batch.replace(obs=obs_all[states]), 3)
+  b, lb = ppo.ppo_update(cfg, state, batch, 3, states=states, obs_all=obs_all)
+  chex.assert_trees_all_close(a, b, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(la, lb, rtol=1e-5)
+
+
 def _chains():
   # small reward 0.05 (not 2/10 = 0.2): with 0.2 the "always go back" local
   # optimum traps on-policy PPO for half the seeds (the Chain's purpose).

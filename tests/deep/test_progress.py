@@ -46,6 +46,7 @@ def _recording(monkeypatch):
   return calls
 
 
+@pytest.mark.slow  # two compiles of a training run (default-run budget)
 def test_dqn_progress_bar_counts_updates_and_changes_nothing(capsys, monkeypatch):
   calls = _recording(monkeypatch)
   keys = jax.random.split(jax.random.key(3), 3)
@@ -64,6 +65,23 @@ def test_dqn_progress_bar_counts_updates_and_changes_nothing(capsys, monkeypatch
   # bit for bit the same training
   for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(shown)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_report_progress_drives_one_bar_per_run(capsys):
+  """The host side alone: points 0..3 of eval_every 5 end the bar at 20/20
+  and close it; a late report of a closed run (a vmapped duplicate) opens
+  nothing; the next run's point 0 opens a fresh bar."""
+  for e in range(4):
+    common.report_progress("X", 4, 5, np.int32(e))
+  assert "X" not in common._BARS
+  common.report_progress("X", 4, 5, np.int32(3))
+  assert "X" not in common._BARS
+  err = capsys.readouterr().err
+  assert re.findall(r"(\d+)/(\d+)", err)[-1] == ("20", "20"), err
+  common.report_progress("X", 2, 1, np.int32(0))
+  assert common._BARS["X"].n == 1 and common._BARS["X"].total == 2
+  common.report_progress("X", 2, 1, np.int32(1))
+  assert "X" not in common._BARS
 
 
 def test_no_callback_in_the_program_without_progress():
