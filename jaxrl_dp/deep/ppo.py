@@ -314,7 +314,7 @@ def _train(key, mdp, features, config: PPOConfig):
         env_step, (c.env_state, c.obs, c.key, c.train.params), None, length=t_len)
     x, action, logp, mask, reward, next_x, discount, done, truncated = steps
     if tabular:  # x, next_x: state indices [T, E]
-      v_all = net.apply(c.train.params, obs_all, heads="critic")
+      v_all = jnp.asarray(net.apply(c.train.params, obs_all, heads="critic"))
       value, next_value = v_all[x], v_all[next_x]
       obs_rows = jnp.zeros(x.shape + (0,), jnp.float32)  # not read: states instead
     else:
