@@ -218,21 +218,23 @@ def _collect_env(key, env, prefix, i, num):
   horizon = env.horizon
 
   def episode(k):
-    k0, k_run = jax.random.split(k)
+    k0, k_u, k_run = jax.random.split(k, 3)
     st, _ = env.reset(k0)
+    u = jax.random.uniform(k_u, (horizon,))
 
     def step(st, xs):
-      t, kt = xs
-      ka, ks = jax.random.split(kt)
+      t, u_t, kt = xs
       s = st.state
-      logits = jnp.where(mdp.action_mask[s], 0.0, -jnp.inf)
-      rand = jax.random.categorical(ka, logits).astype(jnp.int32)
+      valid = mdp.action_mask[s]
+      # uniform over valid actions: the floor(u * n)-th valid one
+      nth = jnp.minimum(jnp.floor(u_t * jnp.sum(valid)), jnp.sum(valid) - 1)
+      rand = jnp.argmax(jnp.cumsum(valid) > nth).astype(jnp.int32)
       a = jnp.where(t < i, prefix[t, s], rand)
-      nst, _, r, _, _, _ = env.transition(ks, st, a)
+      nst, _, r, _, _, _ = env.transition(kt, st, a)
       return nst, (s, a, r, ~env.terminal[s])
 
     last, (s, a, r, alive) = jax.lax.scan(
-        step, st, (jnp.arange(horizon), jax.random.split(k_run, horizon)))
+        step, st, (jnp.arange(horizon), u, jax.random.split(k_run, horizon)))
     return jnp.concatenate([s, last.state[None]]), a, r, alive
 
   keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(num))

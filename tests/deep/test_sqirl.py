@@ -28,6 +28,9 @@ BRIDGE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "da
 GRID4 = ["S...", ".#.#", "..#.", "#..G"]
 #: A 3x3 gridworld without walls.
 GRID3 = ["S..", "...", "..G"]
+CFG_ROLLOUT_TABLE = dict(horizon=T, k=2, episodes=24, regressor="table", sampler="rollout")
+CFG_STICKY_TABLE = dict(horizon=6, k=3, episodes=20, regressor="table", sticky=0.25,
+                        max_episodes=24, return_data=True)
 
 
 # ------------------------------------------------------------- references
@@ -170,8 +173,7 @@ def test_table_regressor_equals_tabular_sqirl_on_same_episodes(k):
   mdp = random_case(0)
   m = 24
   key = jax.random.key(5)
-  deep = train_sqirl(key, mdp, horizon=T, k=k, episodes=m, regressor="table",
-                     sampler="rollout")
+  deep = train_sqirl(key, mdp, **dict(CFG_ROLLOUT_TABLE, k=k))
   tab = sqirl(key, mdp, T, k, m, chunk_size=m)
   np.testing.assert_array_equal(deep.policy, tab.policy)
   np.testing.assert_array_equal(deep.support, tab.support)
@@ -193,8 +195,7 @@ def test_table_regressor_on_sticky_env_equals_numpy_sqirl_on_its_episodes():
   # the episodes follow the learned policy before step i.
   mdp = suites.gridworld(GRID4, slip=0.2, discount=0.9)
   horizon, k, m = 6, 3, 20
-  res = train_sqirl(jax.random.key(2), mdp, horizon=horizon, k=k, episodes=m,
-                    regressor="table", sticky=0.25, max_episodes=24, return_data=True)
+  res = train_sqirl(jax.random.key(2), mdp, **CFG_STICKY_TABLE)
   p, r, mask, init, gamma = dense_model(mdp)
   term = np_terminal(p, r, mask)
   assert term.sum() == 1
@@ -223,30 +224,39 @@ CFG_SMALL = dict(horizon=T, k=2, episodes=8, hidden=(16,), num_steps=20, sticky=
 
 
 def test_vmapped_seeds_equal_a_loop_without_retracing():
-  mdp = random_case(1)
+  # the configuration of the tabular comparison above (its compiled single run
+  # is reused); the MLP and the sticky env sampler under vmap: the slow tests
+  mdp = random_case(0)
   keys = jax.random.split(jax.random.key(0), 3)
-  batched = jax.vmap(lambda kk: train_sqirl(kk, mdp, **CFG_SMALL))(keys)
+  batched = jax.device_get(jax.vmap(lambda kk: train_sqirl(kk, mdp, **CFG_ROLLOUT_TABLE))(keys))
+  train_sqirl(keys[0], mdp, **CFG_ROLLOUT_TABLE)
   before = _train._cache_size()
-  p, r, mask, init, gamma = dense_model(mdp)
   for i in range(3):
-    one = train_sqirl(keys[i], mdp, **CFG_SMALL)
+    one = jax.device_get(train_sqirl(keys[i], mdp, **CFG_ROLLOUT_TABLE))
+    chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], batched), one, rtol=1e-6,
+                                atol=1e-6)
+  # another MDP of the same shapes reuses the compiled run
+  train_sqirl(keys[0], random_case(4), **CFG_ROLLOUT_TABLE)
+  assert _train._cache_size() == before
+  assert len({tuple(batched.q[i].ravel()) for i in range(3)}) == 3
+
+
+@pytest.mark.slow
+def test_mlp_vmapped_over_seeds_and_stacked_mdps_equals_single_runs():
+  mdps = [random_case(1), random_case(4)]
+  keys = jax.random.split(jax.random.key(0), 3)
+  batched = jax.device_get(jax.vmap(lambda kk: train_sqirl(kk, mdps[0], **CFG_SMALL))(keys))
+  p, r, mask, init, gamma = dense_model(mdps[0])
+  for i in range(3):
+    one = train_sqirl(keys[i], mdps[0], **CFG_SMALL)
     np.testing.assert_array_equal(batched.policy[i], one.policy)
     chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], batched.metrics), one.metrics,
                                 rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(batched.q[i], one.q, rtol=1e-4, atol=1e-4)
     want = np_sticky_values(p, r, mask, init, gamma, T, 0.25, np.asarray(one.policy))
     np.testing.assert_allclose(one.metrics["j"], want, rtol=1e-5, atol=1e-5)
-  train_sqirl(keys[0], random_case(4), **CFG_SMALL)  # same shapes: no new trace
-  assert _train._cache_size() - before == 1
-  assert len({tuple(np.asarray(batched.policy[i]).ravel()) for i in range(3)}
-             | {tuple(np.asarray(batched.q[i]).ravel()) for i in range(3)}) > 1
-
-
-@pytest.mark.slow
-def test_vmapped_over_stacked_mdps_equals_single_runs():
-  mdps = [random_case(1), random_case(4)]
-  keys = jax.random.split(jax.random.key(0), 2)
-  stacked = jax.vmap(lambda kk, mm: train_sqirl(kk, mm, **CFG_SMALL))(keys, jd.stack(mdps))
+  stacked = jax.device_get(
+      jax.vmap(lambda kk, mm: train_sqirl(kk, mm, **CFG_SMALL))(keys[:2], jd.stack(mdps)))
   for i in range(2):
     one = train_sqirl(keys[i], mdps[i], **CFG_SMALL)
     np.testing.assert_array_equal(stacked.policy[i], one.policy)
