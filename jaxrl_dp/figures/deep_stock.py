@@ -164,10 +164,10 @@ def stock_dqn_objective_curves(mdp: TabularMDP, horizon: int, objective: str,
   return out
 
 
-def _band(ax, x, y, fmt, label):
+def _band(ax, x, y, fmt, label, color):
   q1, med, q3 = np.percentile(np.asarray(y, np.float64), [25, 50, 75], axis=0)
-  line, = ax.plot(x, med, fmt, label=label)
-  ax.fill_between(x, q1, q3, color=line.get_color(), alpha=0.2)
+  ax.plot(x, med, fmt, label=label, color=color)
+  ax.fill_between(x, q1, q3, color=color, alpha=0.2)
 
 
 def plot_stock_dqn_curves(data: dict, *, ax=None, title: Optional[str] = None):
@@ -181,11 +181,11 @@ def plot_stock_dqn_curves(data: dict, *, ax=None, title: Optional[str] = None):
   cvar_data = "alphas" in data
   x = data["alphas"] if cvar_data else data["c0"]
   ax.plot(x, data["optimum"], "k*-", label="exact stock-augmented optimum")
-  _band(ax, x, data["dqn"], "o-", f"DηN ({data['num_seeds']} seeds)")
+  _band(ax, x, data["dqn"], "o-", f"DηN ({data['num_seeds']} seeds)", "C0")
   if cvar_data:
-    _band(ax, x, data["dqn_best_c0"], "s--", r"DηN, $c_0$ chosen exactly")
+    _band(ax, x, data["dqn_best_c0"], "s--", r"DηN, $c_0$ chosen exactly", "C1")
   if "neutral" in data:
-    _band(ax, x, data["neutral"], "^:", "risk-neutral DQN")
+    _band(ax, x, data["neutral"], "^:", "risk-neutral DQN", "C2")
   if cvar_data:
     ax.set_xlabel(r"$\alpha$")
     ax.set_ylabel(r"exact CVaR$_\alpha$ of the return")
