@@ -335,3 +335,27 @@ def test_learning_bridge_maze_easy_sticky():
   assert n >= 12, gaps
   # the published optimum of the sticky analysis (consolidated_analyzed_sticky_0.25.json)
   np.testing.assert_allclose(res.metrics["j_star"], 10.0, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_other_options_run_and_are_scored_exactly():
+  # index and feature observations, minibatches, fresh networks, discount 0:
+  # each run's exact metrics equal NumPy's for the policy it returns
+  mdp = random_case(2)
+  p, r, mask, init, gamma = dense_model(mdp)
+  feats = np.random.default_rng(0).normal(size=(S, 3))
+  for extra in (dict(observation="index"), dict(observation=feats, batch_size=4),
+                dict(warm_start=False, sticky=0.0)):
+    res = train_sqirl(jax.random.key(1), mdp, **dict(CFG_SMALL, **extra))
+    pol = np.asarray(res.policy)
+    assert mask[np.arange(S)[None, :], pol].all()
+    stick = extra.get("sticky", 0.25)
+    np.testing.assert_allclose(res.metrics["j"],
+                               np_sticky_values(p, r, mask, init, gamma, T, stick, pol),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(res.metrics["j_star"],
+                               np_sticky_values(p, r, mask, init, gamma, T, stick), rtol=1e-5)
+  zero = mdp.replace(discount=jnp.asarray(0.0, jnp.float32))
+  res = train_sqirl(jax.random.key(1), zero, **CFG_ROLLOUT_TABLE)
+  np.testing.assert_allclose(res.metrics["j_star"], init @ np.where(mask, r, -np.inf).max(1),
+                             rtol=1e-5)
