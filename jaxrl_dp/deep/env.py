@@ -76,7 +76,7 @@ Batches of MDPs
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import flax.struct
 import jax
@@ -256,7 +256,8 @@ class TabularEnv:
       return (self.num_states + extra,)
     if self.observation == "index":
       return (2,) if self.use_stock else ()
-    return (self.features.shape[-1] + extra,)
+    # "features" observations: __init__ set the table (None only for the other kinds).
+    return (cast(jax.Array, self.features).shape[-1] + extra,)
 
   @property
   def observation_dtype(self):
@@ -273,7 +274,7 @@ class TabularEnv:
     if self.observation == "one_hot":
       base = jax.nn.one_hot(state, self.num_states, dtype=jnp.float32)
     else:
-      base = self.features[state]
+      base = cast(jax.Array, self.features)[state]  # "features": the table is set
     if self.use_stock:
       base = jnp.concatenate([base, jnp.asarray(stock, jnp.float32)[None]])
     return base

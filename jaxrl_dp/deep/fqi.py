@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional
+from typing import Optional, cast
 
 import flax.struct
 import jax
@@ -159,7 +159,8 @@ def _fqi(key, mdp, data, features, config: FQIConfig):
   metrics["env_steps"] = jnp.broadcast_to(jnp.sum(data.weight > 0).astype(jnp.int32),
                                           (num_evals,))
   metrics["updates"] = metrics["updates"] * config.num_steps
-  policy = greedy_action(net.apply(params, obs_all), mdp.action_mask)
+  # flax's Module.apply is typed Any | (out, variables); QNetwork returns the q-values.
+  policy = greedy_action(cast(jax.Array, net.apply(params, obs_all)), mdp.action_mask)
   return common.TrainResult(params=params, policy=policy, metrics=metrics)
 
 

@@ -24,9 +24,10 @@ extra), so ``import jaxrl_dp.deep`` needs neither.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, cast
 
 import flax.struct
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -75,7 +76,9 @@ def _feature_bounds(env: TabularEnv):
   elif env.observation == "index":
     low[0], high[0] = 0.0, env.num_states - 1
   else:
-    f = np.asarray(env.features, np.float32).reshape(-1, env.features.shape[-1])
+    # "features" observations: the env holds the table (None only for the other kinds).
+    table = cast(jax.Array, env.features)
+    f = np.asarray(table, np.float32).reshape(-1, table.shape[-1])
     d = f.shape[-1]
     low[:d], high[:d] = f.min(axis=0), f.max(axis=0)
   return low, high
@@ -241,8 +244,9 @@ def _gymnasium_class():
         base = np.zeros(self.num_states + self._use_stock, np.float32)
         base[s] = 1.0
       else:
-        base = np.zeros(self._features.shape[-1] + self._use_stock, np.float32)
-        base[:self._features.shape[-1]] = self._features[s]
+        feats = cast(np.ndarray, self._features)  # "features": the table is set
+        base = np.zeros(feats.shape[-1] + self._use_stock, np.float32)
+        base[:feats.shape[-1]] = feats[s]
       if self._use_stock:
         base[-1] = stock
       return base
