@@ -787,7 +787,7 @@ def plot_deep_sample_complexity(results: dict, *, axes=None):
   for ax, other in zip(axes[:2], ("dqn", "ppo")):
     y, yc = col(other)
     cens = xc | yc
-    ax.scatter(x[~cens], y[~cens], s=14, color="C0", label="both optimal")
+    ax.scatter(x[~cens], y[~cens], s=14, color="C0", label="neither censored")
     ax.scatter(x[cens], y[cens], s=18, facecolors="none", edgecolors="C3",
                label="censored (at cap)")
     ax.set_xscale("log")
