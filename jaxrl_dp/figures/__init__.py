@@ -11,6 +11,14 @@ Each submodule imports matplotlib lazily (inside the functions), so importing
 * :mod:`jaxrl_dp.figures.distributional`: CVaR against alpha by policy class,
   return CDFs and W_0 against the initial stock, cliff policy maps at several
   stocks, homeostatic regulation, categorical/quantile approximation error.
+* The deep agents of :mod:`jaxrl_dp.deep` against their exact tabular
+  answers (``notebooks/deep_papers.ipynb``):
+  :mod:`jaxrl_dp.figures.deep_sample_complexity` (deep SQIRL, DQN and PPO
+  sample complexity against the effective horizon),
+  :mod:`jaxrl_dp.figures.deep_stock` (DηN against the stock-augmented DP),
+  :mod:`jaxrl_dp.figures.deep_robust` (robust DQN, deep IWOCS),
+  :mod:`jaxrl_dp.figures.deep_rover` (network ROVER, REINFORCE, GRPO).
 """
 
-__all__ = ["distributional", "r2pvi", "random_policy", "robust"]  # submodules
+__all__ = ["deep_robust", "deep_rover", "deep_sample_complexity", "deep_stock",
+           "distributional", "r2pvi", "random_policy", "robust"]  # submodules
