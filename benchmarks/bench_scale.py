@@ -385,7 +385,11 @@ def main_mdpsolver(args):
     log(f"ours 10^{e}: {ours.get('status')} "
         f"{[(x['solver'], x['kind'], round(x['solve_s'], 2)) for x in ours.get('rows', [])]}")
     entry["load_before_mdpsolver"] = os.getloadavg()
-    if os.path.exists(dump):
+    if args.no_mdpsolver:
+      md = {"status": "skipped (--no-mdpsolver)"}
+      if os.path.exists(dump):
+        os.remove(dump)
+    elif os.path.exists(dump):
       md = run_child({"child": "mdpsolver", "dump": dump, "target": target,
                       "tols": [target * 10, target, target * (1 - GAMMA)]}, args.timeout)
       os.remove(dump)
