@@ -66,6 +66,18 @@ Empirical sample complexity (all in environment steps; "optimal" means
   * the effective-horizon bound ``H`` of
     :func:`~jaxrl_dp.random_policy.analyze_effective_horizon_batch`.
 
+Scale (:data:`FULL`): 100 mazes of 4x4 to 6x6 cells (at most 34 states),
+``T = 10``, 3 seeds per learner; DQN 500 updates x 8 envs (cap 4000 env
+steps, 20 evaluation points), PPO 25 updates x 8 envs x 20 steps (cap 4000,
+every update evaluated), deep SQIRL on 1..128 episodes per iteration (cap
+12800; 50 Adam steps per head, learning rate 1e-2), tabular SQIRL / GORP
+``max_m = 256`` with 5 runs. Measured: 2232 s wall on the shared 2-core
+machine (load average 16.6 at the start, 5.0 at the end; DQN 530 s, PPO
+1185 s, deep SQIRL 352 s, tabular 137 s), see
+``benchmarks/results/sample_complexity.md``: over the 30-minute target under
+that load. :data:`QUICK` (4 mazes, T = 8): about 170 s on the loaded machine,
+mostly compilation.
+
 Correlations: :func:`~jaxrl_dp.figures.random_policy.spearman` of the log
 sample complexities over ALL mazes, censored ones at their cap (ranks are
 unchanged by the log; a censored value is a lower bound, so the correlation
