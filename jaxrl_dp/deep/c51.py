@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Optional
+from typing import Optional, cast
 
 import jax
 import jax.numpy as jnp
@@ -123,11 +123,15 @@ def make_c51(config: C51Config, mdp: TabularMDP, num_actions: int) -> QAgent:
                             config.activation)
   support = support_of(config, mdp)
 
+  def apply(params, obs) -> jax.Array:
+    # flax types Module.apply as Any | (output, variables); without mutable it is the output
+    return cast(jax.Array, net.apply(params, obs))
+
   def loss(params, target_params, b: Transition):
-    next_t = net.apply(target_params, b.next_obs)
-    select = jax.lax.stop_gradient(net.apply(params, b.next_obs)) if config.double else None
+    next_t = apply(target_params, b.next_obs)
+    select = jax.lax.stop_gradient(apply(params, b.next_obs)) if config.double else None
     target = c51_target(next_t, b.reward, b.discount, b.next_mask, support, select)
-    return c51_loss(net.apply(params, b.obs), b.action, target)
+    return c51_loss(apply(params, b.obs), b.action, target)
 
   def q_values(params, obs):
     return categorical_q_values(net.apply(params, obs), support)

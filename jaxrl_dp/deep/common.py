@@ -265,7 +265,7 @@ def score_metrics(mdp: TabularMDP, reference: ExactReference, policy: jax.Array,
          "normalized_suboptimality": score.normalized_suboptimality,
          "optimal_action_fraction": score.optimal_action_fraction}
   if q_values is not None:
-    ref = reference if q_states is None else reference.replace(reachable=q_states)
+    ref = reference if q_states is None else dataclasses.replace(reference, reachable=q_states)
     out["q_error"] = q_error(ref, q_values)
   return out
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional
+from typing import Optional, cast
 
 import jax
 import jax.numpy as jnp
@@ -88,11 +88,15 @@ def make_qr_dqn(config: QRDQNConfig, num_actions: int) -> QAgent:
   n = config.num_quantiles
   net = QuantileQNetwork(num_actions, n, tuple(config.hidden), config.activation)
 
+  def apply(params, obs) -> jax.Array:
+    # flax types Module.apply as Any | (output, variables); without mutable it is the output
+    return cast(jax.Array, net.apply(params, obs))
+
   def loss(params, target_params, b: Transition):
-    next_t = net.apply(target_params, b.next_obs)
-    select = jax.lax.stop_gradient(net.apply(params, b.next_obs)) if config.double else None
+    next_t = apply(target_params, b.next_obs)
+    select = jax.lax.stop_gradient(apply(params, b.next_obs)) if config.double else None
     target = qr_target(next_t, b.reward, b.discount, b.next_mask, select)
-    return qr_loss(net.apply(params, b.obs), b.action, target, config.kappa)
+    return qr_loss(apply(params, b.obs), b.action, target, config.kappa)
 
   def q_values(params, obs):
     return jnp.mean(net.apply(params, obs), axis=-1)

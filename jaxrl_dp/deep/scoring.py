@@ -144,8 +144,8 @@ def _exact_reference(mdp: TabularMDP, *, horizon: Optional[int]) -> ExactReferen
     v_star, q_star = sol.values, sol.q
     steps = mdp.rewards.shape[-2] - 1
   else:
-    sol = finite_horizon(mdp, horizon)
-    v_star, q_star = sol.values[0], sol.q[0]
+    fh = finite_horizon(mdp, horizon)
+    v_star, q_star = fh.values[0], fh.q[0]
     steps = min(mdp.rewards.shape[-2] - 1, horizon - 1)
   uniform = bellman.uniform_policy(mdp.action_mask).astype(mdp.rewards.dtype)
   j_uniform = mdp.initial @ _policy_values(mdp, uniform, horizon)
