@@ -46,25 +46,31 @@ def _recording(monkeypatch):
   return calls
 
 
-@pytest.mark.slow  # two compiles of a training run (default-run budget)
-def test_dqn_progress_bar_counts_updates_and_changes_nothing(capsys, monkeypatch):
+@pytest.mark.slow  # two compiles of a training run each (default-run budget)
+@pytest.mark.parametrize("label", ["DQN", "PPO"])
+def test_progress_bar_counts_updates_and_changes_nothing(capsys, monkeypatch, label):
+  """One ordered report per evaluation point (not per seed), then the bar's
+  final render (all updates, labelled with the agent); the training is bit
+  for bit the same as without the bar."""
+  train, config, seed, seeds, evals, every = {
+      "DQN": (dqn.train_dqn, DQN_SMALL, 3, 3, 4, 3),
+      "PPO": (ppo.train_ppo, PPO_SMALL, 2, 2, 3, 2)}[label]
   calls = _recording(monkeypatch)
-  keys = jax.random.split(jax.random.key(3), 3)
-  run = lambda progress: jax.vmap(lambda k: dqn.train_dqn(k, _mdp(), **DQN_SMALL,
-                                                           progress=progress))(keys)
+  keys = jax.random.split(jax.random.key(seed), seeds)
+  run = lambda progress: jax.vmap(lambda k: train(k, _mdp(), **config,
+                                                  progress=progress))(keys)
   plain = run(False)
   capsys.readouterr()
   shown = run(True)
   jax.effects_barrier()
   err = capsys.readouterr().err
-  # one ordered report per evaluation point (not per seed), then the bar's
-  # final render: 12 of 12 updates, labelled with the agent
-  assert calls == [("DQN", 4, 3, e) for e in range(4)]
+  assert calls == [(label, evals, every, e) for e in range(evals)]
   counts = re.findall(r"(\d+)/(\d+)", err)
-  assert "DQN" in err and counts and counts[-1] == ("12", "12"), err
-  # bit for bit the same training
-  for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(shown)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  total = str(evals * every)
+  assert label in err and counts and counts[-1] == (total, total), err
+  for x, y in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(shown)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert "callback" not in _lowered(train, config)
 
 
 def test_report_progress_drives_one_bar_per_run(capsys):
@@ -94,22 +100,3 @@ def test_progress_must_be_a_bool():
     dqn.train_dqn(jax.random.key(0), _mdp(), **DQN_SMALL, progress=1)
   with pytest.raises(InvalidMDPError, match="progress"):
     ppo.train_ppo(jax.random.key(0), _mdp(), **PPO_SMALL, progress="yes")
-
-
-@pytest.mark.slow
-def test_ppo_progress_bar_counts_updates_and_changes_nothing(capsys, monkeypatch):
-  calls = _recording(monkeypatch)
-  keys = jax.random.split(jax.random.key(2), 2)
-  run = lambda progress: jax.vmap(lambda k: ppo.train_ppo(k, _mdp(), **PPO_SMALL,
-                                                           progress=progress))(keys)
-  plain = run(False)
-  capsys.readouterr()
-  shown = run(True)
-  jax.effects_barrier()
-  err = capsys.readouterr().err
-  assert calls == [("PPO", 3, 2, e) for e in range(3)]
-  counts = re.findall(r"(\d+)/(\d+)", err)
-  assert "PPO" in err and counts and counts[-1] == ("6", "6"), err
-  for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(shown)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  assert "callback" not in _lowered(ppo.train_ppo, PPO_SMALL)
