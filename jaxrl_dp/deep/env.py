@@ -123,6 +123,14 @@ def _terminal(mdp: TabularMDP, batch_ndim: int) -> jax.Array:
   return fn(mdp)
 
 
+def _inverse_cdf(p: jax.Array, u: jax.Array) -> jax.Array:
+  """``int32 []``: the slot ``k`` of ``p [K]`` with ``c_{k-1} <= u c_{K-1} <
+  c_k`` (``c = cumsum(p)``), a draw from ``p`` for ``u ~ U[0, 1)``."""
+  c = jnp.cumsum(p.astype(jnp.float32))
+  x = u * c[-1]
+  return jnp.sum(c[:-1] <= x).astype(jnp.int32)
+
+
 @jax.tree_util.register_pytree_node_class
 class TabularEnv:
   """A functional environment simulating a :class:`TabularMDP`.
@@ -297,6 +305,51 @@ class TabularEnv:
     """``bool [A]``: the MDP's ``action_mask`` row of the current state."""
     return self.mdp.action_mask[state.state]
 
+  def _checked(self, s: jax.Array, action) -> tuple:
+    """``(action int32, valid, chosen)``: the invalid-action replacement."""
+    a_num = self.num_actions
+    action = jnp.asarray(action).astype(jnp.int32)
+    mask = self.mdp.action_mask[s]
+    valid = (action >= 0) & (action < a_num) & mask[jnp.clip(action, 0, a_num - 1)]
+    return action, valid, jnp.where(valid, action, jnp.argmax(mask).astype(jnp.int32))
+
+  def step_uniform(self, u: jax.Array, state: EnvState, action) -> tuple:
+    """:meth:`step` driven by three uniforms instead of a key (one draw per
+    vector step for a whole batch of envs; the training loops use it).
+
+    The same distributions as :meth:`step` (another random stream): ``u[0]``
+    decides the sticky repeat (``u[0] < sticky``), ``u[1]`` the next slot of
+    ``probs[s, a]`` and ``u[2]`` the start state of an auto-reset, both by
+    inverse CDF (slot ``k`` when ``c_{k-1} <= u * c_{K-1} < c_k`` for the
+    cumulative sums ``c``: a slot of probability 0 is never drawn).
+
+    Args:
+      u: ``float32 [3]`` uniforms in ``[0, 1)``.
+      state: the current :class:`EnvState`.
+      action: int ``[]`` chosen action.
+
+    Returns:
+      as :meth:`step`.
+    """
+    mdp = self.mdp
+    s = state.state
+    _, valid, chosen = self._checked(s, action)
+
+    def sample(a):
+      slot = _inverse_cdf(mdp.probs[s, a], u[1])
+      nxt = slot if mdp.next_states is None else mdp.next_states[s, a, slot]
+      r = (mdp.rewards[s, a] if mdp.transition_rewards is None
+           else mdp.transition_rewards[s, a, slot])
+      return nxt, r
+
+    nstate, nobs, reward, terminated, truncated, extra = self._advance(
+        state, action, valid, chosen, u[0], sample)
+    s0 = _inverse_cdf(mdp.initial, u[2])
+    rstate = EnvState(state=s0, time=jnp.zeros((), jnp.int32),
+                      last_action=jnp.zeros((), jnp.int32), stock=self.stock0)
+    return self._auto_reset(nstate, nobs, reward, terminated, truncated, extra, rstate,
+                            self.observe(s0, self.stock0))
+
   def transition(self, key: jax.Array, state: EnvState, action) -> tuple:
     """One step WITHOUT auto-reset (what :meth:`step` and the gymnax view share).
 
@@ -306,19 +359,23 @@ class TabularEnv:
       ``invalid_action`` (see the module docstring).
     """
     mdp = self.mdp
-    a_num = self.num_actions
     s = state.state
-    action = jnp.asarray(action).astype(jnp.int32)
-    mask = mdp.action_mask[s]
-    in_range = (action >= 0) & (action < a_num)
-    valid = in_range & mask[jnp.clip(action, 0, a_num - 1)]
-    chosen = jnp.where(valid, action, jnp.argmax(mask).astype(jnp.int32))
+    action, valid, chosen = self._checked(s, action)
     k_sticky, k_next = jax.random.split(key)
+    return self._advance(state, action, valid, chosen,
+                         jax.random.uniform(k_sticky, (), dtype=jnp.float32),
+                         lambda a: sample_transition(k_next, mdp, s, a)[1:])
+
+  def _advance(self, state: EnvState, action, valid, chosen, u_sticky, sample) -> tuple:
+    """The rest of :meth:`transition`: sticky repeat when ``u_sticky <
+    sticky``, then ``sample(executed) -> (next_state, reward)``."""
+    mdp = self.mdp
+    mask = mdp.action_mask[state.state]
     repeat = ((state.time > 0) & mask[state.last_action]
-              & (jax.random.uniform(k_sticky, (), dtype=jnp.float32)
-                 < self.sticky.astype(jnp.float32)))
+              & (u_sticky < self.sticky.astype(jnp.float32)))
     executed = jnp.where(repeat, state.last_action, chosen)
-    _, nxt, reward = sample_transition(k_next, mdp, s, executed)
+    nxt, reward = sample(executed)
+    nxt = jnp.asarray(nxt, jnp.int32)
     terminated = self.terminal[nxt]
     time = state.time + 1
     truncated = (time >= self.horizon) & ~terminated
@@ -359,8 +416,12 @@ class TabularEnv:
     key_step, key_reset = jax.random.split(key)
     nstate, nobs, reward, terminated, truncated, extra = self.transition(
         key_step, state, action)
-    done = terminated | truncated
     rstate, robs = self.reset(key_reset)
+    return self._auto_reset(nstate, nobs, reward, terminated, truncated, extra, rstate, robs)
+
+  def _auto_reset(self, nstate, nobs, reward, terminated, truncated, extra, rstate,
+                  robs) -> tuple:
+    done = terminated | truncated
     out_state = jax.tree.map(lambda r, n: jax.lax.select(done, r, n), rstate, nstate)
     out_obs = jax.lax.select(done, robs, nobs)
     info = {"next_obs": nobs, "terminated": terminated, "truncated": truncated, **extra}

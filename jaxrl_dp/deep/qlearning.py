@@ -162,10 +162,28 @@ def q_update(agent: QAgent, state: QTrainState, batch: Transition, *,
   updates, opt_state = agent.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   step = state.step + 1
-  rate = jnp.where(step % target_update_interval == 0, tau, 0.0)
-  target = optax.incremental_update(params, state.target_params, rate)
+  # The target moves only every target_update_interval steps: a cond (a real
+  # branch when the step counter is not batched, e.g. under a vmap over keys
+  # of the training scan) skips the pass over the parameters in between.
+  if isinstance(tau, (int, float)) and tau == 1.0:
+    move = lambda p, t: p
+  else:
+    move = lambda p, t: optax.incremental_update(p, t, tau)
+  target = jax.lax.cond(step % target_update_interval == 0, move, lambda p, t: t, params,
+                        state.target_params)
   return QTrainState(params=params, target_params=target, opt_state=opt_state,
                      step=step), loss
+
+
+def _epsilon_greedy_uniform(u: jax.Array, q: jax.Array, mask: jax.Array, epsilon) -> jax.Array:
+  """``int32 [N]``: :func:`~jaxrl_dp.deep.common.epsilon_greedy` driven by
+  uniforms ``u [N, 2]``: explore when ``u[:, 0] < epsilon``, then take the
+  ``(floor(u[:, 1] m) + 1)``-th of the ``m`` valid actions of ``mask bool
+  [N, A]`` (uniform over them); else the greedy valid action of ``q [N, A]``."""
+  rank = jnp.cumsum(mask, axis=-1)
+  pick = jnp.floor(u[:, 1] * jnp.sum(mask, axis=-1)).astype(jnp.int32)
+  random = jnp.sum(rank <= pick[:, None], axis=-1).astype(jnp.int32)
+  return jnp.where(u[:, 0] < epsilon, random, greedy_action(q, mask))
 
 
 def _table_loss(table_loss, states, next_states, obs_all, params, target_params, batch):
@@ -235,13 +253,16 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
   tabular = agent.table_loss is not None and obs_all.shape[0] <= config.batch_size
 
   def update(c: _Carry):
-    key, k_act, k_env, k_sample = jax.random.split(c.key, 4)
+    # one draw per vector step: per env, explore? / random action / sticky /
+    # next state / reset state (env.step_uniform: the same distributions as
+    # env.step and common.epsilon_greedy, without a key split per env)
+    key, k_step, k_sample = jax.random.split(c.key, 3)
+    u = jax.random.uniform(k_step, (n, 5), jnp.float32)
     x = common.as_features(c.obs, index_obs)
     mask = mdp.action_mask[c.env_state.state]
     eps = common.linear_schedule(config.epsilon_start, config.epsilon_end, decay, c.t)
-    action = common.epsilon_greedy(k_act, agent.q_values(c.train.params, x), mask, eps)
-    env_state, obs, reward, _, info = jax.vmap(env.step)(
-        jax.random.split(k_env, n), c.env_state, action)
+    action = _epsilon_greedy_uniform(u[:, :2], agent.q_values(c.train.params, x), mask, eps)
+    env_state, obs, reward, _, info = jax.vmap(env.step_uniform)(u[:, 2:], c.env_state, action)
     stored = _Stored(state=c.env_state.state, action=info["action"], reward=reward,
                      next_state=info["next_state"], discount=info["discount"])
     buffer = replay_add(c.buffer, stored)
