@@ -371,6 +371,8 @@ def goals_of(runs, top) -> list:
   goals = []
   for agent in ("dqn", "ppo"):
     ours_top = pick("jaxrl_dp", agent, top, "every")
+    if ours_top is None:  # agent not run (--agents)
+      continue
     rj = pick("rejax", agent, top)
     sb = pick("stable", agent)
     if rj:
@@ -452,6 +454,7 @@ def main():
   ap.add_argument("--seeds", default="1,16,256")
   ap.add_argument("--no-rejax", action="store_true")
   ap.add_argument("--no-sb3", action="store_true")
+  ap.add_argument("--agents", default="dqn,ppo", help="subset of dqn,ppo to run")
   ap.add_argument("--from-json", default=None,
                   help="rewrite the report of a saved results JSON (no run)")
   ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -485,7 +488,8 @@ def main():
   mdp, mdp_name = make_mdp(args.mdp)
   t_start = time.perf_counter()
   runs, checks = [], []
-  for agent in ("dqn", "ppo"):
+  agents = [a for a in ("dqn", "ppo") if a in args.agents.split(",")]
+  for agent in agents:
     for seeds in seed_counts:
       print(f"jaxrl_dp {agent} x{seeds}", flush=True)
       run, row = ours(agent, mdp, seeds, args.budget)
@@ -523,7 +527,7 @@ def main():
         runs.append(row)
   # SB3 (torch) last: a 256-seed XLA run after SB3 had run in the same process hung
   # twice (all threads in futex waits); with torch idle until the end it does not.
-  for agent in ("dqn", "ppo"):
+  for agent in agents:
     if not args.no_sb3:
       print(f"SB3 {agent}", flush=True)
       policy, row = run_sb3(agent, mdp, sb3_budget)
