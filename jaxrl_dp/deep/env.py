@@ -27,6 +27,12 @@ Auto-reset (gymnax's convention)
   terminated)``: bootstrap ``r + info["discount"] * V(info["next_obs"])``),
   ``action`` (int32, the action actually executed) and ``invalid_action``.
 
+Uniform-driven steps
+  :meth:`TabularEnv.step_uniform` is :meth:`TabularEnv.step` with three
+  given uniforms instead of a key (sticky draw, next slot and reset state by
+  inverse CDF): the same distributions, another random stream. The DQN
+  family's loop draws all its uniforms in one call per vector step.
+
 Invalid actions
   An action outside ``[0, A)`` or masked by ``mdp.action_mask`` at the
   current state cannot raise inside ``jit``: it is replaced by the first

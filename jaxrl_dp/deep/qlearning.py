@@ -12,7 +12,9 @@ each update step (all inside the scan)
   1. ``num_envs`` parallel :class:`~jaxrl_dp.deep.TabularEnv` copies act
      epsilon-greedily on the online network (random actions are drawn among
      the state's valid ones; epsilon decays linearly from ``epsilon_start`` to
-     ``epsilon_end`` over ``epsilon_fraction * num_updates`` updates);
+     ``epsilon_end`` over ``epsilon_fraction * num_updates`` updates); one
+     ``uniform [num_envs, 5]`` draw per vector step drives the exploration,
+     the random action and :meth:`~jaxrl_dp.deep.TabularEnv.step_uniform`;
   2. the ``num_envs`` transitions (with the true next observation and
      ``discount = gamma * (1 - terminated)``) go into the circular replay
      buffer (:mod:`jaxrl_dp.deep.replay`);
