@@ -88,36 +88,37 @@ def check_stock(s):
 
 # ------------------------------------------------------------------ robust
 def _np_worst(kind, size, v, p0):
+  """The sets' worst case of ``v [..., K]`` under ``p0 [..., K]`` (float64,
+  closed forms; entries with p0 = 0 are outside the support)."""
+  inside = p0 > 0
+  low = np.min(np.where(inside, v, np.inf), axis=-1, keepdims=True)
   if kind == "tv":
-    return float(p0 @ np.minimum(v, v.min() + size))
+    return np.sum(p0 * np.minimum(v, low + size), axis=-1)
   if kind == "kl":
-    return float(-size * np.log(p0 @ np.exp(-(v - v.min()) / size)) + v.min())
-  p, budget = p0.copy(), size / 2.0   # L1 ball: move size/2 mass to the lowest value
-  lo = int(np.argmin(v))
-  for i in np.argsort(-v):
-    if i == lo or budget <= 0:
-      continue
-    moved = min(p[i], budget)
-    p[i] -= moved
-    p[lo] += moved
-    budget -= moved
-  return float(p @ v)
+    w = np.where(inside, np.exp(-(v - low) / size), 0.0)
+    return -size * np.log(np.sum(p0 * w, axis=-1)) + low[..., 0]
+  # L1 ball of radius `size`: move size / 2 of the mass, highest values first,
+  # onto one lowest-value support entry
+  lo = np.argmax(inside & (v == low), axis=-1)[..., None]
+  is_lo = np.arange(v.shape[-1]) == lo
+  order = np.argsort(np.where(inside & ~is_lo, -v, np.inf), axis=-1, kind="stable")
+  p_sorted = np.take_along_axis(np.where(is_lo, 0.0, p0), order, axis=-1)
+  before = np.cumsum(p_sorted, axis=-1) - p_sorted
+  moved_sorted = np.clip(size / 2.0 - before, 0.0, p_sorted)
+  moved = np.zeros_like(p0)
+  np.put_along_axis(moved, order, moved_sorted, axis=-1)
+  p = p0 - moved + np.where(is_lo, moved.sum(-1, keepdims=True), 0.0)
+  return np.sum(p * v, axis=-1)
 
 
-def np_robust_optimum(mdp, kind, size, iters=3000):
+def np_robust_optimum(mdp, kind, size, iters=5000):
+  """``initial @ V*`` of robust value iteration (float64, to 1e-12)."""
   ns, probs = np.asarray(mdp.next_states), np.asarray(mdp.probs, np.float64)
   r, gamma = np.asarray(mdp.rewards, np.float64), float(mdp.discount)
   mask = np.asarray(mdp.action_mask)
-  s_n, a_n = r.shape
-  v = np.zeros(s_n)
+  v = np.zeros(r.shape[0])
   for _ in range(iters):
-    q = np.full((s_n, a_n), -np.inf)
-    for s in range(s_n):
-      for a in range(a_n):
-        if mask[s, a]:
-          keep = probs[s, a] > 0
-          q[s, a] = r[s, a] + gamma * _np_worst(kind, size, v[ns[s, a][keep]],
-                                                 probs[s, a][keep])
+    q = np.where(mask, r + gamma * _np_worst(kind, size, v[ns], probs), -np.inf)
     new = q.max(axis=1)
     if np.abs(new - v).max() < 1e-12:
       break
