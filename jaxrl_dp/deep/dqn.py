@@ -90,18 +90,24 @@ def make_dqn(config: DQNConfig, num_actions: int) -> QAgent:
                         b.discount, b.next_mask, double=config.double)
     return dqn_loss(net.apply(params, b.obs), b.action, y, config.loss)
 
-  def table_loss(params, target_params, b: Transition, states, next_states, obs_all):
-    # the same loss, each network run once on every state's observation
+  def cached_table_loss(params, q_target_all, b: Transition, states, next_states, obs_all):
+    # the same loss, the online network run once on every state's observation
+    # and the target network's Q-values of every state given
     q_all = net.apply(params, obs_all)
-    q_next_target = net.apply(target_params, obs_all)[next_states]
+    q_next_target = q_target_all[next_states]
     q_next_online = q_all[next_states] if config.double else q_next_target
     y = double_q_target(jax.lax.stop_gradient(q_next_online), q_next_target, b.reward,
                         b.discount, b.next_mask, double=config.double)
     return dqn_loss(q_all[states], b.action, y, config.loss)
 
+  def table_loss(params, target_params, b: Transition, states, next_states, obs_all):
+    return cached_table_loss(params, net.apply(target_params, obs_all), b, states,
+                             next_states, obs_all)
+
   tx = common.optimizer(config.learning_rate, config.max_grad_norm, eps=config.adam_eps,
                         anneal_steps=config.num_updates if config.anneal_lr else None)
-  return QAgent(network=net, tx=tx, loss=loss, q_values=net.apply, table_loss=table_loss)
+  return QAgent(network=net, tx=tx, loss=loss, q_values=net.apply, table_loss=table_loss,
+                cached_table_loss=cached_table_loss)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

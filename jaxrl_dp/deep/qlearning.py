@@ -118,6 +118,10 @@ class QAgent(NamedTuple):
       gathering rows (``batch.obs``/``next_obs`` are then not read);
       :func:`q_train` uses it when ``S <= batch_size`` (S rows of work per
       network instead of B).
+    cached_table_loss: optional ``(params, target_all, batch, states,
+      next_states, obs_all) -> []``, ``table_loss`` given ``target_all =
+      network.apply(target_params, obs_all)``: :func:`q_train` then keeps
+      ``target_all`` and recomputes it only when the target moves.
   """
 
   network: nn.Module
@@ -126,6 +130,7 @@ class QAgent(NamedTuple):
   q_values: Callable
   extra_metrics: Optional[Callable] = None
   table_loss: Optional[Callable] = None
+  cached_table_loss: Optional[Callable] = None
 
 
 @flax.struct.dataclass
@@ -177,6 +182,12 @@ def q_update(agent: QAgent, state: QTrainState, batch: Transition, *,
                      step=step), loss
 
 
+def _cached_loss(cached_table_loss, states, next_states, obs_all, target_all, params,
+                 target_params, batch):
+  del target_params  # given as target_all
+  return cached_table_loss(params, target_all, batch, states, next_states, obs_all)
+
+
 def _epsilon_greedy_uniform(u: jax.Array, q: jax.Array, mask: jax.Array, epsilon) -> jax.Array:
   """``int32 [N]``: :func:`~jaxrl_dp.deep.common.epsilon_greedy` driven by
   uniforms ``u [N, 2]``: explore when ``u[:, 0] < epsilon``, then take the
@@ -211,6 +222,7 @@ class _Carry:
   obs: jax.Array
   key: jax.Array
   t: jax.Array
+  target_all: Any
 
 
 def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
@@ -253,6 +265,8 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
   decay = config.epsilon_fraction * config.num_updates
   # an agent's observation is a function of the state (its row of obs_all)
   tabular = agent.table_loss is not None and obs_all.shape[0] <= config.batch_size
+  cached = tabular and agent.cached_table_loss is not None
+  target_out = lambda p: agent.network.apply(p, obs_all)
 
   def update(c: _Carry):
     # one draw per vector step: per env, explore? / random action / sticky /
@@ -273,16 +287,25 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
                        next_obs=obs_all[sample.next_state], discount=sample.discount,
                        next_mask=mdp.action_mask[sample.next_state])
     learner = agent
-    if tabular:
+    if cached:
+      learner = agent._replace(loss=functools.partial(
+          _cached_loss, agent.cached_table_loss, sample.state, sample.next_state, obs_all,
+          c.target_all))
+    elif tabular:
       learner = agent._replace(loss=functools.partial(
           _table_loss, agent.table_loss, sample.state, sample.next_state, obs_all))
     learn = lambda s: q_update(learner, s, batch,
                                target_update_interval=config.target_update_interval,
                                tau=config.tau)
     skip = lambda s: (s, jnp.zeros((), jnp.float32))
-    train, loss = jax.lax.cond(buffer.size >= config.learning_starts, learn, skip, c.train)
+    learning = buffer.size >= config.learning_starts
+    train, loss = jax.lax.cond(learning, learn, skip, c.train)
+    target_all = c.target_all
+    if cached:  # the target's outputs change only when the target moves
+      moved = learning & (train.step % config.target_update_interval == 0)
+      target_all = jax.lax.cond(moved, target_out, lambda p: c.target_all, train.target_params)
     return _Carry(train=train, buffer=buffer, env_state=env_state, obs=obs, key=key,
-                  t=c.t + 1), loss.astype(jnp.float32)
+                  t=c.t + 1, target_all=target_all), loss.astype(jnp.float32)
 
   def greedy(params):
     q = agent.q_values(params, obs_all)
@@ -296,7 +319,8 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
     return m
 
   carry = _Carry(train=train, buffer=buffer, env_state=env_state, obs=obs, key=k_run,
-                 t=jnp.zeros((), jnp.int32))
+                 t=jnp.zeros((), jnp.int32),
+                 target_all=target_out(train.target_params) if cached else jnp.zeros(()))
   num_evals = config.num_updates // config.eval_every
   label = type(config).__name__.removesuffix("Config") or "Q-learning"
   carry, metrics = common.run_schedule(update, evaluate, carry, num_evals=num_evals,
