@@ -38,11 +38,9 @@ from typing import Any, NamedTuple, Optional
 
 import flax.struct
 import jax
-import jax.numpy as jnp
 
-from jaxrl_dp.core.iteration import BackupRounding, contraction_bound, unit_roundoff
-from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, final_bound,
-                                    initial_state)
+from jaxrl_dp.core.iteration import BackupRounding
+from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, final_bound)
 
 __all__ = ["PolicyOperator", "SolverOutput", "policy_evaluation_solver",
            "modified_policy_iteration_solver"]
@@ -169,32 +167,13 @@ def modified_policy_iteration_solver(num_sweeps: int) -> IterativeSolver:
     :class:`SolverOutput`.
   """
 
-  def init(op, v0):
-    dtype = v0.dtype
-    aux = (op.rounding(), jnp.asarray(op.modulus(), dtype),
-           jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True))
-    return initial_state(v0, aux)
-
-  def step(op, st):
-    rounding, modulus, pi, first = st.aux
-    w = st.values
-    if num_sweeps > 1:
-      sweep = lambda _, u: op.policy_apply(u, pi)
-      v = jax.lax.cond(first, lambda: w,
-                       lambda: jax.lax.fori_loop(0, num_sweeps - 1, sweep, w))
-    else:
-      v = w
-    v_new, q = op.apply(v)
-    res = jnp.max(jnp.abs(v_new - v))
-    delta = rounding(v, v_new)
-    bound = contraction_bound(res, delta, modulus)
-    floor = contraction_bound(jnp.zeros_like(res), delta, modulus)
-    noise = (2 * unit_roundoff(v.dtype) * jnp.max(jnp.abs(v_new))).astype(v.dtype)
-    aux = (rounding, modulus, op.greedy(q), jnp.asarray(False))
-    return SolverState(st.iteration + 1, v_new, res, bound, floor, noise, aux)
+  # the steps are planning's MPI solver (sup stop) over any operator; only the
+  # output type differs (a SolverOutput, not a nominal Solution)
+  from jaxrl_dp.planning.policy_iteration import modified_policy_iteration_solver as nominal
+  base = nominal(num_sweeps, stop="sup")
 
   def finalize(op, st, tol, valid):
     del op
     return _output(st.values, st, tol, valid)
 
-  return IterativeSolver(init=init, step=step, finalize=finalize)
+  return IterativeSolver(init=base.init, step=base.step, finalize=finalize)

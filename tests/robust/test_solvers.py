@@ -58,5 +58,5 @@ def test_modified_policy_iteration_steps_bound_the_lp_optimum():
       err = np.max(np.abs(np.asarray(st.values) - best))
       assert err <= float(st.error_bound), (int(st.iteration), err, float(st.error_bound))
     assert float(st.error_bound) < 1e-6
-    pi = np.asarray(st.aux[2])
+    pi = np.asarray(st.aux[1])  # aux = (constants, policy, first, shift): planning's MPI steps
     np.testing.assert_allclose(lp_robust_l1_eval(sp, pi, RADIUS), best, atol=1e-6)
