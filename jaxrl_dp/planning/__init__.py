@@ -20,6 +20,7 @@ from jaxrl_dp.planning.front_door import solve
 from jaxrl_dp.planning.linear_programming import linear_programming
 from jaxrl_dp.planning.occupancy import occupancy, state_occupancy
 from jaxrl_dp.planning.policy_iteration import (modified_policy_iteration,
+                                                modified_policy_iteration_solver,
                                                 policy_iteration)
 from jaxrl_dp.planning.gauss_seidel import (gauss_seidel_solver,
                                             gauss_seidel_value_iteration)
@@ -38,6 +39,7 @@ __all__ = [
     "certify",
     "speculative_value_iteration",
     "anchored_solver",
+    "modified_policy_iteration_solver",
     "anchored_value_iteration",
     "anderson_solver",
     "anderson_value_iteration",
