@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -83,17 +84,22 @@ def make_dqn(config: DQNConfig, num_actions: int) -> QAgent:
   """The :class:`~jaxrl_dp.deep.qlearning.QAgent` of DQN."""
   net = QNetwork(num_actions, tuple(config.hidden), config.activation)
 
+  def apply(params, obs) -> jax.Array:
+    # flax types Module.apply as Any | (output, variables); without mutable it is the output
+    return cast(jax.Array, net.apply(params, obs))
+
   def loss(params, target_params, b: Transition):
-    q_next_target = net.apply(target_params, b.next_obs)
-    q_next_online = net.apply(params, b.next_obs) if config.double else q_next_target
+    q_next_target = apply(target_params, b.next_obs)
+    q_next_online = apply(params, b.next_obs) if config.double else q_next_target
     y = double_q_target(jax.lax.stop_gradient(q_next_online), q_next_target, b.reward,
                         b.discount, b.next_mask, double=config.double)
-    return dqn_loss(net.apply(params, b.obs), b.action, y, config.loss)
+    return dqn_loss(apply(params, b.obs), b.action, y, config.loss)
 
-  def cached_table_loss(params, q_target_all, b: Transition, states, next_states, obs_all):
+  def cached_table_loss(params, q_target_all: jax.Array, b: Transition, states, next_states,
+                        obs_all):
     # the same loss, the online network run once on every state's observation
     # and the target network's Q-values of every state given
-    q_all = net.apply(params, obs_all)
+    q_all = apply(params, obs_all)
     q_next_target = q_target_all[next_states]
     q_next_online = q_all[next_states] if config.double else q_next_target
     y = double_q_target(jax.lax.stop_gradient(q_next_online), q_next_target, b.reward,
@@ -101,7 +107,7 @@ def make_dqn(config: DQNConfig, num_actions: int) -> QAgent:
     return dqn_loss(q_all[states], b.action, y, config.loss)
 
   def table_loss(params, target_params, b: Transition, states, next_states, obs_all):
-    return cached_table_loss(params, net.apply(target_params, obs_all), b, states,
+    return cached_table_loss(params, apply(target_params, obs_all), b, states,
                              next_states, obs_all)
 
   tx = common.optimizer(config.learning_rate, config.max_grad_norm, eps=config.adam_eps,

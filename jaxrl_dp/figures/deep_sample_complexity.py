@@ -41,8 +41,9 @@ The learners' MDP
   others). Tabular SQIRL, GORP and the effective-horizon analysis run on the
   deterministic maze itself (discount 1, horizon ``T``).
 
-Empirical sample complexity (all in environment steps; "optimal" means
-``J_T(pi) >= J*_T - tol``, ``tol = 1e-4 max(1, |J*|)``)
+Empirical sample complexity (in environment steps)
+  "Optimal" means ``J_T(pi) >= J*_T - tol``, ``tol = 1e-4 max(1, |J*|)``.
+
   * DQN, PPO: per seed, :func:`jaxrl_dp.deep.scoring.steps_to_optimal` of the
     exact suboptimality at the evaluation points (the first point from which
     the policy stays optimal at every later point; PPO: its greedy policy);
