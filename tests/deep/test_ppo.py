@@ -104,6 +104,7 @@ def test_clipped_loss_matches_numpy():
   assert np.isfinite(float(aux["entropy"]))
 
 
+@pytest.mark.slow  # 11 s: two compilations of the update (default-run budget)
 def test_update_jit_equals_nojit_and_finite_with_masks():
   cfg = ppo.PPOConfig(hidden=(8,))
   rng = np.random.default_rng(2)
@@ -149,6 +150,7 @@ LEARN = dict(num_envs=8, num_steps=16, num_updates=100, eval_every=50, hidden=(3
              learning_rate=3e-3)
 
 
+@pytest.mark.slow  # 16 s (default-run budget); DQN's vmap-over-MDPs check stays in the default run
 def test_learns_chain_optimum_vmapped_over_seeds_and_mdps_equal_to_separate_runs():
   """Stochastic PPO policies within 1% of (J* - J_uniform) of the float64
   optimum for at least 3 of 4 (key, MDP) pairs; pairs 0 and 1 equal separate
