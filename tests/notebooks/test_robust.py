@@ -1,5 +1,6 @@
-"""Executes notebooks/robust.ipynb in quick mode (JAXRL_DP_QUICK=1: small sizes)
-and checks the numbers it reports against independent references: SciPy
+"""notebooks/robust.ipynb: its saved outputs (default run) and a quick-mode execution
+(JAXRL_DP_QUICK=1: small sizes; slow, a kernel for about 40 s). The numbers
+they report are checked against independent references: SciPy
 solves of every inner problem, a float64 NumPy robust value iteration (L1 ball
 by a sort-based greedy step, KL penalty by its log-sum-exp closed form), float64
 NumPy value iteration of every windy-walk model (and the closed form gamma^9 of
@@ -23,6 +24,17 @@ NOTEBOOK = NOTEBOOKS / "robust.ipynb"
 @pytest.fixture(scope="module")
 def executed():
   return images_and_summary(execute_quick(NOTEBOOK.name)[NOTEBOOK.name])
+
+
+@pytest.fixture(scope="module",
+                params=["saved", pytest.param("quick", marks=pytest.mark.slow)])
+def outputs(request):
+  """``(summary, images)`` of the saved notebook (its full run; default run) or
+  of a quick-mode execution (slow: a kernel for about 40 s)."""
+  if request.param == "quick":
+    return request.getfixturevalue("executed")
+  import nbformat
+  return images_and_summary(nbformat.read(NOTEBOOK, as_version=4))
 
 
 @pytest.mark.slow
@@ -103,8 +115,8 @@ def _np_kl_penalty(lam):
   return inner
 
 
-def test_robust_vi_vs_radius_against_numpy(executed):
-  summary, _ = executed
+def test_robust_vi_vs_radius_against_numpy(outputs):
+  summary, _ = outputs
   info = summary["radius"]
   ns, p, r, gamma, rho = _garnet_np(info)
   vals = info["values"]
@@ -124,9 +136,9 @@ def test_robust_vi_vs_radius_against_numpy(executed):
     assert abs(c[0] - v_nom) <= scale, name
 
 
-def test_iwocs_windy_walk_against_numpy(executed):
+def test_iwocs_windy_walk_against_numpy(outputs):
   from jaxrl_dp import suites
-  summary, _ = executed
+  summary, _ = outputs
   info = summary["iwocs"]
   alphas = np.asarray(info["alphas"])
   walk = suites.windy_walk(alphas)
@@ -174,9 +186,9 @@ def _np_optimal_return(model):
   return float(np.asarray(model.initial, np.float64) @ v)
 
 
-def test_r2pvi_returns_below_numpy_optimum(executed):
+def test_r2pvi_returns_below_numpy_optimum(outputs):
   from jaxrl_dp import robust as R
-  summary, _ = executed
+  summary, _ = outputs
   sim = summary["r2pvi_simulated"]
   for i, q in enumerate(sim["q"]):
     best = _np_optimal_return(R.simulated_linear_mdp(q))
@@ -195,8 +207,8 @@ def test_r2pvi_returns_below_numpy_optimum(executed):
         assert -1e-6 <= put[k][j][i] <= best + 1e-4, (k, dim, up, put[k][j][i], best)
 
 
-def test_backup_cost_section_reads_the_benchmark(executed):
-  summary, _ = executed
+def test_backup_cost_section_reads_the_benchmark(outputs):
+  summary, _ = outputs
   bench = json.loads((ROOT / "benchmarks" / "results" / "robust.json").read_text())
   assert summary["bench"] == {r["name"]: r["ratio"] for r in bench["rows"]}
   assert all(r["checks"]["robust_le_nominal"] and r["checks"]["spot_ok"] for r in bench["rows"])
