@@ -80,3 +80,34 @@ def check_vmap_over_chains(train, **config):
     chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], stacked.metrics),
                                 one.metrics, rtol=1e-4, atol=1e-4)
   return stacked.metrics
+
+
+def transition_case(rng, layout, s=5, a=2):
+  """A random MDP for the env's next-state tests: ``(mdp, p dense [S, A, S],
+  r [S, A], tr [S, A, S] or None)``; dense layouts have zero-probability
+  slots and transition rewards ``tr``."""
+  import jaxrl_dp as jd
+  from _reference import random_dense, random_sparse, sparse_to_dense
+  if layout == "dense":
+    p, r = random_dense(rng, s, a, zero_frac=0.4)
+    tr = rng.normal(size=(s, a, s))
+    return jd.TabularMDP.from_dense(p, tr, 0.9), p, r, tr
+  ns, ps, r = random_sparse(rng, s, a, 3)
+  return jd.TabularMDP.from_sparse(ns, ps, r, 0.9), sparse_to_dense(ns, ps), r, None
+
+
+def check_next_states_and_rewards(p, r, tr, states, actions, nxt, rew, n):
+  """Chi-square of the drawn next states against ``p`` per (s, a) (no
+  zero-probability slot drawn) and the rewards against ``tr`` / ``r``."""
+  import scipy.stats
+  s, a = r.shape
+  for si in range(s):
+    for ai in range(a):
+      sel = (states == si) & (actions == ai)
+      counts = np.bincount(nxt[sel], minlength=s)
+      support = p[si, ai] > 0
+      assert counts[~support].sum() == 0  # a zero-probability slot is never drawn
+      stat = scipy.stats.chisquare(counts[support], n * p[si, ai][support])
+      assert stat.pvalue > 1e-3, (si, ai, counts, p[si, ai])
+  want = tr[states, actions, nxt] if tr is not None else r[states, actions]
+  np.testing.assert_allclose(np.asarray(rew), want, rtol=1e-6)

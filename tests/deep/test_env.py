@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import scipy.stats
 
 import jaxrl_dp as jd
 from jaxrl_dp.deep import EnvState, TabularEnv
-from _reference import random_dense, random_sparse, sparse_to_dense
+from _deep_cases import check_next_states_and_rewards, transition_case
+from _reference import random_dense
 
 
 # One compiled program per env structure and shape (the env is a pytree argument).
@@ -41,31 +41,14 @@ def _chain(mask=None):
 def test_next_state_frequencies_match_probs(layout):
   rng = np.random.default_rng(3)
   s, a, n = 5, 2, 4000
-  if layout == "dense":
-    p, r = random_dense(rng, s, a, zero_frac=0.4)
-    tr = rng.normal(size=(s, a, s))
-    m = jd.TabularMDP.from_dense(p, tr, 0.9)
-  else:
-    ns, ps, r = random_sparse(rng, s, a, 3)
-    m = jd.TabularMDP.from_sparse(ns, ps, r, 0.9)
-    p = sparse_to_dense(ns, ps)
+  m, p, r, tr = transition_case(rng, layout, s, a)
   env = TabularEnv(m, horizon=100)
   states = np.repeat(np.arange(s), a * n)
   actions = np.tile(np.repeat(np.arange(a), n), s)
   keys = jax.random.split(jax.random.key(0), states.size)
   _, _, rew, done, info = _vstep(env, keys, _state(states), jnp.asarray(actions))
-  nxt = np.asarray(info["next_state"])
   assert not np.asarray(done).any()
-  for si in range(s):
-    for ai in range(a):
-      sel = (states == si) & (actions == ai)
-      counts = np.bincount(nxt[sel], minlength=s)
-      support = p[si, ai] > 0
-      assert counts[~support].sum() == 0
-      stat = scipy.stats.chisquare(counts[support], n * p[si, ai][support])
-      assert stat.pvalue > 1e-3, (si, ai, counts, p[si, ai])
-  want = tr[states, actions, nxt] if layout == "dense" else r[states, actions]
-  np.testing.assert_allclose(np.asarray(rew), want, rtol=1e-6)
+  check_next_states_and_rewards(p, r, tr, states, actions, np.asarray(info["next_state"]), rew, n)
 
 
 def _uniform_finite_horizon_np(p, r, gamma, mask, horizon, initial):

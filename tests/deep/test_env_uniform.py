@@ -14,7 +14,7 @@ import scipy.stats
 import jaxrl_dp as jd
 from jaxrl_dp.deep import EnvState, TabularEnv
 from jaxrl_dp.deep.qlearning import _epsilon_greedy_uniform
-from _reference import random_dense, random_sparse, sparse_to_dense
+from _deep_cases import check_next_states_and_rewards, transition_case
 
 _vstep = jax.jit(jax.vmap(lambda env, u, st, a: env.step_uniform(u, st, a),
                           in_axes=(None, 0, 0, 0)))
@@ -32,31 +32,14 @@ def _state(s, time=0, last=0):
 def test_next_state_frequencies_and_rewards(layout):
   rng = np.random.default_rng(5)
   s, a, n = 5, 2, 4000
-  if layout == "dense":
-    p, r = random_dense(rng, s, a, zero_frac=0.4)
-    tr = rng.normal(size=(s, a, s))
-    m = jd.TabularMDP.from_dense(p, tr, 0.9)
-  else:
-    ns, ps, r = random_sparse(rng, s, a, 3)
-    m = jd.TabularMDP.from_sparse(ns, ps, r, 0.9)
-    p = sparse_to_dense(ns, ps)
+  m, p, r, tr = transition_case(rng, layout, s, a)
   env = TabularEnv(m, horizon=100)
   states = np.repeat(np.arange(s), a * n)
   actions = np.tile(np.repeat(np.arange(a), n), s)
   u = jnp.asarray(rng.random((states.size, 3)), jnp.float32)
   _, _, rew, done, info = _vstep(env, u, _state(states), jnp.asarray(actions))
-  nxt = np.asarray(info["next_state"])
   assert not np.asarray(done).any()
-  for si in range(s):
-    for ai in range(a):
-      sel = (states == si) & (actions == ai)
-      counts = np.bincount(nxt[sel], minlength=s)
-      support = p[si, ai] > 0
-      assert counts[~support].sum() == 0  # a zero-probability slot is never drawn
-      stat = scipy.stats.chisquare(counts[support], n * p[si, ai][support])
-      assert stat.pvalue > 1e-3, (si, ai, counts, p[si, ai])
-  want = tr[states, actions, nxt] if layout == "dense" else r[states, actions]
-  np.testing.assert_allclose(np.asarray(rew), want, rtol=1e-6)
+  check_next_states_and_rewards(p, r, tr, states, actions, np.asarray(info["next_state"]), rew, n)
 
 
 def test_extreme_uniforms_stay_in_the_support():
