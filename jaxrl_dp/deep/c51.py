@@ -178,8 +178,8 @@ def train_c51(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResult:
 
   Returns:
     :class:`~jaxrl_dp.deep.common.TrainResult` (greedy ``policy int32 [S]``,
-    the mean of the distribution acting as Q) with ``q_error``, ``w1`` and
-    ``loss`` metrics.
+    the mean of the distribution acting as Q) with ``q_error``, ``w1``
+    (neither with ``sticky > 0``) and ``loss`` metrics.
 
   Raises:
     InvalidMDPError: an unknown or bad option, ``v_min >= v_max``, a batched

@@ -33,12 +33,14 @@ import numpy as np
 
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP
-from jaxrl_dp.core.options import check_int, is_concrete
+from jaxrl_dp.core.options import check_horizon, check_int, is_concrete
 from jaxrl_dp.deep.env import TabularEnv
 from jaxrl_dp.deep.networks import greedy_action
-from jaxrl_dp.deep.scoring import ExactReference, q_error, score_policy
+from jaxrl_dp.deep.scoring import (ExactReference, exact_reference, q_error, score_policy,
+                                   sticky_policy)
+from jaxrl_dp.random_policy.sticky import sticky_actions
 
-__all__ = ["TrainResult", "run_schedule", "score_metrics", "state_observations",
+__all__ = ["TrainResult", "Scoring", "check_scoring", "run_schedule", "score_metrics", "state_observations",
            "as_features", "make_env", "epsilon_greedy", "linear_schedule",
            "categorical_w1", "learned_states", "check_schedule", "check_positive", "check_fraction",
            "check_flag",
@@ -185,9 +187,10 @@ def check_train_mdp(mdp) -> None:
 
 # ------------------------------------------------------------ observations
 def make_env(mdp: TabularMDP, horizon: int, kind: str,
-             features: Optional[jax.Array]) -> TabularEnv:
-  """The agents' :class:`TabularEnv` (no sticky actions, no stock)."""
-  return TabularEnv(mdp, horizon=horizon, observation=kind if features is None else features)
+             features: Optional[jax.Array], sticky: float = 0.0) -> TabularEnv:
+  """The agents' :class:`TabularEnv` (optional sticky actions, no stock)."""
+  return TabularEnv(mdp, horizon=horizon, observation=kind if features is None else features,
+                    sticky=sticky)
 
 
 def as_features(obs: jax.Array, index_obs: bool) -> jax.Array:
@@ -254,13 +257,66 @@ def learned_states(reference: ExactReference, env: TabularEnv) -> jax.Array:
   return reference.reachable & ~env.terminal
 
 
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+  """How an agent is scored (static; part of its config).
+
+  Attributes:
+    sticky: the environment's sticky-action probability ``p`` in ``[0, 1)``.
+      With ``p > 0`` the agent is scored on
+      :func:`jaxrl_dp.random_policy.sticky_actions` ``(mdp, p)`` (states
+      ``(s, previous action)``) with its policy of the observed state lifted
+      by :func:`jaxrl_dp.deep.scoring.sticky_policy`.
+    horizon: ``None``: the discounted infinite horizon (an LU solve of the
+      scored MDP per evaluation point); ``T``: T-step returns from ``t = 0``
+      by backward induction (T sparse sweeps, no ``[S, S]`` matrix), equal
+      to the infinite-horizon score when every episode of the scored MDP
+      ends (enters an absorbing zero-reward state) within ``T`` steps, e.g.
+      a time-augmented finite-horizon task.
+  """
+
+  sticky: float = 0.0
+  horizon: Optional[int] = None
+
+  def mdp(self, mdp: TabularMDP) -> TabularMDP:
+    """The MDP the agent is scored on (``S * (A + 1)`` states when sticky)."""
+    return sticky_actions(mdp, self.sticky) if self.sticky > 0 else mdp
+
+  def reference(self, mdp: TabularMDP) -> ExactReference:
+    """:func:`~jaxrl_dp.deep.scoring.exact_reference` of :meth:`mdp`."""
+    return exact_reference(self.mdp(mdp), horizon=self.horizon)
+
+  def lift(self, policy: jax.Array, num_actions: int) -> jax.Array:
+    """A policy of the observed state (``[S]`` or ``[S, A]``) on the scored MDP."""
+    return sticky_policy(policy, num_actions) if self.sticky > 0 else policy
+
+
+def check_scoring(sticky, score_horizon) -> None:
+  """Refuses a sticky probability outside ``[0, 1)`` or a score horizon that
+  is not ``None`` or an int >= 1."""
+  check_fraction("sticky", sticky, allow_one=False)
+  if score_horizon is not None:
+    check_horizon(score_horizon, "score_horizon")
+
+
 def score_metrics(mdp: TabularMDP, reference: ExactReference, policy: jax.Array,
                   q_values: Optional[jax.Array] = None,
-                  q_states: Optional[jax.Array] = None) -> dict:
+                  q_states: Optional[jax.Array] = None, *,
+                  scoring: Scoring = Scoring()) -> dict:
   """Exact metrics of ``policy`` (``int [S]`` or ``float [S, A]``); with
   ``q_values [S, A]`` also ``q_error`` (over ``q_states bool [S]``, default
-  the reachable states, and valid actions)."""
-  score = score_policy(mdp, reference, policy)
+  the reachable states, and valid actions).
+
+  ``mdp`` is the agent's (observed) MDP and ``reference`` is
+  ``scoring.reference(mdp)``; with sticky actions the policy is lifted to the
+  scored MDP and ``q_values`` must be None (the network's ``Q(s, a)`` does
+  not see the previous action that the sticky MDP's ``Q*`` depends on)."""
+  if scoring.sticky > 0 and q_values is not None:
+    raise ValueError("q_values: no q_error with sticky actions (Q* depends on the "
+                     "previous action, which the network does not see)")
+  score_mdp = scoring.mdp(mdp)
+  policy = scoring.lift(policy, mdp.rewards.shape[-1])
+  score = score_policy(score_mdp, reference, policy, horizon=scoring.horizon)
   out = {"j": score.j, "j_star": score.j_star, "suboptimality": score.suboptimality,
          "normalized_suboptimality": score.normalized_suboptimality,
          "optimal_action_fraction": score.optimal_action_fraction}

@@ -153,12 +153,18 @@ def train_dqn(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResult:
       ``loss="mse"`` (or ``"huber"``), ``hidden=(64, 64)``,
       ``activation="relu"``, ``progress=False`` (True: a tqdm bar advanced at
       each evaluation point by an ordered ``jax.debug.callback``; False adds
-      nothing to the compiled program).
+      nothing to the compiled program), ``sticky=0.0`` (probability in
+      ``[0, 1)`` that the env repeats the previous executed action; the
+      replay stores the CHOSEN action, and the agent is scored on
+      :func:`~jaxrl_dp.random_policy.sticky_actions` ``(mdp, sticky)``; see
+      :class:`~jaxrl_dp.deep.common.Scoring`), ``score_horizon=None`` (T:
+      score T-step returns by backward induction instead of an LU solve;
+      exact for tasks whose episodes all end within T steps).
 
   Returns:
     :class:`~jaxrl_dp.deep.common.TrainResult`: ``params``, greedy ``policy
     int32 [S]``, ``metrics`` ``[E]`` (``E = num_updates // eval_every``) with
-    ``q_error`` and ``loss``.
+    ``q_error`` (not with ``sticky > 0``) and ``loss``.
 
   Raises:
     InvalidMDPError: an unknown or bad option, a batched MDP, discount 1.

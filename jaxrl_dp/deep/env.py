@@ -54,7 +54,9 @@ Sticky actions (``sticky = p``)
     evaluate_policy(sticky_actions(mdp, p), sticky_policy(pi, A))
 
   (its ``j_star`` is the optimum over policies that also see the previous
-  action, an upper bound on what an agent of the observed state can reach).
+  action, and an agent of the observed state can reach it: ``Q*((s, b), a) =
+  (1 - p) Q_e(s, a) + p Q_e(s, b)`` with ``Q_e(s, a)`` the value of
+  EXECUTING ``a``, so ``argmax_a`` does not depend on ``b``).
 
 Stock augmentation (``stock = c0``)
   The state carries the stock ``c_t`` of Pires et al. (JMLR 2025), as in

@@ -41,7 +41,6 @@ from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.options import check_horizon, check_int
 from jaxrl_dp.deep import common
 from jaxrl_dp.deep.networks import ActorCritic, greedy_action, mask_invalid
-from jaxrl_dp.deep.scoring import exact_reference
 
 __all__ = ["PPOConfig", "PPOTrainState", "Rollout", "gae", "rollout_values", "ppo_loss",
            "ppo_init", "ppo_update", "train_ppo"]
@@ -69,6 +68,8 @@ class PPOConfig:
   hidden: tuple = (64, 64)
   activation: str = "tanh"
   progress: bool = False
+  sticky: float = 0.0
+  score_horizon: Optional[int] = None
 
 
 @flax.struct.dataclass
@@ -273,13 +274,14 @@ class _Carry:
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _train(key, mdp, features, config: PPOConfig):
-  env = common.make_env(mdp, config.horizon, config.observation, features)
+  env = common.make_env(mdp, config.horizon, config.observation, features, config.sticky)
   n, t_len = config.num_envs, config.num_steps
   num_actions = env.num_actions
   net = _network(config, num_actions)
   index_obs = config.observation == "index"
   obs_all = common.state_observations(env)
-  reference = exact_reference(mdp)
+  scoring = common.Scoring(config.sticky, config.score_horizon)
+  reference = scoring.reference(mdp)
   k_init, k_reset, k_run = jax.random.split(key, 3)
   train = ppo_init(k_init, config, obs_all.shape[-1], num_actions)
   env_state, obs = jax.vmap(env.reset)(jax.random.split(k_reset, n))
@@ -355,7 +357,7 @@ def _train(key, mdp, features, config: PPOConfig):
     greedy = jax.nn.one_hot(greedy_action(logits, mdp.action_mask), num_actions,
                             dtype=probs.dtype)
     # the stochastic policy and its argmax in one batched solve
-    both = jax.vmap(lambda p: common.score_metrics(mdp, reference, p))(
+    both = jax.vmap(lambda p: common.score_metrics(mdp, reference, p, scoring=scoring))(
         jnp.stack([probs, greedy]))
     m = {k: v[0] for k, v in both.items()}
     m["greedy_suboptimality"] = both["suboptimality"][1]
@@ -395,6 +397,7 @@ def check_ppo_config(cfg: PPOConfig) -> None:
   for width in cfg.hidden:
     check_int("hidden", width)
   common.check_flag("progress", cfg.progress)
+  common.check_scoring(cfg.sticky, cfg.score_horizon)
 
 
 def train_ppo(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResult:
@@ -420,7 +423,9 @@ def train_ppo(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResult:
       ``ent_coef=0.01``, ``vf_coef=0.5``, ``max_grad_norm=0.5``,
       ``hidden=(64, 64)``, ``activation="tanh"``, ``progress=False`` (True:
       a tqdm bar advanced at each evaluation point by an ordered
-      ``jax.debug.callback``; False adds nothing to the compiled program).
+      ``jax.debug.callback``; False adds nothing to the compiled program),
+      ``sticky=0.0``, ``score_horizon=None`` (as in
+      :func:`~jaxrl_dp.deep.train_dqn`).
 
   Returns:
     :class:`~jaxrl_dp.deep.common.TrainResult` with the stochastic ``policy

@@ -43,7 +43,6 @@ from jaxrl_dp.core.options import check_horizon, check_int
 from jaxrl_dp.deep import common
 from jaxrl_dp.deep.networks import greedy_action
 from jaxrl_dp.deep.replay import Transition, replay_add, replay_init, replay_sample
-from jaxrl_dp.deep.scoring import exact_reference
 
 __all__ = ["QConfig", "QAgent", "QTrainState", "q_init", "q_update", "q_train",
            "check_q_config"]
@@ -75,6 +74,8 @@ class QConfig:
   hidden: tuple = (64, 64)
   activation: str = "relu"
   progress: bool = False
+  sticky: float = 0.0
+  score_horizon: Optional[int] = None
 
 
 def check_q_config(config: QConfig) -> None:
@@ -99,6 +100,7 @@ def check_q_config(config: QConfig) -> None:
   for width in config.hidden:
     check_int("hidden", width)
   common.check_flag("progress", config.progress)
+  common.check_scoring(config.sticky, config.score_horizon)
 
 
 class QAgent(NamedTuple):
@@ -242,14 +244,16 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
   Returns:
     :class:`~jaxrl_dp.deep.common.TrainResult` (greedy ``policy int32 [S]``).
   """
-  env = common.make_env(mdp, config.horizon, config.observation, features)
+  env = common.make_env(mdp, config.horizon, config.observation, features, config.sticky)
   n = config.num_envs
   num_actions = env.num_actions
   agent = make_agent(mdp, num_actions)
   index_obs = config.observation == "index"
   obs_all = common.state_observations(env)
-  reference = exact_reference(mdp)
-  learned = common.learned_states(reference, env)
+  scoring = common.Scoring(config.sticky, config.score_horizon)
+  reference = scoring.reference(mdp)
+  sticky = config.sticky > 0
+  learned = None if sticky else common.learned_states(reference, env)
   k_init, k_reset, k_run = jax.random.split(key, 3)
   train = q_init(k_init, agent, obs_all.shape[-1])
   env_state, obs = jax.vmap(env.reset)(jax.random.split(k_reset, n))
@@ -279,7 +283,9 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
     eps = common.linear_schedule(config.epsilon_start, config.epsilon_end, decay, c.t)
     action = _epsilon_greedy_uniform(u[:, :2], agent.q_values(c.train.params, x), mask, eps)
     env_state, obs, reward, _, info = jax.vmap(env.step_uniform)(u[:, 2:], c.env_state, action)
-    stored = _Stored(state=c.env_state.state, action=info["action"], reward=reward,
+    # the agent's own (chosen) action: with sticky actions the executed one
+    # may differ, and the agent does not see which (Machado et al.'s protocol)
+    stored = _Stored(state=c.env_state.state, action=action, reward=reward,
                      next_state=info["next_state"], discount=info["discount"])
     buffer = replay_add(c.buffer, stored)
     sample = replay_sample(buffer, k_sample, config.batch_size)
@@ -313,7 +319,9 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
 
   def evaluate(c: _Carry):
     q, policy = greedy(c.train.params)
-    m = common.score_metrics(mdp, reference, policy, q, learned)
+    if sticky:  # Q* and eta* depend on the previous action: no q_error / w1
+      return common.score_metrics(mdp, reference, policy, scoring=scoring)
+    m = common.score_metrics(mdp, reference, policy, q, learned, scoring=scoring)
     if agent.extra_metrics is not None:
       m.update(agent.extra_metrics(mdp, c.train.params, obs_all, policy, learned))
     return m

@@ -140,7 +140,8 @@ def train_qr_dqn(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResul
 
   Returns:
     :class:`~jaxrl_dp.deep.common.TrainResult` (greedy ``policy int32 [S]``
-    on the quantile means) with ``q_error``, ``w1`` and ``loss`` metrics.
+    on the quantile means) with ``q_error``, ``w1`` (neither with ``sticky > 0``)
+    and ``loss`` metrics.
 
   Raises:
     InvalidMDPError: an unknown or bad option, a batched MDP, discount 1.
