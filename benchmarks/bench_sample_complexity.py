@@ -9,7 +9,7 @@ Spearman correlations are documented there) at the :data:`FULL` scale (or
 ``--quick``, or ``--num-mdps`` / ``--seeds`` overrides for a reduced run),
 then the BRIDGE fixtures (``--no-bridge`` to skip them). Before reporting it
 checks every maze's ``J*`` of the agents' own exact scoring (float32, on the
-time-augmented MDP) against the float64 NumPy backward induction of the maze
+sticky time-augmented MDP) against the float64 NumPy backward induction of the maze
 (:func:`~jaxrl_dp.figures.deep_sample_complexity.finite_horizon_optimum`)
 and the Spearman numbers against ``scipy.stats.spearmanr``.
 
@@ -45,10 +45,12 @@ def _checks(res: dict) -> dict:
   from scipy.stats import spearmanr
   mazes = res["mazes"]
   out = {}
-  # the agents' exact J* (float32, time-augmented MDP) vs the float64 maze optimum
+  # the agents' exact J* (float32, sticky time-augmented MDP) vs the float64 maze optimum
+  rows = mazes + res.get("bridge", [])
   for alg in ("dqn", "ppo"):
     if alg + "_j_star_agent" in mazes[0]:
-      err = max(abs(m[alg + "_j_star_agent"] - m["j_star"]) for m in mazes)
+      err = max(abs(m[alg + "_j_star_agent"] - m["j_star"]) for m in rows
+                if alg + "_j_star_agent" in m)
       out[f"{alg}_j_star_max_abs_err"] = err
   h = np.asarray([m["effective_horizon"] for m in mazes])
   worst = 0.0
@@ -100,13 +102,19 @@ def _markdown(res: dict) -> str:
   lines += [md_table(head, body), ""]
   if "bridge" in res:
     lines += ["## BRIDGE fixtures", ""]
-    b_algs = [a for a in ("deep_sqirl", "sqirl", "gorp")
+    b_algs = [a for a in ("deep_sqirl", "dqn", "ppo", "sqirl", "gorp")
               if res["bridge"] and a in res["bridge"][0]]
     body = [[r["name"], r["num_states"], r["horizon"], f"{r['j_star']:.3g}", r["min_k"], r["k"],
              f"{r['effective_horizon']:.2f}"] + [_fmt(r[a], r[a + "_censored"]) for a in b_algs]
             for r in res["bridge"]]
     lines += [md_table(["fixture", "S", "T", "J*", "min_k", "k", "H"] + b_algs, body), ""]
-    lines += [f"- DQN / PPO: {r['dqn_ppo']} ({r['name']})" for r in res["bridge"]]
+    for r in res["bridge"]:
+      for a in ("dqn", "ppo"):
+        if a + "_j_star_agent" in r:
+          lines += [f"- {r['name']}: {a.upper()} cap {r[a + '_cap']:.0f} env steps, steps to "
+                    f"optimal per seed {r[a + '_per_seed']} (-1: not optimal for good), "
+                    f"final J per seed {[round(x, 3) for x in r[a + '_final_j']]}, the agent's "
+                    f"exact J* {r[a + '_j_star_agent']:.4g} vs NumPy {r['j_star']:.4g}"]
     lines += [f"- {k}: skipped ({v})" for k, v in res.get("bridge_skipped", {}).items()]
     if "bridge_seconds" in res:
       lines += [f"- BRIDGE wall time: {res['bridge_seconds']:.0f} s"]
@@ -140,6 +148,7 @@ def main() -> None:
     res["bridge"], res["bridge_skipped"] = dsc.run_bridge(dataclasses.replace(cfg, bridge=True))
     res["bridge_seconds"] = time.perf_counter() - t0
     res["loadavg_at_end"] = os.getloadavg()
+    res["checks"] = _checks(res)
     write_results(args.out, base, res, _markdown(res))
     print(_markdown(res).split("## BRIDGE fixtures")[-1], flush=True)
 

@@ -111,3 +111,24 @@ def check_next_states_and_rewards(p, r, tr, states, actions, nxt, rew, n):
       assert stat.pvalue > 1e-3, (si, ai, counts, p[si, ai])
   want = tr[states, actions, nxt] if tr is not None else r[states, actions]
   np.testing.assert_allclose(np.asarray(rew), want, rtol=1e-6)
+
+
+def sticky_optimum_loops(spec, p):
+  """J* from state 0 of a deterministic finite-horizon maze (``spec.transitions
+  int [S, A]``, -1 = the episode ends; ``spec.rewards [S, A]``;
+  ``spec.horizon``) with sticky actions, by explicit loops over (t, s,
+  previous action b): from the second step on, b is executed instead of the
+  chosen action with probability p. Float64, no jaxrl_dp code."""
+  ns, r = spec.transitions, spec.rewards
+  s_n, a_n = r.shape
+  v = {(s, b): 0.0 for s in range(s_n) for b in range(a_n)}
+  for t in reversed(range(spec.horizon)):
+    def q_exec(s, e):
+      nxt = ns[s, e]
+      return r[s, e] + (v[(nxt, e)] if nxt >= 0 else 0.0)
+    if t == 0:
+      return max(q_exec(0, a) for a in range(a_n))
+    v = {(s, b): max((1 - p) * q_exec(s, a) + p * q_exec(s, b) for a in range(a_n))
+         for s in range(s_n) for b in range(a_n)}
+  raise AssertionError("horizon >= 1")
+

@@ -40,8 +40,8 @@ from jaxrl_dp.deep.scoring import (ExactReference, exact_reference, q_error, sco
                                    sticky_policy)
 from jaxrl_dp.random_policy.sticky import sticky_actions
 
-__all__ = ["TrainResult", "Scoring", "check_scoring", "run_schedule", "score_metrics", "state_observations",
-           "as_features", "make_env", "epsilon_greedy", "linear_schedule",
+__all__ = ["TrainResult", "Scoring", "check_scoring", "run_schedule", "score_metrics",
+           "state_observations", "as_features", "make_env", "epsilon_greedy", "linear_schedule",
            "categorical_w1", "learned_states", "check_schedule", "check_positive", "check_fraction",
            "check_flag",
            "check_observation", "check_train_mdp", "config_from_kwargs", "observation_arg",

@@ -33,13 +33,23 @@ The learners' MDP
   policies) and their learned policy over ``(t, s)`` is a non-stationary
   policy of the maze. The networks see the observation ``[one_hot(s),
   one_hot(t)]`` (``S + T`` features), not the ``T * S``-way one-hot.
-  Sticky actions are NOT applied (the first paper's deterministic setting):
-  part 1's DQN and PPO have no sticky option, and the exact per-evaluation
-  scoring of the sticky, time-augmented MDP (``T * S * (A + 1)`` states, a
-  dense LU solve at every evaluation point) does not fit the time budget.
-  Deep SQIRL takes ``sticky`` (default 0 here, the same environment as the
-  others). Tabular SQIRL, GORP and the effective-horizon analysis run on the
-  deterministic maze itself (discount 1, horizon ``T``).
+
+Sticky actions (``StudyConfig.sticky``, 0.25 in :data:`FULL` and
+:data:`QUICK`, as in the stochastic-environments paper)
+  Every learner acts in the sticky environment (from the second step of an
+  episode on, the previous executed action is repeated with probability
+  ``p``; the agents store the action they chose) and every "optimal" is
+  decided on the sticky task: DQN and PPO (``sticky=p``, ``score_horizon=T``)
+  are scored EXACTLY on :func:`~jaxrl_dp.random_policy.sticky_actions` of
+  the time-augmented MDP (``(T S + 1)(A + 1)`` states) by T-step backward
+  induction (T sparse sweeps per evaluation point, no LU solve), deep SQIRL
+  on the sticky maze; tabular SQIRL, GORP and the effective-horizon analysis
+  run on :func:`analysis_mdp` (the sticky MDP on (state, previous action) of
+  the maze, discount 1, horizon ``T``). ``J*`` is the optimum of the sticky
+  task (:func:`finite_horizon_optimum` with ``sticky``), which a policy of
+  the observed ``(t, s)`` attains (its argmax does not depend on the
+  previous action). With ``sticky = 0`` the study is the first paper's
+  deterministic setting.
 
 Empirical sample complexity (in environment steps)
   "Optimal" means ``J_T(pi) >= J*_T - tol``, ``tol = 1e-4 max(1, |J*|)``.
@@ -103,7 +113,7 @@ from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.figures.random_policy import spearman
 
 __all__ = ["MazeSpec", "StudyConfig", "procedural_gridworld", "gridworld_suite", "pad_spec",
-           "time_augmented", "time_features", "censored_median",
+           "analysis_mdp", "time_augmented", "time_features", "censored_median",
            "doubling_sample_complexity", "finite_horizon_optimum", "load_bridge_spec",
            "run_study", "run_bridge", "study_correlations", "plot_deep_sample_complexity",
            "QUICK", "FULL", "LEARNER_DISCOUNT", "BRIDGE_FIXTURES"]
@@ -320,6 +330,18 @@ def base_mdp(spec: MazeSpec) -> TabularMDP:
   return TabularMDP.from_deterministic(spec.transitions, spec.rewards, 1.0)
 
 
+def analysis_mdp(spec: MazeSpec, sticky: float = 0.0) -> TabularMDP:
+  """The MDP of the tabular analysis (effective horizon, tabular SQIRL, GORP):
+  :func:`base_mdp`, or with ``sticky = p > 0`` its
+  :func:`~jaxrl_dp.random_policy.sticky_actions` MDP on (state, previous
+  action), the start copy of state 0 carrying the initial mass."""
+  mdp = base_mdp(spec)
+  if sticky > 0:
+    from jaxrl_dp.random_policy import sticky_actions
+    mdp = sticky_actions(mdp, sticky)
+  return mdp
+
+
 # --------------------------------------------------- the learners' MDP
 def time_augmented(spec: MazeSpec, discount: float = LEARNER_DISCOUNT) -> TabularMDP:
   """The time-augmented, reward-rescaled MDP the deep agents train on.
@@ -365,21 +387,39 @@ def time_features(num_states: int, horizon: int) -> np.ndarray:
   return f
 
 
-def finite_horizon_optimum(spec: MazeSpec) -> float:
+def finite_horizon_optimum(spec: MazeSpec, sticky: float = 0.0) -> float:
   """``J*_T`` from state 0 by float64 backward induction in NumPy (the
   reference of the exact optimality checks).
 
+  With ``sticky = p > 0`` the optimum of the sticky-action task (the
+  previous executed action ``b`` is repeated with probability ``p`` from the
+  second step on): ``V_t(s, b) = max_a (1 - p) Q_t(s, a) + p Q_t(s, b)`` with
+  ``Q_t(s, e) = r(s, e) + V_{t+1}(s'(s, e), e)`` the value of EXECUTING
+  ``e``, and ``J* = max_a Q_0(0, a)``. Every action is valid in these mazes.
+
   Args:
     spec: the maze.
+    sticky: the repeat probability in ``[0, 1)``.
 
   Returns:
-    the optimal undiscounted T-step return.
+    the optimal undiscounted T-step return (expected, with sticky actions).
   """
   ns, r = spec.transitions, spec.rewards
-  v = np.zeros(ns.shape[0] + 1)  # last entry: terminal
+  s_n, a_n = r.shape
+  end = np.where(ns < 0, s_n, ns)  # row s_n: the terminal (value 0)
+  if sticky == 0:
+    v = np.zeros(s_n + 1)
+    for _ in range(spec.horizon):
+      v = np.append(np.max(r + v[end], axis=1), 0.0)
+    return float(v[0])
+  p = float(sticky)
+  v = np.zeros((s_n + 1, a_n))  # V_{t+1}(s', b); the terminal row stays 0
+  q = r
   for _ in range(spec.horizon):
-    v = np.append(np.max(r + v[np.where(ns < 0, ns.shape[0], ns)], axis=1), 0.0)
-  return float(v[0])
+    q = r + v[end, np.arange(a_n)[None, :]]  # [S, A]: execute e at s
+    best = np.max((1 - p) * q[:, None, :] + p * q[:, :, None], axis=2)  # [S, B]
+    v = np.concatenate([best, np.zeros((1, a_n))])
+  return float(np.max(q[0]))
 
 
 # --------------------------------------------------- sample-complexity rules
@@ -444,12 +484,14 @@ class StudyConfig:
       simulated at the capacity ``2^(n-1)``).
     sqirl_num_steps, sqirl_learning_rate: Adam steps per head and their
       learning rate.
-    sticky: deep SQIRL's sticky-action probability (0: the environment of
-      the others).
+    sticky: the sticky-action probability of EVERY learner and analysis
+      (the learners' environments, the MDP their exact scores and the
+      effective horizon are computed on, tabular SQIRL / GORP); 0.25 as in
+      the stochastic-environments paper.
     tabular_max_m, tabular_runs: the bisection cap and runs of tabular SQIRL
       and GORP.
-    bridge: also run the BRIDGE fixtures (effective horizon, tabular SQIRL,
-      GORP, deep SQIRL with ``bridge_doublings``).
+    bridge: also run the BRIDGE fixtures (effective horizon, DQN, PPO,
+      tabular SQIRL, GORP, deep SQIRL with ``bridge_doublings``).
   """
 
   num_mdps: int = 100
@@ -465,7 +507,7 @@ class StudyConfig:
   sqirl_doublings: int = 8
   sqirl_num_steps: int = 50
   sqirl_learning_rate: float = 1e-2
-  sticky: float = 0.0
+  sticky: float = 0.25
   tabular_max_m: int = 256
   tabular_runs: int = 5
   bridge: bool = True
@@ -495,22 +537,31 @@ def _ppo_config(cfg: StudyConfig) -> dict:
               num_minibatches=4, learning_rate=3e-3, ent_coef=0.01, hidden=(64, 64))
 
 
+def _learners(cfg: StudyConfig) -> tuple:
+  """``(name, train, config, suboptimality key)`` of DQN and PPO."""
+  from jaxrl_dp.deep.dqn import train_dqn
+  from jaxrl_dp.deep.ppo import train_ppo
+  return (("dqn", train_dqn, _dqn_config(cfg), "suboptimality"),
+          ("ppo", train_ppo, _ppo_config(cfg), "greedy_suboptimality"))
+
+
 def _stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
   return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *mdps)
 
 
 def _run_deep(train: Callable, specs: Sequence[MazeSpec], keys: jax.Array, config: dict,
-              sub_key: str) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+              sub_key: str, sticky: float) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
   """One vmapped call over (mazes x seeds) of a part-1 agent on the
-  time-augmented mazes; returns per-seed steps to optimal ``[B, R]``, the
-  final exact ``J [B, R]``, the cap (total env steps of a run) and the
-  agent's exact ``J* [B]`` (seed 0)."""
+  time-augmented mazes (sticky actions ``sticky``, scored by T-step backward
+  induction on the sticky time-augmented MDP); returns per-seed steps to
+  optimal ``[B, R]``, the final exact ``J [B, R]``, the cap (total env steps
+  of a run) and the agent's exact ``J* [B]`` (seed 0)."""
   from jaxrl_dp.deep.scoring import steps_to_optimal
   T = specs[0].horizon
   s = specs[0].transitions.shape[0]
   mdps = _stack([time_augmented(sp) for sp in specs])
   feats = jnp.asarray(time_features(s, T))
-  run = lambda k, m: train(k, m, observation=feats, **config)
+  run = lambda k, m: train(k, m, observation=feats, sticky=sticky, score_horizon=T, **config)
   res = jax.jit(jax.vmap(jax.vmap(run, in_axes=(0, None)), in_axes=(None, 0)))(keys, mdps)
   met = jax.device_get(res.metrics)
   sub = np.asarray(met[sub_key], np.float64)
@@ -569,7 +620,7 @@ def _tabular(specs, ks, cfg: StudyConfig, key) -> dict:
                                       sqirl_sample_complexity)
   out: dict[str, list] = {"sqirl": [], "sqirl_censored": [], "gorp": [], "gorp_censored": []}
   for i, sp in enumerate(specs):
-    mdp = base_mdp(sp)
+    mdp = analysis_mdp(sp, cfg.sticky)
     k = int(ks[i])
     for name, fn, run in (("sqirl", sqirl_sample_complexity, sqirl),
                           ("gorp", gorp_sample_complexity, gorp)):
@@ -606,10 +657,9 @@ def run_study(cfg: StudyConfig = FULL, *, bridge_root: str | Path | None = None,
     ``dqn``, ``ppo``, ``deep_sqirl`` (if available), ``sqirl``, ``gorp``,
     plus ``dqn_final_j`` / ``ppo_final_j``; ``caps``; ``correlations``
     (:func:`study_correlations`); ``bridge``: the fixtures' rows (same keys,
-    no DQN / PPO: see ``bridge_skipped``); ``seconds`` per stage.
+    each learner's cap in ``<alg>_cap``) and ``bridge_skipped``; ``seconds``
+    per stage.
   """
-  from jaxrl_dp.deep.dqn import train_dqn
-  from jaxrl_dp.deep.ppo import train_ppo
   from jaxrl_dp.random_policy import analyze_effective_horizon_batch
   say = progress or (lambda _: None)
   secs: dict[str, float] = {}
@@ -618,8 +668,8 @@ def run_study(cfg: StudyConfig = FULL, *, bridge_root: str | Path | None = None,
   s_max = max(sp.transitions.shape[0] for sp in specs)
   padded = [pad_spec(sp, s_max) for sp in specs]
   b = len(padded)
-  j_star = np.asarray([finite_horizon_optimum(sp) for sp in padded])
-  mdps = _stack([base_mdp(sp) for sp in padded])
+  j_star = np.asarray([finite_horizon_optimum(sp, cfg.sticky) for sp in padded])
+  mdps = _stack([analysis_mdp(sp, cfg.sticky) for sp in padded])
   eh = analyze_effective_horizon_batch(mdps, cfg.horizon, progress=False)
   min_k = np.asarray(eh.min_k)
   ks = np.clip(np.where(min_k > 0, min_k, cfg.k_max), 1, cfg.k_max)
@@ -630,11 +680,9 @@ def run_study(cfg: StudyConfig = FULL, *, bridge_root: str | Path | None = None,
   keys = jax.random.split(jax.random.fold_in(key, 1), cfg.seeds)
   rows: dict[str, Any] = {}
   caps: dict[str, float] = {}
-  for name, train, conf, sub_key in (
-      ("dqn", train_dqn, _dqn_config(cfg), "suboptimality"),
-      ("ppo", train_ppo, _ppo_config(cfg), "greedy_suboptimality")):
+  for name, train, conf, sub_key in _learners(cfg):
     t1 = time.perf_counter()
-    sto, j_fin, cap, js_agent = _run_deep(train, padded, keys, conf, sub_key)
+    sto, j_fin, cap, js_agent = _run_deep(train, padded, keys, conf, sub_key, cfg.sticky)
     vals = [censored_median(sto[i], cap) for i in range(b)]
     rows[name] = [v for v, _ in vals]
     rows[name + "_censored"] = [c for _, c in vals]
@@ -686,13 +734,14 @@ def run_study(cfg: StudyConfig = FULL, *, bridge_root: str | Path | None = None,
 
 def run_bridge(cfg: StudyConfig = FULL,
                root: str | Path | None = None) -> tuple[list, dict]:
-  """The BRIDGE fixtures' rows: effective horizon, tabular SQIRL and GORP,
-  deep SQIRL (grid ``2^0..2^(bridge_doublings-1)``); DQN and PPO are skipped
-  (see each row's ``dqn_ppo``).
+  """The BRIDGE fixtures' rows: effective horizon, DQN and PPO (the suite's
+  budgets, on the fixture's time-augmented MDP with its ``[one_hot(s),
+  one_hot(t)]`` features), tabular SQIRL and GORP, deep SQIRL (grid
+  ``2^0..2^(bridge_doublings-1)``), all with ``cfg.sticky``.
 
   Args:
-    cfg: the scale (``seeds``, ``k_max``, ``tabular_*``, ``sqirl_*``,
-      ``bridge_doublings``).
+    cfg: the scale (``seeds``, ``k_max``, ``sticky``, ``dqn_*``, ``ppo_*``,
+      ``tabular_*``, ``sqirl_*``, ``bridge_doublings``).
     root: the fixtures' folder (default ``../shared/data/bridge`` next to
       the repository).
 
@@ -710,15 +759,19 @@ def run_bridge(cfg: StudyConfig = FULL,
       skipped[name] = f"not found under {root}"
       continue
     sp = load_bridge_spec(root, name)
-    mdp = base_mdp(sp)
+    mdp = analysis_mdp(sp, cfg.sticky)
     eh = analyze_effective_horizon(mdp, sp.horizon)
     k = int(np.clip(eh.min_k if eh.min_k > 0 else cfg.k_max, 1, cfg.k_max))
     row = {"name": name, "num_states": int(sp.transitions.shape[0]), "horizon": sp.horizon,
-           "j_star": finite_horizon_optimum(sp), "min_k": int(eh.min_k), "k": k,
-           "effective_horizon": float(eh.effective_horizon),
-           "dqn_ppo": "skipped: the time-augmented MDP has T*S+1 = "
-                      f"{sp.horizon * sp.transitions.shape[0] + 1} states, and part 1's exact "
-                      "scoring solves a dense LU of that size at every evaluation point"}
+           "j_star": finite_horizon_optimum(sp, cfg.sticky), "min_k": int(eh.min_k), "k": k,
+           "effective_horizon": float(eh.effective_horizon)}
+    keys = jax.random.split(jax.random.fold_in(key, 6), cfg.seeds)
+    for alg, train, conf, sub_key in _learners(cfg):
+      sto, j_fin, cap, js_agent = _run_deep(train, [sp], keys, conf, sub_key, cfg.sticky)
+      v, c = censored_median(sto[0], cap)
+      row.update({alg: v, alg + "_censored": c, alg + "_per_seed": sto[0].tolist(),
+                  alg + "_final_j": j_fin[0].tolist(), alg + "_j_star_agent": float(js_agent[0]),
+                  alg + "_cap": cap})
     tab = _tabular([sp], np.asarray([k]), cfg, jax.random.fold_in(key, 7))
     row.update({n: v[0] for n, v in tab.items()})
     ds = _deep_sqirl([sp], np.asarray([k]), cfg, jax.random.fold_in(key, 8),

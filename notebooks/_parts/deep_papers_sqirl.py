@@ -64,6 +64,8 @@ for _name, _c in sc_results["correlations"].items():
 _algs = [a for a in ("deep_sqirl", "dqn", "ppo", "sqirl", "gorp") if a in sc_results["mazes"][0]]
 summary["sqirl"] = {
     "num_mazes": len(sc_results["mazes"]),
+    "config": {k: sc_results["config"][k] for k in ("num_mdps", "horizon", "seed", "sizes",
+                                                      "sticky")},
     "horizon": int(sc_results["config"]["horizon"]),
     "j_star": [float(m["j_star"]) for m in sc_results["mazes"]],
     "layouts": [list(m["layout"]) for m in sc_results["mazes"]],

@@ -12,6 +12,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from jaxrl_dp import validate_mdp
+from _deep_cases import sticky_optimum_loops
 from jaxrl_dp.deep.scoring import exact_reference, steps_to_optimal
 from jaxrl_dp.figures import deep_sample_complexity as dsc
 
@@ -270,7 +271,8 @@ def test_quick_study_numbers():
   specs = dsc.gridworld_suite(dsc.QUICK.num_mdps, horizon=dsc.QUICK.horizon,
                               seed=dsc.QUICK.seed, sizes=dsc.QUICK.sizes)
   for m, sp in zip(mazes, specs):
-    assert m["j_star"] == _backward_induction(sp) == 1.0
+    assert _backward_induction(sp) == 1.0
+    assert m["j_star"] == pytest.approx(sticky_optimum_loops(sp, dsc.QUICK.sticky), abs=1e-12)
     for alg in ("dqn", "ppo"):
       assert m[alg + "_j_star_agent"] == pytest.approx(m["j_star"], abs=1e-5)
       per_seed = np.asarray(m[alg + "_per_seed"], np.float64)
@@ -288,3 +290,24 @@ def test_quick_study_numbers():
     ref = spearmanr(col(a), h if b == "H" else col(b)).statistic
     if np.isfinite(ref):
       assert c["rho"] == pytest.approx(ref, abs=1e-12)
+
+
+def test_sticky_optimum_vs_loops_and_the_agents_exact_reference(suite):
+  """finite_horizon_optimum(spec, p) vs explicit loops over (t, s, b); the
+  agents' exact reference on the sticky time-augmented MDP (T-step backward
+  induction, float32) and the tabular analysis MDP agree with it."""
+  from jaxrl_dp.planning import finite_horizon
+  from jaxrl_dp.random_policy import sticky_actions
+  s_max = max(sp.transitions.shape[0] for sp in suite[:3])
+  for sp in [dsc.pad_spec(sp, s_max) for sp in suite[:3]]:  # one shape: one compile
+    ref = sticky_optimum_loops(sp, 0.25)
+    assert dsc.finite_horizon_optimum(sp, 0.25) == pytest.approx(ref, abs=1e-12)
+    assert ref <= dsc.finite_horizon_optimum(sp) + 1e-12
+    agent = exact_reference(sticky_actions(dsc.time_augmented(sp), 0.25), horizon=T)
+    assert float(agent.j_star) == pytest.approx(ref, abs=1e-5)
+    ana = dsc.analysis_mdp(sp, 0.25)
+    fh = finite_horizon(ana, T)
+    assert float(ana.initial @ fh.values[0]) == pytest.approx(ref, abs=1e-5)
+  # some maze of the suite is harder with sticky actions (a turn next to lava)
+  assert any(sticky_optimum_loops(sp, 0.25) < dsc.finite_horizon_optimum(sp) - 1e-6
+             for sp in suite)

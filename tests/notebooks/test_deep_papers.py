@@ -10,8 +10,11 @@ independent float64 NumPy computations:
   by NumPy policy iteration; the within-5% counts.
 * rover: pass@k = 1 - (1 - pass@1)^k of each final policy, distinct@1 =
   pass@1, distinct@k monotone and at most k, the counts.
-* sqirl: each maze's J* by NumPy backward induction on the maze rebuilt from
-  its stored layout; the Spearman correlations by scipy.stats.spearmanr.
+* sqirl: each maze's J* from its stored layout (deterministic: breadth-first
+  search), or with sticky actions (the summary's ``config.sticky > 0``) by
+  explicit float64 loops over (t, s, previous action) on the suite rebuilt
+  from the stored config (its layouts checked against the stored ones); the
+  Spearman correlations by scipy.stats.spearmanr.
 
 Executing the notebook (even in quick mode) trains every agent: minutes on 2
 cores, so it is marked slow; the default run checks the saved outputs.
@@ -213,10 +216,21 @@ def layout_optimum(layout, horizon):
 def check_sqirl(s):
   from scipy.stats import spearmanr
   assert s["num_mazes"] == len(s["j_star"]) == len(s["layouts"])
-  for layout, j_star in zip(s["layouts"], s["j_star"]):
-    ref = layout_optimum(layout, s["horizon"])
-    if ref is not None:
-      np.testing.assert_allclose(j_star, ref, atol=1e-6)
+  cfg = s.get("config") or {}
+  if cfg.get("sticky", 0) > 0:
+    from _deep_cases import sticky_optimum_loops
+    from jaxrl_dp.figures.deep_sample_complexity import gridworld_suite
+    specs = gridworld_suite(cfg["num_mdps"], horizon=cfg["horizon"], seed=cfg["seed"],
+                            sizes=tuple(cfg["sizes"]))
+    assert len(specs) == s["num_mazes"]
+    for sp, layout, j_star in zip(specs, s["layouts"], s["j_star"]):
+      assert list(sp.layout) == list(layout)
+      np.testing.assert_allclose(j_star, sticky_optimum_loops(sp, cfg["sticky"]), atol=1e-9)
+  else:
+    for layout, j_star in zip(s["layouts"], s["j_star"]):
+      ref = layout_optimum(layout, s["horizon"])
+      if ref is not None:
+        np.testing.assert_allclose(j_star, ref, atol=1e-6)
   logs = {a: np.log10(np.asarray(v, float)) for a, v in s["sample_complexity"].items()}
   h = np.asarray(s["effective_horizon"], float)
   for name, rho in s["spearman"].items():
