@@ -32,7 +32,7 @@ from jaxrl_dp.core.iteration import (bellman_residual_bound, certified_solve,
                                      discount_ok, sup_norm_solve, unit_roundoff)
 from jaxrl_dp.core.mdp import ROW_SUM_ATOL
 from jaxrl_dp.core.options import as_values, is_concrete
-from jaxrl_dp.core.protocol import iterative_solve
+from jaxrl_dp.core.protocol import backward_induction, iterative_solve
 from jaxrl_dp.core.types import FiniteHorizonSolution, PolicyEvaluation
 
 __all__ = ["as_functional_policy", "functional_finite_horizon",
@@ -192,13 +192,7 @@ def functional_finite_horizon(mdp: FunctionalMDP, terminal_values: jax.Array,
 
 def _functional_finite_horizon_impl(mdp, terminal_values, *, horizon):
   op = FunctionalOperator(mdp)
-
-  def step(v_next, _):
-    v, q = op.apply(v_next)
-    return v, (v, q)
-
-  _, (vs, qs) = jax.lax.scan(step, terminal_values, None, length=horizon, reverse=True)
-  values = jnp.concatenate([vs, terminal_values[None]], axis=0)
+  values, qs = backward_induction(op.apply, terminal_values, horizon)
   policy = jax.vmap(op.greedy)(qs)
   return FiniteHorizonSolution(values=values, q=qs, policy=policy)
 

@@ -177,6 +177,33 @@ def run_steps(solver: IterativeSolver, operator: Any, state: SolverState,
   return jax.lax.scan(body, state, None, length=num_steps)
 
 
+def backward_induction(backup: Callable[[jax.Array], tuple[jax.Array, Any]],
+                       terminal: jax.Array, horizon: int) -> tuple[jax.Array, Any]:
+  """The finite-horizon driver: ``V_T = terminal``, ``(V_t, extra_t) =
+  backup(V_{t+1})`` for ``t = T-1 .. 0``, one reverse ``lax.scan``.
+
+  Every finite-horizon solver is this driver over its operator's backup
+  (nominal, robust, entropy-regularized, matrix-free); only ``extra`` (the Q
+  table, the adversary's worst-case probabilities, ...) differs.
+
+  Args:
+    backup: ``v [S] -> (T v [S], extra)``, e.g. an operator's ``apply``.
+    terminal: ``[S]`` terminal values ``V_T``.
+    horizon: static number of steps ``T >= 1``.
+
+  Returns:
+    ``(values [T+1, S], extras)``: ``values[t] = V_t`` (row ``T`` is
+    ``terminal``) and ``extra`` stacked over ``t = 0 .. T-1`` (leading axis
+    ``T``). Differentiable (a ``lax.scan``) where ``backup`` is.
+  """
+  def step(v_next, _):
+    v, extra = backup(v_next)
+    return v, (v, extra)
+
+  _, (vs, extras) = jax.lax.scan(step, terminal, None, length=horizon, reverse=True)
+  return jnp.concatenate([vs, terminal[None]], axis=0), extras
+
+
 def final_bound(state: SolverState, tol, valid) -> tuple[jax.Array, jax.Array]:
   """``(error_bound, converged)`` to report: ``inf`` / False unless ``valid``
   and the bound is a number; ``converged = error_bound <= tol``."""

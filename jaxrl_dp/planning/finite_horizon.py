@@ -11,8 +11,10 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import functional_finite_horizon
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
+from jaxrl_dp.core.operators import NominalOperator
 # check_horizon is also re-exported here for robust.linear_mdps (one check, in core.options).
 from jaxrl_dp.core.options import as_values, check_horizon
+from jaxrl_dp.core.protocol import backward_induction
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import FiniteHorizonSolution
 
@@ -59,12 +61,6 @@ def finite_horizon(mdp: TabularMDP | FunctionalMDP, horizon: int, *,
 
 @functools.partial(jax.jit, static_argnames=("horizon",))
 def _finite_horizon(mdp, terminal_values, *, horizon):
-  def step(v_next, _):
-    v, q = bellman.bellman_optimality(mdp, v_next)
-    return v, (v, q)
-
-  _, (vs, qs) = jax.lax.scan(step, terminal_values, None, length=horizon,
-                             reverse=True)
-  values = jnp.concatenate([vs, terminal_values[None]], axis=0)
+  values, qs = backward_induction(NominalOperator(mdp).apply, terminal_values, horizon)
   policy = bellman.greedy_policy(qs, mdp.action_mask[None])
   return FiniteHorizonSolution(values=values, q=qs, policy=policy)

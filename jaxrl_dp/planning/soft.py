@@ -32,8 +32,9 @@ from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.options import (as_values, check_choice, check_horizon,
                                    check_max_iters, check_tol)
-from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, certified_done,
-                                    final_bound, initial_state, iterative_solve)
+from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, backward_induction,
+                                    certified_done, final_bound, initial_state,
+                                    iterative_solve)
 from jaxrl_dp.core.soft import (ELEMENTARY_ULPS, SoftFiniteHorizonSolution,
                                 SoftOperator, SoftSolution,
                                 regularized_rewards, soft_max, soft_policy)
@@ -456,13 +457,11 @@ def soft_finite_horizon(mdp: TabularMDP, horizon: int, *,
 
 @functools.partial(jax.jit, static_argnames=("horizon",))
 def _soft_finite_horizon(mdp, temperature, ref, terminal_values, *, horizon):
-  def step(v_next, _):
+  def backup(v_next):
     q = bellman.q_values(mdp, v_next)
-    v = soft_max(q, mdp.action_mask, temperature, ref)
-    return v, (v, q)
+    return soft_max(q, mdp.action_mask, temperature, ref), q
 
-  _, (vs, qs) = jax.lax.scan(step, terminal_values, None, length=horizon, reverse=True)
-  values = jnp.concatenate([vs, terminal_values[None]], axis=0)
+  values, qs = backward_induction(backup, terminal_values, horizon)
   policy = soft_policy(qs, mdp.action_mask[None], temperature,
                        None if ref is None else ref[None])
   return SoftFiniteHorizonSolution(values=values, q=qs, policy=policy)

@@ -75,7 +75,7 @@ from jaxrl_dp.core.iteration import (BackupRounding, backup_rounding,
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.options import (as_values, check_choice, check_horizon,
                                    check_max_iters, check_tol)
-from jaxrl_dp.core.protocol import iterative_solve
+from jaxrl_dp.core.protocol import backward_induction, iterative_solve
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.robust.inner import worst_case_unchecked
 from jaxrl_dp.robust.solvers import (modified_policy_iteration_solver,
@@ -479,12 +479,11 @@ def robust_finite_horizon(mdp: TabularMDP, uset: UncertaintySet, *, horizon: int
 
 @functools.partial(jax.jit, static_argnames=("horizon",))
 def _robust_fh(mdp, uset, terminal, *, horizon):
-  def step(v_next, _):
+  def backup(v_next):
     v, q, worst = robust_bellman(mdp, v_next, uset)
-    return v, (v, q, worst)
+    return v, (q, worst)
 
-  _, (vs, qs, worst) = jax.lax.scan(step, terminal, None, length=horizon, reverse=True)
-  values = jnp.concatenate([vs, terminal[None]], axis=0)
+  values, (qs, worst) = backward_induction(backup, terminal, horizon)
   policy = bellman.greedy_policy(qs, mdp.action_mask[None])
   return RobustFiniteHorizonSolution(values=values, q=qs, policy=policy, worst_probs=worst)
 

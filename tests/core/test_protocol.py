@@ -11,8 +11,8 @@ import pytest
 
 from jaxrl_dp import TabularMDP, value_iteration
 from jaxrl_dp.core.operators import NominalOperator
-from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, certified_done,
-                                    initial_state, iterative_solve, run_steps)
+from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, backward_induction,
+                                    certified_done, initial_state, iterative_solve, run_steps)
 from jaxrl_dp.planning.value_iteration import value_iteration_solver
 from _reference import optimal_values, random_dense, random_sparse, sparse_to_dense
 
@@ -127,3 +127,23 @@ def test_value_iteration_compiles_once_for_new_tolerances():
 
   for tol in (1e-1, 1e-2, 1e-3):
     solve(mdp, jnp.float32(tol))
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_backward_induction_vs_numpy(layout):
+  """The finite-horizon driver over the nominal operator (extras: the Q table)
+  vs a float64 NumPy backward induction with terminal values."""
+  mdp, p, r = _mdp(layout, seed=4, gamma=1.0)
+  horizon = 5
+  terminal = np.linspace(-1.0, 2.0, 12)
+  values, qs = jax.jit(lambda t: backward_induction(NominalOperator(mdp).apply, t, horizon))(
+      jnp.asarray(terminal, jnp.float32))
+  v = terminal
+  want_v, want_q = [v], []
+  for _ in range(horizon):
+    q = r + p @ v
+    v = q.max(axis=1)
+    want_v.insert(0, v)
+    want_q.insert(0, q)
+  np.testing.assert_allclose(np.asarray(values), np.stack(want_v), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(qs), np.stack(want_q), rtol=1e-5, atol=1e-5)
