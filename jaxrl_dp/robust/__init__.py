@@ -14,7 +14,8 @@ Robust planning ((s, a)-rectangular, dense or sparse layout, any set):
   :func:`robust_policy_backup`, :func:`worst_case_mdp`.
 
 Solver protocol: :class:`RobustOperator` (the robust backup as a Bellman
-operator for :mod:`jaxrl_dp.core.protocol`'s solvers).
+operator for :mod:`jaxrl_dp.core.protocol`'s solvers) and :class:`HullOperator`
+(the backup of the (s, a)-rectangular hull of a finite model set, ``iwocs``).
 
 s-rectangular L1 (one budget per state shared by its actions; randomized
 policies): :func:`s_rectangular_l1_value_iteration` (returns
@@ -71,13 +72,14 @@ __all__ = [
     "s_rectangular_l1_value_iteration", "s_rectangular_l1_bellman",
     "s_rectangular_l1_backup",
 ]
-from jaxrl_dp.robust.iwocs import (IWOCSHistory, IWOCSResult, hull_q_values,  # noqa: E402
+from jaxrl_dp.robust.iwocs import (HullOperator, IWOCSHistory,  # noqa: E402
+                                   IWOCSResult, hull_q_values,
                                    hull_robust_value_iteration, iwocs,
                                    model_set, worst_case_evaluation)
 from jaxrl_dp.robust.operator import RobustOperator  # noqa: E402
 __all__ += ["RobustOperator"]
 __all__ += ["IWOCSHistory", "IWOCSResult", "iwocs", "model_set", "hull_q_values",
-            "hull_robust_value_iteration", "worst_case_evaluation"]
+            "hull_robust_value_iteration", "worst_case_evaluation", "HullOperator"]
 from jaxrl_dp.robust.r2pvi import (LinearPVIResult, OfflineDataset,  # noqa: E402
                                    check_dataset, chi2_dual_update,
                                    d_rectangular_bonus, drpvi_tv,

@@ -40,6 +40,15 @@ convex hull of the rows gives the same value, hence the name. The hull is
 larger than the finite set, so its robust value is a lower bound:
 ``V_hull <= max_pi min_m V^pi_m`` and ``V_hull <= V_pess`` at every state; they
 coincide when one model is the worst for every state (the windy walk).
+Hull VI runs on the solver protocol (:mod:`jaxrl_dp.core.protocol`): it is
+``value_iteration_solver("sup")`` over :class:`HullOperator`, the hull backup
+as a Bellman operator, which a user can also step in their own loop::
+
+  from jaxrl_dp.planning.value_iteration import value_iteration_solver
+  op, vi = HullOperator(model_set(models)), value_iteration_solver("sup")
+  state = vi.init(op, jnp.zeros(op.num_states))
+  for _ in range(10):
+    state = vi.step(op, state)        # state.error_bound after each sweep
 
 Model sets: a :class:`jaxrl_dp.TabularMDP` whose leaves carry a leading model
 axis ``M`` (``probs [M, S, A, K]``; the other fields either batched too or
@@ -63,13 +72,14 @@ import numpy as np
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.iteration import fixed_point_solve
+from jaxrl_dp.core.iteration import BackupRounding, discount_ok
 from jaxrl_dp.core.mdp import TabularMDP, validate_mdp
 from jaxrl_dp.planning.evaluation import exact_policy_values
 from jaxrl_dp.core.options import (as_values, check_int, check_max_iters,
                                    check_tol)
+from jaxrl_dp.core.protocol import iterative_solve
 from jaxrl_dp.core.solver_info import solver
-from jaxrl_dp.planning.value_iteration import value_iteration
+from jaxrl_dp.planning.value_iteration import value_iteration, value_iteration_solver
 from jaxrl_dp.robust.robust_vi import robust_modulus, robust_rounding
 from jaxrl_dp.robust.types import RobustSolution
 
@@ -435,6 +445,100 @@ def hull_q_values(models: TabularMDP, v: jax.Array) -> tuple[jax.Array, jax.Arra
   return jnp.min(q_all, axis=0), jnp.argmin(q_all, axis=0).astype(jnp.int32)
 
 
+@flax.struct.dataclass
+class HullOperator:
+  """The robust Bellman operator of the ``(s, a)``-rectangular hull of a model
+  set, ``(T v)(s) = max_a min_m r_m(s, a) + gamma_m P_m(. | s, a) . v``, for
+  the solver protocol (:mod:`jaxrl_dp.core.protocol`).
+
+  It has the methods :func:`jaxrl_dp.planning.value_iteration.value_iteration_solver`
+  needs (``apply``, ``q_values``, ``greedy``, ``rounding``, ``modulus``,
+  ``valid``, ``discount``, ``dtype``, ``num_states``, ``action_mask``), for
+  the ``"sup"`` rule only.
+
+  Certificate. Each candidate ``v -> r_m + gamma_m P_m v`` is Lipschitz in the
+  sup norm with constant ``gamma_m`` times the largest row sum of ``P_m``, and
+  a min (over ``m``) or a max (over ``a``) of ``L``-Lipschitz maps is
+  ``L``-Lipschitz, so ``T`` is a contraction with modulus the largest over the
+  models (:meth:`modulus`). The min and the max are exact in floating point
+  and only the computed or the exact minimizer / maximizer matters, so the
+  rounding of one computed backup is bounded by the largest of the models'
+  bounds (:meth:`rounding`). The span rule (MacQueen's bounds) needs ``T(v +
+  c) = T v + gamma c`` with one ``gamma``, which a min over models with
+  different discounts breaks: :meth:`row_deviation` refuses it.
+
+  No checks happen here (build ``models`` with :func:`model_set`).
+
+  Attributes:
+    models: the model set, a :class:`TabularMDP` whose every leaf has the
+      leading axis ``M`` (``probs [M, S, A, K]``, ``rewards [M, S, A]``,
+      ``discount [M]``, ...). The valid actions are model 0's.
+  """
+
+  models: TabularMDP
+
+  @property
+  def discount(self) -> jax.Array:
+    """``[]`` the largest discount of the set."""
+    return jnp.max(self.models.discount)
+
+  @property
+  def num_states(self) -> int:
+    return self.models.rewards.shape[1]
+
+  @property
+  def dtype(self):
+    return self.models.rewards.dtype
+
+  @property
+  def action_mask(self) -> jax.Array:
+    """``bool [S, A]``: model 0's valid actions."""
+    return self.models.action_mask[0]
+
+  def valid(self) -> jax.Array:
+    """``bool []``: every discount is in ``[0, 1)`` (checked in-kernel: a
+    traced discount cannot be checked on the host)."""
+    return jnp.all(discount_ok(self.models.discount))
+
+  def q_values(self, v: jax.Array) -> jax.Array:
+    """``v [S] -> q [S, A]``: ``min_m r_m + gamma_m P_m v`` (:func:`hull_q_values`)."""
+    return hull_q_values(self.models, v)[0]
+
+  def apply(self, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One hull backup: ``v [S] -> (T v [S], q [S, A])``."""
+    q = self.q_values(v)
+    return bellman.masked_max(q, self.action_mask), q
+
+  def greedy(self, q: jax.Array) -> jax.Array:
+    """``q [S, A] -> int32 [S]``: first maximizer among valid actions."""
+    return bellman.greedy_policy(q, self.action_mask)
+
+  def rounding(self) -> BackupRounding:
+    """Bound on the rounding of one computed hull backup: the largest over
+    the models of :func:`jaxrl_dp.robust.robust_vi.robust_rounding` (each
+    coefficient; ``[]`` each)."""
+    rounds = jax.vmap(lambda m: robust_rounding(m))(self.models)
+    return jax.tree_util.tree_map(jnp.max, rounds)
+
+  def modulus(self) -> jax.Array:
+    """``[]`` the hull backup's sup-norm modulus: the largest over the models
+    of :func:`jaxrl_dp.robust.robust_vi.robust_modulus` (``gamma_m`` times
+    the largest row sum of ``P_m``, at least ``gamma_m``)."""
+    return jnp.max(jax.vmap(robust_modulus)(self.models))
+
+  def row_deviation(self) -> jax.Array:
+    """Refuses the span rule (the only user of this method), see the class
+    docstring.
+
+    Raises:
+      InvalidMDPError: always.
+    """
+    raise InvalidMDPError(
+        "stop = 'span': not supported for HullOperator (MacQueen's span bounds "
+        "need T(v + c) = T v + gamma c with one gamma, which a min over models "
+        "with different discounts breaks); use value_iteration_solver('sup')")
+
+
 @solver(infinite_horizon=True, kind="control")
 def hull_robust_value_iteration(models: ModelsLike, *, tol: float = 1e-6,
                                 max_iters: int = 10_000,
@@ -448,6 +552,9 @@ def hull_robust_value_iteration(models: ModelsLike, *, tol: float = 1e-6,
   V_hull*| <= tol``; ``max_iters`` is never changed. ``error_bound`` holds
   whether or not ``converged``; a discount outside ``[0, 1)`` (also traced)
   gives ``converged = False``, bound inf.
+
+  It is the protocol's value iteration (:mod:`jaxrl_dp.core.protocol`,
+  ``value_iteration_solver("sup")``) over :class:`HullOperator`.
 
   Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
 
@@ -472,22 +579,13 @@ def hull_robust_value_iteration(models: ModelsLike, *, tol: float = 1e-6,
 
 @functools.partial(jax.jit, static_argnames=("max_iters",))
 def _hull_vi(models, tol, v0, *, max_iters):
-  # A negative discount anywhere voids the contraction (NaN: nothing runs).
-  gamma = jnp.where(jnp.min(models.discount) >= 0, jnp.max(models.discount), jnp.nan)
-  mask = models.action_mask[0]
-  # Rounding and modulus: the largest over the models (one hull backup is a
-  # min over the models' nominal backups).
-  rounds = jax.vmap(lambda m: robust_rounding(m))(models)
-  rounding = jax.tree_util.tree_map(jnp.max, rounds)
-  modulus = jnp.max(jax.vmap(robust_modulus)(models))
-  r = fixed_point_solve(
-      lambda v: bellman.masked_max(hull_q_values(models, v)[0], mask), v0, gamma, tol,
-      max_iters=max_iters, rounding=rounding, modulus=modulus)
-  v = r.values
-  q, worst = hull_q_values(models, v)
-  s, a = q.shape
+  # valid() is False for a discount outside [0, 1) anywhere: nothing runs.
+  sol = iterative_solve(value_iteration_solver("sup"), HullOperator(models), v0, tol,
+                        max_iters=max_iters)
+  _, worst = hull_q_values(models, sol.values)  # [S, A] the adversary's model
+  s, a = worst.shape
   worst_probs = models.probs[worst, jnp.arange(s)[:, None], jnp.arange(a)[None, :]]
-  return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mask),
-                        worst_probs=worst_probs, iterations=r.iterations,
-                        residual=r.residual, converged=r.converged,
-                        error_bound=r.error_bound)
+  return RobustSolution(values=sol.values, q=sol.q, policy=sol.policy,
+                        worst_probs=worst_probs, iterations=sol.iterations,
+                        residual=sol.residual, converged=sol.converged,
+                        error_bound=sol.error_bound)

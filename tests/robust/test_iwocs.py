@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import jaxrl_dp
-from jaxrl_dp.robust import (hull_robust_value_iteration, iwocs, model_set,
-                             worst_case_evaluation)
+from jaxrl_dp.planning.value_iteration import value_iteration_solver
+from jaxrl_dp.robust import (HullOperator, hull_robust_value_iteration, iwocs,
+                             model_set, worst_case_evaluation)
 from jaxrl_dp.suites import windy_walk
 
 ATOL = 2e-4  # float32 values <= 1 / (1 - 0.95) with VI tolerance 1e-5
@@ -233,6 +234,47 @@ def test_iwocs_and_hull_against_brute_force(seed):
   # the found models are distinct and the first is the initial model
   found = np.asarray(res.models[:int(res.num_models)])
   assert found[0] == 0 and len(set(found.tolist())) == found.size
+
+
+def _np_hull_fixed_point(p, r, g):
+  """float64 hull VI ``V <- max_a min_m r_m + gamma_m P_m V`` run until the
+  sup-norm change is <= 1e-12 (so within ``gamma / (1 - gamma) * 1e-12``)."""
+  v = np.zeros(r.shape[1])
+  for _ in range(100_000):
+    v_new = np.min(r + g[:, None, None] * (p @ v), axis=0).max(axis=1)
+    if np.max(np.abs(v_new - v)) <= 1e-12:
+      return v_new
+    v = v_new
+  raise AssertionError("float64 hull VI did not converge")
+
+
+def test_hull_operator_steps_in_own_loop_bound_the_error():
+  # different discounts and rewards per model: the modulus is the largest gamma
+  models = _random_set(7)
+  models = models.replace(
+      discount=jnp.asarray([0.9, 0.7, 0.95, 0.8], jnp.float32),
+      rewards=models.rewards * jnp.asarray([1.0, 0.5, 2.0, -1.0], jnp.float32)[:, None, None])
+  p, r, g, _ = _dense_np(models)
+  v_star = _np_hull_fixed_point(p, r, g)
+  op, vi = HullOperator(models), value_iteration_solver("sup")
+  step = jax.jit(vi.step)
+  state = jax.jit(vi.init)(op, jnp.zeros(3, jnp.float32))
+  for _ in range(40):
+    state = step(op, state)
+    err = np.max(np.abs(np.asarray(state.values, np.float64) - v_star))
+    assert np.isfinite(float(state.error_bound)) and err <= float(state.error_bound)
+  sol = jax.jit(vi.finalize)(op, state, jnp.float32(1e-3), op.valid())
+  assert int(sol.iterations) == 40
+  assert np.max(np.abs(np.asarray(sol.values, np.float64) - v_star)) <= float(sol.error_bound)
+  # the public solver (the protocol's driver over the same operator)
+  hull = hull_robust_value_iteration(models, tol=1e-3)  # float32 floor ~2e-4 here
+  assert bool(hull.converged) and float(hull.error_bound) <= 1e-3
+  assert np.max(np.abs(np.asarray(hull.values, np.float64) - v_star)) <= float(hull.error_bound)
+  # the span rule is refused by name; a negative discount is invalid
+  with pytest.raises(jaxrl_dp.InvalidMDPError, match="span"):
+    value_iteration_solver("span").init(op, jnp.zeros(3, jnp.float32))
+  bad = HullOperator(models.replace(discount=jnp.asarray([0.9, -0.1, 0.9, 0.9])))
+  assert not bool(bad.valid())
 
 
 def test_list_of_models_equals_stacked():
