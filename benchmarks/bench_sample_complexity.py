@@ -8,8 +8,8 @@ definitions, the time-augmented MDP of the deep agents, the censoring and the
 Spearman correlations are documented there) at the :data:`FULL` scale (or
 ``--quick``, or ``--num-mdps`` / ``--seeds`` overrides for a reduced run),
 then the BRIDGE fixtures (``--no-bridge`` to skip them). Before reporting it
-checks every maze's ``J*`` of the agents' own exact scoring (float32, on the
-sticky time-augmented MDP) against the float64 NumPy backward induction of the maze
+checks every maze's ``J*`` of the agents' own exact scoring (float32, on
+their learner MDP) against the float64 NumPy backward induction of the maze
 (:func:`~jaxrl_dp.figures.deep_sample_complexity.finite_horizon_optimum`)
 and the Spearman numbers against ``scipy.stats.spearmanr``.
 
@@ -45,7 +45,7 @@ def _checks(res: dict) -> dict:
   from scipy.stats import spearmanr
   mazes = res["mazes"]
   out = {}
-  # the agents' exact J* (float32, sticky time-augmented MDP) vs the float64 maze optimum
+  # the agents' exact J* (float32, their learner MDP) vs the float64 maze optimum
   rows = mazes + res.get("bridge", [])
   for alg in ("dqn", "ppo"):
     if alg + "_j_star_agent" in mazes[0]:

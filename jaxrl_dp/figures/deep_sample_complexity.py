@@ -36,20 +36,29 @@ The learners' MDP
 
 Sticky actions (``StudyConfig.sticky``, 0.25 in :data:`FULL` and
 :data:`QUICK`, as in the stochastic-environments paper)
-  Every learner acts in the sticky environment (from the second step of an
-  episode on, the previous executed action is repeated with probability
-  ``p``; the agents store the action they chose) and every "optimal" is
-  decided on the sticky task: DQN and PPO (``sticky=p``, ``score_horizon=T``)
-  are scored EXACTLY on :func:`~jaxrl_dp.random_policy.sticky_actions` of
-  the time-augmented MDP (``(T S + 1)(A + 1)`` states) by T-step backward
-  induction (T sparse sweeps per evaluation point, no LU solve), deep SQIRL
-  on the sticky maze; tabular SQIRL, GORP and the effective-horizon analysis
-  run on :func:`analysis_mdp` (the sticky MDP on (state, previous action) of
-  the maze, discount 1, horizon ``T``). ``J*`` is the optimum of the sticky
-  task (:func:`finite_horizon_optimum` with ``sticky``), which a policy of
-  the observed ``(t, s)`` attains (its argmax does not depend on the
-  previous action). With ``sticky = 0`` the study is the first paper's
-  deterministic setting.
+  From the second step of an episode on, the previous executed action ``b``
+  is executed instead of the chosen one with probability ``p``. As in
+  BRIDGE's sticky analysis, the state is (state, previous action): every
+  learner and every analysis runs on an MDP whose TRANSITIONS carry the
+  stickiness and whose state includes ``b`` (the learners see it), so all of
+  them face the same fully observed MDP and the same ``J*``
+  (:func:`finite_horizon_optimum` with ``sticky``):
+
+  * DQN and PPO: :func:`learner_mdp` (the time-augmented sticky task, one
+    absorbing terminal), features ``[one_hot(s), one_hot(t), one_hot(b)]``
+    (:func:`learner_features`), scored EXACTLY with ``score_horizon=T`` (T
+    sparse sweeps per evaluation point, no LU solve);
+  * deep SQIRL, tabular SQIRL, GORP and the effective-horizon analysis:
+    :func:`analysis_mdp` (the sticky maze on (state, previous action) with
+    one terminal, discount 1, horizon ``T``; one-hot observations).
+
+  Hiding ``b`` (the env view's own ``sticky=p`` option, the agent seeing only
+  ``s``) makes the task partially observed for the learners: a first run of
+  this study that way (DQN's replay storing the chosen action) left DQN
+  censored on 89 of 100 mazes at 4,000 steps and 98 at 16,000 (PPO 66 and
+  63), the bootstrapped target ``max_a' Q(s', a')`` averaging over the
+  behaviour's previous actions instead of the executed one. With ``sticky =
+  0`` the study is the first paper's deterministic setting.
 
 Empirical sample complexity (in environment steps)
   "Optimal" means ``J_T(pi) >= J*_T - tol``, ``tol = 1e-4 max(1, |J*|)``.
@@ -70,10 +79,13 @@ Empirical sample complexity (in environment steps)
     :func:`~jaxrl_dp.random_policy.sqirl_sample_complexity` /
     :func:`~jaxrl_dp.random_policy.gorp_sample_complexity` (bisection on the
     episodes per iteration ``m``; median over runs), censored at the steps of
-    ``max_m``. ``k`` for SQIRL (tabular and deep) and GORP is the maze's
-    ``min_k`` (capped at ``k_max``): the smallest depth at which acting
-    greedily on ``Q^k`` is optimal (an oracle choice of the paper's tuned
-    hyperparameter).
+    ``max_m``. ``k`` for SQIRL (tabular and deep) is the maze's ``min_k``
+    (capped at ``k_max``, default ``T``: never binding): the smallest depth
+    at which acting greedily on ``Q^k`` is optimal (an oracle choice of the
+    paper's tuned hyperparameter); GORP's is the same capped at
+    ``gorp_k_max`` (it enumerates the ``A^k`` action sequences of each
+    iteration), so a maze with ``min_k > gorp_k_max`` is censored for GORP
+    by construction.
   * the effective-horizon bound ``H`` of
     :func:`~jaxrl_dp.random_policy.analyze_effective_horizon_batch`.
 
@@ -113,7 +125,8 @@ from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.figures.random_policy import spearman
 
 __all__ = ["MazeSpec", "StudyConfig", "procedural_gridworld", "gridworld_suite", "pad_spec",
-           "analysis_mdp", "time_augmented", "time_features", "censored_median",
+           "analysis_mdp", "learner_mdp", "learner_features", "time_augmented",
+           "time_features", "censored_median",
            "doubling_sample_complexity", "finite_horizon_optimum", "load_bridge_spec",
            "run_study", "run_bridge", "study_correlations", "plot_deep_sample_complexity",
            "QUICK", "FULL", "LEARNER_DISCOUNT", "BRIDGE_FIXTURES"]
@@ -331,15 +344,21 @@ def base_mdp(spec: MazeSpec) -> TabularMDP:
 
 
 def analysis_mdp(spec: MazeSpec, sticky: float = 0.0) -> TabularMDP:
-  """The MDP of the tabular analysis (effective horizon, tabular SQIRL, GORP):
-  :func:`base_mdp`, or with ``sticky = p > 0`` its
-  :func:`~jaxrl_dp.random_policy.sticky_actions` MDP on (state, previous
-  action), the start copy of state 0 carrying the initial mass."""
-  mdp = base_mdp(spec)
-  if sticky > 0:
-    from jaxrl_dp.random_policy import sticky_actions
-    mdp = sticky_actions(mdp, sticky)
-  return mdp
+  """The MDP of the tabular analysis (effective horizon, tabular SQIRL, GORP)
+  and of deep SQIRL: :func:`base_mdp`, or with ``sticky = p > 0`` the
+  sticky maze on (state, previous action): the ``S`` start states (no
+  previous action; index ``s``, state 0 carries the initial mass), the
+  ``(s, b)`` states (index ``S + s A + b``) and ONE absorbing zero-reward
+  terminal (index ``S + S A``), discount 1. Action ``a`` at ``(s, b)``
+  executes ``a`` with probability ``1 - p`` and ``b`` with probability
+  ``p``, and moves to ``(s', executed)``; rewards are per executed action
+  (``transition_rewards``). It is
+  :func:`~jaxrl_dp.random_policy.sticky_actions` of the maze with the
+  terminal's copies merged into one absorbing state (so episodes end there,
+  and the samplers stop counting steps there)."""
+  if sticky == 0:
+    return base_mdp(spec)
+  return _sticky_maze(spec, float(sticky), 1, 1.0)
 
 
 # --------------------------------------------------- the learners' MDP
@@ -366,6 +385,114 @@ def time_augmented(spec: MazeSpec, discount: float = LEARNER_DISCOUNT) -> Tabula
   rew = r[None] * float(discount) ** (-t.astype(np.float64))
   return TabularMDP.from_deterministic(nxt.reshape(T * s, -1), rew.reshape(T * s, -1),
                                        float(discount))
+
+
+def learner_mdp(spec: MazeSpec, sticky: float = 0.0,
+                discount: float = LEARNER_DISCOUNT) -> TabularMDP:
+  """The MDP DQN and PPO train on: :func:`time_augmented`, or with sticky
+  actions the time-augmented task on (time, state, previous action).
+
+  With ``sticky = p > 0`` the states are: the ``S`` start states ``(0, s)``
+  (no previous action, index ``s``); ``(t, s, b)`` for ``t = 1..T-1`` and
+  the previous executed action ``b`` (index ``S + ((t - 1) S + s) A + b``);
+  one absorbing terminal (the last index). Action ``a`` at ``(t, s, b)``
+  executes ``a`` with probability ``1 - p`` (slot 0) and ``b`` with
+  probability ``p`` (slot 1; probability 0 at ``t = 0``); executing ``e``
+  pays ``r(s, e) / discount^t`` and moves to ``(t + 1, s'(s, e), e)``, or to
+  the terminal when ``s'`` is ``-1`` or ``t = T - 1``. Its discounted value
+  at ``(0, s_0)`` is the undiscounted sticky ``T``-step return of every
+  policy; it is the sticky MDP of :func:`analysis_mdp` with the time in the
+  state and one terminal (so the env views end episodes there).
+
+  Args:
+    spec: the maze.
+    sticky: ``p`` in ``[0, 1)``.
+    discount: gamma in (0, 1).
+
+  Returns:
+    sparse :class:`TabularMDP`: ``T S + 1`` states (``K = 1``) without
+    stickiness, ``S + (T - 1) S A + 1`` states (``K = 2``, rewards per slot)
+    with it.
+  """
+  if sticky == 0:
+    return time_augmented(spec, discount)
+  return _sticky_maze(spec, float(sticky), spec.horizon, float(discount))
+
+
+def _sticky_maze(spec: MazeSpec, p: float, layers: int, discount: float) -> TabularMDP:
+  """The sticky maze on (layer, state, previous action) with one terminal.
+
+  ``layers = T``: the timed MDP of :func:`learner_mdp` (layer = time step,
+  rewards ``r / discount^t``, the last layer ends the episode); ``layers =
+  1``: the untimed MDP of :func:`analysis_mdp` (one layer of ``(s, b)``
+  states that transitions stay in, discount as given). Start states first
+  (index ``s``), then ``S + ((l - 1) S + s) A + b``, the terminal last.
+  """
+  ns, r = spec.transitions, spec.rewards
+  s_n, a_n = r.shape
+  timed = layers > 1
+  n = s_n + max(layers - 1, 1) * s_n * a_n + 1
+  term = n - 1
+  nxt = np.full((n, a_n, 2), term, np.int64)
+  prob = np.zeros((n, a_n, 2))
+  prob[:, :, 0] = 1.0
+  rew = np.zeros((n, a_n, 2))
+  rows_s = np.arange(s_n)
+
+  def dest(layer, e):  # [S]: index after executing e at (layer, s)
+    e = np.broadcast_to(e, (s_n,))
+    s2 = ns[rows_s, e]
+    if timed and layer == layers - 1:
+      return np.full(s_n, term)
+    nl = layer if timed else 0  # the next layer's block (0-based among the (s, b) blocks)
+    return np.where(s2 < 0, term, s_n + (nl * s_n + np.maximum(s2, 0)) * a_n + e)
+
+  scale = discount ** (-np.arange(layers, dtype=np.float64)) if timed else np.ones(1)
+  for a in range(a_n):  # the start states: no previous action, slot 0 only
+    nxt[:s_n, a, :] = dest(0, a)[:, None]
+    rew[:s_n, a, :] = (r[:, a] * scale[0])[:, None]
+  for layer in range(1, layers) if timed else [1]:
+    for b in range(a_n):
+      rows = s_n + ((layer - 1) * s_n + rows_s) * a_n + b
+      for a in range(a_n):
+        nxt[rows, a, 0] = dest(layer if timed else 0, a)
+        nxt[rows, a, 1] = dest(layer if timed else 0, b)
+        prob[rows, a] = (1.0 - p, p)
+        rew[rows, a, 0] = r[:, a] * scale[layer if timed else 0]
+        rew[rows, a, 1] = r[:, b] * scale[layer if timed else 0]
+  initial = np.zeros(n)
+  initial[0] = 1.0
+  return TabularMDP.from_sparse(nxt, prob, rew, discount, initial=initial)
+
+
+def learner_features(spec: MazeSpec, sticky: float = 0.0) -> np.ndarray:
+  """``float32 [N, D]``: the network input of each state of
+  :func:`learner_mdp`: ``[one_hot(s), one_hot(t)]`` (:func:`time_features`)
+  without stickiness, ``[one_hot(s), one_hot(t), one_hot(b)]`` (``D = S + T
+  + A``; no ``b`` at ``t = 0``; zeros at the terminal) with it.
+
+  Args:
+    spec: the maze.
+    sticky: as given to :func:`learner_mdp`.
+
+  Returns:
+    the feature matrix.
+  """
+  s_n, a_n = spec.rewards.shape
+  T = spec.horizon
+  if sticky == 0:
+    return time_features(s_n, T)
+  n = s_n + (T - 1) * s_n * a_n + 1
+  f = np.zeros((n, s_n + T + a_n), np.float32)
+  f[np.arange(s_n), np.arange(s_n)] = 1.0
+  f[:s_n, s_n] = 1.0
+  i = np.arange((T - 1) * s_n * a_n)
+  b, rest = i % a_n, i // a_n
+  t, s = 1 + rest // s_n, rest % s_n
+  f[s_n + i, s] = 1.0
+  f[s_n + i, s_n + t] = 1.0
+  f[s_n + i, s_n + T + b] = 1.0
+  return f
 
 
 def time_features(num_states: int, horizon: int) -> np.ndarray:
@@ -475,7 +602,8 @@ class StudyConfig:
   Attributes:
     num_mdps, horizon, sizes, seed: the suite (:func:`gridworld_suite`).
     seeds: seeds per maze of every learner (one vmapped call).
-    k_max: the cap on SQIRL's and GORP's ``k`` (``min_k`` otherwise).
+    k_max: the cap on SQIRL's ``k`` (``min_k`` otherwise).
+    gorp_k_max: the cap on GORP's ``k``.
     dqn_updates, dqn_eval_every: DQN's budget (8 envs: 8 env steps per
       update) and evaluation period.
     ppo_updates, ppo_eval_every: PPO's budget (8 envs x 2T steps per update).
@@ -499,11 +627,12 @@ class StudyConfig:
   sizes: tuple = (4, 5, 6)
   seed: int = 0
   seeds: int = 3
-  k_max: int = 3
-  dqn_updates: int = 500
-  dqn_eval_every: int = 25
-  ppo_updates: int = 25
-  ppo_eval_every: int = 1
+  k_max: int = 10
+  gorp_k_max: int = 3
+  dqn_updates: int = 2000
+  dqn_eval_every: int = 100
+  ppo_updates: int = 100
+  ppo_eval_every: int = 4
   sqirl_doublings: int = 8
   sqirl_num_steps: int = 50
   sqirl_learning_rate: float = 1e-2
@@ -551,17 +680,15 @@ def _stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
 
 def _run_deep(train: Callable, specs: Sequence[MazeSpec], keys: jax.Array, config: dict,
               sub_key: str, sticky: float) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
-  """One vmapped call over (mazes x seeds) of a part-1 agent on the
-  time-augmented mazes (sticky actions ``sticky``, scored by T-step backward
-  induction on the sticky time-augmented MDP); returns per-seed steps to
+  """One vmapped call over (mazes x seeds) of a part-1 agent on
+  :func:`learner_mdp` (scored by T-step backward induction); returns per-seed steps to
   optimal ``[B, R]``, the final exact ``J [B, R]``, the cap (total env steps
   of a run) and the agent's exact ``J* [B]`` (seed 0)."""
   from jaxrl_dp.deep.scoring import steps_to_optimal
   T = specs[0].horizon
-  s = specs[0].transitions.shape[0]
-  mdps = _stack([time_augmented(sp) for sp in specs])
-  feats = jnp.asarray(time_features(s, T))
-  run = lambda k, m: train(k, m, observation=feats, sticky=sticky, score_horizon=T, **config)
+  mdps = _stack([learner_mdp(sp, sticky) for sp in specs])
+  feats = jnp.asarray(learner_features(specs[0], sticky))
+  run = lambda k, m: train(k, m, observation=feats, score_horizon=T, **config)
   res = jax.jit(jax.vmap(jax.vmap(run, in_axes=(0, None)), in_axes=(None, 0)))(keys, mdps)
   met = jax.device_get(res.metrics)
   sub = np.asarray(met[sub_key], np.float64)
@@ -588,7 +715,7 @@ def _deep_sqirl(specs: Sequence[MazeSpec], ks: np.ndarray, cfg: StudyConfig,
   except ImportError:
     return None
   T = specs[0].horizon
-  mdps = [base_mdp(sp) for sp in specs]
+  mdps = [analysis_mdp(sp, cfg.sticky) for sp in specs]  # stickiness in the transitions
   grid = [2 ** g for g in range(doublings)]
   b = len(specs)
   opt = np.zeros((len(grid), b, cfg.seeds), bool)
@@ -599,7 +726,7 @@ def _deep_sqirl(specs: Sequence[MazeSpec], ks: np.ndarray, cfg: StudyConfig,
     sel = [i for i in range(b) if ks[i] == k]
     stacked = _stack([mdps[i] for i in sel])
     run = lambda kk, e, m: train_sqirl(
-        kk, m, horizon=T, k=k, episodes=e, max_episodes=grid[-1], sticky=cfg.sticky,
+        kk, m, horizon=T, k=k, episodes=e, max_episodes=grid[-1],
         num_steps=cfg.sqirl_num_steps, learning_rate=cfg.sqirl_learning_rate)
     over_seeds = jax.vmap(run, in_axes=(0, None, None))
     over_grid = jax.vmap(over_seeds, in_axes=(None, 0, None))
@@ -621,9 +748,9 @@ def _tabular(specs, ks, cfg: StudyConfig, key) -> dict:
   out: dict[str, list] = {"sqirl": [], "sqirl_censored": [], "gorp": [], "gorp_censored": []}
   for i, sp in enumerate(specs):
     mdp = analysis_mdp(sp, cfg.sticky)
-    k = int(ks[i])
     for name, fn, run in (("sqirl", sqirl_sample_complexity, sqirl),
                           ("gorp", gorp_sample_complexity, gorp)):
+      k = int(ks[i]) if name == "sqirl" else min(int(ks[i]), cfg.gorp_k_max)
       sc = fn(jax.random.fold_in(key, i), mdp, sp.horizon, k, max_m=cfg.tabular_max_m,
               num_runs=cfg.tabular_runs)
       if math.isfinite(sc.sample_complexity):

@@ -294,20 +294,33 @@ def test_quick_study_numbers():
 
 def test_sticky_optimum_vs_loops_and_the_agents_exact_reference(suite):
   """finite_horizon_optimum(spec, p) vs explicit loops over (t, s, b); the
-  agents' exact reference on the sticky time-augmented MDP (T-step backward
-  induction, float32) and the tabular analysis MDP agree with it."""
+  agents' exact reference on learner_mdp (T-step backward induction,
+  float32), the same on the library's sticky_actions of the time-augmented
+  MDP, and the tabular analysis MDP agree with it; each has one terminal."""
   from jaxrl_dp.planning import finite_horizon
-  from jaxrl_dp.random_policy import sticky_actions
+  from jaxrl_dp.random_policy import sticky_actions, terminal_states
   s_max = max(sp.transitions.shape[0] for sp in suite[:3])
   for sp in [dsc.pad_spec(sp, s_max) for sp in suite[:3]]:  # one shape: one compile
     ref = sticky_optimum_loops(sp, 0.25)
     assert dsc.finite_horizon_optimum(sp, 0.25) == pytest.approx(ref, abs=1e-12)
     assert ref <= dsc.finite_horizon_optimum(sp) + 1e-12
-    agent = exact_reference(sticky_actions(dsc.time_augmented(sp), 0.25), horizon=T)
-    assert float(agent.j_star) == pytest.approx(ref, abs=1e-5)
+    learner = dsc.learner_mdp(sp, 0.25)
+    s_n, a_n = sp.rewards.shape
+    assert learner.rewards.shape == (s_n + (T - 1) * s_n * a_n + 1, a_n)
+    assert float(exact_reference(learner, horizon=T).j_star) == pytest.approx(ref, abs=1e-5)
+    lib = exact_reference(sticky_actions(dsc.time_augmented(sp), 0.25), horizon=T)
+    assert float(lib.j_star) == pytest.approx(ref, abs=1e-5)
     ana = dsc.analysis_mdp(sp, 0.25)
     fh = finite_horizon(ana, T)
     assert float(ana.initial @ fh.values[0]) == pytest.approx(ref, abs=1e-5)
+    # the one terminal (padded states self-loop but have (s, b) copies: not absorbing)
+    assert bool(terminal_states(learner)[-1]) and bool(terminal_states(ana)[-1])
+    feats = dsc.learner_features(sp, 0.25)
+    assert feats.shape == (learner.rewards.shape[0], s_n + T + a_n)
+    i = s_n + ((3 - 1) * s_n + 2) * a_n + 1  # (t=3, s=2, b=1)
+    assert np.flatnonzero(feats[i]).tolist() == [2, s_n + 3, s_n + T + 1]
+    assert np.flatnonzero(feats[5]).tolist() == [5, s_n]  # start state 5, t = 0
+    assert not feats[-1].any()
   # some maze of the suite is harder with sticky actions (a turn next to lava)
   assert any(sticky_optimum_loops(sp, 0.25) < dsc.finite_horizon_optimum(sp) - 1e-6
              for sp in suite)
