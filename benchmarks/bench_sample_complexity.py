@@ -127,13 +127,20 @@ def main() -> None:
   ap.add_argument("--num-mdps", type=int, default=None)
   ap.add_argument("--seeds", type=int, default=None)
   ap.add_argument("--no-bridge", action="store_true")
+  ap.add_argument("--sticky", type=float, default=None,
+                  help="sticky-action probability (default: the config's, 0.25); a run with "
+                       "another value writes sample_complexity_sticky<p>.*")
   ap.add_argument("--out", default=os.path.join(HERE, "results"))
   args = ap.parse_args()
   from jaxrl_dp.figures import deep_sample_complexity as dsc
   cfg = dsc.QUICK if args.quick else dsc.FULL
   over = {k: v for k, v in (("num_mdps", args.num_mdps), ("seeds", args.seeds)) if v}
+  if args.sticky is not None:
+    over["sticky"] = args.sticky
   cfg = dataclasses.replace(cfg, bridge=False, **over)
   base = "sample_complexity_quick" if args.quick else "sample_complexity"
+  if args.sticky is not None and args.sticky != dsc.FULL.sticky:
+    base += f"_sticky{args.sticky:g}"
   started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
   mach = machine_info()
   res = dsc.run_study(cfg, progress=lambda s: print(s, flush=True))

@@ -34,9 +34,9 @@ The learners' MDP
   policy of the maze. The networks see the observation ``[one_hot(s),
   one_hot(t)]`` (``S + T`` features), not the ``T * S``-way one-hot.
 
-Sticky actions (``StudyConfig.sticky``, 0.25 in :data:`FULL` and
-:data:`QUICK`, as in the stochastic-environments paper)
-  From the second step of an episode on, the previous executed action ``b``
+Sticky actions (``StudyConfig.sticky``)
+  0.25 in :data:`FULL` and :data:`QUICK`, as in the stochastic-environments
+  paper. From the second step of an episode on, the previous executed action ``b``
   is executed instead of the chosen one with probability ``p``. As in
   BRIDGE's sticky analysis, the state is (state, previous action): every
   learner and every analysis runs on an MDP whose TRANSITIONS carry the
@@ -90,16 +90,16 @@ Empirical sample complexity (in environment steps)
     :func:`~jaxrl_dp.random_policy.analyze_effective_horizon_batch`.
 
 Scale (:data:`FULL`): 100 mazes of 4x4 to 6x6 cells (at most 34 states),
-``T = 10``, 3 seeds per learner; DQN 500 updates x 8 envs (cap 4000 env
-steps, 20 evaluation points), PPO 25 updates x 8 envs x 20 steps (cap 4000,
-every update evaluated), deep SQIRL on 1..128 episodes per iteration (cap
-12800; 50 Adam steps per head, learning rate 1e-2), tabular SQIRL / GORP
-``max_m = 256`` with 5 runs. Measured: 2232 s wall on the shared 2-core
-machine (load average 16.6 at the start, 5.0 at the end; DQN 530 s, PPO
-1185 s, deep SQIRL 352 s, tabular 137 s), see
-``benchmarks/results/sample_complexity.md``: over the 30-minute target under
-that load. :data:`QUICK` (4 mazes, T = 8): about 170 s on the loaded machine,
-mostly compilation.
+``T = 10``, sticky actions 0.25, 3 seeds per learner; DQN 2000 updates x 8
+envs (cap 16,000 env steps, 20 evaluation points), PPO 100 updates x 8 envs
+x 20 steps (cap 16,000, 25 evaluation points), deep SQIRL on 1..128 episodes
+per iteration (cap 12,800; 50 Adam steps per head, learning rate 1e-2),
+SQIRL's ``k`` up to 10 and GORP's up to 3, tabular SQIRL / GORP ``max_m =
+256`` with 5 runs. Measured: 1,252 s wall for the 100 mazes on the 2-core
+machine (load average 3.6 at the start with another job running, 1.7 at
+the end; DQN 65 s, PPO 150 s, deep SQIRL 688 s, tabular 343 s), under the
+30-minute target; see ``benchmarks/results/sample_complexity.md``.
+:data:`QUICK` (4 mazes, T = 8): about 70 s, mostly compilation.
 
 Correlations: :func:`~jaxrl_dp.figures.random_policy.spearman` of the log
 sample complexities over ALL mazes, censored ones at their cap (ranks are
