@@ -688,8 +688,11 @@ def _run_deep(train: Callable, specs: Sequence[MazeSpec], keys: jax.Array, confi
   T = specs[0].horizon
   mdps = _stack([learner_mdp(sp, sticky) for sp in specs])
   feats = jnp.asarray(learner_features(specs[0], sticky))
-  run = lambda k, m: train(k, m, observation=feats, score_horizon=T, **config)
-  res = jax.jit(jax.vmap(jax.vmap(run, in_axes=(0, None)), in_axes=(None, 0)))(keys, mdps)
+  # the features are an argument, not a constant of the program (XLA would
+  # constant-fold gathers of a [1e5, D] matrix for minutes)
+  run = lambda k, m, f: train(k, m, observation=f, score_horizon=T, **config)
+  res = jax.jit(jax.vmap(jax.vmap(run, in_axes=(0, None, None)), in_axes=(None, 0, None)))(
+      keys, mdps, feats)
   met = jax.device_get(res.metrics)
   sub = np.asarray(met[sub_key], np.float64)
   j_star = np.asarray(met["j_star"], np.float64)[..., -1]
