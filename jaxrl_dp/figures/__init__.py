@@ -14,11 +14,12 @@ Each submodule imports matplotlib lazily (inside the functions), so importing
 * The deep agents of :mod:`jaxrl_dp.deep` against their exact tabular
   answers (``notebooks/deep_papers.ipynb``):
   :mod:`jaxrl_dp.figures.deep_sample_complexity` (deep SQIRL, DQN and PPO
-  sample complexity against the effective horizon),
+  sample complexity against the effective horizon, on the procedural mazes
+  and sticky / time-augmented MDPs of :mod:`jaxrl_dp.figures.mazes`),
   :mod:`jaxrl_dp.figures.deep_stock` (DηN against the stock-augmented DP),
   :mod:`jaxrl_dp.figures.deep_robust` (robust DQN, deep IWOCS),
   :mod:`jaxrl_dp.figures.deep_rover` (network ROVER, REINFORCE, GRPO).
 """
 
 __all__ = ["deep_robust", "deep_rover", "deep_sample_complexity", "deep_stock",
-           "distributional", "r2pvi", "random_policy", "robust"]  # submodules
+           "distributional", "mazes", "r2pvi", "random_policy", "robust"]  # submodules

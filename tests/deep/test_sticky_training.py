@@ -13,7 +13,7 @@ import pytest
 
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.deep import train_dqn, train_ppo
-from jaxrl_dp.figures.deep_sample_complexity import MazeSpec, time_augmented, time_features
+from jaxrl_dp.figures.mazes import MazeSpec, time_augmented, time_features
 
 P = 0.25
 T = 6

@@ -15,13 +15,14 @@ from jaxrl_dp import validate_mdp
 from _deep_cases import sticky_optimum_loops
 from jaxrl_dp.deep.scoring import exact_reference, steps_to_optimal
 from jaxrl_dp.figures import deep_sample_complexity as dsc
+from jaxrl_dp.figures import mazes as mz
 
 T = 8
 
 
 @pytest.fixture(scope="module")
 def suite():
-  return dsc.gridworld_suite(12, horizon=T, seed=3, sizes=(4, 5))
+  return mz.gridworld_suite(12, horizon=T, seed=3, sizes=(4, 5))
 
 
 # --------------------------------------------------------------- references
@@ -85,13 +86,13 @@ def _augmented_value(mdp, policy_aug, gamma):
 
 # ---------------------------------------------------------------- the suite
 def test_suite_mazes_valid_deterministic_reproducible(suite):
-  again = dsc.gridworld_suite(12, horizon=T, seed=3, sizes=(4, 5))
+  again = mz.gridworld_suite(12, horizon=T, seed=3, sizes=(4, 5))
   assert len(suite) == 12
   for i, (sp, sp2) in enumerate(zip(suite, again)):
     np.testing.assert_array_equal(sp.transitions, sp2.transitions)
     np.testing.assert_array_equal(sp.rewards, sp2.rewards)
     if i < 3:  # (a compile per shape)
-      mdp = dsc.base_mdp(sp)
+      mdp = mz.base_mdp(sp)
       validate_mdp(mdp)
       assert mdp.next_states.shape[-1] == 1  # deterministic
       np.testing.assert_array_equal(np.asarray(mdp.probs), 1.0)
@@ -108,7 +109,7 @@ def test_suite_mazes_valid_deterministic_reproducible(suite):
     # the goal: BFS distance on the layout, within the horizon, J* = 1 exactly
     assert _layout_bfs(sp.layout, "G") == sp.goal_distance
     assert 2 <= sp.goal_distance <= T
-    assert dsc.finite_horizon_optimum(sp) == 1.0
+    assert mz.finite_horizon_optimum(sp) == 1.0
     # rewards: 1 on entering the goal, the distractor's on entering it, else 0
     d_rew = set(np.unique(sp.rewards)) - {0.0, 1.0}
     assert len(d_rew) == ("D" in "".join(sp.layout))
@@ -121,20 +122,20 @@ def test_suite_mazes_valid_deterministic_reproducible(suite):
 def test_finite_horizon_optimum_vs_brute_force(suite):
   for sp in suite[:3]:
     for h in (3, 5):
-      short = dsc.MazeSpec(sp.name, sp.transitions, sp.rewards, h)
-      assert dsc.finite_horizon_optimum(short) == pytest.approx(
+      short = mz.MazeSpec(sp.name, sp.transitions, sp.rewards, h)
+      assert mz.finite_horizon_optimum(short) == pytest.approx(
           _brute_force_optimum(short, h), abs=1e-12)
 
 
 def test_pad_spec_keeps_the_optimum_and_is_unreachable(suite):
   sp = suite[0]
   s_n = sp.transitions.shape[0]
-  pad = dsc.pad_spec(sp, s_n + 5)
+  pad = mz.pad_spec(sp, s_n + 5)
   assert pad.transitions.shape == (s_n + 5, 4)
   assert not np.isin(np.arange(s_n, s_n + 5), pad.transitions[:s_n]).any()
-  assert dsc.finite_horizon_optimum(pad) == dsc.finite_horizon_optimum(sp)
+  assert mz.finite_horizon_optimum(pad) == mz.finite_horizon_optimum(sp)
   with pytest.raises(ValueError, match="num_states"):
-    dsc.pad_spec(sp, s_n - 1)
+    mz.pad_spec(sp, s_n - 1)
 
 
 # ------------------------------------------------------ time augmentation
@@ -142,10 +143,10 @@ def test_time_augmented_value_is_the_finite_horizon_return(suite):
   """Every policy: discounted value of the augmented MDP at (0, s0) = the
   undiscounted T-step return (float64 backward induction)."""
   rng = np.random.default_rng(0)
-  gamma = dsc.LEARNER_DISCOUNT
+  gamma = mz.LEARNER_DISCOUNT
   for sp in suite[:2]:
     with jax.enable_x64(True):
-      mdp = dsc.time_augmented(sp, gamma)
+      mdp = mz.time_augmented(sp, gamma)
     s_n = sp.transitions.shape[0]
     assert mdp.rewards.shape == (T * s_n + 1, 4)
     assert float(mdp.discount) == pytest.approx(gamma)
@@ -161,8 +162,8 @@ def test_agents_exact_optimum_equals_numpy_backward_induction(suite):
   time-augmented MDP, float32) vs the float64 NumPy backward induction; and
   the agents' optimality check on the maze's optimal non-stationary policy."""
   small = min(suite, key=lambda sp: sp.transitions.shape[0])
-  sp = dsc.pad_spec(small, small.transitions.shape[0] + 3)
-  mdp = dsc.time_augmented(sp)
+  sp = mz.pad_spec(small, small.transitions.shape[0] + 3)
+  mdp = mz.time_augmented(sp)
   ref = exact_reference(mdp)
   j_np = _backward_induction(sp)
   assert float(ref.j_star) == pytest.approx(j_np, abs=1e-5)
@@ -184,7 +185,7 @@ def test_agents_exact_optimum_equals_numpy_backward_induction(suite):
 
 
 def test_time_features_closed_form():
-  f = dsc.time_features(3, 2)
+  f = mz.time_features(3, 2)
   expect = np.zeros((7, 5), np.float32)
   for t in range(2):
     for s in range(3):
@@ -253,9 +254,9 @@ def test_correlations_vs_scipy_with_censored_at_cap():
 
 def test_procedural_gridworld_refuses_bad_sizes():
   with pytest.raises(ValueError, match="size"):
-    dsc.procedural_gridworld(np.random.default_rng(0), 1, horizon=5)
+    mz.procedural_gridworld(np.random.default_rng(0), 1, horizon=5)
   # a full wall: no goal cell, the draw is refused
-  assert dsc.procedural_gridworld(np.random.default_rng(0), 4, horizon=5,
+  assert mz.procedural_gridworld(np.random.default_rng(0), 4, horizon=5,
                                   wall_density=1.0) is None
 
 
@@ -268,7 +269,7 @@ def test_quick_study_numbers():
   res = dsc.run_study(dsc.QUICK)
   mazes = res["mazes"]
   assert len(mazes) == dsc.QUICK.num_mdps
-  specs = dsc.gridworld_suite(dsc.QUICK.num_mdps, horizon=dsc.QUICK.horizon,
+  specs = mz.gridworld_suite(dsc.QUICK.num_mdps, horizon=dsc.QUICK.horizon,
                               seed=dsc.QUICK.seed, sizes=dsc.QUICK.sizes)
   for m, sp in zip(mazes, specs):
     assert _backward_induction(sp) == 1.0
@@ -300,27 +301,27 @@ def test_sticky_optimum_vs_loops_and_the_agents_exact_reference(suite):
   from jaxrl_dp.planning import finite_horizon
   from jaxrl_dp.random_policy import sticky_actions, terminal_states
   s_max = max(sp.transitions.shape[0] for sp in suite[:3])
-  for sp in [dsc.pad_spec(sp, s_max) for sp in suite[:3]]:  # one shape: one compile
+  for sp in [mz.pad_spec(sp, s_max) for sp in suite[:3]]:  # one shape: one compile
     ref = sticky_optimum_loops(sp, 0.25)
-    assert dsc.finite_horizon_optimum(sp, 0.25) == pytest.approx(ref, abs=1e-12)
-    assert ref <= dsc.finite_horizon_optimum(sp) + 1e-12
-    learner = dsc.learner_mdp(sp, 0.25)
+    assert mz.finite_horizon_optimum(sp, 0.25) == pytest.approx(ref, abs=1e-12)
+    assert ref <= mz.finite_horizon_optimum(sp) + 1e-12
+    learner = mz.learner_mdp(sp, 0.25)
     s_n, a_n = sp.rewards.shape
     assert learner.rewards.shape == (s_n + (T - 1) * s_n * a_n + 1, a_n)
     assert float(exact_reference(learner, horizon=T).j_star) == pytest.approx(ref, abs=1e-5)
-    lib = exact_reference(sticky_actions(dsc.time_augmented(sp), 0.25), horizon=T)
+    lib = exact_reference(sticky_actions(mz.time_augmented(sp), 0.25), horizon=T)
     assert float(lib.j_star) == pytest.approx(ref, abs=1e-5)
-    ana = dsc.analysis_mdp(sp, 0.25)
+    ana = mz.analysis_mdp(sp, 0.25)
     fh = finite_horizon(ana, T)
     assert float(ana.initial @ fh.values[0]) == pytest.approx(ref, abs=1e-5)
     # the one terminal (padded states self-loop but have (s, b) copies: not absorbing)
     assert bool(terminal_states(learner)[-1]) and bool(terminal_states(ana)[-1])
-    feats = dsc.learner_features(sp, 0.25)
+    feats = mz.learner_features(sp, 0.25)
     assert feats.shape == (learner.rewards.shape[0], s_n + T + a_n)
     i = s_n + ((3 - 1) * s_n + 2) * a_n + 1  # (t=3, s=2, b=1)
     assert np.flatnonzero(feats[i]).tolist() == [2, s_n + 3, s_n + T + 1]
     assert np.flatnonzero(feats[5]).tolist() == [5, s_n]  # start state 5, t = 0
     assert not feats[-1].any()
   # some maze of the suite is harder with sticky actions (a turn next to lava)
-  assert any(sticky_optimum_loops(sp, 0.25) < dsc.finite_horizon_optimum(sp) - 1e-6
+  assert any(sticky_optimum_loops(sp, 0.25) < mz.finite_horizon_optimum(sp) - 1e-6
              for sp in suite)

@@ -219,7 +219,7 @@ def check_sqirl(s):
   cfg = s.get("config") or {}
   if cfg.get("sticky", 0) > 0:
     from _deep_cases import sticky_optimum_loops
-    from jaxrl_dp.figures.deep_sample_complexity import gridworld_suite
+    from jaxrl_dp.figures.mazes import gridworld_suite
     specs = gridworld_suite(cfg["num_mdps"], horizon=cfg["horizon"], seed=cfg["seed"],
                             sizes=tuple(cfg["sizes"]))
     assert len(specs) == s["num_mazes"]
