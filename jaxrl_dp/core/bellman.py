@@ -15,12 +15,60 @@ stochastic, ``float [S, A]`` (rows are distributions). The dtype decides which
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core.mdp import TabularMDP
+
+
+#: :func:`sparse_expectation` unrolls into one 1-D gather per index column
+#: when the index array has at most this many columns per state (``A * K``
+#: for a full backup, ``K`` for a policy's rows); above it, one gather.
+UNROLL_COLUMNS = 256
+
+
+def sparse_expectation(v: jax.Array, next_states: jax.Array,
+                       probs: jax.Array) -> jax.Array:
+  """``sum_k probs[..., k] * v[next_states[..., k]]``: the sparse layout's
+  expected next value, ``[S, ..., K]`` -> ``[S, ...]``.
+
+  For ``v [S]`` and at most :data:`UNROLL_COLUMNS` index columns per leading
+  row (``prod(next_states.shape[1:])``), the sum is written as one 1-D
+  gather ``v[next_states[:, j]]`` per column, multiplied and added in order
+  ``k = 0, 1, ...`` (one loop fusion over the rows). XLA compiles this
+  several times faster on CPU than the equivalent ``[S, A, K]`` gather
+  (measured, 2-core Xeon, float64: Garnet S=2000 A=8 K=5 full backup 145 us
+  vs 256 us; S=10^6 A=4 K=5 33 ms vs 146 ms; 64 vmapped Garnets S=2000
+  2.8 ms vs 18.2 ms), and the values are those of the gather up to the
+  order of the K additions (any order is within the rounding terms of
+  :mod:`jaxrl_dp.core.iteration`). Otherwise (more columns, or trailing
+  value axes) one gather ``v[next_states]`` and a sum over the last axis.
+
+  Args:
+    v: ``[S]`` (or ``[S, ...]``) values.
+    next_states: ``int [R, ..., K]`` indices into ``v``'s first axis.
+    probs: ``[R, ..., K]`` weights (same shape).
+
+  Returns:
+    ``[R, ...]`` (``[R, ..., *v.shape[1:]]`` for trailing value axes).
+  """
+  columns = math.prod(next_states.shape[1:])
+  if v.ndim != 1 or next_states.ndim < 2 or columns > UNROLL_COLUMNS:
+    p = probs.reshape(probs.shape + (1,) * (v.ndim - 1))
+    return jnp.sum(p * v[next_states], axis=next_states.ndim - 1)
+  rows, k = next_states.shape[0], next_states.shape[-1]
+  ns = next_states.reshape(rows, -1, k)
+  pr = probs.reshape(rows, -1, k)
+  out = []
+  for j in range(ns.shape[1]):
+    acc = pr[:, j, 0] * v[ns[:, j, 0]]
+    for i in range(1, k):
+      acc = acc + pr[:, j, i] * v[ns[:, j, i]]
+    out.append(acc)
+  return jnp.stack(out, axis=1).reshape(next_states.shape[:-1])
 
 
 def gather_next(mdp: TabularMDP, v: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -53,11 +101,25 @@ def expected_next(mdp: TabularMDP, v: jax.Array) -> jax.Array:
   Returns:
     ``[S, A, ...]`` expected next values.
   """
-  if mdp.is_sparse:
-    vals = v[mdp.next_states]  # [S, A, K, ...]
-    p = mdp.probs.reshape(mdp.probs.shape + (1,) * (v.ndim - 1))
-    return jnp.sum(p * vals, axis=2)
-  return jnp.tensordot(mdp.probs, v, axes=1)
+  if mdp.next_states is not None:  # mdp.is_sparse
+    return sparse_expectation(v, mdp.next_states, mdp.probs)
+  return dense_expectation(mdp.probs, v)
+
+
+def dense_expectation(probs: jax.Array, v: jax.Array) -> jax.Array:
+  """``probs [R, ..., S] @ v [S, ...]`` -> ``[R, ..., ...]``, as one 2-D matrix
+  product ``[R * ..., S] @ [S, N]`` (XLA's CPU ``dot`` is ~25% faster on that
+  shape than on the 3-D ``tensordot``: S=1000, A=10, float64, 1.6 vs 2.05 ms).
+
+  Args:
+    probs: ``[R, ..., S]`` transition rows.
+    v: ``[S, ...]`` values.
+
+  Returns:
+    ``probs.shape[:-1] + v.shape[1:]``.
+  """
+  out = probs.reshape(-1, probs.shape[-1]) @ v.reshape(v.shape[0], -1)
+  return out.reshape(probs.shape[:-1] + v.shape[1:])
 
 
 def q_values(mdp: TabularMDP, v: jax.Array) -> jax.Array:
@@ -91,9 +153,9 @@ def q_values_rows(mdp: TabularMDP, v: jax.Array, start, size: int) -> jax.Array:
   probs = jax.lax.dynamic_slice_in_dim(mdp.probs, start, size, 0)
   if mdp.next_states is not None:  # mdp.is_sparse
     ns = jax.lax.dynamic_slice_in_dim(mdp.next_states, start, size, 0)
-    nxt = jnp.sum(probs * v[ns], axis=2)
+    nxt = sparse_expectation(v, ns, probs)
   else:
-    nxt = jnp.tensordot(probs, v, axes=1)
+    nxt = dense_expectation(probs, v)
   return rewards + mdp.discount * nxt
 
 
@@ -252,8 +314,7 @@ def policy_expected_next(mdp: TabularMDP, policy: jax.Array,
   ns, p = policy_transitions(mdp, policy)
   if ns is None:
     return jnp.tensordot(p, v, axes=1)
-  p = p.reshape(p.shape + (1,) * (v.ndim - 1))
-  return jnp.sum(p * v[ns], axis=1)
+  return sparse_expectation(v, ns, p)
 
 
 def policy_backup(mdp: TabularMDP, policy: jax.Array, v: jax.Array) -> jax.Array:

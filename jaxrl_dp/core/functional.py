@@ -477,7 +477,7 @@ class FunctionalOperator:
 
   def _q_block(self, v, states):
     ns, p, r, m = self.mdp.transitions(states)
-    q = r + self.mdp.discount * jnp.sum(p * v[ns], axis=-1)
+    q = r + self.mdp.discount * bellman.sparse_expectation(v, ns, p)
     return q, m
 
   def _backup_block(self, v, states):

@@ -59,7 +59,7 @@ class _Operator(FunctionalOperator):
 
     def block(states):
       ns, p, r_pi = _policy_rows(mdp, policy, states)
-      return r_pi + mdp.discount * jnp.sum(p * v[ns], axis=1)
+      return r_pi + mdp.discount * bellman.sparse_expectation(v, ns, p)
 
     return mdp.map_states(block)
 
@@ -281,7 +281,7 @@ def functional_policy_system(mdp: FunctionalMDP, policy: jax.Array):
 
 def _next_expectation(mdp, policy, v, states):
   ns, p, _ = _policy_rows(mdp, policy, states)
-  return jnp.sum(p * v[ns], axis=1)
+  return bellman.sparse_expectation(v, ns, p)
 
 
 def functional_krylov_values(mdp: FunctionalMDP, policy: jax.Array, v0: jax.Array,

@@ -140,13 +140,20 @@ def row_sum_stats(mdp, policy=None):
   ``max_row sum_k p_k`` and ``max_row |sum_k p_k - 1|``."""
   dtype = mdp.probs.dtype
   s, a = mdp.rewards.shape
+  # A dense float64 row is counted as S terms (an upper bound) instead of
+  # its nonzeros: on CPU the count costs ~12 dense backups (S=1000, A=10:
+  # 23 ms vs a 1.6 ms row sum), and S u stays below 1e-12 relative for S <=
+  # 10^4. Lower precisions (and the sparse layout's K slots) count.
+  count = mdp.is_sparse or jnp.dtype(dtype).itemsize < 8
   if policy is None:
     probs, valid = mdp.probs, mdp.action_mask[..., None]
-    n = jnp.max(jnp.sum(jnp.where(valid, probs != 0, False), axis=-1))
+    n = (jnp.max(jnp.sum(jnp.where(valid, probs != 0, False), axis=-1)) if count
+         else jnp.asarray(probs.shape[-1], jnp.int32))
     n_sum = probs.shape[-1]
   elif jnp.issubdtype(policy.dtype, jnp.integer):
     probs = jnp.take_along_axis(mdp.probs, policy[:, None, None], axis=1)[:, 0]
-    n = jnp.max(jnp.sum(probs != 0, axis=-1))
+    n = (jnp.max(jnp.sum(probs != 0, axis=-1)) if count
+         else jnp.asarray(probs.shape[-1], jnp.int32))
     n_sum = probs.shape[-1]
   else:  # stochastic: the row of P_pi is sum_a pi(a|s) P(s, a, .)
     w = policy[:, :, None] * mdp.probs

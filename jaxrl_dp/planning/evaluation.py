@@ -71,7 +71,7 @@ def policy_operator(mdp: TabularMDP, policy: jax.Array):
   r_pi = bellman.policy_rewards(mdp, policy)
 
   def matvec(v):
-    nxt = p @ v if ns is None else jnp.sum(p * v[ns], axis=1)
+    nxt = p @ v if ns is None else bellman.sparse_expectation(v, ns, p)
     return v - gamma * nxt
 
   return matvec, r_pi
@@ -221,11 +221,18 @@ def policy_evaluation(mdp: TabularMDP | FunctionalMDP, policy: jax.Array, *,
   max_iters = check_max_iters(max_iters)
   if v0 is None:
     v0 = jnp.zeros(mdp.rewards.shape[:1], dtype)
+  return _implicit_evaluation(mdp, policy, jnp.asarray(tol, dtype), v0,
+                              max_iters=max_iters, method=method, krylov=krylov)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iters", "method", "krylov"))
+def _implicit_evaluation(mdp, policy, tol, v0, *, max_iters, method, krylov):
+  # One jitted call for the solve and the implicit wrapper's q.
   if method == "krylov":
     run = functools.partial(_krylov, max_iters=max_iters, krylov=krylov)
   else:
     run = functools.partial(_iterative, max_iters=max_iters)
-  return implicit_policy_values(run, mdp, policy, jnp.asarray(tol, dtype), v0)
+  return implicit_policy_values(run, mdp, policy, tol, v0)
 
 
 def policy_residual_bound(mdp, policy, v, q):

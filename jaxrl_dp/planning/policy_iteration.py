@@ -153,12 +153,20 @@ def policy_iteration(mdp: TabularMDP | FunctionalMDP, *, evaluation: str = "exac
     policy0 = bellman.greedy_policy(q0, mdp.action_mask)
   else:  # checked before any int32 cast
     policy0 = as_policy(policy0, mdp, field="policy0", deterministic=True)
+  return _pi_implicit(mdp, policy0.astype(jnp.int32), tol, max_iters=max_iters,
+                      evaluation=evaluation, krylov=krylov, eval_max_iters=eval_max_iters)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iters", "evaluation", "krylov",
+                                             "eval_max_iters"))
+def _pi_implicit(mdp, policy0, tol, *, max_iters, evaluation, krylov, eval_max_iters):
+  # One jitted call for the solve and the implicit wrapper's q.
   if evaluation == "exact":
     run = functools.partial(_policy_iteration, max_iters=max_iters)
   else:
     run = functools.partial(_krylov_policy_iteration, max_iters=max_iters,
                             krylov=krylov, eval_max_iters=eval_max_iters)
-  return implicit_greedy_solution(run, mdp, policy0.astype(jnp.int32), tol)
+  return implicit_greedy_solution(run, mdp, policy0, tol)
 
 
 def _certificate(mdp, v, q):
@@ -404,12 +412,20 @@ def modified_policy_iteration(mdp: TabularMDP | FunctionalMDP, *, num_sweeps: in
   max_iters = check_max_iters(max_iters)
   check_num_sweeps(num_sweeps)
   dtype = mdp.rewards.dtype
+  if v0 is not None:
+    v0 = as_values("v0", v0, mdp.rewards.shape[:1], dtype)
+  return _mpi_implicit(mdp, jnp.asarray(tol, dtype), v0, num_sweeps=num_sweeps,
+                       max_iters=max_iters, stop=stop)
+
+
+@functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters", "stop"))
+def _mpi_implicit(mdp, tol, v0, *, num_sweeps, max_iters, stop):
+  # One jitted call for the start values, the solve and the implicit
+  # wrapper's q (eagerly, the wrapper's ops cost ~1 ms per call).
   if v0 is None:
     v0 = lower_bound_values(mdp)
-  else:
-    v0 = as_values("v0", v0, mdp.rewards.shape[:1], dtype)
   run = functools.partial(_mpi, num_sweeps=num_sweeps, max_iters=max_iters, stop=stop)
-  return implicit_greedy_solution(run, mdp, jnp.asarray(tol, dtype), v0)
+  return implicit_greedy_solution(run, mdp, tol, v0)
 
 
 def macqueen_bound(mdp, rounding, modulus):
@@ -465,7 +481,7 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop):
       if ns is None:
         nxt = p_pi @ u
       else:
-        nxt = jnp.sum(p_pi * u[ns], axis=1)
+        nxt = bellman.sparse_expectation(u, ns, p_pi)
       return r_pi + gamma * nxt
 
     return jax.lax.fori_loop(0, num_sweeps - 1, sweep, w)

@@ -57,8 +57,18 @@ def test_solvers_match_materialized_and_numpy(name, run):
     np.testing.assert_allclose(va, np.asarray(b.values), rtol=0, atol=1e-12)
     assert int(a.iterations) == int(b.iterations)
     assert np.abs(va - v_star).max() <= float(a.error_bound)
-    np.testing.assert_array_equal(np.asarray(a.policy), np.asarray(b.policy))
     q_star = r + GAMMA * p @ v_star
+    # Equal policies where the optimal action is unique; at exact ties (the
+    # grid's symmetric moves) the two layouts' last-bit rounding (different
+    # XLA fusions, FMA contraction) may pick different maximizers, and both
+    # must then be optimal.
+    best = q_star.max(axis=1)
+    unique = np.sum(q_star >= best[:, None] - 1e-9, axis=1) == 1
+    pa, pb = np.asarray(a.policy), np.asarray(b.policy)
+    np.testing.assert_array_equal(pa[unique], pb[unique])
+    rows = np.arange(len(pa))
+    assert np.all(q_star[rows, pa] >= best - 1e-9) and np.all(q_star[rows, pb] >= best - 1e-9)
+    assert unique.sum() >= 10  # the check above is not vacuous
     np.testing.assert_allclose(np.asarray(a.q), q_star, atol=1e-8)
 
 
