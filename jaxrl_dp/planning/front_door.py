@@ -72,7 +72,7 @@ LOW_PRECISION_RTOL = 1e-5
 FLOOR_FACTOR = 2.0
 #: ``auto`` in float64: modified policy iteration with the span stop and this
 #: many backups per iteration.
-AUTO_SWEEPS = 20
+AUTO_SWEEPS = 10
 
 
 def method_names() -> tuple[str, ...]:
@@ -138,25 +138,30 @@ def auto_method(mdp: TabularMDP) -> tuple[str, dict[str, Any]]:
 
   The rule uses only the static dtype (no traced value), so it is the same
   under ``jit`` / ``vmap`` and on the host:
-    * float64: ``modified_policy_iteration(stop="span", num_sweeps=20)``;
+    * float64: ``modified_policy_iteration(stop="span", num_sweeps=10)``;
     * float32 and lower: ``value_iteration(stop="span")``.
 
-  Why (float64, certified to ``1e-6`` and ``1e-8`` relative, 2-core CPU;
-  ``benchmarks/results/planning.md``): both use MacQueen's span bounds with
-  value extrapolation, whose number of iterations is set by the mixing of
-  the chain rather than by ``1 / (1 - gamma)``. MPI's 19 cheap policy sweeps
-  per greedy step (``S K`` each instead of ``S A K``) cut the slowly mixing
-  cases: 100 x 100 grid world 40-76 ms (VI span 170-210 ms, Krylov PI
-  150-250 ms, 260-276 VI backups), 30 x 30 grid world 1.5-1.8 ms (VI span
-  8 ms); on Garnets (S = 100 ... 2000, gamma 0.99 ... 0.9999) it is as fast
-  as VI span or faster (Garnet S=1000 A=K=10 gamma 0.9999 to 1e-8: 5
-  iterations, 2.6 ms; VI span 22 backups, 4.3 ms), and on a dense random
-  MDP (S = 1000, A = 10) all span methods need 3-6 iterations and are equal
-  within noise. In float32 MPI's iterates carry the full values (``|V| ~
-  |V*|``), so its rounding floor is ``(K + 3) eps / 2 |V*| / (1 - gamma)``,
-  above the default tolerance; VI span started at 0 keeps its iterates small
-  (the extrapolation shift carries the values) and can certify the float32
-  default. Device: measured on CPU only; the same rule is used elsewhere.
+  Why (float64, certified to ``1e-6`` and ``1e-8`` relative, 2-core CPU,
+  quiet machine; ``benchmarks/results/planning.md``): both use MacQueen's
+  span bounds with value extrapolation, whose number of iterations is set by
+  the mixing of the chain rather than by ``1 / (1 - gamma)``. MPI's cheap
+  policy sweeps (``S K`` each instead of ``S A K``) cut the slowly mixing
+  cases (100 x 100 grid world: 15 iterations with 20 sweeps, 28 with 10,
+  270 VI backups). Solve times (ms) with the default tolerance for
+  ``num_sweeps`` 5 / 10 / 15 / 20 / 30: dense random S=1000 A=10 gamma
+  0.99: 10.3 / 11.6 / 13.3 / 14.3 / 17.3 (3 iterations at every count);
+  Garnet S=2000 A=8 K=5 gamma 0.999: 1.54 / 1.49 / 1.68 / 1.89 / 2.07;
+  Garnet S=1000 A=K=10 gamma 0.999: 1.29 / 1.51 / 1.57 / 1.69 / 1.96
+  (0.9999: 1.32 / 1.37 / 1.49 / 1.59 / 1.93); 100 x 100 grid world: 23.9 /
+  15.6 / 13.2 / 12.0 / 13.3; 1024 Garnets S=100 A=4 K=5 under ``lax.map``
+  (5 / 10 / 20): 62 / 62 / 71, under ``vmap``: 90 / 54 / 75. Ten sweeps
+  keep every case within 30% of its best count (the grid world's slow
+  mixing is the worst case). In float32 MPI's iterates carry the full
+  values (``|V| ~ |V*|``), so its rounding floor is ``(K + 3) eps / 2 |V*|
+  / (1 - gamma)``, above the default tolerance; VI span started at 0 keeps
+  its iterates small (the extrapolation shift carries the values) and can
+  certify the float32 default. Device: measured on CPU only; the same rule
+  is used elsewhere.
   """
   if jnp.dtype(mdp.rewards.dtype).itemsize >= 8:
     return "modified_policy_iteration", {"stop": "span", "num_sweeps": AUTO_SWEEPS}
@@ -192,7 +197,7 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
   ``**method_options``):
 
     * ``"auto"`` (default): see :func:`auto_method`. In short,
-      ``modified_policy_iteration(stop="span", num_sweeps=20)`` in float64
+      ``modified_policy_iteration(stop="span", num_sweeps=10)`` in float64
       and ``value_iteration(stop="span")`` in lower precisions (static
       dtype rule). Explicit options (``stop=...``, ``num_sweeps=...``)
       override the rule's. A :class:`~jaxrl_dp.core.functional.FunctionalMDP`
