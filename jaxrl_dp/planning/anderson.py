@@ -224,14 +224,21 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     else:
       lsq_f, f_fit = d_f, f
     pair = valid[:, None] & valid[None, :]
-    gram = jnp.where(pair, lsq_f @ lsq_f.T, 0.0)
-    rhs = jnp.where(valid, lsq_f @ f_fit, 0.0)
-    lam = (max(reg, 16 * float(jnp.finfo(x.dtype).eps)) * jnp.trace(gram)
-           + float(jnp.finfo(x.dtype).tiny))
-    alpha = _spd_solve(gram + lam * jnp.eye(m, dtype=x.dtype), rhs)
-    alpha = jnp.where(valid & jnp.all(jnp.isfinite(alpha)), alpha, 0.0)
+
+    def mixed_point(_):
+      gram = jnp.where(pair, lsq_f @ lsq_f.T, 0.0)
+      rhs = jnp.where(valid, lsq_f @ f_fit, 0.0)
+      lam = (max(reg, 16 * float(jnp.finfo(x.dtype).eps)) * jnp.trace(gram)
+             + float(jnp.finfo(x.dtype).tiny))
+      alpha = _spd_solve(gram + lam * jnp.eye(m, dtype=x.dtype), rhs)
+      alpha = jnp.where(valid & jnp.all(jnp.isfinite(alpha)), alpha, 0.0)
+      return g - alpha @ d_g
+
     mix_now = (a.cooldown == 0) & ~changed
-    x_acc = jnp.where(mix_now, g - alpha @ d_g, g)
+    # The least squares only on the steps that mix (a plain step -- policy
+    # changed, backoff -- costs one backup and the history update; under
+    # vmap the cond is a select and both branches run).
+    x_acc = jax.lax.cond(mix_now, mixed_point, lambda _: g, None)
     # Rejected: back to the plain backup of the last accepted point, and
     # plain steps for a while (exponential backoff).
     x_next = jnp.where(accept, x_acc, a.g_prev)
