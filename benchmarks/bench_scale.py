@@ -40,6 +40,8 @@ Usage:
   python benchmarks/bench_scale.py --quick         # 10^4, 10^5 only
   python benchmarks/bench_scale.py --max-exp 6 --mf-max-exp 7 --solve-exp 5
   python benchmarks/bench_scale.py --mdpsolver-exps 5,6 [--parallel]  # mdpsolver rows only
+  python benchmarks/bench_scale.py --closed-form-exp 8 --gamma 0.9 --tol 1e-4
+      # one matrix-free slip-0 solve at S = 10^8 against the closed form (scale_closed_form.*)
 Writes benchmarks/results/scale.json and scale.md (``--quick``: scale_quick.*;
 ``--mdpsolver-exps``: scale_mdpsolver.*, jaxrl_dp's default ``solve()`` on the
 stored model, or the solves named by ``--ours``, against mdpsolver at each
@@ -90,7 +92,8 @@ def _model(spec):
   import jax.numpy as jnp
   from jaxrl_dp.suites import functional_gridworld
   side = spec["side"]
-  return functional_gridworld(side, 2, slip=spec.get("slip", 0.1), discount=GAMMA,
+  return functional_gridworld(side, 2, slip=spec.get("slip", 0.1),
+                              discount=spec.get("gamma", GAMMA),
                               block_size=spec.get("block_size") or side,
                               dtype=jnp.float64)
 
@@ -251,8 +254,32 @@ def child_mdpsolver(spec):
   return out
 
 
+def child_closed_form(spec):
+  """One call (compile included) of ``value_iteration(stop="span")`` on the
+  matrix-free slip-0 grid world, checked against the closed form."""
+  import jax
+  jax.config.update("jax_enable_x64", True)
+  from jaxrl_dp.planning import value_iteration
+  from jaxrl_dp.suites.functional import gridworld_distance_values
+  fm = _model(spec)
+  t0 = time.perf_counter()
+  sol = jax.block_until_ready(value_iteration(fm, tol=spec["tol"], stop="span",
+                                              max_iters=100_000))
+  wall = time.perf_counter() - t0
+  out = {"S": fm.num_states, "side": spec["side"], "gamma": spec["gamma"], "tol": spec["tol"],
+         "solve_s": wall, "iterations": int(sol.iterations),
+         "error_bound": float(sol.error_bound), "converged": bool(sol.converged)}
+  v = np.asarray(sol.values)
+  del sol  # the [S, A] q table is not needed any more
+  closed = gridworld_distance_values(spec["side"], 2, spec["gamma"])
+  out.update(max_err_vs_closed_form=float(np.abs(v - closed).max()),
+             max_abs_value=float(np.abs(closed).max()), peak_rss_gib=_rss_gib(),
+             load_after=os.getloadavg())
+  return out
+
+
 CHILDREN = {"bandwidth": child_bandwidth, "sweeps": child_sweeps, "solve": child_solve,
-            "mdpsolver": child_mdpsolver}
+            "mdpsolver": child_mdpsolver, "closed_form": child_closed_form}
 
 
 # -------------------------------------------------------------------- parent
@@ -298,6 +325,12 @@ def main():
                   "stored_solve, mf_mpi, stored_vi, mf_vi)")
   ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                     "results"))
+  ap.add_argument("--closed-form-exp", type=int, default=None,
+                  help="only one matrix-free solve of the slip-0 grid world at S = 10^e, "
+                  "checked against the closed form (with --gamma, --tol); writes "
+                  "scale_closed_form.*")
+  ap.add_argument("--gamma", type=float, default=GAMMA, help="discount of --closed-form-exp")
+  ap.add_argument("--tol", type=float, default=1e-4, help="absolute tol of --closed-form-exp")
   args = ap.parse_args()
   if args.child:
     spec = json.loads(args.child)
@@ -305,6 +338,8 @@ def main():
     return
   if args.mdpsolver_exps:
     return main_mdpsolver(args)
+  if args.closed_form_exp:
+    return main_closed_form(args)
   if args.quick:
     args.max_exp, args.mf_max_exp, args.solve_exp = 5, 5, 4
   machine = _common.machine_info()
@@ -358,6 +393,35 @@ def main():
   base = args.name or ("scale_quick" if args.quick else "scale")
   _common.write_results(args.out_dir, base, res, report(res))
   log(report(res))
+
+
+def main_closed_form(args):
+  """``--closed-form-exp``: one matrix-free solve against the closed form."""
+  machine = _common.machine_info()
+  side = SIDES[args.closed_form_exp]
+  log(f"closed form: S = {side}^2, gamma {args.gamma}, tol {args.tol}")
+  r = run_child({"child": "closed_form", "side": side, "slip": 0.0, "gamma": args.gamma,
+                 "tol": args.tol}, args.timeout)
+  res = {"machine": machine, "run": r}
+  log(json.dumps(r, default=float))
+  m = machine
+  rows = [[f"{r.get('S', side * side):,}", args.gamma, args.tol, r.get("status"),
+           _common.fmt_s(r.get("solve_s")), r.get("iterations"),
+           f"{r.get('error_bound', float('nan')):.2e}",
+           f"{r.get('max_err_vs_closed_form', float('nan')):.2e}",
+           f"{r.get('peak_rss_gib', float('nan')):.2f}"]]
+  text = "\n".join([
+      "# Scale: a matrix-free grid world solved and checked against its closed form", "",
+      f"Machine: {m['cpu_model']}, {m.get('cpu_count_affinity')} cores, "
+      f"{m.get('mem_total_gib')} GiB; load average at start {m.get('loadavg_at_start')}, "
+      f"after the solve {r.get('load_after')}.", "",
+      "2-D grid world, slip 0 (A = 4, every step -1, the far corner absorbing), "
+      "`value_iteration(stop='span')` on the `FunctionalMDP` (nothing stored), one call "
+      "(compile included), float64; error against the closed form "
+      "`-(1 - gamma^d) / (1 - gamma)` (`d` the Manhattan distance to the corner).", "",
+      _common.md_table(["S", "gamma", "tol (abs)", "status", "solve", "sweeps",
+                        "error_bound", "max error vs closed form", "peak RSS GiB"], rows), ""])
+  _common.write_results(args.out_dir, args.name or "scale_closed_form", res, text)
 
 
 def main_mdpsolver(args):
