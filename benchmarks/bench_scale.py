@@ -183,7 +183,7 @@ def child_solve(spec):
                                                       num_sweeps=20)),
       "stored_vi": ("stored", "value_iteration(stop='span')",
                     lambda: value_iteration(stored, tol=tol, stop="span", max_iters=100_000)),
-      "stored_solve": ("stored", "solve() (MPI span, 20 sweeps)",
+      "stored_solve": ("stored", "solve() (default: MPI span)",
                        lambda: jd.solve(stored, tol=tol))}
   names = spec.get("runs") or (["mf_vi", "stored_vi", "stored_solve"] if stored is not None
                                else ["mf_vi"])
