@@ -71,6 +71,26 @@ def sparse_expectation(v: jax.Array, next_states: jax.Array,
   return jnp.stack(out, axis=1).reshape(next_states.shape[:-1])
 
 
+def rows_expectation(next_states: jax.Array | None, probs: jax.Array,
+                     v: jax.Array) -> jax.Array:
+  """``E[v(s')]`` over transition rows in either layout, as returned by
+  :func:`policy_transitions`: ``probs @ v`` for dense rows (``next_states``
+  None, ``probs [R, S]``), :func:`sparse_expectation` for sparse ones
+  (``next_states``, ``probs [R, K]``).
+
+  Args:
+    next_states: ``int [R, K]`` or None (dense).
+    probs: ``[R, K]`` (sparse) or ``[R, S]`` (dense) weights.
+    v: ``[S]`` values.
+
+  Returns:
+    ``[R]`` expected next values.
+  """
+  if next_states is None:
+    return probs @ v
+  return sparse_expectation(v, next_states, probs)
+
+
 def gather_next(mdp: TabularMDP, v: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Next-state values and probabilities per (s, a).
 

@@ -71,7 +71,7 @@ def policy_operator(mdp: TabularMDP, policy: jax.Array):
   r_pi = bellman.policy_rewards(mdp, policy)
 
   def matvec(v):
-    nxt = p @ v if ns is None else bellman.sparse_expectation(v, ns, p)
+    nxt = bellman.rows_expectation(ns, p, v)
     return v - gamma * nxt
 
   return matvec, r_pi

@@ -478,11 +478,7 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop):
     ns, p_pi = bellman.policy_transitions(mdp, pi)
 
     def sweep(_, u):
-      if ns is None:
-        nxt = p_pi @ u
-      else:
-        nxt = bellman.sparse_expectation(u, ns, p_pi)
-      return r_pi + gamma * nxt
+      return r_pi + gamma * bellman.rows_expectation(ns, p_pi, u)
 
     return jax.lax.fori_loop(0, num_sweeps - 1, sweep, w)
 

@@ -324,7 +324,7 @@ def soft_policy_iteration_solver(evaluation: str = "exact", *,
       ns, p = bellman.policy_transitions(m, pi)
 
       def matvec(x):
-        nxt = p @ x if ns is None else bellman.sparse_expectation(x, ns, p)
+        nxt = bellman.rows_expectation(ns, p, x)
         return x - m.discount * nxt
 
       v_new, _ = jax.scipy.sparse.linalg.gmres(

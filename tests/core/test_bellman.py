@@ -58,3 +58,18 @@ def test_dense_expectation_equals_numpy():
       got = bellman.dense_expectation(jnp.asarray(p), jnp.asarray(v))
       np.testing.assert_allclose(np.asarray(got), np.einsum("sat,t...->sa...", p, v),
                                  rtol=1e-13, atol=1e-13)
+
+
+def test_rows_expectation_both_layouts_equal_numpy():
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(7)
+    v = rng.normal(size=6)
+    dense = rng.random((4, 6))
+    np.testing.assert_allclose(np.asarray(bellman.rows_expectation(None, jnp.asarray(dense),
+                                                                    jnp.asarray(v))),
+                               dense @ v, rtol=1e-14, atol=1e-14)
+    ns = rng.integers(0, 6, size=(4, 3)).astype(np.int32)
+    p = rng.random((4, 3))
+    np.testing.assert_allclose(np.asarray(bellman.rows_expectation(jnp.asarray(ns), jnp.asarray(p),
+                                                                    jnp.asarray(v))),
+                               _np_expectation(v, ns, p), rtol=1e-14, atol=1e-14)
