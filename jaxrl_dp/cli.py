@@ -277,8 +277,8 @@ def _solve_parser() -> argparse.ArgumentParser:
   parser.add_argument("--tol", type=_tolerance, default=None,
                       help="absolute accuracy: max|V - V*| <= tol (default: from --rtol)")
   parser.add_argument("--rtol", type=_tolerance, default=None,
-                      help="relative accuracy when --tol is not given: tol = rtol * max|r| / "
-                           "(1 - gamma) (default: jaxrl_dp.solve's, 1e-6 in float64)")
+                      help="relative accuracy when --tol is not given: max|V - V*| <= rtol * "
+                           "max|V*| (default: jaxrl_dp.solve's, 1e-6 in float64)")
   parser.add_argument("--discount", type=_discount, default=None,
                       help="discount in [0, 1] replacing the file's (a CSV holds none)")
   parser.add_argument("--horizon", type=_positive_int, default=None,
@@ -326,7 +326,9 @@ def solve(argv=None) -> int:
       name = front_door.resolve_method(args.method)
       if name == "auto":
         name = "auto: " + front_door.auto_method(mdp)[0]
-      tol = args.tol if args.tol is not None else float(front_door.default_tol(mdp, args.rtol))
+      # The default accuracy is relative to V*: the target these values had to meet.
+      tol = args.tol if args.tol is not None else float(
+          front_door.relative_target(mdp, sol.values, sol.error_bound, args.rtol))
       info = {"method": name, "tol": tol, "converged": bool(sol.converged),
               "error_bound": float(sol.error_bound), "iterations": int(sol.iterations)}
     wall = time.perf_counter() - t0

@@ -52,7 +52,8 @@ def test_auto_float64_matches_reference(layout, gamma):
     sol = jd.solve(m)
     tol = 1e-6 * np.max(np.abs(r)) / (1 - gamma)
     np.testing.assert_allclose(float(front_door.default_tol(m)), tol, rtol=1e-12)
-    _check(sol, v_ref, tol)
+    # The default accuracy is relative to V*: 1e-6 max|V*| (<= tol).
+    _check(sol, v_ref, 1e-6 * np.max(np.abs(v_ref)))
     assert sol.values.dtype == jnp.float64
 
 
@@ -84,10 +85,12 @@ def test_aliases_options_and_rtol():
   with jax.enable_x64(True):
     m, v_ref, r = _case("sparse", 0.99, seed=2)
     a = jd.solve(m, method="vi", stop="span", rtol=1e-9)
-    b = jd.value_iteration(m, stop="span", tol=1e-9 * np.max(np.abs(r)) / 0.01)
-    np.testing.assert_array_equal(np.asarray(a.values), np.asarray(b.values))
+    _check(a, v_ref, 1e-9 * np.max(np.abs(v_ref)))
+    b = jd.value_iteration(m, stop="span", tol=1e-9 * np.max(np.abs(v_ref)))
+    np.testing.assert_allclose(np.asarray(a.values), np.asarray(b.values),
+                               atol=2e-9 * np.max(np.abs(v_ref)))
     c = jd.solve(m, method="pi", evaluation="krylov", rtol=1e-9)
-    _check(c, v_ref, 1e-9 * np.max(np.abs(r)) / 0.01)
+    _check(c, v_ref, 1e-9 * np.max(np.abs(v_ref)))
     d = jd.solve(m, method="mpi", max_iters=2, tol=1e-12)
     assert int(d.iterations) <= 2 and not bool(d.converged)
     assert float(d.error_bound) >= np.max(np.abs(np.asarray(d.values) - v_ref))
@@ -158,3 +161,53 @@ def test_batch_solve_defaults_to_front_door():
                                  rtol=1e-12, atol=1e-12)
       assert bool(out.converged[i])
       assert np.max(np.abs(np.asarray(out.values[i]) - v_ref)) <= float(out.error_bound[i]) + 1e-9
+
+
+def _goal_grid(n, slip, gamma):
+  """An n x n grid (NumPy), reward 1 on entering the absorbing goal: max|V*|
+  ~ 1 while max|r| / (1 - gamma) = 1 / (1 - gamma)."""
+  S = n * n
+  r_, c_ = np.divmod(np.arange(S), n)
+  moves = ((-1, 0), (0, 1), (1, 0), (0, -1))
+  p = np.zeros((S, 4, S))
+  for a, (dr, dc) in enumerate(moves):
+    for b, (er, ec) in enumerate(moves):
+      rr, cc = np.clip(r_ + er, 0, n - 1), np.clip(c_ + ec, 0, n - 1)
+      w = (1 - slip) if a == b else slip / 3
+      np.add.at(p, (np.arange(S), a, rr * n + cc), w)
+  goal = S - 1
+  r = p[:, :, goal].copy()
+  p[goal] = 0.0
+  p[goal, :, goal] = 1.0
+  r[goal] = 0.0
+  return p, r
+
+
+def test_default_accuracy_is_relative_to_the_optimal_values():
+  with jax.enable_x64(True):
+    gamma = 0.99
+    p, r = _goal_grid(8, 0.1, gamma)
+    v_ref, _, _ = optimal_values(p, r, gamma)
+    scale = np.max(np.abs(r)) / (1 - gamma)
+    assert np.max(np.abs(v_ref)) < 0.02 * scale     # the case that needs phase 2
+    for m in (jd.TabularMDP.from_dense(p, r, gamma), jd.TabularMDP.from_dense(p, r, gamma).to_sparse()):
+      for method in ("value_iteration", "policy_iteration", "auto"):
+        sol = jd.solve(m, method=method)
+        _check(sol, v_ref, 1e-6 * np.max(np.abs(v_ref)))
+      jitted = jax.jit(jd.solve)(m)      # the second phase under lax.cond
+      _check(jitted, v_ref, 1e-6 * np.max(np.abs(v_ref)))
+      # relative_target: rtol * max(max|V| - bound, 1e-3 max|r| / (1 - gamma)).
+      v = np.asarray(sol.values)
+      want = 1e-6 * max(np.max(np.abs(v)) - float(sol.error_bound), 1e-3 * scale)
+      np.testing.assert_allclose(
+          float(front_door.relative_target(m, sol.values, sol.error_bound)), want, rtol=1e-12)
+    # V* = 0 (a never-chosen action costs 1000): the floor target, reached at once.
+    rz = np.zeros((S, A))
+    rz[:, 1] = -1000.0
+    pz, _ = random_dense(np.random.default_rng(7), S, A)
+    mz = jd.TabularMDP.from_dense(pz, rz, 0.9)
+    z = jd.solve(mz)
+    floor = 1e-6 * 1e-3 * 1000.0 / 0.1
+    _check(z, np.zeros(S), floor)
+    np.testing.assert_allclose(
+        float(front_door.relative_target(mz, z.values, z.error_bound)), floor, rtol=1e-12)
