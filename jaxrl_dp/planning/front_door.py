@@ -11,6 +11,7 @@ returns the chosen solver's :class:`~jaxrl_dp.core.types.Solution`
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Optional
 
 import jax
@@ -356,7 +357,7 @@ def _meet_relative_target(fn, name, mdp, sol: Solution, rel, scale, options) -> 
   target = _target(sol.values, sol.error_bound, rel, scale)
   need = sol.converged & (sol.error_bound > target)
   if name == "linear_programming":  # exact up to HiGHS: no iteration to resume
-    return sol.replace(converged=sol.converged & (sol.error_bound <= target))
+    return dataclasses.replace(sol, converged=sol.converged & (sol.error_bound <= target))
   warm = dict(options)
   if name == "policy_iteration":
     warm["policy0"] = sol.policy
@@ -365,7 +366,7 @@ def _meet_relative_target(fn, name, mdp, sol: Solution, rel, scale, options) -> 
 
   def again(_):
     out = fn(mdp, tol=target, **warm)
-    return out.replace(iterations=out.iterations + sol.iterations)
+    return dataclasses.replace(out, iterations=out.iterations + sol.iterations)
 
   if is_concrete(need):  # eager: run it only when needed
     return again(None) if bool(need) else sol
