@@ -2,8 +2,9 @@
 """Speculate, then certify: the certificate's cost and its honesty.
 
 Part 1, cost (same MDPs, same run): the time of ONE accurate certificate pass
-(``jax.jit(jaxrl_dp.certify)``, compensated float32 without x64, compensated
-float64 for float64 models under x64) as a fraction of the time of the solve
+(``jax.jit(jaxrl_dp.certify)`` with its default method: compensated float32
+without x64, the plain float64 pass with its rounding bound for float64
+models under x64) as a fraction of the time of the solve
 whose values it certifies (``value_iteration`` with ``stop="sup"`` and
 ``"span"``, tolerance ``1e-6 max|V*|`` for float64 models, the float32
 rounding floor (``tol=0``) for float32 models), and ``speculative_value_iteration``
@@ -15,7 +16,7 @@ Part 2, honesty (the issue's experiment): 1,000 random MDPs -- kinds
 random / absorbing (state 0 absorbing, rewards ~5, |V| up to 5e4) / periodic
 (deterministic cycles), discounts 0.9 / 0.99 / 0.999 / 0.9999, dense and
 sparse, float32 models (certified without x64: compensated float32) and
-float64 models (x64: compensated float64) -- solved by vmapped
+float64 models (x64: the default plain float64 pass) -- solved by vmapped
 ``value_iteration`` (float32: ``tol=0``, to the rounding floor; float64:
 ``tol=1e-10 |r|/(1-gamma)``) and ``speculative_value_iteration``; the
 ``error_bound`` of ``certify`` (of the VI values) and of the speculative
@@ -327,7 +328,8 @@ def report(machine, cases, summary, times, wall):
            f"({jax.default_backend()}). Wall time {wall:.0f} s.", "",
            "## Cost of one accurate certificate pass (fraction of the solve it certifies)", "",
            "float32 rows: VI run to its rounding floor (tol=0), certified by compensated float32; "
-           "float64 rows (x64): VI to 1e-6 max|V*|, certified by compensated float64.", ""]
+           "float64 rows (x64): VI to 1e-6 max|V*|, certified by the default plain float64 pass "
+           "(its rounding bound n u |V|).", ""]
   rows = []
   for c in cases:
     for stop in ("sup", "span"):
@@ -339,7 +341,7 @@ def report(machine, cases, summary, times, wall):
                    f"{100 * d['certify_fraction']:.1f}%", f64pass, f"{d['error']:.2e}",
                    f"{d['vi_bound']:.2e}", f"{d['cert_bound']:.2e}"])
   lines.append(_common.md_table(["case", "dtype", "VI stop", "backups", "VI time", "one backup",
-                                 "certify (compensated)", "certify / backup", "certify / VI",
+                                 "certify (default method)", "certify / backup", "certify / VI",
                                  "certify float64 pass (x64) / VI", "true error", "VI's own bound",
                                  "certified bound"], rows))
   lines += ["", "## speculative_value_iteration vs value_iteration(stop='span') at the same tol", ""]

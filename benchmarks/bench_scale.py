@@ -42,6 +42,11 @@ Usage:
   python benchmarks/bench_scale.py --mdpsolver-exps 5,6 [--parallel]  # mdpsolver rows only
   python benchmarks/bench_scale.py --closed-form-exp 8 --gamma 0.9 --tol 1e-4
       # one matrix-free slip-0 solve at S = 10^8 against the closed form (scale_closed_form.*)
+  python benchmarks/bench_scale.py --closed-form-exp 8 --gamma 0.99 --mpi-sweeps 20
+      # the same with modified policy iteration (span stop, 20 sweeps per greedy step)
+  python benchmarks/bench_scale.py --max-exp 3 --mf-max-exp 3 --solve-exp 7 \
+      --solve-runs stored_solve --solve-slips 0.1 --no-mdpsolver --single-call
+      # only the default solve of the stored 10^7 model (peak RSS vs the model's bytes)
 Writes benchmarks/results/scale.json and scale.md (``--quick``: scale_quick.*;
 ``--mdpsolver-exps``: scale_mdpsolver.*, jaxrl_dp's default ``solve()`` on the
 stored model, or the solves named by ``--ours``, against mdpsolver at each
@@ -173,6 +178,10 @@ def child_solve(spec):
   # slip 0 (the closed-form check) needs ~2 side sweeps: matrix-free only
   with_stored = spec.get("stored", spec.get("slip", 0.1) != 0.0)
   stored, _ = _stored(fm) if with_stored else (None, None)
+  if stored is not None:
+    out["model_bytes"] = int(sum(x.nbytes for x in (stored.next_states, stored.probs,
+                                                   stored.rewards, stored.action_mask)))
+    out["rss_after_build_gib"] = _rss_gib()
   scale = 1.0 / (1 - GAMMA)  # |V| <= max|r| / (1 - gamma), max|r| = 1
   tol = 1e-6 * scale
   every = {
@@ -261,12 +270,20 @@ def child_closed_form(spec):
   jax.config.update("jax_enable_x64", True)
   from jaxrl_dp.planning import value_iteration
   from jaxrl_dp.suites.functional import gridworld_distance_values
+  import jaxrl_dp as jd
   fm = _model(spec)
+  sweeps = spec.get("mpi_sweeps", 0)
   t0 = time.perf_counter()
-  sol = jax.block_until_ready(value_iteration(fm, tol=spec["tol"], stop="span",
-                                              max_iters=100_000))
+  if sweeps:  # modified policy iteration: sweeps - 1 policy sweeps call fn at pi(s) only
+    sol = jax.block_until_ready(jd.modified_policy_iteration(
+        fm, tol=spec["tol"], stop="span", num_sweeps=sweeps, max_iters=100_000))
+  else:
+    sol = jax.block_until_ready(value_iteration(fm, tol=spec["tol"], stop="span",
+                                                max_iters=100_000))
   wall = time.perf_counter() - t0
   out = {"S": fm.num_states, "side": spec["side"], "gamma": spec["gamma"], "tol": spec["tol"],
+         "method": (f"modified_policy_iteration(stop='span', num_sweeps={sweeps})" if sweeps
+                    else "value_iteration(stop='span')"),
          "solve_s": wall, "iterations": int(sol.iterations),
          "error_bound": float(sol.error_bound), "converged": bool(sol.converged)}
   v = np.asarray(sol.values)
@@ -311,6 +328,11 @@ def main():
   ap.add_argument("--mf-max-exp", type=int, default=8, help="largest matrix-free S = 10^e")
   ap.add_argument("--solve-exp", type=int, default=6, help="full solves at S = 10^e (0: none)")
   ap.add_argument("--no-mdpsolver", action="store_true")
+  ap.add_argument("--solve-runs", default=None,
+                  help="comma-separated solves of --solve-exp (default mf_vi,stored_vi,"
+                       "stored_solve; choices stored_solve, mf_mpi, stored_vi, mf_vi)")
+  ap.add_argument("--solve-slips", default="0.1,0.0",
+                  help="slips of the --solve-exp solves (0.0: matrix-free closed-form check)")
   ap.add_argument("--single-call", action="store_true",
                   help="time each full solve by one call (compile included)")
   ap.add_argument("--name", default=None, help="output base name (default scale)")
@@ -331,6 +353,9 @@ def main():
                   "scale_closed_form.*")
   ap.add_argument("--gamma", type=float, default=GAMMA, help="discount of --closed-form-exp")
   ap.add_argument("--tol", type=float, default=1e-4, help="absolute tol of --closed-form-exp")
+  ap.add_argument("--mpi-sweeps", type=int, default=0,
+                  help="--closed-form-exp with modified_policy_iteration(stop='span', "
+                       "num_sweeps=N) instead of value_iteration(stop='span')")
   args = ap.parse_args()
   if args.child:
     spec = json.loads(args.child)
@@ -366,11 +391,14 @@ def main():
     dump = os.path.join(args.out_dir, f".scale_dump_{side}.npz")
     os.makedirs(args.out_dir, exist_ok=True)
     res["solves"] = []
-    for slip in (0.1, 0.0):
+    for slip in (float(x) for x in args.solve_slips.split(",")):
       load = os.getloadavg()[0]
-      r = run_child({"child": "solve", "side": side, "slip": slip,
-                     "dump": dump if slip else None, "single": args.single_call},
-                    args.timeout)
+      spec = {"child": "solve", "side": side, "slip": slip,
+              "dump": dump if slip and not args.no_mdpsolver else None,
+              "single": args.single_call}
+      if args.solve_runs:
+        spec["runs"] = args.solve_runs.split(",")
+      r = run_child(spec, args.timeout)
       r["load_before"] = load
       res["solves"].append(r)
       log(f"solve slip={slip}: {r.get('status')} "
@@ -401,11 +429,11 @@ def main_closed_form(args):
   side = SIDES[args.closed_form_exp]
   log(f"closed form: S = {side}^2, gamma {args.gamma}, tol {args.tol}")
   r = run_child({"child": "closed_form", "side": side, "slip": 0.0, "gamma": args.gamma,
-                 "tol": args.tol}, args.timeout)
+                 "tol": args.tol, "mpi_sweeps": args.mpi_sweeps}, args.timeout)
   res = {"machine": machine, "run": r}
   log(json.dumps(r, default=float))
   m = machine
-  rows = [[f"{r.get('S', side * side):,}", args.gamma, args.tol, r.get("status"),
+  rows = [[f"{r.get('S', side * side):,}", r.get("method"), args.gamma, args.tol, r.get("status"),
            _common.fmt_s(r.get("solve_s")), r.get("iterations"),
            f"{r.get('error_bound', float('nan')):.2e}",
            f"{r.get('max_err_vs_closed_form', float('nan')):.2e}",
@@ -416,10 +444,12 @@ def main_closed_form(args):
       f"{m.get('mem_total_gib')} GiB; load average at start {m.get('loadavg_at_start')}, "
       f"after the solve {r.get('load_after')}.", "",
       "2-D grid world, slip 0 (A = 4, every step -1, the far corner absorbing), "
-      "`value_iteration(stop='span')` on the `FunctionalMDP` (nothing stored), one call "
+      "solved on the `FunctionalMDP` (nothing stored), one call "
       "(compile included), float64; error against the closed form "
-      "`-(1 - gamma^d) / (1 - gamma)` (`d` the Manhattan distance to the corner).", "",
-      _common.md_table(["S", "gamma", "tol (abs)", "status", "solve", "sweeps",
+      "`-(1 - gamma^d) / (1 - gamma)` (`d` the Manhattan distance to the corner). "
+      "Iterations: VI backups, or MPI greedy steps (each followed by `num_sweeps - 1` policy "
+      "sweeps that call the model at the policy's action only).", "",
+      _common.md_table(["S", "method", "gamma", "tol (abs)", "status", "solve", "iterations",
                         "error_bound", "max error vs closed form", "peak RSS GiB"], rows), ""])
   _common.write_results(args.out_dir, args.name or "scale_closed_form", res, text)
 

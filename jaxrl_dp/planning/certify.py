@@ -33,14 +33,20 @@ sum_k p(s, a, k)`` (stored rows need not sum to exactly 1):
 
 ``||T V - V||`` is computed ONCE, more accurately than the working precision:
 
-* ``method="float64"`` (the default for float32 models when
-  ``jax_enable_x64`` is on): the model and values are cast up to float64
-  (exactly) and the residual is computed in plain float64, with its rounding
-  bounded like :func:`jaxrl_dp.core.iteration.backup_rounding` but at float64's
-  ``u = 2^-53``: ``|fl(d) - d| <= gamma rho (gamma_n + 2u) ||V|| + u (|gamma
-  E| + |q| + |d|)`` per ``(s, a)``, ``n`` the terms of one expectation.
-* ``method="compensated"`` (the default otherwise: float32 without x64, and
-  float64 models): error-free transformations in the working dtype
+* ``method="float64"`` (the default whenever ``jax_enable_x64`` is on):
+  the model and values are cast up to float64 (exactly; a no-op for a
+  float64 model) and the residual is computed in plain float64, with its
+  rounding bounded like :func:`jaxrl_dp.core.iteration.backup_rounding` but
+  at float64's ``u = 2^-53``: ``|fl(d) - d| <= gamma rho (gamma_n + 2u)
+  ||V|| + u (|gamma E| + |q| + |d|)`` per ``(s, a)``, ``n`` the terms of one
+  expectation (``S`` dense, ``K`` sparse): below ``1e-12 ||V||`` for ``n <=
+  10^4``. A dense model is read once (the expectation and the row sums are
+  the two columns of one product). For a float64 model this costs about one
+  backup and a half (dense S=400, A=8: 0.64 ms against a 0.40 ms backup and
+  7.9 ms compensated, measured on the 2-core CPU with one other job).
+* ``method="compensated"`` (the default without x64, and explicitly for
+  float64 values certified to about their own ``u |T V - V|``): error-free
+  transformations in the working dtype
   (:mod:`jaxrl_dp.core.compensated`). Per ``(s, a)`` the expectation
   ``E = sum_k p_k v_k`` is a Dot2 (Ogita, Rump & Oishi 2005; one fused
   compensated reduction) over ``K`` (sparse) or ``S`` (dense) giving ``E_hi
@@ -115,7 +121,7 @@ from jax.typing import DTypeLike
 
 from jaxrl_dp.core import compensated as cp
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.iteration import discount_ok, row_sum_stats
+from jaxrl_dp.core.iteration import discount_ok, row_bounds, row_sum_stats
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_mdp_structure, check_solver_input
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.options import (as_values, check_choice, check_int,
@@ -175,14 +181,14 @@ def _up(x, k: int):
 
 def resolve_method(mdp_dtype, values_dtype, method: str) -> tuple[str, DTypeLike]:
   """``(method, dtype)`` of the accurate pass (static): ``"auto"`` picks
-  plain float64 for a float32 (or lower) model and values when x64 is on,
-  compensated arithmetic otherwise (in the wider of the two dtypes)."""
+  plain float64 when x64 is on, compensated arithmetic otherwise (in the
+  wider of the two dtypes)."""
   check_choice("method", method, METHODS)
   wide = jnp.promote_types(mdp_dtype, values_dtype)
   # jax.config's options are properties added at runtime (unknown to mypy).
   x64 = jax.config.jax_enable_x64  # type: ignore[attr-defined]
   if method == "auto":
-    method = "float64" if (x64 and jnp.finfo(wide).bits < 64) else "compensated"
+    method = "float64" if x64 else "compensated"
   if method == "float64":
     if not x64:
       raise InvalidMDPError(
@@ -224,16 +230,22 @@ def _residual_float64(mdp: TabularMDP, v):
   v = v.astype(jnp.float64)
   u = cp.unit_roundoff(jnp.float64)
   gamma = m.discount
+  n = m.probs.shape[-1]
   if m.is_sparse:
     e = jnp.sum(m.probs * v[m.next_states], axis=-1)
-    n = m.probs.shape[-1]
+    _, row_max, _ = row_sum_stats(m)                      # >= every valid row sum
   else:
-    e = jnp.tensordot(m.probs, v, axes=1)
-    n = m.probs.shape[-1]
+    # One read of the dense [S, A, S] model: E and the row sums as the two
+    # columns of one product (a sum's rounding bound holds in any order).
+    both = jnp.tensordot(m.probs, jnp.stack([v, jnp.ones_like(v)], axis=-1), axes=1)
+    e, sums = both[..., 0], both[..., 1]
+    valid = m.action_mask
+    _, row_max, _ = row_bounds(n, jnp.max(jnp.where(valid, sums, 0.0)),
+                               jnp.max(jnp.where(valid, jnp.abs(sums - 1.0), 0.0)), n,
+                               jnp.float64)
   ge = gamma * e
   q = m.rewards + ge
   d = q - v[:, None]
-  _, row_max, _ = row_sum_stats(m)                        # >= every valid row sum
   gn = cp.gamma_n(n, u)
   err = (gamma * row_max * (gn + 2 * u) * jnp.max(jnp.abs(v))
          + u * (jnp.abs(ge) + jnp.abs(q) + jnp.abs(d))) * (1 + 8 * u)
@@ -296,8 +308,8 @@ def certify(mdp: TabularMDP, values: jax.Array, *, policy: jax.Array | None = No
       float32 or bfloat16 solve).
     policy: optional ``int [S]`` policy whose loss ``V* - V^pi`` to bound
       (default: the greedy policy of ``values``).
-    method: ``"auto"`` (float64 when x64 is on and the model is float32,
-      else compensated), ``"compensated"`` or ``"float64"`` (static).
+    method: ``"auto"`` (plain float64 with its rounding bound when x64 is
+      on, else compensated), ``"compensated"`` or ``"float64"`` (static).
 
   Returns:
     :class:`Certificate` (bounds in ``values``' dtype, rounded up). See the
