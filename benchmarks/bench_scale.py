@@ -97,9 +97,10 @@ def _model(spec):
   import jax.numpy as jnp
   from jaxrl_dp.suites import functional_gridworld
   side = spec["side"]
-  return functional_gridworld(side, 2, slip=spec.get("slip", 0.1),
+  dim = spec.get("dim", 2)
+  return functional_gridworld(side, dim, slip=spec.get("slip", 0.1),
                               discount=spec.get("gamma", GAMMA),
-                              block_size=spec.get("block_size") or side,
+                              block_size=spec.get("block_size") or side ** (dim - 1),
                               dtype=jnp.float64)
 
 
@@ -288,7 +289,7 @@ def child_closed_form(spec):
          "error_bound": float(sol.error_bound), "converged": bool(sol.converged)}
   v = np.asarray(sol.values)
   del sol  # the [S, A] q table is not needed any more
-  closed = gridworld_distance_values(spec["side"], 2, spec["gamma"])
+  closed = gridworld_distance_values(spec["side"], spec.get("dim", 2), spec["gamma"])
   out.update(max_err_vs_closed_form=float(np.abs(v - closed).max()),
              max_abs_value=float(np.abs(closed).max()), peak_rss_gib=_rss_gib(),
              load_after=os.getloadavg())
@@ -353,6 +354,8 @@ def main():
                   "scale_closed_form.*")
   ap.add_argument("--gamma", type=float, default=GAMMA, help="discount of --closed-form-exp")
   ap.add_argument("--tol", type=float, default=1e-4, help="absolute tol of --closed-form-exp")
+  ap.add_argument("--dim", type=int, default=2,
+                  help="grid dimension of --closed-form-exp (3: side = ceil(10^(e/3)))")
   ap.add_argument("--mpi-sweeps", type=int, default=0,
                   help="--closed-form-exp with modified_policy_iteration(stop='span', "
                        "num_sweeps=N) instead of value_iteration(stop='span')")
@@ -423,13 +426,23 @@ def main():
   log(report(res))
 
 
+def _side_for(exp: int, dim: int) -> int:
+  """The smallest side with ``side^dim >= 10^exp``."""
+  side = max(2, round(10 ** (exp / dim)))
+  while side ** dim < 10 ** exp:
+    side += 1
+  return side
+
+
 def main_closed_form(args):
   """``--closed-form-exp``: one matrix-free solve against the closed form."""
   machine = _common.machine_info()
-  side = SIDES[args.closed_form_exp]
-  log(f"closed form: S = {side}^2, gamma {args.gamma}, tol {args.tol}")
-  r = run_child({"child": "closed_form", "side": side, "slip": 0.0, "gamma": args.gamma,
-                 "tol": args.tol, "mpi_sweeps": args.mpi_sweeps}, args.timeout)
+  dim = args.dim
+  side = SIDES[args.closed_form_exp] if dim == 2 else _side_for(args.closed_form_exp, dim)
+  log(f"closed form: S = {side}^{dim}, gamma {args.gamma}, tol {args.tol}")
+  r = run_child({"child": "closed_form", "side": side, "dim": dim, "slip": 0.0,
+                 "gamma": args.gamma, "tol": args.tol, "mpi_sweeps": args.mpi_sweeps},
+                args.timeout)
   res = {"machine": machine, "run": r}
   log(json.dumps(r, default=float))
   m = machine
@@ -443,7 +456,8 @@ def main_closed_form(args):
       f"Machine: {m['cpu_model']}, {m.get('cpu_count_affinity')} cores, "
       f"{m.get('mem_total_gib')} GiB; load average at start {m.get('loadavg_at_start')}, "
       f"after the solve {r.get('load_after')}.", "",
-      "2-D grid world, slip 0 (A = 4, every step -1, the far corner absorbing), "
+      f"{dim}-D grid world of side {side}, slip 0 (A = K = {2 * dim}, every step -1, the far "
+      "corner absorbing), "
       "solved on the `FunctionalMDP` (nothing stored), one call "
       "(compile included), float64; error against the closed form "
       "`-(1 - gamma^d) / (1 - gamma)` (`d` the Manhattan distance to the corner). "
