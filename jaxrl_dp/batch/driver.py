@@ -474,17 +474,34 @@ def host_chunk(host: TabularMDP, i: int, chunk: int, num_mdps: int) -> TabularMD
   """
   lo, hi = i * chunk, min((i + 1) * chunk, num_mdps)
   pad = chunk - (hi - lo)
+  if lo == 0 and hi == num_mdps and not pad:
+    return host
+  leaves, treedef = jax.tree_util.tree_flatten(host)
+  on_device = [isinstance(x, jax.Array) for x in leaves]
+  # Every device leaf in one jitted call (one dispatch per chunk instead of
+  # one or two eager ops per leaf: ~1.3 ms per chunk of 1024 Garnets).
+  cut = iter(_device_slices(tuple(x for x, d in zip(leaves, on_device) if d), lo, hi, pad)
+             if any(on_device) else ())
 
   def take(x):
-    xp = np if isinstance(x, np.ndarray) else jnp
-    if lo == 0 and hi == x.shape[0] and not pad:
-      return x
     part = x[lo:hi]
     if pad:
-      part = xp.concatenate([part, xp.repeat(x[-1:], pad, axis=0)], axis=0)
+      part = np.concatenate([part, np.repeat(x[-1:], pad, axis=0)], axis=0)
     return part
 
-  return jax.tree_util.tree_map(take, host)
+  return jax.tree_util.tree_unflatten(
+      treedef, [next(cut) if d else take(x) for x, d in zip(leaves, on_device)])
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _device_slices(leaves: tuple, lo: int, hi: int, pad: int) -> tuple:
+  """Rows ``[lo, hi)`` of each device leaf, the last row repeated ``pad`` times."""
+  def take(x):
+    part = x[lo:hi]
+    if pad:
+      part = jnp.concatenate([part, jnp.repeat(x[-1:], pad, axis=0)], axis=0)
+    return part
+  return tuple(take(x) for x in leaves)
 
 
 def dispatch(compiled, chunk: TabularMDP, sharding: NamedSharding):
