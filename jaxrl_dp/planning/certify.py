@@ -99,14 +99,16 @@ it).
 Limits: a float32 vector cannot be certified below about ``u |V| / (1 -
 gamma)`` by any residual argument (its own rounding to float32 has a
 residual of that order); use a float64 model (x64) for tighter ``tol``.
-Cost of one accurate pass, measured on a 2-core CPU
-(``benchmarks/bench_certify.py``, machine load 7-9): about 1-3.5 plain
-backups for a sparse Garnet (S=2000, A=8, K=5; float32 and float64), 15-42
-for a dense S=400, A=8 model (the EFTs run elementwise over ``[S, A, S]`` where the plain
-backup is one matrix-vector product; with x64 on, the plain float64 pass
-of a float32 model costs about the same there). Against a sup-norm VI
-solve that is <= 5% of the solve time; against a span-stopped VI of 3-5
-backups on a dense model it is more than the solve.
+Cost of one accurate pass, measured on a 2-core CPU with no other job
+(``benchmarks/bench_certify.py``, 2026-12-04), in plain backups of the
+model's own dtype: the default float64 pass of a float64 model 1.3-2.1
+(Garnet S=2000, A=8, K=5 and dense S=400, A=8), i.e. 11-26% of a
+span-stopped VI solve (5-22 backups) and <= 0.3% of a sup-norm one;
+compensated float32 2.4-5.7 on the Garnet and 15-17 on the dense model (the
+EFTs run elementwise over ``[S, A, S]`` where the plain backup is one
+matrix-vector product); the float64 pass of a float32 model (x64 on) 3-6
+(it casts the model up first). Against a dense span-stopped VI of 3-4
+float32 backups the float32 certificate costs 0.6-2.2x the solve.
 """
 
 from __future__ import annotations
