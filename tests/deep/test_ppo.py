@@ -118,6 +118,7 @@ def test_update_jit_equals_nojit_and_finite_with_masks():
   chex.assert_tree_all_finite(a.params)
 
 
+@pytest.mark.slow  # ~8-11 s on 2 cores: kept out of the default run's 10-minute budget
 def test_update_from_state_table_equals_update_on_rows():
   """ppo_update with ``states``/``obs_all`` (the network run once on every
   state, rows gathered) equals the update on the gathered observations."""

@@ -190,17 +190,19 @@ def test_default_accuracy_is_relative_to_the_optimal_values():
     v_ref, _, _ = optimal_values(p, r, gamma)
     scale = np.max(np.abs(r)) / (1 - gamma)
     assert np.max(np.abs(v_ref)) < 0.02 * scale     # the case that needs phase 2
-    for m in (jd.TabularMDP.from_dense(p, r, gamma), jd.TabularMDP.from_dense(p, r, gamma).to_sparse()):
-      for method in ("value_iteration", "policy_iteration", "auto"):
-        sol = jd.solve(m, method=method)
-        _check(sol, v_ref, 1e-6 * np.max(np.abs(v_ref)))
-      jitted = jax.jit(jd.solve)(m)      # the second phase under lax.cond
-      _check(jitted, v_ref, 1e-6 * np.max(np.abs(v_ref)))
-      # relative_target: rtol * max(max|V| - bound, 1e-3 max|r| / (1 - gamma)).
-      v = np.asarray(sol.values)
-      want = 1e-6 * max(np.max(np.abs(v)) - float(sol.error_bound), 1e-3 * scale)
-      np.testing.assert_allclose(
-          float(front_door.relative_target(m, sol.values, sol.error_bound)), want, rtol=1e-12)
+    dense = jd.TabularMDP.from_dense(p, r, gamma)
+    sparse = dense.to_sparse()
+    for m, method in ((sparse, "auto"), (dense, "policy_iteration")):
+      sol = jd.solve(m, method=method)
+      _check(sol, v_ref, 1e-6 * np.max(np.abs(v_ref)))
+    jitted = jax.jit(jd.solve)(sparse)      # the second phase under lax.cond
+    _check(jitted, v_ref, 1e-6 * np.max(np.abs(v_ref)))
+    # relative_target: rtol * max(max|V| - bound, 1e-3 max|r| / (1 - gamma)).
+    v = np.asarray(jitted.values)
+    want = 1e-6 * max(np.max(np.abs(v)) - float(jitted.error_bound), 1e-3 * scale)
+    np.testing.assert_allclose(
+        float(front_door.relative_target(sparse, jitted.values, jitted.error_bound)), want,
+        rtol=1e-12)
     # V* = 0 (a never-chosen action costs 1000): the floor target, reached at once.
     rz = np.zeros((S, A))
     rz[:, 1] = -1000.0

@@ -267,6 +267,7 @@ def test_min_k_and_epw_match_reference(seed):
   assert np.all(js <= opt + 1e-9)
 
 
+@pytest.mark.slow  # ~8-11 s on 2 cores: kept out of the default run's 10-minute budget
 def test_batched_analysis_equals_loop_with_padding():
   mdps = [_bridge_like(10 + i, s, a)[0] for i, (s, a) in enumerate([SMALL, (9, 3), (7, 3)])]
   T = T_SMALL
