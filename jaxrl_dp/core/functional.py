@@ -503,6 +503,13 @@ class FunctionalOperator:
     start = jnp.clip(start, 0, self.mdp.num_states - size).astype(jnp.int32)
     return self.mdp.map_states(lambda st: self._backup_block(v, st), start, size)
 
+  def apply_greedy(self, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``v [S] -> (T v [S], int32 [S])``: :meth:`apply`'s values and
+    :meth:`greedy` of its ``q``, one fused reduction per block (no ``[S, A]``
+    output)."""
+    return self.mdp.map_states(
+        lambda st: bellman.masked_max_argmax(*self._q_block(v, st)))
+
   def greedy(self, q: jax.Array) -> jax.Array:
     """``q [S, A] -> int32 [S]``: first maximizer among valid actions."""
     if self.mdp.action_mask_fn is None:

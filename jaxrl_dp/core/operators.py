@@ -49,6 +49,12 @@ class ModelOperator:
     discount cannot be checked on the host)."""
     return discount_ok(self.mdp.discount)
 
+  def apply_greedy(self, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``v [S] -> (T v [S], greedy policy)``: the subclass's ``apply`` and
+    ``greedy`` (subclasses with a fused form override it)."""
+    tv, q = self.apply(v)  # type: ignore[attr-defined]
+    return tv, self.greedy(q)  # type: ignore[attr-defined]
+
 
 @flax.struct.dataclass
 class NominalOperator(ModelOperator):
@@ -82,6 +88,12 @@ class NominalOperator(ModelOperator):
   def greedy(self, q: jax.Array) -> jax.Array:
     """``q [S, A] -> int32 [S]``: first maximizer among valid actions."""
     return bellman.greedy_policy(q, self.mdp.action_mask)
+
+  def apply_greedy(self, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``v [S] -> (T v [S], int32 [S])``: :meth:`apply`'s values and
+    :meth:`greedy` of its ``q``, in one pass over the backup
+    (:func:`jaxrl_dp.core.bellman.greedy_backup`; ``Q`` is not stored)."""
+    return bellman.greedy_backup(self.mdp, v)
 
   def policy_apply(self, v: jax.Array, policy: jax.Array) -> jax.Array:
     """``T_pi v [S]`` for ``int [S]`` or ``float [S, A]`` policies."""

@@ -101,9 +101,10 @@ class AndersonAux(NamedTuple):
     consts: :func:`certificate_constants`.
     x: ``[S]`` the next point to back up.
     d_f: ``[m, S]`` residual differences ``f_i - f_{i-1}`` (ring buffer;
-      only the first ``min(count, m)`` rows are used), ``f = T x - x``.
+      only the first ``min(count, m)`` rows are used), ``f = T x - x``
+      (centered, ``f - mean(f)``, for ``stop="span"``).
     d_g: ``[m, S]`` the matching backup differences ``T x_i - T x_{i-1}``.
-    f_prev, g_prev: ``[S]`` the last accepted residual and backup.
+    f_prev, g_prev: ``[S]`` the last accepted (fitted) residual and backup.
     count: ``int32 []`` accepted points since the last restart (a restart
       sets it to 0; the buffers are masked, not cleared).
     safe_res: ``[]`` the residual statistic at the last accepted point.
@@ -119,6 +120,8 @@ class AndersonAux(NamedTuple):
       candidate).
     policy: ``int32 [S]`` the greedy policy of the last backup (``-1``
       before the first).
+    gram: ``[m, m]`` ``d_f d_f^T`` (rows beyond ``count`` are stale and
+      masked like ``d_f``'s).
   """
 
   consts: Any
@@ -136,6 +139,7 @@ class AndersonAux(NamedTuple):
   cooldown: jax.Array
   backoff: jax.Array
   policy: jax.Array
+  gram: jax.Array
 
 
 #: Longest run of plain steps after repeated rejections.
@@ -197,48 +201,55 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     aux = AndersonAux(certificate_constants(op, dtype), v0, zeros, zeros,
                       jnp.zeros_like(v0), jnp.zeros_like(v0), i0, inf,
                       jnp.zeros((), dtype), i0, i0, jnp.asarray(False), i0, i0,
-                      jnp.full(v0.shape, -1, jnp.int32))
+                      jnp.full(v0.shape, -1, jnp.int32), jnp.zeros((m, m), dtype))
     return initial_state(v0, aux)
 
   def step(op, st):
     a = st.aux
     x = a.x
-    g, q = op.apply(x)
-    policy = op.greedy(q)
+    g, policy = op.apply_greedy(x)
     changed = jnp.any(policy != a.policy)
     cert = backup_certificate(op, a.consts, x, g, stop)
     f = g - x
     res = cert.residual
     accept = ~a.mixed | (a.count == 0) | (res <= a.safe_res)
+    # The residual the least squares fits: f, or for the span rule (which
+    # ignores constants) f centered; the history stores differences of it.
+    f_fit = f - jnp.mean(f) if stop == "span" else f
     # History: row ``pos`` of the ring buffers gets the newest difference (in
     # place); rows ``>= min(count, m)`` are masked out of the least squares,
-    # so a restart only resets ``count``.
+    # so a restart only resets ``count``. The Gram matrix of the fitted
+    # differences is kept up to date one row and column at a time. A step
+    # that restarts the history (policy changed) or is rejected skips all of
+    # it: its row would be overwritten or masked (``count`` becomes 1 or 0).
     have_prev = a.count > 0
-    pos = jnp.mod(jnp.maximum(a.count - 1, 0), m)
-    d_f = a.d_f.at[pos].set(f - a.f_prev)
-    d_g = a.d_g.at[pos].set(g - a.g_prev)
-    valid = jnp.arange(m) < jnp.minimum(a.count, m)
-    if stop == "span":  # the span ignores constants: fit the centered residuals
-      lsq_f = d_f - jnp.mean(d_f, axis=1, keepdims=True)
-      f_fit = f - jnp.mean(f)
-    else:
-      lsq_f, f_fit = d_f, f
-    pair = valid[:, None] & valid[None, :]
-
-    def mixed_point(_):
-      gram = jnp.where(pair, lsq_f @ lsq_f.T, 0.0)
-      rhs = jnp.where(valid, lsq_f @ f_fit, 0.0)
-      lam = (max(reg, 16 * float(jnp.finfo(x.dtype).eps)) * jnp.trace(gram)
-             + float(jnp.finfo(x.dtype).tiny))
-      alpha = _spd_solve(gram + lam * jnp.eye(m, dtype=x.dtype), rhs)
-      alpha = jnp.where(valid & jnp.all(jnp.isfinite(alpha)), alpha, 0.0)
-      return g - alpha @ d_g
-
     mix_now = (a.cooldown == 0) & ~changed
-    # The least squares only on the steps that mix (a plain step -- policy
-    # changed, backoff -- costs one backup and the history update; under
-    # vmap the cond is a select and both branches run).
-    x_acc = jax.lax.cond(mix_now, mixed_point, lambda _: g, None)
+    keep = accept & ~changed
+
+    def with_history(_):
+      pos = jnp.mod(jnp.maximum(a.count - 1, 0), m)
+      new_df = f_fit - a.f_prev
+      d_f = a.d_f.at[pos].set(new_df)
+      d_g = a.d_g.at[pos].set(g - a.g_prev)
+      dots = d_f @ jnp.stack([new_df, f_fit], axis=1)  # [m, 2]: Gram column, rhs
+      gram = a.gram.at[pos, :].set(dots[:, 0]).at[:, pos].set(dots[:, 0])
+      valid = jnp.arange(m) < jnp.minimum(a.count, m)
+
+      def mixed_point(_):
+        gm = jnp.where(valid[:, None] & valid[None, :], gram, 0.0)
+        rhs = jnp.where(valid, dots[:, 1], 0.0)
+        lam = (max(reg, 16 * float(jnp.finfo(x.dtype).eps)) * jnp.trace(gm)
+               + float(jnp.finfo(x.dtype).tiny))
+        alpha = _spd_solve(gm + lam * jnp.eye(m, dtype=x.dtype), rhs)
+        alpha = jnp.where(valid & jnp.all(jnp.isfinite(alpha)), alpha, 0.0)
+        return g - alpha @ d_g
+
+      # The least squares only on the steps that mix (not during a backoff).
+      return jax.lax.cond(mix_now, mixed_point, lambda _: g, None), d_f, d_g, gram
+
+    # Under vmap the conds are selects and every branch runs.
+    x_acc, d_f, d_g, gram = jax.lax.cond(
+        keep, with_history, lambda _: (g, a.d_f, a.d_g, a.gram), None)
     # Rejected: back to the plain backup of the last accepted point, and
     # plain steps for a while (exponential backoff).
     x_next = jnp.where(accept, x_acc, a.g_prev)
@@ -247,12 +258,12 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     cooldown = jnp.where(accept, jnp.maximum(a.cooldown - 1, 0), backoff).astype(jnp.int32)
     aux = AndersonAux(
         a.consts, x_next, d_f, d_g,
-        jnp.where(accept, f, a.f_prev), jnp.where(accept, g, a.g_prev),
+        jnp.where(accept, f_fit, a.f_prev), jnp.where(accept, g, a.g_prev),
         jnp.where(accept, jnp.where(changed, 1, a.count + 1), 0).astype(jnp.int32),
         jnp.where(accept, res, a.safe_res), cert.shift,
         a.accepted + (accept & a.mixed).astype(jnp.int32),
         a.rejected + (~accept).astype(jnp.int32),
-        accept & mix_now & have_prev, cooldown, backoff, policy)
+        accept & mix_now & have_prev, cooldown, backoff, policy, gram)
     return SolverState(st.iteration + 1, g, res, cert.bound, cert.floor, cert.noise, aux)
 
   def finalize(op, st, tol, valid):
@@ -264,26 +275,19 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
 
 def _spd_solve(mat: jax.Array, rhs: jax.Array) -> jax.Array:
   """``mat^{-1} rhs`` for a small symmetric positive definite ``[m, m]``
-  matrix: an unrolled Cholesky for ``m <= 8`` (a few fused scalar ops, no
-  LAPACK call per iteration), ``jnp.linalg.solve`` beyond."""
+  matrix: Gauss-Jordan elimination without pivoting (stable for SPD
+  matrices; the diagonal pivots are positive) on the ``[m, m + 1]``
+  augmented matrix, one whole-matrix update per pivot. On CPU each update is
+  one fused kernel, so the solve is ``m`` small kernels (an unrolled scalar
+  Cholesky was ~20 and a LAPACK call more; inside a ``while_loop`` their
+  dispatch, not their flops, is the cost at ``S ~ 50``)."""
   m = mat.shape[0]
-  if m > 8:
-    return jnp.linalg.solve(mat, rhs)
-  tiny = float(jnp.finfo(mat.dtype).tiny)
-  # Filled with jax.Array entries in order (None: not yet computed).
-  low: list[list[Any]] = [[None] * m for _ in range(m)]
-  for j in range(m):
-    d = mat[j, j] - sum(low[j][k] * low[j][k] for k in range(j))
-    low[j][j] = jnp.sqrt(jnp.maximum(d, tiny))
-    for i in range(j + 1, m):
-      low[i][j] = (mat[i, j] - sum(low[i][k] * low[j][k] for k in range(j))) / low[j][j]
-  y: list[Any] = [None] * m
-  for i in range(m):
-    y[i] = (rhs[i] - sum(low[i][k] * y[k] for k in range(i))) / low[i][i]
-  z: list[Any] = [None] * m
-  for i in reversed(range(m)):
-    z[i] = (y[i] - sum(low[k][i] * z[k] for k in range(i + 1, m))) / low[i][i]
-  return jnp.stack(z)
+  aug = jnp.concatenate([mat, rhs[:, None]], axis=1)
+  rows = jnp.arange(m)[:, None]
+  for k in range(m):
+    pivot_row = aug[k:k + 1, :] / aug[k, k]
+    aug = jnp.where(rows == k, pivot_row, aug - aug[:, k:k + 1] * pivot_row)
+  return aug[:, m]
 
 
 @solver(infinite_horizon=True, kind="control", reverse_mode=False)

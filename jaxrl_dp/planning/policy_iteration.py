@@ -488,8 +488,8 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop):
       v = jax.lax.cond(first, lambda: w, lambda: evaluate(w, pi))
     else:
       v = w
-    v_new, q = bellman.bellman_optimality(mdp, v)
-    return v, v_new, bellman.greedy_policy(q, mdp.action_mask)
+    v_new, pi_new = bellman.greedy_backup(mdp, v)
+    return v, v_new, pi_new
 
   if stop == "sup":
     def step(x):
@@ -575,7 +575,7 @@ def modified_policy_iteration_solver(num_sweeps: int = 20, stop: str = "sup") ->
           0, num_sweeps - 1, lambda _, x: op.policy_apply(x, pi), w))
     else:
       v = w
-    v_new, q = op.apply(v)
+    v_new, pi_new = op.apply_greedy(v)
     if stop == "sup":
       res = jnp.max(jnp.abs(v_new - v))
       delta = rounding(v, v_new)
@@ -587,7 +587,7 @@ def modified_policy_iteration_solver(num_sweeps: int = 20, stop: str = "sup") ->
       res, bound, floor, noise, shift = _span_bound(op.discount, modulus, consts[2],
                                                     rounding, v, v_new)
     return SolverState(st.iteration + 1, v_new, res, bound, floor, noise,
-                       (consts, op.greedy(q), jnp.asarray(False), shift))
+                       (consts, pi_new, jnp.asarray(False), shift))
 
   def finalize(op, st, tol, valid):
     return greedy_solution(op, st.values + st.aux[3], st, tol, valid)

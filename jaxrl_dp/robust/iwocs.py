@@ -513,6 +513,10 @@ class HullOperator:
     """``q [S, A] -> int32 [S]``: first maximizer among valid actions."""
     return bellman.greedy_policy(q, self.action_mask)
 
+  def apply_greedy(self, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``v [S] -> (T v [S], int32 [S])`` in one reduction over ``q``."""
+    return bellman.masked_max_argmax(self.q_values(v), self.action_mask)
+
   def rounding(self) -> BackupRounding:
     """Bound on the rounding of one computed hull backup: the largest over
     the models of :func:`jaxrl_dp.robust.robust_vi.robust_rounding` (each

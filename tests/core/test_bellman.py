@@ -73,3 +73,63 @@ def test_rows_expectation_both_layouts_equal_numpy():
     np.testing.assert_allclose(np.asarray(bellman.rows_expectation(jnp.asarray(ns), jnp.asarray(p),
                                                                     jnp.asarray(v))),
                                _np_expectation(v, ns, p), rtol=1e-14, atol=1e-14)
+
+
+def _np_max_argmax(q, mask):
+  # Python loops: the largest valid entry (NaN counts as largest, the first
+  # NaN wins), the first index attaining it; (-inf, 0) without a valid action.
+  best = np.full(q.shape[:-1], -np.inf)
+  arg = np.zeros(q.shape[:-1], np.int64)
+  for idx in np.ndindex(*q.shape[:-1]):
+    b, i_best = -np.inf, None
+    for a in range(q.shape[-1]):
+      if not mask[idx + (a,)]:
+        continue
+      x = q[idx + (a,)]
+      if i_best is None or (np.isnan(x) and not np.isnan(b)) or (not np.isnan(b) and x > b):
+        b, i_best = x, a
+    best[idx], arg[idx] = b, (0 if i_best is None else i_best)
+  return best, arg
+
+
+@pytest.mark.parametrize("shape", [(11, 4), (3, 6, 5), (9, 1)])
+def test_masked_max_argmax_equals_loops_and_the_two_reductions(shape):
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(7 + len(shape))
+    q = rng.integers(-3, 3, size=shape).astype(np.float64)  # many ties
+    q[rng.random(shape) < 0.1] = np.nan
+    q[rng.random(shape) < 0.1] = -np.inf
+    mask = rng.random(shape) < 0.7
+    mask[(0,) * (len(shape) - 1)] = False  # one row without a valid action
+    ref_max, ref_arg = _np_max_argmax(q, mask)
+    got_max, got_arg = jax.jit(bellman.masked_max_argmax)(jnp.asarray(q), jnp.asarray(mask))
+    assert got_arg.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(got_max), ref_max)
+    np.testing.assert_array_equal(np.asarray(got_arg), ref_arg)
+    np.testing.assert_array_equal(np.asarray(bellman.masked_max(jnp.asarray(q), mask)),
+                                  ref_max)
+    np.testing.assert_array_equal(np.asarray(bellman.greedy_policy(jnp.asarray(q), mask)),
+                                  ref_arg)
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_greedy_backup_equals_numpy(layout):
+  from jaxrl_dp.core.operators import NominalOperator
+  from jaxrl_dp.suites import garnet
+  with jax.enable_x64(True):
+    mdp = garnet(jax.random.key(3), 40, 5, 4, 0.9)
+    p = np.asarray(mdp.to_dense().probs)  # [S, A, S]
+    if layout == "dense":
+      mdp = mdp.to_dense()
+    mask = np.ones((40, 5), bool)
+    mask[::3, 1:3] = False
+    mdp = mdp.replace(action_mask=jnp.asarray(mask))
+    v = np.random.default_rng(0).normal(size=40)
+    q = np.asarray(mdp.rewards) + 0.9 * np.einsum("sat,t->sa", p, v)
+    ref_max, ref_arg = _np_max_argmax(q, mask)
+    tv, pol = jax.jit(bellman.greedy_backup)(mdp, jnp.asarray(v))
+    np.testing.assert_allclose(np.asarray(tv), ref_max, rtol=1e-13, atol=1e-13)
+    np.testing.assert_array_equal(np.asarray(pol), ref_arg)
+    tv2, pol2 = jax.jit(lambda m, x: NominalOperator(m).apply_greedy(x))(mdp, jnp.asarray(v))
+    np.testing.assert_array_equal(np.asarray(tv2), np.asarray(tv))
+    np.testing.assert_array_equal(np.asarray(pol2), np.asarray(pol))
