@@ -22,7 +22,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.options import is_concrete
 
+
+#: :func:`backup_block_rows`: a sparse MDP with at least this many states,
+#: held on one device, is backed up in blocks of :data:`BLOCK_ROWS` states.
+BLOCKED_MIN_STATES = 2**21
+#: States per block of a blocked backup (:func:`greedy_backup`'s ``block_rows``).
+BLOCK_ROWS = 16384
 
 #: :func:`sparse_expectation` unrolls into one 1-D gather per index column
 #: when the index array has at most this many columns per state (``A * K``
@@ -253,19 +260,98 @@ def masked_max_argmax(q: jax.Array, action_mask: jax.Array) -> tuple[jax.Array, 
   return jax.lax.reduce((qm, idx), init, pick, (qm.ndim - 1,))
 
 
-def greedy_backup(mdp: TabularMDP, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+def greedy_backup(mdp: TabularMDP, v: jax.Array,
+                  block_rows: int = 0) -> tuple[jax.Array, jax.Array]:
   """One optimality backup and its greedy policy, without materializing ``Q``.
 
   Args:
     mdp: one MDP.
     v: ``[S]`` values.
+    block_rows: static. ``0`` (default): one pass over the model. ``0 <
+      block_rows < S``: a loop over blocks of that many consecutive states
+      (:func:`map_row_blocks`), each block's rows backed up as one pass;
+      the values are the same, entry for entry. For large sparse MDPs on
+      ONE device (:func:`backup_block_rows` is the rule the solvers use):
+      the stored grid world of ``10^7`` states (``A = K = 4``, float64,
+      2.1 GiB) backs up in 164-189 ms in blocks of 16384 states against
+      267-361 ms in one pass (2-core AMD EPYC; no gain at ``10^6``: 16.6 vs
+      17.3 ms). Not for an MDP sharded over devices
+      (:func:`jaxrl_dp.core.sharding.shard_states`): XLA's partitioner
+      gathers the whole model onto every device for the loop's slices.
 
   Returns:
     ``(T v [S], int32 [S])``: equal to ``masked_max(q)`` and
     ``greedy_policy(q)`` of ``q = q_values(mdp, v)``
     (:func:`masked_max_argmax`: one pass over the backup).
   """
-  return masked_max_argmax(q_values(mdp, v), mdp.action_mask)
+  s = mdp.rewards.shape[0]
+  if block_rows <= 0 or block_rows >= s:
+    return masked_max_argmax(q_values(mdp, v), mdp.action_mask)
+
+  def block(start):
+    q = q_values_rows(mdp, v, start, block_rows)
+    mask = jax.lax.dynamic_slice_in_dim(mdp.action_mask, start, block_rows, 0)
+    return masked_max_argmax(q, mask)
+
+  return map_row_blocks(block, s, block_rows)
+
+
+def map_row_blocks(f, num_rows: int, size: int):
+  """``f`` over consecutive blocks of rows, assembled: ``[num_rows, ...]``.
+
+  ``f(start)`` (``start`` an ``int32 []``, traced) returns a pytree of
+  ``[size, ...]`` arrays: rows ``start .. start + size - 1`` of the result.
+  One ``lax.fori_loop`` over ``ceil(num_rows / size)`` blocks writes them in
+  place; the last block starts at ``num_rows - size`` (it overlaps the one
+  before, whose rows it recomputes from the same inputs and writes again),
+  so nothing is padded or copied.
+
+  Args:
+    f: the block function (pure, traceable).
+    num_rows: static ``R``.
+    size: static rows per block, ``1 <= size <= R``.
+
+  Returns:
+    The pytree of ``f``'s structure with ``[R, ...]`` leaves.
+  """
+  shapes = jax.eval_shape(f, jnp.zeros((), jnp.int32))
+  init = jax.tree_util.tree_map(
+      lambda x: jnp.zeros((num_rows,) + x.shape[1:], x.dtype), shapes)
+
+  def body(i, out):
+    start = jnp.minimum(i * size, num_rows - size).astype(jnp.int32)
+    return jax.tree_util.tree_map(
+        lambda o, r: jax.lax.dynamic_update_slice_in_dim(o, r, start, 0), out, f(start))
+
+  return jax.lax.fori_loop(0, -(-num_rows // size), body, init)
+
+
+def backup_block_rows(mdp: TabularMDP) -> int:
+  """The ``block_rows`` (:func:`greedy_backup`) the solvers use for ``mdp``.
+
+  A host-side rule, read once per call of a public solver
+  (:func:`jaxrl_dp.value_iteration`, :func:`jaxrl_dp.modified_policy_iteration`
+  and so :func:`jaxrl_dp.solve`): :data:`BLOCK_ROWS` for a sparse MDP with at
+  least :data:`BLOCKED_MIN_STATES` states whose arrays are concrete and on
+  one device; ``0`` (one pass) for a dense or smaller MDP, for traced arrays
+  (under a user's ``jit`` / ``vmap``, or :func:`jaxrl_dp.batch.solve`), and
+  for an MDP sharded over several devices.
+
+  Args:
+    mdp: one MDP.
+
+  Returns:
+    ``BLOCK_ROWS`` or ``0`` (a Python int).
+  """
+  if mdp.next_states is None or mdp.rewards.shape[0] < BLOCKED_MIN_STATES:
+    return 0
+  if not is_concrete(mdp.probs, mdp.next_states):
+    return 0
+  for x in (mdp.probs, mdp.next_states, mdp.rewards):
+    sharding = getattr(x, "sharding", None)
+    if sharding is not None and len(sharding.device_set) > 1:
+      return 0
+  return BLOCK_ROWS
 
 
 def bellman_optimality(mdp: TabularMDP, v: jax.Array) -> tuple[jax.Array, jax.Array]:

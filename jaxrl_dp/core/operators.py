@@ -64,16 +64,27 @@ class NominalOperator(ModelOperator):
   Attributes:
     mdp: one :class:`TabularMDP` (``S`` states, ``A`` actions, dense or
       sparse).
+    block_rows: static; ``0`` (default) backs up in one pass, ``> 0`` in
+      blocks of that many states (:func:`jaxrl_dp.core.bellman.greedy_backup`;
+      :func:`~jaxrl_dp.core.bellman.backup_block_rows` is the solvers' rule:
+      large sparse MDPs on one device).
   """
 
   mdp: TabularMDP
+  block_rows: int = flax.struct.field(pytree_node=False, default=0)
 
   def q_values(self, v: jax.Array) -> jax.Array:
     """``v [S] -> q [S, A]``: ``r + gamma E[v]``."""
     return bellman.q_values(self.mdp, v)
 
   def apply(self, v: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """One optimality backup: ``v [S] -> (T v [S], q [S, A])``."""
+    """One optimality backup: ``v [S] -> (T v [S], q [S, A])``. With
+    ``block_rows``, ``T v`` comes from the blocked backup and ``q`` from a
+    separate one-pass product, which XLA removes when the caller drops it
+    (value iteration's step) and computes as a second pass otherwise."""
+    if self.block_rows:
+      tv, _ = bellman.greedy_backup(self.mdp, v, self.block_rows)
+      return tv, bellman.q_values(self.mdp, v)
     return bellman.bellman_optimality(self.mdp, v)
 
   def apply_rows(self, v: jax.Array, start, size: int) -> tuple[jax.Array, jax.Array]:
@@ -93,7 +104,7 @@ class NominalOperator(ModelOperator):
     """``v [S] -> (T v [S], int32 [S])``: :meth:`apply`'s values and
     :meth:`greedy` of its ``q``, in one pass over the backup
     (:func:`jaxrl_dp.core.bellman.greedy_backup`; ``Q`` is not stored)."""
-    return bellman.greedy_backup(self.mdp, v)
+    return bellman.greedy_backup(self.mdp, v, self.block_rows)
 
   def policy_apply(self, v: jax.Array, policy: jax.Array) -> jax.Array:
     """``T_pi v [S]`` for ``int [S]`` or ``float [S, A]`` policies."""

@@ -415,16 +415,18 @@ def modified_policy_iteration(mdp: TabularMDP | FunctionalMDP, *, num_sweeps: in
   if v0 is not None:
     v0 = as_values("v0", v0, mdp.rewards.shape[:1], dtype)
   return _mpi_implicit(mdp, jnp.asarray(tol, dtype), v0, num_sweeps=num_sweeps,
-                       max_iters=max_iters, stop=stop)
+                       max_iters=max_iters, stop=stop,
+                       block_rows=bellman.backup_block_rows(mdp))
 
 
-@functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters", "stop"))
-def _mpi_implicit(mdp, tol, v0, *, num_sweeps, max_iters, stop):
+@functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters", "stop", "block_rows"))
+def _mpi_implicit(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0):
   # One jitted call for the start values, the solve and the implicit
   # wrapper's q (eagerly, the wrapper's ops cost ~1 ms per call).
   if v0 is None:
     v0 = lower_bound_values(mdp)
-  run = functools.partial(_mpi, num_sweeps=num_sweeps, max_iters=max_iters, stop=stop)
+  run = functools.partial(_mpi, num_sweeps=num_sweeps, max_iters=max_iters, stop=stop,
+                          block_rows=block_rows)
   return implicit_greedy_solution(run, mdp, tol, v0)
 
 
@@ -465,8 +467,8 @@ def macqueen_bound(mdp, rounding, modulus):
   return bound_of, c
 
 
-@functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters", "stop"))
-def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop):
+@functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters", "stop", "block_rows"))
+def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0):
   gamma = mdp.discount
   dtype = v0.dtype
   rounding = backup_rounding(mdp)
@@ -488,7 +490,7 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop):
       v = jax.lax.cond(first, lambda: w, lambda: evaluate(w, pi))
     else:
       v = w
-    v_new, pi_new = bellman.greedy_backup(mdp, v)
+    v_new, pi_new = bellman.greedy_backup(mdp, v, block_rows)
     return v, v_new, pi_new
 
   if stop == "sup":

@@ -7,6 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxrl_dp.core.bellman import backup_block_rows
 from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.iteration import contraction_bound, discount_ok, unit_roundoff
@@ -157,14 +158,15 @@ def value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e-6,
   else:
     v0 = as_values("v0", v0, mdp.rewards.shape[:1], dtype)
   return _value_iteration(mdp, jnp.asarray(tol, dtype), v0,
-                          max_iters=max_iters, stop=stop, adjoint=adjoint)
+                          max_iters=max_iters, stop=stop, adjoint=adjoint,
+                          block_rows=backup_block_rows(mdp))
 
 
-@functools.partial(jax.jit, static_argnames=("max_iters", "stop", "adjoint"))
-def _value_iteration(mdp, tol, v0, *, max_iters, stop, adjoint=None):
+@functools.partial(jax.jit, static_argnames=("max_iters", "stop", "adjoint", "block_rows"))
+def _value_iteration(mdp, tol, v0, *, max_iters, stop, adjoint=None, block_rows=0):
   def solve(m, tol_, v0_):
-    return iterative_solve(value_iteration_solver(stop), NominalOperator(m), v0_, tol_,
-                           max_iters=max_iters)
+    return iterative_solve(value_iteration_solver(stop), NominalOperator(m, block_rows), v0_,
+                           tol_, max_iters=max_iters)
 
   return implicit_greedy_solution(solve, mdp, tol, v0, adjoint=adjoint)
 

@@ -45,6 +45,11 @@ for stop in ("sup", "span"):
                float(np.abs(np.asarray(b.values) - v_star).max()), float(b.error_bound),
                int(a.iterations), int(b.iterations),
                bool((np.asarray(b.policy) == pi).all())]
+from jaxrl_dp.core import bellman
+bellman.BLOCKED_MIN_STATES = 16  # the blocked backup's rule: one device only
+out["block_rows"] = [bellman.backup_block_rows(m), bellman.backup_block_rows(ms),
+                     bellman.BLOCK_ROWS]
+bellman.BLOCKED_MIN_STATES = 2 ** 21
 e = jd.policy_evaluation(ms, pi, method="iterative", tol=1e-10)
 out["eval"] = [float(np.abs(np.asarray(e.values) - evaluate(sparse_to_dense(ns, p), r, 0.95, pi)).max()),
                float(e.error_bound)]
@@ -90,6 +95,9 @@ def test_eight_host_devices_equal_unsharded():
     assert diff <= 1e-12 and it_a == it_b and same_policy
     assert err <= bound <= 1e-10
   assert out["eval"][0] <= out["eval"][1] <= 1e-10
+  # blocked backups (a dynamic-slice loop) for a model on one device only:
+  # XLA would gather a sharded model onto every device for the loop
+  assert out["block_rows"][0] == out["block_rows"][2] > 0 and out["block_rows"][1] == 0
   assert "S = 60" in out["error"] and "8 devices" in out["error"]
   diff, err, bound, it_a, it_b = out["functional"]
   assert diff <= 1e-12 and it_a == it_b and err <= bound <= 1e-10
