@@ -124,8 +124,63 @@ class BackupRounding(NamedTuple):
   offset: jax.Array
 
   def __call__(self, v, v_next):
-    return (self.value_coeff * jnp.max(jnp.abs(v)) + self.next_coeff
-            * jnp.max(jnp.abs(v_next)) + self.offset)
+    return self.of_norms(jnp.max(jnp.abs(v)), jnp.max(jnp.abs(v_next)))
+
+  def of_norms(self, v_norm, next_norm):
+    """The bound from ``||v||_inf`` and ``||v_next||_inf`` (e.g. those of
+    :func:`sweep_stats`)."""
+    return self.value_coeff * v_norm + self.next_coeff * next_norm + self.offset
+
+
+class SweepStats(NamedTuple):
+  """One backup ``v -> v_next`` summarized (:func:`sweep_stats`), ``d =
+  v_next - v``; all ``[]``."""
+
+  d_min: jax.Array  #: ``min d``
+  d_max: jax.Array  #: ``max d``
+  v_norm: jax.Array  #: ``max |v|``
+  next_norm: jax.Array  #: ``max |v_next|``
+
+  @property
+  def residual(self) -> jax.Array:
+    """``max |d|`` (``= max(|min d|, |max d|)``, exactly)."""
+    return jnp.maximum(jnp.abs(self.d_min), jnp.abs(self.d_max))
+
+  @property
+  def span(self) -> jax.Array:
+    """``max d - min d``."""
+    return self.d_max - self.d_min
+
+
+def sweep_stats(v: jax.Array, v_next: jax.Array) -> SweepStats:
+  """``min`` and ``max`` of ``d = v_next - v``, ``max|v|`` and ``max|v_next|``
+  in ONE variadic reduction.
+
+  Equal to the four separate ``jnp.min`` / ``jnp.max`` reductions (maxima
+  and minima are exact in any order; a NaN propagates to every statistic it
+  enters). One reduction instead of four matters inside a solver's
+  ``while_loop`` on small MDPs: XLA:CPU runs each separate reduction as two
+  kernels (a partial ``reduce-window`` and a final ``reduce``) plus the
+  ``abs`` / subtraction feeding it, so a river swim of 50 states measured
+  0.86 us per backup with the four reductions and 0.28 us with this (0.21
+  us for the backup alone; 2-core AMD EPYC, float64).
+
+  Args:
+    v: ``[S]`` values backed up; v_next: ``[S]`` the backup (same dtype).
+
+  Returns:
+    :class:`SweepStats`.
+  """
+  d = v_next - v
+  inf = jnp.asarray(jnp.inf, d.dtype)
+
+  def combine(a, b):
+    return (jnp.minimum(a[0], b[0]), jnp.maximum(a[1], b[1]),
+            jnp.maximum(a[2], b[2]), jnp.maximum(a[3], b[3]))
+
+  out = jax.lax.reduce((d, d, jnp.abs(v).astype(d.dtype), jnp.abs(v_next).astype(d.dtype)),
+                       (inf, -inf, -inf, -inf), combine, tuple(range(d.ndim)))
+  return SweepStats(*out)
 
 
 def discount_ok(discount) -> jax.Array:
@@ -281,6 +336,81 @@ def contraction_bound(residual, rounding, modulus):
 
 
 # ----------------------------------------------------------------- drivers
+
+def sup_certificate(rounding: BackupRounding, modulus, v: jax.Array, v_new: jax.Array):
+  """The sup rule's statistics for one computed backup ``v_new = fl(T)(v)``
+  (any ``v``): ``(residual, bound, floor, noise)`` with ``residual = ||v_new
+  - v||``, ``bound`` = :func:`contraction_bound` of it with ``delta =
+  rounding(v, v_new)``, ``floor`` the same bound at residual 0 (what rounding
+  alone allows) and ``noise = 2 u ||v_new||``. All from one
+  :func:`sweep_stats` reduction.
+
+  Args:
+    rounding: the backup's :class:`BackupRounding`.
+    modulus: ``[]`` the exact backup's sup-norm modulus ``gamma'``.
+    v: ``[S]`` the backed-up values; v_new: ``[S]`` the computed backup.
+
+  Returns:
+    ``(residual, bound, floor, noise)``, each ``[]``.
+  """
+  stats = sweep_stats(v, v_new)
+  res = stats.residual
+  delta = rounding.of_norms(stats.v_norm, stats.next_norm)
+  bound = contraction_bound(res, delta, modulus)
+  floor = contraction_bound(jnp.zeros_like(res), delta, modulus)
+  noise = (2 * unit_roundoff(v.dtype) * stats.next_norm).astype(v.dtype)
+  return res, bound, floor, noise
+
+
+def span_certificate(gamma, modulus, eta, rounding: BackupRounding, v: jax.Array,
+                     v_new: jax.Array):
+  """The span rule's statistics for one computed backup ``v_new = fl(T)(v)``
+  (any ``v``): ``(span, bound, floor, noise, shift)``; the certified values
+  are ``v_new + shift`` (MacQueen's midpoint).
+
+  Bound (``d = fl(v') - v`` computed, ``c = gamma / (1 - gamma)``): let
+  ``T~`` be the backup with every row normalized to sum 1 (``eta`` = the
+  largest ``|row sum - 1|``), so ``||fl(T) v - T~ v|| <= delta' = delta +
+  gamma eta ||v||``. MacQueen's bounds for ``T~`` with ``T~ v = v' - e``,
+  ``|e| <= delta'`` and ``d`` known to ``u |d|`` give ``|w - V~*| <= B1 = c
+  span(d) / 2 + delta' / (1 - gamma) + c u max|d| + u (||w|| + 2 |shift|)``,
+  and ``||V* - V~*|| <= gamma eta ||V~*|| / (1 - gamma')`` with ``||V~*|| <=
+  ||w|| + B1``. Non-finite results and an invalid discount (or modulus) give
+  ``inf``. Every statistic comes from one :func:`sweep_stats` reduction.
+
+  Args:
+    gamma: ``[]`` the discount; modulus: ``[]`` the modulus ``gamma'``.
+    eta: ``[]`` the largest ``|row sum - 1|`` of the stored rows.
+    rounding: the backup's :class:`BackupRounding`.
+    v: ``[S]`` the backed-up values; v_new: ``[S]`` the computed backup.
+
+  Returns:
+    ``(span, bound, floor, noise, shift)``, each ``[]``.
+  """
+  dtype = v.dtype
+  u = unit_roundoff(dtype)
+  ok = discount_ok(modulus) & discount_ok(gamma)
+  g = jnp.where(ok, gamma, 0.0)
+  m = jnp.where(ok, modulus, 0.0)
+  c = g / (1 - g)
+  slack = 1 + 8 * u
+  stats = sweep_stats(v, v_new)
+  lo, hi = stats.d_min, stats.d_max
+  shift = (c * (lo + hi) * 0.5).astype(dtype)
+  span = stats.span
+  delta = rounding.of_norms(stats.v_norm, stats.next_norm) + g * eta * stats.v_norm
+  w_norm = stats.next_norm + jnp.abs(shift)
+
+  def bound_of(half_span):
+    b1 = (c * half_span + delta / (1 - g) + c * 2 * u * stats.residual
+          + u * (w_norm + 2 * jnp.abs(shift))) * slack
+    b = (b1 + g * eta * (w_norm + b1) / (1 - m)) * slack
+    return jnp.where(ok & jnp.isfinite(b), b, jnp.inf).astype(dtype)
+
+  noise = (2 * u * stats.next_norm).astype(dtype)
+  return span, bound_of(span * 0.5), bound_of(jnp.zeros_like(span)), noise, shift
+
+
 def certified_solve(step: Callable, x0, tol, *, max_iters: int,
                     valid=True) -> FixedPoint:
   """Iterates ``step`` until its bound is ``<= tol``: a functional adapter

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrl_dp.core.iteration import contraction_bound, unit_roundoff
+from jaxrl_dp.core.iteration import span_certificate, sup_certificate
 from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
@@ -30,8 +30,7 @@ from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, initial_state,
                                     iterative_solve)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
-from jaxrl_dp.planning.value_iteration import (STOP_RULES, _span_bound,
-                                               greedy_solution)
+from jaxrl_dp.planning.value_iteration import STOP_RULES, greedy_solution
 
 
 # ------------------------------------------------------ one backup's certificate
@@ -82,15 +81,9 @@ def backup_certificate(op, consts, x: jax.Array, g: jax.Array,
   """
   rounding, modulus, eta = consts
   if stop == "sup":
-    res = jnp.max(jnp.abs(g - x))
-    delta = rounding(x, g)
-    bound = contraction_bound(res, delta, modulus)
-    floor = contraction_bound(jnp.zeros_like(res), delta, modulus)
-    noise = (2 * unit_roundoff(g.dtype) * jnp.max(jnp.abs(g))).astype(g.dtype)
+    res, bound, floor, noise = sup_certificate(rounding, modulus, x, g)
     return Certificate(res, bound, floor, noise, jnp.zeros((), g.dtype))
-  span, bound, floor, noise, shift = _span_bound(op.discount, modulus, eta, rounding,
-                                                 x, g)
-  return Certificate(span, bound, floor, noise, shift)
+  return Certificate(*span_certificate(op.discount, modulus, eta, rounding, x, g))
 
 
 # --------------------------------------------------------------------- Anderson

@@ -24,10 +24,10 @@ from jaxrl_dp.core.functional_solvers import (as_functional_policy,
                                               solve_functional)
 from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
                                      certified_solve, check_num_sweeps,
-                                     contraction_bound, contraction_modulus,
-                                     discount_ok, lower_bound_values,
-                                     row_sum_stats, sup_norm_solve,
-                                     unit_roundoff)
+                                     contraction_modulus, discount_ok,
+                                     lower_bound_values, row_sum_stats,
+                                     span_certificate, sup_certificate,
+                                     sup_norm_solve, sweep_stats)
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState,
                                     initial_state)
@@ -40,7 +40,7 @@ from jaxrl_dp.core.types import Solution
 from jaxrl_dp.planning.implicit import implicit_greedy_solution
 from jaxrl_dp.planning.evaluation import (KRYLOV_SOLVERS, exact_policy_values,
                                          krylov_policy_values)
-from jaxrl_dp.planning.value_iteration import _span_bound, greedy_solution
+from jaxrl_dp.planning.value_iteration import greedy_solution
 
 
 EVALUATIONS = ("exact", "krylov")
@@ -356,10 +356,11 @@ def modified_policy_iteration(mdp: TabularMDP | FunctionalMDP, *, num_sweeps: in
       V) <= V* <= V' + c max(V' - V)`` with ``c = gamma / (1 - gamma)``;
       returns the midpoint (value extrapolation) and stops once ``c
       span(V' - V) / 2`` plus the rounding terms (those of
-      ``value_iteration(stop="span")``: :func:`macqueen_bound`) is ``<=
-      tol``; ``residual = span(V' - V)``. Far fewer iterations when gamma
-      -> 1 (Garnet S=1000, A=K=10, gamma=0.999, float64: 4 iterations
-      instead of 1033). Rounding floor: the iterates hold the full values
+      ``value_iteration(stop="span")``:
+      :func:`~jaxrl_dp.core.iteration.span_certificate`) is ``<= tol``;
+      ``residual = span(V' - V)``. Far fewer iterations when gamma -> 1
+      (Garnet S=1000, A=K=10, gamma=0.999, float64: 4 iterations instead of
+      1033). Rounding floor: the iterates hold the full values
       (``|V| ~ |V*|``), so in float32 the certified floor is about ``(K + 3)
       eps/2 |V*| / (1 - gamma)``, larger than that of
       ``value_iteration(stop="span")`` started at 0, whose iterates stay
@@ -430,50 +431,12 @@ def _mpi_implicit(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0):
   return implicit_greedy_solution(run, mdp, tol, v0)
 
 
-def macqueen_bound(mdp, rounding, modulus):
-  """``bound_of(half_span, v, v_new, d_max, shift) -> []``: the certified
-  error of the extrapolated values ``w = v_new + shift`` after a computed
-  greedy step ``v_new = fl(T) v`` (any ``v``) with ``d = v_new - v``,
-  ``half_span = span(d) / 2``, ``d_max = max |d|`` and ``shift = c (min d +
-  max d) / 2``, ``c = gamma / (1 - gamma)``.
-
-  The same derivation as ``value_iteration(stop="span")``: let ``T~`` be the
-  backup with every row normalized to sum 1 (``eta`` = the largest ``|row
-  sum - 1|``), so ``||fl(T) v - T~ v|| <= delta' = delta + gamma eta ||v||``.
-  MacQueen's bounds for ``T~`` with ``T~ v = v' - e``, ``|e| <= delta'`` and
-  ``d`` known to ``u |d|`` give ``|w - V~*| <= B1 = c span(d) / 2 + delta' /
-  (1 - gamma) + c u max|d| + u (||w|| + 2 |shift|)``, and ``||V* - V~*|| <=
-  gamma eta ||V~*|| / (1 - gamma')`` with ``||V~*|| <= ||w|| + B1``.
-  Non-finite results and an invalid discount give ``inf``.
-  """
-  gamma = mdp.discount
-  dtype = mdp.rewards.dtype
-  u = unit_roundoff(dtype)
-  _, _, eta = row_sum_stats(mdp)
-  ok = discount_ok(modulus) & discount_ok(gamma)
-  g = jnp.where(ok, gamma, 0.0)
-  m = jnp.where(ok, modulus, 0.0)
-  c = g / (1 - g)
-  slack = 1 + 8 * u
-
-  def bound_of(half_span, v, v_new, d_max, shift):
-    delta = rounding(v, v_new) + g * eta * jnp.max(jnp.abs(v))
-    w_norm = jnp.max(jnp.abs(v_new)) + jnp.abs(shift)
-    b1 = (c * half_span + delta / (1 - g) + c * 2 * u * d_max
-          + u * (w_norm + 2 * jnp.abs(shift))) * slack
-    b = (b1 + g * eta * (w_norm + b1) / (1 - m)) * slack
-    return jnp.where(ok & jnp.isfinite(b), b, jnp.inf).astype(dtype)
-
-  return bound_of, c
-
-
 @functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters", "stop", "block_rows"))
 def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0):
   gamma = mdp.discount
   dtype = v0.dtype
   rounding = backup_rounding(mdp)
   modulus = contraction_modulus(mdp)
-  u = unit_roundoff(dtype)
 
   def evaluate(w, pi):
     r_pi = bellman.policy_rewards(mdp, pi)
@@ -496,26 +459,21 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0):
   if stop == "sup":
     def step(x):
       v, v_new, pi_new = greedy(x)
-      res = jnp.max(jnp.abs(v_new - v))
-      return (v_new, pi_new, jnp.asarray(False)), res, rounding(v, v_new)
+      stats = sweep_stats(v, v_new)
+      return ((v_new, pi_new, jnp.asarray(False)), stats.residual,
+              rounding.of_norms(stats.v_norm, stats.next_norm))
 
     x0 = (v0, jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True))
     r = sup_norm_solve(step, x0, gamma, tol, max_iters=max_iters,
                        modulus=modulus)
     v = r.values[0]
   else:
-    bound_of, c = macqueen_bound(mdp, rounding, modulus)
+    _, _, eta = row_sum_stats(mdp)
 
     def step(x):
       v, v_new, pi_new = greedy(x)
-      d = v_new - v
-      lo, hi = jnp.min(d), jnp.max(d)
-      shift = (c * (lo + hi) * 0.5).astype(dtype)
-      d_max = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
-      span = hi - lo
-      bound = bound_of(span * 0.5, v, v_new, d_max, shift)
-      floor = bound_of(jnp.zeros_like(span), v, v_new, d_max, shift)
-      noise = 2 * u * jnp.max(jnp.abs(v_new))
+      span, bound, floor, noise, shift = span_certificate(gamma, modulus, eta, rounding,
+                                                          v, v_new)
       return ((v_new, pi_new, jnp.asarray(False), shift), span, bound, floor,
               noise)
 
@@ -579,15 +537,11 @@ def modified_policy_iteration_solver(num_sweeps: int = 20, stop: str = "sup") ->
       v = w
     v_new, pi_new = op.apply_greedy(v)
     if stop == "sup":
-      res = jnp.max(jnp.abs(v_new - v))
-      delta = rounding(v, v_new)
-      bound = contraction_bound(res, delta, modulus)
-      floor = contraction_bound(jnp.zeros_like(res), delta, modulus)
-      noise = (2 * unit_roundoff(v.dtype) * jnp.max(jnp.abs(v_new))).astype(v.dtype)
+      res, bound, floor, noise = sup_certificate(rounding, modulus, v, v_new)
       shift = jnp.zeros((), v.dtype)
     else:
-      res, bound, floor, noise, shift = _span_bound(op.discount, modulus, consts[2],
-                                                    rounding, v, v_new)
+      res, bound, floor, noise, shift = span_certificate(op.discount, modulus, consts[2],
+                                                         rounding, v, v_new)
     return SolverState(st.iteration + 1, v_new, res, bound, floor, noise,
                        (consts, pi_new, jnp.asarray(False), shift))
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxrl_dp.core.bellman import backup_block_rows
 from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
-from jaxrl_dp.core.iteration import contraction_bound, discount_ok, unit_roundoff
+from jaxrl_dp.core.iteration import span_certificate, sup_certificate
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, final_bound,
                                     initial_state, iterative_solve)
@@ -189,8 +189,9 @@ def value_iteration_solver(stop: str = "sup") -> IterativeSolver:
   ``stop="sup"``: each step is one backup; its bound is ``(gamma' res +
   delta) / (1 - gamma')``. ``stop="span"``: the step also keeps MacQueen's
   midpoint shift in ``state.aux`` and the finalized values are ``v + shift``
-  (see :func:`_span_bound` for the bound). The rounding bound and modulus are
-  computed once in ``init`` (they read the whole model).
+  (see :func:`~jaxrl_dp.core.iteration.span_certificate` for the bound). The
+  rounding bound and modulus are computed once in ``init`` (they read the
+  whole model).
 
   Example (a user's own loop)::
 
@@ -214,16 +215,11 @@ def value_iteration_solver(stop: str = "sup") -> IterativeSolver:
     v_new, _ = op.apply(v)
     if stop == "sup":
       rounding, modulus = st.aux
-      res = jnp.max(jnp.abs(v_new - v))
-      delta = rounding(v, v_new)
-      bound = contraction_bound(res, delta, modulus)
-      floor = contraction_bound(jnp.zeros_like(res), delta, modulus)
-      noise = 2 * unit_roundoff(v.dtype) * jnp.max(jnp.abs(v_new))
-      return SolverState(st.iteration + 1, v_new, res, bound, floor,
-                         noise.astype(v.dtype), st.aux)
+      res, bound, floor, noise = sup_certificate(rounding, modulus, v, v_new)
+      return SolverState(st.iteration + 1, v_new, res, bound, floor, noise, st.aux)
     rounding, modulus, eta, _ = st.aux
-    span, bound, floor, noise, shift = _span_bound(op.discount, modulus, eta, rounding,
-                                                   v, v_new)
+    span, bound, floor, noise, shift = span_certificate(op.discount, modulus, eta,
+                                                        rounding, v, v_new)
     return SolverState(st.iteration + 1, v_new, span, bound, floor, noise,
                        (rounding, modulus, eta, shift))
 
@@ -232,42 +228,3 @@ def value_iteration_solver(stop: str = "sup") -> IterativeSolver:
     return greedy_solution(op, v, st, tol, valid)
 
   return IterativeSolver(init=init, step=step, finalize=finalize)
-
-
-def _span_bound(gamma, modulus, eta, rounding, v, v_new):
-  """The span rule's statistics for one backup ``v -> v_new``: ``(span,
-  bound, floor, noise, shift)``; the returned values are ``v_new + shift``
-  (MacQueen's midpoint).
-
-  Bound (``d = fl(v') - v`` computed, ``c = gamma / (1 - gamma)``): let
-  ``T~`` be the backup with every row normalized to sum 1 (``eta`` = the
-  largest ``|row sum - 1|``), so ``||fl(T) v - T~ v|| <= delta' = delta +
-  gamma eta ||v||``. MacQueen's bounds for ``T~`` with ``T~ v = v' - e``,
-  ``|e| <= delta'`` and ``d`` known to ``u |d|`` give ``|w - V~*| <= B1 = c
-  span(d) / 2 + delta' / (1 - gamma) + c u max|d| + u (||w|| + 2 |shift|)``,
-  and ``||V* - V~*|| <= gamma eta ||V~*|| / (1 - gamma')`` with ``||V~*|| <=
-  ||w|| + B1``.
-  """
-  dtype = v.dtype
-  u = unit_roundoff(dtype)
-  ok = discount_ok(modulus) & discount_ok(gamma)
-  g = jnp.where(ok, gamma, 0.0)
-  m = jnp.where(ok, modulus, 0.0)
-  c = g / (1 - g)
-  slack = 1 + 8 * u
-  d = v_new - v
-  lo, hi = jnp.min(d), jnp.max(d)
-  shift = (c * (lo + hi) * 0.5).astype(dtype)
-  d_max = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
-  span = hi - lo
-  delta = rounding(v, v_new) + g * eta * jnp.max(jnp.abs(v))
-  w_norm = jnp.max(jnp.abs(v_new)) + jnp.abs(shift)
-
-  def bound_of(half_span):
-    b1 = (c * half_span + delta / (1 - g) + c * 2 * u * d_max
-          + u * (w_norm + 2 * jnp.abs(shift))) * slack
-    b = (b1 + g * eta * (w_norm + b1) / (1 - m)) * slack
-    return jnp.where(ok & jnp.isfinite(b), b, jnp.inf).astype(dtype)
-
-  noise = (2 * u * jnp.max(jnp.abs(v_new))).astype(dtype)
-  return span, bound_of(span * 0.5), bound_of(jnp.zeros_like(span)), noise, shift

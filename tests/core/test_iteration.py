@@ -143,3 +143,36 @@ def test_matmul_roundoff_follows_precision_config():
   with jax.default_matmul_precision("bfloat16"):
     assert iteration.matmul_roundoff(jnp.float32) == 2.0**-8
   assert iteration.matmul_roundoff(np.float64) == np.finfo(np.float64).eps / 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sweep_stats_equals_numpy_reductions(dtype):
+  # One variadic reduction against NumPy's four separate ones: random
+  # vectors, signed zeros and infinities, a NaN (it reaches every statistic
+  # it enters), and a vmapped batch.
+  rng = np.random.default_rng(0)
+  with jax.enable_x64(dtype == np.float64):
+    cases = [(rng.normal(size=37), rng.normal(size=37) * 5)]
+    v, w = rng.normal(size=8), rng.normal(size=8)
+    v[2], w[5] = -np.inf, np.inf
+    cases.append((v, w))
+    cases.append((np.array([0.0, -0.0, 1.5]), np.array([-0.0, 0.0, -2.5])))
+    for v, w in cases:
+      v, w = v.astype(dtype), w.astype(dtype)
+      st = jax.jit(iteration.sweep_stats)(jnp.asarray(v), jnp.asarray(w))
+      d = w - v
+      want = [d.min(), d.max(), np.abs(v).max(), np.abs(w).max(), np.abs(d).max(),
+              d.max() - d.min()]
+      got = [st.d_min, st.d_max, st.v_norm, st.next_norm, st.residual, st.span]
+      for g, x in zip(got, want):
+        assert np.asarray(g).dtype == dtype
+        np.testing.assert_array_equal(np.asarray(g), x)
+    v, w = rng.normal(size=9).astype(dtype), rng.normal(size=9).astype(dtype)
+    w[4] = np.nan
+    st = iteration.sweep_stats(jnp.asarray(v), jnp.asarray(w))
+    assert np.isnan(st.d_min) and np.isnan(st.d_max) and np.isnan(st.next_norm)
+    assert np.isnan(st.residual) and np.asarray(st.v_norm) == np.abs(v).max()
+    vb, wb = rng.normal(size=(4, 11)).astype(dtype), rng.normal(size=(4, 11)).astype(dtype)
+    sb = jax.vmap(iteration.sweep_stats)(jnp.asarray(vb), jnp.asarray(wb))
+    np.testing.assert_array_equal(np.asarray(sb.d_min), (wb - vb).min(1))
+    np.testing.assert_array_equal(np.asarray(sb.next_norm), np.abs(wb).max(1))
