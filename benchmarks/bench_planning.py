@@ -680,24 +680,27 @@ def run_batch_case(cfg, peers, args):
     rows.append({"library": "jaxrl_dp", "variant": "batch.solve", "solver": "-",
                  "status": "error", "note": f"jaxrl_dp.batch not importable: {e}"})
   if jbatch is not None:
-    for chunk in ((B,) if args.quick else sorted({min(256, B), B})):
+    # None: chunk_size omitted (the library's default rule).
+    for chunk in ((None,) if args.quick else (None,) + tuple(sorted({min(256, B), B}))):
       def run_batch(solver, kw, tol, uses_tol, chunk=chunk):
         kws = dict(kw, tol=tol) if uses_tol else dict(kw)
         # batch.solve caches its compiled program per configuration, so the
         # best of repeated calls is its steady state; the compile cost of an
         # equivalent program is measured apart.
+        ck = {} if chunk is None else {"chunk_size": chunk}
         if solver is J.solve and not kws:  # the default call: solver omitted
-          call = lambda: jbatch.solve(batched, chunk_size=chunk, progress=False)  # noqa: E731
+          call = lambda: jbatch.solve(batched, progress=False, **ck)  # noqa: E731
         else:
-          call = lambda: jbatch.solve(batched, solver, chunk_size=chunk,  # noqa: E731
-                                      progress=False, **kws)
+          call = lambda: jbatch.solve(batched, solver, progress=False,  # noqa: E731
+                                      **ck, **kws)
         jax.block_until_ready(call().values)  # compile once (cached by batch.solve)
         t0 = time.perf_counter()
         out = call()
         jax.block_until_ready(out.values)
         t = time.perf_counter() - t0
         # Measured after the call, so both see the same warm tracing caches.
-        c = _compile_time(solver, kws, batched, min(chunk, B))
+        eff = jbatch.driver.auto_chunk_size(batched) if chunk is None else chunk
+        c = _compile_time(solver, kws, batched, min(eff, B))
         return out.values, t, {"compile_s": c}
       ladder_rows(f"batch.solve(chunk_size={chunk})", run_batch)
 
@@ -796,12 +799,12 @@ def run_batch_case(cfg, peers, args):
   bs = best_of_variant("batch.solve")
   # The literal default call: solver AND chunk_size omitted (the library's
   # default chunk, capped at B); the other chunk sizes are listed, not used.
-  default_chunk = 256
+  default_chunk = None
   if jbatch is not None:
     default_chunk = inspect.signature(jbatch.solve).parameters["chunk_size"].default
+  label = f"batch.solve(chunk_size={None if default_chunk is None else min(default_chunk, B)})"
   dflt = [r for r in rows if r["library"] == "jaxrl_dp" and r.get("status") == "ok"
-          and r["variant"] == f"batch.solve(chunk_size={min(default_chunk, B)})"
-          and r["solver"] == "solve() default"]
+          and r["variant"] == label and r["solver"] == "solve() default"]
   dflt = dflt[0] if dflt else None
   vm = best_of_variant("jit(vmap")
   mp = best_of_variant("jit(lax.map")

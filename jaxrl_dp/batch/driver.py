@@ -40,9 +40,32 @@ BATCH_AXIS = "batch"
 _COMPILED: dict = {}
 
 
+#: ``chunk_size=None``: a chunk's MDP arrays stay within this many bytes ...
+AUTO_CHUNK_BYTES = 256 * 2**20
+#: ... and hold at most this many MDPs.
+AUTO_CHUNK_MAX = 1024
+
+
+def auto_chunk_size(mdps: TabularMDP) -> int:
+  """The chunk size :func:`solve` uses for ``chunk_size=None``.
+
+  Args:
+    mdps: the stacked batch (leading axis ``B``; host or device arrays).
+
+  Returns:
+    ``min(AUTO_CHUNK_MAX, max(1, AUTO_CHUNK_BYTES // bytes of one MDP))``
+    (a Python int; not capped at ``B``).
+  """
+  leaves = jax.tree_util.tree_leaves(mdps)
+  batch = int(mdps.rewards.shape[0])
+  per_mdp = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in leaves)
+  per_mdp = -(-per_mdp // max(batch, 1))
+  return int(min(AUTO_CHUNK_MAX, max(1, AUTO_CHUNK_BYTES // max(per_mdp, 1))))
+
+
 def solve(mdps: Sequence[TabularMDP] | TabularMDP,
           solver: Optional[Callable[..., Any]] = None, *,
-          chunk_size: int = 256,
+          chunk_size: Optional[int] = None,
           results_dir: Optional[str | os.PathLike] = None,
           resume: bool = True,
           progress: Optional[bool] = None,
@@ -134,9 +157,14 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
       Its options come from ``solver_kwargs``. ``None`` (default): the front
       door :func:`jaxrl_dp.solve` (``method="auto"``, default tolerance
       ``1e-6 * max|r| / (1 - gamma)`` per MDP in float64; see its docs).
-    chunk_size: MDPs per compiled call (an int >= 1). The effective chunk size
-      is ``min(chunk_size, B)`` rounded UP to a multiple of the number of
-      devices, so every device gets the same share.
+    chunk_size: MDPs per compiled call (an int >= 1), or None (default):
+      as many as keep one chunk's arrays within :data:`AUTO_CHUNK_BYTES`
+      (256 MiB), at most :data:`AUTO_CHUNK_MAX` (1024) and at least 1. The
+      effective chunk size is ``min(chunk_size, B)`` rounded UP to a
+      multiple of the number of devices, so every device gets the same
+      share. Measured (1024 Garnets S=100, A=4, K=5, default solver, one CPU
+      device, 2-core AMD EPYC, same run): 1024 per chunk 45.7-48.2 ms, 256
+      per chunk 52.6-54.8 ms.
     results_dir: if given, every finished chunk ``i`` is written atomically
       (temp file, ``fsync``, then ``os.replace``) as ``chunk_{i:05d}.npz``
       holding the chunk's output leaves (keys: ``jax.tree_util.keystr`` of each
@@ -216,7 +244,8 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
                    progress=progress, devices=devices, on_chunk=on_chunk,
                    strategy=strategy, run_id=run_id)
     return differentiable_solve(solve, mdps, solver, options, solver_kwargs)
-  chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+  if chunk_size is not None:
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
   if run_id is not None and (not isinstance(run_id, str) or not run_id):
     raise InvalidMDPError(f"run_id = {run_id!r}: expected a non-empty string or None")
 
@@ -239,6 +268,8 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
 
   devices = _check_devices(devices)
   ndev = len(devices)
+  if chunk_size is None:
+    chunk_size = auto_chunk_size(host)
   chunk = -(-min(chunk_size, num_mdps) // ndev) * ndev
   num_chunks = -(-num_mdps // chunk)
   sharding = _sharding_of(devices)

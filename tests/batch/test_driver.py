@@ -199,6 +199,25 @@ def test_list_and_prestacked_and_chunk_sizes_agree(mdps, reference_run):
     np.testing.assert_array_equal(sol.policy, reference_run.policy)
 
 
+def test_default_chunk_size_rule(mdps, reference_run, monkeypatch, tmp_path):
+  # chunk_size=None: as many MDPs as fit AUTO_CHUNK_BYTES (bytes of one MDP's
+  # arrays counted by hand), capped at AUTO_CHUNK_MAX; same answers.
+  from jaxrl_dp.batch import driver
+  stacked = batch.stack(mdps)
+  leaves = jax.tree_util.tree_leaves(stacked)
+  per_mdp = -(-sum(np.asarray(x).nbytes for x in leaves) // 11)  # rounded up
+  assert driver.auto_chunk_size(stacked) == min(1024, driver.AUTO_CHUNK_BYTES // per_mdp) == 1024
+  monkeypatch.setattr(driver, "AUTO_CHUNK_BYTES", 3 * per_mdp + 1)
+  assert driver.auto_chunk_size(stacked) == 3
+  sol = batch.solve(stacked, value_iteration, results_dir=str(tmp_path), **VI)
+  manifest = json.loads((tmp_path / "manifest.json").read_text())
+  assert manifest["chunk_size"] == 3 and manifest["num_chunks"] == 4
+  for a, b in zip(jax.tree_util.tree_leaves(sol), jax.tree_util.tree_leaves(reference_run)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  monkeypatch.setattr(driver, "AUTO_CHUNK_BYTES", 1)
+  assert driver.auto_chunk_size(stacked) == 1
+
+
 def test_finite_horizon_through_solve():
   rng = np.random.default_rng(2)
   mdps = [random_dense(rng, s, a, g) for s, a, g in [(4, 2, 1.0), (7, 3, 0.9), (2, 2, 1.0)]]
