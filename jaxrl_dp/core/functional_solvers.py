@@ -29,7 +29,8 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.functional import (FunctionalMDP, FunctionalOperator,
                                       check_functional_input)
 from jaxrl_dp.core.iteration import (bellman_residual_bound, certified_solve,
-                                     discount_ok, sup_norm_solve, unit_roundoff)
+                                     discount_ok, sup_norm_solve, sweep_stats,
+                                     unit_roundoff)
 from jaxrl_dp.core.mdp import ROW_SUM_ATOL
 from jaxrl_dp.core.options import as_values, is_concrete
 from jaxrl_dp.core.protocol import backward_induction, iterative_solve
@@ -168,7 +169,8 @@ def _functional_evaluation_impl(mdp, policy, tol, v0, *, max_iters):
 
   def step(v):
     v_next = op.policy_apply(v, policy)
-    return v_next, jnp.max(jnp.abs(v_next - v)), rounding(v, v_next)
+    st = sweep_stats(v, v_next)  # residual, rounding and noise: one reduction
+    return v_next, st.residual, rounding.of_norms(st.v_norm, st.next_norm), st.next_norm
 
   r = sup_norm_solve(step, v0, mdp.discount, tol, max_iters=max_iters,
                      modulus=op.modulus(policy))

@@ -140,6 +140,8 @@ class SweepStats(NamedTuple):
   d_max: jax.Array  #: ``max d``
   v_norm: jax.Array  #: ``max |v|``
   next_norm: jax.Array  #: ``max |v_next|``
+  d_sum: jax.Array | None = None  #: ``sum d`` (``with_sum=True``; else None)
+  any_flag: jax.Array | None = None  #: ``bool []`` ``any(flags)`` (when given)
 
   @property
   def residual(self) -> jax.Array:
@@ -152,35 +154,57 @@ class SweepStats(NamedTuple):
     return self.d_max - self.d_min
 
 
-def sweep_stats(v: jax.Array, v_next: jax.Array) -> SweepStats:
+def sweep_stats(v: jax.Array, v_next: jax.Array, *, with_sum: bool = False,
+                flags: jax.Array | None = None) -> SweepStats:
   """``min`` and ``max`` of ``d = v_next - v``, ``max|v|`` and ``max|v_next|``
-  in ONE variadic reduction.
+  (and optionally ``sum d`` and ``any(flags)``) in ONE variadic reduction.
 
-  Equal to the four separate ``jnp.min`` / ``jnp.max`` reductions (maxima
-  and minima are exact in any order; a NaN propagates to every statistic it
-  enters). One reduction instead of four matters inside a solver's
-  ``while_loop`` on small MDPs: XLA:CPU runs each separate reduction as two
-  kernels (a partial ``reduce-window`` and a final ``reduce``) plus the
-  ``abs`` / subtraction feeding it, so a river swim of 50 states measured
-  0.86 us per backup with the four reductions and 0.28 us with this (0.21
-  us for the backup alone; 2-core AMD EPYC, float64).
+  Equal to the separate ``jnp.min`` / ``jnp.max`` / ``jnp.sum`` /
+  ``jnp.any`` reductions (maxima and minima are exact in any order; the sum
+  is a float sum in some order, with the usual ``S u sum|d|`` rounding; a NaN
+  propagates to every statistic it enters). One reduction instead of four
+  matters inside a solver's ``while_loop`` on small MDPs: XLA:CPU runs each
+  separate reduction as two kernels (a partial ``reduce-window`` and a final
+  ``reduce``) plus the ``abs`` / subtraction feeding it, so a river swim of
+  50 states measured 0.86 us per backup with the four reductions and 0.28 us
+  with this (0.21 us for the backup alone; 2-core AMD EPYC, float64).
 
   Args:
     v: ``[S]`` values backed up; v_next: ``[S]`` the backup (same dtype).
+    with_sum: also ``sum d`` (static; e.g. for the mean of a residual).
+    flags: optional ``bool [S]`` whose ``any`` is also returned (e.g. "the
+      greedy action of this state changed").
 
   Returns:
-    :class:`SweepStats`.
+    :class:`SweepStats` (``d_sum`` / ``any_flag`` None unless asked for).
   """
   d = v_next - v
   inf = jnp.asarray(jnp.inf, d.dtype)
+  ops = [d, d, jnp.abs(v).astype(d.dtype), jnp.abs(v_next).astype(d.dtype)]
+  inits = [inf, -inf, -inf, -inf]
+  if with_sum:
+    ops.append(d)
+    inits.append(jnp.zeros((), d.dtype))
+  if flags is not None:
+    ops.append(jnp.broadcast_to(jnp.asarray(flags, bool), d.shape))
+    inits.append(jnp.asarray(False))
 
   def combine(a, b):
-    return (jnp.minimum(a[0], b[0]), jnp.maximum(a[1], b[1]),
-            jnp.maximum(a[2], b[2]), jnp.maximum(a[3], b[3]))
+    out = [jnp.minimum(a[0], b[0]), jnp.maximum(a[1], b[1]),
+           jnp.maximum(a[2], b[2]), jnp.maximum(a[3], b[3])]
+    i = 4
+    if with_sum:
+      out.append(a[i] + b[i])
+      i += 1
+    if flags is not None:
+      out.append(a[i] | b[i])
+    return tuple(out)
 
-  out = jax.lax.reduce((d, d, jnp.abs(v).astype(d.dtype), jnp.abs(v_next).astype(d.dtype)),
-                       (inf, -inf, -inf, -inf), combine, tuple(range(d.ndim)))
-  return SweepStats(*out)
+  out = list(jax.lax.reduce(tuple(ops), tuple(inits), combine, tuple(range(d.ndim))))
+  stats = out[:4]
+  d_sum = out[4] if with_sum else None
+  any_flag = out[-1] if flags is not None else None
+  return SweepStats(*stats, d_sum=d_sum, any_flag=any_flag)
 
 
 def discount_ok(discount) -> jax.Array:
@@ -337,7 +361,8 @@ def contraction_bound(residual, rounding, modulus):
 
 # ----------------------------------------------------------------- drivers
 
-def sup_certificate(rounding: BackupRounding, modulus, v: jax.Array, v_new: jax.Array):
+def sup_certificate(rounding: BackupRounding, modulus, v: jax.Array, v_new: jax.Array,
+                    stats: SweepStats | None = None):
   """The sup rule's statistics for one computed backup ``v_new = fl(T)(v)``
   (any ``v``): ``(residual, bound, floor, noise)`` with ``residual = ||v_new
   - v||``, ``bound`` = :func:`contraction_bound` of it with ``delta =
@@ -349,11 +374,14 @@ def sup_certificate(rounding: BackupRounding, modulus, v: jax.Array, v_new: jax.
     rounding: the backup's :class:`BackupRounding`.
     modulus: ``[]`` the exact backup's sup-norm modulus ``gamma'``.
     v: ``[S]`` the backed-up values; v_new: ``[S]`` the computed backup.
+    stats: their :func:`sweep_stats` when the caller already has them
+      (e.g. with a sum or flags folded in); computed here otherwise.
 
   Returns:
     ``(residual, bound, floor, noise)``, each ``[]``.
   """
-  stats = sweep_stats(v, v_new)
+  if stats is None:
+    stats = sweep_stats(v, v_new)
   res = stats.residual
   delta = rounding.of_norms(stats.v_norm, stats.next_norm)
   bound = contraction_bound(res, delta, modulus)
@@ -363,7 +391,7 @@ def sup_certificate(rounding: BackupRounding, modulus, v: jax.Array, v_new: jax.
 
 
 def span_certificate(gamma, modulus, eta, rounding: BackupRounding, v: jax.Array,
-                     v_new: jax.Array):
+                     v_new: jax.Array, stats: SweepStats | None = None):
   """The span rule's statistics for one computed backup ``v_new = fl(T)(v)``
   (any ``v``): ``(span, bound, floor, noise, shift)``; the certified values
   are ``v_new + shift`` (MacQueen's midpoint).
@@ -383,6 +411,7 @@ def span_certificate(gamma, modulus, eta, rounding: BackupRounding, v: jax.Array
     eta: ``[]`` the largest ``|row sum - 1|`` of the stored rows.
     rounding: the backup's :class:`BackupRounding`.
     v: ``[S]`` the backed-up values; v_new: ``[S]`` the computed backup.
+    stats: their :func:`sweep_stats` if already computed.
 
   Returns:
     ``(span, bound, floor, noise, shift)``, each ``[]``.
@@ -394,7 +423,8 @@ def span_certificate(gamma, modulus, eta, rounding: BackupRounding, v: jax.Array
   m = jnp.where(ok, modulus, 0.0)
   c = g / (1 - g)
   slack = 1 + 8 * u
-  stats = sweep_stats(v, v_new)
+  if stats is None:
+    stats = sweep_stats(v, v_new)
   lo, hi = stats.d_min, stats.d_max
   shift = (c * (lo + hi) * 0.5).astype(dtype)
   span = stats.span
@@ -466,7 +496,9 @@ def sup_norm_solve(step: Callable, v0: jax.Array, discount, tol, *,
     step: ``v [S] -> (v_next [S], residual [])`` where ``v_next`` is one
       computed backup and ``residual = ||v_next - v||_inf``; or ``-> (v_next,
       residual, delta [])`` when the step bounds its own rounding ``delta =
-      ||fl(T)(v) - T(v)||``.
+      ||fl(T)(v) - T(v)||``; or ``-> (v_next, residual, delta, next_norm
+      [])`` with ``next_norm = ||v_next||_inf`` too (e.g. all three from one
+      :func:`sweep_stats`).
     v0: ``[S]`` start values.
     discount: ``[]`` gamma (traced); outside ``[0, 1)`` nothing runs
       (``converged`` False, ``error_bound`` inf).
@@ -493,7 +525,8 @@ def sup_norm_solve(step: Callable, v0: jax.Array, discount, tol, *,
     bound = contraction_bound(res, delta, modulus)
     floor = contraction_bound(jnp.zeros_like(res), delta, modulus)
     v_leaf = jax.tree_util.tree_leaves(v_next)[0]
-    noise = 2 * unit_roundoff(v_leaf.dtype) * jnp.max(jnp.abs(v_leaf))
+    norm = out[3] if len(out) > 3 else jnp.max(jnp.abs(v_leaf))
+    noise = 2 * unit_roundoff(v_leaf.dtype) * norm
     return v_next, res, bound, floor, noise
 
   return certified_solve(certified, v0, tol, max_iters=max_iters,

@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrl_dp.core.iteration import span_certificate, sup_certificate
+from jaxrl_dp.core.iteration import (SweepStats, span_certificate, sup_certificate,
+                                     sweep_stats)
 from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
@@ -61,7 +62,7 @@ def certificate_constants(op, dtype) -> tuple:
 
 
 def backup_certificate(op, consts, x: jax.Array, g: jax.Array,
-                       stop: str = "sup") -> Certificate:
+                       stop: str = "sup", stats: SweepStats | None = None) -> Certificate:
   """The bound of one computed backup ``g = fl(T)(x)`` of ANY ``x [S]``.
 
   ``stop="sup"``: ``||g - V*|| <= (gamma' ||g - x|| + delta) / (1 - gamma')``
@@ -78,12 +79,13 @@ def backup_certificate(op, consts, x: jax.Array, g: jax.Array,
     consts: :func:`certificate_constants` of ``op``.
     x: ``[S]`` the backed-up values; g: ``[S]`` the computed ``fl(T)(x)``.
     stop: ``"sup"`` or ``"span"`` (static).
+    stats: ``sweep_stats(x, g)`` if the caller already has it.
   """
   rounding, modulus, eta = consts
   if stop == "sup":
-    res, bound, floor, noise = sup_certificate(rounding, modulus, x, g)
+    res, bound, floor, noise = sup_certificate(rounding, modulus, x, g, stats)
     return Certificate(res, bound, floor, noise, jnp.zeros((), g.dtype))
-  return Certificate(*span_certificate(op.discount, modulus, eta, rounding, x, g))
+  return Certificate(*span_certificate(op.discount, modulus, eta, rounding, x, g, stats))
 
 
 # --------------------------------------------------------------------- Anderson
@@ -201,14 +203,16 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     a = st.aux
     x = a.x
     g, policy = op.apply_greedy(x)
-    changed = jnp.any(policy != a.policy)
-    cert = backup_certificate(op, a.consts, x, g, stop)
+    # One reduction for the certificate, the mean of f and "policy changed".
+    stats = sweep_stats(x, g, with_sum=stop == "span", flags=policy != a.policy)
+    changed = stats.any_flag
+    cert = backup_certificate(op, a.consts, x, g, stop, stats)
     f = g - x
     res = cert.residual
     accept = ~a.mixed | (a.count == 0) | (res <= a.safe_res)
     # The residual the least squares fits: f, or for the span rule (which
     # ignores constants) f centered; the history stores differences of it.
-    f_fit = f - jnp.mean(f) if stop == "span" else f
+    f_fit = f - stats.d_sum / f.shape[0] if stop == "span" else f
     # History: row ``pos`` of the ring buffers gets the newest difference (in
     # place); rows ``>= min(count, m)`` are masked out of the least squares,
     # so a restart only resets ``count``. The Gram matrix of the fitted

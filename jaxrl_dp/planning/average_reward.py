@@ -45,7 +45,7 @@ import numpy as np
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import (backup_rounding, certified_solve,
-                                     row_sum_stats, unit_roundoff)
+                                     row_sum_stats, sweep_stats, unit_roundoff)
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.options import (as_index_array, as_values, check_max_iters,
                                    check_tol, is_concrete)
@@ -173,11 +173,10 @@ def _relative_vi(mdp, tol, tau, v0, *, max_iters, ref):
   _, _, eta = row_sum_stats(mt)
   slack = 1 + 8 * u
 
-  def bracket(v, w):
-    d = w - v
-    lo, hi = jnp.min(d), jnp.max(d)
-    err = ((rounding(v, w) + eta * jnp.max(jnp.abs(v))) * slack
-           + 2 * u * jnp.maximum(jnp.abs(lo), jnp.abs(hi))) * slack
+  def bracket(st):
+    lo, hi = st.d_min, st.d_max
+    err = ((rounding.of_norms(st.v_norm, st.next_norm) + eta * st.v_norm) * slack
+           + 2 * u * st.residual) * slack
     lower = lo - err - u * jnp.abs(lo - err)
     upper = hi + err + u * jnp.abs(hi + err)
     return lower, upper, hi - lo
@@ -185,13 +184,14 @@ def _relative_vi(mdp, tol, tau, v0, *, max_iters, ref):
   def step(x):
     v, _, _ = x
     w, _ = bellman.bellman_optimality(mt, v)
-    lower, upper, span = bracket(v, w)
+    st = sweep_stats(v, w)  # every statistic below from one reduction
+    lower, upper, span = bracket(st)
     width = upper - lower
     good = jnp.isfinite(width)
     bound = jnp.where(good, width, jnp.inf)
     # The rounding part of the width: more iterations cannot remove it.
     floor = jnp.where(good, width - span, jnp.inf)
-    noise = 2 * u * jnp.max(jnp.abs(w))
+    noise = 2 * u * st.next_norm
     return (w - w[ref], lower, upper), span, bound, floor, noise
 
   inf = jnp.asarray(jnp.inf, dtype)
@@ -571,15 +571,16 @@ def _ssp(mdp, tol, v0, goal, n_max, *, max_iters):
   def certified(v):
     w, _ = bellman.bellman_optimality(mdp, v)
     w = jnp.where(goal, 0.0, w)
-    res = jnp.max(jnp.abs(w - v))
-    delta = rounding(v, w)
+    st = sweep_stats(v, w)  # residual, rounding and noise: one reduction
+    res = st.residual
+    delta = rounding.of_norms(st.v_norm, st.next_norm)
     # T need not contract in the sup norm, so the certificate of the new
     # iterate w uses the residual of v: |v - V*| <= ||T v - v|| N_max with
     # ||T v - v|| <= (1 + u) res + delta, and |w - V*| <= |w - v| + |v - V*|.
     b = (((1 + u) * res + delta) * n_max + res) * (1 + 8 * u)
     floor = (delta * n_max) * (1 + 8 * u)
     good = jnp.isfinite(b)
-    noise = 2 * u * jnp.max(jnp.abs(w))
+    noise = 2 * u * st.next_norm
     # No finite N_max (rows summing slightly above 1 can make the worst
     # policy's time infinite): a placeholder bound H that lets the loop stop
     # once the values stop changing (res <= noise); the caller replaces it
@@ -589,11 +590,11 @@ def _ssp(mdp, tol, v0, goal, n_max, *, max_iters):
     b = jnp.where(no_n, jnp.where(res <= noise, big, 2 * big),
                   jnp.where(good, b, jnp.inf))
     floor = jnp.where(no_n, big, jnp.where(good, floor, jnp.inf))
-    return w, b, floor, noise
+    return w, b, floor, noise, res
 
   def step(v):
-    w, b, floor, noise = certified(v)
-    return w, jnp.max(jnp.abs(w - v)), b, floor, noise
+    w, b, floor, noise, res = certified(v)
+    return w, res, b, floor, noise
 
   r = certified_solve(step, v0, tol, max_iters=max_iters)
   v = r.values

@@ -17,7 +17,7 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
                                      certified_solve, contraction_modulus,
                                      discount_ok, sup_norm_solve,
-                                     unit_roundoff)
+                                     sweep_stats, unit_roundoff)
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
@@ -280,7 +280,8 @@ def _iterative(mdp, policy, tol, v0, *, max_iters):
 
   def step(v):
     v_next = r_pi + gamma * bellman.policy_expected_next(mdp, policy, v)
-    return v_next, jnp.max(jnp.abs(v_next - v)), rounding(v, v_next)
+    st = sweep_stats(v, v_next)  # residual, rounding and noise: one reduction
+    return v_next, st.residual, rounding.of_norms(st.v_norm, st.next_norm), st.next_norm
 
   r = sup_norm_solve(step, v0, gamma, tol, max_iters=max_iters,
                      modulus=contraction_modulus(mdp, policy))

@@ -176,3 +176,35 @@ def test_sweep_stats_equals_numpy_reductions(dtype):
     sb = jax.vmap(iteration.sweep_stats)(jnp.asarray(vb), jnp.asarray(wb))
     np.testing.assert_array_equal(np.asarray(sb.d_min), (wb - vb).min(1))
     np.testing.assert_array_equal(np.asarray(sb.next_norm), np.abs(wb).max(1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sweep_stats_sum_and_flags_against_numpy(dtype):
+  # The optional sum of d and any(flags) folded into the same reduction:
+  # against a float64 NumPy sum (to the sum's rounding, S u sum|d|) and
+  # np.any; flags all False, one True (first, last), and under vmap.
+  rng = np.random.default_rng(3)
+  u = np.finfo(dtype).eps / 2
+  with jax.enable_x64(dtype == np.float64):
+    fn = jax.jit(lambda v, w, f: iteration.sweep_stats(v, w, with_sum=True, flags=f))
+    for n in (1, 7, 1000):
+      v, w = rng.normal(size=n).astype(dtype), (3 * rng.normal(size=n)).astype(dtype)
+      d = (w - v).astype(np.float64)
+      for hot in (None, 0, n - 1):
+        flags = np.zeros(n, bool)
+        if hot is not None:
+          flags[hot] = True
+        st = fn(jnp.asarray(v), jnp.asarray(w), jnp.asarray(flags))
+        assert np.asarray(st.d_sum).dtype == dtype
+        assert abs(float(st.d_sum) - d.sum()) <= 2 * n * u * np.abs(d).sum() + 1e-30
+        assert bool(st.any_flag) == flags.any()
+        np.testing.assert_array_equal(np.asarray(st.d_max), (w - v).max())
+    plain = iteration.sweep_stats(jnp.asarray(v), jnp.asarray(w))
+    assert plain.d_sum is None and plain.any_flag is None
+    vb, wb = rng.normal(size=(3, 5)).astype(dtype), rng.normal(size=(3, 5)).astype(dtype)
+    fb = np.zeros((3, 5), bool)
+    fb[1, 2] = True
+    sb = jax.vmap(fn)(jnp.asarray(vb), jnp.asarray(wb), jnp.asarray(fb))
+    np.testing.assert_array_equal(np.asarray(sb.any_flag), [False, True, False])
+    np.testing.assert_allclose(np.asarray(sb.d_sum), (wb - vb).astype(np.float64).sum(1),
+                               rtol=0, atol=20 * u * np.abs(wb - vb).sum())
