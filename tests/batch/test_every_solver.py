@@ -111,9 +111,18 @@ def test_every_public_solver_is_covered():
   assert covered - names == set(), f"stale entries: {covered - names}"
 
 
-#: The slowest cases (the distributional evaluations compile large programs) run with -m slow.
+#: Run with -m slow (keeps the default run within CI's 10 minutes): the slowest
+#: cases (the distributional evaluations compile large programs) and the
+#: variants of a family that has a representative in the default run (the
+#: default run batches every kernel family: planning, soft, accelerated,
+#: robust, s-rectangular, distributional control, stock and random-policy).
 _SLOW = {"categorical_evaluation", "categorical_evaluation_finite", "categorical_control_finite",
-         "effective_horizon_kernel"}
+         "effective_horizon_kernel", "robust_modified_policy_iteration",
+         "robust_policy_evaluation", "robust_finite_horizon", "s_rectangular_l1_value_iteration",
+         "stock_policy_iteration", "stock_augmented_dp_discounted", "optimize_cvar_discounted",
+         "speculative_value_iteration", "anchored_value_iteration", "soft_policy_iteration",
+         "quantile_evaluation", "quantile_evaluation_finite", "quantile_control_finite",
+         "tree_metrics_kernel"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW else n

@@ -52,6 +52,7 @@ def _irl_problem():
   return m, jnp.asarray(phi)
 
 
+@pytest.mark.slow
 def test_maxent_irl_recovers_the_expert_visitation():
   m, phi = _irl_problem()
   s, a = m.rewards.shape

@@ -161,6 +161,7 @@ def test_grad_jit_and_vmap():
     np.testing.assert_allclose(gt[i], one, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_neumann_adjoint_equals_gmres():
   m, _, _ = _mdp("sparse", seed=5, gamma=0.95)
   grads = []

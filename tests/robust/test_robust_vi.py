@@ -127,8 +127,9 @@ def robust_bellman_reference(m, v, uset, kind, support="nominal", pnorm=None, co
 
 
 # ------------------------------------------------------------------ tests
-@pytest.mark.parametrize("layout,support", [("sparse", "nominal"), ("dense", "nominal"),
-                                            ("dense", "all")])
+@pytest.mark.parametrize("layout,support", [
+    pytest.param("sparse", "nominal", marks=pytest.mark.slow), ("dense", "nominal"),
+    ("dense", "all")])
 def test_l1_robust_vi_matches_lp_over_all_policies(layout, support):
   with jax.enable_x64(True):
     _, _, _, sp, de = small_mdp(1)
@@ -206,7 +207,8 @@ def test_fixed_point_against_scipy_inner(kind, size, support, pnorm):
     np.testing.assert_allclose(R.worst_case_mdp(sp, ws).to_dense().probs, wd, atol=2e-6)
 
 
-@pytest.mark.parametrize("kind,layout", [("l1_ball", "dense"), ("kl_ball", "sparse")])
+@pytest.mark.parametrize("kind,layout", [("l1_ball", "dense"),
+                                         pytest.param("kl_ball", "sparse", marks=pytest.mark.slow)])
 def test_vmap_over_radius_grid_monotone_and_nominal_at_zero(kind, layout):
   # float64: a float32 run cannot certify this tol (rounding floor).
   with jax.enable_x64(True):
@@ -227,8 +229,9 @@ def test_vmap_over_radius_grid_monotone_and_nominal_at_zero(kind, layout):
     assert np.all(np.asarray(out.values) <= np.asarray(nominal) + 2e-5)
 
 
-@pytest.mark.parametrize("kind,size,layout", [("chi2_ball", 0.3, "sparse"), ("wasserstein_ball", 0.3, "sparse"),
-                                              ("kl_penalty", 0.5, "dense")])
+@pytest.mark.parametrize("kind,size,layout", [
+    pytest.param("chi2_ball", 0.3, "sparse", marks=pytest.mark.slow),
+    ("wasserstein_ball", 0.3, "sparse"), ("kl_penalty", 0.5, "dense")])
 def test_robust_evaluation_equals_evaluation_under_worst_kernel(kind, size, layout):
   """V^pi_robust is the value of pi under the returned worst kernel (plus the
   expected penalty for penalty sets), by a float64 linear solve."""
