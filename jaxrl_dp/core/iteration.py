@@ -200,11 +200,10 @@ def sweep_stats(v: jax.Array, v_next: jax.Array, *, with_sum: bool = False,
       out.append(a[i] | b[i])
     return tuple(out)
 
-  out = list(jax.lax.reduce(tuple(ops), tuple(inits), combine, tuple(range(d.ndim))))
-  stats = out[:4]
-  d_sum = out[4] if with_sum else None
-  any_flag = out[-1] if flags is not None else None
-  return SweepStats(*stats, d_sum=d_sum, any_flag=any_flag)
+  out = jax.lax.reduce(tuple(ops), tuple(inits), combine, tuple(range(d.ndim)))
+  return SweepStats(out[0], out[1], out[2], out[3],
+                    d_sum=out[4] if with_sum else None,
+                    any_flag=out[-1] if flags is not None else None)
 
 
 def discount_ok(discount) -> jax.Array:

@@ -223,6 +223,7 @@ def test_table_regressor_on_sticky_env_equals_numpy_sqirl_on_its_episodes():
 CFG_SMALL = dict(horizon=T, k=2, episodes=8, hidden=(16,), num_steps=20, sticky=0.25)
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_equal_a_loop_without_retracing():
   # the configuration of the tabular comparison above (its compiled single run
   # is reused); the MLP and the sticky env sampler under vmap: the slow tests

@@ -173,6 +173,7 @@ def test_lattice_inference_vmap_over_alpha_and_bad_input():
     dd.optimize_cvar(m, 0.5, horizon=0)
 
 
+@pytest.mark.slow
 def test_dense_and_sparse_layouts_agree():
   ns, p, r, init = tiny_mdp(4, s=3, a=2, k=2)
   s, a, k = p.shape

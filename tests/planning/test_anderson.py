@@ -100,7 +100,7 @@ def test_safeguard_rejects_bad_candidates_and_certificate_still_holds():
       assert np.all(res[was_mixed & ok] <= safe[was_mixed & ok])
 
 
-@pytest.mark.parametrize("stop", ["sup", "span"])
+@pytest.mark.parametrize("stop", ["sup", pytest.param("span", marks=pytest.mark.slow)])
 def test_user_loop_equals_driver(stop):
   m, mask = _mdp("sparse", 0.95, seed=2)
   op, sv = NominalOperator(m), anderson_solver(stop=stop)

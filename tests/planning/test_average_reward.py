@@ -142,6 +142,7 @@ def test_multichain_is_not_converged_and_bracket_holds():
   assert jd.check_unichain(m.replace(rewards=m.rewards), np.array([1, 1, 1])) is False
 
 
+@pytest.mark.slow
 def test_relative_vi_jit_and_vmap():
   with jax.enable_x64(True):
     mdps = [_unichain("sparse", seed)[0] for seed in range(3)]

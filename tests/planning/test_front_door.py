@@ -183,6 +183,17 @@ def _goal_grid(n, slip, gamma):
   return p, r
 
 
+@pytest.mark.slow
+def test_default_accuracy_of_a_named_method_is_relative_too():
+  # The same relative default through method="policy_iteration" (dense).
+  with jax.enable_x64(True):
+    gamma = 0.99
+    p, r = _goal_grid(8, 0.1, gamma)
+    v_ref, _, _ = optimal_values(p, r, gamma)
+    sol = jd.solve(jd.TabularMDP.from_dense(p, r, gamma), method="policy_iteration")
+    _check(sol, v_ref, 1e-6 * np.max(np.abs(v_ref)))
+
+
 def test_default_accuracy_is_relative_to_the_optimal_values():
   with jax.enable_x64(True):
     gamma = 0.99
@@ -192,9 +203,7 @@ def test_default_accuracy_is_relative_to_the_optimal_values():
     assert np.max(np.abs(v_ref)) < 0.02 * scale     # the case that needs phase 2
     dense = jd.TabularMDP.from_dense(p, r, gamma)
     sparse = dense.to_sparse()
-    for m, method in ((sparse, "auto"), (dense, "policy_iteration")):
-      sol = jd.solve(m, method=method)
-      _check(sol, v_ref, 1e-6 * np.max(np.abs(v_ref)))
+    _check(jd.solve(sparse), v_ref, 1e-6 * np.max(np.abs(v_ref)))
     jitted = jax.jit(jd.solve)(sparse)      # the second phase under lax.cond
     _check(jitted, v_ref, 1e-6 * np.max(np.abs(v_ref)))
     # relative_target: rtol * max(max|V| - bound, 1e-3 max|r| / (1 - gamma)).

@@ -146,6 +146,7 @@ def test_every_step_bound_holds_and_sor_safeguard_falls_back():
         assert float(final.aux.rows) < 400 * S
 
 
+@pytest.mark.slow
 def test_user_loop_equals_driver():
   m, _ = _mdp("sparse", 0.9, seed=2)
   op = NominalOperator(m)

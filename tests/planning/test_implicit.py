@@ -141,6 +141,7 @@ def test_memory_does_not_grow_with_iterations():
   assert not any(sh.count(s) >= 2 for sh in shapes)
 
 
+@pytest.mark.slow
 def test_grad_jit_and_vmap():
   mdps = [_mdp("dense", seed=s)[0] for s in range(3)]
   batch = jd.stack(mdps)

@@ -113,6 +113,7 @@ def test_gradients_match_finite_differences(layout):
       np.testing.assert_allclose(float(jv), float(sum(jnp.sum(g[k]) for k in x)), rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_vmap_over_a_stacked_batch():
   cases = [_case("sparse", seed=s) for s in range(3)]
   batch = jd.stack([c[0] for c in cases])

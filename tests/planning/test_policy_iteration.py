@@ -208,6 +208,7 @@ def test_mpi_stop_option_is_checked():
     jd.modified_policy_iteration(m, stop="mid")
 
 
+@pytest.mark.slow
 def test_no_retrace_across_tols_and_discounts(monkeypatch):
   import importlib
   import chex

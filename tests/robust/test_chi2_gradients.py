@@ -90,6 +90,7 @@ def test_gradient_finite_at_degenerate_points(k):
   assert float(gr) == 0.0
 
 
+@pytest.mark.slow
 def test_vmap_jit_equal_direct_call():
   # The custom JVP wraps the solver: values under vmap/jit equal direct calls.
   v = jnp.asarray(np.random.default_rng(3).normal(size=(3, 6)), jnp.float32)

@@ -357,6 +357,7 @@ def test_garnet_properties():
   check_optimal_values(mdp, lp_optimal_values(P, R, 0.9))
 
 
+@pytest.mark.slow
 def test_garnet_vmap_and_jit_match_individual_calls():
   # Same sizes as test_garnet_properties: the single-MDP program is reused.
   keys = jax.random.split(jax.random.key(3), 4)
