@@ -40,10 +40,11 @@ sum_k p(s, a, k)`` (stored rows need not sum to exactly 1):
   at float64's ``u = 2^-53``: ``|fl(d) - d| <= gamma rho (gamma_n + 2u)
   ||V|| + u (|gamma E| + |q| + |d|)`` per ``(s, a)``, ``n`` the terms of one
   expectation (``S`` dense, ``K`` sparse): below ``1e-12 ||V||`` for ``n <=
-  10^4``. A dense model is read once (the expectation and the row sums are
-  the two columns of one product). For a float64 model this costs about one
-  backup and a half (dense S=400, A=8: 0.64 ms against a 0.40 ms backup and
-  7.9 ms compensated, measured on the 2-core CPU with one other job).
+  10^4``. A dense model up to :data:`TWO_READS_MAX_BYTES` is read twice (a
+  matrix-vector product and the row sums), a larger one once (the two as the
+  columns of one product). For a float64 model this costs 1.5-1.9 backups
+  (dense S=200-600, A=8: 105-539 us against 56-352 us backups; 166-902 us
+  with the one-product read; in-process A/B on the 2-core AMD EPYC).
 * ``method="compensated"`` (the default without x64, and explicitly for
   float64 values certified to about their own ``u |T V - V|``): error-free
   transformations in the working dtype
@@ -99,16 +100,17 @@ it).
 Limits: a float32 vector cannot be certified below about ``u |V| / (1 -
 gamma)`` by any residual argument (its own rounding to float32 has a
 residual of that order); use a float64 model (x64) for tighter ``tol``.
-Cost of one accurate pass, measured on a 2-core CPU with no other job
-(``benchmarks/bench_certify.py``, 2026-12-04), in plain backups of the
-model's own dtype: the default float64 pass of a float64 model 1.3-2.1
-(Garnet S=2000, A=8, K=5 and dense S=400, A=8), i.e. 11-26% of a
-span-stopped VI solve (5-22 backups) and <= 0.3% of a sup-norm one;
-compensated float32 2.4-5.7 on the Garnet and 15-17 on the dense model (the
-EFTs run elementwise over ``[S, A, S]`` where the plain backup is one
-matrix-vector product); the float64 pass of a float32 model (x64 on) 3-6
-(it casts the model up first). Against a dense span-stopped VI of 3-4
-float32 backups the float32 certificate costs 0.6-2.2x the solve.
+Cost of one accurate pass, measured on the 2-core AMD EPYC
+(``benchmarks/bench_certify.py``, 2026-12-04, best of up to 60 calls), in
+plain backups of the model's own dtype: the default float64 pass of a
+float64 model 1.5-2.3 (Garnet S=2000, A=8, K=5 and dense S=400, A=8), i.e.
+12-26% of a span-stopped VI solve (5-22 backups; the dense 5-backup solves
+24-26%) and <= 0.2% of a sup-norm one; compensated float32 2.9-3.8 on the
+Garnet and 57-64 on the dense model (the EFTs run elementwise over ``[S, A,
+S]`` where the plain backup is one matrix-vector product); the float64 pass
+of a float32 model (x64 on) 2-14 (it casts the model up first). Against a
+dense span-stopped VI of 3-4 float32 backups the float32 certificate costs
+1.3-5.7x the solve.
 """
 
 from __future__ import annotations
@@ -133,6 +135,15 @@ from jaxrl_dp.core.types import Solution
 from jaxrl_dp.planning.value_iteration import STOP_RULES, value_iteration_solver
 
 METHODS = ("auto", "compensated", "float64")
+
+#: Largest dense float64 model (bytes of ``probs``) whose accurate pass reads
+#: it twice (``P v`` and the row sums) rather than once as a two-column
+#: product: measured on the 2-core AMD EPYC (2026-12-04, ms, ``P v`` /
+#: two-column product / ``P v`` + row sums): 3 MB 0.06 / 0.17 / 0.16, 10 MB
+#: 0.18 / 0.42 / 0.20, 23 MB 0.27 / 0.81 / 0.52, 80 MB 2.0 / 3.0 / 4.2,
+#: 128 MB 3.2 / 4.4 / 6.6 (the skinny product runs at a third of the
+#: matrix-vector speed while the model is cache-resident).
+TWO_READS_MAX_BYTES = 32 * 2**20
 
 
 @flax.struct.dataclass
@@ -237,10 +248,15 @@ def _residual_float64(mdp: TabularMDP, v):
     e = jnp.sum(m.probs * v[m.next_states], axis=-1)
     _, row_max, _ = row_sum_stats(m)                      # >= every valid row sum
   else:
-    # One read of the dense [S, A, S] model: E and the row sums as the two
-    # columns of one product (a sum's rounding bound holds in any order).
-    both = jnp.tensordot(m.probs, jnp.stack([v, jnp.ones_like(v)], axis=-1), axes=1)
-    e, sums = both[..., 0], both[..., 1]
+    # E and the row sums (a sum's rounding bound holds in any order). A model
+    # that fits in cache is read twice (a matrix-vector product and a row
+    # sum); a larger one once, as the two columns of one product, which
+    # costs 1.3-1.5 matrix-vector products where two reads cost 2.
+    if m.probs.size * 8 <= TWO_READS_MAX_BYTES:
+      e, sums = m.probs @ v, jnp.sum(m.probs, axis=-1)
+    else:
+      both = jnp.tensordot(m.probs, jnp.stack([v, jnp.ones_like(v)], axis=-1), axes=1)
+      e, sums = both[..., 0], both[..., 1]
     valid = m.action_mask
     _, row_max, _ = row_bounds(n, jnp.max(jnp.where(valid, sums, 0.0)),
                                jnp.max(jnp.where(valid, jnp.abs(sums - 1.0), 0.0)), n,

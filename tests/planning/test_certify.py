@@ -10,6 +10,7 @@ relative; ``_reference.evaluate`` for the exact value of a policy.
 
 from __future__ import annotations
 
+import importlib
 from fractions import Fraction
 
 import jax
@@ -161,6 +162,34 @@ def test_certify_bounds_rows_that_do_not_sum_to_one():
   c = certify(m, v)
   assert float(c.modulus) >= 0.999 * (1 + 3e-6 * 0.99)
   assert _true_error(v, vstar) <= float(c.error_bound)
+
+
+def test_float64_pass_dense_both_read_orders_bound_the_error(monkeypatch):
+  """The plain float64 pass of a dense float64 model, in both of its read
+  orders (``P v`` and row sums as two reads, or one two-column product):
+  the bound holds against the exact V* of the stored model, whose rows sum
+  to 1 + 4e-12 (the modulus must see it), and the two orders agree."""
+  cert_mod = importlib.import_module("jaxrl_dp.planning.certify")
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(21)
+    p, r = random_dense(rng, 24, 3)
+    p[:, :, 0] += 4e-12
+    m = jd.TabularMDP.from_dense(p, r, 0.999, dtype=jnp.float64)
+    stored = _stored(m)
+    vstar = exact_optimal(*stored)
+    rho = max(float(sum(Fraction(x) for x in row)) for row in stored[0].reshape(-1, 24))
+    v = jd.value_iteration(m, tol=0.0, max_iters=20000, stop="span").values
+    noisy = v + 1e-7 * jnp.asarray(rng.normal(size=24))
+    certs = []
+    for limit in (cert_mod.TWO_READS_MAX_BYTES, 0):  # two reads / one product
+      monkeypatch.setattr(cert_mod, "TWO_READS_MAX_BYTES", limit)
+      cert_mod._certify.clear_cache()  # the read order is chosen at trace time
+      for vals in (v, noisy):
+        c = certify(m, vals, method="float64")
+        assert float(c.modulus) >= 0.999 * rho > 0.999
+        assert _true_error(vals, vstar) <= float(c.error_bound)
+        certs.append(float(c.error_bound))
+    np.testing.assert_allclose(certs[:2], certs[2:], rtol=1e-3)  # rounding-level
 
 
 # ------------------------------------------------------ policy-loss bound
