@@ -387,7 +387,7 @@ def main():
       k = {4: 500, 5: 50, 6: 10, 7: 4, 8: 2}[e]
       load = os.getloadavg()[0]
       r = run_child({"child": "sweeps", "kind": kind, "side": SIDES[e], "k": k,
-                     "repeats": 3 if e <= 7 else 1}, args.timeout)
+                     "repeats": 7 if e <= 6 else (5 if e == 7 else 1)}, args.timeout)
       r["load_before"] = load
       r["load_after"] = os.getloadavg()[0]
       res["sweeps"].append(r)
