@@ -34,12 +34,25 @@ def _mdp(layout="dense", gamma=0.9, seed=0, scale=1.0):
 
 
 # ------------------------------------------------- item 4: non-finite values
-@pytest.mark.parametrize("name", sorted(INFINITE))
+#: The accelerated, certified and soft solvers (their traced-discount checks
+#: live in their own test modules).
+ACCELERATED = {
+    "anderson_span": lambda m: jd.anderson_value_iteration(m, tol=1e-2, stop="span"),
+    "sor": lambda m: jd.gauss_seidel_value_iteration(m, tol=1e-2, omega=1.3),
+    "anchored": lambda m: jd.anchored_value_iteration(m, tol=1e-2),
+    "solve": lambda m: jd.solve(m, tol=1e-2),
+    "speculative": lambda m: jd.speculative_value_iteration(m, tol=1e-2),
+    "policy_iteration_krylov": lambda m: jd.policy_iteration(m, evaluation="krylov", tol=1e-2),
+    "soft_value_iteration": lambda m: jd.soft_value_iteration(m, temperature=1.0, tol=1e-2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INFINITE) + sorted(ACCELERATED))
 def test_overflowing_values_are_never_converged(name):
   # Finite float32 rewards of 1e38 give values of ~1e39: inf in float32.
   m, _, _ = _mdp()
   m = m.replace(rewards=jnp.full_like(m.rewards, 1e38))
-  sol = INFINITE[name](m)
+  sol = {**INFINITE, **ACCELERATED}[name](m)
   assert not bool(sol.converged)
   assert float(sol.error_bound) == np.inf
 
