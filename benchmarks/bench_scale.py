@@ -89,8 +89,10 @@ def child_bandwidth(spec):
   double(x).block_until_ready()
   t_sum, _ = _common.best_of(lambda: total(x).block_until_ready(), 5)
   t_copy, _ = _common.best_of(lambda: double(x).block_until_ready(), 5)
+  dev = jax.devices()[0]
   return {"bytes": 4 * n, "read_gb_s": 4 * n / t_sum / 1e9,
-          "copy_gb_s": 8 * n / t_copy / 1e9}
+          "copy_gb_s": 8 * n / t_copy / 1e9,
+          "device": f"{jax.default_backend()}: {dev.device_kind} x {jax.device_count()}"}
 
 
 def _model(spec):
@@ -296,7 +298,8 @@ def child_closed_form(spec):
   closed = gridworld_distance_values(spec["side"], spec.get("dim", 2), spec["gamma"])
   out.update(max_err_vs_closed_form=float(np.abs(v - closed).max()),
              max_abs_value=float(np.abs(closed).max()), peak_rss_gib=_rss_gib(),
-             load_after=os.getloadavg())
+             load_after=os.getloadavg(),
+             device=f"{jax.default_backend()}: {jax.devices()[0].device_kind}")
   return out
 
 
@@ -459,7 +462,8 @@ def main_closed_form(args):
       "# Scale: a matrix-free grid world solved and checked against its closed form", "",
       f"Machine: {m['cpu_model']}, {m.get('cpu_count_affinity')} cores, "
       f"{m.get('mem_total_gib')} GiB; load average at start {m.get('loadavg_at_start')}, "
-      f"after the solve {r.get('load_after')}.", "",
+      f"after the solve {r.get('load_after')}; device (JAX's default backend) "
+      f"{r.get('device', 'cpu')}.", "",
       f"{dim}-D grid world of side {side}, slip 0 (A = K = {2 * dim}, every step -1, the far "
       "corner absorbing), "
       "solved on the `FunctionalMDP` (nothing stored), one call "
@@ -596,6 +600,7 @@ def report(res):
            f"Machine: {m['cpu_model']}, {m.get('cpu_count_affinity')} cores, "
            f"{m.get('mem_total_gib')} GiB; load average at start {m.get('loadavg_at_start')}, "
            f"at end {m.get('loadavg_at_end')}; wall {res.get('wall_s', 0):.0f} s.", "",
+           f"Device (JAX's default backend, where every row ran): {bw.get('device', 'cpu')}. "
            f"Streaming bandwidth (same run, 1 GiB float32): read (sum) "
            f"{_f(read)} GB/s, read + write (x * 2) {_f(bw.get('copy_gb_s'))} GB/s.", "",
            "2-D grid world with slip 0.1 (A = 4, K = 4, gamma 0.99), float64. Sweep = one "
