@@ -219,6 +219,8 @@ def our_configs(S: int, f32: bool, quick: bool = False, extra: tuple = ()):
                                           max_iters=MPI_MAX_ITERS), True),
       ("MPI m=20", functools.partial(J.modified_policy_iteration, num_sweeps=20, max_iters=MPI_MAX_ITERS), True),
       ("PI krylov", functools.partial(J.policy_iteration, evaluation="krylov"), True),
+      ("PI krylov bicgstab", functools.partial(J.policy_iteration, evaluation="krylov",
+                                               krylov="bicgstab"), True),
       ("PI", functools.partial(J.policy_iteration), False),
   ]
   if "vi_sup" in extra:  # one run at the target (it needs ~1/(1-gamma) log(1/tol) backups)
