@@ -124,6 +124,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 
 from jaxrl_dp.core import compensated as cp
+from jaxrl_dp.core.bellman import dense_expectation
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import discount_ok, row_bounds, row_sum_stats
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_mdp_structure, check_solver_input
@@ -253,7 +254,7 @@ def _residual_float64(mdp: TabularMDP, v):
     # sum); a larger one once, as the two columns of one product, which
     # costs 1.3-1.5 matrix-vector products where two reads cost 2.
     if m.probs.size * 8 <= TWO_READS_MAX_BYTES:
-      e, sums = m.probs @ v, jnp.sum(m.probs, axis=-1)
+      e, sums = dense_expectation(m.probs, v), jnp.sum(m.probs, axis=-1)
     else:
       both = jnp.tensordot(m.probs, jnp.stack([v, jnp.ones_like(v)], axis=-1), axes=1)
       e, sums = both[..., 0], both[..., 1]
