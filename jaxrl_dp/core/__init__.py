@@ -5,8 +5,8 @@ Submodules: ``mdp`` (model and validation), ``options`` (option checks shared
 by every family), ``bellman`` (primitives), ``iteration`` (certified loop
 bounds), ``protocol`` (the ``(init, step, done, finalize)`` solver protocol and
 its driver), ``operators`` (Bellman operators), ``solver_info`` (solver
-metadata), ``memory`` (size checks before ``S^2`` allocations), ``stacking``,
-``types``.
+metadata), ``memory`` (size checks before ``S^2`` allocations), ``compile``
+(``cpu_jit``: ``jax.jit`` with CPU compiler options), ``stacking``, ``types``.
 """
 
 from jaxrl_dp.core.errors import InsufficientMemoryError, InvalidMDPError

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core.iteration import discount_ok
+from jaxrl_dp.core.compile import cpu_jit
 from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
@@ -163,7 +164,7 @@ def anchored_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
   return _anchored(mdp, jnp.asarray(tol, dtype), v0, max_iters=max_iters, stop=stop)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iters", "stop"))
+@functools.partial(cpu_jit, static_argnames=("max_iters", "stop"))
 def _anchored(mdp, tol, v0, *, max_iters, stop):
   return iterative_solve(anchored_solver(stop), NominalOperator(mdp), v0, tol,
                          max_iters=max_iters)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core.iteration import (SweepStats, span_certificate, sup_certificate,
                                      sweep_stats)
+from jaxrl_dp.core.compile import cpu_jit
 from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
@@ -359,7 +360,7 @@ def anderson_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
                    memory=memory, regularization=float(regularization), stop=stop)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iters", "memory", "regularization",
+@functools.partial(cpu_jit, static_argnames=("max_iters", "memory", "regularization",
                                              "stop"))
 def _anderson(mdp, tol, v0, *, max_iters, memory, regularization, stop):
   return iterative_solve(anderson_solver(memory, regularization, stop),
