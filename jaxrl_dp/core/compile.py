@@ -11,12 +11,11 @@ the library fusions and 46-47 us without (a plain VI step: 39-41 us either
 way); whole ``anderson_value_iteration`` solves there 0.61-0.66x the time
 (``stop="sup"``) and 0.97x (``"span"``); at S=300 and on dense Garnets
 0.98-1.04x; ``anchored_value_iteration`` on the sparse Garnets 0.80-0.85x
-(``"span"``) and 0.94-0.98x (``"sup"``), elsewhere 0.92-1.05x. Across the
-planning solvers run in separate processes with the
-option set globally, value iteration, MPI, policy iteration, finite horizon
-and ``solve`` moved 0.68-1.41x in both directions (process-to-process noise
-on this machine is of that size), so only the kernels where the gain was
-clear in one process use :func:`cpu_jit`: Anderson and anchored VI.
+(``"span"``) and 0.94-0.98x (``"sup"``), elsewhere 0.92-1.05x. In the same kind of
+in-process A/B, value iteration and finite horizon on five MDPs (sparse and
+dense) measured 0.87-1.10x and ``certify`` on dense float64 models 1.07-1.34x
+(slower), so only the kernels where the gain was clear use :func:`cpu_jit`:
+Anderson and anchored VI.
 
 :data:`CPU_COMPILER_OPTIONS` keeps the library's matrix products (``dot``
 fusions: a dense backup is a matrix-vector product) and drops its reduce and
