@@ -67,6 +67,7 @@ class CpuJit:
 
   def __init__(self, fun: Callable[..., Any], **jit_kwargs: Any):
     functools.update_wrapper(self, fun)
+    self._fun = fun
     self._jit_kwargs = jit_kwargs
     self._plain: Any = jax.jit(fun, **jit_kwargs)
     self._tuned: Any = None
@@ -76,7 +77,7 @@ class CpuJit:
         or any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs)))):
       return self._plain
     if self._tuned is None:
-      self._tuned = jax.jit(self.__wrapped__, compiler_options=CPU_COMPILER_OPTIONS,  # type: ignore[attr-defined]
+      self._tuned = jax.jit(self._fun, compiler_options=CPU_COMPILER_OPTIONS,
                             **self._jit_kwargs)
     return self._tuned
 
