@@ -79,11 +79,14 @@ class NominalOperator(ModelOperator):
 
   def apply(self, v: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One optimality backup: ``v [S] -> (T v [S], q [S, A])``. With
-    ``block_rows``, ``T v`` comes from the blocked backup and ``q`` from a
-    separate one-pass product, which XLA removes when the caller drops it
-    (value iteration's step) and computes as a second pass otherwise."""
-    if self.block_rows:
-      tv, _ = bellman.greedy_backup(self.mdp, v, self.block_rows)
+    ``block_rows``, or for a sparse model backed up action by action
+    (:func:`jaxrl_dp.core.bellman.optimality_backup`), ``T v`` comes from
+    that backup and ``q`` from a separate one-pass product, which XLA removes
+    when the caller drops it (value iteration's step) and computes as a
+    second pass otherwise (a caller that needs both in one pass uses
+    :func:`jaxrl_dp.core.bellman.bellman_optimality`)."""
+    if (0 < self.block_rows < self.num_states) or bellman.sparse_rows_path(self.mdp, v):
+      tv = bellman.optimality_backup(self.mdp, v, self.block_rows)
       return tv, bellman.q_values(self.mdp, v)
     return bellman.bellman_optimality(self.mdp, v)
 

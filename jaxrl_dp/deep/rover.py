@@ -321,7 +321,7 @@ def optimal_success(mdp: TabularMDP, horizon: int, threshold: ArrayLike = 1.0) -
   """
   ind = correct_pairs(mdp, threshold).astype(mdp.rewards.dtype)
   m = mdp.replace(rewards=ind, discount=jnp.ones((), mdp.rewards.dtype))
-  v, _ = jax.lax.scan(lambda v, _: (bellman.bellman_optimality(m, v)[0], None),
+  v, _ = jax.lax.scan(lambda v, _: (bellman.optimality_backup(m, v), None),
                       jnp.zeros(mdp.rewards.shape[0], mdp.rewards.dtype), None, length=horizon)
   return jnp.sum(mdp.initial * v)
 

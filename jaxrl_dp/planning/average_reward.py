@@ -183,7 +183,7 @@ def _relative_vi(mdp, tol, tau, v0, *, max_iters, ref):
 
   def step(x):
     v, _, _ = x
-    w, _ = bellman.bellman_optimality(mt, v)
+    w = bellman.optimality_backup(mt, v)
     st = sweep_stats(v, w)  # every statistic below from one reduction
     lower, upper, span = bracket(st)
     width = upper - lower
@@ -569,7 +569,7 @@ def _ssp(mdp, tol, v0, goal, n_max, *, max_iters):
   v0 = jnp.where(goal, 0.0, v0)
 
   def certified(v):
-    w, _ = bellman.bellman_optimality(mdp, v)
+    w = bellman.optimality_backup(mdp, v)
     w = jnp.where(goal, 0.0, w)
     st = sweep_stats(v, w)  # residual, rounding and noise: one reduction
     res = st.residual

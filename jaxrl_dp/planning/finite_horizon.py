@@ -11,7 +11,6 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import functional_finite_horizon
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
-from jaxrl_dp.core.operators import NominalOperator
 # check_horizon is also re-exported here for robust.linear_mdps (one check, in core.options).
 from jaxrl_dp.core.options import as_values, check_horizon
 from jaxrl_dp.core.protocol import backward_induction
@@ -61,6 +60,7 @@ def finite_horizon(mdp: TabularMDP | FunctionalMDP, horizon: int, *,
 
 @functools.partial(jax.jit, static_argnames=("horizon",))
 def _finite_horizon(mdp, terminal_values, *, horizon):
-  values, qs = backward_induction(NominalOperator(mdp).apply, terminal_values, horizon)
+  values, qs = backward_induction(lambda v: bellman.bellman_optimality(mdp, v),
+                                   terminal_values, horizon)
   policy = bellman.greedy_policy(qs, mdp.action_mask[None])
   return FiniteHorizonSolution(values=values, q=qs, policy=policy)

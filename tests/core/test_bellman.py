@@ -137,6 +137,51 @@ def test_greedy_backup_equals_numpy(layout):
     np.testing.assert_array_equal(np.asarray(pol2), np.asarray(pol))
 
 
+@pytest.mark.parametrize("a,k", [(5, 4), (8, 8), (1, 3), (10, 10)])
+def test_optimality_backup_equals_numpy_loops(a, k):
+  # Both paths (action by action for A * K <= 64; masked_max(q) above) against
+  # Python loops in float64: masked actions, a state without a valid action
+  # (-inf), a NaN value reached through a valid action (NaN) and one reached
+  # only through masked actions (ignored); jit, vmap, the operator and blocks.
+  from jaxrl_dp.core.operators import NominalOperator
+  from jaxrl_dp.suites import garnet
+  s = 30
+  with jax.enable_x64(True):
+    mdp = garnet(jax.random.key(a + 10 * k), s, a, k, 0.9)
+    assert bellman.sparse_rows_path(mdp, jnp.zeros(s)) == (a * k <= bellman.ROWS_MAX_COLUMNS)
+    ns, p = np.asarray(mdp.next_states), np.asarray(mdp.probs)
+    mask = np.random.default_rng(a).random((s, a)) < 0.7
+    mask[0] = False
+    mask[1, 0] = True
+    mdp = mdp.replace(action_mask=jnp.asarray(mask))
+    v = np.random.default_rng(k).normal(size=s)
+    v_nan = v.copy()
+    v_nan[ns[1, 0, 0]] = np.nan                   # reached by a valid action of state 1
+    r = np.asarray(mdp.rewards)
+    for vals in (v, v_nan):
+      q = r + 0.9 * _np_expectation(vals, ns, p)
+      ref, _ = _np_max_argmax(q, mask)
+      ref = np.where([np.any(np.isnan(q[i][mask[i]])) for i in range(s)], np.nan, ref)
+      got = jax.jit(bellman.optimality_backup)(mdp, jnp.asarray(vals))
+      np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-13, atol=1e-13)
+      assert np.isneginf(np.asarray(got)[0])
+    assert np.isnan(np.asarray(jax.jit(bellman.optimality_backup)(mdp, jnp.asarray(v_nan)))[1])
+    # vmap over two value vectors equals the single calls
+    both = jax.vmap(bellman.optimality_backup, in_axes=(None, 0))(mdp, jnp.asarray(np.stack([v, 2 * v])))
+    for i, vals in enumerate((v, 2 * v)):
+      q = r + 0.9 * _np_expectation(vals, ns, p)
+      np.testing.assert_allclose(np.asarray(both[i]), _np_max_argmax(q, mask)[0], rtol=1e-13,
+                                 atol=1e-13)
+    # the operator's backup (q computed apart) and the blocked backup
+    q = r + 0.9 * _np_expectation(v, ns, p)
+    tv, q_op = jax.jit(lambda o, x: o.apply(x))(NominalOperator(mdp), jnp.asarray(v))
+    np.testing.assert_allclose(np.asarray(tv), _np_max_argmax(q, mask)[0], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(q_op), q, rtol=1e-13, atol=1e-13)
+    blocked = jax.jit(bellman.optimality_backup, static_argnums=2)(mdp, jnp.asarray(v), 7)
+    np.testing.assert_allclose(np.asarray(blocked), _np_max_argmax(q, mask)[0], rtol=1e-13,
+                               atol=1e-13)
+
+
 @pytest.mark.parametrize("layout", ["sparse", "dense"])
 def test_blocked_greedy_backup_equals_numpy_for_every_block_size(layout):
   # Blocks of 1, 7 (the last block overlaps) and S (one pass) give
