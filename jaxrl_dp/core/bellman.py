@@ -334,9 +334,9 @@ def optimality_backup(mdp: TabularMDP, v: jax.Array, block_rows: int = 0) -> jax
   s = mdp.rewards.shape[0]
   if 0 < block_rows < s:
     return greedy_backup(mdp, v, block_rows)[0]
-  if sparse_rows_path(mdp, v):
-    return sparse_max_rows(v, mdp.next_states, mdp.probs, mdp.rewards,
-                           mdp.action_mask, mdp.discount)
+  ns = mdp.next_states
+  if ns is not None and sparse_rows_path(mdp, v):
+    return sparse_max_rows(v, ns, mdp.probs, mdp.rewards, mdp.action_mask, mdp.discount)
   return masked_max(q_values(mdp, v), mdp.action_mask)
 
 
@@ -381,6 +381,7 @@ def sparse_max_rows(v: jax.Array, next_states: jax.Array, probs: jax.Array,
       acc = acc + probs[:, a, i] * v[next_states[:, a, i]]
     q = jnp.where(action_mask[:, a], rewards[:, a] + discount * acc, -jnp.inf)
     best = q if best is None else jnp.maximum(best, q)
+  assert best is not None  # A >= 1 (static)
   return best
 
 
