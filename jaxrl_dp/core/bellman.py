@@ -268,6 +268,13 @@ def greedy_backup(mdp: TabularMDP, v: jax.Array,
                   block_rows: int = 0) -> tuple[jax.Array, jax.Array]:
   """One optimality backup and its greedy policy, without materializing ``Q``.
 
+  (Value iteration, which needs ``T v`` alone, uses :func:`optimality_backup`:
+  a running max over actions is cheaper for sparse models than this fused
+  max-and-argmax reduction, but a running argmax is not -- XLA then computes
+  each action's column as its own kernel; measured inside modified policy
+  iteration: Garnet ``S=2000, A=8, K=5`` 1.30 vs 1.40 ms, ``S=1000, A=4`` 0.51
+  vs 0.42 ms, the open 100 x 100 grid world 8.0 vs 6.7 ms.)
+
   Args:
     mdp: one MDP.
     v: ``[S]`` values.
