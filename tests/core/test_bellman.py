@@ -167,7 +167,8 @@ def test_optimality_backup_equals_numpy_loops(a, k):
       assert np.isneginf(np.asarray(got)[0])
     assert np.isnan(np.asarray(jax.jit(bellman.optimality_backup)(mdp, jnp.asarray(v_nan)))[1])
     # vmap over two value vectors equals the single calls
-    both = jax.vmap(bellman.optimality_backup, in_axes=(None, 0))(mdp, jnp.asarray(np.stack([v, 2 * v])))
+    vs = jnp.asarray(np.stack([v, 2 * v]))
+    both = jax.vmap(bellman.optimality_backup, in_axes=(None, 0))(mdp, vs)
     for i, vals in enumerate((v, 2 * v)):
       q = r + 0.9 * _np_expectation(vals, ns, p)
       np.testing.assert_allclose(np.asarray(both[i]), _np_max_argmax(q, mask)[0], rtol=1e-13,
