@@ -137,6 +137,15 @@ def test_greedy_backup_equals_numpy(layout):
     np.testing.assert_array_equal(np.asarray(pol2), np.asarray(pol))
 
 
+def test_take_states_equals_numpy_indexing():
+  # In-range indices, 1-D values and values with a trailing (atom) axis, under jit.
+  rng = np.random.default_rng(3)
+  idx = rng.integers(0, 9, size=(7, 3, 2))
+  for v in (rng.normal(size=9), rng.normal(size=(9, 4))):
+    got = jax.jit(bellman.take_states)(jnp.asarray(v, jnp.float32), jnp.asarray(idx, jnp.int32))
+    np.testing.assert_array_equal(np.asarray(got), v.astype(np.float32)[idx])
+
+
 @pytest.mark.parametrize("a,k", [(5, 4), (8, 8), (1, 3), (10, 10)])
 def test_optimality_backup_equals_numpy_loops(a, k):
   # Both paths (action by action for A * K <= 64; masked_max(q) above) against
