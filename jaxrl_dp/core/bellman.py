@@ -451,7 +451,9 @@ def map_row_blocks(f, num_rows: int, size: int):
 
 
 def backup_block_rows(mdp: TabularMDP) -> int:
-  """The ``block_rows`` (:func:`greedy_backup`) the solvers use for ``mdp``.
+  """The ``block_rows`` (:func:`greedy_backup`) the solvers use for ``mdp``
+  (:func:`optimality_backup` ignores it for models it backs up action by
+  action: one pass is faster there).
 
   A host-side rule, read once per call of a public solver
   (:func:`jaxrl_dp.value_iteration`, :func:`jaxrl_dp.modified_policy_iteration`
