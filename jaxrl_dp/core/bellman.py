@@ -359,7 +359,8 @@ def optimality_backup(mdp: TabularMDP, v: jax.Array, block_rows: int = 0) -> jax
   Args:
     mdp: one MDP.
     v: ``[S]`` values.
-    block_rows: static; ``0`` one pass, ``> 0`` blocks of that many states.
+    block_rows: static; ``0`` one pass, ``> 0`` blocks of that many states
+      (ignored on the action-by-action path, which always runs in one pass).
 
   Returns:
     ``[S]``: the largest valid ``q`` per state (``-inf`` without a valid
