@@ -12,7 +12,11 @@ and optimistix's ``init / step / terminate / postprocess``:
 * ``done(state, tol) -> bool []``: the stopping rule (default
   :func:`certified_done`);
 * ``finalize(operator, state, tol, valid) -> result``: the solver's result
-  (usually :class:`jaxrl_dp.core.types.Solution`).
+  (usually :class:`jaxrl_dp.core.types.Solution`);
+* ``bind(state, tol, max_iters) -> SolverState`` (optional, default None):
+  gives the state the stopping rule, for a solver whose ``step`` runs several
+  backups and must stop inside it (Anderson's cycles); the driver calls it
+  right after ``init``, a user's own loop may.
 
 The operator carries the backup and everything a certificate needs: the
 nominal Bellman operator of a :class:`TabularMDP` is
@@ -115,12 +119,17 @@ class IterativeSolver(NamedTuple):
     step: ``(operator, SolverState) -> SolverState``.
     finalize: ``(operator, SolverState, tol, valid bool []) -> result``.
     done: ``(SolverState, tol) -> bool []`` (default :func:`certified_done`).
+    bind: ``(SolverState, tol, max_iters) -> SolverState`` or None: hands
+      the stopping rule to a ``step`` that runs several backups (it then
+      stops inside the step once ``done`` holds or ``max_iters`` backups
+      are spent); called by :func:`iterative_solve` after ``init``.
   """
 
   init: Callable[[Any, jax.Array], SolverState]
   step: Callable[[Any, SolverState], SolverState]
   finalize: Callable[[Any, SolverState, Any, jax.Array], Any]
   done: Callable[[SolverState, Any], jax.Array] = certified_done
+  bind: Callable[[SolverState, Any, int], SolverState] | None = None
 
 
 def iterative_solve(solver: IterativeSolver, operator: Any, v0: jax.Array,
@@ -150,8 +159,10 @@ def iterative_solve(solver: IterativeSolver, operator: Any, v0: jax.Array,
   def cond(state):
     return valid & (state.iteration < max_iters) & ~solver.done(state, tol)
 
-  state = jax.lax.while_loop(cond, lambda st: solver.step(operator, st),
-                             solver.init(operator, v0))
+  state = solver.init(operator, v0)
+  if solver.bind is not None:
+    state = solver.bind(state, tol, max_iters)
+  state = jax.lax.while_loop(cond, lambda st: solver.step(operator, st), state)
   return solver.finalize(operator, state, tol, valid)
 
 

@@ -5,10 +5,12 @@ Anderson acceleration (type II, Walker & Ni 2011; for value iteration Geist &
 Scherrer 2018, "Anderson acceleration for reinforcement learning") mixes the
 last ``m`` backups with coefficients from a small regularized least-squares
 problem over their residual differences: the LCSC idea of combining saved
-iterates with searched coefficients, made safe by a residual safeguard. The
-certificate never depends on the mixing: every step backs up its iterate
-``x`` once, and the bound is about that backup ``T x``
-(:func:`backup_certificate`), which holds for ANY ``x``.
+iterates with searched coefficients, made safe by a residual safeguard. Here
+the mixing runs every ``period`` backups, with plain value-iteration backups
+between (alternating Anderson-Richardson), so that the steps between mixings
+cost what value iteration's steps cost. The certificate never depends on the
+mixing: the bound is about the last backup ``T x`` (:func:`backup_certificate`),
+which holds for ANY ``x``.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.options import (as_values, check_choice, check_int,
                                    check_max_iters, check_tol)
-from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, initial_state,
-                                    iterative_solve)
+from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, certified_done,
+                                    initial_state, iterative_solve)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
 from jaxrl_dp.planning.value_iteration import STOP_RULES, greedy_solution
@@ -91,94 +93,105 @@ def backup_certificate(op, consts, x: jax.Array, g: jax.Array,
 
 # --------------------------------------------------------------------- Anderson
 class AndersonAux(NamedTuple):
-  """Anderson's part of the :class:`SolverState` (``m`` the memory).
+  """Anderson's part of the :class:`SolverState` (``h = memory + 1`` saved
+  pairs).
 
   Attributes:
     consts: :func:`certificate_constants`.
-    x: ``[S]`` the next point to back up.
-    d_f: ``[m, S]`` residual differences ``f_i - f_{i-1}`` (ring buffer;
-      only the first ``min(count, m)`` rows are used), ``f = T x - x``
-      (centered, ``f - mean(f)``, for ``stop="span"``).
-    d_g: ``[m, S]`` the matching backup differences ``T x_i - T x_{i-1}``.
-    f_prev, g_prev: ``[S]`` the last accepted (fitted) residual and backup.
-    count: ``int32 []`` accepted points since the last restart (a restart
-      sets it to 0; the buffers are masked, not cleared).
-    safe_res: ``[]`` the residual statistic at the last accepted point.
-    shift: ``[]`` the span rule's midpoint shift of ``state.values``.
-    accepted: ``int32 []`` steps whose mixed candidate passed the safeguard.
-    rejected: ``int32 []`` steps whose candidate failed it (each costs one
-      backup that is not used by the iteration).
-    mixed: ``bool []`` whether ``x`` is a mixed candidate (only those can be
-      rejected; plain backups are always accepted).
-    cooldown: ``int32 []`` plain steps left before mixing resumes.
-    backoff: ``int32 []`` the cooldown after the next rejection (doubles on
-      each rejection up to :data:`MAX_BACKOFF`, halves on each accepted
-      candidate).
-    policy: ``int32 [S]`` the greedy policy of the last backup (``-1``
+    f_hist: ``[h, S]`` residuals ``f_i = T x_i - x_i`` of the last backups
+      (ring buffer, slot ``i mod h``; only the first ``min(count, h)`` slots
+      are used).
+    g_hist: ``[h, S]`` the matching backups ``T x_i``.
+    count: ``int32 []`` pairs saved since the last restart (a restart sets
+      it to 0; the buffers are masked, not cleared).
+    policy: ``int32 [S]`` the greedy policy at the last policy check (``-1``
       before the first).
-    gram: ``[m, m]`` ``d_f d_f^T`` (rows beyond ``count`` are stale and
-      masked like ``d_f``'s).
+    shift: ``[]`` the span rule's midpoint shift of ``state.values``.
+    accepted: ``int32 []`` mixed candidates that passed the safeguard.
+    rejected: ``int32 []`` candidates that failed it (each cost one backup
+      that the iteration did not use).
+    cooldown: ``int32 []`` cycles left before mixing resumes.
+    backoff: ``int32 []`` the cooldown after the next rejection (doubles on
+      each rejection up to :data:`MAX_COOLDOWN`, halves on each acceptance).
+    cycle: ``int32 []`` backups per cycle (``period``, doubled while the
+      greedy policy keeps changing, up to ``MAX_STRETCH * period``).
+    tol: ``[]`` the stopping tolerance (``0`` unless bound: see
+      :func:`anderson_solver`).
+    budget: ``int32 []`` the cap on ``state.iteration`` (backups).
   """
 
   consts: Any
-  x: jax.Array
-  d_f: jax.Array
-  d_g: jax.Array
-  f_prev: jax.Array
-  g_prev: jax.Array
+  f_hist: jax.Array
+  g_hist: jax.Array
   count: jax.Array  # type: ignore[assignment]  # a field: shadows tuple.count (as intended)
-  safe_res: jax.Array
+  policy: jax.Array
   shift: jax.Array
   accepted: jax.Array
   rejected: jax.Array
-  mixed: jax.Array
   cooldown: jax.Array
   backoff: jax.Array
-  policy: jax.Array
-  gram: jax.Array
+  cycle: jax.Array
+  tol: jax.Array
+  budget: jax.Array
 
 
-#: Longest run of plain steps after repeated rejections.
-MAX_BACKOFF = 64
+#: Most cycles without mixing after repeated rejections.
+MAX_COOLDOWN = 16
+#: A cycle grows to at most this many periods while the policy changes.
+MAX_STRETCH = 8
 
 
 def anderson_solver(memory: int = 5, regularization: float = 1e-10,
-                    stop: str = "sup") -> IterativeSolver:
+                    stop: str = "sup", period: int | None = None) -> IterativeSolver:
   """Safeguarded Anderson-accelerated VI as an
   :class:`~jaxrl_dp.core.protocol.IterativeSolver` over any operator with the
   :class:`~jaxrl_dp.core.operators.NominalOperator` methods.
 
-  One step = one backup ``g_k = T x_k`` of the current point ``x_k``, with
-  ``f_k = g_k - x_k`` and ``res_k`` its sup norm (span for ``stop="span"``):
+  Anderson mixing every ``period`` backups, plain value iteration between
+  (alternating Anderson-Richardson, Pratapa, Suryanarayana & Pask 2016, for
+  linear fixed points). One ``step`` is one CYCLE of backups; every backup
+  ``g = T x`` of a point ``x`` saves the pair ``(f = g - x, g)`` in the
+  history and certifies ``g`` with :func:`backup_certificate` (a bound that
+  holds whatever ``x`` is, so the mixing can never make it wrong);
+  ``state.iteration`` counts backups:
 
-  * certificate: ``state.values = g_k`` (plus the midpoint shift for
-    ``"span"``) with :func:`backup_certificate`'s bound; it holds whatever
-    ``x_k`` is, so the mixing can never make the reported bound wrong;
-  * safeguard: ``x_k`` is accepted when it is the first point after a
-    (re)start or ``res_k <= res`` at the last accepted point. A rejected
-    ``x_k`` is discarded: the next point is the plain backup of the last
-    accepted point (saved), and the history restarts;
-  * backoff: after a rejection the next ``b`` steps are plain backups (still
-    recorded in the history), ``b`` doubling with each rejection up to
-    :data:`MAX_BACKOFF` and halving with each accepted candidate, so that a
-    problem where mixing keeps failing wastes at most about one backup in
-    ``MAX_BACKOFF``;
-  * policy gate: mixing only while the greedy policy of the backups is
-    unchanged (then ``T`` is the affine ``T_pi`` locally and Anderson acts
-    like a Krylov method on it); a step whose greedy policy changed is a
-    plain backup and starts a new history from its point. This keeps
-    Anderson out of the nonsmooth phase (e.g. values propagating through a
-    grid world, where mixing slows the front down);
-  * mixing (type II): with the last ``m`` accepted differences ``dF [m, S]``,
-    ``dG [m, S]``, solve ``(dF dF^T + lam I) alpha = dF f_k`` (``m x m``, in
-    the values' dtype; ``lam = max(regularization, 16 eps) * trace(dF dF^T)``
-    plus the smallest normal number) and take ``x_{k+1} = g_k - dG^T alpha``
-    (the plain backup ``g_k`` if that is not finite).
+  * plain steps: ``cycle - 1`` value-iteration backups ``x <- T x`` (no
+    greedy policy, no least squares: a plain step costs what a step of
+    :func:`~jaxrl_dp.planning.value_iteration.value_iteration_solver` costs,
+    plus saving two ``[S]`` rows);
+  * policy gate: the cycle's last backup also computes the greedy policy.
+    Mixing happens only when it equals the policy at the previous cycle's
+    end (then ``T`` is the affine ``T_pi`` over the window and Anderson acts
+    like a Krylov method on it); otherwise the history restarts and the next
+    cycle is twice as long (up to :data:`MAX_STRETCH` periods; back to
+    ``period`` once the policy holds), so that a long nonsmooth phase (values
+    propagating through a grid world) costs few policy computations;
+  * mixing (type II, Walker & Ni 2011): with the saved pairs, ``dF_i = f -
+    f_i``, ``dG_i = g - g_i`` (``f`` centered for ``stop="span"``), solve
+    ``(dF dF^T + lam I) alpha = dF f`` (``lam = max(regularization, 16 eps)
+    * trace(dF dF^T)`` plus the smallest normal number) and back up the
+    candidate ``x' = g - dG^T alpha`` (the plain ``g`` if not finite);
+  * safeguard: the candidate is accepted when its residual ``||T x' - x'||``
+    (span for ``"span"``) is at most the residual of the point it was mixed
+    at; a rejected candidate's backup is discarded (the iteration continues
+    from ``g``), the history restarts, and mixing pauses for ``b`` cycles,
+    ``b`` doubling with each rejection up to :data:`MAX_COOLDOWN` and
+    halving with each acceptance.
+
+  The cycle stops early once ``done(state, tol)`` holds or ``max_iters``
+  backups are spent: :func:`~jaxrl_dp.core.protocol.iterative_solve` hands
+  both to ``bind`` after ``init``; a user's own loop calls
+  ``solver.bind(state, tol, max_iters)`` (without it a cycle always runs to
+  its end, or to the rounding floor).
 
   Args:
-    memory: ``m >= 1`` (static).
+    memory: ``m >= 1``: the least squares uses the last ``m + 1`` pairs
+      (static).
     regularization: ``>= 0``, relative to the Gram matrix's trace.
     stop: ``"sup"`` or ``"span"``.
+    period: backups per cycle, ``>= 1`` (static; default ``memory + 1``:
+      each mixing sees a window of fresh pairs). ``1`` mixes after every
+      plain backup.
 
   Returns:
     The solver, for :func:`~jaxrl_dp.core.protocol.iterative_solve`.
@@ -186,94 +199,105 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
   m = check_int("memory", memory, minimum=1, maximum=64)
   check_tol(regularization, "regularization")
   check_choice("stop", stop, STOP_RULES)
+  p = m + 1 if period is None else check_int("period", period, minimum=1, maximum=4096)
   reg = float(regularization)
+  h = m + 1
 
   def init(op, v0):
     dtype = v0.dtype
-    s = v0.shape[0]
-    zeros = jnp.zeros((m, s), dtype)
-    inf = jnp.asarray(jnp.inf, dtype)
+    zeros = jnp.zeros((h, v0.shape[0]), dtype)
     i0 = jnp.asarray(0, jnp.int32)
-    aux = AndersonAux(certificate_constants(op, dtype), v0, zeros, zeros,
-                      jnp.zeros_like(v0), jnp.zeros_like(v0), i0, inf,
-                      jnp.zeros((), dtype), i0, i0, jnp.asarray(False), i0, i0,
-                      jnp.full(v0.shape, -1, jnp.int32), jnp.zeros((m, m), dtype))
+    aux = AndersonAux(certificate_constants(op, dtype), zeros, zeros, i0,
+                      jnp.full(v0.shape, -1, jnp.int32), jnp.zeros((), dtype), i0, i0, i0,
+                      i0, jnp.asarray(p, jnp.int32), jnp.zeros((), dtype),
+                      jnp.asarray(jnp.iinfo(jnp.int32).max, jnp.int32))
     return initial_state(v0, aux)
+
+  def bind(st, tol, max_iters):
+    return st._replace(aux=st.aux._replace(
+        tol=jnp.asarray(tol, st.aux.tol.dtype), budget=jnp.asarray(max_iters, jnp.int32)))
+
+  def backed_up(op, st, x, g):
+    """The state after the backup ``g = T x``: certified, pair saved."""
+    a = st.aux
+    cert = backup_certificate(op, a.consts, x, g, stop, sweep_stats(x, g))
+    slot = jnp.mod(a.count, h)
+    a = a._replace(f_hist=a.f_hist.at[slot].set(g - x), g_hist=a.g_hist.at[slot].set(g),
+                   count=a.count + 1, shift=cert.shift)
+    return SolverState(st.iteration + 1, g, cert.residual, cert.bound, cert.floor, cert.noise, a)
+
+  def plain(op, st):
+    return backed_up(op, st, st.values, op.apply(st.values)[0])
+
+  def mixed_candidate(a, f, g, newest):
+    """``g - dG^T alpha`` from the saved pairs (``newest`` the slot of ``(f, g)``)."""
+    rows = jnp.arange(h)
+    use = (rows < jnp.minimum(a.count, h)) & (rows != newest)
+    f_h = a.f_hist
+    if stop == "span":  # the span rule ignores constants: fit centered residuals
+      f = f - jnp.mean(f)
+      f_h = f_h - jnp.mean(f_h, axis=1, keepdims=True)
+    d_f = jnp.where(use[:, None], f[None] - f_h, 0.0)
+    d_g = jnp.where(use[:, None], g[None] - a.g_hist, 0.0)
+    # [h, h + 1]: Gram matrix and right-hand side in one multiply-and-sum
+    # fusion, not ``@``: XLA's CPU backend hands tiny ``dot``s to a library
+    # call whose dispatch costs more than the flops.
+    dots = jnp.sum(d_f[:, None, :] * jnp.concatenate([d_f, f[None]], 0)[None], axis=-1)
+    gram, rhs = dots[:, :h], dots[:, h]
+    eps = float(jnp.finfo(g.dtype).eps)
+    lam = max(reg, 16 * eps) * jnp.trace(gram) + float(jnp.finfo(g.dtype).tiny)
+    alpha = _spd_solve(gram + lam * jnp.eye(h, dtype=g.dtype), rhs)
+    alpha = jnp.where(use & jnp.all(jnp.isfinite(alpha)), alpha, 0.0)
+    return g - jnp.sum(alpha[:, None] * d_g, axis=0)
+
+  def last_of_cycle(op, st):
+    x = st.values
+    g, policy = op.apply_greedy(x)
+    st1 = backed_up(op, st, x, g)
+    a = st1.aux
+    changed = jnp.any(policy != a.policy)
+    a = a._replace(count=jnp.where(changed, 0, a.count).astype(jnp.int32), policy=policy,
+                   cycle=jnp.where(changed, jnp.minimum(2 * a.cycle, MAX_STRETCH * p),
+                                   p).astype(jnp.int32))
+    st1 = st1._replace(aux=a)
+    mix = (~changed & (a.count >= 2) & (a.cooldown == 0) & (st1.iteration < a.budget)
+           & ~certified_done(st1, a.tol))
+
+    def mixing(st1):
+      a = st1.aux
+      xm = mixed_candidate(a, g - x, g, jnp.mod(a.count - 1, h))
+      st2 = backed_up(op, st1, xm, op.apply(xm)[0])
+      accept = st2.residual <= st1.residual
+      backoff = jnp.clip(2 * a.backoff, 1, MAX_COOLDOWN).astype(jnp.int32)
+      acc = st2._replace(aux=st2.aux._replace(accepted=a.accepted + 1,
+                                              backoff=(a.backoff // 2).astype(jnp.int32)))
+      rej = st1._replace(iteration=st2.iteration, aux=a._replace(
+          count=jnp.zeros_like(a.count), rejected=a.rejected + 1, backoff=backoff,
+          cooldown=backoff))
+      return jax.tree.map(lambda u, v: jnp.where(accept, u, v), acc, rej)
+
+    st2 = jax.lax.cond(mix, mixing, lambda s: s, st1)
+    a = st2.aux
+    cooldown = jnp.where(mix, a.cooldown, jnp.maximum(a.cooldown - 1, 0)).astype(jnp.int32)
+    return st2._replace(aux=a._replace(cooldown=cooldown))
 
   def step(op, st):
     a = st.aux
-    x = a.x
-    g, policy = op.apply_greedy(x)
-    # One reduction for the certificate, the mean of f and "policy changed".
-    stats = sweep_stats(x, g, with_sum=stop == "span", flags=policy != a.policy)
-    changed = stats.any_flag
-    cert = backup_certificate(op, a.consts, x, g, stop, stats)
-    f = g - x
-    res = cert.residual
-    accept = ~a.mixed | (a.count == 0) | (res <= a.safe_res)
-    # The residual the least squares fits: f, or for the span rule (which
-    # ignores constants) f centered; the history stores differences of it.
-    f_fit = f - stats.d_sum / f.shape[0] if stop == "span" else f
-    # History: row ``pos`` of the ring buffers gets the newest difference (in
-    # place); rows ``>= min(count, m)`` are masked out of the least squares,
-    # so a restart only resets ``count``. The Gram matrix of the fitted
-    # differences is kept up to date one row and column at a time. A step
-    # that restarts the history (policy changed) or is rejected skips all of
-    # it: its row would be overwritten or masked (``count`` becomes 1 or 0).
-    have_prev = a.count > 0
-    mix_now = (a.cooldown == 0) & ~changed
-    keep = accept & ~changed
+    start = st.iteration
 
-    def with_history(_):
-      pos = jnp.mod(jnp.maximum(a.count - 1, 0), m)
-      new_df = f_fit - a.f_prev
-      d_f = a.d_f.at[pos].set(new_df)
-      d_g = a.d_g.at[pos].set(g - a.g_prev)
-      # [m, 2]: Gram column, rhs. Products over m or S as multiply-and-sum
-      # fusions, not ``@``: XLA's CPU backend hands these tiny ``dot``s to a
-      # library call (YNNPACK), whose dispatch cost more than the flops
-      # (in-process A/B: RiverSwim S=50 solves 0.77-0.90x the time, Garnet
-      # S=1000 and the 30x30 grid world 0.97-1.07x, noise).
-      dots = jnp.sum(d_f[:, None, :] * jnp.stack([new_df, f_fit])[None], axis=-1)
-      gram = a.gram.at[pos, :].set(dots[:, 0]).at[:, pos].set(dots[:, 0])
-      valid = jnp.arange(m) < jnp.minimum(a.count, m)
+    def more_plain(s):
+      return ((s.iteration - start < a.cycle - 1) & (s.iteration < a.budget)
+              & ~certified_done(s, a.tol))
 
-      def mixed_point(_):
-        gm = jnp.where(valid[:, None] & valid[None, :], gram, 0.0)
-        rhs = jnp.where(valid, dots[:, 1], 0.0)
-        lam = (max(reg, 16 * float(jnp.finfo(x.dtype).eps)) * jnp.trace(gm)
-               + float(jnp.finfo(x.dtype).tiny))
-        alpha = _spd_solve(gm + lam * jnp.eye(m, dtype=x.dtype), rhs)
-        alpha = jnp.where(valid & jnp.all(jnp.isfinite(alpha)), alpha, 0.0)
-        return g - jnp.sum(alpha[:, None] * d_g, axis=0)
-
-      # The least squares only on the steps that mix (not during a backoff).
-      return jax.lax.cond(mix_now, mixed_point, lambda _: g, None), d_f, d_g, gram
-
-    # Under vmap the conds are selects and every branch runs.
-    x_acc, d_f, d_g, gram = jax.lax.cond(
-        keep, with_history, lambda _: (g, a.d_f, a.d_g, a.gram), None)
-    # Rejected: back to the plain backup of the last accepted point, and
-    # plain steps for a while (exponential backoff).
-    x_next = jnp.where(accept, x_acc, a.g_prev)
-    backoff = jnp.where(accept, jnp.where(a.mixed, a.backoff // 2, a.backoff),
-                        jnp.clip(2 * a.backoff, 1, MAX_BACKOFF)).astype(jnp.int32)
-    cooldown = jnp.where(accept, jnp.maximum(a.cooldown - 1, 0), backoff).astype(jnp.int32)
-    aux = AndersonAux(
-        a.consts, x_next, d_f, d_g,
-        jnp.where(accept, f_fit, a.f_prev), jnp.where(accept, g, a.g_prev),
-        jnp.where(accept, jnp.where(changed, 1, a.count + 1), 0).astype(jnp.int32),
-        jnp.where(accept, res, a.safe_res), cert.shift,
-        a.accepted + (accept & a.mixed).astype(jnp.int32),
-        a.rejected + (~accept).astype(jnp.int32),
-        accept & mix_now & have_prev, cooldown, backoff, policy, gram)
-    return SolverState(st.iteration + 1, g, res, cert.bound, cert.floor, cert.noise, aux)
+    st = jax.lax.while_loop(more_plain, lambda s: plain(op, s), st)
+    go = (st.iteration < a.budget) & ~certified_done(st, a.tol)
+    return jax.lax.cond(go, lambda s: last_of_cycle(op, s), lambda s: s, st)
 
   def finalize(op, st, tol, valid):
     v = st.values if stop == "sup" else st.values + st.aux.shift
     return greedy_solution(op, v, st, tol, valid)
 
-  return IterativeSolver(init=init, step=step, finalize=finalize)
+  return IterativeSolver(init=init, step=step, finalize=finalize, bind=bind)
 
 
 def _spd_solve(mat: jax.Array, rhs: jax.Array) -> jax.Array:
@@ -297,16 +321,20 @@ def _spd_solve(mat: jax.Array, rhs: jax.Array) -> jax.Array:
 def anderson_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e-6,
                              max_iters: int = 10_000, memory: int = 5,
                              regularization: float = 1e-10, stop: str = "sup",
+                             period: int | None = None,
                              v0: jax.Array | None = None) -> Solution:
   """Safeguarded Anderson-accelerated value iteration on one MDP.
 
-  Each iteration backs up one point ``x_k`` (one Bellman backup, plus
-  ``O(m S)`` work and an ``m x m`` solve) and mixes the last ``memory``
-  backups by regularized least squares over their residual differences
-  (Anderson type II); a safeguard rejects a mixed point whose residual
-  ``||T x - x||`` exceeds the residual at the last accepted point and
-  continues from that point's plain backup (so a rejected candidate costs
-  one backup; see :func:`anderson_solver` for the exact rules).
+  Plain value-iteration backups, and every ``period`` backups (default
+  ``memory + 1``) an Anderson (type II) candidate mixed from the last
+  ``memory + 1`` backups by regularized least squares over their residual
+  differences, tried only while the greedy policy holds from one mixing to
+  the next. A safeguard rejects a candidate whose residual ``||T x - x||``
+  exceeds the residual of the point it was mixed at, and continues from
+  that point's plain backup (a rejected candidate costs one backup; see
+  :func:`anderson_solver` for the exact rules). Between mixings a step costs
+  what a value-iteration step costs: the least squares (``O(m^2 S)`` and an
+  ``(m + 1)``-square solve) and the greedy policy run once per period.
 
   Stopping rule: the returned values are the last backup ``g = T x_k``
   (``stop="sup"``) or ``g + shift`` (``stop="span"``, MacQueen's midpoint),
@@ -333,6 +361,8 @@ def anderson_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
       Gram matrix (never below ``16 eps`` of the dtype), a finite float
       ``>= 0``.
     stop: ``"sup"`` or ``"span"`` (static).
+    period: backups between mixings, an int in ``[1, 4096]`` or None
+      (``memory + 1``); ``1`` mixes after every plain backup.
     v0: optional ``[S]`` start values (default zeros).
 
   Returns:
@@ -345,23 +375,26 @@ def anderson_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
   if not isinstance(mdp, FunctionalMDP):  # not is_functional(mdp)
     check_solver_input(mdp, infinite_horizon=True)
   memory = check_int("memory", memory, minimum=1, maximum=64)
+  if period is not None:
+    period = check_int("period", period, minimum=1, maximum=4096)
   check_tol(regularization, "regularization")
   check_choice("stop", stop, STOP_RULES)
   check_tol(tol)
   max_iters = check_max_iters(max_iters)
   if isinstance(mdp, FunctionalMDP):  # is_functional(mdp)
     return solve_functional(mdp, anderson_solver, {
-        "memory": memory, "regularization": float(regularization), "stop": stop},
-        tol=tol, max_iters=max_iters, v0=v0)
+        "memory": memory, "regularization": float(regularization), "stop": stop,
+        "period": period}, tol=tol, max_iters=max_iters, v0=v0)
   dtype = mdp.rewards.dtype
   shape = mdp.rewards.shape[:1]
   v0 = jnp.zeros(shape, dtype) if v0 is None else as_values("v0", v0, shape, dtype)
   return _anderson(mdp, jnp.asarray(tol, dtype), v0, max_iters=max_iters,
-                   memory=memory, regularization=float(regularization), stop=stop)
+                   memory=memory, regularization=float(regularization), stop=stop,
+                   period=period)
 
 
 @functools.partial(cpu_jit, static_argnames=("max_iters", "memory", "regularization",
-                                             "stop"))
-def _anderson(mdp, tol, v0, *, max_iters, memory, regularization, stop):
-  return iterative_solve(anderson_solver(memory, regularization, stop),
+                                             "stop", "period"))
+def _anderson(mdp, tol, v0, *, max_iters, memory, regularization, stop, period=None):
+  return iterative_solve(anderson_solver(memory, regularization, stop, period),
                          NominalOperator(mdp), v0, tol, max_iters=max_iters)
