@@ -31,7 +31,8 @@ from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.operators import NominalOperator
-from jaxrl_dp.core.options import as_values, check_choice, check_max_iters, check_tol
+from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters, check_tol,
+                                   initial_values, scalar_arg)
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, initial_state,
                                     iterative_solve)
 from jaxrl_dp.core.solver_info import solver
@@ -160,11 +161,12 @@ def anchored_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
   max_iters = check_max_iters(max_iters)
   dtype = mdp.rewards.dtype
   shape = mdp.rewards.shape[:1]
-  v0 = jnp.zeros(shape, dtype) if v0 is None else as_values("v0", v0, shape, dtype)
-  return _anchored(mdp, jnp.asarray(tol, dtype), v0, max_iters=max_iters, stop=stop)
+  v0 = None if v0 is None else as_values("v0", v0, shape, dtype)
+  return _anchored(mdp, scalar_arg(tol, dtype), v0, max_iters=max_iters, stop=stop)
 
 
 @functools.partial(cpu_jit, static_argnames=("max_iters", "stop"))
 def _anchored(mdp, tol, v0, *, max_iters, stop):
-  return iterative_solve(anchored_solver(stop), NominalOperator(mdp), v0, tol,
+  return iterative_solve(anchored_solver(stop), NominalOperator(mdp),
+                         initial_values(v0, mdp.rewards), tol,
                          max_iters=max_iters)

@@ -29,7 +29,7 @@ from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.options import (as_values, check_choice, check_int,
-                                   check_max_iters, check_tol)
+                                   check_max_iters, check_tol, initial_values, scalar_arg)
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, certified_done,
                                     initial_state, iterative_solve)
 from jaxrl_dp.core.solver_info import solver
@@ -387,8 +387,8 @@ def anderson_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
         "period": period}, tol=tol, max_iters=max_iters, v0=v0)
   dtype = mdp.rewards.dtype
   shape = mdp.rewards.shape[:1]
-  v0 = jnp.zeros(shape, dtype) if v0 is None else as_values("v0", v0, shape, dtype)
-  return _anderson(mdp, jnp.asarray(tol, dtype), v0, max_iters=max_iters,
+  v0 = None if v0 is None else as_values("v0", v0, shape, dtype)
+  return _anderson(mdp, scalar_arg(tol, dtype), v0, max_iters=max_iters,
                    memory=memory, regularization=float(regularization), stop=stop,
                    period=period)
 
@@ -396,5 +396,6 @@ def anderson_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
 @functools.partial(cpu_jit, static_argnames=("max_iters", "memory", "regularization",
                                              "stop", "period"))
 def _anderson(mdp, tol, v0, *, max_iters, memory, regularization, stop, period=None):
+  v0 = initial_values(v0, mdp.rewards)
   return iterative_solve(anderson_solver(memory, regularization, stop, period),
                          NominalOperator(mdp), v0, tol, max_iters=max_iters)

@@ -43,7 +43,8 @@ from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.options import (as_values, check_choice, check_int,
-                                   check_max_iters, check_tol, is_concrete)
+                                   check_max_iters, check_tol, initial_values, is_concrete,
+                                   scalar_arg)
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, initial_state,
                                     iterative_solve)
 from jaxrl_dp.core.solver_info import solver
@@ -395,8 +396,8 @@ def gauss_seidel_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float 
         tol=tol, max_iters=max_iters, v0=v0)
   dtype = mdp.rewards.dtype
   shape = mdp.rewards.shape[:1]
-  v0 = jnp.zeros(shape, dtype) if v0 is None else as_values("v0", v0, shape, dtype)
-  return _gauss_seidel(mdp, jnp.asarray(tol, dtype), v0, max_iters=max_iters,
+  v0 = None if v0 is None else as_values("v0", v0, shape, dtype)
+  return _gauss_seidel(mdp, scalar_arg(tol, dtype), v0, max_iters=max_iters,
                        omega=float(omega), blocks=blocks,
                        ranking=None if ranking is None else float(ranking),
                        full_every=int(full_every), symmetric=bool(symmetric), stop=stop)
@@ -406,6 +407,7 @@ def gauss_seidel_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float 
                                              "full_every", "symmetric", "stop"))
 def _gauss_seidel(mdp, tol, v0, *, max_iters, omega, blocks, ranking, full_every,
                   symmetric, stop):
+  v0 = initial_values(v0, mdp.rewards)
   solver_ = gauss_seidel_solver(blocks=blocks, omega=omega, ranking=ranking,
                                 full_every=full_every, symmetric=symmetric, stop=stop)
   return iterative_solve(solver_, NominalOperator(mdp), v0, tol, max_iters=max_iters)

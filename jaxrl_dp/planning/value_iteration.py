@@ -16,7 +16,8 @@ from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, final_bound,
                                     initial_state, iterative_solve)
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
-from jaxrl_dp.core.options import as_values, check_choice, check_max_iters, check_tol
+from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters, check_tol,
+                                   initial_values, scalar_arg)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
 from jaxrl_dp.planning.implicit import (ImplicitAdjoint, check_adjoint,
@@ -153,17 +154,16 @@ def value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e-6,
   max_iters = check_max_iters(max_iters)
   adjoint = check_adjoint(adjoint)
   dtype = mdp.rewards.dtype
-  if v0 is None:
-    v0 = jnp.zeros(mdp.rewards.shape[:1], dtype)
-  else:
+  if v0 is not None:
     v0 = as_values("v0", v0, mdp.rewards.shape[:1], dtype)
-  return _value_iteration(mdp, jnp.asarray(tol, dtype), v0,
+  return _value_iteration(mdp, scalar_arg(tol, dtype), v0,
                           max_iters=max_iters, stop=stop, adjoint=adjoint,
                           block_rows=backup_block_rows(mdp))
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "stop", "adjoint", "block_rows"))
 def _value_iteration(mdp, tol, v0, *, max_iters, stop, adjoint=None, block_rows=0):
+  v0 = initial_values(v0, mdp.rewards)
   def solve(m, tol_, v0_):
     return iterative_solve(value_iteration_solver(stop), NominalOperator(m, block_rows), v0_,
                            tol_, max_iters=max_iters)

@@ -105,3 +105,22 @@ def test_solver_decorator_and_lookup_through_wrappers():
   assert solver_info(lambda mdp: mdp) is None
   with pytest.raises(ValueError, match="kind"):
     solver(infinite_horizon=True, kind="magic")
+
+
+def test_scalar_arg_equals_jnp_asarray_and_initial_values():
+  # Python and NumPy scalars become NumPy arrays (no eager dispatch), JAX
+  # arrays and tracers go through jnp.asarray: same value, same dtype.
+  for x in (1e-6, 3, np.float64(0.1), np.float32(2.5), np.asarray(0.7), True):
+    for dt in (jnp.float32, jnp.bfloat16):
+      got, ref = options.scalar_arg(x, dt), jnp.asarray(x, dt)
+      assert isinstance(got, np.ndarray) and got.dtype == ref.dtype and got.shape == ()
+      assert float(got) == float(ref)
+  arr = jnp.asarray(0.25, jnp.float32)
+  assert isinstance(options.scalar_arg(arr, jnp.float32), jax.Array)
+  out = jax.jit(lambda t: options.scalar_arg(t, jnp.float32) * 2)(0.5)
+  assert float(out) == 1.0
+  rewards = jnp.ones((4, 2), jnp.float32)
+  z = options.initial_values(None, rewards)
+  assert z.shape == (4,) and z.dtype == jnp.float32 and not np.any(np.asarray(z))
+  v = jnp.arange(4.0)
+  assert options.initial_values(v, rewards) is v
