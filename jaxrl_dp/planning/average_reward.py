@@ -48,7 +48,7 @@ from jaxrl_dp.core.iteration import (backup_rounding, certified_solve,
                                      row_sum_stats, sweep_stats, unit_roundoff)
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.options import (as_index_array, as_values, check_max_iters,
-                                   check_tol, is_concrete)
+                                   check_tol, initial_values, is_concrete, scalar_arg)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
 
@@ -156,16 +156,15 @@ def relative_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
     if t.shape != () or not np.issubdtype(t.dtype, np.number) or not (0 <= float(t) < 1):
       raise InvalidMDPError(f"tau = {tau!r}: expected a number in [0, 1)")
   dtype = mdp.rewards.dtype
-  if v0 is None:
-    v0 = jnp.zeros((s,), dtype)
-  else:
+  if v0 is not None:
     v0 = as_values("v0", v0, (s,), dtype)
-  return _relative_vi(mdp, jnp.asarray(tol, dtype), jnp.asarray(tau, dtype), v0,
+  return _relative_vi(mdp, scalar_arg(tol, dtype), scalar_arg(tau, dtype), v0,
                       max_iters=max_iters, ref=int(reference_state))
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "ref"))
 def _relative_vi(mdp, tol, tau, v0, *, max_iters, ref):
+  v0 = initial_values(v0, mdp.rewards)
   dtype = v0.dtype
   u = unit_roundoff(dtype)
   mt = aperiodic_transform(mdp, tau)
@@ -537,12 +536,10 @@ def stochastic_shortest_path(mdp: TabularMDP, *, goal_states: Any, tol: float = 
   n_max = np.asarray(float(np.max(n_hat)), dtype)
   if np.isfinite(n_max) and float(n_max) < float(np.max(n_hat)):
     n_max = np.nextafter(n_max, np.asarray(np.inf, dtype))
-  if v0 is None:
-    v0 = jnp.zeros((s,), dtype)
-  else:
+  if v0 is not None:
     v0 = as_values("v0", v0, (s,), dtype)
-  sol = _ssp(mdp, jnp.asarray(tol, dtype), v0, jnp.asarray(goal),
-             jnp.asarray(n_max), max_iters=max_iters)
+  sol = _ssp(mdp, scalar_arg(tol, dtype), v0, jnp.asarray(goal),
+             n_max, max_iters=max_iters)
   if not np.isfinite(n_max):  # the loop's bound was a placeholder
     sol = sol.replace(error_bound=jnp.asarray(np.inf, dtype),
                       converged=jnp.asarray(False))
@@ -563,6 +560,7 @@ def stochastic_shortest_path(mdp: TabularMDP, *, goal_states: Any, tol: float = 
 
 @functools.partial(jax.jit, static_argnames=("max_iters",))
 def _ssp(mdp, tol, v0, goal, n_max, *, max_iters):
+  v0 = initial_values(v0, mdp.rewards)
   dtype = v0.dtype
   u = unit_roundoff(dtype)
   rounding = backup_rounding(mdp)
