@@ -217,10 +217,11 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     return st._replace(aux=st.aux._replace(
         tol=jnp.asarray(tol, st.aux.tol.dtype), budget=jnp.asarray(max_iters, jnp.int32)))
 
-  def backed_up(op, st, x, g):
+  def backed_up(op, st, x, g, stats=None):
     """The state after the backup ``g = T x``: certified, pair saved."""
     a = st.aux
-    cert = backup_certificate(op, a.consts, x, g, stop, sweep_stats(x, g))
+    stats = sweep_stats(x, g) if stats is None else stats
+    cert = backup_certificate(op, a.consts, x, g, stop, stats)
     slot = jnp.mod(a.count, h)
     a = a._replace(f_hist=a.f_hist.at[slot].set(g - x), g_hist=a.g_hist.at[slot].set(g),
                    count=a.count + 1, shift=cert.shift)
@@ -253,9 +254,11 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
   def last_of_cycle(op, st):
     x = st.values
     g, policy = op.apply_greedy(x)
-    st1 = backed_up(op, st, x, g)
+    # One reduction for the certificate and "the greedy policy changed".
+    stats = sweep_stats(x, g, flags=policy != st.aux.policy)
+    st1 = backed_up(op, st, x, g, stats)
     a = st1.aux
-    changed = jnp.any(policy != a.policy)
+    changed = stats.any_flag
     a = a._replace(count=jnp.where(changed, 0, a.count).astype(jnp.int32), policy=policy,
                    cycle=jnp.where(changed, jnp.minimum(2 * a.cycle, MAX_STRETCH * p),
                                    p).astype(jnp.int32))
@@ -271,9 +274,12 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
       backoff = jnp.clip(2 * a.backoff, 1, MAX_COOLDOWN).astype(jnp.int32)
       acc = st2._replace(aux=st2.aux._replace(accepted=a.accepted + 1,
                                               backoff=(a.backoff // 2).astype(jnp.int32)))
-      rej = st1._replace(iteration=st2.iteration, aux=a._replace(
-          count=jnp.zeros_like(a.count), rejected=a.rejected + 1, backoff=backoff,
-          cooldown=backoff))
+      # Rejected: st1's values and bound, and a history restart (count 0),
+      # which makes the saved rows irrelevant: both outcomes keep st2's
+      # buffers, so the select below only touches scalars and ``[S]`` values.
+      rej = st1._replace(iteration=st2.iteration, aux=st2.aux._replace(
+          shift=a.shift, count=jnp.zeros_like(a.count), rejected=a.rejected + 1,
+          backoff=backoff, cooldown=backoff))
       return jax.tree.map(lambda u, v: jnp.where(accept, u, v), acc, rej)
 
     st2 = jax.lax.cond(mix, mixing, lambda s: s, st1)
