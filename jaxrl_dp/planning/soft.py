@@ -31,7 +31,7 @@ from jaxrl_dp.core.iteration import (bellman_residual_bound, contraction_modulus
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.options import (as_values, check_choice, check_horizon,
-                                   check_max_iters, check_tol)
+                                   check_max_iters, check_tol, initial_values, scalar_arg)
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, backward_induction,
                                     certified_done, final_bound, initial_state,
                                     iterative_solve)
@@ -70,10 +70,10 @@ def _as_ref(ref_policy, mdp):
 
 
 def _start(mdp, v0):
-  dtype = mdp.rewards.dtype
+  """Checked ``v0 [S]``, or None (the jitted kernels start from zeros)."""
   if v0 is None:
-    return jnp.zeros(mdp.rewards.shape[:1], dtype)
-  return as_values("v0", v0, mdp.rewards.shape[:1], dtype)
+    return None
+  return as_values("v0", v0, mdp.rewards.shape[:1], mdp.rewards.dtype)
 
 
 def _soft_solution(op: SoftOperator, v, st: SolverState, tol, valid) -> SoftSolution:
@@ -169,12 +169,13 @@ def soft_value_iteration(mdp: TabularMDP, *, temperature: float | jax.Array,
   max_iters = check_max_iters(max_iters)
   adjoint = check_adjoint(adjoint)
   dtype = mdp.rewards.dtype
-  return _soft_vi(mdp, jnp.asarray(temperature, dtype), ref, jnp.asarray(tol, dtype),
+  return _soft_vi(mdp, scalar_arg(temperature, dtype), ref, scalar_arg(tol, dtype),
                   _start(mdp, v0), max_iters=max_iters, stop=stop, adjoint=adjoint)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "stop", "adjoint"))
 def _soft_vi(mdp, temperature, ref, tol, v0, *, max_iters, stop, adjoint):
+  v0 = initial_values(v0, mdp.rewards)
   def solve(m, t, rf, tol_, v0_):
     return iterative_solve(soft_value_iteration_solver(stop), SoftOperator(m, t, rf),
                            v0_, tol_, max_iters=max_iters)
@@ -246,9 +247,8 @@ def soft_policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
   adjoint = check_adjoint(adjoint)
   dtype = mdp.rewards.dtype
   probs = bellman.policy_probs(policy, mdp.rewards.shape[1], dtype)
-  v0 = None if v0 is None else _start(mdp, v0)
-  return _soft_eval(mdp, probs, jnp.asarray(temperature, dtype), ref,
-                    jnp.asarray(tol, dtype), v0, method=method, max_iters=max_iters,
+  return _soft_eval(mdp, probs, scalar_arg(temperature, dtype), ref,
+                    scalar_arg(tol, dtype), _start(mdp, v0), method=method, max_iters=max_iters,
                     adjoint=adjoint)
 
 
@@ -402,13 +402,14 @@ def soft_policy_iteration(mdp: TabularMDP, *, temperature: float | jax.Array,
     check_dense_size("soft_policy_iteration(evaluation='exact'): P_pi [S, S]", (s, s),
                      dtype, copies=3,
                      instead="soft_policy_iteration(evaluation='krylov') (O(S*A*K) memory)")
-  return _soft_pi(mdp, jnp.asarray(temperature, dtype), ref, jnp.asarray(tol, dtype),
+  return _soft_pi(mdp, scalar_arg(temperature, dtype), ref, scalar_arg(tol, dtype),
                   _start(mdp, v0), max_iters=max_iters, evaluation=evaluation,
                   adjoint=adjoint)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "evaluation", "adjoint"))
 def _soft_pi(mdp, temperature, ref, tol, v0, *, max_iters, evaluation, adjoint):
+  v0 = initial_values(v0, mdp.rewards)
   def solve(m, t, rf, tol_, v0_):
     return iterative_solve(soft_policy_iteration_solver(evaluation), SoftOperator(m, t, rf),
                            v0_, tol_, max_iters=max_iters)
