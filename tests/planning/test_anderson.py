@@ -17,7 +17,7 @@ from jaxrl_dp.core.protocol import certified_done, run_steps
 from jaxrl_dp.core.solver_info import solver_info
 from jaxrl_dp.planning.anderson import anderson_solver, backup_certificate, certificate_constants
 from jaxrl_dp.planning.value_iteration import value_iteration_solver
-from _cases import S, mdp_case, reference
+from _cases import S, mdp_case, reference, stored
 
 _mdp, _reference = mdp_case, reference
 
@@ -101,12 +101,18 @@ def test_cycle_is_plain_value_iteration_until_the_policy_holds():
   """Before any mixing, the cycles are exactly value iteration (same
   iterates, same bounds), and a cycle stops at the bound ``tol``."""
   with jax.enable_x64(True):
-    m, _ = _mdp("sparse", 0.9, seed=7)
+    m, mask = _mdp("sparse", 0.9, seed=7)
     op = NominalOperator(m)
     sv, vi = anderson_solver(memory=3), value_iteration_solver()
     st = sv.init(op, jnp.zeros(S))
     st = sv.step(op, st)  # the first cycle never mixes (no earlier policy)
     assert int(st.iteration) == 4 and int(st.aux.accepted + st.aux.rejected) == 0
+    # Against float64 NumPy value iteration on the stored model: 4 backups from 0.
+    p, r, g = stored(m)
+    v = np.zeros(S)
+    for _ in range(4):
+      v = np.where(mask, r + g * p @ v, -np.inf).max(axis=1)
+    np.testing.assert_allclose(np.asarray(st.values), v, rtol=1e-12, atol=1e-12)
     ref, _ = run_steps(vi, op, vi.init(op, jnp.zeros(S)), 4)
     np.testing.assert_array_equal(np.asarray(st.values), np.asarray(ref.values))
     assert float(st.error_bound) == float(ref.error_bound)
