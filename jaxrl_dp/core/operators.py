@@ -96,8 +96,7 @@ class NominalOperator(ModelOperator):
     A])``, rows of :meth:`apply` (for Gauss-Seidel sweeps). Its rounding is
     bounded per row like :meth:`apply`'s (:meth:`rounding`)."""
     q = bellman.q_values_rows(self.mdp, v, start, size)
-    mask = jax.lax.dynamic_slice_in_dim(self.mdp.action_mask, start, size, 0)
-    return bellman.masked_max(q, mask), q
+    return bellman.optimality_rows(self.mdp, v, start, size), q
 
   def greedy(self, q: jax.Array) -> jax.Array:
     """``q [S, A] -> int32 [S]``: first maximizer among valid actions."""

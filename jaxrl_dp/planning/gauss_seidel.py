@@ -54,6 +54,8 @@ from jaxrl_dp.planning.value_iteration import STOP_RULES, greedy_solution
 
 #: Default number of blocks (``blocks=None``): ``min(S, DEFAULT_BLOCKS)``.
 DEFAULT_BLOCKS = 16
+#: The sweep's loop over blocks runs two blocks per iteration.
+SWEEP_UNROLL = 2
 
 
 class GaussSeidelAux(NamedTuple):
@@ -62,7 +64,10 @@ class GaussSeidelAux(NamedTuple):
   Attributes:
     consts: ``(rounding, modulus)`` of the operator.
     block_res: ``[nb]`` each block's last measured residual ``max |(T u)_b -
-      u_b|`` (``inf`` before it was measured): the convergence ranking.
+      u_b|`` (``inf`` before it was measured): the convergence ranking. Plain
+      sweeps (``omega = 1``, no ranking) measure it after the sweep as the
+      block's change ``max |v'_b - v_b|`` (the same except on the states the
+      last block shares with the one before: their final change).
     prev_change: ``[]`` the largest block residual ``max_b max |(T u)_b -
       u_b|`` of the last accepted over-relaxed sweep (``omega != 1``: the SOR
       safeguard; ``inf`` before the first) or of the last sweep (``omega =
@@ -80,6 +85,15 @@ class GaussSeidelAux(NamedTuple):
   rows: jax.Array
   fallbacks: jax.Array
   shift: Any = None
+
+
+def block_max(x: jax.Array, nb: int, bs: int) -> jax.Array:
+  """``[nb]`` the largest entry of ``x >= 0 [S]`` over each block's own
+  states ``[b bs, (b + 1) bs)`` (the last block's overlap with the one before
+  counts for the one before). A padded reshape, not ``segment_max``: XLA:CPU
+  runs the scatter serially (S=10^5: milliseconds, more than a backup)."""
+  pad = nb * bs - x.shape[0]
+  return jnp.max(jnp.pad(x, (0, pad)).reshape(nb, bs), axis=1)
 
 
 def block_layout(num_states: int, blocks: Optional[int]) -> tuple[int, int]:
@@ -163,9 +177,9 @@ def gauss_seidel_solver(*, blocks: Optional[int] = None, omega: float = 1.0,
     s = v.shape[0]
     dtype = v.dtype
 
-    def update(b, v):
+    def update(b, v, big):
       start = jnp.minimum(b * bs, s - bs)
-      t, _ = op.apply_rows(v, start, bs)
+      t = op.apply_rows(v, start, bs)[0]
       old = jax.lax.dynamic_slice_in_dim(v, start, bs)
       if plain:
         new = t
@@ -177,30 +191,41 @@ def gauss_seidel_solver(*, blocks: Optional[int] = None, omega: float = 1.0,
       # new = t); on the others (over-relaxed) the bound is inf and this is
       # unused.
       st = sweep_stats(old, t)
-      return v, st.residual, jnp.maximum(st.next_norm, st.v_norm)
+      return v, st.residual, jnp.maximum(big, jnp.maximum(st.next_norm, st.v_norm))
 
     def body(i, carry):
       v, blk, big = carry
       b = jnp.where(reverse, nb - 1 - i, i) if symmetric else i
       if ranking is None:
-        v, c, mx = update(b, v)
+        v, c, big = update(b, v, big)
         on = True
       else:
         on = active[b]
-        v, c, mx = jax.lax.cond(
-            on, lambda vv: update(b, vv),
-            lambda vv: (vv, jnp.zeros((), dtype), jnp.zeros((), dtype)), v)
-      blk = blk.at[b].set(jnp.where(on, c, blk[b]))
-      return v, blk, jnp.maximum(big, mx)
+        v, c, big = jax.lax.cond(
+            on, lambda vv: update(b, vv, big),
+            lambda vv: (vv, jnp.zeros((), dtype), big), v)
+      if not plain:  # plain sweeps measure the block residuals after the sweep
+        blk = jax.lax.dynamic_update_slice(blk, jnp.where(on, c, blk[b])[None], (b,))
+      return v, blk, big
 
     return body
 
   def run_sweep(op, v, w, active, reverse, block_res, certify):
+    """``(v', block_res', big)``: one sweep, its block residuals and the
+    largest value it read or wrote."""
     s = v.shape[0]
     nb, bs = block_layout(s, blocks)
     body = sweep(op, v, w, active, reverse, nb, bs, certify)
-    v1, blk, big = jax.lax.fori_loop(0, nb, body,
-                                     (v, block_res, jnp.max(jnp.abs(v))))
+    # On XLA:CPU the loop body's kernel count matters (a body of more than
+    # 8 kernels that touches a buffer over 512 bytes runs on the concurrent
+    # thunk executor): the plain body is the block backup, its write, one
+    # reduction and the loop's own index and copies. Its block residuals are
+    # those of the sweep, ``max |v'_b - v_b|`` (each block is updated once
+    # from ``v_b``; the overlapping last block's states: their final change).
+    v1, blk, big = jax.lax.fori_loop(0, nb, body, (v, block_res, jnp.max(jnp.abs(v))),
+                                     unroll=SWEEP_UNROLL)
+    if plain:
+      blk = block_max(jnp.abs(v1 - v), nb, bs)
     return v1, blk, big
 
   def step(op, st):
@@ -214,9 +239,8 @@ def gauss_seidel_solver(*, blocks: Optional[int] = None, omega: float = 1.0,
     def jacobi(st):
       g, _ = op.apply(v)
       c = backup_certificate(op, st.aux.consts, v, g, "span")
-      ids = jnp.minimum(jnp.arange(s) // bs, nb - 1)
-      blk = jax.ops.segment_max(jnp.abs(g - v), ids, num_segments=nb)
-      aux = st.aux._replace(block_res=blk.astype(dtype), rows=st.aux.rows + s,
+      blk = block_max(jnp.abs(g - v), nb, bs)
+      aux = st.aux._replace(block_res=blk, rows=st.aux.rows + s,
                             shift=c.shift)
       return SolverState(st.iteration + 1, g, c.residual, c.bound, c.floor, c.noise, aux)
 

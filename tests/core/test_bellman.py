@@ -280,3 +280,37 @@ def test_solvers_with_blocked_backups_equal_numpy_and_one_pass(monkeypatch, solv
     err = np.max(np.abs(np.asarray(blocked.values) - v_ref))
     assert err <= float(blocked.error_bound) + 1e-12
     np.testing.assert_array_equal(np.asarray(blocked.policy), pi)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_optimality_rows_equals_numpy_block_backup(sparse):
+  # T v on a block of consecutive states, from explicit float64 NumPy loops
+  # over (state, action, slot), with masked actions; the start is traced and
+  # clamped like lax.dynamic_slice (a start past S - size gives the last block).
+  with jax.enable_x64(True):
+    import jaxrl_dp as jd
+    rng = np.random.default_rng(11)
+    s, a, k = 13, 3, 4
+    ns = rng.integers(0, s, size=(s, a, k)).astype(np.int32)
+    p = rng.random((s, a, k))
+    p /= p.sum(-1, keepdims=True)
+    r = rng.normal(size=(s, a))
+    mask = rng.random((s, a)) < 0.8
+    mask[:, 0] = True
+    if sparse:
+      mdp = jd.TabularMDP.from_sparse(ns, p, r, 0.9, action_mask=mask)
+    else:
+      dense = np.zeros((s, a, s))
+      for i in range(s):
+        for j in range(a):
+          for q in range(k):
+            dense[i, j, ns[i, j, q]] += p[i, j, q]
+      mdp = jd.TabularMDP.from_dense(dense, r, 0.9, action_mask=mask)
+    v = rng.normal(size=s)
+    q_ref = r + 0.9 * _np_expectation(v, ns, p)
+    t_ref = np.where(mask, q_ref, -np.inf).max(axis=1)
+    rows = jax.jit(bellman.optimality_rows, static_argnums=3)
+    for start, size in [(0, 4), (5, 4), (11, 4), (40, 4), (0, s), (3, 1)]:
+      got = np.asarray(rows(mdp, jnp.asarray(v), jnp.asarray(start), size))
+      lo = min(start, s - size)
+      np.testing.assert_allclose(got, t_ref[lo:lo + size], rtol=1e-13, atol=1e-13)
