@@ -412,15 +412,44 @@ def span_certificate(gamma, modulus, eta, rounding: BackupRounding, v: jax.Array
     v: ``[S]`` the backed-up values; v_new: ``[S]`` the computed backup.
     stats: their :func:`sweep_stats` if already computed.
 
+  A solver's loop calls :func:`span_certificate_of` with
+  :func:`span_constants` computed once (XLA leaves these scalars inside the
+  loop body otherwise, where on XLA:CPU each kernel counts).
+
   Returns:
     ``(span, bound, floor, noise, shift)``, each ``[]``.
   """
-  dtype = v.dtype
-  u = unit_roundoff(dtype)
+  return span_certificate_of(span_constants(gamma, modulus, eta), rounding, v, v_new, stats)
+
+
+class SpanConstants(NamedTuple):
+  """The loop-invariant scalars of :func:`span_certificate`
+  (:func:`span_constants`), each ``[]``: ``ok`` (the discount and modulus
+  are in ``[0, 1)``), ``g`` / ``m`` the discount / modulus (0 when not
+  ``ok``), ``c = g / (1 - g)`` and ``eta`` the largest ``|row sum - 1|``."""
+
+  ok: jax.Array
+  g: jax.Array
+  m: jax.Array
+  c: jax.Array
+  eta: jax.Array
+
+
+def span_constants(gamma, modulus, eta) -> SpanConstants:
+  """:class:`SpanConstants` of a discount ``gamma``, a modulus and ``eta``
+  (see :func:`span_certificate`)."""
   ok = discount_ok(modulus) & discount_ok(gamma)
   g = jnp.where(ok, gamma, 0.0)
-  m = jnp.where(ok, modulus, 0.0)
-  c = g / (1 - g)
+  return SpanConstants(ok, g, jnp.where(ok, modulus, 0.0), g / (1 - g), jnp.asarray(eta))
+
+
+def span_certificate_of(k: SpanConstants, rounding: BackupRounding, v: jax.Array,
+                        v_new: jax.Array, stats: SweepStats | None = None):
+  """:func:`span_certificate` with its constants ``k`` computed beforehand
+  (:func:`span_constants`); the same values."""
+  dtype = v.dtype
+  u = unit_roundoff(dtype)
+  ok, g, m, c, eta = k
   slack = 1 + 8 * u
   if stats is None:
     stats = sweep_stats(v, v_new)

@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrl_dp.core.iteration import (SweepStats, span_certificate, sup_certificate,
-                                     sweep_stats)
+from jaxrl_dp.core.iteration import (SweepStats, span_certificate_of, span_constants,
+                                     sup_certificate, sweep_stats)
 from jaxrl_dp.core.compile import cpu_jit
 from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
@@ -59,9 +59,12 @@ class Certificate(NamedTuple):
 
 
 def certificate_constants(op, dtype) -> tuple:
-  """``(rounding, modulus, row_deviation)`` of ``op`` (read once, in ``init``)."""
-  return (op.rounding(), jnp.asarray(op.modulus(), dtype),
-          jnp.asarray(op.row_deviation(), dtype))
+  """``(rounding, modulus, span constants)`` of ``op`` (read once, in
+  ``init``; :func:`~jaxrl_dp.core.iteration.span_constants` holds the row
+  deviation)."""
+  modulus = jnp.asarray(op.modulus(), dtype)
+  return (op.rounding(), modulus,
+          span_constants(op.discount, modulus, jnp.asarray(op.row_deviation(), dtype)))
 
 
 def backup_certificate(op, consts, x: jax.Array, g: jax.Array,
@@ -84,11 +87,11 @@ def backup_certificate(op, consts, x: jax.Array, g: jax.Array,
     stop: ``"sup"`` or ``"span"`` (static).
     stats: ``sweep_stats(x, g)`` if the caller already has it.
   """
-  rounding, modulus, eta = consts
+  rounding, modulus, span_k = consts
   if stop == "sup":
     res, bound, floor, noise = sup_certificate(rounding, modulus, x, g, stats)
     return Certificate(res, bound, floor, noise, jnp.zeros((), g.dtype))
-  return Certificate(*span_certificate(op.discount, modulus, eta, rounding, x, g, stats))
+  return Certificate(*span_certificate_of(span_k, rounding, x, g, stats))
 
 
 # --------------------------------------------------------------------- Anderson

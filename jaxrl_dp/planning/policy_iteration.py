@@ -26,8 +26,8 @@ from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
                                      certified_solve, check_num_sweeps,
                                      contraction_modulus, discount_ok,
                                      lower_bound_values, row_sum_stats,
-                                     span_certificate, sup_certificate,
-                                     sup_norm_solve, sweep_stats)
+                                     span_certificate_of, span_constants,
+                                     sup_certificate, sup_norm_solve, sweep_stats)
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState,
                                     initial_state)
@@ -468,12 +468,12 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0):
                        modulus=modulus)
     v = r.values[0]
   else:
-    _, _, eta = row_sum_stats(mdp)
+    # The span rule's scalars once, outside the loop (XLA leaves them in it).
+    span_k = span_constants(gamma, modulus, row_sum_stats(mdp)[2])
 
     def step(x):
       v, v_new, pi_new = greedy(x)
-      span, bound, floor, noise, shift = span_certificate(gamma, modulus, eta, rounding,
-                                                          v, v_new)
+      span, bound, floor, noise, shift = span_certificate_of(span_k, rounding, v, v_new)
       return ((v_new, pi_new, jnp.asarray(False), shift), span, bound, floor,
               noise)
 
@@ -521,8 +521,9 @@ def modified_policy_iteration_solver(num_sweeps: int = 20, stop: str = "sup") ->
   def init(op, v0):
     dtype = v0.dtype
     consts = (op.rounding(), jnp.asarray(op.modulus(), dtype))
-    if stop == "span":
-      consts += (jnp.asarray(op.row_deviation(), dtype),)
+    if stop == "span":  # the span rule's scalars once, not in every step
+      consts += (span_constants(op.discount, consts[1],
+                                jnp.asarray(op.row_deviation(), dtype)),)
     return initial_state(v0, (consts, jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True),
                               jnp.zeros((), dtype)))
 
@@ -540,8 +541,7 @@ def modified_policy_iteration_solver(num_sweeps: int = 20, stop: str = "sup") ->
       res, bound, floor, noise = sup_certificate(rounding, modulus, v, v_new)
       shift = jnp.zeros((), v.dtype)
     else:
-      res, bound, floor, noise, shift = span_certificate(op.discount, modulus, consts[2],
-                                                         rounding, v, v_new)
+      res, bound, floor, noise, shift = span_certificate_of(consts[2], rounding, v, v_new)
     return SolverState(st.iteration + 1, v_new, res, bound, floor, noise,
                        (consts, pi_new, jnp.asarray(False), shift))
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxrl_dp.core.bellman import backup_block_rows
 from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
-from jaxrl_dp.core.iteration import span_certificate, sup_certificate
+from jaxrl_dp.core.iteration import span_certificate_of, span_constants, sup_certificate
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, final_bound,
                                     initial_state, iterative_solve)
@@ -206,8 +206,9 @@ def value_iteration_solver(stop: str = "sup") -> IterativeSolver:
   def init(op, v0):
     dtype = v0.dtype
     consts = (op.rounding(), jnp.asarray(op.modulus(), dtype))
-    if stop == "span":
-      consts += (jnp.asarray(op.row_deviation(), dtype), jnp.zeros((), dtype))
+    if stop == "span":  # the span rule's scalars once, not in every step
+      consts += (span_constants(op.discount, consts[1], jnp.asarray(op.row_deviation(), dtype)),
+                 jnp.zeros((), dtype))
     return initial_state(v0, consts)
 
   def step(op, st):
@@ -217,11 +218,10 @@ def value_iteration_solver(stop: str = "sup") -> IterativeSolver:
       rounding, modulus = st.aux
       res, bound, floor, noise = sup_certificate(rounding, modulus, v, v_new)
       return SolverState(st.iteration + 1, v_new, res, bound, floor, noise, st.aux)
-    rounding, modulus, eta, _ = st.aux
-    span, bound, floor, noise, shift = span_certificate(op.discount, modulus, eta,
-                                                        rounding, v, v_new)
+    rounding, modulus, span_k, _ = st.aux
+    span, bound, floor, noise, shift = span_certificate_of(span_k, rounding, v, v_new)
     return SolverState(st.iteration + 1, v_new, span, bound, floor, noise,
-                       (rounding, modulus, eta, shift))
+                       (rounding, modulus, span_k, shift))
 
   def finalize(op, st, tol, valid):
     v = st.values if stop == "sup" else st.values + st.aux[3]
