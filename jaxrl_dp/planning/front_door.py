@@ -12,6 +12,7 @@ returns the chosen solver's :class:`~jaxrl_dp.core.types.Solution`
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Optional
 
 import jax
@@ -329,7 +330,6 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
   if relative:
     if rtol is not None:
       check_tol(rtol, "rtol")
-    tol, rel, scale = _tol_parts(mdp, rtol)
   else:
     check_tol(tol)
   options: dict[str, Any] = {}
@@ -344,12 +344,43 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
       raise InvalidMDPError("max_iters: linear_programming takes no iteration cap")
     options["max_iters"] = check_max_iters(max_iters)
   fn = METHODS[name]
+  static = _static_options(options)
+  if (relative and static is not None and name not in HOST_METHODS
+      and not isinstance(mdp, FunctionalMDP) and is_concrete(mdp.rewards)):
+    # The default accuracy eagerly: both phases and the tolerances in ONE
+    # jitted program (one dispatch, no host read between the phases; the
+    # method's checks ran above on the concrete MDP, and run again only
+    # while tracing).
+    return _relative_solve(mdp, None if rtol is None else jnp.asarray(rtol, mdp.rewards.dtype),
+                           name=name, options=static)
+  if relative:
+    tol, rel, scale = _tol_parts(mdp, rtol)
   if name == "linear_programming":
     tol = float(np.asarray(tol))
   sol = fn(mdp, tol=tol, **options)
   if relative:
     sol = _meet_relative_target(fn, name, mdp, sol, rel, scale, options)
   return sol
+
+
+def _static_options(options: dict[str, Any]) -> Optional[tuple]:
+  """``options`` as a sorted tuple of items when every value is a Python
+  scalar or string (hashable: a static argument of :func:`_relative_solve`);
+  None otherwise (an array option such as ``v0`` takes the eager path)."""
+  items = tuple(sorted(options.items()))
+  if all(isinstance(v, (bool, int, float, str, type(None))) for _, v in items):
+    return items
+  return None
+
+
+@functools.partial(jax.jit, static_argnames=("name", "options"))
+def _relative_solve(mdp, rtol, *, name, options):
+  """:func:`solve`'s default accuracy (both phases) as one program."""
+  opts = dict(options)
+  fn = METHODS[name]
+  tol, rel, scale = _tol_parts(mdp, rtol)
+  sol = fn(mdp, tol=tol, **opts)
+  return _meet_relative_target(fn, name, mdp, sol, rel, scale, opts)
 
 
 def _meet_relative_target(fn, name, mdp, sol: Solution, rel, scale, options) -> Solution:
