@@ -404,4 +404,9 @@ def _meet_relative_target(fn, name, mdp, sol: Solution, rel, scale, options) -> 
 
   if is_concrete(need):  # eager: run it only when needed
     return again(None) if bool(need) else sol
-  return jax.lax.cond(need, again, lambda _: sol, None)
+  # A loop that runs at most once, not a ``lax.cond``: under ``vmap`` a cond
+  # runs both branches for every MDP, while the loop runs only if some MDP of
+  # the batch needs the second phase (and then for all, masked).
+  out, _ = jax.lax.while_loop(lambda c: c[1], lambda c: (again(None), jnp.asarray(False)),
+                              (sol, need))
+  return out
