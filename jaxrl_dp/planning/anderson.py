@@ -233,7 +233,8 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     # and the scatter's bounds test would be two more kernels per backup.
     pair = jnp.stack([g - x, g])[:, None, :]
     zero = jnp.zeros((), jnp.int32)
-    return jax.lax.dynamic_update_slice(hist, pair, (zero, jnp.mod(count, h).astype(jnp.int32), zero))
+    slot = jnp.mod(count, h).astype(jnp.int32)
+    return jax.lax.dynamic_update_slice(hist, pair, (zero, slot, zero))
 
   def mixed_candidate(a, f, g, newest):
     """``g - dG^T alpha`` from the saved pairs (``newest`` the slot of ``(f, g)``)."""
