@@ -385,8 +385,8 @@ def optimality_rows(mdp: TabularMDP, v: jax.Array, start, size: int) -> jax.Arra
   one kernel: the column-by-column forms (:func:`sparse_max_rows`,
   :func:`sparse_expectation`) do not fuse their gathers once the block's
   indices are a dynamic slice (measured on a Garnet S=10^5, A=4, K=5 in four
-  blocks, float64: 4.4-4.7 ms a sweep against 2.3-2.7 ms, value iteration's
-  backup 1.6 ms), and a library ``dot`` for the sum is three kernels (a
+  blocks, float64: 4.4-4.7 ms a sweep against 2.5-2.9 ms, value iteration's
+  backup 1.4-1.9 ms), and a library ``dot`` for the sum is three kernels (a
   sweep's loop over blocks pays per kernel on XLA:CPU). Dense blocks:
   ``masked_max`` of :func:`q_values_rows`.
 
