@@ -244,9 +244,10 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
       does not yet meet the relative target, the same method warm-started
       from the first answer (``v0``; policy iteration: ``policy0``) at the
       target. ``iterations`` counts both phases; ``converged`` means the
-      relative target was met. The second phase is a ``lax.cond``: it runs
-      only when needed (under ``vmap`` both branches run: one warm-started
-      iteration for the MDPs that did not need it). An eager call whose
+      relative target was met. The second phase is a ``lax.while_loop``
+      that runs at most once, only when needed (under ``vmap``: when some MDP
+      of the batch needs it, and then for all of them, masked: one
+      warm-started iteration for the MDPs that did not). An eager call whose
       options are Python scalars (the default call) runs both phases and
       the tolerances as one jitted program; with array options (``v0``,
       ``policy0``) the phases are separate calls and the host reads
