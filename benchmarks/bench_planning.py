@@ -682,14 +682,21 @@ def run_batch_case(cfg, peers, args):
     rows.append({"library": "jaxrl_dp", "variant": "batch.solve", "solver": "-",
                  "status": "error", "note": f"jaxrl_dp.batch not importable: {e}"})
   if jbatch is not None:
-    # None: chunk_size omitted (the library's default rule).
-    for chunk in ((None,) if args.quick else (None,) + tuple(sorted({min(256, B), B}))):
-      def run_batch(solver, kw, tol, uses_tol, chunk=chunk):
+    # None: chunk_size omitted (the library's default rule). threads=1: one
+    # host thread (the default splits each chunk over this process's cores,
+    # see batch.solve's `threads`); shown so that the per-core speed is visible.
+    variants = [(None, None), (None, 1)]
+    if not args.quick:
+      variants += [(c, None) for c in sorted({min(256, B), B})]
+    for chunk, threads in variants:
+      def run_batch(solver, kw, tol, uses_tol, chunk=chunk, threads=threads):
         kws = dict(kw, tol=tol) if uses_tol else dict(kw)
         # batch.solve caches its compiled program per configuration, so the
         # best of repeated calls is its steady state; the compile cost of an
         # equivalent program is measured apart.
         ck = {} if chunk is None else {"chunk_size": chunk}
+        if threads is not None:
+          ck["threads"] = threads
         if solver is J.solve and not kws:  # the default call: solver omitted
           call = lambda: jbatch.solve(batched, progress=False, **ck)  # noqa: E731
         else:
@@ -704,7 +711,8 @@ def run_batch_case(cfg, peers, args):
         eff = jbatch.driver.auto_chunk_size(batched) if chunk is None else chunk
         c = _compile_time(solver, kws, batched, min(eff, B))
         return out.values, t, {"compile_s": c}
-      ladder_rows(f"batch.solve(chunk_size={chunk})", run_batch)
+      ladder_rows(f"batch.solve(chunk_size={chunk}"
+                  + ("" if threads is None else f", threads={threads}") + ")", run_batch)
 
   # (2) the same compiled vmapped program called directly (steady state).
   def run_vmap(solver, kw, tol, uses_tol):
@@ -843,7 +851,11 @@ def run_batch_case(cfg, peers, args):
   summary["default_target_met"] = bool(d1 and d2 and d1 >= 5 and d2 >= 2)
   s3, s4 = summary["speedup_vmap_steady_vs_mdpsolver_loop"], summary["speedup_vmap_steady_vs_python_loop"]
   summary["target_met_steady_state"] = bool(s3 and s4 and s3 >= 5 and s4 >= 2)
+  threads = None
+  if jbatch is not None:
+    threads = jbatch.driver.host_threads(None, "map", jax.devices())
   return {"case": "d", "description": desc, "generator": gen, "B": B, "S": S, "A": A,
+          "default_threads": threads,
           "K": K, "gamma": gamma, "reference_seconds": ref_s, "target_abs": target_abs,
           "rows": rows, "summary": summary}
 
@@ -1084,8 +1096,10 @@ def render_markdown(res) -> str:
              f" (+ convert/load {fmt_s(s['mdpsolver_loop_convert_load_s'])})", "", ""]]
     out.append(md_table(["variant", "best solver", "time", "speed-up vs mdpsolver loop",
                          "speed-up vs Python loop"], rows))
-    out += ["", f"**Default call** `batch.solve(mdps)` (solver and chunk_size omitted: "
-            f"`jaxrl_dp.solve`, default tolerance, the default chunk size): {s.get('batch_default')}: {fmt_s(s.get('batch_default_s'))}; "
+    out += ["", f"**Default call** `batch.solve(mdps)` (solver, chunk_size and threads "
+            f"omitted: `jaxrl_dp.solve`, default tolerance, the default chunk size, each chunk "
+            f"split over {c.get('default_threads', '?')} host thread(s), one per core of this "
+            f"process): {s.get('batch_default')}: {fmt_s(s.get('batch_default_s'))}; "
             f"speed-up {fmt_ratio(s.get('speedup_batch_default_vs_mdpsolver_loop'))}x vs the "
             f"mdpsolver loop's best (target >= 5), "
             f"{fmt_ratio(s.get('speedup_batch_default_vs_python_loop'))}x vs the Python loop over "

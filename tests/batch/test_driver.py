@@ -245,6 +245,63 @@ def test_one_compilation_for_many_chunks(mdps):
     batch.solve(bad, functools.partial(value_iteration, tol=1e-3))
 
 
+
+# ------------------------------------------------------------------- threads
+def test_threads_split_each_chunk_into_parts(mdps, reference_run, monkeypatch):
+  # chunk_size=5, threads=2: 3 chunks (the last one of 1 MDP), each run as 2
+  # parts of 3 MDPs (padded); 6 calls of the one compiled program. Results
+  # are those of one thread, bit for bit, and match the float64 reference.
+  from jaxrl_dp.batch import driver
+  orig, calls = driver.dispatch, []
+
+  def spy(compiled, chunk, sharding):
+    calls.append(chunk.rewards.shape[0])
+    return orig(compiled, chunk, sharding)
+
+  monkeypatch.setattr(driver, "dispatch", spy)
+  seen = []
+  one = batch.solve(mdps, value_iteration, chunk_size=5, threads=1, **VI)
+  assert calls == [5, 5, 5]
+  calls.clear()
+  two = batch.solve(mdps, value_iteration, chunk_size=5, threads=2,
+                    on_chunk=lambda i, n: seen.append((i, n)), **VI)
+  assert sorted(calls) == [3] * 6 and seen == [(0, 3), (1, 3), (2, 3)]
+  assert_same(two, one)
+  check_against_reference(two, mdps)
+  # A device-resident batch, cut on its device, and more threads than MDPs
+  # per chunk (capped: parts of 1 MDP).
+  calls.clear()
+  stacked = jax.device_put(batch.stack(mdps))
+  three = batch.solve(stacked, value_iteration, chunk_size=2, threads=8, **VI)
+  assert sorted(calls) == [1] * 12
+  assert_same(three, one)
+
+
+def test_default_threads_rule():
+  from jaxrl_dp.batch import driver
+  cpu = jax.devices("cpu")
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  assert driver.host_threads(None, "map", cpu) == max(1, cores // len(cpu))
+  assert driver.host_threads(None, "vmap", cpu) == 1
+  assert driver.host_threads(3, "vmap", cpu) == 3
+  for bad in (0, -1, 1.5, "2"):
+    with pytest.raises(InvalidMDPError, match="threads"):
+      batch.solve(dense_list(0, 2), value_iteration, threads=bad, **VI)
+
+
+def test_batched_lapack_program_runs_its_parts_in_one_thread(mdps, caplog):
+  # policy_iteration under vmap makes batched LU calls, which could hang from
+  # two threads at once: the parts run one after another, same answers.
+  from jaxrl_dp import policy_iteration
+  with caplog.at_level("INFO", logger="jaxrl_dp.batch.driver"):
+    sol = batch.solve(mdps, policy_iteration, strategy="vmap", chunk_size=6, threads=2)
+  assert "parts run one after another in one thread" in caplog.text
+  for i, m in enumerate(mdps):
+    s = m.num_states
+    v_ref = optimal_values(m)
+    np.testing.assert_allclose(sol.values[i, :s], v_ref, rtol=0,
+                               atol=1e-4 * max(1.0, np.abs(v_ref).max()), err_msg=f"mdp {i}")
+
 def test_progress_line(mdps, capsys):
   batch.solve(mdps[:3], value_iteration, chunk_size=1, progress=True, **VI)
   err = capsys.readouterr().err
