@@ -379,19 +379,29 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
     compiled, run_sharding = entry[1], entry[2]
     entries_checked = False
 
+    def rows_of(i, j):
+      """Rows ``[lo, hi)`` of part ``j`` of chunk ``i`` (``lo >= hi``: none)."""
+      lo = i * chunk + j * part
+      return lo, min(lo + part, (i + 1) * chunk, num_mdps)
+
+    def parts_of(i):
+      """The parts of chunk ``i`` that hold MDPs (the last chunk may hold fewer)."""
+      return [j for j in range(parts) if rows_of(i, j)[0] < rows_of(i, j)[1]]
+
     def finish(i, outs):
       nonlocal done_mdps, entries_checked
       lo, hi = i * chunk, min((i + 1) * chunk, num_mdps)
       if not entries_checked and not all(to_host(out[1]).all() for out in outs):
         host_check(entries=True)  # raises, naming the bad entry
         entries_checked = True  # within float rounding of the host tolerance: valid
-      leaves = zip(*(jax.tree_util.tree_leaves(out[0]) for out in outs))
-      arrays = [(to_host(xs[0]) if len(xs) == 1
-                 else np.concatenate([to_host(x) for x in xs]))[:hi - lo] for xs in leaves]
+      # Each part's rows straight into the results (no concatenation: ~2.6 ms
+      # per call for 1024 Garnets S=100, A=4).
+      for j, out in zip(parts_of(i), outs):
+        plo, phi = rows_of(i, j)
+        for res, x in zip(results, jax.tree_util.tree_leaves(out[0])):
+          res[plo:phi] = to_host(x)[:phi - plo]
       if store:
-        store.save(i, dict(zip(out_keys, arrays)), digests[i])
-      for res, arr in zip(results, arrays):
-        res[lo:hi] = arr
+        store.save(i, {k: res[lo:hi] for k, res in zip(out_keys, results)}, digests[i])
       done_mdps += hi - lo
       logger.debug("batch.solve: chunk %d/%d done (%d/%d MDPs)", i + 1, num_chunks, done_mdps,
                    num_mdps)
@@ -400,9 +410,7 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
         on_chunk(i, num_chunks)
 
     def run_part(i, j):
-      lo = i * chunk + j * part
-      hi = min(lo + part, (i + 1) * chunk, num_mdps)
-      return dispatch(compiled, host_rows(host, lo, hi, part), run_sharding)
+      return dispatch(compiled, host_rows(host, *rows_of(i, j), part), run_sharding)
 
     workers = parts
     if parts > 1 and entry[3]:
@@ -413,14 +421,14 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
       if workers == 1:
         pending = None
         for i in todo:
-          out = [run_part(i, j) for j in range(parts)]
+          out = [run_part(i, j) for j in parts_of(i)]
           if pending is not None:
             finish(*pending)
           pending = (i, out)
         if pending is not None:
           finish(*pending)
       else:
-        _run_threaded(todo, parts, workers, run_part, finish)
+        _run_threaded(todo, parts_of, workers, run_part, finish)
     finally:
       bar.close()
 
@@ -504,9 +512,10 @@ def _thread_pool(workers: int) -> ThreadPoolExecutor:
     return _POOLS[workers]
 
 
-def _run_threaded(todo: list, parts: int, workers: int, run_part, finish) -> None:
-  """Runs the parts of the chunks ``todo`` on ``workers`` host threads and
-  calls ``finish(i, outputs of chunk i's parts)`` in the order of ``todo``,
+def _run_threaded(todo: list, parts_of, workers: int, run_part, finish) -> None:
+  """Runs the parts ``parts_of(i)`` of the chunks ``i`` in ``todo`` on
+  ``workers`` host threads and calls ``finish(i, outputs of chunk i's parts)``
+  in the order of ``todo``,
   in this thread, while at most two chunks' parts are queued or running.
   On an exception, the queued parts are cancelled and the running ones
   waited for before it propagates."""
@@ -518,7 +527,7 @@ def _run_threaded(todo: list, parts: int, workers: int, run_part, finish) -> Non
   ahead = iter(todo)
   try:
     for i in ahead:
-      queued.append((i, [pool.submit(work, i, j) for j in range(parts)]))
+      queued.append((i, [pool.submit(work, i, j) for j in parts_of(i)]))
       if len(queued) == 2:
         break
     while queued:
@@ -527,7 +536,7 @@ def _run_threaded(todo: list, parts: int, workers: int, run_part, finish) -> Non
       queued.popleft()
       nxt = next(ahead, None)
       if nxt is not None:
-        queued.append((nxt, [pool.submit(work, nxt, j) for j in range(parts)]))
+        queued.append((nxt, [pool.submit(work, nxt, j) for j in parts_of(nxt)]))
       finish(i, outs)
   finally:
     pending = [f for _, futures in queued for f in futures]

@@ -248,9 +248,10 @@ def test_one_compilation_for_many_chunks(mdps):
 
 # ------------------------------------------------------------------- threads
 def test_threads_split_each_chunk_into_parts(mdps, reference_run, monkeypatch):
-  # chunk_size=5, threads=2: 3 chunks (the last one of 1 MDP), each run as 2
-  # parts of 3 MDPs (padded); 6 calls of the one compiled program. Results
-  # are those of one thread, bit for bit, and match the float64 reference.
+  # chunk_size=5, threads=2: 3 chunks (the last one of 1 MDP), each run as
+  # parts of 3 MDPs (padded; the last chunk's empty second part is not run):
+  # 5 calls of the one compiled program. Results are those of one thread,
+  # bit for bit, and match the float64 reference.
   from jaxrl_dp.batch import driver
   orig, calls = driver.dispatch, []
 
@@ -265,15 +266,20 @@ def test_threads_split_each_chunk_into_parts(mdps, reference_run, monkeypatch):
   calls.clear()
   two = batch.solve(mdps, value_iteration, chunk_size=5, threads=2,
                     on_chunk=lambda i, n: seen.append((i, n)), **VI)
-  assert sorted(calls) == [3] * 6 and seen == [(0, 3), (1, 3), (2, 3)]
+  assert calls == [3] * 5 and seen == [(0, 3), (1, 3), (2, 3)]
   assert_same(two, one)
   check_against_reference(two, mdps)
+  # NumPy leaves (cut on the host), the same parts.
+  calls.clear()
+  host = jax.tree_util.tree_map(np.asarray, batch.stack(mdps))
+  assert_same(batch.solve(host, value_iteration, chunk_size=5, threads=2, **VI), one)
+  assert calls == [3] * 5
   # A device-resident batch, cut on its device, and more threads than MDPs
   # per chunk (capped: parts of 1 MDP).
   calls.clear()
   stacked = jax.device_put(batch.stack(mdps))
   three = batch.solve(stacked, value_iteration, chunk_size=2, threads=8, **VI)
-  assert sorted(calls) == [1] * 12
+  assert calls == [1] * 11
   assert_same(three, one)
 
 
