@@ -66,6 +66,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
@@ -74,7 +75,7 @@ from jaxrl_dp.core.iteration import (BackupRounding, backup_rounding,
                                      lower_bound_values, unit_roundoff)
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.options import (as_values, check_choice, check_horizon,
-                                   check_max_iters, check_tol)
+                                   check_max_iters, check_tol, scalar_arg)
 from jaxrl_dp.core.protocol import backward_induction, iterative_solve
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.robust.inner import worst_case_unchecked
@@ -322,7 +323,7 @@ def robust_modulus(mdp: TabularMDP, policy=None) -> jax.Array:
 def _v0(mdp, v0, field="v0"):
   s = mdp.rewards.shape[0]
   if v0 is None:
-    return jnp.zeros((s,), mdp.rewards.dtype)
+    return np.zeros((s,), mdp.rewards.dtype)
   return as_values(field, v0, (s,), mdp.rewards.dtype)
 
 
@@ -375,7 +376,7 @@ def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
   from jaxrl_dp.robust.implicit import implicit_robust_solution  # (imports this module)
   return implicit_robust_solution(
       functools.partial(_robust_vi, max_iters=max_iters, stop=stop), mdp, uset,
-      jnp.asarray(tol, mdp.rewards.dtype), _v0(mdp, v0))
+      scalar_arg(tol, mdp.rewards.dtype), _v0(mdp, v0))
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "stop"))
@@ -430,7 +431,7 @@ def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
   from jaxrl_dp.robust.implicit import implicit_robust_evaluation
   return implicit_robust_evaluation(
       functools.partial(_robust_eval, max_iters=max_iters), mdp, policy, uset,
-      jnp.asarray(tol, mdp.rewards.dtype), _v0(mdp, v0))
+      scalar_arg(tol, mdp.rewards.dtype), _v0(mdp, v0))
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters",))
@@ -535,7 +536,7 @@ def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
   from jaxrl_dp.robust.implicit import implicit_robust_solution
   return implicit_robust_solution(
       functools.partial(_robust_mpi, num_sweeps=num_sweeps, max_iters=max_iters), mdp, uset,
-      jnp.asarray(tol, mdp.rewards.dtype), v0)
+      scalar_arg(tol, mdp.rewards.dtype), v0)
 
 
 @functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters"))

@@ -44,6 +44,7 @@ from typing import Optional
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxrl_dp.core import bellman
@@ -240,8 +241,8 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget: ArrayLike, *,
     raise InvalidMDPError(f"budget: expected a scalar or one per state [S] = {(s,)}, "
                           f"got shape {budget.shape}")
   dtype = mdp.rewards.dtype
-  v0 = jnp.zeros((s,), dtype) if v0 is None else as_values("v0", v0, (s,), dtype)
-  return _s_rect_vi(mdp, budget, scalar_arg(tol, dtype), v0, support=support,
+  start = np.zeros((s,), dtype) if v0 is None else as_values("v0", v0, (s,), dtype)
+  return _s_rect_vi(mdp, budget, scalar_arg(tol, dtype), start, support=support,
                     num_steps=num_steps, max_iters=max_iters)
 
 
