@@ -208,8 +208,9 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
     threads: host threads that run one chunk's parts at once (an int >= 1;
       step 3), or None (default): on CPU devices with the ``"map"`` strategy
       in a single process, the number of cores this process may use
-      (``os.sched_getaffinity``) divided by the number of devices, at least
-      1; otherwise 1. Capped so that no part is empty. A program with
+      (``os.sched_getaffinity``; a container's CPU quota is not read: pass
+      ``threads`` there) divided by the number of devices, at least 1;
+      otherwise 1. Capped so that no part is empty. A program with
       batched LAPACK calls (see step 4) runs its parts one after another in
       one thread (logged at INFO): the same calls from two threads at once
       could hang the same way.
