@@ -142,6 +142,9 @@ class SweepStats(NamedTuple):
   next_norm: jax.Array  #: ``max |v_next|``
   d_sum: jax.Array | None = None  #: ``sum d`` (``with_sum=True``; else None)
   any_flag: jax.Array | None = None  #: ``bool []`` ``any(flags)`` (when given)
+  #: ``int32 []`` ``sum(flags)`` (``count_flags=True``; then ``any_flag`` is
+  #: ``flag_count > 0``)
+  flag_count: jax.Array | None = None
 
   @property
   def residual(self) -> jax.Array:
@@ -155,7 +158,7 @@ class SweepStats(NamedTuple):
 
 
 def sweep_stats(v: jax.Array, v_next: jax.Array, *, with_sum: bool = False,
-                flags: jax.Array | None = None) -> SweepStats:
+                flags: jax.Array | None = None, count_flags: bool = False) -> SweepStats:
   """``min`` and ``max`` of ``d = v_next - v``, ``max|v|`` and ``max|v_next|``
   (and optionally ``sum d`` and ``any(flags)``) in ONE variadic reduction.
 
@@ -174,6 +177,8 @@ def sweep_stats(v: jax.Array, v_next: jax.Array, *, with_sum: bool = False,
     with_sum: also ``sum d`` (static; e.g. for the mean of a residual).
     flags: optional ``bool [S]`` whose ``any`` is also returned (e.g. "the
       greedy action of this state changed").
+    count_flags: also count the flags (static; ``flag_count``, the same
+      reduction).
 
   Returns:
     :class:`SweepStats` (``d_sum`` / ``any_flag`` None unless asked for).
@@ -186,8 +191,13 @@ def sweep_stats(v: jax.Array, v_next: jax.Array, *, with_sum: bool = False,
     ops.append(d)
     inits.append(jnp.zeros((), d.dtype))
   if flags is not None:
-    ops.append(jnp.broadcast_to(jnp.asarray(flags, bool), d.shape))
-    inits.append(jnp.asarray(False))
+    flags = jnp.broadcast_to(jnp.asarray(flags, bool), d.shape)
+    if count_flags:
+      ops.append(flags.astype(jnp.int32))
+      inits.append(jnp.asarray(0, jnp.int32))
+    else:
+      ops.append(flags)
+      inits.append(jnp.asarray(False))
 
   def combine(a, b):
     out = [jnp.minimum(a[0], b[0]), jnp.maximum(a[1], b[1]),
@@ -197,13 +207,16 @@ def sweep_stats(v: jax.Array, v_next: jax.Array, *, with_sum: bool = False,
       out.append(a[i] + b[i])
       i += 1
     if flags is not None:
-      out.append(a[i] | b[i])
+      out.append(a[i] + b[i] if count_flags else a[i] | b[i])
     return tuple(out)
 
   out = jax.lax.reduce(tuple(ops), tuple(inits), combine, tuple(range(d.ndim)))
-  return SweepStats(out[0], out[1], out[2], out[3],
-                    d_sum=out[4] if with_sum else None,
-                    any_flag=out[-1] if flags is not None else None)
+  if flags is None:
+    return SweepStats(out[0], out[1], out[2], out[3], d_sum=out[4] if with_sum else None)
+  last = out[-1]
+  return SweepStats(out[0], out[1], out[2], out[3], d_sum=out[4] if with_sum else None,
+                    any_flag=last > 0 if count_flags else last,
+                    flag_count=last if count_flags else None)
 
 
 def discount_ok(discount) -> jax.Array:

@@ -208,3 +208,26 @@ def test_sweep_stats_sum_and_flags_against_numpy(dtype):
     np.testing.assert_array_equal(np.asarray(sb.any_flag), [False, True, False])
     np.testing.assert_allclose(np.asarray(sb.d_sum), (wb - vb).astype(np.float64).sum(1),
                                rtol=0, atol=20 * u * np.abs(wb - vb).sum())
+
+
+def test_sweep_stats_counts_flags_against_numpy():
+  # count_flags: the same reduction also returns sum(flags) (int32), and
+  # any_flag is "count > 0"; against np.sum / np.any, jitted and vmapped.
+  rng = np.random.default_rng(5)
+  fn = jax.jit(lambda v, w, f: iteration.sweep_stats(v, w, flags=f, count_flags=True))
+  for n in (1, 7, 1000):
+    v, w = rng.normal(size=n).astype(np.float32), rng.normal(size=n).astype(np.float32)
+    for share in (0.0, 0.01, 0.5, 1.0):
+      flags = rng.random(n) < share
+      st = fn(jnp.asarray(v), jnp.asarray(w), jnp.asarray(flags))
+      assert np.asarray(st.flag_count).dtype == np.int32
+      assert int(st.flag_count) == int(flags.sum())
+      assert bool(st.any_flag) == bool(flags.any())
+      np.testing.assert_array_equal(np.asarray(st.d_min), (w - v).min())
+  fb = np.zeros((3, 5), bool)
+  fb[1, 2] = fb[2] = True
+  vb = rng.normal(size=(3, 5)).astype(np.float32)
+  sb = jax.vmap(fn)(jnp.asarray(vb), jnp.asarray(vb), jnp.asarray(fb))
+  np.testing.assert_array_equal(np.asarray(sb.flag_count), [0, 1, 5])
+  assert iteration.sweep_stats(jnp.asarray(vb[0]), jnp.asarray(vb[0]),
+                               flags=jnp.asarray(fb[1])).flag_count is None

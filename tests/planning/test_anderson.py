@@ -126,6 +126,36 @@ def test_cycle_is_plain_value_iteration_until_the_policy_holds():
     assert int(st.iteration) == 2
 
 
+@pytest.mark.parametrize("changed", [0, 1, 2, 3, 40])
+def test_cycle_doubles_only_while_many_greedy_actions_change(changed):
+  """The next cycle is twice as long when the greedy action changed at more
+  than ``S / STRETCH_SHARE`` states since the last check, else ``period``.
+  Start at ``V* + 10`` (a constant shift: every backup keeps the greedy
+  policy ``pi*`` of the float64 NumPy reference) with the remembered policy
+  differing from ``pi*`` at ``changed`` states: the cycle's check sees
+  exactly those changes."""
+  from jaxrl_dp.planning.anderson import STRETCH_SHARE
+  with jax.enable_x64(True):
+    s, period = 64, 4
+    m = jd.suites.garnet(jax.random.key(2), s, 3, 4, 0.9)
+    v_star, _, pi_star = reference(m, np.ones((s, 3), bool))
+    op = NominalOperator(m)
+    sv = anderson_solver(memory=3, period=period)
+    st = sv.bind(sv.init(op, jnp.asarray(v_star + 10.0)), 0.0, 1000)
+    remembered = np.array(pi_star)
+    remembered[:changed] = (remembered[:changed] + 1) % 3
+    st = st._replace(aux=st.aux._replace(policy=jnp.asarray(remembered, jnp.int32)))
+    st = sv.step(op, st)
+    # An unchanged policy mixes (one more backup, the candidate's).
+    assert int(st.iteration) == period + (changed == 0)
+    assert int(st.aux.accepted + st.aux.rejected) == (changed == 0)
+    np.testing.assert_array_equal(np.asarray(st.aux.policy), pi_star)
+    expected = 2 * period if changed * STRETCH_SHARE > s else period
+    assert int(st.aux.cycle) == expected
+    if changed:  # a changed policy restarts the history
+      assert int(st.aux.count) == 0
+
+
 @pytest.mark.parametrize("stop", ["sup", pytest.param("span", marks=pytest.mark.slow)])
 def test_user_loop_equals_driver(stop):
   m, mask = _mdp("sparse", 0.95, seed=2)
