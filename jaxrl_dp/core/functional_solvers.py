@@ -32,7 +32,7 @@ from jaxrl_dp.core.iteration import (bellman_residual_bound, certified_solve,
                                      discount_ok, sup_norm_solve, sweep_stats,
                                      unit_roundoff)
 from jaxrl_dp.core.mdp import ROW_SUM_ATOL
-from jaxrl_dp.core.options import as_values, is_concrete, scalar_arg
+from jaxrl_dp.core.options import as_values, is_concrete, tol_arg
 from jaxrl_dp.core.protocol import backward_induction, iterative_solve
 from jaxrl_dp.core.types import FiniteHorizonSolution, PolicyEvaluation
 
@@ -78,7 +78,7 @@ def solve_functional(mdp: FunctionalMDP, make_solver: Callable, options: dict, *
   s, dt = mdp.num_states, mdp.dtype
   v0 = np.zeros((s,), dt) if v0 is None else as_values("v0", v0, (s,), dt)
   opts = tuple(sorted(options.items()))
-  return _solve_functional(mdp, scalar_arg(tol, dt), v0, make_solver=make_solver,
+  return _solve_functional(mdp, tol_arg(tol, dt), v0, make_solver=make_solver,
                            options=opts, max_iters=max_iters)
 
 
@@ -160,7 +160,7 @@ def functional_policy_evaluation(mdp: FunctionalMDP, policy: jax.Array, *, tol,
   check_functional_input(mdp, infinite_horizon=True)
   s, dt = mdp.num_states, mdp.dtype
   v0 = np.zeros((s,), dt) if v0 is None else as_values("v0", v0, (s,), dt)
-  return _functional_evaluation(mdp, policy, scalar_arg(tol, dt), v0, max_iters=max_iters)
+  return _functional_evaluation(mdp, policy, tol_arg(tol, dt), v0, max_iters=max_iters)
 
 
 def _functional_evaluation_impl(mdp, policy, tol, v0, *, max_iters):
@@ -337,7 +337,7 @@ def functional_krylov_evaluation(mdp: FunctionalMDP, policy: jax.Array, *, tol,
   check_functional_input(mdp, infinite_horizon=True)
   s, dt = mdp.num_states, mdp.dtype
   v0 = np.zeros((s,), dt) if v0 is None else as_values("v0", v0, (s,), dt)
-  return _functional_krylov(mdp, policy, scalar_arg(tol, dt), v0, max_iters=max_iters,
+  return _functional_krylov(mdp, policy, tol_arg(tol, dt), v0, max_iters=max_iters,
                             krylov=krylov)
 
 

@@ -118,6 +118,32 @@ def scalar_arg(x: Any, dtype) -> Any:
   return jnp.asarray(x, dtype)
 
 
+def tol_arg(x: Any, dtype) -> Any:
+  """A tolerance ``x`` as a ``[]`` array of ``dtype``, rounded DOWN where
+  ``dtype`` cannot hold it (:func:`scalar_arg` rounds to nearest, which can
+  round up): a result reported ``converged`` because ``error_bound <=
+  tol_arg(x)`` then has ``error_bound <= x`` too, as its docstring states
+  (float32 rounds ``1001688.6123`` up to ``1001688.625``; a bound between the
+  two would otherwise be called converged). Host scalars are rounded on the
+  host; a JAX array or tracer of a wider dtype inside the program
+  (``nextafter`` toward ``-inf`` where the cast rounded up); one of the same
+  or a narrower dtype is only cast (exact).
+  """
+  if isinstance(x, (bool, int, float, np.number, np.ndarray)) and not isinstance(x, jax.Array):
+    with np.errstate(over="ignore"):  # above the dtype's range: its largest number
+      t = np.asarray(x, dtype)
+    if float(t) > float(np.asarray(x, np.float64)):
+      t = np.nextafter(t, np.asarray(-np.inf, t.dtype))
+    return t
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    x = x.astype(jnp.result_type(float))
+  t = x.astype(dtype)
+  if jnp.finfo(x.dtype).nmant > jnp.finfo(jnp.dtype(dtype)).nmant:
+    t = jnp.where(t.astype(x.dtype) > x, jnp.nextafter(t, jnp.asarray(-jnp.inf, t.dtype)), t)
+  return t
+
+
 def check_choice(field: str, value: Any, choices: Sequence[str]) -> str:
   """``value`` must be one of ``choices`` (static strings)."""
   if not isinstance(value, str) or value not in choices:

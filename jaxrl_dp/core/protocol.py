@@ -45,6 +45,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxrl_dp.core.options import tol_arg
+
 
 # --------------------------------------------------------------- the protocol
 class SolverState(NamedTuple):
@@ -154,7 +156,7 @@ def iterative_solve(solver: IterativeSolver, operator: Any, v0: jax.Array,
   if valid is None:
     valid = True if operator is None else operator.valid()
   valid = jnp.asarray(valid, bool)
-  tol = jnp.asarray(tol, float_dtype_of(v0))
+  tol = tol_arg(tol, float_dtype_of(v0))  # rounded down: converged implies tol
 
   def cond(state):
     return valid & (state.iteration < max_iters) & ~solver.done(state, tol)

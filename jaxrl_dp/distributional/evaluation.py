@@ -25,7 +25,7 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import residual_loop
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
-from jaxrl_dp.core.options import check_max_iters, check_tol
+from jaxrl_dp.core.options import check_max_iters, check_tol, tol_arg
 
 
 # ------------------------------------------------------------- MDP helpers
@@ -123,7 +123,7 @@ def fixed_point(step: Callable, distance: Callable, x0: jax.Array, tol,
     return x_new, jnp.max(distance(x_new, x))
 
   if use_tol:
-    it, x, res, conv = residual_loop(one, x0, factor, jnp.asarray(tol, dtype),
+    it, x, res, conv = residual_loop(one, x0, factor, tol_arg(tol, dtype),
                                      max_iters=max_iters)
     return x, it, res, factor * res, conv
 

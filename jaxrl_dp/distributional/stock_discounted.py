@@ -110,7 +110,7 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import residual_loop
 from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_finite, check_mdp_structure
 from jaxrl_dp.core.options import (check_choice, check_int, check_max_iters, check_tol,
-                                   is_concrete, scalar_arg)
+                                   is_concrete, tol_arg)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.distributional.stock_bounds import next_state_index
 from jaxrl_dp.distributional.stock_interpolation import (DiscountedStockSolution, grid_greedy,
@@ -315,7 +315,7 @@ def stock_value_iteration(mdp: TabularMDP, utility: UtilityLike = "cvar", *,
   util = homogeneous_utility(utility)
   _check_options(tol, max_iters, num_stocks)
   c_grid = check_grid(c_grid, mdp.rewards.dtype)
-  return _value_iteration(mdp, c_grid, scalar_arg(tol, mdp.rewards.dtype), util=util,
+  return _value_iteration(mdp, c_grid, tol_arg(tol, mdp.rewards.dtype), util=util,
                           num_stocks=num_stocks if c_grid is None else c_grid.shape[-1],
                           max_iters=max_iters)
 

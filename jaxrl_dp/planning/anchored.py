@@ -32,7 +32,7 @@ from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters, check_tol,
-                                   initial_values, scalar_arg)
+                                   initial_values, tol_arg)
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, initial_state,
                                     iterative_solve)
 from jaxrl_dp.core.solver_info import solver
@@ -162,7 +162,7 @@ def anchored_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
   dtype = mdp.rewards.dtype
   shape = mdp.rewards.shape[:1]
   v0 = None if v0 is None else as_values("v0", v0, shape, dtype)
-  return _anchored(mdp, scalar_arg(tol, dtype), v0, max_iters=max_iters, stop=stop)
+  return _anchored(mdp, tol_arg(tol, dtype), v0, max_iters=max_iters, stop=stop)
 
 
 @functools.partial(cpu_jit, static_argnames=("max_iters", "stop"))

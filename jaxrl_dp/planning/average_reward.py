@@ -48,7 +48,8 @@ from jaxrl_dp.core.iteration import (backup_rounding, certified_solve,
                                      row_sum_stats, sweep_stats, unit_roundoff)
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.options import (as_index_array, as_values, check_max_iters,
-                                   check_tol, initial_values, is_concrete, scalar_arg)
+                                   check_tol, initial_values, is_concrete, scalar_arg,
+                                   tol_arg)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
 
@@ -158,7 +159,7 @@ def relative_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
   dtype = mdp.rewards.dtype
   if v0 is not None:
     v0 = as_values("v0", v0, (s,), dtype)
-  return _relative_vi(mdp, scalar_arg(tol, dtype), scalar_arg(tau, dtype), v0,
+  return _relative_vi(mdp, tol_arg(tol, dtype), scalar_arg(tau, dtype), v0,
                       max_iters=max_iters, ref=int(reference_state))
 
 
@@ -538,7 +539,7 @@ def stochastic_shortest_path(mdp: TabularMDP, *, goal_states: Any, tol: float = 
     n_max = np.nextafter(n_max, np.asarray(np.inf, dtype))
   if v0 is not None:
     v0 = as_values("v0", v0, (s,), dtype)
-  sol = _ssp(mdp, scalar_arg(tol, dtype), v0, jnp.asarray(goal),
+  sol = _ssp(mdp, tol_arg(tol, dtype), v0, jnp.asarray(goal),
              n_max, max_iters=max_iters)
   if not np.isfinite(n_max):  # the loop's bound was a placeholder
     sol = sol.replace(error_bound=jnp.asarray(np.inf, dtype),

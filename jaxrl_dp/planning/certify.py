@@ -130,7 +130,7 @@ from jaxrl_dp.core.iteration import discount_ok, row_bounds, row_sum_stats
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_mdp_structure, check_solver_input
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.options import (as_values, check_choice, check_int,
-                                   check_max_iters, check_tol, initial_values, scalar_arg)
+                                   check_max_iters, check_tol, initial_values, tol_arg)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
 from jaxrl_dp.planning.value_iteration import STOP_RULES, value_iteration_solver
@@ -407,7 +407,7 @@ def speculative_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
   resolve_method(dtype, dtype, method)
   if v0 is not None:
     v0 = as_values("v0", v0, mdp.rewards.shape[:1], dtype)
-  return _speculative(mdp, scalar_arg(tol, dtype), v0, max_iters=max_iters,
+  return _speculative(mdp, tol_arg(tol, dtype), v0, max_iters=max_iters,
                       spec=spec.name, stop=stop, max_rounds=max_rounds,
                       method=method)
 

@@ -21,7 +21,7 @@ from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
-                                   check_tol, initial_values, scalar_arg)
+                                   check_tol, initial_values, tol_arg)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import PolicyEvaluation
 from jaxrl_dp.planning.implicit import implicit_policy_values
@@ -219,7 +219,7 @@ def policy_evaluation(mdp: TabularMDP | FunctionalMDP, policy: jax.Array, *,
     return _exact(mdp, policy)
   check_tol(tol)
   max_iters = check_max_iters(max_iters)
-  return _implicit_evaluation(mdp, policy, scalar_arg(tol, dtype), v0,
+  return _implicit_evaluation(mdp, policy, tol_arg(tol, dtype), v0,
                               max_iters=max_iters, method=method, krylov=krylov)
 
 

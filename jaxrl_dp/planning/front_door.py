@@ -23,7 +23,7 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.functional import (FunctionalMDP, FunctionalOperator,
                                       check_functional_input)
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
-from jaxrl_dp.core.options import check_max_iters, check_tol, is_concrete
+from jaxrl_dp.core.options import check_max_iters, check_tol, is_concrete, tol_arg
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
 from jaxrl_dp.planning.anchored import anchored_value_iteration
@@ -110,8 +110,8 @@ def _tol_parts(mdp: TabularMDP | FunctionalMDP, rtol: Optional[float]) -> tuple:
   gamma)`` (``scale = 0`` for an invalid discount)."""
   if isinstance(mdp, FunctionalMDP):  # max|r| from a blockwise sweep; K = the fan-out
     return _functional_default_tol(
-        mdp, None if rtol is None else jnp.asarray(rtol, mdp.dtype))
-  return _default_tol(mdp, None if rtol is None else jnp.asarray(rtol, mdp.rewards.dtype))
+        mdp, None if rtol is None else tol_arg(rtol, mdp.dtype))
+  return _default_tol(mdp, None if rtol is None else tol_arg(rtol, mdp.rewards.dtype))
 
 
 @jax.jit
@@ -135,12 +135,12 @@ def _tol_formula(dtype, discount, k, r_max, rtol):
   ok = (gamma >= 0) & (gamma < 1)
   one_minus = jnp.where(ok, 1 - gamma, 1.0)
   if rtol is not None:
-    rel = jnp.asarray(rtol, dtype)
+    rel = tol_arg(rtol, dtype)
   elif jnp.dtype(dtype).itemsize >= 8:
-    rel = jnp.asarray(DEFAULT_RTOL, dtype)
+    rel = tol_arg(DEFAULT_RTOL, dtype)
   else:
     eps = jnp.finfo(dtype).eps
-    rel = jnp.maximum(jnp.asarray(LOW_PRECISION_RTOL, dtype),
+    rel = jnp.maximum(tol_arg(LOW_PRECISION_RTOL, dtype),
                       (FLOOR_FACTOR * (k + 3) * eps / one_minus).astype(dtype))
   scale = r_max / one_minus
   good = ok & jnp.isfinite(rel * scale)
@@ -175,7 +175,11 @@ def relative_target(mdp: TabularMDP | FunctionalMDP, values: jax.Array,
 def _target(values, error_bound, rel, scale):
   top = jnp.max(jnp.abs(values)) - error_bound
   top = jnp.where(jnp.isfinite(top), top, 0.0)
-  return (rel * jnp.maximum(top, VALUE_FLOOR * scale)).astype(rel.dtype)
+  target = (rel * jnp.maximum(top, VALUE_FLOOR * scale)).astype(rel.dtype)
+  # Two roundings (the difference, the product) may each round up by half
+  # an ulp: two ulps down keep ``target <= rel * max(max|V*|, ...)``.
+  down = jnp.asarray(-jnp.inf, target.dtype)
+  return jnp.nextafter(jnp.nextafter(target, down), down)
 
 
 def auto_method(mdp: TabularMDP) -> tuple[str, dict[str, Any]]:
@@ -355,7 +359,7 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
     # jitted program (one dispatch, no host read between the phases; the
     # method's checks ran above on the concrete MDP, and run again only
     # while tracing).
-    return _relative_solve(mdp, None if rtol is None else jnp.asarray(rtol, mdp.rewards.dtype),
+    return _relative_solve(mdp, None if rtol is None else tol_arg(rtol, mdp.rewards.dtype),
                            name=name, options=static)
   if relative:
     tol, rel, scale = _tol_parts(mdp, rtol)

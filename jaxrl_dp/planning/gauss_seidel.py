@@ -44,7 +44,7 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.options import (as_values, check_choice, check_int,
                                    check_max_iters, check_tol, initial_values, is_concrete,
-                                   scalar_arg)
+                                   tol_arg)
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, initial_state,
                                     iterative_solve)
 from jaxrl_dp.core.solver_info import solver
@@ -427,7 +427,7 @@ def gauss_seidel_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float 
   dtype = mdp.rewards.dtype
   shape = mdp.rewards.shape[:1]
   v0 = None if v0 is None else as_values("v0", v0, shape, dtype)
-  return _gauss_seidel(mdp, scalar_arg(tol, dtype), v0, max_iters=max_iters,
+  return _gauss_seidel(mdp, tol_arg(tol, dtype), v0, max_iters=max_iters,
                        omega=float(omega), blocks=blocks,
                        ranking=None if ranking is None else float(ranking),
                        full_every=int(full_every), symmetric=bool(symmetric), stop=stop)

@@ -34,7 +34,7 @@ from jaxrl_dp.core.protocol import (IterativeSolver, SolverState,
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
-                                   check_tol, scalar_arg)
+                                   check_tol, tol_arg)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
 from jaxrl_dp.planning.implicit import implicit_greedy_solution
@@ -141,7 +141,7 @@ def policy_iteration(mdp: TabularMDP | FunctionalMDP, *, evaluation: str = "exac
   dtype = mdp.rewards.dtype
   if tol is not None:
     check_tol(tol)
-    tol = scalar_arg(tol, dtype)
+    tol = tol_arg(tol, dtype)
   s = mdp.rewards.shape[0]
   if evaluation == "exact":
     check_dense_size("policy_iteration: P_pi [S, S]", (s, s), dtype,
@@ -241,7 +241,7 @@ def _functional_policy_iteration(mdp, evaluation, tol, max_iters, policy0, krylo
   eval_max_iters = check_max_iters(eval_max_iters, "eval_max_iters")
   if tol is not None:
     check_tol(tol)
-    tol = jnp.asarray(tol, mdp.dtype)
+    tol = tol_arg(tol, mdp.dtype)
   if policy0 is not None:
     policy0 = as_functional_policy(policy0, mdp, field="policy0")
     if not bellman.is_deterministic_policy(policy0):
@@ -415,7 +415,7 @@ def modified_policy_iteration(mdp: TabularMDP | FunctionalMDP, *, num_sweeps: in
   dtype = mdp.rewards.dtype
   if v0 is not None:
     v0 = as_values("v0", v0, mdp.rewards.shape[:1], dtype)
-  return _mpi_implicit(mdp, scalar_arg(tol, dtype), v0, num_sweeps=num_sweeps,
+  return _mpi_implicit(mdp, tol_arg(tol, dtype), v0, num_sweeps=num_sweeps,
                        max_iters=max_iters, stop=stop,
                        block_rows=bellman.backup_block_rows(mdp))
 

@@ -31,7 +31,8 @@ from jaxrl_dp.core.iteration import (bellman_residual_bound, contraction_modulus
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.options import (as_values, check_choice, check_horizon,
-                                   check_max_iters, check_tol, initial_values, scalar_arg)
+                                   check_max_iters, check_tol, initial_values, scalar_arg,
+                                   tol_arg)
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, backward_induction,
                                     certified_done, final_bound, initial_state,
                                     iterative_solve)
@@ -169,7 +170,7 @@ def soft_value_iteration(mdp: TabularMDP, *, temperature: float | jax.Array,
   max_iters = check_max_iters(max_iters)
   adjoint = check_adjoint(adjoint)
   dtype = mdp.rewards.dtype
-  return _soft_vi(mdp, scalar_arg(temperature, dtype), ref, scalar_arg(tol, dtype),
+  return _soft_vi(mdp, scalar_arg(temperature, dtype), ref, tol_arg(tol, dtype),
                   _start(mdp, v0), max_iters=max_iters, stop=stop, adjoint=adjoint)
 
 
@@ -248,7 +249,7 @@ def soft_policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
   dtype = mdp.rewards.dtype
   probs = bellman.policy_probs(policy, mdp.rewards.shape[1], dtype)
   return _soft_eval(mdp, probs, scalar_arg(temperature, dtype), ref,
-                    scalar_arg(tol, dtype), _start(mdp, v0), method=method, max_iters=max_iters,
+                    tol_arg(tol, dtype), _start(mdp, v0), method=method, max_iters=max_iters,
                     adjoint=adjoint)
 
 
@@ -402,7 +403,7 @@ def soft_policy_iteration(mdp: TabularMDP, *, temperature: float | jax.Array,
     check_dense_size("soft_policy_iteration(evaluation='exact'): P_pi [S, S]", (s, s),
                      dtype, copies=3,
                      instead="soft_policy_iteration(evaluation='krylov') (O(S*A*K) memory)")
-  return _soft_pi(mdp, scalar_arg(temperature, dtype), ref, scalar_arg(tol, dtype),
+  return _soft_pi(mdp, scalar_arg(temperature, dtype), ref, tol_arg(tol, dtype),
                   _start(mdp, v0), max_iters=max_iters, evaluation=evaluation,
                   adjoint=adjoint)
 

@@ -17,7 +17,7 @@ from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, final_bound,
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters, check_tol,
-                                   initial_values, scalar_arg)
+                                   initial_values, tol_arg)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
 from jaxrl_dp.planning.implicit import (ImplicitAdjoint, check_adjoint,
@@ -156,7 +156,7 @@ def value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e-6,
   dtype = mdp.rewards.dtype
   if v0 is not None:
     v0 = as_values("v0", v0, mdp.rewards.shape[:1], dtype)
-  return _value_iteration(mdp, scalar_arg(tol, dtype), v0,
+  return _value_iteration(mdp, tol_arg(tol, dtype), v0,
                           max_iters=max_iters, stop=stop, adjoint=adjoint,
                           block_rows=backup_block_rows(mdp))
 

@@ -84,7 +84,7 @@ from jax.typing import ArrayLike
 
 from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.mdp import TabularMDP
-from jaxrl_dp.core.options import check_choice, check_int, scalar_arg
+from jaxrl_dp.core.options import check_choice, check_int, tol_arg
 from jaxrl_dp.random_policy.horizon_kernel import (EffectiveHorizonAnalysis,
                                                    effective_horizon_kernel)
 from jaxrl_dp.random_policy.inputs import (REWARD_PRECISION, check_analysis_inputs,
@@ -135,7 +135,7 @@ def analyze_effective_horizon(mdp: TabularMDP | FunctionalMDP, horizon: int, *,
   pol = check_analysis_inputs(mdp, horizon, policy, tol=tol)
   if not x64:
     pol = None if pol is None else jnp.asarray(pol, mdp.rewards.dtype)
-    return jax.device_get(_analyze_jit(mdp, pol, scalar_arg(tol, mdp.rewards.dtype),
+    return jax.device_get(_analyze_jit(mdp, pol, tol_arg(tol, mdp.rewards.dtype),
                                        horizon=int(horizon)))
   with jax.enable_x64(True):
     m64, p64 = to_float64((mdp, pol))

@@ -76,7 +76,7 @@ from jaxrl_dp.core.iteration import BackupRounding, discount_ok
 from jaxrl_dp.core.mdp import TabularMDP, validate_mdp
 from jaxrl_dp.planning.evaluation import exact_policy_values
 from jaxrl_dp.core.options import (as_values, check_int, check_max_iters,
-                                   check_tol, scalar_arg)
+                                   check_tol, tol_arg)
 from jaxrl_dp.core.protocol import iterative_solve
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.planning.value_iteration import value_iteration, value_iteration_solver
@@ -318,7 +318,7 @@ def iwocs(models: ModelsLike, *, tol: float = 1e-4, max_models: int | None = Non
   check_tol(vi_tol, "vi_tol")
   check_max_iters(vi_max_iters, "vi_max_iters")
   dtype = models.rewards.dtype
-  return _iwocs(models, scalar_arg(tol, dtype), scalar_arg(vi_tol, dtype),
+  return _iwocs(models, tol_arg(tol, dtype), tol_arg(vi_tol, dtype),
                 jnp.asarray(initial_model, jnp.int32), max_models=max_models,
                 criterion=criterion, vi_max_iters=vi_max_iters)
 
@@ -578,7 +578,7 @@ def hull_robust_value_iteration(models: ModelsLike, *, tol: float = 1e-6,
   s = models.rewards.shape[1]
   dtype = models.rewards.dtype
   start = np.zeros((s,), dtype) if v0 is None else as_values("v0", v0, (s,), dtype)
-  return _hull_vi(models, scalar_arg(tol, dtype), start, max_iters=max_iters)
+  return _hull_vi(models, tol_arg(tol, dtype), start, max_iters=max_iters)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters",))

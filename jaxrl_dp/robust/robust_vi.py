@@ -75,7 +75,7 @@ from jaxrl_dp.core.iteration import (BackupRounding, backup_rounding,
                                      lower_bound_values, unit_roundoff)
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.options import (as_values, check_choice, check_horizon,
-                                   check_max_iters, check_tol, scalar_arg)
+                                   check_max_iters, check_tol, tol_arg)
 from jaxrl_dp.core.protocol import backward_induction, iterative_solve
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.robust.inner import worst_case_unchecked
@@ -376,7 +376,7 @@ def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
   from jaxrl_dp.robust.implicit import implicit_robust_solution  # (imports this module)
   return implicit_robust_solution(
       functools.partial(_robust_vi, max_iters=max_iters, stop=stop), mdp, uset,
-      scalar_arg(tol, mdp.rewards.dtype), _v0(mdp, v0))
+      tol_arg(tol, mdp.rewards.dtype), _v0(mdp, v0))
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "stop"))
@@ -431,7 +431,7 @@ def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
   from jaxrl_dp.robust.implicit import implicit_robust_evaluation
   return implicit_robust_evaluation(
       functools.partial(_robust_eval, max_iters=max_iters), mdp, policy, uset,
-      scalar_arg(tol, mdp.rewards.dtype), _v0(mdp, v0))
+      tol_arg(tol, mdp.rewards.dtype), _v0(mdp, v0))
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters",))
@@ -536,7 +536,7 @@ def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
   from jaxrl_dp.robust.implicit import implicit_robust_solution
   return implicit_robust_solution(
       functools.partial(_robust_mpi, num_sweeps=num_sweeps, max_iters=max_iters), mdp, uset,
-      scalar_arg(tol, mdp.rewards.dtype), v0)
+      tol_arg(tol, mdp.rewards.dtype), v0)
 
 
 @functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters"))

@@ -53,7 +53,7 @@ from jaxrl_dp.core.iteration import BackupRounding
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.operators import ModelOperator
 from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
-                                   check_tol, scalar_arg)
+                                   check_tol, tol_arg)
 from jaxrl_dp.core.protocol import final_bound, iterative_solve
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.planning.value_iteration import value_iteration_solver
@@ -242,7 +242,7 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget: ArrayLike, *,
                           f"got shape {budget.shape}")
   dtype = mdp.rewards.dtype
   start = np.zeros((s,), dtype) if v0 is None else as_values("v0", v0, (s,), dtype)
-  return _s_rect_vi(mdp, budget, scalar_arg(tol, dtype), start, support=support,
+  return _s_rect_vi(mdp, budget, tol_arg(tol, dtype), start, support=support,
                     num_steps=num_steps, max_iters=max_iters)
 
 

@@ -124,3 +124,32 @@ def test_scalar_arg_equals_jnp_asarray_and_initial_values():
   assert z.shape == (4,) and z.dtype == jnp.float32 and not np.any(np.asarray(z))
   v = jnp.arange(4.0)
   assert options.initial_values(v, rewards) is v
+
+
+def test_tol_arg_rounds_down_to_the_largest_number_at_most_tol():
+  # Against an exact check in float64 / Python fractions: t <= x and the next
+  # number of the dtype above t exceeds x (t is the largest one <= x); host
+  # scalars and a wider JAX array inside jit give the same t (normal range).
+  from fractions import Fraction
+  from jaxrl_dp.core.options import tol_arg
+  rng = np.random.default_rng(0)
+  xs = [0.0, 1.0, 0.1, 1e-6, 1001688.6123014108, 1e39, 2.0 ** -140, 3]
+  xs += list(10.0 ** rng.uniform(-30, 30, size=200))
+  with jax.enable_x64(True):
+    traced = jax.jit(lambda x: tol_arg(x, jnp.float32))
+    for x in xs:
+      for dtype in (np.float32, jnp.bfloat16, np.float64):
+        t = tol_arg(x, dtype)
+        assert t.dtype == jnp.dtype(dtype) and t.shape == ()
+        assert Fraction(float(t)) <= Fraction(float(x)), (x, dtype)
+        up = np.nextafter(t, np.asarray(np.inf, t.dtype))
+        assert not np.isfinite(float(up)) or Fraction(float(up)) > Fraction(float(x)), (x, dtype)
+      t32, host = float(traced(jnp.asarray(x, jnp.float64))), float(tol_arg(x, np.float32))
+      if host >= np.finfo(np.float32).tiny:
+        assert t32 == host, x
+      else:  # XLA:CPU flushes float32 subnormals to zero: lower, still <= x
+        assert 0.0 <= t32 <= host, x
+    assert float(tol_arg(1001688.6123014108, np.float32)) == 1001688.5625
+    # A tracer of the dtype itself is only cast.
+    assert float(jax.jit(lambda x: tol_arg(x, jnp.float32))(jnp.float32(0.1))) == float(
+        np.float32(0.1))

@@ -189,3 +189,34 @@ def test_float32_accelerated_certified_and_soft_solvers_are_honest(layout):
                                                       max_iters=3000))(batch)
     n_conv += int(_check(soft, soft_refs, tol, f"soft tol={tol}").sum())
   assert n_conv >= 100  # not vacuous
+
+
+def test_converged_implies_tol_when_tol_is_not_a_float32_number():
+  """``converged`` means ``error_bound <= tol`` for the ``tol`` given, not for
+  its float32 rounding (which can round up). Each solver's stopping bound
+  ``b`` at a loose tol is found first; asked for a ``tol`` a quarter of a
+  float32 ulp below ``b`` (which rounds to ``b`` to nearest), a solver that
+  stops at the same iteration would report ``converged`` with ``b > tol``."""
+  ns, p, r = _kinds(np.random.default_rng(11), "random")
+  m = jd.TabularMDP.from_sparse(ns, p, r, 0.95)
+  assert m.rewards.dtype == jnp.float32
+  policy = jnp.zeros(S, jnp.int32)
+  solvers = {
+      "vi": lambda t: jd.value_iteration(m, tol=t),
+      "vi_span": lambda t: jd.value_iteration(m, tol=t, stop="span"),
+      "mpi": lambda t: jd.modified_policy_iteration(m, tol=t, num_sweeps=4),
+      "gauss_seidel": lambda t: jd.gauss_seidel_value_iteration(m, tol=t),
+      "anderson": lambda t: jd.anderson_value_iteration(m, tol=t),
+      "anchored": lambda t: jd.anchored_value_iteration(m, tol=t),
+      "evaluation": lambda t: jd.policy_evaluation(m, policy, tol=t, method="iterative"),
+      "evaluation_krylov": lambda t: jd.policy_evaluation(m, policy, tol=t, method="krylov"),
+      "solve": lambda t: jd.solve(m, tol=t),
+  }
+  for name, fn in solvers.items():
+    b = np.float32(fn(1e-2).error_bound)
+    ulp = float(np.nextafter(b, np.float32(np.inf))) - float(b)
+    tol = float(b) - 0.25 * ulp
+    assert np.float32(tol) == b  # to nearest, tol is b
+    sol = fn(tol)
+    assert not bool(sol.converged) or float(sol.error_bound) <= tol, name
+    assert bool(sol.converged), name  # it went on and met the tighter tol
