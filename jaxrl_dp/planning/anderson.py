@@ -29,7 +29,7 @@ from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.options import (as_values, check_choice, check_int,
-                                   check_max_iters, check_tol, initial_values, scalar_arg)
+                                   check_max_iters, check_tol, initial_values, tol_arg)
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, certified_done,
                                     initial_state, iterative_solve)
 from jaxrl_dp.core.solver_info import solver
@@ -237,7 +237,7 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
 
   def bind(st, tol, max_iters):
     return st._replace(aux=st.aux._replace(
-        tol=jnp.asarray(tol, st.aux.tol.dtype), budget=jnp.asarray(max_iters, jnp.int32)))
+        tol=tol_arg(tol, st.aux.tol.dtype), budget=jnp.asarray(max_iters, jnp.int32)))
 
   def backed_up(op, st, x, g, stats=None):
     """The state after the backup ``g = T x``: certified, pair saved."""
@@ -345,10 +345,15 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
                                     shift=pick(a.shift, cert.shift) if stop == "span"
                                     else a.shift))
 
-    def more_plain(c):
-      it, x, _, stats = c
-      return ((it - start < a.cycle - 1) & (it < a.budget)
+    def more(c, n):
+      it, x, stats = c[0], c[1], c[-1]
+      return ((it - start < n) & (it < a.budget)
               & ~certified_done(certified(it, x, stats), a.tol))
+
+    def free(c):
+      it, x, _ = c
+      g = op.apply(x)[0]
+      return it + 1, g, jnp.stack(sweep_stats(x, g)[:4])
 
     def plain(c):
       it, x, hist, _ = c
@@ -356,8 +361,15 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
       stats = jnp.stack(sweep_stats(x, g)[:4])
       return it + 1, g, saved(hist, a.count + (it - start), x, g), stats
 
-    it, x, hist, stats = jax.lax.while_loop(
-        more_plain, plain, (start, st.values, a.hist, jnp.zeros((4,), st.values.dtype)))
+    # A cycle longer than the history (a stretched one, or ``period > memory
+    # + 1``) overwrites the pairs of its first ``cycle - h`` backups before
+    # any mixing reads them: those run without saving (value iteration's
+    # loop body); ``count`` still counts them, so the ring's slots stay those
+    # of consecutive backups.
+    it, x, stats = jax.lax.while_loop(lambda c: more(c, a.cycle - h), free,
+                                      (start, st.values, jnp.zeros((4,), st.values.dtype)))
+    it, x, hist, stats = jax.lax.while_loop(lambda c: more(c, a.cycle - 1), plain,
+                                            (it, x, a.hist, stats))
 
     def ended():
       s = certified(it, x, stats)
@@ -464,7 +476,7 @@ def anderson_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
   dtype = mdp.rewards.dtype
   shape = mdp.rewards.shape[:1]
   v0 = None if v0 is None else as_values("v0", v0, shape, dtype)
-  return _anderson(mdp, scalar_arg(tol, dtype), v0, max_iters=max_iters,
+  return _anderson(mdp, tol_arg(tol, dtype), v0, max_iters=max_iters,
                    memory=memory, regularization=float(regularization), stop=stop,
                    period=period)
 
