@@ -135,13 +135,14 @@ def tol_arg(x: Any, dtype) -> Any:
     if float(t) > float(np.asarray(x, np.float64)):
       t = np.nextafter(t, np.asarray(-np.inf, t.dtype))
     return t
-  x = jnp.asarray(x)
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    x = x.astype(jnp.result_type(float))
-  t = x.astype(dtype)
-  if jnp.finfo(x.dtype).nmant > jnp.finfo(jnp.dtype(dtype)).nmant:
-    t = jnp.where(t.astype(x.dtype) > x, jnp.nextafter(t, jnp.asarray(-jnp.inf, t.dtype)), t)
-  return t
+  xa = jnp.asarray(x)
+  if not jnp.issubdtype(xa.dtype, jnp.floating):
+    xa = xa.astype(jnp.result_type(float))
+  ta = xa.astype(dtype)
+  if jnp.finfo(xa.dtype).nmant > jnp.finfo(jnp.dtype(dtype)).nmant:
+    ta = jnp.where(ta.astype(xa.dtype) > xa, jnp.nextafter(ta, jnp.asarray(-jnp.inf, ta.dtype)),
+                   ta)
+  return ta
 
 
 def check_choice(field: str, value: Any, choices: Sequence[str]) -> str:
