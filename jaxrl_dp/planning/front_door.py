@@ -177,9 +177,10 @@ def _target(values, error_bound, rel, scale):
   top = jnp.where(jnp.isfinite(top), top, 0.0)
   target = (rel * jnp.maximum(top, VALUE_FLOOR * scale)).astype(rel.dtype)
   # Two roundings (the difference, the product) may each round up by half
-  # an ulp: two ulps down keep ``target <= rel * max(max|V*|, ...)``.
+  # an ulp: two ulps down keep ``target <= rel * max(max|V*|, ...)``; a
+  # target of 0 is exact and stays 0 (never below: bound 0 still meets it).
   down = jnp.asarray(-jnp.inf, target.dtype)
-  return jnp.nextafter(jnp.nextafter(target, down), down)
+  return jnp.maximum(jnp.nextafter(jnp.nextafter(target, down), down), 0)
 
 
 def auto_method(mdp: TabularMDP) -> tuple[str, dict[str, Any]]:
