@@ -44,6 +44,7 @@ plain backups, returning :class:`FixedPoint`), and the older tuple-returning
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -483,7 +484,7 @@ def span_certificate_of(k: SpanConstants, rounding: BackupRounding, v: jax.Array
 
 
 def certified_solve(step: Callable, x0, tol, *, max_iters: int,
-                    valid=True) -> FixedPoint:
+                    valid=True, first_step: Optional[Callable] = None) -> FixedPoint:
   """Iterates ``step`` until its bound is ``<= tol``: a functional adapter
   over the protocol's one driver (:func:`jaxrl_dp.core.protocol.iterative_solve`).
 
@@ -500,6 +501,10 @@ def certified_solve(step: Callable, x0, tol, *, max_iters: int,
     max_iters: static cap on the number of steps, never changed.
     valid: ``bool []``; when False (e.g. an invalid traced discount) no step
       runs and the result is ``converged = False``, ``error_bound = inf``.
+    first_step: optional, ``step``'s replacement for the FIRST step only
+      (same signature and contract, e.g. a cheaper backup of a known
+      constant ``x0``); it runs before the loop, which then continues with
+      ``step`` (``max_iters`` counts it).
 
   Stops when ``error_bound <= tol``; or when the residual is not finite (the
   values overflowed or became NaN); or, when ``tol`` is below a finite
@@ -514,7 +519,7 @@ def certified_solve(step: Callable, x0, tol, *, max_iters: int,
   """
   dtype = protocol.float_dtype_of(x0)
 
-  def proto_step(_, st):
+  def proto_step(_, st, step=step):
     out = step(st.values)
     noise = out[4] if len(out) > 4 else 0.0
     res, bound, floor, noise = (jnp.asarray(z, dtype) for z in (out[1], out[2], out[3], noise))
@@ -524,13 +529,21 @@ def certified_solve(step: Callable, x0, tol, *, max_iters: int,
     bound, conv = protocol.final_bound(st, tol_, ok)
     return FixedPoint(st.iteration, st.values, st.residual, bound, conv)
 
-  solver = protocol.IterativeSolver(lambda _, x: protocol.initial_state(x), proto_step, finalize)
+  def init(_, x):
+    st = protocol.initial_state(x)
+    if first_step is None:
+      return st
+    # The first step outside the loop (max_iters >= 1), kept only when valid.
+    st1 = proto_step(None, st, first_step)
+    return jax.tree.map(lambda a, b: jnp.where(valid, a, b), st1, st)
+
+  solver = protocol.IterativeSolver(init, proto_step, finalize)
   return protocol.iterative_solve(solver, None, x0, tol, max_iters=max_iters, valid=valid)
 
 
 def sup_norm_solve(step: Callable, v0: jax.Array, discount, tol, *,
                    max_iters: int, rounding: Optional[Callable] = None,
-                   modulus=None) -> FixedPoint:
+                   modulus=None, first_step: Optional[Callable] = None) -> FixedPoint:
   """Sup-norm loop with the certified bound of the module docstring.
 
   Args:
@@ -549,6 +562,8 @@ def sup_norm_solve(step: Callable, v0: jax.Array, discount, tol, *,
       the step does not return one; default :func:`generic_rounding`.
     modulus: ``[]`` the operator's sup-norm modulus (default ``discount``:
       pass :func:`contraction_modulus` when rows may not sum to 1).
+    first_step: optional replacement of ``step`` for the first step
+      (:func:`certified_solve`).
 
   Returns:
     :class:`FixedPoint`.
@@ -556,7 +571,7 @@ def sup_norm_solve(step: Callable, v0: jax.Array, discount, tol, *,
   if modulus is None:
     modulus = discount
 
-  def certified(v):
+  def certified(v, step=step):
     out = step(v)
     v_next, res = out[0], out[1]
     if len(out) > 2:
@@ -570,8 +585,9 @@ def sup_norm_solve(step: Callable, v0: jax.Array, discount, tol, *,
     noise = 2 * unit_roundoff(v_leaf.dtype) * norm
     return v_next, res, bound, floor, noise
 
-  return certified_solve(certified, v0, tol, max_iters=max_iters,
-                         valid=discount_ok(discount))
+  return certified_solve(certified, v0, tol, max_iters=max_iters, valid=discount_ok(discount),
+                         first_step=(None if first_step is None
+                                     else functools.partial(certified, step=first_step)))
 
 
 def fixed_point_solve(backup: Callable, v0: jax.Array, discount, tol, *,

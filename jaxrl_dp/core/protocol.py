@@ -17,6 +17,11 @@ and optimistix's ``init / step / terminate / postprocess``:
   gives the state the stopping rule, for a solver whose ``step`` runs several
   backups and must stop inside it (Anderson's cycles); the driver calls it
   right after ``init``, a user's own loop may.
+* ``first_step(operator, state) -> SolverState`` (optional, default None):
+  ``step``'s replacement for the FIRST step, same contract (e.g. value
+  iteration from a constant start, whose first backup needs only the row
+  sums); the driver runs it before its loop, a user's own loop may (or may
+  call ``step``: the same iterate up to rounding, within the same bound).
 
 The operator carries the backup and everything a certificate needs: the
 nominal Bellman operator of a :class:`TabularMDP` is
@@ -125,6 +130,9 @@ class IterativeSolver(NamedTuple):
       the stopping rule to a ``step`` that runs several backups (it then
       stops inside the step once ``done`` holds or ``max_iters`` backups
       are spent); called by :func:`iterative_solve` after ``init``.
+    first_step: ``(operator, SolverState) -> SolverState`` or None: the
+      first step, when cheaper than ``step`` (same contract); run by
+      :func:`iterative_solve` before its loop.
   """
 
   init: Callable[[Any, jax.Array], SolverState]
@@ -132,6 +140,7 @@ class IterativeSolver(NamedTuple):
   finalize: Callable[[Any, SolverState, Any, jax.Array], Any]
   done: Callable[[SolverState, Any], jax.Array] = certified_done
   bind: Callable[[SolverState, Any, int], SolverState] | None = None
+  first_step: Callable[[Any, SolverState], SolverState] | None = None
 
 
 def iterative_solve(solver: IterativeSolver, operator: Any, v0: jax.Array,
@@ -164,6 +173,11 @@ def iterative_solve(solver: IterativeSolver, operator: Any, v0: jax.Array,
   state = solver.init(operator, v0)
   if solver.bind is not None:
     state = solver.bind(state, tol, max_iters)
+  if solver.first_step is not None:
+    # Before the loop (max_iters >= 1); kept only when valid (no step runs
+    # otherwise), as the loop's condition would decide.
+    first = solver.first_step(operator, state)
+    state = jax.tree.map(lambda a, b: jnp.where(valid, a, b), first, state)
   state = jax.lax.while_loop(cond, lambda st: solver.step(operator, st), state)
   return solver.finalize(operator, state, tol, valid)
 

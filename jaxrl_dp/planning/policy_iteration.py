@@ -424,15 +424,23 @@ def modified_policy_iteration(mdp: TabularMDP | FunctionalMDP, *, num_sweeps: in
 def _mpi_implicit(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0):
   # One jitted call for the start values, the solve and the implicit
   # wrapper's q (eagerly, the wrapper's ops cost ~1 ms per call).
+  constant_start = v0 is None
   if v0 is None:
     v0 = lower_bound_values(mdp)
   run = functools.partial(_mpi, num_sweeps=num_sweeps, max_iters=max_iters, stop=stop,
-                          block_rows=block_rows)
+                          block_rows=block_rows, constant_start=constant_start)
   return implicit_greedy_solution(run, mdp, tol, v0)
 
 
-@functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters", "stop", "block_rows"))
-def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0):
+@functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters", "stop", "block_rows",
+                                             "constant_start"))
+def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0, constant_start=False):
+  """``constant_start`` (static): ``v0`` is a constant vector ``c 1`` (the
+  default start), so the first greedy step, ``T(c 1) = max_a r + gamma c
+  rho``, is formed before the loop from the row sums ``rho`` that the
+  certificate's constants read anyway
+  (:func:`~jaxrl_dp.core.bellman.constant_q_values`): one pass over the
+  transitions fewer."""
   gamma = mdp.discount
   dtype = v0.dtype
   rounding = backup_rounding(mdp)
@@ -456,22 +464,28 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0):
     v_new, pi_new = bellman.greedy_backup(mdp, v, block_rows)
     return v, v_new, pi_new
 
+  def greedy_from_constant(x):
+    w = x[0]
+    return (w,) + bellman.masked_max_argmax(bellman.constant_q_values(mdp, w[0]),
+                                            mdp.action_mask)
+
   if stop == "sup":
-    def step(x):
+    def step(x, greedy=greedy):
       v, v_new, pi_new = greedy(x)
       stats = sweep_stats(v, v_new)
       return ((v_new, pi_new, jnp.asarray(False)), stats.residual,
               rounding.of_norms(stats.v_norm, stats.next_norm))
 
     x0 = (v0, jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True))
-    r = sup_norm_solve(step, x0, gamma, tol, max_iters=max_iters,
-                       modulus=modulus)
+    r = sup_norm_solve(step, x0, gamma, tol, max_iters=max_iters, modulus=modulus,
+                       first_step=(functools.partial(step, greedy=greedy_from_constant)
+                                   if constant_start else None))
     v = r.values[0]
   else:
     # The span rule's scalars once, outside the loop (XLA leaves them in it).
     span_k = span_constants(gamma, modulus, row_sum_stats(mdp)[2])
 
-    def step(x):
+    def step(x, greedy=greedy):
       v, v_new, pi_new = greedy(x)
       span, bound, floor, noise, shift = span_certificate_of(span_k, rounding, v, v_new)
       return ((v_new, pi_new, jnp.asarray(False), shift), span, bound, floor,
@@ -479,8 +493,9 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0):
 
     x0 = (v0, jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True),
           jnp.zeros((), dtype))
-    r = certified_solve(step, x0, tol, max_iters=max_iters,
-                        valid=discount_ok(gamma))
+    r = certified_solve(step, x0, tol, max_iters=max_iters, valid=discount_ok(gamma),
+                        first_step=(functools.partial(step, greedy=greedy_from_constant)
+                                    if constant_start else None))
     v = r.values[0] + r.values[3]
   q = bellman.q_values(mdp, v)
   return Solution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),

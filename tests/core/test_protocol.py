@@ -116,6 +116,64 @@ def test_a_custom_solver_runs_on_the_driver():
   assert np.abs(np.asarray(out.values, np.float64) - v_star).max() <= 1e-2
 
 
+def test_first_step_runs_once_before_the_loop():
+  """``IterativeSolver.first_step`` replaces exactly the first step; an
+  invalid (traced) discount runs neither."""
+  mdp, _, _ = _mdp("sparse", seed=4)
+  vi = value_iteration_solver("sup")
+  # aux = (VI's constants, 1000 * first steps + plain steps)
+  solver = IterativeSolver(
+      init=lambda op, v0: _with_count(vi.init(op, v0), 0),
+      step=lambda op, st: _with_count(vi.step(op, st._replace(aux=st.aux[0])),
+                                      st.aux[1] + 1),
+      finalize=lambda op, st, tol, valid: st,
+      first_step=lambda op, st: _with_count(vi.step(op, st._replace(aux=st.aux[0])),
+                                            st.aux[1] + 1000))
+  for n in (1, 2, 7):
+    out = iterative_solve(solver, NominalOperator(mdp), jnp.zeros(12), 0.0, max_iters=n)
+    assert int(out.iteration) == n and int(out.aux[1]) == 1000 + (n - 1)
+  f = jax.jit(lambda g: iterative_solve(solver, NominalOperator(mdp.replace(discount=g)),
+                                        jnp.zeros(12), 0.0, max_iters=5))
+  bad = f(jnp.float32(1.0))
+  assert int(bad.iteration) == 0 and int(bad.aux[1]) == 0
+
+
+def _with_count(st, count):
+  return st._replace(aux=(st.aux, count))
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_value_iteration_from_zero_matches_numpy_iterates(layout):
+  """Value iteration's default start is 0, so its first backup is ``max_a r``
+  (``constant_start``: no pass over the transitions); the iterates after 1,
+  2 and 6 backups equal float64 NumPy value iteration's, with an action mask,
+  and every bound holds."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(5)
+    if layout == "dense":
+      p, r = random_dense(rng, 12, 3)
+      mask = rng.random((12, 3)) < 0.7
+      mask[:, 1] = True
+      mdp = TabularMDP.from_dense(p, r, 0.95, action_mask=mask)
+    else:
+      ns, ps, r = random_sparse(rng, 12, 3, 4)
+      p, mask = sparse_to_dense(ns, ps), np.ones((12, 3), bool)
+      mdp = TabularMDP.from_sparse(ns, ps, r, 0.95)
+    v_star, _, _ = optimal_values(p, r, 0.95, mask)
+    for stop in ("sup", "span"):
+      for n in (1, 2, 6):
+        sol = value_iteration(mdp, tol=0.0, stop=stop, max_iters=n)
+        v = np.zeros(12)
+        for _ in range(n):
+          v, prev = np.where(mask, r + 0.95 * p @ v, -np.inf).max(1), v
+        if stop == "span":
+          d = v - prev
+          v = v + 0.95 / 0.05 * (d.min() + d.max()) / 2
+        assert int(sol.iterations) == n
+        np.testing.assert_allclose(np.asarray(sol.values), v, rtol=1e-13, atol=1e-13)
+        assert np.abs(np.asarray(sol.values) - v_star).max() <= float(sol.error_bound)
+
+
 def test_value_iteration_compiles_once_for_new_tolerances():
   mdp, _, _ = _mdp("dense", seed=3)
   vi = value_iteration_solver("sup")

@@ -202,6 +202,56 @@ def test_mpi_span_float32_honesty_and_jit_vmap():
     assert np.abs(np.asarray(short.values, np.float64) - ref).max() <= float(short.error_bound)
 
 
+def _np_mpi(p, r, gamma, mask, v0, num_sweeps, iters, stop):
+  """Float64 NumPy modified policy iteration (the loop of
+  ``modified_policy_iteration``'s docstring): the returned values after
+  ``iters`` greedy steps."""
+  w, pi = v0.astype(np.float64), None
+  for n in range(iters):
+    v = w
+    if n > 0:
+      p_pi, r_pi = p[np.arange(len(w)), pi], r[np.arange(len(w)), pi]
+      for _ in range(num_sweeps - 1):
+        v = r_pi + gamma * p_pi @ v
+    q = np.where(mask, r + gamma * p @ v, -np.inf)
+    w, pi = q.max(1), q.argmax(1)
+    d = w - v
+  if stop == "span":
+    return w + gamma / (1 - gamma) * (d.min() + d.max()) / 2
+  return w
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_mpi_first_step_from_a_constant_start_matches_numpy(layout):
+  """The default start ``min r / (1 - gamma)`` is a constant vector: the
+  first greedy step is formed from the row sums (no pass over the model).
+  The iterates after 1 and 3 steps equal a float64 NumPy MPI from the
+  same start, and so do those from a non-constant ``v0`` (the plain path);
+  every bound holds against the exact optimum."""
+  with jax.enable_x64(True):
+    for seed, gamma in ((0, 0.9),) if layout == "dense" else ((1, 0.99),):
+      m = _garnet(layout, seed, gamma, mask=layout == "dense")
+      p, r, g, am = _stored(m)
+      v_ref = _ref(m)[0]
+      c = np.full(r.shape[0], r[am].min() / (1 - g))
+      v1 = np.random.default_rng(seed).normal(size=r.shape[0]) * 3
+      for stop in ("sup", "span"):
+        for iters in (1, 3):
+          for v0 in (None, v1):
+            sol = jd.modified_policy_iteration(m, tol=0.0, stop=stop, num_sweeps=4,
+                                               max_iters=iters, v0=v0)
+            want = _np_mpi(p, r, g, am, c if v0 is None else v1, 4, iters, stop)
+            assert int(sol.iterations) == iters
+            np.testing.assert_allclose(sol.values, want, rtol=1e-12,
+                                       atol=1e-12 * np.abs(want).max())
+            assert np.abs(np.asarray(sol.values) - v_ref).max() <= float(sol.error_bound)
+    # an invalid (traced) discount runs no step, constant start or not
+    bad = jax.jit(lambda mm: jd.modified_policy_iteration(mm, stop="span", num_sweeps=4))(
+        m.replace(discount=jnp.asarray(1.0)))
+    assert int(bad.iterations) == 0 and not bool(bad.converged)
+    assert float(bad.error_bound) == np.inf
+
+
 def test_mpi_stop_option_is_checked():
   m = _garnet("sparse", 0, 0.9)
   with pytest.raises(jd.InvalidMDPError, match=r"^stop = 'mid'"):
