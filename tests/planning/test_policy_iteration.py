@@ -226,8 +226,8 @@ def test_mpi_first_step_from_a_constant_start_matches_numpy(layout):
   """The default start ``min r / (1 - gamma)`` is a constant vector: the
   first greedy step is formed from the row sums (no pass over the model).
   The iterates after 1 and 3 steps equal a float64 NumPy MPI from the
-  same start, and so do those from a non-constant ``v0`` (the plain path);
-  every bound holds against the exact optimum."""
+  same start, and so do those from a non-constant ``v0`` (the plain path,
+  ``"span"``); every bound holds against the exact optimum."""
   with jax.enable_x64(True):
     for seed, gamma in ((0, 0.9),) if layout == "dense" else ((1, 0.99),):
       m = _garnet(layout, seed, gamma, mask=layout == "dense")
@@ -235,16 +235,15 @@ def test_mpi_first_step_from_a_constant_start_matches_numpy(layout):
       v_ref = _ref(m)[0]
       c = np.full(r.shape[0], r[am].min() / (1 - g))
       v1 = np.random.default_rng(seed).normal(size=r.shape[0]) * 3
-      for stop in ("sup", "span"):
-        for iters in (1, 3):
-          for v0 in (None, v1):
-            sol = jd.modified_policy_iteration(m, tol=0.0, stop=stop, num_sweeps=4,
-                                               max_iters=iters, v0=v0)
-            want = _np_mpi(p, r, g, am, c if v0 is None else v1, 4, iters, stop)
-            assert int(sol.iterations) == iters
-            np.testing.assert_allclose(sol.values, want, rtol=1e-12,
-                                       atol=1e-12 * np.abs(want).max())
-            assert np.abs(np.asarray(sol.values) - v_ref).max() <= float(sol.error_bound)
+      runs = [(stop, iters, None) for stop in ("sup", "span") for iters in (1, 3)]
+      for stop, iters, v0 in runs + [("span", 3, v1)]:
+        sol = jd.modified_policy_iteration(m, tol=0.0, stop=stop, num_sweeps=4,
+                                           max_iters=iters, v0=v0)
+        want = _np_mpi(p, r, g, am, c if v0 is None else v1, 4, iters, stop)
+        assert int(sol.iterations) == iters
+        np.testing.assert_allclose(sol.values, want, rtol=1e-12,
+                                   atol=1e-12 * np.abs(want).max())
+        assert np.abs(np.asarray(sol.values) - v_ref).max() <= float(sol.error_bound)
     # an invalid (traced) discount runs no step, constant start or not
     bad = jax.jit(lambda mm: jd.modified_policy_iteration(mm, stop="span", num_sweeps=4))(
         m.replace(discount=jnp.asarray(1.0)))
