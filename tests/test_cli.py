@@ -71,6 +71,8 @@ def test_readme_set_up_commands_match_ci():
   assert cmds[1] in (ROOT / ".ci" / "run").read_text()
 
 
+@pytest.mark.slow  # 19-20 s (six batch programs compiled); the demo's own run stays in the
+# default suite (test_demo_command_runs_and_reports_every_kind)
 def test_demo_suite_values_match_float64_reference():
   suite = cli._demo_suite(scale=16)
   assert {k for k, _, _ in suite} == {"garnet", "gridworld", "river_swim", "forest",
