@@ -503,8 +503,8 @@ def certified_solve(step: Callable, x0, tol, *, max_iters: int,
       runs and the result is ``converged = False``, ``error_bound = inf``.
     first_step: optional, ``step``'s replacement for the FIRST step only
       (same signature and contract, e.g. a cheaper backup of a known
-      constant ``x0``); it runs before the loop, which then continues with
-      ``step`` (``max_iters`` counts it).
+      constant ``x0``): the solver's ``first_step``, which the driver runs
+      before its loop (``max_iters`` counts it).
 
   Stops when ``error_bound <= tol``; or when the residual is not finite (the
   values overflowed or became NaN); or, when ``tol`` is below a finite
@@ -529,15 +529,9 @@ def certified_solve(step: Callable, x0, tol, *, max_iters: int,
     bound, conv = protocol.final_bound(st, tol_, ok)
     return FixedPoint(st.iteration, st.values, st.residual, bound, conv)
 
-  def init(_, x):
-    st = protocol.initial_state(x)
-    if first_step is None:
-      return st
-    # The first step outside the loop (max_iters >= 1), kept only when valid.
-    st1 = proto_step(None, st, first_step)
-    return jax.tree.map(lambda a, b: jnp.where(valid, a, b), st1, st)
-
-  solver = protocol.IterativeSolver(init, proto_step, finalize)
+  first = None if first_step is None else functools.partial(proto_step, step=first_step)
+  solver = protocol.IterativeSolver(lambda _, x: protocol.initial_state(x), proto_step, finalize,
+                                    first_step=first)
   return protocol.iterative_solve(solver, None, x0, tol, max_iters=max_iters, valid=valid)
 
 

@@ -19,8 +19,8 @@ and optimistix's ``init / step / terminate / postprocess``:
   right after ``init``, a user's own loop may.
 * ``first_step(operator, state) -> SolverState`` (optional, default None):
   ``step``'s replacement for the FIRST step, same contract (e.g. value
-  iteration from a constant start, whose first backup needs only the row
-  sums); the driver runs it before its loop, a user's own loop may (or may
+  iteration from 0, whose first backup needs only the rewards); the driver
+  runs it before its loop, a user's own loop may (or may
   call ``step``: the same iterate up to rounding, within the same bound).
 
 The operator carries the backup and everything a certificate needs: the

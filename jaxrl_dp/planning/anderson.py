@@ -163,7 +163,7 @@ STRETCH_SHARE = 32
 
 def anderson_solver(memory: int = 5, regularization: float = 1e-10,
                     stop: str = "sup", period: int | None = None,
-                    constant_start: bool = False) -> IterativeSolver:
+                    zero_start: bool = False) -> IterativeSolver:
   """Safeguarded Anderson-accelerated VI as an
   :class:`~jaxrl_dp.core.protocol.IterativeSolver` over any operator with the
   :class:`~jaxrl_dp.core.operators.NominalOperator` methods.
@@ -216,13 +216,13 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     period: backups per cycle, ``>= 1`` (static; default ``memory + 1``:
       each mixing sees a window of fresh pairs). ``1`` mixes after every
       plain backup.
-    constant_start: static; ``True`` promises a constant ``v0 = c 1`` (the
-      default start, zeros) on an operator with an ``mdp``: the first
-      backup, ``T(c 1)``, is then the solver's ``first_step``, formed from
-      the row sums (:func:`~jaxrl_dp.core.bellman.constant_q_values`: no
-      pass over the transitions; bit for bit the same backup at ``c = 0``),
-      and the first cycle is one backup shorter, so the backups and mixings
-      are those of the plain start (``period >= 2``; ignored for ``1``).
+    zero_start: static; ``True`` promises ``v0 = 0`` (the default start)
+      on an operator with an ``mdp``: the first backup, ``T(0) = max_a r``,
+      is then the solver's ``first_step``, read from the rewards alone
+      (:func:`~jaxrl_dp.core.bellman.zero_backup`: bit for bit the same
+      backup, no pass over the transitions), and the first cycle is one
+      backup shorter, so the backups and mixings are those of the plain
+      start (``period >= 2``; ignored for ``1``).
 
   Returns:
     The solver, for :func:`~jaxrl_dp.core.protocol.iterative_solve`.
@@ -295,7 +295,7 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     a = st1.aux
     changed = stats.any_flag
     spread = stats.flag_count * STRETCH_SHARE > x.shape[0]
-    # (``maximum``: the first cycle after a constant start is ``p - 1`` long.)
+    # (``maximum``: the first cycle after a zero start is ``p - 1`` long.)
     a = a._replace(count=jnp.where(changed, 0, a.count).astype(jnp.int32), policy=policy,
                    cycle=jnp.where(spread, jnp.minimum(2 * jnp.maximum(a.cycle, p),
                                                        MAX_STRETCH * p),
@@ -386,10 +386,10 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     return jax.lax.cond(go, lambda: last_of_cycle(op, ended()), ended)
 
   def first_step(op, st):
-    # A plain backup of the constant start; the first cycle's other
-    # ``p - 1`` backups follow in ``step``.
+    # A plain backup of the zero start; the first cycle's other ``p - 1``
+    # backups follow in ``step``.
     x = st.values
-    g = bellman.masked_max(bellman.constant_q_values(op.mdp, x[0]), op.action_mask)
+    g = bellman.zero_backup(op.mdp)
     st1 = backed_up(op, st, x, g)
     return st1._replace(aux=st1.aux._replace(cycle=jnp.asarray(p - 1, jnp.int32)))
 
@@ -398,7 +398,7 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     return greedy_solution(op, v, st, tol, valid)
 
   return IterativeSolver(init=init, step=step, finalize=finalize, bind=bind,
-                         first_step=first_step if constant_start and p >= 2 else None)
+                         first_step=first_step if zero_start and p >= 2 else None)
 
 
 def _spd_solve(mat: jax.Array, rhs: jax.Array) -> jax.Array:
@@ -497,7 +497,7 @@ def anderson_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
 @functools.partial(cpu_jit, static_argnames=("max_iters", "memory", "regularization",
                                              "stop", "period"))
 def _anderson(mdp, tol, v0, *, max_iters, memory, regularization, stop, period=None):
-  constant_start = v0 is None  # zeros: the first backup needs only the rewards
+  zero_start = v0 is None  # zeros: the first backup needs only the rewards
   v0 = initial_values(v0, mdp.rewards)
-  return iterative_solve(anderson_solver(memory, regularization, stop, period, constant_start),
+  return iterative_solve(anderson_solver(memory, regularization, stop, period, zero_start),
                          NominalOperator(mdp), v0, tol, max_iters=max_iters)

@@ -164,11 +164,11 @@ def value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e-6,
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "stop", "adjoint", "block_rows"))
 def _value_iteration(mdp, tol, v0, *, max_iters, stop, adjoint=None, block_rows=0):
-  constant_start = v0 is None  # zeros: the first backup needs only the rewards
+  zero_start = v0 is None  # zeros: the first backup needs only the rewards
   v0 = initial_values(v0, mdp.rewards)
 
   def solve(m, tol_, v0_):
-    return iterative_solve(value_iteration_solver(stop, constant_start),
+    return iterative_solve(value_iteration_solver(stop, zero_start),
                            NominalOperator(m, block_rows), v0_, tol_, max_iters=max_iters)
 
   return implicit_greedy_solution(solve, mdp, tol, v0, adjoint=adjoint)
@@ -183,7 +183,7 @@ def greedy_solution(op, v, state: SolverState, tol, valid) -> Solution:
                   residual=state.residual, converged=converged, error_bound=bound)
 
 
-def value_iteration_solver(stop: str = "sup", constant_start: bool = False) -> IterativeSolver:
+def value_iteration_solver(stop: str = "sup", zero_start: bool = False) -> IterativeSolver:
   """Value iteration as an :class:`~jaxrl_dp.core.protocol.IterativeSolver`
   over any Bellman operator with the :class:`~jaxrl_dp.core.operators.NominalOperator`
   methods (``apply``, ``rounding``, ``modulus``, ``row_deviation``,
@@ -196,12 +196,11 @@ def value_iteration_solver(stop: str = "sup", constant_start: bool = False) -> I
   rounding bound and modulus are computed once in ``init`` (they read the
   whole model).
 
-  ``constant_start=True`` (static) promises a constant ``v0 = c 1`` (value
-  iteration's default start, zeros): the solver's ``first_step`` then forms
-  ``T(c 1)`` from the row sums that ``init`` reads anyway
-  (:func:`~jaxrl_dp.core.bellman.constant_q_values`; bit for bit the same
-  backup at ``c = 0``), so the first step makes no pass over the
-  transitions. Needs an operator with an ``mdp`` (a
+  ``zero_start=True`` (static) promises ``v0 = 0`` (value iteration's
+  default start): the solver's ``first_step`` then forms ``T(0) = max_a
+  r`` from the rewards alone (:func:`~jaxrl_dp.core.bellman.zero_backup`,
+  bit for bit the same backup), with no pass over the transitions. Needs
+  an operator with an ``mdp`` (a
   :class:`~jaxrl_dp.core.operators.NominalOperator`).
 
   Example (a user's own loop)::
@@ -226,8 +225,7 @@ def value_iteration_solver(stop: str = "sup", constant_start: bool = False) -> I
     return advanced(st, op.apply(st.values)[0])
 
   def first_step(op, st):
-    q0 = bellman.constant_q_values(op.mdp, st.values[0])
-    return advanced(st, bellman.masked_max(q0, op.action_mask))
+    return advanced(st, bellman.zero_backup(op.mdp))
 
   def advanced(st, v_new):
     """The state after the backup ``v_new`` of ``st.values``, certified."""
@@ -246,4 +244,4 @@ def value_iteration_solver(stop: str = "sup", constant_start: bool = False) -> I
     return greedy_solution(op, v, st, tol, valid)
 
   return IterativeSolver(init=init, step=step, finalize=finalize,
-                         first_step=first_step if constant_start else None)
+                         first_step=first_step if zero_start else None)

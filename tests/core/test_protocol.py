@@ -145,7 +145,7 @@ def _with_count(st, count):
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_value_iteration_from_zero_matches_numpy_iterates(layout):
   """Value iteration's default start is 0, so its first backup is ``max_a r``
-  (``constant_start``: no pass over the transitions); the iterates after 1,
+  (``zero_start``: no pass over the transitions); the iterates after 1,
   2 and 6 backups equal float64 NumPy value iteration's, with an action mask,
   and every bound holds."""
   with jax.enable_x64(True):
