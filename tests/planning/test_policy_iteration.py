@@ -269,7 +269,8 @@ def test_no_retrace_across_tols_and_discounts(monkeypatch):
     m = _garnet("sparse", 0, gamma, dtype=jnp.float32)
     jd.policy_iteration(m, evaluation="krylov", tol=tol)
   guarded = jax.jit(chex.assert_max_traces(mod._mpi.__wrapped__, n=1),
-                    static_argnames=("num_sweeps", "max_iters", "stop", "block_rows"))
+                    static_argnames=("num_sweeps", "max_iters", "stop", "block_rows",
+                                     "constant_start"))
   monkeypatch.setattr(mod, "_mpi", guarded)
   for gamma, tol in ((0.9, 1e-3), (0.99, 1e-2)):
     m = _garnet("sparse", 0, gamma, dtype=jnp.float32)
