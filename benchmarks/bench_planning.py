@@ -315,9 +315,12 @@ def _backups(name, fn, iterations, mdp):
   """Full-backup equivalents ``S A K`` of a run (a policy sweep counts 1 / A;
   Krylov PI and exact PI are not counted: None)."""
   if name.startswith("solve"):
-    name = {"modified_policy_iteration": "MPI", "value_iteration": "VI"}.get(
-        _auto_label(mdp).split("(")[0], "?")
-    sweeps = 20 if name == "MPI" else 1
+    from jaxrl_dp.planning.front_door import auto_method
+    method, opts = auto_method(mdp)
+    name = {"modified_policy_iteration": "MPI", "value_iteration": "VI"}.get(method, "?")
+    if opts.get("sweep_rtol") is not None:
+      return None  # the sweeps per iteration vary (stopped early): not counted
+    sweeps = opts.get("num_sweeps", 20) if name == "MPI" else 1
   elif name.startswith("MPI"):
     sweeps = 20
   elif name.startswith("VI"):

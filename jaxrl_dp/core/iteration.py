@@ -650,6 +650,51 @@ def check_num_sweeps(num_sweeps) -> None:
     raise InvalidMDPError(f"num_sweeps = {num_sweeps!r}: expected a Python int >= 1")
 
 
+def check_sweep_rtol(sweep_rtol) -> Optional[float]:
+  """Modified policy iteration's early stop of the evaluation sweeps: None,
+  or a finite Python number ``>= 0`` (static), returned as a float."""
+  if sweep_rtol is None:
+    return None
+  if (isinstance(sweep_rtol, bool) or not isinstance(sweep_rtol, (int, float))
+      or not np.isfinite(sweep_rtol) or sweep_rtol < 0):
+    raise InvalidMDPError(
+        f"sweep_rtol = {sweep_rtol!r}: expected None or a finite Python float >= 0")
+  return float(sweep_rtol)
+
+
+def evaluation_sweeps(sweep: Callable, w: jax.Array, num: int,
+                      threshold: Optional[jax.Array] = None, stop: str = "sup") -> jax.Array:
+  """``num`` applications of ``sweep`` (``[S] -> [S]``, e.g. ``T_pi``) to
+  ``w [S]``: modified policy iteration's partial evaluation.
+
+  With ``threshold`` (``[]``), the sweeps stop early, after the first sweep
+  that changed the values by at most ``threshold``: by the span of the
+  change for ``stop="span"`` (a constant shift is the span rule's business,
+  not the evaluation's), by its sup norm for ``"sup"``. A ``lax.while_loop``
+  (``num`` static caps it); without ``threshold`` a ``fori_loop`` of exactly
+  ``num`` sweeps. Any number of sweeps keeps modified policy iteration
+  convergent (Puterman 1994, Theorem 6.5.5: any sequence of sweep counts),
+  and the certificate comes from the greedy step that follows, so the rule
+  changes the cost, never a bound.
+  """
+  if threshold is None:
+    return jax.lax.fori_loop(0, num, lambda _, u: sweep(u), w)
+
+  def more(c):
+    j, _, change = c
+    return (j < num) & (change > threshold)
+
+  def one(c):
+    j, u, _ = c
+    u_next = sweep(u)
+    d = u_next - u
+    change = jnp.max(d) - jnp.min(d) if stop == "span" else jnp.max(jnp.abs(d))
+    return j + 1, u_next, change
+
+  start = (jnp.asarray(0, jnp.int32), w, jnp.asarray(jnp.inf, w.dtype))
+  return jax.lax.while_loop(more, one, start)[1]
+
+
 def lower_bound_values(mdp) -> jax.Array:
   """``[S]`` filled with ``min_{valid (s, a)} r(s, a) / (1 - gamma)``: a start
   below every policy's value, from which modified policy iteration's iterates

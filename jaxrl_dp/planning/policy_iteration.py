@@ -24,7 +24,8 @@ from jaxrl_dp.core.functional_solvers import (as_functional_policy,
                                               solve_functional)
 from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
                                      certified_solve, check_num_sweeps,
-                                     contraction_modulus, discount_ok,
+                                     check_sweep_rtol, contraction_modulus, discount_ok,
+                                     evaluation_sweeps,
                                      lower_bound_values, row_sum_stats,
                                      span_certificate_of, span_constants,
                                      sup_certificate, sup_norm_solve, sweep_stats)
@@ -335,14 +336,28 @@ STOP_RULES = ("sup", "span")
 def modified_policy_iteration(mdp: TabularMDP | FunctionalMDP, *, num_sweeps: int = 20,
                               tol: float = 1e-6, max_iters: int = 10_000,
                               v0: jax.Array | None = None,
-                              stop: str = "sup") -> Solution:
+                              stop: str = "sup",
+                              sweep_rtol: float | None = None) -> Solution:
   """Modified policy iteration (Puterman 6.5): greedy step + partial evaluation.
 
   Iteration ``n`` applies ``T_pi`` ``num_sweeps - 1`` times to the previous
   greedy values (in the MDP's own layout; for a dense MDP ``P_pi`` is
   gathered once per iteration; no sweeps on the first iteration), then takes
   the greedy step ``Q = r + gamma P V``, ``V' = max_a Q`` with its policy
-  ``pi``.
+  ``pi``. With ``sweep_rtol`` the evaluation stops early, after the first
+  sweep that changes the values by at most ``sweep_rtol`` times the last
+  greedy step's ``residual`` (the span of the change for ``stop="span"``,
+  its sup norm for ``"sup"``): the chain has mixed, and further sweeps
+  would barely move the next greedy step
+  (:func:`~jaxrl_dp.core.iteration.evaluation_sweeps`). Any sweep counts
+  keep the iteration convergent and every bound below holds as stated.
+  Measured (float64, 2-core CPU, span stop, default tolerance):
+  ``num_sweeps=20, sweep_rtol=0.1`` on a dense random MDP (S=1000, A=10,
+  gamma 0.99) runs 2 sweeps in all instead of 18 with ``num_sweeps=10``
+  (3 iterations either way; the default ``solve`` 9.4 against 12.1 ms); on sparse Garnets it
+  trades sweeps for iterations (S=2000 A=8 K=5 gamma 0.999: 7 iterations
+  and 27 sweeps against 6 and 45, 1.17 against 1.00 ms), and on the 100 x
+  100 grid world 22 iterations and 262 sweeps against 29 and 252.
 
   Stopping rules (``tol`` bounds the error of the RETURNED values, rounding
   included; ``error_bound`` is the bound that holds):
@@ -386,6 +401,9 @@ def modified_policy_iteration(mdp: TabularMDP | FunctionalMDP, *, num_sweeps: in
       iterations, each of up to ``num_sweeps`` backups).
     v0: optional start values ``[S]`` (array or list).
     stop: ``"sup"`` or ``"span"`` (static).
+    sweep_rtol: None (every iteration runs ``num_sweeps - 1`` sweeps) or a
+      finite Python float ``>= 0`` (static): stop the sweeps early as above;
+      ``num_sweeps`` is then the cap.
 
   Returns:
     :class:`Solution` with ``residual`` (see ``stop``), ``converged`` and
@@ -400,65 +418,75 @@ def modified_policy_iteration(mdp: TabularMDP | FunctionalMDP, *, num_sweeps: in
     check_choice("stop", stop, STOP_RULES)
     check_tol(tol)
     check_num_sweeps(num_sweeps)
+    sweep_rtol = check_sweep_rtol(sweep_rtol)
     max_iters = check_max_iters(max_iters)
     check_functional_input(mdp, infinite_horizon=True)
     if v0 is None:
       v0 = _functional_lower_bound(mdp)
     return solve_functional(mdp, modified_policy_iteration_solver,
-                            {"num_sweeps": num_sweeps, "stop": stop}, tol=tol,
+                            {"num_sweeps": num_sweeps, "stop": stop,
+                             "sweep_rtol": sweep_rtol}, tol=tol,
                             max_iters=max_iters, v0=v0)
   check_solver_input(mdp, infinite_horizon=True)
   check_choice("stop", stop, STOP_RULES)
   check_tol(tol)
   max_iters = check_max_iters(max_iters)
   check_num_sweeps(num_sweeps)
+  sweep_rtol = check_sweep_rtol(sweep_rtol)
   dtype = mdp.rewards.dtype
   if v0 is not None:
     v0 = as_values("v0", v0, mdp.rewards.shape[:1], dtype)
   return _mpi_implicit(mdp, tol_arg(tol, dtype), v0, num_sweeps=num_sweeps,
                        max_iters=max_iters, stop=stop,
-                       block_rows=bellman.backup_block_rows(mdp))
+                       block_rows=bellman.backup_block_rows(mdp), sweep_rtol=sweep_rtol)
 
 
-@functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters", "stop", "block_rows"))
-def _mpi_implicit(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0):
+@functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters", "stop", "block_rows",
+                                             "sweep_rtol"))
+def _mpi_implicit(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0,
+                  sweep_rtol=None):
   # One jitted call for the start values, the solve and the implicit
   # wrapper's q (eagerly, the wrapper's ops cost ~1 ms per call).
   constant_start = v0 is None
   if v0 is None:
     v0 = lower_bound_values(mdp)
   run = functools.partial(_mpi, num_sweeps=num_sweeps, max_iters=max_iters, stop=stop,
-                          block_rows=block_rows, constant_start=constant_start)
+                          block_rows=block_rows, constant_start=constant_start,
+                          sweep_rtol=sweep_rtol)
   return implicit_greedy_solution(run, mdp, tol, v0)
 
 
 @functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters", "stop", "block_rows",
-                                             "constant_start"))
-def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0, constant_start=False):
+                                             "constant_start", "sweep_rtol"))
+def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0, constant_start=False,
+         sweep_rtol=None):
   """``constant_start`` (static): ``v0`` is a constant vector ``c 1`` (the
   default start), so the first greedy step, ``T(c 1) = max_a r + gamma c
   rho``, is formed before the loop from the row sums ``rho`` that the
   certificate's constants read anyway
   (:func:`~jaxrl_dp.core.bellman.constant_q_values`): one pass over the
-  transitions fewer."""
+  transitions fewer. ``sweep_rtol`` (static): see
+  :func:`modified_policy_iteration`; the carry then holds the last greedy
+  step's residual."""
   gamma = mdp.discount
   dtype = v0.dtype
   rounding = backup_rounding(mdp)
   modulus = contraction_modulus(mdp)
 
-  def evaluate(w, pi):
+  def evaluate(w, pi, residual):
     r_pi = bellman.policy_rewards(mdp, pi)
     ns, p_pi = bellman.policy_transitions(mdp, pi)
 
-    def sweep(_, u):
+    def sweep(u):
       return r_pi + gamma * bellman.rows_expectation(ns, p_pi, u)
 
-    return jax.lax.fori_loop(0, num_sweeps - 1, sweep, w)
+    threshold = None if sweep_rtol is None else sweep_rtol * residual
+    return evaluation_sweeps(sweep, w, num_sweeps - 1, threshold, stop)
 
   def greedy(x):
     w, pi, first = x[:3]
     if num_sweeps > 1:
-      v = jax.lax.cond(first, lambda: w, lambda: evaluate(w, pi))
+      v = jax.lax.cond(first, lambda: w, lambda: evaluate(w, pi, x[-1]))
     else:
       v = w
     v_new, pi_new = bellman.greedy_backup(mdp, v, block_rows)
@@ -469,14 +497,19 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0, constant_st
     return (w,) + bellman.masked_max_argmax(bellman.constant_q_values(mdp, w[0]),
                                             mdp.action_mask)
 
+  # The last greedy residual rides in the carry only for ``sweep_rtol``.
+  def last(res):
+    return () if sweep_rtol is None else (res,)
+
+  no_res = last(jnp.asarray(jnp.inf, dtype))
   if stop == "sup":
     def step(x, greedy=greedy):
       v, v_new, pi_new = greedy(x)
       stats = sweep_stats(v, v_new)
-      return ((v_new, pi_new, jnp.asarray(False)), stats.residual,
+      return ((v_new, pi_new, jnp.asarray(False)) + last(stats.residual), stats.residual,
               rounding.of_norms(stats.v_norm, stats.next_norm))
 
-    x0 = (v0, jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True))
+    x0 = (v0, jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True)) + no_res
     r = sup_norm_solve(step, x0, gamma, tol, max_iters=max_iters, modulus=modulus,
                        first_step=(functools.partial(step, greedy=greedy_from_constant)
                                    if constant_start else None))
@@ -488,11 +521,11 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0, constant_st
     def step(x, greedy=greedy):
       v, v_new, pi_new = greedy(x)
       span, bound, floor, noise, shift = span_certificate_of(span_k, rounding, v, v_new)
-      return ((v_new, pi_new, jnp.asarray(False), shift), span, bound, floor,
+      return ((v_new, pi_new, jnp.asarray(False), shift) + last(span), span, bound, floor,
               noise)
 
     x0 = (v0, jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True),
-          jnp.zeros((), dtype))
+          jnp.zeros((), dtype)) + no_res
     r = certified_solve(step, x0, tol, max_iters=max_iters, valid=discount_ok(gamma),
                         first_step=(functools.partial(step, greedy=greedy_from_constant)
                                     if constant_start else None))
@@ -506,7 +539,8 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0, constant_st
 _functional_lower_bound = jax.jit(functional_lower_bound_values)
 
 
-def modified_policy_iteration_solver(num_sweeps: int = 20, stop: str = "sup") -> IterativeSolver:
+def modified_policy_iteration_solver(num_sweeps: int = 20, stop: str = "sup",
+                                     sweep_rtol: float | None = None) -> IterativeSolver:
   """Modified policy iteration as an
   :class:`~jaxrl_dp.core.protocol.IterativeSolver` over any Bellman operator
   with the :class:`~jaxrl_dp.core.operators.NominalOperator` methods
@@ -525,6 +559,10 @@ def modified_policy_iteration_solver(num_sweeps: int = 20, stop: str = "sup") ->
   Args:
     num_sweeps: backups per step, a Python int ``>= 1`` (static).
     stop: ``"sup"`` or ``"span"`` (static).
+    sweep_rtol: None or a float ``>= 0`` (static): the sweeps stop early
+      once one changes the values by at most ``sweep_rtol`` times the last
+      greedy residual ``state.residual`` (as in
+      :func:`modified_policy_iteration`).
 
   Returns:
     The :class:`~jaxrl_dp.core.protocol.IterativeSolver`; ``finalize`` gives a
@@ -532,6 +570,7 @@ def modified_policy_iteration_solver(num_sweeps: int = 20, stop: str = "sup") ->
   """
   check_num_sweeps(num_sweeps)
   check_choice("stop", stop, STOP_RULES)
+  sweep_rtol = check_sweep_rtol(sweep_rtol)
 
   def init(op, v0):
     dtype = v0.dtype
@@ -547,8 +586,9 @@ def modified_policy_iteration_solver(num_sweeps: int = 20, stop: str = "sup") ->
     rounding, modulus = consts[0], consts[1]
     w = st.values
     if num_sweeps > 1:
-      v = jax.lax.cond(first, lambda: w, lambda: jax.lax.fori_loop(
-          0, num_sweeps - 1, lambda _, x: op.policy_apply(x, pi), w))
+      threshold = None if sweep_rtol is None else sweep_rtol * st.residual
+      v = jax.lax.cond(first, lambda: w, lambda: evaluation_sweeps(
+          lambda x: op.policy_apply(x, pi), w, num_sweeps - 1, threshold, stop))
     else:
       v = w
     v_new, pi_new = op.apply_greedy(v)

@@ -72,6 +72,29 @@ def test_modified_policy_iteration_matches_materialized_and_numpy(stop):
     np.testing.assert_array_equal(np.asarray(c.values), np.asarray(a.values))
 
 
+def test_mpi_sweep_rtol_matrix_free_matches_materialized():
+  """The protocol solver's early stop of the sweeps (``sweep_rtol``, on the
+  last greedy residual in ``state.residual``) runs the same iterates as the
+  stored model's loop, and the front door passes the option through."""
+  with jax.enable_x64(True):
+    m = _grid64()
+    _, _, v_star, q_star = _grid_reference()
+    stored = m.materialize()
+    r = np.asarray(stored.rewards)
+    v0 = np.full(r.shape[0], r[np.asarray(stored.action_mask)].min() / (1 - GAMMA))
+    kw = dict(tol=1e-9, stop="span", num_sweeps=20, sweep_rtol=0.1)
+    a = modified_policy_iteration(m, v0=v0, **kw)
+    b = modified_policy_iteration(stored, v0=v0, **kw)
+    fixed = modified_policy_iteration(stored, v0=v0, tol=1e-9, stop="span", num_sweeps=20)
+    _check_optimal(a, v_star, q_star, 1e-9)
+    assert int(a.iterations) == int(b.iterations)
+    np.testing.assert_allclose(np.asarray(a.values), np.asarray(b.values), rtol=0, atol=1e-12)
+    # the rule changed the run (other iterates than the fixed 19 sweeps)
+    assert np.abs(np.asarray(b.values) - np.asarray(fixed.values)).max() > 0
+    c = jd.solve(m, method="mpi", v0=v0, **kw)
+    np.testing.assert_array_equal(np.asarray(c.values), np.asarray(a.values))
+
+
 def test_policy_iteration_krylov_vs_numpy():
   with jax.enable_x64(True):
     _, _, v_star, q_star = _grid_reference()

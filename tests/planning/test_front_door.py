@@ -148,7 +148,12 @@ def test_metadata_and_auto_rule():
   assert front_door.auto_method(m32) == ("value_iteration", {"stop": "span"})
   with jax.enable_x64(True):
     m64, _, _ = _case("sparse", 0.9)
-    assert front_door.auto_method(m64)[0] == "modified_policy_iteration"
+    assert front_door.auto_method(m64) == ("modified_policy_iteration",
+                                           {"stop": "span", "num_sweeps": 10})
+    d64, _, _ = _case("dense", 0.9)
+    assert front_door.auto_method(d64) == ("modified_policy_iteration",
+                                           {"stop": "span", "num_sweeps": 20,
+                                            "sweep_rtol": 0.1})
 
 
 def test_batch_solve_defaults_to_front_door():

@@ -202,17 +202,28 @@ def test_mpi_span_float32_honesty_and_jit_vmap():
     assert np.abs(np.asarray(short.values, np.float64) - ref).max() <= float(short.error_bound)
 
 
-def _np_mpi(p, r, gamma, mask, v0, num_sweeps, iters, stop):
+def _np_mpi(p, r, gamma, mask, v0, num_sweeps, iters, stop, sweep_rtol=None, counts=None):
   """Float64 NumPy modified policy iteration (the loop of
   ``modified_policy_iteration``'s docstring): the returned values after
-  ``iters`` greedy steps."""
-  w, pi = v0.astype(np.float64), None
+  ``iters`` greedy steps. ``sweep_rtol``: the sweeps stop after the first
+  one whose change (span or sup norm, as ``stop``) is at most ``sweep_rtol``
+  times the last greedy residual; ``counts`` (a list) receives the sweeps
+  of each iteration."""
+  norm = (lambda x: x.max() - x.min()) if stop == "span" else (lambda x: np.abs(x).max())
+  w, pi, d = v0.astype(np.float64), None, np.zeros_like(v0, np.float64)
   for n in range(iters):
     v = w
     if n > 0:
       p_pi, r_pi = p[np.arange(len(w)), pi], r[np.arange(len(w)), pi]
+      done = 0
       for _ in range(num_sweeps - 1):
-        v = r_pi + gamma * p_pi @ v
+        v_next = r_pi + gamma * p_pi @ v
+        change, v = norm(v_next - v), v_next
+        done += 1
+        if sweep_rtol is not None and change <= sweep_rtol * norm(d):
+          break
+      if counts is not None:
+        counts.append(done)
     q = np.where(mask, r + gamma * p @ v, -np.inf)
     w, pi = q.max(1), q.argmax(1)
     d = w - v
@@ -249,6 +260,43 @@ def test_mpi_first_step_from_a_constant_start_matches_numpy(layout):
         m.replace(discount=jnp.asarray(1.0)))
     assert int(bad.iterations) == 0 and not bool(bad.converged)
     assert float(bad.error_bound) == np.inf
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_mpi_sweep_rtol_matches_numpy_and_bounds_hold(layout):
+  """``sweep_rtol`` stops the evaluation after the first sweep whose change
+  is at most ``sweep_rtol`` times the last greedy residual (span for
+  ``"span"``, sup norm for ``"sup"``): the iterates equal a float64 NumPy
+  MPI with the same rule, the sweep counts actually vary, and every bound
+  holds against the exact optimum (also the converged run)."""
+  with jax.enable_x64(True):
+    # the sup norm of a sweep's change falls like gamma^j: a smaller discount
+    for stop, gamma, rtol, iters in (("span", 0.99, 0.1, 4), ("sup", 0.7, 0.3, 3)):
+      m = _garnet(layout, 5, gamma, mask=layout == "dense")
+      p, r, g, am = _stored(m)
+      v_ref = _ref(m)[0]
+      c = np.full(r.shape[0], r[am].min() / (1 - g))
+      counts: list = []
+      want = _np_mpi(p, r, g, am, c, 12, iters, stop, sweep_rtol=rtol, counts=counts)
+      assert min(counts) < 11, counts          # the rule stopped some evaluation early
+      sol = jd.modified_policy_iteration(m, tol=0.0, stop=stop, num_sweeps=12,
+                                         max_iters=iters, sweep_rtol=rtol)
+      assert int(sol.iterations) == iters
+      np.testing.assert_allclose(sol.values, want, rtol=1e-12,
+                                 atol=1e-12 * np.abs(want).max())
+      assert np.abs(np.asarray(sol.values) - v_ref).max() <= float(sol.error_bound)
+    # sweep_rtol=0 never stops early: the fixed count, bit for bit
+    fixed = jd.modified_policy_iteration(m, tol=0.0, stop="span", num_sweeps=5, max_iters=3)
+    zero = jd.modified_policy_iteration(m, tol=0.0, stop="span", num_sweeps=5, max_iters=3,
+                                        sweep_rtol=0.0)
+    np.testing.assert_array_equal(zero.values, fixed.values)
+    tol = 1e-8 * np.abs(v_ref).max()
+    sol = jd.modified_policy_iteration(m, tol=tol, stop="span", num_sweeps=20, sweep_rtol=0.1)
+    assert bool(sol.converged)
+    assert np.abs(np.asarray(sol.values) - v_ref).max() <= float(sol.error_bound) <= tol
+    for bad in (-0.1, np.inf, True, "0.1"):
+      with pytest.raises(jd.InvalidMDPError, match=r"^sweep_rtol = "):
+        jd.modified_policy_iteration(m, sweep_rtol=bad)
 
 
 def test_mpi_stop_option_is_checked():
