@@ -297,6 +297,15 @@ def test_mpi_sweep_rtol_matches_numpy_and_bounds_hold(layout):
     for bad in (-0.1, np.inf, True, "0.1"):
       with pytest.raises(jd.InvalidMDPError, match=r"^sweep_rtol = "):
         jd.modified_policy_iteration(m, sweep_rtol=bad)
+    if layout == "dense":  # under vmap each MDP stops its own sweeps (masked)
+      mdps = [_garnet(layout, seed, g) for seed, g in ((6, 0.9), (7, 0.99), (8, 0.999))]
+      f = lambda mm: jd.modified_policy_iteration(mm, tol=1e-9, stop="span", num_sweeps=20,
+                                                  sweep_rtol=0.1)
+      batched = jax.vmap(f)(jd.stack(mdps))
+      for i, mm in enumerate(mdps):
+        one = f(mm)
+        assert int(batched.iterations[i]) == int(one.iterations)
+        np.testing.assert_allclose(batched.values[i], one.values, rtol=1e-12, atol=1e-12)
 
 
 def test_mpi_stop_option_is_checked():
