@@ -263,7 +263,8 @@ def test_mpi_first_step_from_a_constant_start_matches_numpy(layout):
     assert float(bad.error_bound) == np.inf
 
 
-@pytest.mark.parametrize("layout", ["dense", "sparse"])
+# sparse: slow (8 s; the rule is layout-independent code, the dense leg also runs vmap)
+@pytest.mark.parametrize("layout", ["dense", pytest.param("sparse", marks=pytest.mark.slow)])
 def test_mpi_sweep_rtol_matches_numpy_and_bounds_hold(layout):
   """``sweep_rtol`` stops the evaluation after the first sweep whose change
   is at most ``sweep_rtol`` times the last greedy residual (span for
