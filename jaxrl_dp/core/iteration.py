@@ -53,6 +53,7 @@ import numpy as np
 
 from jaxrl_dp.core import protocol
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.options import check_tol
 
 
 class FixedPoint(NamedTuple):
@@ -655,11 +656,10 @@ def check_sweep_rtol(sweep_rtol) -> Optional[float]:
   or a finite Python number ``>= 0`` (static), returned as a float."""
   if sweep_rtol is None:
     return None
-  if (isinstance(sweep_rtol, bool) or not isinstance(sweep_rtol, (int, float))
-      or not np.isfinite(sweep_rtol) or sweep_rtol < 0):
+  if isinstance(sweep_rtol, bool) or not isinstance(sweep_rtol, (int, float)):
     raise InvalidMDPError(
         f"sweep_rtol = {sweep_rtol!r}: expected None or a finite Python float >= 0")
-  return float(sweep_rtol)
+  return float(check_tol(sweep_rtol, "sweep_rtol"))
 
 
 def evaluation_sweeps(sweep: Callable, w: jax.Array, num: int,
