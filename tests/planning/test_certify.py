@@ -192,6 +192,32 @@ def test_float64_pass_dense_both_read_orders_bound_the_error(monkeypatch):
     np.testing.assert_allclose(certs[:2], certs[2:], rtol=1e-3)  # rounding-level
 
 
+def test_float64_pass_of_a_float32_dense_model_matches_numpy_and_bounds_the_error():
+  """The plain float64 pass of a dense FLOAT32 model (its own branch: the
+  entries are converted inside the reductions, never copied to float64):
+  the residual equals a float64 NumPy residual of the stored numbers to
+  rounding, the modulus sees stored rows that sum to 1 + 3e-6 (exact
+  rational sums), and the bound holds against the exact V*."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(23)
+    p, r = random_dense(rng, 24, 3)
+    p32 = p.astype(np.float32)
+    p32[:, :, 0] += np.float32(3e-6)
+    m = jd.TabularMDP.from_dense(p32, r, 0.999, dtype=jnp.float32)
+    stored = _stored(m)
+    vstar = exact_optimal(*stored)
+    rho = max(float(sum(Fraction(float(x)) for x in row)) for row in stored[0].reshape(-1, 24))
+    v = jd.value_iteration(m, tol=0.0, max_iters=20000, stop="span").values
+    for vals in (v, v + jnp.asarray(1e-3 * rng.normal(size=24), jnp.float32)):
+      c = certify(m, vals, method="float64")
+      assert c.error_bound.dtype == jnp.float32
+      vv = np.asarray(vals, np.float64)
+      res = np.max(np.abs(np.max(stored[1] + stored[2] * stored[0] @ vv, axis=1) - vv))
+      assert res <= float(c.bellman_residual) <= res * (1 + 1e-6) + 1e-12
+      assert float(c.modulus) >= 0.999 * rho > 0.999
+      assert _true_error(vals, vstar) <= float(c.error_bound)
+
+
 # ------------------------------------------------------ policy-loss bound
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_policy_loss_bound_vs_exact_loss(layout):
