@@ -238,6 +238,8 @@ def row_sum_stats(mdp, policy=None):
   # 23 ms vs a 1.6 ms row sum), and S u stays below 1e-12 relative for S <=
   # 10^4. Lower precisions (and the sparse layout's K slots) count.
   count = mdp.is_sparse or jnp.dtype(dtype).itemsize < 8
+  if policy is None and mdp.is_sparse and mdp.probs.shape[-1] <= SLOT_UNROLL:
+    return _sparse_row_stats(mdp)
   if policy is None:
     probs, valid = mdp.probs, mdp.action_mask[..., None]
     n = (jnp.max(jnp.sum(jnp.where(valid, probs != 0, False), axis=-1)) if count
@@ -263,6 +265,37 @@ def row_sum_stats(mdp, policy=None):
   else:
     sums_hi, dev = sums, jnp.abs(sums - 1.0)
   return row_bounds(n, jnp.max(sums_hi), jnp.max(dev), n_sum, dtype)
+
+
+#: :func:`row_sum_stats` of a sparse model with at most this many slots per
+#: row (``K``) adds the slots one by one (:func:`_sparse_row_stats`).
+SLOT_UNROLL = 64
+
+
+def _sparse_row_stats(mdp):
+  """:func:`row_sum_stats` of a sparse model (``policy=None``, ``K <=``
+  :data:`SLOT_UNROLL`): the row sums and nonzero counts as ``K`` elementwise
+  additions over ``[S, A]`` and the three maxima in ONE variadic reduction.
+  The same numbers as the generic path (the maxima and counts exactly; a row
+  sum in another order of its ``K`` additions, within the ``gamma_K`` term
+  of :func:`row_bounds`). On XLA:CPU the generic path's reductions over the
+  short last axis cost more than a backup: Garnet S=2000, A=8, K=5, float64,
+  93-124 us against 61-68 us (a backup 38-43 us; 2-core AMD EPYC,
+  in-process), paid in every solver's ``init`` and every certificate."""
+  probs, valid = mdp.probs, mdp.action_mask
+  sums = probs[..., 0]
+  nnz = (probs[..., 0] != 0).astype(jnp.int32)
+  for k in range(1, probs.shape[-1]):
+    sums = sums + probs[..., k]
+    nnz = nnz + (probs[..., k] != 0).astype(jnp.int32)
+  zero = jnp.zeros((), probs.dtype)
+  n, sums_max, dev_max = jax.lax.reduce(
+      (jnp.where(valid, nnz, 0), jnp.where(valid, sums, zero),
+       jnp.where(valid, jnp.abs(sums - 1.0), zero)),
+      (jnp.asarray(jnp.iinfo(jnp.int32).min, jnp.int32),
+       jnp.asarray(-jnp.inf, probs.dtype), jnp.asarray(-jnp.inf, probs.dtype)),
+      lambda x, y: tuple(jnp.maximum(a, b) for a, b in zip(x, y)), (0, 1))
+  return row_bounds(n, sums_max, dev_max, probs.shape[-1], probs.dtype)
 
 
 def row_bounds(n, sums_max, dev_max, n_sum: int, dtype):

@@ -127,7 +127,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 
 from jaxrl_dp.core import compensated as cp
-from jaxrl_dp.core.bellman import dense_expectation
+from jaxrl_dp.core.bellman import dense_expectation, sparse_expectation
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import discount_ok, row_bounds, row_sum_stats
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_mdp_structure, check_solver_input
@@ -249,7 +249,9 @@ def _residual_float64(mdp: TabularMDP, v):
   gamma = m.discount
   n = m.probs.shape[-1]
   if m.is_sparse:
-    e = jnp.sum(m.probs * v[m.next_states], axis=-1)
+    # The backups' gather (one 1-D gather per index column: 0.55-0.65x the
+    # time of the [S, A, K] gather on a Garnet S=2000, A=8, K=5).
+    e = sparse_expectation(v, m.next_states, m.probs)
     _, row_max, _ = row_sum_stats(m)                      # >= every valid row sum
   else:
     # E and the row sums (a sum's rounding bound holds in any order). A model

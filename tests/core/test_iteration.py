@@ -68,6 +68,39 @@ def test_contraction_modulus_includes_row_sums():
   assert mod > float(m.discount)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_sparse_row_stats_vs_exact_sums_and_generic_path(dtype, monkeypatch):
+  """row_sum_stats of a sparse model (slots added one by one, one variadic
+  reduction): the largest nonzero count over VALID actions exactly, and row
+  bounds that contain the exact rational row sums of the stored numbers
+  (within the gamma_K term); the same as the generic path's reductions."""
+  from fractions import Fraction
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(4)
+    ns, p, r = random_sparse(rng, 30, 4, 6)
+    p[:, :, 4:] = 0.0                      # padding slots
+    p[3, 1, 1:] = 0.0                      # one valid row with a single nonzero
+    p[7, 2, :] = 0.0
+    p[7, 2, :] = np.arange(1, 7)           # a row with 6 nonzeros, masked below
+    p /= p.sum(-1, keepdims=True)
+    p[:, :, 0] *= 1 + 4e-6                 # stored sums above 1 (within atol)
+    mask = np.ones((30, 4), bool)
+    mask[7, 2] = False
+    m = jd.TabularMDP.from_sparse(ns, p, r, 0.9, action_mask=mask, dtype=dtype)
+    pm = np.asarray(m.probs)
+    valid = np.asarray(m.action_mask)
+    exact = [sum(Fraction(float(x)) for x in row) for row in pm[valid]]
+    n, row_max, row_dev = (float(x) for x in jax.jit(iteration.row_sum_stats)(m))
+    assert n == int(np.max(np.sum(pm[valid] != 0, axis=-1))) == 4
+    assert row_max >= float(max(exact)) > 1
+    assert row_dev >= float(max(abs(s - 1) for s in exact)) > 0
+    u = float(jnp.finfo(dtype).eps) / 2
+    assert row_max <= float(max(exact)) * (1 + 12 * u)
+    monkeypatch.setattr(iteration, "SLOT_UNROLL", 0)   # the generic path
+    generic = [float(x) for x in iteration.row_sum_stats(m)]
+    np.testing.assert_allclose([n, row_max, row_dev], generic, rtol=4 * u, atol=0)
+
+
 def test_contraction_bound_refuses_invalid_moduli():
   for m in (1.0, 1.5, np.nan, -0.1):
     assert float(iteration.contraction_bound(jnp.float32(1.0), 0.0, jnp.float32(m))) == np.inf

@@ -218,6 +218,32 @@ def test_float64_pass_of_a_float32_dense_model_matches_numpy_and_bounds_the_erro
       assert _true_error(vals, vstar) <= float(c.error_bound)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_float64_pass_of_a_sparse_model_matches_numpy_and_bounds_the_error(dtype):
+  """The plain float64 pass of a sparse model (the backups' per-column
+  gather, the slot-by-slot row sums): residual = float64 NumPy residual of
+  the stored numbers to rounding; modulus >= gamma times the exact largest
+  row sum; the bound holds against the exact V*."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(29)
+    ns, p, r = random_sparse(rng, 24, 3, 4)
+    p[:, :, 0] *= 1 + 3e-6
+    m = jd.TabularMDP.from_sparse(ns, p, r, 0.999, dtype=dtype)
+    stored = _stored(m)
+    vstar = exact_optimal(*stored)
+    rho = max(float(sum(Fraction(float(x)) for x in row)) for row in np.asarray(m.probs)
+              .reshape(-1, 4))
+    v = jd.value_iteration(m, tol=0.0, max_iters=20000, stop="span").values
+    for vals in (v, v + jnp.asarray(1e-3 * rng.normal(size=24), dtype)):
+      c = certify(m, vals, method="float64")
+      vv = np.asarray(vals, np.float64)
+      res = np.max(np.abs(np.max(stored[1] + stored[2] * stored[0] @ vv, axis=1) - vv))
+      assert abs(float(c.bellman_residual) - res) <= 1e-6 * res + 1e-12
+      assert float(c.bellman_residual) >= res * (1 - 1e-12)
+      assert float(c.modulus) >= 0.999 * rho > 0.999
+      assert _true_error(vals, vstar) <= float(c.error_bound)
+
+
 # ------------------------------------------------------ policy-loss bound
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_policy_loss_bound_vs_exact_loss(layout):
