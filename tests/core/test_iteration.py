@@ -98,7 +98,10 @@ def test_sparse_row_stats_vs_exact_sums_and_generic_path(dtype, monkeypatch):
     assert row_max <= float(max(exact)) * (1 + 12 * u)
     monkeypatch.setattr(iteration, "SLOT_UNROLL", 0)   # the generic path
     generic = [float(x) for x in iteration.row_sum_stats(m)]
-    np.testing.assert_allclose([n, row_max, row_dev], generic, rtol=4 * u, atol=0)
+    assert n == generic[0]
+    np.testing.assert_allclose(row_max, generic[1], rtol=4 * u, atol=0)
+    # |sum - 1| of a sum in another order: within the rounding of 6 slots
+    np.testing.assert_allclose(row_dev, generic[2], rtol=0, atol=16 * u)
 
 
 def test_contraction_bound_refuses_invalid_moduli():
