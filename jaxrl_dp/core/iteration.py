@@ -268,34 +268,40 @@ def row_sum_stats(mdp, policy=None):
 
 
 #: :func:`row_sum_stats` of a sparse model with at most this many slots per
-#: row (``K``) adds the slots one by one (:func:`_sparse_row_stats`).
-SLOT_UNROLL = 64
+#: row (``K``) adds the slots one by one (:func:`_sparse_row_stats`). Above
+#: it the generic reductions stay: at K = 10 the unrolled form measured
+#: 0.37-1.15x their time (slower at S=20000, A=4 and S=2000, A=8), at K = 16
+#: and 32 up to 1.42x slower.
+SLOT_UNROLL = 5
 
 
 def _sparse_row_stats(mdp):
   """:func:`row_sum_stats` of a sparse model (``policy=None``, ``K <=``
   :data:`SLOT_UNROLL`): the row sums and nonzero counts as ``K`` elementwise
-  additions over ``[S, A]`` and the three maxima in ONE variadic reduction.
+  additions over ``[S, A]``, the two float maxima in one variadic reduction.
   The same numbers as the generic path (the maxima and counts exactly; a row
   sum in another order of its ``K`` additions, within the ``gamma_K`` term
   of :func:`row_bounds`). On XLA:CPU the generic path's reductions over the
-  short last axis cost more than a backup: Garnet S=2000, A=8, K=5, float64,
-  93-124 us against 61-68 us (a backup 38-43 us; 2-core AMD EPYC,
-  in-process), paid in every solver's ``init`` and every certificate."""
+  short last axis cost about a backup: on 12 Garnets (S = 300, 2000, 20000;
+  A = 4, 8; K = 3, 5; float64) this took 0.30-0.71x their time (S=2000,
+  A=8, K=5: 57 vs 92 us; 2-core AMD EPYC, in-process), paid in every
+  solver's ``init`` and every certificate."""
   probs, valid = mdp.probs, mdp.action_mask
+  dtype = probs.dtype
   sums = probs[..., 0]
   nnz = (probs[..., 0] != 0).astype(jnp.int32)
   for k in range(1, probs.shape[-1]):
     sums = sums + probs[..., k]
     nnz = nnz + (probs[..., k] != 0).astype(jnp.int32)
-  zero = jnp.zeros((), probs.dtype)
-  n, sums_max, dev_max = jax.lax.reduce(
-      (jnp.where(valid, nnz, 0), jnp.where(valid, sums, zero),
-       jnp.where(valid, jnp.abs(sums - 1.0), zero)),
-      (jnp.asarray(jnp.iinfo(jnp.int32).min, jnp.int32),
-       jnp.asarray(-jnp.inf, probs.dtype), jnp.asarray(-jnp.inf, probs.dtype)),
-      lambda x, y: tuple(jnp.maximum(a, b) for a, b in zip(x, y)), (0, 1))
-  return row_bounds(n, sums_max, dev_max, probs.shape[-1], probs.dtype)
+  # The two float maxima in one variadic reduction, the count apart: the
+  # reduction's JVP (``jax.grad`` through a solver's bound) has no rule for a
+  # count's zero tangent.
+  zero, low = jnp.zeros((), dtype), jnp.asarray(-jnp.inf, dtype)
+  sums_max, dev_max = jax.lax.reduce(
+      (jnp.where(valid, sums, zero), jnp.where(valid, jnp.abs(sums - 1.0), zero)), (low, low),
+      lambda x, y: (jnp.maximum(x[0], y[0]), jnp.maximum(x[1], y[1])), (0, 1))
+  return row_bounds(jnp.max(jnp.where(valid, nnz, 0)), sums_max, dev_max, probs.shape[-1],
+                    dtype)
 
 
 def row_bounds(n, sums_max, dev_max, n_sum: int, dtype):
