@@ -133,8 +133,9 @@ def gauss_seidel_solver(*, blocks: Optional[int] = None, omega: float = 1.0,
     block's residual ``max |(T u)_b - u_b|`` is measured when it is updated;
     a ranked sweep updates only the blocks whose last residual is ``>= rho``
     times the largest one (the blocks that have not settled), skipping the
-    rest (``lax.cond`` per block: under ``jax.vmap`` both branches run, so the
-    saving is for unbatched calls).
+    rest (the sweep's loop runs over the active blocks only, a dynamic trip
+    count: under ``jax.vmap`` a batch runs its largest count, so the saving
+    is mostly for unbatched calls).
   * ``full_every``: when ``omega != 1`` or ``ranking`` is set, every
     ``full_every``-th sweep (the 1st, ``full_every + 1``-th, ...) is a full
     ``omega = 1`` sweep: it re-measures every block and carries the
@@ -181,7 +182,6 @@ def gauss_seidel_solver(*, blocks: Optional[int] = None, omega: float = 1.0,
 
   def sweep(op, v, w, active, reverse, nb, bs, certify):
     s = v.shape[0]
-    dtype = v.dtype
 
     def update(b, v, big):
       start = jnp.minimum(b * bs, s - bs)
@@ -199,37 +199,58 @@ def gauss_seidel_solver(*, blocks: Optional[int] = None, omega: float = 1.0,
       st = sweep_stats(old, t)
       return v, st.residual, jnp.maximum(big, jnp.maximum(st.next_norm, st.v_norm))
 
-    def body(i, carry):
-      v, blk, big = carry
-      b = jnp.where(reverse, nb - 1 - i, i) if symmetric else i
-      if ranking is None:
+    if ranking is None:
+      def body(i, carry):
+        v, blk, big = carry
+        b = jnp.where(reverse, nb - 1 - i, i) if symmetric else i
         v, c, big = update(b, v, big)
-        on = True
-      else:
-        on = active[b]
-        v, c, big = jax.lax.cond(
-            on, lambda vv: update(b, vv, big),
-            lambda vv: (vv, jnp.zeros((), dtype), big), v)
-      if not plain:  # plain sweeps measure the block residuals after the sweep
-        blk = jax.lax.dynamic_update_slice(blk, jnp.where(on, c, blk[b])[None], (b,))
+        if not plain:  # plain sweeps measure the block residuals after the sweep
+          blk = jax.lax.dynamic_update_slice(blk, c[None], (b,))
+        return v, blk, big
+      return body
+
+    # Ranked: the sweep visits the active blocks only, in sweep order
+    # (``order``: the active block indices, ascending, then padding; measured
+    # against a ``lax.cond`` per block: 0.53-0.94x the time on the
+    # benchmark's grid world, RiverSwim, Garnet and forest cases).
+    order = jnp.nonzero(active, size=nb, fill_value=0)[0].astype(jnp.int32)
+    n = jnp.sum(active, dtype=jnp.int32)
+
+    def ranked_body(i, carry):
+      v, blk, big = carry
+      b = order[jnp.where(reverse, n - 1 - i, i) if symmetric else i]
+      v, c, big = update(b, v, big)
+      blk = jax.lax.dynamic_update_slice(blk, c[None], (b,))
       return v, blk, big
 
-    return body
+    return ranked_body, n
 
   def run_sweep(op, v, w, active, reverse, block_res, certify):
     """``(v', block_res', big)``: one sweep, its block residuals and the
     largest value it read or wrote."""
     s = v.shape[0]
     nb, bs = block_layout(s, blocks)
-    body = sweep(op, v, w, active, reverse, nb, bs, certify)
+    made = sweep(op, v, w, active, reverse, nb, bs, certify)
     # On XLA:CPU the loop body's kernel count matters (a body of more than
     # 8 kernels that touches a buffer over 512 bytes runs on the concurrent
     # thunk executor): the plain body is the block backup, its write, one
     # reduction and the loop's own index and copies. Its block residuals are
     # those of the sweep, ``max |v'_b - v_b|`` (each block is updated once
     # from ``v_b``; the overlapping last block's states: their final change).
-    v1, blk, big = jax.lax.fori_loop(0, nb, body, (v, block_res, jnp.max(jnp.abs(v))),
-                                     unroll=SWEEP_UNROLL)
+    carry = (v, block_res, jnp.max(jnp.abs(v)))
+    if ranking is None:
+      v1, blk, big = jax.lax.fori_loop(0, nb, made, carry, unroll=SWEEP_UNROLL)
+    else:
+      # A loop over the ``n`` active blocks, two per iteration (the static
+      # loop's unrolling, by hand: the trip count is dynamic); an odd count's
+      # last iteration skips its second block.
+      body, n = made
+
+      def two(i, c):
+        c = body(2 * i, c)
+        return jax.lax.cond(2 * i + 1 < n, lambda c: body(2 * i + 1, c), lambda c: c, c)
+
+      v1, blk, big = jax.lax.fori_loop(0, (n + 1) // 2, two, carry)
     if plain:
       blk = block_max(jnp.abs(v1 - v), nb, bs)
     return v1, blk, big
