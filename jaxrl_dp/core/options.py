@@ -167,6 +167,12 @@ def _real_array(field: str, x: Any) -> np.ndarray:
   return arr
 
 
+@jax.jit
+def _all_finite(x: jax.Array) -> jax.Array:
+  """``[]`` bool: every entry of ``x`` is finite."""
+  return jnp.isfinite(x).all()
+
+
 def as_values(field: str, values: Any, shape: tuple[int, ...], dtype) -> jax.Array:
   """Checks and converts an initial / terminal value array.
 
@@ -182,6 +188,15 @@ def as_values(field: str, values: Any, shape: tuple[int, ...], dtype) -> jax.Arr
     if jnp.issubdtype(values.dtype, jnp.complexfloating):
       raise InvalidMDPError(f"{field}: complex input is not accepted")
     return values.astype(dtype)
+  if (isinstance(values, jax.Array) and values.dtype == np.dtype(dtype)
+      and tuple(values.shape) == tuple(shape)):
+    # A JAX array of the right dtype is returned as is (its device and
+    # sharding kept), checked where it lives: one scalar comes back to the
+    # host, not a copy of the array there and back. Other dtypes are cast on
+    # the host: XLA's CPU cast flushes subnormals to zero, NumPy's rounds
+    # them. A non-finite entry takes the host path below, which names it.
+    if bool(_all_finite(values)):
+      return values
   arr = _real_array(field, values)
   if arr.shape != tuple(shape):
     raise InvalidMDPError(f"{field}: expected shape {tuple(shape)}, got {arr.shape}")

@@ -70,6 +70,31 @@ def test_as_values_converts_lists_and_names_bad_entries():
     options.as_values("v0", ["a", "b", "c"], (3,), jnp.float32)
 
 
+def test_as_values_keeps_jax_arrays_of_its_dtype_and_names_bad_entries():
+  """A JAX array of the MDP's dtype is returned as is; another dtype gives
+  NumPy's cast (a subnormal too: XLA's CPU cast would flush it to zero); the
+  same named errors (non-finite, overflow to float32, shape, complex)."""
+  with jax.enable_x64(True):
+    x = jnp.asarray([0.1, -2.5e-40, 3.0, 1e38], jnp.float64)
+    out = options.as_values("v0", x, (4,), jnp.float32)
+    assert out.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(x).astype(np.float32))
+    assert float(out[1]) == float(np.float32(-2.5e-40)) != 0.0
+    assert options.as_values("v0", x, (4,), jnp.float64) is x
+    ints = options.as_values("v0", jnp.asarray([1, 2, 3], jnp.int32), (3,), jnp.float32)
+    np.testing.assert_array_equal(np.asarray(ints), [1.0, 2.0, 3.0])
+    with pytest.raises(InvalidMDPError, match=r"v0\[2\] = 1e\+300: expected a finite number \(in float32\)"):
+      options.as_values("v0", jnp.asarray([0.0, 1.0, 1e300]), (3,), jnp.float32)
+    with pytest.raises(InvalidMDPError, match=r"v0\[1\] = inf: expected a finite number"):
+      options.as_values("v0", jnp.asarray([0.0, jnp.inf, 1.0]), (3,), jnp.float64)
+  with pytest.raises(InvalidMDPError, match=r"v0\[0\] = nan: expected a finite number"):
+    options.as_values("v0", jnp.asarray([jnp.nan, 0.0]), (2,), jnp.float32)
+  with pytest.raises(InvalidMDPError, match=r"v0: expected shape \(3,\), got \(2,\)"):
+    options.as_values("v0", jnp.zeros(2), (3,), jnp.float32)
+  with pytest.raises(InvalidMDPError, match="complex"):
+    options.as_values("v0", jnp.asarray([1 + 2j, 0, 0]), (3,), jnp.float32)
+
+
 def test_as_index_array_checks_before_the_int32_cast():
   big = np.array([0, 2**32, 1], dtype=np.int64)   # 2**32 wraps to 0 in int32
   assert np.int64(2**32).astype(np.int32) == 0
