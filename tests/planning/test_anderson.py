@@ -23,6 +23,29 @@ _mdp, _reference = mdp_case, reference
 
 
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_history_ring_buffer_holds_the_last_backups_across_steps(layout):
+  """The plain backups save ``(T x - x, T x)`` of backup ``k`` (counted from
+  the last restart) in slot ``k mod (memory + 1)``, also when a cycle stops on
+  the budget and the next step continues: against NumPy value iteration."""
+  with jax.enable_x64(True):
+    m, mask = _mdp(layout, 0.95, seed=8, masked=True)
+    p, r, g = stored(m)
+    x = np.random.default_rng(3).normal(size=S)
+    ref = [x]
+    for _ in range(12):
+      ref.append(np.where(mask, r + g * p @ ref[-1], -np.inf).max(1))
+    op, sv = NominalOperator(m), anderson_solver(memory=2, period=4096)
+    st = sv.init(op, jnp.asarray(x))
+    for budget in (7, 12):  # one step stops on the budget, the next goes on
+      st = sv.step(op, sv.bind(st, 0.0, budget))
+      assert int(st.iteration) == int(st.aux.count) == budget
+      for k in range(budget - 2, budget + 1):  # the last three backups
+        f, gk = np.asarray(st.aux.hist[:, (k - 1) % 3])
+        np.testing.assert_allclose(gk, ref[k], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(f, ref[k] - ref[k - 1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
 @pytest.mark.parametrize("stop", ["sup", "span"])
 def test_matches_float64_reference(layout, stop):
   with jax.enable_x64(True):
