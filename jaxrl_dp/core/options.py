@@ -167,6 +167,14 @@ def _real_array(field: str, x: Any) -> np.ndarray:
   return arr
 
 
+def _default_device():
+  """The device new arrays go to (``jax.default_device`` or the first)."""
+  d = jax.config.jax_default_device
+  if d is None:
+    return jax.devices()[0]
+  return d if isinstance(d, jax.Device) else None
+
+
 @jax.jit
 def _all_finite(x: jax.Array) -> jax.Array:
   """``[]`` bool: every entry of ``x`` is finite."""
@@ -189,12 +197,14 @@ def as_values(field: str, values: Any, shape: tuple[int, ...], dtype) -> jax.Arr
       raise InvalidMDPError(f"{field}: complex input is not accepted")
     return values.astype(dtype)
   if (isinstance(values, jax.Array) and values.dtype == np.dtype(dtype)
-      and tuple(values.shape) == tuple(shape)):
-    # A JAX array of the right dtype is returned as is (its device and
-    # sharding kept), checked where it lives: one scalar comes back to the
-    # host, not a copy of the array there and back. Other dtypes are cast on
-    # the host: XLA's CPU cast flushes subnormals to zero, NumPy's rounds
-    # them. A non-finite entry takes the host path below, which names it.
+      and tuple(values.shape) == tuple(shape)
+      and values.sharding.device_set == {_default_device()}):
+    # A JAX array of the right dtype on the default device is returned as
+    # is, checked where it lives: one scalar comes back to the host, not a
+    # copy of the array there and back. Other dtypes are cast on the host
+    # (XLA's CPU cast flushes subnormals to zero, NumPy's rounds them), and
+    # arrays on other devices go there too (then to the default device, as
+    # before). A non-finite entry takes the host path below, which names it.
     if bool(_all_finite(values)):
       return values
   arr = _real_array(field, values)

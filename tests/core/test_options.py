@@ -95,6 +95,46 @@ def test_as_values_keeps_jax_arrays_of_its_dtype_and_names_bad_entries():
     options.as_values("v0", jnp.asarray([1 + 2j, 0, 0]), (3,), jnp.float32)
 
 
+_TWO_DEVICES = r"""
+import jax, jax.numpy as jnp, numpy as np
+import jaxrl_dp as jd
+from jaxrl_dp.core import options
+d0, d1 = jax.devices()
+x = jax.device_put(jnp.asarray([1.0, 2.0, 3.0]), d0)
+assert options.as_values("v0", x, (3,), jnp.float32) is x
+y = jax.device_put(jnp.asarray([1.0, 2.0, 3.0]), d1)
+out = options.as_values("v0", y, (3,), jnp.float32)
+assert out.devices() == {d0} and np.array_equal(np.asarray(out), [1.0, 2.0, 3.0])
+with jax.default_device(d1):
+  assert options.as_values("v0", y, (3,), jnp.float32) is y
+# certify: an MDP committed to d0, values on d1 (moved to the default device).
+p = np.array([[[0.5, 0.5], [1.0, 0.0]], [[0.0, 1.0], [0.5, 0.5]]])
+r = np.array([[1.0, 0.0], [0.0, 2.0]])
+m = jax.device_put(jd.TabularMDP.from_dense(p, r, 0.5), d0)
+ref = np.linalg.solve(np.eye(2) - 0.5 * p[[0, 1], [0, 1]], r[[0, 1], [0, 1]])  # optimal
+assert np.all((r + 0.5 * p @ ref).max(1) <= ref + 1e-12)
+v = jnp.asarray(ref + np.array([1e-3, -2e-3]), jnp.float32)
+c = jd.certify(m, jax.device_put(v, d1))
+err = np.max(np.abs(np.asarray(v, np.float64) - ref))
+assert err <= float(c.error_bound) <= 1e-2, (err, c)
+print("OK")
+"""
+
+
+def test_as_values_on_two_devices():
+  """A JAX array on the default device is kept; one on another device is
+  moved to the default device (as NumPy input is), so a model committed to
+  the default device can be certified with values from the other."""
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu")
+  res = subprocess.run([sys.executable, "-c", _TWO_DEVICES], env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-3000:]
+
+
 def test_as_index_array_checks_before_the_int32_cast():
   big = np.array([0, 2**32, 1], dtype=np.int64)   # 2**32 wraps to 0 in int32
   assert np.int64(2**32).astype(np.int32) == 0
