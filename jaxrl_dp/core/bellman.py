@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.options import is_concrete
@@ -299,7 +300,13 @@ def masked_max_argmax(q: jax.Array, action_mask: jax.Array) -> tuple[jax.Array, 
   Returns:
     ``([...] max, int32 [...] first maximizer)``.
   """
-  qm = jnp.where(action_mask, q, -jnp.inf)
+  return _max_argmax(jnp.where(action_mask, q, -jnp.inf))
+
+
+@jax.custom_jvp
+def _max_argmax(qm: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(max, first maximizer)`` over the last axis of ``qm`` (masked
+  entries already ``-inf``): :func:`masked_max_argmax`'s reduction."""
   idx = jax.lax.broadcasted_iota(jnp.int32, qm.shape, qm.ndim - 1)
 
   def pick(a, b):
@@ -318,6 +325,18 @@ def masked_max_argmax(q: jax.Array, action_mask: jax.Array) -> tuple[jax.Array, 
   # (value, index) pairs, so the reduction order does not matter.
   init = (jnp.asarray(-jnp.inf, qm.dtype), jnp.asarray(jnp.iinfo(jnp.int32).max, jnp.int32))
   return jax.lax.reduce((qm, idx), init, pick, (qm.ndim - 1,))
+
+
+@_max_argmax.defjvp
+def _max_argmax_jvp(primals, tangents):
+  # The variadic reduction has no JVP rule for the index's zero tangent:
+  # the max's tangent is the tangent at the chosen (first) maximizer, the
+  # index's is zero (forward and reverse mode through a solver's greedy
+  # backups).
+  (qm,), (dq,) = primals, tangents
+  m, i = _max_argmax(qm)
+  dm = jnp.take_along_axis(dq, i[..., None], axis=-1)[..., 0]
+  return (m, i), (dm, np.zeros(i.shape, jax.dtypes.float0))
 
 
 def greedy_backup(mdp: TabularMDP, v: jax.Array,

@@ -185,6 +185,21 @@ def sweep_stats(v: jax.Array, v_next: jax.Array, *, with_sum: bool = False,
   Returns:
     :class:`SweepStats` (``d_sum`` / ``any_flag`` None unless asked for).
   """
+  if flags is not None:
+    flags = jnp.broadcast_to(jnp.asarray(flags, bool), jnp.shape(v_next))
+  out = _stats_reduce(with_sum, count_flags, v, v_next, flags)
+  if flags is None:
+    return SweepStats(out[0], out[1], out[2], out[3], d_sum=out[4] if with_sum else None)
+  last = out[-1]
+  return SweepStats(out[0], out[1], out[2], out[3], d_sum=out[4] if with_sum else None,
+                    any_flag=last > 0 if count_flags else last,
+                    flag_count=last if count_flags else None)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _stats_reduce(with_sum: bool, count_flags: bool, v, v_next, flags):
+  """:func:`sweep_stats`' one variadic reduction: ``(min d, max d, max|v|,
+  max|v_next|[, sum d][, flags' any or count])``."""
   d = v_next - v
   inf = jnp.asarray(jnp.inf, d.dtype)
   ops = [d, d, jnp.abs(v).astype(d.dtype), jnp.abs(v_next).astype(d.dtype)]
@@ -193,7 +208,6 @@ def sweep_stats(v: jax.Array, v_next: jax.Array, *, with_sum: bool = False,
     ops.append(d)
     inits.append(jnp.zeros((), d.dtype))
   if flags is not None:
-    flags = jnp.broadcast_to(jnp.asarray(flags, bool), d.shape)
     if count_flags:
       ops.append(flags.astype(jnp.int32))
       inits.append(jnp.asarray(0, jnp.int32))
@@ -212,13 +226,29 @@ def sweep_stats(v: jax.Array, v_next: jax.Array, *, with_sum: bool = False,
       out.append(a[i] + b[i] if count_flags else a[i] | b[i])
     return tuple(out)
 
-  out = jax.lax.reduce(tuple(ops), tuple(inits), combine, tuple(range(d.ndim)))
-  if flags is None:
-    return SweepStats(out[0], out[1], out[2], out[3], d_sum=out[4] if with_sum else None)
-  last = out[-1]
-  return SweepStats(out[0], out[1], out[2], out[3], d_sum=out[4] if with_sum else None,
-                    any_flag=last > 0 if count_flags else last,
-                    flag_count=last if count_flags else None)
+  return jax.lax.reduce(tuple(ops), tuple(inits), combine, tuple(range(d.ndim)))
+
+
+@_stats_reduce.defjvp
+def _stats_reduce_jvp(with_sum, count_flags, primals, tangents):
+  # The variadic reduction has no JVP rule for a symbolic-zero tangent (a
+  # solver's first iterate, a constant ``v0``, has one): forward-mode
+  # derivatives through a solver's iterations take the tangents of the same
+  # statistics as separate reductions (JAX's rules for ``min`` / ``max``).
+  v, v_next, flags = primals
+  dv, dv_next, _ = tangents
+  out = _stats_reduce(with_sum, count_flags, v, v_next, flags)
+
+  def separate(v, v_next):
+    d = v_next - v
+    stats = [jnp.min(d), jnp.max(d), jnp.max(jnp.abs(v)).astype(d.dtype),
+             jnp.max(jnp.abs(v_next)).astype(d.dtype)]
+    return tuple(stats + [jnp.sum(d)] if with_sum else stats)
+
+  _, dout = jax.jvp(separate, (v, v_next), (dv, dv_next))
+  if flags is not None:
+    dout = dout + (np.zeros(np.shape(out[-1]), jax.dtypes.float0),)
+  return out, dout
 
 
 def discount_ok(discount) -> jax.Array:

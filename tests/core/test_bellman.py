@@ -114,6 +114,26 @@ def test_masked_max_argmax_equals_loops_and_the_two_reductions(shape):
                                   ref_arg)
 
 
+def test_masked_max_argmax_derivatives_follow_the_chosen_maximizer():
+  """The max's tangent is the tangent at the returned (first) maximizer, the
+  masked entries' never counts; grad too (the index has none)."""
+  rng = np.random.default_rng(2)
+  q, dq = rng.normal(size=(2, 6, 4)).astype(np.float32)
+  q[1, :] = [3.0, 1.0, 3.0, 0.0]        # a tie: the first maximizer counts
+  mask = np.ones((6, 4), bool)
+  mask[3, np.argmax(q[3])] = False      # the largest entry of row 3 masked
+  f = lambda q: bellman.masked_max_argmax(q, mask)[0]
+  m, tan = jax.jvp(f, (jnp.asarray(q),), (jnp.asarray(dq),))
+  best = np.argmax(np.where(mask, q, -np.inf), axis=1)
+  np.testing.assert_array_equal(np.asarray(m), q[np.arange(6), best])
+  np.testing.assert_array_equal(np.asarray(tan), dq[np.arange(6), best])
+  assert best[1] == 0
+  g = jax.grad(lambda q: jnp.sum(f(q) * jnp.arange(1.0, 7.0)))(jnp.asarray(q))
+  want = np.zeros_like(q)
+  want[np.arange(6), best] = np.arange(1.0, 7.0)
+  np.testing.assert_array_equal(np.asarray(g), want)
+
+
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_greedy_backup_equals_numpy(layout):
   from jaxrl_dp.core.operators import NominalOperator

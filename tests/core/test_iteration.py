@@ -246,6 +246,29 @@ def test_sweep_stats_sum_and_flags_against_numpy(dtype):
                                rtol=0, atol=20 * u * np.abs(wb - vb).sum())
 
 
+def test_sweep_stats_forward_and_reverse_derivatives_are_the_closed_form():
+  """d/dt of min d, max d, max|v|, max|w| and sum d (d = w - v) is the
+  tangent at the (unique) extremal entry; a constant ``v`` (a symbolic-zero
+  tangent, as a solver's ``v0``) and flags are accepted; grad agrees."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(11)
+    v, w, dw = rng.normal(size=(3, 9))
+    flags = rng.random(9) < 0.5
+    d = w - v
+
+    def stats(w):
+      st = iteration.sweep_stats(jnp.asarray(v), w, with_sum=True, flags=flags,
+                                 count_flags=True)
+      return jnp.stack([st.d_min, st.d_max, st.v_norm, st.next_norm, st.d_sum])
+
+    _, tan = jax.jvp(stats, (jnp.asarray(w),), (jnp.asarray(dw),))
+    want = [dw[np.argmin(d)], dw[np.argmax(d)], 0.0,
+            np.sign(w[np.argmax(np.abs(w))]) * dw[np.argmax(np.abs(w))], dw.sum()]
+    np.testing.assert_allclose(np.asarray(tan), want, rtol=1e-12, atol=1e-15)
+    g = jax.grad(lambda w: stats(w)[1])(jnp.asarray(w))
+    np.testing.assert_array_equal(np.asarray(g), np.eye(9)[np.argmax(d)])
+
+
 def test_sweep_stats_counts_flags_against_numpy():
   # count_flags: the same reduction also returns sum(flags) (int32), and
   # any_flag is "count > 0"; against np.sum / np.any, jitted and vmapped.
