@@ -61,6 +61,7 @@ Exactness assumptions, and how they are kept:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -259,12 +260,20 @@ def dot2_and_sum2(x, y, axis: int = -1) -> tuple[Compensated, Compensated]:
           Compensated(s_hi, s_lo, bound(s_abs, 0, 2 * n + 2)))
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def round_up(x_hi, dtype):
   """Casts a nonnegative bound ``x_hi`` to ``dtype`` rounding UP (so a float64
-  bound stays a bound in float32): ``nextafter`` when the cast rounded down."""
+  bound stays a bound in float32): ``nextafter`` when the cast rounded down.
+  Its derivative is the cast's (``nextafter`` has no JVP rule)."""
   y = x_hi.astype(dtype)
   back = y.astype(x_hi.dtype)
   return jnp.where(back < x_hi, jnp.nextafter(y, jnp.asarray(jnp.inf, dtype)), y)
+
+
+@round_up.defjvp
+def _round_up_jvp(dtype, primals, tangents):
+  (x_hi,), (dx,) = primals, tangents
+  return round_up(x_hi, dtype), dx.astype(dtype)
 
 
 __all__ = [

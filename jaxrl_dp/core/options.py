@@ -135,7 +135,7 @@ def tol_arg(x: Any, dtype) -> Any:
     if float(t) > float(np.asarray(x, np.float64)):
       t = np.nextafter(t, np.asarray(-np.inf, t.dtype))
     return t
-  xa = jnp.asarray(x)
+  xa = jax.lax.stop_gradient(jnp.asarray(x))  # a tolerance carries no derivative
   if not jnp.issubdtype(xa.dtype, jnp.floating):
     xa = xa.astype(jnp.result_type(float))
   ta = xa.astype(dtype)

@@ -178,6 +178,8 @@ def relative_target(mdp: TabularMDP | FunctionalMDP, values: jax.Array,
 
 @jax.jit
 def _target(values, error_bound, rel, scale):
+  # A stopping tolerance: no derivative (``nextafter`` has no JVP rule).
+  values, error_bound, rel, scale = jax.lax.stop_gradient((values, error_bound, rel, scale))
   top = jnp.max(jnp.abs(values)) - error_bound
   top = jnp.where(jnp.isfinite(top), top, 0.0)
   target = (rel * jnp.maximum(top, VALUE_FLOOR * scale)).astype(rel.dtype)
@@ -311,6 +313,15 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
   Jit / vmap: every method except ``linear_programming`` works under
   ``jax.jit`` and ``jax.vmap`` (``method`` and ``max_iters`` static); the
   ``"auto"`` rule reads only the dtype, so it is the same when traced.
+
+  Derivatives: ``jax.jvp`` works through every method but
+  ``linear_programming`` (the method's implicit derivative, or forward mode
+  through its iterations); the tolerances carry no derivative. ``jax.grad``
+  needs a method with implicit gradients (``value_iteration``,
+  ``policy_iteration``, ``modified_policy_iteration``: ``"auto"``'s) and
+  works on an eager call; under ``jax.jit`` the second phase is a
+  ``lax.while_loop``, which reverse mode cannot differentiate: call the
+  method by name with an explicit ``tol`` there.
 
   Args:
     mdp: one MDP (``S`` states, ``A`` actions), discount in ``[0, 1)``.
