@@ -57,29 +57,40 @@ def test_jvp_through_the_iterations_matches_the_closed_form(name):
     np.testing.assert_allclose(fd, want, atol=1e-6 * np.abs(want).max())
 
 
-def test_solve_and_speculative_derivatives_match_the_closed_form():
+def _solve_case():
+  m, mask = mdp_case("sparse", 0.9, seed=6, masked=True)
+  p, r, g = stored(m)
+  _, _, pi = reference(m, mask)
+  e = np.where(mask, np.random.default_rng(2).normal(size=r.shape), 0.0)
+  rows = np.arange(S)
+  inv = np.linalg.inv(np.eye(S) - g * p[rows, pi])
+  return m, e, inv, inv @ e[rows, pi], pi
+
+
+def test_solve_derivatives_match_the_closed_form():
   """The front door's tolerances carry no derivative (``nextafter`` has no
-  JVP rule): jax.jvp of ``solve`` (eager and jitted) and of
-  ``speculative_value_iteration``, and jax.grad of an eager ``solve``, equal
-  the closed form; jitted reverse mode is refused as documented."""
+  JVP rule): jax.jvp and jax.grad of an eager ``solve`` equal the closed
+  form; reverse mode through a jitted ``solve`` is refused, as documented."""
   with jax.enable_x64(True):
-    m, mask = mdp_case("sparse", 0.9, seed=6, masked=True)
-    p, r, g = stored(m)
-    _, _, pi = reference(m, mask)
-    e = np.where(mask, np.random.default_rng(2).normal(size=r.shape), 0.0)
-    rows = np.arange(S)
-    inv = np.linalg.inv(np.eye(S) - g * p[rows, pi])
-    want = inv @ e[rows, pi]
+    m, e, inv, want, pi = _solve_case()
     solve = lambda rw: jd.solve(m.replace(rewards=rw)).values
-    for fn in (solve, jax.jit(solve)):
-      tan = jax.jvp(fn, (m.rewards,), (jnp.asarray(e),))[1]
-      np.testing.assert_allclose(np.asarray(tan), want, atol=1e-8 * np.abs(want).max())
+    tan = jax.jvp(solve, (m.rewards,), (jnp.asarray(e),))[1]
+    np.testing.assert_allclose(np.asarray(tan), want, atol=1e-8 * np.abs(want).max())
     grad = np.asarray(jax.grad(lambda rw: solve(rw)[3])(m.rewards))
-    want_grad = np.zeros_like(r)
-    want_grad[rows, pi] = inv[3]             # d V*(3) / d r(s, pi*(s))
+    want_grad = np.zeros(e.shape)
+    want_grad[np.arange(S), pi] = inv[3]     # d V*(3) / d r(s, pi*(s))
     np.testing.assert_allclose(grad, want_grad, atol=1e-8)
+    with pytest.raises(ValueError, match="Reverse-mode"):
+      jax.grad(lambda rw: jax.jit(solve)(rw)[3])(m.rewards)
+
+
+@pytest.mark.slow
+def test_jitted_solve_and_speculative_jvp_match_the_closed_form():
+  with jax.enable_x64(True):
+    m, e, _, want, _ = _solve_case()
+    solve = jax.jit(lambda rw: jd.solve(m.replace(rewards=rw)).values)
+    tan = jax.jvp(solve, (m.rewards,), (jnp.asarray(e),))[1]
+    np.testing.assert_allclose(np.asarray(tan), want, atol=1e-8 * np.abs(want).max())
     spec = lambda rw: jd.speculative_value_iteration(m.replace(rewards=rw), tol=1e-9).values
     tan = jax.jvp(spec, (m.rewards,), (jnp.asarray(e),))[1]
     np.testing.assert_allclose(np.asarray(tan), want, atol=1e-6 * np.abs(want).max())
-    with pytest.raises(ValueError, match="Reverse-mode"):
-      jax.grad(lambda rw: jax.jit(solve)(rw)[3])(m.rewards)
