@@ -30,6 +30,7 @@ from jaxrl_dp.planning.anchored import anchored_value_iteration
 from jaxrl_dp.planning.anderson import anderson_value_iteration
 from jaxrl_dp.planning.certify import speculative_value_iteration
 from jaxrl_dp.planning.gauss_seidel import gauss_seidel_value_iteration
+from jaxrl_dp.planning.implicit import ImplicitAdjoint, implicit_greedy_solution
 from jaxrl_dp.planning.linear_programming import linear_programming
 from jaxrl_dp.planning.policy_iteration import (modified_policy_iteration,
                                                 policy_iteration)
@@ -254,7 +255,7 @@ def resolve_method(method: str) -> str:
   raise InvalidMDPError(f"method = {method!r}: expected one of {method_names()}")
 
 
-@solver(infinite_horizon=True, kind="control")
+@solver(infinite_horizon=True, kind="control", reverse_mode=True)
 def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = None,
           rtol: Optional[float] = None, method: str = "auto",
           max_iters: Optional[int] = None, **method_options: Any) -> Solution:
@@ -314,14 +315,21 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
   ``jax.jit`` and ``jax.vmap`` (``method`` and ``max_iters`` static); the
   ``"auto"`` rule reads only the dtype, so it is the same when traced.
 
-  Derivatives: ``jax.jvp`` works through every method but
-  ``linear_programming`` (the method's implicit derivative, or forward mode
-  through its iterations); the tolerances carry no derivative. ``jax.grad``
-  needs a method with implicit gradients (``value_iteration``,
-  ``policy_iteration``, ``modified_policy_iteration``: ``"auto"``'s) and
-  works on an eager call; under ``jax.jit`` the second phase is a
-  ``lax.while_loop``, which reverse mode cannot differentiate: call the
-  method by name with an explicit ``tol`` there.
+  Derivatives: on a :class:`~jaxrl_dp.TabularMDP`, ``jax.grad`` and
+  ``jax.jvp`` (eager, under ``jax.jit``, with ``jax.vmap``) work through
+  every method but ``linear_programming``: ``values`` and ``q`` carry the
+  implicit derivative of the returned policy's fixed point, ``V = (I -
+  gamma P_pi)^{-1} r_pi`` (the envelope theorem; at ties the first
+  maximizer's), with respect to the rewards, the transitions and the
+  discount, whatever the method does inside (its loops, the second phase's
+  ``lax.while_loop``: the solve itself is never differentiated; the linear
+  system is solved by GMRES, or by the ``adjoint`` a ``value_iteration``
+  call is given). So a solver without reverse mode of its own (Anderson,
+  Gauss-Seidel, anchored, speculative) has it through :func:`solve`. The
+  tolerances, ``v0`` and ``policy0`` carry no derivative. A call on
+  concrete arrays runs the method directly (nothing to differentiate); a
+  :class:`~jaxrl_dp.core.functional.FunctionalMDP` has no implicit
+  derivative here (forward mode through the method's iterations only).
 
   Args:
     mdp: one MDP (``S`` states, ``A`` actions), discount in ``[0, 1)``.
@@ -388,14 +396,19 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
     options["max_iters"] = check_max_iters(max_iters)
   fn = METHODS[name]
   static = _static_options(options)
-  if (relative and static is not None and name not in HOST_METHODS
-      and not isinstance(mdp, FunctionalMDP) and is_concrete(mdp.rewards)):
-    # The default accuracy eagerly: both phases and the tolerances in ONE
-    # jitted program (one dispatch, no host read between the phases; the
-    # method's checks ran above on the concrete MDP, and run again only
-    # while tracing).
-    return _relative_solve(mdp, None if rtol is None else tol_arg(rtol, mdp.rewards.dtype),
-                           name=name, options=static)
+  if name not in HOST_METHODS and isinstance(mdp, TabularMDP):
+    rtol_arg = None if rtol is None else tol_arg(rtol, mdp.rewards.dtype)
+    if relative and static is not None and is_concrete(mdp.rewards):
+      # The default accuracy eagerly: both phases and the tolerances in ONE
+      # jitted program (one dispatch, no host read between the phases; the
+      # method's checks ran above on the concrete MDP, and run again only
+      # while tracing).
+      return _relative_solve(mdp, rtol_arg, name=name, options=static)
+    if not is_concrete(mdp, tol, options):
+      # Traced inputs (a transformation: jit, vmap, jvp, grad): the implicit
+      # derivative, whatever the method does inside. Concrete inputs carry
+      # no derivative: the method runs directly (no wrapper to dispatch).
+      return _implicit_solve(mdp, None if relative else tol, rtol_arg, name, options)
   if relative:
     tol, rel, scale = _tol_parts(mdp, rtol)
   if name == "linear_programming":
@@ -419,11 +432,38 @@ def _static_options(options: dict[str, Any]) -> Optional[tuple]:
 @functools.partial(jax.jit, static_argnames=("name", "options"))
 def _relative_solve(mdp, rtol, *, name, options):
   """:func:`solve`'s default accuracy (both phases) as one program."""
-  opts = dict(options)
+  return _implicit_solve(mdp, None, rtol, name, dict(options))
+
+
+def _implicit_solve(mdp: TabularMDP, tol, rtol, name: str, options: dict[str, Any]) -> Solution:
+  """:func:`solve` on a tabular MDP with implicit derivatives.
+
+  Runs ``METHODS[name]`` to the absolute ``tol`` or, with ``tol=None``, to
+  the default relative accuracy (both phases, ``rtol`` as in :func:`solve`),
+  inside :func:`~jaxrl_dp.planning.implicit.implicit_greedy_solution`: the
+  returned ``values`` and ``q`` carry the derivative of the fixed point of
+  the returned policy's ``T_pi`` (the envelope theorem), in forward and
+  reverse mode, whatever the method does inside (its loops, the second
+  phase's ``lax.while_loop``) and under ``jit`` / ``vmap``. The solve itself
+  is never differentiated, and its ``q`` is returned as computed (no extra
+  pass over the transitions). A ``v0`` / ``policy0`` / array option gets no
+  derivative (the fixed point does not depend on it).
+  """
   fn = METHODS[name]
-  tol, rel, scale = _tol_parts(mdp, rtol)
-  sol = fn(mdp, tol=tol, **opts)
-  return _meet_relative_target(fn, name, mdp, sol, rel, scale, opts)
+  arrays = {k: v for k, v in options.items()
+            if not isinstance(v, (bool, int, float, str, type(None), ImplicitAdjoint))}
+  statics = {k: v for k, v in options.items() if k not in arrays}
+
+  def run(m, tol_, rtol_, arrays_):
+    opts = {**statics, **arrays_}
+    if tol_ is not None:
+      return fn(m, tol=tol_, **opts)
+    t, rel, scale = _tol_parts(m, rtol_)
+    sol = fn(m, tol=t, **opts)
+    return _meet_relative_target(fn, name, m, sol, rel, scale, opts)
+
+  return implicit_greedy_solution(run, mdp, tol, rtol, arrays,
+                                  adjoint=statics.get("adjoint"), keep_q=True)
 
 
 def _meet_relative_target(fn, name, mdp, sol: Solution, rel, scale, options) -> Solution:

@@ -171,7 +171,8 @@ def _zero_tangent(x):
 
 
 def implicit_fixed_point(solve: Callable, backup: Callable, args: Any, *,
-                         adjoint: Optional[ImplicitAdjoint] = None) -> tuple[jax.Array, Any]:
+                         adjoint: Optional[ImplicitAdjoint] = None,
+                         readout: Optional[tuple[Callable, Callable]] = None) -> tuple:
   """``solve(args)`` with derivatives by the implicit function theorem.
 
   Args:
@@ -185,17 +186,24 @@ def implicit_fixed_point(solve: Callable, backup: Callable, args: Any, *,
       ``backup`` must get every array through ``args``: closing over a traced
       array (of an enclosing ``jit``) fails under differentiation.
     adjoint: :class:`ImplicitAdjoint` (default GMRES).
+    readout: optional ``(fn, primal)``: a quantity ``fn(args, aux, values)``
+      of the solution (e.g. the Q table ``r + gamma P V``) whose value the
+      solver already computed, ``primal(aux)``. It is returned as a third
+      output with that value (no recomputation) and the derivative of ``fn``
+      through ``args`` and the implicit ``values``.
 
   Returns:
-    ``(values, aux)`` from ``solve``; ``values`` carries the implicit
-    derivative ``(I - d_V T)^{-1} d_args T`` in forward and reverse mode,
-    ``aux`` zero derivatives.
+    ``(values, aux)`` from ``solve`` (``(values, aux, readout)`` with
+    ``readout``); ``values`` carries the implicit derivative ``(I - d_V
+    T)^{-1} d_args T`` in forward and reverse mode, ``aux`` zero
+    derivatives.
   """
   adjoint = ImplicitAdjoint() if adjoint is None else adjoint
 
   @jax.custom_jvp
   def fixed_point(a):
-    return solve(a)
+    v, aux = solve(a)
+    return (v, aux) if readout is None else (v, aux, readout[1](aux))
 
   def fixed_point_jvp(primals, tangents):
     (a,), (a_dot,) = primals, tangents
@@ -225,7 +233,20 @@ def implicit_fixed_point(solve: Callable, backup: Callable, args: Any, *,
     lin_solve = linear_solver(adjoint, v.dtype)
     v_dot = jax.lax.custom_linear_solve(matvec, b, solve=lin_solve,
                                         transpose_solve=lin_solve)
-    return (v, aux), (v_dot, jax.tree_util.tree_map(_zero_tangent, aux))
+    aux_dot = jax.tree_util.tree_map(_zero_tangent, aux)
+    if readout is None:
+      return (v, aux), (v_dot, aux_dot)
+    fn, primal = readout
+
+    def readout_of(x, vv):
+      full = list(leaves)
+      for i, xi in zip(live, x):
+        full[i] = xi
+      return fn(treedef.unflatten(full), aux, vv)
+
+    _, r_dot = jax.jvp(readout_of, ([leaves[i] for i in live], v),
+                       ([dots[i] for i in live], v_dot))
+    return (v, aux, primal(aux)), (v_dot, aux_dot, r_dot)
 
   fixed_point.defjvp(fixed_point_jvp, symbolic_zeros=True)
   return fixed_point(args)
@@ -266,7 +287,8 @@ def implicit_policy_values(solve: Callable, mdp: Any, policy: jax.Array, *args: 
 
 
 def implicit_greedy_solution(solve: Callable, mdp: Any, *args: Any,
-                             adjoint: Optional[ImplicitAdjoint] = None) -> Any:
+                             adjoint: Optional[ImplicitAdjoint] = None,
+                             keep_q: bool = False) -> Any:
   """A hard-max control solver with implicit derivatives.
 
   ``solve(mdp, *args) -> Solution`` (values, greedy ``policy int32 [S]``,
@@ -282,6 +304,9 @@ def implicit_greedy_solution(solve: Callable, mdp: Any, *args: Any,
     mdp: one MDP (a :class:`~jaxrl_dp.TabularMDP`).
     *args: further arrays ``solve`` needs.
     adjoint: :class:`ImplicitAdjoint` (default GMRES).
+    keep_q: static; ``True`` when ``solve``'s ``q`` is already ``r + gamma
+      P values`` of its returned values: it is then returned as is (no
+      second Q pass over the transitions), with the same derivative.
 
   Returns:
     ``solve``'s :class:`~jaxrl_dp.core.types.Solution` with differentiable
@@ -294,5 +319,10 @@ def implicit_greedy_solution(solve: Callable, mdp: Any, *args: Any,
   def backup(a, sol, v):
     return bellman.policy_backup(a[0], sol.policy, v)
 
+  if keep_q:
+    v, sol, q = implicit_fixed_point(
+        run, backup, (mdp,) + tuple(args), adjoint=adjoint,
+        readout=(lambda a, sol, v: bellman.q_values(a[0], v), lambda sol: sol.q))
+    return sol.replace(values=v, q=q)
   v, sol = implicit_fixed_point(run, backup, (mdp,) + tuple(args), adjoint=adjoint)
   return sol.replace(values=v, q=bellman.q_values(mdp, v))

@@ -70,7 +70,7 @@ def _solve_case():
 def test_solve_derivatives_match_the_closed_form():
   """The front door's tolerances carry no derivative (``nextafter`` has no
   JVP rule): jax.jvp and jax.grad of an eager ``solve`` equal the closed
-  form; reverse mode through a jitted ``solve`` is refused, as documented."""
+  form (reverse mode under ``jit``: tests/planning/test_solve_gradients.py)."""
   with jax.enable_x64(True):
     m, e, inv, want, pi = _solve_case()
     solve = lambda rw: jd.solve(m.replace(rewards=rw)).values
@@ -80,8 +80,6 @@ def test_solve_derivatives_match_the_closed_form():
     want_grad = np.zeros(e.shape)
     want_grad[np.arange(S), pi] = inv[3]     # d V*(3) / d r(s, pi*(s))
     np.testing.assert_allclose(grad, want_grad, atol=1e-8)
-    with pytest.raises(ValueError, match="Reverse-mode"):
-      jax.grad(lambda rw: jax.jit(solve)(rw)[3])(m.rewards)
 
 
 @pytest.mark.slow

@@ -255,3 +255,38 @@ def test_wiring_policy_iteration_and_iterative_evaluation():
   ex = jax.grad(ex, argnums=(0, 1))(m.rewards, pol)
   np.testing.assert_allclose(g_r, ex[0], rtol=1e-9)
   np.testing.assert_allclose(g_pol, ex[1], rtol=1e-8)
+
+
+def test_keep_q_returns_the_solvers_q_with_the_recomputed_q_derivative():
+  """``implicit_greedy_solution(..., keep_q=True)``: the primal ``q`` is the
+  solver's own (no second Q pass), and its derivative (rewards, transitions,
+  discount) equals that of ``q = r + gamma P V``
+  recomputed from the differentiable values (the default, ``keep_q=False``);
+  the rewards' gradient also against the closed form (transitions and
+  discount against closed forms: tests/planning/test_solve_gradients.py)."""
+  m, p, r = _mdp("sparse", seed=9)
+  sol = jd.policy_iteration(m)
+  kept = implicit_greedy_solution(lambda mdp: jd.policy_iteration(mdp), m, keep_q=True)
+  assert kept.q is not None and np.array_equal(np.asarray(kept.q), np.asarray(sol.q))
+  w = jnp.asarray(np.random.default_rng(4).normal(size=r.shape))
+
+  def loss(params, keep):
+    mm = m.replace(rewards=params["r"], probs=params["p"], discount=params["g"])
+    out = implicit_greedy_solution(lambda mdp: jd.policy_iteration(mdp), mm, keep_q=keep)
+    return jnp.sum(w * out.q) + out.values[2]
+
+  params = {"r": m.rewards, "p": m.probs, "g": m.discount}
+  g_keep = jax.jit(jax.grad(lambda x: loss(x, True)))(params)
+  g_new = jax.jit(jax.grad(lambda x: loss(x, False)))(params)
+  for k in params:
+    np.testing.assert_allclose(np.asarray(g_keep[k]), np.asarray(g_new[k]), rtol=1e-10,
+                               atol=1e-12, err_msg=k)
+  # An independent reference for the rewards: Q = r + gamma P (I - gamma P_pi)^-1 r_pi.
+  pi = np.asarray(sol.policy)
+  rows = np.arange(6)
+  inv = np.linalg.inv(np.eye(6) - 0.9 * p[rows, pi])
+  u = 0.9 * np.einsum("sa,sat->t", np.asarray(w), p)
+  u[2] += 1.0
+  want = np.asarray(w).copy()
+  want[rows, pi] += u @ inv
+  np.testing.assert_allclose(np.asarray(g_keep["r"]), want, rtol=1e-9, atol=1e-12)
