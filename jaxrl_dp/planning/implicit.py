@@ -92,17 +92,26 @@ class ImplicitAdjoint(NamedTuple):
       stops (2-norm for GMRES, sup norm for Neumann); ``None``: ``1e-10`` in
       float64, ``1e-5`` in float32.
     max_iters: cap on GMRES restart cycles or Neumann steps; ``None``: 200
-      cycles (GMRES) or 100,000 steps (Neumann). When it runs out the
-      derivative is the solve's last iterate (no error is raised: the linear
-      solve runs inside the caller's transformation).
-    restart: GMRES restart length (Krylov vectors kept: memory ``restart *
-      S``).
+      cycles (GMRES) or 100,000 steps (Neumann).
+    restart: GMRES restart length (Krylov vectors kept: memory
+      ``min(restart, S) * S``); ``None`` (default): :data:`QUICK_CYCLES`
+      cycles of GMRES(:data:`QUICK_RESTART`) and, only where that has not
+      converged, GMRES(:data:`AUTO_RESTART`) from its iterate for the
+      remaining cycles.
+
+  Every solve is verified: the true residual ``b - A x`` of the returned
+  ``x`` is recomputed, and where it exceeds :data:`VERIFY_SLACK` times the
+  tolerance (relative to ``b``, in the solve's norm) the result is NaN, not
+  a wrong number (no error can be raised: the solve runs inside the
+  caller's transformation). A NaN derivative asks for a larger ``restart``
+  or ``max_iters``, or ``method="neumann"`` (slow as gamma -> 1, but it
+  converges for every ``gamma < 1``).
   """
 
   method: str = "gmres"
   tol: Optional[float] = None
   max_iters: Optional[int] = None
-  restart: int = 20
+  restart: Optional[int] = None
 
 
 def check_adjoint(adjoint: Any) -> ImplicitAdjoint:
@@ -120,7 +129,8 @@ def check_adjoint(adjoint: Any) -> ImplicitAdjoint:
       raise InvalidMDPError(f"adjoint.tol = {t!r}: expected None or a float in (0, 1)")
   if adjoint.max_iters is not None:
     check_max_iters(adjoint.max_iters, "adjoint.max_iters")
-  check_max_iters(adjoint.restart, "adjoint.restart")
+  if adjoint.restart is not None:
+    check_max_iters(adjoint.restart, "adjoint.restart")
   return adjoint
 
 
@@ -128,18 +138,71 @@ def _default_tol(dtype) -> float:
   return 1e-10 if np.dtype(dtype) == np.float64 else 1e-5
 
 
+#: A linear solve's result is kept when its true relative residual is at
+#: most this many times the tolerance (NaN otherwise: :class:`ImplicitAdjoint`).
+VERIFY_SLACK = 10.0
+#: ``restart=None``: first ``QUICK_CYCLES`` cycles of GMRES(``QUICK_RESTART``)
+#: (cheap: the orthogonalization costs ``O(restart S)`` per step), then,
+#: where that did not converge, GMRES(``AUTO_RESTART``). Measured (value
+#: iteration's reward gradient, float64, gamma 0.99 / 0.999 / 0.9999, against
+#: a NumPy linear solve): GMRES(20) with 200 cycles returned a 100% wrong
+#: derivative on the 30 x 30 grid world at all three gammas, RiverSwim S=50
+#: at 0.999 and 0.9999 and forest S=1000 at 0.9999; GMRES(100) was right to
+#: 1e-10 on all 12 (grid world, RiverSwim, Garnet S=1000, forest) but took
+#: 2-3.5x the time of GMRES(20) where that converged.
+QUICK_RESTART = 20
+QUICK_CYCLES = 5
+AUTO_RESTART = 100
+
+
+def _converged(matvec: Callable, b: jax.Array, x: jax.Array, tol: float,
+               norm: str = "2") -> jax.Array:
+  r = b - matvec(x)
+  if norm == "inf":
+    res, size = jnp.max(jnp.abs(r)), jnp.max(jnp.abs(b))
+  else:
+    res, size = jnp.linalg.norm(r), jnp.linalg.norm(b)
+  return res <= VERIFY_SLACK * tol * size
+
+
+def verified(matvec: Callable, b: jax.Array, x: jax.Array, tol: float,
+             norm: str = "2") -> jax.Array:
+  """``x`` where ``||b - matvec(x)|| <= VERIFY_SLACK * tol * ||b||`` (the
+  2-norm, or the sup norm for ``norm="inf"``), NaN otherwise: ``[S]``.
+
+  Restarted GMRES can stall far from the solution and return its last
+  iterate as if converged (see :data:`QUICK_RESTART`); this check turns
+  such a result into NaN."""
+  return jnp.where(_converged(matvec, b, x, tol, norm), x, jnp.nan)
+
+
 def linear_solver(adjoint: ImplicitAdjoint, dtype) -> Callable:
   """``solve(matvec, b) -> x`` for ``A x = b`` with ``A = matvec`` (used for
-  both the tangent system and, with the transposed matvec, the adjoint)."""
+  both the tangent system and, with the transposed matvec, the adjoint);
+  the result is :func:`verified` (NaN where the solve did not converge)."""
   tol = adjoint.tol if adjoint.tol is not None else _default_tol(dtype)
   if adjoint.method == "gmres":
     cycles = adjoint.max_iters if adjoint.max_iters is not None else 200
 
-    def solve(matvec, b):
+    def gmres(matvec, b, x0, restart, maxiter):
       x, _ = jax.scipy.sparse.linalg.gmres(
-          matvec, b, tol=tol, atol=0.0, restart=min(adjoint.restart, max(b.shape[0], 1)),
-          maxiter=cycles, solve_method="incremental")
+          matvec, b, x0=x0, tol=tol, atol=0.0, restart=min(restart, max(b.shape[0], 1)),
+          maxiter=maxiter, solve_method="incremental")
       return x
+
+    def solve(matvec, b):
+      if adjoint.restart is not None:
+        return verified(matvec, b, gmres(matvec, b, None, adjoint.restart, cycles), tol)
+      quick = min(QUICK_CYCLES, cycles)
+      x = gmres(matvec, b, None, QUICK_RESTART, quick)
+      if cycles > quick:
+        # A loop that runs at most once (not a ``lax.cond``: under ``vmap``
+        # that would run the long solve for every member of the batch).
+        x, _ = jax.lax.while_loop(
+            lambda c: ~c[1],
+            lambda c: (gmres(matvec, b, c[0], AUTO_RESTART, cycles - quick), jnp.asarray(True)),
+            (x, _converged(matvec, b, x, tol)))
+      return verified(matvec, b, x, tol)
     return solve
 
   steps = adjoint.max_iters if adjoint.max_iters is not None else 100_000
@@ -159,7 +222,7 @@ def linear_solver(adjoint: ImplicitAdjoint, dtype) -> Callable:
       return k + 1, x, jnp.max(jnp.abs(r))
 
     init = (jnp.asarray(0, jnp.int32), b, jnp.asarray(jnp.inf, b.dtype))
-    return jax.lax.while_loop(cond, body, init)[1]
+    return verified(matvec, b, jax.lax.while_loop(cond, body, init)[1], tol, norm="inf")
   return neumann
 
 

@@ -121,6 +121,13 @@ def _state_occupancy(mdp, policy, initial, normalize, method, tol, max_iters):
       check_max_iters(max_iters)
     adjoint = check_adjoint(ImplicitAdjoint(tol=tol, max_iters=max_iters))
     d = _krylov_jit(mdp, policy, initial, adjoint)
+    if is_concrete(d) and not bool(jnp.all(jnp.isfinite(d))):
+      # linear_solver's verification: the GMRES result missed its tolerance.
+      raise ValueError(
+          f"occupancy(method='krylov'): GMRES did not reach the relative residual tol = "
+          f"{adjoint.tol if adjoint.tol is not None else 'default'} within max_iters = "
+          f"{adjoint.max_iters if adjoint.max_iters is not None else 200} restart cycles; "
+          f"raise max_iters or tol, or use method='exact'")
   return d * (1 - mdp.discount) if normalize else d, policy
 
 
@@ -148,7 +155,9 @@ def state_occupancy(mdp: TabularMDP, policy: Any, initial: Any = None, *,
       ``"krylov"`` (GMRES in the MDP's layout, for large sparse MDPs).
     tol, max_iters: for ``"krylov"``: relative 2-norm residual (default
       ``1e-10`` in float64, ``1e-5`` in float32) and cap on GMRES restart
-      cycles (default 200).
+      cycles (default 200; :class:`~jaxrl_dp.planning.ImplicitAdjoint`'s
+      automatic restart). The residual of the result is verified: a solve
+      that missed ``tol`` raises ``ValueError`` (NaN inside a traced call).
 
   Returns:
     ``[S]`` in the MDP's float dtype; differentiable w.r.t. ``probs``,
@@ -157,6 +166,7 @@ def state_occupancy(mdp: TabularMDP, policy: Any, initial: Any = None, *,
   Raises:
     InvalidMDPError: a bad MDP, policy, ``initial`` (shape, negative entries,
       sum not 1), ``method`` or ``normalize``.
+    ValueError: ``"krylov"`` did not converge (see ``tol, max_iters``).
   """
   return _state_occupancy(mdp, policy, initial, normalize, method, tol, max_iters)[0]
 
