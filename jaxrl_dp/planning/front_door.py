@@ -403,11 +403,16 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
       # jitted program (one dispatch, no host read between the phases; the
       # method's checks ran above on the concrete MDP, and run again only
       # while tracing).
-      return _relative_solve(mdp, rtol_arg, name=name, options=static)
+      return _jitted_solve(mdp, None, rtol_arg, name=name, options=static)
     if not is_concrete(mdp, tol, options):
       # Traced inputs (a transformation: jit, vmap, jvp, grad): the implicit
-      # derivative, whatever the method does inside. Concrete inputs carry
-      # no derivative: the method runs directly (no wrapper to dispatch).
+      # derivative, whatever the method does inside; one jitted program when
+      # the options are static (an eager jax.grad then compiles once instead
+      # of dispatching the solver's loops op by op). Concrete inputs carry no
+      # derivative: the method runs directly (no wrapper to dispatch).
+      if static is not None:
+        return _jitted_solve(mdp, None if relative else tol, rtol_arg, name=name,
+                             options=static)
       return _implicit_solve(mdp, None if relative else tol, rtol_arg, name, options)
   if relative:
     tol, rel, scale = _tol_parts(mdp, rtol)
@@ -421,7 +426,7 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
 
 def _static_options(options: dict[str, Any]) -> Optional[tuple]:
   """``options`` as a sorted tuple of items when every value is a Python
-  scalar or string (hashable: a static argument of :func:`_relative_solve`);
+  scalar or string (hashable: a static argument of :func:`_jitted_solve`);
   None otherwise (an array option such as ``v0`` takes the eager path)."""
   items = tuple(sorted(options.items()))
   if all(isinstance(v, (bool, int, float, str, type(None))) for _, v in items):
@@ -430,9 +435,9 @@ def _static_options(options: dict[str, Any]) -> Optional[tuple]:
 
 
 @functools.partial(jax.jit, static_argnames=("name", "options"))
-def _relative_solve(mdp, rtol, *, name, options):
-  """:func:`solve`'s default accuracy (both phases) as one program."""
-  return _implicit_solve(mdp, None, rtol, name, dict(options))
+def _jitted_solve(mdp, tol, rtol, *, name, options):
+  """:func:`_implicit_solve` as one program (``options``: static items)."""
+  return _implicit_solve(mdp, tol, rtol, name, dict(options))
 
 
 def _implicit_solve(mdp: TabularMDP, tol, rtol, name: str, options: dict[str, Any]) -> Solution:

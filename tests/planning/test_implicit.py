@@ -292,14 +292,11 @@ def test_keep_q_returns_the_solvers_q_with_the_recomputed_q_derivative():
   np.testing.assert_allclose(np.asarray(g_keep["r"]), want, rtol=1e-9, atol=1e-12)
 
 
-def test_adjoint_solves_are_verified_and_converge_on_slow_chains():
-  """RiverSwim (S=50) at gamma 0.999: restarted GMRES(20) stalls (before the
-  verification its 200 cycles returned a 100% wrong derivative). The default
-  adjoint (GMRES(20), then GMRES(100) where that has not converged) equals
-  the closed form ``dV*(s0)/dr(s, pi*(s)) = (I - gamma P_pi*)^-1[s0, s]``
-  of a NumPy linear solve; an adjoint that cannot converge (GMRES(20), or
-  Neumann with too few steps) gives NaN, never a wrong number; so does the
-  Krylov occupancy, which raises on the host."""
+def _slow_chain():
+  """RiverSwim (S=50) at gamma 0.999, where restarted GMRES(20) stalls (before
+  the verification its 200 cycles returned a 100% wrong derivative), and the
+  closed form ``dV*(0)/dr(s, pi*(s)) = (I - gamma P_pi*)^-1[0, s]`` of a NumPy
+  linear solve at the optimal policy."""
   m = jd.suites.river_swim(num_states=50, discount=0.999)
   p, r = sparse_to_dense(np.asarray(m.next_states), np.asarray(m.probs)), np.asarray(m.rewards)
   sol = jd.policy_iteration(m)
@@ -312,14 +309,30 @@ def test_adjoint_solves_are_verified_and_converge_on_slow_chains():
     return np.asarray(jax.jit(jax.grad(lambda rw: jd.value_iteration(
         m.replace(rewards=rw), tol=1e-9, stop="span", adjoint=adjoint).values[0]))(m.rewards))
 
+  return m, sol, want, grad, (rows, pi)
+
+
+def test_adjoint_solves_are_verified_and_converge_on_slow_chains():
+  """The default adjoint (GMRES(20), then GMRES(100) where that has not
+  converged) equals the closed form; an adjoint that cannot converge
+  (GMRES(20)) gives NaN, never a wrong number; the Krylov occupancy raises on
+  the host when its solve misses ``tol``."""
+  m, sol, want, grad, on_policy = _slow_chain()
   np.testing.assert_allclose(grad(None), want, rtol=1e-8, atol=1e-8 * np.abs(want).max())
+  # (Off-policy rewards do not enter T_pi: their derivative stays an exact 0.)
+  assert np.isnan(grad(ImplicitAdjoint(restart=20))[on_policy]).all()
+  with pytest.raises(ValueError, match="did not reach"):
+    jd.state_occupancy(m, sol.policy, method="krylov", max_iters=1)
+
+
+@pytest.mark.slow
+def test_explicit_adjoints_on_slow_chains():
+  """GMRES(100) equals the closed form; Neumann with too few steps gives NaN;
+  the Krylov occupancy (default adjoint) equals the exact (LU) one."""
+  m, sol, want, grad, on_policy = _slow_chain()
   np.testing.assert_allclose(grad(ImplicitAdjoint(restart=100)), want, rtol=1e-8,
                              atol=1e-8 * np.abs(want).max())
-  # (Off-policy rewards do not enter T_pi: their derivative stays an exact 0.)
-  assert np.isnan(grad(ImplicitAdjoint(restart=20))[rows, pi]).all()
-  assert np.isnan(grad(ImplicitAdjoint("neumann", max_iters=50))[rows, pi]).all()
+  assert np.isnan(grad(ImplicitAdjoint("neumann", max_iters=50))[on_policy]).all()
   d = jd.state_occupancy(m, sol.policy, method="krylov")
   np.testing.assert_allclose(np.asarray(d), np.asarray(jd.state_occupancy(m, sol.policy)),
                              rtol=1e-8)
-  with pytest.raises(ValueError, match="did not reach"):
-    jd.state_occupancy(m, sol.policy, method="krylov", max_iters=1)
