@@ -142,7 +142,8 @@ def _with_count(st, count):
   return st._replace(aux=(st.aux, count))
 
 
-@pytest.mark.parametrize("layout", ["dense", "sparse"])
+# sparse: slow (5 s; the zero start reads only the rewards, the same in both layouts)
+@pytest.mark.parametrize("layout", ["dense", pytest.param("sparse", marks=pytest.mark.slow)])
 def test_value_iteration_from_zero_matches_numpy_iterates(layout):
   """Value iteration's default start is 0, so its first backup is ``max_a r``
   (``zero_start``: no pass over the transitions); the iterates after 1,

@@ -67,6 +67,8 @@ def _solve_case():
   return m, e, inv, inv @ e[rows, pi], pi
 
 
+# slow: 7 s; the eager call runs the same jitted program as tests/planning/test_solve_gradients.py's default test
+@pytest.mark.slow
 def test_solve_derivatives_match_the_closed_form():
   """The front door's tolerances carry no derivative (``nextafter`` has no
   JVP rule): jax.jvp and jax.grad of an eager ``solve`` equal the closed

@@ -122,6 +122,8 @@ def test_vi_ties_return_the_first_maximizer_gradient():
   np.testing.assert_allclose(np.asarray(g).sum(1) > 0, True)
 
 
+# slow: 5 s; a compiled-memory check, unchanged by the default run's numerics
+@pytest.mark.slow
 def test_memory_does_not_grow_with_iterations():
   s = 150
   m, _, _ = _mdp("sparse", seed=4, s=s, a=2, k=3)
@@ -257,6 +259,8 @@ def test_wiring_policy_iteration_and_iterative_evaluation():
   np.testing.assert_allclose(g_pol, ex[1], rtol=1e-8)
 
 
+# slow: 6 s; keep_q's Q derivative is checked against closed forms in test_solve_gradients' default test
+@pytest.mark.slow
 def test_keep_q_returns_the_solvers_q_with_the_recomputed_q_derivative():
   """``implicit_greedy_solution(..., keep_q=True)``: the primal ``q`` is the
   solver's own (no second Q pass), and its derivative (rewards, transitions,
