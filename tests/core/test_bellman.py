@@ -1,5 +1,5 @@
 """The sparse / dense expectation primitives of ``core.bellman`` against
-float64 NumPy loops (both code paths of ``sparse_expectation``)."""
+float64 NumPy loops (the three code paths of ``sparse_expectation``)."""
 
 import functools
 
@@ -21,6 +21,7 @@ def _np_expectation(v, ns, p):
 
 
 @pytest.mark.parametrize("shape", [(7, 5), (7, 3, 4), (6, 2, 3, 2),
+                                   (5, 3, bellman.FLAT_COLUMNS // 3 + 1),
                                    (5, bellman.UNROLL_COLUMNS + 1, 1)])
 def test_sparse_expectation_equals_numpy_loops(shape):
   with jax.enable_x64(True):
