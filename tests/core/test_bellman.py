@@ -269,7 +269,7 @@ def test_backup_block_rows_rule(monkeypatch):
   assert seen == [0]  # traced (a user's jit, batch.solve): one pass
 
 
-@pytest.mark.parametrize("solver", ["vi", "mpi"])
+@pytest.mark.parametrize("solver", ["vi", pytest.param("mpi", marks=pytest.mark.slow)])
 def test_solvers_with_blocked_backups_equal_numpy_and_one_pass(monkeypatch, solver):
   # value_iteration and modified_policy_iteration pick blocks on the host
   # (threshold lowered here); the answers are the one-pass answers, and

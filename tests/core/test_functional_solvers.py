@@ -72,6 +72,7 @@ def test_modified_policy_iteration_matches_materialized_and_numpy(stop):
     np.testing.assert_array_equal(np.asarray(c.values), np.asarray(a.values))
 
 
+@pytest.mark.slow
 def test_mpi_sweep_rtol_matrix_free_matches_materialized():
   """The protocol solver's early stop of the sweeps (``sweep_rtol``, on the
   last greedy residual in ``state.residual``) runs the same iterates as the

@@ -251,7 +251,8 @@ def check_metrics_bruteforce(mdp, res):
   assert list(np.asarray(m["updates"])) == [2, 4]
 
 
-@pytest.mark.parametrize("algorithm", ["rover", pytest.param("grpo", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["rover", "grpo"])
 def test_vmapped_seeds_and_trees_equal_loop_and_exact_metrics(algorithm):
   """Two seeds on two stacked depth-2 trees: the vmapped run equals a loop of
   single runs; each single run's exact metrics match the enumeration."""

@@ -189,6 +189,7 @@ def test_table_regressor_equals_tabular_sqirl_on_same_episodes(k):
   assert bool(deep.metrics["optimal"]) == (float(deep.metrics["j"]) >= j_star - 1e-4)
 
 
+@pytest.mark.slow
 def test_table_regressor_on_sticky_env_equals_numpy_sqirl_on_its_episodes():
   # The env sampler (sticky 0.25, a gridworld with a terminal goal, discount
   # 0.9, k = 3 < T): NumPy recomputes the whole run from the returned episodes;

@@ -73,6 +73,7 @@ def _setup():
   return spec, mdp, feats
 
 
+@pytest.mark.slow
 def test_dqn_sticky_scored_on_the_sticky_time_augmented_task():
   spec, mdp, feats = _setup()
   res = train_dqn(jax.random.key(3), mdp, observation=feats, sticky=P, score_horizon=T,

@@ -63,6 +63,7 @@ def _policies():
   return [np.array([0, 1, 0, 0, 0], np.int32), np.array([1, 0, 1, 0, 0], np.int32)]
 
 
+@pytest.mark.slow
 def test_qr_dqn_w1_equals_scipy_against_closed_form():
   mdp = _tiny_mdp()
   cfg = qr_dqn.QRDQNConfig(hidden=(8,), num_quantiles=4)

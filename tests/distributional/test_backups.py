@@ -110,6 +110,7 @@ def test_projection_exact_on_support():
   np.testing.assert_allclose(got, [.05, 0, .35, .3, .3], atol=1e-7)
 
 
+@pytest.mark.slow
 def test_projection_jit_vmap_and_batched_support():
   rng = np.random.default_rng(1)
   supports = np.sort(rng.uniform(-3, 3, (5, 6)), axis=1)
@@ -204,6 +205,7 @@ def test_risk_functionals_hand_worked_and_numpy():
   np.testing.assert_allclose(jax.jit(lambda a: dd.VaR(a)(d))(0.45), 2.0)
 
 
+@pytest.mark.slow
 def test_risk_on_quantile_representation_and_closed_forms():
   # alpha = k / N picks the k-th of N equal-mass atoms despite float rounding.
   for n in (3, 10, 49):

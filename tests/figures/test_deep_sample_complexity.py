@@ -293,6 +293,7 @@ def test_quick_study_numbers():
       assert c["rho"] == pytest.approx(ref, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_sticky_optimum_vs_loops_and_the_agents_exact_reference(suite):
   """finite_horizon_optimum(spec, p) vs explicit loops over (t, s, b); the
   agents' exact reference on learner_mdp (T-step backward induction,

@@ -97,6 +97,7 @@ def test_cvar_curves_against_brute_force_and_finite_horizon():
   assert strictly >= 2, strictly  # histories matter on some of these MDPs
 
 
+@pytest.mark.slow
 def test_plot_cvar_curves_draws_the_data():
   pytest.importorskip("matplotlib")
   import matplotlib

@@ -186,6 +186,7 @@ def _np_optimal_return(model):
   return float(np.asarray(model.initial, np.float64) @ v)
 
 
+@pytest.mark.slow
 def test_r2pvi_returns_below_numpy_optimum(outputs):
   from jaxrl_dp import robust as R
   summary, _ = outputs

@@ -22,7 +22,7 @@ from _cases import S, mdp_case, reference, stored
 _mdp, _reference = mdp_case, reference
 
 
-@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("layout", ["dense", pytest.param("sparse", marks=pytest.mark.slow)])
 def test_history_ring_buffer_holds_the_last_backups_across_steps(layout):
   """The plain backups save ``(T x - x, T x)`` of backup ``k`` (counted from
   the last restart) in slot ``k mod (memory + 1)``, also when a cycle stops on

@@ -91,6 +91,7 @@ def test_maxent_irl_recovers_the_expert_visitation():
   np.testing.assert_allclose(w, w_star, atol=0.05)
 
 
+@pytest.mark.slow
 def test_slip_design_by_gradient_matches_grid_search():
   cost = 0.05
 

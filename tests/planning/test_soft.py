@@ -164,7 +164,7 @@ def test_float32_bound_holds_below_the_floor():
 
 
 # ------------------------------------------------- soft PI and evaluation
-@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("layout", ["dense", pytest.param("sparse", marks=pytest.mark.slow)])
 def test_soft_policy_iteration_equals_soft_vi(layout):
   m, p, r = _dense(seed=4) if layout == "dense" else _sparse(seed=4)
   want_v = np_soft_vi(p, r, 0.9, 0.5)[0]

@@ -15,8 +15,11 @@ import jaxrl_dp as jd
 from jaxrl_dp.random_policy import analyze_effective_horizon, analyze_sticky_actions
 
 BRIDGE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bridge"
-CASES = [("MiniGrid-KeyCorridorS3R1-v0", 100), ("freeway_10_fs30", 10),
-         ("maze_easy_l0_30_fs1", 30)]
+# freeway in the default run; the two larger environments with the slow checks
+# (the same code path, 5-7 s each).
+CASES = [pytest.param("MiniGrid-KeyCorridorS3R1-v0", 100, marks=pytest.mark.slow),
+         ("freeway_10_fs30", 10),
+         pytest.param("maze_easy_l0_30_fs1", 30, marks=pytest.mark.slow)]
 RTOL = 1e-6
 
 

@@ -337,7 +337,7 @@ def np_sticky_random_value(ns, r, p, horizon):
   return value(0, None, 0)
 
 
-@pytest.mark.parametrize("layout", ["sparse", "dense"])
+@pytest.mark.parametrize("layout", [pytest.param("sparse", marks=pytest.mark.slow), "dense"])
 def test_sticky_actions_match_direct_recursion(layout):
   m, ns, r = _bridge_like(7, 6, 3)
   if layout == "dense":
@@ -489,6 +489,7 @@ def test_covering_length_exact_against_trajectory_enumeration(seed):
   assert res.covering_length_lower <= exact_single <= want
 
 
+@pytest.mark.slow
 def test_covering_length_coupon_collector_closed_form():
   """One state, A actions, T = 1, uniform policy: the coupon collector,
   P(all A seen in n draws) = sum_j (-1)^j C(A, j) (1 - j / A)^n. (Reward 1:

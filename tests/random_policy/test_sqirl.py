@@ -157,6 +157,7 @@ def test_empirical_regression_matches_numpy_conditional_means():
   assert int(res.timesteps_per_iteration[0]) == m * T
 
 
+@pytest.mark.slow
 def test_huge_m_recovers_population_policy_and_is_reproducible():
   m_, p, r, mask, init = random_case(4)
   k = 2

@@ -62,7 +62,7 @@ def test_gradient_matches_finite_differences(k):
       np.testing.assert_allclose(gr, fd[-1], rtol=1e-6, atol=1e-7, err_msg=f"radius {radius}")
 
 
-@pytest.mark.parametrize("k", [4, 24])
+@pytest.mark.parametrize("k", [4, pytest.param(24, marks=pytest.mark.slow)])
 def test_gradient_finite_at_degenerate_points(k):
   p = jnp.full((k,), 1.0 / k).at[0].set(0.0)
   p = p / p.sum()

@@ -232,6 +232,7 @@ def test_onehot_reduces_to_tabular_pessimistic_robust_vi(kind, lam):
 
 
 # ----------------------------------------------------- lambda -> infinity
+@pytest.mark.slow
 def test_large_lambda_tends_to_pevi(sim_ds):
   with jax.enable_x64(True):
     ds = sim_ds

@@ -47,6 +47,7 @@ SOLVERS = {
 }
 
 
+@pytest.mark.slow
 def test_result_fields_and_policy_convention():
   m = mdp_of(arrays(0, 0.8))
   core = ("values", "q", "iterations", "residual", "converged", "error_bound", "worst_probs")
