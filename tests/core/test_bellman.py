@@ -303,11 +303,15 @@ def test_solvers_with_blocked_backups_equal_numpy_and_one_pass(monkeypatch, solv
     np.testing.assert_array_equal(np.asarray(blocked.policy), pi)
 
 
-@pytest.mark.parametrize("sparse", [True, False])
-def test_optimality_rows_equals_numpy_block_backup(sparse):
+@pytest.mark.parametrize("sparse,per_slot", [(True, False), (True, True), (False, False)])
+def test_optimality_rows_equals_numpy_block_backup(monkeypatch, sparse, per_slot):
   # T v on a block of consecutive states, from explicit float64 NumPy loops
   # over (state, action, slot), with masked actions; the start is traced and
   # clamped like lax.dynamic_slice (a start past S - size gives the last block).
+  # Sparse: the flat gather (small models) and the per-slot gathers (models
+  # above ROWS_FLAT_MAX_ENTRIES indices, forced here).
+  if per_slot:
+    monkeypatch.setattr(bellman, "ROWS_FLAT_MAX_ENTRIES", 0)
   with jax.enable_x64(True):
     import jaxrl_dp as jd
     rng = np.random.default_rng(11)
@@ -330,7 +334,8 @@ def test_optimality_rows_equals_numpy_block_backup(sparse):
     v = rng.normal(size=s)
     q_ref = r + 0.9 * _np_expectation(v, ns, p)
     t_ref = np.where(mask, q_ref, -np.inf).max(axis=1)
-    rows = jax.jit(bellman.optimality_rows, static_argnums=3)
+    # A fresh function per test (jit's cache would reuse another leg's trace).
+    rows = jax.jit(lambda *args: bellman.optimality_rows(*args), static_argnums=3)
     for start, size in [(0, 4), (5, 4), (11, 4), (40, 4), (0, s), (3, 1)]:
       got = np.asarray(rows(mdp, jnp.asarray(v), jnp.asarray(start), size))
       lo = min(start, s - size)
