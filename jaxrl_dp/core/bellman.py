@@ -77,6 +77,30 @@ def take_states(v: jax.Array, next_states: jax.Array) -> jax.Array:
   return jnp.take(v, next_states, axis=0, mode="clip")
 
 
+def flat_expectation(v: jax.Array, next_states: jax.Array, probs: jax.Array) -> jax.Array:
+  """``sum_k probs[..., k] * v[next_states[..., k]]`` with ONE flat 1-D gather
+  of every index, the products, and the ``K`` slots added in order ``k = 0,
+  1, ...`` (the order of the per-slot forms, so the same values bit for bit
+  where XLA contracts nothing differently). Its compile time does not grow
+  with the number of index columns; used for wide rows by
+  :func:`sparse_expectation` and for Gauss-Seidel blocks by
+  :func:`optimality_rows`.
+
+  Args:
+    v: ``[S]`` values.
+    next_states: ``int [R, ..., K]`` indices into ``v``.
+    probs: ``[R, ..., K]`` weights (same shape).
+
+  Returns:
+    ``[R, ...]``.
+  """
+  terms = probs * take_states(v, next_states.reshape(-1)).reshape(next_states.shape)
+  acc = terms[..., 0]
+  for i in range(1, next_states.shape[-1]):
+    acc = acc + terms[..., i]
+  return acc
+
+
 def sparse_expectation(v: jax.Array, next_states: jax.Array,
                        probs: jax.Array) -> jax.Array:
   """``sum_k probs[..., k] * v[next_states[..., k]]``: the sparse layout's
@@ -134,11 +158,7 @@ def sparse_expectation(v: jax.Array, next_states: jax.Array,
     return jnp.sum(p * v[next_states], axis=next_states.ndim - 1)
   rows, k = next_states.shape[0], next_states.shape[-1]
   if columns > FLAT_COLUMNS and rows * columns <= FLAT_MAX_ENTRIES:
-    terms = probs * take_states(v, next_states.reshape(-1)).reshape(next_states.shape)
-    acc = terms[..., 0]
-    for i in range(1, k):
-      acc = acc + terms[..., i]
-    return acc
+    return flat_expectation(v, next_states, probs)
   ns = next_states.reshape(rows, -1, k)
   pr = probs.reshape(rows, -1, k)
   out = []
@@ -504,10 +524,7 @@ def optimality_rows(mdp: TabularMDP, v: jax.Array, start, size: int) -> jax.Arra
     if ns_b.shape[-1] > ROWS_FLAT_SLOTS or ns.size <= ROWS_FLAT_MAX_ENTRIES:
       # Wide rows: one flat gather, then the same products and ordered sums
       # (one gather per slot compiles slowly; see sparse_expectation).
-      terms = probs_b * take_states(v, ns_b.reshape(-1)).reshape(ns_b.shape)
-      nxt = terms[..., 0]
-      for k in range(1, ns_b.shape[-1]):
-        nxt = nxt + terms[..., k]
+      nxt = flat_expectation(v, ns_b, probs_b)
     else:
       nxt = probs_b[..., 0] * v[ns_b[..., 0]]
       for k in range(1, ns_b.shape[-1]):
