@@ -522,8 +522,8 @@ def optimality_rows(mdp: TabularMDP, v: jax.Array, start, size: int) -> jax.Arra
     ns_b, probs_b, rewards_b = [jax.lax.dynamic_slice_in_dim(x, start, size, 0)
                                 for x in (ns, mdp.probs, mdp.rewards)]
     if ns_b.shape[-1] > ROWS_FLAT_SLOTS or ns.size <= ROWS_FLAT_MAX_ENTRIES:
-      # Wide rows: one flat gather, then the same products and ordered sums
-      # (one gather per slot compiles slowly; see sparse_expectation).
+      # One flat gather, then the same products and ordered sums (wide rows:
+      # one gather per slot compiles slowly; small models: it runs faster).
       nxt = flat_expectation(v, ns_b, probs_b)
     else:
       nxt = probs_b[..., 0] * v[ns_b[..., 0]]
