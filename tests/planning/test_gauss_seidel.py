@@ -110,6 +110,54 @@ def test_one_block_is_value_iteration():
   np.testing.assert_allclose(float(gs.error_bound), float(vi.error_bound), rtol=1e-5)
 
 
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_sweep_bound_uses_the_largest_value_any_block_read_or_wrote(layout):
+  """The certified bound of one plain sweep is the contraction bound with the
+  backup's rounding at the largest value the sweep read or wrote, tracked by
+  a NumPy sweep: here a value written into the overlap of the last two
+  blocks (10 states in blocks [0, 3), [3, 6), [6, 9), [7, 10)) and
+  overwritten by the last block, larger than any start or final value."""
+  g = 0.9
+  with jax.enable_x64(True):
+    s = 10
+    p = np.zeros((s, 1, s))
+    p[np.arange(s), 0, np.arange(s)] = 1.0
+    p[7, 0] = np.eye(s)[8]
+    p[8, 0] = np.eye(s)[7]
+    r = np.zeros((s, 1))
+    r[7, 0], r[8, 0] = 10.0, -10.0 / g
+    m = jd.TabularMDP.from_dense(jnp.asarray(p), jnp.asarray(r), g)
+    m = m.to_sparse() if layout == "sparse" else m
+    op, sv = NominalOperator(m), gauss_seidel_solver(blocks=4)
+    assert block_layout(s, 4) == (4, 3)
+    st = sv.step(op, sv.init(op, jnp.zeros(s)))
+    # NumPy: the forward sweep, tracking every value read or written.
+    v, big = np.zeros(s), 0.0
+    for b in range(4):
+      lo = min(3 * b, s - 3)
+      t = (r[lo:lo + 3] + g * p[lo:lo + 3] @ v).max(1)
+      big = max(big, np.abs(v).max(), np.abs(t).max())
+      v = v.copy()
+      v[lo:lo + 3] = t
+    np.testing.assert_allclose(np.asarray(st.values), v, rtol=0, atol=1e-14)
+    change = np.abs(v).max()
+    assert big > max(change, 11.0)  # the overwritten value is the largest
+
+    u = 2.0 ** -53
+    modulus = float(op.modulus())  # gamma times the largest row sum, rounded up
+    assert g <= modulus <= g * (1 + 1e-13)
+
+    def floor(norm):  # the rounding part of the bound (``state.floor``)
+      return float(op.rounding().of_norms(norm, norm)) / (1 - modulus) * (1 + 4 * u)
+
+    assert floor(big) > 4 * floor(max(change, np.abs(v).max()))
+    np.testing.assert_allclose(float(st.floor), floor(big), rtol=1e-14)
+    np.testing.assert_allclose(
+        float(st.error_bound),
+        (modulus * (1 + u) * change + floor(big) * (1 - modulus) / (1 + 4 * u))
+        / (1 - modulus) * (1 + 4 * u), rtol=1e-14)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 @pytest.mark.parametrize("config", sorted(CONFIGS))
