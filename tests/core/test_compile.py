@@ -46,7 +46,11 @@ def test_top_level_call_compiles_without_library_reductions_and_is_exact():
     assert err <= float(sol.error_bound) <= 1e-8, (err, float(sol.error_bound))
 
 
-@pytest.mark.parametrize("fn", [jd.anderson_value_iteration, jd.anchored_value_iteration])
+# The Anderson leg is slow (8-9 s): the mechanism (the plain jit under a user's
+# transformation) is the same for both; Anderson under jit and vmap is checked
+# by tests/planning/test_anderson.py's default tests.
+@pytest.mark.parametrize("fn", [pytest.param(jd.anderson_value_iteration, marks=pytest.mark.slow),
+                                jd.anchored_value_iteration])
 def test_inside_user_jit_and_vmap(fn):
   # compiler_options are refused on nested jits: the wrapper must see the
   # tracers and use the plain jit, with the same answers.
