@@ -40,14 +40,14 @@ sum_k p(s, a, k)`` (stored rows need not sum to exactly 1):
   at float64's ``u = 2^-53``: ``|fl(d) - d| <= gamma rho (gamma_n + 2u)
   ||V|| + u (|gamma E| + |q| + |d|)`` per ``(s, a)``, ``n`` the terms of one
   expectation (``S`` dense, ``K`` sparse): below ``1e-12 ||V||`` for ``n <=
-  10^4``. A dense model up to :data:`TWO_READS_MAX_BYTES` is read twice (a
-  matrix-vector product and the row sums), a larger one once (the two as the
-  columns of one product). For a float64 model this costs 1.5-1.9 backups
-  (dense S=200-600, A=8: 105-539 us against 56-352 us backups; 166-902 us
-  with the one-product read; in-process A/B on the 2-core AMD EPYC). A
-  narrower dense model (float32 values of a float32 model, x64 on) is never
-  copied to float64: its two reductions convert the entries as they read
-  them (5-7 backups at S=200-1000, A=8, where the copy cost 7-33).
+  10^4``. A dense float64 model is read once: its expectations and row sums
+  are two columns of one matrix product, padded to :data:`PRODUCT_COLUMNS`.
+  This pass costs 1.0-1.5 matrix-vector products (dense S=200-1000, A=8:
+  107-1060 us against 61-1053 us; the earlier two reads, a product and a
+  row sum, 138-1505 us; in-process A/B on a 2-core Intel Xeon, 2026-12-06).
+  A narrower dense model (float32 values of a float32 model, x64 on) is
+  never copied to float64: its two reductions convert the entries as they
+  read them (5-7 backups at S=200-1000, A=8, where the copy cost 7-33).
 * ``method="compensated"`` (the default without x64, and explicitly for
   float64 values certified to about their own ``u |T V - V|``): error-free
   transformations in the working dtype
@@ -140,14 +140,16 @@ from jaxrl_dp.planning.value_iteration import STOP_RULES, value_iteration_solver
 
 METHODS = ("auto", "compensated", "float64")
 
-#: Largest dense float64 model (bytes of ``probs``) whose accurate pass reads
-#: it twice (``P v`` and the row sums) rather than once as a two-column
-#: product: measured on the 2-core AMD EPYC (2026-12-04, ms, ``P v`` /
-#: two-column product / ``P v`` + row sums): 3 MB 0.06 / 0.17 / 0.16, 10 MB
-#: 0.18 / 0.42 / 0.20, 23 MB 0.27 / 0.81 / 0.52, 80 MB 2.0 / 3.0 / 4.2,
-#: 128 MB 3.2 / 4.4 / 6.6 (the skinny product runs at a third of the
-#: matrix-vector speed while the model is cache-resident).
-TWO_READS_MAX_BYTES = 32 * 2**20
+#: Columns of the one matrix product that gives a dense float64 model's
+#: expectations and row sums in one read: ``probs [S * A, S] @ [v, 1, 0,
+#: ...]``. Four ran fastest of the widths tried (XLA:CPU hands the product
+#: to its YNNPACK fusion); measured on a 2-core Intel Xeon (2026-12-06, in-process, float64,
+#: A=8, S=200 / 400 / 1000, us): ``P v`` 73 / 236 / 1034, two columns 92 /
+#: 281 / 1456, four 68 / 202 / 1035, eight 78 / 264 / 1167, ``P v`` and a
+#: row sum as two reads 85 / 318 / 1889. (On the 2-core AMD EPYC of earlier
+#: sessions a two-column product measured 1.3-2.8x ``P v``; four columns
+#: were not measured there.)
+PRODUCT_COLUMNS = 4
 
 
 @flax.struct.dataclass
@@ -254,10 +256,7 @@ def _residual_float64(mdp: TabularMDP, v):
     e = sparse_expectation(v, m.next_states, m.probs)
     _, row_max, _ = row_sum_stats(m)                      # >= every valid row sum
   else:
-    # E and the row sums (a sum's rounding bound holds in any order). A model
-    # that fits in cache is read twice (a matrix-vector product and a row
-    # sum); a larger one once, as the two columns of one product, which
-    # costs 1.3-1.5 matrix-vector products where two reads cost 2.
+    # E and the row sums (a sum's rounding bound holds in any order).
     if mdp.probs.dtype != jnp.float64:
       # A narrower stored model (float32, bfloat16): each reduction converts
       # its entries on the fly, and the row sums read the model through an
@@ -267,13 +266,17 @@ def _residual_float64(mdp: TabularMDP, v):
       # In-process A/B on the 2-core AMD EPYC, float32 dense A=8, the pass
       # without the rest of the certificate: S=400 0.78-0.95 -> 0.41-0.43
       # ms, S=1000 16.4-18.0 -> ~3.9 ms (the copy's 64 MB write dominated).
+      # (On the 2-core Intel Xeon, 2026-12-06, a copy to float64 and the
+      # four-column product below: 1.4-4.6x this at S=200-1000.)
       p = mdp.probs
       e = jnp.sum(p.astype(jnp.float64) * v, axis=-1)
       sums = jnp.sum(jax.lax.optimization_barrier(p), axis=-1, dtype=jnp.float64)
-    elif m.probs.size * 8 <= TWO_READS_MAX_BYTES:
-      e, sums = dense_expectation(m.probs, v), jnp.sum(m.probs, axis=-1)
     else:
-      both = jnp.tensordot(m.probs, jnp.stack([v, jnp.ones_like(v)], axis=-1), axes=1)
+      # One read: the expectations and the row sums are two columns of one
+      # matrix product, padded with zero columns to PRODUCT_COLUMNS (a
+      # two-column product measured 0.7-0.8x the speed of four).
+      cols = [v, jnp.ones_like(v)] + [jnp.zeros_like(v)] * (PRODUCT_COLUMNS - 2)
+      both = dense_expectation(m.probs, jnp.stack(cols, axis=-1))
       e, sums = both[..., 0], both[..., 1]
     valid = m.action_mask
     _, row_max, _ = row_bounds(n, jnp.max(jnp.where(valid, sums, 0.0)),

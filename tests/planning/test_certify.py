@@ -164,11 +164,14 @@ def test_certify_bounds_rows_that_do_not_sum_to_one():
   assert _true_error(v, vstar) <= float(c.error_bound)
 
 
-def test_float64_pass_dense_both_read_orders_bound_the_error(monkeypatch):
-  """The plain float64 pass of a dense float64 model, in both of its read
-  orders (``P v`` and row sums as two reads, or one two-column product):
-  the bound holds against the exact V* of the stored model, whose rows sum
-  to 1 + 4e-12 (the modulus must see it), and the two orders agree."""
+def test_float64_pass_dense_one_product_bounds_the_error(monkeypatch):
+  """The plain float64 pass of a dense float64 model (the expectations and
+  the row sums as two columns of one product, padded to PRODUCT_COLUMNS),
+  at the default width and at 2: the residual equals a float64 NumPy
+  residual of the stored numbers within the pass's rounding bound (itself
+  below 1e-14 max|V|), the bound holds against the
+  exact V* of the stored model, whose rows sum to 1 + 4e-12 (the modulus
+  must see it), and the two widths agree."""
   cert_mod = importlib.import_module("jaxrl_dp.planning.certify")
   with jax.enable_x64(True):
     rng = np.random.default_rng(21)
@@ -181,11 +184,16 @@ def test_float64_pass_dense_both_read_orders_bound_the_error(monkeypatch):
     v = jd.value_iteration(m, tol=0.0, max_iters=20000, stop="span").values
     noisy = v + 1e-7 * jnp.asarray(rng.normal(size=24))
     certs = []
-    for limit in (cert_mod.TWO_READS_MAX_BYTES, 0):  # two reads / one product
-      monkeypatch.setattr(cert_mod, "TWO_READS_MAX_BYTES", limit)
-      cert_mod._certify.clear_cache()  # the read order is chosen at trace time
+    for width in (cert_mod.PRODUCT_COLUMNS, 2):
+      monkeypatch.setattr(cert_mod, "PRODUCT_COLUMNS", width)
+      cert_mod._certify.clear_cache()  # the width is read at trace time
       for vals in (v, noisy):
         c = certify(m, vals, method="float64")
+        vn = np.asarray(vals, np.float64)
+        res = np.max(np.abs(np.max(stored[1] + stored[2] * stored[0] @ vn, axis=1) - vn))
+        # within the pass's own rounding bound (NumPy's residual is as rounded)
+        assert res - float(c.rounding) <= float(c.bellman_residual) <= res + 2 * float(c.rounding)
+        assert float(c.rounding) <= 1e-14 * np.max(np.abs(vn)) + 1e-300
         assert float(c.modulus) >= 0.999 * rho > 0.999
         assert _true_error(vals, vstar) <= float(c.error_bound)
         certs.append(float(c.error_bound))
