@@ -290,11 +290,21 @@ def row_sum_stats(mdp, policy=None):
     n_sum = a * mdp.probs.shape[-1] + 1
   sums = jnp.sum(probs, axis=-1)
   if policy is None:
-    sums_hi = jnp.where(mdp.action_mask, sums, 0.0)
-    dev = jnp.where(mdp.action_mask, jnp.abs(sums - 1.0), 0.0)
-  else:
-    sums_hi, dev = sums, jnp.abs(sums - 1.0)
-  return row_bounds(n, jnp.max(sums_hi), jnp.max(dev), n_sum, dtype)
+    return row_stats_of_sums(mdp, sums, n)
+  return row_bounds(n, jnp.max(sums), jnp.max(jnp.abs(sums - 1.0)), n_sum, dtype)
+
+
+def row_stats_of_sums(mdp, sums, n):
+  """:func:`row_sum_stats` (``policy=None``) from the model's computed row
+  sums ``sums [S, A]`` (each the sum of a row's ``probs.shape[-1]`` stored
+  entries in ``probs.dtype``, in any order) and ``n`` (the largest number of
+  nonzero terms of one expectation, or an upper bound such as ``S``): for a
+  caller that gets the sums from a pass it makes anyway
+  (:func:`jaxrl_dp.core.bellman.dense_expectation_and_row_sums`)."""
+  valid = mdp.action_mask
+  return row_bounds(n, jnp.max(jnp.where(valid, sums, 0.0)),
+                    jnp.max(jnp.where(valid, jnp.abs(sums - 1.0), 0.0)),
+                    mdp.probs.shape[-1], mdp.probs.dtype)
 
 
 #: :func:`row_sum_stats` of a sparse model with at most this many slots per

@@ -41,7 +41,8 @@ sum_k p(s, a, k)`` (stored rows need not sum to exactly 1):
   ||V|| + u (|gamma E| + |q| + |d|)`` per ``(s, a)``, ``n`` the terms of one
   expectation (``S`` dense, ``K`` sparse): below ``1e-12 ||V||`` for ``n <=
   10^4``. A dense float64 model is read once: its expectations and row sums
-  are two columns of one matrix product, padded to :data:`PRODUCT_COLUMNS`.
+  are two columns of one matrix product
+  (:func:`jaxrl_dp.core.bellman.dense_expectation_and_row_sums`).
   This pass costs 1.0-1.5 matrix-vector products (dense S=200-1000, A=8:
   107-1060 us against 61-1053 us; the earlier two reads, a product and a
   row sum, 138-1505 us; in-process A/B on a 2-core Intel Xeon, 2026-12-06).
@@ -127,9 +128,9 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 
 from jaxrl_dp.core import compensated as cp
-from jaxrl_dp.core.bellman import dense_expectation, sparse_expectation
+from jaxrl_dp.core.bellman import dense_expectation_and_row_sums, sparse_expectation
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.iteration import discount_ok, row_bounds, row_sum_stats
+from jaxrl_dp.core.iteration import discount_ok, row_stats_of_sums, row_sum_stats
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_mdp_structure, check_solver_input
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.options import (as_values, check_choice, check_int,
@@ -140,16 +141,6 @@ from jaxrl_dp.planning.value_iteration import STOP_RULES, value_iteration_solver
 
 METHODS = ("auto", "compensated", "float64")
 
-#: Columns of the one matrix product that gives a dense float64 model's
-#: expectations and row sums in one read: ``probs [S * A, S] @ [v, 1, 0,
-#: ...]``. Four ran fastest of the widths tried (XLA:CPU hands the product
-#: to its YNNPACK fusion); measured on a 2-core Intel Xeon (2026-12-06, in-process, float64,
-#: A=8, S=200 / 400 / 1000, us): ``P v`` 73 / 236 / 1034, two columns 92 /
-#: 281 / 1456, four 68 / 202 / 1035, eight 78 / 264 / 1167, ``P v`` and a
-#: row sum as two reads 85 / 318 / 1889. (On the 2-core AMD EPYC of earlier
-#: sessions a two-column product measured 1.3-2.8x ``P v``; four columns
-#: were not measured there.)
-PRODUCT_COLUMNS = 4
 
 
 @flax.struct.dataclass
@@ -272,16 +263,10 @@ def _residual_float64(mdp: TabularMDP, v):
       e = jnp.sum(p.astype(jnp.float64) * v, axis=-1)
       sums = jnp.sum(jax.lax.optimization_barrier(p), axis=-1, dtype=jnp.float64)
     else:
-      # One read: the expectations and the row sums are two columns of one
-      # matrix product, padded with zero columns to PRODUCT_COLUMNS (a
-      # two-column product measured 0.7-0.8x the speed of four).
-      cols = [v, jnp.ones_like(v)] + [jnp.zeros_like(v)] * (PRODUCT_COLUMNS - 2)
-      both = dense_expectation(m.probs, jnp.stack(cols, axis=-1))
-      e, sums = both[..., 0], both[..., 1]
-    valid = m.action_mask
-    _, row_max, _ = row_bounds(n, jnp.max(jnp.where(valid, sums, 0.0)),
-                               jnp.max(jnp.where(valid, jnp.abs(sums - 1.0), 0.0)), n,
-                               jnp.float64)
+      # One read: the expectations and the row sums as two columns of one
+      # matrix product.
+      e, sums = dense_expectation_and_row_sums(m.probs, v)
+    _, row_max, _ = row_stats_of_sums(m, sums, n)         # m: the float64 model
   ge = gamma * e
   q = m.rewards + ge
   d = q - v[:, None]

@@ -63,6 +63,30 @@ def test_dense_expectation_equals_numpy():
                                  rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_dense_expectation_and_row_sums_equal_numpy(dtype):
+  """The one-read product's two columns: ``P v`` and the row sums of
+  ``[S, A, S]`` rows, within a dot product's rounding bound (``gamma_S``
+  times the sum of absolute terms) of float64 NumPy sums of the stored
+  numbers, at the default width and at 2 and 3 columns."""
+  rng = np.random.default_rng(3)
+  s, a = 37, 3
+  p = rng.random((s, a, s)) * (rng.random((s, a, s)) < 0.5)
+  v = rng.normal(size=s) * 10
+  with jax.enable_x64(dtype == jnp.float64):
+    pj, vj = jnp.asarray(p, dtype), jnp.asarray(v, dtype)
+    p64, v64 = np.asarray(pj, np.float64), np.asarray(vj, np.float64)
+    u = float(jnp.finfo(dtype).eps) / 2
+    g = s * u / (1 - s * u)
+    for width in (bellman.PRODUCT_COLUMNS, 2, 3):
+      with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bellman, "PRODUCT_COLUMNS", width)
+        e, sums = bellman.dense_expectation_and_row_sums(pj, vj)
+      assert e.shape == sums.shape == (s, a) and e.dtype == sums.dtype == dtype
+      assert np.all(np.abs(np.asarray(e, np.float64) - p64 @ v64) <= g * (p64 @ np.abs(v64)))
+      assert np.all(np.abs(np.asarray(sums, np.float64) - p64.sum(-1)) <= g * p64.sum(-1))
+
+
 def test_rows_expectation_both_layouts_equal_numpy():
   with jax.enable_x64(True):
     rng = np.random.default_rng(7)

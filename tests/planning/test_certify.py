@@ -166,13 +166,15 @@ def test_certify_bounds_rows_that_do_not_sum_to_one():
 
 def test_float64_pass_dense_one_product_bounds_the_error(monkeypatch):
   """The plain float64 pass of a dense float64 model (the expectations and
-  the row sums as two columns of one product, padded to PRODUCT_COLUMNS),
+  the row sums as two columns of one product padded to
+  ``core.bellman.PRODUCT_COLUMNS``),
   at the default width and at 2: the residual equals a float64 NumPy
   residual of the stored numbers within the pass's rounding bound (itself
   below 1e-14 max|V|), the bound holds against the
   exact V* of the stored model, whose rows sum to 1 + 4e-12 (the modulus
   must see it), and the two widths agree."""
   cert_mod = importlib.import_module("jaxrl_dp.planning.certify")
+  bellman_mod = importlib.import_module("jaxrl_dp.core.bellman")
   with jax.enable_x64(True):
     rng = np.random.default_rng(21)
     p, r = random_dense(rng, 24, 3)
@@ -184,8 +186,8 @@ def test_float64_pass_dense_one_product_bounds_the_error(monkeypatch):
     v = jd.value_iteration(m, tol=0.0, max_iters=20000, stop="span").values
     noisy = v + 1e-7 * jnp.asarray(rng.normal(size=24))
     certs = []
-    for width in (cert_mod.PRODUCT_COLUMNS, 2):
-      monkeypatch.setattr(cert_mod, "PRODUCT_COLUMNS", width)
+    for width in (bellman_mod.PRODUCT_COLUMNS, 2):
+      monkeypatch.setattr(bellman_mod, "PRODUCT_COLUMNS", width)
       cert_mod._certify.clear_cache()  # the width is read at trace time
       for vals in (v, noisy):
         c = certify(m, vals, method="float64")
