@@ -396,14 +396,8 @@ def _max_argmax(qm: jax.Array) -> tuple[jax.Array, jax.Array]:
   idx = jax.lax.broadcasted_iota(jnp.int32, qm.shape, qm.ndim - 1)
 
   def pick(a, b):
-    av, ai = a
-    bv, bi = b
-    a_nan, b_nan = jnp.isnan(av), jnp.isnan(bv)
-    # b wins when it is larger, or NaN against a number, or equal (both NaN
-    # included) with a lower index: the first maximizer, NaN the largest.
-    take_b = ((bv > av) & ~a_nan) | (b_nan & ~a_nan) | (
-        ((bv == av) | (a_nan & b_nan)) & (bi < ai))
-    return jnp.where(take_b, bv, av), jnp.where(take_b, bi, ai)
+    take_b = _later_wins(*a, *b)
+    return jnp.where(take_b, b[0], a[0]), jnp.where(take_b, b[1], a[1])
 
   # (-inf, INT32_MAX) is the identity of ``pick`` (any entry beats it; an
   # entry of -inf by its lower index), so a row of -inf only (no valid
@@ -423,6 +417,74 @@ def _max_argmax_jvp(primals, tangents):
   m, i = _max_argmax(qm)
   dm = jnp.take_along_axis(dq, i[..., None], axis=-1)[..., 0]
   return (m, i), (dm, np.zeros(i.shape, jax.dtypes.float0))
+
+
+def _later_wins(av, ai, bv, bi):
+  """Whether ``(bv, bi)`` beats ``(av, ai)`` in the first-maximizer order:
+  ``b`` is larger, or NaN against a number, or equal (both NaN included)
+  with a lower index (NaN the largest value, ties to the first index, as
+  ``jnp.max`` / ``jnp.argmax``). A total order on (value, index) pairs, so
+  a reduction with it gives the same pair in any order."""
+  a_nan, b_nan = jnp.isnan(av), jnp.isnan(bv)
+  return ((bv > av) & ~a_nan) | (b_nan & ~a_nan) | (
+      ((bv == av) | (a_nan & b_nan)) & (bi < ai))
+
+
+def masked_max_argmax_with(q: jax.Array, action_mask: jax.Array, carried=(), maxima=()):
+  """:func:`masked_max_argmax` of ``q`` and, in the SAME reduction (one
+  kernel), each array of ``carried`` at the chosen maximizer and the
+  largest valid entry of each array of ``maxima``: for a certificate's
+  per-state quantities next to its greedy action
+  (:func:`jaxrl_dp.certify`).
+
+  Args:
+    q: ``[..., A]`` action values.
+    action_mask: bool ``[..., A]`` valid actions (broadcastable against ``q``).
+    carried: a tuple of ``[..., A]`` arrays.
+    maxima: a tuple of ``[..., A]`` arrays; invalid actions count as ``0``
+      (meant for nonnegative quantities; a NaN propagates, as ``jnp.max``).
+
+  Returns:
+    ``(max [...], int32 [...] first maximizer, tuple of [...] carried at
+    it, tuple of [...] maxima)``; the first two equal
+    :func:`masked_max_argmax`'s. Derivatives: each output's tangent is the
+    input tangent at its (first) maximizer.
+  """
+  qm = jnp.where(action_mask, q, -jnp.inf)
+  carried = tuple(jnp.broadcast_to(c, qm.shape) for c in carried)
+  maxima = tuple(jnp.where(action_mask, x, 0).astype(x.dtype) for x in maxima)
+  return _max_argmax_with(qm, carried, maxima)
+
+
+@jax.custom_jvp
+def _max_argmax_with(qm, carried, maxima):
+  idx = jax.lax.broadcasted_iota(jnp.int32, qm.shape, qm.ndim - 1)
+  nc = len(carried)
+
+  def pick(a, b):
+    take_b = _later_wins(a[0], a[1], b[0], b[1])
+    chosen = tuple(jnp.where(take_b, y, x) for x, y in zip(a[:2 + nc], b[:2 + nc]))
+    return chosen + tuple(jnp.maximum(x, y) for x, y in zip(a[2 + nc:], b[2 + nc:]))
+
+  init = ((jnp.asarray(-jnp.inf, qm.dtype), jnp.asarray(jnp.iinfo(jnp.int32).max, jnp.int32))
+          + tuple(jnp.zeros((), c.dtype) for c in carried)
+          + tuple(jnp.zeros((), x.dtype) for x in maxima))
+  out = jax.lax.reduce((qm, idx) + carried + maxima, init, pick, (qm.ndim - 1,))
+  return out[0], out[1], tuple(out[2:2 + nc]), tuple(out[2 + nc:])
+
+
+@_max_argmax_with.defjvp
+def _max_argmax_with_jvp(primals, tangents):
+  (qm, carried, maxima), (dq, dc, dx) = primals, tangents
+  out = _max_argmax_with(qm, carried, maxima)
+
+  def at(t, i):
+    return jnp.take_along_axis(t, i[..., None], axis=-1)[..., 0]
+
+  i = out[1]
+  tan = (at(dq, i), np.zeros(i.shape, jax.dtypes.float0), tuple(at(t, i) for t in dc),
+         tuple(at(t, jnp.argmax(x, axis=-1)) for t, x in zip(dx, maxima)))
+  return out, tan
 
 
 def greedy_backup(mdp: TabularMDP, v: jax.Array,

@@ -132,9 +132,10 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 
 from jaxrl_dp.core import compensated as cp
+from jaxrl_dp.core import bellman
 from jaxrl_dp.core.bellman import dense_expectation_and_row_sums, sparse_expectation
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.iteration import discount_ok, row_stats_of_sums, row_sum_stats
+from jaxrl_dp.core.iteration import discount_ok, row_bounds, row_sum_stats
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_mdp_structure, check_solver_input
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.options import (as_values, check_choice, check_int,
@@ -238,82 +239,125 @@ def _residual_compensated(mdp: TabularMDP, v):
 
 
 def _residual_float64(mdp: TabularMDP, v):
-  """``(d [S, A], err [S, A], rho_up [S, A])`` in float64 (plain arithmetic
-  with a float64 rounding bound)."""
+  """``(d [S, A], x [S, A], sums, row_max)`` in float64 (plain arithmetic):
+  ``d = r + gamma E - v`` and ``x = |gamma E| + |q| + |d|``, whose rounding
+  bound is :func:`_float64_error` of ``x``; ``sums [S, A]`` the row sums
+  and ``row_max`` None (dense: the tail reduces them with the residual), or
+  ``sums`` None and ``row_max`` the bound on the largest row sum (sparse)."""
   m = _cast_mdp(mdp, jnp.float64)
   v = v.astype(jnp.float64)
-  u = cp.unit_roundoff(jnp.float64)
   gamma = m.discount
-  n = m.probs.shape[-1]
+  sums = row_max = None
   if m.next_states is not None:  # m.is_sparse
     # The backups' gather (one 1-D gather per index column: 0.55-0.65x the
     # time of the [S, A, K] gather on a Garnet S=2000, A=8, K=5).
     e = sparse_expectation(v, m.next_states, m.probs)
     _, row_max, _ = row_sum_stats(m)                      # >= every valid row sum
+  elif mdp.probs.dtype != jnp.float64:
+    # E and the row sums (a sum's rounding bound holds in any order). A
+    # narrower stored model (float32, bfloat16): each reduction converts its
+    # entries on the fly, and the row sums read the model through an
+    # optimization barrier, so that XLA neither shares nor materializes a
+    # float64 copy of ``probs`` (2x its size, written and read back): the
+    # products and sums are the same float64 operations as on the copy.
+    # In-process A/B on the 2-core AMD EPYC, float32 dense A=8, the pass
+    # without the rest of the certificate: S=400 0.78-0.95 -> 0.41-0.43 ms,
+    # S=1000 16.4-18.0 -> ~3.9 ms (the copy's 64 MB write dominated). (On
+    # the 2-core Intel Xeon, 2026-12-06, a copy to float64 and the
+    # four-column product below: 1.4-4.6x this at S=200-1000.)
+    p = mdp.probs
+    e = jnp.sum(p.astype(jnp.float64) * v, axis=-1)
+    sums = jnp.sum(jax.lax.optimization_barrier(p), axis=-1, dtype=jnp.float64)
   else:
-    # E and the row sums (a sum's rounding bound holds in any order).
-    if mdp.probs.dtype != jnp.float64:
-      # A narrower stored model (float32, bfloat16): each reduction converts
-      # its entries on the fly, and the row sums read the model through an
-      # optimization barrier, so that XLA neither shares nor materializes a
-      # float64 copy of ``probs`` (2x its size, written and read back): the
-      # products and sums are the same float64 operations as on the copy.
-      # In-process A/B on the 2-core AMD EPYC, float32 dense A=8, the pass
-      # without the rest of the certificate: S=400 0.78-0.95 -> 0.41-0.43
-      # ms, S=1000 16.4-18.0 -> ~3.9 ms (the copy's 64 MB write dominated).
-      # (On the 2-core Intel Xeon, 2026-12-06, a copy to float64 and the
-      # four-column product below: 1.4-4.6x this at S=200-1000.)
-      p = mdp.probs
-      e = jnp.sum(p.astype(jnp.float64) * v, axis=-1)
-      sums = jnp.sum(jax.lax.optimization_barrier(p), axis=-1, dtype=jnp.float64)
-    else:
-      # One read: the expectations and the row sums as two columns of one
-      # matrix product.
-      e, sums = dense_expectation_and_row_sums(m.probs, v)
-    _, row_max, _ = row_stats_of_sums(m, sums, n)         # m: the float64 model
+    # One read: the expectations and the row sums as two columns of one
+    # matrix product.
+    e, sums = dense_expectation_and_row_sums(m.probs, v)
   ge = gamma * e
   q = m.rewards + ge
   d = q - v[:, None]
+  return d, jnp.abs(ge) + jnp.abs(q) + jnp.abs(d), sums, row_max
+
+
+def _float64_error(x, gamma, row_max, v_max, n: int):
+  """The float64 pass's rounding bound of one ``d`` (``|fl(d) - d|``) from
+  its ``x`` (any shape; monotone in ``x``): ``(gamma rho (gamma_n + 2u)
+  ||V|| + u x) (1 + 8u)``."""
+  u = cp.unit_roundoff(jnp.float64)
   gn = cp.gamma_n(n, u)
-  err = (gamma * row_max * (gn + 2 * u) * jnp.max(jnp.abs(v))
-         + u * (jnp.abs(ge) + jnp.abs(q) + jnp.abs(d))) * (1 + 8 * u)
-  rho_up = jnp.broadcast_to(row_max, d.shape)
-  return d, err, rho_up
+  return (gamma * row_max * (gn + 2 * u) * v_max + u * x) * (1 + 8 * u)
+
+
+def _max0(*xs):
+  """The largest entry of each of the ``[S]`` arrays ``xs`` (``0`` for an
+  empty one; a NaN propagates), in ONE reduction."""
+  z = jnp.zeros((), xs[0].dtype)
+  return jax.lax.reduce(tuple(xs), (z,) * len(xs),
+                        lambda a, b: tuple(jnp.maximum(p, q) for p, q in zip(a, b)), (0,))
 
 
 def _certify_parts(mdp: TabularMDP, v, policy, method: str):
-  """``(Certificate in v.dtype, d [S, A] in the pass's dtype)``."""
+  """``(Certificate in v.dtype, d [S, A] in the pass's dtype)``.
+
+  The per-state quantities (the largest ``d`` and its action, the largest
+  rounding bound, the row-sum statistics) come from one reduction over the
+  actions, the global ones from two reductions over the states: on XLA:CPU
+  every small reduction is a kernel of its own, and the pass is short (16
+  kernels after the product against 26 with separate reductions; dense
+  S=400, A=8, float64: 233 against 293 us, the product alone 212 us;
+  in-process, 2-core Intel Xeon, 2026-12-06). The rounding bound of a
+  float64 pass, :func:`_float64_error`, is monotone in ``x``, so its
+  largest value over the actions is its value at the largest ``x``.
+  """
   out_dtype = v.dtype
   method, dtype = resolve_method(mdp.rewards.dtype, v.dtype, method)
-  if method == "float64":
-    d, err, rho_up = _residual_float64(mdp, v)
-  else:
-    d, err, rho_up = _residual_compensated(mdp, v.astype(dtype))
   mask = mdp.action_mask
   gamma = mdp.discount.astype(dtype)
-  neg = jnp.asarray(-jnp.inf, dtype)
-  dm = jnp.where(mask, d, neg)
-  mx = jnp.max(dm, axis=-1)                               # fl(T V - V) per state
-  e_s = jnp.max(jnp.where(mask, err, 0), axis=-1)
-  res_up = _up(jnp.max(jnp.abs(mx) + e_s), 3)
-  rho = jnp.max(jnp.where(mask, rho_up, 0))
+  extra: tuple[jax.Array, ...]
+  if method == "float64":
+    d, w, sums, row_max = _residual_float64(mdp, v)
+    extra = () if sums is None else (sums, jnp.abs(sums - 1.0))
+  else:
+    d, w, rho_up = _residual_compensated(mdp, v.astype(dtype))
+    extra = (rho_up,)
+  carried = (w,) if policy is None else ()
+  mx, argmax, at, maxima = bellman.masked_max_argmax_with(d, mask, carried, (w,) + extra)
+  w_s = maxima[0]                                         # the largest bound's input per state
+  if policy is None:
+    pol, d_pi, w_pi = argmax, mx, at[0]
+  else:
+    pol = policy.astype(jnp.int32)
+    d_pi = jnp.take_along_axis(d, pol[:, None], axis=1)[:, 0]
+    w_pi = jnp.take_along_axis(w, pol[:, None], axis=1)[:, 0]
+  if method == "float64":
+    n = mdp.probs.shape[-1]
+    if sums is None:
+      (v_max,) = _max0(jnp.abs(v.astype(dtype)))
+    else:
+      v_max, sums_max, dev_max = _max0(jnp.abs(v.astype(dtype)), maxima[1], maxima[2])
+      row_max = row_bounds(n, sums_max, dev_max, n, jnp.float64)[1]
+    rho = row_max
+
+    def err(x):
+      return _float64_error(x, gamma, row_max, v_max, n)
+  else:
+    (rho,) = _max0(maxima[1])
+
+    def err(x):
+      return x
+  e_s, err_pi = err(w_s), err(w_pi)
+  res_max, gap_max, e_max = _max0(jnp.abs(mx) + e_s, (mx - d_pi) + e_s + err_pi, e_s)
+  res_up = _up(res_max, 3)
   modulus = _up(gamma * rho, 2)
   ok = discount_ok(gamma) & (modulus < 1) & jnp.isfinite(res_up)
   one_minus = jnp.where(ok, 1 - modulus, 1)
   bound = _up(res_up / one_minus, 4)
-  if policy is None:
-    pol = jnp.argmax(dm, axis=-1).astype(jnp.int32)
-  else:
-    pol = policy.astype(jnp.int32)
-  d_pi = jnp.take_along_axis(d, pol[:, None], axis=1)[:, 0]
-  err_pi = jnp.take_along_axis(err, pol[:, None], axis=1)[:, 0]
-  gap = _up(jnp.max((mx - d_pi) + e_s + err_pi), 4)
+  gap = _up(gap_max, 4)
   loss = _up((2 * modulus * res_up + gap) / one_minus, 6)
   inf = jnp.asarray(jnp.inf, dtype)
   bound, loss = jnp.where(ok, bound, inf), jnp.where(ok, loss, inf)
   res_up = jnp.where(jnp.isnan(res_up), inf, res_up)
   modulus = jnp.where(jnp.isnan(modulus), inf, modulus)
-  rounding = _up(jnp.max(e_s), 2)
+  rounding = _up(e_max, 2)
   cert = Certificate(
       bellman_residual=cp.round_up(res_up, out_dtype),
       error_bound=cp.round_up(bound, out_dtype),

@@ -139,6 +139,56 @@ def test_masked_max_argmax_equals_loops_and_the_two_reductions(shape):
                                   ref_arg)
 
 
+@pytest.mark.parametrize("shape", [(11, 4), (3, 6, 5), (9, 1)])
+def test_masked_max_argmax_with_equals_loops(shape):
+  """The one-reduction max/argmax with carried values and maxima: the first
+  two outputs equal masked_max_argmax's NumPy loops (NaNs, -inf, ties, a row
+  without a valid action), each carried array is read at that index, and
+  each maximum is the NumPy max over valid actions with invalid ones as 0
+  (a NaN propagates)."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(17 + len(shape))
+    q = rng.integers(-3, 3, size=shape).astype(np.float64)  # many ties
+    q[rng.random(shape) < 0.1] = np.nan
+    q[rng.random(shape) < 0.1] = -np.inf
+    mask = rng.random(shape) < 0.7
+    mask[(0,) * (len(shape) - 1)] = False  # one row without a valid action
+    c1, c2 = rng.normal(size=shape), rng.integers(0, 9, size=shape).astype(np.int32)
+    w1, w2 = rng.random(shape), rng.random(shape)
+    w2[rng.random(shape) < 0.05] = np.nan
+    ref_max, ref_arg = _np_max_argmax(q, mask)
+    got = jax.jit(bellman.masked_max_argmax_with)(
+        jnp.asarray(q), jnp.asarray(mask), (jnp.asarray(c1), jnp.asarray(c2)),
+        (jnp.asarray(w1), jnp.asarray(w2)))
+    mx, arg, (g1, g2), (m1, m2) = got
+    np.testing.assert_array_equal(np.asarray(mx), ref_max)
+    np.testing.assert_array_equal(np.asarray(arg), ref_arg)
+    assert arg.dtype == jnp.int32 and g2.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(g1), np.take_along_axis(c1, ref_arg[..., None], -1)[..., 0])
+    np.testing.assert_array_equal(np.asarray(g2), np.take_along_axis(c2, ref_arg[..., None], -1)[..., 0])
+    np.testing.assert_array_equal(np.asarray(m1), np.max(np.where(mask, w1, 0), axis=-1))
+    np.testing.assert_array_equal(np.asarray(m2), np.max(np.where(mask, w2, 0), axis=-1))
+
+
+def test_masked_max_argmax_with_derivatives_follow_the_maximizers():
+  """Tangents: the max's and the carried values' at the chosen maximizer of
+  ``q``, each maximum's at its own maximizer (compared with NumPy
+  indexing)."""
+  rng = np.random.default_rng(5)
+  q, c, w, dq, dc, dw = rng.normal(size=(6, 7, 4)).astype(np.float32)
+  mask = np.ones((7, 4), bool)
+  mask[2, 1] = False
+  f = lambda q, c, w: bellman.masked_max_argmax_with(q, mask, (c,), (w,))
+  out, tan = jax.jvp(f, (q, c, w), (dq, dc, dw))
+  rows = np.arange(7)
+  best = np.argmax(np.where(mask, q, -np.inf), axis=1)
+  wbest = np.argmax(np.where(mask, w, 0), axis=1)
+  np.testing.assert_array_equal(np.asarray(tan[0]), dq[rows, best])
+  np.testing.assert_array_equal(np.asarray(tan[2][0]), dc[rows, best])
+  np.testing.assert_array_equal(np.asarray(tan[3][0]), dw[rows, wbest])
+  np.testing.assert_array_equal(np.asarray(out[3][0]), w[rows, wbest])
+
+
 def test_masked_max_argmax_derivatives_follow_the_chosen_maximizer():
   """The max's tangent is the tangent at the returned (first) maximizer, the
   masked entries' never counts; grad too (the index has none)."""
