@@ -271,13 +271,13 @@ def row_sum_stats(mdp, policy=None):
   if policy is None and mdp.is_sparse and mdp.probs.shape[-1] <= SLOT_UNROLL:
     return _sparse_row_stats(mdp)
   if policy is None:
-    probs, valid = mdp.probs, mdp.action_mask[..., None]
-    n = (jnp.max(jnp.sum(jnp.where(valid, probs != 0, False), axis=-1)) if count
+    probs = mdp.probs
+    n = (_max_nonzeros(probs, mdp.is_sparse, mdp.action_mask) if count
          else jnp.asarray(probs.shape[-1], jnp.int32))
     n_sum = probs.shape[-1]
   elif jnp.issubdtype(policy.dtype, jnp.integer):
     probs = jnp.take_along_axis(mdp.probs, policy[:, None, None], axis=1)[:, 0]
-    n = (jnp.max(jnp.sum(probs != 0, axis=-1)) if count
+    n = (_max_nonzeros(probs, mdp.is_sparse) if count
          else jnp.asarray(probs.shape[-1], jnp.int32))
     n_sum = probs.shape[-1]
   else:  # stochastic: the row of P_pi is sum_a pi(a|s) P(s, a, .)
@@ -292,6 +292,35 @@ def row_sum_stats(mdp, policy=None):
   if policy is None:
     return row_stats_of_sums(mdp, sums, n)
   return row_bounds(n, jnp.max(sums), jnp.max(jnp.abs(sums - 1.0)), n_sum, dtype)
+
+
+def _max_nonzeros(probs, sparse: bool, valid=None):
+  """``int32 []``: the largest number of nonzero entries in a row of ``probs
+  [..., n]`` (over the rows where ``valid [...]`` holds, when given).
+
+  A dense model's rows (long, ``n = S``) are counted as the sum of
+  ``sign(p)`` (the indicator: validated probabilities are nonnegative and
+  finite; a NaN row counts ``n``), materialized through an optimization
+  barrier, so that XLA:CPU sums it with the library reduction it uses for a
+  plain sum: fused into the reduction, the comparison made XLA emit its
+  own, slower one. In-process on a 2-core Intel Xeon (2026-12-06), float32
+  dense A=8 (a third of the entries zero), counts and row sums: S=200 / 400
+  / 1000 71 / 203 / 1234 against 139 / 526 / 2364 us; ``p != 0`` with the
+  barrier 117 / 588 / 1925, int8 indicators 132 / 404 / 2093. A sparse
+  model's ``K`` slots keep the direct count.
+  """
+  if sparse:
+    nz = probs != 0
+    if valid is not None:
+      nz = jnp.where(valid[..., None], nz, False)
+    return jnp.max(jnp.sum(nz, axis=-1)).astype(jnp.int32)
+  # Summed in float32 at least (a count is exact there up to 2^24).
+  acc = jnp.promote_types(probs.dtype, jnp.float32)
+  counts = jnp.sum(jax.lax.optimization_barrier(jnp.sign(probs)), axis=-1, dtype=acc)
+  counts = jnp.where(jnp.isnan(counts), probs.shape[-1], counts)
+  if valid is not None:
+    counts = jnp.where(valid, counts, 0)
+  return jnp.max(counts).astype(jnp.int32)
 
 
 def row_stats_of_sums(mdp, sums, n):

@@ -105,6 +105,39 @@ def test_sparse_row_stats_vs_exact_sums(dtype):
     assert np.count_nonzero(g) == 5
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dense_row_stats_count_nonzeros_over_valid_rows(dtype):
+  """row_sum_stats of a dense model below float64 counts each row's nonzero
+  entries (the rounding bound's n): the largest count over VALID actions
+  equals NumPy's, masked rows (with more nonzeros) and zero rows ignored,
+  exact past bfloat16's 256 consecutive integers (S = 300); with an integer
+  policy, the count of its rows; grad of row_max still flows."""
+  rng = np.random.default_rng(8)
+  s, a = 300, 3
+  p = rng.random((s, a, s)) * (rng.random((s, a, s)) < 0.6)
+  p[:, :, 0] += 1.0
+  p[5, 1, :] = 1.0                        # a full row, masked below
+  p /= p.sum(-1, keepdims=True)
+  r = rng.normal(size=(s, a))
+  mask = np.ones((s, a), bool)
+  mask[5, 1] = False
+  m = jd.TabularMDP.from_dense(p, r, 0.9, action_mask=mask)
+  if dtype != jnp.float32:  # cast after validation (bfloat16 rows do not sum to 1 within atol)
+    m = m.replace(probs=m.probs.astype(dtype), rewards=m.rewards.astype(dtype),
+                  discount=m.discount.astype(dtype))
+  pm = np.asarray(m.probs.astype(jnp.float32))
+  nz = np.sum(pm != 0, axis=-1)
+  n = int(jax.jit(iteration.row_sum_stats)(m)[0])
+  assert n == int(np.max(np.where(mask, nz, 0))) < s
+  assert int(np.max(nz)) == s
+  pol = jnp.asarray(rng.integers(0, a, size=s), jnp.int32).at[5].set(0)
+  n_pi = int(jax.jit(iteration.row_sum_stats)(m, pol)[0])
+  assert n_pi == int(np.max(nz[np.arange(s), np.asarray(pol)]))
+  if dtype == jnp.float32:
+    g = jax.grad(lambda q: iteration.row_sum_stats(m.replace(probs=q))[1])(m.probs)
+    assert np.count_nonzero(np.asarray(g)) > 0
+
+
 def test_contraction_bound_refuses_invalid_moduli():
   for m in (1.0, 1.5, np.nan, -0.1):
     assert float(iteration.contraction_bound(jnp.float32(1.0), 0.0, jnp.float32(m))) == np.inf
