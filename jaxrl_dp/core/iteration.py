@@ -294,6 +294,13 @@ def row_sum_stats(mdp, policy=None):
   return row_bounds(n, jnp.max(sums), jnp.max(jnp.abs(sums - 1.0)), n_sum, dtype)
 
 
+def count_in_one_pass() -> bool:
+  """Static (trace time): whether :func:`row_sum_stats` counts a dense
+  model's nonzeros inside one fused reduction (every backend but CPU; see
+  :func:`_max_nonzeros`)."""
+  return jax.default_backend() != "cpu"
+
+
 def _max_nonzeros(probs, sparse: bool, valid=None):
   """``int32 []``: the largest number of nonzero entries in a row of ``probs
   [..., n]`` (over the rows where ``valid [...]`` holds, when given).
@@ -306,10 +313,13 @@ def _max_nonzeros(probs, sparse: bool, valid=None):
   own, slower one. In-process on a 2-core Intel Xeon (2026-12-06), float32
   dense A=8 (a third of the entries zero), counts and row sums: S=200 / 400
   / 1000 71 / 203 / 1234 against 139 / 526 / 2364 us; ``p != 0`` with the
-  barrier 117 / 588 / 1925, int8 indicators 132 / 404 / 2093. A sparse
-  model's ``K`` slots keep the direct count.
+  barrier 117 / 588 / 1925, int8 indicators 132 / 404 / 2093. That costs
+  a write and a read of an array of the model's size, which a backend that
+  fuses the count into one read does not need: on other backends than CPU
+  (:func:`count_in_one_pass`) the dense count is the direct one too. A
+  sparse model's ``K`` slots keep the direct count.
   """
-  if sparse:
+  if sparse or count_in_one_pass():
     nz = probs != 0
     if valid is not None:
       nz = jnp.where(valid[..., None], nz, False)

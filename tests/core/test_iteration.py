@@ -105,13 +105,17 @@ def test_sparse_row_stats_vs_exact_sums(dtype):
     assert np.count_nonzero(g) == 5
 
 
+@pytest.mark.parametrize("one_pass", [False, True])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_dense_row_stats_count_nonzeros_over_valid_rows(dtype):
+def test_dense_row_stats_count_nonzeros_over_valid_rows(dtype, one_pass, monkeypatch):
   """row_sum_stats of a dense model below float64 counts each row's nonzero
-  entries (the rounding bound's n): the largest count over VALID actions
-  equals NumPy's, masked rows (with more nonzeros) and zero rows ignored,
-  exact past bfloat16's 256 consecutive integers (S = 300); with an integer
-  policy, the count of its rows; grad of row_max still flows."""
+  entries (the rounding bound's n), in both of its forms (CPU: a
+  materialized sign sum; other backends: one fused count): the largest count
+  over VALID actions equals NumPy's, masked rows (with more nonzeros) and
+  zero rows ignored, exact past bfloat16's 256 consecutive integers (S =
+  300); with an integer policy, the count of its rows; grad of row_max
+  still flows."""
+  monkeypatch.setattr(iteration, "count_in_one_pass", lambda: one_pass)
   rng = np.random.default_rng(8)
   s, a = 300, 3
   p = rng.random((s, a, s)) * (rng.random((s, a, s)) < 0.6)
@@ -127,11 +131,13 @@ def test_dense_row_stats_count_nonzeros_over_valid_rows(dtype):
                   discount=m.discount.astype(dtype))
   pm = np.asarray(m.probs.astype(jnp.float32))
   nz = np.sum(pm != 0, axis=-1)
-  n = int(jax.jit(iteration.row_sum_stats)(m)[0])
+  n = int(iteration.row_sum_stats(m)[0])  # eager: the form is chosen at trace time
+  jaxpr = jax.make_jaxpr(lambda mm: iteration.row_sum_stats(mm))(m)  # a new trace
+  assert ("optimization_barrier" in str(jaxpr)) != one_pass
   assert n == int(np.max(np.where(mask, nz, 0))) < s
   assert int(np.max(nz)) == s
   pol = jnp.asarray(rng.integers(0, a, size=s), jnp.int32).at[5].set(0)
-  n_pi = int(jax.jit(iteration.row_sum_stats)(m, pol)[0])
+  n_pi = int(iteration.row_sum_stats(m, pol)[0])
   assert n_pi == int(np.max(nz[np.arange(s), np.asarray(pol)]))
   if dtype == jnp.float32:
     g = jax.grad(lambda q: iteration.row_sum_stats(m.replace(probs=q))[1])(m.probs)
