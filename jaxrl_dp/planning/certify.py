@@ -105,20 +105,20 @@ Limits: a float32 vector cannot be certified below about ``u |V| / (1 -
 gamma)`` by any residual argument (its own rounding to float32 has a
 residual of that order); use a float64 model (x64) for tighter ``tol``.
 Cost of one accurate pass, measured on a 2-core Intel Xeon
-(``benchmarks/bench_certify.py``, 2026-12-06, best of up to 60 calls), in
-plain backups of the model's own dtype: the default float64 pass of a
-float64 model 1.3-1.5 on the dense S=400, A=8 model (one read, see above)
-and 1.6-1.9 on the Garnet S=2000, A=8, K=5, i.e. 14-25% of a span-stopped
-VI solve (5-22 backups; the dense 5-backup solves 22-25%) and <= 0.3% of a
-sup-norm one; compensated float32 4.9-6.0 on the Garnet and 36-39 on the
-dense model (the EFTs run elementwise over ``[S, A, S]`` where the plain
-backup is one matrix-vector product; a two-stage reduction measured the
-same); the float64 pass of a float32 model (x64 on) 3.1-5.6 (it converts
-the entries as it reads them). Against a dense span-stopped VI of 3-4
-float32 backups the float32 certificate costs 4.3-4.8x the solve (its
-float64 pass under x64: 0.58-0.68x). (The 2-core AMD EPYC, 2026-12-04,
-with the two-read dense pass: float64 1.5-2.3 backups, 24-26% of the dense
-5-backup solves.)
+(``benchmarks/bench_certify.py``, 2026-12-06, best of up to 60 calls; two
+runs), in plain backups of the model's own dtype: the default float64 pass
+of a float64 model 0.8-1.3 on the dense S=400, A=8 model (one read and a
+short tail, see above) and 1.4-1.9 on the Garnet S=2000, A=8, K=5, i.e.
+11-22% of a span-stopped VI solve (5-22 backups; the dense 5-backup solves
+19-22%) and <= 0.2% of a sup-norm one; compensated float32 5-7.5 on the
+Garnet and 32-43 on the dense model (the EFTs run elementwise over ``[S, A,
+S]`` where the plain backup is one matrix-vector product; a two-stage
+reduction measured the same); the float64 pass of a float32 model (x64 on)
+2.4-9 (it converts the entries as it reads them). Against a dense
+span-stopped VI of 3-4 float32 backups the float32 certificate costs 4-6x
+the solve (its float64 pass under x64: 0.56-1.24x). (The 2-core AMD EPYC,
+2026-12-04, with the two-read dense pass and separate reductions: float64
+1.5-2.3 backups, 24-26% of the dense 5-backup solves.)
 """
 
 from __future__ import annotations
