@@ -114,7 +114,7 @@ short tail, see above) and 1.4-1.9 on the Garnet S=2000, A=8, K=5, i.e.
 Garnet and 32-43 on the dense model (the EFTs run elementwise over ``[S, A,
 S]`` where the plain backup is one matrix-vector product; a two-stage
 reduction measured the same); the float64 pass of a float32 model (x64 on)
-2.4-9 (it converts the entries as it reads them). Against a dense
+2.3-9 (it converts the entries as it reads them). Against a dense
 span-stopped VI of 3-4 float32 backups the float32 certificate costs 4-6x
 the solve (its float64 pass under x64: 0.56-1.24x). (The 2-core AMD EPYC,
 2026-12-04, with the two-read dense pass and separate reductions: float64
