@@ -119,15 +119,22 @@ def _np_max_argmax(q, mask):
   return best, arg
 
 
+def _tied_values_and_mask(rng, shape):
+  """Action values with many ties, NaNs and -infs, and a mask with one row
+  without a valid action."""
+  q = rng.integers(-3, 3, size=shape).astype(np.float64)
+  q[rng.random(shape) < 0.1] = np.nan
+  q[rng.random(shape) < 0.1] = -np.inf
+  mask = rng.random(shape) < 0.7
+  mask[(0,) * (len(shape) - 1)] = False
+  return q, mask
+
+
 @pytest.mark.parametrize("shape", [(11, 4), (3, 6, 5), (9, 1)])
 def test_masked_max_argmax_equals_loops_and_the_two_reductions(shape):
   with jax.enable_x64(True):
     rng = np.random.default_rng(7 + len(shape))
-    q = rng.integers(-3, 3, size=shape).astype(np.float64)  # many ties
-    q[rng.random(shape) < 0.1] = np.nan
-    q[rng.random(shape) < 0.1] = -np.inf
-    mask = rng.random(shape) < 0.7
-    mask[(0,) * (len(shape) - 1)] = False  # one row without a valid action
+    q, mask = _tied_values_and_mask(rng, shape)
     ref_max, ref_arg = _np_max_argmax(q, mask)
     got_max, got_arg = jax.jit(bellman.masked_max_argmax)(jnp.asarray(q), jnp.asarray(mask))
     assert got_arg.dtype == jnp.int32
@@ -148,11 +155,7 @@ def test_masked_max_argmax_with_equals_loops(shape):
   (a NaN propagates)."""
   with jax.enable_x64(True):
     rng = np.random.default_rng(17 + len(shape))
-    q = rng.integers(-3, 3, size=shape).astype(np.float64)  # many ties
-    q[rng.random(shape) < 0.1] = np.nan
-    q[rng.random(shape) < 0.1] = -np.inf
-    mask = rng.random(shape) < 0.7
-    mask[(0,) * (len(shape) - 1)] = False  # one row without a valid action
+    q, mask = _tied_values_and_mask(rng, shape)
     c1, c2 = rng.normal(size=shape), rng.integers(0, 9, size=shape).astype(np.int32)
     w1, w2 = rng.random(shape), rng.random(shape)
     w2[rng.random(shape) < 0.05] = np.nan
