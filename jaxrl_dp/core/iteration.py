@@ -337,9 +337,8 @@ def row_stats_of_sums(mdp, sums, n):
   """:func:`row_sum_stats` (``policy=None``) from the model's computed row
   sums ``sums [S, A]`` (each the sum of a row's ``probs.shape[-1]`` stored
   entries in ``probs.dtype``, in any order) and ``n`` (the largest number of
-  nonzero terms of one expectation, or an upper bound such as ``S``): for a
-  caller that gets the sums from a pass it makes anyway
-  (:func:`jaxrl_dp.core.bellman.dense_expectation_and_row_sums`)."""
+  nonzero terms of one expectation, or an upper bound such as ``S``), e.g.
+  sums from :func:`jaxrl_dp.core.bellman.dense_expectation_and_row_sums`."""
   valid = mdp.action_mask
   return row_bounds(n, jnp.max(jnp.where(valid, sums, 0.0)),
                     jnp.max(jnp.where(valid, jnp.abs(sums - 1.0), 0.0)),

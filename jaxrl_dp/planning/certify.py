@@ -147,7 +147,6 @@ from jaxrl_dp.planning.value_iteration import STOP_RULES, value_iteration_solver
 METHODS = ("auto", "compensated", "float64")
 
 
-
 @flax.struct.dataclass
 class Certificate:
   """An accurate a-posteriori certificate of values ``V [S]`` (one MDP).
