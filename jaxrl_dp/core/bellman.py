@@ -386,37 +386,8 @@ def masked_max_argmax(q: jax.Array, action_mask: jax.Array) -> tuple[jax.Array, 
   Returns:
     ``([...] max, int32 [...] first maximizer)``.
   """
-  return _max_argmax(jnp.where(action_mask, q, -jnp.inf))
-
-
-@jax.custom_jvp
-def _max_argmax(qm: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``(max, first maximizer)`` over the last axis of ``qm`` (masked
-  entries already ``-inf``): :func:`masked_max_argmax`'s reduction."""
-  idx = jax.lax.broadcasted_iota(jnp.int32, qm.shape, qm.ndim - 1)
-
-  def pick(a, b):
-    take_b = _later_wins(*a, *b)
-    return jnp.where(take_b, b[0], a[0]), jnp.where(take_b, b[1], a[1])
-
-  # (-inf, INT32_MAX) is the identity of ``pick`` (any entry beats it; an
-  # entry of -inf by its lower index), so a row of -inf only (no valid
-  # action) gives index 0, as jnp.argmax; ``pick`` is a total order on
-  # (value, index) pairs, so the reduction order does not matter.
-  init = (jnp.asarray(-jnp.inf, qm.dtype), jnp.asarray(jnp.iinfo(jnp.int32).max, jnp.int32))
-  return jax.lax.reduce((qm, idx), init, pick, (qm.ndim - 1,))
-
-
-@_max_argmax.defjvp
-def _max_argmax_jvp(primals, tangents):
-  # The variadic reduction has no JVP rule for the index's zero tangent:
-  # the max's tangent is the tangent at the chosen (first) maximizer, the
-  # index's is zero (forward and reverse mode through a solver's greedy
-  # backups).
-  (qm,), (dq,) = primals, tangents
-  m, i = _max_argmax(qm)
-  dm = jnp.take_along_axis(dq, i[..., None], axis=-1)[..., 0]
-  return (m, i), (dm, np.zeros(i.shape, jax.dtypes.float0))
+  mx, arg, _, _ = masked_max_argmax_with(q, action_mask)
+  return mx, arg
 
 
 def _later_wins(av, ai, bv, bi):
@@ -466,6 +437,10 @@ def _max_argmax_with(qm, carried, maxima):
     chosen = tuple(jnp.where(take_b, y, x) for x, y in zip(a[:2 + nc], b[:2 + nc]))
     return chosen + tuple(jnp.maximum(x, y) for x, y in zip(a[2 + nc:], b[2 + nc:]))
 
+  # (-inf, INT32_MAX) is the identity of ``pick`` (any entry beats it; an
+  # entry of -inf by its lower index), so a row of -inf only (no valid
+  # action) gives index 0, as jnp.argmax; ``pick`` is a total order on
+  # (value, index) pairs, so the reduction order does not matter.
   init = ((jnp.asarray(-jnp.inf, qm.dtype), jnp.asarray(jnp.iinfo(jnp.int32).max, jnp.int32))
           + tuple(jnp.zeros((), c.dtype) for c in carried)
           + tuple(jnp.zeros((), x.dtype) for x in maxima))
@@ -475,6 +450,10 @@ def _max_argmax_with(qm, carried, maxima):
 
 @_max_argmax_with.defjvp
 def _max_argmax_with_jvp(primals, tangents):
+  # The variadic reduction has no JVP rule for the index's zero tangent:
+  # each output's tangent is the input tangent at its (first) maximizer, the
+  # index's is zero (forward and reverse mode through a solver's greedy
+  # backups).
   (qm, carried, maxima), (dq, dc, dx) = primals, tangents
   out = _max_argmax_with(qm, carried, maxima)
 
