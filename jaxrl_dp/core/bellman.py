@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.options import is_concrete
+from jaxrl_dp.core.reductions import nan_max
 
 
 #: :func:`backup_block_rows`: a sparse MDP with at least this many states,
@@ -344,14 +345,24 @@ def q_values_rows(mdp: TabularMDP, v: jax.Array, start, size: int) -> jax.Array:
 def masked_max(q: jax.Array, action_mask: jax.Array) -> jax.Array:
   """``max_a q[..., a]`` over valid actions: ``[..., A]`` -> ``[...]``.
 
+  A NaN at a valid action gives NaN (as ``np.max``) on every backend: the
+  maximum is :func:`jaxrl_dp.core.reductions.nan_max`, not ``jnp.max``,
+  whose reduction XLA:CPU hands to a library fusion that drops NaNs above
+  about 4,096 entries; a solver then backed up an MDP with a NaN reward as if
+  that action did not exist (see :mod:`jaxrl_dp.core.reductions`). With the
+  NaN kept, the residual is NaN and the solvers stop with
+  ``converged=False`` and ``error_bound=inf``.
+
   Args:
     q: ``[..., A]`` action values.
     action_mask: bool ``[..., A]`` valid actions (broadcastable against ``q``).
 
   Returns:
-    ``[...]`` the largest valid entry (``-inf`` where no action is valid).
+    ``[...]`` the largest valid entry (``-inf`` where no action is valid;
+    NaN where a valid entry is NaN). Derivatives: ``jnp.max``'s (the
+    tangent averaged over the tied maximizers).
   """
-  return jnp.max(jnp.where(action_mask, q, -jnp.inf), axis=-1)
+  return nan_max(jnp.where(action_mask, q, -jnp.inf))
 
 
 def greedy_policy(q: jax.Array, action_mask: jax.Array) -> jax.Array:

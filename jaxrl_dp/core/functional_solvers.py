@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_dp.core.reductions import sup_norm
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.functional import (FunctionalMDP, FunctionalOperator,
@@ -355,11 +356,11 @@ def _functional_krylov_impl(mdp, policy, tol, v0, *, max_iters, krylov):
   def step(v):
     v_next = krylov_solve(matvec, r_pi, v, target, method=krylov, maxiter=chunk)
     v_tp = op.policy_apply(v_next, policy)
-    res = jnp.max(jnp.abs(v_tp - v_next))
+    res = sup_norm(v_tp - v_next)
     delta = rounding(v_next, v_tp)
     bound = bellman_residual_bound(res, delta, modulus)
     floor = bellman_residual_bound(jnp.zeros_like(res), delta, modulus)
-    return v_next, res, bound, floor, 4 * u * jnp.max(jnp.abs(v_next))
+    return v_next, res, bound, floor, 4 * u * sup_norm(v_next)
 
   r = certified_solve(step, v0, tol, max_iters=max_iters, valid=discount_ok(mdp.discount))
   return PolicyEvaluation(values=r.values, q=op.q_values(r.values), iterations=r.iterations,

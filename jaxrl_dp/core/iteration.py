@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_dp.core.reductions import sup_norm
 from jaxrl_dp.core import protocol
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.options import check_tol
@@ -126,7 +127,7 @@ class BackupRounding(NamedTuple):
   offset: jax.Array
 
   def __call__(self, v, v_next):
-    return self.of_norms(jnp.max(jnp.abs(v)), jnp.max(jnp.abs(v_next)))
+    return self.of_norms(sup_norm(v), sup_norm(v_next))
 
   def of_norms(self, v_norm, next_norm):
     """The bound from ``||v||_inf`` and ``||v_next||_inf`` (e.g. those of
@@ -708,7 +709,7 @@ def fixed_point_solve(backup: Callable, v0: jax.Array, discount, tol, *,
   """:func:`sup_norm_solve` for ``v <- backup(v)`` (``backup: [S] -> [S]``)."""
   def step(v):
     v_next = backup(v)
-    return v_next, jnp.max(jnp.abs(v_next - v))
+    return v_next, sup_norm(v_next - v)
 
   return sup_norm_solve(step, v0, discount, tol, max_iters=max_iters,
                         rounding=rounding, modulus=modulus)

@@ -7,6 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxrl_dp.core.reductions import sup_norm
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import (GMRES_RESTART, as_functional_policy,
@@ -247,12 +248,12 @@ def _policy_bound_and_floor(mdp, policy, v, q):
   """``(residual, error_bound, floor)``: :func:`policy_residual_bound` and
   the same bound at residual 0 (the rounding floor)."""
   u = unit_roundoff(q.dtype)
-  residual = jnp.max(jnp.abs(bellman.policy_value_from_q(q, policy) - v))
+  residual = sup_norm(bellman.policy_value_from_q(q, policy) - v)
   q_valid = jnp.where(mdp.action_mask, q, 0.0)
   delta = backup_rounding(mdp)(v, q_valid)
   if not bellman.is_deterministic_policy(policy):
     a = q.shape[-1]
-    delta = delta + (a + 1) * u / (1 - (a + 1) * u) * jnp.max(jnp.abs(q_valid))
+    delta = delta + (a + 1) * u / (1 - (a + 1) * u) * sup_norm(q_valid)
   modulus = contraction_modulus(mdp, policy)
   ok = discount_ok(mdp.discount)
   bound = jnp.where(ok, bellman_residual_bound(residual, delta, modulus), jnp.inf)
@@ -305,7 +306,7 @@ def _krylov(mdp, policy, tol, v0, *, max_iters, krylov):
                                   maxiter=chunk)
     q = bellman.q_values(mdp, v_next)
     res, bound, floor = _policy_bound_and_floor(mdp, policy, v_next, q)
-    noise = 4 * u * jnp.max(jnp.abs(v_next))
+    noise = 4 * u * sup_norm(v_next)
     return v_next, res, bound, floor, noise
 
   r = certified_solve(step, v0, tol, max_iters=max_iters,

@@ -74,6 +74,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
+from jaxrl_dp.core.reductions import sup_norm
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.options import check_choice, check_max_iters
@@ -159,7 +160,7 @@ def _converged(matvec: Callable, b: jax.Array, x: jax.Array, tol: float,
                norm: str = "2") -> jax.Array:
   r = b - matvec(x)
   if norm == "inf":
-    res, size = jnp.max(jnp.abs(r)), jnp.max(jnp.abs(b))
+    res, size = sup_norm(r), sup_norm(b)
   else:
     res, size = jnp.linalg.norm(r), jnp.linalg.norm(b)
   return res <= VERIFY_SLACK * tol * size
@@ -219,7 +220,7 @@ def linear_solver(adjoint: ImplicitAdjoint, dtype) -> Callable:
       k, x, _ = c
       r = b - matvec(x)
       x = x + r
-      return k + 1, x, jnp.max(jnp.abs(r))
+      return k + 1, x, sup_norm(r)
 
     init = (jnp.asarray(0, jnp.int32), b, jnp.asarray(jnp.inf, b.dtype))
     return verified(matvec, b, jax.lax.while_loop(cond, body, init)[1], tol, norm="inf")

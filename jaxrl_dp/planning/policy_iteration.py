@@ -14,6 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxrl_dp.core.reductions import sup_norm
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.functional import (FunctionalMDP, FunctionalOperator,
@@ -173,7 +174,7 @@ def _pi_implicit(mdp, policy0, tol, *, max_iters, evaluation, krylov, eval_max_i
 def _certificate(mdp, v, q):
   """``(residual, error_bound)`` of values ``v`` with computed ``q`` for the
   optimality operator (Bellman residual bound, rounding included)."""
-  residual = jnp.max(jnp.abs(bellman.masked_max(q, mdp.action_mask) - v))
+  residual = sup_norm(bellman.masked_max(q, mdp.action_mask) - v)
   delta = backup_rounding(mdp)(v, jnp.where(mdp.action_mask, q, 0.0))
   bound = bellman_residual_bound(residual, delta, contraction_modulus(mdp))
   return residual, bound
@@ -306,7 +307,7 @@ def _inexact_policy_iteration(op, evaluate, policy0, tol, r_max, *, max_iters):
     v = evaluate(pi, v_old, want)
     q = op.q_values(v)
     # the certificate of _certificate, with the rounding and modulus hoisted
-    res = jnp.max(jnp.abs(bellman.masked_max(q, mask) - v))
+    res = sup_norm(bellman.masked_max(q, mask) - v)
     bound = bellman_residual_bound(res, rounding(v, jnp.where(mask, q, 0.0)), modulus)
     tie_tol = 8 * eps * jnp.max(jnp.where(mask, jnp.abs(q), 0.0))
     new = bellman.improve_policy(q, mask, pi, tie_tol)

@@ -25,6 +25,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxrl_dp.core.reductions import sup_norm
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.iteration import (bellman_residual_bound, contraction_modulus,
                                      discount_ok, unit_roundoff)
@@ -333,11 +334,11 @@ def soft_policy_iteration_solver(evaluation: str = "exact", *,
           restart=min(20, r_pi.shape[0]), maxiter=krylov_cycles,
           solve_method="incremental")
     t_new, q_new = op.apply(v_new)
-    res = jnp.max(jnp.abs(t_new - v_new))
+    res = sup_norm(t_new - v_new)
     delta = rounding(v_new, t_new)
     bound = bellman_residual_bound(res, delta, modulus)
     floor = bellman_residual_bound(jnp.zeros_like(res), delta, modulus)
-    noise = 2 * unit_roundoff(v_new.dtype) * jnp.max(jnp.abs(v_new))
+    noise = 2 * unit_roundoff(v_new.dtype) * sup_norm(v_new)
     return SolverState(st.iteration + 1, v_new, res, bound, floor,
                        noise.astype(v_new.dtype),
                        (rounding, modulus, q_new, st.residual, delta.astype(v_new.dtype)))

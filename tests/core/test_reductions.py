@@ -1,0 +1,113 @@
+"""NaN-propagating maxima (``core.reductions``) against NumPy, and the solvers'
+honesty on a model with a NaN entry under ``jax.jit``.
+
+XLA:CPU (jaxlib 0.10) drops NaNs in a plain ``jnp.max`` of more than about
+4,096 entries (a YNNPACK library reduction), so the shapes below are on both
+sides of that size."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrl_dp as jd
+from jaxrl_dp.core import bellman
+from jaxrl_dp.core.reductions import nan_max, nan_min, sup_norm
+
+
+def _with_nans(rng, shape, dtype, share=0.1):
+  x = rng.normal(size=shape).astype(dtype)
+  x[rng.random(shape) < share] = np.nan
+  x[rng.random(shape) < 0.02] = np.inf
+  x[rng.random(shape) < 0.02] = -np.inf
+  return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_max_min_and_sup_norm_equal_numpy(dtype):
+  with jax.enable_x64(dtype == np.float64):
+    rng = np.random.default_rng(7)
+    for shape in [(1000, 2), (1000, 5), (300, 16), (6000,)]:
+      x = _with_nans(rng, shape, dtype)
+      x[3] = -np.inf  # a row of -inf only
+      x[5] = 1.0  # a row without NaN: ties
+      got = jax.jit(nan_max)(x)
+      assert got.dtype == dtype
+      np.testing.assert_array_equal(np.asarray(got), np.max(x, axis=-1))  # NaNs equal
+      np.testing.assert_array_equal(np.asarray(jax.jit(nan_min)(x)), np.min(x, axis=-1))
+      assert float(jax.jit(sup_norm)(x)) == np.inf  # a NaN counts as +inf
+      clean = np.where(np.isnan(x), 0.0, x).astype(dtype)
+      np.testing.assert_array_equal(np.asarray(jax.jit(sup_norm)(clean)), np.max(np.abs(clean)))
+      if x.ndim == 2:
+        np.testing.assert_array_equal(np.asarray(jax.jit(nan_max, static_argnums=1)(x, 0)),
+                                      np.max(x, axis=0))
+        np.testing.assert_array_equal(np.asarray(jax.vmap(nan_max)(x)), np.max(x, axis=-1))
+
+
+@pytest.mark.parametrize("num_actions", [3, 6, 16])
+def test_masked_max_keeps_valid_nans_and_ignores_masked_ones(num_actions):
+  rng = np.random.default_rng(num_actions)
+  s = 5000 // num_actions + 1  # S * A > 4096: the size XLA:CPU hands to its library
+  q = _with_nans(rng, (s, num_actions), np.float32)
+  mask = rng.random((s, num_actions)) < 0.7
+  mask[2] = False  # no valid action: -inf
+  want = np.max(np.where(mask, q, -np.inf), axis=-1)
+  assert np.isnan(want).any() and not np.isnan(want).all()
+  np.testing.assert_array_equal(np.asarray(jax.jit(bellman.masked_max)(q, mask)), want)
+
+
+def test_nan_max_derivatives_average_over_tied_maximizers():
+  # jnp.max's rule: the tangent averaged over the entries equal to the max.
+  x = np.array([[1.0, 3.0, 3.0, 0.5], [2.0, -1.0, 0.0, 1.0], [4.0, 4.0, 4.0, 4.0]])
+  dx = np.array([[5.0, 2.0, 6.0, 7.0], [1.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 6.0]])
+  ties = x == x.max(axis=-1, keepdims=True)
+  want = (dx * ties).sum(-1) / ties.sum(-1)  # [4, 1, 3]
+  _, got = jax.jvp(nan_max, (jnp.asarray(x),), (jnp.asarray(dx),))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
+  g = jax.grad(lambda y: jnp.sum(nan_max(y) * jnp.arange(1.0, 4.0)))(jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(g), ties / ties.sum(-1, keepdims=True)
+                             * np.arange(1.0, 4.0)[:, None], rtol=1e-6)
+  g_norm = jax.grad(sup_norm)(jnp.asarray(x - 5.0))  # |x - 5| largest at -1.0 (index [1, 1])
+  want_norm = np.zeros_like(x)
+  want_norm[1, 1] = -1.0
+  np.testing.assert_allclose(np.asarray(g_norm), want_norm)
+
+
+def _nan_reward_garnet():
+  # Dense, S * A = 4800 > 4096: before nan_max, jd.solve under jit backed
+  # this model up as if the NaN action did not exist and said converged=True.
+  m = jd.suites.garnet(jax.random.key(3), 300, 16, 4, 0.9).to_dense()
+  return m, m.rewards.at[7, 5].set(jnp.nan)
+
+
+def test_default_solve_never_certifies_a_model_with_a_nan_reward():
+  m, r = _nan_reward_garnet()
+  sol = jax.jit(lambda r: jd.solve(m.replace(rewards=r)))(r)
+  assert not bool(sol.converged)
+  assert float(sol.error_bound) == np.inf
+  assert np.isnan(np.asarray(sol.values)).any()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field", ["rewards", "probs"])
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_solvers_never_certify_a_model_with_a_nan_entry_under_jit(field, layout):
+  # Sparse S = 6000 > 4096: policy iteration's residual max|T v - v| over the
+  # states is a plain sup norm (before: converged=True with NaN probabilities).
+  if layout == "dense":
+    m = _nan_reward_garnet()[0]
+  else:
+    m = jd.suites.garnet(jax.random.key(3), 6000, 8, 5, 0.9)
+  if field == "rewards":
+    bad = m.rewards.at[7, 5].set(jnp.nan)
+  else:
+    bad = m.probs.at[7, 5, 0].set(jnp.nan)
+  solvers = [jd.solve, jd.value_iteration, jd.policy_iteration, jd.modified_policy_iteration,
+             jd.anderson_value_iteration, jd.anchored_value_iteration,
+             jd.gauss_seidel_value_iteration, jd.speculative_value_iteration,
+             lambda mdp: jd.soft_value_iteration(mdp, temperature=0.1),
+             lambda mdp: jd.policy_evaluation(mdp, jnp.zeros(mdp.rewards.shape[0], jnp.int32))]
+  for solver in solvers:
+    sol = jax.jit(lambda x: solver(m.replace(**{field: x})))(bad)
+    assert not bool(sol.converged), solver
+    assert float(sol.error_bound) == np.inf, solver
