@@ -21,6 +21,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxrl_dp.core.reductions import sup_norm
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import residual_loop
@@ -120,7 +121,8 @@ def fixed_point(step: Callable, distance: Callable, x0: jax.Array, tol,
 
   def one(x):
     x_new = step(x)
-    return x_new, jnp.max(distance(x_new, x))
+    # sup_norm: a NaN distance counts as +inf (a plain jnp.max can drop it on CPU).
+    return x_new, sup_norm(distance(x_new, x))
 
   if use_tol:
     it, x, res, conv = residual_loop(one, x0, factor, tol_arg(tol, dtype),

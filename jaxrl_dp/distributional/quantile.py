@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxrl_dp.core.reductions import nan_max
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.errors import InvalidMDPError
@@ -113,7 +114,7 @@ def wasserstein_distance(x: jax.Array, y: jax.Array, p: float = 1) -> jax.Array:
   if p == 1:
     return jnp.mean(d, axis=-1)
   if p == float("inf"):
-    return jnp.max(d, axis=-1)
+    return nan_max(d)
   return jnp.mean(d ** p, axis=-1) ** (1.0 / p)
 
 
@@ -162,7 +163,7 @@ def quantile_policy_backup(mdp: TabularMDP, policy: jax.Array, locs: jax.Array) 
 
 
 def _w_inf(x, y):
-  return jnp.max(jnp.abs(x - y), axis=-1)
+  return nan_max(jnp.abs(x - y))
 
 
 def _risk_on_locs(risk):

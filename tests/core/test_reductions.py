@@ -111,3 +111,15 @@ def test_solvers_never_certify_a_model_with_a_nan_entry_under_jit(field, layout)
     sol = jax.jit(lambda x: solver(m.replace(**{field: x})))(bad)
     assert not bool(sol.converged), solver
     assert float(sol.error_bound) == np.inf, solver
+
+
+def test_quantile_evaluation_never_certifies_a_model_with_a_nan_reward():
+  # [S, N] = [300, 16] quantile locations: their per-state W_inf change was
+  # a plain jnp.max (before: converged=True, error_bound=0 with a NaN reward).
+  from jaxrl_dp import distributional
+  m = jd.suites.garnet(jax.random.key(1), 300, 4, 3, 0.9)
+  policy = jnp.zeros(300, jnp.int32)
+  res = jax.jit(lambda r: distributional.quantile_evaluation(
+      m.replace(rewards=r), 16, policy=policy))(m.rewards.at[5, 0].set(jnp.nan))
+  assert not bool(res.converged)
+  assert float(res.error_bound) == np.inf
