@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxrl_dp.core.reductions import nan_max
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import BackupRounding
@@ -123,8 +124,10 @@ def s_rectangular_l1_backup(vals: jax.Array, probs: jax.Array, rewards: jax.Arra
   g0 = rewards + discount * nominal                       # no perturbation
   g_inf = rewards + discount * floor                      # everything on the argmin
   neg = jnp.asarray(-jnp.inf, dtype)
-  u_hi = jnp.max(jnp.where(action_mask, g0, neg))
-  u_lo = jnp.minimum(jnp.max(jnp.where(action_mask, g_inf, neg)), u_hi)
+  # nan_max, not jnp.max: under vmap over the states this is an [S, A]
+  # reduction, which XLA:CPU's library drops NaNs from (core.reductions).
+  u_hi = nan_max(jnp.where(action_mask, g0, neg))
+  u_lo = jnp.minimum(nan_max(jnp.where(action_mask, g_inf, neg)), u_hi)
   gamma_safe = jnp.where(discount > 0, discount, 1.0)
 
   def budgets(u):

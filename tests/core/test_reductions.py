@@ -123,3 +123,15 @@ def test_quantile_evaluation_never_certifies_a_model_with_a_nan_reward():
       m.replace(rewards=r), 16, policy=policy))(m.rewards.at[5, 0].set(jnp.nan))
   assert not bool(res.converged)
   assert float(res.error_bound) == np.inf
+
+
+def test_s_rectangular_value_iteration_never_certifies_a_model_with_a_nan_reward():
+  # Its per-state max over actions (the bisection's bracket) runs under vmap
+  # as an [S, A] reduction (before: converged=True, error_bound 0.0092 with a
+  # NaN reward at tol=1e-2, values finite).
+  from jaxrl_dp import robust
+  m = jd.suites.garnet(jax.random.key(3), 300, 16, 4, 0.9)
+  sol = jax.jit(lambda r: robust.s_rectangular_l1_value_iteration(
+      m.replace(rewards=r), 0.1, tol=1e-2))(m.rewards.at[7, 5].set(jnp.nan))
+  assert not bool(sol.converged)
+  assert float(sol.error_bound) == np.inf
