@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_dp.core.reductions import nan_max
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP
@@ -247,7 +248,7 @@ def stock_backward(mdp: TabularMDP, steps: jax.Array, terminal: jax.Array, *,
     shifted = jnp.take_along_axis(jnp.broadcast_to(vals, shift.shape), shift, axis=-1)
     q = jnp.sum(p[..., None] * shifted, axis=2)  # [S, A, U]
     mask = mdp.action_mask[..., None]
-    w = jnp.max(jnp.where(mask, q, -jnp.inf), axis=1)
+    w = nan_max(jnp.where(mask, q, -jnp.inf), 1)  # keeps NaNs (core.reductions)
     pol = jnp.argmax(jnp.where(mask, q, -jnp.inf), axis=1).astype(jnp.int32)
     return w, (w, q, pol)
 

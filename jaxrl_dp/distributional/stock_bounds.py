@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxrl_dp.core.reductions import sup_norm
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.distributional import evaluation as ev
@@ -89,7 +90,7 @@ def mean_bounds(mdp: TabularMDP, *, max_iters: int = 100_000):
   def body(c):
     it, v, _ = c
     v_new, _ = backup(v)
-    return it + 1, v_new, jnp.max(jnp.abs(v_new - v))
+    return it + 1, v_new, sup_norm(v_new - v)
 
   v0 = jnp.zeros((s, 2), mdp.rewards.dtype)
   _, v, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), v0,

@@ -105,6 +105,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 import numpy as np
 
+from jaxrl_dp.core.reductions import sup_norm
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import residual_loop
@@ -138,7 +139,7 @@ def _value_iteration(mdp, c_grid, tol, *, util, num_stocks, max_iters):
 
   def step(w):
     w_new, _ = grid_greedy(grid_q(mdp, w, tab, util), mdp.action_mask)
-    return w_new, jnp.max(jnp.abs(w_new - w))
+    return w_new, sup_norm(w_new - w)
 
   it, w, res, conv = residual_loop(step, w0, factor, tol, max_iters=max_iters)
   q = grid_q(mdp, w, tab, util)
@@ -191,7 +192,7 @@ def _evaluate_iterate(mdp, tab, pol, util, w0, tol, max_iters):
   def body(c):
     it, w, _ = c
     w_new = sweep(w)
-    return it + 1, w_new, jnp.max(jnp.abs(w_new - w))
+    return it + 1, w_new, sup_norm(w_new - w)
 
   _, w, res = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), w0,
                                               jnp.asarray(jnp.inf, w0.dtype)))
@@ -232,7 +233,7 @@ def _policy_iteration(mdp, c_grid, eval_tol, *, util, num_stocks, max_iters, sol
           jnp.asarray(False))
   it, pol, w, q, stable = jax.lax.while_loop(cond, body, init)
   best, _ = grid_greedy(q, mask)
-  res = jnp.max(jnp.abs(best - w))
+  res = sup_norm(best - w)
   g = mdp.discount
   bound = res / (1 - g) if util.degree == 1 else jnp.asarray(jnp.inf, w0.dtype)
   return make_solution(mdp, util, parts, stocks, w, q, pol, it, res, bound, stable)

@@ -106,6 +106,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jaxrl_dp.core.reductions import nan_max, nan_min
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.robust.envelope import kl_ball_envelope, wasserstein_envelope
 from jaxrl_dp.robust.uncertainty_sets import (UncertaintySet,
@@ -145,11 +146,11 @@ def _rsum(x):
 
 
 def _rmin(x):
-  return jnp.min(x, axis=-1)
+  return nan_min(x)  # keeps NaNs (core.reductions)
 
 
 def _rmax(x):
-  return jnp.max(x, axis=-1)
+  return nan_max(x)
 
 
 def _rargmin(x):

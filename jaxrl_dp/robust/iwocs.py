@@ -70,6 +70,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_dp.core.reductions import nan_max
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import BackupRounding, discount_ok
@@ -416,7 +417,7 @@ def _iwocs(models, tol, vi_tol, m0, *, max_models, criterion, vi_max_iters):
   u = float(np.finfo(np.dtype(dtype)).eps) / 2
   g = jnp.max(models.discount)
   lu = 4 * s * u * (1 + g) / jnp.maximum(1 - g, 1e-30) * jnp.max(jnp.abs(v_all))
-  bound = jnp.max(u_min - values) + vi_err + 2 * lu
+  bound = nan_max(u_min - values, None) + vi_err + 2 * lu
   bound = jnp.where(jnp.isfinite(bound) & (g < 1) & (jnp.min(models.discount) >= 0),
                     jnp.maximum(bound, 0.0), jnp.inf)
   return IWOCSResult(policy=pi, values=values,

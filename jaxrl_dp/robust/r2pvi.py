@@ -85,6 +85,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 import numpy as np
 
+from jaxrl_dp.core.reductions import nan_max
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import default_float_dtype
@@ -540,7 +541,7 @@ def chi2_dual_update(v: jax.Array, design: jax.Array, gram_inv: jax.Array,
   stat = jnp.where(concave, -a1 / jnp.where(concave, 2.0 * a2, 1.0), lo)
   stat = jnp.clip(stat, lo, hi)
   best = jnp.maximum(jnp.maximum(g(lo), g(hi)), g(stat))
-  return jnp.max(best, axis=0)
+  return nan_max(best, 0)
 
 
 def tv_ball_dual_update(v: jax.Array, design: jax.Array, gram_inv: jax.Array,
@@ -559,7 +560,7 @@ def tv_ball_dual_update(v: jax.Array, design: jax.Array, gram_inv: jax.Array,
   """
   a, b, _, u = _segments(v, design, gram_inv)
   vals = a + u[:, None] * b - rho * (u - u[0])[:, None]
-  return jnp.max(vals, axis=0)
+  return nan_max(vals, 0)
 
 
 # ----------------------------------------------------------- backward pass

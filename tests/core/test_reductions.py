@@ -135,3 +135,15 @@ def test_s_rectangular_value_iteration_never_certifies_a_model_with_a_nan_reward
       m.replace(rewards=r), 0.1, tol=1e-2))(m.rewards.at[7, 5].set(jnp.nan))
   assert not bool(sol.converged)
   assert float(sol.error_bound) == np.inf
+
+
+def test_discounted_stock_dp_never_certifies_a_model_with_a_nan_reward():
+  # Its residual was a plain max over the [S, stocks] grid (before:
+  # error_bound=-inf, residual=-inf with a NaN reward under jit).
+  from jaxrl_dp import distributional
+  m = jd.suites.garnet(jax.random.key(3), 200, 6, 3, 0.9)
+  m = m.replace(rewards=jnp.round(m.rewards * 4) / 4)  # rewards on a lattice
+  sol = jax.jit(lambda r: distributional.stock_augmented_dp_discounted(
+      m.replace(rewards=r), "cvar"))(m.rewards.at[7, 0].set(jnp.nan))
+  assert not bool(sol.converged)
+  assert float(sol.error_bound) == np.inf
