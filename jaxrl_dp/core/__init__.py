@@ -2,7 +2,8 @@
 solver protocol and its operators, solution types.
 
 Submodules: ``mdp`` (model and validation), ``options`` (option checks shared
-by every family), ``bellman`` (primitives), ``iteration`` (certified loop
+by every family), ``bellman`` (primitives), ``reductions`` (maxima and
+norms that keep NaNs on every backend), ``iteration`` (certified loop
 bounds), ``protocol`` (the ``(init, step, done, finalize)`` solver protocol and
 its driver), ``operators`` (Bellman operators), ``solver_info`` (solver
 metadata), ``memory`` (size checks before ``S^2`` allocations), ``compile``
