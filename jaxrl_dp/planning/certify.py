@@ -132,6 +132,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 
 from jaxrl_dp.core import compensated as cp
+from jaxrl_dp.core.compensated import Compensated
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.bellman import dense_expectation_and_row_sums, sparse_expectation
 from jaxrl_dp.core.errors import InvalidMDPError
@@ -221,7 +222,11 @@ def _residual_compensated(mdp: TabularMDP, v):
   # dense: v [S] broadcasts against probs [S, A, S] inside dot2 (split once)
   vals = v[mdp.next_states] if mdp.is_sparse else v
   n = probs.shape[-1]
-  e, rho = cp.dot2_and_sum2(probs, vals)                  # E, row sums (one read)
+  sliced = None if mdp.is_sparse else cp.matvec_and_row_sums(probs.reshape(s * a, n), v)
+  if sliced is None:
+    e, rho = cp.dot2_and_sum2(probs, vals)                # E, row sums (one read)
+  else:                                                   # dense: sliced matrix products
+    e, rho = (Compensated(*(t.reshape(s, a) for t in c)) for c in sliced)
   gp, ge1, ge2, ge3 = cp.two_prod(gamma, e.hi)            # gamma E_hi exactly
   t1, f1 = cp.two_sum(rewards, -v[:, None])               # r - v exactly
   t2, f2 = cp.two_sum(t1, gp)

@@ -162,3 +162,125 @@ def test_dot2_and_sum2_fused_bounds_hold(mode):
       es = sum(_f(x[i, j, k]) for k in range(50))
       assert abs(_f(d.hi[i, j]) + _f(d.lo[i, j]) - ed) <= _f(d.err[i, j])
       assert abs(_f(s.hi[i, j]) + _f(s.lo[i, j]) - es) <= _f(s.err[i, j])
+
+
+# ------------------------------------------------- sliced matrix products
+def _exact_rows(p, v):
+  """Exact ``p @ v`` and row sums as Fractions (float32/float64 inputs: each
+  product of two float32 is exact in float64, summed exactly)."""
+  e = [sum((_f(a) * _f(b) for a, b in zip(row, v)), Fraction(0)) for row in p]
+  s = [sum((_f(a) for a in row), Fraction(0)) for row in p]
+  return e, s
+
+
+def _stochastic_rows(rng, m, n, dtype=np.float32):
+  """Rows of several kinds: smooth random, heavy-tailed (many tiny entries),
+  one deterministic row (a single 1), a row with entries near the smallest
+  normal number, and a row summing to 1 + 1e-4 (stored rows need not sum to
+  exactly 1)."""
+  p = rng.random((m, n)) ** rng.choice([1.0, 8.0], size=(m, 1))
+  p /= p.sum(-1, keepdims=True)
+  p = p.astype(dtype)
+  p[0] = 0
+  p[0, n // 2] = 1
+  if m > 2 and n > 1:
+    p[1, : n // 2 + 1] = 3e-38 if dtype == np.float32 else 3e-300
+    p[1, -1] = 1 - p[1, :-1].sum()
+  if m > 3:
+    p[2] *= dtype(1 + 1e-4)
+  return p
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit", "vmap"])
+@pytest.mark.parametrize("n", [1, 7, 400])
+def test_matvec_and_row_sums_bounds_hold_and_are_tiny(mode, n):
+  rng = np.random.default_rng(100 + n)
+  p = _stochastic_rows(rng, 12, n)
+  vs = [_wide(rng, (n,), span=3),                                   # mixed magnitudes
+        (rng.random(n) * 50 + 20).astype(np.float32),               # |V| >> span(V)
+        np.zeros(n, np.float32)]
+  fn = {"eager": cp.matvec_and_row_sums, "jit": jax.jit(cp.matvec_and_row_sums),
+        "vmap": jax.jit(jax.vmap(cp.matvec_and_row_sums, in_axes=(None, 0)))}[mode]
+  u = 2.0**-24
+  outs = fn(jnp.asarray(p), jnp.asarray(np.stack(vs))) if mode == "vmap" else None
+  exact_s = _exact_rows(p, vs[0])[1]
+  for t, v in enumerate(vs):
+    if mode == "vmap":
+      e, s = (cp.Compensated(*(x[t] for x in c)) for c in outs)
+    else:
+      e, s = fn(jnp.asarray(p), jnp.asarray(v))
+    exact_e, _ = _exact_rows(p, v)
+    for i in range(p.shape[0]):
+      assert abs(_f(e.hi[i]) + _f(e.lo[i]) - exact_e[i]) <= _f(e.err[i]), (t, i)
+      assert abs(_f(s.hi[i]) + _f(s.lo[i]) - exact_s[i]) <= _f(s.err[i]), (t, i)
+      # far below the n u max|v| of a plain float32 product: u / 16 of max|v|
+      assert float(e.err[i]) <= u / 16 * float(np.abs(v).max()) + 1e-30, (t, i)
+      assert float(s.err[i]) <= u / 16
+
+
+def test_matvec_and_row_sums_blocks_agree_and_float64():
+  rng = np.random.default_rng(5)
+  p = _stochastic_rows(rng, 24, 300)
+  v = _wide(rng, (300,), span=2)
+  one = jax.jit(cp.matvec_and_row_sums)(jnp.asarray(p), jnp.asarray(v))
+  # 8-row blocks (a divisor of 24): the same arithmetic, block by block
+  blocks = jax.jit(lambda a, b: cp.matvec_and_row_sums(a, b, block_bytes=8 * 300 * 4))(
+      jnp.asarray(p), jnp.asarray(v))
+  for c1, c2 in zip(one, blocks):
+    for x1, x2 in zip(c1, c2):
+      np.testing.assert_array_equal(np.asarray(x1), np.asarray(x2))
+  with jax.enable_x64(True):
+    p64 = _stochastic_rows(rng, 6, 200, np.float64)
+    v64 = rng.standard_normal(200) * 1e3
+    e, s = jax.jit(cp.matvec_and_row_sums)(jnp.asarray(p64), jnp.asarray(v64))
+    assert e.hi.dtype == jnp.float64
+    exact_e, exact_s = _exact_rows(p64, v64)
+    for i in range(6):
+      assert abs(_f(e.hi[i]) + _f(e.lo[i]) - exact_e[i]) <= _f(e.err[i])
+      assert abs(_f(s.hi[i]) + _f(s.lo[i]) - exact_s[i]) <= _f(s.err[i])
+      assert float(e.err[i]) <= 2.0**-57 * 1e3 * np.abs(v64).max() / 1e3
+
+
+def test_matvec_and_row_sums_bad_entries_are_never_certified():
+  rng = np.random.default_rng(9)
+  p = _stochastic_rows(rng, 8, 50)
+  p[3, 7] = -1e-3          # a negative probability
+  p[4, 1] = np.nan
+  p[5] *= 2.5              # row sum 2.5: slice 1 could leave the exact range
+  p[6, 0] = np.inf
+  v = _wide(rng, (50,), span=1)
+  e, s = jax.jit(cp.matvec_and_row_sums)(jnp.asarray(p), jnp.asarray(v))
+  for i in (3, 4, 5, 6):   # no finite claim about these rows
+    assert not (np.isfinite(float(e.hi[i]) + float(e.lo[i])) and np.isfinite(float(e.err[i])))
+  clean = (0, 1, 2, 7)     # the others are unaffected
+  exact_e, _ = _exact_rows(p[list(clean)], v)
+  for i, ex in zip(clean, exact_e):
+    assert abs(_f(e.hi[i]) + _f(e.lo[i]) - ex) <= _f(e.err[i])
+  v_nan = v.copy()
+  v_nan[2] = np.nan
+  e, _ = jax.jit(cp.matvec_and_row_sums)(jnp.asarray(np.abs(np.nan_to_num(p))), jnp.asarray(v_nan))
+  assert np.all(np.isnan(np.asarray(e.hi)))
+
+
+def test_slice_plan_rules():
+  # float32 rows of 400: two matrix slices and a remainder, two vector slices
+  bs, cs = cp.slice_plan(400, 24)
+  assert len(bs) == 2 and sum(bs) >= 2 * np.log2(400) + 6
+  # exactness of every integer pair (the plan's own rules, restated)
+  assert bs[0] + cs[0] == 23
+  assert all(400 * 2.0 ** (b - 1) * 2.0 ** cs[0] <= 2.0**24 for b in bs[1:])
+  assert cp.slice_plan(10**6, 24) is None        # too long a row for float32: dot2 instead
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [1000, 5000])
+def test_matvec_and_row_sums_long_rows(n):
+  rng = np.random.default_rng(n)
+  p = _stochastic_rows(rng, 6, n)
+  v = (rng.standard_normal(n) * 30 + 100).astype(np.float32)
+  e, s = jax.jit(cp.matvec_and_row_sums)(jnp.asarray(p), jnp.asarray(v))
+  exact_e, exact_s = _exact_rows(p, v)
+  for i in range(6):
+    assert abs(_f(e.hi[i]) + _f(e.lo[i]) - exact_e[i]) <= _f(e.err[i])
+    assert abs(_f(s.hi[i]) + _f(s.lo[i]) - exact_s[i]) <= _f(s.err[i])
+    assert float(e.err[i]) <= 2.0**-28 * float(np.abs(v).max())
