@@ -31,6 +31,12 @@ the actual error terms). A pairwise tree of vectorized ``two_sum`` levels
 gives the same accuracy but was 2.3x slower on CPU (every level
 materialized).
 
+For a nonnegative MATRIX times a vector (a dense model's expectations),
+:func:`matvec_and_row_sums` gets the same kind of result from the hardware's
+matrix product instead (the Ozaki scheme: fixed-point integer slices whose
+products are exact whatever order the product sums in), several times
+faster than an elementwise :func:`dot2` over every entry.
+
 Exactness assumptions, and how they are kept:
 
 * no overflow (``|a| < max / 2^(ceil(p/2)+1)`` in :func:`split`, about

@@ -53,19 +53,26 @@ sum_k p(s, a, k)`` (stored rows need not sum to exactly 1):
   float64 values certified to about their own ``u |T V - V|``): error-free
   transformations in the working dtype
   (:mod:`jaxrl_dp.core.compensated`). Per ``(s, a)`` the expectation
-  ``E = sum_k p_k v_k`` is a Dot2 (Ogita, Rump & Oishi 2005; one fused
-  compensated reduction) over ``K`` (sparse) or ``S`` (dense) giving ``E_hi
-  + E_lo`` with a rigorous a-posteriori bound ``|E_hi + E_lo - E| <= eps_E =
-  gamma_{n+3} / (1 - gamma_{n+3}) sum |error terms|`` (order ``n u^2
-  sum_k p_k |v_k|``, see :func:`jaxrl_dp.core.compensated.sum2`); then ``d = r - v + gamma
+  ``E = sum_k p_k v_k`` comes as ``E_hi + E_lo`` with a rigorous bound
+  ``|E_hi + E_lo - E| <= eps_E``: on a sparse model a Dot2 over the ``K``
+  successors (Ogita, Rump & Oishi 2005; one fused compensated reduction;
+  ``eps_E = gamma_{n+3} / (1 - gamma_{n+3}) sum |error terms|``, order ``n
+  u^2 sum_k p_k |v_k|``, see :func:`jaxrl_dp.core.compensated.sum2`); on a
+  dense model sliced matrix products
+  (:func:`jaxrl_dp.core.compensated.matvec_and_row_sums`, the Ozaki scheme:
+  fixed-point integer slices of ``P`` and ``V`` whose products the matrix
+  product computes exactly; ``eps_E <= u / 64 max|V|`` at worst, 3-4x
+  faster than the elementwise Dot2 at ``S >= 100``); then ``d = r - v + gamma
   E`` is formed with TwoProduct (``gamma E_hi``) and TwoSum (``r - v``, ``+
   gamma E_hi``), the small parts summed plainly, and rounded once:
   ``|fl(d) - d| <= u |fl(d)| / (1 - u) + gamma_6 sum |small parts| + u
   |gamma E_lo| + gamma eps_E`` (+ an underflow term). The residual is thus
-  known to about ``u |T V - V|``, not ``n u ||V||``: a certificate of
-  float32 values as tight as float64 would give, without float64.
+  known to about ``u |T V - V|`` (dense: plus at most ``u / 64 ||V||``),
+  not ``n u ||V||``: a certificate of float32 values about as tight as
+  float64 would give, without float64.
 * The row sums ``rho`` (hence ``gamma'``) are computed the same way
-  (compensated sums, or float64 with a ``gamma_n`` bound).
+  (compensated sums or the sliced products' ones column, or float64 with
+  a ``gamma_n`` bound).
 
 Then ``res_up = max_s (|max_a fl(d_sa)| + max_a err_sa)`` bounds ``||T V -
 V||`` (the max over actions moves by at most the largest error), and every
@@ -107,16 +114,17 @@ residual of that order); use a float64 model (x64) for tighter ``tol``.
 Cost of one accurate pass, measured on a 2-core Intel Xeon
 (``benchmarks/bench_certify.py``, 2026-12-06, best of up to 60 calls; two
 runs), in plain backups of the model's own dtype: the default float64 pass
-of a float64 model 0.8-1.3 on the dense S=400, A=8 model (one read and a
-short tail, see above) and 1.4-1.9 on the Garnet S=2000, A=8, K=5, i.e.
+of a float64 model 0.6-1.3 on the dense S=400, A=8 model (one read and a
+short tail, see above) and 0.9-1.9 on the Garnet S=2000, A=8, K=5, i.e.
 11-22% of a span-stopped VI solve (5-22 backups; the dense 5-backup solves
-19-22%) and <= 0.2% of a sup-norm one; compensated float32 5-7.5 on the
-Garnet and 32-43 on the dense model (the EFTs run elementwise over ``[S, A,
-S]`` where the plain backup is one matrix-vector product; a two-stage
-reduction measured the same); the float64 pass of a float32 model (x64 on)
-2.3-9 (it converts the entries as it reads them). Against a dense
-span-stopped VI of 3-4 float32 backups the float32 certificate costs 4-6x
-the solve (its float64 pass under x64: 0.56-1.24x). (The 2-core AMD EPYC,
+19-22%) and <= 0.3% of a sup-norm one; compensated float32 5-7.5 on the
+Garnet and 10.2-10.7 on the dense model (sliced matrix products; the
+elementwise Dot2 they replaced cost 32-43 there, and 14-18 / 38-44 / 37-45
+at S = 100 / 400 / 1000 against 5-7 / 10-15 / 9-12 now, in-process A/B,
+dense A=8, 2026-12-06); the float64 pass of a float32 model (x64 on) 2.3-9
+(it converts the entries as it reads them). Against a dense span-stopped VI
+of 3-4 float32 backups the float32 certificate costs 1.5-1.7x the solve
+(its float64 pass under x64: 0.56-1.24x). (The 2-core AMD EPYC,
 2026-12-04, with the two-read dense pass and separate reductions: float64
 1.5-2.3 backups, 24-26% of the dense 5-backup solves.)
 """
