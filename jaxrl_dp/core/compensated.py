@@ -395,7 +395,7 @@ def matvec_and_row_sums(p, v, *, block_bytes: int | None = None
   reduced-precision passes such as TF32); checked on XLA:CPU. A negative,
   NaN or too-large entry (``p 2^(b_1) > 2^(p - 2)``) makes its row NaN.
   Rows are processed in blocks of about ``block_bytes`` per slice (default
-  2 MiB on CPU, where it keeps the slices in cache; one block elsewhere).
+  1 MiB on CPU, where it keeps the slices in cache; 64 MiB elsewhere).
   """
   dtype = jnp.result_type(p)
   m, n = p.shape
@@ -424,7 +424,7 @@ def matvec_and_row_sums(p, v, *, block_bytes: int | None = None
   cols += [w, jnp.ones_like(v)]
   cols_mat = jnp.stack(cols, axis=1)                          # [n, L + 2]
   if block_bytes is None:
-    block_bytes = 2 ** 20 if jax.default_backend() == "cpu" else 2 ** 30
+    block_bytes = 2 ** 20 if jax.default_backend() == "cpu" else 2 ** 26
   rows = _block_rows(m, max(1, block_bytes // (n * jnp.dtype(dtype).itemsize)))
   if rows >= m:
     out = _sliced_block(p, cols_mat, bs)

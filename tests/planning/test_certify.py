@@ -351,9 +351,10 @@ def test_speculative_max_iters_honoured_and_bfloat16():
 
 # --------------------------------------------- jit, vmap, bad input
 @pytest.mark.slow
-def test_jit_and_vmap_agree():
+@pytest.mark.parametrize("layout", ["sparse", "dense"])
+def test_jit_and_vmap_agree(layout):
   rng = np.random.default_rng(29)
-  mdps = [_mdp(rng, "sparse", g) for g in (0.9, 0.99, 0.999, 0.95)]
+  mdps = [_mdp(rng, layout, g) for g in (0.9, 0.99, 0.999, 0.95)]
   vals = [jd.value_iteration(m, tol=1e-4).values for m in mdps]
   c0 = certify(mdps[0], vals[0])
   cj = jax.jit(certify)(mdps[0], vals[0])
