@@ -360,7 +360,8 @@ def matvec_and_row_sums(p, v, *, block_bytes: int | None = None
   exactly): ``p [M, n]``, ``v [n]`` (one dtype) -> ``(E, rho)``, two
   :class:`Compensated` ``[M]`` with ``|E.hi + E.lo - sum_j p_ij v_j| <=
   E.err`` and ``|rho.hi + rho.lo - sum_j p_ij| <= rho.err``, or None when
-  :func:`slice_plan` has no plan for ``n`` (use :func:`dot2_and_sum2`).
+  :func:`slice_plan` has no plan for ``n`` or on a TPU (use
+  :func:`dot2_and_sum2`).
 
   Same accuracy class as :func:`dot2_and_sum2` (the error is about ``u / 64
   max|v|`` at worst, against ``n u^2`` there) at a fraction of its cost
@@ -392,7 +393,10 @@ def matvec_and_row_sums(p, v, *, block_bytes: int | None = None
   * the ``(K + 1)(L + 1)`` scaled terms of a row are summed by :func:`sum2`.
 
   Needs IEEE arithmetic in the matrix product (``precision=HIGHEST``: no
-  reduced-precision passes such as TF32); checked on XLA:CPU. A negative,
+  reduced-precision passes such as TF32): checked on XLA:CPU; on a GPU
+  ``HIGHEST`` asks for IEEE float32 (unverified here: no GPU was lent);
+  on a TPU, whose ``HIGHEST`` float32 product is emulated with bfloat16
+  passes, this returns None (the callers fall back to :func:`dot2_and_sum2`). A negative,
   NaN or too-large entry (``p 2^(b_1) > 2^(p - 2)``) makes its row NaN.
   Rows are processed in blocks of about ``block_bytes`` per slice (default
   1 MiB on CPU, where it keeps the slices in cache; 64 MiB elsewhere).
@@ -401,7 +405,7 @@ def matvec_and_row_sums(p, v, *, block_bytes: int | None = None
   m, n = p.shape
   nbits = int(jnp.finfo(dtype).nmant) + 1
   plan = slice_plan(n, nbits)
-  if plan is None:
+  if plan is None or jax.default_backend() == "tpu":
     return None
   bs, cs = plan
   k_slices, l_slices = len(bs), len(cs)
