@@ -325,7 +325,8 @@ def solve(argv=None) -> int:
       values, policy = np.asarray(sol.values), np.asarray(sol.policy)
       name = front_door.resolve_method(args.method)
       if name == "auto":
-        name = "auto: " + front_door.auto_method(mdp)[0]
+        name = "auto: " + front_door.auto_method(
+            mdp, requested=args.tol is not None or args.rtol is not None)[0]
       # The default accuracy is relative to V*: the target these values had to meet.
       tol = args.tol if args.tol is not None else float(
           front_door.relative_target(mdp, sol.values, sol.error_bound, args.rtol))

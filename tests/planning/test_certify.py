@@ -303,6 +303,27 @@ def test_certify_x64_float32_model_and_float64_model(layout):
 
 
 # ------------------------------------------------- speculative solving
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_speculative_returns_its_speculation_when_that_meets_tol(layout):
+  # float32 model, float32 speculation: value iteration's own (rounding-
+  # inclusive) bound is a certificate; when it meets tol nothing is redone.
+  rng = np.random.default_rng(23)
+  m = _mdp(rng, layout, 0.95)
+  vstar = exact_optimal(*_stored(m))
+  tol = 1e-2 * float(np.abs(vstar[0]).max())
+  vi = jd.value_iteration(m, stop="span", tol=tol)
+  assert bool(vi.converged)
+  sol = speculative_value_iteration(m, tol=tol)
+  assert int(sol.iterations) == int(vi.iterations)
+  np.testing.assert_array_equal(np.asarray(sol.values), np.asarray(vi.values))
+  assert float(sol.error_bound) == float(vi.error_bound)
+  assert _true_error(sol.values, vstar) <= float(sol.error_bound) <= tol
+  # a tolerance below value iteration's reach is certified and polished
+  tight = 1e-5 * float(np.abs(vstar[0]).max())
+  sol = speculative_value_iteration(m, tol=tight)
+  assert _true_error(sol.values, vstar) <= float(sol.error_bound)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
 def test_speculative_float32_bound_holds_converged_implies_tol(layout):

@@ -66,6 +66,28 @@ def test_auto_float32_default_is_certified(layout, gamma):
   _check(sol, v_ref, front_door.default_tol(m))
 
 
+def test_auto_float32_dense_meets_a_requested_accuracy():
+  # A dense float32 model whose value iteration cannot certify 1e-4 of
+  # max|V*| (its a-priori rounding floor counts S terms per expectation):
+  # with an accuracy requested, "auto" verifies and polishes accurately.
+  rng = np.random.default_rng(3)
+  p, r = random_dense(rng, 60, 4)
+  m = jd.TabularMDP.from_dense(p, r, 0.99, dtype=jnp.float32)
+  # reference: the STORED float32 model, exactly in float64
+  v_ref, _, _ = optimal_values(np.asarray(m.probs, np.float64),
+                               np.asarray(m.rewards, np.float64), 0.99)
+  target = 1e-4 * np.max(np.abs(v_ref))
+  vi = jd.value_iteration(m, stop="span", tol=target)
+  assert not bool(vi.converged)          # why the rule exists
+  for sol in (jd.solve(m, rtol=1e-4), jd.solve(m, tol=target),
+              jax.jit(lambda mm: jd.solve(mm, rtol=1e-4))(m)):
+    _check(sol, v_ref, target)
+  # without a request the default (loose) accuracy keeps value iteration
+  default = jd.solve(m)
+  assert int(default.iterations) == int(jd.solve(m, method="vi", stop="span").iterations)
+  _check(default, v_ref, front_door.default_tol(m))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", NAMED)
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
@@ -146,6 +168,10 @@ def test_metadata_and_auto_rule():
   assert info.infinite_horizon and info.kind == "control"
   m32, _, _ = _case("sparse", 0.9, dtype=jnp.float32)
   assert front_door.auto_method(m32) == ("value_iteration", {"stop": "span"})
+  assert front_door.auto_method(m32, requested=True) == ("value_iteration", {"stop": "span"})
+  d32, _, _ = _case("dense", 0.9, dtype=jnp.float32)
+  assert front_door.auto_method(d32) == ("value_iteration", {"stop": "span"})
+  assert front_door.auto_method(d32, requested=True) == ("speculative", {"stop": "span"})
   with jax.enable_x64(True):
     m64, _, _ = _case("sparse", 0.9)
     assert front_door.auto_method(m64) == ("modified_policy_iteration",
