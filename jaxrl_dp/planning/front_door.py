@@ -227,7 +227,10 @@ def auto_method(mdp: TabularMDP, *, requested: bool = False) -> tuple[str, dict[
   the tolerance the answer is the same and the larger program costs 20-130
   us more per call (dense S=20 / 100 / 400, ``rtol`` 1e-3 and 3e-3: 1.2-1.9x
   / 1.3-1.8x / 1.2x of 0.1 / 0.15 / 0.63 ms); the default call (no accuracy
-  requested) keeps value iteration. Sparse models keep value iteration:
+  requested) keeps value iteration. Under ``vmap`` (``batch.solve``'s
+  strategy on accelerators) the speculation's check is a select: the
+  certificate pass (about 10 backups) runs for every MDP of the batch.
+  Sparse models keep value iteration:
   their floor is ``(K + 3) eps / 2`` with ``K`` the fan-out, close to what
   the accurate certificate of float32 values reaches (about ``2.5 eps / (1
   - gamma)`` relative).
