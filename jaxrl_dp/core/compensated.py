@@ -352,7 +352,8 @@ def _block_rows(m: int, target: int) -> int:
   return m
 
 
-def matvec_and_row_sums(p, v, *, block_bytes: int | None = None
+def matvec_and_row_sums(p, v, *, block_bytes: int | None = None,
+                        batch_bytes: int | None = None
                         ) -> tuple[Compensated, Compensated] | None:
   """Accurate ``p @ v`` and row sums of a NONNEGATIVE matrix by sliced
   matrix products (the Ozaki scheme: error-free splitting into fixed-point
@@ -400,6 +401,11 @@ def matvec_and_row_sums(p, v, *, block_bytes: int | None = None
   NaN or too-large entry (``p 2^(b_1) > 2^(p - 2)``) makes its row NaN.
   Rows are processed in blocks of about ``block_bytes`` per slice (default
   1 MiB on CPU, where it keeps the slices in cache; 64 MiB elsewhere).
+  Under ``jax.vmap`` the slices of every matrix in the batch would exist at
+  once ((K + 1) times the batch's blocks): a custom batching rule runs
+  chunks of matrices whose slices take at most ``batch_bytes`` (default 64
+  MiB on CPU, 1 GiB elsewhere) one after the other (and one vector at a
+  time when only ``v`` is batched).
   """
   dtype = jnp.result_type(p)
   m, n = p.shape
@@ -408,6 +414,59 @@ def matvec_and_row_sums(p, v, *, block_bytes: int | None = None
   if plan is None or jax.default_backend() == "tpu":
     return None
   bs, cs = plan
+  cpu = jax.default_backend() == "cpu"
+  if block_bytes is None:
+    block_bytes = 2 ** 20 if cpu else 2 ** 26
+  if batch_bytes is None:
+    batch_bytes = 2 ** 26 if cpu else 2 ** 30
+  out = _sliced_products(bs, cs, int(block_bytes), int(batch_bytes))(p, v)
+  return Compensated(*out[:3]), Compensated(*out[3:])
+
+
+def _largest_divisor(n: int, target: int) -> int:
+  """The largest divisor of ``n`` not above ``max(target, 1)``."""
+  for d in range(min(max(target, 1), n), 0, -1):
+    if n % d == 0:
+      return d
+  return 1
+
+
+@functools.lru_cache(maxsize=None)
+def _sliced_products(bs, cs, block_bytes: int, batch_bytes: int):
+  """``(p [M, n], v [n]) -> (E.hi, E.lo, E.err, rho.hi, rho.lo, rho.err)``
+  of :func:`matvec_and_row_sums` for one plan, with its batching rule."""
+  impl = functools.partial(_sliced_impl, bs=bs, cs=cs, block_bytes=block_bytes)
+  fn = jax.custom_batching.custom_vmap(impl)
+
+  @fn.def_vmap
+  def _batched(axis_size, in_batched, p, v):
+    p_batched, v_batched = in_batched
+    if not v_batched:
+      v = jnp.broadcast_to(v, (axis_size,) + v.shape)
+    if not p_batched:  # one matrix, many vectors: one vector at a time
+      out = jax.lax.map(lambda vi: impl(p, vi), v)
+    else:
+      m, n = p.shape[1:]
+      itemsize = jnp.dtype(p.dtype).itemsize
+      rows = _block_rows(m, max(1, block_bytes // (n * itemsize)))
+      per_matrix = (len(bs) + 1) * rows * n * itemsize
+      chunk = _largest_divisor(axis_size, batch_bytes // per_matrix)
+      if chunk >= axis_size:
+        out = jax.vmap(impl)(p, v)
+      else:  # free reshapes: chunks of matrices, one chunk at a time
+        out = jax.lax.map(lambda pv: jax.vmap(impl)(*pv),
+                          (p.reshape(axis_size // chunk, chunk, m, n),
+                           v.reshape(axis_size // chunk, chunk, n)))
+        out = tuple(o.reshape((axis_size,) + o.shape[2:]) for o in out)
+    return tuple(out), (True,) * 6
+
+  return fn
+
+
+def _sliced_impl(p, v, *, bs, cs, block_bytes: int):
+  """The body of :func:`matvec_and_row_sums` for one matrix (see there)."""
+  dtype = jnp.result_type(p)
+  m, n = p.shape
   k_slices, l_slices = len(bs), len(cs)
   big_b = [sum(bs[:i + 1]) for i in range(k_slices)]
   big_c = [sum(cs[:i + 1]) for i in range(l_slices)]
@@ -427,8 +486,6 @@ def matvec_and_row_sums(p, v, *, block_bytes: int | None = None
     w = w - vl * jnp.ldexp(one, x - c)
   cols += [w, jnp.ones_like(v)]
   cols_mat = jnp.stack(cols, axis=1)                          # [n, L + 2]
-  if block_bytes is None:
-    block_bytes = 2 ** 20 if jax.default_backend() == "cpu" else 2 ** 26
   rows = _block_rows(m, max(1, block_bytes // (n * jnp.dtype(dtype).itemsize)))
   if rows >= m:
     out = _sliced_block(p, cols_mat, bs)
@@ -465,8 +522,8 @@ def matvec_and_row_sums(p, v, *, block_bytes: int | None = None
                          for k in range(k_slices + 1)], axis=-1)
   rho = sum2(rho_terms)
   rho_err = jnp.asarray(g * n * 0.5 * s[-1] * (1 + 8 * u), dtype)
-  rho = rho._replace(err=jnp.where(ok, rho.err + rho_err, jnp.inf))
-  return Compensated(e.hi, e.lo, err), rho
+  rho_err = jnp.where(ok, rho.err + rho_err, jnp.inf)
+  return e.hi, e.lo, err, rho.hi, rho.lo, rho_err
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))

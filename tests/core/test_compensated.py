@@ -284,3 +284,30 @@ def test_matvec_and_row_sums_long_rows(n):
     assert abs(_f(e.hi[i]) + _f(e.lo[i]) - exact_e[i]) <= _f(e.err[i])
     assert abs(_f(s.hi[i]) + _f(s.lo[i]) - exact_s[i]) <= _f(s.err[i])
     assert float(e.err[i]) <= 2.0**-28 * float(np.abs(v).max())
+
+
+def test_matvec_and_row_sums_batching_rule_chunks_and_agrees():
+  # The custom batching rule: matrices in chunks (here 2 of 6 at a time),
+  # or one matrix with many vectors; the same numbers as one call each.
+  rng = np.random.default_rng(13)
+  ps = np.stack([_stochastic_rows(rng, 8, 40) for _ in range(6)])
+  vs = np.stack([_wide(rng, (40,), span=2) for _ in range(6)])
+  small = 2 * 4 * 8 * 40 * 4            # two matrices' slices (K + 1 <= 4)
+  fn = jax.jit(jax.vmap(lambda a, b: cp.matvec_and_row_sums(a, b, batch_bytes=small)))
+  shared = jax.jit(jax.vmap(cp.matvec_and_row_sums, in_axes=(None, 0)))
+  got, got_shared = fn(jnp.asarray(ps), jnp.asarray(vs)), shared(jnp.asarray(ps[0]),
+                                                                 jnp.asarray(vs))
+  for i in range(6):
+    one = cp.matvec_and_row_sums(jnp.asarray(ps[i]), jnp.asarray(vs[i]))
+    one0 = cp.matvec_and_row_sums(jnp.asarray(ps[0]), jnp.asarray(vs[i]))
+    for c_b, c_s, c1, c0 in zip(got, got_shared, one, one0):
+      for xb, xs, x1, x0 in zip(c_b, c_s, c1, c0):
+        # (the bounds may differ in the last bit: XLA fuses the batched
+        # program differently, and the bounds' own roundings move)
+        np.testing.assert_allclose(np.asarray(xb[i]), np.asarray(x1), rtol=1e-6, atol=0)
+        np.testing.assert_allclose(np.asarray(xs[i]), np.asarray(x0), rtol=1e-6, atol=0)
+  # nested vmap (a batch of batches) still matches
+  nested = jax.jit(jax.vmap(jax.vmap(cp.matvec_and_row_sums)))(
+      jnp.asarray(ps.reshape(2, 3, 8, 40)), jnp.asarray(vs.reshape(2, 3, 40)))
+  np.testing.assert_allclose(np.asarray(nested[0].hi).reshape(6, 8), np.asarray(got[0].hi),
+                             rtol=1e-6, atol=0)
