@@ -205,17 +205,16 @@ def auto_method(mdp: TabularMDP, *, requested: bool = False) -> tuple[str, dict[
       num_sweeps=20, sweep_rtol=0.1)`` (the evaluation stops once a sweep
       changes the values by at most a tenth of the last greedy residual's
       span);
-    * float32 and lower: ``value_iteration(stop="span")``; on a DENSE
-      model when an accuracy was requested:
-      ``speculative_value_iteration(stop="span")``.
+    * float32 and lower: ``value_iteration(stop="span")``; when an
+      accuracy was requested: ``speculative_value_iteration(stop="span")``.
 
-  Why the dense low-precision exception: value iteration's own certificate
-  bounds the rounding of every expectation a priori (``S`` terms on a dense
-  model: a floor of about ``(S + 3) eps / 2 |V| / (1 - gamma)``), so a
-  requested accuracy below it ends with ``converged=False`` (the default
-  accuracy is set above it). The speculative solver runs the same value
-  iteration first and returns it unchanged when its own bound meets the
-  tolerance; otherwise it certifies with the accurate pass
+  Why the low-precision exception: value iteration's own certificate
+  bounds the rounding of every expectation a priori (a floor of about ``(K
+  + 3) eps / 2 |V| / (1 - gamma)``, ``K`` the terms of one expectation:
+  ``S`` on a dense model), so a requested accuracy below it ends with
+  ``converged=False`` (the default accuracy is set above it). The
+  speculative solver runs the same value iteration first and returns it
+  unchanged when its own bound meets the tolerance; otherwise it certifies with the accurate pass
   (:func:`~jaxrl_dp.planning.certify.certify`: sliced compensated products,
   rounding at most ``u / 64 |V|``) and polishes by defect correction.
   Measured (2-core Intel Xeon, 2026-12-06, float32, dense random A=8,
@@ -227,13 +226,16 @@ def auto_method(mdp: TabularMDP, *, requested: bool = False) -> tuple[str, dict[
   the tolerance the answer is the same and the larger program costs 20-130
   us more per call (dense S=20 / 100 / 400, ``rtol`` 1e-3 and 3e-3: 1.2-1.9x
   / 1.3-1.8x / 1.2x of 0.1 / 0.15 / 0.63 ms); the default call (no accuracy
-  requested) keeps value iteration. Under ``vmap`` (``batch.solve``'s
+  requested) keeps value iteration. Sparse float32 Garnets S=2000, A=8,
+  K=5: gamma 0.99, ``rtol=1e-4``: value iteration False (1.2e-4) in 2.5 ms,
+  speculative True (1.9e-5) in 3.0 ms; ``rtol=1e-5``: False in 37 ms (it
+  iterates at its floor) against True (8.2e-6) in 38 ms; gamma 0.999,
+  ``rtol=1e-4``: False (3.3e-4) in 0.73 ms against True (6.0e-5) in 1.3 ms
+  (``3e-5`` is below what the accurate certificate reaches there: False for
+  both); where value iteration meets the tolerance, S=200: 1.3-1.7x of
+  0.2 ms, S=2000: 1.0-1.2x of 0.5-0.85 ms. Under ``vmap`` (``batch.solve``'s
   strategy on accelerators) the speculation's check is a select: the
-  certificate pass (about 10 backups) runs for every MDP of the batch.
-  Sparse models keep value iteration:
-  their floor is ``(K + 3) eps / 2`` with ``K`` the fan-out, close to what
-  the accurate certificate of float32 values reaches (about ``2.5 eps / (1
-  - gamma)`` relative).
+  certificate pass runs for every MDP of the batch.
 
   Why the float64 rules (float64, certified to ``1e-6`` and ``1e-8`` relative, 2-core CPU,
   quiet machine; ``benchmarks/results/planning.md``): both use MacQueen's
@@ -272,7 +274,7 @@ def auto_method(mdp: TabularMDP, *, requested: bool = False) -> tuple[str, dict[
       return "modified_policy_iteration", {"stop": "span", "num_sweeps": AUTO_DENSE_SWEEPS,
                                            "sweep_rtol": AUTO_SWEEP_RTOL}
     return "modified_policy_iteration", {"stop": "span", "num_sweeps": AUTO_SWEEPS}
-  if requested and not mdp.is_sparse:
+  if requested:
     return "speculative", {"stop": "span"}
   return "value_iteration", {"stop": "span"}
 
@@ -331,9 +333,9 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
     * ``"auto"`` (default): see :func:`auto_method`. In short,
       ``modified_policy_iteration(stop="span", num_sweeps=10)`` in float64
       and ``value_iteration(stop="span")`` in lower precisions
-      (``"speculative"`` on a dense model when ``tol`` or ``rtol`` is
-      given: value iteration's own bound cannot certify below about ``(S +
-      3) eps / 2 |V| / (1 - gamma)`` there; static rule). Explicit options
+      (``"speculative"`` when ``tol`` or ``rtol`` is given: value
+      iteration's own bound cannot certify below about ``(K + 3) eps / 2
+      |V| / (1 - gamma)``, ``K = S`` dense; static rule). Explicit options
       (``stop=...``, ``num_sweeps=...``) override the rule's. A
       :class:`~jaxrl_dp.core.functional.FunctionalMDP` (matrix-free) gets
       ``value_iteration(stop="span")`` and accepts the methods of

@@ -66,21 +66,28 @@ def test_auto_float32_default_is_certified(layout, gamma):
   _check(sol, v_ref, front_door.default_tol(m))
 
 
-def test_auto_float32_dense_meets_a_requested_accuracy():
-  # A dense float32 model whose value iteration cannot certify 1e-4 of
-  # max|V*| (its a-priori rounding floor counts S terms per expectation):
-  # with an accuracy requested, "auto" verifies and polishes accurately.
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_auto_float32_meets_a_requested_accuracy(layout):
+  # float32 models whose value iteration cannot certify the requested
+  # accuracy (its a-priori rounding floor: S terms per expectation dense, K
+  # sparse): with an accuracy requested, "auto" verifies and polishes.
   rng = np.random.default_rng(3)
-  p, r = random_dense(rng, 60, 4)
-  m = jd.TabularMDP.from_dense(p, r, 0.99, dtype=jnp.float32)
+  if layout == "dense":
+    p, r = random_dense(rng, 60, 4)
+    m = jd.TabularMDP.from_dense(p, r, 0.99, dtype=jnp.float32)
+    stored, rel = np.asarray(m.probs, np.float64), 1e-4
+  else:
+    ns, ps, r = random_sparse(rng, 60, 4, 5)
+    m = jd.TabularMDP.from_sparse(ns, ps, r, 0.99, dtype=jnp.float32)
+    stored, rel = sparse_to_dense(np.asarray(m.next_states),
+                                  np.asarray(m.probs, np.float64)), 3e-5
   # reference: the STORED float32 model, exactly in float64
-  v_ref, _, _ = optimal_values(np.asarray(m.probs, np.float64),
-                               np.asarray(m.rewards, np.float64), 0.99)
-  target = 1e-4 * np.max(np.abs(v_ref))
+  v_ref, _, _ = optimal_values(stored, np.asarray(m.rewards, np.float64), 0.99)
+  target = rel * np.max(np.abs(v_ref))
   vi = jd.value_iteration(m, stop="span", tol=target)
   assert not bool(vi.converged)          # why the rule exists
-  for sol in (jd.solve(m, rtol=1e-4), jd.solve(m, tol=target),
-              jax.jit(lambda mm: jd.solve(mm, rtol=1e-4))(m)):
+  for sol in (jd.solve(m, rtol=rel), jd.solve(m, tol=target),
+              jax.jit(lambda mm: jd.solve(mm, rtol=rel))(m)):
     _check(sol, v_ref, target)
   # without a request the default (loose) accuracy keeps value iteration
   default = jd.solve(m)
@@ -168,7 +175,7 @@ def test_metadata_and_auto_rule():
   assert info.infinite_horizon and info.kind == "control"
   m32, _, _ = _case("sparse", 0.9, dtype=jnp.float32)
   assert front_door.auto_method(m32) == ("value_iteration", {"stop": "span"})
-  assert front_door.auto_method(m32, requested=True) == ("value_iteration", {"stop": "span"})
+  assert front_door.auto_method(m32, requested=True) == ("speculative", {"stop": "span"})
   d32, _, _ = _case("dense", 0.9, dtype=jnp.float32)
   assert front_door.auto_method(d32) == ("value_iteration", {"stop": "span"})
   assert front_door.auto_method(d32, requested=True) == ("speculative", {"stop": "span"})
