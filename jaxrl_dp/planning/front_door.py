@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, Callable, Optional
 
 import jax
@@ -64,6 +65,11 @@ FUNCTIONAL_METHODS = ("value_iteration", "policy_iteration", "modified_policy_it
                       "gauss_seidel", "anderson", "anchored")
 #: Methods that run on the host (not jittable / vmappable).
 HOST_METHODS = ("linear_programming",)
+
+#: The options :func:`speculative_value_iteration` takes (``auto`` keeps value
+#: iteration in low precision when the call passes any other).
+_SPECULATIVE_OPTIONS = frozenset(
+    inspect.signature(speculative_value_iteration).parameters) - {"mdp"}
 
 #: Default relative accuracy in float64: ``1e-6 * max|V*|`` (see :func:`solve`).
 DEFAULT_RTOL = 1e-6
@@ -226,7 +232,9 @@ def auto_method(mdp: TabularMDP, *, requested: bool = False) -> tuple[str, dict[
   the tolerance the answer is the same and the larger program costs 20-130
   us more per call (dense S=20 / 100 / 400, ``rtol`` 1e-3 and 3e-3: 1.2-1.9x
   / 1.3-1.8x / 1.2x of 0.1 / 0.15 / 0.63 ms); the default call (no accuracy
-  requested) keeps value iteration. Sparse float32 Garnets S=2000, A=8,
+  requested) keeps value iteration, and so does a call with an option the
+  speculative solver does not take (value iteration's ``adjoint``). Sparse
+  float32 Garnets S=2000, A=8,
   K=5: gamma 0.99, ``rtol=1e-4``: value iteration False (1.2e-4) in 2.5 ms,
   speculative True (1.9e-5) in 3.0 ms; ``rtol=1e-5``: False in 37 ms (it
   iterates at its floor) against True (8.2e-6) in 38 ms; gamma 0.999,
@@ -426,7 +434,11 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
     if isinstance(mdp, FunctionalMDP):
       name, options = "value_iteration", {"stop": "span"}
     else:
-      name, options = auto_method(mdp, requested=not relative or rtol is not None)
+      # A requested accuracy picks the speculative solver in low precision,
+      # unless an option only value iteration takes (its ``adjoint``) was given.
+      requested = ((not relative or rtol is not None)
+                   and set(method_options) <= _SPECULATIVE_OPTIONS)
+      name, options = auto_method(mdp, requested=requested)
   options.update(method_options)
   if max_iters is not None:
     if name == "linear_programming":

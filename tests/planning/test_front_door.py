@@ -89,6 +89,12 @@ def test_auto_float32_meets_a_requested_accuracy(layout):
   for sol in (jd.solve(m, rtol=rel), jd.solve(m, tol=target),
               jax.jit(lambda mm: jd.solve(mm, rtol=rel))(m)):
     _check(sol, v_ref, target)
+  # value iteration's own option (the implicit derivative's adjoint) keeps it
+  from jaxrl_dp.planning.implicit import ImplicitAdjoint
+  loose = 1e-2 * np.max(np.abs(v_ref))
+  kept = jd.solve(m, tol=loose, adjoint=ImplicitAdjoint(method="neumann"))
+  assert int(kept.iterations) == int(jd.value_iteration(m, stop="span", tol=loose).iterations)
+  _check(kept, v_ref, loose)
   # without a request the default (loose) accuracy keeps value iteration
   default = jd.solve(m)
   assert int(default.iterations) == int(jd.solve(m, method="vi", stop="span").iterations)
