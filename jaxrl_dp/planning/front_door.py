@@ -226,22 +226,24 @@ def auto_method(mdp: TabularMDP, *, requested: bool = False) -> tuple[str, dict[
   Measured (2-core Intel Xeon, 2026-12-06, float32, dense random A=8,
   ``rtol=1e-4``): S=400 gamma 0.99: value iteration ``converged=False``
   (bound 2.5e-3 relative) in 0.86 ms, speculative ``converged=True`` (1.3e-5)
-  in 2.0-2.2 ms; gamma 0.999: False (2.5e-2) in 0.70 ms against True
-  (3.7e-5) in 2.9-3.1 ms; S=1000 gamma 0.99: False (6.3e-3) in 3.05 ms
-  against True (1.6e-5) in 9.6-10.9 ms. Where value iteration alone meets
+  in 2.0-2.4 ms; gamma 0.999: False (2.5e-2) in 0.70 ms against True
+  (3.7e-5) in 2.9-3.3 ms; S=1000 gamma 0.99: False (6.3e-3) in 3.05 ms
+  against True (1.6e-5) in 9.6-11.5 ms. Where value iteration alone meets
   the tolerance the answer is the same and the larger program costs 20-130
   us more per call (dense S=20 / 100 / 400, ``rtol`` 1e-3 and 3e-3: 1.2-1.9x
   / 1.3-1.8x / 1.2x of 0.1 / 0.15 / 0.63 ms); the default call (no accuracy
   requested) keeps value iteration, and so does a call with an option the
   speculative solver does not take (value iteration's ``adjoint``). Sparse
   float32 Garnets S=2000, A=8,
-  K=5: gamma 0.99, ``rtol=1e-4``: value iteration False (1.2e-4) in 2.5 ms,
-  speculative True (1.9e-5) in 3.0 ms; ``rtol=1e-5``: False in 37 ms (it
-  iterates at its floor) against True (8.2e-6) in 38 ms; gamma 0.999,
-  ``rtol=1e-4``: False (3.3e-4) in 0.73 ms against True (6.0e-5) in 1.3 ms
-  (``3e-5`` is below what the accurate certificate reaches there: False for
-  both); where value iteration meets the tolerance, S=200: 1.3-1.7x of
-  0.2 ms, S=2000: 1.0-1.2x of 0.5-0.85 ms. Under ``vmap`` (``batch.solve``'s
+  K=5 (with :data:`~jaxrl_dp.core.iteration.SPAN_NOISE`): gamma 0.99,
+  ``rtol=1e-4``: value iteration False (1.3e-4) in 1.0 ms, speculative True
+  (2.6e-5) in 1.6 ms; ``rtol=1e-5``: False (5.3e-5) in 1.0 ms against True
+  (8.1e-6) in 2.1 ms; gamma 0.999, ``rtol=1e-4``: False (3.3e-4) in 0.85 ms
+  against True (6.0e-5) in 1.4 ms (``3e-5`` is below what the accurate
+  certificate reaches there: False for both); S=200, gamma 0.99, ``rtol``
+  3e-5 / 1e-5: False in 0.27 ms against True (7.7e-6) in 0.44 ms; where
+  value iteration meets the tolerance, S=200: 1.3-1.8x of 0.2-0.26 ms,
+  S=2000: 1.0-1.2x of 0.5-0.85 ms. Under ``vmap`` (``batch.solve``'s
   strategy on accelerators) the speculation's check is a select: the
   certificate pass runs for every MDP of the batch.
 
