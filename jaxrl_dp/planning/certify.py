@@ -120,8 +120,8 @@ runs), in plain backups of the model's own dtype: the default float64 pass
 of a float64 model 0.6-1.3 on the dense S=400, A=8 model (one read and a
 short tail, see above) and 0.9-1.9 on the Garnet S=2000, A=8, K=5, i.e.
 11-22% of a span-stopped VI solve (5-22 backups; the dense 5-backup solves
-19-22%) and <= 0.3% of a sup-norm one; compensated float32 5-7.5 on the
-Garnet and 10.2-10.7 on the dense model (sliced matrix products; the
+19-22%) and <= 0.3% of a sup-norm one; compensated float32 4.3-7.5 on the
+Garnet and 10.2-11.8 on the dense model (sliced matrix products; the
 elementwise Dot2 they replaced cost 32-43 there, and 14-18 / 38-44 / 37-45
 at S = 100 / 400 / 1000 against 5-7 / 10-15 / 9-12 now, in-process A/B,
 dense A=8, 2026-12-06); the float64 pass of a float32 model (x64 on) 2.3-9
