@@ -12,6 +12,10 @@ against ``value_iteration`` at the same tolerance. Every answer is checked
 against the float64 reference V* before its time is reported (the float32
 rows report the reached error instead: float32 VI cannot meet 1e-6).
 
+Part 1 also times ``jaxrl_dp.solve(m, rtol=...)`` on the float32 models
+(``auto``: speculative VI once an accuracy is requested) against value
+iteration with the span stop, at ``rtol`` 1e-3, 1e-4 and 1e-5.
+
 Part 2, honesty (the issue's experiment): 1,000 random MDPs -- kinds
 random / absorbing (state 0 absorbing, rewards ~5, |V| up to 5e4) / periodic
 (deterministic cycles), discounts 0.9 / 0.99 / 0.999 / 0.9999, dense and
@@ -219,6 +223,27 @@ def cost_case(name, m, repeats):
   return row
 
 
+def requested_case(name, m, repeats, rtols=(1e-3, 1e-4, 1e-5)):
+  """``jaxrl_dp.solve(m, rtol=...)`` on a float32 model: the front door's
+  ``auto`` (speculative VI when an accuracy is requested) against value
+  iteration with the span stop, the method ``auto`` runs without one."""
+  P, R, g = stored(m)
+  ref = exact_optimal(P, R, g)[0]
+  scale = float(np.abs(ref).max())
+  rows = []
+  for rtol in rtols:
+    row = {"case": name, "rtol": rtol}
+    for key, kw in (("vi_span", {"method": "vi", "stop": "span"}), ("auto", {})):
+      run = lambda kw=kw: jd.solve(m, rtol=rtol, **kw)
+      sol = run()
+      err = float(np.abs(np.asarray(sol.values, np.float64) - ref).max())
+      row[key] = {"solve_s": time_call(run, repeats), "converged": bool(sol.converged),
+                  "bound_rel": float(sol.error_bound) / scale, "error_rel": err / scale,
+                  "honest": err <= float(sol.error_bound), "iterations": int(sol.iterations)}
+    rows.append(row)
+  return rows
+
+
 def part1(quick, repeats):
   rng = np.random.default_rng(0)
   cases = []
@@ -240,6 +265,7 @@ def part1(quick, repeats):
     for label, ns, p, r, layout in data:
       m = build(ns, p, r, gamma, layout, jnp.float32)
       cases.append(cost_case(f"{label} gamma={gamma}", m, repeats))
+      cases[-1]["requested"] = requested_case(cases[-1]["case"], m, repeats)
       print("  ", cases[-1]["case"], "float32 done", flush=True)
   with jax.enable_x64(True):
     for gamma in (0.99, 0.999):
@@ -362,6 +388,21 @@ def report(machine, cases, summary, times, wall):
   lines.append(_common.md_table(["case", "dtype", "tol", "spec backups", "spec time", "spec error",
                                  "spec bound", "spec conv", "VI time", "VI error", "VI bound",
                                  "VI conv", "time spec / VI"], rows))
+  lines += ["", "## A requested accuracy in float32: `solve(m, rtol=...)` (auto: speculative VI) "
+            "vs value_iteration(stop='span')", "",
+            "Relative to max|V*| (float64 reference of the stored model); `honest`: |V - V*| <= "
+            "error_bound.", ""]
+  rows = []
+  for c in cases:
+    for d in c.get("requested", ()):
+      a, v = d["auto"], d["vi_span"]
+      rows.append([c["case"], f"{d['rtol']:.0e}", v["converged"], f"{v['bound_rel']:.1e}",
+                   fs(v["solve_s"]), a["converged"], f"{a['bound_rel']:.1e}",
+                   f"{a['error_rel']:.1e}", a["honest"] and v["honest"], fs(a["solve_s"]),
+                   fr(a["solve_s"] / v["solve_s"])])
+  lines.append(_common.md_table(["case", "rtol", "VI span conv", "VI bound", "VI time",
+                                 "auto conv", "auto bound", "auto error", "honest", "auto time",
+                                 "time auto / VI"], rows))
   lines += ["", "## Honesty: error_bound >= true error (float64 linear solves refined with exact residuals)", ""]
   rows = []
   for dt in ("float32", "float64"):

@@ -121,12 +121,12 @@ of a float64 model 0.6-1.3 on the dense S=400, A=8 model (one read and a
 short tail, see above) and 0.9-1.9 on the Garnet S=2000, A=8, K=5, i.e.
 11-22% of a span-stopped VI solve (5-22 backups; the dense 5-backup solves
 19-22%) and <= 0.3% of a sup-norm one; compensated float32 4.3-7.5 on the
-Garnet and 10.2-11.8 on the dense model (sliced matrix products; the
+Garnet and 8.8-13.6 on the dense model (sliced matrix products; the
 elementwise Dot2 they replaced cost 32-43 there, and 14-18 / 38-44 / 37-45
 at S = 100 / 400 / 1000 against 5-7 / 10-15 / 9-12 now, in-process A/B,
 dense A=8, 2026-12-06); the float64 pass of a float32 model (x64 on) 2.3-9
 (it converts the entries as it reads them). Against a dense span-stopped VI
-of 3-4 float32 backups the float32 certificate costs 1.5-1.7x the solve
+of 3-4 float32 backups the float32 certificate costs 1.5-2.1x the solve
 (its float64 pass under x64: 0.56-1.24x). (The 2-core AMD EPYC,
 2026-12-04, with the two-read dense pass and separate reductions: float64
 1.5-2.3 backups, 24-26% of the dense 5-backup solves.)

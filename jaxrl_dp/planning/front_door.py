@@ -228,7 +228,11 @@ def auto_method(mdp: TabularMDP, *, requested: bool = False) -> tuple[str, dict[
   (bound 2.5e-3 relative) in 0.86 ms, speculative ``converged=True`` (1.3e-5)
   in 2.0-2.4 ms; gamma 0.999: False (2.5e-2) in 0.70 ms against True
   (3.7e-5) in 2.9-3.3 ms; S=1000 gamma 0.99: False (6.3e-3) in 3.05 ms
-  against True (1.6e-5) in 9.6-11.5 ms. Where value iteration alone meets
+  against True (1.6e-5) in 9.6-11.5 ms (``benchmarks/bench_certify.py``'s
+  table, one run: S=400 ``rtol`` 1e-3 / 1e-4 / 1e-5 at gamma 0.99 value
+  iteration False (2.6e-3) for all three, ``auto`` True in 2.5-2.7 ms;
+  gamma 0.999 False (2.6e-2), ``auto`` True at 1e-3 and 1e-4 in 2.5 / 5.6
+  ms). Where value iteration alone meets
   the tolerance the answer is the same and the larger program costs 20-130
   us more per call (dense S=20 / 100 / 400, ``rtol`` 1e-3 and 3e-3: 1.2-1.9x
   / 1.3-1.8x / 1.2x of 0.1 / 0.15 / 0.63 ms); the default call (no accuracy
