@@ -341,15 +341,19 @@ def _sliced_block(p, cols, bs):
                     for s in slices], axis=1)
 
 
+def _largest_divisor(n: int, target: int) -> int:
+  """The largest divisor of ``n`` not above ``max(target, 1)``."""
+  for d in range(min(max(target, 1), n), 0, -1):
+    if n % d == 0:
+      return d
+  return 1
+
+
 def _block_rows(m: int, target: int) -> int:
   """The largest divisor of ``m`` not above ``target`` (``m`` if none above
   ``target / 8``: fewer, larger blocks rather than many tiny ones)."""
-  if target >= m:
-    return m
-  for d in range(target, 0, -1):
-    if m % d == 0:
-      return d if 8 * d >= target else m
-  return m
+  d = _largest_divisor(m, target)
+  return d if d == m or 8 * d >= target else m
 
 
 def matvec_and_row_sums(p, v, *, block_bytes: int | None = None,
@@ -421,14 +425,6 @@ def matvec_and_row_sums(p, v, *, block_bytes: int | None = None,
     batch_bytes = 2 ** 26 if cpu else 2 ** 30
   out = _sliced_products(bs, cs, int(block_bytes), int(batch_bytes))(p, v)
   return Compensated(*out[:3]), Compensated(*out[3:])
-
-
-def _largest_divisor(n: int, target: int) -> int:
-  """The largest divisor of ``n`` not above ``max(target, 1)``."""
-  for d in range(min(max(target, 1), n), 0, -1):
-    if n % d == 0:
-      return d
-  return 1
 
 
 @functools.lru_cache(maxsize=None)

@@ -230,7 +230,7 @@ def _residual_compensated(mdp: TabularMDP, v):
   probs, rewards = mdp.probs.astype(dtype), mdp.rewards.astype(dtype)
   gamma = mdp.discount.astype(dtype)
   s, a = rewards.shape
-  # dense: v [S] broadcasts against probs [S, A, S] inside dot2 (split once)
+  # (dot2 fallback, dense: v [S] broadcasts against probs [S, A, S], split once)
   vals = v[mdp.next_states] if mdp.is_sparse else v
   n = probs.shape[-1]
   sliced = None if mdp.is_sparse else cp.matvec_and_row_sums(probs.reshape(s * a, n), v)
