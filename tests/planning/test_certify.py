@@ -320,8 +320,19 @@ def test_speculative_returns_its_speculation_when_that_meets_tol(layout):
   assert _true_error(sol.values, vstar) <= float(sol.error_bound) <= tol
   # a tolerance below value iteration's reach is certified and polished
   tight = 1e-5 * float(np.abs(vstar[0]).max())
-  sol = speculative_value_iteration(m, tol=tight)
-  assert _true_error(sol.values, vstar) <= float(sol.error_bound)
+  polished = speculative_value_iteration(m, tol=tight)
+  assert not bool(jd.value_iteration(m, stop="span", tol=tight).converged)
+  assert _true_error(polished.values, vstar) <= float(polished.error_bound) <= tight
+  assert bool(polished.converged)
+  # Eager and traced calls give the same answers, in both regimes.
+  jitted = jax.jit(lambda m_, t: speculative_value_iteration(m_, tol=t))
+  for t, eager in ((tol, sol), (tight, polished)):
+    one = jitted(m, t)
+    assert int(one.iterations) == int(eager.iterations)
+    assert bool(one.converged) == bool(eager.converged)
+    np.testing.assert_allclose(np.asarray(one.values), np.asarray(eager.values),
+                               rtol=0, atol=4 * np.finfo(np.float32).eps * np.abs(vstar[0]).max())
+    assert _true_error(one.values, vstar) <= float(one.error_bound) <= t
 
 
 @pytest.mark.slow
