@@ -119,12 +119,12 @@ Limits: a float32 vector cannot be certified below about ``u |V| / (1 -
 gamma)`` by any residual argument (its own rounding to float32 has a
 residual of that order); use a float64 model (x64) for tighter ``tol``.
 Cost of one accurate pass, measured on a 2-core Intel Xeon
-(``benchmarks/bench_certify.py``, 2026-12-06, best of up to 60 calls; two
+(``benchmarks/bench_certify.py``, 2026-12-06, best of up to 60 calls; three
 runs), in plain backups of the model's own dtype: the default float64 pass
 of a float64 model 0.6-1.3 on the dense S=400, A=8 model (one read and a
 short tail, see above) and 0.9-1.9 on the Garnet S=2000, A=8, K=5, i.e.
 11-22% of a span-stopped VI solve (5-22 backups; the dense 5-backup solves
-19-22%) and <= 0.3% of a sup-norm one; compensated float32 4.3-7.5 on the
+19-22%) and <= 0.3% of a sup-norm one; compensated float32 4.0-7.5 on the
 Garnet and 8.8-13.6 on the dense model (sliced matrix products; the
 elementwise Dot2 they replaced cost 32-43 there, and 14-18 / 38-44 / 37-45
 at S = 100 / 400 / 1000 against 5-7 / 10-15 / 9-12 now, in-process A/B,

@@ -229,13 +229,16 @@ def auto_method(mdp: TabularMDP, *, requested: bool = False) -> tuple[str, dict[
   in 2.0-2.4 ms; gamma 0.999: False (2.5e-2) in 0.70 ms against True
   (3.7e-5) in 2.9-3.3 ms; S=1000 gamma 0.99: False (6.3e-3) in 3.05 ms
   against True (1.6e-5) in 9.6-11.5 ms (``benchmarks/bench_certify.py``'s
-  table, one run: S=400 ``rtol`` 1e-3 / 1e-4 / 1e-5 at gamma 0.99 value
-  iteration False (2.6e-3) for all three, ``auto`` True in 2.5-2.7 ms;
-  gamma 0.999 False (2.6e-2), ``auto`` True at 1e-3 and 1e-4 in 2.5 / 5.6
-  ms). Where value iteration alone meets
-  the tolerance the answer is the same and the larger program costs 20-130
-  us more per call (dense S=20 / 100 / 400, ``rtol`` 1e-3 and 3e-3: 1.2-1.9x
-  / 1.3-1.8x / 1.2x of 0.1 / 0.15 / 0.63 ms); the default call (no accuracy
+  table, two runs: S=400 ``rtol`` 1e-3 / 1e-4 / 1e-5 at gamma 0.99 value
+  iteration False (2.6e-3) for all three, ``auto`` True in 1.95-2.7 ms;
+  gamma 0.999 False (2.6e-2), ``auto`` True at 1e-3 and 1e-4 in 1.8-2.5 /
+  4.5-5.6 ms). Where value iteration alone meets
+  the tolerance the answer is the same and the larger program (and the
+  checks of two public functions) costs more per call: ``solve(m, tol=...)``
+  at ``1e-3 max|V*|`` took 1.44 / 1.38x value iteration's 78 / 142 us on dense
+  S=20 / 100 models, 1.33 / 1.14x its 148 / 522 us on Garnets S=200 / 2000
+  (one in-process run, 2026-12-06, after the speculation's zero start and
+  single certificate pass; 1.90 / 1.51 / 1.55 / 1.24x before); the default call (no accuracy
   requested) keeps value iteration, and so does a call with an option the
   speculative solver does not take (value iteration's ``adjoint``). Sparse
   float32 Garnets S=2000, A=8,
@@ -245,9 +248,7 @@ def auto_method(mdp: TabularMDP, *, requested: bool = False) -> tuple[str, dict[
   (8.1e-6) in 2.1 ms; gamma 0.999, ``rtol=1e-4``: False (3.3e-4) in 0.85 ms
   against True (6.0e-5) in 1.4 ms (``3e-5`` is below what the accurate
   certificate reaches there: False for both); S=200, gamma 0.99, ``rtol``
-  3e-5 / 1e-5: False in 0.27 ms against True (7.7e-6) in 0.44 ms; where
-  value iteration meets the tolerance, S=200: 1.3-1.8x of 0.2-0.26 ms,
-  S=2000: 1.0-1.2x of 0.5-0.85 ms. Under ``vmap`` (``batch.solve``'s
+  3e-5 / 1e-5: False in 0.27 ms against True (7.7e-6) in 0.44 ms. Under ``vmap`` (``batch.solve``'s
   strategy on accelerators) the speculation's check is a select: the
   certificate pass runs for every MDP of the batch.
 
