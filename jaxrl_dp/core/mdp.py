@@ -610,8 +610,10 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
       raise InvalidMDPError(
           f"transition_rewards: expected shape {probs.shape}, got {tr.shape}")
     _check_float_field("transition_rewards", tr)
-    if entries:  # before `rewards`, their expectation: name the source
-      check_finite_rewards("transition_rewards", tr)
+  _check_same_dtype(mdp)
+  if mdp.transition_rewards is not None and entries:
+    # before `rewards`, their expectation: name the source
+    check_finite_rewards("transition_rewards", big(mdp.transition_rewards))
   if entries:
     check_finite_rewards("rewards", rewards)
   disc = np.asarray(mdp.discount)
@@ -698,6 +700,25 @@ def check_mdp_structure(mdp: Any, *, batched: bool = False) -> None:
   _check_float_field("rewards", mdp.rewards)
   if mdp.transition_rewards is not None:
     _check_float_field("transition_rewards", mdp.transition_rewards)
+  _check_same_dtype(mdp)
+
+
+def _check_same_dtype(mdp: TabularMDP) -> None:
+  """Every float field in the rewards' dtype: a float64 discount beside
+  float32 arrays (``mdp.replace(...)`` of some fields under x64) otherwise
+  promotes part of a solve and fails deep inside JAX (a ``lax.while_loop``
+  carry or ``lax.cond`` branches of two dtypes), or runs in a precision the
+  model does not have. Nothing is cast silently: the field is named."""
+  want = jnp.dtype(mdp.rewards.dtype)
+  for field in ("probs", "transition_rewards", "discount", "initial"):
+    x = getattr(mdp, field)
+    dt = getattr(x, "dtype", None)
+    if dt is None or not jnp.issubdtype(dt, jnp.floating) or jnp.dtype(dt) == want:
+      continue
+    raise InvalidMDPError(
+        f"{field}: dtype {jnp.dtype(dt).name} differs from rewards' {want.name}: every "
+        f"float field of an MDP is stored in one dtype (the constructors' dtype=...); "
+        f"cast all of them, e.g. mdp.replace({field}=mdp.{field}.astype({want.name}), ...)")
 
 
 def check_solver_input(mdp: Any, *, infinite_horizon: bool) -> None:

@@ -151,6 +151,30 @@ def test_directly_built_int_mdp_gets_a_named_error_not_a_jax_crash():
     jd.stack([m, bad])
 
 
+def test_mixed_float_dtypes_get_a_named_error_not_a_jax_crash():
+  # Under x64 a float32 model's fields replaced one by one can leave a
+  # float64 discount: value iteration then failed inside lax.while_loop
+  # (carry of two dtypes) and the speculative solver inside lax.cond.
+  with jax.enable_x64(True):
+    p, r = _small()
+    m = TabularMDP.from_dense(p, r, GAMMA, dtype=np.float32)
+    assert m.discount.dtype == jnp.float32
+    half = m.replace(discount=jnp.asarray(GAMMA, jnp.float64))
+    for call in (validate_mdp, jd.value_iteration, jd.solve,
+                 lambda x: jd.speculative_value_iteration(x, tol=1e-3)):
+      with pytest.raises(InvalidMDPError, match=r"^discount: dtype float64 differs from "
+                                                r"rewards' float32"):
+        call(half)
+    with pytest.raises(InvalidMDPError, match=r"^probs: dtype float64 differs"):
+      jd.value_iteration(m.replace(probs=m.probs.astype(jnp.float64)))
+    with pytest.raises(InvalidMDPError, match=r"^initial: dtype float64 differs"):
+      jd.policy_iteration(m.replace(initial=m.initial.astype(jnp.float64)))
+    # every field cast: accepted, and the same values as the float64 NumPy reference
+    sol = jd.value_iteration(m, tol=1e-4)
+    np.testing.assert_allclose(np.asarray(sol.values), optimal_values(p, r, GAMMA)[0],
+                               atol=2e-4)
+
+
 def test_stack_and_unstack_keep_dtypes():
   p, r = _small()
   ns, ps, rs = random_sparse(np.random.default_rng(2), 3, 2, 2)
