@@ -701,6 +701,43 @@ def check_mdp_structure(mdp: Any, *, batched: bool = False) -> None:
   if mdp.transition_rewards is not None:
     _check_float_field("transition_rewards", mdp.transition_rewards)
   _check_same_dtype(mdp)
+  _check_field_shapes(mdp)
+
+
+def _check_field_shapes(mdp: TabularMDP) -> None:
+  """The other fields' shapes and the mask's dtype against ``rewards [..., S,
+  A]`` (shapes only: works on tracers). A ``[1]`` discount of one MDP, an
+  ``initial`` of another size or an int mask otherwise failed deep inside
+  JAX (``cond_fun must return a boolean scalar``) or were misread."""
+  shape = tuple(mdp.rewards.shape)
+  batch = shape[:-2]
+  checks = (("probs", tuple(jnp.shape(mdp.probs))[:-1], shape, "[..., S, A, K]"),
+            ("discount", tuple(jnp.shape(mdp.discount)), batch, "one per MDP"),
+            ("initial", tuple(jnp.shape(mdp.initial)), shape[:-1], "[..., S]"),
+            ("action_mask", tuple(jnp.shape(mdp.action_mask)), shape, "[..., S, A]"))
+  for field, got, want, what in checks:
+    if field == "probs":
+      ok = len(tuple(jnp.shape(mdp.probs))) == len(shape) + 1 and got == want
+      want_s = f"{want} + (K,)"
+    else:
+      ok = got == want
+      want_s = str(want)
+    if not ok:
+      raise InvalidMDPError(
+          f"{field}: expected shape {want_s} ({what}) for rewards of shape {shape}, "
+          f"got {tuple(jnp.shape(getattr(mdp, field)))}")
+  if jnp.dtype(mdp.action_mask.dtype) != jnp.bool_:
+    raise InvalidMDPError(
+        f"action_mask: expected a bool array, got dtype {jnp.dtype(mdp.action_mask.dtype).name}")
+  if mdp.next_states is None and jnp.shape(mdp.probs)[-1] != shape[-2]:
+    raise InvalidMDPError(
+        f"probs: dense layout needs shape {shape + shape[-2:-1]}, got "
+        f"{tuple(jnp.shape(mdp.probs))} (pass next_states for the sparse layout)")
+  if mdp.next_states is not None and tuple(jnp.shape(mdp.next_states)) != tuple(
+      jnp.shape(mdp.probs)):
+    raise InvalidMDPError(
+        f"next_states: expected shape {tuple(jnp.shape(mdp.probs))} matching probs, got "
+        f"{tuple(jnp.shape(mdp.next_states))}")
 
 
 def _check_same_dtype(mdp: TabularMDP) -> None:

@@ -175,6 +175,27 @@ def test_mixed_float_dtypes_get_a_named_error_not_a_jax_crash():
                                atol=2e-4)
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("discount", np.asarray([GAMMA], np.float32), r"^discount: expected shape \(\)"),
+    ("initial", np.full(5, 0.2, np.float32), r"^initial: expected shape \(4,\)"),
+    ("action_mask", np.ones((4, 2), np.int32), r"^action_mask: expected a bool array, got dtype int32"),
+    ("action_mask", np.ones((4, 3), bool), r"^action_mask: expected shape \(4, 2\)"),
+    ("probs", np.full((4, 2, 5), 0.2, np.float32), r"^probs: dense layout|^probs: expected shape"),
+])
+def test_misshapen_fields_get_a_named_error_at_every_solver(field, value, message):
+  # Directly replaced fields bypass the constructors: before, a [1] discount
+  # failed inside lax.while_loop ("cond_fun must return a boolean scalar"), an
+  # int mask was misread by policy evaluation and a wrong-size initial was
+  # ignored.
+  p, r = _small()
+  bad = TabularMDP.from_dense(p, r, GAMMA).replace(**{field: jnp.asarray(value)})
+  for call in (validate_mdp, jd.value_iteration, jd.solve, jd.policy_iteration,
+               lambda m: jd.policy_evaluation(m, np.zeros(4, np.int32)),
+               lambda m: jd.finite_horizon(m, horizon=2)):
+    with pytest.raises(InvalidMDPError, match=message):
+      call(bad)
+
+
 def test_stack_and_unstack_keep_dtypes():
   p, r = _small()
   ns, ps, rs = random_sparse(np.random.default_rng(2), 3, 2, 2)
