@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.mdp import TabularMDP, check_mdp_structure
 
 
 def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
@@ -50,6 +50,10 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
     if m.rewards.ndim != 2:
       raise InvalidMDPError(
           f"mdps[{i}].rewards: expected one unbatched MDP [S, A], got shape {m.rewards.shape}")
+    try:  # the fields' shapes and dtypes (an int mask is not cast to bool)
+      check_mdp_structure(m)
+    except InvalidMDPError as e:
+      raise InvalidMDPError(f"mdps[{i}].{e}") from None
   sparse = mdps[0].is_sparse
   for i, m in enumerate(mdps):
     if m.is_sparse != sparse:

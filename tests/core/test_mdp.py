@@ -194,6 +194,9 @@ def test_misshapen_fields_get_a_named_error_at_every_solver(field, value, messag
                lambda m: jd.finite_horizon(m, horizon=2)):
     with pytest.raises(InvalidMDPError, match=message):
       call(bad)
+  # and jd.stack names the member (an int mask was cast to bool there)
+  with pytest.raises(InvalidMDPError, match=rf"^mdps\[1\]\.{field}: "):
+    jd.stack([TabularMDP.from_dense(p, r, GAMMA), bad])
 
 
 def test_stack_and_unstack_keep_dtypes():
