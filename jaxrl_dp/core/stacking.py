@@ -30,9 +30,12 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
   Dtypes: the float fields of the batch (``probs``, ``rewards``,
   ``discount``, ``initial``, ``transition_rewards``) share one float dtype,
   the promotion of the members' (float32 with float64 gives float64 under
-  ``jax_enable_x64``); ``next_states`` is int32 and ``action_mask`` bool. An
-  MDP with integer probabilities or rewards (built with ``TabularMDP(...)``
-  directly) is refused by name.
+  ``jax_enable_x64``); ``next_states`` is int32 and ``action_mask`` bool. Each
+  member must itself be well formed
+  (:func:`~jaxrl_dp.core.mdp.check_mdp_structure`: one float dtype for its
+  fields, a bool mask, consistent shapes): an MDP with integer probabilities
+  or rewards, or fields replaced in another dtype or shape (built with
+  ``TabularMDP(...)`` or ``.replace`` directly), is refused by name.
 
   Args:
     mdps: one or more unbatched MDPs of one layout.
