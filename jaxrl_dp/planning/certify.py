@@ -110,10 +110,7 @@ certificate passes are not backups). One ``jit``-able program: the rounds are
 a ``lax.while_loop`` (each step certifies a candidate, then solves the next
 correction under a ``lax.cond``) and the polish a ``lax.cond`` (under
 ``vmap``, where a cond becomes a select, their loops run zero steps for the
-MDPs that do not need them). The certificate's pass is in the program once
-(its reductions cost every call some time on XLA:CPU, taken or not: one copy
-fewer measured 0.72-0.99x the time of ``solve(float32 model, rtol=...)`` on
-dense S=20-400 and Garnet S=200-2000 models, 2-core Intel Xeon, 2026-12-06).
+MDPs that do not need them). The certificate's pass is in the program once.
 
 Limits: a float32 vector cannot be certified below about ``u |V| / (1 -
 gamma)`` by any residual argument (its own rounding to float32 has a
@@ -538,9 +535,7 @@ def _certify_and_polish(mdp, mdp_s, sol, tol, v0, vi, valid, max_iters, spec, ma
   # 2. certify, and 3. defect correction: V* - V is the optimal value of the
   # MDP with rewards d. One loop whose step certifies a candidate (the
   # speculation first, then each corrected one) and, while the rounds go on,
-  # solves the next correction: the certificate pass is in the program once
-  # (on XLA:CPU each copy of its reductions costs every call some time, run
-  # or not).
+  # solves the next correction: the certificate pass is in the program once.
   def round_cond(c):
     return c[-1]
 

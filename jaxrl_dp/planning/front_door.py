@@ -235,10 +235,9 @@ def auto_method(mdp: TabularMDP, *, requested: bool = False) -> tuple[str, dict[
   4.5-5.6 ms). Where value iteration alone meets
   the tolerance the answer is the same and the larger program (and the
   checks of two public functions) costs more per call: ``solve(m, tol=...)``
-  at ``1e-3 max|V*|`` took 1.44 / 1.38x value iteration's 78 / 142 us on dense
-  S=20 / 100 models, 1.33 / 1.14x its 148 / 522 us on Garnets S=200 / 2000
-  (one in-process run, 2026-12-06, after the speculation's zero start and
-  single certificate pass; 1.90 / 1.51 / 1.55 / 1.24x before); the default call (no accuracy
+  at ``1e-3 max|V*|`` took 1.81 / 1.50x value iteration's 88 / 153 us on dense
+  S=20 / 100 models and 1.48 / 1.14x its 162 / 560 us on Garnets S=200 / 2000
+  (one in-process run, 2026-12-06); the default call (no accuracy
   requested) keeps value iteration, and so does a call with an option the
   speculative solver does not take (value iteration's ``adjoint``). Sparse
   float32 Garnets S=2000, A=8,
