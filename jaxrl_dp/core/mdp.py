@@ -535,7 +535,7 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
 
   Checks ranks, shapes and dtypes (``probs``, ``rewards`` and
   ``transition_rewards`` must be floating: the constructors cast int and bool
-  input), empty inputs, probabilities (finite, >= 0, rows
+  input; every float field in one dtype), empty inputs, probabilities (finite, >= 0, rows
   summing to 1 within ``atol``), next-state indices in range, finite rewards,
   the discount (``[0, 1]``, or ``[0, 1)`` when ``infinite_horizon``), the
   initial distribution, and that every state has at least one valid action.
@@ -604,6 +604,7 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
   _check_float_field("rewards", rewards)
   if entries:
     check_distribution("probs", probs, atol, axis_name="next-state axis")
+  tr = None
   if mdp.transition_rewards is not None:
     tr = big(mdp.transition_rewards)
     if tr.shape != probs.shape:
@@ -611,9 +612,8 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
           f"transition_rewards: expected shape {probs.shape}, got {tr.shape}")
     _check_float_field("transition_rewards", tr)
   _check_same_dtype(mdp)
-  if mdp.transition_rewards is not None and entries:
-    # before `rewards`, their expectation: name the source
-    check_finite_rewards("transition_rewards", big(mdp.transition_rewards))
+  if tr is not None and entries:  # before `rewards`, their expectation: name the source
+    check_finite_rewards("transition_rewards", tr)
   if entries:
     check_finite_rewards("rewards", rewards)
   disc = np.asarray(mdp.discount)
