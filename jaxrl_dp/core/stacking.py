@@ -68,15 +68,8 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
   K = max(m.fan_out for m in mdps) if sparse else S
   any_tr = any(m.transition_rewards is not None for m in mdps)
   # One float dtype for the batch: the promotion of the members' float fields
-  # (refusing non-float fields by name, as the solvers would); next_states
-  # stay int32 and action_mask bool.
-  for i, m in enumerate(mdps):
-    for name in ("probs", "rewards", "transition_rewards"):
-      x = getattr(m, name)
-      if x is not None and not jnp.issubdtype(x.dtype, jnp.floating):
-        raise InvalidMDPError(
-            f"mdps[{i}].{name}: expected a floating dtype, got {x.dtype}: build "
-            f"the MDP with TabularMDP.from_dense / from_sparse (which cast to float)")
+  # (each member's are floats of one dtype: checked above); next_states stay
+  # int32 and action_mask bool.
   dtype = jnp.result_type(*[getattr(m, name) for m in mdps
                             for name in ("probs", "rewards", "transition_rewards")
                             if getattr(m, name) is not None])
