@@ -111,12 +111,16 @@ class AndersonAux(NamedTuple):
     policy: ``int32 [S]`` the greedy policy at the last policy check (``-1``
       before the first).
     shift: ``[]`` the span rule's midpoint shift of ``state.values``.
-    accepted: ``int32 []`` mixed candidates that passed the safeguard.
-    rejected: ``int32 []`` candidates that failed it (each cost one backup
-      that the iteration did not use).
-    cooldown: ``int32 []`` cycles left before mixing resumes.
-    backoff: ``int32 []`` the cooldown after the next rejection (doubles on
-      each rejection up to :data:`MAX_COOLDOWN`, halves on each acceptance).
+    guard: ``int32 [4]`` the safeguard's counters, read by name through the
+      properties :attr:`accepted` (mixed candidates that passed the
+      safeguard), :attr:`rejected` (candidates that failed it; each cost one
+      backup that the iteration did not use), :attr:`cooldown` (cycles left
+      before mixing resumes) and :attr:`backoff` (the cooldown after the
+      next rejection: doubles on each rejection up to :data:`MAX_COOLDOWN`,
+      halves on each acceptance). One leaf, not four: each leaf of the loop
+      state is a buffer of its own, and on XLA:CPU a call pays for every
+      buffer of the program and for the kernels that initialize them (see
+      :func:`anderson_solver`'s ``init``).
     cycle: ``int32 []`` backups per cycle (``period``, doubled while the
       greedy action keeps changing at more than ``S / STRETCH_SHARE`` states,
       up to ``MAX_STRETCH * period``).
@@ -130,13 +134,20 @@ class AndersonAux(NamedTuple):
   count: jax.Array  # type: ignore[assignment]  # a field: shadows tuple.count (as intended)
   policy: jax.Array
   shift: jax.Array
-  accepted: jax.Array
-  rejected: jax.Array
-  cooldown: jax.Array
-  backoff: jax.Array
+  guard: jax.Array
   cycle: jax.Array
   tol: jax.Array
   budget: jax.Array
+
+  accepted = property(lambda self: self.guard[0])
+  rejected = property(lambda self: self.guard[1])
+  cooldown = property(lambda self: self.guard[2])
+  backoff = property(lambda self: self.guard[3])
+
+
+def _guard(accepted, rejected, cooldown, backoff) -> jax.Array:
+  """:attr:`AndersonAux.guard` from its four counters."""
+  return jnp.stack([jnp.asarray(c, jnp.int32) for c in (accepted, rejected, cooldown, backoff)])
 
 
 #: Most cycles without mixing after repeated rejections.
@@ -239,8 +250,8 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     zeros = jnp.zeros((2, h, v0.shape[0]), dtype)
     i0 = jnp.asarray(0, jnp.int32)
     aux = AndersonAux(certificate_constants(op, dtype), zeros, i0,
-                      jnp.full(v0.shape, -1, jnp.int32), jnp.zeros((), dtype), i0, i0, i0,
-                      i0, jnp.asarray(p, jnp.int32), jnp.zeros((), dtype),
+                      jnp.full(v0.shape, -1, jnp.int32), jnp.zeros((), dtype),
+                      jnp.zeros((4,), jnp.int32), jnp.asarray(p, jnp.int32), jnp.zeros((), dtype),
                       jnp.asarray(jnp.iinfo(jnp.int32).max, jnp.int32))
     return initial_state(v0, aux)
 
@@ -334,16 +345,16 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
 
       def accepted():
         s = light(st2)
-        return s._replace(aux=s.aux._replace(accepted=a.accepted + 1,
-                                             backoff=(a.backoff // 2).astype(jnp.int32)))
+        return s._replace(aux=s.aux._replace(
+            guard=_guard(a.accepted + 1, a.rejected, a.cooldown, a.backoff // 2)))
 
       def rejected():
         # st1's values and bound, and a history restart (count 0), which
         # makes the saved rows irrelevant.
         backoff = jnp.clip(2 * a.backoff, 1, MAX_COOLDOWN).astype(jnp.int32)
         return light(st1)._replace(iteration=st2.iteration, aux=light(st2).aux._replace(
-            shift=a.shift, count=jnp.zeros_like(a.count), rejected=a.rejected + 1,
-            backoff=backoff, cooldown=backoff))
+            shift=a.shift, count=jnp.zeros_like(a.count),
+            guard=_guard(a.accepted, a.rejected + 1, backoff, backoff)))
 
       out = jax.lax.cond(accept, accepted, rejected)
       return out._replace(aux=out.aux._replace(**same))
@@ -351,7 +362,8 @@ def anderson_solver(memory: int = 5, regularization: float = 1e-10,
     st2 = jax.lax.cond(mix, mixing, lambda s: s, st1)
     a = st2.aux
     cooldown = jnp.where(mix, a.cooldown, jnp.maximum(a.cooldown - 1, 0)).astype(jnp.int32)
-    return st2._replace(aux=a._replace(cooldown=cooldown))
+    return st2._replace(aux=a._replace(guard=_guard(a.accepted, a.rejected, cooldown,
+                                                    a.backoff)))
 
   def step(op, st):
     a = st.aux
