@@ -65,8 +65,18 @@ def take_states(v: jax.Array, next_states: jax.Array) -> jax.Array:
   float64, 2-core AMD EPYC, 2026-12-04, interleaved calls) took 7.3-7.5 ms
   against 13.2-14.3 ms with ``v[next_states]`` at ``10^6`` states, and 87-97
   ms in one pass at ``10^7`` states (2.1 GiB model) against 147-155 ms for
-  the blocked backup. In :func:`sparse_expectation` (``Q`` and the greedy
-  step) it measured 0.89-1.22x, mixed, so that keeps ``v[next_states]``.
+  the blocked backup. :func:`sparse_expectation` (``Q``, the greedy step
+  and a policy's sweeps) uses it too since 2026-12-06: there the wrap-around
+  was one ``int [R]`` kernel and buffer per index column, hoisted by XLA out
+  of the solver loops (20 for a Garnet with ``A = 4``, ``K = 5``), and on
+  XLA:CPU that many kernels ready at once are split across threads. Measured
+  in one process against ``v[next_states]`` (2-core Intel Xeon, float64,
+  same values bit for bit): the default :func:`~jaxrl_dp.solve` 0.86-0.98x
+  on RiverSwim S=50, Garnets S=200 / 2000 / 20000 (``A K = 20 / 40 /
+  20``), the 30 x 30 and 100 x 100 grid worlds; Anderson VI 0.84-1.01x; but
+  forest S=1000 (``A = K = 2``) 1.04-1.08x and S=20000 1.03x slower
+  (modified policy iteration there 1.05-1.08x). An earlier measurement of
+  ``Q`` alone had found 0.89-1.22x, mixed.
 
   Args:
     v: ``[S, ...]`` values (trailing axes are carried).
@@ -164,9 +174,9 @@ def sparse_expectation(v: jax.Array, next_states: jax.Array,
   pr = probs.reshape(rows, -1, k)
   out = []
   for j in range(ns.shape[1]):
-    acc = pr[:, j, 0] * v[ns[:, j, 0]]
+    acc = pr[:, j, 0] * take_states(v, ns[:, j, 0])
     for i in range(1, k):
-      acc = acc + pr[:, j, i] * v[ns[:, j, i]]
+      acc = acc + pr[:, j, i] * take_states(v, ns[:, j, i])
     out.append(acc)
   return jnp.stack(out, axis=0).T.reshape(next_states.shape[:-1])
 
