@@ -151,6 +151,41 @@ def test_directly_built_int_mdp_gets_a_named_error_not_a_jax_crash():
     jd.stack([m, bad])
 
 
+def test_checked_once_only_while_the_mdp_cannot_change():
+  """``check_solver_input`` skips the checks for an MDP object it passed
+  before only when every leaf is an immutable jax.Array: an MDP of NumPy
+  arrays edited in place is checked (and refused) again, a refused MDP is
+  refused on every call, and the record goes with the MDP."""
+  import gc
+
+  from jaxrl_dp.core import mdp as mdp_module
+  p, r = random_dense(np.random.default_rng(5), 6, 3)
+  # NumPy leaves: checked on every call, so an in-place edit is caught.
+  m_np = TabularMDP(probs=np.asarray(p, np.float32), rewards=np.asarray(r, np.float32),
+                    discount=np.asarray(0.9, np.float32),
+                    initial=np.full(6, 1 / 6, np.float32), action_mask=np.ones((6, 3), bool))
+  assert float(jd.value_iteration(m_np, tol=1e-4).error_bound) <= 1e-4
+  m_np.discount[...] = 1.0
+  with pytest.raises(InvalidMDPError, match=r"discount = 1\.0"):
+    jd.value_iteration(m_np, tol=1e-4)
+  # jax.Array leaves: recorded once passed, per horizon kind; a refused MDP
+  # is never recorded.
+  m = jd.TabularMDP.from_dense(p, r, 0.9)
+  bad = m.replace(discount=jnp.asarray(1.0, m.rewards.dtype))
+  for _ in range(2):
+    with pytest.raises(InvalidMDPError, match=r"discount = 1\.0"):
+      jd.value_iteration(bad, tol=1e-4)
+  assert (id(bad), True) not in mdp_module._PASSED
+  sol = jd.value_iteration(m, tol=1e-6)
+  assert (id(m), True) in mdp_module._PASSED
+  np.testing.assert_allclose(np.asarray(sol.values), optimal_values(p, r, 0.9)[0],
+                             atol=float(sol.error_bound) + 1e-5)
+  key = (id(m), True)
+  del m, sol
+  gc.collect()
+  assert key not in mdp_module._PASSED
+
+
 def test_mixed_float_dtypes_get_a_named_error_not_a_jax_crash():
   # Under x64 a float32 model's fields replaced one by one can leave a
   # float64 discount: value iteration then failed inside lax.while_loop
