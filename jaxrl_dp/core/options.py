@@ -21,6 +21,8 @@ not a tracer inside the caller's ``jit``/``vmap``).
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any, Optional, Sequence
 
 import jax
@@ -36,9 +38,19 @@ INT32_MAX = 2**31 - 1
 def is_concrete(*xs: Any) -> bool:
   """True when the values of ``xs`` can be read on the host: no leaf is a
   tracer, nor (multi-host) a ``jax.Array`` spanning other processes' devices."""
-  return not any(isinstance(leaf, jax.core.Tracer)
-                 or not getattr(leaf, "is_fully_addressable", True)
-                 for x in xs for leaf in jax.tree_util.tree_leaves(x))
+  leaves = jax.tree_util.tree_leaves(xs)
+  if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+    return False
+  # (``is_fully_addressable`` only where another process can own devices:
+  # reading it costs ~1 us per leaf.)
+  return not _multiprocess() or all(getattr(leaf, "is_fully_addressable", True)
+                                    for leaf in leaves)
+
+
+@functools.cache
+def _multiprocess() -> bool:
+  """Whether this JAX runtime spans more than one process (read once)."""
+  return jax.process_count() > 1
 
 
 def check_int(field: str, value: Any, *, minimum: int = 1,
@@ -80,6 +92,8 @@ def check_tol(tol: Any, field: str = "tol", *, allow_zero: bool = True) -> Any:
   Tracers are returned unchecked (they cannot be read on the host). ``None``,
   strings, complex numbers, NaN and inf are refused by name. Returns ``tol``.
   """
+  if type(tol) is float and math.isfinite(tol) and (tol > 0 or (allow_zero and tol == 0)):
+    return tol  # the common case, without the general checks below
   if not is_concrete(tol):
     return tol
   want = "a finite number >= 0" if allow_zero else "a finite number > 0"
