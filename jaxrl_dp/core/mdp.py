@@ -794,7 +794,7 @@ def check_solver_input(mdp: Any, *, infinite_horizon: bool) -> None:
   if all(isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) for x in leaves):
     def forget(r: weakref.ref, key: tuple[int, bool] = key) -> None:
       if _PASSED.get(key) is r:
-        del _PASSED[key]
+        _PASSED.pop(key, None)
     _PASSED[key] = weakref.ref(mdp, forget)
 
 
