@@ -139,10 +139,25 @@ class AndersonAux(NamedTuple):
   tol: jax.Array
   budget: jax.Array
 
-  accepted = property(lambda self: self.guard[0])
-  rejected = property(lambda self: self.guard[1])
-  cooldown = property(lambda self: self.guard[2])
-  backoff = property(lambda self: self.guard[3])
+  @property
+  def accepted(self) -> jax.Array:
+    """``int32 []`` mixed candidates that passed the safeguard."""
+    return self.guard[0]
+
+  @property
+  def rejected(self) -> jax.Array:
+    """``int32 []`` candidates that failed the safeguard."""
+    return self.guard[1]
+
+  @property
+  def cooldown(self) -> jax.Array:
+    """``int32 []`` cycles left before mixing resumes."""
+    return self.guard[2]
+
+  @property
+  def backoff(self) -> jax.Array:
+    """``int32 []`` the cooldown after the next rejection."""
+    return self.guard[3]
 
 
 def _guard(accepted, rejected, cooldown, backoff) -> jax.Array:
