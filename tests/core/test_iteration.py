@@ -208,6 +208,10 @@ def test_loops_vmap_and_jit():
   for i, g in enumerate(np.asarray(gs)):
     one = run(jnp.float32(g))
     assert int(one.iterations) == int(out.iterations[i])
+    np.testing.assert_allclose(out.values[i], one.values, rtol=1e-6)
+    if g < 1:  # the fixed point of v -> g v + 1 is 1 / (1 - g) (closed form)
+      err = np.abs(np.asarray(out.values[i], np.float64) - 1 / (1 - np.float64(g))).max()
+      assert err <= float(out.error_bound[i]) <= 1e-3
 
 
 def test_matmul_roundoff_follows_precision_config():

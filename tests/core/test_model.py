@@ -1,5 +1,6 @@
 """The MDP model, validation, stacking and Bellman primitives."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from hypothesis import strategies as st
 
 import jaxrl_dp as jd
 from jaxrl_dp.core import bellman
-from _reference import random_dense, random_sparse, sparse_to_dense
+from _reference import optimal_values, random_dense, random_sparse, sparse_to_dense
 
 
 def _dense(seed=0, s=6, a=3, gamma=0.9):
@@ -123,7 +124,7 @@ def test_stack_pads_without_changing_solutions():
   for s, a in ((4, 2), (7, 3), (5, 1)):
     p, r = random_dense(rng, s, a)
     mdps.append(jd.TabularMDP.from_dense(p, r, 0.8))
-    refs.append(p)
+    refs.append(np.asarray(mdps[-1].probs, np.float64))  # as stored
   b = jd.stack(mdps)
   assert b.probs.shape == (3, 7, 3, 7) and b.discount.shape == (3,)
   jd.validate_mdp(b)
@@ -131,6 +132,17 @@ def test_stack_pads_without_changing_solutions():
   assert not bool(b.action_mask[0, 0, 2]) and bool(b.action_mask[0, 5, 0])
   assert float(b.probs[0, :4, :2, 4:].sum()) == 0.0
   assert float(b.initial[0, 4:].sum()) == 0.0
+  # Solved as a batch, each member's values on its own states are V* of the
+  # original (float64 NumPy policy iteration) within the certified bound, and
+  # the padded (absorbing, reward 0) states are worth exactly 0.
+  sols = jax.vmap(lambda m: jd.value_iteration(m, tol=1e-4))(b)
+  for i, (p, m) in enumerate(zip(refs, mdps)):
+    s = p.shape[0]
+    v_ref, _, pi_ref = optimal_values(p, np.asarray(m.rewards, np.float64), 0.8)
+    err = np.abs(np.asarray(sols.values[i, :s], np.float64) - v_ref).max()
+    assert bool(sols.converged[i]) and err <= float(sols.error_bound[i]) <= 1e-4
+    np.testing.assert_array_equal(np.asarray(sols.policy[i, :s]), pi_ref)
+    np.testing.assert_array_equal(np.asarray(sols.values[i, s:]), 0.0)
 
 
 def test_stack_sparse_and_errors():

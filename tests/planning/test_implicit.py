@@ -17,7 +17,7 @@ import pytest
 import jaxrl_dp as jd
 from jaxrl_dp.planning import (ImplicitAdjoint, implicit_greedy_solution,
                                implicit_policy_values)
-from _reference import random_dense, random_sparse, sparse_to_dense
+from _reference import optimal_values, random_dense, random_sparse, sparse_to_dense
 
 
 @pytest.fixture(autouse=True)
@@ -111,15 +111,22 @@ def test_vi_initial_distribution_gradient():
 
 
 def test_vi_ties_return_the_first_maximizer_gradient():
-  m, _, _ = _mdp("dense", seed=3)
+  m, p, r = _mdp("dense", seed=3)
   # Action 2 duplicates action 0: every state where 0 or 2 is optimal is a tie.
   m = m.replace(probs=m.probs.at[:, 2].set(m.probs[:, 0]),
                 rewards=m.rewards.at[:, 2].set(m.rewards[:, 0]))
+  p, r = np.asarray(m.probs, np.float64), np.asarray(m.rewards, np.float64)
+  _, q_ref, _ = optimal_values(p, r, 0.9)
+  pol = np.argmax(q_ref, axis=1)          # the first maximizer (q[:, 2] == q[:, 0] bitwise)
+  assert np.isin(pol, (0,)).any()          # some state is a tie between actions 0 and 2
   sol = jd.value_iteration(m, tol=VI_TOL)
-  assert (np.asarray(sol.policy) != 2).all()
+  np.testing.assert_array_equal(np.asarray(sol.policy), pol)
   g = jax.grad(lambda r: jd.value_iteration(m.replace(rewards=r), tol=VI_TOL).values.sum())(m.rewards)
-  assert (np.asarray(g)[:, 2] == 0).all()
-  np.testing.assert_allclose(np.asarray(g).sum(1) > 0, True)
+  # dV*/dr(s, a) = [1^T (I - gamma P_pi)^{-1}]_s 1[a = pi(s)], pi the first maximizer.
+  inv = np.linalg.inv(np.eye(6) - 0.9 * p[np.arange(6), pol])
+  want = np.zeros((6, 3))
+  want[np.arange(6), pol] = np.ones(6) @ inv
+  np.testing.assert_allclose(g, want, rtol=1e-9, atol=1e-10)
 
 
 # slow: 5 s; a compiled-memory check, unchanged by the default run's numerics

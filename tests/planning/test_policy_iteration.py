@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import jaxrl_dp as jd
-from _reference import np_grid, optimal_values, random_dense, random_sparse, sparse_to_dense
+from _reference import (evaluate, np_grid, optimal_values, random_dense, random_sparse,
+                        sparse_to_dense)
 
 
 def _stored(m):
@@ -100,10 +101,23 @@ def test_krylov_pi_float32_bound_holds():
 
 
 def test_exact_pi_tol_option():
+  """float32 exact PI: ``tol`` decides ``converged`` (an unreachable 1e-10
+  is never claimed), and every answer's bound holds against the float64
+  reference of the stored model, ``error_bound <= tol`` when converged."""
   m = _garnet("sparse", 3, 0.99, dtype=jnp.float32)
-  assert bool(jd.policy_iteration(m).converged)
-  assert not bool(jd.policy_iteration(m, tol=1e-10).converged)
-  assert bool(jd.policy_iteration(m, tol=1.0).converged)
+  v_ref, _, pi_ref = _ref(m)
+  p, r, g, _ = _stored(m)
+  for tol, want in ((None, True), (1e-10, False), (1.0, True)):
+    sol = jd.policy_iteration(m) if tol is None else jd.policy_iteration(m, tol=tol)
+    assert bool(sol.converged) == want, tol
+    err = np.abs(np.asarray(sol.values, np.float64) - v_ref).max()
+    assert err <= float(sol.error_bound), tol
+    if want and tol is not None:
+      assert float(sol.error_bound) <= tol
+    # the greedy policy of a converged exact PI is optimal (float64 evaluation)
+    if want:
+      np.testing.assert_allclose(evaluate(p, r, g, np.asarray(sol.policy)), v_ref,
+                                 atol=1e-9 * np.abs(v_ref).max())
 
 
 def test_krylov_pi_max_iters_is_honest():
@@ -171,9 +185,15 @@ def test_mpi_span_matches_float64_reference(layout):
                                           max_iters=100_000)
       sup = jd.modified_policy_iteration(m, tol=tol, stop="sup", num_sweeps=10,
                                          max_iters=100_000)
+      p, r, g, _ = _stored(m)
       for sol in (span, sup):
         assert bool(sol.converged), gamma
         assert np.abs(np.asarray(sol.values) - v_ref).max() <= float(sol.error_bound) <= tol
+        # the returned greedy policy: its exact value is within the greedy
+        # loss bound 2 gamma tol / (1 - gamma) of V* (here: the optimal one)
+        v_pi = evaluate(p, r, g, np.asarray(sol.policy))
+        assert np.abs(v_pi - v_ref).max() <= 2 * gamma * tol / (1 - gamma)
+        np.testing.assert_array_equal(np.asarray(sol.policy), pi_ref)
       assert int(span.iterations) <= int(sup.iterations)
       if gamma >= 0.99:
         assert 5 * int(span.iterations) < int(sup.iterations)
