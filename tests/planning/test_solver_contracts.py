@@ -212,13 +212,13 @@ def test_reverse_mode_where_documented():
   }
   for name, run in solvers.items():
     g = jax.grad(lambda rew: jnp.sum(run(m.replace(rewards=rew)).values))(m.rewards)
-    np.testing.assert_allclose(g, want, rtol=1e-3, atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6, err_msg=name)
   for method in ("iterative", "krylov"):
     g = jax.grad(lambda rew: jnp.sum(jd.policy_evaluation(
         m.replace(rewards=rew), pol, method=method, tol=1e-4).values))(m.rewards)
     want_pi = np.zeros((6, 2)); want_pi[np.arange(6), np.asarray(pol)] = np.linalg.inv(
         np.eye(6) - 0.8 * p[np.arange(6), np.asarray(pol)]).sum(0)
-    np.testing.assert_allclose(g, want_pi, rtol=1e-3, atol=1e-4, err_msg=method)
+    np.testing.assert_allclose(g, want_pi, rtol=1e-5, atol=1e-6, err_msg=method)
 
 
 def test_error_bound_function_is_the_exact_arithmetic_part():
