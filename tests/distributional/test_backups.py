@@ -225,11 +225,23 @@ def test_risk_on_quantile_representation_and_closed_forms():
             dd.variance(u), dd.threshold_probability(u, .25), dd.expected_utility(u, lambda x: x ** 2))
 
   cv, var, variance, thr, eu = functionals((2 * jnp.arange(1, n + 1) - 1) / (2.0 * n))
+  # Within 1/N of U[0, 1]'s closed forms, and exactly (to float32 rounding)
+  # the discrete ones of the atoms x_i = (2i - 1) / (2N), mass 1/N each: at
+  # alpha = k/N, CVaR = k / (2N) = alpha / 2, VaR = x_k = (2k - 1) / (2N);
+  # variance (N^2 - 1) / (12 N^2); P(X > 1/4) = 3/4 (no atom at 1/4);
+  # E[X^2] = (4N^2 - 1) / (12 N^2).
   np.testing.assert_allclose(cv, np.array([.05, .3, 1.0]) / 2, atol=1.0 / n)
   np.testing.assert_allclose(var, [.05, .3, 1.0], atol=1.0 / n)
   assert abs(float(variance) - 1 / 12) < 1.0 / n
   assert abs(float(thr) - .75) < 1.0 / n
   np.testing.assert_allclose(eu, 1 / 3, atol=1.0 / n)
+  # (float32 sums of N terms: within N u = 6e-5 relative at worst.)
+  ks, nu = np.array([50, 300, 1000]), n * np.finfo(np.float32).eps / 2
+  np.testing.assert_allclose(cv, ks / (2 * n), rtol=nu)
+  np.testing.assert_allclose(var, (2 * ks - 1) / (2 * n), rtol=1e-6)
+  np.testing.assert_allclose(variance, (n ** 2 - 1) / (12 * n ** 2), rtol=nu)
+  np.testing.assert_allclose(thr, 0.75, rtol=nu)
+  np.testing.assert_allclose(eu, (4 * n ** 2 - 1) / (12 * n ** 2), rtol=nu)
 
 
 def test_risk_batched_categorical_support():
