@@ -229,14 +229,35 @@ def test_river_swim_matches_paper_and_lp():
   check_optimal_values(mdp, v_ref)
 
 
+def riverswim_osband_reference(n=6):
+  """Osband, Russo & Van Roy, "(More) efficient reinforcement learning via
+  posterior sampling" (NIPS 2013), Figure 2 (RiverSwim), written out: LEFT
+  moves left w.p. 1; RIGHT from the left bank stays 0.4 / moves right 0.6,
+  in the river moves left 0.05 / stays 0.6 / moves right 0.35, at the right
+  bank moves left 0.4 / stays 0.6; reward 5/1000 for LEFT at the left bank
+  and 1 for RIGHT at the right bank (state-action rewards)."""
+  P = np.zeros((n, 2, n))
+  R = np.zeros((n, 2))
+  for s in range(n):
+    P[s, 0, max(s - 1, 0)] = 1.0
+  P[0, 1, 0], P[0, 1, 1] = 0.4, 0.6
+  for s in range(1, n - 1):
+    P[s, 1, s - 1], P[s, 1, s], P[s, 1, s + 1] = 0.05, 0.6, 0.35
+  P[n - 1, 1, n - 2], P[n - 1, 1, n - 1] = 0.4, 0.6
+  R[0, 0] = 5.0 / 1000
+  R[n - 1, 1] = 1.0
+  return P, R
+
+
 def test_river_swim_osband_variant():
+  P_ref, R_ref = riverswim_osband_reference()
   mdp = suites.river_swim(variant="osband", discount=0.9)
+  J.validate_mdp(mdp)
   P, R = dense_np(mdp)
-  assert P[0, 1, 1] == pytest.approx(0.6) and P[0, 1, 0] == pytest.approx(0.4)
-  np.testing.assert_allclose(P[3, 1, [2, 3, 4]], [0.05, 0.6, 0.35], atol=1e-7)
-  np.testing.assert_allclose(P[5, 1, [4, 5]], [0.4, 0.6], atol=1e-7)
-  assert R[0, 0] == pytest.approx(0.005) and R[5, 1] == pytest.approx(1.0)
-  assert np.count_nonzero(R) == 2
+  np.testing.assert_allclose(P, P_ref, atol=1e-7)
+  np.testing.assert_allclose(R, R_ref, rtol=1e-7)
+  v_ref = lp_optimal_values(P_ref, R_ref, 0.9)
+  check_optimal_values(mdp, v_ref)
 
 
 def chain_reference(n=5, slip=0.2):
