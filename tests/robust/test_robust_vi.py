@@ -6,6 +6,10 @@
 * every set: the robust Bellman residual of robust VI's values measured with
   the SciPy inner solvers of ``test_robust_inner`` (a residual e bounds the
   error by e / (1 - gamma)).
+* ``np_reference`` (also used by ``test_operator`` and ``test_results``): V*
+  by float64 NumPy robust VI with closed-form inner problems (TV / L1 / KL,
+  the chi-square ball by brute force over supports), its fixed point checked
+  by one backup of the SciPy inner solvers.
 """
 
 import itertools
@@ -21,7 +25,7 @@ from scipy.special import xlogy
 import jaxrl_dp as jd
 from jaxrl_dp import robust as R
 from _reference import evaluate, random_sparse, sparse_to_dense
-from robust.test_inner import build, reference as ref_inner
+from robust.test_inner import build, make_instances, radii_for, reference as ref_inner
 
 GAMMA = 0.9
 
@@ -108,6 +112,164 @@ def lp_robust_l1_eval(m, policy, radius, support="nominal"):
                 bounds=bounds, method="highs")
   assert res.status == 0, res.message
   return res.x[:s_n]
+
+
+# ------------------------------------------- NumPy closed-form reference
+def mdp_arrays(m):
+  """The stored MDP (its own numbers, e.g. float32 ones) as float64 NumPy:
+  ``(next states [S, A, K], probs [S, A, K], rewards [S, A] or slot rewards
+  [S, A, K], discount, action mask [S, A])``."""
+  ns, p = rows(m)
+  tr = m.transition_rewards
+  r = np.asarray(m.rewards if tr is None else tr, np.float64)
+  return ns, p, r, float(m.discount), np.asarray(m.action_mask, bool)
+
+
+def float32_exact(p, r):
+  """``(p, r)`` moved onto numbers a float32 MDP stores exactly: the rows of
+  ``p [..., K]`` on the grid of 2**-20 (positive entries stay positive),
+  summing to exactly 1 (the rounding remainder goes to each row's largest
+  entry), and ``r`` rounded to float32. A float32 solver then gets the very
+  MDP that a float64 reference reads back (:func:`mdp_arrays`), rows summing
+  to one with no rounding left to interpret."""
+  unit = 2.0 ** -20
+  q = np.where(p > 0, np.maximum(np.round(np.asarray(p, np.float64) / unit), 1.0), 0.0) * unit
+  top = np.argmax(q, -1)[..., None]
+  np.put_along_axis(q, top, np.take_along_axis(q, top, -1) + (1.0 - q.sum(-1, keepdims=True)), -1)
+  assert np.all(q.sum(-1) == 1.0) and np.all(q.astype(np.float32) == q)
+  return q, np.asarray(r, np.float32).astype(np.float64)
+
+
+def np_worst_value(kind, w, p, size, support="nominal"):
+  """Row-wise float64 worst case of ``w, p [N, K]`` (size scalar or ``[N]``):
+  ``min_P E_P[w] (+ size * D(P, p) for a penalty)`` over the simplex, P = 0
+  off the support (``p > 0`` for "nominal", every slot for "all").
+
+  * tv_penalty: ``sum_i p_i min(w_i, w_min + size)``, w_min over the support
+    (moving mass d from slot i to the cheapest slot gains ``(w_i - w_min) d``
+    and costs ``size * TV = size * d``);
+  * l1_ball: ``size / 2`` of mass (at most all of it) moves greedily from the
+    highest-w slots to the cheapest one;
+  * kl_penalty: ``-size log E_p exp(-w / size)`` (Gibbs variational principle);
+  * chi2_ball (nominal support): brute force over the support I of the worst
+    P: without positivity, the optimum on I is ``E_q[w] - sqrt(beta pi
+    Var_q(w))``, ``pi = p(I)``, ``q = p_I / pi``, ``beta = size - (1 - pi) -
+    (1 - pi)^2 / pi`` (Cauchy-Schwarz); the answer is the least value of the
+    candidates whose P is >= 0 (the true worst P is the candidate of its own
+    support, every candidate is feasible).
+  """
+  w = np.asarray(w, np.float64)
+  p = np.asarray(p, np.float64)
+  n, k = w.shape
+  size = np.broadcast_to(np.asarray(size, np.float64), (n,))
+  live = p > 0
+  allowed = np.ones_like(live) if support == "all" else live
+  w_min = np.min(np.where(allowed, w, np.inf), axis=1)
+  if kind == "tv_penalty":
+    return np.sum(np.where(live, p * np.minimum(w, w_min[:, None] + size[:, None]), 0.0), 1)
+  if kind == "kl_penalty":
+    m = np.min(np.where(live, w, np.inf), axis=1)
+    e = np.where(live, p * np.exp(-(np.where(live, w, m[:, None]) - m[:, None]) / size[:, None]),
+                 0.0)
+    return m - size * np.log(e.sum(1))
+  if kind == "l1_ball":
+    j = np.argmin(np.where(allowed, w, np.inf), axis=1)
+    donor = live & (np.arange(k)[None] != j[:, None])
+    order = np.argsort(np.where(donor, -w, np.inf), axis=1, kind="stable")
+    ps = np.take_along_axis(np.where(donor, p, 0.0), order, 1)
+    ws = np.take_along_axis(w, order, 1)
+    moved = np.clip(size[:, None] / 2 - (np.cumsum(ps, 1) - ps), 0.0, ps)
+    return np.sum(np.where(live, p * w, 0.0), 1) - np.sum(moved * (ws - w_min[:, None]), 1)
+  if kind == "chi2_ball":
+    assert support == "nominal"
+    best = np.full(n, np.inf)
+    for subset in itertools.product((False, True), repeat=k):
+      on = np.asarray(subset)[None] & live
+      pi = np.sum(np.where(on, p, 0.0), 1)
+      ok = pi > 0
+      pi_ = np.where(ok, pi, 1.0)
+      q = np.where(on, p, 0.0) / pi_[:, None]
+      hi = np.max(np.where(on, w, -np.inf), 1)
+      flat = hi == np.min(np.where(on, w, np.inf), 1)         # exact ties: no spread
+      mean = np.where(flat, hi, np.sum(np.where(on, q * w, 0.0), 1))
+      dev = np.where(on & ~flat[:, None], w - mean[:, None], 0.0)
+      ss = np.sum(np.where(on, p * dev ** 2, 0.0), 1)            # pi * Var_q(w)
+      beta = size - (1 - pi_) - (1 - pi_) ** 2 / pi_
+      ok &= beta >= 0
+      root = np.sqrt(np.maximum(beta, 0.0) * ss)
+      scale = np.sqrt(np.maximum(beta, 0.0)) / np.where(ss > 0, np.sqrt(ss), 1.0)
+      z = -scale[:, None] * p * dev
+      x = np.where(on, q + z, 0.0)
+      ok &= np.all(x >= -1e-12, axis=1)
+      best = np.where(ok, np.minimum(best, mean - root), best)
+    assert np.all(np.isfinite(best))
+    return best
+  raise ValueError(kind)
+
+
+def np_robust_q(ns, p, r, gamma, v, kind, size, support="nominal", row_solver=None):
+  """Robust ``q [S, A]`` of ``v``: ``r + gamma * worst(v)`` with expected
+  rewards ``[S, A]``; ``worst(r(s, a, .) + gamma v)`` with slot rewards ``[S,
+  A, K]``, a penalty then weighing ``gamma * size``. ``row_solver(kind, w, p,
+  size, support)`` replaces the closed forms by a per-row solver (the SciPy
+  references of ``test_inner``)."""
+  s_n, a_n, k = p.shape
+  size = np.broadcast_to(np.asarray(size, np.float64), (s_n, a_n)).reshape(-1)
+  if r.ndim == 3:
+    w = (r + gamma * v[ns]).reshape(-1, k)
+    if kind.endswith("_penalty"):
+      size = gamma * size
+  else:
+    w = v[ns].reshape(-1, k)
+  pr = p.reshape(-1, k)
+  if row_solver is None:
+    val = np_worst_value(kind, w, pr, size, support)
+  else:
+    val = np.array([row_solver(kind, w[i], pr[i], size[i], support) for i in range(len(w))])
+  val = val.reshape(s_n, a_n)
+  return val if r.ndim == 3 else r + gamma * val
+
+
+def np_robust_vi(ns, p, r, gamma, mask, kind, size, support="nominal", policy=None,
+                 rtol=1e-13, max_iters=200_000):
+  """float64 robust value iteration (policy evaluation when ``policy int
+  [S]`` is given) with :func:`np_robust_q`, from zero until the residual
+  ``||V_n - V_{n-1}||`` is below ``rtol * (1 + max|V|)``. Returns ``(V,
+  bound)``, ``bound >= |V - V*|``: ``(gamma ||V_n - V_{n-1}|| + delta) / (1 -
+  gamma)`` with ``delta = 64 eps (max|r| + gamma max|V|)`` for the rounding
+  of one backup (a few K-term float64 sums)."""
+  v = np.zeros(p.shape[0])
+  eps = np.finfo(np.float64).eps
+  for _ in range(max_iters):
+    q = np_robust_q(ns, p, r, gamma, v, kind, size, support)
+    v_new = (q[np.arange(len(v)), policy] if policy is not None
+             else np.max(np.where(mask, q, -np.inf), 1))
+    diff = np.max(np.abs(v_new - v))
+    v = v_new
+    if diff <= rtol * (1 + np.abs(v).max()):
+      delta = 64 * eps * (np.abs(r).max() + gamma * np.abs(v).max())
+      return v, (gamma * diff + delta) / (1 - gamma)
+  raise AssertionError("reference robust VI did not converge")
+
+
+def scipy_row(kind, w, p, size, support):
+  """One inner problem by the SciPy solvers of ``test_inner`` (LP for TV / L1)."""
+  return ref_inner(kind, w, p, size, None, support, None)
+
+
+def np_reference(m, uset, policy=None):
+  """``(V*, bound)`` of the robust MDP ``m`` and set ``uset`` as given (the
+  stored numbers and size, in float64) by :func:`np_robust_vi`; one backup
+  by the SciPy inner solvers (LP for TV / L1, SLSQP for KL / chi2) must leave
+  V* fixed (to the SLSQP accuracy), which checks the closed forms."""
+  ns, p, r, gamma, mask = mdp_arrays(m)
+  size = np.asarray(uset.size, np.float64)
+  v, bound = np_robust_vi(ns, p, r, gamma, mask, uset.kind, size, uset.support, policy=policy)
+  q = np_robust_q(ns, p, r, gamma, v, uset.kind, size, uset.support, row_solver=scipy_row)
+  again = (q[np.arange(len(v)), policy] if policy is not None
+           else np.max(np.where(mask, q, -np.inf), 1))
+  np.testing.assert_allclose(again, v, rtol=0, atol=1e-8 * (1 + np.abs(v).max()))
+  return v, bound
 
 
 def robust_bellman_reference(m, v, uset, kind, support="nominal", pnorm=None, cost=None):
@@ -374,7 +536,35 @@ def test_bad_input_raises_named_errors():
     R.robust_value_iteration(sp, R.l1_ball(0.1), v0=jnp.zeros(2))
 
 
+@pytest.mark.parametrize("kind,support", [("tv_penalty", "nominal"), ("tv_penalty", "all"),
+                                          ("l1_ball", "nominal"), ("l1_ball", "all"),
+                                          ("kl_penalty", "nominal"), ("chi2_ball", "nominal")])
+def test_numpy_reference_inner_problems_match_scipy(kind, support):
+  """The closed forms of ``np_worst_value`` vs the SciPy solvers of
+  ``test_inner`` (LP for TV / L1, SLSQP for KL / chi2) on rows with
+  zero-probability slots (cheap ones, which "all" may use), ties and sizes
+  over several decades."""
+  v, p, _, rng = make_instances(11, n=40)
+  v = np.where(p == 0, rng.normal(size=v.shape) * 3, v)
+  size = radii_for(kind, rng, 40)
+  got = np_worst_value(kind, v, p, size, support)
+  ref = np.array([scipy_row(kind, v[i], p[i], size[i], support) for i in range(len(v))])
+  scale = 1 + np.abs(v).max(1)
+  if kind in ("tv_penalty", "l1_ball"):
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * scale.max())
+  else:                                                # SLSQP's own accuracy
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-7 * scale.max())
+
+
 def test_max_iters_is_honest():
-  _, _, _, sp, _ = small_mdp(2, gamma=0.99)
-  sol = R.robust_value_iteration(sp, R.tv_penalty(1.0), tol=1e-6, max_iters=5)
+  """max_iters runs out: not converged, and error_bound still bounds the
+  error against V* by float64 NumPy robust VI (closed-form TV penalty)."""
+  ns, ps, r, _, _ = small_mdp(2, gamma=0.99)
+  ps, r = float32_exact(ps, r)                # the float32 MDP is the reference's MDP
+  sp = jd.TabularMDP.from_sparse(ns, ps, r, 0.99)
+  uset = R.tv_penalty(1.0)
+  sol = R.robust_value_iteration(sp, uset, tol=1e-6, max_iters=5)
   assert int(sol.iterations) == 5 and not bool(sol.converged)
+  v_star, ref_bound = np_reference(sp, uset)
+  err = np.max(np.abs(np.asarray(sol.values, np.float64) - v_star))
+  assert err + ref_bound <= float(sol.error_bound), (err, float(sol.error_bound))
