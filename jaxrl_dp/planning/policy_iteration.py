@@ -92,8 +92,10 @@ def policy_iteration(mdp: TabularMDP | FunctionalMDP, *, evaluation: str = "exac
   values computed in the MDP's layout (``delta`` the rounding of that
   backup, ``gamma'`` gamma times the largest row sum; see
   :func:`jaxrl_dp.core.iteration.bellman_residual_bound`); it holds whatever
-  the evaluation's accuracy. ``converged``: the policy is stable, the bound
-  is finite and, when ``tol`` is given, ``error_bound <= tol``. Values that
+  the evaluation's accuracy. ``converged``: the loop's stopping test held
+  (the policy is stable; Krylov: after an evaluation asked for the final
+  target, or with ``error_bound <= tol``), the bound is finite and, when
+  ``tol`` is given, ``error_bound <= tol``. Values that
   overflow (rewards of ``1e38`` in float32) or a discount outside ``[0, 1)``
   (also when traced: no iteration runs) never give ``converged``.
 
@@ -319,9 +321,12 @@ def _inexact_policy_iteration(op, evaluate, policy0, tol, r_max, *, max_iters):
   init = (jnp.asarray(0, jnp.int32), policy0.astype(jnp.int32), jnp.zeros((s,), dtype),
           jnp.zeros(mask.shape, dtype), inf, inf, jnp.asarray(False),
           jnp.asarray(False), inf, jnp.asarray(True))
-  it, pi, v, q, res, bound, stable, _, _, _ = jax.lax.while_loop(cond, body, init)
+  it, pi, v, q, res, bound, stable, final, _, _ = jax.lax.while_loop(cond, body, init)
   bound = jnp.where(valid & (it > 0) & ~jnp.isnan(bound), bound, inf)
-  converged = stable & jnp.isfinite(bound)
+  # The loop's own stopping test, not only a stable policy: a policy can be
+  # stable after an evaluation that has not reached its target yet (the
+  # first one asks for nothing: ``want = inf``, the values stay at 0).
+  converged = done(bound, stable, final) & jnp.isfinite(bound)
   if tol is not None:
     converged = converged & (bound <= tol)
   # The returned policy is the last improvement (greedy w.r.t. q up to the

@@ -129,6 +129,27 @@ def test_krylov_pi_max_iters_is_honest():
     assert np.abs(np.asarray(sol.values) - v_ref).max() <= float(sol.error_bound)
 
 
+def test_krylov_pi_converged_only_after_the_final_evaluation():
+  """Krylov PI's first evaluation asks for nothing (its target is the
+  previous residual, infinite): with ``max_iters=1`` the values are the zero
+  start and the greedy policy of the rewards is "stable", but that is not
+  convergence (it was reported as such). The bound holds either way
+  (float64 NumPy PI reference); with room, it converges to V*."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(1)
+    p, r = random_dense(rng, 5, 2)
+    m = jd.TabularMDP.from_dense(p, r, 0.9)
+    v_ref, _, _ = _ref(m)
+    for max_iters in (1, 2):
+      sol = jd.policy_iteration(m, evaluation="krylov", max_iters=max_iters)
+      assert not bool(sol.converged), max_iters
+      assert np.abs(np.asarray(sol.values) - v_ref).max() <= float(sol.error_bound)
+    sol = jd.policy_iteration(m, evaluation="krylov")
+    assert bool(sol.converged)
+    err = np.abs(np.asarray(sol.values) - v_ref).max()
+    assert err <= float(sol.error_bound) <= 1e-12 * np.abs(v_ref).max()
+
+
 def test_krylov_pi_jit_vmap_and_no_dense_matrix():
   with jax.enable_x64(True):
     mdps = [_garnet("sparse", seed, 0.95) for seed in range(3)]
