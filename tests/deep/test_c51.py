@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxrl_dp as jd
 from jaxrl_dp import suites
 from jaxrl_dp.deep import c51
 from _deep_cases import check_update_jit_equals_nojit, check_vmap_over_chains
@@ -58,13 +59,51 @@ def test_c51_loss_is_numpy_cross_entropy():
                                           jnp.asarray(target)), ref, rtol=1e-5)
 
 
+def _np_return_bounds(mdp):
+  """The rule of c51.return_bounds_of's docstring, in float64 NumPy: every
+  discounted return lies in [min(0, r_min), max(0, r_max)] / (1 - gamma), r
+  over the valid actions' rewards (per transition when the MDP has them: a
+  return is a sum of those, not of their expectations)."""
+  mask = np.asarray(mdp.action_mask)
+  if mdp.transition_rewards is None:
+    r = np.asarray(mdp.rewards, np.float64)[mask]
+  else:
+    r = np.asarray(mdp.transition_rewards, np.float64)[mask]
+  g = float(mdp.discount)
+  return min(0.0, r.min()) / (1 - g), max(0.0, r.max()) / (1 - g)
+
+
 def test_return_bounds_from_transition_rewards():
+  # FrozenLake pays 1 on entering the goal: per-transition rewards in {0, 1},
+  # bounds [0, 1 / (1 - 0.9)] = [0, 10]. The rule takes the per-transition
+  # rewards: the expected rewards (at most 1/3, no action enters the goal with
+  # probability above 1/3) would give [0, 10/3].
   mdp = suites.frozen_lake("4x4", discount=0.9)
-  lo, hi = c51.return_bounds_of(mdp)
-  np.testing.assert_allclose([lo, hi], [0.0, 10.0], rtol=1e-6)
+  assert mdp.transition_rewards is not None
+  np.testing.assert_allclose(np.asarray(mdp.rewards).max(), 1 / 3, rtol=1e-6)
+  want = _np_return_bounds(mdp)
+  np.testing.assert_allclose(want, [0.0, 10.0], rtol=1e-6)
+  np.testing.assert_allclose(c51.return_bounds_of(mdp), want, rtol=1e-6)
+  # negative rewards (hole -2, frozen -0.1, goal 1, gamma 0.8): [-10, 5]
+  mdp = suites.frozen_lake("4x4", discount=0.8, reward_schedule=(1.0, -2.0, -0.1))
+  want = _np_return_bounds(mdp)
+  np.testing.assert_allclose(want, [-2.0 / 0.2, 1.0 / 0.2], rtol=1e-6)
+  np.testing.assert_allclose(c51.return_bounds_of(mdp), want, rtol=1e-6)
+  # state rewards, all positive (lo = 0), a masked action's reward 100 ignored
+  p = np.full((2, 2, 2), 0.5)
+  r = np.array([[0.5, 100.0], [2.0, 1.0]])
+  mask = np.array([[True, False], [True, True]])
+  mdp = jd.TabularMDP.from_dense(p, r, 0.5, action_mask=mask)
+  want = _np_return_bounds(mdp)
+  np.testing.assert_allclose(want, [0.0, 2.0 / 0.5], rtol=1e-6)
+  np.testing.assert_allclose(c51.return_bounds_of(mdp), want, rtol=1e-6)
 
 
-@pytest.mark.slow  # the shared loop's jit/no-jit check runs by default in test_dqn
+# Slow (eager dispatch and a compile, 3-6 s on 2 loaded cores). The default run
+# checks jit == no-jit of the same q_update with the DQN loss only
+# (tests/deep/test_dqn.py::test_update_jit_equals_nojit_and_target_copies);
+# this loss is checked against NumPy by default, unjitted, above.
+@pytest.mark.slow
 def test_update_jit_equals_nojit():
   cfg = c51.C51Config(hidden=(8,), num_atoms=9)
   mdp = suites.chain(5, discount=0.9)
@@ -72,7 +111,11 @@ def test_update_jit_equals_nojit():
   check_update_jit_equals_nojit(agent)
 
 
-@pytest.mark.slow  # the shared loop's vmap check runs by default in test_dqn
+# Slow (two compiles of the training scan). The default run checks vmap over
+# MDPs == separate runs for FQI only (tests/deep/test_fqi.py::
+# test_fqi_reaches_the_tabular_optimum_vmapped_over_mdps_equal_to_separate_runs);
+# no DQN-family training (this loop) is vmapped over MDPs by default.
+@pytest.mark.slow
 def test_vmap_over_mdps_equals_separate_runs():
   metrics = check_vmap_over_chains(c51.train_c51, **SMALL)
   w1 = np.asarray(metrics["w1"])

@@ -104,7 +104,11 @@ def test_clipped_loss_matches_numpy():
   assert np.isfinite(float(aux["entropy"]))
 
 
-@pytest.mark.slow  # 11 s: two compilations of the update (default-run budget)
+# Slow (11 s: two compilations of the update; default-run budget). The default
+# run checks jit == no-jit of an update for DQN only
+# (tests/deep/test_dqn.py::test_update_jit_equals_nojit_and_target_copies);
+# the PPO loss is checked against NumPy by default, unjitted, above.
+@pytest.mark.slow
 def test_update_jit_equals_nojit_and_finite_with_masks():
   cfg = ppo.PPOConfig(hidden=(8,))
   rng = np.random.default_rng(2)
@@ -151,7 +155,11 @@ LEARN = dict(num_envs=8, num_steps=16, num_updates=100, eval_every=50, hidden=(3
              learning_rate=3e-3)
 
 
-@pytest.mark.slow  # 16 s (default-run budget); DQN's vmap-over-MDPs check stays in the default run
+# Slow (16 s; default-run budget). No PPO training runs by default: the
+# default run checks learning to the exact optimum, vmapped over (key, MDP)
+# pairs and equal to separate runs, for FQI only (tests/deep/test_fqi.py::
+# test_fqi_reaches_the_tabular_optimum_vmapped_over_mdps_equal_to_separate_runs).
+@pytest.mark.slow
 def test_learns_chain_optimum_vmapped_over_seeds_and_mdps_equal_to_separate_runs():
   """Stochastic PPO policies within 1% of (J* - J_uniform) of the float64
   optimum for at least 3 of 4 (key, MDP) pairs; pairs 0 and 1 equal separate
