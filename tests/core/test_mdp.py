@@ -323,3 +323,43 @@ def test_check_dense_size_message_says_what_fits(monkeypatch):
 def test_available_memory_is_positive_here():
   avail = memory.available_memory_bytes()
   assert avail is None or avail > 0
+
+
+def test_solvers_refuse_replaced_transitions_that_break_the_certificate():
+  """An MDP made with ``replace`` skips the constructors' validation; every
+  solver's boundary still refuses the transition entries its certificate
+  relies on (a negative or NaN probability, a successor index out of range),
+  naming the first one as ``validate_mdp`` would. A valid replaced model
+  solves to the float64 NumPy optimum, and replacing only its rewards keeps
+  the checked transition arrays (no second host check); a bfloat16 copy
+  (rows off 1 by its rounding) is not refused."""
+  from jaxrl_dp.core import mdp as mdp_module
+  rng = np.random.default_rng(3)
+  p, r = random_dense(rng, 6, 2)
+  m = jd.TabularMDP.from_dense(p, r, 0.9)
+  solvers = [jd.value_iteration, jd.policy_iteration, jd.modified_policy_iteration,
+             jd.anderson_value_iteration, jd.solve]
+  cases = [(m.replace(probs=m.probs.at[2, 1, 4].set(-0.25)), r"probs\[2, 1, 4\] = -0\.25"),
+           (m.replace(probs=m.probs.at[0, 0, 1].set(jnp.nan)), r"probs\[0, 0, 1\] = nan")]
+  ns, ps, rs = random_sparse(rng, 6, 2, 3)
+  sp = jd.TabularMDP.from_sparse(ns, ps, rs, 0.9)
+  cases.append((sp.replace(next_states=sp.next_states.at[4, 0, 2].set(6)),
+                r"next_states\[4, 0, 2\] = 6: expected a state index in \[0, 6\)"))
+  cases.append((sp.replace(next_states=sp.next_states.at[1, 1, 0].set(-1)),
+                r"next_states\[1, 1, 0\] = -1"))
+  for bad, msg in cases:
+    for f in solvers:
+      with pytest.raises(InvalidMDPError, match=msg):
+        f(bad)
+  # A valid replaced model: solved, and its reward-only replacement shares
+  # the recorded transition arrays.
+  m2 = m.replace(rewards=m.rewards * 2.0)
+  assert mdp_module._transitions_recorded(m2)
+  v_ref, _, _ = optimal_values(np.asarray(m.probs, np.float64),
+                               2.0 * np.asarray(m.rewards, np.float64), 0.9)
+  sol = jd.value_iteration(m2, tol=1e-3)
+  assert np.abs(np.asarray(sol.values, np.float64) - v_ref).max() <= float(sol.error_bound) <= 1e-3
+  mdp_module.check_transitions(m.replace(probs=m.probs.astype(jnp.bfloat16),
+                                         rewards=m.rewards.astype(jnp.bfloat16),
+                                         discount=m.discount.astype(jnp.bfloat16),
+                                         initial=m.initial.astype(jnp.bfloat16)))
