@@ -843,7 +843,9 @@ def check_solver_input(mdp: Any, *, infinite_horizon: bool) -> None:
   """Boundary checks shared by the solvers (one unbatched MDP).
 
   Shapes are always checked; the discount only when concrete (``[0, 1)`` for
-  infinite-horizon solvers, ``[0, 1]`` for finite-horizon ones).
+  infinite-horizon solvers, ``[0, 1]`` for finite-horizon ones); the
+  transition entries only when concrete and not yet checked
+  (:func:`check_transitions`).
 
   A :class:`TabularMDP` whose every leaf is a concrete ``jax.Array``
   (immutable, and the dataclass is frozen) is checked once: the same object
