@@ -809,8 +809,9 @@ def check_transitions(mdp: TabularMDP) -> None:
   its boundary: finite, nonnegative ``probs`` (the contraction modulus is
   ``gamma`` times the largest row sum only for nonnegative rows) and
   ``next_states`` in ``[0, S)`` (the gathers clamp an index out of range, which
-  would solve another model). One MDP, concrete leaves (tracers are skipped:
-  validate before ``jit``).
+  would solve another model). One MDP, concrete leaves (tracers, and arrays
+  spread over several processes, are skipped: validate before ``jit`` or
+  sharding).
 
   The constructors validate everything (:func:`validate_mdp`) and record
   their arrays; an MDP made with ``replace`` (or ``validate=False``) is
@@ -829,6 +830,8 @@ def check_transitions(mdp: TabularMDP) -> None:
     return
   if _transitions_recorded(mdp):
     return
+  if not all(getattr(x, "is_fully_addressable", True) for x in (probs, ns)):
+    return  # spread over processes: no host holds it (validate before sharding)
   p = np.asarray(probs)
   with np.errstate(invalid="ignore"):
     _first_bad("probs", ~(np.isfinite(p) & (p >= 0)), p, "a finite probability >= 0")
