@@ -764,44 +764,55 @@ def _check_same_dtype(mdp: TabularMDP) -> None:
 
 #: MDPs that passed :func:`check_solver_input`: ``(id(mdp), infinite_horizon)``
 #: -> a weak reference to the MDP (removed when the MDP is collected).
-_PASSED: dict[tuple[int, bool], weakref.ref] = {}
+_PASSED: dict[tuple, tuple[weakref.ref, ...]] = {}
 
 #: Transition arrays (``probs``, ``next_states``) whose entries passed
 #: :func:`check_transitions` (or a validating constructor), by identity:
-#: ``(id(probs), id(next_states) or 0) -> weak references to both``. Keyed on
+#: ``(id(probs), id(next_states) or 0) -> weak references to them``. Keyed on
 #: the arrays, not the MDP object, so that ``mdp.replace(rewards=...)``
 #: (a new object sharing the transitions) is not checked again.
-_TRANSITIONS_OK: dict[tuple[int, int], tuple[weakref.ref, Optional[weakref.ref]]] = {}
+_TRANSITIONS_OK: dict[tuple, tuple[weakref.ref, ...]] = {}
 
 
-def _transitions_key(mdp: Any) -> tuple[int, int]:
+def _immutable(xs) -> bool:
+  """Whether every one of ``xs`` is a concrete ``jax.Array`` (immutable: a
+  record of it stays true); NumPy arrays (mutable) and tracers are not."""
+  return all(isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def _remember(table: dict, key: tuple, objs: tuple) -> None:
+  """Records ``objs`` under ``key`` by weak references; the entry goes when
+  one of them is collected."""
+  def forget(r: weakref.ref, key: tuple = key) -> None:
+    if r in table.get(key, ()):
+      table.pop(key, None)
+  table[key] = tuple(weakref.ref(x, forget) for x in objs)
+
+
+def _remembered(table: dict, key: tuple, objs: tuple) -> bool:
+  """Whether ``table[key]`` records exactly these objects (by identity)."""
+  refs = table.get(key)
+  return (refs is not None and len(refs) == len(objs)
+          and all(r() is x for r, x in zip(refs, objs)))
+
+
+def _transitions(mdp: Any) -> tuple[tuple, tuple]:
+  """``(key, arrays)`` of ``mdp``'s transition arrays for :data:`_TRANSITIONS_OK`."""
   ns = mdp.next_states
-  return id(mdp.probs), 0 if ns is None else id(ns)
+  arrays = (mdp.probs,) if ns is None else (mdp.probs, ns)
+  return (id(mdp.probs), 0 if ns is None else id(ns)), arrays
 
 
 def _transitions_recorded(mdp: Any) -> bool:
-  entry = _TRANSITIONS_OK.get(_transitions_key(mdp))
-  if entry is None:
-    return False
-  ns = mdp.next_states
-  return entry[0]() is mdp.probs and (
-      ns is None if entry[1] is None else entry[1]() is ns)
+  return _remembered(_TRANSITIONS_OK, *_transitions(mdp))
 
 
 def _record_transitions(mdp: Any) -> None:
-  """Records ``mdp``'s transition arrays as checked when they are concrete
-  ``jax.Array`` s (immutable); NumPy arrays (mutable) and tracers never are."""
-  arrays = (mdp.probs,) if mdp.next_states is None else (mdp.probs, mdp.next_states)
-  if not all(isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
-             for x in arrays):
-    return
-  key = _transitions_key(mdp)
-
-  def forget(_r: weakref.ref, key: tuple[int, int] = key) -> None:
-    _TRANSITIONS_OK.pop(key, None)
-
-  refs = tuple(weakref.ref(x, forget) for x in arrays)
-  _TRANSITIONS_OK[key] = (refs[0], refs[1] if len(refs) > 1 else None)
+  """Records ``mdp``'s transition arrays as checked when they are
+  immutable (:func:`_immutable`)."""
+  key, arrays = _transitions(mdp)
+  if _immutable(arrays):
+    _remember(_TRANSITIONS_OK, key, arrays)
 
 
 def check_transitions(mdp: TabularMDP) -> None:
@@ -865,18 +876,13 @@ def check_solver_input(mdp: Any, *, infinite_horizon: bool) -> None:
     InvalidMDPError: not one :class:`TabularMDP`, or a bad discount.
   """
   key = (id(mdp), bool(infinite_horizon))
-  ref = _PASSED.get(key)
-  if ref is not None and ref() is mdp:
+  if _remembered(_PASSED, key, (mdp,)):
     return
   check_mdp_structure(mdp)
   check_discount(mdp.discount, infinite_horizon=infinite_horizon)
   check_transitions(mdp)
-  leaves = jax.tree_util.tree_leaves(mdp)
-  if all(isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) for x in leaves):
-    def forget(r: weakref.ref, key: tuple[int, bool] = key) -> None:
-      if _PASSED.get(key) is r:
-        _PASSED.pop(key, None)
-    _PASSED[key] = weakref.ref(mdp, forget)
+  if _immutable(jax.tree_util.tree_leaves(mdp)):
+    _remember(_PASSED, key, (mdp,))
 
 
 def as_policy(policy: Any, mdp: TabularMDP, *, field: str = "policy",
