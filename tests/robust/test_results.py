@@ -24,7 +24,7 @@ from scipy.optimize import linprog
 import jaxrl_dp as jd
 from jaxrl_dp import robust as R
 from jaxrl_dp.core.solver_info import solver_info
-from robust.test_robust_vi import float32_exact, mdp_arrays, np_reference
+from robust.test_robust_vi import float32_exact, mdp_arrays, np_fixed_point, np_reference
 
 S, A, K = 6, 3, 3
 
@@ -155,16 +155,9 @@ def lp_s_rect_backup(ns, p, tr, gamma, v, kappa, mask):
 def np_s_rect_vi(ns, p, tr, gamma, mask, kappa, rtol=1e-13, max_iters=200_000):
   """float64 VI with :func:`np_s_rect_backup` from zero to a residual below
   ``rtol * (1 + max|V|)``; ``(V, bound)`` as :func:`np_robust_vi`."""
-  v = np.zeros(p.shape[0])
-  eps = np.finfo(np.float64).eps
-  for _ in range(max_iters):
-    v_new = np_s_rect_backup(ns, p, tr, gamma, v, kappa, mask)
-    diff = np.max(np.abs(v_new - v))
-    v = v_new
-    if diff <= rtol * (1 + np.abs(v).max()):
-      delta = 64 * eps * (np.abs(tr).max() + gamma * np.abs(v).max())
-      return v, (gamma * diff + delta) / (1 - gamma)
-  raise AssertionError("reference s-rectangular VI did not converge")
+  return np_fixed_point(lambda v: np_s_rect_backup(ns, p, tr, gamma, v, kappa, mask),
+                        p.shape[0], gamma, np.abs(tr).max(), rtol, max_iters,
+                        "reference s-rectangular VI")
 
 
 @pytest.mark.slow

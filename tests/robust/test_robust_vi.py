@@ -238,18 +238,31 @@ def np_robust_vi(ns, p, r, gamma, mask, kind, size, support="nominal", policy=No
   bound)``, ``bound >= |V - V*|``: ``(gamma ||V_n - V_{n-1}|| + delta) / (1 -
   gamma)`` with ``delta = 64 eps (max|r| + gamma max|V|)`` for the rounding
   of one backup (a few K-term float64 sums)."""
-  v = np.zeros(p.shape[0])
+  def backup(v):
+    q = np_robust_q(ns, p, r, gamma, v, kind, size, support)
+    return (q[np.arange(len(v)), policy] if policy is not None
+            else np.max(np.where(mask, q, -np.inf), 1))
+
+  return np_fixed_point(backup, p.shape[0], gamma, np.abs(r).max(), rtol, max_iters,
+                        "reference robust VI")
+
+
+def np_fixed_point(backup, s, gamma, r_max, rtol, max_iters, what):
+  """float64 iteration ``v <- backup(v)`` from zero until the residual
+  ``||V_n - V_{n-1}||`` is below ``rtol * (1 + max|V|)``; ``(V, bound)`` with
+  ``bound = (gamma ||V_n - V_{n-1}|| + delta) / (1 - gamma) >= |V - V*|`` for
+  a ``gamma``-contraction, ``delta = 64 eps (r_max + gamma max|V|)`` the
+  rounding of one backup (a few K-term float64 sums)."""
+  v = np.zeros(s)
   eps = np.finfo(np.float64).eps
   for _ in range(max_iters):
-    q = np_robust_q(ns, p, r, gamma, v, kind, size, support)
-    v_new = (q[np.arange(len(v)), policy] if policy is not None
-             else np.max(np.where(mask, q, -np.inf), 1))
+    v_new = backup(v)
     diff = np.max(np.abs(v_new - v))
     v = v_new
     if diff <= rtol * (1 + np.abs(v).max()):
-      delta = 64 * eps * (np.abs(r).max() + gamma * np.abs(v).max())
+      delta = 64 * eps * (r_max + gamma * np.abs(v).max())
       return v, (gamma * diff + delta) / (1 - gamma)
-  raise AssertionError("reference robust VI did not converge")
+  raise AssertionError(f"{what} did not converge")
 
 
 def scipy_row(kind, w, p, size, support):
