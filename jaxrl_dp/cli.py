@@ -113,6 +113,9 @@ def _demo_parser() -> argparse.ArgumentParser:
                       help="VI stopping rule (span: value extrapolation), default span")
   parser.add_argument("--chunk-size", type=_positive_int, default=128,
                       help="MDPs per compiled chunk of batch.solve (default 128)")
+  parser.add_argument("--json", action="store_true",
+                      help="print one JSON object instead of the table: per kind the table's "
+                           "columns, and the first MDP's values and error bound")
   return parser
 
 
@@ -128,18 +131,20 @@ def demo(argv=None) -> int:
   build = time.perf_counter() - t0
   total = sum(int(m.rewards.shape[0]) for _, m, _ in suite)
   devices = jax.devices()
-  print(f"jaxrl_dp demo: {total} MDPs of {len(suite)} kinds on {len(devices)} "
-        f"{devices[0].platform} device(s); suite built in {build:.2f} s")
+  dtype = str(jax.numpy.zeros(()).dtype)
   rule = (f"tol = {args.tol:g}" if args.tol is not None else
           f"tol = {args.rtol:g} * max|r| / (1 - gamma) per kind")
-  print(f"value_iteration, {args.stop} stop, {jax.numpy.zeros(()).dtype}: converged means "
-        f"|V - V*| <= error_bound <= {rule}\n")
   header = (f"{'kind':<12} {'count':>5} {'S x A x K':>13} {'iters mean/max':>15} "
             f"{'tol':>9} {'max error_bound':>16} {'converged':>9} {'wall s':>7}  params")
-  print(header)
-  print("-" * len(header))
+  if not args.json:
+    print(f"jaxrl_dp demo: {total} MDPs of {len(suite)} kinds on {len(devices)} "
+          f"{devices[0].platform} device(s); suite built in {build:.2f} s")
+    print(f"value_iteration, {args.stop} stop, {dtype}: converged means "
+          f"|V - V*| <= error_bound <= {rule}\n")
+    print(header)
+    print("-" * len(header))
   grand = time.perf_counter()
-  all_ok = True
+  rows = []
   for kind, mdps, note in suite:
     b, s, a = mdps.rewards.shape
     k = mdps.probs.shape[-1]
@@ -150,13 +155,26 @@ def demo(argv=None) -> int:
                       max_iters=20_000)
     wall = time.perf_counter() - t
     it = np.asarray(sol.iterations)
-    bound = float(np.max(np.asarray(sol.error_bound, np.float64)))
+    bounds = np.asarray(sol.error_bound, np.float64)
     conv = np.asarray(sol.converged)
-    all_ok &= bool(conv.all())
-    print(f"{kind:<12} {b:>5} {f'{s}x{a}x{k}':>13} {f'{it.mean():.0f}/{it.max()}':>15} "
-          f"{tol:>9.2e} {bound:>16.2e} {f'{conv.sum()}/{b}':>9} {wall:>7.2f}  {note}")
-  print("-" * len(header))
-  print(f"total: {total} MDPs in {time.perf_counter() - grand:.2f} s (including compilation)")
+    rows.append({"kind": kind, "count": int(b), "shape": [int(s), int(a), int(k)],
+                 "iterations_mean": float(it.mean()), "iterations_max": int(it.max()),
+                 "tol": float(tol), "max_error_bound": float(bounds.max()),
+                 "converged": int(conv.sum()), "wall_s": wall, "params": note,
+                 "values_0": np.asarray(sol.values[0], np.float64).tolist(),
+                 "error_bound_0": float(bounds[0])})
+    if not args.json:
+      print(f"{kind:<12} {b:>5} {f'{s}x{a}x{k}':>13} {f'{it.mean():.0f}/{it.max()}':>15} "
+            f"{tol:>9.2e} {bounds.max():>16.2e} {f'{conv.sum()}/{b}':>9} {wall:>7.2f}  {note}")
+  elapsed = time.perf_counter() - grand
+  all_ok = all(r["converged"] == r["count"] for r in rows)
+  if args.json:
+    print(json.dumps({"mdps": total, "devices": len(devices), "platform": devices[0].platform,
+                      "dtype": dtype, "stop": args.stop, "rule": rule, "build_s": build,
+                      "total_s": elapsed, "kinds": rows}))
+  else:
+    print("-" * len(header))
+    print(f"total: {total} MDPs in {elapsed:.2f} s (including compilation)")
   return 0 if all_ok else 1
 
 

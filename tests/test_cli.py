@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jaxrl_dp as jd
-from jaxrl_dp import batch, cli, planning
+from jaxrl_dp import cli
 from jaxrl_dp import io as jd_io
 from _reference import optimal_values
 
@@ -71,27 +71,6 @@ def test_readme_set_up_commands_match_ci():
   assert cmds[1] in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.slow  # 19-20 s (six batch programs compiled); the demo's own run stays in the
-# default suite (test_demo_command_runs_and_reports_every_kind)
-def test_demo_suite_values_match_float64_reference():
-  suite = cli._demo_suite(scale=16)
-  assert {k for k, _, _ in suite} == {"garnet", "gridworld", "river_swim", "forest",
-                                      "frozen_lake", "chain"}
-  for kind, mdps, _ in suite:
-    tol = cli.demo_tol(mdps, 1e-4)
-    sol = batch.solve(mdps, planning.value_iteration, tol=tol, stop="span", progress=False)
-    assert sol.converged.all(), kind
-    assert np.all(np.asarray(sol.error_bound) <= tol), kind
-    m = jax.tree_util.tree_map(lambda x: x[0], mdps)
-    d = m.to_dense()
-    p = np.asarray(d.probs, np.float64)
-    r = np.asarray(d.rewards, np.float64)
-    v_star, _, _ = optimal_values(p, r, float(m.discount), np.asarray(m.action_mask))
-    err = np.abs(np.asarray(sol.values[0], np.float64) - v_star).max()
-    # The certified bound holds against the float64 optimum of the stored MDP.
-    assert err <= float(sol.error_bound[0]), (kind, err, float(sol.error_bound[0]))
-
-
 def test_demo_command_runs_and_reports_every_kind():
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   res = subprocess.run([sys.executable, "-m", "jaxrl_dp", "demo", "--quick"], cwd=ROOT,
@@ -101,6 +80,26 @@ def test_demo_command_runs_and_reports_every_kind():
     line = next(l for l in res.stdout.splitlines() if l.startswith(kind))
     count, conv = int(line.split()[1]), line.split()[6]
     assert conv == f"{count}/{count}", line
+
+
+def test_demo_json_values_match_float64_reference(capsys):
+  # In process (the table's run above is the subprocess): the first MDP of
+  # each kind against the float64 NumPy optimum of the same stored model.
+  assert cli.main(["demo", "--quick", "--json"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  suite = {kind: mdps for kind, mdps, _ in cli._demo_suite(scale=16)}
+  assert [r["kind"] for r in out["kinds"]] == list(suite)
+  for row in out["kinds"]:
+    mdps = suite[row["kind"]]
+    assert row["count"] == mdps.rewards.shape[0] == row["converged"], row["kind"]
+    assert row["max_error_bound"] <= row["tol"], row["kind"]
+    m = jax.tree_util.tree_map(lambda x: x[0], mdps)
+    d = m.to_dense()
+    v_star, _, _ = optimal_values(np.asarray(d.probs, np.float64),
+                                  np.asarray(d.rewards, np.float64), float(m.discount),
+                                  np.asarray(m.action_mask))
+    err = np.abs(np.asarray(row["values_0"]) - v_star).max()
+    assert err <= row["error_bound_0"] <= row["tol"], (row["kind"], err, row["error_bound_0"])
 
 
 # ------------------------------------------------- solve / analyze / bench / --version
