@@ -208,7 +208,7 @@ def test_closed_forms():
 
 
 @pytest.mark.slow
-def test_executed_policy_attains_the_grid_cvar_exactly_and_by_sampling():
+def test_executed_policy_cvar_is_within_the_grid_bound_by_exact_law_and_sampling():
   ns, p, r, init = tiny(1)
   alpha = 0.25
   with jax.enable_x64(True):
@@ -221,7 +221,34 @@ def test_executed_policy_attains_the_grid_cvar_exactly_and_by_sampling():
     got = cvar_of(xs, probs, alpha)
     tail = 0.5 ** T_REF * 6 / alpha
     assert got <= ref + tail  # nothing beats the optimum
-    assert abs(got - float(sol.cvar)) < 0.02, (got, float(sol.cvar), ref)
+    # Bounds on got - sol.cvar (G = grid_error_bound, E = error_bound of the
+    # grid solution, gamma = 1/2, L = 1 for min(x, 0), h the largest spacing).
+    # ``got`` is the CVaR of the T_REF-step return; the remainder gamma^T G_T
+    # has |.| <= 0.5^T_REF * 6, and CVaR is monotone and translation
+    # equivariant, so the truncation moves it by at most that (<= ``tail``).
+    # Above (documented): got <= CVaR* + tail <= sol.cvar + (G + E) / alpha
+    # + tail, the module's bound |sol.cvar - CVaR*| <= sol.error_bound.
+    # Below (derived; the library documents no bound for the executed rule):
+    # with What the interpolated W_h (exact where settled), the documented
+    # |W_h - W| <= G + E on the grid, W L-Lipschitz and the interpolation
+    # error L h / 2 give eps = sup |What - W| <= G + E + L h / 2. The rule is
+    # greedy on What (settled stocks: the mean-optimal policy, also greedy
+    # there since What = W is exact), so with T the gamma-contraction of the
+    # (s, c) Bellman equation, W - W^pi = T W - T What + T^pi What - T^pi W^pi
+    # <= gamma eps + gamma (eps + |W - W^pi|), i.e. |W - W^pi| <= 2 gamma eps
+    # / (1 - gamma) (Singh & Yee 1994). Rockafellar-Uryasev at the reported
+    # c0 (a grid point, What = W_h there): CVaR(G^pi) >= -c0 + E W^pi(s0, c0)
+    # / alpha >= -c0 + E W_h(s0, c0) / alpha - (G + E + 2 gamma eps / (1 -
+    # gamma)) / alpha = sol.cvar - that, minus the truncation for ``got``.
+    s = sol.solution
+    g_err, it_err, gam = float(s.grid_error_bound), float(s.error_bound), float(s.discount)
+    lip, h = 1.0, float(np.max(np.diff(np.asarray(s.stocks))))
+    eps = g_err + it_err + lip * h / 2
+    below = (g_err + it_err + 2 * gam * eps / (1 - gam)) / alpha + tail
+    above = float(sol.error_bound) + tail
+    gap = got - float(sol.cvar)
+    print(f"executed - reported CVaR = {gap:.3e}, bounds [-{below:.3e}, {above:.3e}]")
+    assert -below <= gap <= above, (got, float(sol.cvar), ref, below, above)
     # Monte Carlo with jax.random: mean and CVaR agree with the exact law
     # within 5 standard errors.
     n = 4000
