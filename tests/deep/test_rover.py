@@ -218,13 +218,38 @@ def test_first_rover_step_is_scaled_reinforce():
 SMALL = dict(num_updates=4, eval_every=2, group_size=4, hidden=(), use_bias=False, ks=(1, 3))
 
 
+def np_best_success(mdp, horizon, threshold=1.0):
+  """Enumeration: the most correct pairs (reward >= threshold) taken along any
+  sequence of allowed actions of length ``horizon`` from the root of a
+  deterministic tree (float64 NumPy, every sequence walked)."""
+  ns = np.asarray(mdp.next_states)[..., 0]
+  ok = np.asarray(mdp.rewards, np.float64) >= threshold
+  mask = np.asarray(mdp.action_mask)
+  best = 0.0
+  for seq in itertools.product(range(ns.shape[1]), repeat=horizon):
+    s, hits = int(np.flatnonzero(np.asarray(mdp.initial))[0]), 0.0
+    for a in seq:
+      if not mask[s, a]:
+        break
+      hits, s = hits + ok[s, a], int(ns[s, a])
+    else:
+      best = max(best, hits)
+  return best
+
+
 def test_optimal_success_vs_enumeration():
-  for key, p in [(1, 0.3), (2, 0.0)]:
-    mdp = suites.random_tree(jax.random.key(key), 3, 2, p=p)
-    best = float(np.max(np.asarray(mdp.rewards)))  # a deterministic tree: any correct leaf
-    assert float(jax.jit(optimal_success, static_argnums=1)(mdp, 3)) == best
+  run = jax.jit(optimal_success, static_argnums=1)
+  seen = set()
+  for key in range(6):
+    for reward, p, thr in (("binary", 0.3, 1.0), ("continuous", 0.5, 0.9)):
+      mdp = suites.random_tree(jax.random.key(key), 3, 2, reward, p=p)
+      for horizon in (2, 3, 4):  # the leaves are 3 decisions deep
+        want = np_best_success(mdp, horizon, thr)
+        assert float(run(mdp, horizon, thr)) == want, (key, reward, horizon)
+        seen.add(want)
+  assert seen == {0.0, 1.0}  # both outcomes occur
   cd = suites.countdown([2, 3, 4], 100)  # no solution
-  assert float(jax.jit(optimal_success, static_argnums=1)(cd, 2)) == 0.0
+  assert float(run(cd, 2)) == 0.0
 
 
 def check_metrics_bruteforce(mdp, res):
