@@ -212,4 +212,14 @@ def test_backup_cost_section_reads_the_benchmark(outputs):
   summary, _ = outputs
   bench = json.loads((ROOT / "benchmarks" / "results" / "robust.json").read_text())
   assert summary["bench"] == {r["name"]: r["ratio"] for r in bench["rows"]}
-  assert all(r["checks"]["robust_le_nominal"] and r["checks"]["spot_ok"] for r in bench["rows"])
+  # The ratios the notebook draws are those of the benchmark's raw timings:
+  # the median of the per-repeat ratios and the ratio of the fastest runs,
+  # recomputed here from the recorded samples. (The benchmark reports no time
+  # for a row whose answers failed its SciPy spot check: ratio None.)
+  for row in bench["rows"]:
+    t = {k: np.asarray(v) for k, v in row["samples"].items()}
+    assert row["ratio"] == pytest.approx(float(np.median(t["robust"] / t["nominal"])),
+                                         rel=1e-12), row["name"]
+    assert row["ratio_of_best"] == pytest.approx(t["robust"].min() / t["nominal"].min(),
+                                                 rel=1e-12), row["name"]
+    assert row["nominal_s"] == pytest.approx(float(np.median(t["nominal"])), rel=1e-12)
