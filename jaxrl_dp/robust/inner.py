@@ -26,7 +26,8 @@ exact optimum up to float rounding, a few eps * span(V)):
                      no cancellation as lam -> inf).
   * ``chi2_penalty`` exact: the threshold is a minimum over K closed-form
                      candidates (K^2 pairwise terms for small K, else one sort
-                     and cumulative sums).
+                     and cumulative sums); the value is the dual function at
+                     it (second order in the threshold's rounding).
   * ``lp_ball``      exact for p in {1, 2, inf}; other p: ``num_steps`` bisection
                      steps on the centre w of ``kappa_q``; the value error is
                      second order in the w error (at the rounding level); the
@@ -316,8 +317,11 @@ def chi2_penalty_worst_case(values: jax.Array, probs: jax.Array,
     lam: penalty weight, ``>= 0``.
 
   Returns:
-    ``(value [], worst_probs [K])``: the worst-case value and a
-    distribution attaining it.
+    ``(value [], worst_probs [K])``: the worst-case value (the dual function
+    at ``eta``: within a few ``(K + 3) u max|V|`` of the optimum for every
+    lam) and the KKT distribution at ``eta``, which sums to one up to
+    ``eta``'s rounding times ``1 / (2 lam)`` (at tiny lam next to large
+    values, e.g. 5e-3 in float32 at lam = 1e-6 span(V), |V| ~ 1e3).
   """
   p0 = _renormalized(probs)
   mask = p0 > 0
@@ -340,9 +344,31 @@ def chi2_penalty_worst_case(values: jax.Array, probs: jax.Array,
     cand = jnp.where(ps > 0, (2 * lam_s * rest + cum_m) / jnp.where(cum_p > 0, cum_p, 1.0),
                      jnp.inf)
     eta = jnp.min(cand)
-  d = jnp.where(mask, jnp.maximum(-1.0, (eta - u) / (2 * lam_s)), 0.0)
+  # ``eta`` is exact up to rounding, but ``P = P0 (1 + d)`` amplifies its
+  # rounding by ``1 / (2 lam)``, so at small lam the primal value ``E_P u +
+  # lam chi2(P)`` was off by ``eta (sum P - 1)``: up to ~3,000 u max|V| (a
+  # float32 row with P0 down to 1e-6 and lam = 4e-5 span(V): 4.6e-5 against
+  # the exact 0.0756). The value is read from the DUAL function at eta
+  # instead, ``g(eta) = eta + lam - lam sum P0 (1 + d)_+^2``, written without
+  # cancellation as
+  #   g = (eta + lam) P0(inactive) + sum_act P0 u - lam sum_act P0 d^2,
+  # whose terms are O(span(V)) for every lam. Weak duality: g(eta) <= the
+  # optimum for ANY eta, and g is flat at the optimum, so an error e in eta
+  # costs only ``e^2 P0(active) / (4 lam)`` (that row: 1.8e-8; over 1,800
+  # random float32 rows, lam / span in [1e-8, 1e2], at most 5.2 u max|V|
+  # against the exact rational optimum). Its gradient w.r.t. ``values`` is
+  # still ``P`` (dg/deta = 1 - sum P ~ 0). ``P`` itself keeps eta's rounding
+  # (``sum P - 1`` 2.3e-4 on that row, 5e-3 at lam = 1e-6 span(V) next to
+  # values ~1e3 in float32): a Newton step on ``sum P = 1`` was tried and
+  # diverged on rows whose active piece it left.
+  def pieces(eta):
+    d = jnp.where(mask, jnp.maximum(-1.0, (eta - u) / (2 * lam_s)), 0.0)
+    return d, mask & (d > -1.0)
+
+  d, active = pieces(eta)
   worst = p0 * (1.0 + d)
-  value = vmin + _rsum(worst * u) + lam_s * _rsum(p0 * d * d)
+  value = (vmin + (eta + lam_s) * _rsum(jnp.where(active, 0.0, p0))
+           + _rsum(jnp.where(active, p0 * u, 0.0)) - lam_s * _rsum(jnp.where(active, p0 * d * d, 0.0)))
   nominal = _expect(p0, values)
   value = jnp.where(ok, value, jnp.where(lam == 0, vmin, nominal))
   worst = jnp.where(ok, worst, jnp.where(lam == 0, _min_set_distribution(p0, values, mask), p0))

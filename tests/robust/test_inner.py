@@ -402,6 +402,69 @@ def test_kl_ball_extreme_radii_against_dual():
   np.testing.assert_array_less(np.abs(np.asarray(v32) - val), 2e-5 * scale)
 
 
+def exact_chi2_penalty(v, p, lam):
+  """``min_P E_P[V] + lam chi2(P || P0)`` in exact rational arithmetic
+  (``fractions.Fraction`` of the given floats, ``P0 = p / sum p`` exactly): the
+  KKT active set is a set of lowest-value slots; each candidate size gives
+  ``eta`` in closed form, and the one consistent with the KKT signs is optimal."""
+  from fractions import Fraction as F
+  lam = F(float(lam))
+  live = [i for i in range(len(p)) if p[i] > 0]
+  tot = sum(F(float(p[i])) for i in live)
+  P = {i: F(float(p[i])) / tot for i in live}
+  V = {i: F(float(v[i])) for i in live}
+  ranked = sorted(live, key=lambda i: V[i])
+  for n in range(1, len(live) + 1):
+    act, rest = ranked[:n], ranked[n:]
+    pa = sum(P[i] for i in act)
+    eta = (2 * lam * (1 - pa) + sum(P[i] * V[i] for i in act)) / pa
+    one = {i: 1 + (eta - V[i]) / (2 * lam) for i in live}
+    if all(one[i] >= 0 for i in act) and all(one[i] <= 0 for i in rest):
+      q = {i: P[i] * one[i] for i in act}
+      return float(sum(q[i] * V[i] for i in act)
+                   + lam * (sum((q[i] - P[i]) ** 2 / P[i] for i in act) + sum(P[i] for i in rest)))
+  raise AssertionError("no consistent active set")
+
+
+@pytest.mark.parametrize("k", [8, 20])  # unrolled pairwise terms / the sort (K > 16)
+def test_chi2_penalty_small_lam_float32_within_rounding_of_the_exact_optimum(k):
+  """Rows with a dominant slot, probabilities down to 1e-8, values offset up to
+  1e3 and penalties from 1e-7 to 10 times span(V), in float32, against the
+  exact rational optimum of the same stored numbers: within the robust
+  backups' rounding allowance for an inner problem, ``ROBUST_ROUNDING_FACTOR
+  (K + 3) u max|V|`` (robust_vi.robust_rounding). The primal value used
+  before was off by ``eta (sum P - 1)``: up to ~3,000 u max|V| on such rows
+  (the first row at K = 8, found by a randomized sweep: 4.6e-5 against 0.0756)."""
+  from jaxrl_dp.robust.robust_vi import ROBUST_ROUNDING_FACTOR
+  n = 150
+  rng = np.random.default_rng(k)
+  p = np.zeros((n, k))
+  p[:, 0] = 1.0
+  p[:, 1:] = 10.0 ** rng.uniform(-8, -3, (n, k - 1)) * (rng.random((n, k - 1)) > 0.15)
+  v = (rng.normal(size=(n, k)) * 10.0 ** rng.uniform(-2, 2, (n, 1))
+       + rng.choice([0.0, 100.0, -1e3], (n, 1)))
+  span = v.max(1) - v.min(1)
+  lam = span * 10.0 ** rng.uniform(-7, 1, n)
+  if k == 8:  # float32-exact numbers
+    v[0] = [0.07927271723747253, -0.10125936567783356, -0.12181465327739716,
+            -0.004165098071098328, -0.11009812355041504, 0.07538473606109619,
+            -0.06261815875768661, 0.027281563729047775]
+    p[0] = [0.9999799728393555, 5.7220458984375e-06, 3.814697265625e-06, 3.814697265625e-06,
+            4.76837158203125e-06, 0.0, 9.5367431640625e-07, 9.5367431640625e-07]
+    lam[0] = 3.824913e-05
+  v32, p32, lam32 = (x.astype(np.float32) for x in (v, p, lam))
+  val, worst = batched_worst_case(jnp.asarray(v32), jnp.asarray(p32),
+                                  R.chi2_penalty(jnp.asarray(lam32)))
+  val, worst = np.asarray(val, np.float64), np.asarray(worst, np.float64)
+  u = 2.0 ** -24
+  for i in range(n):
+    s = p32[i] > 0
+    want = exact_chi2_penalty(v32[i], p32[i], lam32[i])
+    allowance = ROBUST_ROUNDING_FACTOR * (k + 3) * u * np.abs(v32[i][s]).max()
+    assert abs(val[i] - want) <= allowance, (i, val[i], want, abs(val[i] - want) / allowance)
+    assert np.all(worst[i] >= 0) and np.all(worst[i][~s] == 0)
+
+
 def test_worked_examples():
   wc = jax.jit(R.worst_case)
   v = jnp.array([0.0, 1.0, 2.0])
