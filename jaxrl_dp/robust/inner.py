@@ -321,7 +321,7 @@ def chi2_penalty_worst_case(values: jax.Array, probs: jax.Array,
     at ``eta``: within a few ``(K + 3) u max|V|`` of the optimum for every
     lam) and the KKT distribution at ``eta``, which sums to one up to
     ``eta``'s rounding times ``1 / (2 lam)`` (at tiny lam next to large
-    values, e.g. 5e-3 in float32 at lam = 1e-6 span(V), |V| ~ 1e3).
+    values, e.g. 5e-3 in float32 at lam = 1e-6 span(V) next to ``|V| ~ 1e3``).
   """
   p0 = _renormalized(probs)
   mask = p0 > 0
