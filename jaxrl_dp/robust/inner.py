@@ -361,11 +361,8 @@ def chi2_penalty_worst_case(values: jax.Array, probs: jax.Array,
   # (``sum P - 1`` 2.3e-4 on that row, 5e-3 at lam = 1e-6 span(V) next to
   # values ~1e3 in float32): a Newton step on ``sum P = 1`` was tried and
   # diverged on rows whose active piece it left.
-  def pieces(eta):
-    d = jnp.where(mask, jnp.maximum(-1.0, (eta - u) / (2 * lam_s)), 0.0)
-    return d, mask & (d > -1.0)
-
-  d, active = pieces(eta)
+  d = jnp.where(mask, jnp.maximum(-1.0, (eta - u) / (2 * lam_s)), 0.0)
+  active = mask & (d > -1.0)
   worst = p0 * (1.0 + d)
   value = (vmin + (eta + lam_s) * _rsum(jnp.where(active, 0.0, p0))
            + _rsum(jnp.where(active, p0 * u, 0.0))
