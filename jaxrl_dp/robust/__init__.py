@@ -40,7 +40,7 @@ from jaxrl_dp.robust.inner import (chi2_ball_worst_case,
                                    kl_penalty_worst_case, l1_ball_worst_case,
                                    lp_ball_worst_case, tv_penalty_worst_case,
                                    wasserstein_ball_worst_case, worst_case,
-                                   worst_case_unchecked)
+                                   worst_case_gap, worst_case_unchecked)
 from jaxrl_dp.robust.types import (RobustFiniteHorizonSolution,
                                    RobustPolicyEvaluation, RobustSolution,
                                    SRectangularSolution)
@@ -62,7 +62,7 @@ __all__ = [
     "worst_case", "worst_case_unchecked",
     "tv_penalty_worst_case", "kl_penalty_worst_case", "chi2_penalty_worst_case",
     "l1_ball_worst_case", "kl_ball_worst_case", "chi2_ball_worst_case",
-    "wasserstein_ball_worst_case", "lp_ball_worst_case",
+    "wasserstein_ball_worst_case", "lp_ball_worst_case", "worst_case_gap",
     "RobustSolution", "RobustPolicyEvaluation", "RobustFiniteHorizonSolution",
     "SRectangularSolution",
     "robust_value_iteration", "robust_policy_evaluation",

@@ -85,9 +85,11 @@ class RobustOperator(ModelOperator):
     return robust_policy_backup(self.mdp, policy, v, self.uset)
 
   def rounding(self, policy: Optional[jax.Array] = None) -> BackupRounding:
-    """Bound on the rounding of one computed robust backup
-    (:func:`jaxrl_dp.robust.robust_vi.robust_rounding`)."""
-    return robust_rounding(self.mdp, policy)
+    """Bound on the rounding of one computed robust backup, with the set's
+    a-priori inner accuracy (:func:`jaxrl_dp.robust.robust_vi.robust_rounding`;
+    the numerical inner problems are certified by the public solvers'
+    :func:`jaxrl_dp.robust.robust_vi.certified_result`, not here)."""
+    return robust_rounding(self.mdp, policy, uset=self.uset)
 
   def modulus(self, policy: Optional[jax.Array] = None) -> jax.Array:
     """``[]`` the robust backup's sup-norm modulus (gamma times the largest

@@ -35,9 +35,14 @@ W||_inf``, so ``T`` is a gamma-contraction in the sup norm. The solvers
 therefore use the certified rule of :mod:`jaxrl_dp.core.iteration`: stop once
 ``error_bound = (gamma ||V_{n+1} - V_n||_inf + delta) / (1 - gamma) <= tol``
 (``delta`` the rounding of one robust backup, :func:`robust_rounding`); then
-``|V - V*| <= error_bound``, plus ``gamma * e / (1 - gamma)`` when the inner
-problem is solved only to accuracy ``e`` (the numerical kinds of ``inner``:
-at the rounding level with the default iteration counts). ``error_bound``
+``|V - V*| <= error_bound``. The inner problems solved numerically are
+certified at the returned values (:func:`certified_result`): ``lp_ball``'s
+a-priori bisection accuracy is part of ``delta``; for ``kl_ball``,
+``wasserstein_ball`` and ``chi2_ball`` with K > 16 a dual lower bound gives
+every inner problem a gap, and where a gap exceeds the rounding level (a
+user's step count that stopped an inner solve early) ``error_bound`` becomes
+the residual certificate ``(||T V - V|| + delta + gap) / (1 - gamma)`` at
+the returned values and ``converged`` whether it meets ``tol``. ``error_bound``
 holds at the returned values whether or not ``converged``; a ``tol`` below
 the rounding floor stops early with ``converged = False``. ``max_iters`` is
 never changed; when it runs out ``converged`` is False, and a discount
@@ -78,7 +83,8 @@ from jaxrl_dp.core.options import (as_values, check_choice, check_horizon,
                                    check_max_iters, check_tol, tol_arg)
 from jaxrl_dp.core.protocol import backward_induction, iterative_solve
 from jaxrl_dp.core.solver_info import solver
-from jaxrl_dp.robust.inner import worst_case_unchecked
+from jaxrl_dp.robust.inner import (inner_accuracy, is_numerical, worst_case_gap,
+                                   worst_case_unchecked)
 from jaxrl_dp.robust.solvers import (modified_policy_iteration_solver,
                                      policy_evaluation_solver)
 from jaxrl_dp.robust.types import (RobustFiniteHorizonSolution,
@@ -114,13 +120,26 @@ def check_uset_for_mdp(uset: UncertaintySet, mdp: TabularMDP,
 
 
 # ------------------------------------------------------------- primitives
-def _rows_worst_case(vals, probs, uset, size, cost):
+def _rows_worst_case(vals, probs, uset, size, cost, with_gap=False):
   """Inner problems on rows: ``vals, probs [N, K]``; size ``[]`` or ``[N]``;
-  cost ``None``, ``[K, K]`` (shared) or ``[N, K, K]``."""
+  cost ``None``, ``[K, K]`` (shared) or ``[N, K, K]``. ``(value [N], worst
+  [N, K])``, and with ``with_gap`` (static) also the certified ``(gap [N],
+  margin [N])`` of :func:`jaxrl_dp.robust.inner.worst_case_gap` and the
+  rows' ``max |vals| [N]`` over the set's support."""
   sets = uset.replace(size=size, cost=cost)
   axes = uset.replace(size=None if jnp.ndim(size) == 0 else 0,
                       cost=None if (cost is None or cost.ndim == 2) else 0)
-  return jax.vmap(worst_case_unchecked, in_axes=(0, 0, axes))(vals, probs, sets)
+  if not with_gap:
+    return jax.vmap(worst_case_unchecked, in_axes=(0, 0, axes))(vals, probs, sets)
+
+  def one(v, p, u):
+    value, worst = worst_case_unchecked(v, p, u)
+    gap, margin = worst_case_gap(v, p, u, value)
+    on = jnp.ones(p.shape, bool) if u.support == "all" else p > 0
+    level = jnp.max(jnp.where(on, jnp.abs(v), 0.0)).astype(value.dtype)
+    return value, worst, gap, margin, level
+
+  return jax.vmap(one, in_axes=(0, 0, axes))(vals, probs, sets)
 
 
 def _gathered_cost(mdp, uset, next_states):
@@ -140,16 +159,18 @@ def _discounted_size(uset, size, discount):
   return jnp.where(jnp.isinf(size), size, discount * size)
 
 
-def _backed_up(mdp, uset, rewards, vals, probs, size, cost):
+def _backed_up(mdp, uset, rewards, vals, probs, size, cost, with_gap=False):
   """``q`` of rows ``vals, probs [N, K]`` with slot rewards ``rewards [N, K]``
   (or expected rewards ``[N]`` when the MDP has no transition rewards):
-  ``(q [N], worst_probs [N, K])``."""
+  ``(q [N], worst_probs [N, K])``; with ``with_gap`` (static) also ``(gap,
+  margin, level) [N]`` of :func:`_rows_worst_case` in units of ``q``."""
   gamma = mdp.discount
   if rewards.ndim == 1:
-    val, worst = _rows_worst_case(vals, probs, uset, size, cost)
-    return rewards + gamma * val, worst
+    val, worst, *cert = _rows_worst_case(vals, probs, uset, size, cost, with_gap)
+    q = rewards + gamma * val
+    return (q, worst) + tuple(jnp.abs(gamma) * x for x in cert)
   w = rewards + gamma * vals
-  return _rows_worst_case(w, probs, uset, _discounted_size(uset, size, gamma), cost)
+  return _rows_worst_case(w, probs, uset, _discounted_size(uset, size, gamma), cost, with_gap)
 
 
 def robust_q_values(mdp: TabularMDP, v: jax.Array,
@@ -168,6 +189,12 @@ def robust_q_values(mdp: TabularMDP, v: jax.Array,
     ``(q [S, A], worst_probs [S, A, K])``; ``worst_probs`` is in the MDP's
     layout (``K = S`` for dense).
   """
+  return _q_values(mdp, v, uset)
+
+
+def _q_values(mdp, v, uset, with_gap=False):
+  """:func:`robust_q_values`; with ``with_gap`` (static) also ``(gap, margin,
+  level) [S, A]`` (see :func:`_backed_up`)."""
   vals, probs = bellman.gather_next(mdp, v)
   s, a, k = probs.shape
   size = jnp.asarray(uset.size)
@@ -177,9 +204,68 @@ def robust_q_values(mdp: TabularMDP, v: jax.Array,
     cost = cost.reshape(s * a, k, k)
   tr = mdp.transition_rewards
   rewards = mdp.rewards.reshape(s * a) if tr is None else tr.reshape(s * a, k)
-  q, worst = _backed_up(mdp, uset, rewards, vals.reshape(s * a, k),
-                        probs.reshape(s * a, k), size, cost)
-  return q.reshape(s, a), worst.reshape(s, a, k)
+  q, worst, *cert = _backed_up(mdp, uset, rewards, vals.reshape(s * a, k),
+                               probs.reshape(s * a, k), size, cost, with_gap)
+  return (q.reshape(s, a), worst.reshape(s, a, k)) + tuple(x.reshape(s, a) for x in cert)
+
+
+def certified_result(mdp: TabularMDP, uset: UncertaintySet, v: jax.Array, result,
+                     tol, policy=None) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """The robust ``q``, worst kernel, ``error_bound`` and ``converged`` to report
+  at a solver's returned values ``v [S]``.
+
+  For the exact inner problems these are ``robust_q_values(v)`` and the
+  solver's own ``result.error_bound`` / ``result.converged``. For the
+  numerical ones (:func:`jaxrl_dp.robust.inner.is_numerical`: ``kl_ball``,
+  ``wasserstein_ball``, ``chi2_ball`` with K > 16) every inner problem at
+  ``v`` also gets a certified gap from a dual lower bound
+  (:func:`jaxrl_dp.robust.inner.worst_case_gap`). Where every gap is within
+  the inner problem's share of the rounding allowance (``(ROBUST_ROUNDING_FACTOR
+  - 1) (K + 3) u max |w|``, the default step counts) the solver's bound stands;
+  otherwise (a step cap that stopped an inner solve early, or a solve off
+  at the rounding floor) the bound is the residual certificate at ``v``,
+  ``(||T v - v||_inf + delta + g) / (1 - gamma')`` with ``g`` the largest
+  gap plus margin over the rows ``T`` takes (the valid actions; the policy's
+  for evaluation), which holds whatever the solver did, and ``converged`` is
+  whether it meets ``tol``.
+
+  Args:
+    mdp: one MDP.
+    uset: its set.
+    v: ``[S]`` the returned values.
+    result: the protocol driver's result (``error_bound``, ``converged``).
+    tol: ``[]`` the tolerance.
+    policy: None (optimality) or the evaluated ``int [S]`` / ``float [S, A]``
+      policy.
+
+  Returns:
+    ``(q [S, A], worst_probs [S, A, K], error_bound [], converged bool [])``.
+  """
+  k = mdp.probs.shape[-1]
+  if not is_numerical(uset, k):
+    q, worst = _q_values(mdp, v, uset)
+    return q, worst, result.error_bound, result.converged
+  q, worst, gap, margin, level = _q_values(mdp, v, uset, with_gap=True)
+  mask = mdp.action_mask
+  if policy is None:
+    tv = bellman.masked_max(q, mask)
+    weight = mask.astype(q.dtype)
+  else:
+    tv = bellman.policy_value_from_q(q, policy)
+    weight = (jax.nn.one_hot(policy, q.shape[-1], dtype=q.dtype)
+              if bellman.is_deterministic_policy(policy) else policy.astype(q.dtype))
+  on = weight > 0
+  allowance = (ROBUST_ROUNDING_FACTOR - 1.0) * (k + 3) * unit_roundoff(q.dtype) * level
+  trusted = jnp.all(~on | (gap <= allowance))
+  g = jnp.max(jnp.where(on, jnp.maximum(gap, 0.0) + margin, 0.0))
+  modulus = robust_modulus(mdp, policy)
+  delta = robust_rounding(mdp, policy, uset=uset)(v, tv)
+  cert = (jnp.max(jnp.abs(tv - v)) + delta + g) / (1.0 - modulus)
+  cert = jnp.where((modulus < 1) & ~jnp.isnan(cert), cert, jnp.inf).astype(q.dtype)
+  keep = trusted | ~jnp.isfinite(result.error_bound)
+  bound = jnp.where(keep, result.error_bound, cert)
+  converged = jnp.where(keep, result.converged, bound <= tol)
+  return q, worst, bound, converged
 
 
 def robust_bellman(mdp: TabularMDP, v: jax.Array,
@@ -279,21 +365,26 @@ def _start_values(mdp: TabularMDP, uset: UncertaintySet) -> jax.Array:
 ROBUST_ROUNDING_FACTOR = 4.0
 
 
-def robust_rounding(mdp: TabularMDP, policy=None, *, extra: float = 0.0) -> BackupRounding:
+def robust_rounding(mdp: TabularMDP, policy=None, *, extra: float | jax.Array = 0.0,
+                    uset: UncertaintySet | None = None) -> BackupRounding:
   """Bound on the rounding of one computed robust backup (see
   :func:`jaxrl_dp.core.iteration.backup_rounding`, whose nominal bound on the
   same support is scaled by :data:`ROBUST_ROUNDING_FACTOR`), plus, with
   ``transition_rewards``, the rounding of the slot values ``r_k + gamma v_k``
   relative to ``max |r_k|`` (the inner problem sees ``w``, not ``v``), plus
   ``extra * (max |r| + gamma ||v||)`` for a caller's own accuracy term (the
-  s-rectangular bisection).
+  s-rectangular bisection), plus, given ``uset``, the a-priori accuracy of
+  its inner problem (:func:`jaxrl_dp.robust.inner.inner_accuracy`, relative
+  to ``span(w) <= 2 (max |r| + gamma ||v||)``: ``lp_ball``'s bisection).
 
-  It covers the rounding of the exact inner problems (TV / L1 / Wasserstein
-  when stopped / Lp with p in {1, 2, inf} / the penalties / small-K chi2
-  ball); the accuracy ``e`` of the numerical ones (``kl_ball``, ``chi2_ball``
-  for K > 16, ``lp_ball`` with other p) adds ``gamma e / (1 - gamma)`` to the
-  bound (at the rounding level with the default step counts, see ``inner``).
+  It covers the rounding of the exact inner problems (TV / L1 / Lp with p in
+  {1, 2, inf} / the penalties / small-K chi2 ball) and the accuracy of
+  ``lp_ball``'s bisection for any step count; the numerical ones
+  (``kl_ball``, ``wasserstein_ball``, ``chi2_ball`` for K > 16) are checked
+  at the returned values by :func:`certified_result` (the public solvers).
   """
+  if uset is not None:
+    extra = extra + 2.0 * inner_accuracy(uset, mdp.probs.shape[-1], mdp.probs.dtype)
   base = backup_rounding(mdp, policy)
   dtype = mdp.probs.dtype
   u = unit_roundoff(dtype)
@@ -386,10 +477,10 @@ def _robust_vi(mdp, uset, tol, v0, *, max_iters, stop="sup"):
   r = iterative_solve(value_iteration_solver(stop), RobustOperator(mdp, uset), v0, tol,
                       max_iters=max_iters)
   v = r.values
-  q, worst = robust_q_values(mdp, v, uset)
+  q, worst, bound, converged = certified_result(mdp, uset, v, r, tol)
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),
                         worst_probs=worst, iterations=r.iterations, residual=r.residual,
-                        converged=r.converged, error_bound=r.error_bound)
+                        converged=converged, error_bound=bound)
 
 
 @solver(infinite_horizon=True, kind="evaluation", reverse_mode=True)
@@ -440,10 +531,10 @@ def _robust_eval(mdp, policy, uset, tol, v0, *, max_iters):
   r = iterative_solve(policy_evaluation_solver(policy), RobustOperator(mdp, uset), v0, tol,
                       max_iters=max_iters)
   v = r.values
-  q, worst = robust_q_values(mdp, v, uset)
+  q, worst, bound, converged = certified_result(mdp, uset, v, r, tol, policy)
   return RobustPolicyEvaluation(values=v, q=q, worst_probs=worst, iterations=r.iterations,
-                                residual=r.residual, converged=r.converged,
-                                error_bound=r.error_bound)
+                                residual=r.residual, converged=converged,
+                                error_bound=bound)
 
 
 @solver(infinite_horizon=False, kind="finite_horizon")
@@ -545,7 +636,7 @@ def _robust_mpi(mdp, uset, tol, v0, *, num_sweeps, max_iters):
   r = iterative_solve(modified_policy_iteration_solver(num_sweeps), RobustOperator(mdp, uset),
                       v0, tol, max_iters=max_iters)
   v = r.values
-  q, worst = robust_q_values(mdp, v, uset)
+  q, worst, bound, converged = certified_result(mdp, uset, v, r, tol)
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),
                         worst_probs=worst, iterations=r.iterations, residual=r.residual,
-                        converged=r.converged, error_bound=r.error_bound)
+                        converged=converged, error_bound=bound)

@@ -112,7 +112,8 @@ def ref_wasserstein(v, p, r, cost, support):
   a_eq = np.kron(np.eye(k), np.ones((1, k)))          # sum_j plan[i, j] = p_i
   bounds = [(0, None if allowed[j] else 0) for _ in range(k) for j in range(k)]
   res = linprog(c, A_ub=cost.reshape(1, -1), b_ub=[r], A_eq=a_eq, b_eq=p,
-                bounds=bounds, method="highs")
+                bounds=bounds, method="highs",
+                options=dict(primal_feasibility_tolerance=1e-10, dual_feasibility_tolerance=1e-10))
   assert res.status == 0, res.message
   return res.fun
 

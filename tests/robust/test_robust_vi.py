@@ -581,3 +581,108 @@ def test_max_iters_is_honest():
   v_star, ref_bound = np_reference(sp, uset)
   err = np.max(np.abs(np.asarray(sol.values, np.float64) - v_star))
   assert err + ref_bound <= float(sol.error_bound), (err, float(sol.error_bound))
+
+
+@pytest.mark.parametrize("kind", ["chi2_ball", "kl_ball", "wasserstein_ball", "lp_ball"])
+def test_step_counts_set_by_the_user_keep_the_error_bound(kind):
+  """Inner solves cut short by the user's step count (3 bisection steps, one
+  Newton or cutting-plane step) used to leave the solvers' bound blind to
+  the inner error: converged=True with a bound ~1e-9 at errors up to 1.3.
+  Against V* of float64 value iteration whose every inner problem is solved
+  by the SciPy references (LP / bounded scalar dual / SLSQP on the support),
+  error_bound must cover the error, with converged False at a tol the
+  truncated inner problems cannot certify, and True with the default steps.
+  Dense S = 18 (K = 18 > 16: the chi-square ball bisects)."""
+  rng = np.random.default_rng(5)
+  s, a, gamma = 18, 2, 0.5
+  p = np.zeros((s, a, s))
+  for i in range(s):
+    for j in range(a):
+      idx = rng.choice(s, 5, replace=False)
+      p[i, j, idx] = rng.random(5) ** 2 + 0.05
+  p /= p.sum(-1, keepdims=True)
+  r = rng.normal(size=(s, a))
+  with jax.enable_x64(True):
+    m = jd.TabularMDP.from_dense(p, r, gamma, dtype=jnp.float64)
+    cost = line_metric(s)
+    size, pnorm = {"chi2_ball": (0.5, None), "kl_ball": (0.5, None),
+                   "wasserstein_ball": (0.3, None), "lp_ball": (0.02, 1.5)}[kind]
+    make = {"chi2_ball": lambda n: R.chi2_ball(size, num_steps=n),
+            "kl_ball": lambda n: R.kl_ball(size, max_steps=n),
+            "wasserstein_ball": lambda n: R.wasserstein_ball(size, cost, max_steps=n),
+            "lp_ball": lambda n: R.lp_ball(size, pnorm, num_steps=n)}[kind]
+    pm, rm = np.asarray(m.probs, np.float64), np.asarray(m.rewards, np.float64)
+
+    def backup(v):
+      q = np.empty((s, a))
+      for i in range(s):
+        for j in range(a):
+          live = pm[i, j] > 0
+          c = cost[np.ix_(live, live)]
+          q[i, j] = rm[i, j] + gamma * ref_inner(kind, v[live], pm[i, j, live], size, c,
+                                                 "nominal", pnorm)
+      return q.max(1)
+
+    v_star, ref_bound = np_fixed_point(backup, s, gamma, np.abs(rm).max(), 1e-11, 500,
+                                       "reference robust VI")
+    ref_bound += 1e-9    # the SLSQP / scalar-dual rows' accuracy
+    short = R.robust_value_iteration(m, make(3 if kind in ("chi2_ball", "lp_ball") else 1),
+                                     tol=1e-10, max_iters=2000)
+    err = np.max(np.abs(np.asarray(short.values) - v_star))
+    assert err > 1e-5, err                       # the truncated inner solves do miss
+    assert err + ref_bound <= float(short.error_bound), (err, float(short.error_bound))
+    assert not bool(short.converged)
+    full = R.robust_value_iteration(m, make(None), tol=1e-7)
+    err = np.max(np.abs(np.asarray(full.values) - v_star))
+    assert bool(full.converged) and err <= float(full.error_bound) + ref_bound, (
+        err, float(full.error_bound))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_inner_gap_certificates_against_exact_optima(dtype):
+  """``worst_case_gap`` claims ``|value - OPT| <= max(gap, 0) + margin`` for
+  the numerical inner problems. OPT: the chi-square ball by brute force over
+  supports (:func:`np_worst_value`), the Wasserstein ball by an LP (HiGHS at
+  1e-10 feasibility), the KL ball by the bounded scalar dual in float64.
+  Checked for the default solves and for solves cut to one step (whose gap
+  must then be large where the value is off), on 60 random rows (K = 8,
+  values offset up to 1e2, radii 1e-4 ... 10) stored in ``dtype``; the
+  chi-square rows are padded with 9 empty slots (K > 16: its bisection)."""
+  from robust.test_inner import ref_kl_ball, ref_wasserstein
+  from jaxrl_dp.robust.inner import worst_case_gap
+  rng = np.random.default_rng(11)
+  n_rows, k, pad = 60, 8, 9
+  v = rng.normal(size=(n_rows, k)) * 10 ** rng.uniform(-2, 1, (n_rows, 1))
+  v = (v + rng.normal(size=(n_rows, 1)) * 50).astype(dtype)
+  p = rng.random((n_rows, k)) ** 3
+  p[rng.random(p.shape) < 0.2] = 0.0
+  p[np.arange(n_rows), rng.integers(k, size=n_rows)] += 0.05
+  p = (p / p.sum(1, keepdims=True)).astype(dtype)
+  radius = (10 ** rng.uniform(-4, 1, n_rows)).astype(dtype)
+  cost = (np.abs(np.arange(k)[:, None] - np.arange(k)[None]) / k).astype(dtype)
+  v64, p64, r64 = v.astype(np.float64), p.astype(np.float64), radius.astype(np.float64)
+  opt = {"kl_ball": [ref_kl_ball(v64[i], p64[i], r64[i]) for i in range(n_rows)],
+         "wasserstein_ball": [ref_wasserstein(v64[i], p64[i], r64[i] / 10,
+                                              cost.astype(np.float64), "nominal")
+                              for i in range(n_rows)],
+         "chi2_ball": np_worst_value("chi2_ball", v64, p64, r64)}
+  zeros = np.zeros((n_rows, pad), dtype)
+  with jax.enable_x64(dtype == "float64"):
+    for kind in opt:
+      vv, pp = (np.concatenate([v, zeros], 1), np.concatenate([p, zeros], 1)) \
+          if kind == "chi2_ball" else (v, p)
+      for n in (None, 1):
+        def one(values, probs, size, kind=kind, n=n):
+          uset = {"kl_ball": lambda: R.kl_ball(size, max_steps=n),
+                  "wasserstein_ball": lambda: R.wasserstein_ball(size / 10, cost, max_steps=n),
+                  "chi2_ball": lambda: R.chi2_ball(size, num_steps=n)}[kind]()
+          value, _ = R.worst_case_unchecked(values, probs, uset)
+          return (value,) + worst_case_gap(values, probs, uset, value)
+        value, gap, margin = map(np.asarray, jax.jit(jax.vmap(one))(
+            jnp.asarray(vv), jnp.asarray(pp), jnp.asarray(radius)))
+        assert np.all(margin > 0) and np.all(gap >= -margin), (kind, n)
+        err = np.abs(value.astype(np.float64) - np.asarray(opt[kind]))
+        bad = err > np.maximum(gap, 0.0) + margin
+        assert not bad.any(), (kind, n, err[bad], gap[bad], margin[bad])
+        if n == 1:     # one step leaves many rows far off: the gap must see them
+          assert np.sum(err > 1e-3 * np.ptp(v64, 1)) >= 10, (kind, err)
