@@ -133,11 +133,13 @@ def soft_policy(q: jax.Array, action_mask: jax.Array, temperature,
 
 def log_ratio(policy: jax.Array, ref: Optional[jax.Array] = None) -> jax.Array:
   """``log(pi / ref)`` ``[S, A]`` where ``pi > 0`` (0 elsewhere; a safe log:
-  the gradient with respect to a zero probability is that of ``log 1``)."""
+  the gradient with respect to a zero probability is that of ``log 1``);
+  ``+inf`` where ``pi > 0`` and ``ref = 0`` (an infinite KL)."""
   pos = policy > 0
   out = jnp.log(jnp.where(pos, policy, 1.0))
   if ref is not None:
     out = out - jnp.log(jnp.where(pos & (ref > 0), ref, 1.0))
+    out = jnp.where(pos & ~(ref > 0), jnp.inf, out)
   return jnp.where(pos, out, 0.0)
 
 
@@ -146,7 +148,9 @@ def regularized_rewards(mdp: TabularMDP, policy: jax.Array, temperature,
   """``r(s, a) - tau log(pi(a|s) / ref(a|s))`` ``[S, A]`` (``r`` where ``pi =
   0``): ``sum_a pi (.)`` is the entropy-regularized reward ``r_pi + tau H(pi)``
   (``r_pi - tau KL(pi || ref)`` with ``ref``)."""
-  return mdp.rewards - temperature * log_ratio(policy, ref)
+  lr = log_ratio(policy, ref)
+  # tau = 0 is plain evaluation even where the KL is infinite (no 0 * inf).
+  return mdp.rewards - jnp.where(jnp.isinf(lr) & (temperature == 0), 0.0, temperature * lr)
 
 
 def soft_backup_rounding(mdp: TabularMDP, temperature,

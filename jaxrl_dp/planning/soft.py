@@ -24,6 +24,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrl_dp.core.reductions import sup_norm
 from jaxrl_dp.core import bellman
@@ -32,8 +33,8 @@ from jaxrl_dp.core.iteration import (bellman_residual_bound, contraction_modulus
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.options import (as_values, check_choice, check_horizon,
-                                   check_max_iters, check_tol, initial_values, scalar_arg,
-                                   tol_arg)
+                                   check_max_iters, check_tol, initial_values, is_concrete,
+                                   scalar_arg, tol_arg)
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, backward_induction,
                                     certified_done, final_bound, initial_state,
                                     iterative_solve)
@@ -69,6 +70,21 @@ def _as_ref(ref_policy, mdp):
         "ref_policy: expected float [S, A] probabilities (a deterministic reference "
         "would make the soft max the value of that action)")
   return ref
+
+
+def _check_policy_on_ref(probs, ref, temperature, mdp):
+  """Raises where a policy puts mass on a valid action its reference gives
+  probability 0 (``KL(pi || ref) = inf``: the regularized value is ``-inf``
+  for ``tau > 0``). Concrete inputs only (traced ones get ``-inf`` rewards
+  there, :func:`jaxrl_dp.core.soft.log_ratio`)."""
+  if ref is None or not is_concrete(probs, ref, temperature):
+    return
+  bad = (np.asarray(probs) > 0) & (np.asarray(ref) <= 0) & np.asarray(mdp.action_mask)
+  if np.any(bad) and float(np.asarray(temperature)) > 0:
+    s, a = (int(i) for i in np.argwhere(bad)[0])
+    raise InvalidMDPError(
+        f"policy[{s}, {a}] = {float(np.asarray(probs)[s, a]):.6g} > 0 where ref_policy[{s}, {a}] "
+        f"= 0: KL(policy || ref_policy) is infinite (the regularized value is -inf)")
 
 
 def _start(mdp, v0):
@@ -249,6 +265,7 @@ def soft_policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
   adjoint = check_adjoint(adjoint)
   dtype = mdp.rewards.dtype
   probs = bellman.policy_probs(policy, mdp.rewards.shape[1], dtype)
+  _check_policy_on_ref(probs, ref, temperature, mdp)
   return _soft_eval(mdp, probs, scalar_arg(temperature, dtype), ref,
                     tol_arg(tol, dtype), _start(mdp, v0), method=method, max_iters=max_iters,
                     adjoint=adjoint)

@@ -284,3 +284,27 @@ def test_no_retrace_for_new_temperatures_or_tolerances():
   for tau, tol in ((0.7, 1e-5), (1.3, 1e-8)):
     jd.soft_value_iteration(m, temperature=tau, tol=tol)
   assert soft_module._soft_vi._cache_size() == before
+
+
+def test_policy_off_the_reference_support_is_refused_or_minus_inf():
+  """A policy with mass on an action whose ``ref_policy`` probability is 0
+  has KL = inf, so its regularized value is -inf for tau > 0. It used to get
+  finite values with converged=True (log(ref) of 0 was replaced by log 1).
+  Concrete input: a named error; traced: -inf values, not converged; tau =
+  0: plain evaluation (float64 linear solve)."""
+  m, p, r = _dense(seed=4)
+  s, a = r.shape
+  ref = np.full((s, a), 1.0 / a)
+  ref[2] = [0.5, 0.5, 0.0]
+  pi = np.full((s, a), 1.0 / a)
+  with pytest.raises(jd.InvalidMDPError, match=r"^policy\[2, 2\] = .* where ref_policy\[2, 2\] = 0"):
+    jd.soft_policy_evaluation(m, pi, temperature=0.5, ref_policy=ref)
+  for method in ("exact", "iterative"):
+    sol = jax.jit(lambda t, method=method: jd.soft_policy_evaluation(
+        m, pi, temperature=t, ref_policy=ref, method=method))(0.5)
+    assert not bool(sol.converged) and float(sol.error_bound) == np.inf
+    assert float(sol.values[2]) == -np.inf
+  plain = jd.soft_policy_evaluation(m, pi, temperature=0.0, ref_policy=ref)
+  p_pi = np.einsum("sa,sat->st", pi, p)
+  expect = np.linalg.solve(np.eye(s) - float(m.discount) * p_pi, np.sum(pi * r, 1))
+  np.testing.assert_allclose(np.asarray(plain.values), expect, rtol=1e-10, atol=1e-10)
