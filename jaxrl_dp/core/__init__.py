@@ -3,7 +3,8 @@ solver protocol and its operators, solution types.
 
 Submodules: ``mdp`` (model and validation), ``options`` (option checks shared
 by every family), ``bellman`` (primitives), ``reductions`` (maxima and
-norms that keep NaNs on every backend), ``iteration`` (certified loop
+norms that keep NaNs on every backend), ``elementary`` (``log1p`` accurate
+where XLA's float64 one is not), ``iteration`` (certified loop
 bounds), ``protocol`` (the ``(init, step, done, finalize)`` solver protocol and
 its driver), ``operators`` (Bellman operators), ``solver_info`` (solver
 metadata), ``memory`` (size checks before ``S^2`` allocations), ``compile``

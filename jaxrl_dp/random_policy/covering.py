@@ -22,6 +22,7 @@ from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core import bellman
+from jaxrl_dp.core.elementary import log1p
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.options import check_int
 from jaxrl_dp.random_policy.inputs import check_analysis_inputs, to_float64
@@ -81,9 +82,9 @@ def covering_length_bounds(max_occ: jax.Array, sum_occ: jax.Array,
   dtype = max_occ.dtype
   any_pair = jnp.any(pairs)
   hi_p = jnp.min(jnp.where(pairs, jnp.minimum(1.0, sum_occ), 1.0))
-  lower = jnp.where(hi_p >= 1.0, 1.0, jnp.ceil(jnp.log(0.5) / jnp.log1p(-hi_p)))
+  lower = jnp.where(hi_p >= 1.0, 1.0, jnp.ceil(jnp.log(0.5) / log1p(-hi_p)))
   lo_p = jnp.where(pairs, max_occ, 1.0)
-  log_miss = jnp.where(pairs, jnp.log1p(-jnp.minimum(lo_p, 1.0)), -jnp.inf)  # log(1 - l_i)
+  log_miss = jnp.where(pairs, log1p(-jnp.minimum(lo_p, 1.0)), -jnp.inf)  # log(1 - l_i)
   n_pairs = jnp.sum(pairs).astype(dtype)
 
   def uncovered(n):  # union bound on P(some pair unvisited after n episodes)

@@ -119,6 +119,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jaxrl_dp.core.elementary import log1p
 from jaxrl_dp.core.reductions import nan_max, nan_min
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.robust.envelope import kl_ball_envelope, wasserstein_envelope
@@ -300,7 +301,7 @@ def kl_penalty_worst_case(values: jax.Array, probs: jax.Array,
   e = jnp.exp(-x)
   z = _rsum(probs * e) / total
   d = _rsum(probs * jnp.expm1(-x)) / total
-  value = vmin - lam_s * jnp.where(_rmax(x) <= 1.0, jnp.log1p(d), jnp.log(z))
+  value = vmin - lam_s * jnp.where(_rmax(x) <= 1.0, log1p(d), jnp.log(z))
   p0 = probs / total
   q = p0 * e / z
   nominal = _expect(p0, values)
@@ -470,7 +471,7 @@ def kl_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *
     # ~ sqrt(eps) too far for a tiny radius).
     theta = jnp.exp(s)
     z = jnp.where(mask, -theta * u, 0.0)
-    lse_small = jnp.log1p(jnp.sum(p0 * jnp.expm1(z)))
+    lse_small = log1p(jnp.sum(p0 * jnp.expm1(z)))
     # z <= 0 with z = 0 on the argmin slot: the sum lies in [P0(argmin), 1],
     # so log-sum-exp needs no max shift.
     lse_big = jnp.log(jnp.sum(jnp.where(mask, p0 * jnp.exp(z), 0.0)))
@@ -970,7 +971,7 @@ def kl_ball_lower_bound(values: jax.Array, probs: jax.Array, radius: ArrayLike) 
   def at(x):
     lam = jnp.exp(x)
     z = jnp.where(mask, -u / lam, 0.0)
-    lse_small = jnp.log1p(jnp.sum(p0 * jnp.expm1(z)))     # no cancellation as l -> inf
+    lse_small = log1p(jnp.sum(p0 * jnp.expm1(z)))     # no cancellation as l -> inf
     lse_big = jnp.log(jnp.sum(jnp.where(mask, p0 * jnp.exp(z), 0.0)))
     lse = jnp.where(lam >= 1.0, lse_small, lse_big)
     r = jnp.where(mask, jnp.expm1(z - lse), 0.0)
