@@ -334,3 +334,26 @@ def test_sweep_stats_counts_flags_against_numpy():
   np.testing.assert_array_equal(np.asarray(sb.flag_count), [0, 1, 5])
   assert iteration.sweep_stats(jnp.asarray(vb[0]), jnp.asarray(vb[0]),
                                flags=jnp.asarray(fb[1])).flag_count is None
+
+
+def test_error_bound_covers_underflow_to_zero():
+  """One absorbing state with reward 0 (V* = 0 exactly), float64, started
+  at -1e-300: the iterates shrink into the subnormal range, which XLA on CPU
+  flushes to zero, and the gamma multiple of the residual flushed with them.
+  The bound used to be exactly 0 with |V - V*| = 3e-308 (converged=True at
+  tol 0). Every solver's bound must cover |V| (the exact error here)."""
+  from jaxrl_dp import robust as R
+  with jax.enable_x64(True):
+    m = jd.TabularMDP.from_dense(np.ones((1, 1, 1)), np.zeros((1, 1)), 0.5)
+    runs = {
+        "value_iteration": lambda: jd.value_iteration(m, tol=0.0, v0=[-1e-300]),
+        "policy_evaluation": lambda: jd.policy_evaluation(m, np.array([0]), method="iterative",
+                                                          tol=0.0, v0=[-1e-300]),
+        "robust l1": lambda: R.robust_value_iteration(m, R.l1_ball(0.1), tol=0.0, v0=[-1e-300]),
+        "robust kl": lambda: R.robust_value_iteration(m, R.kl_ball(0.1), tol=0.0, v0=[-1e-300]),
+    }
+    for name, run in runs.items():
+      sol = run()
+      err = abs(float(sol.values[0]))
+      assert err <= float(sol.error_bound), (name, err, float(sol.error_bound))
+      assert float(sol.error_bound) > 0 and not bool(sol.converged), name
