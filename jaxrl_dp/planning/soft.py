@@ -246,14 +246,21 @@ def soft_policy_evaluation(mdp: TabularMDP, policy: jax.Array, *,
     mdp: one MDP, discount in [0, 1).
     policy: ``int [S]`` or ``float [S, A]``.
     temperature: ``tau >= 0`` (0 gives plain evaluation).
-    ref_policy: optional ``[S, A]`` reference probabilities.
+    ref_policy: optional ``[S, A]`` reference probabilities; ``policy``
+      must put no mass where it is 0 (for ``tau > 0``: KL would be infinite).
     method, tol, max_iters, v0: as in :func:`jaxrl_dp.policy_evaluation`.
     adjoint: :class:`~jaxrl_dp.planning.implicit.ImplicitAdjoint` (static;
       iterative methods).
 
   Returns:
     :class:`~jaxrl_dp.core.types.PolicyEvaluation` (``values``, ``q``,
-    ``iterations``, ``residual``, ``converged``, ``error_bound``).
+    ``iterations``, ``residual``, ``converged``, ``error_bound``); under
+    ``jit`` a policy off the reference's support gets ``-inf`` values there
+    and ``converged = False``.
+
+  Raises:
+    InvalidMDPError: bad input, including ``policy[s, a] > 0`` where
+      ``ref_policy[s, a] = 0`` (named) for ``tau > 0``.
   """
   check_solver_input(mdp, infinite_horizon=True)
   check_tol(temperature, "temperature")
@@ -285,7 +292,7 @@ def _soft_eval(mdp, probs, temperature, ref, tol, v0, *, method, max_iters, adjo
                            max_iters=max_iters, v0=v0_)
     bound = jnp.where(jnp.isfinite(ev.error_bound), ev.error_bound + extra, jnp.inf)
     bound = bound.astype(ev.values.dtype)
-    ok = jnp.isfinite(bound) if method == "exact" else bound <= tol
+    ok = bound <= tol
     return ev.replace(error_bound=bound, converged=ev.converged & ok)
 
   if method == "exact":

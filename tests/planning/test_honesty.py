@@ -120,9 +120,12 @@ def test_float32_evaluation_bounds_hold(layout):
       it = jax.vmap(lambda m, p: jd.policy_evaluation(m, p, method="iterative",
                                                       tol=tol))(batch, jpols)
       _check(it, refs, tol, f"iterative tol={tol}")
-    ex = jax.vmap(lambda m, p: jd.policy_evaluation(m, p))(batch, jpols)
-    assert np.asarray(ex.converged).all()
-    _check(ex, refs, np.inf, "exact")
+    # exact: converged means error_bound <= tol (it used to mean "finite")
+    for tol in (1e-6, 1e-2):
+      ex = jax.vmap(lambda m, p, tol=tol: jd.policy_evaluation(m, p, tol=tol))(batch, jpols)
+      np.testing.assert_array_equal(np.asarray(ex.converged), np.asarray(ex.error_bound) <= tol)
+      _check(ex, refs, tol, f"exact tol={tol}")
+    assert np.asarray(ex.converged).any()
 
 
 def test_float64_still_certifies_tight_tolerances():
