@@ -110,11 +110,11 @@ def np_s_rect_backup(ns, p, tr, gamma, v, kappa, mask):
   return out
 
 
-def lp_s_rect_backup(ns, p, tr, gamma, v, kappa, mask):
+def lp_s_rect_backup(ns, p, tr, gamma, v, kappa, mask, support="nominal"):
   """The same backup by one LP per state (the adversary's side of the
   minimax): ``min z`` over ``(z, P [A, K], t [A, K])``, ``z >= E_{P_a}[r_a +
   gamma V]`` for every valid a, ``t >= |P - P0|``, ``sum t <= kappa``, P in
-  the simplex on the nominal support."""
+  the simplex on the nominal support (every slot with ``support="all"``)."""
   s_n, a_n, k = p.shape
   n = 1 + 2 * a_n * k
   out = np.zeros(s_n)
@@ -124,10 +124,11 @@ def lp_s_rect_backup(ns, p, tr, gamma, v, kappa, mask):
     a_ub, b_ub, a_eq, bounds = [], [], [], [(None, None)]
     for a in range(a_n):
       o = 1 + a * k
+      keep = np.ones(k, bool) if support == "all" else p[s, a] > 0
       if mask[s, a]:
         row = np.zeros(n)
         row[0] = -1.0
-        row[o:o + k] = np.where(p[s, a] > 0, tr[s, a] + gamma * v[ns[s, a]], 0.0)
+        row[o:o + k] = np.where(keep, tr[s, a] + gamma * v[ns[s, a]], 0.0)
         a_ub.append(row)
         b_ub.append(0.0)
       for i in range(k):
@@ -139,7 +140,7 @@ def lp_s_rect_backup(ns, p, tr, gamma, v, kappa, mask):
       eq = np.zeros(n)
       eq[o:o + k] = 1.0
       a_eq.append(eq)
-      bounds += [(0, None if p[s, a, i] > 0 else 0) for i in range(k)]
+      bounds += [(0, None if keep[i] else 0) for i in range(k)]
     bounds += [(0, None)] * (a_n * k)
     row = np.zeros(n)
     row[1 + a_n * k:] = np.repeat(mask[s], k)

@@ -19,6 +19,7 @@ from scipy.optimize import linprog
 
 import jaxrl_dp as jd
 from jaxrl_dp import robust as R
+from robust.test_results import lp_s_rect_backup
 
 GAMMA = 0.6
 S, A, K = 4, 2, 3
@@ -100,46 +101,11 @@ def lp_fixed_point(backup, tol=1e-12, max_iters=500):
 
 
 def lp_s_rect(m, v, kappa, support):
-  """max_pi min_{P in U_s} sum_a pi_a E_{P_a}[r_a + gamma v] per state, as
-  min z over (z, P [A, K], t [A, K]) with z >= E_{P_a}[w_a] for every valid a."""
+  """max_pi min_{P in U_s} sum_a pi_a E_{P_a}[r_a + gamma v] per state: the
+  adversary's LP of ``test_results.lp_s_rect_backup``."""
   ns, p, tr = rows(m)
-  g = float(m.discount)
-  k = p.shape[2]
-  n = 1 + 2 * A * k
-  out = np.zeros(S)
-  for s in range(S):
-    c = np.zeros(n)
-    c[0] = 1.0
-    a_ub, b_ub, a_eq, bounds = [], [], [], [(None, None)]
-    for a in range(A):
-      keep = np.ones(k, bool) if support == "all" else p[s, a] > 0
-      w = np.where(keep, tr[s, a] + g * v[ns[s, a]], 0.0)
-      row = np.zeros(n)
-      row[0] = -1.0
-      row[1 + a * k:1 + (a + 1) * k] = w
-      a_ub.append(row)
-      b_ub.append(0.0)
-      for i in range(k):
-        pi, ti = 1 + a * k + i, 1 + A * k + a * k + i
-        for sign in (1.0, -1.0):
-          row = np.zeros(n)
-          row[pi], row[ti] = sign, -1.0
-          a_ub.append(row)
-          b_ub.append(sign * p[s, a, i])
-      eq = np.zeros(n)
-      eq[1 + a * k:1 + (a + 1) * k] = 1.0
-      a_eq.append(eq)
-      bounds += [(0, None) if keep[i] else (0, 0) for i in range(k)]
-    bounds += [(0, None)] * (A * k)
-    row = np.zeros(n)
-    row[1 + A * k:] = 1.0
-    a_ub.append(row)
-    b_ub.append(kappa)
-    res = linprog(c, A_ub=np.array(a_ub), b_ub=b_ub, A_eq=np.array(a_eq), b_eq=np.ones(A),
-                  bounds=bounds, method="highs")
-    assert res.status == 0, res.message
-    out[s] = res.fun
-  return out
+  return lp_s_rect_backup(ns, p, tr, float(m.discount), v, kappa, np.asarray(m.action_mask),
+                          support)
 
 
 def build(kind, size, support):
