@@ -82,6 +82,7 @@ from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.options import (as_values, check_choice, check_horizon,
                                    check_max_iters, check_tol, tol_arg)
 from jaxrl_dp.core.protocol import backward_induction, iterative_solve
+from jaxrl_dp.core.reductions import nan_max, sup_norm
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.robust.inner import (inner_accuracy, is_numerical, worst_case_gap,
                                    worst_case_unchecked)
@@ -257,10 +258,10 @@ def certified_result(mdp: TabularMDP, uset: UncertaintySet, v: jax.Array, result
   on = weight > 0
   allowance = (ROBUST_ROUNDING_FACTOR - 1.0) * (k + 3) * unit_roundoff(q.dtype) * level
   trusted = jnp.all(~on | (gap <= allowance))
-  g = jnp.max(jnp.where(on, jnp.maximum(gap, 0.0) + margin, 0.0))
+  g = nan_max(jnp.where(on, jnp.maximum(gap, 0.0) + margin, 0.0), axis=None)  # NaN kept
   modulus = robust_modulus(mdp, policy)
   delta = robust_rounding(mdp, policy, uset=uset)(v, tv)
-  cert = (jnp.max(jnp.abs(tv - v)) + delta + g) / (1.0 - modulus)
+  cert = (sup_norm(tv - v) + delta + g) / (1.0 - modulus)
   cert = jnp.where((modulus < 1) & ~jnp.isnan(cert), cert, jnp.inf).astype(q.dtype)
   keep = trusted | ~jnp.isfinite(result.error_bound)
   bound = jnp.where(keep, result.error_bound, cert)
