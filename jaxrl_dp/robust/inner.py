@@ -1074,9 +1074,11 @@ def worst_case_gap(values: jax.Array, probs: jax.Array, uset: UncertaintySet,
   """Certified accuracy of a numerical inner solve (:func:`is_numerical`).
 
   The value returned by :func:`worst_case_unchecked` for these kinds is the
-  expectation under a feasible ``P``, so it is at least the optimum; the
-  dual lower bounds above are at most the optimum. Hence ``|value - OPT| <=
-  gap + margin`` with ``gap = value - lower`` and ``margin`` the rounding of
+  expectation under a ``P`` feasible up to rounding, so it is at least the
+  optimum up to rounding; the dual lower bounds above are at most the
+  optimum and tight (bisected to ``2**-64`` of their bracket). Hence ``|value
+  - OPT| <= |gap| + margin`` with ``gap = value - lower`` (a negative gap: the
+  value fell below the optimum by rounding) and ``margin`` the rounding of
   the two evaluations: ``4 (K + 3) eps (|V_min| + c span)``, ``c = 1 +
   sqrt(1 + radius)`` for ``chi2_ball`` (whose dual carries that factor), 2
   otherwise. Zero for the other kinds.
