@@ -40,7 +40,8 @@ from jaxrl_dp.robust.inner import (chi2_ball_worst_case,
                                    kl_penalty_worst_case, l1_ball_worst_case,
                                    lp_ball_worst_case, tv_penalty_worst_case,
                                    wasserstein_ball_worst_case, worst_case,
-                                   worst_case_gap, worst_case_unchecked)
+                                   worst_case_unchecked)
+from jaxrl_dp.robust.certificates import worst_case_gap
 from jaxrl_dp.robust.types import (RobustFiniteHorizonSolution,
                                    RobustPolicyEvaluation, RobustSolution,
                                    SRectangularSolution)

@@ -81,16 +81,9 @@ floor; for ``kl_ball`` and ``wasserstein_ball`` an upper bound, they stop
 earlier); set them on the set to trade accuracy for speed.
 
 Certificates. What a step count costs in accuracy is never assumed: the
-robust solvers' ``error_bound`` accounts for it. ``lp_ball``'s bisection has
-an a-priori accuracy (:func:`inner_accuracy`, added to the backup's rounding
-bound). The other numerical kinds (:func:`is_numerical`: ``kl_ball``,
-``wasserstein_ball``, ``chi2_ball`` for K > 16) return the value of a
-feasible P (at least the optimum), and :func:`worst_case_gap` bounds its
-distance to the optimum by an independent dual lower bound
-(:func:`kl_ball_lower_bound`, :func:`chi2_ball_lower_bound`,
-:func:`wasserstein_lower_bound`: fixed-count bisections on the scalar duals,
-valid at any multiplier), which the public robust solvers evaluate at their
-returned values (``robust_vi.certified_result``).
+robust solvers' ``error_bound`` accounts for it (:mod:`jaxrl_dp.robust.certificates`:
+an a-priori accuracy for ``lp_ball``'s bisection, dual lower bounds for the
+other numerical kinds). The per-row helpers are :mod:`jaxrl_dp.robust.rows`.
 
 Derivatives. The derivative of the worst-case value with respect to
 ``values`` is the returned worst-case distribution (Danskin's theorem, where
@@ -120,126 +113,15 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxrl_dp.core.elementary import log1p
-from jaxrl_dp.core.reductions import nan_max, nan_min
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.robust.envelope import kl_ball_envelope, wasserstein_envelope
+from jaxrl_dp.robust.rows import (below_sums, default_steps, expect, kl_phi,
+                                  min_set_distribution, normalized, pairwise, renormalized,
+                                  row_argmin, row_max, row_min, row_sum, small_k, sum_first,
+                                  support_mask, take_last)
 from jaxrl_dp.robust.uncertainty_sets import (UncertaintySet,
                                               check_uncertainty_set,
                                               dual_exponent)
-
-
-# ----------------------------------------------------------------- helpers
-def default_steps(dtype, steps=None) -> int:
-  """Step count: ``steps`` if given, else 40 (float32) or 64 (float64)."""
-  if steps is not None:
-    return steps
-  return 64 if jnp.finfo(dtype).bits > 32 else 40
-
-
-#: Fan-outs up to this size replace SORTS by unrolled pairwise ranks: for each
-#: slot, the mass (or moment) of the slots ordered before it is a sum of K
-#: elementwise terms, K^2 in all, instead of a batched sort and cumulative sums
-#: (``chi2_penalty``, ``l1_ball``, the median of ``lp_ball`` with p = inf).
-#: Under ``jax.vmap`` over rows this is straight vector code over the rows,
-#: which XLA on CPU runs much faster than a batched sort: on the benchmark's
-#: robust backup (64 Garnets, S = 500, A = 4, K = 8) chi2_penalty went from
-#: ~75x to ~10x a nominal backup and l1_ball from ~72x to ~4.5x. Plain sums and
-#: minima over the K slots stay ``jnp`` reductions: unrolled too, they made the
-#: TV / KL penalties ~3x SLOWER in that backup (XLA re-does the gather of the
-#: next-state values inside the unrolled terms), as did unrolled reductions
-#: inside the bisection loops. Larger K (the dense layout, K = S) sorts.
-UNROLL_MAX = 16
-
-
-def _small(k) -> bool:
-  return 0 < k <= UNROLL_MAX
-
-
-def _rsum(x):
-  return jnp.sum(x, axis=-1)
-
-
-def _rmin(x):
-  return nan_min(x)  # keeps NaNs (core.reductions)
-
-
-def _rmax(x):
-  return nan_max(x)
-
-
-def _rargmin(x):
-  """First index of the minimum over the last axis, ``int32``."""
-  return jnp.argmin(x, axis=-1).astype(jnp.int32)
-
-
-def _rsum0(x):
-  return jnp.sum(x, axis=0)
-
-
-def _take_last(x, idx):
-  """``x[..., idx]`` per leading index: ``x [..., K]``, ``idx int [...]``."""
-  return jnp.take_along_axis(x, idx[..., None], -1)[..., 0]
-
-
-def _pairwise(fn, k):
-  """``[K]`` vector whose entry i is ``sum_j fn(i, j)`` (unrolled, K^2 terms)."""
-  return jnp.stack([sum(fn(i, j) for j in range(k)) if k > 1 else fn(i, 0)
-                    for i in range(k)], axis=-1)
-
-
-def _below_sums(u, p0, mask, k):
-  """Per slot i (K^2 unrolled terms): the mass ``sum P0_j`` and first moment
-  ``sum P0_j u_j`` of the support slots with ``u_j <= u_i``, and the mass of
-  those with ``u_j > u_i``: three ``[K]``."""
-  le = lambda i, j: mask[j] & (u[j] <= u[i])
-  cum_p = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j], 0.0), k)
-  cum_m = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j] * u[j], 0.0), k)
-  rest = _pairwise(lambda i, j: jnp.where(mask[j] & (u[j] > u[i]), p0[j], 0.0), k)
-  return cum_p, cum_m, rest
-
-
-def _support_mask(probs, support):
-  if support == "all":
-    return jnp.ones(probs.shape, bool)
-  return probs > 0
-
-
-def _expect(p, v):
-  """``sum p v`` that ignores slots with ``p == 0`` (their v may be inf/nan)."""
-  return _rsum(jnp.where(p != 0, p * v, 0.0))
-
-
-def _normalized(values, mask):
-  """``(v_min, span, u)`` with ``u = (v - v_min) / span`` in [0, 1] on ``mask``
-  (0 elsewhere); ``span`` is replaced by 1 when all masked values are equal."""
-  big = jnp.asarray(jnp.inf, values.dtype)
-  vmin = _rmin(jnp.where(mask, values, big))
-  vmax = _rmax(jnp.where(mask, values, -big))
-  span = vmax - vmin
-  safe = jnp.where(span > 0, span, 1.0)
-  u = jnp.where(mask, (jnp.where(mask, values, vmin) - vmin) / safe, 0.0)
-  return vmin, span, u
-
-
-def _renormalized(probs):
-  return probs / _rsum(probs)
-
-
-def _min_set_distribution(probs, values, mask):
-  """``P0`` conditioned on the argmin set of ``values`` over ``mask`` (the
-  limit of the KL / chi-square worst cases as the set grows)."""
-  vmin = _rmin(jnp.where(mask, values, jnp.inf))
-  w = jnp.where(mask & (values == vmin), probs, 0.0)
-  return w / _rsum(w)
-
-
-def _phi(r):
-  """``(1 + r) log(1 + r) - r`` for ``r >= -1``, accurate near 0 (series)."""
-  series = r * r * (0.5 + r * (-1 / 6 + r * (1 / 12 + r * (-1 / 20 + r * (
-      1 / 30 + r * (-1 / 42 + r * (1 / 56)))))))
-  one = 1.0 + r
-  direct = jnp.where(one > 0, one * jnp.log(jnp.where(one > 0, one, 1.0)), 0.0) - r
-  return jnp.where(jnp.abs(r) < 1e-2, series, direct)
 
 
 # --------------------------------------------------------------- penalties
@@ -261,14 +143,14 @@ def tv_penalty_worst_case(values: jax.Array, probs: jax.Array, lam: ArrayLike, *
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
-  mask = _support_mask(probs, support)
+  mask = support_mask(probs, support)
   vm = jnp.where(mask, values, jnp.inf)
-  vmin = _rmin(vm)                 # the value needs no argmin (only the P does)
+  vmin = row_min(vm)                 # the value needs no argmin (only the P does)
   live = probs > 0
   moved = jnp.where(live & (values > vmin + lam), probs, 0.0)
-  j = _rargmin(vm)
-  worst = probs - moved + jax.nn.one_hot(j, probs.shape[0], dtype=probs.dtype) * _rsum(moved)
-  value = _rsum(jnp.where(live, probs * jnp.minimum(values, vmin + lam), 0.0))
+  j = row_argmin(vm)
+  worst = probs - moved + jax.nn.one_hot(j, probs.shape[0], dtype=probs.dtype) * row_sum(moved)
+  value = row_sum(jnp.where(live, probs * jnp.minimum(values, vmin + lam), 0.0))
   return value, worst
 
 
@@ -290,8 +172,8 @@ def kl_penalty_worst_case(values: jax.Array, probs: jax.Array,
   """
   mask = probs > 0
   dtype = probs.dtype
-  total = _rsum(probs)             # P0 is renormalised through the sums below
-  vmin = _rmin(jnp.where(mask, values, jnp.inf))
+  total = row_sum(probs)             # P0 is renormalised through the sums below
+  vmin = row_min(jnp.where(mask, values, jnp.inf))
   ok = (lam > 0) & jnp.isfinite(lam)
   lam_s = jnp.where(ok, lam, 1.0)
   # x >= 0 and x = 0 on the argmin, so Z = E exp(-x) lies in [P0(argmin), 1]:
@@ -299,14 +181,14 @@ def kl_penalty_worst_case(values: jax.Array, probs: jax.Array,
   # taken from E expm1(-x) instead, which has no cancellation.
   x = jnp.where(mask, jnp.where(mask, values, vmin) - vmin, 0.0) * (1.0 / lam_s)
   e = jnp.exp(-x)
-  z = _rsum(probs * e) / total
-  d = _rsum(probs * jnp.expm1(-x)) / total
-  value = vmin - lam_s * jnp.where(_rmax(x) <= 1.0, log1p(d), jnp.log(z))
+  z = row_sum(probs * e) / total
+  d = row_sum(probs * jnp.expm1(-x)) / total
+  value = vmin - lam_s * jnp.where(row_max(x) <= 1.0, log1p(d), jnp.log(z))
   p0 = probs / total
   q = p0 * e / z
-  nominal = _expect(p0, values)
+  nominal = expect(p0, values)
   value = jnp.where(ok, value, jnp.where(lam == 0, vmin, nominal))
-  q = jnp.where(ok, q, jnp.where(lam == 0, _min_set_distribution(p0, values, mask), p0))
+  q = jnp.where(ok, q, jnp.where(lam == 0, min_set_distribution(p0, values, mask), p0))
   return value.astype(dtype), q
 
 
@@ -336,17 +218,17 @@ def chi2_penalty_worst_case(values: jax.Array, probs: jax.Array,
     ``eta``'s rounding times ``1 / (2 lam)`` (at tiny lam next to large
     values, e.g. 5e-3 in float32 at lam = 1e-6 span(V) next to ``|V| ~ 1e3``).
   """
-  p0 = _renormalized(probs)
+  p0 = renormalized(probs)
   mask = p0 > 0
   k = p0.shape[0]
-  vmin = _rmin(jnp.where(mask, values, jnp.inf))
+  vmin = row_min(jnp.where(mask, values, jnp.inf))
   u = jnp.where(mask, jnp.where(mask, values, vmin) - vmin, 0.0)
   ok = (lam > 0) & jnp.isfinite(lam)
   lam_s = jnp.where(ok, lam, 1.0)
-  if _small(k):
-    cum_p, cum_m, rest = _below_sums(u, p0, mask, k)
+  if small_k(k):
+    cum_p, cum_m, rest = below_sums(u, p0, mask, k)
     cand = jnp.where(mask, (2 * lam_s * rest + cum_m) / jnp.where(mask, cum_p, 1.0), jnp.inf)
-    eta = _rmin(cand)
+    eta = row_min(cand)
   else:
     order = jnp.argsort(jnp.where(mask, u, jnp.inf))
     us = jnp.where(mask, u, jnp.max(u))[order]
@@ -377,12 +259,12 @@ def chi2_penalty_worst_case(values: jax.Array, probs: jax.Array,
   d = jnp.where(mask, jnp.maximum(-1.0, (eta - u) / (2 * lam_s)), 0.0)
   active = mask & (d > -1.0)
   worst = p0 * (1.0 + d)
-  value = (vmin + (eta + lam_s) * _rsum(jnp.where(active, 0.0, p0))
-           + _rsum(jnp.where(active, p0 * u, 0.0))
-           - lam_s * _rsum(jnp.where(active, p0 * d * d, 0.0)))
-  nominal = _expect(p0, values)
+  value = (vmin + (eta + lam_s) * row_sum(jnp.where(active, 0.0, p0))
+           + row_sum(jnp.where(active, p0 * u, 0.0))
+           - lam_s * row_sum(jnp.where(active, p0 * d * d, 0.0)))
+  nominal = expect(p0, values)
   value = jnp.where(ok, value, jnp.where(lam == 0, vmin, nominal))
-  worst = jnp.where(ok, worst, jnp.where(lam == 0, _min_set_distribution(p0, values, mask), p0))
+  worst = jnp.where(ok, worst, jnp.where(lam == 0, min_set_distribution(p0, values, mask), p0))
   return value, worst
 
 
@@ -405,17 +287,17 @@ def l1_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
-  mask = _support_mask(probs, support)
+  mask = support_mask(probs, support)
   k = probs.shape[0]
-  j = _rargmin(jnp.where(mask, values, jnp.inf))
+  j = row_argmin(jnp.where(mask, values, jnp.inf))
   onehot = jax.nn.one_hot(j, k, dtype=probs.dtype)
-  budget = jnp.clip(jnp.minimum(radius / 2, 1.0 - _rsum(onehot * probs)), 0.0, None)
+  budget = jnp.clip(jnp.minimum(radius / 2, 1.0 - row_sum(onehot * probs)), 0.0, None)
   live = probs > 0
   key = jnp.where(live & (jnp.arange(k) != j), values, -jnp.inf)
-  if _small(k):
+  if small_k(k):
     # Mass ahead of slot i in the (stable) descending order of key: K^2 terms.
     ahead = lambda i, j_: (key[j_] > key[i]) | ((key[j_] == key[i]) & (j_ < i))
-    before = _pairwise(lambda i, j_: jnp.where(ahead(i, j_), probs[j_], 0.0), k)
+    before = pairwise(lambda i, j_: jnp.where(ahead(i, j_), probs[j_], 0.0), k)
     removed = jnp.clip(budget - before, 0.0, probs)
   else:
     order = jnp.argsort(-key)                        # highest value first
@@ -423,8 +305,8 @@ def l1_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *
     before = jnp.cumsum(ps) - ps
     taken = jnp.clip(budget - before, 0.0, ps)
     removed = jnp.zeros_like(probs).at[order].set(taken)
-  worst = probs - removed + onehot * _rsum(removed)
-  return _expect(worst, values), worst
+  worst = probs - removed + onehot * row_sum(removed)
+  return expect(worst, values), worst
 
 
 def kl_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *,
@@ -456,12 +338,12 @@ def kl_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
-  p0 = _renormalized(probs)
+  p0 = renormalized(probs)
   mask = p0 > 0
   dtype = p0.dtype
   n = default_steps(dtype, max_steps)
   eps = jnp.finfo(dtype).eps
-  vmin, span, u = _normalized(values, mask)
+  vmin, span, u = normalized(values, mask)
   radius = jnp.asarray(radius, dtype)
 
   def tilt(s):
@@ -480,7 +362,7 @@ def kl_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *
     q = p0 * (1.0 + r)
     mean = jnp.sum(q * u)
     var = jnp.sum(jnp.where(mask, q * (u - mean) ** 2, 0.0))
-    return q, jnp.sum(p0 * _phi(r)), theta * theta * var, mean
+    return q, jnp.sum(p0 * kl_phi(r)), theta * theta * var, mean
 
   big = 20.0 if jnp.finfo(dtype).bits > 32 else 10.0
   lo0 = jnp.asarray(-big * jnp.log(10.0), dtype)
@@ -548,7 +430,7 @@ def kl_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *
   q = jnp.where(use_mixed, mixed, out["best"])
   argmin_dist = jnp.where(at_min, p0, 0.0) / jnp.where(p_min > 0, p_min, 1.0)
   q = jnp.where(saturated & (radius > 0), argmin_dist, q)
-  return vmin + span * _rsum(q * u), q
+  return vmin + span * row_sum(q * u), q
 
 
 def chi2_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *,
@@ -595,7 +477,7 @@ def _chi2_ball_jvp(num_steps, primals, tangents):
   dv, dp, dr = tangents
   value, worst = _chi2_ball_solve(values, probs, radius, num_steps)
   dtype = worst.dtype
-  total = _rsum(probs)
+  total = row_sum(probs)
   p0 = probs / total
   mask = p0 > 0
   r = jnp.where(mask, worst / jnp.where(mask, p0, 1.0), 0.0)
@@ -607,40 +489,40 @@ def _chi2_ball_jvp(num_steps, primals, tangents):
   # m the P0-mass and P0-moment of the active slots, lam = (m - a E_P V) /
   # (2 (a (1 + radius) - 1)); the constraint is slack (lam = 0) when the
   # denominator is <= 0 (the argmin-set distribution is inside the ball).
-  a = _rsum(jnp.where(active, p0, 0.0))
-  m = _rsum(jnp.where(active, p0 * vals, 0.0))
-  e_p = _rsum(jnp.where(active, worst * vals, 0.0))
-  den = radius * a - _rsum(jnp.where(mask & ~active, p0, 0.0))
+  a = row_sum(jnp.where(active, p0, 0.0))
+  m = row_sum(jnp.where(active, p0 * vals, 0.0))
+  e_p = row_sum(jnp.where(active, worst * vals, 0.0))
+  den = radius * a - row_sum(jnp.where(mask & ~active, p0, 0.0))
   tiny = 64 * jnp.finfo(dtype).eps
   lam = jnp.where(den > tiny,
                   jnp.maximum(m - a * e_p, 0.0) / (2.0 * jnp.where(den > tiny, den, 1.0)),
                   0.0)
-  mean0 = _rsum(jnp.where(mask, p0 * vals, 0.0))
-  var0 = _rsum(jnp.where(mask, p0 * (vals - mean0) ** 2, 0.0))
+  mean0 = row_sum(jnp.where(mask, p0 * vals, 0.0))
+  var0 = row_sum(jnp.where(mask, p0 * (vals - mean0) ** 2, 0.0))
   at_zero = radius <= 0
   big = jnp.finfo(dtype).max
   lam = jnp.where(at_zero, jnp.where(var0 > 0, big, 0.0), jnp.minimum(lam, big))
   g = jnp.where(at_zero, vals, lam * (1.0 - r * r))
   g = jnp.where(mask, g, jnp.where(at_zero, 0.0, lam))
   # probs enters through p0 = probs / sum(probs).
-  g = (g - _rsum(p0 * g)) / total
-  dvalue = (_rsum(jnp.where(worst != 0, worst * dv, 0.0)) + _rsum(g * dp)
+  g = (g - row_sum(p0 * g)) / total
+  dvalue = (row_sum(jnp.where(worst != 0, worst * dv, 0.0)) + row_sum(g * dp)
             - jnp.where(at_zero & (var0 > 0), big, lam) * dr)
   return (value, worst), (dvalue.astype(value.dtype), jnp.zeros_like(worst))
 
 
 def _chi2_ball_solve(values, probs, radius, num_steps):
-  p0 = _renormalized(probs)
+  p0 = renormalized(probs)
   mask = p0 > 0
   dtype = p0.dtype
   n = default_steps(dtype, num_steps)
-  vmin, span, u = _normalized(values, mask)
-  if _small(p0.shape[0]):
+  vmin, span, u = normalized(values, mask)
+  if small_k(p0.shape[0]):
     worst = _chi2_ball_pieces(u, p0, mask, radius)
-    return vmin + span * _rsum(worst * u), worst
-  umax = _rmax(u)
-  mean = _rsum(p0 * u)
-  var = _rsum(p0 * (u - mean) ** 2)
+    return vmin + span * row_sum(worst * u), worst
+  umax = row_max(u)
+  mean = row_sum(p0 * u)
+  var = row_sum(p0 * (u - mean) ** 2)
   sd = jnp.sqrt(var)
   root = jnp.sqrt(radius)
   all_active = root * (umax - mean) <= sd
@@ -665,7 +547,7 @@ def _chi2_ball_solve(values, probs, radius, num_steps):
   top = jnp.where(umax > 0, umax, 1.0)
   _, _, best = jax.lax.fori_loop(0, n, step, (jnp.zeros((), dtype), top, at(top)[1]))
   worst = jnp.where(all_active, worst_all, best)
-  return vmin + span * _rsum(worst * u), worst
+  return vmin + span * row_sum(worst * u), worst
 
 
 def _chi2_ball_pieces(u, p0, mask, radius):
@@ -684,14 +566,14 @@ def _chi2_ball_pieces(u, p0, mask, radius):
   """
   k = p0.shape[0]
   le = lambda i, j: mask[j] & (u[j] <= u[i])
-  a, cum_m, rest = _below_sums(u, p0, mask, k)
+  a, cum_m, rest = below_sums(u, p0, mask, k)
   a_safe = jnp.where(a > 0, a, 1.0)
   mu = cum_m / a_safe
-  s2 = _pairwise(lambda i, j: jnp.where(le(i, j), p0[j] * (u[j] - mu[i]) ** 2, 0.0), k) / a_safe
+  s2 = pairwise(lambda i, j: jnp.where(le(i, j), p0[j] * (u[j] - mu[i]) ** 2, 0.0), k) / a_safe
   den = radius * a - rest                    # (1 + radius) a - 1, without cancellation
   valid = mask & (den > 0)
   t = mu + jnp.sqrt(s2 / jnp.where(valid, den, 1.0))
-  sq = _pairwise(lambda i, j: jnp.where(mask[j], p0[j] * jnp.maximum(t[i] - u[j], 0.0) ** 2,
+  sq = pairwise(lambda i, j: jnp.where(mask[j], p0[j] * jnp.maximum(t[i] - u[j], 0.0) ** 2,
                                         0.0), k)
   g = jnp.where(valid, t - jnp.sqrt((1.0 + radius) * sq), -jnp.inf)
   # g is flat (stationary) at the optimum, so near a breakpoint the best g can
@@ -700,13 +582,13 @@ def _chi2_ball_pieces(u, p0, mask, radius):
   nxt = jnp.stack([functools.reduce(jnp.minimum, [jnp.where(mask[j] & (u[j] > u[i]), u[j], jnp.inf)
                                                   for j in range(k)]) for i in range(k)], axis=-1)
   inside = valid & (t >= u) & (t <= nxt)
-  pick = jnp.where(jnp.any(inside), _rargmin(jnp.where(inside, -g, jnp.inf)), _rargmin(-g))
-  tb = _take_last(t, pick)
+  pick = jnp.where(jnp.any(inside), row_argmin(jnp.where(inside, -g, jnp.inf)), row_argmin(-g))
+  tb = take_last(t, pick)
   w = jnp.where(mask, jnp.maximum(tb - u, 0.0), 0.0)
-  s = _rsum(p0 * w)
+  s = row_sum(p0 * w)
   r = w / jnp.where(s > 0, s, 1.0)
-  worst = jnp.where(s > 0, p0 * r, _min_set_distribution(p0, u, mask))
-  chi = _rsum(jnp.where(mask, (worst - p0) ** 2 / jnp.where(mask, p0, 1.0), 0.0))
+  worst = jnp.where(s > 0, p0 * r, min_set_distribution(p0, u, mask))
+  chi = row_sum(jnp.where(mask, (worst - p0) ** 2 / jnp.where(mask, p0, 1.0), 0.0))
   theta = jnp.where(chi > radius, jnp.sqrt(radius / jnp.where(chi > 0, chi, 1.0)), 1.0)
   worst = p0 + theta * (worst - p0)
   return jnp.where(jnp.any(valid), worst, p0)
@@ -744,17 +626,17 @@ def wasserstein_ball_worst_case(values: jax.Array, probs: jax.Array, radius: Arr
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
-  dest = _support_mask(probs, support)
+  dest = support_mask(probs, support)
   dtype = probs.dtype
   k = probs.shape[0]
   n = default_steps(dtype, max_steps)
   eps = jnp.finfo(dtype).eps
-  _, span, u = _normalized(values, dest)
+  _, span, u = normalized(values, dest)
   cost = cost.astype(dtype)
   udest = jnp.where(dest, u, jnp.inf)
   live = probs > 0
   usable = live[:, None] & dest[None, :] & (cost > 0)
-  cmin = _rmin(_rmin(jnp.where(usable, cost, jnp.inf)))
+  cmin = row_min(row_min(jnp.where(usable, cost, jnp.inf)))
   lam_max = jnp.where(jnp.isfinite(cmin), 2.0 / cmin, 1.0)   # no move pays off above 1 / cmin
 
   def plan(lam):
@@ -812,10 +694,10 @@ def wasserstein_ball_worst_case(values: jax.Array, probs: jax.Array, radius: Arr
   theta = jnp.where(c_lo <= radius, 1.0,
                     jnp.clip((radius - c_hi) / jnp.where(gap > 0, gap, 1.0), 0.0, 1.0))
   w = jnp.where(live, probs, 0.0)
-  worst = (theta * _rsum0(w[:, None] * jax.nn.one_hot(j_lo, k, dtype=dtype))
-           + (1.0 - theta) * _rsum0(w[:, None] * jax.nn.one_hot(j_hi, k, dtype=dtype)))
+  worst = (theta * sum_first(w[:, None] * jax.nn.one_hot(j_lo, k, dtype=dtype))
+           + (1.0 - theta) * sum_first(w[:, None] * jax.nn.one_hot(j_hi, k, dtype=dtype)))
   del span
-  return _expect(worst, values), worst
+  return expect(worst, values), worst
 
 
 def lp_ball_worst_case(values: jax.Array, probs: jax.Array, radius: float | jax.Array, *,
@@ -843,30 +725,30 @@ def lp_ball_worst_case(values: jax.Array, probs: jax.Array, radius: float | jax.
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
-  mask = _support_mask(probs, support)
+  mask = support_mask(probs, support)
   dtype = probs.dtype
   k = probs.shape[0]
   v = jnp.where(mask, values, 0.0)
-  nominal = _expect(probs, values)
-  count = _rsum(mask.astype(jnp.int32))
+  nominal = expect(probs, values)
+  count = row_sum(mask.astype(jnp.int32))
   q = dual_exponent(p)
   if p == 1.0:
-    i_min = _rargmin(jnp.where(mask, values, jnp.inf))
-    i_max = _rargmin(jnp.where(mask, -values, jnp.inf))
-    kappa = 0.5 * (_take_last(values, i_max) - _take_last(values, i_min))
+    i_min = row_argmin(jnp.where(mask, values, jnp.inf))
+    i_max = row_argmin(jnp.where(mask, -values, jnp.inf))
+    kappa = 0.5 * (take_last(values, i_max) - take_last(values, i_min))
     d = 0.5 * radius * (jax.nn.one_hot(i_min, k, dtype=dtype)
                         - jax.nn.one_hot(i_max, k, dtype=dtype))
   elif p == 2.0:
-    w = _rsum(v) / count
+    w = row_sum(v) / count
     x = jnp.where(mask, v - w, 0.0)
-    kappa = jnp.sqrt(_rsum(x * x))
+    kappa = jnp.sqrt(row_sum(x * x))
     d = -radius * x / jnp.where(kappa > 0, kappa, 1.0)
   elif q == 1.0:
-    if _small(k):                                    # a median of the support:
+    if small_k(k):                                    # a median of the support:
       key = jnp.where(mask, values, jnp.inf)         # rank (count - 1) // 2
       below_i = lambda i, j: ((key[j] < key[i]) | ((key[j] == key[i]) & (j < i))).astype(jnp.int32)
-      rank = _pairwise(below_i, k)
-      w = _rsum(jnp.where(mask & (rank == (count - 1) // 2), values, 0.0))
+      rank = pairwise(below_i, k)
+      w = row_sum(jnp.where(mask & (rank == (count - 1) // 2), values, 0.0))
     else:
       srt = jnp.sort(jnp.where(mask, values, jnp.inf))
       w = srt[(count - 1) // 2]
@@ -874,14 +756,14 @@ def lp_ball_worst_case(values: jax.Array, probs: jax.Array, radius: float | jax.
     above = mask & (x > 0)
     below = mask & (x < 0)
     tie = mask & (x == 0)
-    cnt = lambda b: _rsum(b.astype(dtype))
+    cnt = lambda b: row_sum(b.astype(dtype))
     share = (cnt(above) - cnt(below)) / jnp.maximum(cnt(tie), 1)
     d = radius * jnp.where(above, -1.0, jnp.where(below, 1.0, jnp.where(tie, share, 0.0)))
     d = d.astype(dtype)
-    kappa = _rsum(jnp.abs(x))
+    kappa = row_sum(jnp.abs(x))
   else:
     n = default_steps(dtype, num_steps)
-    vmin, span, u = _normalized(values, mask)
+    vmin, span, u = normalized(values, mask)
 
     def slope(w):   # -(1/q) d/dw sum |u - w|^q, decreasing in w
       y = u - w
@@ -895,224 +777,22 @@ def lp_ball_worst_case(values: jax.Array, probs: jax.Array, radius: float | jax.
 
     lo, hi = jax.lax.fori_loop(0, n, step, (jnp.zeros((), dtype), jnp.ones((), dtype)))
     x = jnp.where(mask, u - 0.5 * (lo + hi), 0.0)
-    a = _rmax(jnp.abs(x))
+    a = row_max(jnp.abs(x))
     y = x / jnp.where(a > 0, a, 1.0)
-    ny = _rsum(jnp.abs(y) ** q) ** (1.0 / q)
+    ny = row_sum(jnp.abs(y) ** q) ** (1.0 / q)
     kappa = span * a * ny
     d = -radius * jnp.sign(y) * jnp.abs(y) ** (q - 1.0) / jnp.where(a > 0, ny, 1.0) ** (q - 1.0)
     d = jnp.where(span > 0, d, 0.0)                 # all values equal: P0 is a worst case
     # For p > 2 (q < 2) |x|^(q-1) is only Holder at x = 0, so the rounding error
     # of w leaves sum(d) ~ eps^(q-1) off zero: re-centre on the support, then
     # shrink back into the ball if needed (both exact up to rounding).
-    d = jnp.where(mask, d - _rsum(d) / count, 0.0)
-    nd = _rsum(jnp.abs(d) ** p) ** (1.0 / p)
+    d = jnp.where(mask, d - row_sum(d) / count, 0.0)
+    nd = row_sum(jnp.abs(d) ** p) ** (1.0 / p)
     d = d * jnp.minimum(1.0, radius / jnp.where(nd > 0, nd, 1.0))
     kappa = jnp.where(span > 0, kappa, 0.0)
     del vmin
   value = nominal - radius * kappa
   return value.astype(dtype), (probs + d).astype(dtype)
-
-
-# ------------------------------------------------------------- certificates
-#: Bisection steps of the dual lower bounds below (any multiplier gives a
-#: valid bound; the count only sets how tight it is: 2**-64 of the bracket).
-DUAL_STEPS = 64
-
-
-def is_numerical(uset: UncertaintySet, k: int) -> bool:
-  """Whether the inner problem of ``uset`` on ``k`` slots is solved by an
-  iteration whose accuracy depends on the data (``kl_ball``,
-  ``wasserstein_ball``, ``chi2_ball`` with ``k > UNROLL_MAX``): those get
-  a certified gap (:func:`worst_case_gap`). ``lp_ball``'s bisection has an
-  a-priori accuracy instead (:func:`inner_accuracy`); the rest are exact."""
-  if uset.kind in ("kl_ball", "wasserstein_ball"):
-    return True
-  return uset.kind == "chi2_ball" and not _small(k)
-
-
-def inner_accuracy(uset: UncertaintySet, k: int, dtype) -> jax.Array:
-  """``[]`` a-priori accuracy of the inner value relative to ``span(V)``:
-  ``|value - OPT| <= inner_accuracy * span(V)`` beyond rounding.
-
-  Non-zero only for ``lp_ball`` with ``p`` not in ``{1, 2, inf}``: its value
-  ``E_P0 V - radius ||V - w||_q`` at the bisection midpoint ``w`` (a dual
-  value: never above OPT) is ``radius k**(1/q)``-Lipschitz in ``w`` (the
-  q-norm of ``w`` times the all-ones vector on at most ``k`` slots) and ``w``
-  is within ``span 2**-(n+1)`` of the optimal centre after ``n`` steps.
-  """
-  if uset.kind != "lp_ball":
-    return jnp.zeros((), dtype)
-  p = cast(float, uset.p)
-  q = dual_exponent(p)
-  if p in (1.0, 2.0) or q == 1.0:
-    return jnp.zeros((), dtype)
-  n = default_steps(dtype, uset.steps)
-  radius = jnp.max(jnp.asarray(uset.size, dtype))
-  return radius * float(k) ** (1.0 / q) * 2.0 ** (-(n + 1))
-
-
-def kl_ball_lower_bound(values: jax.Array, probs: jax.Array, radius: ArrayLike) -> jax.Array:
-  """``[]`` a lower bound on ``inf {E_P[V] : KL(P || P0) <= radius}``.
-
-  The dual ``h(l) = -l log E_P0 exp(-V / l) - l radius`` is below the
-  optimum for every ``l > 0`` (Hu and Hong), and so is ``V_min`` (the
-  ``l -> 0`` limit); ``h`` is maximised by bisection on the sign of ``h'(l)
-  = KL(Q_l || P0) - radius`` (``Q_l ~ P0 exp(-V / l)``) in ``log l`` over
-  ``[eps**2, eps**-2] * span`` (:data:`DUAL_STEPS` steps). Independent of
-  :func:`kl_ball_worst_case` (no Newton, no cap).
-  """
-  p0 = _renormalized(probs)
-  mask = p0 > 0
-  dtype = p0.dtype
-  eps = jnp.finfo(dtype).eps
-  vmin, span, u = _normalized(values, mask)
-  radius = jnp.asarray(radius, dtype)
-
-  def at(x):
-    lam = jnp.exp(x)
-    z = jnp.where(mask, -u / lam, 0.0)
-    lse_small = log1p(jnp.sum(p0 * jnp.expm1(z)))     # no cancellation as l -> inf
-    lse_big = jnp.log(jnp.sum(jnp.where(mask, p0 * jnp.exp(z), 0.0)))
-    lse = jnp.where(lam >= 1.0, lse_small, lse_big)
-    r = jnp.where(mask, jnp.expm1(z - lse), 0.0)
-    return -lam * lse - lam * radius, jnp.sum(p0 * _phi(r)) - radius
-
-  def step(_, c):
-    lo, hi = c
-    mid = 0.5 * (lo + hi)
-    up = at(mid)[1] > 0                                    # l too small
-    return jnp.where(up, mid, lo), jnp.where(up, hi, mid)
-
-  edge = -2.0 * jnp.log(eps)
-  lo, hi = jax.lax.fori_loop(0, DUAL_STEPS, step, (-edge, edge))
-  best = jnp.maximum(jnp.maximum(at(lo)[0], at(hi)[0]), 0.0)
-  return vmin + span * best
-
-
-def chi2_ball_lower_bound(values: jax.Array, probs: jax.Array, radius: ArrayLike) -> jax.Array:
-  """``[]`` a lower bound on ``inf {E_P[V] : chi2(P || P0) <= radius}``.
-
-  The larger of ``E_P0 V - sqrt(radius Var_P0 V)`` (Cauchy-Schwarz without
-  ``P >= 0``; exact when every slot stays active) and ``max_t G(t)``, ``G(t)
-  = t - sqrt((1 + radius) E_P0 (t - V)_+^2)`` (below the optimum for every
-  ``t``; ``G(V_min) = V_min``), ``t`` bisected in ``[V_min, V_max]`` on
-  whether ``chi2(P0 (t - V)_+ / Z) > radius`` (:data:`DUAL_STEPS` steps).
-  Independent of :func:`chi2_ball_worst_case`'s iteration.
-  """
-  p0 = _renormalized(probs)
-  mask = p0 > 0
-  dtype = p0.dtype
-  vmin, span, u = _normalized(values, mask)
-  radius = jnp.asarray(radius, dtype)
-  mean = jnp.sum(p0 * u)
-  var = jnp.sum(jnp.where(mask, p0 * (u - mean) ** 2, 0.0))
-  cauchy = mean - jnp.sqrt(radius * var)
-
-  def excess(t):    # t at or left of the threshold: chi2 of P_t above the radius
-    w = jnp.where(mask, jnp.maximum(t - u, 0.0), 0.0)
-    z = jnp.sum(p0 * w)
-    r = w / jnp.where(z > 0, z, 1.0)
-    return (z <= 0) | (jnp.sum(jnp.where(mask, p0 * (r - 1.0) ** 2, 0.0)) > radius)
-
-  def g(t):
-    w = jnp.where(mask, jnp.maximum(t - u, 0.0), 0.0)
-    return t - jnp.sqrt((1.0 + radius) * jnp.sum(p0 * w * w))
-
-  def step(_, c):
-    lo, hi = c
-    mid = 0.5 * (lo + hi)
-    up = excess(mid)
-    return jnp.where(up, mid, lo), jnp.where(up, hi, mid)
-
-  lo, hi = jax.lax.fori_loop(0, DUAL_STEPS, step, (jnp.zeros((), dtype), jnp.ones((), dtype)))
-  best = jnp.maximum(jnp.maximum(cauchy, jnp.maximum(g(lo), g(hi))), 0.0)
-  return vmin + span * best
-
-
-def wasserstein_lower_bound(values: jax.Array, probs: jax.Array, radius: ArrayLike,
-                            cost: jax.Array, *, support: str = "nominal") -> jax.Array:
-  """``[]`` a lower bound on ``inf {E_P[V] : W_cost(P, P0) <= radius}``.
-
-  The transport dual ``g(l) = -l radius + sum_i P0_i min_j (V_j + l
-  cost_ij)`` (``j`` over the support slots) is below the optimum for every
-  ``l >= 0``; it is concave and maximised by bisection on the sign of its
-  supergradient (the greedy plan's cost minus the radius) over ``l in [0, 2
-  span / c_min]`` (:data:`DUAL_STEPS` steps; ``g(0) = V_min``).
-  Independent of :func:`wasserstein_ball_worst_case`'s cutting planes.
-  """
-  dest = _support_mask(probs, support)
-  dtype = probs.dtype
-  vmin, span, u = _normalized(values, dest)
-  cost = cost.astype(dtype)
-  radius = jnp.asarray(radius, dtype)
-  live = probs > 0
-  udest = jnp.where(dest, u, jnp.inf)
-  usable = live[:, None] & dest[None, :] & (cost > 0)
-  cmin = _rmin(_rmin(jnp.where(usable, cost, jnp.inf)))
-  top = jnp.where(jnp.isfinite(cmin) & (cmin > 0), 2.0 / cmin, 1.0)
-
-  def at(lam):
-    inner_ = udest[None, :] + lam * cost
-    j = jnp.argmin(inner_, axis=1)
-    best = jnp.take_along_axis(inner_, j[:, None], 1)[:, 0]
-    c = jnp.sum(jnp.where(live, probs * jnp.take_along_axis(cost, j[:, None], 1)[:, 0], 0.0))
-    return jnp.sum(jnp.where(live, probs * best, 0.0)) - lam * radius, c - radius
-
-  def step(_, c):
-    lo, hi = c
-    mid = 0.5 * (lo + hi)
-    up = at(mid)[1] > 0
-    return jnp.where(up, mid, lo), jnp.where(up, hi, mid)
-
-  lo, hi = jax.lax.fori_loop(0, DUAL_STEPS, step, (jnp.zeros((), dtype), top.astype(dtype)))
-  best = jnp.maximum(jnp.maximum(at(lo)[0], at(hi)[0]), 0.0)
-  return vmin + span * best
-
-
-def worst_case_gap(values: jax.Array, probs: jax.Array, uset: UncertaintySet,
-                   value: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Certified accuracy of a numerical inner solve (:func:`is_numerical`).
-
-  The value returned by :func:`worst_case_unchecked` for these kinds is the
-  expectation under a ``P`` feasible up to rounding, so it is at least the
-  optimum up to rounding; the dual lower bounds above are at most the
-  optimum and tight (bisected to ``2**-64`` of their bracket). Hence ``|value
-  - OPT| <= |gap| + margin`` with ``gap = value - lower`` (a negative gap: the
-  value fell below the optimum by rounding) and ``margin`` the rounding of
-  the two evaluations: ``4 (K + 3) eps (|V_min| + c span)``, ``c = 1 +
-  sqrt(1 + radius)`` for ``chi2_ball`` (whose dual carries that factor), 2
-  otherwise. Zero for the other kinds.
-
-  Args:
-    values: ``[K]`` next-state values.
-    probs: ``[K]`` nominal probabilities.
-    uset: a set with a scalar size (``[K, K]`` cost for Wasserstein).
-    value: ``[]`` the inner solve's value.
-
-  Returns:
-    ``(gap [], margin [])``.
-  """
-  dtype = value.dtype
-  k = probs.shape[-1]
-  zero = jnp.zeros((), dtype)
-  if not is_numerical(uset, k):
-    return zero, zero
-  values = values.astype(dtype)
-  probs = probs.astype(dtype)
-  size = jnp.asarray(uset.size).astype(dtype)
-  if uset.kind == "kl_ball":
-    lower = kl_ball_lower_bound(values, probs, size)
-  elif uset.kind == "chi2_ball":
-    lower = chi2_ball_lower_bound(values, probs, size)
-  else:
-    lower = wasserstein_lower_bound(values, probs, size, cast(jax.Array, uset.cost),
-                                    support=uset.support)
-  mask = _support_mask(probs, uset.support)
-  vmin, span, _ = _normalized(values, mask)
-  span = jnp.where(jnp.isfinite(span), span, 0.0)
-  c = 1.0 + jnp.sqrt(1.0 + size) if uset.kind == "chi2_ball" else 2.0
-  margin = 4.0 * (k + 3) * jnp.finfo(dtype).eps * (jnp.abs(vmin) + c * span)
-  return value - lower, margin
 
 
 # ------------------------------------------------------------------ dispatch

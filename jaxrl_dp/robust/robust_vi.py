@@ -84,8 +84,8 @@ from jaxrl_dp.core.options import (as_values, check_choice, check_horizon,
 from jaxrl_dp.core.protocol import backward_induction, iterative_solve
 from jaxrl_dp.core.reductions import nan_max, sup_norm
 from jaxrl_dp.core.solver_info import solver
-from jaxrl_dp.robust.inner import (inner_accuracy, is_numerical, worst_case_gap,
-                                   worst_case_unchecked)
+from jaxrl_dp.robust.certificates import inner_accuracy, is_numerical, worst_case_gap
+from jaxrl_dp.robust.inner import worst_case_unchecked
 from jaxrl_dp.robust.solvers import (modified_policy_iteration_solver,
                                      policy_evaluation_solver)
 from jaxrl_dp.robust.types import (RobustFiniteHorizonSolution,
@@ -125,7 +125,7 @@ def _rows_worst_case(vals, probs, uset, size, cost, with_gap=False):
   """Inner problems on rows: ``vals, probs [N, K]``; size ``[]`` or ``[N]``;
   cost ``None``, ``[K, K]`` (shared) or ``[N, K, K]``. ``(value [N], worst
   [N, K])``, and with ``with_gap`` (static) also the certified ``(gap [N],
-  margin [N])`` of :func:`jaxrl_dp.robust.inner.worst_case_gap` and the
+  margin [N])`` of :func:`jaxrl_dp.robust.certificates.worst_case_gap` and the
   rows' ``max |vals| [N]`` over the set's support."""
   sets = uset.replace(size=size, cost=cost)
   axes = uset.replace(size=None if jnp.ndim(size) == 0 else 0,
@@ -217,10 +217,10 @@ def certified_result(mdp: TabularMDP, uset: UncertaintySet, v: jax.Array, result
 
   For the exact inner problems these are ``robust_q_values(v)`` and the
   solver's own ``result.error_bound`` / ``result.converged``. For the
-  numerical ones (:func:`jaxrl_dp.robust.inner.is_numerical`: ``kl_ball``,
+  numerical ones (:func:`jaxrl_dp.robust.certificates.is_numerical`: ``kl_ball``,
   ``wasserstein_ball``, ``chi2_ball`` with K > 16) every inner problem at
   ``v`` also gets a certified gap from a dual lower bound
-  (:func:`jaxrl_dp.robust.inner.worst_case_gap`). Where every gap is within
+  (:func:`jaxrl_dp.robust.certificates.worst_case_gap`). Where every gap is within
   the inner problem's share of the rounding allowance in absolute value
   (``(ROBUST_ROUNDING_FACTOR - 1) (K + 3) u max |w|``, the default step
   counts) the solver's bound stands;
@@ -379,7 +379,7 @@ def robust_rounding(mdp: TabularMDP, policy=None, *, extra: float | jax.Array = 
   relative to ``max |r_k|`` (the inner problem sees ``w``, not ``v``), plus
   ``extra * (max |r| + gamma ||v||)`` for a caller's own accuracy term (the
   s-rectangular bisection), plus, given ``uset``, the a-priori accuracy of
-  its inner problem (:func:`jaxrl_dp.robust.inner.inner_accuracy`, relative
+  its inner problem (:func:`jaxrl_dp.robust.certificates.inner_accuracy`, relative
   to ``span(w) <= 2 (max |r| + gamma ||v||)``: ``lp_ball``'s bisection).
 
   It covers the rounding of the exact inner problems (TV / L1 / Lp with p in

@@ -58,7 +58,8 @@ from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
 from jaxrl_dp.core.protocol import final_bound, iterative_solve
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.planning.value_iteration import value_iteration_solver
-from jaxrl_dp.robust.inner import default_steps, l1_ball_worst_case
+from jaxrl_dp.robust.inner import l1_ball_worst_case
+from jaxrl_dp.robust.rows import default_steps
 from jaxrl_dp.robust.robust_vi import robust_modulus, robust_rounding
 from jaxrl_dp.robust.types import SRectangularSolution
 from jaxrl_dp.robust.uncertainty_sets import SUPPORTS, check_nonnegative

@@ -649,7 +649,7 @@ def test_inner_gap_certificates_against_exact_optima(dtype):
   values offset up to 1e2, radii 1e-4 ... 10) stored in ``dtype``; the
   chi-square rows are padded with 9 empty slots (K > 16: its bisection)."""
   from robust.test_inner import ref_kl_ball, ref_wasserstein
-  from jaxrl_dp.robust.inner import worst_case_gap
+  from jaxrl_dp.robust.certificates import worst_case_gap
   rng = np.random.default_rng(11)
   n_rows, k, pad = 60, 8, 9
   v = rng.normal(size=(n_rows, k)) * 10 ** rng.uniform(-2, 1, (n_rows, 1))
