@@ -675,6 +675,9 @@ def entries_ok(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL) -> jax.Array:
 
 def check_mdp_structure(mdp: Any, *, batched: bool = False) -> None:
   """Cheap shape and dtype check at a kernel boundary (works on tracers).
+  Entry points follow it with :func:`check_transitions` (or call
+  :func:`check_solver_input`, which does both); ``stack`` / ``batch.solve``
+  check a list's entries inside their compiled program instead.
 
   Args:
     mdp: the kernel's MDP argument.
@@ -797,10 +800,11 @@ def _remembered(table: dict, key: tuple, objs: tuple) -> bool:
 
 
 def _transitions(mdp: Any) -> tuple[tuple, tuple]:
-  """``(key, arrays)`` of ``mdp``'s transition arrays for :data:`_TRANSITIONS_OK`."""
-  ns = mdp.next_states
-  arrays = (mdp.probs,) if ns is None else (mdp.probs, ns)
-  return (id(mdp.probs), 0 if ns is None else id(ns)), arrays
+  """``(key, arrays)`` of ``mdp``'s checked arrays for :data:`_TRANSITIONS_OK`:
+  the transitions, the action mask and the initial distribution."""
+  arrays = tuple(x for x in (mdp.probs, mdp.next_states, mdp.action_mask, mdp.initial)
+                 if x is not None)
+  return tuple(id(x) for x in arrays), arrays
 
 
 def _transitions_recorded(mdp: Any) -> bool:
@@ -818,9 +822,13 @@ def _record_transitions(mdp: Any) -> None:
 def check_transitions(mdp: TabularMDP) -> None:
   """The transition entries every solver's certificate relies on, checked at
   its boundary: finite, nonnegative ``probs`` (the contraction modulus is
-  ``gamma`` times the largest row sum only for nonnegative rows) and
+  ``gamma`` times the largest row sum only for nonnegative rows),
   ``next_states`` in ``[0, S)`` (the gathers clamp an index out of range, which
-  would solve another model). One MDP, concrete leaves (tracers, and arrays
+  would solve another model), at least one valid action per state (a state
+  without one backs up ``-inf``) and ``initial`` a distribution (the
+  distributional and return-optimization families weigh by it; within
+  :data:`ROW_SUM_ATOL` or ``S eps`` of its dtype, whichever is larger). One
+  MDP or a stacked batch, concrete leaves (tracers, and arrays
   spread over several processes, are skipped: validate before ``jit`` or
   sharding).
 
@@ -843,6 +851,9 @@ def check_transitions(mdp: TabularMDP) -> None:
     return
   if not all(getattr(x, "is_fully_addressable", True) for x in (probs, ns)):
     return  # spread over processes: no host holds it (validate before sharding)
+  if not all(getattr(x, "is_fully_addressable", True) and not isinstance(x, jax.core.Tracer)
+             for x in (mdp.action_mask, mdp.initial) if x is not None):
+    return
   p = np.asarray(probs)
   with np.errstate(invalid="ignore"):
     _first_bad("probs", ~(np.isfinite(p) & (p >= 0)), p, "a finite probability >= 0")
@@ -850,6 +861,20 @@ def check_transitions(mdp: TabularMDP) -> None:
     n = np.asarray(ns)
     s = int(np.shape(mdp.rewards)[-2])
     _first_bad("next_states", (n < 0) | (n >= s), n, f"a state index in [0, {s})")
+  mask = np.asarray(mdp.action_mask)
+  no_action = ~mask.any(axis=-1)
+  if no_action.any():
+    idx = tuple(np.argwhere(no_action)[0])
+    raise InvalidMDPError(
+        f"action_mask{_fmt_idx(idx)[:-1]}, :] has no valid action: expected at "
+        f"least one True per state")
+  if mdp.initial is not None:
+    # The sum's rounding in the stored dtype (a bfloat16 copy of a model sums
+    # to 1 only within S eps) on top of the constructors' tolerance.
+    init = np.asarray(mdp.initial)
+    eps = float(jnp.finfo(mdp.initial.dtype).eps)
+    check_distribution("initial", init, max(ROW_SUM_ATOL, init.shape[-1] * eps),
+                       axis_name="state axis")
   _record_transitions(mdp)
 
 

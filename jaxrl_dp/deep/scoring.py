@@ -37,7 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_discount, check_mdp_structure
+from jaxrl_dp.core.mdp import (TabularMDP, as_policy, check_discount,
+                               check_mdp_structure, check_transitions)
 from jaxrl_dp.core.options import check_horizon
 from jaxrl_dp.planning.evaluation import policy_evaluation
 from jaxrl_dp.planning.finite_horizon import finite_horizon
@@ -130,6 +131,7 @@ def exact_reference(mdp: TabularMDP, *, horizon: Optional[int] = None) -> ExactR
     policy-iteration step, ``[S, S]`` memory).
   """
   check_mdp_structure(mdp)
+  check_transitions(mdp)
   if horizon is None:
     check_discount(mdp.discount, infinite_horizon=True)
   else:

@@ -74,7 +74,7 @@ import optax
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
+from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure, check_transitions
 from jaxrl_dp.core.options import check_horizon, check_int, check_tol, is_concrete
 from jaxrl_dp.deep import common
 from jaxrl_dp.deep.env import TabularEnv
@@ -472,6 +472,7 @@ def train_sqirl(key: jax.Array, mdp: TabularMDP, *, horizon: int, k: int, episod
         f"mdp: expected ONE MDP (rewards [S, A]), got rewards of shape "
         f"{tuple(mdp.rewards.shape)}; for a stacked batch use jax.vmap")
   check_mdp_structure(mdp)
+  check_transitions(mdp)
   check_discount(mdp.discount, infinite_horizon=False, field="mdp.discount")
   horizon = check_horizon(horizon)
   k = check_int("k", k)

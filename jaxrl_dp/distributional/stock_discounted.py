@@ -109,7 +109,8 @@ from jaxrl_dp.core.reductions import sup_norm
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import residual_loop
-from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_finite, check_mdp_structure
+from jaxrl_dp.core.mdp import (TabularMDP, check_discount, check_finite,
+                               check_mdp_structure, check_transitions)
 from jaxrl_dp.core.options import (check_choice, check_int, check_max_iters, check_tol,
                                    is_concrete, tol_arg)
 from jaxrl_dp.core.solver_info import solver
@@ -242,6 +243,7 @@ def _policy_iteration(mdp, c_grid, eval_tol, *, util, num_stocks, max_iters, sol
 # ------------------------------------------------------------- boundaries
 def _check_mdp(mdp):
   check_mdp_structure(mdp)
+  check_transitions(mdp)
   if is_concrete(mdp.discount):
     d = float(np.asarray(mdp.discount, np.float64))
     if not 0 <= d < 1:

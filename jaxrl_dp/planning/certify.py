@@ -149,7 +149,8 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.bellman import dense_expectation_and_row_sums, sparse_expectation
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import discount_ok, row_bounds, row_sum_stats
-from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_mdp_structure, check_solver_input
+from jaxrl_dp.core.mdp import (TabularMDP, as_policy, check_mdp_structure,
+                               check_transitions, check_solver_input)
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.protocol import iterative_solve
 from jaxrl_dp.core.options import (as_values, check_choice, check_int,
@@ -406,6 +407,7 @@ def certify(mdp: TabularMDP, values: jax.Array, *, policy: jax.Array | None = No
     module docstring for the inequalities and the rounding analysis.
   """
   check_mdp_structure(mdp)
+  check_transitions(mdp)
   s = mdp.rewards.shape[0]
   vdtype = values.dtype if (hasattr(values, "dtype") and jnp.issubdtype(
       values.dtype, jnp.floating)) else mdp.rewards.dtype

@@ -28,7 +28,7 @@ from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
+from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure, check_transitions
 from jaxrl_dp.core.options import check_horizon, check_int, check_tol
 from jaxrl_dp.random_policy.reach import terminal_states
 from jaxrl_dp.random_policy.values import value_triplet
@@ -168,6 +168,7 @@ def check_sampler_inputs(mdp, horizon, k, m, num_runs, chunk_size, exploration_p
   """The checks GORP and SQIRL share (``m`` may be None when ``m_optional``);
   returns the checked exploration policy."""
   check_mdp_structure(mdp)
+  check_transitions(mdp)
   check_horizon(horizon)
   check_discount(mdp.discount, infinite_horizon=False)
   check_int("k", k)

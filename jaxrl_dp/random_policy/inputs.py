@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
+from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure, check_transitions
 from jaxrl_dp.core.options import check_horizon, check_tol
 from jaxrl_dp.random_policy.q import check_exploration_policy
 
@@ -52,6 +52,7 @@ def check_analysis_inputs(mdp: TabularMDP, horizon: int, policy, *, tol: Any = _
       or mass on masked actions.
   """
   check_mdp_structure(mdp, batched=batched)
+  check_transitions(mdp)
   check_horizon(horizon)
   check_discount(mdp.discount, infinite_horizon=False)
   if tol is not _UNSET:

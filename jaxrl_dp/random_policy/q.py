@@ -30,7 +30,7 @@ from jaxrl_dp.core.functional import (FunctionalMDP, FunctionalOperator,
 from jaxrl_dp.core.functional_solvers import functional_policy_evaluation
 from jaxrl_dp.core.memory import check_dense_size
 from jaxrl_dp.core.mdp import (ROW_SUM_ATOL, TabularMDP, check_discount,
-                               check_distribution, check_mdp_structure)
+                               check_distribution, check_mdp_structure, check_transitions)
 from jaxrl_dp.core.options import check_horizon, check_int, is_concrete
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.planning.evaluation import exact_policy_values
@@ -216,6 +216,7 @@ def random_q(mdp: TabularMDP | FunctionalMDP, horizon: int | None = None,
   if isinstance(mdp, FunctionalMDP):  # is_functional(mdp)
     return _random_q_functional(mdp, horizon, policy)
   check_mdp_structure(mdp)
+  check_transitions(mdp)
   if horizon is None:
     check_discount(mdp.discount, infinite_horizon=True)
     pol = check_exploration_policy(policy, mdp, None)
@@ -310,6 +311,7 @@ def qvi_steps(mdp: TabularMDP, q: jax.Array, k: int) -> jax.Array:
     backups; the max over actions has subgradients).
   """
   check_mdp_structure(mdp)
+  check_transitions(mdp)
   check_int("k", k)
   check_discount(mdp.discount, infinite_horizon=False)
   q = jnp.asarray(q)

@@ -50,7 +50,7 @@ import numpy as np
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
+from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure, check_transitions
 from jaxrl_dp.random_policy.reach import reach as reach_states
 from jaxrl_dp.core.options import check_horizon, check_int, check_tol, is_concrete
 from jaxrl_dp.core.solver_info import solver
@@ -250,6 +250,7 @@ def tree_metrics(mdp: TabularMDP, horizon: int, *, policy: ArrayLike | None = No
   occupancies).
   """
   check_mdp_structure(mdp)
+  check_transitions(mdp)
   check_horizon(horizon)
   pol = check_exploration_policy(policy, mdp, horizon)
   ks = _check_ks(ks)
@@ -455,6 +456,7 @@ def _reinforce_jit(key, mdp, lr, threshold, *, horizon, num_iters, group_size, n
 
 def _check_learner(mdp, horizon, num_iters, group_size, learning_rate, num_runs):
   check_mdp_structure(mdp)
+  check_transitions(mdp)
   check_horizon(horizon)
   check_discount(mdp.discount, infinite_horizon=False)
   check_int("num_iters", num_iters)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 import numpy as np
 
-from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure
+from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure, check_transitions
 from jaxrl_dp.core.options import check_horizon, check_int, check_tol
 from jaxrl_dp.random_policy.greedy import greedy_returns_kernel
 from jaxrl_dp.random_policy.horizon_kernel import (EffectiveHorizonAnalysis,
@@ -83,6 +83,7 @@ def sticky_actions(mdp: TabularMDP, p: ArrayLike) -> TabularMDP:
     InvalidMDPError: ``p`` outside [0, 1] (when concrete).
   """
   check_mdp_structure(mdp)
+  check_transitions(mdp)
   check_probability("p", p)
   return _sticky(mdp, p)
 
@@ -223,6 +224,7 @@ def analyze_sticky_actions(mdp: TabularMDP, horizon: int, *, p: ArrayLike = 0.25
     :class:`StickyAnalysis` (``.to_dict()`` for the dataset's JSON keys).
   """
   check_mdp_structure(mdp)
+  check_transitions(mdp)
   check_horizon(horizon)
   check_discount(mdp.discount, infinite_horizon=False)
   check_probability("p", p)

@@ -363,3 +363,31 @@ def test_solvers_refuse_replaced_transitions_that_break_the_certificate():
                                          rewards=m.rewards.astype(jnp.bfloat16),
                                          discount=m.discount.astype(jnp.bfloat16),
                                          initial=m.initial.astype(jnp.bfloat16)))
+
+
+def test_every_family_refuses_replaced_entries():
+  """An MDP made with ``replace`` skips the constructors; every family's
+  entry point must refuse what ``validate_mdp`` would, naming the entry.
+  Random-policy Q, the effective-horizon analysis and the discounted stock
+  CVaR returned numbers for negative / NaN probabilities, a state without a
+  valid action and an ``initial`` summing to 1.4 (found by a randomized
+  sweep); the distributional evaluators accepted the masked state."""
+  from jaxrl_dp import distributional as D, random_policy as RP
+  good = jd.TabularMDP.from_dense(np.full((2, 2, 2), 0.5), np.array([[0., 1.], [1., 2.]]), 0.9)
+  cases = [(good.replace(probs=jnp.array([[[1.5, -.5], [.5, .5]], [[.5, .5], [.5, .5]]])),
+            r"probs\[0, 0, 1\] = -0\.5"),
+           (good.replace(probs=good.probs.at[0, 0, 0].set(jnp.nan)), r"probs\[0, 0, 0\] = nan"),
+           (good.replace(action_mask=jnp.array([[False, False], [True, True]])),
+            r"action_mask\[0, :\] has no valid action"),
+           (good.replace(initial=jnp.array([0.7, 0.7])), r"initial\[:\] sums to 1\.(4|39999)")]
+  calls = {"solve": lambda m: jd.solve(m),
+           "random_q": lambda m: RP.random_q(m),
+           "random_q finite": lambda m: RP.random_q(m, 3),
+           "analyze_effective_horizon": lambda m: RP.analyze_effective_horizon(m, 3),
+           "optimize_cvar_discounted": lambda m: D.optimize_cvar_discounted(m, 0.5),
+           "categorical_evaluation": lambda m: D.categorical_evaluation(m, jnp.linspace(-5, 25, 11)),
+           "quantile_evaluation": lambda m: D.quantile_evaluation(m, 3)}
+  for bad, msg in cases:
+    for name, call in calls.items():
+      with pytest.raises(InvalidMDPError, match=msg):
+        call(bad)

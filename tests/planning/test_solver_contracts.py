@@ -18,7 +18,8 @@ INFINITE = {
     "value_iteration_span": lambda m: jd.value_iteration(m, tol=1e-2, stop="span"),
     "policy_iteration": jd.policy_iteration,
     "modified_policy_iteration": lambda m: jd.modified_policy_iteration(m, tol=1e-2),
-    "evaluation_exact": lambda m: jd.policy_evaluation(m, jnp.zeros(m.rewards.shape[:1], jnp.int32)),
+    "evaluation_exact": lambda m: jd.policy_evaluation(m, jnp.zeros(m.rewards.shape[:1], jnp.int32),
+                                                       tol=1e-2),
     "evaluation_iterative": lambda m: jd.policy_evaluation(
         m, jnp.zeros(m.rewards.shape[:1], jnp.int32), method="iterative", tol=1e-2),
 }
