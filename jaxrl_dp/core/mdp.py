@@ -975,7 +975,9 @@ def as_policy(policy: Any, mdp: TabularMDP, *, field: str = "policy",
         f"{field}: expected int {det_want}"
         + ("" if deterministic else f" or float {sto_want}")
         + f", got dtype {dtype}")
-  if shape in det_shapes:
+  # (A float [S, A] is a stochastic policy even when [T, S] has the same
+  # shape, S = A = T: it used to be refused there.)
+  if shape in det_shapes and (deterministic or shape not in sto_shapes):
     raise InvalidMDPError(
         f"{field}: a float array of shape {shape} is not a policy: a "
         f"deterministic policy holds action indices as integers (cast it with "

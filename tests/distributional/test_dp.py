@@ -466,3 +466,30 @@ def test_bad_input_to_solvers():
     dd.quantile_control(m, 3, 3)
   with pytest.raises(jd.InvalidMDPError, match=r"rewards: the returns of"):
     dd.return_support(jd.TabularMDP.from_sparse(ns, p, rng.normal(size=p.shape), 1.0), horizon=30, max_atoms=1000)
+
+
+def test_stochastic_policy_when_states_actions_and_horizon_coincide():
+  """S = A = T = 2: a float [S, A] policy has the shape of an int [T, S]
+  one; it was refused as 'not a policy' by exact_return_distribution and the
+  finite-horizon categorical / quantile evaluations (found by a randomized
+  sweep; all three take it through ``core.mdp.as_policy``). Against
+  brute-force enumeration of every (a0, s1, a1) path."""
+  import itertools
+  from jaxrl_dp import distributional as D
+  p = np.array([[[0.2, 0.8], [0.5, 0.5]], [[0.9, 0.1], [0.3, 0.7]]])
+  r = np.array([[0.0, 1.0], [1.0, 2.5]])
+  pi = np.array([[0.3, 0.7], [0.6, 0.4]])
+  with jax.enable_x64(True):
+    m = jd.TabularMDP.from_dense(p, r, 1.0)
+    out = D.exact_return_distribution(m, horizon=2, policy=jnp.asarray(pi))
+    support, probs = np.asarray(out.support), np.asarray(out.probs)[0]
+    for s0 in range(2):
+      want = {}
+      for a0, s1, a1 in itertools.product(range(2), repeat=3):
+        w = pi[s0, a0] * p[s0, a0, s1] * pi[s1, a1]
+        g = r[s0, a0] + r[s1, a1]
+        want[g] = want.get(g, 0.0) + w
+      got = {float(x): float(q) for x, q in zip(support, probs[s0]) if q > 0}
+      assert set(got) == {g for g, w in want.items() if w > 0}
+      for g, w in want.items():
+        np.testing.assert_allclose(got.get(g, 0.0), w, rtol=0, atol=1e-12)
