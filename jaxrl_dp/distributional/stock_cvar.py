@@ -73,7 +73,8 @@ class DiscountedCVaRSolution:
       return, up to the grid).
     objective: ``[..., U]`` ``-c_0 + E_s0 W(s0, c_0) / alpha`` at ``c0_grid``.
     c0_grid: ``[U]`` the stock grid.
-    error_bound: ``[...]`` ``(grid_error_bound + error_bound) / alpha``.
+    error_bound: ``[...]`` ``(grid_error_bound + L h / 4 + error_bound) / alpha``
+      (``L h / 4``: ``c0`` is picked on the grid, ``h`` its largest step).
     solution: the :class:`DiscountedStockSolution` for ``f(x) = min(x, 0)``.
   """
 
@@ -203,6 +204,12 @@ def _cvar(sol, initial, alpha):
   a = alpha[..., None]
   obj = -sol.stocks + w0 / a
   best = jnp.argmax(obj, axis=-1)
+  # c0 is picked on the grid: between two grid points the true objective (concave,
+  # W's slope in c within [0, L]) rises above their chord by at most L h / (4 alpha)
+  # (h the largest grid step). Without it a deterministic 2-state MDP at gamma 0.3
+  # came out 8.72e-3 off with error_bound 8.46e-3 (found by a randomized sweep).
+  h = jnp.max(jnp.diff(sol.stocks))
+  off_grid = sol.utility.lipschitz * h / 4
   return DiscountedCVaRSolution(
       cvar=jnp.max(obj, axis=-1), c0=sol.stocks[best], objective=obj, c0_grid=sol.stocks,
-      error_bound=(sol.grid_error_bound + sol.error_bound) / alpha, solution=sol)
+      error_bound=(sol.grid_error_bound + off_grid + sol.error_bound) / alpha, solution=sol)
