@@ -851,7 +851,7 @@ def check_transitions(mdp: TabularMDP) -> None:
     return
   if not all(getattr(x, "is_fully_addressable", True) for x in (probs, ns)):
     return  # spread over processes: no host holds it (validate before sharding)
-  if not all(getattr(x, "is_fully_addressable", True) and not isinstance(x, jax.core.Tracer)
+  if not all(not isinstance(x, jax.core.Tracer) and getattr(x, "is_fully_addressable", True)
              for x in (mdp.action_mask, mdp.initial) if x is not None):
     return
   p = np.asarray(probs)
