@@ -634,13 +634,19 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
         f"action_mask: expected shape {rewards.shape} matching rewards, got {mask.shape}")
   if mask.dtype != bool:
     raise InvalidMDPError(f"action_mask: expected a bool array, got dtype {mask.dtype}")
-  no_action = ~mask.any(axis=-1) if entries else np.zeros((), bool)
+  if entries:
+    _check_some_action(mask)
+  return mdp
+
+
+def _check_some_action(mask: np.ndarray) -> None:
+  """Raises naming the first state of ``mask [..., S, A]`` with no valid action."""
+  no_action = ~mask.any(axis=-1)
   if no_action.any():
     idx = tuple(np.argwhere(no_action)[0])
     raise InvalidMDPError(
         f"action_mask{_fmt_idx(idx)[:-1]}, :] has no valid action: expected at "
         f"least one True per state")
-  return mdp
 
 
 def entries_ok(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL) -> jax.Array:
@@ -861,13 +867,7 @@ def check_transitions(mdp: TabularMDP) -> None:
     n = np.asarray(ns)
     s = int(np.shape(mdp.rewards)[-2])
     _first_bad("next_states", (n < 0) | (n >= s), n, f"a state index in [0, {s})")
-  mask = np.asarray(mdp.action_mask)
-  no_action = ~mask.any(axis=-1)
-  if no_action.any():
-    idx = tuple(np.argwhere(no_action)[0])
-    raise InvalidMDPError(
-        f"action_mask{_fmt_idx(idx)[:-1]}, :] has no valid action: expected at "
-        f"least one True per state")
+  _check_some_action(np.asarray(mdp.action_mask))
   if mdp.initial is not None:
     # The sum's rounding in the stored dtype (a bfloat16 copy of a model sums
     # to 1 only within S eps) on top of the constructors' tolerance.

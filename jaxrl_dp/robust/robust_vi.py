@@ -86,6 +86,7 @@ from jaxrl_dp.core.reductions import nan_max, sup_norm
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.robust.certificates import inner_accuracy, is_numerical, worst_case_gap
 from jaxrl_dp.robust.inner import worst_case_unchecked
+from jaxrl_dp.robust.rows import support_mask
 from jaxrl_dp.robust.solvers import (modified_policy_iteration_solver,
                                      policy_evaluation_solver)
 from jaxrl_dp.robust.types import (RobustFiniteHorizonSolution,
@@ -136,7 +137,7 @@ def _rows_worst_case(vals, probs, uset, size, cost, with_gap=False):
   def one(v, p, u):
     value, worst = worst_case_unchecked(v, p, u)
     gap, margin = worst_case_gap(v, p, u, value)
-    on = jnp.ones(p.shape, bool) if u.support == "all" else p > 0
+    on = support_mask(p, u.support)
     level = jnp.max(jnp.where(on, jnp.abs(v), 0.0)).astype(value.dtype)
     return value, worst, gap, margin, level
 
