@@ -44,7 +44,7 @@ from jaxrl_dp.planning.evaluation import policy_evaluation
 from jaxrl_dp.planning.finite_horizon import finite_horizon
 from jaxrl_dp.planning.policy_iteration import policy_iteration
 from jaxrl_dp.random_policy.q import random_q_finite_kernel
-from jaxrl_dp.random_policy.reach import successors
+from jaxrl_dp.core.reachability import successors
 
 __all__ = ["ExactReference", "PolicyScore", "exact_reference", "score_policy",
            "evaluate_policy", "q_error", "steps_to_optimal", "sticky_policy",

@@ -184,7 +184,11 @@ def optimize_cvar_discounted(mdp: TabularMDP, alpha: ArrayLike, *, method: str =
     alpha: level(s) in (0, 1], scalar or array ``[...]``.
     method: ``"vi"`` or ``"pi"``.
     **options: ``c_grid``, ``num_stocks``, ``tol``, ``max_iters`` (VI) or
-      ``evaluation``, ``eval_tol``, ... (PI).
+      ``evaluation``, ``eval_tol``, ... (PI), and ``cover`` (default here
+      ``"reachable"``: the default grid spans the unsettled stocks of the
+      states reachable from ``initial``, the only ones the objective reads,
+      so that the unreachable padded states of a :func:`jaxrl_dp.stack`
+      batch leave each member's grid and answer as in a single call).
 
   Returns:
     :class:`DiscountedCVaRSolution`; ``cvar``, ``c0`` and ``error_bound``
@@ -193,6 +197,7 @@ def optimize_cvar_discounted(mdp: TabularMDP, alpha: ArrayLike, *, method: str =
   Gradients: forward mode only (the DP is a ``lax.while_loop``).
   """
   check_alpha(alpha)
+  options.setdefault("cover", "reachable")
   sol = stock_augmented_dp_discounted(mdp, "cvar", method=method, **options)
   alpha = jnp.asarray(alpha, sol.values.dtype)
   return _cvar(sol, mdp.initial, alpha)

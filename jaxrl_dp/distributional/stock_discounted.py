@@ -115,7 +115,8 @@ from jaxrl_dp.core.options import (check_choice, check_int, check_max_iters, che
                                    is_concrete, tol_arg)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.distributional.stock_bounds import next_state_index
-from jaxrl_dp.distributional.stock_interpolation import (DiscountedStockSolution, grid_greedy,
+from jaxrl_dp.distributional.stock_interpolation import (COVERS, DiscountedStockSolution,
+                                                         grid_greedy,
                                                          grid_q, grid_scale, grid_setup,
                                                          make_solution, policy_tables,
                                                          select_actions)
@@ -132,9 +133,9 @@ __all__ = ["MAX_SOLVE_SIZE", "stock_value_iteration", "stock_policy_iteration",
 MAX_SOLVE_SIZE = 2048
 
 
-@functools.partial(jax.jit, static_argnames=("util", "num_stocks", "max_iters"))
-def _value_iteration(mdp, c_grid, tol, *, util, num_stocks, max_iters):
-  parts, stocks, tab, w0 = grid_setup(mdp, c_grid, util, num_stocks)
+@functools.partial(jax.jit, static_argnames=("util", "num_stocks", "max_iters", "cover"))
+def _value_iteration(mdp, c_grid, tol, *, util, num_stocks, max_iters, cover):
+  parts, stocks, tab, w0, states = grid_setup(mdp, c_grid, util, num_stocks, cover)
   g = mdp.discount
   factor = g / (1 - g) if util.degree == 1 else jnp.asarray(1.0, w0.dtype)
 
@@ -146,7 +147,7 @@ def _value_iteration(mdp, c_grid, tol, *, util, num_stocks, max_iters):
   q = grid_q(mdp, w, tab, util)
   _, pol = grid_greedy(q, mdp.action_mask)
   bound = factor * res if util.degree == 1 else jnp.asarray(jnp.inf, w0.dtype)
-  return make_solution(mdp, util, parts, stocks, w, q, pol, it, res, bound, conv)
+  return make_solution(mdp, util, parts, stocks, w, q, pol, it, res, bound, conv, states)
 
 
 def _evaluate_solve(mdp, tab, pol, util):
@@ -201,10 +202,10 @@ def _evaluate_iterate(mdp, tab, pol, util, w0, tol, max_iters):
 
 
 @functools.partial(jax.jit, static_argnames=("util", "num_stocks", "max_iters",
-                                             "solve", "eval_max_iters"))
+                                             "solve", "eval_max_iters", "cover"))
 def _policy_iteration(mdp, c_grid, eval_tol, *, util, num_stocks, max_iters, solve,
-                      eval_max_iters):
-  parts, stocks, tab, w0 = grid_setup(mdp, c_grid, util, num_stocks)
+                      eval_max_iters, cover):
+  parts, stocks, tab, w0, states = grid_setup(mdp, c_grid, util, num_stocks, cover)
   mask = mdp.action_mask
   s, a = mask.shape
   u = stocks.shape[0]
@@ -237,7 +238,7 @@ def _policy_iteration(mdp, c_grid, eval_tol, *, util, num_stocks, max_iters, sol
   res = sup_norm(best - w)
   g = mdp.discount
   bound = res / (1 - g) if util.degree == 1 else jnp.asarray(jnp.inf, w0.dtype)
-  return make_solution(mdp, util, parts, stocks, w, q, pol, it, res, bound, stable)
+  return make_solution(mdp, util, parts, stocks, w, q, pol, it, res, bound, stable, states)
 
 
 # ------------------------------------------------------------- boundaries
@@ -288,7 +289,7 @@ def _check_options(tol, max_iters, num_stocks):
 def stock_value_iteration(mdp: TabularMDP, utility: UtilityLike = "cvar", *,
                           c_grid: ArrayLike | None = None,
                           num_stocks: int = 256, tol: float = 1e-6,
-                          max_iters: int = 10_000) -> DiscountedStockSolution:
+                          max_iters: int = 10_000, cover: str = "all") -> DiscountedStockSolution:
   """Distributional value iteration on ``(state, stock)`` with a stock grid.
 
   ``W <- max_a gamma^p sum_k p_k W(s'_k, (c + r_k) / gamma)`` on the grid
@@ -300,8 +301,15 @@ def stock_value_iteration(mdp: TabularMDP, utility: UtilityLike = "cvar", *,
     utility: see :func:`homogeneous_utility` (default ``"cvar"``: ``min(x,
       0)``).
     c_grid: ``[U]`` strictly increasing stocks; default ``num_stocks``
-      uniform points on the unsettled interval.
+      uniform points on the unsettled interval of the covered states.
     num_stocks: U of the default grid (static, >= 2).
+    cover: ``"all"`` (default) or ``"reachable"`` (static): the states whose
+      unsettled interval the default grid spans and ``grid_error_bound``
+      covers. ``"reachable"``: those reachable from the initial support
+      (:func:`~jaxrl_dp.core.reachability.reachable_states`), a closed set,
+      so their values never read the others'; unreachable states (the
+      padded states of :func:`jaxrl_dp.stack`, rewards 0) then do not
+      stretch the grid, and their own values carry no bound.
     tol: degree 1: stop once ``gamma / (1 - gamma) * max |W_{n+1} - W_n| <=
       tol`` (a bound on the distance to the grid fixed point); degree 0: once
       ``max |W_{n+1} - W_n| <= tol`` (no bound).
@@ -317,10 +325,11 @@ def stock_value_iteration(mdp: TabularMDP, utility: UtilityLike = "cvar", *,
   _check_mdp(mdp)
   util = homogeneous_utility(utility)
   _check_options(tol, max_iters, num_stocks)
+  check_choice("cover", cover, COVERS)
   c_grid = check_grid(c_grid, mdp.rewards.dtype)
   return _value_iteration(mdp, c_grid, tol_arg(tol, mdp.rewards.dtype), util=util,
                           num_stocks=num_stocks if c_grid is None else c_grid.shape[-1],
-                          max_iters=max_iters)
+                          max_iters=max_iters, cover=cover)
 
 
 EVALUATIONS = ("auto", "solve", "iterate")
@@ -331,7 +340,8 @@ def stock_policy_iteration(mdp: TabularMDP, utility: UtilityLike = "cvar", *,
                            c_grid: ArrayLike | None = None,
                            num_stocks: int = 256, max_iters: int = 1_000,
                            evaluation: str = "auto", eval_tol: float = 1e-8,
-                           eval_max_iters: int = 100_000) -> DiscountedStockSolution:
+                           eval_max_iters: int = 100_000,
+                           cover: str = "all") -> DiscountedStockSolution:
   """Distributional policy iteration on ``(state, stock)`` with a stock grid.
 
   Starting from the greedy policy of ``W = f``, alternates evaluation of the
@@ -348,7 +358,7 @@ def stock_policy_iteration(mdp: TabularMDP, utility: UtilityLike = "cvar", *,
   when degree 1 and ``S U <= MAX_SOLVE_SIZE``.
 
   Args:
-    mdp, utility, c_grid, num_stocks: as :func:`stock_value_iteration`.
+    mdp, utility, c_grid, num_stocks, cover: as :func:`stock_value_iteration`.
     max_iters: static cap on evaluations.
     evaluation: ``"auto"``, ``"solve"`` or ``"iterate"`` (static).
     eval_tol, eval_max_iters: the iterative evaluation's stopping rule.
@@ -365,6 +375,7 @@ def stock_policy_iteration(mdp: TabularMDP, utility: UtilityLike = "cvar", *,
   _check_options(eval_tol, max_iters, num_stocks)
   check_max_iters(eval_max_iters, "eval_max_iters")
   check_choice("evaluation", evaluation, EVALUATIONS)
+  check_choice("cover", cover, COVERS)
   c_grid = check_grid(c_grid, mdp.rewards.dtype)
   u = num_stocks if c_grid is None else c_grid.shape[-1]
   if evaluation == "solve" and util.degree != 1:
@@ -375,7 +386,7 @@ def stock_policy_iteration(mdp: TabularMDP, utility: UtilityLike = "cvar", *,
                                     and mdp.num_states * u <= MAX_SOLVE_SIZE)
   return _policy_iteration(mdp, c_grid, jnp.asarray(eval_tol, mdp.rewards.dtype), util=util,
                            num_stocks=u, max_iters=max_iters, solve=solve,
-                           eval_max_iters=eval_max_iters)
+                           eval_max_iters=eval_max_iters, cover=cover)
 
 
 METHODS = ("vi", "pi")

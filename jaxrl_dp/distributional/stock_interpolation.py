@@ -13,12 +13,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
+from jaxrl_dp.core.reachability import reachable_states
 from jaxrl_dp.distributional import evaluation as ev
 from jaxrl_dp.distributional.stock_bounds import settled, settled_parts
 from jaxrl_dp.distributional.utility import HomogeneousUtility
 
-__all__ = ["DiscountedStockSolution", "GridTables", "default_grid", "locate", "state_value",
-           "grid_tables", "lookup", "grid_scale", "grid_q", "grid_greedy", "select_actions",
+__all__ = ["COVERS", "DiscountedStockSolution", "GridTables", "covered_interval", "default_grid",
+           "locate", "state_value", "grid_tables", "lookup", "grid_scale", "grid_q", "grid_greedy", "select_actions",
            "policy_tables", "grid_error_bound", "grid_setup", "make_solution"]
 
 
@@ -47,8 +48,11 @@ class DiscountedStockSolution:
     error_bound: ``[]`` guaranteed ``max |values - W_h|`` to the grid fixed
       point (degree 1; ``inf`` for degree 0).
     grid_error_bound: ``[]`` ``gamma L h_max / (2 (1 - gamma))``, the bound on
-      ``max |W_h - W|`` at grid points (degree 1 and a grid covering the
-      unsettled interval; else ``inf``).
+      ``max |W_h - W|`` at grid points of the covered states (degree 1 and a
+      grid covering their unsettled interval; else ``inf``). The covered
+      states are all states, or with ``cover="reachable"`` those reachable
+      from the initial support: a closed set, so their values never read
+      the others' (which may then be off by more).
     converged: ``bool []``.
     utility: the :class:`HomogeneousUtility` (static).
   """
@@ -157,38 +161,61 @@ def policy_tables(mdp, tab, pol):
   return tables, select_actions(p, pol)
 
 
-def default_grid(lo, hi, num_stocks: int):
-  """``[U]`` uniform grid on ``[-max hi, -min lo]`` (``[a, a + 1]`` if that
-  interval is a point ``a``). Jittable."""
-  a, b = -jnp.max(hi), -jnp.min(lo)
+#: Which states the default grid and ``grid_error_bound`` cover: ``"all"``
+#: or ``"reachable"`` (from the initial support, :func:`~jaxrl_dp.core.
+#: reachability.reachable_states`).
+COVERS = ("all", "reachable")
+
+
+def covered_interval(lo, hi, states=None):
+  """``(a, b)``: the unsettled stocks ``[-max hi, -min lo]`` over the states
+  in the bool mask ``states [S]`` (default: all). Jittable."""
+  if states is not None:
+    hi = jnp.where(states, hi, -jnp.inf)
+    lo = jnp.where(states, lo, jnp.inf)
+  return -jnp.max(hi), -jnp.min(lo)
+
+
+def default_grid(lo, hi, num_stocks: int, states=None):
+  """``[U]`` uniform grid on :func:`covered_interval` ``[a, b]`` (``[a, a +
+  1]`` if that interval is a point). Jittable."""
+  a, b = covered_interval(lo, hi, states)
   flat = ~(b - a > 1e-6 * (1.0 + jnp.abs(a)))
   b = jnp.where(flat, a + 1.0, b)
   return jnp.linspace(a, b, num_stocks, dtype=lo.dtype)
 
 
-def grid_error_bound(mdp, stocks, util, lo, hi):
+def grid_error_bound(mdp, stocks, util, lo, hi, states=None):
+  """``gamma L h / (2 (1 - gamma))`` where the grid covers the unsettled
+  interval of the ``states`` (a set closed under transitions: all, or the
+  reachable ones), else ``inf``; ``inf`` for degree 0."""
   if util.degree != 1:
     return jnp.asarray(jnp.inf, stocks.dtype)
   g = mdp.discount
   h = jnp.max(jnp.diff(stocks))
-  covered = (stocks[0] <= -jnp.max(hi)) & (stocks[-1] >= -jnp.min(lo))
+  a, b = covered_interval(lo, hi, states)
+  covered = (stocks[0] <= a) & (stocks[-1] >= b)
   return jnp.where(covered, g * util.lipschitz * h / (2 * (1 - g)), jnp.inf)
 
 
-def grid_setup(mdp, c_grid, util, num_stocks):
+def grid_setup(mdp, c_grid, util, num_stocks, cover="all"):
+  """``(parts, stocks, tab, w0, states)``; ``states`` the covered-state mask
+  (None for ``cover="all"``)."""
   parts = settled_parts(mdp, util)
-  stocks = default_grid(parts[0], parts[1], num_stocks) if c_grid is None else c_grid
+  states = None if cover == "all" else reachable_states(mdp)
+  stocks = (default_grid(parts[0], parts[1], num_stocks, states) if c_grid is None
+            else c_grid)
   stocks = stocks.astype(mdp.rewards.dtype)
   tab = grid_tables(mdp, stocks, util, parts)
   w0 = jnp.broadcast_to(util(stocks), (mdp.rewards.shape[0], stocks.shape[0])).astype(stocks.dtype)
-  return parts, stocks, tab, w0
+  return parts, stocks, tab, w0, states
 
 
-def make_solution(mdp, util, parts, stocks, w, q, pol, it, res, bound, conv):
+def make_solution(mdp, util, parts, stocks, w, q, pol, it, res, bound, conv, states=None):
   lo, hi, m_a, m_b, p_a, p_b = parts
   return DiscountedStockSolution(
       stocks=stocks, values=w, q=q, policy=pol, return_lo=lo, return_hi=hi,
       mean_above=m_a, mean_below=m_b, policy_above=p_a, policy_below=p_b,
       discount=mdp.discount, iterations=it, residual=res, error_bound=bound,
-      grid_error_bound=grid_error_bound(mdp, stocks, util, lo, hi), converged=conv,
+      grid_error_bound=grid_error_bound(mdp, stocks, util, lo, hi, states), converged=conv,
       utility=util)

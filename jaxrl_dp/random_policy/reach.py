@@ -1,36 +1,18 @@
-"""Reachability on a tabular MDP: one-step successors, the states reached
-from the initial support along allowed actions, and the absorbing zero-reward
-("terminal") states. One MDP; pure, jittable and vmappable (boolean results:
-no gradients)."""
+"""Reachability on a tabular MDP: the states reached at each step from the
+initial support along allowed actions, and the absorbing zero-reward
+("terminal") states (one-step :func:`successors` is
+:func:`jaxrl_dp.core.reachability.successors`, re-exported). One MDP; pure,
+jittable and vmappable (boolean results: no gradients)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.reachability import successors
 
 __all__ = ["successors", "reach", "terminal_states", "num_valid_actions"]
-
-
-def successors(mdp: TabularMDP, visited: jax.Array, allowed: jax.Array) -> jax.Array:
-  """States reachable in one step: ``visited [S]`` bool, ``allowed [S, A]`` bool.
-
-  A next state counts when its transition probability is positive. Built on
-  :func:`jaxrl_dp.core.bellman.state_distribution_step` with 0/1 weights.
-
-  Args:
-    mdp: one MDP.
-    visited: bool ``[S]`` current states.
-    allowed: bool ``[S, A]`` actions that may be taken.
-
-  Returns:
-    bool ``[S]`` the states one allowed step away.
-  """
-  w = allowed.astype(mdp.probs.dtype)
-  d = visited.astype(mdp.probs.dtype)
-  return bellman.state_distribution_step(mdp, w, d) > 0
 
 
 def reach(mdp: TabularMDP, allowed: jax.Array) -> jax.Array:

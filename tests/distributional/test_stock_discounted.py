@@ -373,3 +373,40 @@ def test_cvar_bound_covers_the_grid_choice_of_c0():
         out = D.optimize_cvar_discounted(m, alpha, method=method, num_stocks=num_stocks)
         err = abs(float(out.cvar) - ref)
         assert err <= float(out.error_bound), (method, num_stocks, err, float(out.error_bound))
+
+
+def test_padded_batch_member_keeps_the_grid_and_answer_of_its_single_call():
+  """``jd.stack`` pads the smaller MDP with unreachable absorbing states of
+  reward 0. With rewards offset by +10 (returns in [18, 26] at gamma 1/2) the
+  default grid used to stretch to cover those states' return 0: [-26, 0]
+  instead of [-26, -18], so the batched member's answer moved by 8.3e-3 and
+  its bound grew 3.25x. The default grid of ``optimize_cvar_discounted`` now
+  spans the states reachable from ``initial``. Reference: the exact lattice
+  DP of the unshifted rewards, plus 20 (CVaR is translation equivariant)."""
+  alphas = (0.2, 0.6)
+  shift = 10.0
+  parts = [tiny(0, s=2), tiny(3, s=3)]
+  with jax.enable_x64(True):
+    mdps = [build(ns, p, r + shift, init) for ns, p, r, init in parts]
+    for method in ("vi", "pi"):
+      run = lambda m: dd.optimize_cvar_discounted(m, jnp.asarray(alphas), method=method,
+                                                  num_stocks=64)
+      got = jax.vmap(run)(jd.stack(mdps))
+      for i, (m, (ns, p, r, init)) in enumerate(zip(mdps, parts)):
+        one = run(m)
+        z, w0 = lattice_reference(ns, p, r, lambda x: np.minimum(x, 0.0))
+        ref = reference_cvar(z, w0, init, alphas) + 2 * shift
+        slack = 0.5 ** T_REF * 6 / np.asarray(alphas)  # the lattice reference's truncation
+        np.testing.assert_allclose(got.cvar[i], one.cvar, atol=1e-9, rtol=0)
+        np.testing.assert_allclose(got.error_bound[i], one.error_bound, rtol=1e-9)
+        assert float(got.c0_grid[i, -1]) <= -18.0 + 1e-9, (method, i)
+        err = np.abs(np.asarray(got.cvar[i]) - ref)
+        assert np.all(err <= np.asarray(got.error_bound[i]) + slack), (method, i, err)
+    # cover="all" keeps the grid on every state's interval (the padded ones' too).
+    wide = jax.vmap(lambda m: dd.stock_value_iteration(m, num_stocks=64))(jd.stack(mdps))
+    assert float(wide.stocks[0, -1]) > -1e-6
+    narrow = jax.vmap(lambda m: dd.stock_value_iteration(m, num_stocks=64, cover="reachable"))(
+        jd.stack(mdps))
+    np.testing.assert_allclose(narrow.stocks[0], run(mdps[0]).c0_grid, atol=1e-9)
+  with pytest.raises(ValueError, match=r"cover = 'some'"):
+    dd.stock_value_iteration(mdps[0], cover="some")
