@@ -20,7 +20,8 @@ from jaxrl_dp.distributional.utility import HomogeneousUtility
 
 __all__ = ["COVERS", "DiscountedStockSolution", "GridTables", "covered_interval", "default_grid",
            "locate", "state_value", "grid_tables", "lookup", "grid_scale", "grid_q",
-           "grid_greedy", "select_actions", "policy_tables", "grid_error_bound", "grid_setup", "make_solution"]
+           "grid_greedy", "select_actions", "policy_tables", "grid_error_bound", "grid_setup",
+           "make_solution"]
 
 
 @flax.struct.dataclass
