@@ -237,3 +237,20 @@ def final_bound(state: SolverState, tol, valid) -> tuple[jax.Array, jax.Array]:
   bound = jnp.where(valid & ~jnp.isnan(state.error_bound), state.error_bound,
                     jnp.inf).astype(float_dtype_of(state.values))
   return bound, valid & (bound <= tol)
+
+
+def operator_bound(op: Any, values: jax.Array, state: SolverState, tol, valid,
+                   policy: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """:func:`final_bound`, then the operator's own check of the returned
+  ``values [S]`` where it has one: an operator whose backup the steps'
+  rounding bound cannot cover a priori (a
+  :class:`~jaxrl_dp.robust.RobustOperator` whose numerical inner problems
+  were cut short) defines ``certify_values(values, error_bound, converged,
+  tol, policy)`` and returns the bound and ``converged`` that hold at
+  ``values`` (``policy``: the evaluated policy, None for optimality).
+  Every solver's ``finalize`` goes through here."""
+  bound, converged = final_bound(state, tol, valid)
+  check = getattr(op, "certify_values", None)
+  if check is None:
+    return bound, converged
+  return check(values, bound, converged, tol, policy)

@@ -13,7 +13,7 @@ from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.iteration import span_certificate_of, span_constants, sup_certificate
 from jaxrl_dp.core.operators import NominalOperator
-from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, final_bound,
+from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, operator_bound,
                                     initial_state, iterative_solve)
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
@@ -176,8 +176,9 @@ def _value_iteration(mdp, tol, v0, *, max_iters, stop, adjoint=None, block_rows=
 
 def greedy_solution(op, v, state: SolverState, tol, valid) -> Solution:
   """The :class:`Solution` of values ``v [S]`` (q, greedy policy) with the
-  state's iterations, residual and certified bound."""
-  bound, converged = final_bound(state, tol, valid)
+  state's iterations, residual and certified bound (checked at ``v`` by the
+  operator where it can: :func:`~jaxrl_dp.core.protocol.operator_bound`)."""
+  bound, converged = operator_bound(op, v, state, tol, valid)
   q = op.q_values(v)
   return Solution(values=v, q=q, policy=op.greedy(q), iterations=state.iteration,
                   residual=state.residual, converged=converged, error_bound=bound)

@@ -21,7 +21,7 @@ at a public boundary, or check first with
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import flax.struct
 import jax
@@ -31,10 +31,17 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.iteration import BackupRounding, row_sum_stats, unit_roundoff
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.operators import ModelOperator
-from jaxrl_dp.robust.robust_vi import (robust_bellman, robust_modulus,
+from jaxrl_dp.robust.certificates import is_numerical
+from jaxrl_dp.robust.robust_vi import (certified_result, robust_bellman, robust_modulus,
                                        robust_policy_backup, robust_q_values,
                                        robust_rounding)
 from jaxrl_dp.robust.uncertainty_sets import UncertaintySet
+
+
+class _Given(NamedTuple):
+  """A solver's bound, as :func:`certified_result` reads it."""
+  error_bound: jax.Array
+  converged: jax.Array
 
 
 @flax.struct.dataclass
@@ -42,13 +49,41 @@ class RobustOperator(ModelOperator):
   """``(T v)(s) = max_a sigma_{s,a}(r(s, a, .) + gamma v)`` of one MDP and
   one (s, a)-rectangular set, with what certificates need.
 
+  The steps' bounds cover the rounding of every inner problem and
+  ``lp_ball``'s bisection a priori; the numerical inner problems
+  (``kl_ball``, ``wasserstein_ball``, ``chi2_ball`` with K > 16, see
+  :func:`jaxrl_dp.robust.certificates.is_numerical`) are certified at the
+  returned values by :meth:`certify_values`, which every solver's
+  ``finalize`` calls (:func:`jaxrl_dp.core.protocol.operator_bound`): a
+  step count too small for the tolerance then shows in the result's
+  ``error_bound`` and ``converged``, not only in the public solvers'. (A
+  state read inside a user's own loop has the steps' bound.)
+
   Attributes:
     mdp: one :class:`TabularMDP` (dense or sparse).
     uset: an :class:`UncertaintySet`, size ``[]`` or ``[S, A]``.
+    certify: static; ``False`` skips :meth:`certify_values` (for a caller
+      that certifies the returned values itself, as the public solvers of
+      :mod:`jaxrl_dp.robust.robust_vi` do with the action values they
+      return).
   """
 
   mdp: TabularMDP
   uset: UncertaintySet
+  certify: bool = flax.struct.field(pytree_node=False, default=True)
+
+  def certify_values(self, v: jax.Array, error_bound: jax.Array, converged: jax.Array,
+                     tol, policy: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
+    """``(error_bound, converged)`` that hold at the returned values ``v [S]``
+    (``policy``: the evaluated one, None for optimality): the solver's own
+    where the set's inner problems are exact or every inner gap at ``v`` is
+    within rounding, else the residual certificate at ``v``
+    (:func:`jaxrl_dp.robust.robust_vi.certified_result`)."""
+    if not self.certify or not is_numerical(self.uset, self.mdp.probs.shape[-1]):
+      return error_bound, converged
+    given = _Given(error_bound=error_bound, converged=converged)
+    _, _, bound, ok = certified_result(self.mdp, self.uset, v, given, tol, policy)
+    return bound, ok
 
   def q_values(self, v: jax.Array) -> jax.Array:
     """``v [S] -> q [S, A]``: the robust action values."""
@@ -87,8 +122,8 @@ class RobustOperator(ModelOperator):
   def rounding(self, policy: Optional[jax.Array] = None) -> BackupRounding:
     """Bound on the rounding of one computed robust backup, with the set's
     a-priori inner accuracy (:func:`jaxrl_dp.robust.robust_vi.robust_rounding`;
-    the numerical inner problems are certified by the public solvers'
-    :func:`jaxrl_dp.robust.robust_vi.certified_result`, not here)."""
+    the numerical inner problems are certified at the returned values by
+    :meth:`certify_values`, not here)."""
     return robust_rounding(self.mdp, policy, uset=self.uset)
 
   def modulus(self, policy: Optional[jax.Array] = None) -> jax.Array:

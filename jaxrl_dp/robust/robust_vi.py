@@ -480,8 +480,9 @@ def robust_value_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
 def _robust_vi(mdp, uset, tol, v0, *, max_iters, stop="sup"):
   from jaxrl_dp.planning.value_iteration import value_iteration_solver
   from jaxrl_dp.robust.operator import RobustOperator   # (imports this module)
-  r = iterative_solve(value_iteration_solver(stop), RobustOperator(mdp, uset), v0, tol,
-                      max_iters=max_iters)
+  # certify=False: certified_result below checks the values (and gives q).
+  r = iterative_solve(value_iteration_solver(stop), RobustOperator(mdp, uset, certify=False), v0,
+                      tol, max_iters=max_iters)
   v = r.values
   q, worst, bound, converged = certified_result(mdp, uset, v, r, tol)
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),
@@ -534,8 +535,8 @@ def robust_policy_evaluation(mdp: TabularMDP, policy: jax.Array,
 @functools.partial(jax.jit, static_argnames=("max_iters",))
 def _robust_eval(mdp, policy, uset, tol, v0, *, max_iters):
   from jaxrl_dp.robust.operator import RobustOperator   # (imports this module)
-  r = iterative_solve(policy_evaluation_solver(policy), RobustOperator(mdp, uset), v0, tol,
-                      max_iters=max_iters)
+  r = iterative_solve(policy_evaluation_solver(policy), RobustOperator(mdp, uset, certify=False),
+                      v0, tol, max_iters=max_iters)
   v = r.values
   q, worst, bound, converged = certified_result(mdp, uset, v, r, tol, policy)
   return RobustPolicyEvaluation(values=v, q=q, worst_probs=worst, iterations=r.iterations,
@@ -639,8 +640,8 @@ def robust_modified_policy_iteration(mdp: TabularMDP, uset: UncertaintySet, *,
 @functools.partial(jax.jit, static_argnames=("num_sweeps", "max_iters"))
 def _robust_mpi(mdp, uset, tol, v0, *, num_sweeps, max_iters):
   from jaxrl_dp.robust.operator import RobustOperator
-  r = iterative_solve(modified_policy_iteration_solver(num_sweeps), RobustOperator(mdp, uset),
-                      v0, tol, max_iters=max_iters)
+  r = iterative_solve(modified_policy_iteration_solver(num_sweeps),
+                      RobustOperator(mdp, uset, certify=False), v0, tol, max_iters=max_iters)
   v = r.values
   q, worst, bound, converged = certified_result(mdp, uset, v, r, tol)
   return RobustSolution(values=v, q=q, policy=bellman.greedy_policy(q, mdp.action_mask),

@@ -40,7 +40,7 @@ import flax.struct
 import jax
 
 from jaxrl_dp.core.iteration import BackupRounding
-from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, final_bound)
+from jaxrl_dp.core.protocol import IterativeSolver, SolverState, operator_bound
 
 __all__ = ["PolicyOperator", "SolverOutput", "policy_evaluation_solver",
            "modified_policy_iteration_solver"]
@@ -68,8 +68,8 @@ class SolverOutput(NamedTuple):
   error_bound: jax.Array
 
 
-def _output(values, st: SolverState, tol, valid) -> SolverOutput:
-  bound, converged = final_bound(st, tol, valid)
+def _output(op, values, st: SolverState, tol, valid, policy=None) -> SolverOutput:
+  bound, converged = operator_bound(op, values, st, tol, valid, policy)
   return SolverOutput(values, st, st.iteration, st.residual, converged, bound)
 
 
@@ -137,9 +137,8 @@ def policy_evaluation_solver(policy: jax.Array, stop: str = "sup") -> IterativeS
   vi = value_iteration_solver(stop)
 
   def finalize(op, st, tol, valid):
-    del op
     v = st.values if stop == "sup" else st.values + st.aux[3]
-    return _output(v, st, tol, valid)
+    return _output(op, v, st, tol, valid, policy)
 
   return IterativeSolver(
       init=lambda op, v0: vi.init(PolicyOperator(op, policy), v0),
@@ -173,7 +172,6 @@ def modified_policy_iteration_solver(num_sweeps: int) -> IterativeSolver:
   base = nominal(num_sweeps, stop="sup")
 
   def finalize(op, st, tol, valid):
-    del op
-    return _output(st.values, st, tol, valid)
+    return _output(op, st.values, st, tol, valid)
 
   return IterativeSolver(init=base.init, step=base.step, finalize=finalize)

@@ -26,6 +26,10 @@ import jaxrl_dp as jd
 from jaxrl_dp import robust as R
 from _reference import evaluate, random_sparse, sparse_to_dense
 from robust.test_inner import build, make_instances, radii_for, reference as ref_inner
+from jaxrl_dp.core.protocol import iterative_solve
+from jaxrl_dp.planning.anderson import anderson_solver
+from jaxrl_dp.planning.value_iteration import value_iteration_solver
+from jaxrl_dp.robust.solvers import modified_policy_iteration_solver as robust_mpi_solver
 
 GAMMA = 0.9
 
@@ -632,6 +636,17 @@ def test_step_counts_set_by_the_user_keep_the_error_bound(kind):
     assert err > 1e-5, err                       # the truncated inner solves do miss
     assert err + ref_bound <= float(short.error_bound), (err, float(short.error_bound))
     assert not bool(short.converged)
+    # The same operator run by a user through the protocol driver: every
+    # finalize checks the returned values (operator_bound). Before, value
+    # iteration, Anderson and MPI over RobustOperator reported converged=True
+    # with their steps' bounds.
+    op = R.RobustOperator(m, make(3 if kind in ("chi2_ball", "lp_ball") else 1))
+    for sv in (value_iteration_solver("sup"), value_iteration_solver("span"),
+               anderson_solver(stop="sup"), robust_mpi_solver(5)):
+      out = jax.jit(lambda o: iterative_solve(sv, o, jnp.zeros(s), 1e-10, max_iters=2000))(op)
+      err = np.max(np.abs(np.asarray(out.values) - v_star))
+      assert err + ref_bound <= float(out.error_bound), (sv, err, float(out.error_bound))
+      assert not bool(out.converged)
     full = R.robust_value_iteration(m, make(None), tol=1e-7)
     err = np.max(np.abs(np.asarray(full.values) - v_star))
     assert bool(full.converged) and err <= float(full.error_bound) + ref_bound, (
