@@ -12,8 +12,13 @@ gain with the span bounds ``min_s (T v - v)(s) <= g*(s) <= max_s (T v -
 v)(s)`` (Puterman, Theorem 8.5.5; true for ANY ``v`` and any MDP, multichain
 included, and made to hold in floating point here).
 
+The bracket is taken over the states reachable from ``mdp.initial`` (all
+states for the default uniform ``initial``), a closed set whose backups never
+read the other states: unreachable states (the padded states of
+:func:`jaxrl_dp.stack`, a recurrent class of gain 0) do not hold it open.
+
 Assumptions: the bracket closes (``converged``) only when the optimal gain is
-the same from every state and relative VI converges: unichain (or weakly
+the same from every reachable state and relative VI converges: unichain (or weakly
 communicating) MDPs; the transform removes periodicity. For a multichain MDP
 whose optimal gain depends on the start state the bracket does not close and
 ``converged`` stays False after ``max_iters`` (the bounds still hold).
@@ -47,6 +52,7 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import (backup_rounding, certified_solve,
                                      row_sum_stats, sweep_stats, unit_roundoff)
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
+from jaxrl_dp.core.reachability import reachable_states
 from jaxrl_dp.core.options import (as_index_array, as_values, check_max_iters,
                                    check_tol, initial_values, is_concrete, scalar_arg,
                                    tol_arg)
@@ -61,8 +67,9 @@ class AverageRewardSolution:
   Attributes:
     gain: ``[]`` the midpoint of ``[gain_lower, gain_upper]``.
     gain_lower, gain_upper: ``[]`` bounds on the optimal gain that hold in
-      floating point (for every start state; multichain too); the returned
-      policy's gain is ``>= gain_lower`` when the last ``q`` was exact.
+      floating point (for every start state reachable from ``initial``, all
+      states by default; multichain too); the returned policy's gain is
+      ``>= gain_lower`` when the last ``q`` was exact.
     bias: ``[S]`` relative values ``h`` of the ORIGINAL MDP (``h + g = r + P
       h`` approximately), ``bias[reference_state] = 0``; no bound is given.
     q: ``[S, A]`` ``r + P h`` (masked actions keep their computed value).
@@ -118,8 +125,10 @@ def relative_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
   (any value in ``[0, 1]``). Iterates ``w = T' v``, ``v <- w - w[ref]`` with
   ``T' v = max_a r + tau v + (1 - tau) P v`` (the aperiodicity transform,
   :func:`aperiodic_transform`: same gains and optimal policies), in the MDP's
-  own layout. After each backup ``d = T' v - v`` brackets the optimal gain:
-  ``min d - err <= g* <= max d + err``, where ``err`` covers the rounding of
+  own layout. After each backup ``d = T' v - v`` over the states reachable
+  from ``mdp.initial`` (all states for the default uniform ``initial``; see
+  :func:`~jaxrl_dp.core.reachability.reachable_states`) brackets their
+  optimal gain: ``min d - err <= g* <= max d + err``, where ``err`` covers the rounding of
   the computed backup (:func:`jaxrl_dp.core.iteration.backup_rounding` of the
   transformed MDP), of ``d`` and of rows that do not sum exactly to 1 (the
   gain is that of the MDP with normalized rows). Stops once ``gain_upper -
@@ -181,10 +190,18 @@ def _relative_vi(mdp, tol, tau, v0, *, max_iters, ref):
     upper = hi + err + u * jnp.abs(hi + err)
     return lower, upper, hi - lo
 
+  # The bracket is over the states reachable from ``initial`` (a closed set:
+  # their backups never read the others'): the unreachable padded states of a
+  # ``stack`` batch (absorbing, reward 0: a recurrent class of gain 0) used to
+  # hold it open. Outside the set the statistics read a state of the set.
+  reach = reachable_states(mdp)
+  inside = jnp.argmax(reach)
+
   def step(x):
     v, _, _ = x
     w = bellman.optimality_backup(mt, v)
-    st = sweep_stats(v, w)  # every statistic below from one reduction
+    # every statistic below from one reduction
+    st = sweep_stats(jnp.where(reach, v, v[inside]), jnp.where(reach, w, w[inside]))
     lower, upper, span = bracket(st)
     width = upper - lower
     good = jnp.isfinite(width)

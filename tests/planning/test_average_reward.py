@@ -142,6 +142,35 @@ def test_multichain_is_not_converged_and_bracket_holds():
   assert jd.check_unichain(m.replace(rewards=m.rewards), np.array([1, 1, 1])) is False
 
 
+def test_gain_of_the_states_reachable_from_initial_and_padded_batches():
+  """The bracket is over the states reachable from ``initial`` (a closed set).
+  (1) The multichain example above started in state 1 (absorbing, reward 1):
+  g* = 1 there, and the bracket closes. (2) ``stack`` pads the smaller MDP
+  with unreachable absorbing reward-0 states, a recurrent class of gain 0:
+  the batched member's bracket used to stay open over [0, g*] (gain 2.72,
+  converged False, against 5.43 alone). Reference: the dual LP."""
+  ns = [[[1], [2]], [[1], [1]], [[2], [2]]]
+  r = [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]
+  with jax.enable_x64(True):
+    m = jd.TabularMDP.from_sparse(ns, np.ones((3, 2, 1)), r, 1.0, initial=[0.0, 1.0, 0.0])
+    sol = jd.relative_value_iteration(m, tol=1e-9, reference_state=1)
+    assert bool(sol.converged) and float(sol.gain_lower) <= 1.0 <= float(sol.gain_upper)
+    assert float(sol.gain_upper) - float(sol.gain_lower) <= 1e-9
+    rng = np.random.default_rng(3)
+    mdps, refs = [], []
+    for s, a in ((3, 2), (6, 3)):
+      p, rr = random_dense(rng, s, a)
+      rr = rr + 5.0
+      mdps.append(jd.TabularMDP.from_dense(p, rr, 1.0))
+      refs.append(lp_gain(p, rr))
+    f = lambda mm: jd.relative_value_iteration(mm, tol=1e-9)
+    batched = jax.vmap(f)(jd.stack(mdps))
+    for i, (mm, ref) in enumerate(zip(mdps, refs)):
+      assert bool(batched.converged[i]), i
+      assert float(batched.gain_lower[i]) - 1e-9 <= ref <= float(batched.gain_upper[i]) + 1e-9
+      np.testing.assert_allclose(batched.gain[i], f(mm).gain, atol=1e-12)
+
+
 @pytest.mark.slow
 def test_relative_vi_jit_and_vmap():
   with jax.enable_x64(True):
