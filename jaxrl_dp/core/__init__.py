@@ -6,7 +6,8 @@ by every family), ``bellman`` (primitives), ``reductions`` (maxima and
 norms that keep NaNs on every backend), ``elementary`` (``log1p`` accurate
 where XLA's float64 one is not), ``iteration`` (certified loop
 bounds), ``protocol`` (the ``(init, step, done, finalize)`` solver protocol and
-its driver), ``operators`` (Bellman operators), ``solver_info`` (solver
+its driver), ``operators`` (Bellman operators), ``reachability`` (states
+reachable from the initial support), ``solver_info`` (solver
 metadata), ``memory`` (size checks before ``S^2`` allocations), ``compile``
 (``cpu_jit``: ``jax.jit`` with CPU compiler options), ``stacking``, ``types``.
 """
@@ -28,6 +29,7 @@ from jaxrl_dp.core.bellman import (bellman_optimality, expected_next,
                                    q_values, state_distribution_step,
                                    uniform_policy)
 from jaxrl_dp.core.operators import NominalOperator
+from jaxrl_dp.core.reachability import reachable_states, successors
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, certified_done,
                                     iterative_solve, run_steps)
 from jaxrl_dp.core.solver_info import SolverInfo, solver, solver_info
@@ -46,7 +48,7 @@ __all__ = [
     "masked_max", "policy_backup",
     "policy_expected_next", "policy_probs", "policy_rewards",
     "policy_transition_matrix", "policy_transitions", "policy_value_from_q",
-    "q_values", "state_distribution_step", "uniform_policy",
+    "q_values", "state_distribution_step", "uniform_policy", "reachable_states", "successors",
     # solver protocol and metadata
     "NominalOperator", "IterativeSolver", "SolverState", "certified_done",
     "iterative_solve", "run_steps", "SolverInfo", "solver", "solver_info",
