@@ -165,6 +165,21 @@ def test_gain_of_the_states_reachable_from_initial_and_padded_batches():
       refs.append(lp_gain(p, rr))
     f = lambda mm: jd.relative_value_iteration(mm, tol=1e-9)
     batched = jax.vmap(f)(jd.stack(mdps))
+    # (3) reference_state 0 unreachable (absorbing, gain 0) from a slowly mixing
+    # pair with gain 1/2 (closed form: rewards 1 and 0, symmetric switching):
+    # pinned at state 0 the pair's values drifted by 1/2 per backup and the
+    # float32 bracket stayed 3.1e-3 wide; now the first reachable state is
+    # pinned and it closes below 1e-3.
+    e = 0.002
+    p3 = np.zeros((3, 1, 3))
+    p3[0, 0, 0] = 1.0
+    p3[1, 0, 1], p3[1, 0, 2], p3[2, 0, 2], p3[2, 0, 1] = 1 - e, e, 1 - e, e
+    slow = jd.TabularMDP.from_dense(p3, np.array([[0.0], [1.0], [0.0]]), 0.9,
+                                    initial=[0.0, 1.0, 0.0], dtype=jnp.float32)
+    sol = jd.relative_value_iteration(slow, tol=1e-3, max_iters=20_000)
+    assert bool(sol.converged), (float(sol.gain_lower), float(sol.gain_upper))
+    assert float(sol.gain_lower) <= 0.5 <= float(sol.gain_upper)
+    assert float(sol.bias[1]) == 0.0
     for i, (mm, ref) in enumerate(zip(mdps, refs)):
       assert bool(batched.converged[i]), i
       assert float(batched.gain_lower[i]) - 1e-9 <= ref <= float(batched.gain_upper[i]) + 1e-9
