@@ -38,6 +38,8 @@ from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, initial_state,
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
 from jaxrl_dp.planning.anderson import backup_certificate, certificate_constants
+from jaxrl_dp.planning.implicit import (ImplicitAdjoint, check_adjoint,
+                                        implicit_greedy_solution, no_functional_adjoint)
 from jaxrl_dp.planning.value_iteration import STOP_RULES, greedy_solution
 
 
@@ -112,10 +114,11 @@ def anchored_solver(stop: str = "sup") -> IterativeSolver:
   return IterativeSolver(init=init, step=step, finalize=finalize)
 
 
-@solver(infinite_horizon=True, kind="control", reverse_mode=False)
+@solver(infinite_horizon=True, kind="control", reverse_mode=True)
 def anchored_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e-6,
                              max_iters: int = 10_000, stop: str = "sup",
-                             v0: jax.Array | None = None) -> Solution:
+                             v0: jax.Array | None = None,
+                             adjoint: ImplicitAdjoint | None = None) -> Solution:
   """Anchored (Halpern) value iteration (Anc-VI, Lee & Ryu 2023) on one MDP.
 
   Iterates ``v_k = beta_k v_0 + (1 - beta_k) T v_{k-1}`` with ``beta_k = 1 /
@@ -133,8 +136,11 @@ def anchored_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
   False``; ``max_iters`` (backups) is never changed; a discount outside ``[0,
   1)`` (a traced one too) runs nothing and gives ``error_bound = inf``.
 
-  Derivatives: ``jax.grad`` does not work (``lax.while_loop``); forward mode
-  differentiates the iterations.
+  Derivatives (tabular MDPs): ``jax.grad``, ``jax.vjp`` and ``jax.jvp``
+  work by the implicit function theorem at the fixed point of ``T_pi`` for
+  the RETURNED greedy policy, as for :func:`jaxrl_dp.value_iteration` (with
+  respect to rewards, probs, discount; ``v0`` and ``tol`` carry none); the
+  iterations are never differentiated.
 
   Args:
     mdp: one MDP, ``S`` states, ``A`` actions, dense or sparse (``jax.vmap``
@@ -143,6 +149,9 @@ def anchored_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
     max_iters: static cap on backups, an int in ``[1, 2**31 - 1]``.
     stop: ``"sup"`` or ``"span"`` (static).
     v0: optional ``[S]`` start values and anchor (default zeros).
+    adjoint: how derivatives solve their linear system
+      (:class:`~jaxrl_dp.planning.implicit.ImplicitAdjoint`, static; default
+      GMRES).
 
   Returns:
     :class:`Solution`: ``values [S]``, ``q [S, A]``, ``policy int32 [S]``,
@@ -153,6 +162,7 @@ def anchored_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
   """
   if isinstance(mdp, FunctionalMDP):  # is_functional(mdp)
     check_tol(tol)
+    no_functional_adjoint(adjoint)
     return solve_functional(mdp, anchored_solver, {"stop": stop}, tol=tol,
                             max_iters=check_max_iters(max_iters), v0=v0)
   check_solver_input(mdp, infinite_horizon=True)
@@ -162,11 +172,16 @@ def anchored_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
   dtype = mdp.rewards.dtype
   shape = mdp.rewards.shape[:1]
   v0 = None if v0 is None else as_values("v0", v0, shape, dtype)
-  return _anchored(mdp, tol_arg(tol, dtype), v0, max_iters=max_iters, stop=stop)
+  return _anchored(mdp, tol_arg(tol, dtype), v0, max_iters=max_iters, stop=stop,
+                   adjoint=check_adjoint(adjoint))
 
 
-@functools.partial(cpu_jit, static_argnames=("max_iters", "stop"))
-def _anchored(mdp, tol, v0, *, max_iters, stop):
-  return iterative_solve(anchored_solver(stop), NominalOperator(mdp),
-                         initial_values(v0, mdp.rewards), tol,
-                         max_iters=max_iters)
+@functools.partial(cpu_jit, static_argnames=("max_iters", "stop", "adjoint"))
+def _anchored(mdp, tol, v0, *, max_iters, stop, adjoint=None):
+  def solve(m, tol_, v0_):
+    return iterative_solve(anchored_solver(stop), NominalOperator(m), v0_, tol_,
+                           max_iters=max_iters)
+
+  # ``keep_q``: the solution's q is ``r + gamma P values`` (greedy_solution).
+  return implicit_greedy_solution(solve, mdp, tol, initial_values(v0, mdp.rewards),
+                                  adjoint=adjoint, keep_q=True)

@@ -35,6 +35,8 @@ from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, certified_done
                                     initial_state, iterative_solve)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
+from jaxrl_dp.planning.implicit import (ImplicitAdjoint, check_adjoint,
+                                        implicit_greedy_solution, no_functional_adjoint)
 from jaxrl_dp.planning.value_iteration import STOP_RULES, greedy_solution
 
 
@@ -479,12 +481,13 @@ def _spd_solve(mat: jax.Array, rhs: jax.Array) -> jax.Array:
   return aug[:, m]
 
 
-@solver(infinite_horizon=True, kind="control", reverse_mode=False)
+@solver(infinite_horizon=True, kind="control", reverse_mode=True)
 def anderson_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e-6,
                              max_iters: int = 10_000, memory: int = 5,
                              regularization: float = 1e-10, stop: str = "sup",
                              period: int | None = None,
-                             v0: jax.Array | None = None) -> Solution:
+                             v0: jax.Array | None = None,
+                             adjoint: ImplicitAdjoint | None = None) -> Solution:
   """Safeguarded Anderson-accelerated value iteration on one MDP.
 
   Plain value-iteration backups, and every ``period`` backups (default
@@ -510,8 +513,11 @@ def anderson_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
   included) is never changed. A discount outside ``[0, 1)`` (a traced one
   too) runs nothing and gives ``error_bound = inf``.
 
-  Derivatives: ``jax.grad`` does not work (``lax.while_loop``); forward mode
-  differentiates the iterations.
+  Derivatives (tabular MDPs): ``jax.grad``, ``jax.vjp`` and ``jax.jvp``
+  work by the implicit function theorem at the fixed point of ``T_pi`` for
+  the RETURNED greedy policy, as for :func:`jaxrl_dp.value_iteration` (with
+  respect to rewards, probs, discount; ``v0`` and ``tol`` carry none); the
+  iterations and the mixing are never differentiated.
 
   Args:
     mdp: one MDP, ``S`` states, ``A`` actions, dense or sparse (``jax.vmap``
@@ -526,13 +532,17 @@ def anderson_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
     period: backups between mixings, an int in ``[1, 4096]`` or None
       (``memory + 1``); ``1`` mixes after every plain backup.
     v0: optional ``[S]`` start values (default zeros).
+    adjoint: how derivatives solve their linear system
+      (:class:`~jaxrl_dp.planning.implicit.ImplicitAdjoint`, static; default
+      GMRES).
 
   Returns:
     :class:`Solution`: ``values [S]``, ``q [S, A]``, ``policy int32 [S]``,
     ``iterations`` (backups), ``residual`` (the last ``||T x_k - x_k||`` or
     its span), ``converged``, ``error_bound``. A
     :class:`~jaxrl_dp.core.functional.FunctionalMDP` runs the same solver
-    over its blockwise operator.
+    over its blockwise operator (no implicit derivatives: ``adjoint`` must be
+    None; forward mode differentiates the iterations).
   """
   if not isinstance(mdp, FunctionalMDP):  # not is_functional(mdp)
     check_solver_input(mdp, infinite_horizon=True)
@@ -544,6 +554,7 @@ def anderson_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
   check_tol(tol)
   max_iters = check_max_iters(max_iters)
   if isinstance(mdp, FunctionalMDP):  # is_functional(mdp)
+    no_functional_adjoint(adjoint)
     return solve_functional(mdp, anderson_solver, {
         "memory": memory, "regularization": float(regularization), "stop": stop,
         "period": period}, tol=tol, max_iters=max_iters, v0=v0)
@@ -552,13 +563,19 @@ def anderson_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e
   v0 = None if v0 is None else as_values("v0", v0, shape, dtype)
   return _anderson(mdp, tol_arg(tol, dtype), v0, max_iters=max_iters,
                    memory=memory, regularization=float(regularization), stop=stop,
-                   period=period)
+                   period=period, adjoint=check_adjoint(adjoint))
 
 
 @functools.partial(cpu_jit, static_argnames=("max_iters", "memory", "regularization",
-                                             "stop", "period"))
-def _anderson(mdp, tol, v0, *, max_iters, memory, regularization, stop, period=None):
+                                             "stop", "period", "adjoint"))
+def _anderson(mdp, tol, v0, *, max_iters, memory, regularization, stop, period=None,
+              adjoint=None):
   zero_start = v0 is None  # zeros: the first backup needs only the rewards
   v0 = initial_values(v0, mdp.rewards)
-  return iterative_solve(anderson_solver(memory, regularization, stop, period, zero_start),
-                         NominalOperator(mdp), v0, tol, max_iters=max_iters)
+  solver_ = anderson_solver(memory, regularization, stop, period, zero_start)
+
+  def solve(m, tol_, v0_):
+    return iterative_solve(solver_, NominalOperator(m), v0_, tol_, max_iters=max_iters)
+
+  # ``keep_q``: the solution's q is ``r + gamma P values`` (greedy_solution).
+  return implicit_greedy_solution(solve, mdp, tol, v0, adjoint=adjoint, keep_q=True)

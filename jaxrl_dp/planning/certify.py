@@ -157,6 +157,8 @@ from jaxrl_dp.core.options import (as_values, check_choice, check_int,
                                    check_max_iters, check_tol, initial_values, tol_arg)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
+from jaxrl_dp.planning.implicit import (ImplicitAdjoint, check_adjoint,
+                                        implicit_greedy_solution)
 from jaxrl_dp.planning.value_iteration import STOP_RULES, value_iteration_solver
 
 METHODS = ("auto", "compensated", "float64")
@@ -440,7 +442,8 @@ def speculative_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
                                 max_iters: int = 10_000, spec_dtype: Any = None,
                                 stop: str = "span", max_rounds: int = 8,
                                 method: str = "auto",
-                                v0: Optional[jax.Array] = None) -> Solution:
+                                v0: Optional[jax.Array] = None,
+                                adjoint: Optional[ImplicitAdjoint] = None) -> Solution:
   """Value iteration in a cheap precision, certified and polished accurately.
 
   See the module docstring for the phases (speculate, certify, defect
@@ -458,6 +461,14 @@ def speculative_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
     max_rounds: static cap on defect-correction rounds (``>= 0``).
     method: the certificate's arithmetic (:func:`certify`).
     v0: optional start values ``[S]``.
+    adjoint: how derivatives solve their linear system
+      (:class:`~jaxrl_dp.planning.implicit.ImplicitAdjoint`, static; default
+      GMRES).
+
+  Derivatives: ``jax.grad``, ``jax.vjp`` and ``jax.jvp`` work by the
+  implicit function theorem at the fixed point of ``T_pi`` for the returned
+  policy in the model's dtype, as for :func:`jaxrl_dp.value_iteration`
+  (``v0`` and ``tol`` carry none); no phase is differentiated.
 
   Returns:
     :class:`Solution` in the model's dtype: ``values [S]``, ``q [S, A]`` (of
@@ -484,7 +495,7 @@ def speculative_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
     v0 = as_values("v0", v0, mdp.rewards.shape[:1], dtype)
   tol = tol_arg(tol, dtype)
   return _speculative(mdp, tol, v0, max_iters=max_iters, spec=spec.name, stop=stop,
-                      max_rounds=max_rounds, method=method)
+                      max_rounds=max_rounds, method=method, adjoint=check_adjoint(adjoint))
 
 
 def _speculate(mdp, tol, v0, max_iters, spec, stop) -> Solution:
@@ -511,19 +522,26 @@ def _polish(mdp, tol, v0, sol, max_iters, spec, stop, max_rounds, method) -> Sol
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "spec", "stop",
-                                             "max_rounds", "method"))
-def _speculative(mdp, tol, v0, *, max_iters, spec, stop, max_rounds, method):
-  sol = _speculate(mdp, tol, v0, max_iters, spec, stop)
+                                             "max_rounds", "method", "adjoint"))
+def _speculative(mdp, tol, v0, *, max_iters, spec, stop, max_rounds, method, adjoint=None):
   args = (max_iters, spec, stop, max_rounds, method)
-  if jnp.dtype(spec) == jnp.dtype(mdp.rewards.dtype):
-    # The speculation ran in the working precision: its own bound is already
-    # a certificate of the returned values (rounding included). When it meets
-    # ``tol`` there is nothing to verify (one certificate pass saved: ~10
-    # backups on a dense float32 model); otherwise certify and polish.
-    valid = discount_ok(mdp.discount)
-    return jax.lax.cond(valid & sol.converged, lambda s: s,
-                        lambda s: _polish(mdp, tol, v0, s, *args), sol)
-  return _polish(mdp, tol, v0, sol, *args)
+
+  def run(m, tol_, v0_):
+    sol = _speculate(m, tol_, v0_, max_iters, spec, stop)
+    if jnp.dtype(spec) == jnp.dtype(m.rewards.dtype):
+      # The speculation ran in the working precision: its own bound is
+      # already a certificate of the returned values (rounding included).
+      # When it meets ``tol`` there is nothing to verify (one certificate
+      # pass saved: ~10 backups on a dense float32 model); otherwise certify
+      # and polish.
+      valid = discount_ok(m.discount)
+      return jax.lax.cond(valid & sol.converged, lambda s: s,
+                          lambda s: _polish(m, tol_, v0_, s, *args), sol)
+    return _polish(m, tol_, v0_, sol, *args)
+
+  # ``keep_q``: both outcomes' q is ``r + gamma P values`` of their values.
+  # (``v0=None``, the zero start, is an empty leaf: it stays None inside.)
+  return implicit_greedy_solution(run, mdp, tol, v0, adjoint=adjoint, keep_q=True)
 
 
 def _certify_and_polish(mdp, mdp_s, sol, tol, v0, vi, valid, max_iters, spec, max_rounds,

@@ -239,7 +239,7 @@ def auto_method(mdp: TabularMDP, *, requested: bool = False) -> tuple[str, dict[
   S=20 / 100 models and 1.48 / 1.14x its 162 / 560 us on Garnets S=200 / 2000
   (one in-process run, 2026-12-06); the default call (no accuracy
   requested) keeps value iteration, and so does a call with an option the
-  speculative solver does not take (value iteration's ``adjoint``). Sparse
+  speculative solver does not take. Sparse
   float32 Garnets S=2000, A=8,
   K=5 (with :data:`~jaxrl_dp.core.iteration.SPAN_NOISE`): gamma 0.99,
   ``rtol=1e-4``: value iteration False (1.3e-4) in 1.0 ms, speculative True
@@ -375,9 +375,10 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
   maximizer's), with respect to the rewards, the transitions and the
   discount, whatever the method does inside (its loops, the second phase's
   ``lax.while_loop``: the solve itself is never differentiated; the linear
-  system is solved by GMRES, or by the ``adjoint`` a ``value_iteration``
-  call is given). So a solver without reverse mode of its own (Anderson,
-  Gauss-Seidel, anchored, speculative) has it through :func:`solve`. The
+  system is solved by GMRES, or by the ``adjoint`` option of the value
+  iteration family: ``value_iteration``, Gauss-Seidel, Anderson, anchored,
+  speculative). Called by name, each of these methods (and policy iteration
+  and modified policy iteration) has the same implicit derivative. The
   tolerances, ``v0`` and ``policy0`` carry no derivative. A call on
   concrete arrays runs the method directly (nothing to differentiate); a
   :class:`~jaxrl_dp.core.functional.FunctionalMDP` has no implicit
@@ -441,7 +442,7 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
       name, options = "value_iteration", {"stop": "span"}
     else:
       # A requested accuracy picks the speculative solver in low precision,
-      # unless an option only value iteration takes (its ``adjoint``) was given.
+      # unless an option it does not take was given.
       requested = ((not relative or rtol is not None)
                    and set(method_options) <= _SPECULATIVE_OPTIONS)
       name, options = auto_method(mdp, requested=requested)

@@ -50,6 +50,8 @@ from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, initial_state,
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
 from jaxrl_dp.planning.anderson import backup_certificate, certificate_constants
+from jaxrl_dp.planning.implicit import (ImplicitAdjoint, check_adjoint,
+                                        implicit_greedy_solution, no_functional_adjoint)
 from jaxrl_dp.planning.value_iteration import STOP_RULES, greedy_solution
 
 #: Default number of blocks (``blocks=None``): ``min(S, DEFAULT_BLOCKS)``.
@@ -382,14 +384,15 @@ def _check_options(blocks, omega, ranking, full_every, num_states):
                             f"({lo}, {hi}{')' if name == 'omega' else ']'}")
 
 
-@solver(infinite_horizon=True, kind="control", reverse_mode=False)
+@solver(infinite_horizon=True, kind="control", reverse_mode=True)
 def gauss_seidel_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e-6,
                                  max_iters: int = 10_000, omega: float = 1.0,
                                  blocks: Optional[int] = None,
                                  ranking: Optional[float] = None,
                                  full_every: int = 4, symmetric: bool = True,
                                  stop: str = "sup",
-                                 v0: jax.Array | None = None) -> Solution:
+                                 v0: jax.Array | None = None,
+                                 adjoint: ImplicitAdjoint | None = None) -> Solution:
   """Gauss-Seidel / SOR value iteration over static state blocks, on one MDP.
 
   A sweep updates the ``nb`` blocks of consecutive states in turn, each
@@ -432,8 +435,11 @@ def gauss_seidel_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float 
   an uncertified sweep ``error_bound`` is ``inf``; a discount outside ``[0,
   1)`` (a traced one too) runs nothing and gives ``error_bound = inf``.
 
-  Derivatives: ``jax.grad`` does not work (``lax.while_loop``); forward mode
-  differentiates the iterations.
+  Derivatives (tabular MDPs): ``jax.grad``, ``jax.vjp`` and ``jax.jvp``
+  work by the implicit function theorem at the fixed point of ``T_pi`` for
+  the RETURNED greedy policy, as for :func:`jaxrl_dp.value_iteration` (with
+  respect to rewards, probs, discount; ``v0`` and ``tol`` carry none); the
+  iterations are never differentiated.
 
   Args:
     mdp: one MDP, ``S`` states, ``A`` actions, dense or sparse (``jax.vmap``
@@ -447,6 +453,9 @@ def gauss_seidel_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float 
     symmetric: alternate sweep directions.
     stop: ``"sup"`` or ``"span"`` (static).
     v0: optional ``[S]`` start values (default zeros).
+    adjoint: how derivatives solve their linear system
+      (:class:`~jaxrl_dp.planning.implicit.ImplicitAdjoint`, static; default
+      GMRES).
 
   Returns:
     :class:`Solution`: ``values [S]``, ``q [S, A]``, ``policy int32 [S]``,
@@ -464,6 +473,7 @@ def gauss_seidel_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float 
   check_tol(tol)
   max_iters = check_max_iters(max_iters)
   if isinstance(mdp, FunctionalMDP):
+    no_functional_adjoint(adjoint)
     return solve_functional(mdp, gauss_seidel_solver, {
         "blocks": blocks, "omega": float(omega),
         "ranking": None if ranking is None else float(ranking),
@@ -475,14 +485,20 @@ def gauss_seidel_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float 
   return _gauss_seidel(mdp, tol_arg(tol, dtype), v0, max_iters=max_iters,
                        omega=float(omega), blocks=blocks,
                        ranking=None if ranking is None else float(ranking),
-                       full_every=int(full_every), symmetric=bool(symmetric), stop=stop)
+                       full_every=int(full_every), symmetric=bool(symmetric), stop=stop,
+                       adjoint=check_adjoint(adjoint))
 
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "omega", "blocks", "ranking",
-                                             "full_every", "symmetric", "stop"))
+                                             "full_every", "symmetric", "stop", "adjoint"))
 def _gauss_seidel(mdp, tol, v0, *, max_iters, omega, blocks, ranking, full_every,
-                  symmetric, stop):
+                  symmetric, stop, adjoint=None):
   v0 = initial_values(v0, mdp.rewards)
   solver_ = gauss_seidel_solver(blocks=blocks, omega=omega, ranking=ranking,
                                 full_every=full_every, symmetric=symmetric, stop=stop)
-  return iterative_solve(solver_, NominalOperator(mdp), v0, tol, max_iters=max_iters)
+
+  def solve(m, tol_, v0_):
+    return iterative_solve(solver_, NominalOperator(m), v0_, tol_, max_iters=max_iters)
+
+  # ``keep_q``: the solution's q is ``r + gamma P values`` (greedy_solution).
+  return implicit_greedy_solution(solve, mdp, tol, v0, adjoint=adjoint, keep_q=True)

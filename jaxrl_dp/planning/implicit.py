@@ -115,6 +115,15 @@ class ImplicitAdjoint(NamedTuple):
   restart: Optional[int] = None
 
 
+def no_functional_adjoint(adjoint: Any) -> None:
+  """Refuses an ``adjoint`` given with a
+  :class:`~jaxrl_dp.core.functional.FunctionalMDP` (matrix-free models have
+  no implicit derivatives) with :class:`InvalidMDPError`."""
+  if adjoint is not None:
+    raise InvalidMDPError("adjoint: a FunctionalMDP has no implicit derivatives; "
+                          "pass adjoint=None")
+
+
 def check_adjoint(adjoint: Any) -> ImplicitAdjoint:
   """``None`` or an :class:`ImplicitAdjoint` with valid fields (refused by
   name with :class:`InvalidMDPError` otherwise)."""

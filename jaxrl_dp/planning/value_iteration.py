@@ -15,14 +15,13 @@ from jaxrl_dp.core.iteration import span_certificate_of, span_constants, sup_cer
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, operator_bound,
                                     initial_state, iterative_solve)
-from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters, check_tol,
                                    initial_values, tol_arg)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
 from jaxrl_dp.planning.implicit import (ImplicitAdjoint, check_adjoint,
-                                        implicit_greedy_solution)
+                                        implicit_greedy_solution, no_functional_adjoint)
 
 STOP_RULES = ("sup", "span")
 
@@ -144,9 +143,7 @@ def value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e-6,
   if isinstance(mdp, FunctionalMDP):  # is_functional(mdp)
     check_choice("stop", stop, STOP_RULES)
     check_tol(tol)
-    if adjoint is not None:
-      raise InvalidMDPError("adjoint: a FunctionalMDP has no implicit derivatives; "
-                            "pass adjoint=None")
+    no_functional_adjoint(adjoint)
     return solve_functional(mdp, value_iteration_solver, {"stop": stop}, tol=tol,
                             max_iters=check_max_iters(max_iters), v0=v0)
   check_solver_input(mdp, infinite_horizon=True)

@@ -152,8 +152,10 @@ def test_refusals_name_functional_mdp():
     policy_iteration(m)
   with pytest.raises(InvalidMDPError, match="FunctionalMDP"):
     jd.linear_programming(m)
-  with pytest.raises(InvalidMDPError, match="adjoint"):
-    value_iteration(m, adjoint=jd.planning.ImplicitAdjoint())
+  for fn in (value_iteration, jd.anderson_value_iteration, jd.gauss_seidel_value_iteration,
+             jd.anchored_value_iteration):
+    with pytest.raises(InvalidMDPError, match="^adjoint: a FunctionalMDP"):
+      fn(m, adjoint=jd.planning.ImplicitAdjoint())
 
 
 # ------------------------------------------------------------- validation

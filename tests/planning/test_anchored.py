@@ -137,7 +137,7 @@ def test_bad_options_raise_naming_the_option(kw, field):
 
 def test_metadata_and_exports():
   info = solver_info(jd.anchored_value_iteration)
-  assert info.infinite_horizon and info.kind == "control" and not info.reverse_mode
+  assert info.infinite_horizon and info.kind == "control" and info.reverse_mode
   assert planning.anchored_value_iteration is jd.anchored_value_iteration
   m, _ = _mdp("dense", 0.9)
   with pytest.raises(jd.InvalidMDPError, match="discount"):
@@ -148,7 +148,7 @@ def test_no_retrace_across_tols_and_discounts(monkeypatch):
   import importlib
   mod = importlib.import_module("jaxrl_dp.planning.anchored")
   guarded = jax.jit(chex.assert_max_traces(mod._anchored.__wrapped__, n=1),
-                    static_argnames=("max_iters", "stop"))
+                    static_argnames=("max_iters", "stop", "adjoint"))
   monkeypatch.setattr(mod, "_anchored", guarded)
   for gamma, tol in ((0.9, 1e-3), (0.95, 1e-2), (0.99, 0.5)):
     m, _ = _mdp("sparse", gamma, seed=1)

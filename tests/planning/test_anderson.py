@@ -271,7 +271,7 @@ def test_concrete_bad_discount_raises_and_metadata():
   with pytest.raises(jd.InvalidMDPError, match="discount"):
     jd.anderson_value_iteration(m.replace(discount=jnp.float32(1.0)))
   info = solver_info(jd.anderson_value_iteration)
-  assert info.infinite_horizon and info.kind == "control" and not info.reverse_mode
+  assert info.infinite_horizon and info.kind == "control" and info.reverse_mode
   assert planning.anderson_value_iteration is jd.anderson_value_iteration
 
 
@@ -279,7 +279,7 @@ def test_no_retrace_across_tols_and_discounts(monkeypatch):
   import importlib
   mod = importlib.import_module("jaxrl_dp.planning.anderson")
   guarded = jax.jit(chex.assert_max_traces(mod._anderson.__wrapped__, n=1),
-                    static_argnames=("max_iters", "memory", "regularization", "stop"))
+                    static_argnames=("max_iters", "memory", "regularization", "stop", "adjoint"))
   monkeypatch.setattr(mod, "_anderson", guarded)
   for gamma, tol in ((0.9, 1e-3), (0.95, 1e-2), (0.99, 0.5)):
     m, _ = _mdp("sparse", gamma, seed=1)

@@ -89,11 +89,13 @@ def test_auto_float32_meets_a_requested_accuracy(layout):
   for sol in (jd.solve(m, rtol=rel), jd.solve(m, tol=target),
               jax.jit(lambda mm: jd.solve(mm, rtol=rel))(m)):
     _check(sol, v_ref, target)
-  # value iteration's own option (the implicit derivative's adjoint) keeps it
+  # the implicit derivative's adjoint (an option of every iterative method)
+  # does not change the choice
   from jaxrl_dp.planning.implicit import ImplicitAdjoint
   loose = 1e-2 * np.max(np.abs(v_ref))
   kept = jd.solve(m, tol=loose, adjoint=ImplicitAdjoint(method="neumann"))
-  assert int(kept.iterations) == int(jd.value_iteration(m, stop="span", tol=loose).iterations)
+  assert int(kept.iterations) == int(jd.speculative_value_iteration(m, tol=loose).iterations)
+  assert int(kept.iterations) == int(jd.solve(m, tol=loose).iterations)
   _check(kept, v_ref, loose)
   # without a request the default (loose) accuracy keeps value iteration
   default = jd.solve(m)

@@ -301,7 +301,7 @@ def test_bad_options_raise_naming_the_option(kw, field):
 
 def test_metadata_and_exports():
   info = solver_info(jd.gauss_seidel_value_iteration)
-  assert info.infinite_horizon and info.kind == "control" and not info.reverse_mode
+  assert info.infinite_horizon and info.kind == "control" and info.reverse_mode
   assert planning.gauss_seidel_value_iteration is jd.gauss_seidel_value_iteration
   assert block_layout(14, 5) == (5, 3) and block_layout(14, None) == (14, 1)
   assert block_layout(1000, None) == (16, 63)
@@ -312,7 +312,7 @@ def test_no_retrace_across_tols_and_discounts(monkeypatch):
   mod = importlib.import_module("jaxrl_dp.planning.gauss_seidel")
   guarded = jax.jit(chex.assert_max_traces(mod._gauss_seidel.__wrapped__, n=1),
                     static_argnames=("max_iters", "omega", "blocks", "ranking", "full_every",
-                                     "symmetric", "stop"))
+                                     "symmetric", "stop", "adjoint"))
   monkeypatch.setattr(mod, "_gauss_seidel", guarded)
   for gamma, tol in ((0.9, 1e-3), (0.95, 1e-2), (0.99, 0.5)):
     m, _ = _mdp("sparse", gamma, seed=1)

@@ -129,6 +129,55 @@ def test_vi_ties_return_the_first_maximizer_gradient():
   np.testing.assert_allclose(g, want, rtol=1e-9, atol=1e-10)
 
 
+# ------------------------------------- the value-iteration family by name
+FAMILY = {
+    "anderson_sup": lambda m, **k: jd.anderson_value_iteration(m, tol=VI_TOL, **k),
+    "anderson_span": lambda m, **k: jd.anderson_value_iteration(m, tol=VI_TOL, stop="span",
+                                                                **k),
+    "gauss_seidel": lambda m, **k: jd.gauss_seidel_value_iteration(m, tol=VI_TOL, **k),
+    "sor_ranked": lambda m, **k: jd.gauss_seidel_value_iteration(
+        m, tol=VI_TOL, omega=1.3, blocks=3, ranking=0.5, **k),
+    "anchored_span": lambda m, **k: jd.anchored_value_iteration(m, tol=VI_TOL, stop="span",
+                                                                **k),
+    "speculative": lambda m, **k: jd.speculative_value_iteration(m, tol=VI_TOL, **k),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_value_iteration_family_reverse_mode_by_name(name):
+  """Each method called by name (not only through ``solve``) has reverse mode:
+  d (w V*) / d r against the closed form ``w (I - gamma P_pi*)^{-1}`` on the
+  optimal actions (float64 reference policy), and the Neumann adjoint gives
+  the same gradient."""
+  run = FAMILY[name]
+  m, p, r = _mdp("sparse" if name.startswith(("sor", "anchored")) else "dense", seed=4)
+  _, _, pol = optimal_values(p, r, 0.9)
+  w = np.linspace(1.0, 2.0, 6)
+  inv = np.linalg.inv(np.eye(6) - 0.9 * p[np.arange(6), pol])
+  want = np.zeros((6, 3))
+  want[np.arange(6), pol] = w @ inv
+  for adjoint in (None, ImplicitAdjoint(method="neumann")):
+    g = jax.grad(lambda rew: run(m.replace(rewards=rew), adjoint=adjoint).values @ w)(m.rewards)
+    np.testing.assert_allclose(g, want, rtol=1e-8, atol=1e-9, err_msg=str(adjoint))
+
+
+@pytest.mark.parametrize("name", [pytest.param("anderson_sup", marks=pytest.mark.slow),
+                                  "gauss_seidel"])
+def test_value_iteration_family_gradients_match_finite_differences(name):
+  """Rewards, the stored sparse probabilities and the discount; values and q.
+  (Sup-norm stops: the differences move ``probs`` off the simplex, where the
+  span rule's midpoint is not the fixed point.)"""
+  m, _, _ = _mdp("sparse", seed=5)
+  w = jnp.linspace(-1.0, 2.0, 6)
+
+  def f(x):
+    sol = FAMILY[name](m.replace(rewards=x["r"], probs=x["p"], discount=x["d"]))
+    return sol.values @ w + 0.1 * jnp.sum(sol.q ** 2)
+
+  g = _check_fd(f, {"r": m.rewards, "p": m.probs, "d": m.discount}, 2)
+  assert g["p"].shape == m.probs.shape
+
+
 # slow: 5 s; a compiled-memory check, unchanged by the default run's numerics
 @pytest.mark.slow
 def test_memory_does_not_grow_with_iterations():
