@@ -58,6 +58,8 @@ from jaxrl_dp.core.options import (as_index_array, as_values, check_max_iters,
                                    tol_arg)
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
+from jaxrl_dp.planning.implicit import (ImplicitAdjoint, check_adjoint,
+                                        implicit_fixed_point, nan_tangent_unless)
 
 
 @flax.struct.dataclass
@@ -116,11 +118,12 @@ def aperiodic_transform(mdp: TabularMDP, tau) -> TabularMDP:
                      discount=jnp.asarray(1.0, dtype), transition_rewards=None)
 
 
-@solver(infinite_horizon=False, kind="control", reverse_mode=False)
+@solver(infinite_horizon=False, kind="control", reverse_mode=True)
 def relative_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
                              max_iters: int = 10_000, tau: float = 0.5,
                              reference_state: int = 0,
-                             v0: jax.Array | None = None) -> AverageRewardSolution:
+                             v0: jax.Array | None = None,
+                             adjoint: ImplicitAdjoint | None = None) -> AverageRewardSolution:
   """Average-reward relative value iteration with certified gain bounds.
 
   Uses the rewards and transitions only; the stored discount is ignored
@@ -140,7 +143,21 @@ def relative_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
   :func:`check_unichain`. The bias is NOT certified. A non-finite value never
   converges.
 
-  Derivatives: forward mode only (``lax.while_loop``).
+  Derivatives: ``jax.grad``, ``jax.vjp`` and ``jax.jvp`` of ``gain``,
+  ``bias`` and ``q`` (with respect to rewards, probs, ``tau``), by the
+  implicit function theorem at the fixed point of the relative backup of the
+  RETURNED greedy policy ``pi`` over the reachable states, ``v = T'_pi v -
+  (T'_pi v)[pin]`` (the iterations are never differentiated): ``d gain = mu_pi
+  (d r_pi + d P_pi h)`` with ``mu_pi`` the stationary distribution of a
+  unichain ``pi`` (``d gain / d r(s, pi(s)) = mu_pi(s)``). The linear system
+  ``I - (I - 1 e_pin^T) P'_pi`` is singular when ``pi`` has more than one
+  recurrent class among the reachable states (the bias is then not unique):
+  the verified solve returns NaN derivatives there, never wrong ones; and
+  every derivative is NaN when ``converged`` is False (no fixed point was
+  reached: for a multichain MDP whose reachable states have different
+  gains there is none). The states not reachable from ``initial`` get zero
+  derivatives; ``gain_lower``, ``gain_upper``, ``residual``, ``iterations``,
+  ``converged`` and the integer policy none. ``v0`` and ``tol`` carry none.
 
   Args:
     mdp: one MDP (``S`` states, ``A`` actions); jittable and vmappable.
@@ -152,6 +169,9 @@ def relative_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
       it is not reachable from ``initial``, the first reachable state is
       pinned instead).
     v0: optional start values ``[S]`` (default zeros).
+    adjoint: how derivatives solve their linear system
+      (:class:`~jaxrl_dp.planning.implicit.ImplicitAdjoint`, static; default
+      GMRES; ``"neumann"`` converges as fast as the chain of ``pi`` mixes).
 
   Returns:
     :class:`AverageRewardSolution`.
@@ -173,12 +193,50 @@ def relative_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
   if v0 is not None:
     v0 = as_values("v0", v0, (s,), dtype)
   return _relative_vi(mdp, tol_arg(tol, dtype), scalar_arg(tau, dtype), v0,
-                      max_iters=max_iters, ref=int(reference_state))
+                      max_iters=max_iters, ref=int(reference_state),
+                      adjoint=check_adjoint(adjoint))
 
 
-@functools.partial(jax.jit, static_argnames=("max_iters", "ref"))
-def _relative_vi(mdp, tol, tau, v0, *, max_iters, ref):
-  v0 = initial_values(v0, mdp.rewards)
+@functools.partial(jax.jit, static_argnames=("max_iters", "ref", "adjoint"))
+def _relative_vi(mdp, tol, tau, v0, *, max_iters, ref, adjoint=None):
+  """:func:`relative_value_iteration` with implicit derivatives."""
+  def run(a):
+    return _relative_vi_solve(*a, max_iters=max_iters, ref=ref)
+
+  def backup(a, aux, v):
+    # The relative backup of the returned policy on the reachable states;
+    # elsewhere a constant of ``v`` (those rows of ``I - dF`` are the
+    # identity, and the reachable rows never read them: a closed set).
+    m, _, tau_, _ = a
+    sol, reach, pin = aux
+    w = bellman.policy_backup(aperiodic_transform(m, tau_), sol.policy, v)
+    return jnp.where(reach, w - w[pin], jax.lax.stop_gradient(v))
+
+  def readout(a, aux, v):
+    m, _, tau_, _ = a
+    sol, _, pin = aux
+    w = bellman.policy_backup(aperiodic_transform(m, tau_), sol.policy, v)
+    bias = (1 - tau_) * v
+    return w[pin] - v[pin], bias, m.rewards + bellman.expected_next(m, bias)
+
+  def computed(aux):
+    sol = aux[0]
+    return sol.gain, sol.bias, sol.q
+
+  _, (sol, _, _), (gain, bias, q) = implicit_fixed_point(
+      run, backup, (mdp, tol, tau, initial_values(v0, mdp.rewards)), adjoint=adjoint,
+      readout=(readout, computed))
+  # Not converged: no fixed point to differentiate (a multichain MDP whose
+  # reachable states have different gains has none; its linear system can
+  # still be consistent, e.g. giving the pinned class's gain derivative).
+  gain, bias, q = nan_tangent_unless(sol.converged, (gain, bias, q))
+  return sol.replace(gain=gain, bias=bias, q=q)
+
+
+def _relative_vi_solve(mdp, tol, tau, v0, *, max_iters, ref):
+  """``(v [S], (solution, reach bool [S], pin int []))``: the relative values
+  of the transformed MDP, the solution, the reachable states and the pinned
+  one."""
   dtype = v0.dtype
   u = unit_roundoff(dtype)
   mt = aperiodic_transform(mdp, tau)
@@ -229,11 +287,11 @@ def _relative_vi(mdp, tol, tau, v0, *, max_iters, ref):
   gain = jnp.where(ok, 0.5 * (lower + upper), jnp.nan)
   bias = (1 - tau) * v
   q = mdp.rewards + bellman.expected_next(mdp, bias)
-  return AverageRewardSolution(
+  return v, (AverageRewardSolution(
       gain=gain, gain_lower=lower, gain_upper=upper, bias=bias, q=q,
       policy=bellman.greedy_policy(q, mdp.action_mask),
       iterations=r.iterations, residual=r.residual,
-      converged=r.converged & ok)
+      converged=r.converged & ok), reach, pin)
 
 
 # ------------------------------------------------------------- graph checks

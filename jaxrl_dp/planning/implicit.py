@@ -115,6 +115,24 @@ class ImplicitAdjoint(NamedTuple):
   restart: Optional[int] = None
 
 
+@jax.custom_jvp
+def nan_tangent_unless(ok: jax.Array, x: Any) -> Any:
+  """``x`` unchanged, with NaN derivatives (every leaf's tangent) where the
+  bool ``ok []`` is False: for a result whose derivative is not defined
+  unless the solve converged. ``ok`` carries no derivative."""
+  return x
+
+
+@nan_tangent_unless.defjvp
+def _nan_tangent_unless_jvp(primals, tangents):
+  ok, x = primals
+  _, x_dot = tangents
+  # A product (linear in the tangent, so reverse mode transposes it to the
+  # same scaling), not a select (whose constant NaN branch has no transpose).
+  return x, jax.tree_util.tree_map(
+      lambda t: t * jnp.where(ok, 1.0, jnp.nan).astype(t.dtype), x_dot)
+
+
 def no_functional_adjoint(adjoint: Any) -> None:
   """Refuses an ``adjoint`` given with a
   :class:`~jaxrl_dp.core.functional.FunctionalMDP` (matrix-free models have

@@ -186,6 +186,73 @@ def test_gain_of_the_states_reachable_from_initial_and_padded_batches():
       np.testing.assert_allclose(batched.gain[i], f(mm).gain, atol=1e-12)
 
 
+def _gain(rew, mm):
+  return jd.relative_value_iteration(mm.replace(rewards=rew), tol=1e-10).gain
+
+
+def test_relative_vi_gain_gradient_and_nan_without_a_fixed_point():
+  """Reverse mode (implicit, at the returned policy's relative fixed point):
+  d g* / d r(s, a) = mu_pi(s) 1[a = pi(s)] (stationary distribution, float64
+  linear solve); NaN where the bracket did not close (a multichain MDP whose
+  two classes have gains 1 and 2)."""
+  with jax.enable_x64(True):
+    m, p, _, _ = _unichain("dense", 7, s=8)
+    pol = np.asarray(jd.relative_value_iteration(m, tol=1e-10).policy)
+    p_pi = p[np.arange(8), pol]
+    a = np.vstack([p_pi.T - np.eye(8), np.ones((1, 8))])
+    mu = np.linalg.lstsq(a, np.concatenate([np.zeros(8), [1.0]]), rcond=None)[0]
+    want = np.zeros((8, 3))
+    want[np.arange(8), pol] = mu
+    np.testing.assert_allclose(jax.grad(_gain)(m.rewards, m), want, atol=1e-10)
+    p = np.zeros((3, 1, 3))
+    p[0, 0, 0] = p[1, 0, 1] = 1.0
+    p[2, 0, 0] = p[2, 0, 2] = 0.5
+    multi = jd.TabularMDP.from_dense(p, [[1.0], [2.0], [0.0]], 1.0)
+    assert not bool(jd.relative_value_iteration(multi).converged)
+    assert np.all(np.isnan(np.asarray(jax.grad(_gain)(multi.rewards, multi))))
+
+
+# slow: 20 s (each gradient compiles its GMRES adjoint)
+@pytest.mark.slow
+def test_relative_vi_gradients():
+  """The gain gradient of the sparse layout against the stationary
+  distribution; probs, bias and q against central differences along
+  row-sum-preserving directions (both layouts); a padded ``stack`` member
+  against its single call (the padded states get 0)."""
+  with jax.enable_x64(True):
+    for layout in ("dense", "sparse"):
+      m, p, r, _ = _unichain(layout, 7, s=8)
+      run = lambda mm: jd.relative_value_iteration(mm, tol=1e-12)
+      pol = np.asarray(run(m).policy)
+      p_pi = p[np.arange(8), pol]
+      a = np.vstack([p_pi.T - np.eye(8), np.ones((1, 8))])
+      mu = np.linalg.lstsq(a, np.concatenate([np.zeros(8), [1.0]]), rcond=None)[0]
+      want = np.zeros((8, 3))
+      want[np.arange(8), pol] = mu
+      g = jax.grad(lambda rew: run(m.replace(rewards=rew)).gain)(m.rewards)
+      np.testing.assert_allclose(g, want, atol=1e-10, err_msg=layout)
+      e = np.random.default_rng(1).normal(size=m.probs.shape) * np.asarray(m.probs > 0)
+      e = jnp.asarray(e - np.asarray(m.probs) * e.sum(-1, keepdims=True))  # rows sum to 0
+      w = jnp.linspace(-1.0, 1.0, 8)
+
+      def f(x):
+        sol = run(m.replace(probs=x))
+        return sol.gain + sol.bias @ w + 0.01 * jnp.sum(sol.q)
+
+      h = 1e-6
+      fd = float((f(m.probs + h * e) - f(m.probs - h * e)) / (2 * h))
+      np.testing.assert_allclose(float(jnp.sum(jax.grad(f)(m.probs) * e)), fd, rtol=1e-6,
+                                 err_msg=layout)
+    rng = np.random.default_rng(5)
+    mdps = [jd.TabularMDP.from_dense(*random_dense(rng, s, 2), 1.0) for s in (3, 5)]
+    gain = _gain
+    stacked = jd.stack(mdps)
+    batched = jax.vmap(jax.grad(gain))(stacked.rewards, stacked)
+    np.testing.assert_allclose(batched[0, :3], jax.grad(gain)(mdps[0].rewards, mdps[0]),
+                               atol=1e-12)
+    assert np.all(np.asarray(batched[0, 3:]) == 0.0)
+
+
 @pytest.mark.slow
 def test_relative_vi_jit_and_vmap():
   with jax.enable_x64(True):
@@ -306,13 +373,14 @@ def test_metadata():
   from jaxrl_dp.core.solver_info import solver_info
   for fn in (jd.relative_value_iteration, jd.stochastic_shortest_path):
     info = solver_info(fn)
-    assert (info.infinite_horizon, info.kind, info.reverse_mode) == (False, "control", False)
+    rev = fn is jd.relative_value_iteration
+    assert (info.infinite_horizon, info.kind, info.reverse_mode) == (False, "control", rev)
 
 
 def test_relative_vi_no_retrace_across_tol_and_tau(monkeypatch):
   import chex
   guarded = jax.jit(chex.assert_max_traces(ar._relative_vi.__wrapped__, n=1),
-                    static_argnames=("max_iters", "ref"))
+                    static_argnames=("max_iters", "ref", "adjoint"))
   monkeypatch.setattr(ar, "_relative_vi", guarded)
   m, _, _, _ = _unichain("sparse", 0, dtype=jnp.float32)
   for tol, tau in ((1e-3, 0.5), (1e-2, 0.3), (1e-4, 0.0)):
