@@ -437,7 +437,7 @@ def _capped_solve(solver_, op, v0, tol, cap) -> Solution:
   return solver_.finalize(op, st, tol, valid)
 
 
-@solver(infinite_horizon=True, kind="control")
+@solver(infinite_horizon=True, kind="control", reverse_mode=True)
 def speculative_value_iteration(mdp: TabularMDP, *, tol: float = 1e-6,
                                 max_iters: int = 10_000, spec_dtype: Any = None,
                                 stop: str = "span", max_rounds: int = 8,

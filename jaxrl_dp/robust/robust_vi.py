@@ -544,7 +544,7 @@ def _robust_eval(mdp, policy, uset, tol, v0, *, max_iters):
                                 error_bound=bound)
 
 
-@solver(infinite_horizon=False, kind="finite_horizon")
+@solver(infinite_horizon=False, kind="finite_horizon", reverse_mode=True)
 def robust_finite_horizon(mdp: TabularMDP, uset: UncertaintySet, *, horizon: int,
                           terminal_values: jax.Array | None = None
                           ) -> RobustFiniteHorizonSolution:

@@ -439,4 +439,4 @@ def test_bad_input_raises():
 def test_solver_metadata():
   from jaxrl_dp.core.solver_info import solver_info
   info = solver_info(speculative_value_iteration)
-  assert info.infinite_horizon and info.kind == "control"
+  assert info.infinite_horizon and info.kind == "control" and info.reverse_mode

@@ -152,6 +152,25 @@ def test_robust_evaluation_gradients(name):
                 "s": jnp.asarray(float(uset.size))}, seed=5)
 
 
+@pytest.mark.parametrize("name", ["l1_ball", pytest.param("kl_ball", marks=pytest.mark.slow)])
+def test_robust_finite_horizon_gradients(name):
+  """``robust_finite_horizon`` (a ``lax.scan``; the inner worst case by its
+  closed form or envelope rule) against central differences: rewards,
+  probs, discount, radius and terminal values."""
+  m = _mdp("sparse", seed=7)
+  uset = SETS[name]
+  w = jnp.linspace(-1.0, 2.0, S)
+
+  def f(x):
+    res = R.robust_finite_horizon(m.replace(rewards=x["r"], probs=x["p"], discount=x["d"]),
+                                  uset.replace(size=x["s"]), horizon=4,
+                                  terminal_values=x["t"])
+    return res.values[0] @ w + 0.1 * res.values[2] @ w
+
+  _check_fd(f, {"r": m.rewards, "p": m.probs, "d": m.discount,
+                "s": jnp.asarray(float(uset.size)), "t": jnp.linspace(0.0, 1.0, S)}, seed=8)
+
+
 @pytest.mark.slow
 def test_robust_mpi_gradient_equals_vi():
   m = _mdp("sparse", seed=6)
