@@ -24,11 +24,19 @@ value-iteration one against the closed form ``w (I - gamma P_pi)^{-1}`` on the
 returned policy's rows (NumPy / SciPy sparse solve, float64), the unrolled one
 against it too (it differs by the truncation after ``N`` steps).
 
+``--family``: instead, the other solvers with implicit derivatives called by
+name (Gauss-Seidel, Anderson, anchored, speculative value iteration: the
+same closed form on their returned policy; ``relative_value_iteration``:
+``d gain / d r(s, a) = mu_pi(s) 1[a = pi(s)]``, the stationary distribution of
+the returned policy by a float64 dense / sparse solve), forward vs value and
+gradient, no unrolled variant.
+
 Usage:
   python benchmarks/bench_gradients.py            # S = 100, 1000, 10000 (~2-5 min, 2 cores)
   python benchmarks/bench_gradients.py --quick    # S = 100, 1000 only
+  python benchmarks/bench_gradients.py --family   # the value-iteration family and RVI
 Writes benchmarks/results/gradients.json and gradients.md (or --out-dir;
-``--quick``: gradients_quick.*).
+``--quick``: gradients_quick.*; ``--family``: gradients_family.*).
 """
 
 from __future__ import annotations
@@ -98,6 +106,77 @@ def closed_form(mdp, policy, w) -> np.ndarray:
   out = np.zeros((s, A))
   out[np.arange(s), pol] = y
   return out
+
+
+def stationary_closed_form(mdp, policy) -> np.ndarray:
+  """``d gain / d r(s, a) = mu_pi(s) 1[a = pi(s)]`` (unichain ``pi``): ``mu``
+  from ``mu (P_pi - I) = 0``, ``sum mu = 1`` (the last balance equation
+  replaced by the normalization), float64."""
+  s = mdp.num_states
+  pol = np.asarray(policy)
+  import scipy.sparse as sp
+  import scipy.sparse.linalg as spla
+  if mdp.is_sparse:
+    ns = np.asarray(mdp.next_states)[np.arange(s), pol]
+    pr = np.asarray(mdp.probs, np.float64)[np.arange(s), pol]
+    p_pi = sp.csr_matrix((pr.ravel(), (np.repeat(np.arange(s), ns.shape[1]), ns.ravel())),
+                         shape=(s, s))
+  else:
+    p_pi = sp.csr_matrix(np.asarray(mdp.probs, np.float64)[np.arange(s), pol])
+  a = (p_pi.T - sp.eye(s)).tolil()
+  a[s - 1, :] = np.ones(s)
+  b = np.zeros(s)
+  b[-1] = 1.0
+  mu = spla.spsolve(a.tocsc(), b)
+  out = np.zeros((s, A))
+  out[np.arange(s), pol] = mu
+  return out
+
+
+def bench_family(s, repeats):
+  """Forward vs value-and-gradient of the value-iteration family called by
+  name and of ``relative_value_iteration`` (gain), each gradient checked
+  against its closed form."""
+  mdp = make_mdp(s)
+  w = jnp.asarray(np.random.default_rng(1).normal(size=s))
+  r = mdp.rewards
+  solvers = {
+      "value_iteration (span)": lambda m: jd.value_iteration(m, tol=TOL, stop="span"),
+      "gauss_seidel_value_iteration": lambda m: jd.gauss_seidel_value_iteration(m, tol=TOL),
+      "anderson_value_iteration": lambda m: jd.anderson_value_iteration(m, tol=TOL),
+      "anchored_value_iteration (span)": lambda m: jd.anchored_value_iteration(m, tol=TOL,
+                                                                              stop="span"),
+      "speculative_value_iteration": lambda m: jd.speculative_value_iteration(m, tol=TOL),
+      "relative_value_iteration (gain)": lambda m: jd.relative_value_iteration(m, tol=TOL),
+  }
+  rows = []
+  for name, solve in solvers.items():
+    load0 = os.getloadavg()[0]
+    gain = name.startswith("relative")
+    if gain:
+      obj = lambda m, r, w, solve=solve: solve(m.replace(rewards=r)).gain
+    else:
+      obj = lambda m, r, w, solve=solve: solve(m.replace(rewards=r)).values @ w
+    fwd = jax.jit(obj)
+    grd = jax.jit(jax.value_and_grad(obj, argnums=1))
+    t_f, _ = timed(fwd, (mdp, r, w), repeats)
+    t_g, (_, g) = timed(grd, (mdp, r, w), repeats)
+    sol = solve(mdp)
+    ref = (stationary_closed_form(mdp, sol.policy) if gain
+           else closed_form(mdp, sol.policy, w))
+    err = float(np.max(np.abs(np.asarray(g) - ref)) / np.max(np.abs(ref)))
+    row = {"S": s, "layout": "sparse" if mdp.is_sparse else "dense", "solver": name,
+           "iterations": int(sol.iterations), "forward_s": t_f, "gradient_s": t_g,
+           "backward_s": t_g - t_f, "backward_over_forward": (t_g - t_f) / t_f,
+           "gradient_over_forward": t_g / t_f,
+           "forward_bytes": memory_bytes(fwd, mdp, r, w),
+           "gradient_bytes": memory_bytes(grd, mdp, r, w),
+           "grad_rel_error_vs_closed_form": err, "loadavg_1m_before": load0,
+           "loadavg_1m_after": os.getloadavg()[0]}
+    rows.append(row)
+    print(f"S={s:6d} {name:34s} fwd {t_f * 1e3:8.2f} ms  grad {t_g * 1e3:8.2f} ms  "
+          f"bwd/fwd {row['backward_over_forward']:.2f}  err {err:.1e}", flush=True)
+  return rows
 
 
 def unrolled(n, policy=None):
@@ -219,6 +298,8 @@ def report(machine, rows, wall) -> str:
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--quick", action="store_true")
+  ap.add_argument("--family", action="store_true",
+                  help="the value-iteration family by name and relative value iteration")
   ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                     "results"))
@@ -227,11 +308,11 @@ def main():
   t0 = time.perf_counter()
   rows = []
   for s in ((100, 1000) if args.quick else (100, 1000, 10_000)):
-    rows += bench_case(s, args.repeats)
+    rows += (bench_family if args.family else bench_case)(s, args.repeats)
   wall = time.perf_counter() - t0
   machine["loadavg_at_end"] = os.getloadavg()
   md = report(machine, rows, wall)
-  base = "gradients_quick" if args.quick else "gradients"
+  base = "gradients_family" if args.family else "gradients_quick" if args.quick else "gradients"
   _common.write_results(args.out_dir, base, {"machine": machine, "rows": rows, "wall_s": wall}, md)
   print(md)
   bad = [r for r in rows if not (r["grad_rel_error_vs_closed_form"] <= 1e-6)]
