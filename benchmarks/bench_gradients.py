@@ -88,6 +88,19 @@ def timed(jitted, args, repeats):
   return best, out
 
 
+def policy_matrix(mdp, pol):
+  """``P_pi`` of the integer policy ``pol [S]``: a SciPy CSR matrix (sparse
+  layout) or a float64 dense array."""
+  s = mdp.num_states
+  pr = np.asarray(mdp.probs, np.float64)[np.arange(s), pol]
+  if not mdp.is_sparse:
+    return pr
+  import scipy.sparse as sp
+  ns = np.asarray(mdp.next_states)[np.arange(s), pol]
+  return sp.csr_matrix((pr.ravel(), (np.repeat(np.arange(s), ns.shape[1]), ns.ravel())),
+                       shape=(s, s))
+
+
 def closed_form(mdp, policy, w) -> np.ndarray:
   """``d (w . V^pi) / d r(s, a) = [w (I - gamma P_pi)^{-1}]_s 1[a = pi(s)]``."""
   s = mdp.num_states
@@ -95,14 +108,10 @@ def closed_form(mdp, policy, w) -> np.ndarray:
   if mdp.is_sparse:
     import scipy.sparse as sp
     import scipy.sparse.linalg as spla
-    ns = np.asarray(mdp.next_states)[np.arange(s), pol]
-    pr = np.asarray(mdp.probs, np.float64)[np.arange(s), pol]
-    p_pi = sp.csr_matrix((pr.ravel(), (np.repeat(np.arange(s), ns.shape[1]), ns.ravel())),
-                         shape=(s, s))
+    p_pi = policy_matrix(mdp, pol)
     y = spla.spsolve((sp.eye(s) - GAMMA * p_pi).T.tocsc(), np.asarray(w))
   else:
-    p_pi = np.asarray(mdp.probs, np.float64)[np.arange(s), pol]
-    y = np.linalg.solve((np.eye(s) - GAMMA * p_pi).T, np.asarray(w))
+    y = np.linalg.solve((np.eye(s) - GAMMA * policy_matrix(mdp, pol)).T, np.asarray(w))
   out = np.zeros((s, A))
   out[np.arange(s), pol] = y
   return out
@@ -116,13 +125,7 @@ def stationary_closed_form(mdp, policy) -> np.ndarray:
   pol = np.asarray(policy)
   import scipy.sparse as sp
   import scipy.sparse.linalg as spla
-  if mdp.is_sparse:
-    ns = np.asarray(mdp.next_states)[np.arange(s), pol]
-    pr = np.asarray(mdp.probs, np.float64)[np.arange(s), pol]
-    p_pi = sp.csr_matrix((pr.ravel(), (np.repeat(np.arange(s), ns.shape[1]), ns.ravel())),
-                         shape=(s, s))
-  else:
-    p_pi = sp.csr_matrix(np.asarray(mdp.probs, np.float64)[np.arange(s), pol])
+  p_pi = sp.csr_matrix(policy_matrix(mdp, pol))
   a = (p_pi.T - sp.eye(s)).tolil()
   a[s - 1, :] = np.ones(s)
   b = np.zeros(s)
