@@ -57,6 +57,7 @@ from jaxrl_dp.core.options import (as_values, check_choice, check_max_iters,
                                    check_tol, tol_arg)
 from jaxrl_dp.core.protocol import final_bound, iterative_solve
 from jaxrl_dp.core.solver_info import solver
+from jaxrl_dp.planning.implicit import implicit_fixed_point
 from jaxrl_dp.planning.value_iteration import value_iteration_solver
 from jaxrl_dp.robust.inner import l1_ball_worst_case
 from jaxrl_dp.robust.rows import default_steps
@@ -101,12 +102,120 @@ def _budget_for(need, cum_mass, cum_drop, slope):
   return jnp.maximum(xi, 0.0), s
 
 
+def _curves(vals, probs, rewards, discount, support):
+  """Per action: ``(g0 [A], g_inf [A], cum_mass, cum_drop, slope [A, K])``,
+  the curve ``g_a(xi)`` at ``xi = 0``, at ``xi = inf`` and its pieces."""
+  nominal, floor, cum_mass, cum_drop, slope = jax.vmap(
+      functools.partial(_l1_curve, support=support))(vals, probs)
+  return (rewards + discount * nominal,                   # no perturbation
+          rewards + discount * floor,                     # everything on the argmin
+          cum_mass, cum_drop, slope)
+
+
+def _budgets(u, curves, action_mask, discount):
+  """The budgets ``xi_a(u) = g_a^{-1}(u)`` (``0`` on invalid actions) and
+  the slopes of the curves there, ``[A]`` each."""
+  g0, _, cum_mass, cum_drop, slope = curves
+  gamma_safe = jnp.where(discount > 0, discount, 1.0)
+  need = jnp.where(discount > 0, (g0 - u) / gamma_safe, 0.0)
+  xi, s = jax.vmap(_budget_for)(need, cum_mass, cum_drop, slope)
+  return jnp.where(action_mask, xi, 0.0), s
+
+
+def _level_of(vals, probs, rewards, action_mask, discount, budget, support, n):
+  """The bisection for the level ``u = (T V)(s)``: ``(lo, hi, slack,
+  curves)``, ``hi`` the feasible upper end, ``slack`` whether the budget
+  does not bind (:func:`_is_slack`)."""
+  curves = _curves(vals, probs, rewards, discount, support)
+  g0, g_inf = curves[0], curves[1]
+  neg = jnp.asarray(-jnp.inf, vals.dtype)
+  # nan_max, not jnp.max: under vmap over the states this is an [S, A]
+  # reduction, which XLA:CPU's library drops NaNs from (core.reductions).
+  u_hi = nan_max(jnp.where(action_mask, g0, neg))
+  u_lo = jnp.minimum(nan_max(jnp.where(action_mask, g_inf, neg)), u_hi)
+
+  def total(u):
+    return jnp.sum(_budgets(u, curves, action_mask, discount)[0])
+
+  hi0 = jnp.where(total(u_lo) <= budget, u_lo, u_hi)
+
+  def step(_, c):
+    lo, hi = c
+    mid = 0.5 * (lo + hi)
+    ok = total(mid) <= budget
+    return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+
+  lo, hi = jax.lax.fori_loop(0, n, step, (u_lo, hi0))
+  return lo, hi, _is_slack(lo, hi, u_lo, u_hi, n, total(lo)), curves
+
+
+def _is_slack(lo, hi, u_lo, u_hi, n, total_lo):
+  """The budget does not bind: the adversary reaches every floor, and the
+  level is the best floor ``u_lo``. Either the level is within a few
+  bisection widths of ``u_lo``, or the budgets at ``lo`` (the infeasible end)
+  are not finite: the level sits at the jump of the best-floor action's
+  budget (from its whole drop to infinity) at ``u_lo``, which rounding can
+  move by an ulp, and ``hi`` then does not spend the whole budget."""
+  near = hi <= u_lo + 4 * (u_hi - u_lo) * 2.0 ** (-n)
+  return near | ~(total_lo < jnp.inf) | (hi <= lo)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7))
+def _level(vals, probs, rewards, action_mask, discount, budget, support, n):
+  """``(lo, hi, slack)`` of the level bisection (:func:`_level_of`), whose
+  ``hi`` (the backup's value) has the derivative of the exact level
+  (implicit function theorem, below); ``lo`` has none."""
+  lo, hi, slack, _ = _level_of(vals, probs, rewards, action_mask, discount, budget, support, n)
+  return lo, hi, slack
+
+
+@_level.defjvp
+def _level_jvp(support, n, primals, tangents):
+  # Where the budget binds, the level solves h(u, theta) = sum_a xi_a(u) -
+  # kappa = 0 with each xi_a on one linear piece of its curve (the sort
+  # orders, the argmin slots and the pieces locally constant), so du =
+  # -(d_theta h) / (d_u h), d_u h = -sum_a 2 / (gamma slope_a) over the
+  # actions pushed down; this is the saddle point's derivative (Danskin):
+  # w.r.t. V it is gamma sum_a pi_a P*_a, w.r.t. r_a it is pi_a and w.r.t.
+  # kappa minus the budget's multiplier. Where it does not bind, the level
+  # is the best floor max_a (r_a + gamma min V), differentiated directly.
+  vals, probs, rewards, action_mask, discount, budget = primals
+  dvals, dprobs, drewards, _, ddiscount, dbudget = tangents
+  lo, hi, slack, _ = _level_of(vals, probs, rewards, action_mask, discount, budget, support, n)
+
+  def excess(v, p, r, g, b, u):
+    return jnp.sum(_budgets(u, _curves(v, p, r, g, support), action_mask, g)[0]) - b
+
+  theta = (vals, probs, rewards, discount, budget)
+  dtheta = (dvals, dprobs, drewards, ddiscount, dbudget)
+  _, dh = jax.jvp(lambda *t: excess(*t, hi), theta, dtheta)
+  _, dh_du = jax.jvp(lambda u: excess(*theta, u), (hi,), (jnp.ones_like(hi),))
+  ok = jnp.isfinite(dh_du) & (dh_du != 0)
+  d_bind = jnp.where(ok, -dh / jnp.where(ok, dh_du, 1.0), 0.0)
+
+  def best_floor(v, p, r, g):
+    g_inf = _curves(v, p, r, g, support)[1]
+    return nan_max(jnp.where(action_mask, g_inf, -jnp.inf))
+
+  _, d_slack = jax.jvp(best_floor, theta[:4], dtheta[:4])
+  d_hi = jnp.where(slack, d_slack, d_bind)
+  zero = np.zeros(slack.shape, jax.dtypes.float0)
+  return (lo, hi, slack), (jnp.zeros_like(lo), d_hi.astype(hi.dtype), zero)
+
+
 def s_rectangular_l1_backup(vals: jax.Array, probs: jax.Array, rewards: jax.Array,
                             action_mask: jax.Array, discount: float | jax.Array,
                             budget: ArrayLike,
                             *, support: str = "nominal", num_steps: Optional[int] = None
                             ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """One s-rectangular L1 robust backup at ONE state.
+
+  Derivatives (forward and reverse mode): ``value`` has those of the exact
+  robust value w.r.t. ``vals``, ``probs``, ``rewards``, ``discount`` and
+  ``budget`` (implicit function theorem on the level, exact where the sort
+  orders, the active actions and the curves' pieces are locally constant;
+  never through the bisection); ``policy`` none; ``worst_probs`` and ``q``
+  those of their closed forms at the level.
 
   Args:
     vals: ``[A, K]`` next-state values per action; probs: ``[A, K]`` nominal.
@@ -120,38 +229,15 @@ def s_rectangular_l1_backup(vals: jax.Array, probs: jax.Array, rewards: jax.Arra
   """
   dtype = vals.dtype
   n = default_steps(dtype, num_steps)
-  nominal, floor, cum_mass, cum_drop, slope = jax.vmap(
-      functools.partial(_l1_curve, support=support))(vals, probs)
-  g0 = rewards + discount * nominal                       # no perturbation
-  g_inf = rewards + discount * floor                      # everything on the argmin
+  discount = jnp.asarray(discount, dtype)
+  budget = jnp.asarray(budget, dtype)
+  lo, hi, slack = _level(vals, probs, rewards, action_mask, discount, budget, support, n)
+  curves = _curves(vals, probs, rewards, discount, support)
+  g0, g_inf = curves[0], curves[1]
   neg = jnp.asarray(-jnp.inf, dtype)
-  # nan_max, not jnp.max: under vmap over the states this is an [S, A]
-  # reduction, which XLA:CPU's library drops NaNs from (core.reductions).
-  u_hi = nan_max(jnp.where(action_mask, g0, neg))
-  u_lo = jnp.minimum(nan_max(jnp.where(action_mask, g_inf, neg)), u_hi)
-  gamma_safe = jnp.where(discount > 0, discount, 1.0)
-
-  def budgets(u):
-    need = jnp.where(discount > 0, (g0 - u) / gamma_safe, 0.0)
-    xi, s = jax.vmap(_budget_for)(need, cum_mass, cum_drop, slope)
-    return jnp.where(action_mask, xi, 0.0), s
-
-  def total(u):
-    return jnp.sum(budgets(u)[0])
-
-  hi0 = jnp.where(total(u_lo) <= budget, u_lo, u_hi)
-
-  def step(_, c):
-    lo, hi = c
-    mid = 0.5 * (lo + hi)
-    ok = total(mid) <= budget
-    return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
-
-  lo, hi = jax.lax.fori_loop(0, n, step, (u_lo, hi0))
-  xi, s = budgets(hi)
-  # Budget not binding (up to the bisection width): the adversary reaches every
-  # floor, so play the best floor (it guarantees u_lo whatever the budget).
-  slack = hi <= u_lo + 4 * (u_hi - u_lo) * 2.0 ** (-n)
+  xi, s = _budgets(hi, curves, action_mask, discount)
+  # Budget not binding: the adversary reaches every floor, so play the best
+  # floor (it guarantees u_lo whatever the budget).
   tiny = jnp.finfo(dtype).tiny
   active = action_mask & (g0 > lo)
   w = jnp.where(active, 1.0 / jnp.maximum(s, tiny), 0.0)
@@ -160,6 +246,7 @@ def s_rectangular_l1_backup(vals: jax.Array, probs: jax.Array, rewards: jax.Arra
   best_floor = jax.nn.one_hot(jnp.argmax(jnp.where(action_mask, g_inf, neg)), a_n, dtype=dtype)
   total_w = jnp.sum(w)
   policy = jnp.where(slack | ~(total_w > 0), best_floor, w / jnp.where(total_w > 0, total_w, 1.0))
+  policy = jax.lax.stop_gradient(policy)
   worst_val, worst = jax.vmap(functools.partial(l1_ball_worst_case, support=support))(
       vals, probs, jnp.where(jnp.isfinite(xi), xi, 2.0))
   q = rewards + discount * worst_val
@@ -200,7 +287,7 @@ def s_rectangular_l1_bellman(mdp: TabularMDP, v: jax.Array, budget: ArrayLike, *
   return _backup(mdp, v, jnp.asarray(budget, mdp.rewards.dtype), support, num_steps)
 
 
-@solver(infinite_horizon=True, kind="control")
+@solver(infinite_horizon=True, kind="control", reverse_mode=True)
 def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget: ArrayLike, *,
                                      support: str = "nominal", tol: float = 1e-6,
                                      max_iters: int = 10_000,
@@ -214,7 +301,14 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget: ArrayLike, *,
   ``max_iters`` is never changed; a discount outside ``[0, 1)`` (also
   traced) gives ``converged = False``.
 
-  Gradients: reverse-mode ``jax.grad`` does not work (``lax.while_loop``).
+  Gradients: ``jax.grad`` / ``jax.jvp`` by the implicit function theorem at
+  the robust fixed point (:func:`~jaxrl_dp.planning.implicit.implicit_fixed_point`:
+  ``dV = (I - d_V T)^{-1} d_theta T``, never through the iterations), with
+  the backup's derivatives of :func:`s_rectangular_l1_backup` (w.r.t. the
+  rewards, transition rewards, nominal probabilities, discount and
+  ``budget``; ``d_V T = gamma sum_a pi_a P*_a``). ``values`` and ``q``
+  carry derivatives; ``policy_probs``, ``worst_probs`` and the diagnostics
+  do not.
 
   Args:
     mdp: one MDP, dense or sparse, discount < 1.
@@ -246,8 +340,22 @@ def s_rectangular_l1_value_iteration(mdp: TabularMDP, budget: ArrayLike, *,
                           f"got shape {budget.shape}")
   dtype = mdp.rewards.dtype
   start = np.zeros((s,), dtype) if v0 is None else as_values("v0", v0, (s,), dtype)
-  return _s_rect_vi(mdp, budget, tol_arg(tol, dtype), start, support=support,
-                    num_steps=num_steps, max_iters=max_iters)
+  run = functools.partial(_s_rect_vi, support=support, num_steps=num_steps,
+                          max_iters=max_iters)
+
+  def solve(a):
+    sol = run(*a)
+    return sol.values, sol
+
+  def backup(a, _sol, v):
+    return _backup(a[0], v, a[1], support, num_steps)[0]
+
+  def q_of(a, _sol, v):
+    return _backup(a[0], v, a[1], support, num_steps)[3]
+
+  v, sol, q = implicit_fixed_point(solve, backup, (mdp, budget, tol_arg(tol, dtype), start),
+                                   readout=(q_of, lambda sol_: sol_.q))
+  return sol.replace(values=v, q=q)
 
 
 @flax.struct.dataclass

@@ -189,7 +189,7 @@ def test_solver_metadata():
       R.robust_modified_policy_iteration: (True, "control", True),
       R.robust_policy_evaluation: (True, "evaluation", True),
       R.robust_finite_horizon: (False, "finite_horizon", True),
-      R.s_rectangular_l1_value_iteration: (True, "control", False),
+      R.s_rectangular_l1_value_iteration: (True, "control", True),
       R.hull_robust_value_iteration: (True, "control", False),
       R.iwocs: (True, "control", False),
   }

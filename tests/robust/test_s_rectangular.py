@@ -155,3 +155,135 @@ def test_bad_input():
     R.s_rectangular_l1_value_iteration(sp, np.ones(3))
   with pytest.raises(jd.InvalidMDPError, match="support"):
     R.s_rectangular_l1_value_iteration(sp, 0.1, support="any")
+
+
+def test_policy_plays_the_best_floor_when_rounding_hides_the_slack():
+  """A budget that binds nowhere at state 3, where the best-floor action's
+  budget at the floor rounds to infinity: the bisection ended an ulp above the
+  floor and the policy mixed in a second action (guarantee 1.3269 against the
+  value 1.4458 by the LPs). The returned policy must guarantee the LP value."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(83)
+    s, a = 4, 3
+    p = rng.random((s, a, s)) ** 2
+    p[p < 0.15] = 0
+    p[..., 0] += 0.05
+    p /= p.sum(-1, keepdims=True)
+    r = rng.normal(size=(s, 1)) + 0.3 * rng.normal(size=(s, a))
+    m = jd.TabularMDP.from_dense(p, r, 0.9, dtype=jnp.float64)
+    kappa = float(rng.choice([1.0, 2.0, 3.0]))
+    v = rng.normal(size=s) * 3
+    tv, pi, _, _ = bellman(m, jnp.asarray(v), kappa)
+    want = lp_s_rect_backup(m, v, kappa)
+    np.testing.assert_allclose(tv, want, atol=1e-9)
+    for i in range(s):
+      assert lp_guarantee(m, v, kappa, np.asarray(pi[i], np.float64), i) >= want[i] - 1e-9, i
+
+
+# ------------------------------------------------------------------ gradients
+def _mixed_mdp(layout="dense"):
+  """Near-tied actions: the optimal policy is randomized at 4 of 5 states
+  for budget 0.3 (float64)."""
+  rng = np.random.default_rng(2)
+  s, a = 5, 3
+  p = rng.random((s, a, s)) ** 2
+  p[p < 0.15] = 0
+  p /= p.sum(-1, keepdims=True)
+  r = rng.normal(size=(s, 1)) + 0.1 * rng.normal(size=(s, a))
+  m = jd.TabularMDP.from_dense(p, r, 0.9, dtype=jnp.float64)
+  return m if layout == "dense" else m.to_sparse()
+
+
+def test_backup_derivatives_match_finite_differences_of_the_lp():
+  """d(T v)/d(v, r, kappa) of one backup (the level's implicit derivative;
+  the bisection is never differentiated) against central differences of the
+  per-state LP reference; d/dv is Danskin's gamma sum_a pi_a P*_a."""
+  with jax.enable_x64(True):
+    m = _mixed_mdp()
+    s, a = 5, 3
+    v = np.random.default_rng(3).normal(size=s) * 3
+    kappa, h = 0.3, 1e-4
+    tv, pi, worst, _ = bellman(m, jnp.asarray(v), kappa)
+    assert np.sum((np.asarray(pi) > 1e-9).sum(1) > 1) >= 2      # randomized states
+    jac_v = jax.jit(jax.jacobian(lambda x: bellman(m, x, kappa)[0]))(jnp.asarray(v))
+    danskin = 0.9 * np.einsum("sa,sak->sk", np.asarray(pi), np.asarray(worst))
+    np.testing.assert_allclose(jac_v, danskin, atol=1e-10)
+    fd_v = np.stack([(lp_s_rect_backup(m, v + h * e, kappa) - lp_s_rect_backup(m, v - h * e, kappa))
+                     / (2 * h) for e in np.eye(s)], axis=1)
+    np.testing.assert_allclose(jac_v, fd_v, atol=1e-4)
+    jac_r = jax.jit(jax.jacobian(lambda rr: bellman(m.replace(rewards=rr), jnp.asarray(v),
+                                                    kappa)[0]))(m.rewards)
+    for i in range(s):
+      for j in range(a):
+        e = np.zeros((s, a))
+        e[i, j] = h
+        fd = (lp_s_rect_backup(m.replace(rewards=m.rewards + e), v, kappa)
+              - lp_s_rect_backup(m.replace(rewards=m.rewards - e), v, kappa)) / (2 * h)
+        np.testing.assert_allclose(jac_r[:, i, j], fd, atol=1e-4)
+    d_k = jax.jit(jax.jacobian(lambda k: bellman(m, jnp.asarray(v), k)[0]))(jnp.asarray(kappa))
+    fd_k = (lp_s_rect_backup(m, v, kappa + h) - lp_s_rect_backup(m, v, kappa - h)) / (2 * h)
+    np.testing.assert_allclose(d_k, fd_k, atol=1e-4)
+    assert np.all(np.asarray(d_k) < 0)                # the budget binds at every state here
+
+
+def _check_solver_gradients(m, kappa, tol, rtol):
+  """jax.grad of a weighted sum of V* w.r.t. rewards (every entry), budget,
+  discount and the nominal probabilities (a direction along the simplex on
+  the support) against central differences of the converged solves."""
+  s, a = m.rewards.shape
+  w = jnp.arange(1.0, s + 1.0)
+
+  def f(rew, pr, k, g):
+    sol = R.s_rectangular_l1_value_iteration(m.replace(rewards=rew, probs=pr, discount=g), k,
+                                             tol=tol)
+    return jnp.sum(sol.values * w)
+
+  args = (m.rewards, m.probs, jnp.asarray(kappa), m.discount)
+  grads = jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))(*args)
+  h = 1e-6
+  p = np.asarray(m.probs)
+  d = np.random.default_rng(4).normal(size=p.shape) * (p > 0)
+  d -= d.sum(-1, keepdims=True) / np.maximum((p > 0).sum(-1, keepdims=True), 1) * (p > 0)
+
+  def central(i, step):
+    up = [x + step if j == i else x for j, x in enumerate(args)]
+    dn = [x - step if j == i else x for j, x in enumerate(args)]
+    return float(f(*up) - f(*dn)) / (2 * h)
+
+  fd_r = np.zeros((s, a))
+  for i in range(s):
+    for j in range(a):
+      e = np.zeros((s, a))
+      e[i, j] = h
+      fd_r[i, j] = central(0, e)
+  scale = np.abs(fd_r).max()
+  np.testing.assert_allclose(grads[0], fd_r, atol=rtol * scale)
+  np.testing.assert_allclose(np.sum(np.asarray(grads[1]) * d), central(1, h * d),
+                             rtol=rtol, atol=rtol * scale)
+  np.testing.assert_allclose(grads[2], central(2, h), rtol=rtol)
+  np.testing.assert_allclose(grads[3], central(3, h), rtol=rtol)
+
+
+def test_value_iteration_gradients_match_finite_differences():
+  with jax.enable_x64(True):
+    m = _mixed_mdp()
+    sol = R.s_rectangular_l1_value_iteration(m, 0.3, tol=1e-12)
+    assert np.sum((np.asarray(sol.policy_probs) > 1e-9).sum(1) > 1) == 4
+    _check_solver_gradients(m, 0.3, 1e-12, 1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["sparse", "transition_rewards", "slack"])
+def test_value_iteration_gradients_more_cases(case):
+  """The sparse layout; per-transition rewards (the curves are built on r_k +
+  gamma v_k); a budget that binds nowhere (the value is the best floor: zero
+  derivative w.r.t. the budget and the probabilities' drained slots)."""
+  with jax.enable_x64(True):
+    m = _mixed_mdp("sparse" if case == "sparse" else "dense")
+    kappa = 0.3
+    if case == "transition_rewards":
+      tr = np.random.default_rng(5).normal(size=m.probs.shape) * 0.2
+      m = m.replace(transition_rewards=jnp.asarray(tr))
+    if case == "slack":
+      kappa = 3.0
+    _check_solver_gradients(m, kappa, 1e-12, 1e-6)
