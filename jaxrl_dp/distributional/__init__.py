@@ -18,10 +18,12 @@ number of backups is ``num_iters`` (``max_iters`` is a cap with a ``tol``).
 
 Gradients: the projections, backups, risk functionals and the finite-horizon
 solvers (``lax.scan``) support ``jax.grad`` (through the distributions, for a
-fixed greedy policy in control); the discounted solvers and the stock-grid DP
-are ``lax.while_loop`` fixed points: forward mode only (``jax.grad`` raises
-JAX's while_loop error; ``num_iters`` runs a ``fori_loop`` that
-differentiates).
+fixed greedy policy in control); the discounted evaluations
+(:func:`categorical_evaluation`, :func:`quantile_evaluation`) by the implicit
+function theorem at their projected fixed points; the discounted control
+solvers and the stock-grid DP are ``lax.while_loop`` fixed points: forward
+mode only (``jax.grad`` raises JAX's while_loop error; ``num_iters`` runs a
+``fori_loop`` that differentiates).
 
 Stock augmentation: exact finite horizon on a reward lattice
 (:func:`stock_augmented_dp`, :func:`optimize_cvar` with ``horizon=T``) and

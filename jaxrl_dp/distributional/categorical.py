@@ -197,7 +197,7 @@ def _sup_cramer(support):
 
 
 # ---------------------------------------------------------------- solvers
-@solver(infinite_horizon=True, kind="evaluation", reverse_mode=False)
+@solver(infinite_horizon=True, kind="evaluation", reverse_mode=True)
 def categorical_evaluation(mdp: TabularMDP, support: ArrayLike, *,
                            policy: ArrayLike | None = None, tol: float = 1e-6,
                            max_iters: int = 10_000, num_iters: int | None = None,
@@ -229,8 +229,17 @@ def categorical_evaluation(mdp: TabularMDP, support: ArrayLike, *,
     (the backup of ``probs``), ``policy`` None, ``iterations``,
     ``residual``, ``error_bound``, ``converged``.
 
-  Gradients: forward mode only (a ``lax.while_loop``; ``num_iters`` runs a
-  ``fori_loop``, through which ``jax.grad`` works).
+  Gradients: ``jax.grad`` / ``jax.jvp`` of ``probs`` and ``q_probs`` with
+  respect to the rewards, ``probs``, ``transition_rewards`` and the discount
+  of the MDP, a stochastic ``policy [S, A]`` and the ``support``, by the
+  implicit function theorem at the projected fixed point ``eta_C = Pi_C T^pi
+  eta_C`` (:func:`~jaxrl_dp.planning.implicit.implicit_fixed_point` in CDF
+  coordinates; never through the iterations): the derivative of ``eta_C``,
+  exact where no atom ``r + gamma z`` sits on a support point (the projection
+  is piecewise linear in the atoms; at a support point the derivative of
+  the piece to its left or right is taken). ``probs0`` and ``tol`` get zero
+  derivatives. With ``num_iters`` the derivative is that of the iterate
+  (through the ``fori_loop``).
   """
   ev.check_mdp(mdp, infinite_horizon=True)
   policy = ev.policy_or_uniform(policy, mdp)  # checked before any int32 cast
@@ -245,6 +254,37 @@ def categorical_evaluation(mdp: TabularMDP, support: ArrayLike, *,
 
 @functools.partial(jax.jit, static_argnames=("max_iters", "use_tol"))
 def _evaluation(mdp, policy, support, probs0, tol, *, max_iters, use_tol):
+  if not use_tol:  # a fixed count: ``jax.grad`` differentiates the iterations
+    return _iterated(mdp, policy, support, probs0, tol, max_iters=max_iters, use_tol=False)
+  s, n = mdp.rewards.shape[0], support.shape[0]
+  if n == 1:  # every distribution is the one atom: no derivative to carry
+    args = jax.lax.stop_gradient((mdp, policy, support, probs0, tol))
+    return _iterated(*args, max_iters=max_iters, use_tol=True)
+
+  def solve(a):
+    res = _iterated(*a, max_iters=max_iters, use_tol=True)
+    return res.probs, res.q_probs, res
+
+  def state_backup(a, x):
+    m, pol, z = a[0], a[1], a[2].astype(a[0].rewards.dtype)
+    return categorical_policy_backup(m, pol, x, z)
+
+  def q_backup(a, x):
+    return categorical_q_backup(a[0], x, a[2].astype(a[0].rewards.dtype))
+
+  x, q, res = ev.implicit_evaluation(
+      solve, state_backup, q_backup, (mdp, policy, support, probs0, tol), (s, n - 1),
+      encode=lambda p: jnp.cumsum(p, axis=-1)[:, :-1], decode=_from_cdf)
+  return res.replace(probs=x, q_probs=q)
+
+
+def _from_cdf(cdf):
+  """``probs [S, N]`` from the CDF without its last entry ``[S, N - 1]``."""
+  one = jnp.ones(cdf.shape[:-1] + (1,), cdf.dtype)
+  return jnp.diff(jnp.concatenate([jnp.zeros_like(one), cdf, one], axis=-1), axis=-1)
+
+
+def _iterated(mdp, policy, support, probs0, tol, *, max_iters, use_tol):
   support, probs0 = _start(mdp, support, probs0)
   sg = jnp.sqrt(mdp.discount)
   step = lambda x: categorical_policy_backup(mdp, policy, x, support)

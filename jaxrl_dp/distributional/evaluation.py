@@ -27,6 +27,7 @@ from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import residual_loop
 from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
 from jaxrl_dp.core.options import check_max_iters, check_tol, tol_arg
+from jaxrl_dp.planning.implicit import implicit_fixed_point
 
 
 # ------------------------------------------------------------- MDP helpers
@@ -138,6 +139,52 @@ def fixed_point(step: Callable, distance: Callable, x0: jax.Array, tol,
           jnp.asarray(True))
 
 
+def implicit_evaluation(solve: Callable, state_backup: Callable, q_backup: Callable,
+                        args: tuple, shape: tuple, *, encode: Callable = lambda x: x,
+                        decode: Callable = lambda c: c) -> tuple:
+  """A discounted evaluation solve with derivatives by the implicit function
+  theorem at its fixed point ``x = state_backup(x)`` (never through the
+  iterations): :func:`~jaxrl_dp.planning.implicit.implicit_fixed_point` on
+  the flattened coordinates ``encode(x)``.
+
+  ``encode`` / ``decode`` map the state distributions ``x [S, N]`` to
+  coordinates ``[S, M]`` in which ``I - d state_backup`` is invertible and
+  back (categorical: the CDF without its last entry, which is always 1; the
+  probabilities themselves are not such coordinates, as the backup conserves
+  each state's mass and ``I - d state_backup`` is then singular on the mass
+  direction).
+
+  Args:
+    solve: ``args -> (x [S, N], q [S, A, N], result)`` (never differentiated).
+    state_backup: ``(args, x [S, N]) -> [S, N]``, the projected backup of the
+      policy in ``args``.
+    q_backup: ``(args, x [S, N]) -> [S, A, N]``.
+    args: a pytree of arrays (the MDP, the policy, ...); every array that
+      ``solve`` and the backups read comes through it.
+    shape: ``(S, M)``, the coordinates' shape (static).
+    encode, decode: the coordinates (default the identity).
+
+  Returns:
+    ``(x, q, result)``: ``x`` and ``q`` as ``solve`` computed them (bit for
+    bit), carrying the implicit derivatives; ``result`` zero derivatives.
+  """
+  def run(a):
+    x, q, res = solve(a)
+    c = encode(x)
+    return c.reshape(-1), (x, q, res)
+
+  def backup(a, _, flat):
+    return encode(state_backup(a, decode(flat.reshape(shape)))).reshape(-1)
+
+  def readout(a, _, flat):
+    x = decode(flat.reshape(shape))
+    return x, q_backup(a, x)
+
+  _, (_, _, res), (x, q) = implicit_fixed_point(
+      run, backup, args, readout=(readout, lambda aux: (aux[0], aux[1])))
+  return x, q, res
+
+
 def greedy_step(q_backup: Callable, risk, action_mask):
   """One control backup: ``x [S, N] -> (x', q [S, A, N], policy [S])``."""
   def step(x):
@@ -190,6 +237,6 @@ def finite_horizon_info(dtype, horizon):
 
 
 __all__ = ["slot_rewards", "restrict_to_policy", "mix_over_actions", "check_options",
-           "policy_or_uniform", "check_mdp", "check_initial", "fixed_point", "greedy_step",
-           "finite_evaluation", "finite_control"]
+           "policy_or_uniform", "check_mdp", "check_initial", "fixed_point",
+           "implicit_evaluation", "greedy_step", "finite_evaluation", "finite_control"]
 

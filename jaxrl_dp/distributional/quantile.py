@@ -176,7 +176,7 @@ def _check_locs0(locs0, s, n):
   return locs0
 
 
-@solver(infinite_horizon=True, kind="evaluation")
+@solver(infinite_horizon=True, kind="evaluation", reverse_mode=True)
 def quantile_evaluation(mdp: TabularMDP, num_quantiles: int, *,
                         policy: ArrayLike | None = None, tol: float = 1e-6,
                         max_iters: int = 10_000, num_iters: int | None = None,
@@ -200,7 +200,16 @@ def quantile_evaluation(mdp: TabularMDP, num_quantiles: int, *,
   Returns:
     :class:`QuantileResult`: ``locs [S, N]``, ``q_locs [S, A, N]``.
 
-  Gradients: forward mode only (a ``lax.while_loop``).
+  Gradients: ``jax.grad`` / ``jax.jvp`` of ``locs`` and ``q_locs`` by the
+  implicit function theorem at the projected fixed point (never through the
+  iterations; :func:`~jaxrl_dp.planning.implicit.implicit_fixed_point`): each
+  quantile is one atom ``r + gamma locs(s', j)`` (or the midpoint of two at a
+  tie), so it has derivatives with respect to the rewards,
+  ``transition_rewards`` and the discount, while those with respect to
+  ``probs`` and a stochastic ``policy`` are zero (the projection is piecewise
+  constant in the probabilities: they choose which atom sits at each level).
+  ``locs0`` and ``tol`` get zero derivatives. With ``num_iters`` the
+  derivative is that of the iterate (through the ``fori_loop``).
   """
   ev.check_mdp(mdp, infinite_horizon=True)
   policy = ev.policy_or_uniform(policy, mdp)  # checked before any int32 cast
@@ -212,6 +221,21 @@ def quantile_evaluation(mdp: TabularMDP, num_quantiles: int, *,
 
 @functools.partial(jax.jit, static_argnames=("n", "max_iters", "use_tol"))
 def _evaluation(mdp, policy, locs0, tol, *, n, max_iters, use_tol):
+  if not use_tol:  # a fixed count: ``jax.grad`` differentiates the iterations
+    return _iterated(mdp, policy, locs0, tol, n=n, max_iters=max_iters, use_tol=False)
+
+  def solve(a):
+    res = _iterated(*a, n=n, max_iters=max_iters, use_tol=True)
+    return res.locs, res.q_locs, res
+
+  x, q, res = ev.implicit_evaluation(
+      solve, lambda a, x: quantile_policy_backup(a[0], a[1], x),
+      lambda a, x: quantile_q_backup(a[0], x), (mdp, policy, locs0, tol),
+      (mdp.rewards.shape[0], n))
+  return res.replace(locs=x, q_locs=q)
+
+
+def _iterated(mdp, policy, locs0, tol, *, n, max_iters, use_tol):
   s = mdp.rewards.shape[0]
   dtype = mdp.rewards.dtype
   locs0 = jnp.zeros((s, n), dtype) if locs0 is None else locs0.astype(dtype)
