@@ -4,8 +4,9 @@ Every function here acts on ONE ``(s, a)``: next-state values ``values [K]``
 and nominal probabilities ``probs [K]`` (what :func:`jaxrl_dp.core.gather_next`
 returns per ``(s, a)``), and returns ``(value [], worst_probs [K])``. They are
 pure, jittable and vmappable, and contain no value checks (the public
-:func:`worst_case` checks shapes; the constructors in ``uncertainty_sets``
-check values). Conventions are those of :mod:`jaxrl_dp.robust.uncertainty_sets`:
+:func:`worst_case` checks shapes, and ``probs`` and ``values`` where they
+are concrete; the constructors in ``uncertainty_sets`` check the sets).
+Conventions are those of :mod:`jaxrl_dp.robust.uncertainty_sets`:
 ``TV = 1/2 ||P - P0||_1``, ``KL(P || P0) = sum p log(p / p0)``, ``chi2(P || P0)
 = sum (p - p0)^2 / p0``; a penalty returns ``inf_P E_P[V] + lam D(P, P0)`` (the
 penalty term included), a ball returns ``inf_{D(P, P0) <= radius} E_P[V]``.
@@ -110,10 +111,13 @@ from typing import Optional, cast
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxrl_dp.core.elementary import log1p
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.mdp import check_distribution, check_finite
+from jaxrl_dp.core.options import is_concrete
 from jaxrl_dp.robust.envelope import kl_ball_envelope, wasserstein_envelope
 from jaxrl_dp.robust.rows import (below_sums, default_steps, expect, kl_phi,
                                   min_set_distribution, normalized, pairwise, renormalized,
@@ -743,6 +747,15 @@ def lp_ball_worst_case(values: jax.Array, probs: jax.Array, radius: float | jax.
     x = jnp.where(mask, v - w, 0.0)
     kappa = jnp.sqrt(row_sum(x * x))
     d = -radius * x / jnp.where(kappa > 0, kappa, 1.0)
+    # The rounding error of ``w`` leaves ``sum(x)`` about ``eps max|V|`` off
+    # zero, which ``1 / kappa`` magnifies: with a spread of values small
+    # against their size (nearly constant values, a large common offset)
+    # ``sum(d)`` was up to ``radius`` off and the returned kernel neither
+    # summed to 1 nor attained the value. Re-centre on the support, then
+    # shrink back into the ball if needed (both exact up to rounding).
+    d = jnp.where(mask, d - row_sum(d) / count, 0.0)
+    nd = jnp.sqrt(row_sum(d * d))
+    d = d * jnp.minimum(1.0, radius / jnp.where(nd > 0, nd, 1.0))
   elif q == 1.0:
     if small_k(k):                                    # a median of the support:
       key = jnp.where(mask, values, jnp.inf)         # rank (count - 1) // 2
@@ -853,7 +866,10 @@ def worst_case(values: ArrayLike, probs: ArrayLike,
     (``sum worst_probs * values (+ lam D)`` equals ``value``).
 
   Raises:
-    InvalidMDPError: wrong ranks or shapes, or an invalid set.
+    InvalidMDPError: wrong ranks or shapes, an invalid set, and (for concrete
+      inputs) ``probs`` not a distribution (a NaN, a negative entry, a sum
+      off 1 by more than :data:`~jaxrl_dp.core.ROW_SUM_ATOL`) or a value
+      that is not finite on a slot that can receive mass.
 
   Examples:
     An L1 ball of radius 0.2 moves ``0.2 / 2`` of mass from the highest
@@ -885,4 +901,11 @@ def worst_case(values: ArrayLike, probs: ArrayLike,
       raise InvalidMDPError(
           f"uset.cost: expected a ground cost of shape [K, K] = {(k, k)}, got "
           f"{tuple(uset.cost.shape)}")
+  if is_concrete(probs):
+    p = np.asarray(probs, np.float64)
+    check_distribution("probs", p)
+    if is_concrete(values):
+      # Slots that can never receive mass may hold anything (module docstring).
+      live = np.ones(p.shape, bool) if uset.support == "all" else p > 0
+      check_finite("values", np.where(live, np.asarray(values, np.float64), 0.0))
   return worst_case_unchecked(values, probs, uset)

@@ -531,6 +531,31 @@ def test_worked_examples():
   np.testing.assert_allclose(val, 0.9, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_lp2_ball_worst_probs_sum_to_one_with_nearly_constant_values(dtype):
+  # Values whose spread is small against their size: the rounding of their
+  # mean once left sum(worst_probs) up to the radius off 1 (the value was right).
+  rng = np.random.default_rng(0)
+  p0 = rng.dirichlet(np.ones(8))
+  with jax.enable_x64(dtype == jnp.float64):
+    for v, radius in ((5.0 + 1e-8 * rng.normal(size=8), 0.5), (1e6 + rng.normal(size=8), 0.5),
+                      (100.0 + 0.1 * rng.normal(size=8), 0.5),
+                      (10.0 + np.array([0.0, 1.0, -1.0, 0, 0, 0, 0, 0]) * 1.8e-15, 0.005)):
+      vv = np.asarray(jnp.asarray(v, dtype), np.float64)  # the values as stored
+      val, worst = R.worst_case(jnp.asarray(vv, dtype), jnp.asarray(p0, dtype),
+                                R.lp_ball(radius, 2))
+      w = np.asarray(worst, np.float64)
+      eps = float(jnp.finfo(dtype).eps)
+      # Closed form: E_P0 V - radius ||V - mean V||_2 (centred on the minimum first).
+      x = (vv - vv.min()) - (vv - vv.min()).mean()
+      want = p0 @ vv - radius * np.linalg.norm(x)
+      scale = np.abs(vv).max()
+      assert abs(float(val) - want) <= 16 * eps * scale
+      assert abs(w.sum() - 1.0) <= 16 * eps
+      assert np.linalg.norm(w - p0) <= radius * (1 + 16 * eps)
+      assert abs(w @ vv - float(val)) <= 64 * eps * scale
+
+
 def test_bad_input_raises_named_errors():
   v, p = jnp.array([0.0, 1.0]), jnp.array([0.5, 0.5])
   for make, field in ((R.l1_ball, "radius"), (R.kl_ball, "radius"), (R.chi2_ball, "radius"),
@@ -565,6 +590,19 @@ def test_bad_input_raises_named_errors():
     R.worst_case(v, p, R.l1_ball(jnp.ones(3)))
   with pytest.raises(jd.InvalidMDPError, match="UncertaintySet"):
     R.worst_case(v, p, 0.1)
+  # Concrete probabilities and values are checked (nothing is renormalised).
+  for bad, msg in (([0.7, 0.7], r"probs\[:\] sums to 1.39"), ([-0.2, 1.2], r"probs\[0\] = -0.2"),
+                   ([np.nan, 1.0], r"probs\[0\] = nan")):
+    for uset in (R.l1_ball(0.1), R.kl_penalty(1.0)):
+      with pytest.raises(jd.InvalidMDPError, match=msg):
+        R.worst_case(v, jnp.asarray(bad), uset)
+  with pytest.raises(jd.InvalidMDPError, match=r"values\[1\] = nan"):
+    R.worst_case(jnp.array([0.0, np.nan]), p, R.l1_ball(0.1))
+  # A slot that cannot receive mass may hold anything; under support="all" it can.
+  np.testing.assert_allclose(R.worst_case(jnp.array([1.0, np.inf]), jnp.array([1.0, 0.0]),
+                                          R.l1_ball(0.1))[0], 1.0)
+  with pytest.raises(jd.InvalidMDPError, match=r"values\[1\] = inf"):
+    R.worst_case(jnp.array([1.0, np.inf]), jnp.array([1.0, 0.0]), R.l1_ball(0.1, support="all"))
   with pytest.raises(jd.InvalidMDPError, match="max_steps"):
     R.kl_ball(0.1, max_steps=0)
   with pytest.raises(jd.InvalidMDPError, match="num_steps"):
