@@ -112,12 +112,15 @@ def infer_lattice(values: ArrayLike, *, max_denominator: int = 10_000,
   """The largest ``delta`` with every value an integer multiple of it.
 
   Values are read as fractions with denominators up to ``max_denominator``
-  (within ``atol``); ``delta`` is the gcd of those fractions.
+  (within ``atol`` times the largest ``|value|``, so that float32 rewards
+  such as ``0.1`` read as ``1/10`` and a value far below the others may read
+  as 0, but values that are all tiny are not read as 0); ``delta`` is the
+  gcd of those fractions.
 
   Args:
     values: the numbers (any shape; host values).
     max_denominator: the largest denominator tried.
-    atol: how close a fraction must be.
+    atol: how close a fraction must be, relative to the largest ``|value|``.
 
   Returns:
     ``delta`` (a float; 1.0 when every value is 0).
@@ -126,10 +129,13 @@ def infer_lattice(values: ArrayLike, *, max_denominator: int = 10_000,
     InvalidMDPError: a value has no such fraction.
   """
   vals = np.unique(np.asarray(values, np.float64).reshape(-1))
+  scale = float(np.max(np.abs(vals))) if vals.size else 0.0
   fr = []
   for v in vals:
     f = _rational(float(v), max_denominator)
-    if abs(float(f) - v) > atol * max(1.0, abs(v)):
+    # Relative to the scale, not to max(1, |v|): that read rewards all of
+    # order 1e-8 as 0 and the stock DP then solved an MDP without rewards.
+    if abs(float(f) - v) > atol * scale:
       raise InvalidMDPError(
           f"rewards: value {float(v)!r} is not a fraction with denominator <= "
           f"{max_denominator}: expected rewards on a lattice (pass lattice=...)")
@@ -158,7 +164,10 @@ def _lattice_steps(mdp: TabularMDP, lattice, atol=1e-6):
   if not (delta > 0) or not np.isfinite(delta):
     raise InvalidMDPError(f"lattice = {lattice!r}: expected a finite number > 0")
   m = np.round(r / delta)
-  off = np.abs(m - r / delta) > atol * np.maximum(1.0, np.abs(r / delta))
+  # Each reward within ``atol`` of the rewards' scale of its lattice point
+  # (the returns then move by at most ``atol`` of their own scale per step).
+  scale = float(np.max(np.abs(used))) if used.size else 0.0
+  off = np.abs(r - m * delta) > atol * scale
   off &= mask
   if off.any():
     idx = tuple(int(i) for i in np.argwhere(off)[0])

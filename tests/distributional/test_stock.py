@@ -173,6 +173,24 @@ def test_lattice_inference_vmap_over_alpha_and_bad_input():
     dd.optimize_cvar(m, 0.5, horizon=0)
 
 
+def test_tiny_rewards_are_not_read_as_zero():
+  # One state, a self-loop, rewards 0 and 1e-8: the best 3-step return is 3e-8
+  # (every CVaR of a point mass is the point). The lattice tolerance was
+  # absolute below 1, so the rewards read as 0 and the answer was 0.
+  m = jd.TabularMDP.from_dense(np.ones((1, 2, 1)), np.array([[0.0, 1e-8]]), 1.0)
+  with pytest.raises(jd.InvalidMDPError, match=r"rewards: value (1e-08|9.9999\d*e-09) is not a fraction"):
+    dd.optimize_cvar(m, 0.5, horizon=3)
+  with pytest.raises(jd.InvalidMDPError, match=r"value 1e-08 is not a fraction"):
+    dd.infer_lattice([0.0, 1e-8, 3e-8])
+  sol = dd.optimize_cvar(m, 0.5, horizon=3, lattice=1e-8)
+  np.testing.assert_allclose(float(sol.cvar), 3e-8, rtol=1e-6)
+  # A reward a hundred-millionth of the lattice step off its point is refused.
+  with pytest.raises(jd.InvalidMDPError, match=r"integer multiple of the lattice step 1.0"):
+    dd.optimize_cvar(m, 0.5, horizon=3, lattice=1.0)
+  # Far below the other rewards, a tiny one reads as 0 (within atol of their scale).
+  assert dd.infer_lattice([1e-9, 0.5, 2.0]) == 0.5
+
+
 @pytest.mark.slow
 def test_dense_and_sparse_layouts_agree():
   ns, p, r, init = tiny_mdp(4, s=3, a=2, k=2)
