@@ -179,7 +179,7 @@ def optimize_cvar_discounted(mdp: TabularMDP, alpha: ArrayLike, *, method: str =
   ``alpha``.
 
   Args:
-    mdp: one MDP, discount in [0, 1) (a batch: ``jax.vmap`` /
+    mdp: one MDP, discount in (0, 1) (a batch: ``jax.vmap`` /
       ``jax.lax.map`` at the call site, or :func:`jaxrl_dp.batch.solve`).
     alpha: level(s) in (0, 1], scalar or array ``[...]``.
     method: ``"vi"`` or ``"pi"``.

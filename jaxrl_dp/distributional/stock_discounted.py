@@ -247,11 +247,14 @@ def _check_mdp(mdp):
   check_transitions(mdp)
   if is_concrete(mdp.discount):
     d = float(np.asarray(mdp.discount, np.float64))
-    if not 0 <= d < 1:
+    if not 0 < d < 1:
+      # Discount 0 too: the stock moves to (c + r) / gamma, and the DP gave NaN
+      # values (policy iteration with converged=True).
       raise InvalidMDPError(
-          f"discount = {d!r}: expected a value in [0, 1) for the "
+          f"discount = {d!r}: expected a value in (0, 1) for the "
           f"discounted stock DP (pass horizon=T to optimize_cvar / use "
-          f"stock_augmented_dp for the exact undiscounted finite-horizon version)")
+          f"stock_augmented_dp for the exact undiscounted finite-horizon version"
+          + ("; with discount 0 the return is the first reward: horizon=1)" if d == 0 else ")"))
     check_discount(mdp.discount, infinite_horizon=True)
 
 
@@ -296,7 +299,7 @@ def stock_value_iteration(mdp: TabularMDP, utility: UtilityLike = "cvar", *,
   (see the module docstring for the interpolation and settled values).
 
   Args:
-    mdp: one MDP, discount in [0, 1) (a batch: ``jax.vmap`` /
+    mdp: one MDP, discount in (0, 1) (a batch: ``jax.vmap`` /
       ``jax.lax.map`` at the call site, or :func:`jaxrl_dp.batch.solve`).
     utility: see :func:`homogeneous_utility` (default ``"cvar"``: ``min(x,
       0)``).
@@ -399,7 +402,7 @@ def stock_augmented_dp_discounted(mdp: TabularMDP, utility: UtilityLike = "cvar"
   """Maximizes ``E f(c + G)`` over policies of (state, stock), discounted.
 
   Args:
-    mdp: one MDP, discount in [0, 1).
+    mdp: one MDP, discount in (0, 1).
     utility: see :func:`homogeneous_utility`.
     method: ``"vi"`` (:func:`stock_value_iteration`) or ``"pi"``
       (:func:`stock_policy_iteration`).

@@ -214,6 +214,11 @@ def grid_setup(mdp, c_grid, util, num_stocks, cover="all"):
 
 def make_solution(mdp, util, parts, stocks, w, q, pol, it, res, bound, conv, states=None):
   lo, hi, m_a, m_b, p_a, p_b = parts
+  # A traced discount of 0 (the stock's (c + r) / gamma is undefined) or any
+  # other non-finite value is never reported as converged or bounded.
+  ok = (mdp.discount > 0) & jnp.all(jnp.isfinite(w))
+  conv = conv & ok
+  bound = jnp.where(ok, bound, jnp.inf)
   return DiscountedStockSolution(
       stocks=stocks, values=w, q=q, policy=pol, return_lo=lo, return_hi=hi,
       mean_above=m_a, mean_below=m_b, policy_above=p_a, policy_below=p_b,

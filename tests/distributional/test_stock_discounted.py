@@ -329,9 +329,9 @@ def test_bad_input():
     dd.optimize_cvar(m, 0.5, c_grid=[0.0, 1.0, 1.0, 2.0])
   with pytest.raises(ValueError, match=r"c_grid: expected U >= 2"):
     dd.stock_value_iteration(m, c_grid=[0.0])
-  with pytest.raises(ValueError, match=r"discount = 1.0: expected a value in \[0, 1\) for the discounted stock DP"):
+  with pytest.raises(ValueError, match=r"discount = 1.0: expected a value in \(0, 1\) for the discounted stock DP"):
     dd.optimize_cvar(build(ns, p, r, init, gamma=1.0), 0.5)
-  with pytest.raises(ValueError, match=r"discount = 1.0: expected a value in \[0, 1\)"):
+  with pytest.raises(ValueError, match=r"discount = 1.0: expected a value in \(0, 1\)"):
     dd.stock_policy_iteration(build(ns, p, r, init, gamma=1.0))
   with pytest.raises(ValueError, match=r"utility: f\(10.0\) = -100.0 .*expected a positively homogeneous f"):
     dd.stock_value_iteration(m, lambda x: -x ** 2)
@@ -349,6 +349,16 @@ def test_bad_input():
     dd.optimize_cvar(build(ns, p, r, init, gamma=1.0), 0.5, horizon=3, num_stocks=10)
   with pytest.raises(ValueError, match=r"discount = 0.5: the exact lattice stock augmentation"):
     dd.optimize_cvar(m, 0.5, horizon=3)
+  # Discount 0: the stock moves to (c + r) / gamma. It gave NaN values, and policy
+  # iteration said converged=True; refused, and under jit never converged or bounded.
+  m0 = m.replace(discount=jnp.asarray(0.0, m.rewards.dtype))
+  for fn in (dd.stock_value_iteration, dd.stock_policy_iteration):
+    with pytest.raises(ValueError, match=r"discount = 0.0: expected a value in \(0, 1\)"):
+      fn(m0, num_stocks=8)
+  with pytest.raises(ValueError, match=r"discount = 0.0: expected a value in \(0, 1\)"):
+    dd.optimize_cvar(m0, 0.5)
+  sol = jax.jit(lambda mm: dd.stock_policy_iteration(mm, num_stocks=8))(m0)
+  assert not bool(sol.converged) and float(sol.error_bound) == np.inf
 
 
 def test_cvar_bound_covers_the_grid_choice_of_c0():
