@@ -192,6 +192,10 @@ def check_distribution_arg(dist: Any, field: str = "dist") -> Distribution:
         f"{field}: expected a jaxrl_dp.distributional.Distribution, got "
         f"{type(dist).__name__} (build one with categorical_distribution(support, probs) or "
         f"quantile_distribution(locs))")
+  # A Distribution is a plain container (``Distribution(atoms, probs)`` checks
+  # nothing): its masses are checked here, where concrete, so that a risk
+  # functional never reads a non-distribution (CVaR of masses [0.7, 0.7] was 0).
+  check_probs(dist.probs, f"{field}.probs")
   return dist
 
 

@@ -149,7 +149,8 @@ def exact_return_distribution(mdp: TabularMDP, *, horizon: int,
       of BRIDGE), stationary ``int [S]`` / ``float [S, A]`` or time-dependent
       ``[T, S]`` / ``[T, S, A]``.
     support: ``[M]`` strictly increasing values holding every reachable
-      return; default :func:`return_support` (host-side enumeration).
+      return and 0 (the terminal return; without it ``off_support_mass``
+      is 1); default :func:`return_support` (host-side enumeration).
     timesteps: optional static sequence of time steps in ``[0, T]`` to keep
       (memory ``[L, S, M]`` instead of ``[T + 1, S, M]``); default all.
     with_q: also return the state-action distributions (static).
@@ -203,7 +204,8 @@ def _exact(mdp, policy, support, atol, *, horizon, timesteps, with_q):
   k = target.shape[2]
   rows = jnp.arange(s * a)[:, None]
   flat_idx = idx.reshape(s * a, k * m)
-  terminal = jnp.zeros((s, m), support.dtype).at[:, _nearest(support, jnp.zeros(()))].set(1.0)
+  at_zero = _nearest(support, jnp.zeros((), support.dtype))
+  terminal = jnp.zeros((s, m), support.dtype).at[:, at_zero].set(1.0)
   det = bellman.is_deterministic_policy(policy)
   time_dependent = policy.ndim == (2 if det else 3)
   pol_at = (lambda t: policy[t]) if time_dependent else (lambda t: policy)
@@ -218,7 +220,10 @@ def _exact(mdp, policy, support, atol, *, horizon, timesteps, with_q):
     lost_q = jnp.sum(jnp.where(miss, w, 0.0), axis=(2, 3))  # [S, A]
     return ev.mix_over_actions(pol, q), q, jnp.max(ev.mix_over_actions(pol, lost_q))
 
-  zero = jnp.zeros((), support.dtype)
+  # The terminal delta_0 is off the support when no atom is 0 (within atol):
+  # all of its mass counts (it was not counted, and a support without 0 gave
+  # shifted distributions with off_support_mass 0).
+  zero = jnp.where(jnp.abs(support[at_zero]) > atol, 1.0, 0.0).astype(support.dtype)
   if timesteps is None:
     def body(carry, t):
       x_next, lost_max = carry

@@ -36,7 +36,7 @@ from jax.typing import ArrayLike
 
 from jaxrl_dp.core.reductions import nan_max
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.mdp import TabularMDP, check_finite
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.options import check_horizon, check_int, is_concrete
 from jaxrl_dp.core.solver_info import solver
@@ -171,8 +171,13 @@ def _risk_on_locs(risk):
 
 
 # ---------------------------------------------------------------- solvers
-def _check_locs0(locs0, s, n):
-  locs0 = ev.check_initial(locs0, (s, n), "locs0")
+def _check_locs0(locs0, s, n, field="locs0"):
+  """``[S, N]`` start / terminal quantiles: the shape, and finite values
+  where concrete (a NaN gave NaN results, ``converged=True`` at finite
+  horizon)."""
+  locs0 = ev.check_initial(locs0, (s, n), field)
+  if locs0 is not None and is_concrete(locs0):
+    check_finite(field, np.asarray(locs0, np.float64))
   return locs0
 
 
@@ -277,7 +282,7 @@ def quantile_evaluation_finite(mdp: TabularMDP, num_quantiles: int, *, horizon: 
   check_horizon(horizon)
   policy = ev.policy_or_uniform(policy, mdp, horizon=horizon)
   n = check_int("num_quantiles", num_quantiles)
-  tl = _check_locs0(terminal_locs, mdp.rewards.shape[0], n)
+  tl = _check_locs0(terminal_locs, mdp.rewards.shape[0], n, "terminal_locs")
   return _evaluation_finite(mdp, policy, tl, n=n, horizon=horizon)
 
 
@@ -369,7 +374,7 @@ def quantile_control_finite(mdp: TabularMDP, num_quantiles: int,
   check_horizon(horizon)
   n = check_int("num_quantiles", num_quantiles)
   risk = as_risk(risk)
-  tl = _check_locs0(terminal_locs, mdp.rewards.shape[0], n)
+  tl = _check_locs0(terminal_locs, mdp.rewards.shape[0], n, "terminal_locs")
   return _control_finite(mdp, risk, tl, n=n, horizon=horizon)
 
 

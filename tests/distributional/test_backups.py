@@ -295,3 +295,30 @@ def test_bad_support_probs_and_sizes():
     dd.quantile_levels(0)
   with pytest.raises(jd.InvalidMDPError, match="dist: expected a jaxrl_dp.distributional.Distribution"):
     dd.mean(jnp.ones(3))
+  # A Distribution built directly is checked where a risk functional reads it
+  # (CVaR_0.5 of masses [0.7, 0.7] on [0, 1] was 0).
+  bad = dd.Distribution(jnp.array([0.0, 1.0]), jnp.array([0.7, 0.7]))
+  for risk in (dd.mean, lambda d: dd.cvar(d, 0.5)):
+    with pytest.raises(jd.InvalidMDPError, match=r"dist.probs\[:\] sums to 1.39"):
+      risk(bad)
+  with pytest.raises(jd.InvalidMDPError, match=r"dist.probs\[0\] = -0.5"):
+    dd.mean(dd.Distribution(jnp.array([0.0, 1.0]), jnp.array([-0.5, 1.5])))
+
+
+def test_start_and_terminal_values_and_supports_without_zero():
+  m = jd.TabularMDP.from_dense(np.ones((1, 1, 1)), np.ones((1, 1)), 1.0)
+  for kwargs, field in ((dict(locs0=[[np.nan, 0.0]]), r"locs0\[0, 0\] = nan"),):
+    with pytest.raises(jd.InvalidMDPError, match=field):
+      dd.quantile_evaluation(m.replace(discount=jnp.asarray(0.5)), 2, **kwargs)
+  with pytest.raises(jd.InvalidMDPError, match=r"terminal_locs\[0, 1\] = inf"):
+    dd.quantile_evaluation_finite(m, 2, horizon=2, terminal_locs=[[0.0, np.inf]])
+  with pytest.raises(jd.InvalidMDPError, match=r"terminal_locs\[0, 0\] = nan"):
+    dd.quantile_control_finite(m, 2, horizon=2, terminal_locs=[[np.nan, 0.0]])
+  # One state, reward 1, two steps: the return is 2. On a support without 0
+  # the terminal delta_0 has no atom; the result was shifted (all mass on 3)
+  # with off_support_mass 0. Its whole mass now counts as off the support.
+  ex = dd.exact_return_distribution(m, horizon=2, support=jnp.array([1.0, 2.0, 3.0]))
+  assert float(ex.off_support_mass) == 1.0
+  ex = dd.exact_return_distribution(m, horizon=2, support=jnp.array([0.0, 1.0, 2.0, 3.0]))
+  np.testing.assert_array_equal(ex.probs[0, 0], [0.0, 0.0, 1.0, 0.0])
+  assert float(ex.off_support_mass) == 0.0
