@@ -339,7 +339,8 @@ def load(path: Union[str, os.PathLike]) -> Any:
       obj = _decode(manifest, data, "", path)
   except FileFormatError:
     raise
-  except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
+  except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError,
+          NotImplementedError) as e:  # zipfile: a flipped compression-method byte
     raise FileFormatError(
         f"{path}: not a readable .npz archive (truncated or corrupt?): {e}") from None
   if manifest["struct"] == "TabularMDP":

@@ -171,6 +171,15 @@ def test_refusals(tmp_path):
   p.write_bytes(bytes(data))
   with pytest.raises(io.FileFormatError, match="probs: array 'probs' cannot be read: Bad CRC"):
     io.load(p)
+  # A damaged compression-method field (central directory, offset 10 of a
+  # "PK\x01\x02" record): zipfile raises NotImplementedError, which escaped.
+  data = bytearray(raw)
+  at = raw.rindex(b"PK\x01\x02") + 10
+  data[at:at + 2] = (99).to_bytes(2, "little")
+  p = fresh("method.npz")
+  p.write_bytes(bytes(data))
+  with pytest.raises(io.FileFormatError, match="not a readable .npz archive"):
+    io.load(p)
 
   def drop_field(d):
     m = json.loads(str(d["__manifest__"]))

@@ -12,9 +12,12 @@ kernel without chunking, sharding or disk uses it directly.
 The compiled programs of recent calls are kept in small module-level caches
 of compiled executables (no arrays), keyed by :func:`cache_token` of the
 solver and its options: a token describes a callable by what it closes over
-(closure cells, defaults, ``functools.partial`` arguments, a callable object's
-attributes), so re-binding a captured value gives a new program. Module-level
-globals read by a solver are treated as constants, as ``jax.jit`` does.
+(closure cells, defaults, ``functools.partial`` arguments, the attributes of
+any object hashed by identity that it captures), so re-binding or mutating a
+captured value gives a new program. Module-level globals read by a solver are
+treated as constants, as ``jax.jit`` does: a change to one is not seen by an
+in-memory run (``batch.solve`` with a ``results_dir`` traces the solver on
+every call and never runs a cached program whose trace differs).
 """
 
 from __future__ import annotations
@@ -238,6 +241,25 @@ def array_digest(value) -> str:
 _MAX_DEPTH = 12
 
 
+def _object_state(value) -> dict | None:
+  """The attributes of an object (``__dict__`` and ``__slots__``), or None
+  when it has neither."""
+  state = {}
+  for cls in type(value).__mro__:
+    for name in getattr(cls, "__slots__", ()):
+      if isinstance(name, str) and name not in ("__dict__", "__weakref__"):
+        try:
+          state[f"slot:{name}"] = getattr(value, name)
+        except AttributeError:  # an unset slot
+          state[f"slot:{name}"] = "<unset>"
+  if hasattr(value, "__dict__"):
+    try:
+      state.update(vars(value))
+    except TypeError:
+      pass
+  return state if state or hasattr(value, "__dict__") else None
+
+
 def cache_token(value, _depth: int = 0):
   """A hashable key that changes whenever ``value`` could compute differently.
 
@@ -249,8 +271,9 @@ def cache_token(value, _depth: int = 0):
     value was re-bound gets a new key, and a lambda re-created with equal
     captured values gets the same key (no recompilation);
   * bound methods: the function and the token of ``__self__``;
-  * callable objects hashed by identity: their type and the token of their
-    attributes (``vars``);
+  * objects hashed by identity (callable or not, e.g. a captured config):
+    their type and the token of their attributes (``__dict__`` and
+    ``__slots__``), so that mutating one gives a new key;
   * other hashable values: themselves; unhashable pytrees: their structure and
     leaves' tokens (an ``id`` could be reused by a later object).
   """
@@ -280,9 +303,14 @@ def cache_token(value, _depth: int = 0):
             cache_token(value.__defaults__, d), cache_token(value.__kwdefaults__, d))
   if isinstance(value, types.MethodType):
     return ("method", cache_token(value.__func__, d), cache_token(value.__self__, d))
-  if (callable(value) and type(value).__hash__ is object.__hash__
-      and hasattr(value, "__dict__") and not isinstance(value, type)):
-    return ("object", type(value), cache_token(vars(value), d))
+  if (type(value).__hash__ is object.__hash__
+      and not isinstance(value, (type, types.ModuleType))):
+    # Hashed by identity, so mutable: its state, not its identity (a
+    # captured config object whose ``tol`` was changed kept the key, and
+    # ``batch.solve`` ran the program compiled for the old value).
+    state = _object_state(value)
+    if state is not None:
+      return ("object", type(value), cache_token(state, d))
   try:
     hash(value)
     return value

@@ -104,7 +104,10 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
        module-level cache of compiled executables (keyed by the solver and its
        options, compared by :func:`~jaxrl_dp.batch.compiled.cache_token`, the
        strategy, the devices and the chunk shapes; no arrays are cached), so a
-       repeated call with the same shapes does not compile again.
+       repeated call with the same shapes does not compile again. With a
+       ``results_dir`` the cached program is used only if the solver, traced
+       now, gives the same program (module-level globals it reads are not
+       part of the key).
        ``strategy`` picks how a chunk is batched on each device:
 
          * ``"vmap"``: ``jax.vmap`` of the solver: one fused program, the right
@@ -308,9 +311,20 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
   cache_key = (cache_token(solver), cache_token(solver_kwargs), strategy,
                tuple(devices), jax.tree_util.tree_structure(spec),
                tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(spec)))
+  program = None
+  if results_dir is not None:
+    one_spec = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), host)
+    program = program_fingerprint(one, one_spec)
   entry = _COMPILED.get(cache_key)
+  if entry is not None and program is not None and entry[4] != program.digest:
+    # Results that go to disk come from a program traced from the solver as
+    # it is now, whatever the cache key missed (it follows what the solver
+    # captures, but only as deep as ``cache_token`` looks).
+    entry = None
   if entry is None:
-    entry = [_trace_chunk_program(one, strategy, sharding, spec), None, sharding, ()]
+    entry = [_trace_chunk_program(one, strategy, sharding, spec), None, sharding, (),
+             None if program is None else program.digest]
   traced = entry[0]
   out_paths, out_tree = jax.tree_util.tree_flatten_with_path(traced.out_info[0])
   out_keys = [_leaf_key(p) for p, _ in out_paths]
@@ -323,9 +337,7 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
   store, digests = None, [None] * num_chunks
   if results_dir is not None:
     digests, fingerprint = chunk_digests(host, chunk, num_mdps)
-    one_spec = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), host)
-    program = program_fingerprint(one, one_spec)
+    assert program is not None
     if program.python_callbacks and run_id is None:
       raise ValueError(
           f"batch.solve: the solver's program calls back into Python for values "
@@ -341,6 +353,9 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
         "solver": solver_name(solver),
         "solver_kwargs": describe_options(solver, solver_kwargs),
         "program": program.digest,
+        # vmap and map runs of one solver can differ in the last bits: a run is
+        # resumed only under the strategy that computed its chunks.
+        "strategy": strategy,
         "run_id": run_id,
         "fingerprint": fingerprint,
     }
@@ -371,7 +386,7 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
     bar = Progress(num_chunks, num_mdps, enabled=progress)
     bar.start(num_chunks - len(todo), done_mdps)
     if todo and entry[1] is None:
-      entry[1:] = _compile_chunk_program(traced, one, strategy, devices, spec)
+      entry[1:4] = _compile_chunk_program(traced, one, strategy, devices, spec)
       remember(_COMPILED, cache_key, entry)
     compiled, run_sharding = entry[1], entry[2]
     entries_checked = False

@@ -131,6 +131,32 @@ def test_cache_token_follows_what_a_callable_captures():
   assert cache_token(Obj(1)) == cache_token(Obj(1))
   assert cache_token(Obj(1)) != cache_token(Obj(2))
   assert cache_token(Obj(1).method) != cache_token(Obj(2).method)
+  # Any object hashed by identity is keyed by its state, callable or not, with
+  # __dict__ or __slots__: a captured config mutated after a first call kept
+  # the key, and batch.solve ran the program compiled for the old value.
+  class Cfg:
+    pass
+
+  class Slots:
+    __slots__ = ("tol",)
+
+    def __init__(self, tol):
+      self.tol = tol
+
+    def __call__(self, m):
+      return m
+
+  cfg = Cfg()
+  cfg.tol = 1.0
+  solver = lambda m: value_iteration(m, tol=cfg.tol)  # noqa: E731
+  before = cache_token(solver)
+  cfg.tol = 1e-8
+  assert cache_token(solver) != before
+  slots = Slots(1.0)
+  before = cache_token(slots)
+  slots.tol = 1e-8
+  assert cache_token(slots) != before
+  assert cache_token(Slots(1.0)) == cache_token(Slots(1.0))
   arr = np.zeros(3)
   assert cache_token({"a": arr}) != cache_token({"a": arr + 1})
   assert cache_token(jnp.zeros(3)) == cache_token(np.zeros(3, np.float32))

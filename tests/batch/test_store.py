@@ -180,6 +180,36 @@ def test_manifest_records_the_run(tmp_path, mdps):
   assert json.loads((d / "manifest.json").read_text())["run_nonce"] != m["run_nonce"]
 
 
+def test_stale_program_is_never_written_and_strategy_is_part_of_the_run(tmp_path, mdps, v_star):
+  # A solver that reads a mutable object (here a module-level config, which
+  # the compiled-program cache key does not follow): an in-memory run compiles
+  # it at tol 1; a results_dir run after the change must not reuse that
+  # program (it did, and wrote its results under the new program's
+  # fingerprint, where a fresh process then loaded them).
+  CFG.tol = 1.0
+  solver = lambda m: value_iteration(m, tol=CFG.tol, max_iters=2000)  # noqa: E731
+  loose = batch.solve(mdps, solver, chunk_size=CHUNK, progress=False)
+  CFG.tol = 1e-3
+  d = tmp_path / "run"
+  sol = batch.solve(mdps, solver, chunk_size=CHUNK, results_dir=d, progress=False)
+  np.testing.assert_array_less(sol.error_bound, 1e-3)
+  np.testing.assert_array_less(np.abs(sol.values - v_star).max(1), sol.error_bound + 1e-5)
+  assert int(np.sum(sol.iterations)) > int(np.sum(loose.iterations))
+  # Resuming under another strategy (vmap and map can differ in the last bits)
+  # is refused by name, not mixed.
+  with pytest.raises(ValueError, match="strategy"):
+    batch.solve(mdps, solver, chunk_size=CHUNK, results_dir=d, progress=False,
+                strategy="vmap" if json.loads((d / "manifest.json").read_text())["strategy"]
+                == "map" else "map")
+
+
+class _Cfg:
+  tol = 1.0
+
+
+CFG = _Cfg()
+
+
 # ---------------------------------------------------------------- live lock
 JOB = """
 import sys, time
