@@ -210,7 +210,11 @@ def covering_length(mdp: TabularMDP, horizon: int, *, policy: ArrayLike | None =
     q = np.asarray(_avoid_probs(m64, p64, jnp.asarray(ps), jnp.asarray(pa),
                                 jnp.asarray(subsets.astype(bool)), horizon=T), np.float64)
   sign = np.where(subsets.sum(1) % 2 == 1, 1.0, -1.0)[1:]  # J != {}: (-1)^(|J| + 1)
-  q = np.clip(q[1:], 0.0, 1.0)
+  # Avoidance probabilities relative to the episode's total mass ``q[0]`` (1
+  # up to the rows' rounding): with rows summing to 1 + 7e-6 (inside the
+  # validation tolerance) a rarely visited pair's ``q_J`` came out above 1,
+  # was clipped to 1, never decayed, and the search below never ended.
+  q = np.clip(q[1:] / q[0], 0.0, 1.0) if q[0] > 0 else np.zeros_like(q[1:])
 
   def missed(k):  # P(some pair of U unvisited after k episodes)
     return float(np.sum(sign * q ** k))
@@ -220,6 +224,9 @@ def covering_length(mdp: TabularMDP, horizon: int, *, policy: ArrayLike | None =
                      f"{max_episodes:g}")
   lo, hi = max(lower, 1.0) - 1.0, max(upper, 1.0)  # missed(lo) > 1/2 >= missed(hi)
   while missed(hi) > 0.5:  # round-off guard
+    if hi > max_episodes:
+      raise ValueError(f"covering_length: more than max_episodes = {max_episodes:g} "
+                       f"episodes (the probability of missing a pair does not fall to 1/2)")
     hi *= 2.0
   while hi - lo > 1:
     mid = float(np.floor((lo + hi) / 2))

@@ -7,7 +7,9 @@ every action sequence ``(b_1..b_k)`` in ``A^k`` (lexicographic order, first
 action most significant), ``m`` episodes that play ``a_0..a_{i-1}``, then
 ``b_1..b_k``, then the exploration policy (uniform by default) until step ``T``
 or a terminal (absorbing zero-reward) state; it estimates each sequence's value
-by the mean episode return and sets ``a_i`` to the first action of the best
+by the mean episode return (discounted, ``sum_t gamma^t r_t``, the return that
+``final_return`` and ``optimal_return`` report; the plain sum at discount 1, as
+in BRIDGE) and sets ``a_i`` to the first action of the best
 sequence (the first one on ties). Environment steps until termination are
 counted as samples. Everything is simulated with ``jax.random`` keys:
 reproducible, jittable and vmappable over keys (runs) and ``m``.
@@ -69,10 +71,11 @@ def _sequences(num_actions: int, k: int) -> np.ndarray:
 def _sample_next(mdp, key, state, action):
   if mdp.is_sparse:
     if mdp.probs.shape[-1] == 1:
-      return mdp.next_states[state, action, 0]
+      return mdp.next_states[state, action, 0].astype(jnp.int32)
     slot = jax.random.categorical(key, jnp.log(mdp.probs[state, action]))
-    return jnp.take_along_axis(mdp.next_states[state, action], slot[..., None], -1)[..., 0]
-  return jax.random.categorical(key, jnp.log(mdp.probs[state, action]))
+    return jnp.take_along_axis(mdp.next_states[state, action], slot[..., None],
+                               -1)[..., 0].astype(jnp.int32)
+  return jax.random.categorical(key, jnp.log(mdp.probs[state, action])).astype(jnp.int32)
 
 
 def gorp_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m: ArrayLike,
@@ -103,7 +106,8 @@ def gorp_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m: ArrayL
   def simulate(key, i, prefix, chunk_idx):
     """Returns (sum of returns per sequence [N], steps) of one chunk."""
     k0, key = jax.random.split(key)
-    state = jax.random.categorical(k0, log_init, shape=(n_seq, chunk_size))
+    # int32 whatever the x64 setting: the sparse layout's next states are int32.
+    state = jax.random.categorical(k0, log_init, shape=(n_seq, chunk_size)).astype(jnp.int32)
     valid = (chunk_idx * chunk_size + jnp.arange(chunk_size)) < m  # [C]
 
     def step(carry, t):
@@ -114,7 +118,9 @@ def gorp_kernel(key: jax.Array, mdp: TabularMDP, horizon: int, k: int, m: ArrayL
       a_seq = seqs[:, jnp.clip(t - i, 0, k - 1)][:, None]
       a = jnp.where(t < i, prefix[t], jnp.where(t < i + k, a_seq, a_rand))
       alive = ~terminal[state] & valid[None, :]
-      ret = ret + jnp.where(alive, mdp.rewards[state, a], 0.0)
+      # Discounted, as final_return and optimal_return are: the undiscounted
+      # sum picked suboptimal sequences at discount < 1 even with k = T.
+      ret = ret + jnp.where(alive, mdp.discount ** t * mdp.rewards[state, a], 0.0)
       steps = steps + jnp.sum(alive).astype(jnp.int32)
       state = _sample_next(mdp, kn, state, a)
       return (state, ret, steps, key), None

@@ -154,7 +154,13 @@ def pass_at_k(p: ArrayLike, k: ArrayLike) -> jax.Array:
     ``1 - (1 - p)^k`` in ``p``'s dtype.
   """
   p = jnp.asarray(p)
-  return 1.0 - (1.0 - p) ** jnp.asarray(k, p.dtype)
+  k = jnp.asarray(k, p.dtype)
+  # Small p: ``-expm1(k log1p(-p))`` (``1 - (1 - p)^k`` cancels: p = 1e-20,
+  # k = 1 gave 0); the plain form elsewhere, where it is accurate and keeps
+  # finite derivatives at p = 1. ``small`` keeps the unused branch finite.
+  small = p < 0.5
+  tiny = -jnp.expm1(k * jnp.log1p(-jnp.where(small, p, 0.0)))
+  return jnp.where(small, tiny, 1.0 - (1.0 - p) ** k)
 
 
 def correct_pairs(mdp: TabularMDP, threshold: ArrayLike = 1.0) -> jax.Array:

@@ -506,3 +506,81 @@ def test_covering_length_coupon_collector_closed_form():
   big = jd.TabularMDP.from_dense(np.ones((1, 20, 1)), np.ones((1, 20)), 1.0)
   with pytest.raises(ValueError, match="max_pairs"):
     covering_length(big, 1)
+
+
+def test_covering_length_ends_on_rows_summing_just_above_one():
+  """Rows summing to 1 + 7e-6 (inside the validation tolerance) made a rare
+  pair's avoidance probability exceed 1: clipped to 1, it never decayed and
+  the search never ended. Reference: enumeration of every episode of the
+  row-normalized model and inclusion-exclusion (the stored model is that one
+  to 7e-6, so L agrees to about that relative accuracy)."""
+  import itertools
+
+  from jaxrl_dp.random_policy import covering_length
+  eps, T = 2e-6, 3
+  p = np.zeros((2, 2, 2))
+  p[0, 0] = [1 - eps + 7e-6, eps]
+  p[0, 1] = [1.0, 0.0]
+  p[1, :, 1] = 1.0
+  with jax.enable_x64(True):
+    m = jd.TabularMDP.from_dense(p, np.array([[0.0, 0.0], [1.0, 1.0]]), 1.0,
+                                 initial=[1.0, 0.0], dtype=np.float64)
+  q = p / p.sum(-1, keepdims=True)
+  law = []
+  for acts in itertools.product(range(2), repeat=T):
+    for nxt in itertools.product(range(2), repeat=T - 1):
+      s, pr, seen = 0, 1.0, set()
+      for t in range(T):
+        pr *= 0.5
+        seen.add((s, acts[t]))
+        if t < T - 1:
+          pr *= q[s, acts[t], nxt[t]]
+          s = nxt[t]
+      law.append((pr, seen))
+  pairs = sorted(set().union(*(v for _, v in law)))
+
+  def missed(n):
+    return sum((-1) ** (len(j) + 1) * sum(pr for pr, v in law if not set(j) & v) ** n
+               for r in range(1, len(pairs) + 1) for j in itertools.combinations(pairs, r))
+
+  lo, hi = 1, 1
+  while missed(hi) > 0.5:
+    hi *= 2
+  while hi - lo > 1:
+    mid = (lo + hi) // 2
+    lo, hi = (lo, mid) if missed(mid) <= 0.5 else (mid, hi)
+  with jax.enable_x64(True):
+    got = covering_length(m, T)
+  assert abs(got - hi) <= 1e-5 * hi
+
+
+def test_gorp_scores_discounted_returns_and_runs_sparse_under_x64():
+  """k = T makes GORP an exhaustive search over open-loop sequences: on a
+  deterministic MDP it must return the best discounted sequence (it summed
+  undiscounted rewards: (1, 0) with return 0.3 instead of (0, 0) with 1.1)."""
+  import itertools
+
+  from jaxrl_dp.random_policy import gorp
+  ns = np.array([[0, 1], [1, 1]])
+  r = np.array([[1.0, 0.0], [3.0, 3.0]])
+  for g, T in ((0.1, 2),):
+    def ret(seq):
+      s, total = 0, 0.0
+      for t, a in enumerate(seq):
+        total += g ** t * r[s, a]
+        s = ns[s, a]
+      return total
+
+    best = max(itertools.product(range(2), repeat=T), key=ret)  # first maximizer: GORP's ties
+    res = gorp(jax.random.PRNGKey(0), jd.TabularMDP.from_deterministic(ns, r, g), T, T, 1)
+    assert tuple(np.asarray(res.actions)) == best, g
+    np.testing.assert_allclose(float(res.final_return), ret(best), rtol=1e-6)
+    np.testing.assert_allclose(float(res.optimal_return), ret(best), rtol=1e-6)
+  # Under x64 the sampled start states were int64 and the sparse layout's next
+  # states int32: the scan refused the carry.
+  with jax.enable_x64(True):
+    res = gorp(jax.random.PRNGKey(0), jd.TabularMDP.from_deterministic(ns, r, 0.5), 3, 3, 1)
+    # At gamma 0.5, T = 3: (1, *, *) gives 0 + 0.5 * 3 + 0.25 * 3 = 2.25, the best
+    # ((0, 0, 0) and (0, 1, *) give 1.75).
+    np.testing.assert_allclose(float(res.final_return), 2.25, rtol=1e-12)
+    np.testing.assert_allclose(float(res.optimal_return), 2.25, rtol=1e-12)

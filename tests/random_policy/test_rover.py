@@ -4,6 +4,7 @@ enumeration of leaves in NumPy, the Countdown generator against a direct
 recursion over the game, and the tabular learners' updates against NumPy."""
 
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -362,3 +363,19 @@ def test_rover_learns_uniform_q_and_keeps_diversity():
                   ("learning_rate", dict(learning_rate=-0.1))):
     with pytest.raises(InvalidMDPError, match=bad):
       rover_train(jax.random.key(0), tree, DEPTH, **kw)
+
+
+def test_pass_at_k_small_probabilities_and_derivatives():
+  # 1 - (1 - p)^k cancelled for small p (p = 1e-20, k = 1 gave 0). Reference:
+  # the binomial series k p - C(k, 2) p^2 + ..., and the closed-form derivative.
+  from jaxrl_dp.random_policy.rover import pass_at_k
+  with jax.enable_x64(True):
+    for p, k in ((1e-20, 1), (1e-17, 4), (1e-10, 3), (1e-4, 7)):
+      want = sum((-1) ** (j + 1) * math.comb(k, j) * p ** j for j in range(1, k + 1))
+      np.testing.assert_allclose(float(pass_at_k(p, k)), want, rtol=1e-14)
+    np.testing.assert_allclose(pass_at_k(jnp.array([0.0, 0.3, 1.0]), 2), [0.0, 0.51, 1.0],
+                               rtol=1e-15)
+    assert float(pass_at_k(1.0, 0)) == 0.0
+    for p, k in ((1e-3, 3.0), (0.7, 2.0), (1.0, 1.0)):
+      np.testing.assert_allclose(float(jax.grad(pass_at_k)(p, k)), k * (1 - p) ** (k - 1),
+                                 rtol=1e-12)
