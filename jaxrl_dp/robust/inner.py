@@ -704,6 +704,14 @@ def wasserstein_ball_worst_case(values: jax.Array, probs: jax.Array, radius: Arr
   return expect(worst, values), worst
 
 
+def _recentred_in_ball(d, mask, count, radius, p: float):
+  """``d [K]`` re-centred on the support (summing to 0) and shrunk back into
+  the ``p``-norm ball of ``radius`` if needed (both exact up to rounding)."""
+  d = jnp.where(mask, d - row_sum(d) / count, 0.0)
+  nd = jnp.sqrt(row_sum(d * d)) if p == 2.0 else row_sum(jnp.abs(d) ** p) ** (1.0 / p)
+  return d * jnp.minimum(1.0, radius / jnp.where(nd > 0, nd, 1.0))
+
+
 def lp_ball_worst_case(values: jax.Array, probs: jax.Array, radius: float | jax.Array, *,
                        p: float,
                        support: str = "nominal",
@@ -751,11 +759,8 @@ def lp_ball_worst_case(values: jax.Array, probs: jax.Array, radius: float | jax.
     # zero, which ``1 / kappa`` magnifies: with a spread of values small
     # against their size (nearly constant values, a large common offset)
     # ``sum(d)`` was up to ``radius`` off and the returned kernel neither
-    # summed to 1 nor attained the value. Re-centre on the support, then
-    # shrink back into the ball if needed (both exact up to rounding).
-    d = jnp.where(mask, d - row_sum(d) / count, 0.0)
-    nd = jnp.sqrt(row_sum(d * d))
-    d = d * jnp.minimum(1.0, radius / jnp.where(nd > 0, nd, 1.0))
+    # summed to 1 nor attained the value.
+    d = _recentred_in_ball(d, mask, count, radius, p)
   elif q == 1.0:
     if small_k(k):                                    # a median of the support:
       key = jnp.where(mask, values, jnp.inf)         # rank (count - 1) // 2
@@ -797,11 +802,8 @@ def lp_ball_worst_case(values: jax.Array, probs: jax.Array, radius: float | jax.
     d = -radius * jnp.sign(y) * jnp.abs(y) ** (q - 1.0) / jnp.where(a > 0, ny, 1.0) ** (q - 1.0)
     d = jnp.where(span > 0, d, 0.0)                 # all values equal: P0 is a worst case
     # For p > 2 (q < 2) |x|^(q-1) is only Holder at x = 0, so the rounding error
-    # of w leaves sum(d) ~ eps^(q-1) off zero: re-centre on the support, then
-    # shrink back into the ball if needed (both exact up to rounding).
-    d = jnp.where(mask, d - row_sum(d) / count, 0.0)
-    nd = row_sum(jnp.abs(d) ** p) ** (1.0 / p)
-    d = d * jnp.minimum(1.0, radius / jnp.where(nd > 0, nd, 1.0))
+    # of w leaves sum(d) ~ eps^(q-1) off zero.
+    d = _recentred_in_ball(d, mask, count, radius, p)
     kappa = jnp.where(span > 0, kappa, 0.0)
     del vmin
   value = nominal - radius * kappa
