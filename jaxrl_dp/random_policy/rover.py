@@ -152,7 +152,20 @@ def pass_at_k(p: ArrayLike, k: ArrayLike) -> jax.Array:
 
   Returns:
     ``1 - (1 - p)^k`` in ``p``'s dtype.
+
+  Raises:
+    InvalidMDPError: (concrete inputs) ``p`` outside ``[0, 1]`` or ``k``
+      negative or not finite, naming the first offending entry.
   """
+  if is_concrete(p, k):
+    _check_range("p", p, 0.0, 1.0, "a probability in [0, 1]")
+    _check_range("k", k, 0.0, np.inf, "a number of tries >= 0")
+  return _pass_at_k(p, k)
+
+
+def _pass_at_k(p: ArrayLike, k: ArrayLike) -> jax.Array:
+  """:func:`pass_at_k` without the checks (the kernels' form: a success
+  probability summed in float32 may exceed 1 by a rounding)."""
   p = jnp.asarray(p)
   k = jnp.asarray(k, p.dtype)
   # Small p: ``-expm1(k log1p(-p))`` (``1 - (1 - p)^k`` cancels: p = 1e-20,
@@ -161,6 +174,15 @@ def pass_at_k(p: ArrayLike, k: ArrayLike) -> jax.Array:
   small = p < 0.5
   tiny = -jnp.expm1(k * jnp.log1p(-jnp.where(small, p, 0.0)))
   return jnp.where(small, tiny, 1.0 - (1.0 - p) ** k)
+
+
+def _check_range(field: str, x: ArrayLike, lo: float, hi: float, expected: str) -> None:
+  arr = np.asarray(x, np.float64)
+  bad = ~np.isfinite(arr) | (arr < lo) | (arr > hi)
+  if bad.any():
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    at = f"[{', '.join(map(str, idx))}]" if idx else ""
+    raise InvalidMDPError(f"{field}{at} = {float(arr[idx])!r}: expected {expected}")
 
 
 def correct_pairs(mdp: TabularMDP, threshold: ArrayLike = 1.0) -> jax.Array:
@@ -200,8 +222,8 @@ def tree_metrics_kernel(mdp: TabularMDP, horizon: int, *, ks: Sequence[int],
   total = jnp.sum(p)
   ks_arr = jnp.asarray(ks, jnp.int32)
   kf = ks_arr.astype(dtype)
-  pass_k = pass_at_k(total, kf)
-  distinct = jnp.sum(jnp.where(correct[None], pass_at_k(p[None], kf[:, None, None]), 0.0),
+  pass_k = _pass_at_k(total, kf)
+  distinct = jnp.sum(jnp.where(correct[None], _pass_at_k(p[None], kf[:, None, None]), 0.0),
                      axis=(1, 2))
   q = jnp.where(p > 0, p / jnp.where(total > 0, total, 1.0), 1.0)
   entropy = -jnp.sum(jnp.where(p > 0, q * jnp.log(q), 0.0))
@@ -250,7 +272,8 @@ def tree_metrics(mdp: TabularMDP, horizon: int, *, policy: ArrayLike | None = No
     :class:`TreeMetrics`.
 
   Raises:
-    InvalidMDPError: horizon < 1, a bad policy or ``ks``.
+    InvalidMDPError: horizon < 1, a bad policy or ``ks``, a non-finite
+      ``threshold``.
 
   Gradients: ``jax.grad`` with respect to the policy works (a forward pass of
   occupancies).
@@ -260,6 +283,8 @@ def tree_metrics(mdp: TabularMDP, horizon: int, *, policy: ArrayLike | None = No
   check_horizon(horizon)
   pol = check_exploration_policy(policy, mdp, horizon)
   ks = _check_ks(ks)
+  if is_concrete(threshold):
+    _check_range("threshold", threshold, -np.inf, np.inf, "a finite reward threshold")
   return _tree_metrics_jit(mdp, pol, jnp.asarray(threshold, mdp.rewards.dtype),
                            horizon=int(horizon), ks=ks)
 

@@ -54,10 +54,11 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core import bellman
-from jaxrl_dp.core.mdp import TabularMDP, default_float_dtype
+from jaxrl_dp.core.mdp import TabularMDP, as_policy, default_float_dtype
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.options import check_horizon, check_int
 from jaxrl_dp.robust.r2pvi import OfflineDataset, make_dataset
@@ -175,8 +176,9 @@ def american_put(up_prob: float | jax.Array = 0.5, *, dim: int = 30, horizon: in
     up_prob: the probability of an up move (nominal 0.5).
     dim: ``D``, the number of hat features.
     horizon: H.
-    strike: the strike price.
-    c_up, c_down: the price factors of an up and a down move.
+    strike: the strike price, ``> 80`` (the lowest grid price).
+    c_up, c_down: the price factors of an up and a down move (``> 0``; a
+      move off the grid lands on its nearest end).
     dtype: float dtype (default: the default float dtype).
 
   Returns:
@@ -185,6 +187,12 @@ def american_put(up_prob: float | jax.Array = 0.5, *, dim: int = 30, horizon: in
   """
   if not 0.0 <= float(up_prob) <= 1.0:
     raise InvalidMDPError(f"up_prob = {up_prob}: expected a probability in [0, 1]")
+  if not (np.isfinite(float(strike)) and float(strike) > PUT_X_MIN):
+    raise InvalidMDPError(f"strike = {strike}: expected a finite price above the grid's "
+                          f"lowest, {PUT_X_MIN} (the payoff is scaled by strike - {PUT_X_MIN})")
+  for name, c in (("c_up", c_up), ("c_down", c_down)):
+    if not (np.isfinite(float(c)) and float(c) > 0):
+      raise InvalidMDPError(f"{name} = {c}: expected a finite price factor > 0")
   dim = check_int("dim", dim, minimum=2)
   horizon = check_horizon(horizon)
   n_price = int(round((PUT_X_MAX - PUT_X_MIN) / PUT_STEP)) + 1
@@ -292,8 +300,10 @@ def collect_dataset(key: jax.Array, model: LinearMDPModel, num_episodes: int, *,
     key: a ``jax.random`` key.
     model: the (nominal) environment.
     num_episodes: N (static); step h of every trajectory is one sample.
-    behavior: ``[S, A]`` action probabilities; default uniform over the valid
-      actions that are not known (``known_mask``).
+    behavior: ``[S, A]`` action probabilities or ``int [S]`` actions
+      (checked: rows are distributions with no mass on masked actions);
+      default uniform over the valid actions that are not known
+      (``known_mask``).
     validate: validate the dataset (host side).
 
   Returns:
@@ -304,6 +314,10 @@ def collect_dataset(key: jax.Array, model: LinearMDPModel, num_episodes: int, *,
   if behavior is None:
     behavior = bellman.uniform_policy(model.action_mask & ~model.known_mask)
     behavior = jnp.where(jnp.isnan(behavior), 0.0, behavior)
+  else:
+    behavior = as_policy(behavior, _step_mdp(model, 0), field="behavior")
+    if behavior.ndim == 1:
+      behavior = jax.nn.one_hot(behavior, model.features.shape[1], dtype=model.probs.dtype)
   s, a, r, s_next = _rollouts(key, model.probs, model.rewards, model.initial,
                               jnp.asarray(behavior, model.probs.dtype),
                               num_episodes=num_episodes)
@@ -315,24 +329,43 @@ def collect_dataset(key: jax.Array, model: LinearMDPModel, num_episodes: int, *,
 
 
 # -------------------------------------------------------------- evaluation
-@jax.jit
-def evaluate_policy(model: LinearMDPModel, policy: jax.Array) -> jax.Array:
+def _step_mdp(model: LinearMDPModel, h) -> TabularMDP:
+  """Step ``h`` of the model as an (unvalidated) undiscounted TabularMDP."""
+  return TabularMDP(probs=model.probs[h], rewards=model.rewards[h],
+                    discount=jnp.ones((), model.probs.dtype), initial=model.initial,
+                    action_mask=model.action_mask)
+
+
+def evaluate_policy(model: LinearMDPModel, policy: ArrayLike) -> jax.Array:
   """Exact values of a time-dependent policy by backward induction.
 
   Args:
     model: the environment (e.g. a perturbed one).
-    policy: ``int [H, S]`` actions or ``[H, S, A]`` probabilities.
+    policy: ``int [H, S]`` actions or ``[H, S, A]`` probabilities, or a
+      stationary ``int [S]`` / ``[S, A]`` policy (used at every step);
+      checked (:func:`jaxrl_dp.core.mdp.as_policy`: shapes, actions in range
+      and valid, rows that are distributions).
 
   Returns:
     ``[H + 1, S]`` values ``V_h^pi`` (``V_H = 0``); ``model.initial @ V[0]`` is
     the expected return.
-  """
-  one = jnp.ones((), model.probs.dtype)
 
+  Raises:
+    InvalidMDPError: a bad policy, naming the entry.
+  """
+  pol = as_policy(policy, _step_mdp(model, 0), horizon=model.horizon)
+  stationary = pol.ndim == (1 if jnp.issubdtype(pol.dtype, jnp.integer) else 2)
+  if stationary:
+    pol = jnp.broadcast_to(pol, (model.horizon,) + pol.shape)
+  return _evaluate_policy(model, pol)
+
+
+@jax.jit
+def _evaluate_policy(model: LinearMDPModel, policy: jax.Array) -> jax.Array:
   def step(v_next, xs):
     p_h, r_h, pi_h = xs
-    mdp_h = TabularMDP(probs=p_h, rewards=r_h, discount=one, initial=model.initial,
-                       action_mask=model.action_mask)
+    mdp_h = TabularMDP(probs=p_h, rewards=r_h, discount=jnp.ones((), p_h.dtype),
+                       initial=model.initial, action_mask=model.action_mask)
     v = bellman.policy_backup(mdp_h, pi_h, v_next)
     return v, v
 
@@ -341,12 +374,12 @@ def evaluate_policy(model: LinearMDPModel, policy: jax.Array) -> jax.Array:
   return jnp.concatenate([vs, v_end[None]], axis=0)
 
 
-def expected_return(model: LinearMDPModel, policy: jax.Array) -> jax.Array:
+def expected_return(model: LinearMDPModel, policy: ArrayLike) -> jax.Array:
   """``initial @ V_0^pi`` (exact), a scalar.
 
   Args:
     model: a linear MDP model.
-    policy: ``int [H, S]`` actions or ``[H, S, A]`` probabilities.
+    policy: as in :func:`evaluate_policy` (checked there).
 
   Returns:
     ``[]`` the expected return.

@@ -77,7 +77,7 @@ values on the host and skip the checks under tracing).
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -201,8 +201,9 @@ def make_dataset(features: ArrayLike, rewards: ArrayLike, next_states: ArrayLike
   Args:
     features: ``[H, N, D]``; rewards ``[H, N]``; next_states int ``[H, N]``;
       feature_table ``[S, A, D]``.
-    action_mask: ``bool [S, A]`` (default all valid).
-    known_q, known_mask: ``[S, A]`` (default none known).
+    action_mask: ``bool [S, A]`` (default all valid; another dtype is
+      refused, not cast).
+    known_q, known_mask: ``[S, A]`` and ``bool [S, A]`` (default none known).
     validate: run :func:`check_dataset`.
     dtype: float dtype (default float32, float64 under ``jax_enable_x64``).
 
@@ -264,6 +265,8 @@ def check_dataset(ds: Any, *, atol: float = SIMPLEX_ATOL) -> None:
     x = get(name)
     if x.shape != (s, a):
       raise InvalidMDPError(f"{name}: expected shape [S, A] = {(s, a)}, got {x.shape}")
+    if name != "known_q" and x.dtype != np.bool_:
+      raise InvalidMDPError(f"{name}: expected a bool array, got dtype {x.dtype}")
   if not np.issubdtype(ns.dtype, np.integer):
     raise InvalidMDPError(f"next_states: expected integer indices, got dtype {ns.dtype}")
   bad = (ns < 0) | (ns >= s)
@@ -302,9 +305,20 @@ def _check_scalar(name: str, x, *, positive: bool, upper=None) -> None:
 
 
 def _check_dataset_type(ds) -> None:
+  """The solvers' check: the type, and (concrete) the next-state indices,
+  which a gather would otherwise clamp (an :class:`OfflineDataset` built
+  without :func:`make_dataset` is not validated)."""
   if not isinstance(ds, OfflineDataset):
     raise InvalidMDPError(
         f"dataset: expected an OfflineDataset (see make_dataset), got {type(ds).__name__}")
+  if is_concrete(ds.next_states):
+    ns = np.asarray(ds.next_states)
+    s = ds.feature_table.shape[0]
+    bad = (ns < 0) | (ns >= s)
+    if np.any(bad):
+      i = _first_bad(bad)
+      raise InvalidMDPError(f"dataset.next_states{list(i)} = {ns[i]}: expected an index in "
+                            f"[0, {s})")
 
 
 # --------------------------------------------------------------- regression
@@ -394,14 +408,28 @@ def elliptical_bonus(table: jax.Array, gram_inv: jax.Array,
 # Each takes next-state values v [S], the design M [S, D] (or any weights:
 # with M = mu^T (columns = distributions) and gram_inv = I it evaluates the
 # population dual of every factor) and Lambda^{-1} [D, D]; returns z [D].
+class _Sum(NamedTuple):
+  """The linear map ``f [S] -> C^T f[rows] [D]``: a design ``M [S, D]``
+  (``rows`` None) or the samples ``phi [N, D]`` with next states ``[N]``."""
+  coef: jax.Array
+  rows: jax.Array | None
+
+  def values(self, f: jax.Array) -> jax.Array:
+    """``f`` at the rows of ``coef``: ``[S]`` -> ``[R]``."""
+    return f if self.rows is None else f[self.rows]
+
+  def __call__(self, f: jax.Array) -> jax.Array:
+    return self.coef.T @ self.values(f)
+
+
 def _design_sum(design):
   """``f [S] -> M^T f [D]`` for a design ``M [S, D]``."""
-  return lambda f: design.T @ f
+  return _Sum(design, None)
 
 
 def _sample_sum(features, next_states):
   """``f [S] -> sum_tau phi_tau f(s'_tau) [D]`` (a gather and a mat-vec)."""
-  return lambda f: features.T @ f[next_states]
+  return _Sum(features, next_states)
 
 
 def _regression(v, project, gram_inv):
@@ -412,14 +440,41 @@ def _tv(v, project, gram_inv, lam):
   return gram_inv @ project(jnp.minimum(v, jnp.min(v) + lam))
 
 
+def _signed_log_terms(c: jax.Array, log_scale: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(log |c| + log_scale, sign(c))``, ``-inf`` where ``c = 0`` (finite
+  gradients there)."""
+  nz = c != 0
+  ell = jnp.where(nz, jnp.log(jnp.abs(jnp.where(nz, c, 1.0))) + log_scale, -jnp.inf)
+  return ell, jnp.sign(c)
+
+
 def _kl(v, project, gram_inv, lam, v_cap, deficit):
-  vmin = jnp.min(v)
-  w = gram_inv @ project(jnp.exp(-(v - vmin) / lam))
+  # ``1 + y = deficit + Lambda^{-1} C^T exp(-x / lam)`` summed in the log
+  # domain: each column j of ``C`` is shifted by the smallest value it
+  # weights, ``m_j``, so that ``u_j = sum_r C_rj exp(-(x_r - m_j) / lam)`` has
+  # a term equal to ``C_rj`` (no underflow, whatever ``x / lam``); the terms
+  # ``G_ij u_j exp(-m_j / lam)`` and ``deficit_i`` (of either sign) are then
+  # added relative to the largest. The shifts only scale: their gradients are
+  # stopped (the sum does not depend on them).
+  x = project.values(v)
+  c = project.coef
+  nz = c != 0
+  m = jax.lax.stop_gradient(jnp.min(jnp.where(nz, x[:, None], jnp.inf), axis=0))
+  has = jnp.isfinite(m)
+  m = jnp.where(has, m, 0.0)
+  arg = jnp.where(nz, -(x[:, None] - m) / lam, 0.0)
+  u = jnp.sum(jnp.where(nz, c * jnp.exp(arg), 0.0), axis=0)
+  ell, sgn = _signed_log_terms(gram_inv * jnp.where(has, u, 0.0), -m / lam)
   if deficit is not None:
-    scale = jnp.exp(jnp.minimum(vmin / lam, 600.0))
-    w = w + jnp.where(deficit == 0, 0.0, deficit * scale)
-  pos = w > 0
-  z = vmin - lam * jnp.where(pos, jnp.log(jnp.where(pos, w, 1.0)), -jnp.inf)
+    ell_d, sgn_d = _signed_log_terms(deficit, jnp.zeros_like(deficit))
+    ell = jnp.concatenate([ell, ell_d[:, None]], axis=1)
+    sgn = jnp.concatenate([sgn, sgn_d[:, None]], axis=1)
+  top = jax.lax.stop_gradient(jnp.max(ell, axis=1))
+  top = jnp.where(jnp.isfinite(top), top, 0.0)
+  total = jnp.sum(jnp.where(jnp.isfinite(ell), sgn * jnp.exp(ell - top[:, None]), 0.0),
+                  axis=1)
+  pos = total > 0
+  z = jnp.where(pos, -lam * (top + jnp.log(jnp.where(pos, total, 1.0))), jnp.inf)
   return jnp.clip(z, 0.0, v_cap)
 
 
@@ -460,9 +515,11 @@ def kl_dual_update(v: jax.Array, design: jax.Array, gram_inv: jax.Array, lam: Ar
 
   ``1 + y = deficit + Lambda^{-1} M^T exp(-V / lam)`` with the ridge deficit
   ``deficit = 1 - Lambda^{-1} sum_tau phi_tau`` (``[D]``; 0 for population
-  inputs, the default), evaluated as ``exp(-V_min / lam) (deficit exp(V_min /
-  lam) + Lambda^{-1} M^T exp(-(V - V_min) / lam))`` so that small ``lam`` loses
-  no precision to cancellation.
+  inputs, the default), summed in the log domain: each column of ``M`` is
+  scaled by ``exp(-m_j / lam)``, ``m_j`` the smallest ``V`` it weights, and
+  the terms are added relative to the largest, so that no ``V / lam``
+  overflows or underflows whatever its size, and small ``lam`` loses no
+  precision to cancellation.
 
   Args:
     v: ``[S]`` next-step values.

@@ -379,3 +379,17 @@ def test_pass_at_k_small_probabilities_and_derivatives():
     for p, k in ((1e-3, 3.0), (0.7, 2.0), (1.0, 1.0)):
       np.testing.assert_allclose(float(jax.grad(pass_at_k)(p, k)), k * (1 - p) ** (k - 1),
                                  rtol=1e-12)
+
+
+def test_pass_at_k_and_tree_metrics_refuse_bad_numbers():
+  # pass_at_k(1.5, 2) was 0.75, pass_at_k(-0.1, 2) -0.21; a NaN threshold
+  # counted no leaf as correct.
+  from jaxrl_dp.random_policy.rover import pass_at_k
+  for p, k, field in ((1.5, 2, r"p = 1.5"), (-0.1, 2, r"p = -0.1"),
+                      ([0.2, float("nan")], 2, r"p\[1\] = nan"), (0.5, -1, r"k = -1.0"),
+                      (0.5, float("inf"), r"k = inf")):
+    with pytest.raises(InvalidMDPError, match=field):
+      pass_at_k(p, k)
+  mdp = _tree(jax.random.key(3), DEPTH, B, "binary", p=0.3)
+  with pytest.raises(InvalidMDPError, match="threshold = nan"):
+    tree_metrics(mdp, DEPTH, threshold=float("nan"))

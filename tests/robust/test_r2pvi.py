@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 from scipy.optimize import brentq, linprog, minimize
-from scipy.special import xlogy
+from scipy.special import logsumexp, xlogy
 
 import jaxrl_dp.robust as R
 
@@ -158,6 +158,83 @@ def test_dual_updates_vs_scipy_primal():
         assert max(tv[i], kl[i], c2[i], ball[i]) <= mu[i] @ v + 1e-10
 
 
+def test_kl_dual_update_at_small_lambda_vs_log_domain_closed_form():
+  """``-lam log(deficit + Lambda^{-1} M^T exp(-V / lam))`` for ``V / lam`` far
+  beyond the floating-point exponent range (the closed form summed with
+  SciPy's signed logsumexp). Before: the scale ``exp(V_min / lam)`` was capped
+  at ``exp(600)`` (float64: z = 0.90 for 0.0028) or overflowed (float32:
+  z = 0), and the population form's ``exp(-(V - V_min) / lam)`` underflowed
+  on a factor whose support lies above ``V_min`` (z = the cap, 3, for 2.0019)."""
+  rng = np.random.default_rng(3)
+  s, d, n = 4, 2, 30
+  phi = rng.dirichlet(np.ones(d), n)
+  ns = rng.integers(0, s, n)
+  gi = np.linalg.inv(phi.T @ phi + np.eye(d))
+  design = np.zeros((s, d))
+  np.add.at(design, ns, phi)
+  v = np.array([1.5, 2.0, 1.8, 2.5])
+  coef = gi @ design.T                                          # [D, S]
+
+  def reference(lam, deficit):
+    z = np.empty(d)
+    for i in range(d):
+      val, sign = logsumexp(np.concatenate([[0.0], -v / lam]),
+                            b=np.concatenate([[deficit[i]], coef[i]]), return_sign=True)
+      z[i] = -lam * val if sign > 0 else np.inf
+    return np.clip(z, 0.0, 3.0)
+
+  with jax.enable_x64(True):
+    deficit = np.asarray(R.ridge_deficit(jnp.asarray(phi), jnp.asarray(gi), 1.0))
+    for lam in (0.1, 0.01, 0.002, 0.001):
+      got = R.kl_dual_update(jnp.asarray(v), jnp.asarray(design), jnp.asarray(gi), lam, 3.0,
+                             jnp.asarray(deficit))
+      np.testing.assert_allclose(np.asarray(got), reference(lam, deficit), rtol=1e-12,
+                                 err_msg=f"lam={lam}")
+    # population form (deficit 0): a factor supported only above min V
+    vp, mu = np.array([0.0, 2.0, 2.5, 3.0]), np.array([[0.0, 0.5, 0.5, 0.0]])
+    for lam in (0.0028, 0.002, 1e-4):
+      got = R.kl_dual_update(jnp.asarray(vp), jnp.asarray(mu.T), jnp.eye(1), lam, 3.0)
+      want = -lam * logsumexp(-vp[1:3] / lam, b=mu[0, 1:3])
+      np.testing.assert_allclose(float(got[0]), want, rtol=1e-12, err_msg=f"lam={lam}")
+  # float32: exp(V_min / lam) = exp(750) is far beyond float32's range
+  got32 = R.kl_dual_update(jnp.asarray(v, jnp.float32), jnp.asarray(design, jnp.float32),
+                           jnp.asarray(gi, jnp.float32), 0.002, 3.0,
+                           jnp.asarray(deficit, jnp.float32))
+  np.testing.assert_allclose(np.asarray(got32), reference(0.002, deficit), rtol=1e-4)
+
+
+def test_dual_gradient_wrt_lambda_at_small_lambda():
+  """d z / d lam of the KL update where ``V / lam ~ 10^3`` (the log-domain
+  sum's shifts carry no gradient) against central differences."""
+  rng = np.random.default_rng(4)
+  with jax.enable_x64(True):
+    phi = rng.dirichlet(np.ones(3), 40)
+    ns = rng.integers(0, 5, 40)
+    gi = jnp.asarray(np.linalg.inv(phi.T @ phi + 0.1 * np.eye(3)))
+    design = np.zeros((5, 3))
+    np.add.at(design, ns, phi)
+    v = jnp.asarray(rng.uniform(1.0, 2.0, 5))
+    deficit = R.ridge_deficit(jnp.asarray(phi), gi, 0.1)
+    f = lambda lam: R.kl_dual_update(v, jnp.asarray(design), gi, lam, 3.0, deficit).sum()
+    for lam in (1e-3, 0.05):
+      h = lam * 1e-5
+      np.testing.assert_allclose(jax.grad(f)(lam), (f(lam + h) - f(lam - h)) / (2 * h),
+                                 rtol=1e-6, err_msg=f"lam={lam}")
+
+
+def test_collect_dataset_with_deterministic_behavior():
+  """An ``int [S]`` behaviour policy: every sampled action is its action at
+  the sampled state (one-hot features name the state)."""
+  rng = np.random.default_rng(5)
+  with jax.enable_x64(True):
+    probs, rewards = random_tabular(rng)
+    model = onehot_model(probs, rewards)
+    pol = np.array([1, 0, 0, 1])
+    ds, acts = R.collect_dataset(jax.random.PRNGKey(2), model, 50, behavior=pol)
+    states = np.asarray(ds.features).argmax(-1) // 2
+    np.testing.assert_array_equal(np.asarray(acts), pol[states])
+
+
 # ------------------------------------------------- one-hot reduction
 def random_tabular(rng, s=4, a=2, h=3):
   probs = rng.dirichlet(np.ones(s) * 0.6, (h, s, a))
@@ -195,7 +272,11 @@ def tabular_reference(s_idx, a_idx, r, s_next, s, a, h_n, kind, lam, beta, ridge
         if kind == "tv":
           z = p_hat @ np.minimum(vn, vn.min() + lam)
         elif kind == "kl":
-          z = -lam * np.log(p_hat @ np.exp(-vn / lam))
+          # the documented estimator: 1 + y = ridge deficit + shrunk
+          # E_hat exp(-V / lam), summed in the log domain (any lam)
+          terms = np.concatenate([[np.log(ridge / (n + ridge))],
+                                  np.log(n / (n + ridge)) - vn / lam])
+          z = -lam * logsumexp(terms, b=np.concatenate([[1.0], p_hat]))
           z = min(max(z, 0.0), h_n - h - 1)
         elif kind == "chi2":
           z = chi2_kkt(vn, p_hat, lam)
@@ -207,8 +288,11 @@ def tabular_reference(s_idx, a_idx, r, s_next, s, a, h_n, kind, lam, beta, ridge
   return q_all, v
 
 
-@pytest.mark.parametrize("kind,lam", [("tv", 0.4), ("kl", 0.5), ("chi2", 0.3), ("none", 0.0)])
+@pytest.mark.parametrize("kind,lam", [("tv", 0.4), ("kl", 0.5), ("kl", 5e-4), ("chi2", 0.3),
+                                      ("none", 0.0)])
 def test_onehot_reduces_to_tabular_pessimistic_robust_vi(kind, lam):
+  """(KL at lam = 5e-4: min V_{h+1} / lam is ~10^3; the estimate summed
+  exp(-V / lam) with a scale capped at exp(600): V_0 came out ~20% high.)"""
   rng = np.random.default_rng(2)
   with jax.enable_x64(True):
     probs, rewards = random_tabular(rng)
@@ -301,6 +385,10 @@ def test_exact_evaluation_vs_numpy():
       for p in (pol, stoch):
         got = np.asarray(R.evaluate_policy(m, jnp.asarray(p)))
         np.testing.assert_allclose(got, np_evaluate(m.probs, m.rewards, p), atol=1e-12)
+      # a stationary policy is used at every step
+      got = np.asarray(R.evaluate_policy(m, pol[0]))
+      np.testing.assert_allclose(got, np_evaluate(m.probs, m.rewards, np.stack([pol[0]] * 3)),
+                                 atol=1e-12)
     # the nominal optimum from an independent NumPy enumeration of x1's action
     m = R.simulated_linear_mdp(0.6)
     v_opt, _ = R.optimal_values(m)
@@ -390,6 +478,39 @@ def test_bad_inputs(sim_ds):
     R.simulated_linear_mdp(1.5)
   with pytest.raises(ValueError, match="up_prob"):
     R.american_put(-0.1)
+  # (strike 80 gave NaN rewards; c_up = -1 was accepted, NaN an IndexError)
+  with pytest.raises(ValueError, match="strike = 80.0"):
+    R.american_put(0.5, strike=80.0)
+  for kw in ({"c_up": -1.0}, {"c_up": float("nan")}, {"c_down": 0.0}):
+    with pytest.raises(ValueError, match=f"{next(iter(kw))} = "):
+      R.american_put(0.5, **kw)
+  # masks of another dtype were cast (0.5 -> True)
+  with pytest.raises(ValueError, match="action_mask: expected a bool array"):
+    R.make_dataset(f, r, ns, tab, action_mask=np.full(tab.shape[:2], 0.5))
+  with pytest.raises(ValueError, match="known_mask: expected a bool array"):
+    R.make_dataset(f, r, ns, tab, known_mask=np.zeros(tab.shape[:2], int))
+  # a dataset built by hand: an out-of-range next state was clamped by the gather
+  hand = ds.replace(next_states=ds.next_states.at[1, 4].set(tab.shape[0]))
+  for solve in (lambda d: R.r2pvi(d, divergence="kl"), R.pevi, R.drpvi_tv):
+    with pytest.raises(ValueError, match=r"dataset.next_states\[1, 4\] = 5"):
+      solve(hand)
+  model = R.simulated_linear_mdp(0.0)
+  s_n, a_n = model.features.shape[:2]
+  bad_b = np.full((s_n, a_n), 1.0 / a_n)
+  bad_b[2] = 2.0 / a_n                        # unnormalized: was renormalized
+  with pytest.raises(ValueError, match=r"behavior\[2, :\] sums to"):
+    R.collect_dataset(jax.random.PRNGKey(0), model, 5, behavior=bad_b)
+  bad_b = np.full((s_n, a_n), 1.0 / a_n)
+  bad_b[3, :2] = [-0.5, 0.5 + 1.0 / a_n]      # negative: was read as 0
+  with pytest.raises(ValueError, match=r"behavior\[3, 0\]"):
+    R.collect_dataset(jax.random.PRNGKey(0), model, 5, behavior=bad_b)
+  h_n = model.horizon
+  bad_pol = np.zeros((h_n, s_n), int)
+  bad_pol[1, 2] = a_n                         # was NaN values
+  with pytest.raises(ValueError, match=rf"policy\[1, 2\] = {a_n}"):
+    R.evaluate_policy(model, bad_pol)
+  with pytest.raises(ValueError, match="policy: a deterministic policy must have shape"):
+    R.evaluate_policy(model, np.zeros((h_n + 1, s_n), int))
 
 
 # ------------------------------------------------- figure data functions
