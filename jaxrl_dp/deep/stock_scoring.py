@@ -152,6 +152,19 @@ def _path_bounds(ns, p, m, mask, init, horizon):
   return pmin, pmax, rlo, rhi, int(glo[start].min()), int(ghi[start].max())
 
 
+def _lattice_units(c0: ArrayLike, delta: float) -> np.ndarray:
+  """``c0 / delta`` (``[C]``), refusing a ``c0`` off the lattice ``delta Z``
+  (the stock DP's grid holds lattice points only)."""
+  units = np.atleast_1d(np.asarray(c0, np.float64)) / delta
+  bad = ~np.isfinite(units) | (np.abs(units - np.round(units))
+                               > 1e-6 * np.maximum(1.0, np.abs(units)))
+  if bad.any():
+    i = int(np.argmax(bad))
+    raise InvalidMDPError(f"c0[{i}] = {float(units[i] * delta)!r}: expected a multiple of "
+                          f"the lattice step {delta!r}")
+  return units
+
+
 def stock_grid_of(mdp: TabularMDP, *, horizon: int, objective: str = "cvar",
                   c0_range: Optional[tuple] = None, c0: Optional[ArrayLike] = None,
                   lattice: Optional[float] = None) -> StockGrid:
@@ -198,12 +211,7 @@ def stock_grid_of(mdp: TabularMDP, *, horizon: int, objective: str = "cvar",
   i_lo = int(math.floor(lo / delta + 1e-9))
   i_hi = int(math.ceil(hi / delta - 1e-9))
   if c0 is not None:
-    units = np.atleast_1d(np.asarray(c0, np.float64)) / delta
-    bad = np.abs(units - np.round(units)) > 1e-6 * np.maximum(1.0, np.abs(units))
-    if bad.any():
-      i = int(np.argmax(bad))
-      raise InvalidMDPError(f"c0[{i}] = {float(units[i] * delta)!r}: expected a multiple of "
-                            f"the lattice step {delta!r}")
+    units = _lattice_units(c0, delta)
     i_lo = min(i_lo, int(np.round(units.min())))
     i_hi = max(i_hi, int(np.round(units.max())))
   dtype = mdp.rewards.dtype
@@ -274,10 +282,14 @@ def exact_stock_optimum(mdp: TabularMDP, *, horizon: int, objective: str,
       (:func:`~jaxrl_dp.distributional.stock_augmented_dp`, ``E_{s_0}
       W_0(s_0, c0)`` at each ``c0``) or ``"mean"`` (``max E G``).
     alphas: ``[L]`` CVaR levels.
-    c0: ``[C]`` initial stocks.
+    c0: ``[C]`` initial stocks, multiples of the rewards' lattice step.
 
   Returns:
     ``[L]`` (CVaR) or ``[C]`` (others; ``"mean"``: ``[1]``).
+
+  Raises:
+    InvalidMDPError: an unknown objective, a ``c0`` off the lattice (it was
+      read at the nearest lattice point).
   """
   init = np.asarray(mdp.initial, np.float64)
   if objective == "cvar":
@@ -295,5 +307,6 @@ def exact_stock_optimum(mdp: TabularMDP, *, horizon: int, objective: str,
   else:
     raise InvalidMDPError(f"objective = {objective!r}: expected one of {OBJECTIVES}")
   sol = stock_augmented_dp(mdp, f, horizon=horizon, c0_range=(float(cc.min()), float(cc.max())))
+  _lattice_units(cc, float(sol.lattice))  # the table is read at lattice points
   vals = np.asarray(sol.values[0], np.float64)  # [S, U]
   return np.array([init @ vals[:, int(sol.stock_index(c))] for c in cc])

@@ -288,6 +288,28 @@ def test_bad_input():
     sd.train_stock_dqn(jax.random.key(0), mdp, horizon=2, alphas=(0.0, 0.5))
 
 
+def test_exact_stock_optimum_at_lattice_stocks_and_refuses_others():
+  """Two steps, return 0 (p = 1/4) or 2 (p = 3/4), lattice 2: the optimum is
+  ``E f(c0 + G)`` (one action). A ``c0`` off the lattice was read at the
+  nearest lattice point (homeostatic at -1: -0.5 for -1.0)."""
+  probs = np.zeros((4, 1, 4))
+  probs[0, 0, 1], probs[0, 0, 2] = 0.75, 0.25
+  probs[1:, 0, 3] = 1.0
+  rewards = np.array([[0.0], [2.0], [0.0], [0.0]])
+  mdp = jd.TabularMDP.from_dense(probs, rewards, 1.0, initial=[1.0, 0.0, 0.0, 0.0])
+  g, pg = np.array([0.0, 2.0]), np.array([0.25, 0.75])
+  c0 = np.array([-4.0, -2.0, 0.0, 2.0])
+  np.testing.assert_allclose(
+      sd.exact_stock_optimum(mdp, horizon=2, objective="homeostatic", c0=c0),
+      [pg @ -np.abs(c + g) for c in c0], rtol=1e-12)
+  np.testing.assert_allclose(
+      sd.exact_stock_optimum(mdp, horizon=2, objective="threshold", c0=c0),
+      [pg @ (c + g >= 0) for c in c0], rtol=1e-12)
+  for objective in ("homeostatic", "threshold"):
+    with pytest.raises(jd.InvalidMDPError, match=r"c0\[1\] = -1.0: expected a multiple"):
+      sd.exact_stock_optimum(mdp, horizon=2, objective=objective, c0=[0.0, -1.0])
+
+
 @pytest.mark.slow
 def test_learning_target_cvar_switch_16_seeds():
   """Issue 14's target: within 5% of the exact optimum of its objective for at
