@@ -24,8 +24,12 @@ delta + <xi, a>`` (``xi = ||xi||_1 / 4 * (1, 1, 1, 1)``):
               phi(x2, a) = phi(x3, a) = (0, 1, 0, 0) (x2 -> x3, x3 absorbing)
               phi(x4, a) = (0, 0, 1, 0),  phi(x5, a) = (0, 0, 0, 1)
   rewards     theta_1 = (0, c, 0, 0), theta_h = (0, c, 0, 1) for h >= 2:
-              x1 pays 0, x2 and x3 pay c, x5 pays 1, x4 pays 0
+              x1 pays 0 at step 1 (the only step it is reached), x2 and x3
+              pay c, x5 pays 1 (from step 2, the first it is reached), x4 0
   target      mu_{1,4} = (1 - q) mu_4 + q delta_{x4} at step 1 only.
+
+(Unlike the figure's goal, x5 is not absorbing here: its factor ``mu_4``
+moves to the fail state x4 with probability ``eps`` at every step.)
 
 With the defaults (``delta = 0.5, ||xi||_1 = 0.3, eps = 0.2, c = 0.5``) the
 nominal optimum takes the risky jump (largest ``p(a) = 0.8``), which loses to
