@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_dp.core import bellman
+from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import (TabularMDP, as_policy, check_discount,
                                check_mdp_structure, check_transitions)
 from jaxrl_dp.core.options import check_horizon
@@ -251,10 +252,21 @@ def steps_to_optimal(steps: jax.Array, suboptimality: jax.Array,
   Returns:
     ``[...]`` steps (the dtype of ``steps``), ``-1`` if never. Jittable; works
     on any leading axes (e.g. ``[seeds, evals] -> [seeds]``).
+
+  Raises:
+    InvalidMDPError: shapes that do not match (static, also under ``jit``).
   """
   steps = jnp.asarray(steps)
   sub = jnp.asarray(suboptimality)
   eps = jnp.asarray(epsilon)[..., None]
+  if steps.ndim < 1 or sub.ndim < 1 or steps.shape[-1] != sub.shape[-1]:
+    raise InvalidMDPError(f"steps {steps.shape} and suboptimality {sub.shape}: expected the "
+                          f"same number of evaluation points E on the last axis")
+  try:
+    jnp.broadcast_shapes(steps.shape, sub.shape, eps.shape)
+  except ValueError:
+    raise InvalidMDPError(f"steps {steps.shape}, suboptimality {sub.shape} and epsilon "
+                          f"{eps.shape[:-1]}: leading axes do not broadcast") from None
   good = sub <= eps
   holds = jnp.flip(jnp.cumprod(jnp.flip(good, -1).astype(jnp.int32), axis=-1), -1) > 0
   first = jnp.argmax(holds, axis=-1)

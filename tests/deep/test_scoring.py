@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import jaxrl_dp as jd
+from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.deep import (evaluate_policy, exact_reference, q_error, score_policy,
                            steps_to_optimal, sticky_policy)
 from jaxrl_dp.random_policy import sticky_actions
@@ -135,6 +136,10 @@ def test_steps_to_optimal_hand_curves():
   assert np.asarray(one).tolist() == want
   per_row = steps_to_optimal(steps, curves, jnp.asarray([0.3, 0.5, 0.0, 0.05]))
   assert np.asarray(per_row).tolist() == [200, 100, 100, -1]
+  with pytest.raises(InvalidMDPError, match="same number of evaluation points"):
+    steps_to_optimal(steps[:4], curves, 0.1)
+  with pytest.raises(InvalidMDPError, match="leading axes do not broadcast"):
+    steps_to_optimal(steps, curves, jnp.asarray([0.3, 0.5, 0.0]))
 
 
 def _np_sticky_j(p, r, gamma, mask, init, pi, stick):
