@@ -587,7 +587,11 @@ def test_max_iters_is_honest():
   assert err + ref_bound <= float(sol.error_bound), (err, float(sol.error_bound))
 
 
-@pytest.mark.parametrize("kind", ["chi2_ball", "kl_ball", "wasserstein_ball", "lp_ball"])
+# (kl and Wasserstein, ~15 s each on a 2-core host, run with the slow checks;
+# chi2 and lp exercise the same step-count options in the default run.)
+@pytest.mark.parametrize("kind", ["chi2_ball", pytest.param("kl_ball", marks=pytest.mark.slow),
+                                  pytest.param("wasserstein_ball", marks=pytest.mark.slow),
+                                  "lp_ball"])
 def test_step_counts_set_by_the_user_keep_the_error_bound(kind):
   """Inner solves cut short by the user's step count (3 bisection steps, one
   Newton or cutting-plane step) used to leave the solvers' bound blind to
@@ -655,7 +659,7 @@ def test_step_counts_set_by_the_user_keep_the_error_bound(kind):
         err, float(full.error_bound))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)])
 def test_inner_gap_certificates_against_exact_optima(dtype):
   """``worst_case_gap`` claims ``|value - OPT| <= |gap| + margin`` for
   the numerical inner problems. OPT: the chi-square ball by brute force over
