@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP
-from jaxrl_dp.core.options import check_int
+from jaxrl_dp.core.options import check_int, is_concrete
 from jaxrl_dp.deep import common
 from jaxrl_dp.deep.networks import CategoricalQNetwork, categorical_q_values, greedy_action
 from jaxrl_dp.deep.qlearning import QAgent, QConfig, check_q_config, q_train
@@ -113,7 +113,8 @@ def support_of(config: C51Config, mdp: TabularMDP) -> jax.Array:
   lo, hi = return_bounds_of(mdp)
   lo = lo if config.v_min is None else jnp.asarray(config.v_min, mdp.rewards.dtype)
   hi = hi if config.v_max is None else jnp.asarray(config.v_max, mdp.rewards.dtype)
-  hi = jnp.where(hi > lo, hi, lo + 1.0)  # a constant-zero MDP still gets N distinct atoms
+  if config.v_min is None and config.v_max is None:
+    hi = jnp.where(hi > lo, hi, lo + 1.0)  # a constant-zero MDP still gets N distinct atoms
   return jnp.linspace(lo, hi, config.num_atoms).astype(mdp.rewards.dtype)
 
 
@@ -182,8 +183,9 @@ def train_c51(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResult:
     (neither with ``sticky > 0``) and ``loss`` metrics.
 
   Raises:
-    InvalidMDPError: an unknown or bad option, ``v_min >= v_max``, a batched
-      MDP, discount 1.
+    InvalidMDPError: an unknown or bad option, ``v_min >= v_max`` (with
+      one bound given: against the other's default), a batched MDP,
+      discount 1.
   """
   config = dict(config)
   config.setdefault("adam_eps", 0.01 / 32)
@@ -196,5 +198,15 @@ def train_c51(key: jax.Array, mdp: TabularMDP, **config) -> common.TrainResult:
       raise InvalidMDPError(f"{name} = {v!r}: expected a finite number or None")
   if cfg.v_min is not None and cfg.v_max is not None and not cfg.v_min < cfg.v_max:
     raise InvalidMDPError(f"v_max = {cfg.v_max!r}: expected > v_min = {cfg.v_min!r}")
+  if (cfg.v_min is None) != (cfg.v_max is None) and is_concrete(mdp.rewards, mdp.discount):
+    # one bound given: the other is the MDP's default, and the range must not
+    # be empty (it was "repaired" to [v_min, v_min + 1], discarding a v_max)
+    lo, hi = (float(x) for x in return_bounds_of(mdp))
+    if cfg.v_min is not None and not cfg.v_min < hi:
+      raise InvalidMDPError(f"v_min = {cfg.v_min!r}: expected < the default v_max = {hi!r} "
+                            f"(the MDP's largest return); pass v_max too")
+    if cfg.v_max is not None and not lo < cfg.v_max:
+      raise InvalidMDPError(f"v_max = {cfg.v_max!r}: expected > the default v_min = {lo!r} "
+                            f"(the MDP's smallest return); pass v_min too")
   common.check_train_mdp(mdp)
   return _train(key, mdp, features, cfg)

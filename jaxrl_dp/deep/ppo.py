@@ -127,7 +127,10 @@ def gae(rewards: jax.Array, values: jax.Array, next_values: jax.Array,
     a = d + c * a_next
     return a, a
 
-  _, adv = jax.lax.scan(step, jnp.zeros_like(values[0]), (deltas, carry_on), reverse=True)
+  # (the carry in the rewards' precision: float64 rewards with float32
+  # network values under jax_enable_x64)
+  a_end = jnp.zeros(deltas.shape[1:], jnp.result_type(deltas, carry_on))
+  _, adv = jax.lax.scan(step, a_end, (deltas, carry_on), reverse=True)
   return adv, adv + values
 
 

@@ -89,6 +89,12 @@ def check_q_config(config: QConfig) -> None:
   if config.num_envs > config.buffer_size:
     raise InvalidMDPError(
         f"buffer_size = {config.buffer_size}: expected >= num_envs = {config.num_envs}")
+  if config.learning_starts > config.buffer_size:
+    # the buffer never holds more than buffer_size transitions: no update would run
+    raise InvalidMDPError(f"learning_starts = {config.learning_starts}: expected <= "
+                          f"buffer_size = {config.buffer_size} (no update would ever run)")
+  if not isinstance(config.double, bool):
+    raise InvalidMDPError(f"double = {config.double!r}: expected True or False")
   common.check_positive("learning_rate", config.learning_rate)
   common.check_positive("adam_eps", config.adam_eps)
   if config.max_grad_norm is not None:
@@ -303,7 +309,9 @@ def q_train(key: jax.Array, mdp: TabularMDP, features: Optional[jax.Array],
     learn = lambda s: q_update(learner, s, batch,
                                target_update_interval=config.target_update_interval,
                                tau=config.tau)
-    skip = lambda s: (s, jnp.zeros((), jnp.float32))
+    # (the loss's dtype: float64 under jax_enable_x64 with a float64 MDP)
+    loss_dtype = jax.eval_shape(learn, c.train)[1].dtype
+    skip = lambda s: (s, jnp.zeros((), loss_dtype))
     learning = buffer.size >= config.learning_starts
     train, loss = jax.lax.cond(learning, learn, skip, c.train)
     target_all = c.target_all

@@ -191,6 +191,23 @@ def test_options_refused_by_name():
     dqn.train_dqn(jax.random.key(0), mdp, loss="l1")
   with pytest.raises(InvalidMDPError, match="discount"):
     dqn.train_dqn(jax.random.key(0), suites.chain(5, discount=1.0))
+  # accepted before: the buffer never reached learning_starts (no update ran,
+  # the initial parameters came back); "yes" read as True
+  with pytest.raises(InvalidMDPError, match="learning_starts = 9: expected <= buffer_size = 8"):
+    dqn.train_dqn(jax.random.key(0), mdp, buffer_size=8, learning_starts=9)
+  with pytest.raises(InvalidMDPError, match="double = 'yes'"):
+    dqn.train_dqn(jax.random.key(0), mdp, double="yes")
+  # C51 with one bound: the other is the MDP's default (returns in [0, 100]
+  # here); an empty range was replaced by [v_min, v_min + 1] (v_max discarded)
+  from jaxrl_dp.deep import c51
+  r = mdp.rewards if mdp.transition_rewards is None else mdp.transition_rewards
+  hi = max(0.0, float(np.max(np.asarray(r, np.float64)))) / 0.1   # every action valid
+  with pytest.raises(InvalidMDPError, match="v_min = 200.0: expected < the default v_max"):
+    c51.train_c51(jax.random.key(0), mdp, v_min=200.0)
+  with pytest.raises(InvalidMDPError, match="v_max = -100.0: expected > the default v_min = 0"):
+    c51.train_c51(jax.random.key(0), mdp, v_max=-100.0)
+  np.testing.assert_allclose(c51.support_of(c51.C51Config(num_atoms=3, v_min=4.0), mdp),
+                             [4.0, (4.0 + hi) / 2, hi], rtol=1e-6)
 
 
 # Learning targets of issue 13: ONE vmapped call of 16 seeds (fixed keys) per
