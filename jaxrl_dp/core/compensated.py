@@ -525,11 +525,16 @@ def _sliced_impl(p, v, *, bs, cs, block_bytes: int):
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def round_up(x_hi, dtype):
   """Casts a nonnegative bound ``x_hi`` to ``dtype`` rounding UP (so a float64
-  bound stays a bound in float32): ``nextafter`` when the cast rounded down.
-  Its derivative is the cast's (``nextafter`` has no JVP rule)."""
+  bound stays a bound in float32): ``nextafter`` when the cast rounded down,
+  and the smallest normal number of ``dtype`` when the cast fell below it
+  (XLA on CPU flushes subnormals to zero, and the next subnormal, 1.4e-45 in
+  float32, was returned for a bound of ~1e-39). Its derivative is the cast's
+  (``nextafter`` has no JVP rule)."""
   y = x_hi.astype(dtype)
   back = y.astype(x_hi.dtype)
-  return jnp.where(back < x_hi, jnp.nextafter(y, jnp.asarray(jnp.inf, dtype)), y)
+  tiny = jnp.asarray(jnp.finfo(dtype).tiny, dtype)
+  up = jnp.where(y < tiny, tiny, jnp.nextafter(y, jnp.asarray(jnp.inf, dtype)))
+  return jnp.where(back < x_hi, up, y)
 
 
 @round_up.defjvp

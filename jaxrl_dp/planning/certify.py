@@ -301,10 +301,14 @@ def _residual_float64(mdp: TabularMDP, v):
 def _float64_error(x, gamma, row_max, v_max, n: int):
   """The float64 pass's rounding bound of one ``d`` (``|fl(d) - d|``) from
   its ``x`` (any shape; monotone in ``x``): ``(gamma rho (gamma_n + 2u)
-  ||V|| + u x) (1 + 8u)``."""
+  ||V|| + u x) (1 + 8u)`` plus the underflow slack of its ``n + 8``
+  operations (the relative model fails below the smallest normal number, and
+  XLA on CPU flushes subnormal results to zero: values of ~1e-307 had their
+  residual flushed to 0 and were certified exact)."""
   u = cp.unit_roundoff(jnp.float64)
   gn = cp.gamma_n(n, u)
-  return (gamma * row_max * (gn + 2 * u) * v_max + u * x) * (1 + 8 * u)
+  return ((gamma * row_max * (gn + 2 * u) * v_max + u * x) * (1 + 8 * u)
+          + cp.underflow_slack(jnp.float64, n + 8))
 
 
 def _max0(*xs):

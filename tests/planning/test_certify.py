@@ -409,6 +409,29 @@ def test_jit_and_vmap_agree(layout):
     assert _true_error(sb.values[i], vstar) <= float(sb.error_bound[i])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_certificate_holds_near_underflow(dtype):
+  """One state, reward 0 (``V* = 0``): ``|V - V*| = |x|`` and ``||T V - V|| =
+  (1 - gamma) |x|`` exactly (Fractions). Values near the smallest normal
+  number: the float64 pass flushed the residual of ``x ~ 1e-307`` to 0 and
+  certified it exact, and a float32 bound below ``tiny`` was rounded "up" to
+  the smallest subnormal (1.4e-45 for 1e-39)."""
+  with jax.enable_x64(True):
+    dt = jnp.dtype(dtype)
+    tiny = float(jnp.finfo(dt).tiny)
+    methods = ["auto", "compensated"] + (["float64"] if dtype == "float64" else [])
+    for g in (0.5, 0.999):
+      mdp = jd.TabularMDP.from_dense(np.ones((1, 1, 1)), [[0.0]], g, dtype=dt)
+      gs = Fraction(float(np.asarray(mdp.discount, np.float64)))
+      for x in (tiny * 10, tiny, tiny / 8):
+        v = np.array([x], dt)
+        err = abs(Fraction(float(v[0])))
+        for m in methods:
+          c = certify(mdp, jnp.asarray(v), method=m)
+          assert Fraction(float(c.error_bound)) >= err, (g, x, m, float(c.error_bound))
+          assert Fraction(float(c.bellman_residual)) >= (1 - gs) * err, (g, x, m)
+
+
 def test_invalid_discount_traced_gives_inf():
   rng = np.random.default_rng(31)
   m = _mdp(rng, "dense", 0.9)
