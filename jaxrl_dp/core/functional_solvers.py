@@ -212,8 +212,10 @@ def krylov_solve(matvec: Callable, b: jax.Array, x0: jax.Array, atol, *,
   ``restart`` steps, Givens-rotation ``incremental`` variant: it stops inside
   a cycle) or BiCGSTAB from :mod:`jax.scipy.sparse.linalg`, warm-started at
   ``x0 [S]``, until the 2-norm of ``b - matvec(x)`` is ``<= atol`` or after
-  ``maxiter`` cycles (GMRES restarts / BiCGSTAB steps). No bound is
-  returned: callers certify ``x`` themselves. Jittable and vmappable.
+  ``maxiter`` cycles (GMRES restarts / BiCGSTAB steps), on the system
+  scaled by a power of two near the start's residual (any scale of the
+  rewards). No bound is returned: callers certify ``x`` themselves.
+  Jittable and vmappable.
 
   Args:
     matvec: ``[S] -> [S]``, a linear map.
@@ -228,14 +230,21 @@ def krylov_solve(matvec: Callable, b: jax.Array, x0: jax.Array, atol, *,
     ``[S]`` the approximate solution.
   """
   atol = jnp.asarray(atol, b.dtype)
+  # The system is solved scaled by a power of two ``s ~ max |b - A x0|``
+  # (exact, and undone exactly): jax's GMRES takes a residual of 2-norm
+  # below the machine epsilon for zero and stops, so rewards of order 1e-8
+  # in float32 left policy iteration at V = 0 (reported unconverged).
+  r0 = jnp.max(jnp.abs(b - matvec(x0)))
+  ok = (r0 > 0) & jnp.isfinite(r0)
+  scale = jnp.exp2(jnp.ceil(jnp.log2(jnp.where(ok, r0, 1.0)))).astype(b.dtype)
   if method == "gmres":
-    x, _ = jax.scipy.sparse.linalg.gmres(
-        matvec, b, x0=x0, tol=0.0, atol=atol, restart=restart,
+    y, _ = jax.scipy.sparse.linalg.gmres(
+        matvec, b / scale, x0=x0 / scale, tol=0.0, atol=atol / scale, restart=restart,
         maxiter=maxiter, solve_method="incremental")
   else:
-    x, _ = jax.scipy.sparse.linalg.bicgstab(
-        matvec, b, x0=x0, tol=0.0, atol=atol, maxiter=maxiter)
-  return x
+    y, _ = jax.scipy.sparse.linalg.bicgstab(
+        matvec, b / scale, x0=x0 / scale, tol=0.0, atol=atol / scale, maxiter=maxiter)
+  return y * scale
 
 
 def _policy_rows(mdp: FunctionalMDP, policy: jax.Array, states: jax.Array):

@@ -100,6 +100,27 @@ def test_krylov_pi_float32_bound_holds():
       assert not bool(jd.policy_iteration(m, evaluation="krylov", tol=1e-9).converged)
 
 
+@pytest.mark.parametrize("krylov", ["gmres", "bicgstab"])
+def test_krylov_at_any_reward_scale(krylov):
+  """float32 rewards of order 1e-8: jax's GMRES took the first residual
+  (2-norm below eps) for zero, and policy iteration stayed at V = 0
+  (unconverged). The Krylov solve is now scaled by a power of two; answers
+  against float64 NumPy linear solves of the stored model."""
+  m0 = _garnet("sparse", 4, 0.9, dtype=jnp.float32)
+  for scale in (1.0, 1e-8):
+    m = m0.replace(rewards=m0.rewards * scale)
+    v_ref, _, _ = _ref(m)
+    sol = jd.policy_iteration(m, evaluation="krylov", krylov=krylov)
+    err = np.abs(np.asarray(sol.values, np.float64) - v_ref).max()
+    assert bool(sol.converged) and err <= float(sol.error_bound), (scale, err)
+    assert err <= 1e-5 * np.abs(v_ref).max(), (scale, err)
+    p, r, g, _ = _stored(m)
+    pol = np.asarray(sol.policy)
+    ev = jd.policy_evaluation(m, pol, method="krylov", tol=1e-6 * np.abs(v_ref).max())
+    np.testing.assert_allclose(np.asarray(ev.values, np.float64), evaluate(p, r, g, pol),
+                               rtol=1e-5)
+
+
 def test_exact_pi_tol_option():
   """float32 exact PI: ``tol`` decides ``converged`` (an unreachable 1e-10
   is never claimed), and every answer's bound holds against the float64
