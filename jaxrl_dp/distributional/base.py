@@ -107,6 +107,8 @@ def quantile_distribution(locs: ArrayLike) -> Distribution:
     A :class:`Distribution` with atoms ``locs`` and weights ``1/N``.
   """
   locs = jnp.asarray(locs)
+  if not jnp.issubdtype(locs.dtype, jnp.floating):  # int locations: the default float
+    locs = locs.astype(jnp.result_type(float))
   n = locs.shape[-1]
   return Distribution(atoms=locs, probs=jnp.full(locs.shape, 1.0 / n, locs.dtype))
 

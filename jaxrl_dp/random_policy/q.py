@@ -126,9 +126,10 @@ def policy_expectation(q: jax.Array, policy: jax.Array | None,
 
 def policy_at(policy: jax.Array | None, t) -> jax.Array | None:
   """The ``[S, A]`` slice of a stationary or time-dependent policy at step t."""
-  if policy is None or policy.ndim == 2:
-    return policy
-  return policy[t]
+  if policy is None:
+    return None
+  policy = jnp.asarray(policy)  # (a NumPy policy cannot be indexed by a traced t)
+  return policy if policy.ndim == 2 else policy[t]
 
 
 def policy_probs_at(policy: jax.Array | None, t, action_mask: jax.Array):
@@ -315,6 +316,8 @@ def qvi_steps(mdp: TabularMDP, q: jax.Array, k: int) -> jax.Array:
   check_int("k", k)
   check_discount(mdp.discount, infinite_horizon=False)
   q = jnp.asarray(q)
+  if not jnp.issubdtype(q.dtype, jnp.floating):  # as qvi_backup: the MDP's float dtype
+    q = q.astype(mdp.rewards.dtype)
   s, a = mdp.rewards.shape
   if q.ndim not in (2, 3) or q.shape[-2:] != (s, a) or (q.ndim == 3 and q.shape[0] < 1):
     raise InvalidMDPError(f"q: expected shape [S, A] = {(s, a)} or [T, S, A], got {q.shape}")

@@ -127,6 +127,11 @@ def returns_to_go(rewards: jax.Array, discount: ArrayLike) -> jax.Array:
   Returns:
     ``[..., T]`` returns to go.
   """
+  rewards = jnp.asarray(rewards)
+  if not jnp.issubdtype(rewards.dtype, jnp.floating):  # int rewards: the default float
+    rewards = rewards.astype(jnp.result_type(float))
+  discount = jnp.asarray(discount, rewards.dtype)
+
   def step(g, r):
     g = r + discount * g
     return g, g

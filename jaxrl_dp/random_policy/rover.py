@@ -366,7 +366,8 @@ def rover_update(q: jax.Array, traj: Trajectories, mdp: TabularMDP,
   n = jnp.zeros((s_n, a_n), q.dtype).at[traj.states[:, :T], traj.actions].add(w)
   sy = jnp.zeros((s_n, a_n), q.dtype).at[traj.states[:, :T], traj.actions].add(w * y)
   mean_y = sy / jnp.where(n > 0, n, 1.0)
-  return jnp.where(n > 0, q + learning_rate * (mean_y - q), q)
+  lr = jnp.asarray(learning_rate, q.dtype)
+  return jnp.where(n > 0, q + lr * (mean_y - q), q)
 
 
 def reinforce_update(logits: jax.Array, traj: Trajectories, mdp: TabularMDP,
@@ -402,7 +403,8 @@ def reinforce_update(logits: jax.Array, traj: Trajectories, mdp: TabularMDP,
   g = jax.nn.one_hot(traj.actions, a_n, dtype=logits.dtype) - pi[s]  # [G, T, A]
   w = (traj.alive.astype(logits.dtype) * adv[:, None])[..., None]
   grad = jnp.zeros((s_n, a_n), logits.dtype).at[s].add(w * g) / traj.actions.shape[0]
-  return logits + learning_rate * jnp.where(mdp.action_mask, grad, 0.0)
+  lr = jnp.asarray(learning_rate, logits.dtype)
+  return logits + lr * jnp.where(mdp.action_mask, grad, 0.0)
 
 
 def _train(key, mdp, horizon, num_iters, group_size, policy_of, update, params0, threshold):

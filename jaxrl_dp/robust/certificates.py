@@ -205,6 +205,7 @@ def worst_case_gap(values: jax.Array, probs: jax.Array, uset: UncertaintySet,
   Returns:
     ``(gap [], margin [])``.
   """
+  value = jnp.asarray(value, jnp.result_type(value, probs))
   dtype = value.dtype
   k = probs.shape[-1]
   zero = jnp.zeros((), dtype)

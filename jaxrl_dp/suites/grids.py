@@ -291,7 +291,10 @@ def random_gridworld(key: jax.Array, size: int, wall_density: float = 0.2,
 
   Each cell is a wall independently with probability ``wall_density``, except
   the start (0, 0) (top-left) and the goal (size-1, size-1) (bottom-right),
-  which are always free. Dynamics and rewards as in :func:`gridworld`.
+  which are always free. Dynamics and rewards as in :func:`gridworld`. Same
+  key, same maze within one precision mode: the wall draws use the default
+  float dtype, so ``jax_enable_x64`` on and off give different mazes for one
+  key (unlike :func:`~jaxrl_dp.suites.garnet`).
 
   To keep shapes static, *every* cell is a state (``S = size * size``, cell
   ``(r, c)`` is state ``r * size + c``): wall cells are absorbing, zero

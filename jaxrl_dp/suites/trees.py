@@ -41,6 +41,9 @@ def random_tree(key: jax.Array, depth: int, branching: int,
   (e.g. the P-game trees of Kocsis & Szepesvari 2006, "Bandit based
   Monte-Carlo planning"; sparse-sampling trees of Kearns, Mansour & Ng 2002):
   a full tree of depth ``depth`` whose only rewards sit on the leaves.
+  Same key, same tree within one precision mode: the leaf draws use the
+  default float dtype, so ``jax_enable_x64`` on and off give different trees
+  for one key (unlike :func:`~jaxrl_dp.suites.garnet`).
 
   Deterministic (sparse layout, ``K = 1``), ``A = branching`` actions,
   discount 1, one episode = ``depth`` decisions (solve with

@@ -60,3 +60,13 @@ def test_counts_and_caps():
   # horizon is a keyword in the finite-horizon solvers: passing it by position fails loudly.
   with pytest.raises(TypeError):
     dd.categorical_control_finite(m, Z, None, 3)
+
+
+def test_quantile_distribution_of_int_locations():
+  """Int locations got masses ``1/N`` computed in the int dtype (all 0); the
+  risk functionals then refused ``dist.probs``. Closed forms: mean 1, CVaR at
+  1/2 the mean of the two lowest, -0.5."""
+  d = dd.quantile_distribution(jnp.asarray([3, -1, 2, 0]))
+  np.testing.assert_allclose(d.probs, [0.25] * 4)
+  np.testing.assert_allclose(float(dd.mean(d)), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(float(dd.cvar(d, 0.5)), -0.5, rtol=1e-6)
