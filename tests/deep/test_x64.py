@@ -26,8 +26,9 @@ AGENTS = {
 }
 
 
-# (C51 and QR-DQN share DQN's update: the slow run)
-@pytest.mark.parametrize("agent", ["dqn", "ppo", pytest.param("c51", marks=pytest.mark.slow),
+# (PPO, C51 and QR-DQN: the slow run; C51 and QR-DQN share DQN's update)
+@pytest.mark.parametrize("agent", ["dqn", pytest.param("ppo", marks=pytest.mark.slow),
+                                   pytest.param("c51", marks=pytest.mark.slow),
                                    pytest.param("qr_dqn", marks=pytest.mark.slow)])
 def test_agents_train_on_a_float64_mdp(agent):
   with jax.enable_x64(True):

@@ -361,6 +361,7 @@ def test_bad_input():
   assert not bool(sol.converged) and float(sol.error_bound) == np.inf
 
 
+@pytest.mark.slow  # (~10 s on a 2-core host: the slow run, to keep the default run under 10 min)
 def test_cvar_bound_covers_the_grid_choice_of_c0():
   """A deterministic MDP (every action of both states leads to state 0),
   gamma 0.3, alpha 0.5: for any Rockafellar-Uryasev level the best policy

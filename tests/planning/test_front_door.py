@@ -66,7 +66,8 @@ def test_auto_float32_default_is_certified(layout, gamma):
   _check(sol, v_ref, front_door.default_tol(m))
 
 
-@pytest.mark.parametrize("layout", ["dense", "sparse"])
+# (sparse, ~9 s: the slow run)
+@pytest.mark.parametrize("layout", ["dense", pytest.param("sparse", marks=pytest.mark.slow)])
 def test_auto_float32_meets_a_requested_accuracy(layout):
   # float32 models whose value iteration cannot certify the requested
   # accuracy (its a-priori rounding floor: S terms per expectation dense, K

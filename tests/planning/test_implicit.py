@@ -373,6 +373,7 @@ def _slow_chain():
   return m, sol, want, grad, (rows, pi)
 
 
+@pytest.mark.slow  # (~10 s on a 2-core host: the slow run, to keep the default run under 10 min)
 def test_adjoint_solves_are_verified_and_converge_on_slow_chains():
   """The default adjoint (GMRES(20), then GMRES(100) where that has not
   converged) equals the closed form; an adjoint that cannot converge

@@ -309,6 +309,7 @@ def test_rover_and_reinforce_updates_match_numpy():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # (~10 s on a 2-core host: the slow run, to keep the default run under 10 min)
 def test_rover_learns_uniform_q_and_keeps_diversity():
   tree = _tree(jax.random.key(6), DEPTH, B, "binary", p=0.3)
   q1 = np.asarray(random_q(tree, DEPTH)[0])

@@ -264,6 +264,7 @@ def _check_solver_gradients(m, kappa, tol, rtol):
   np.testing.assert_allclose(grads[3], central(3, h), rtol=rtol)
 
 
+@pytest.mark.slow  # (~10 s on a 2-core host: the slow run, to keep the default run under 10 min)
 def test_value_iteration_gradients_match_finite_differences():
   with jax.enable_x64(True):
     m = _mixed_mdp()
