@@ -236,6 +236,14 @@ def make_dataset(features: ArrayLike, rewards: ArrayLike, next_states: ArrayLike
       known_mask=jnp.asarray(known_mask, bool))
 
 
+def _check_next_states(field: str, ns: np.ndarray, s: int) -> None:
+  """Refuses a next-state index outside ``[0, s)``, naming the first."""
+  bad = (ns < 0) | (ns >= s)
+  if np.any(bad):
+    i = _first_bad(bad)
+    raise InvalidMDPError(f"{field}{list(i)} = {ns[i]}: expected an index in [0, {s})")
+
+
 def check_dataset(ds: Any, *, atol: float = SIMPLEX_ATOL) -> None:
   """Host-side checks of an :class:`OfflineDataset` (or a dict of its fields).
 
@@ -269,10 +277,7 @@ def check_dataset(ds: Any, *, atol: float = SIMPLEX_ATOL) -> None:
       raise InvalidMDPError(f"{name}: expected a bool array, got dtype {x.dtype}")
   if not np.issubdtype(ns.dtype, np.integer):
     raise InvalidMDPError(f"next_states: expected integer indices, got dtype {ns.dtype}")
-  bad = (ns < 0) | (ns >= s)
-  if np.any(bad):
-    i = _first_bad(bad)
-    raise InvalidMDPError(f"next_states{list(i)} = {ns[i]}: expected an index in [0, {s})")
+  _check_next_states("next_states", ns, s)
   if not np.all(np.isfinite(r)):
     i = _first_bad(~np.isfinite(r))
     raise InvalidMDPError(f"rewards{list(i)} = {r[i]}: expected finite rewards")
@@ -312,13 +317,8 @@ def _check_dataset_type(ds) -> None:
     raise InvalidMDPError(
         f"dataset: expected an OfflineDataset (see make_dataset), got {type(ds).__name__}")
   if is_concrete(ds.next_states):
-    ns = np.asarray(ds.next_states)
-    s = ds.feature_table.shape[0]
-    bad = (ns < 0) | (ns >= s)
-    if np.any(bad):
-      i = _first_bad(bad)
-      raise InvalidMDPError(f"dataset.next_states{list(i)} = {ns[i]}: expected an index in "
-                            f"[0, {s})")
+    _check_next_states("dataset.next_states", np.asarray(ds.next_states),
+                       ds.feature_table.shape[0])
 
 
 # --------------------------------------------------------------- regression
