@@ -79,8 +79,9 @@ def solve(mdps: Sequence[TabularMDP] | TabularMDP,
 
   What it does, in order:
     1. Stacks a list with :func:`~jaxrl_dp.stack` (pads to common ``S, A, K``;
-       padding never changes the solution of an original MDP: padded states
-       are absorbing with reward 0 and unreachable, padded actions are masked).
+       padding never changes the solution of an original MDP or when its
+       solver stops: padded states are unreachable copies of the member's
+       state 0, padded actions are masked).
     2. Validates the batch, with ``infinite_horizon`` read from the solver's
        declared metadata, :func:`jaxrl_dp.core.solver_info.solver_info`
        (through ``functools.partial`` and ``functools.wraps`` wrappers; a user

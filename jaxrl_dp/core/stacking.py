@@ -15,22 +15,26 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
   """Pads a list of MDPs to common ``S, A, K`` and stacks them: leaves get ``B``.
 
   Padding never changes a solution of the originals:
-    * padded states are absorbing (self-loop, reward 0), have zero initial
-      probability and are unreachable (no original transition points to them);
-      only their action 0 is valid;
+    * padded states are copies of the member's state 0 (its rewards, valid
+      actions, transition rows and per-transition rewards), have zero initial
+      probability and are unreachable (no transition points to them): each
+      one is a transient state whose every backup computes state 0's, so its
+      value, q-values, greedy action and Bellman residual repeat state 0's
+      from the first backup on (read a member's results as ``[:S_i]``);
     * padded actions are masked (``action_mask`` False) with a self-loop and
       reward 0, so they never win a max and get no uniform-policy probability;
     * padded sparse slots (``K``) have probability 0 and point to the state
       itself.
 
-  It can change how fast a solver stops: a padded state's value stays 0, so
-  a span-based rule (``stop="span"``, ``method="auto"``'s MacQueen bounds)
-  sees a residual entry of 0 beside the real states' common drift, and a
-  padded member converges at the sup-norm rate, ``gamma^k`` (a 3-state cycle
-  at gamma 0.999: span VI 1 iteration alone, ``max_iters`` 10,000 padded,
-  unconverged, with an honest bound); the rounding bounds of float32 solves
-  also widen with the padded rows. Stack MDPs of one size where that
-  matters.
+  So padding does not change how fast a solver stops either: the padded
+  states' residuals lie inside the real ones' range, so sup- and span-based
+  rules (``stop="span"``, ``method="auto"``'s MacQueen bounds) and rounding
+  bounds see the member's own statistics. (Before this release padded states were
+  absorbing with reward 0: their value stayed 0 beside the real states'
+  common drift and a padded member stopped at the sup-norm rate,
+  ``gamma^k``: 64 Garnets of S = 60 ... 95 at gamma 0.999 took 1,150
+  backups each on average in :func:`jaxrl_dp.batch.solve`, against 5.5
+  unpadded.)
 
   All MDPs must share a layout (all dense or all sparse); convert explicitly
   with ``to_dense`` / ``to_sparse`` otherwise. Per-transition rewards are kept
@@ -92,27 +96,32 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
     mask = np.zeros((S, A), bool)
     init = np.zeros((S,), dtype)
     tr = np.zeros((S, A, K), dtype)
-    # Self-loops for every padded (s, a): padded actions and padded states.
+    # Self-loops for every padded action (reward 0, masked); the padded
+    # states are then overwritten with copies of state 0's rows.
     if sparse:
       ns = np.broadcast_to(np.arange(S, dtype=np.int32)[:, None, None], (S, A, K)).copy()
       p[:, :, 0] = 1.0
       p[:s, :a, :] = 0.0
       p[:s, :a, :k] = np.asarray(m.probs)
       ns[:s, :a, :k] = np.asarray(m.next_states)  # in [0, s): fits int32
+      ns[s:] = ns[0]
       out["next_states"].append(ns)
     else:
       p[np.arange(S), :, np.arange(S)] = 1.0
       p[:s, :a, :] = 0.0
       p[:s, :a, :s] = np.asarray(m.probs)
+    p[s:] = p[0]
     r[:s, :a] = np.asarray(m.rewards)
+    r[s:] = r[0]
     mask[:s, :a] = np.asarray(m.action_mask)
-    mask[s:, 0] = True
+    mask[s:] = mask[0]
     init[:s] = np.asarray(m.initial)
     if any_tr:
       if m.transition_rewards is not None:
         tr[:s, :a, :k] = np.asarray(m.transition_rewards)
       else:
         tr[:s, :a, :k] = np.asarray(m.rewards)[:, :, None]
+      tr[s:] = tr[0]
       out["transition_rewards"].append(tr)
     out["probs"].append(p)
     out["rewards"].append(r)

@@ -187,8 +187,8 @@ def optimize_cvar_discounted(mdp: TabularMDP, alpha: ArrayLike, *, method: str =
       ``evaluation``, ``eval_tol``, ... (PI), and ``cover`` (default here
       ``"reachable"``: the default grid spans the unsettled stocks of the
       states reachable from ``initial``, the only ones the objective reads,
-      so that the unreachable padded states of a :func:`jaxrl_dp.stack`
-      batch leave each member's grid and answer as in a single call).
+      so that unreachable states, e.g. an absorbing reward-0 state, leave
+      the grid and the answer as they are).
 
   Returns:
     :class:`DiscountedCVaRSolution`; ``cvar``, ``c0`` and ``error_bound``

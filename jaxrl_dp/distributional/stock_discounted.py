@@ -79,9 +79,8 @@ Batches: every function takes ONE MDP. Batch a stacked MDP at the call site
 with ``jax.vmap`` or ``jax.lax.map`` (``lax.map`` is faster on CPU, where each
 MDP stops at its own iteration count), e.g.
 ``jax.lax.map(lambda m: stock_value_iteration(m, c_grid=grid), batch)``, or
-with :func:`jaxrl_dp.batch.solve`. Pass an explicit ``c_grid`` to compare a
-padded batch with unpadded solves: padded states (absorbing, reward 0) widen
-the default grid.
+with :func:`jaxrl_dp.batch.solve`. The padded states of :func:`jaxrl_dp.stack`
+are copies of a member's state 0, so they leave its default grid as it is.
 
 Modules: the utilities are in :mod:`~jaxrl_dp.distributional.utility`, the
 return bounds and settled stocks in
@@ -310,9 +309,8 @@ def stock_value_iteration(mdp: TabularMDP, utility: UtilityLike = "cvar", *,
       unsettled interval the default grid spans and ``grid_error_bound``
       covers. ``"reachable"``: those reachable from the initial support
       (:func:`~jaxrl_dp.core.reachability.reachable_states`), a closed set,
-      so their values never read the others'; unreachable states (the
-      padded states of :func:`jaxrl_dp.stack`, rewards 0) then do not
-      stretch the grid, and their own values carry no bound.
+      so their values never read the others'; unreachable states then do
+      not stretch the grid, and their own values carry no bound.
     tol: degree 1: stop once ``gamma / (1 - gamma) * max |W_{n+1} - W_n| <=
       tol`` (a bound on the distance to the grid fixed point); degree 0: once
       ``max |W_{n+1} - W_n| <= tol`` (no bound).

@@ -14,8 +14,8 @@ included, and made to hold in floating point here).
 
 The bracket is taken over the states reachable from ``mdp.initial`` (all
 states for the default uniform ``initial``), a closed set whose backups never
-read the other states: unreachable states (the padded states of
-:func:`jaxrl_dp.stack`, a recurrent class of gain 0) do not hold it open.
+read the other states: unreachable states (e.g. an unreachable absorbing
+state, a recurrent class of gain 0 of its own) do not hold it open.
 
 Assumptions: the bracket closes (``converged``) only when the optimal gain is
 the same from every reachable state and relative VI converges: unichain (or weakly
@@ -253,9 +253,10 @@ def _relative_vi_solve(mdp, tol, tau, v0, *, max_iters, ref):
     return lower, upper, hi - lo
 
   # The bracket is over the states reachable from ``initial`` (a closed set:
-  # their backups never read the others'): the unreachable padded states of a
-  # ``stack`` batch (absorbing, reward 0: a recurrent class of gain 0) used to
-  # hold it open. Outside the set the statistics read a state of the set.
+  # their backups never read the others'): an unreachable recurrent class of
+  # another gain (e.g. an absorbing reward-0 state; the padded states of a
+  # ``stack`` batch were such states before they became copies of state 0)
+  # would hold it open. Outside the set the statistics read a state of the set.
   reach = reachable_states(mdp)
   inside = jnp.argmax(reach)
   # The pinned state: ``ref`` when reachable, else the first reachable state.

@@ -37,7 +37,7 @@ def reach(mdp: TabularMDP, allowed: jax.Array) -> jax.Array:
 def terminal_states(mdp: TabularMDP) -> jax.Array:
   """``bool [S]``: absorbing zero-reward states (every valid action stays put
   with probability 1 and pays 0), e.g. the terminal state that
-  :meth:`TabularMDP.from_deterministic` appends and padded states.
+  :meth:`TabularMDP.from_deterministic` appends.
 
   Args:
     mdp: one MDP.

@@ -128,13 +128,19 @@ def test_stack_pads_without_changing_solutions():
   b = jd.stack(mdps)
   assert b.probs.shape == (3, 7, 3, 7) and b.discount.shape == (3,)
   jd.validate_mdp(b)
-  # Padded states are never reached from real ones and padded actions are masked.
-  assert not bool(b.action_mask[0, 0, 2]) and bool(b.action_mask[0, 5, 0])
+  # Padded states are never reached from real ones and padded actions are
+  # masked; a padded state is a copy of the member's state 0.
+  assert not bool(b.action_mask[0, 0, 2]) and not bool(b.action_mask[0, 5, 2])
+  assert bool(b.action_mask[0, 5, 0]) and bool(b.action_mask[0, 5, 1])
   assert float(b.probs[0, :4, :2, 4:].sum()) == 0.0
   assert float(b.initial[0, 4:].sum()) == 0.0
+  for f in ("probs", "rewards", "action_mask"):
+    leaf = np.asarray(getattr(b, f)[0])
+    np.testing.assert_array_equal(leaf[4:], np.broadcast_to(leaf[0], leaf[4:].shape), err_msg=f)
+  np.testing.assert_array_equal(np.asarray(b.probs[0, :4, :2, :4]), np.asarray(mdps[0].probs))
   # Solved as a batch, each member's values on its own states are V* of the
   # original (float64 NumPy policy iteration) within the certified bound, and
-  # the padded (absorbing, reward 0) states are worth exactly 0.
+  # the padded states repeat state 0's value.
   sols = jax.vmap(lambda m: jd.value_iteration(m, tol=1e-4))(b)
   for i, (p, m) in enumerate(zip(refs, mdps)):
     s = p.shape[0]
@@ -142,7 +148,8 @@ def test_stack_pads_without_changing_solutions():
     err = np.abs(np.asarray(sols.values[i, :s], np.float64) - v_ref).max()
     assert bool(sols.converged[i]) and err <= float(sols.error_bound[i]) <= 1e-4
     np.testing.assert_array_equal(np.asarray(sols.policy[i, :s]), pi_ref)
-    np.testing.assert_array_equal(np.asarray(sols.values[i, s:]), 0.0)
+    np.testing.assert_allclose(np.asarray(sols.values[i, s:]), float(sols.values[i, 0]),
+                               rtol=1e-6)
 
 
 def test_stack_sparse_and_errors():

@@ -387,13 +387,15 @@ def test_cvar_bound_covers_the_grid_choice_of_c0():
 
 
 def test_padded_batch_member_keeps_the_grid_and_answer_of_its_single_call():
-  """``jd.stack`` pads the smaller MDP with unreachable absorbing states of
-  reward 0. With rewards offset by +10 (returns in [18, 26] at gamma 1/2) the
-  default grid used to stretch to cover those states' return 0: [-26, 0]
-  instead of [-26, -18], so the batched member's answer moved by 8.3e-3 and
-  its bound grew 3.25x. The default grid of ``optimize_cvar_discounted`` now
-  spans the states reachable from ``initial``. Reference: the exact lattice
-  DP of the unshifted rewards, plus 20 (CVaR is translation equivariant)."""
+  """An unreachable absorbing state of reward 0 (what ``jd.stack`` padded
+  with before its padded states became copies of state 0). With rewards
+  offset by +10 (returns in [18, 26] at gamma 1/2) the default grid used to
+  stretch to cover that state's return 0: [-26, 0] instead of [-26, -18], so
+  the batched member's answer moved by 8.3e-3 and its bound grew 3.25x. The
+  default grid of ``optimize_cvar_discounted`` now spans the states
+  reachable from ``initial``; ``stack``'s copies leave every default grid
+  as in the single call. Reference: the exact lattice DP of the unshifted
+  rewards, plus 20 (CVaR is translation equivariant)."""
   alphas = (0.2, 0.6)
   shift = 10.0
   parts = [tiny(0, s=2), tiny(3, s=3)]
@@ -413,11 +415,21 @@ def test_padded_batch_member_keeps_the_grid_and_answer_of_its_single_call():
         assert float(got.c0_grid[i, -1]) <= -18.0 + 1e-9, (method, i)
         err = np.abs(np.asarray(got.cvar[i]) - ref)
         assert np.all(err <= np.asarray(got.error_bound[i]) + slack), (method, i, err)
-    # cover="all" keeps the grid on every state's interval (the padded ones' too).
+    # The padded states copy state 0: cover="all" keeps the single call's grid.
     wide = jax.vmap(lambda m: dd.stock_value_iteration(m, num_stocks=64))(jd.stack(mdps))
-    assert float(wide.stocks[0, -1]) > -1e-6
-    narrow = jax.vmap(lambda m: dd.stock_value_iteration(m, num_stocks=64, cover="reachable"))(
-        jd.stack(mdps))
-    np.testing.assert_allclose(narrow.stocks[0], run(mdps[0]).c0_grid, atol=1e-9)
+    np.testing.assert_allclose(wide.stocks[0],
+                               dd.stock_value_iteration(mdps[0], num_stocks=64).stocks,
+                               atol=1e-9)
+    # mdps[0] with an unreachable absorbing reward-0 state 2: cover="all"
+    # stretches the grid to that state's return 0, cover="reachable" (the
+    # CVaR default) keeps it, and the answer is the original's.
+    ns, p, r, init = parts[0]
+    ext = build(np.concatenate([ns, np.full((1, 2, 2), 2)]),
+                np.concatenate([p, np.full((1, 2, 2), 0.5)]),
+                np.concatenate([r + shift, np.zeros((1, 2, 2))]), np.append(init, 0.0))
+    assert float(dd.stock_value_iteration(ext, num_stocks=64).stocks[-1]) > -1e-6
+    narrow = dd.stock_value_iteration(ext, num_stocks=64, cover="reachable")
+    np.testing.assert_allclose(narrow.stocks, run(mdps[0]).c0_grid, atol=1e-9)
+    np.testing.assert_allclose(run(ext).cvar, run(mdps[0]).cvar, atol=1e-9, rtol=0)
   with pytest.raises(ValueError, match=r"cover = 'some'"):
     dd.stock_value_iteration(mdps[0], cover="some")

@@ -145,10 +145,12 @@ def test_multichain_is_not_converged_and_bracket_holds():
 def test_gain_of_the_states_reachable_from_initial_and_padded_batches():
   """The bracket is over the states reachable from ``initial`` (a closed set).
   (1) The multichain example above started in state 1 (absorbing, reward 1):
-  g* = 1 there, and the bracket closes. (2) ``stack`` pads the smaller MDP
+  g* = 1 there, and the bracket closes. (2) ``stack`` padded the smaller MDP
   with unreachable absorbing reward-0 states, a recurrent class of gain 0:
   the batched member's bracket used to stay open over [0, g*] (gain 2.72,
-  converged False, against 5.43 alone). Reference: the dual LP."""
+  converged False, against 5.43 alone); its padded states are now transient
+  copies of state 0, and the member's gain is its own. Reference: the dual
+  LP."""
   ns = [[[1], [2]], [[1], [1]], [[2], [2]]]
   r = [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]
   with jax.enable_x64(True):
@@ -218,7 +220,8 @@ def test_relative_vi_gradients():
   """The gain gradient of the sparse layout against the stationary
   distribution; probs, bias and q against central differences along
   row-sum-preserving directions (both layouts); a padded ``stack`` member
-  against its single call (the padded states get 0)."""
+  against its single call (the padded states, transient copies of state 0,
+  get 0)."""
   with jax.enable_x64(True):
     for layout in ("dense", "sparse"):
       m, p, r, _ = _unichain(layout, 7, s=8)
