@@ -128,6 +128,19 @@ from jaxrl_dp.robust.uncertainty_sets import (UncertaintySet,
                                               dual_exponent)
 
 
+def float_inputs(values: ArrayLike, probs: ArrayLike) -> tuple[jax.Array, jax.Array]:
+  """``(values, probs)`` in their common float dtype (the default float when
+  both are integer arrays), as every inner kernel computes: an int ``values
+  [K]`` used to overflow inside the KL, chi-square and Wasserstein kernels
+  (``inf`` cast to an integer), and int ``probs`` gave an int value from the
+  KL-penalty and Lp kernels (the expectation truncated)."""
+  values, probs = jnp.asarray(values), jnp.asarray(probs)
+  dtype = jnp.result_type(values.dtype, probs.dtype)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    dtype = jnp.result_type(float)
+  return values.astype(dtype), probs.astype(dtype)
+
+
 # --------------------------------------------------------------- penalties
 def tv_penalty_worst_case(values: jax.Array, probs: jax.Array, lam: ArrayLike, *,
                           support: str = "nominal") -> tuple[jax.Array, jax.Array]:
@@ -147,6 +160,7 @@ def tv_penalty_worst_case(values: jax.Array, probs: jax.Array, lam: ArrayLike, *
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
+  values, probs = float_inputs(values, probs)
   mask = support_mask(probs, support)
   vm = jnp.where(mask, values, jnp.inf)
   vmin = row_min(vm)                 # the value needs no argmin (only the P does)
@@ -174,6 +188,7 @@ def kl_penalty_worst_case(values: jax.Array, probs: jax.Array,
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
+  values, probs = float_inputs(values, probs)
   mask = probs > 0
   dtype = probs.dtype
   total = row_sum(probs)             # P0 is renormalised through the sums below
@@ -222,6 +237,7 @@ def chi2_penalty_worst_case(values: jax.Array, probs: jax.Array,
     ``eta``'s rounding times ``1 / (2 lam)`` (at tiny lam next to large
     values, e.g. 5e-3 in float32 at lam = 1e-6 span(V) next to ``|V| ~ 1e3``).
   """
+  values, probs = float_inputs(values, probs)
   p0 = renormalized(probs)
   mask = p0 > 0
   k = p0.shape[0]
@@ -291,6 +307,7 @@ def l1_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
+  values, probs = float_inputs(values, probs)
   mask = support_mask(probs, support)
   k = probs.shape[0]
   j = row_argmin(jnp.where(mask, values, jnp.inf))
@@ -342,6 +359,7 @@ def kl_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
+  values, probs = float_inputs(values, probs)
   p0 = renormalized(probs)
   mask = p0 > 0
   dtype = p0.dtype
@@ -467,6 +485,7 @@ def chi2_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike,
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
+  values, probs = float_inputs(values, probs)
   return _chi2_ball(values, probs, radius, num_steps)
 
 
@@ -630,6 +649,7 @@ def wasserstein_ball_worst_case(values: jax.Array, probs: jax.Array, radius: Arr
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
+  values, probs = float_inputs(values, probs)
   dest = support_mask(probs, support)
   dtype = probs.dtype
   k = probs.shape[0]
@@ -737,6 +757,7 @@ def lp_ball_worst_case(values: jax.Array, probs: jax.Array, radius: float | jax.
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
+  values, probs = float_inputs(values, probs)
   mask = support_mask(probs, support)
   dtype = probs.dtype
   k = probs.shape[0]
@@ -823,12 +844,8 @@ def worst_case_unchecked(values: jax.Array, probs: jax.Array,
   Returns:
     ``(value [], worst_probs [K])``, as :func:`worst_case`.
   """
-  dtype = jnp.result_type(values.dtype, probs.dtype)
-  if not jnp.issubdtype(dtype, jnp.floating):
-    dtype = jnp.result_type(float)
-  values = values.astype(dtype)
-  probs = probs.astype(dtype)
-  size = jnp.asarray(uset.size).astype(dtype)
+  values, probs = float_inputs(values, probs)
+  size = jnp.asarray(uset.size).astype(values.dtype)
   kind = uset.kind
   if kind == "tv_penalty":
     return tv_penalty_worst_case(values, probs, size, support=uset.support)

@@ -59,7 +59,7 @@ from jaxrl_dp.core.protocol import final_bound, iterative_solve
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.planning.implicit import implicit_fixed_point
 from jaxrl_dp.planning.value_iteration import value_iteration_solver
-from jaxrl_dp.robust.inner import l1_ball_worst_case
+from jaxrl_dp.robust.inner import float_inputs, l1_ball_worst_case
 from jaxrl_dp.robust.rows import default_steps
 from jaxrl_dp.robust.robust_vi import robust_modulus, robust_rounding
 from jaxrl_dp.robust.types import SRectangularSolution
@@ -227,7 +227,10 @@ def s_rectangular_l1_backup(vals: jax.Array, probs: jax.Array, rewards: jax.Arra
     gamma * worst_probs[a] . vals[a]`` (equal to ``value`` on the actions the
     policy plays).
   """
-  dtype = vals.dtype
+  # One float dtype for the state's arrays (int ``vals`` are values too).
+  vals, probs = float_inputs(vals, probs)
+  dtype = jnp.result_type(vals.dtype, jnp.asarray(rewards).dtype)
+  vals, probs, rewards = vals.astype(dtype), probs.astype(dtype), jnp.asarray(rewards, dtype)
   n = default_steps(dtype, num_steps)
   discount = jnp.asarray(discount, dtype)
   budget = jnp.asarray(budget, dtype)

@@ -663,3 +663,45 @@ def test_kl_penalty_float64_within_rounding_of_a_long_double_reference():
       assert err.max() <= ROBUST_ROUNDING_FACTOR * (k + 3), (k, float(err.max()))
       worst = max(worst, float(err.max()))
   assert worst > 0
+
+
+def test_integer_values_and_probs_are_computed_in_float():
+  """Every per-kind kernel computes in the inputs' common float dtype (the
+  default float for two integer arrays), as ``worst_case`` does. Int
+  ``values`` raised an ``OverflowError`` inside the KL-ball, chi-square-ball
+  and Wasserstein kernels (``inf`` cast to an integer), and int ``probs``
+  made the KL-penalty and Lp kernels return an int: the expectation
+  truncated (1 for 1.5 and 1.36 below). References: closed forms."""
+  v = jnp.array([0.5, 1.5, 2.5])
+  one_hot = jnp.array([0, 1, 0])  # int nominal: a point mass on 1.5
+  # KL penalty: -lam log E_P0 exp(-V / lam) = 1.5; Lp ball (p = 2, mass may
+  # leave the support and go negative): E_P0 V - r ||V - mean V||_2.
+  got = R.kl_penalty_worst_case(v, one_hot, 0.5)[0]
+  assert jnp.issubdtype(got.dtype, jnp.floating) and abs(float(got) - 1.5) <= 1e-6
+  got = R.lp_ball_worst_case(v, one_hot, 0.1, p=2.0, support="all")[0]
+  assert abs(float(got) - (1.5 - 0.1 * np.sqrt(2.0))) <= 1e-6
+  # Int values [0, 1, 2] against the float values' closed forms: the L1 ball
+  # moves r / 2 from the top to the bottom (0.9 at r = 0.2); a ball large
+  # enough to hold the argmin's point mass gives min V = 0 for KL
+  # (-log 0.2 = 1.61 <= 2), chi-square (1 / 0.2 - 1 = 4 <= 5) and Wasserstein
+  # (cost |i - j|: moving everything to slot 0 costs 0.5 + 0.6 = 1.1 <= 2).
+  vi, p0 = jnp.array([0, 1, 2]), jnp.array([0.2, 0.5, 0.3])
+  cost = jnp.abs(jnp.arange(3.0)[:, None] - jnp.arange(3.0)[None])
+  cases = [(R.l1_ball_worst_case(vi, p0, 0.2), 0.9),
+           (R.kl_ball_worst_case(vi, p0, 2.0), 0.0),
+           (R.chi2_ball_worst_case(vi, p0, 5.0), 0.0),
+           (R.wasserstein_ball_worst_case(vi, p0, 2.0, cost), 0.0)]
+  for (value, probs), want in cases:
+    assert value.dtype == jnp.float32 and probs.dtype == jnp.float32
+    assert abs(float(value) - want) <= 1e-5, (float(value), want)
+    np.testing.assert_allclose(float(jnp.sum(probs * vi)), want, atol=1e-5)
+  # The s-rectangular L1 backup with int values and budget 0 is the nominal
+  # backup max_a r + gamma P v (it raised "int32 not inexact").
+  rng = np.random.default_rng(2)
+  p, r = rng.dirichlet(np.ones(3), (3, 2)), rng.uniform(size=(3, 2))
+  m = jd.TabularMDP.from_dense(p, r, 0.9)
+  got = R.s_rectangular_l1_bellman(m, vi, 0.0)[0]
+  want = (np.asarray(m.rewards, np.float64)
+          + 0.9 * np.asarray(m.probs, np.float64) @ np.array([0.0, 1.0, 2.0])).max(1)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
