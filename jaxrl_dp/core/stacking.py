@@ -18,9 +18,11 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
     * padded states are copies of the member's state 0 (its rewards, valid
       actions, transition rows and per-transition rewards), have zero initial
       probability and are unreachable (no transition points to them): each
-      one is a transient state whose every backup computes state 0's, so its
-      value, q-values, greedy action and Bellman residual repeat state 0's
-      from the first backup on (read a member's results as ``[:S_i]``);
+      one is a transient state whose every backup computes state 0's, so
+      under the optimality operator its value, q-values, greedy action and
+      Bellman residual repeat state 0's from the first backup on (under a
+      given policy, its own action's; read a member's results as
+      ``[:S_i]``);
     * padded actions are masked (``action_mask`` False) with a self-loop and
       reward 0, so they never win a max and get no uniform-policy probability;
     * padded sparse slots (``K``) have probability 0 and point to the state
@@ -29,12 +31,12 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
   So padding does not change how fast a solver stops either: the padded
   states' residuals lie inside the real ones' range, so sup- and span-based
   rules (``stop="span"``, ``method="auto"``'s MacQueen bounds) and rounding
-  bounds see the member's own statistics. (Before this release padded states were
-  absorbing with reward 0: their value stayed 0 beside the real states'
-  common drift and a padded member stopped at the sup-norm rate,
-  ``gamma^k``: 64 Garnets of S = 60 ... 95 at gamma 0.999 took 1,150
-  backups each on average in :func:`jaxrl_dp.batch.solve`, against 5.5
-  unpadded.)
+  bounds see the member's own statistics. (Before this release padded
+  states were absorbing with reward 0: their value stayed 0 beside the real
+  states' common drift and a padded member stopped at the sup-norm rate,
+  ``gamma^k``: 256 Garnets of S = 60 ... 95 at gamma 0.999 took 1,150
+  backups each on average in the default :func:`jaxrl_dp.batch.solve`,
+  against 5.4 now; ``benchmarks/bench_padding.py``.)
 
   All MDPs must share a layout (all dense or all sparse); convert explicitly
   with ``to_dense`` / ``to_sparse`` otherwise. Per-transition rewards are kept
