@@ -916,7 +916,10 @@ def state_distribution_step(mdp: TabularMDP, policy: jax.Array,
   if ns is None:
     return d @ p
   s = d.shape[0]
-  return jnp.zeros((s,), d.dtype).at[ns].add(d[:, None] * p)
+  # The sum's dtype is the product's (an int ``d`` times float probabilities
+  # is float): ``d.dtype`` truncated the probabilities of an int ``d``.
+  w = d[:, None] * p
+  return jnp.zeros((s,), w.dtype).at[ns].add(w)
 
 
 def improve_policy(q: jax.Array, mask: jax.Array, current: jax.Array,

@@ -760,6 +760,14 @@ def _check_same_dtype(mdp: TabularMDP) -> None:
   carry or ``lax.cond`` branches of two dtypes), or runs in a precision the
   model does not have. Nothing is cast silently: the field is named."""
   want = jnp.dtype(mdp.rewards.dtype)
+  initial_dt = getattr(mdp.initial, "dtype", None)
+  if initial_dt is not None and not jnp.issubdtype(initial_dt, jnp.floating):
+    # (an int initial distribution passed validation and then failed inside
+    # the solvers: ``finfo`` of an int dtype)
+    raise InvalidMDPError(
+        f"initial: expected a float array in rewards' dtype {want.name}, got dtype "
+        f"{jnp.dtype(initial_dt).name}: e.g. mdp.replace(initial=mdp.initial.astype("
+        f"{want.name}))")
   for field in ("probs", "transition_rewards", "discount", "initial"):
     x = getattr(mdp, field)
     dt = getattr(x, "dtype", None)

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxrl_dp.core.dtypes import float_dtype
 from jaxrl_dp.core.reductions import nan_max
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP, check_finite
@@ -56,7 +57,7 @@ def project(atoms: jax.Array, probs: jax.Array, num_quantiles: int) -> jax.Array
   midpoint of the two atoms around it.
   """
   shape = jnp.broadcast_shapes(atoms.shape, probs.shape)
-  dtype = jnp.result_type(atoms.dtype, probs.dtype)
+  dtype = float_dtype(atoms, probs)  # int atoms and probs: the default float
   atoms = jnp.broadcast_to(atoms, shape).astype(dtype)
   probs = jnp.broadcast_to(probs, shape).astype(dtype)
   order = jnp.argsort(atoms, axis=-1)

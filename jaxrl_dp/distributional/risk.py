@@ -41,6 +41,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from jaxrl_dp.core.dtypes import float_dtype
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.distributional.base import (Distribution, check_alpha,
                                           check_distribution_arg)
@@ -51,8 +52,12 @@ __all__ = ["mean", "variance", "value_at_risk", "cvar", "expected_utility",
 
 
 def _broadcast(dist: Distribution):
+  """``(atoms, probs)`` broadcast to one shape in their common FLOAT dtype
+  (the default float for int atoms and int probs: the levels, thresholds and
+  tail weights of the measures below are real numbers; in the int dtype a
+  threshold of 1.5 was cast to 1 and an alpha of 0.5 to 0)."""
   shape = jnp.broadcast_shapes(dist.atoms.shape, dist.probs.shape)
-  dtype = jnp.result_type(dist.atoms.dtype, dist.probs.dtype)
+  dtype = float_dtype(dist.atoms, dist.probs)
   return (jnp.broadcast_to(dist.atoms, shape).astype(dtype),
           jnp.broadcast_to(dist.probs, shape).astype(dtype))
 

@@ -49,6 +49,7 @@ from jax.typing import ArrayLike
 import numpy as np
 
 from jaxrl_dp.core import bellman
+from jaxrl_dp.core.dtypes import common_float
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP, check_discount, check_mdp_structure, check_transitions
 from jaxrl_dp.random_policy.reach import reach as reach_states
@@ -97,9 +98,7 @@ def softmax_policy(q: jax.Array, temperature: ArrayLike,
     InvalidMDPError: a concrete negative or NaN temperature.
   """
   _check_temperature(temperature)
-  q = jnp.asarray(q)
-  if not jnp.issubdtype(q.dtype, jnp.floating):
-    q = q.astype(jnp.result_type(float))
+  (q,) = common_float(q)
   mask = jnp.ones(q.shape, bool) if action_mask is None else jnp.broadcast_to(action_mask, q.shape)
   tau = jnp.asarray(temperature, q.dtype)
   qm = jnp.where(mask, q, -jnp.inf)
@@ -350,8 +349,10 @@ def rover_update(q: jax.Array, traj: Trajectories, mdp: TabularMDP,
     baseline: subtract the group-mean return at each episode's last step.
 
   Returns:
-    ``[S, A]`` updated values.
+    ``[S, A]`` updated values (float: the dtype of a float ``q``, else the
+    default float).
   """
+  (q,) = common_float(q)  # int values: the targets and the step are real
   s_n, a_n = q.shape
   T = traj.actions.shape[-1]
   v_next = policy_expectation(q, None, mdp.action_mask)  # [S]
@@ -390,8 +391,10 @@ def reinforce_update(logits: jax.Array, traj: Trajectories, mdp: TabularMDP,
     eps: added to the std.
 
   Returns:
-    ``[S, A]`` updated logits.
+    ``[S, A]`` updated logits (float: the dtype of float ``logits``, else
+    the default float).
   """
+  (logits,) = common_float(logits)  # int logits: the gradient step is real
   s_n, a_n = logits.shape
   T = traj.actions.shape[-1]
   ret = _episode_returns(traj, mdp.discount)

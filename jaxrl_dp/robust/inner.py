@@ -114,6 +114,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxrl_dp.core.dtypes import common_float
 from jaxrl_dp.core.elementary import log1p
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import check_distribution, check_finite
@@ -126,19 +127,6 @@ from jaxrl_dp.robust.rows import (below_sums, default_steps, expect, kl_phi,
 from jaxrl_dp.robust.uncertainty_sets import (UncertaintySet,
                                               check_uncertainty_set,
                                               dual_exponent)
-
-
-def float_inputs(values: ArrayLike, probs: ArrayLike) -> tuple[jax.Array, jax.Array]:
-  """``(values, probs)`` in their common float dtype (the default float when
-  both are integer arrays), as every inner kernel computes: an int ``values
-  [K]`` used to overflow inside the KL, chi-square and Wasserstein kernels
-  (``inf`` cast to an integer), and int ``probs`` gave an int value from the
-  KL-penalty and Lp kernels (the expectation truncated)."""
-  values, probs = jnp.asarray(values), jnp.asarray(probs)
-  dtype = jnp.result_type(values.dtype, probs.dtype)
-  if not jnp.issubdtype(dtype, jnp.floating):
-    dtype = jnp.result_type(float)
-  return values.astype(dtype), probs.astype(dtype)
 
 
 # --------------------------------------------------------------- penalties
@@ -160,7 +148,7 @@ def tv_penalty_worst_case(values: jax.Array, probs: jax.Array, lam: ArrayLike, *
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
-  values, probs = float_inputs(values, probs)
+  values, probs = common_float(values, probs)
   mask = support_mask(probs, support)
   vm = jnp.where(mask, values, jnp.inf)
   vmin = row_min(vm)                 # the value needs no argmin (only the P does)
@@ -188,7 +176,7 @@ def kl_penalty_worst_case(values: jax.Array, probs: jax.Array,
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
-  values, probs = float_inputs(values, probs)
+  values, probs = common_float(values, probs)
   mask = probs > 0
   dtype = probs.dtype
   total = row_sum(probs)             # P0 is renormalised through the sums below
@@ -237,7 +225,7 @@ def chi2_penalty_worst_case(values: jax.Array, probs: jax.Array,
     ``eta``'s rounding times ``1 / (2 lam)`` (at tiny lam next to large
     values, e.g. 5e-3 in float32 at lam = 1e-6 span(V) next to ``|V| ~ 1e3``).
   """
-  values, probs = float_inputs(values, probs)
+  values, probs = common_float(values, probs)
   p0 = renormalized(probs)
   mask = p0 > 0
   k = p0.shape[0]
@@ -307,7 +295,7 @@ def l1_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
-  values, probs = float_inputs(values, probs)
+  values, probs = common_float(values, probs)
   mask = support_mask(probs, support)
   k = probs.shape[0]
   j = row_argmin(jnp.where(mask, values, jnp.inf))
@@ -359,7 +347,7 @@ def kl_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike, *
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
-  values, probs = float_inputs(values, probs)
+  values, probs = common_float(values, probs)
   p0 = renormalized(probs)
   mask = p0 > 0
   dtype = p0.dtype
@@ -485,7 +473,7 @@ def chi2_ball_worst_case(values: jax.Array, probs: jax.Array, radius: ArrayLike,
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
-  values, probs = float_inputs(values, probs)
+  values, probs = common_float(values, probs)
   return _chi2_ball(values, probs, radius, num_steps)
 
 
@@ -649,7 +637,7 @@ def wasserstein_ball_worst_case(values: jax.Array, probs: jax.Array, radius: Arr
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
-  values, probs = float_inputs(values, probs)
+  values, probs = common_float(values, probs)
   dest = support_mask(probs, support)
   dtype = probs.dtype
   k = probs.shape[0]
@@ -757,7 +745,7 @@ def lp_ball_worst_case(values: jax.Array, probs: jax.Array, radius: float | jax.
     ``(value [], worst_probs [K])``: the worst-case value and a
     distribution attaining it.
   """
-  values, probs = float_inputs(values, probs)
+  values, probs = common_float(values, probs)
   mask = support_mask(probs, support)
   dtype = probs.dtype
   k = probs.shape[0]
@@ -844,7 +832,7 @@ def worst_case_unchecked(values: jax.Array, probs: jax.Array,
   Returns:
     ``(value [], worst_probs [K])``, as :func:`worst_case`.
   """
-  values, probs = float_inputs(values, probs)
+  values, probs = common_float(values, probs)
   size = jnp.asarray(uset.size).astype(values.dtype)
   kind = uset.kind
   if kind == "tv_penalty":

@@ -50,6 +50,7 @@ from jax.typing import ArrayLike
 from jaxrl_dp.core.reductions import nan_max
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.dtypes import common_float
 from jaxrl_dp.core.iteration import BackupRounding
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.operators import ModelOperator
@@ -59,7 +60,7 @@ from jaxrl_dp.core.protocol import final_bound, iterative_solve
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.planning.implicit import implicit_fixed_point
 from jaxrl_dp.planning.value_iteration import value_iteration_solver
-from jaxrl_dp.robust.inner import float_inputs, l1_ball_worst_case
+from jaxrl_dp.robust.inner import l1_ball_worst_case
 from jaxrl_dp.robust.rows import default_steps
 from jaxrl_dp.robust.robust_vi import robust_modulus, robust_rounding
 from jaxrl_dp.robust.types import SRectangularSolution
@@ -228,9 +229,8 @@ def s_rectangular_l1_backup(vals: jax.Array, probs: jax.Array, rewards: jax.Arra
     policy plays).
   """
   # One float dtype for the state's arrays (int ``vals`` are values too).
-  vals, probs = float_inputs(vals, probs)
-  dtype = jnp.result_type(vals.dtype, jnp.asarray(rewards).dtype)
-  vals, probs, rewards = vals.astype(dtype), probs.astype(dtype), jnp.asarray(rewards, dtype)
+  vals, probs, rewards = common_float(vals, probs, rewards)
+  dtype = vals.dtype
   n = default_steps(dtype, num_steps)
   discount = jnp.asarray(discount, dtype)
   budget = jnp.asarray(budget, dtype)

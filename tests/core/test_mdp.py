@@ -204,6 +204,12 @@ def test_mixed_float_dtypes_get_a_named_error_not_a_jax_crash():
       jd.value_iteration(m.replace(probs=m.probs.astype(jnp.float64)))
     with pytest.raises(InvalidMDPError, match=r"^initial: dtype float64 differs"):
       jd.policy_iteration(m.replace(initial=m.initial.astype(jnp.float64)))
+    # an int initial distribution passed validation, then failed inside the
+    # solvers (finfo of int32): named at the boundary now
+    point = m.replace(initial=jnp.eye(m.num_states, dtype=jnp.int32)[0])
+    for call in (validate_mdp, jd.value_iteration, jd.solve):
+      with pytest.raises(InvalidMDPError, match=r"^initial: expected a float array"):
+        call(point)
     # every field cast: accepted, and the same values as the float64 NumPy reference
     sol = jd.value_iteration(m, tol=1e-4)
     np.testing.assert_allclose(np.asarray(sol.values), optimal_values(p, r, GAMMA)[0],

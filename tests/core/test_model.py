@@ -117,6 +117,21 @@ def test_policy_transitions_match_reference(layout):
                                d @ want, atol=1e-5)
 
 
+def test_state_distribution_step_of_an_int_distribution():
+  """An int ``d`` (a point mass, ``[1, 0, 0]``) on the sparse layout: the
+  sum was accumulated in ``d``'s int dtype and the probabilities truncated
+  to 0 (``[0, 0, 0]`` for ``[0, 0.25, 0.75]``). Reference: ``d @ P`` in
+  float64 NumPy, both layouts."""
+  ns = np.array([[[1, 2]], [[0, 0]], [[0, 0]]])
+  ps = np.array([[[0.25, 0.75]], [[1.0, 0.0]], [[1.0, 0.0]]])
+  sp = jd.TabularMDP.from_sparse(ns, ps, np.zeros((3, 1)), 0.9)
+  want = np.array([1.0, 0.0, 0.0]) @ sparse_to_dense(ns, ps)[:, 0]
+  for m in (sp, sp.to_dense()):
+    got = bellman.state_distribution_step(m, jnp.array([0, 0, 0]), jnp.array([1, 0, 0]))
+    assert jnp.issubdtype(got.dtype, jnp.floating)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-7)
+
+
 # ------------------------------------------------------------------- stacking
 def test_stack_pads_without_changing_solutions():
   rng = np.random.default_rng(10)

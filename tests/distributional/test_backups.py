@@ -322,3 +322,17 @@ def test_start_and_terminal_values_and_supports_without_zero():
   ex = dd.exact_return_distribution(m, horizon=2, support=jnp.array([0.0, 1.0, 2.0, 3.0]))
   np.testing.assert_array_equal(ex.probs[0, 0], [0.0, 0.0, 1.0, 0.0])
   assert float(ex.off_support_mass) == 0.0
+
+
+def test_risk_measures_of_an_int_categorical_distribution_are_real():
+  """Int atoms with int probabilities: the measures computed in an int dtype
+  (the threshold 1.5 cast to 1, alpha 0.5 to 0: ``P(G >= 1.5) = 1`` and a
+  CVaR of NaN for a return that is 1 almost surely). Closed forms."""
+  d = dd.categorical_distribution(jnp.array([0, 1, 2, 3]), jnp.array([0, 1, 0, 0]))
+  assert float(dd.threshold_probability(d, 1.5)) == 0.0
+  assert float(dd.threshold_probability(d, 0.5)) == 1.0
+  for f in (lambda: dd.cvar(d, 0.5), lambda: dd.value_at_risk(d, 0.5), lambda: dd.mean(d)):
+    got = f()
+    assert jnp.issubdtype(got.dtype, jnp.floating) and float(got) == 1.0
+  one = dd.categorical_distribution(jnp.array([0, 2]), jnp.array([0, 1]))
+  assert abs(float(dd.cvar(one, 0.25)) - 2.0) <= 1e-6

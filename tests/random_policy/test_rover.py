@@ -394,3 +394,31 @@ def test_pass_at_k_and_tree_metrics_refuse_bad_numbers():
   mdp = _tree(jax.random.key(3), DEPTH, B, "binary", p=0.3)
   with pytest.raises(InvalidMDPError, match="threshold = nan"):
     tree_metrics(mdp, DEPTH, threshold=float("nan"))
+
+
+def test_updates_with_int_values_or_logits_compute_in_float():
+  """An int ``q`` / ``logits`` (e.g. ``jnp.zeros((S, A), int)``) used to set
+  the dtype of the targets, the gradient and the learning rate: 0.5 became
+  0 and the update did nothing (``[0, 0]`` for ``[0.5, 1]``). References:
+  NumPy, one-step bandit (state 0, actions paying 1 and 2, then absorbing
+  states with reward 0): ROVER without baseline moves each action by ``lr``
+  times its mean reward; GRPO by ``lr / G sum_i A_i (onehot(a_i) - 1/2)``."""
+  p = np.zeros((3, 2, 3))
+  p[0, 0, 1] = p[0, 1, 2] = 1.0
+  p[1, :, 1] = p[2, :, 2] = 1.0
+  m = jd.TabularMDP.from_dense(p, np.array([[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]]), 1.0,
+                               initial=np.array([1.0, 0.0, 0.0]))
+  traj = sample_trajectories(jax.random.PRNGKey(0), m, 1, 8)
+  a = np.asarray(traj.actions[:, 0])
+  r = np.asarray(traj.rewards[:, 0], np.float64)
+  assert set(a.tolist()) == {0, 1}  # both actions sampled
+  q0 = jnp.zeros((3, 2), jnp.int32)
+  got = rover_update(q0, traj, m, 0.5, baseline=False)
+  assert jnp.issubdtype(got.dtype, jnp.floating)
+  np.testing.assert_allclose(np.asarray(got[0]), [0.5 * r[a == k].mean() for k in (0, 1)],
+                             rtol=1e-6)
+  adv = (r - r.mean()) / (r.std() + 1e-6)
+  grad = sum(adv[i] * (np.eye(2)[a[i]] - 0.5) for i in range(len(a))) / len(a)
+  for lr in (0.5, 4):
+    got = reinforce_update(q0, traj, m, lr)
+    np.testing.assert_allclose(np.asarray(got[0]), lr * grad, rtol=1e-5)
