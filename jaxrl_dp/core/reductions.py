@@ -38,13 +38,16 @@ def nan_max(x: jax.Array, axis: int | tuple[int, ...] | None = -1) -> jax.Array:
   """``np.max(x, axis)``: NaN where any reduced entry is NaN, on every backend.
 
   Args:
-    x: a float array.
+    x: an array (integers have no NaN: ``jnp.max``; their ``-inf`` was an
+      ``OverflowError``).
     axis: static; an axis, a tuple of axes, or None (all); default the last.
 
   Returns:
-    ``x``'s shape without ``axis``; ``-inf`` over an empty axis.
+    ``x``'s shape without ``axis``; ``-inf`` over an empty axis (floats).
   """
   axes = _axes(x, axis)
+  if not jnp.issubdtype(x.dtype, jnp.inexact):
+    return jnp.max(x, axis=axes)
   return jax.lax.reduce(x, jnp.asarray(-jnp.inf, x.dtype), _nan_max_combine, axes)
 
 

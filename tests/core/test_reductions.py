@@ -147,3 +147,17 @@ def test_discounted_stock_dp_never_certifies_a_model_with_a_nan_reward():
       m.replace(rewards=r), "cvar"))(m.rewards.at[7, 0].set(jnp.nan))
   assert not bool(sol.converged)
   assert float(sol.error_bound) == np.inf
+
+
+def test_nan_max_and_min_of_int_arrays():
+  """Integers have no NaN: ``nan_max`` of an int array raised an
+  ``OverflowError`` (its ``-inf`` start cast to int), and with it
+  ``distributional.wasserstein_distance(..., p=inf)`` of int locations.
+  Reference: NumPy."""
+  x = np.array([[1, 5, -2], [3, 2, 7]])
+  for axis in (-1, 0, None):
+    np.testing.assert_array_equal(np.asarray(nan_max(jnp.asarray(x), axis)), np.max(x, axis))
+    np.testing.assert_array_equal(np.asarray(nan_min(jnp.asarray(x), axis)), np.min(x, axis))
+  a, b = np.array([0, 4, 1]), np.array([3, 2, 2])
+  got = jd.distributional.wasserstein_distance(jnp.asarray(a), jnp.asarray(b), p=float("inf"))
+  assert float(got) == np.abs(np.sort(a) - np.sort(b)).max() == 2
