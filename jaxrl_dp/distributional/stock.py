@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_dp.core.dtypes import float_dtype
 from jaxrl_dp.core.reductions import nan_max
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
@@ -248,6 +249,9 @@ def stock_backward(mdp: TabularMDP, steps: jax.Array, terminal: jax.Array, *,
     ``(values [T + 1, S, U], q [T, S, A, U], policy int32 [T, S, U])``.
   """
   s = mdp.rewards.shape[0]
+  # The backups' dtype (an int ``terminal`` was a scan carry of another dtype
+  # than the float values it becomes).
+  terminal = jnp.asarray(terminal).astype(float_dtype(terminal, mdp.probs))
   terminal = jnp.broadcast_to(terminal, (s, terminal.shape[-1]))
   u = terminal.shape[-1]
   shift = jnp.clip(jnp.arange(u) + steps[..., None], 0, u - 1)  # [S, A, K, U]

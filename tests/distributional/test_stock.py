@@ -211,3 +211,31 @@ def test_dense_and_sparse_layouts_agree():
   e_s = dd.exact_return_distribution(ms, horizon=3)
   e_d = dd.exact_return_distribution(md, horizon=3, support=e_s.support)
   np.testing.assert_allclose(e_s.probs, e_d.probs, atol=1e-6)
+
+
+def test_stock_backward_with_int_terminal_values():
+  """An int ``terminal`` (utilities on an integer grid) was a scan carry of
+  another dtype than the backups (a JAX ``TypeError``). Reference: the same
+  backward induction on (state, stock index) in float64 NumPy."""
+  p = np.zeros((3, 2, 3))
+  p[0, 0, 1] = p[0, 0, 2] = 0.5
+  p[0, 1, 2] = p[1, :, 2] = p[2, 0, 0] = 1.0
+  p[2, 1, 1], p[2, 1, 2] = 0.3, 0.7
+  m = jd.TabularMDP.from_dense(p, np.array([[1.0, 2.0], [3.0, 0.0], [0.0, 1.0]]), 1.0,
+                               initial=np.array([1.0, 0.0, 0.0]))
+  _, stocks, steps, _, _ = dd.stock_grid(m, horizon=3)
+  u = stocks.shape[0]
+  term = np.minimum(np.arange(u) - u // 2, 0)  # int utilities of the stock index
+  got = dd.stock_backward(m, jnp.asarray(steps), jnp.asarray(term, jnp.int32), horizon=3)[0]
+  w = np.broadcast_to(term.astype(np.float64), (3, u))
+  pd = np.asarray(m.probs, np.float64)  # dense: K = S, next state k
+  for _ in range(3):
+    q = np.zeros((3, 2, u))
+    for s in range(3):
+      for a in range(2):
+        for k in range(3):
+          shift = np.clip(np.arange(u) + steps[s, a, k], 0, u - 1)
+          q[s, a] += pd[s, a, k] * w[k, shift]
+    w = q.max(1)
+  assert jnp.issubdtype(got.dtype, jnp.floating)
+  np.testing.assert_allclose(np.asarray(got[0]), w, atol=1e-5)
