@@ -16,13 +16,15 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
 
   Padding never changes a solution of the originals:
     * padded states are copies of the member's state 0 (its rewards, valid
-      actions, transition rows and per-transition rewards), have zero initial
-      probability and are unreachable (no transition points to them): each
-      one is a transient state whose every backup computes state 0's, so
-      under the optimality operator its value, q-values, greedy action and
-      Bellman residual repeat state 0's from the first backup on (under a
-      given policy, its own action's; read a member's results as
-      ``[:S_i]``);
+      actions, transition rows and per-transition rewards), with zero
+      initial probability, unreachable (no transition points to them), and
+      action 0 valid (where state 0 masks action 0, a padded state's action
+      0 is a copy of state 0's first valid action), so that a policy padded
+      with zeros stays valid. Each is a transient state whose backups compute
+      state 0's: under the optimality operator its value and Bellman residual
+      repeat state 0's from the first backup on, and its greedy action is
+      state 0's or the copy of it (under a given policy, its own action's
+      value); read a member's results as ``[:S_i]``;
     * padded actions are masked (``action_mask`` False) with a self-loop and
       reward 0, so they never win a max and get no uniform-policy probability;
     * padded sparse slots (``K``) have probability 0 and point to the state
@@ -99,31 +101,34 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
     init = np.zeros((S,), dtype)
     tr = np.zeros((S, A, K), dtype)
     # Self-loops for every padded action (reward 0, masked); the padded
-    # states are then overwritten with copies of state 0's rows.
+    # states are then overwritten with copies of state 0's rows (below).
     if sparse:
       ns = np.broadcast_to(np.arange(S, dtype=np.int32)[:, None, None], (S, A, K)).copy()
       p[:, :, 0] = 1.0
       p[:s, :a, :] = 0.0
       p[:s, :a, :k] = np.asarray(m.probs)
       ns[:s, :a, :k] = np.asarray(m.next_states)  # in [0, s): fits int32
-      ns[s:] = ns[0]
       out["next_states"].append(ns)
     else:
       p[np.arange(S), :, np.arange(S)] = 1.0
       p[:s, :a, :] = 0.0
       p[:s, :a, :s] = np.asarray(m.probs)
-    p[s:] = p[0]
     r[:s, :a] = np.asarray(m.rewards)
-    r[s:] = r[0]
     mask[:s, :a] = np.asarray(m.action_mask)
-    mask[s:] = mask[0]
     init[:s] = np.asarray(m.initial)
     if any_tr:
       if m.transition_rewards is not None:
         tr[:s, :a, :k] = np.asarray(m.transition_rewards)
       else:
         tr[:s, :a, :k] = np.asarray(m.rewards)[:, :, None]
-      tr[s:] = tr[0]
+    # Padded states: state 0's rows, action by action, except that action 0
+    # is always valid there (a policy padded with zeros stays valid): where
+    # state 0 masks it, it copies state 0's first valid action.
+    src = np.arange(A)
+    src[0] = int(np.argmax(mask[0]))  # 0 when state 0's action 0 is valid
+    for x in (p, r, mask) + ((ns,) if sparse else ()) + ((tr,) if any_tr else ()):
+      x[s:] = x[0, src]
+    if any_tr:
       out["transition_rewards"].append(tr)
     out["probs"].append(p)
     out["rewards"].append(r)

@@ -278,3 +278,28 @@ def test_property_mutations_are_rejected_with_field_and_index(data):
     expect = rf"probs\[{i}, {j}, :\] sums to"
   with pytest.raises(jd.InvalidMDPError, match=expect):
     jd.TabularMDP.from_sparse(ns, p, r, 0.9)
+
+
+def test_stack_keeps_action_zero_valid_on_padded_states():
+  """Where state 0 masks action 0, the padded states' action 0 copies state
+  0's first valid action: a policy padded with zeros is still valid, and
+  evaluates on the padded states as that action of state 0. Reference:
+  float64 NumPy linear solves of the original MDP."""
+  rng = np.random.default_rng(3)
+  mdps, refs = [], []
+  for s in (3, 5):
+    p, r = random_dense(rng, s, 2)
+    mask = np.ones((s, 2), bool)
+    mask[0, 0] = s != 3  # the small member masks action 0 in state 0
+    mdps.append(jd.TabularMDP.from_dense(p, r, 0.9, action_mask=mask))
+    refs.append((np.asarray(mdps[-1].probs, np.float64), np.asarray(mdps[-1].rewards, np.float64)))
+  b = jd.stack(mdps)
+  np.testing.assert_array_equal(np.asarray(b.action_mask[0, 3:]), [[True, True]] * 2)
+  np.testing.assert_array_equal(np.asarray(b.probs[0, 3:, 0]), np.asarray(b.probs[0, [0, 0], 1]))
+  pol = np.array([[1, 0, 1, 0, 0], [0, 1, 1, 0, 1]])
+  one = jd.policy_evaluation(jd.unstack(b)[0], jnp.asarray(pol[0]), tol=1e-6)
+  p, r = refs[0]
+  v = np.linalg.solve(np.eye(3) - 0.9 * p[np.arange(3), pol[0, :3]], r[np.arange(3), pol[0, :3]])
+  np.testing.assert_allclose(np.asarray(one.values[:3]), v, atol=1e-4)
+  # padded states: action 0 = state 0's action 1, then state 0's successors
+  np.testing.assert_allclose(np.asarray(one.values[3:]), v[0], atol=1e-4)
