@@ -13,6 +13,8 @@ state 0. This benchmark runs, on the same MDPs in the same process:
   (absorbing reward-0 states, built here with NumPy) and passed pre-stacked;
 * ``batch.solve(same size)``: Garnets of one size ``S = 95`` (same keys), no
   padding;
+* the first two again with ``strategy="vmap"`` (the accelerator strategy:
+  each member runs until the slowest of its chunk has converged), on the CPU;
 * a Python loop over the default single ``jaxrl_dp.solve`` (compiled for
   each size beforehand);
 * a loop over mdpsolver (C++; fresh model per MDP, solve time only), each of
@@ -147,6 +149,12 @@ def run_case(gamma, B, repeats, no_mdpsolver):
   ours("batch.solve(het), absorbing pads (old)", lambda: jbatch.solve(old, progress=False),
        refs_het)
   ours("batch.solve(same size S=95)", lambda: jbatch.solve(hom, progress=False), refs_hom)
+  # The accelerator strategy (vmap: every member runs until the slowest of its
+  # chunk has converged), here on the CPU.
+  ours("batch.solve(het, strategy='vmap'), copies of state 0",
+       lambda: jbatch.solve(het, progress=False, strategy="vmap"), refs_het)
+  ours("batch.solve(het, strategy='vmap'), absorbing pads (old)",
+       lambda: jbatch.solve(old, progress=False, strategy="vmap"), refs_het)
 
   # A Python loop over the default single solve, compiled for each size first.
   for s in SIZES:

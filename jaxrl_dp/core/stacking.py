@@ -14,31 +14,46 @@ from jaxrl_dp.core.mdp import TabularMDP, check_mdp_structure
 def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
   """Pads a list of MDPs to common ``S, A, K`` and stacks them: leaves get ``B``.
 
-  Padding never changes a solution of the originals:
+  Padding does not change a solution of the originals (robust sets with
+  ``support="all"``: see below):
     * padded states are copies of the member's state 0 (its rewards, valid
       actions, transition rows and per-transition rewards), with zero
-      initial probability, unreachable (no transition points to them), and
-      action 0 valid (where state 0 masks action 0, a padded state's action
-      0 is a copy of state 0's first valid action), so that a policy padded
-      with zeros stays valid. Each is a transient state whose backups compute
-      state 0's: under the optimality operator its value and Bellman residual
-      repeat state 0's from the first backup on, and its greedy action is
-      state 0's or the copy of it (under a given policy, its own action's
-      value); read a member's results as ``[:S_i]``;
+      initial probability and unreachable (no transition points to them).
+      Action 0 is valid on them: where state 0 masks action 0, a padded
+      state has state 0's actions with action 0 and state 0's first valid
+      action ``a0`` trading places (so a policy padded with zeros stays
+      valid, and a padded state has as many valid actions as state 0). Each
+      is a transient state whose backups compute state 0's: under the
+      optimality operator its value and Bellman residual repeat state 0's
+      from the first backup on, and its greedy action is state 0's (or 0
+      for ``a0``); under a given policy it takes its own action's value.
+      Read a member's results as ``[:S_i]``;
     * padded actions are masked (``action_mask`` False) with a self-loop and
       reward 0, so they never win a max and get no uniform-policy probability;
     * padded sparse slots (``K``) have probability 0 and point to the state
       itself.
 
-  So padding does not change how fast a solver stops either: the padded
-  states' residuals lie inside the real ones' range, so sup- and span-based
-  rules (``stop="span"``, ``method="auto"``'s MacQueen bounds) and rounding
-  bounds see the member's own statistics. (Before this release padded
-  states were absorbing with reward 0: their value stayed 0 beside the real
-  states' common drift and a padded member stopped at the sup-norm rate,
-  ``gamma^k``: 256 Garnets of S = 60 ... 95 at gamma 0.999 took 1,150
-  backups each on average in the default :func:`jaxrl_dp.batch.solve`,
-  against 5.4 now; ``benchmarks/bench_padding.py``.)
+  Nor does padding slow a stopping rule down: the padded states' residuals
+  lie inside the real ones' range, so sup- and span-based rules
+  (``stop="span"``, ``method="auto"``'s MacQueen bounds) see the member's own
+  statistics. (Before this release padded states were absorbing with reward
+  0: their value stayed 0 beside the real states' common drift and a padded
+  member stopped at the sup-norm rate, ``gamma^k``: 256 Garnets of S = 60
+  ... 95 at gamma 0.999 took 1,150 backups each on average in the default
+  :func:`jaxrl_dp.batch.solve`, against 5.4 now;
+  ``benchmarks/bench_padding.py``.) What still depends on the padded sizes:
+  rounding bounds and default float32 tolerances that grow with ``S`` or
+  ``K``, Gauss-Seidel's default block count (``min(S, 16)``) and Anderson's
+  least squares (over all ``S`` coordinates: the copies weigh state 0 more),
+  so a padded member's iterations and bound can differ a little from its
+  single call's, always certified. Robust sets that may move mass off the
+  nominal support (``support="all"``) range over the padded states too in
+  the dense layout (L1 and TV balls then give the single call's values: a
+  copy adds no new value; an Lp ball with ``p > 1`` does not: its geometry
+  has more coordinates) and over the padded slots in the sparse layout (a
+  member with fan-out below ``K`` gets its own state as one more
+  destination: every such set changes); use ``support="nominal"`` or MDPs
+  of one size there.
 
   All MDPs must share a layout (all dense or all sparse); convert explicitly
   with ``to_dense`` / ``to_sparse`` otherwise. Per-transition rewards are kept
@@ -123,9 +138,13 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
         tr[:s, :a, :k] = np.asarray(m.rewards)[:, :, None]
     # Padded states: state 0's rows, action by action, except that action 0
     # is always valid there (a policy padded with zeros stays valid): where
-    # state 0 masks it, it copies state 0's first valid action.
+    # state 0 masks it, actions 0 and ``a0`` (state 0's first valid action)
+    # trade places, so that a padded state has as many valid actions as
+    # state 0 (counts of valid actions, e.g. the effective horizon's ``A``,
+    # stay the member's own).
     src = np.arange(A)
-    src[0] = int(np.argmax(mask[0]))  # 0 when state 0's action 0 is valid
+    a0 = int(np.argmax(mask[0]))  # 0 when state 0's action 0 is valid
+    src[0], src[a0] = a0, 0
     for x in (p, r, mask) + ((ns,) if sparse else ()) + ((tr,) if any_tr else ()):
       x[s:] = x[0, src]
     if any_tr:

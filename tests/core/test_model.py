@@ -281,10 +281,11 @@ def test_property_mutations_are_rejected_with_field_and_index(data):
 
 
 def test_stack_keeps_action_zero_valid_on_padded_states():
-  """Where state 0 masks action 0, the padded states' action 0 copies state
-  0's first valid action: a policy padded with zeros is still valid, and
-  evaluates on the padded states as that action of state 0. Reference:
-  float64 NumPy linear solves of the original MDP."""
+  """Where state 0 masks action 0, the padded states have state 0's actions
+  with action 0 and its first valid action trading places: a policy padded
+  with zeros is still valid (and evaluates on the padded states as that
+  action of state 0), and the count of valid actions is state 0's.
+  Reference: float64 NumPy linear solves of the original MDP."""
   rng = np.random.default_rng(3)
   mdps, refs = [], []
   for s in (3, 5):
@@ -294,7 +295,7 @@ def test_stack_keeps_action_zero_valid_on_padded_states():
     mdps.append(jd.TabularMDP.from_dense(p, r, 0.9, action_mask=mask))
     refs.append((np.asarray(mdps[-1].probs, np.float64), np.asarray(mdps[-1].rewards, np.float64)))
   b = jd.stack(mdps)
-  np.testing.assert_array_equal(np.asarray(b.action_mask[0, 3:]), [[True, True]] * 2)
+  np.testing.assert_array_equal(np.asarray(b.action_mask[0, 3:]), [[True, False]] * 2)
   np.testing.assert_array_equal(np.asarray(b.probs[0, 3:, 0]), np.asarray(b.probs[0, [0, 0], 1]))
   pol = np.array([[1, 0, 1, 0, 0], [0, 1, 1, 0, 1]])
   one = jd.policy_evaluation(jd.unstack(b)[0], jnp.asarray(pol[0]), tol=1e-6)

@@ -584,3 +584,21 @@ def test_gorp_scores_discounted_returns_and_runs_sparse_under_x64():
     # ((0, 0, 0) and (0, 1, *) give 1.75).
     np.testing.assert_allclose(float(res.final_return), 2.25, rtol=1e-12)
     np.testing.assert_allclose(float(res.optimal_return), 2.25, rtol=1e-12)
+
+
+def test_padded_member_with_action_zero_masked_keeps_its_analysis():
+  """A member whose states all mask action 0, stacked with a larger one: the
+  padded states must not have more valid actions than the member's own (the
+  analysis reads ``A`` as the largest count of valid actions; a padded state
+  with action 0 added had 3 where the member has 2: horizon 5.72 for 6.0).
+  Reference: the unpadded member's own analysis (exact enumeration)."""
+  rng = np.random.default_rng(33)
+  ns, r = rng.integers(0, 5, (5, 3)), rng.random((5, 3)).round(1)
+  mask = np.ones((5, 3), bool)
+  mask[:, 0] = False
+  a = jd.TabularMDP.from_deterministic(ns, r, 1.0, action_mask=mask)
+  b = jd.TabularMDP.from_deterministic(np.zeros((8, 3), int), np.ones((8, 3)), 1.0)
+  one = analyze_effective_horizon(a, 6)
+  got = analyze_effective_horizon_batch(jd.stack([a, b]), 6)
+  assert float(got.effective_horizon[0]) == float(one.effective_horizon)
+  np.testing.assert_array_equal(np.asarray(got.ms[0]), np.asarray(one.ms))
