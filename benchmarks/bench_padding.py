@@ -9,6 +9,8 @@ state 0. This benchmark runs, on the same MDPs in the same process:
 
 * ``batch.solve(het)``: the default call on a list of Garnets of ``S = 60,
   65, ..., 95`` (A = 4, K = 5), the current padding;
+* ``batch.solve(stack(het))``: the same, stacked beforehand (the list's
+  stacking, a host-side loop over the members, not timed);
 * ``batch.solve(absorbing pads)``: the same list padded the old way
   (absorbing reward-0 states, built here with NumPy) and passed pre-stacked;
 * ``batch.solve(same size)``: Garnets of one size ``S = 95`` (same keys), no
@@ -144,6 +146,9 @@ def run_case(gamma, B, repeats, no_mdpsolver):
         f"err {err:.1e}, failing {bad}")
 
   ours("batch.solve(het), copies of state 0", lambda: jbatch.solve(het, progress=False),
+       refs_het)
+  stacked = J.stack(het)  # the same padding, stacked beforehand (no list handling)
+  ours("batch.solve(stack(het)) (pre-stacked)", lambda: jbatch.solve(stacked, progress=False),
        refs_het)
   old = absorbing_padding(het)
   ours("batch.solve(het), absorbing pads (old)", lambda: jbatch.solve(old, progress=False),
