@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_dp.core.dtypes import common_float
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP
@@ -121,6 +122,7 @@ def robust_target(values: jax.Array, probs: jax.Array, reward: jax.Array,
   """
   size = jnp.asarray(uset.size if size is None else size)
   cost = uset.cost if cost is None else cost
+  (values,) = common_float(values)  # int values: gamma and the target are real
   discount = jnp.asarray(discount, values.dtype)
   if reward.ndim == values.ndim:
     w = reward + discount * values

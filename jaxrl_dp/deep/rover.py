@@ -93,6 +93,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxrl_dp.core.dtypes import common_float
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP
@@ -192,6 +193,7 @@ def episode_returns(rewards: jax.Array, alive: jax.Array, discount: ArrayLike) -
   Returns:
     ``[G]``.
   """
+  (rewards,) = common_float(rewards)  # int rewards: gamma ** t is real
   t = jnp.arange(rewards.shape[-1])
   disc = jnp.asarray(discount, rewards.dtype) ** t.astype(rewards.dtype)
   return jnp.sum(jnp.where(alive, rewards, 0.0) * disc, axis=-1)
@@ -218,6 +220,7 @@ def rover_targets(rewards: jax.Array, alive: jax.Array, v_next: jax.Array, disco
   Returns:
     ``[G, T]`` targets (meaningful at alive steps).
   """
+  rewards, v_next = common_float(rewards, v_next)  # int rewards: the targets are real
   t_len = rewards.shape[-1]
   t = jnp.arange(t_len)
   ret = episode_returns(rewards, alive, discount)

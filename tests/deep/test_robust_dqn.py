@@ -258,3 +258,19 @@ def test_learning_target_windy_walk(kind, size):
   near = int(np.sum(js >= 0.95 * j_star))
   np.testing.assert_allclose(np.asarray(res.metrics["robust_j"][:, -1]), js, atol=1e-4)
   assert near >= 12, (near, js, j_star)
+
+
+def test_robust_target_of_int_values():
+  """Int ``V_target`` rows set the dtype of the discount (0.9 became 0) and
+  of the result (truncated): ``[1, 0]`` for ``[2.8, 0.45]``. Reference: the
+  nominal target ``r + gamma P V`` (radius 0) and the L1 ball's closed form
+  (``r / 2`` of mass from the highest value to the lowest)."""
+  v = jnp.array([[1, 3], [2, 0]])
+  p = jnp.array([[0.5, 0.5], [0.25, 0.75]])
+  r = jnp.array([1.0, 0.0])
+  got = robust_target(v, p, r, 0.9, robust.l1_ball(0.0))
+  assert jnp.issubdtype(got.dtype, jnp.floating)
+  np.testing.assert_allclose(np.asarray(got), [2.8, 0.45], rtol=1e-6)
+  # radius 0.5: move 0.25 to the lowest value: E = [0.75 * 1 + 0.25 * 3, 0 * 2 + 1 * 0]
+  got = robust_target(v, p, r, 0.9, robust.l1_ball(0.5))
+  np.testing.assert_allclose(np.asarray(got), [1 + 0.9 * 1.5, 0.0], rtol=1e-6)

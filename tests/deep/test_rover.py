@@ -322,3 +322,20 @@ def test_depth4_tree_within_5_percent_for_12_of_16_seeds():
       jax.random.split(jax.random.key(0), 16))
   final = np.asarray(res.metrics["success_prob"][:, -1], np.float64)
   assert np.sum(final >= 0.95 * 1.0) >= 12, final
+
+
+def test_episode_returns_and_targets_of_int_rewards():
+  """Int rewards (a reward table of integers) set the dtype of the discount:
+  gamma 0.5 became 0, so only the first reward counted (returns [1, 0] for
+  [2.75, 0.5]) and the targets lost their bootstrap. Reference: NumPy, and
+  the targets by hand from the documented formula."""
+  from jaxrl_dp.deep.rover import episode_returns
+  r = np.array([[1, 2, 3], [0, 1, 1]])
+  alive = np.array([[1, 1, 1], [1, 1, 0]], bool)
+  want = (np.where(alive, r, 0) * 0.5 ** np.arange(3)).sum(-1)
+  np.testing.assert_allclose(np.asarray(episode_returns(jnp.asarray(r), alive, 0.5)), want)
+  vn = np.array([[0.5, 0.25, 1.0], [1.0, 2.0, 3.0]])
+  got = rover_targets(jnp.asarray(r), alive, jnp.asarray(vn), 0.5)
+  next_alive = np.concatenate([alive[:, 1:], np.zeros((2, 1), bool)], 1)
+  ref = (want - want.mean())[:, None] + 0.5 * np.where(next_alive, vn, 0.0)
+  np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-6)
