@@ -316,6 +316,14 @@ def _check_dataset_type(ds) -> None:
   if not isinstance(ds, OfflineDataset):
     raise InvalidMDPError(
         f"dataset: expected an OfflineDataset (see make_dataset), got {type(ds).__name__}")
+  # (int features or rewards set the backward pass's dtype: a scan-carry
+  # TypeError, and ridge / beta / lam cast to int)
+  for name in ("features", "feature_table", "rewards", "known_q"):
+    dt = jnp.result_type(getattr(ds, name))
+    if not jnp.issubdtype(dt, jnp.floating):
+      raise InvalidMDPError(
+          f"dataset.{name}: expected a float array, got dtype {jnp.dtype(dt).name} "
+          f"(make_dataset converts)")
   if is_concrete(ds.next_states):
     _check_next_states("dataset.next_states", np.asarray(ds.next_states),
                        ds.feature_table.shape[0])

@@ -494,6 +494,12 @@ def test_bad_inputs(sim_ds):
   for solve in (lambda d: R.r2pvi(d, divergence="kl"), R.pevi, R.drpvi_tv):
     with pytest.raises(ValueError, match=r"dataset.next_states\[1, 4\] = 5"):
       solve(hand)
+  # int features or rewards in a hand-built dataset were a scan-carry TypeError
+  # inside the backward pass (ridge and beta cast to int on the way)
+  for name in ("features", "rewards"):
+    hand = ds.replace(**{name: getattr(ds, name).astype(jnp.int32)})
+    with pytest.raises(ValueError, match=f"dataset.{name}: expected a float array"):
+      R.pevi(hand)
   model = R.simulated_linear_mdp(0.0)
   s_n, a_n = model.features.shape[:2]
   bad_b = np.full((s_n, a_n), 1.0 / a_n)
