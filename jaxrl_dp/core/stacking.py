@@ -14,8 +14,7 @@ from jaxrl_dp.core.mdp import TabularMDP, check_mdp_structure
 def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
   """Pads a list of MDPs to common ``S, A, K`` and stacks them: leaves get ``B``.
 
-  Padding does not change a solution of the originals (robust sets with
-  ``support="all"``: see below):
+  Padding does not change a solution of the originals (but see below):
     * padded states are copies of the member's state 0 (its rewards, valid
       actions, transition rows and per-transition rewards), with zero
       initial probability and unreachable (no transition points to them).

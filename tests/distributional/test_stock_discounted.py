@@ -420,16 +420,28 @@ def test_padded_batch_member_keeps_the_grid_and_answer_of_its_single_call():
     np.testing.assert_allclose(wide.stocks[0],
                                dd.stock_value_iteration(mdps[0], num_stocks=64).stocks,
                                atol=1e-9)
-    # mdps[0] with an unreachable absorbing reward-0 state 2: cover="all"
-    # stretches the grid to that state's return 0, cover="reachable" (the
-    # CVaR default) keeps it, and the answer is the original's.
-    ns, p, r, init = parts[0]
+
+  with pytest.raises(ValueError, match=r"cover = 'some'"):
+    dd.stock_value_iteration(mdps[0], cover="some")
+
+
+@pytest.mark.slow
+def test_unreachable_absorbing_state_leaves_the_reachable_grid():
+  """``tiny(0, s=2)`` with an unreachable absorbing reward-0 state 2 and
+  rewards offset by +10: cover="all" stretches the grid to that state's
+  return 0, cover="reachable" (the CVaR default) keeps the member's own grid
+  (the exact returns lie in [18, 26]) and the answer of the MDP without the
+  state."""
+  shift = 10.0
+  ns, p, r, init = tiny(0, s=2)
+  with jax.enable_x64(True):
+    run = lambda m: dd.optimize_cvar_discounted(m, jnp.asarray((0.2, 0.6)), num_stocks=64)
+    base = build(ns, p, r + shift, init)
     ext = build(np.concatenate([ns, np.full((1, 2, 2), 2)]),
                 np.concatenate([p, np.full((1, 2, 2), 0.5)]),
                 np.concatenate([r + shift, np.zeros((1, 2, 2))]), np.append(init, 0.0))
     assert float(dd.stock_value_iteration(ext, num_stocks=64).stocks[-1]) > -1e-6
     narrow = dd.stock_value_iteration(ext, num_stocks=64, cover="reachable")
-    np.testing.assert_allclose(narrow.stocks, run(mdps[0]).c0_grid, atol=1e-9)
-    np.testing.assert_allclose(run(ext).cvar, run(mdps[0]).cvar, atol=1e-9, rtol=0)
-  with pytest.raises(ValueError, match=r"cover = 'some'"):
-    dd.stock_value_iteration(mdps[0], cover="some")
+    assert float(narrow.stocks[-1]) <= -18.0 + 1e-9
+    np.testing.assert_allclose(narrow.stocks, run(base).c0_grid, atol=1e-9)
+    np.testing.assert_allclose(run(ext).cvar, run(base).cvar, atol=1e-9, rtol=0)

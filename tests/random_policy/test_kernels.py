@@ -586,6 +586,9 @@ def test_gorp_scores_discounted_returns_and_runs_sparse_under_x64():
     np.testing.assert_allclose(float(res.optimal_return), 2.25, rtol=1e-12)
 
 
+# slow: ~4 s (the structure it relies on, one valid-action count per padded
+# state, is checked in tests/core/test_model.py)
+@pytest.mark.slow
 def test_padded_member_with_action_zero_masked_keeps_its_analysis():
   """A member whose states all mask action 0, stacked with a larger one: the
   padded states must not have more valid actions than the member's own (the
