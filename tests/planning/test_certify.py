@@ -305,7 +305,8 @@ def test_certify_x64_float32_model_and_float64_model(layout):
 
 
 # ------------------------------------------------- speculative solving
-@pytest.mark.parametrize("layout", ["dense", "sparse"])
+# dense: slow (3.9 s; the same solver code as the sparse leg)
+@pytest.mark.parametrize("layout", [pytest.param("dense", marks=pytest.mark.slow), "sparse"])
 def test_speculative_returns_its_speculation_when_that_meets_tol(layout):
   # float32 model, float32 speculation: value iteration's own (rounding-
   # inclusive) bound is a certificate; when it meets tol nothing is redone.

@@ -396,6 +396,8 @@ def test_pass_at_k_and_tree_metrics_refuse_bad_numbers():
     tree_metrics(mdp, DEPTH, threshold=float("nan"))
 
 
+# slow: ~5 s (the float updates against NumPy run by default)
+@pytest.mark.slow
 def test_updates_with_int_values_or_logits_compute_in_float():
   """An int ``q`` / ``logits`` (e.g. ``jnp.zeros((S, A), int)``) used to set
   the dtype of the targets, the gradient and the learning rate: 0.5 became
