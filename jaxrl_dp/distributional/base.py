@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_dp.core.dtypes import common_float
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import ROW_SUM_ATOL, check_distribution, check_finite
 from jaxrl_dp.core.options import check_int, is_concrete
@@ -106,9 +107,7 @@ def quantile_distribution(locs: ArrayLike) -> Distribution:
   Returns:
     A :class:`Distribution` with atoms ``locs`` and weights ``1/N``.
   """
-  locs = jnp.asarray(locs)
-  if not jnp.issubdtype(locs.dtype, jnp.floating):  # int locations: the default float
-    locs = locs.astype(jnp.result_type(float))
+  (locs,) = common_float(locs)  # int locations: the default float
   n = locs.shape[-1]
   return Distribution(atoms=locs, probs=jnp.full(locs.shape, 1.0 / n, locs.dtype))
 

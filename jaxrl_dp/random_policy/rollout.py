@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxrl_dp.core import bellman
+from jaxrl_dp.core.dtypes import common_float
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.sampling import sample_transition
 from jaxrl_dp.random_policy.reach import terminal_states
@@ -127,9 +128,7 @@ def returns_to_go(rewards: jax.Array, discount: ArrayLike) -> jax.Array:
   Returns:
     ``[..., T]`` returns to go.
   """
-  rewards = jnp.asarray(rewards)
-  if not jnp.issubdtype(rewards.dtype, jnp.floating):  # int rewards: the default float
-    rewards = rewards.astype(jnp.result_type(float))
+  (rewards,) = common_float(rewards)  # int rewards: the default float
   discount = jnp.asarray(discount, rewards.dtype)
 
   def step(g, r):
