@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_dp.core import bellman
+from jaxrl_dp.core.dtypes import float_dtype
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import (TabularMDP, as_policy, check_distribution,
                                check_solver_input)
@@ -89,9 +90,12 @@ def krylov_state_occupancy(mdp: TabularMDP, policy: jax.Array, initial: jax.Arra
   ``lax.custom_linear_solve`` (derivatives by one more solve with the
   transposed system, not through the iterations). ``adjoint`` sets the
   method (``"gmres"`` or ``"neumann"``), relative tolerance and iteration
-  cap (:class:`~jaxrl_dp.planning.ImplicitAdjoint`). No checks.
+  cap (:class:`~jaxrl_dp.planning.ImplicitAdjoint`). No checks; an integer
+  ``initial`` (e.g. a one-hot start) is computed in the MDP's float dtype
+  (:func:`~jaxrl_dp.core.dtypes.float_dtype`).
   """
   gamma = mdp.discount
+  initial = jnp.asarray(initial, float_dtype(initial, mdp.rewards))
 
   def matvec(d):
     return d - gamma * bellman.state_distribution_step(mdp, policy, d)

@@ -13,6 +13,7 @@ import pytest
 
 import jaxrl_dp as jd
 from jaxrl_dp.planning import occupancy, state_occupancy
+from jaxrl_dp.planning.occupancy import exact_state_occupancy, krylov_state_occupancy
 from _reference import evaluate, random_dense, random_sparse, sparse_to_dense
 
 
@@ -152,3 +153,17 @@ def test_validation_errors():
     occupancy(m, det, normalize=1)
   with pytest.raises(jd.InvalidMDPError, match=r"^discount"):
     occupancy(m.replace(discount=jnp.asarray(1.0)), det)
+
+
+def test_no_check_kernels_take_an_integer_initial_distribution():
+  """A one-hot ``int`` start given straight to the no-check kernels (the checked
+  :func:`occupancy` converts it itself) is solved in the MDP's float dtype: the Krylov
+  kernel used to raise a ``TypeError`` from the solver's int carry. Float64 NumPy solve."""
+  m, p, r, init, det, sto = _case("sparse", seed=4)
+  start = np.zeros(7, np.int32)
+  start[2] = 1
+  want, _ = _np_occupancy(p, 0.9, det, start.astype(np.float64))
+  for kernel in (krylov_state_occupancy, exact_state_occupancy):
+    got = kernel(m, jnp.asarray(det, jnp.int32), jnp.asarray(start))
+    assert got.dtype == jnp.float64, kernel.__name__
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12, err_msg=kernel.__name__)
