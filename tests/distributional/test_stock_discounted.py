@@ -386,6 +386,9 @@ def test_cvar_bound_covers_the_grid_choice_of_c0():
         assert err <= float(out.error_bound), (method, num_stocks, err, float(out.error_bound))
 
 
+# slow (9 s): padding itself is checked in the default run by
+# tests/batch/test_driver.py::test_padding_keeps_each_members_stop_and_values.
+@pytest.mark.slow
 def test_padded_batch_member_keeps_the_grid_and_answer_of_its_single_call():
   """An unreachable absorbing state of reward 0 (what ``jd.stack`` padded
   with before its padded states became copies of state 0). With rewards

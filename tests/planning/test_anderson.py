@@ -45,8 +45,11 @@ def test_history_ring_buffer_holds_the_last_backups_across_steps(layout):
         np.testing.assert_allclose(f, ref[k] - ref[k - 1], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("layout", ["dense", "sparse"])
-@pytest.mark.parametrize("stop", ["sup", "span"])
+# sup-dense and span-sparse in the default run; the two other pairs slow.
+@pytest.mark.parametrize("stop,layout", [
+    ("sup", "dense"), ("span", "sparse"),
+    pytest.param("sup", "sparse", marks=pytest.mark.slow),
+    pytest.param("span", "dense", marks=pytest.mark.slow)])
 def test_matches_float64_reference(layout, stop):
   with jax.enable_x64(True):
     for i, gamma in enumerate((0.9, 0.99, 0.999)):
@@ -215,6 +218,9 @@ class JitVariantsTest(chex.TestCase):
     assert bool(out.converged)
 
 
+# slow (3.5 s): tests/batch/test_every_solver.py checks the vmapped batch against per-MDP
+# calls for anderson_value_iteration in the default run.
+@pytest.mark.slow
 def test_vmap_equals_loop():
   mdps = [_mdp("sparse", g, seed=s)[0] for s, g in enumerate((0.9, 0.95, 0.99))]
   batch = jd.stack(mdps)

@@ -104,7 +104,7 @@ def test_float32_error_bound_holds_and_converged_implies_tol(layout):
   assert not np.asarray(vi.converged)[gam >= 0.98].any()
 
 
-@pytest.mark.parametrize("layout", ["dense", "sparse"])
+@pytest.mark.parametrize("layout", ["dense", pytest.param("sparse", marks=pytest.mark.slow)])
 def test_float32_evaluation_bounds_hold(layout):
   mdps = _suite(layout, seed=1)
   batch = jd.stack(mdps)

@@ -177,6 +177,9 @@ def test_finite_horizon_terminal_values_and_sparse():
 
 
 # ------------------------------------------------------- layouts, jit, vmap
+# slow (4.8 s): each layout is checked against the float64 optimum in the default run
+# (test_vi_pi_mpi_agree_with_float64_optimum, dense and sparse).
+@pytest.mark.slow
 def test_dense_and_sparse_layouts_agree():
   rng = np.random.default_rng(9)
   ns, ps, r = random_sparse(rng, 15, 3, 4)

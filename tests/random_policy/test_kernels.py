@@ -368,6 +368,9 @@ def test_sticky_actions_match_direct_recursion(layout):
 
 
 # ---------------------------------------------------------------------- GORP
+# slow (3.8 s): GORP is checked against an exhaustive search in the default run
+# (test_gorp_scores_discounted_returns_and_runs_sparse_under_x64).
+@pytest.mark.slow
 def test_gorp_with_many_episodes_recovers_optimal_sequence():
   from jaxrl_dp.random_policy import gorp
   T = T_SMALL
