@@ -101,13 +101,37 @@ def test_ranked_sweeps_match_numpy_ranked_gauss_seidel(layout):
     assert per_sweep.min() < nb and (per_sweep % 2 == 1).any()  # skipped blocks, an odd count
 
 
-def test_one_block_is_value_iteration():
-  m, _ = _mdp("sparse", 0.95, seed=2)
-  gs = jd.gauss_seidel_value_iteration(m, tol=1e-3, blocks=1)
-  vi = jd.value_iteration(m, tol=1e-3)
-  assert int(gs.iterations) == int(vi.iterations)
-  np.testing.assert_allclose(np.asarray(gs.values), np.asarray(vi.values), rtol=1e-6)
-  np.testing.assert_allclose(float(gs.error_bound), float(vi.error_bound), rtol=1e-5)
+@pytest.mark.parametrize("stop", ["sup", "span"])
+def test_one_block_is_value_iteration(stop):
+  """One block, omega 1, no ranking: the Jacobi backup v <- T v, i.e. value
+  iteration: in float64, the iterates of a NumPy value iteration with the same
+  stopping rule (sup: gamma res / (1 - gamma); span: MacQueen's midpoint, every
+  backup certifying; the library adds rounding terms, so it may take one more
+  backup), and an honest bound against V*."""
+  with jax.enable_x64(True):
+    m, mask = _mdp("sparse", 0.95, seed=2)
+    p, r, g = _stored(m)
+    v_star = _reference(m, mask)[0]
+    tol = 1e-6
+    gs = jd.gauss_seidel_value_iteration(m, tol=tol, blocks=1, stop=stop)
+    v, k, c = np.zeros(S), 0, g / (1 - g)
+    out = []
+    while True:
+      t = np.where(mask, r + g * p @ v, -np.inf).max(1)
+      k += 1
+      d = t - v
+      bound = c * np.abs(d).max() if stop == "sup" else c * (d.max() - d.min()) / 2
+      v = t if stop == "sup" else t + c * (d.max() + d.min()) / 2
+      out.append(v)
+      if bound <= tol:
+        break
+    out.append(np.where(mask, r + g * p @ t, -np.inf).max(1))  # one backup more (sup)
+    assert k <= int(gs.iterations) <= k + 1
+    assert bool(gs.converged) and float(gs.error_bound) <= tol
+    assert np.abs(np.asarray(gs.values) - v_star).max() <= float(gs.error_bound)
+    if stop == "sup" or int(gs.iterations) == k:
+      np.testing.assert_allclose(np.asarray(gs.values), out[int(gs.iterations) - 1],
+                                 rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
