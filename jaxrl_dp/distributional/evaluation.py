@@ -107,18 +107,25 @@ def check_initial(x0, shape, field) -> jax.Array | None:
 
 # ----------------------------------------------------------------- drivers
 def fixed_point(step: Callable, distance: Callable, x0: jax.Array, tol,
-                *, max_iters: int, use_tol: bool, factor):
+                *, max_iters: int, use_tol: bool, factor, floor=None):
   """Iterates ``x <- step(x)``.
 
-  ``use_tol`` (static): stop once ``factor * residual <= tol`` where
+  ``use_tol`` (static): stop once ``factor * residual + floor <= tol`` where
   ``residual = max_s distance(x_{n+1}, x_n)``, or after ``max_iters``
-  backups; else run exactly ``max_iters`` backups (``converged`` True).
+  backups (or, with ``tol`` below ``floor``, once the iterates reach the
+  rounding level: :func:`~jaxrl_dp.core.iteration.residual_loop`); else run
+  exactly ``max_iters`` backups (``converged`` True).
+
+  ``floor`` (``[]``, default 0): the caller's rounding term, ``delta / (1 -
+  gamma)`` for a computed backup within ``delta`` of the exact one in the
+  metric of ``distance``.
 
   Returns ``(x, iterations, residual, error_bound, converged)`` with
-  ``error_bound = factor * residual``.
+  ``error_bound = factor * residual + floor``.
   """
   dtype = x0.dtype
   inf = jnp.asarray(jnp.inf, dtype)
+  floor = jnp.zeros((), dtype) if floor is None else jnp.asarray(floor, dtype)
 
   def one(x):
     x_new = step(x)
@@ -127,15 +134,15 @@ def fixed_point(step: Callable, distance: Callable, x0: jax.Array, tol,
 
   if use_tol:
     it, x, res, conv = residual_loop(one, x0, factor, tol_arg(tol, dtype),
-                                     max_iters=max_iters)
-    return x, it, res, factor * res, conv
+                                     max_iters=max_iters, floor=floor)
+    return x, it, res, factor * res + floor, conv
 
   def body(_, c):
     x, _ = c
     return one(x)
 
   x, res = jax.lax.fori_loop(0, max_iters, body, (x0, inf))
-  return (x, jnp.asarray(max_iters, jnp.int32), res, factor * res,
+  return (x, jnp.asarray(max_iters, jnp.int32), res, factor * res + floor,
           jnp.asarray(True))
 
 

@@ -241,6 +241,28 @@ def _evaluation(mdp, policy, locs0, tol, *, n, max_iters, use_tol):
   return res.replace(locs=x, q_locs=q)
 
 
+def _rounding_floor(mdp, locs0):
+  """``[]`` ``delta / (1 - gamma)``: the W_inf distance between the fixed
+  points of the computed and the exact projected backup. Every iterate's
+  locations lie in ``[-B, B]``, ``B = max(max |locs0|, max |r| / (1 -
+  gamma))`` (the backup maps that box into itself), so each computed atom
+  ``fl(r + fl(gamma x))`` is within ``2 u B (1 + u)`` of ``r + gamma x``, a
+  midpoint of two atoms adds ``u B``, and the projection's order statistics
+  move by at most the atoms' largest error: ``delta = 4 u B`` (``u`` the
+  unit roundoff). Without it a float32 iteration that stalls on rounding
+  (residual 0) reported ``error_bound = 0``: a single state at gamma 0.9999
+  with reward 1 (return 9998.34) gave locations 9993.46, ``converged=True``.
+  The atoms' selection itself is taken as exact: near-ties of the
+  cumulative weights within :func:`project`'s tolerance are not bounded
+  here."""
+  g = mdp.discount
+  dtype = mdp.rewards.dtype
+  u = float(np.finfo(np.dtype(dtype)).eps) / 2
+  big = nan_max(jnp.abs(ev.slot_rewards(mdp)).ravel()) / (1 - g)
+  big = jnp.maximum(big, nan_max(jnp.abs(locs0).ravel()))
+  return jnp.where(g < 1, 4 * u * big / (1 - g), jnp.inf).astype(dtype)
+
+
 def _iterated(mdp, policy, locs0, tol, *, n, max_iters, use_tol):
   s = mdp.rewards.shape[0]
   dtype = mdp.rewards.dtype
@@ -248,7 +270,8 @@ def _iterated(mdp, policy, locs0, tol, *, n, max_iters, use_tol):
   g = mdp.discount
   x, it, res, bound, conv = ev.fixed_point(
       lambda x: quantile_policy_backup(mdp, policy, x), _w_inf, locs0, tol,
-      max_iters=max_iters, use_tol=use_tol, factor=g / (1.0 - g))
+      max_iters=max_iters, use_tol=use_tol, factor=g / (1.0 - g),
+      floor=_rounding_floor(mdp, locs0))
   q = quantile_q_backup(mdp, x)
   return QuantileResult(locs=x, q_locs=q, policy=None, iterations=it,
                         residual=res, error_bound=bound, converged=conv)

@@ -50,10 +50,13 @@ import functools
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxrl_dp.core import bellman
+from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.options import check_horizon, is_concrete
 from jaxrl_dp.random_policy.values import value_triplet
 from jaxrl_dp.random_policy.gorp import (SampleComplexity, bisect_sample_complexity,
                                          check_sampler_inputs)
@@ -109,7 +112,29 @@ def policy_return(mdp: TabularMDP, horizon: int, *, policy: jax.Array) -> jax.Ar
 
   Returns:
     ``[]`` the expected return.
+
+  Raises:
+    InvalidMDPError: ``horizon`` not an int ``>= 1``; ``policy`` not an
+      integer array of shape ``[horizon, S]`` (static shapes: also when
+      traced); a concrete ``policy`` with an action outside ``[0, A)`` or a
+      masked one (the first offending ``(t, s)`` is named).
   """
+  check_horizon(horizon)
+  s, a = mdp.rewards.shape
+  policy = jnp.asarray(policy) if not isinstance(policy, jax.Array) else policy
+  if not jnp.issubdtype(policy.dtype, jnp.integer) or policy.shape != (horizon, s):
+    raise InvalidMDPError(f"policy: expected int [horizon, S] = [{horizon}, {s}] actions, "
+                          f"got {policy.dtype} {list(policy.shape)}")
+  if is_concrete(policy) and is_concrete(mdp.action_mask):
+    acts = np.asarray(policy)
+    bad = (acts < 0) | (acts >= a)
+    if not bad.any():
+      bad = ~np.asarray(mdp.action_mask)[np.arange(s)[None, :], acts]
+    if bad.any():
+      t, st = (int(i) for i in np.argwhere(bad)[0])
+      raise InvalidMDPError(f"policy[{t}, {st}] = {int(acts[t, st])}: expected a valid action "
+                            f"of state {st} (in [0, {a}) and not masked)")
+
   def step(v_next, pi_t):
     q = bellman.q_values(mdp, v_next)
     return bellman.policy_value_from_q(q, pi_t).astype(v_next.dtype), None

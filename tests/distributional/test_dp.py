@@ -493,3 +493,21 @@ def test_stochastic_policy_when_states_actions_and_horizon_coincide():
       assert set(got) == {g for g, w in want.items() if w > 0}
       for g, w in want.items():
         np.testing.assert_allclose(got.get(g, 0.0), w, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("gamma", [0.9999, 0.999])
+def test_float32_quantile_evaluation_bound_covers_the_rounding_stall(gamma):
+  """One state, reward 1: every quantile of the return is 1 / (1 - gamma)
+  (closed form, float64, for the stored float32 discount). A float32
+  iteration stalls on rounding below it (residual 0); the bound must still
+  cover the true error, so ``converged`` cannot claim a tol it did not meet.
+  Before the rounding floor: gamma 0.9999 gave 9993.46 for 9998.34 with
+  ``error_bound = 0`` and ``converged = True``."""
+  m = jd.TabularMDP.from_dense(np.ones((1, 1, 1), np.float32), np.ones((1, 1), np.float32),
+                               gamma)
+  exact = 1.0 / (1.0 - float(np.float32(gamma)))
+  res = dd.quantile_evaluation(m, 2, tol=1e-3, max_iters=1_000_000)
+  err = float(np.abs(np.asarray(res.locs, np.float64) - exact).max())
+  assert err <= float(res.error_bound)
+  assert bool(res.converged) == (float(res.error_bound) <= 1e-3)
+  assert not (bool(res.converged) and err > 1e-3)

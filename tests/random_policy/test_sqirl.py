@@ -9,6 +9,7 @@ import pytest
 
 import jaxrl_dp as jd
 from jaxrl_dp import InvalidMDPError
+from jaxrl_dp import random_policy as RP
 from jaxrl_dp.random_policy import sample_trajectories, sqirl, sqirl_sample_complexity
 from _reference import random_sparse, sparse_to_dense
 
@@ -337,3 +338,24 @@ def test_sqirl_and_gorp_jit_equals_no_jit():
   acts = np.asarray(jitted.actions)
   want = np_policy_return(p, r, 1.0, init, np.broadcast_to(acts[:, None], (T, S)))
   np.testing.assert_allclose(jitted.final_return, want, rtol=1e-5, atol=1e-5)
+
+
+def test_policy_return_checks_horizon_and_policy():
+  """``policy_return`` = float64 NumPy backward induction of the policy; a
+  policy whose length is not ``horizon`` (it used to scan the policy's own
+  length and ignore ``horizon``), a float or out-of-range or masked action,
+  and a bad horizon are refused by name."""
+  P = np.zeros((2, 2, 2))
+  P[:, :, 0] = 1.0
+  r = np.array([[0.0, 1.0], [0.0, 0.0]])
+  mask = np.array([[True, True], [True, False]])
+  m = jd.TabularMDP.from_dense(P, r, 1.0, initial=[1.0, 0.0], action_mask=mask)
+  pol = np.array([[1, 0], [1, 0], [0, 0]], np.int32)
+  np.testing.assert_allclose(float(RP.policy_return(m, 3, policy=pol)),
+                             np_policy_return(P, r, 1.0, np.array([1.0, 0.0]), pol), rtol=1e-6)
+  for h, bad, match in [(5, pol, r"\[5, 2\]"), (-1, pol, "horizon"),
+                        (3, np.full((3, 2), 7, np.int32), r"policy\[0, 0\] = 7"),
+                        (3, np.array([[1, 1], [1, 0], [0, 0]], np.int32), r"policy\[0, 1\] = 1"),
+                        (3, pol.astype(np.float32), "float32")]:
+    with pytest.raises(jd.InvalidMDPError, match=match):
+      RP.policy_return(m, h, policy=bad)
