@@ -305,8 +305,11 @@ def _read_meta(data, path: Path) -> dict:
 def is_jaxrl_file(path: Union[str, os.PathLike]) -> bool:
   """Whether ``path`` is an ``.npz`` archive with this module's metadata."""
   try:
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-      return isinstance(data, np.lib.npyio.NpzFile) and "__format_version__" in data.files
+    data = np.load(os.fspath(path), allow_pickle=False)
+    if not isinstance(data, np.lib.npyio.NpzFile):
+      return False  # a single .npy array (an ndarray: not a context manager)
+    with data:
+      return "__format_version__" in data.files
   except (OSError, ValueError, zipfile.BadZipFile, EOFError):
     return False
 
@@ -332,9 +335,12 @@ def load(path: Union[str, os.PathLike]) -> Any:
   if not path.is_file():
     raise FileFormatError(f"{path}: no such file")
   try:
-    with np.load(path, allow_pickle=False) as data:
-      if not isinstance(data, np.lib.npyio.NpzFile):
-        raise FileFormatError(f"{path}: a single .npy array, not a jaxrl_dp .npz archive")
+    data = np.load(path, allow_pickle=False)
+    if not isinstance(data, np.lib.npyio.NpzFile):
+      # A plain ndarray is not a context manager: the check comes before
+      # ``with`` (inside it, a .npy file raised a bare TypeError).
+      raise FileFormatError(f"{path}: a single .npy array, not a jaxrl_dp .npz archive")
+    with data:
       manifest = _read_meta(data, path)
       obj = _decode(manifest, data, "", path)
   except FileFormatError:

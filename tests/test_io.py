@@ -223,3 +223,13 @@ def test_float64_mdp_needs_x64(tmp_path):
   _rewrite(p, lambda d: d.update(probs=d["probs"].astype(np.float64)))
   with pytest.raises(InvalidMDPError, match="dtype = float64: needs jax_enable_x64"):
     io.load(p)
+
+
+def test_a_single_npy_array_is_refused_by_name(tmp_path):
+  """``np.load`` of a ``.npy`` file gives an ndarray, not a context manager:
+  ``load`` raised a bare ``TypeError`` before its own check could run."""
+  f = tmp_path / "arr.npy"
+  np.save(f, np.zeros(3))
+  assert not io.is_jaxrl_file(f)
+  with pytest.raises(io.FileFormatError, match=r"arr\.npy: a single \.npy array"):
+    io.load(f)

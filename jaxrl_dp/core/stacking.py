@@ -56,7 +56,9 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
 
   All MDPs must share a layout (all dense or all sparse); convert explicitly
   with ``to_dense`` / ``to_sparse`` otherwise. Per-transition rewards are kept
-  if any MDP has them (the others get ``r(s, a)`` on every transition).
+  if any MDP has them (the others get ``r(s, a)`` on every transition); a
+  padded next state's column repeats state 0's (dense: it is a copy of state
+  0) and a padded slot gets ``r(s, a)`` (sparse).
 
   Dtypes: the float fields of the batch (``probs``, ``rewards``,
   ``discount``, ``initial``, ``transition_rewards``) share one float dtype,
@@ -131,10 +133,21 @@ def stack(mdps: Sequence[TabularMDP]) -> TabularMDP:
     mask[:s, :a] = np.asarray(m.action_mask)
     init[:s] = np.asarray(m.initial)
     if any_tr:
+      # Every slot of a real row gets a reward, padded slots included: a
+      # robust set with ``support="all"`` may move mass onto them, and a 0
+      # there was a reward the member never offers (an L1 ball of radius 0.3
+      # on a one-state MDP with reward 0.5, gamma 0.5: 0.85 batched against
+      # 1.0 alone). Dense: a padded next state is a copy of state 0, so its
+      # column copies state 0's column (``r(s, a)`` without per-transition
+      # rewards). Sparse: a padded slot leads to the row's own state, which
+      # the member does not have as a destination; it gets the expected
+      # reward ``r(s, a)``.
+      tr[:s, :a, :] = np.asarray(m.rewards)[:, :, None]
       if m.transition_rewards is not None:
-        tr[:s, :a, :k] = np.asarray(m.transition_rewards)
-      else:
-        tr[:s, :a, :k] = np.asarray(m.rewards)[:, :, None]
+        own = np.asarray(m.transition_rewards)
+        tr[:s, :a, :k] = own
+        if not sparse:
+          tr[:s, :a, k:] = own[:, :, :1]
     # Padded states: state 0's rows, action by action, except that action 0
     # is always valid there (a policy padded with zeros stays valid): where
     # state 0 masks it, actions 0 and ``a0`` (state 0's first valid action)

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxrl_dp.core import bellman
+from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.options import check_horizon
 from jaxrl_dp.core.solver_info import solver
@@ -135,7 +136,23 @@ def cramer_distance(p: jax.Array, q: jax.Array, support: jax.Array) -> jax.Array
 
   Returns:
     ``[...]`` distances.
+
+  Raises:
+    InvalidMDPError: a support that is not ``[N]`` with the probabilities'
+      ``N`` (static shapes), or (concrete) not finite and strictly
+      increasing.
   """
+  p, q = jnp.asarray(p), jnp.asarray(q)
+  checked = check_support(support)
+  n = checked.shape[0]
+  if p.shape[-1:] != (n,) or q.shape[-1:] != (n,):
+    raise InvalidMDPError(f"support: {n} atoms, but p has {p.shape[-1:]} and q has "
+                          f"{q.shape[-1:]} probabilities on its last axis (expected {n})")
+  return _cramer(p, q, jnp.asarray(support))
+
+
+def _cramer(p: jax.Array, q: jax.Array, support: jax.Array) -> jax.Array:
+  """:func:`cramer_distance` without the checks (the solvers' distance)."""
   cp = jnp.cumsum(p, axis=-1)[..., :-1]
   cq = jnp.cumsum(q, axis=-1)[..., :-1]
   return jnp.sqrt(jnp.sum((cp - cq) ** 2 * jnp.diff(support), axis=-1))
@@ -193,7 +210,7 @@ def categorical_policy_backup(mdp: TabularMDP, policy: jax.Array, probs: jax.Arr
 
 
 def _sup_cramer(support):
-  return lambda x, y: cramer_distance(x, y, support)
+  return lambda x, y: _cramer(x, y, support)
 
 
 # ---------------------------------------------------------------- solvers

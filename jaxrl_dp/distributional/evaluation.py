@@ -126,6 +126,11 @@ def fixed_point(step: Callable, distance: Callable, x0: jax.Array, tol,
   dtype = x0.dtype
   inf = jnp.asarray(jnp.inf, dtype)
   floor = jnp.zeros((), dtype) if floor is None else jnp.asarray(floor, dtype)
+  floor = jnp.where(jnp.isnan(floor), jnp.inf, floor)  # (a NaN reward: never certified)
+
+  def bounded(res):
+    b = factor * res + floor
+    return jnp.where(jnp.isfinite(b), b, jnp.inf)
 
   def one(x):
     x_new = step(x)
@@ -135,14 +140,14 @@ def fixed_point(step: Callable, distance: Callable, x0: jax.Array, tol,
   if use_tol:
     it, x, res, conv = residual_loop(one, x0, factor, tol_arg(tol, dtype),
                                      max_iters=max_iters, floor=floor)
-    return x, it, res, factor * res + floor, conv
+    return x, it, res, bounded(res), conv
 
   def body(_, c):
     x, _ = c
     return one(x)
 
   x, res = jax.lax.fori_loop(0, max_iters, body, (x0, inf))
-  return (x, jnp.asarray(max_iters, jnp.int32), res, factor * res + floor,
+  return (x, jnp.asarray(max_iters, jnp.int32), res, bounded(res),
           jnp.asarray(True))
 
 

@@ -43,7 +43,7 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.distributional import evaluation as ev
-from jaxrl_dp.core.options import check_horizon, check_int, is_concrete
+from jaxrl_dp.core.options import check_horizon, check_int, check_tol, is_concrete
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.distributional.base import categorical_distribution, check_support
 
@@ -98,7 +98,7 @@ def return_support(mdp: TabularMDP, *, horizon: int, atol: float = 1e-6,
   Args:
     mdp: one concrete MDP.
     horizon: T >= 1.
-    atol: merging tolerance.
+    atol: merging tolerance, a finite number ``>= 0``.
     max_atoms: the largest number of values allowed.
 
   Returns:
@@ -110,6 +110,7 @@ def return_support(mdp: TabularMDP, *, horizon: int, atol: float = 1e-6,
   """
   check_horizon(horizon)
   check_int("max_atoms", max_atoms)
+  check_tol(atol, "atol")
   if not is_concrete(mdp.rewards, mdp.probs, mdp.discount):
     raise InvalidMDPError("mdp: return_support needs a concrete MDP (call it outside jit)")
   r = np.asarray(ev.slot_rewards(mdp), np.float64)
@@ -155,7 +156,7 @@ def exact_return_distribution(mdp: TabularMDP, *, horizon: int,
       (memory ``[L, S, M]`` instead of ``[T + 1, S, M]``); default all.
     with_q: also return the state-action distributions (static).
     atol: matching tolerance of ``r + gamma z`` to a support atom (relative
-      above 1).
+      above 1), a finite number ``>= 0``.
 
   Returns:
     :class:`ExactReturnDistribution`.
@@ -167,6 +168,7 @@ def exact_return_distribution(mdp: TabularMDP, *, horizon: int,
   """
   ev.check_mdp(mdp, infinite_horizon=False)
   check_horizon(horizon)
+  check_tol(atol, "atol")
   policy = ev.policy_or_uniform(policy, mdp, horizon=horizon)
   if timesteps is not None:
     ts = tuple(int(t) for t in np.atleast_1d(np.asarray(timesteps)))

@@ -111,6 +111,9 @@ def wasserstein_distance(x: jax.Array, y: jax.Array, p: float = 1) -> jax.Array:
   Returns:
     ``[...]`` distances.
   """
+  if (isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating))
+      or math.isnan(p) or p < 1):
+    raise InvalidMDPError(f"p = {p!r}: expected a Python number >= 1 or inf")
   d = jnp.abs(jnp.sort(x, axis=-1) - jnp.sort(y, axis=-1))
   if p == 1:
     return jnp.mean(d, axis=-1)

@@ -40,9 +40,11 @@ from jax.typing import ArrayLike
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrl_dp.core.dtypes import float_dtype
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.options import is_concrete
 from jaxrl_dp.distributional.base import (Distribution, check_alpha,
                                           check_distribution_arg)
 
@@ -160,9 +162,11 @@ def threshold_probability(dist: Distribution, threshold: ArrayLike) -> jax.Array
     threshold: the return level.
 
   Returns:
-    ``[...]`` probabilities.
+    ``[...]`` probabilities (a NaN threshold is refused when concrete).
   """
   atoms, probs = _broadcast(check_distribution_arg(dist))
+  if is_concrete(threshold) and np.isnan(np.asarray(threshold, np.float64)).any():
+    raise InvalidMDPError(f"threshold = {threshold!r}: expected a number, not NaN")
   x = jnp.asarray(threshold, atoms.dtype)[..., None]
   return jnp.sum(jnp.where(atoms >= x, probs, 0.0), axis=-1)
 

@@ -99,8 +99,38 @@ class StockSolution:
 
   def value(self, c0) -> jax.Array:
     """``W_0(s, c0)`` for initial stocks ``c0 [...]`` on the lattice (one
-    unbatched solution): ``[..., S]``."""
+    unbatched solution): ``[..., S]``. A concrete ``c0`` off the lattice or
+    outside the initial range is refused (:meth:`check_initial_stock`)."""
+    self.check_initial_stock(c0)
     return jnp.moveaxis(self.values[0][:, self.stock_index(c0)], 0, -1)
+
+  def check_initial_stock(self, c0, field: str = "c0") -> None:
+    """Refuses (:class:`InvalidMDPError`, naming the first bad entry) a
+    concrete initial stock that is not a lattice point of the grid's
+    initial range ``[stocks[0] - T min(m_min, 0) delta, stocks[-1] - T
+    max(m_max, 0) delta]`` (``m`` the reward steps): from there every
+    reachable stock stays on the grid. :meth:`stock_index` would round and
+    clamp it, and the values would be those of another stock. Traced
+    values (under ``jit``) are not checked."""
+    if not is_concrete(c0, self.stocks, self.steps, self.lattice, self.values):
+      return
+    c = np.atleast_1d(np.asarray(c0, np.float64)).reshape(-1)
+    stocks, steps = np.asarray(self.stocks, np.float64), np.asarray(self.steps)
+    delta, t = float(np.asarray(self.lattice, np.float64)), self.values.shape[0] - 1
+    lo = float(stocks[0] - t * min(int(steps.min()), 0) * delta)
+    hi = float(stocks[-1] - t * max(int(steps.max()), 0) * delta)
+    units = (c - stocks[0]) / delta
+    gap = np.abs(units - np.round(units))
+    off = ~np.isfinite(c) | (gap > 1e-6 * np.maximum(1.0, np.abs(units)))
+    out = (c < lo - 1e-9 * max(1.0, abs(lo))) | (c > hi + 1e-9 * max(1.0, abs(hi)))
+    bad = off | out
+    if bad.any():
+      i = int(np.argwhere(bad)[0, 0])
+      where = f"{field}[{i}]" if np.ndim(c0) else field
+      raise InvalidMDPError(
+          f"{where} = {float(c[i])!r}: expected an initial stock on the lattice "
+          f"(step {delta!r}) in [{lo!r}, {hi!r}], the grid's initial range "
+          f"(pass c0_range=... to stock_augmented_dp for others)")
 
 
 # ----------------------------------------------------------------- lattice
@@ -325,7 +355,8 @@ def stock_policy_distribution(mdp: TabularMDP, solution: StockSolution, c0: Arra
   Args:
     mdp: the MDP the solution was computed for (one MDP).
     solution: a :class:`StockSolution` (or ``CVaRSolution.solution``).
-    c0: initial stock (a lattice point inside the grid's initial range).
+    c0: initial stock (a lattice point inside the grid's initial range;
+      a concrete one elsewhere raises :class:`InvalidMDPError`).
     initial: start distribution ``[S]``; default ``mdp.initial``.
 
   Returns:
@@ -333,6 +364,7 @@ def stock_policy_distribution(mdp: TabularMDP, solution: StockSolution, c0: Arra
     probabilities ``[U]``.
   """
   initial = mdp.initial if initial is None else jnp.asarray(initial)
+  solution.check_initial_stock(c0)
   c0 = jnp.asarray(c0, solution.stocks.dtype)
   return _forward(mdp, solution, c0, initial)
 

@@ -38,6 +38,7 @@ import numpy as np
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.dtypes import float_dtype
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.iteration import discount_ok
 from jaxrl_dp.core.mdp import (TabularMDP, as_policy, check_distribution,
                                check_solver_input)
 from jaxrl_dp.core.memory import check_dense_size
@@ -132,6 +133,12 @@ def _state_occupancy(mdp, policy, initial, normalize, method, tol, max_iters):
           f"{adjoint.tol if adjoint.tol is not None else 'default'} within max_iters = "
           f"{adjoint.max_iters if adjoint.max_iters is not None else 200} restart cycles; "
           f"raise max_iters or tol, or use method='exact'")
+  # A discount outside [0, 1) can only arrive traced (a concrete one is
+  # refused above): the solve is then of a singular or meaningless system and
+  # gave finite numbers (a stacked batch with a discount-1 member: a sum of
+  # 5.3e8; a traced 1.5: negative entries). NaN flags it, as the solvers'
+  # ``error_bound = inf`` does.
+  d = jnp.where(discount_ok(mdp.discount), d, jnp.nan)
   return d * (1 - mdp.discount) if normalize else d, policy
 
 
@@ -165,7 +172,8 @@ def state_occupancy(mdp: TabularMDP, policy: Any, initial: Any = None, *,
 
   Returns:
     ``[S]`` in the MDP's float dtype; differentiable w.r.t. ``probs``,
-    ``discount``, ``initial`` and a float ``policy``.
+    ``discount``, ``initial`` and a float ``policy``. All NaN when a traced
+    discount is outside ``[0, 1)`` (a concrete one raises).
 
   Raises:
     InvalidMDPError: a bad MDP, policy, ``initial`` (shape, negative entries,
@@ -193,8 +201,9 @@ def occupancy(mdp: TabularMDP, policy: Any, initial: Any = None, *,
 
   Returns:
     ``[S, A]``; differentiable w.r.t. ``probs``, ``discount``, ``initial``
-    and a float ``policy``.
+    and a float ``policy``. All NaN when a traced discount is outside
+    ``[0, 1)`` (a concrete one raises).
   """
   d, pol = _state_occupancy(mdp, policy, initial, normalize, method, tol, max_iters)
   probs = bellman.policy_probs(pol, mdp.rewards.shape[1], d.dtype)
-  return d[:, None] * probs
+  return jnp.where(discount_ok(mdp.discount), d[:, None] * probs, jnp.nan)

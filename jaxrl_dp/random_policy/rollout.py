@@ -27,7 +27,8 @@ from jax.typing import ArrayLike
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.dtypes import common_float
-from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.mdp import TabularMDP, as_policy
+from jaxrl_dp.core.options import check_horizon, check_int
 from jaxrl_dp.core.sampling import sample_transition
 from jaxrl_dp.random_policy.reach import terminal_states
 from jaxrl_dp.random_policy.q import policy_at
@@ -56,6 +57,21 @@ class Trajectories:
   alive: jax.Array
 
 
+def _action_probs(policy, mdp: TabularMDP, horizon: int) -> jax.Array:
+  """``[S, A]`` or ``[T, S, A]`` action probabilities in the MDP's float
+  dtype: ``None`` is uniform over valid actions; anything else goes through
+  :func:`jaxrl_dp.core.mdp.as_policy` (rows summing to 1, no mass on masked
+  actions, actions in range; a deterministic ``int [S]`` / ``[T, S]`` policy
+  becomes its one-hot rows)."""
+  dtype = mdp.rewards.dtype
+  if policy is None:
+    return bellman.uniform_policy(mdp.action_mask).astype(dtype)
+  pol = as_policy(policy, mdp, horizon=horizon)
+  if bellman.is_deterministic_policy(pol):
+    return jax.nn.one_hot(pol, mdp.rewards.shape[1], dtype=dtype)
+  return pol.astype(dtype)
+
+
 def sample_trajectories(key: jax.Array, mdp: TabularMDP, horizon: int, num: int, *,
                         policy: ArrayLike | None = None) -> Trajectories:
   """Samples ``num`` independent ``horizon``-step episodes of ``policy``.
@@ -66,14 +82,17 @@ def sample_trajectories(key: jax.Array, mdp: TabularMDP, horizon: int, num: int,
     horizon: T (static int).
     num: N, number of episodes (static int).
     policy: ``None`` (uniform over valid actions), ``[S, A]`` or ``[T, S,
-      A]`` action probabilities.
+      A]`` action probabilities, or ``int [S]`` / ``[T, S]`` actions
+      (checked by :func:`jaxrl_dp.core.mdp.as_policy`: rows summing to 1, no
+      mass on masked actions; :class:`InvalidMDPError` names the entry).
 
   Returns:
     :class:`Trajectories`. Pure and jittable; same key, same episodes (no
     gradients: sampled integers).
   """
-  if policy is None:
-    policy = bellman.uniform_policy(mdp.action_mask).astype(mdp.rewards.dtype)
+  check_horizon(horizon)
+  check_int("num", num)
+  policy = _action_probs(policy, mdp, horizon)
   terminal = terminal_states(mdp)
   k0, key = jax.random.split(key)
   s0 = jax.random.categorical(k0, jnp.log(mdp.initial), shape=(num,)).astype(jnp.int32)
@@ -95,7 +114,8 @@ def state_occupancies(mdp: TabularMDP, horizon: int, *,
                       policy: ArrayLike | None = None) -> jax.Array:
   """``d [T, S]``: the exact state distribution at steps ``0..T-1`` from
   ``mdp.initial`` under ``policy`` (``None``: uniform over valid actions;
-  ``[S, A]`` or ``[T, S, A]``), by forward steps of
+  ``[S, A]`` or ``[T, S, A]`` probabilities or ``int [S]`` / ``[T, S]``
+  actions, checked by :func:`jaxrl_dp.core.mdp.as_policy`), by forward steps of
   :func:`jaxrl_dp.core.bellman.state_distribution_step`. ``jax.grad`` works.
 
   Args:
@@ -107,8 +127,8 @@ def state_occupancies(mdp: TabularMDP, horizon: int, *,
     ``[T, S]`` state distributions.
   """
   dtype = mdp.rewards.dtype
-  if policy is None:
-    policy = bellman.uniform_policy(mdp.action_mask)
+  check_horizon(horizon)
+  policy = _action_probs(policy, mdp, horizon)
 
   def step(d, t):
     pi = policy_at(policy, t).astype(dtype)

@@ -167,3 +167,26 @@ def test_no_check_kernels_take_an_integer_initial_distribution():
     got = kernel(m, jnp.asarray(det, jnp.int32), jnp.asarray(start))
     assert got.dtype == jnp.float64, kernel.__name__
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12, err_msg=kernel.__name__)
+
+
+def test_traced_invalid_discount_gives_nan_not_numbers():
+  """A stacked batch with a discount-1 member (accepted by ``stack``), and a
+  traced discount of 1.5: the exact occupancy of an invalid member is NaN
+  (it was a finite 5.3e8 / negative entries summing to -2), the valid
+  member's equals the float64 NumPy solve of ``(I - gamma P_pi^T) d = p0``."""
+  rng = np.random.default_rng(0)
+  p = rng.random((4, 2, 4))
+  p /= p.sum(-1, keepdims=True)
+  r = rng.random((4, 2))
+  pol = jnp.zeros(4, jnp.int32)
+  batch = jd.stack([jd.TabularMDP.from_dense(p, r, 0.9), jd.TabularMDP.from_dense(p, r, 1.0)])
+  d = np.asarray(jax.vmap(lambda m: jd.state_occupancy(m, pol))(batch))
+  p64 = np.asarray(batch.probs[0], np.float64)[np.arange(4), 0]
+  p0 = np.asarray(batch.initial[0], np.float64)
+  gamma = float(np.asarray(batch.discount[0], np.float64))
+  want = np.linalg.solve(np.eye(4) - gamma * p64.T, p0)
+  np.testing.assert_allclose(d[0], want, rtol=1e-5)
+  assert np.isnan(d[1]).all()
+  m = jd.TabularMDP.from_dense(p, r, 0.9)
+  assert np.isnan(np.asarray(jax.jit(
+      lambda g: jd.occupancy(m.replace(discount=g), pol))(jnp.asarray(1.5, m.discount.dtype)))).all()

@@ -608,3 +608,35 @@ def test_padded_member_with_action_zero_masked_keeps_its_analysis():
   got = analyze_effective_horizon_batch(jd.stack([a, b]), 6)
   assert float(got.effective_horizon[0]) == float(one.effective_horizon)
   np.testing.assert_array_equal(np.asarray(got.ms[0]), np.asarray(one.ms))
+
+
+def test_occupancies_and_sampling_check_the_policy_and_horizon():
+  """``state_occupancies`` / ``sample_trajectories`` take policies through
+  ``as_policy`` (rows summing to 2, mass on masked actions and a negative
+  horizon were accepted); an int policy equals its one-hot rows; the
+  occupancies equal a float64 NumPy forward recursion."""
+  import jax
+  from jaxrl_dp.random_policy import sample_trajectories, state_occupancies
+  p = np.zeros((2, 2, 2))
+  p[:, 0, 0] = 1.0
+  p[:, 1, 1] = 1.0
+  mask = np.array([[True, True], [True, False]])
+  m = jd.TabularMDP.from_dense(p, [[0.0, 1.0], [0.0, 0.0]], 1.0, initial=[1.0, 0.0],
+                               action_mask=mask)
+  pol = np.array([[0.25, 0.75], [1.0, 0.0]])
+  d, want = np.asarray(state_occupancies(m, 3, policy=pol), np.float64), []
+  x = np.array([1.0, 0.0])
+  for _ in range(3):
+    want.append(x)
+    x = np.einsum("s,sa,sat->t", x, pol, p)
+  np.testing.assert_allclose(d, np.stack(want), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(state_occupancies(m, 3, policy=np.array([1, 0]))),
+                             np.asarray(state_occupancies(m, 3, policy=np.eye(2)[[1, 0]])))
+  with pytest.raises(InvalidMDPError, match="sums to 2"):
+    state_occupancies(m, 2, policy=np.ones((2, 2)))
+  with pytest.raises(InvalidMDPError, match="horizon"):
+    state_occupancies(m, -1)
+  with pytest.raises(InvalidMDPError, match="masked"):
+    sample_trajectories(jax.random.key(0), m, 2, 3, policy=np.full((2, 2), 0.5))
+  with pytest.raises(InvalidMDPError, match="num"):
+    sample_trajectories(jax.random.key(0), m, 2, 0)

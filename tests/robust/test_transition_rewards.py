@@ -277,3 +277,23 @@ class BackupVariants(chex.TestCase):
       one = R.robust_value_iteration(m, uset, tol=1e-3)
       np.testing.assert_allclose(out.values[i], one.values, atol=1e-5)
       np.testing.assert_array_equal(out.policy[i], one.policy)
+
+
+@pytest.mark.parametrize("uset", [R.l1_ball(0.3, support="all"), R.tv_penalty(0.3, support="all")],
+                         ids=["l1-all", "tv-all"])
+def test_stacked_padding_offers_no_new_transition_reward(uset):
+  """Closed forms: one state with reward 0.5 at gamma 0.5 is worth 1 under any
+  set; two states with every transition reward 1 are worth 2. Stacked beside
+  MDPs of other sizes (with / without per-transition rewards), ``support="all"``
+  sets may move mass onto padded next states; their transition rewards must
+  be the member's own (a 0 there gave 0.85 and 1.7)."""
+  with jax.enable_x64(True):
+    a = jd.TabularMDP.from_dense(np.ones((1, 1, 1)), [[0.5]], 0.5)
+    b = jd.TabularMDP.from_dense(np.full((2, 1, 2), 0.5), np.ones((2, 1, 2)), 0.5)
+    c = jd.TabularMDP.from_dense(np.full((3, 1, 3), 1 / 3), np.zeros((3, 1)), 0.5)
+    solve = jax.vmap(lambda m: R.robust_value_iteration(m, uset, tol=1e-10).values)
+    ab = np.asarray(solve(jd.stack([a, b])))
+    bc = np.asarray(solve(jd.stack([b, c])))
+    np.testing.assert_allclose(ab[0, :1], [1.0], atol=1e-8)
+    np.testing.assert_allclose(ab[1, :2], [2.0, 2.0], atol=1e-8)
+    np.testing.assert_allclose(bc[0, :2], [2.0, 2.0], atol=1e-8)
