@@ -39,6 +39,7 @@ from jaxrl_dp.core.reductions import nan_max
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.mdp import TabularMDP, check_finite
 from jaxrl_dp.core.errors import InvalidMDPError
+from jaxrl_dp.core.iteration import unit_roundoff
 from jaxrl_dp.core.options import check_horizon, check_int, is_concrete
 from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.distributional import evaluation as ev
@@ -260,7 +261,7 @@ def _rounding_floor(mdp, locs0):
   here."""
   g = mdp.discount
   dtype = mdp.rewards.dtype
-  u = float(np.finfo(np.dtype(dtype)).eps) / 2
+  u = unit_roundoff(dtype)
   big = nan_max(jnp.abs(ev.slot_rewards(mdp)).ravel()) / (1 - g)
   big = jnp.maximum(big, nan_max(jnp.abs(locs0).ravel()))
   return jnp.where(g < 1, 4 * u * big / (1 - g), jnp.inf).astype(dtype)
