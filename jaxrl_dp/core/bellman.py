@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrl_dp.core.mdp import TabularMDP
+from jaxrl_dp.core.mdp import TabularMDP, as_policy
 from jaxrl_dp.core.options import is_concrete
 from jaxrl_dp.core.reductions import nan_max
 
@@ -771,6 +771,15 @@ def uniform_policy(action_mask: jax.Array) -> jax.Array:
   """
   m = action_mask.astype(jnp.result_type(float))
   return m / jnp.sum(m, axis=-1, keepdims=True)
+
+
+def policy_or_uniform(policy: Any, mdp: TabularMDP, horizon: int | None = None) -> jax.Array:
+  """``None`` -> the uniform policy over valid actions ``[S, A]`` in the MDP's
+  float dtype; otherwise :func:`jaxrl_dp.core.mdp.as_policy` (checked on the
+  original values; ``horizon`` also admits time-dependent policies)."""
+  if policy is None:
+    return uniform_policy(mdp.action_mask).astype(mdp.rewards.dtype)
+  return as_policy(policy, mdp, horizon=horizon)
 
 
 def policy_probs(policy: jax.Array, num_actions: int, dtype: Any = None) -> jax.Array:

@@ -23,9 +23,10 @@ import jax.numpy as jnp
 
 from jaxrl_dp.core.reductions import sup_norm
 from jaxrl_dp.core import bellman
+from jaxrl_dp.core.bellman import policy_or_uniform  # noqa: F401  (ev.policy_or_uniform)
 from jaxrl_dp.core.errors import InvalidMDPError
 from jaxrl_dp.core.iteration import residual_loop
-from jaxrl_dp.core.mdp import TabularMDP, as_policy, check_solver_input
+from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
 from jaxrl_dp.core.options import check_max_iters, check_tol, tol_arg
 from jaxrl_dp.planning.implicit import implicit_fixed_point
 
@@ -82,14 +83,6 @@ def check_options(tol, max_iters, num_iters=None) -> tuple:
     return 0.0, check_max_iters(num_iters, "num_iters"), False
   check_tol(tol)
   return tol, check_max_iters(max_iters), True
-
-
-def policy_or_uniform(policy, mdp: TabularMDP, horizon: int | None = None) -> jax.Array:
-  """``None`` -> the uniform policy over valid actions ``[S, A]``; otherwise
-  :func:`jaxrl_dp.core.mdp.as_policy` (checked on the original values)."""
-  if policy is None:
-    return bellman.uniform_policy(mdp.action_mask).astype(mdp.rewards.dtype)
-  return as_policy(policy, mdp, horizon=horizon)
 
 
 def check_mdp(mdp, *, infinite_horizon: bool) -> None:

@@ -27,7 +27,7 @@ from jax.typing import ArrayLike
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.dtypes import common_float
-from jaxrl_dp.core.mdp import TabularMDP, as_policy
+from jaxrl_dp.core.mdp import TabularMDP
 from jaxrl_dp.core.options import check_horizon, check_int
 from jaxrl_dp.core.sampling import sample_transition
 from jaxrl_dp.random_policy.reach import terminal_states
@@ -64,12 +64,8 @@ def _action_probs(policy, mdp: TabularMDP, horizon: int) -> jax.Array:
   actions, actions in range; a deterministic ``int [S]`` / ``[T, S]`` policy
   becomes its one-hot rows)."""
   dtype = mdp.rewards.dtype
-  if policy is None:
-    return bellman.uniform_policy(mdp.action_mask).astype(dtype)
-  pol = as_policy(policy, mdp, horizon=horizon)
-  if bellman.is_deterministic_policy(pol):
-    return jax.nn.one_hot(pol, mdp.rewards.shape[1], dtype=dtype)
-  return pol.astype(dtype)
+  pol = bellman.policy_or_uniform(policy, mdp, horizon)
+  return bellman.policy_probs(pol, mdp.rewards.shape[1], dtype).astype(dtype)
 
 
 def sample_trajectories(key: jax.Array, mdp: TabularMDP, horizon: int, num: int, *,

@@ -55,8 +55,8 @@ from jax.typing import ArrayLike
 
 from jaxrl_dp.core import bellman
 from jaxrl_dp.core.errors import InvalidMDPError
-from jaxrl_dp.core.mdp import TabularMDP
-from jaxrl_dp.core.options import check_horizon, is_concrete
+from jaxrl_dp.core.mdp import TabularMDP, as_policy
+from jaxrl_dp.core.options import check_horizon
 from jaxrl_dp.random_policy.values import value_triplet
 from jaxrl_dp.random_policy.gorp import (SampleComplexity, bisect_sample_complexity,
                                          check_sampler_inputs)
@@ -120,20 +120,14 @@ def policy_return(mdp: TabularMDP, horizon: int, *, policy: jax.Array) -> jax.Ar
       masked one (the first offending ``(t, s)`` is named).
   """
   check_horizon(horizon)
-  s, a = mdp.rewards.shape
-  policy = jnp.asarray(policy) if not isinstance(policy, jax.Array) else policy
-  if not jnp.issubdtype(policy.dtype, jnp.integer) or policy.shape != (horizon, s):
+  s = mdp.rewards.shape[0]
+  # Dtype and shape of the original (no int32 cast before as_policy's checks).
+  dtype = policy.dtype if hasattr(policy, "dtype") else np.asarray(policy).dtype
+  shape = tuple(np.shape(policy))
+  if not jnp.issubdtype(dtype, jnp.integer) or shape != (horizon, s):
     raise InvalidMDPError(f"policy: expected int [horizon, S] = [{horizon}, {s}] actions, "
-                          f"got {policy.dtype} {list(policy.shape)}")
-  if is_concrete(policy) and is_concrete(mdp.action_mask):
-    acts = np.asarray(policy)
-    bad = (acts < 0) | (acts >= a)
-    if not bad.any():
-      bad = ~np.asarray(mdp.action_mask)[np.arange(s)[None, :], acts]
-    if bad.any():
-      t, st = (int(i) for i in np.argwhere(bad)[0])
-      raise InvalidMDPError(f"policy[{t}, {st}] = {int(acts[t, st])}: expected a valid action "
-                            f"of state {st} (in [0, {a}) and not masked)")
+                          f"got {dtype} {list(shape)}")
+  policy = as_policy(policy, mdp, horizon=horizon, deterministic=True)  # range, mask
 
   def step(v_next, pi_t):
     q = bellman.q_values(mdp, v_next)
