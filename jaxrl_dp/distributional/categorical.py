@@ -32,6 +32,16 @@ the support covers ``[min r / (1 - gamma), max r / (1 - gamma)]``, ``max_s
 l2(eta_C(s), eta^pi(s)) <= (max_s l2(Pi_C eta^pi(s), eta^pi(s))) / sqrt(1 -
 gamma) <= sqrt(max_i (z_{i+1} - z_i) / (1 - gamma))`` (ibid.), and
 its mean equals ``V^pi`` exactly.
+
+Unit mass: the iterative solvers (:func:`categorical_evaluation`,
+:func:`categorical_control`) divide every state-action backup by its mass,
+the sum of its transition row. Stored float rows sum to 1 only up to
+rounding (or the validation's ``atol``), and iterated backups would let the
+mass drift by that error at every step; with the division the solvers
+iterate, return and bound the backup of the MDP whose rows are divided by
+their sums (the same MDP when the rows sum to 1). The public backups
+(:func:`categorical_q_backup`, :func:`categorical_policy_backup`) and the
+finite-horizon solvers use the rows as stored.
 """
 
 from __future__ import annotations
@@ -213,6 +223,34 @@ def _sup_cramer(support):
   return lambda x, y: _cramer(x, y, support)
 
 
+def _unit_mass(probs: jax.Array) -> jax.Array:
+  """``probs [..., N]`` divided by their total mass over the last axis.
+
+  The iterative categorical solvers apply it after every backup. A backup of
+  distributions has the mass of the transition row, ``sum_k p(k|s, a)``, and
+  stored float rows sum to 1 only up to rounding (and to the ``atol`` the
+  validation accepts): iterated, the mass would drift by that error at every
+  backup (float32 rows cast from float64 ones, off by 4e-8, at gamma = 0.99:
+  a Cramer error of 4.5e-3 after 3e5 backups, reported with a bound of
+  3e-6), and no distributional fixed point exists for rows that do not sum
+  to 1. Applied to each state-action backup (before a policy mixes them), on
+  distributions, it makes the backup exactly that of the MDP with each row
+  divided by its sum; that MDP's projected fixed point is what the solvers
+  return and bound.
+  """
+  return probs / jnp.sum(probs, axis=-1, keepdims=True)
+
+
+def _unit_policy_backup(mdp, policy, probs, support):
+  """:func:`categorical_policy_backup` of the unit-mass state-action backups
+  (each ``(s, a)`` divided by its row's mass before the policy mixes them):
+  ``[S, N]`` -> ``[S, N]``."""
+  if bellman.is_deterministic_policy(policy):
+    return _unit_mass(categorical_q_backup(ev.restrict_to_policy(mdp, policy), probs,
+                                           support)[:, 0])
+  return ev.mix_over_actions(policy, _unit_mass(categorical_q_backup(mdp, probs, support)))
+
+
 # ---------------------------------------------------------------- solvers
 @solver(infinite_horizon=True, kind="evaluation", reverse_mode=True)
 def categorical_evaluation(mdp: TabularMDP, support: ArrayLike, *,
@@ -284,10 +322,10 @@ def _evaluation(mdp, policy, support, probs0, tol, *, max_iters, use_tol):
 
   def state_backup(a, x):
     m, pol, z = a[0], a[1], a[2].astype(a[0].rewards.dtype)
-    return categorical_policy_backup(m, pol, x, z)
+    return _unit_policy_backup(m, pol, x, z)
 
   def q_backup(a, x):
-    return categorical_q_backup(a[0], x, a[2].astype(a[0].rewards.dtype))
+    return _unit_mass(categorical_q_backup(a[0], x, a[2].astype(a[0].rewards.dtype)))
 
   x, q, res = ev.implicit_evaluation(
       solve, state_backup, q_backup, (mdp, policy, support, probs0, tol), (s, n - 1),
@@ -304,11 +342,11 @@ def _from_cdf(cdf):
 def _iterated(mdp, policy, support, probs0, tol, *, max_iters, use_tol):
   support, probs0 = _start(mdp, support, probs0)
   sg = jnp.sqrt(mdp.discount)
-  step = lambda x: categorical_policy_backup(mdp, policy, x, support)
+  step = lambda x: _unit_policy_backup(mdp, policy, x, support)
   x, it, res, bound, conv = ev.fixed_point(
       step, _sup_cramer(support), probs0, tol, max_iters=max_iters,
       use_tol=use_tol, factor=sg / (1.0 - sg))
-  q = categorical_q_backup(mdp, x, support)
+  q = _unit_mass(categorical_q_backup(mdp, x, support))
   return CategoricalResult(support=support, probs=x, q_probs=q, policy=None,
                            iterations=it, residual=res, error_bound=bound,
                            converged=conv)
@@ -428,7 +466,7 @@ def _risk_on_probs(risk, support):
 @functools.partial(jax.jit, static_argnames=("max_iters", "use_tol"))
 def _control(mdp, support, risk, probs0, tol, *, max_iters, use_tol):
   support, probs0 = _start(mdp, support, probs0)
-  qb = lambda x: categorical_q_backup(mdp, x, support)
+  qb = lambda x: _unit_mass(categorical_q_backup(mdp, x, support))
   step = ev.greedy_step(qb, _risk_on_probs(risk, support), mdp.action_mask)
   x, it, res, _, conv = ev.fixed_point(
       lambda x: step(x)[0], _sup_cramer(support), probs0, tol,

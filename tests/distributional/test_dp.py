@@ -14,7 +14,7 @@ import pytest
 
 import jaxrl_dp as jd
 from jaxrl_dp import distributional as dd
-from _reference import evaluate, optimal_values, sparse_to_dense
+from _reference import evaluate, np_categorical_project, optimal_values, sparse_to_dense
 
 
 # ---------------------------------------------------------------- helpers
@@ -267,6 +267,49 @@ def test_discounted_categorical_vs_monte_carlo():
   v = evaluate(sparse_to_dense(ns, p), expected_rewards(p, r), gamma, pol)
   assert abs(g.mean() - v[0]) <= 6 * g.std() / math.sqrt(n) + gamma ** horizon * rmax / (1 - gamma)
   assert abs(pr @ z - v[0]) < 1e-3
+
+
+# ------------------------------- rows that sum to 1 only within the tolerance
+def test_categorical_evaluation_rows_off_by_rounding_keep_unit_mass():
+  # Rows off by 8e-6 (inside the validation's atol 1e-5): every backup is
+  # divided by its mass, so the result is the projected fixed point of the
+  # MDP with each row divided by its sum, within error_bound. Without that
+  # the mass drifts by the row error at each of the ~4000 backups.
+  rng = np.random.default_rng(7)
+  s, a, n, gamma = 4, 2, 21, 0.99
+  p = rng.dirichlet(np.ones(s), (s, a)) * (1.0 + 8e-6 * np.array([1.0, -1.0]))[:, None]
+  r = rng.uniform(0.0, 1.0, (s, a))
+  pi = rng.dirichlet(np.ones(a), s)
+  z = np.linspace(0.0, 100.0, n)
+  pn = p / p.sum(-1, keepdims=True)
+  # Reference (float64 NumPy): the operator as a matrix on the stacked
+  # distributions, eta = M eta with each state's mass 1, by least squares.
+  hat = np.stack([np.stack([np.stack([np_categorical_project([r[i, j] + gamma * zk], [1.0], z)
+                                      for zk in z], 1) for j in range(a)]) for i in range(s)])
+  q_op = np.einsum("sat,sanj->santj", pn, hat)  # [S, A, N, S(next), N]
+  m = np.einsum("sa,santj->sntj", pi, q_op).reshape(s * n, s * n)
+  lhs = np.vstack([np.eye(s * n) - m, np.kron(np.eye(s), np.ones((1, n)))])
+  rhs = np.concatenate([np.zeros(s * n), np.ones(s)])
+  eta = np.linalg.lstsq(lhs, rhs, rcond=None)[0].reshape(s, n)
+  q_ref = np.einsum("santj,tj->san", q_op, eta)
+
+  def cramer(x, y):
+    d = np.cumsum(x, -1)[..., :-1] - np.cumsum(y, -1)[..., :-1]
+    return np.sqrt(np.sum(d ** 2 * np.diff(z), -1)).max()
+
+  with jax.enable_x64(True):
+    mdp = jd.TabularMDP.from_dense(p, r, gamma)
+    res = dd.categorical_evaluation(mdp, z, policy=jnp.asarray(pi), tol=1e-8)
+    assert bool(res.converged) and float(res.error_bound) <= 1e-8
+    err = cramer(np.asarray(res.probs), eta)
+    assert err <= float(res.error_bound), (err, float(res.error_bound))
+    # q_probs is the (unit-mass) backup of probs, a c-contraction away from q_ref.
+    assert cramer(np.asarray(res.q_probs), q_ref) <= math.sqrt(gamma) * float(res.error_bound)
+    np.testing.assert_allclose(np.asarray(res.probs).sum(-1), 1.0, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(res.q_probs).sum(-1), 1.0, atol=1e-13)
+    # The risk-greedy control iterates the unit-mass backup as well.
+    ctl = dd.categorical_control(mdp, z, tol=1e-8)
+    np.testing.assert_allclose(np.asarray(ctl.q_probs).sum(-1), 1.0, atol=1e-13)
 
 
 # ------------------------------------------------------------------ control
