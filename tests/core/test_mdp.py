@@ -371,6 +371,53 @@ def test_solvers_refuse_replaced_transitions_that_break_the_certificate():
                                          initial=m.initial.astype(jnp.bfloat16)))
 
 
+def test_replaced_transition_rewards_must_keep_rewards_their_expectation():
+  """``rewards`` is the expectation of ``transition_rewards`` under ``probs``:
+  the planning solvers read the first, the distributional ones the second.
+  ``mdp.replace(transition_rewards=t)`` alone left the old ``rewards``, and the
+  two families solved two models (value iteration against the categorical
+  mean: 1 apart at gamma 0.5 for a +0.5 shift). Refused at every boundary
+  (a solver, ``validate_mdp``, ``batch.solve``'s compiled check), naming the
+  entry; the consistent replacement solves to the float64 NumPy optimum of
+  the shifted rewards, and a float32 model whose rewards were rounded on
+  their own (its float64 source cast field by field) passes."""
+  from jaxrl_dp import distributional as D
+  rng = np.random.default_rng(5)
+  ns, p, r = random_sparse(rng, 5, 2, 3)
+  m = jd.TabularMDP.from_sparse(ns, p, r[..., None] + rng.uniform(-1, 1, (5, 2, 3)), 0.5)
+  t = m.transition_rewards + 0.5
+  stale = m.replace(transition_rewards=t)
+  want = r"rewards\[(1, )?0, 0\] = .*expectation of transition_rewards under probs"
+  for call in (jd.value_iteration, jd.solve,
+               lambda x: D.categorical_evaluation(x, jnp.linspace(-4.0, 4.0, 9)),
+               lambda x: validate_mdp(x),
+               lambda x: jd.batch.solve([m, x], jd.value_iteration, progress=False)):
+    with pytest.raises(InvalidMDPError, match=want):
+      call(stale)
+  # Masked actions are not read by any solver: their rewards are not checked.
+  masked = stale.replace(rewards=(m.probs * t).sum(-1).at[3, 1].set(7.0),
+                         action_mask=m.action_mask.at[3, 1].set(False))
+  validate_mdp(masked)
+  good = m.replace(transition_rewards=t, rewards=(m.probs * t).sum(-1))
+  dense = np.zeros((5, 2, 5))
+  np.add.at(dense, (np.arange(5)[:, None, None], np.arange(2)[None, :, None], np.asarray(ns)),
+            np.asarray(m.probs, np.float64))
+  r_ref = np.einsum("sak,sak->sa", np.asarray(m.probs, np.float64), np.asarray(t, np.float64))
+  v_ref, _, _ = optimal_values(dense, r_ref, 0.5)
+  sol = jd.value_iteration(good, tol=1e-4)
+  assert np.abs(np.asarray(sol.values, np.float64) - v_ref).max() <= float(sol.error_bound) <= 1e-4
+  # Every field rounded to float32 on its own, from float64 ones.
+  p64 = np.asarray(p, np.float64)
+  t64 = rng.uniform(-100.0, 100.0, (5, 2, 3))
+  own = TabularMDP(probs=jnp.asarray(p64, jnp.float32),
+                   rewards=jnp.asarray((p64 * t64).sum(-1), jnp.float32),
+                   discount=jnp.asarray(0.5, jnp.float32), initial=jnp.full((5,), 0.2),
+                   action_mask=jnp.ones((5, 2), bool), next_states=jnp.asarray(ns, jnp.int32),
+                   transition_rewards=jnp.asarray(t64, jnp.float32))
+  validate_mdp(own)
+  assert bool(jd.value_iteration(own, tol=1e-3).converged)
+
+
 def test_every_family_refuses_replaced_entries():
   """An MDP made with ``replace`` skips the constructors; every family's
   entry point must refuse what ``validate_mdp`` would, naming the entry.
