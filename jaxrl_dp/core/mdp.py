@@ -620,7 +620,7 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
     check_finite_rewards("transition_rewards", tr)
   if entries:
     check_finite_rewards("rewards", rewards)
-    check_reward_expectation(mdp)
+    check_rewards(mdp)
   disc = np.asarray(mdp.discount)
   if disc.shape != batch:
     raise InvalidMDPError(f"discount: expected shape {batch}, got {disc.shape}")
@@ -893,59 +893,65 @@ def check_transitions(mdp: TabularMDP) -> None:
   _record_transitions(mdp)
 
 
-#: MDPs whose ``rewards`` passed :func:`check_reward_expectation`, by the
-#: identity of the arrays it reads (as :data:`_TRANSITIONS_OK`).
+#: MDPs whose rewards passed :func:`check_rewards`, by the identity of the
+#: arrays it reads (as :data:`_TRANSITIONS_OK`).
 _REWARDS_OK: dict[tuple, tuple[weakref.ref, ...]] = {}
 
 
 def reward_expectation_tolerance(probs, transition_rewards, xp=np):
   """``[..., S, A]``: how far ``rewards`` may sit from the expectation of
   ``transition_rewards`` under ``probs`` (``[..., S, A, K]``, either layout):
-  ``(K + 2) eps sum_k p_k |r_k|`` in the stored dtype's ``eps``, the
-  rounding of the expectation and of casting each of the three fields to
-  the storage dtype on their own (a bfloat16 copy of a model). ``xp``:
-  ``numpy`` (the host check, in float64) or ``jax.numpy``."""
-  eps = float(jnp.finfo(probs.dtype).eps)
+  ``(K + 2) (eps sum_k p_k |r_k| + tiny)`` with the stored dtype's ``eps``
+  and smallest normal number ``tiny``: the rounding of the expectation and
+  of casting each of the three fields to the storage dtype on their own (a
+  bfloat16 copy of a model), and the absolute rounding of subnormal
+  products (rewards near ``1e-40`` in float32). ``xp``: ``numpy`` (the host
+  check, in float64) or ``jax.numpy``."""
+  info = jnp.finfo(probs.dtype)
   scale = xp.sum(xp.where(probs == 0, 0.0, probs * xp.abs(transition_rewards)), axis=-1)
-  return (probs.shape[-1] + 2) * eps * scale
+  return (probs.shape[-1] + 2) * (float(info.eps) * scale + float(info.tiny))
 
 
-def check_reward_expectation(mdp: Any) -> None:
-  """With ``transition_rewards``, that ``rewards`` (which every expected-value
-  solver reads) is their expectation under ``probs``, on valid actions,
-  within :func:`reward_expectation_tolerance`: ``mdp.replace(
-  transition_rewards=t)`` alone leaves the old ``rewards``, and the
-  distributional solvers (which read ``transition_rewards``) and the
-  planning ones would then solve two different models. One MDP or a batch,
-  concrete leaves (tracers are skipped); checked arrays that are
-  ``jax.Array`` s are recorded by identity (checked once).
+def check_rewards(mdp: Any) -> None:
+  """The rewards every solver's result relies on, checked at its boundary:
+  ``rewards`` (and ``transition_rewards``) finite, and with
+  ``transition_rewards``, ``rewards`` (which every expected-value solver
+  reads) their expectation under ``probs`` on valid actions, within
+  :func:`reward_expectation_tolerance`: ``mdp.replace(transition_rewards=t)``
+  alone leaves the old ``rewards``, and the distributional solvers (which
+  read ``transition_rewards``) and the planning ones would then solve two
+  different models. One MDP or a batch, concrete leaves (tracers are
+  skipped: under ``jit`` a NaN reward gives ``converged=False``); checked
+  arrays that are ``jax.Array`` s are recorded by identity (checked once).
 
   Raises:
-    InvalidMDPError: naming the first ``(s, a)`` whose reward is off.
+    InvalidMDPError: naming the first bad entry.
   """
   tr = mdp.transition_rewards
-  if tr is None:
-    return
-  arrays = (mdp.probs, mdp.rewards, tr, mdp.action_mask)
+  arrays = tuple(x for x in (mdp.probs, mdp.rewards, tr, mdp.action_mask) if x is not None)
   if not all(_is_concrete(x) and getattr(x, "is_fully_addressable", True) for x in arrays):
     return
   key = tuple(id(x) for x in arrays)
   if _remembered(_REWARDS_OK, key, arrays):
     return
-  p = np.asarray(mdp.probs)
-  r, t = np.asarray(mdp.rewards, np.float64), np.asarray(tr, np.float64)
-  with np.errstate(invalid="ignore", over="ignore"):
-    p64 = p.astype(np.float64)
-    expected = np.sum(np.where(p64 == 0, 0.0, p64 * t), axis=-1)
-    tol = reward_expectation_tolerance(p, t)
-    bad = (np.abs(r - expected) > tol) & np.asarray(mdp.action_mask, bool)
-  if bad.any():
-    idx = tuple(np.argwhere(bad)[0])
-    raise InvalidMDPError(
-        f"rewards{_fmt_idx(idx)} = {float(r[idx])!r}: expected the expectation of "
-        f"transition_rewards under probs, {float(expected[idx])!r} (within {tol[idx]:.3g}); "
-        "after mdp.replace(transition_rewards=t), set rewards too: "
-        "mdp.replace(transition_rewards=t, rewards=(mdp.probs * t).sum(-1))")
+  r = np.asarray(mdp.rewards)
+  if tr is not None:
+    check_finite_rewards("transition_rewards", np.asarray(tr))
+  check_finite_rewards("rewards", r)
+  if tr is not None:
+    p = np.asarray(mdp.probs)
+    r, t = r.astype(np.float64), np.asarray(tr, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+      expected = np.sum(np.where(p == 0, 0.0, p.astype(np.float64) * t), axis=-1)
+      tol = reward_expectation_tolerance(p, t)
+      bad = (np.abs(r - expected) > tol) & np.asarray(mdp.action_mask, bool)
+    if bad.any():
+      idx = tuple(np.argwhere(bad)[0])
+      raise InvalidMDPError(
+          f"rewards{_fmt_idx(idx)} = {float(r[idx])!r}: expected the expectation of "
+          f"transition_rewards under probs, {float(expected[idx])!r} (within "
+          f"{tol[idx]:.3g}); after mdp.replace(transition_rewards=t), set rewards too: "
+          "mdp.replace(transition_rewards=t, rewards=(mdp.probs * t).sum(-1))")
   if _immutable(arrays):
     _remember(_REWARDS_OK, key, arrays)
 
@@ -978,7 +984,7 @@ def check_solver_input(mdp: Any, *, infinite_horizon: bool) -> None:
   check_mdp_structure(mdp)
   check_discount(mdp.discount, infinite_horizon=infinite_horizon)
   check_transitions(mdp)
-  check_reward_expectation(mdp)
+  check_rewards(mdp)
   if _immutable(jax.tree_util.tree_leaves(mdp)):
     _remember(_PASSED, key, (mdp,))
 

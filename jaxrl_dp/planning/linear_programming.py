@@ -28,6 +28,12 @@ from jaxrl_dp.core.solver_info import solver
 from jaxrl_dp.core.types import Solution
 
 
+
+#: Rewards above this (absolute) are scaled into ``[-1, 1]`` by a power of two
+#: before HiGHS sees them (which reads ``|b| >= 1e20`` as infinite); smaller
+#: ones go as they are (HiGHS's absolute tolerances then stay in reward units).
+LP_REWARD_SCALE_LIMIT = 1e12
+
 def host_arrays(mdp: TabularMDP, what: str):
   """``(next_states [S, A, K] or None, probs, rewards [S, A], gamma, mask)``
   of one MDP as float64 NumPy (the MDP as stored), refusing tracers."""
@@ -178,11 +184,16 @@ def linear_programming(mdp: TabularMDP, *, weights: Any = None,
        (np.concatenate([row_idx, np.arange(m)]),
         np.concatenate([cols.reshape(-1), rows_s]))), shape=(m, s))
   b_ub = -r.reshape(-1)[sa]
-  res = scipy.optimize.linprog(mu, A_ub=a_ub, b_ub=b_ub, bounds=(None, None),
+  # HiGHS reads |b| >= 1e20 as infinite (rewards of 1e20 gave NaN values):
+  # large rewards are scaled by a power of two (exact) into [-1, 1]; the
+  # values are scaled back and certified below on the original rewards.
+  r_max = float(np.max(np.abs(b_ub))) if b_ub.size else 0.0
+  scale = 2.0 ** np.ceil(np.log2(r_max)) if r_max > LP_REWARD_SCALE_LIMIT else 1.0
+  res = scipy.optimize.linprog(mu, A_ub=a_ub, b_ub=b_ub / scale, bounds=(None, None),
                                method="highs")
   dtype = np.dtype(mdp.rewards.dtype)
   ok = res.status == 0 and res.x is not None
-  v = np.asarray(res.x if res.x is not None else np.full(s, np.nan), np.float64)
+  v = scale * np.asarray(res.x if res.x is not None else np.full(s, np.nan), np.float64)
   v_out = v.astype(dtype)
   q, residual, bound = host_residual_bound(ns, p, r, gamma, mask,
                                            v_out.astype(np.float64))

@@ -418,6 +418,28 @@ def test_replaced_transition_rewards_must_keep_rewards_their_expectation():
   assert bool(jd.value_iteration(own, tol=1e-3).converged)
 
 
+def test_rewards_checked_at_the_boundary_subnormal_ones_accepted():
+  """A NaN or infinite reward put in with ``replace`` is refused by name at
+  every solver boundary (value iteration returned NaN values, finite
+  horizon NaN without a certificate, the LP SciPy's message naming neither
+  field nor entry). Per-transition rewards of float32-subnormal size are
+  valid: their expectation (computed by the constructor) is accepted, and
+  it equals the float64 expectation to the subnormal spacing."""
+  p = np.array([[[0.3, 0.7]], [[0.0, 1.0]]])
+  r3 = np.array([[[1.1e-40, 2.3e-40]], [[0.0, 1e-40]]])
+  tiny = jd.TabularMDP.from_dense(p, r3, 0.9)
+  assert tiny.rewards.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(tiny.rewards, np.float64)[:, 0],
+                             (p * r3).sum(-1)[:, 0], rtol=0, atol=2e-45)
+  m = jd.TabularMDP.from_dense(p, np.array([[1.0], [2.0]]), 0.9)
+  for bad, msg in ((m.replace(rewards=m.rewards.at[1, 0].set(jnp.nan)), r"rewards\[1, 0\] = nan"),
+                   (m.replace(rewards=m.rewards.at[0, 0].set(jnp.inf)), r"rewards\[0, 0\] = inf")):
+    for call in (jd.value_iteration, jd.solve, jd.linear_programming,
+                 jd.relative_value_iteration, lambda x: jd.finite_horizon(x, 3)):
+      with pytest.raises(InvalidMDPError, match=msg):
+        call(bad)
+
+
 def test_every_family_refuses_replaced_entries():
   """An MDP made with ``replace`` skips the constructors; every family's
   entry point must refuse what ``validate_mdp`` would, naming the entry.

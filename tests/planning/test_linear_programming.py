@@ -69,6 +69,20 @@ def test_lp_float32_output_bound_holds():
     assert bool(jd.linear_programming(m, tol=1.0).converged)
 
 
+def test_lp_large_rewards_match_float64_policy_iteration():
+  # HiGHS reads |b| >= 1e20 as infinite: rewards of 1e20 gave NaN values and
+  # error_bound inf (value iteration solved them). Scaled by a power of two now.
+  with jax.enable_x64(True):
+    for scale in (1e20, 1e25, 1e100):
+      m, r, am = _case("sparse", 3, 0.9)
+      m = m.replace(rewards=m.rewards * scale)
+      v_ref, _, _ = optimal_values(_dense64(m), r * scale, 0.9, am)
+      sol = jd.linear_programming(m)
+      err = np.abs(np.asarray(sol.values) - v_ref).max()
+      assert bool(sol.converged), scale
+      assert err <= float(sol.error_bound) <= 1e-9 * np.abs(v_ref).max(), (scale, err)
+
+
 def test_lp_refuses_traced_input_and_bad_options():
   m, _, _ = _case("sparse", 3, 0.9)
   with pytest.raises(jd.InvalidMDPError, match="cannot be traced"):
