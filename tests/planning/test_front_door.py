@@ -267,3 +267,11 @@ def test_default_accuracy_is_relative_to_the_optimal_values():
     _check(z, np.zeros(S), floor)
     np.testing.assert_allclose(
         float(front_door.relative_target(mz, z.values, z.error_bound)), floor, rtol=1e-12)
+    # Every reward 0 (V* = 0 exactly, the closed form): the exact answer was
+    # reported converged=False (target 0, bound 1.8e-306); the floor is 1024
+    # smallest normals now. Both layouts, default call and jit.
+    m0 = jd.TabularMDP.from_dense(pz, np.zeros((S, A)), 0.9)
+    for mdp in (m0, m0.to_sparse()):
+      for sol in (jd.solve(mdp), jax.jit(jd.solve)(mdp)):
+        assert bool(sol.converged) and not np.asarray(sol.values).any()
+        assert 0 <= float(sol.error_bound) <= 1024 * np.finfo(np.float64).tiny
