@@ -76,10 +76,10 @@ DEFAULT_RTOL = 1e-6
 #: The value-relative default never asks for less than this fraction of
 #: ``rtol * max|r| / (1 - gamma)`` (``V* = 0`` has no relative accuracy).
 VALUE_FLOOR = 1e-3
-#: Nor less than this many of the dtype's smallest normal numbers
-#: (:func:`zero_floor`): with every reward 0 the other floors are 0, and the
-#: exact answer 0 came with ``error_bound`` 9.4e-37 (float32) and
-#: ``converged=False``.
+#: With every reward 0 (``V* = 0``) the default accuracy is this many of the
+#: dtype's smallest normal numbers (:func:`zero_floor`): the relative target
+#: and its floor are both 0 there, and the exact answer 0 came with
+#: ``error_bound`` 9.4e-37 (float32) and ``converged=False``.
 ZERO_FLOOR = 1024
 #: In lower precisions the default is ``max(1e-5, FLOOR_FACTOR (K + 3) eps /
 #: (1 - gamma))`` (``K`` the fan-out, ``S`` for dense): above the rounding
@@ -162,15 +162,14 @@ def _tol_formula(dtype, discount, k, r_max, rtol):
   scale = r_max / one_minus
   good = ok & jnp.isfinite(rel * scale)
   scale = jnp.where(good, scale, 0.0).astype(dtype)
-  tol = jnp.where(good, jnp.maximum(rel * scale, zero_floor(dtype)), 0.0)
+  tol = jnp.where(good, jnp.where(scale > 0, rel * scale, zero_floor(dtype)), 0.0)
   return tol.astype(dtype), rel.astype(dtype), scale
 
 
 def zero_floor(dtype) -> float:
-  """The least accuracy the default rule asks for: :data:`ZERO_FLOOR` times
-  the dtype's smallest normal number (a model whose rewards are all 0 has
-  ``V* = 0``, and a bound that holds in floating point keeps a few of those
-  units: 80 in float32 and float64)."""
+  """The default accuracy when every reward is 0: :data:`ZERO_FLOOR` times
+  the dtype's smallest normal number (``V* = 0``, and a bound that holds in
+  floating point keeps a few of those units: 80 in float32 and float64)."""
   return ZERO_FLOOR * float(jnp.finfo(dtype).tiny)
 
 
@@ -206,10 +205,11 @@ def _target(values, error_bound, rel, scale):
   target = (rel * jnp.maximum(top, VALUE_FLOOR * scale)).astype(rel.dtype)
   # Two roundings (the difference, the product) may each round up by half
   # an ulp: two ulps down keep ``target <= rel * max(max|V*|, ...)``; a
-  # target of 0 would be exact; the floor is zero_floor (a few hundred smallest normals).
+  # target of 0 stays 0; with every reward 0 (scale 0, V* = 0) the target is
+  # zero_floor instead (a bound that holds in floating point is not 0 there).
   down = jnp.asarray(-jnp.inf, target.dtype)
-  return jnp.maximum(jnp.nextafter(jnp.nextafter(target, down), down),
-                     zero_floor(target.dtype))
+  target = jnp.maximum(jnp.nextafter(jnp.nextafter(target, down), down), 0)
+  return jnp.where(scale > 0, target, zero_floor(target.dtype)).astype(target.dtype)
 
 
 def auto_method(mdp: TabularMDP, *, requested: bool = False) -> tuple[str, dict[str, Any]]:
@@ -345,8 +345,8 @@ def solve(mdp: TabularMDP | FunctionalMDP, *, tol: float | jax.Array | None = No
       <= rtol * max|V*|``, certified through ``max|V*| >= max|V| -
       error_bound`` (:func:`relative_target`), with a floor of ``rtol *
       VALUE_FLOOR * max|r| / (1 - gamma)`` (``VALUE_FLOOR = 1e-3``) where
-      ``V*`` is near zero, and never below 1024 times the dtype's smallest
-      normal number (every reward 0: ``V* = 0``). It runs in two phases: the method to the scale
+      ``V*`` is near zero (every reward 0, ``V* = 0``: 1024 times the
+      dtype's smallest normal number). It runs in two phases: the method to the scale
       tolerance ``rtol * max|r| / (1 - gamma)`` (:func:`default_tol`; it
       bounds ``rtol * max|V*|`` from above), then, only when that bound
       does not yet meet the relative target, the same method warm-started
