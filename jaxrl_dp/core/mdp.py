@@ -616,11 +616,8 @@ def validate_mdp(mdp: TabularMDP, *, atol: float = ROW_SUM_ATOL,
           f"transition_rewards: expected shape {probs.shape}, got {tr.shape}")
     _check_float_field("transition_rewards", tr)
   _check_same_dtype(mdp)
-  if tr is not None and entries:  # before `rewards`, their expectation: name the source
-    check_finite_rewards("transition_rewards", tr)
-  if entries:
-    check_finite_rewards("rewards", rewards)
-    check_rewards(mdp)
+  if entries:  # finite transition rewards (named first: rewards are their expectation),
+    check_rewards(mdp)  # finite rewards, and rewards = E[transition_rewards]
   disc = np.asarray(mdp.discount)
   if disc.shape != batch:
     raise InvalidMDPError(f"discount: expected shape {batch}, got {disc.shape}")
