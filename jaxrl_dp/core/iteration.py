@@ -539,15 +539,35 @@ def span_certificate(gamma, modulus, eta, rounding: BackupRounding, v: jax.Array
   (any ``v``): ``(span, bound, floor, noise, shift)``; the certified values
   are ``v_new + shift`` (MacQueen's midpoint).
 
-  Bound (``d = fl(v') - v`` computed, ``c = gamma / (1 - gamma)``): let
-  ``T~`` be the backup with every row normalized to sum 1 (``eta`` = the
-  largest ``|row sum - 1|``), so ``||fl(T) v - T~ v|| <= delta' = delta +
-  gamma eta ||v||``. MacQueen's bounds for ``T~`` with ``T~ v = v' - e``,
-  ``|e| <= delta'`` and ``d`` known to ``u |d|`` give ``|w - V~*| <= B1 = c
-  span(d) / 2 + delta' / (1 - gamma) + c u max|d| + u (||w|| + 2 |shift|)``,
-  and ``||V* - V~*|| <= gamma eta ||V~*|| / (1 - gamma')`` with ``||V~*|| <=
-  ||w|| + B1``. Non-finite results and an invalid discount (or modulus) give
-  ``inf``. Every statistic comes from one :func:`sweep_stats` reduction.
+  Bound (``d = fl(v') - v`` computed, ``c = gamma / (1 - gamma)``,
+  ``delta`` the backup's rounding): the smaller of two bounds, both true.
+
+  * Normalized rows: let ``T~`` be the backup with every row normalized to
+    sum 1 (``eta`` = the largest ``|row sum - 1|``), so ``||fl(T) v - T~ v||
+    <= delta' = delta + gamma eta ||v||``. MacQueen's bounds for ``T~`` with
+    ``T~ v = v' - e``, ``|e| <= delta'`` and ``d`` known to ``u |d|`` give
+    ``|w - V~*| <= B1 = c span(d) / 2 + delta' / (1 - gamma) + c u max|d| +
+    u (||w|| + 2 |shift|)``, and ``||V* - V~*|| <= gamma eta ||V~*|| / (1 -
+    gamma')`` with ``||V~*|| <= ||w|| + B1``. Its row term is ``~ gamma eta
+    |V| / (1 - gamma)`` whatever the iterate.
+  * Stored rows (MacQueen's bounds for rows whose sums lie in ``[rho_lo,
+    rho_hi] = [1 - eta, gamma' / gamma]``): with ``T v - v`` in ``[a, b] =
+    [min d - e, max d + e]`` (``e = delta + 2 u max|d|``) and ``k(rho) =
+    gamma rho / (1 - gamma rho)``, ``V* - T v`` lies in ``[min(a k(rho_lo),
+    a k(rho_hi)), max(b k(rho_lo), b k(rho_hi))]`` (sum the series ``V* - T
+    v = sum_{j >= 1} (gamma P)^j (T v - v)`` for the greedy policy from
+    below and an optimal one from above; ``P^j 1`` lies in ``[rho_lo^j,
+    rho_hi^j]``). So ``|w - V*| <= B1(delta) + max(0, -b D_lo, b D_hi, a
+    D_lo, -a D_hi) + c u max(|a|, |b|)`` with ``D_lo = c - k(rho_lo)``,
+    ``D_hi = k(rho_hi) - c``: its row term scales with ``|T v - v|``
+    instead of ``|v|``, and vanishes as a solver that re-levels its iterates
+    (:attr:`SpanConstants.relevel`) converges: rows off by ``eta`` then cost
+    a factor ``~ 2 gamma eta / (1 - gamma)`` per step instead of a floor.
+
+  ``floor`` (the part more steps cannot remove) is the stored-row bound's
+  rounding part when the solver re-levels, else the smaller bound at span
+  0. Non-finite results and an invalid discount (or modulus) give ``inf``.
+  Every statistic comes from one :func:`sweep_stats` reduction.
 
   Args:
     gamma: ``[]`` the discount; modulus: ``[]`` the modulus ``gamma'``.
@@ -570,13 +590,20 @@ class SpanConstants(NamedTuple):
   """The loop-invariant scalars of :func:`span_certificate`
   (:func:`span_constants`), each ``[]``: ``ok`` (the discount and modulus
   are in ``[0, 1)``), ``g`` / ``m`` the discount / modulus (0 when not
-  ``ok``), ``c = g / (1 - g)`` and ``eta`` the largest ``|row sum - 1|``."""
+  ``ok``), ``c = g / (1 - g)``, ``eta`` the largest ``|row sum - 1|``,
+  ``d_lo = c - k(1 - eta)`` and ``d_hi = k(m / g) - c`` (``k(rho) = g rho /
+  (1 - g rho)``; the stored-row bound's row coefficients) and ``relevel``
+  (``bool []``): whether a solver that can should fold the shift into its
+  iterate (:func:`span_constants`)."""
 
   ok: jax.Array
   g: jax.Array
   m: jax.Array
   c: jax.Array
   eta: jax.Array
+  d_lo: jax.Array
+  d_hi: jax.Array
+  relevel: jax.Array
 
 
 #: The span rule's noise level in ulps of ``||v'||`` (the sup rule's is 1).
@@ -589,12 +616,53 @@ class SpanConstants(NamedTuple):
 SPAN_NOISE = 4
 
 
-def span_constants(gamma, modulus, eta) -> SpanConstants:
+#: :func:`span_constants` re-levels only when ``gamma eta`` exceeds this many
+#: times the backup's rounding coefficients: rows off by rounding alone stay
+#: below it (float64 Garnet S=1000, A=K=10: ``gamma eta`` 1.66e-15 against
+#: coefficients of 1.55e-15), rows read with six decimals (``eta ~ 1e-6``)
+#: or scaled by ``1 + 1e-9`` in float64 are far above it.
+RELEVEL_MARGIN = 4
+
+
+def span_constants(gamma, modulus, eta, rounding: BackupRounding | None = None
+                   ) -> SpanConstants:
   """:class:`SpanConstants` of a discount ``gamma``, a modulus and ``eta``
-  (see :func:`span_certificate`)."""
+  (see :func:`span_certificate`).
+
+  ``rounding`` (the backup's :class:`BackupRounding`) is given by the
+  solvers that re-level: ``relevel`` is then ``gamma eta >``
+  :data:`RELEVEL_MARGIN` ``(value_coeff + next_coeff)``, i.e. the rows'
+  deviation costs the normalized-row bound clearly more (``~ gamma eta |V*|
+  / (1 - gamma)``) than re-levelled iterates (``|v| ~ |V*|``) cost in
+  rounding (``~ (value_coeff + next_coeff) |V*| / (1 - gamma)``), and ``4
+  gamma eta < 1 - gamma`` (the row term then shrinks by a factor ``~ 2
+  gamma eta / (1 - gamma) <= 1/2`` per step). Rows that sum to 1 up to
+  rounding never re-level, so their iterates (and float32's small
+  un-levelled iterates, whose rounding floor is lower) are unchanged. Without ``rounding``: False.
+  """
   ok = discount_ok(modulus) & discount_ok(gamma)
   g = jnp.where(ok, gamma, 0.0)
-  return SpanConstants(ok, g, jnp.where(ok, modulus, 0.0), g / (1 - g), jnp.asarray(eta))
+  m = jnp.where(ok, modulus, 0.0)
+  eta = jnp.asarray(eta)
+  e1 = jnp.clip(eta, 0.0, 1.0)  # row sums are >= 0: rho_lo = max(1 - eta, 0)
+  one_g = 1 - g
+  # c - k(1 - eta) = g eta / ((1 - g) (1 - g + g eta)); k(m / g) - c = (m -
+  # g) / ((1 - m) (1 - g)) (m - g exact where m / g is in [1/2, 2]).
+  d_lo = g * e1 / (one_g * (one_g + g * e1))
+  d_hi = (m - g) / ((1 - m) * one_g)
+  relevel = jnp.asarray(False)
+  if rounding is not None:  # and the row term shrinks by <= 1/2 per step
+    relevel = (ok & (g * eta > RELEVEL_MARGIN * (rounding.value_coeff + rounding.next_coeff))
+               & (4 * g * eta < one_g))
+  return SpanConstants(ok, g, m, g / one_g, eta, d_lo, d_hi, relevel)
+
+
+def relevelled(k: SpanConstants, v_new: jax.Array, shift: jax.Array):
+  """``(v_next [S], shift [])`` after a span step: ``(v_new + shift, 0)``
+  when ``k.relevel`` (the iterate carries the certified midpoint), else
+  ``(v_new, shift)``; the certified values ``v_next + shift`` are the same."""
+  return (jnp.where(k.relevel, v_new + shift, v_new),
+          jnp.where(k.relevel, 0.0, shift).astype(shift.dtype))
 
 
 def span_certificate_of(k: SpanConstants, rounding: BackupRounding, v: jax.Array,
@@ -603,28 +671,42 @@ def span_certificate_of(k: SpanConstants, rounding: BackupRounding, v: jax.Array
   (:func:`span_constants`); the same values."""
   dtype = v.dtype
   u = unit_roundoff(dtype)
-  ok, g, m, c, eta = k
+  ok, g, m, c, eta, d_lo, d_hi, relevel = k
   slack = 1 + 8 * u
   if stats is None:
     stats = sweep_stats(v, v_new)
   lo, hi = stats.d_min, stats.d_max
   shift = (c * (lo + hi) * 0.5).astype(dtype)
   span = stats.span
-  delta = rounding.of_norms(stats.v_norm, stats.next_norm) + g * eta * stats.v_norm
+  delta0 = rounding.of_norms(stats.v_norm, stats.next_norm)
+  delta = delta0 + g * eta * stats.v_norm
   w_norm = stats.next_norm + jnp.abs(shift)
+  # The stored-row bound's row term (see span_certificate): a, b enclose T v - v.
+  e = delta0 + 2 * u * stats.residual
+  a, b = lo - e, hi + e
+  row_term = jnp.maximum(jnp.maximum(jnp.maximum(-b * d_lo, b * d_hi),
+                                     jnp.maximum(a * d_lo, -a * d_hi)), 0.0)
+  row_term = (row_term + c * u * jnp.maximum(jnp.abs(a), jnp.abs(b))) * slack
 
-  def bound_of(half_span):
-    b1 = (c * half_span + delta / (1 - g) + c * 2 * u * stats.residual
-          + u * (w_norm + 2 * jnp.abs(shift))) * slack
-    b = (b1 + g * eta * (w_norm + b1) / (1 - m)) * slack
-    return jnp.where(ok & jnp.isfinite(b), b, jnp.inf).astype(dtype)
+  def finite(x):
+    return jnp.where(ok & jnp.isfinite(x), x, jnp.inf).astype(dtype)
 
+  def bounds_of(half_span):
+    tail = c * half_span + c * 2 * u * stats.residual + u * (w_norm + 2 * jnp.abs(shift))
+    b1 = (tail + delta / (1 - g)) * slack
+    normalized = (b1 + g * eta * (w_norm + b1) / (1 - m)) * slack
+    stored0 = (tail + delta0 / (1 - g)) * slack
+    return finite(normalized), finite(stored0 * slack), finite((stored0 + row_term) * slack)
+
+  normalized, _, stored = bounds_of(span * 0.5)
+  floor_normalized, floor_rounding, floor_stored = bounds_of(jnp.zeros_like(span))
   # The span of a difference of two rounded vectors, one of them a rounded
   # backup, is noise at several ulps of the values (the sup rule's 2 u ||v'||
   # is one ulp): SPAN_NOISE ulps. Below an unreachable tol the loop stops
   # once the span is at this level (protocol.certified_done).
   noise = (SPAN_NOISE * 2 * u * stats.next_norm).astype(dtype)
-  return span, bound_of(span * 0.5), bound_of(jnp.zeros_like(span)), noise, shift
+  floor = jnp.where(relevel, floor_rounding, jnp.minimum(floor_normalized, floor_stored))
+  return span, jnp.minimum(normalized, stored), floor, noise, shift
 
 
 def certified_solve(step: Callable, x0, tol, *, max_iters: int,

@@ -28,7 +28,7 @@ from jaxrl_dp.core.iteration import (backup_rounding, bellman_residual_bound,
                                      check_sweep_rtol, contraction_modulus, discount_ok,
                                      evaluation_sweeps,
                                      lower_bound_values, row_sum_stats,
-                                     span_certificate_of, span_constants,
+                                     relevelled, span_certificate_of, span_constants,
                                      sup_certificate, sup_norm_solve, sweep_stats)
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState,
@@ -386,7 +386,9 @@ def modified_policy_iteration(mdp: TabularMDP | FunctionalMDP, *, num_sweeps: in
       eps/2 |V*| / (1 - gamma)``, larger than that of
       ``value_iteration(stop="span")`` started at 0, whose iterates stay
       small and whose shift carries the values: use float64 for tight
-      tolerances.
+      tolerances. Rows that sum to 1 only within the validation's
+      tolerance: as for ``value_iteration(stop="span")`` (the shift is
+      folded into the iterate when their deviation is above rounding).
 
   The returned values are always a greedy step's (extrapolated for
   ``"span"``), so ``error_bound`` holds also when ``max_iters`` runs out
@@ -523,11 +525,12 @@ def _mpi(mdp, tol, v0, *, num_sweeps, max_iters, stop, block_rows=0, constant_st
     v = r.values[0]
   else:
     # The span rule's scalars once, outside the loop (XLA leaves them in it).
-    span_k = span_constants(gamma, modulus, row_sum_stats(mdp)[2])
+    span_k = span_constants(gamma, modulus, row_sum_stats(mdp)[2], rounding)
 
     def step(x, greedy=greedy):
       v, v_new, pi_new = greedy(x)
       span, bound, floor, noise, shift = span_certificate_of(span_k, rounding, v, v_new)
+      v_new, shift = relevelled(span_k, v_new, shift)
       return ((v_new, pi_new, jnp.asarray(False), shift) + last(span), span, bound, floor,
               noise)
 
@@ -584,7 +587,7 @@ def modified_policy_iteration_solver(num_sweeps: int = 20, stop: str = "sup",
     consts = (op.rounding(), jnp.asarray(op.modulus(), dtype))
     if stop == "span":  # the span rule's scalars once, not in every step
       consts += (span_constants(op.discount, consts[1],
-                                jnp.asarray(op.row_deviation(), dtype)),)
+                                jnp.asarray(op.row_deviation(), dtype), consts[0]),)
     return initial_state(v0, (consts, jnp.zeros(v0.shape, jnp.int32), jnp.asarray(True),
                               jnp.zeros((), dtype)))
 
@@ -604,6 +607,7 @@ def modified_policy_iteration_solver(num_sweeps: int = 20, stop: str = "sup",
       shift = jnp.zeros((), v.dtype)
     else:
       res, bound, floor, noise, shift = span_certificate_of(consts[2], rounding, v, v_new)
+      v_new, shift = relevelled(consts[2], v_new, shift)
     return SolverState(st.iteration + 1, v_new, res, bound, floor, noise,
                        (consts, pi_new, jnp.asarray(False), shift))
 

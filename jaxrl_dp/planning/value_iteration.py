@@ -11,7 +11,8 @@ from jaxrl_dp.core import bellman
 from jaxrl_dp.core.bellman import backup_block_rows
 from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
-from jaxrl_dp.core.iteration import span_certificate_of, span_constants, sup_certificate
+from jaxrl_dp.core.iteration import (relevelled, span_certificate_of, span_constants,
+                                     sup_certificate)
 from jaxrl_dp.core.operators import NominalOperator
 from jaxrl_dp.core.protocol import (IterativeSolver, SolverState, operator_bound,
                                     initial_state, iterative_solve)
@@ -74,7 +75,13 @@ def value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float = 1e-6,
       extrapolation ``V_{n+1} + gamma/(1-gamma) * (min + max)/2`` of the
       difference: the midpoint of MacQueen's bounds ``V_{n+1} + c*min <= V*
       <= V_{n+1} + c*max``. ``residual`` is ``span(V_{n+1} - V_n)``. Much
-      faster when gamma -> 1.
+      faster when gamma -> 1. Rows that sum to 1 only within the
+      validation's tolerance are certified against the stored model by
+      MacQueen's bounds for row sums in ``[1 - eta, 1 + eta]``; when ``eta``
+      is above the rounding level the iterate carries the shift (``V_{n+1}
+      + shift`` is backed up next: the same spans in exact arithmetic), so
+      that the rows' term shrinks with the residual
+      (:func:`~jaxrl_dp.core.iteration.span_certificate`).
 
   Rounding: the certified error cannot go below a floor of about ``(K + 3) *
   eps/2 * |V| / (1 - gamma)`` (``K`` nonzero transitions per row; more for
@@ -190,7 +197,10 @@ def value_iteration_solver(stop: str = "sup", zero_start: bool = False) -> Itera
   ``stop="sup"``: each step is one backup; its bound is ``(gamma' res +
   delta) / (1 - gamma')``. ``stop="span"``: the step also keeps MacQueen's
   midpoint shift in ``state.aux`` and the finalized values are ``v + shift``
-  (see :func:`~jaxrl_dp.core.iteration.span_certificate` for the bound). The
+  (see :func:`~jaxrl_dp.core.iteration.span_certificate` for the bound); when
+  the rows' deviation from 1 costs more than rounding
+  (:attr:`~jaxrl_dp.core.iteration.SpanConstants.relevel`) the shift is
+  folded into the iterate each step instead. The
   rounding bound and modulus are computed once in ``init`` (they read the
   whole model).
 
@@ -215,7 +225,8 @@ def value_iteration_solver(stop: str = "sup", zero_start: bool = False) -> Itera
     dtype = v0.dtype
     consts = (op.rounding(), jnp.asarray(op.modulus(), dtype))
     if stop == "span":  # the span rule's scalars once, not in every step
-      consts += (span_constants(op.discount, consts[1], jnp.asarray(op.row_deviation(), dtype)),
+      consts += (span_constants(op.discount, consts[1], jnp.asarray(op.row_deviation(), dtype),
+                                consts[0]),
                  jnp.zeros((), dtype))
     return initial_state(v0, consts)
 
@@ -234,6 +245,7 @@ def value_iteration_solver(stop: str = "sup", zero_start: bool = False) -> Itera
       return SolverState(st.iteration + 1, v_new, res, bound, floor, noise, st.aux)
     rounding, modulus, span_k, _ = st.aux
     span, bound, floor, noise, shift = span_certificate_of(span_k, rounding, v, v_new)
+    v_new, shift = relevelled(span_k, v_new, shift)
     return SolverState(st.iteration + 1, v_new, span, bound, floor, noise,
                        (rounding, modulus, span_k, shift))
 
