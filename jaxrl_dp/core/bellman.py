@@ -759,6 +759,25 @@ def is_deterministic_policy(policy: jax.Array) -> bool:
   return jnp.issubdtype(policy.dtype, jnp.integer)
 
 
+def check_policy_rank(policy: jax.Array, num_states_shape: tuple) -> bool:
+  """:func:`is_deterministic_policy`, after a static check of the policy's
+  rank against ``num_states_shape`` (``(S,)``): an integer policy holds one
+  action index per state (``[S]``), a float one a row of probabilities per
+  state (``[S, A]``). An integer one-hot ``[S, A]`` policy is refused with a
+  :class:`ValueError` naming ``policy`` (it used to fail deep inside a
+  gather, with no field named). Costs nothing at run time (shapes are
+  static under ``jit``)."""
+  det = is_deterministic_policy(policy)
+  want = len(num_states_shape) + (0 if det else 1)
+  if policy.ndim != want:
+    kind = ("an integer policy holds one action index per state, shape [S] = "
+            f"{tuple(num_states_shape)} (cast a one-hot [S, A] policy to float)" if det
+            else f"a float policy holds action probabilities, shape [S, A] with S = "
+            f"{tuple(num_states_shape)}")
+    raise ValueError(f"policy: got shape {tuple(policy.shape)} ({policy.dtype}); {kind}")
+  return det
+
+
 def uniform_policy(action_mask: jax.Array) -> jax.Array:
   """Uniform over valid actions: ``bool [..., A]`` -> ``float [..., A]``.
 
@@ -810,7 +829,7 @@ def policy_value_from_q(q: jax.Array, policy: jax.Array) -> jax.Array:
   Returns:
     ``[S]`` values of the policy.
   """
-  if is_deterministic_policy(policy):
+  if check_policy_rank(policy, q.shape[:1]):
     return jnp.take_along_axis(q, policy[:, None], axis=1)[:, 0]
   return jnp.sum(jnp.where(policy > 0, policy * q, 0.0), axis=-1)
 
@@ -843,7 +862,7 @@ def policy_transitions(mdp: TabularMDP,
     ``probs[s, a*K + k] = pi(a|s) P[s, a, k]``.
   """
   s, a = mdp.rewards.shape
-  if is_deterministic_policy(policy):
+  if check_policy_rank(policy, (s,)):
     rows = jnp.take_along_axis(mdp.probs, policy[:, None, None], axis=1)[:, 0]
     if mdp.next_states is not None:  # mdp.is_sparse
       ns = jnp.take_along_axis(mdp.next_states, policy[:, None, None], axis=1)[:, 0]

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxrl_dp as jd
 from jaxrl_dp.core import bellman
 
 
@@ -419,3 +420,27 @@ def test_optimality_rows_equals_numpy_block_backup(monkeypatch, sparse, per_slot
       got = np.asarray(rows(mdp, jnp.asarray(v), jnp.asarray(start), size))
       lo = min(start, s - size)
       np.testing.assert_allclose(got, t_ref[lo:lo + size], rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_integer_one_hot_policy_is_refused_by_name(layout):
+  # An int one-hot [S, A] policy used to fail inside a gather ("indices and
+  # arr must have the same number of dimensions"); it is refused statically
+  # (under jit too) naming the field, and its float cast equals the index
+  # policy (the NumPy backup r_pi + gamma P_pi v as reference).
+  rng = np.random.default_rng(5)
+  p = rng.dirichlet(np.ones(3), size=(3, 2))
+  r = rng.normal(size=(3, 2))
+  mdp = jd.TabularMDP.from_dense(p, r, 0.9)
+  if layout == "sparse":
+    mdp = mdp.to_sparse()
+  idx = np.array([0, 1, 0])
+  one_hot = np.eye(2, dtype=np.int32)[idx]
+  v = rng.normal(size=3)
+  with pytest.raises(ValueError, match=r"policy: got shape \(3, 2\) \(int32\)"):
+    jax.jit(bellman.policy_backup)(mdp, jnp.asarray(one_hot), jnp.asarray(v, jnp.float32))
+  with pytest.raises(ValueError, match="float policy holds action probabilities"):
+    bellman.policy_backup(mdp, jnp.ones((3,), jnp.float32), jnp.asarray(v, jnp.float32))
+  want = r[np.arange(3), idx] + 0.9 * p[np.arange(3), idx] @ v
+  got = bellman.policy_backup(mdp, jnp.asarray(one_hot, jnp.float32), jnp.asarray(v, jnp.float32))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
