@@ -36,7 +36,8 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrl_dp.core.iteration import contraction_bound, sweep_stats, unit_roundoff
+from jaxrl_dp.core.iteration import (bellman_residual_bound, contraction_bound, sweep_stats,
+                                     unit_roundoff)
 from jaxrl_dp.core.functional import FunctionalMDP
 from jaxrl_dp.core.functional_solvers import solve_functional
 from jaxrl_dp.core.mdp import TabularMDP, check_solver_input
@@ -357,9 +358,27 @@ def gauss_seidel_solver(*, blocks: Optional[int] = None, omega: float = 1.0,
 
   def finalize(op, st, tol, valid):
     v = st.values if stop == "sup" else st.values + st.aux.shift
+    # A loop that ran out of max_iters on a sweep step (no certificate
+    # there: inf) gets the Bellman residual bound of the returned values,
+    # from one more backup; a certified last step costs nothing more.
+    st = jax.lax.cond(jnp.isinf(st.error_bound) & jnp.all(jnp.isfinite(v)),
+                      lambda s: s._replace(error_bound=residual_bound(op, s.aux.consts, v)),
+                      lambda s: s, st)
     return greedy_solution(op, v, st, tol, valid)
 
   return IterativeSolver(init=init, step=step, finalize=finalize)
+
+
+def residual_bound(op, consts, v: jax.Array) -> jax.Array:
+  """``[]`` the bound ``((1 + u) ||fl(T) v - v|| + delta) / (1 - gamma')`` on
+  ``||v - V*||`` for ANY values ``v [S]``
+  (:func:`~jaxrl_dp.core.iteration.bellman_residual_bound`), from one
+  backup; ``consts`` = ``(rounding, modulus, ...)``."""
+  rounding, modulus = consts[:2]
+  g = op.apply(v)[0]
+  st = sweep_stats(v, g)
+  return bellman_residual_bound(st.residual, rounding.of_norms(st.v_norm, st.next_norm),
+                                modulus)
 
 
 def _check_options(blocks, omega, ranking, full_every, num_states):
@@ -435,8 +454,10 @@ def gauss_seidel_value_iteration(mdp: TabularMDP | FunctionalMDP, *, tol: float 
   between are uncertified sweeps. ``converged`` is ``error_bound <= tol``; a
   ``tol`` below the rounding floor stops at the floor with ``converged =
   False``; ``max_iters`` (steps) is never changed, and when it runs out on
-  an uncertified sweep ``error_bound`` is ``inf``; a discount outside ``[0,
-  1)`` (a traced one too) runs nothing and gives ``error_bound = inf``.
+  an uncertified sweep ``error_bound`` is the Bellman residual bound of the
+  returned values, ``((1 + u) ||T V - V|| + delta) / (1 - gamma')`` (one
+  more backup; it was ``inf``); a discount outside ``[0, 1)`` (a traced one
+  too) runs nothing and gives ``error_bound = inf``.
 
   Derivatives (tabular MDPs): ``jax.grad``, ``jax.vjp`` and ``jax.jvp``
   work by the implicit function theorem at the fixed point of ``T_pi`` for

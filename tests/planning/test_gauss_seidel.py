@@ -341,3 +341,18 @@ def test_no_retrace_across_tols_and_discounts(monkeypatch):
   for gamma, tol in ((0.9, 1e-3), (0.95, 1e-2), (0.99, 0.5)):
     m, _ = _mdp("sparse", gamma, seed=1)
     mod.gauss_seidel_value_iteration(m, tol=tol, omega=1.2, ranking=0.3)
+
+
+@pytest.mark.parametrize("options", [dict(stop="span"), dict(stop="sup", omega=1.2)])
+def test_max_iters_on_a_sweep_step_still_gives_a_finite_bound(options):
+  # The loop runs out on an uncertified sweep step (7 steps; Jacobi backups
+  # certify every full_every-th one): the returned values used to carry
+  # error_bound = inf; finalize now bounds them by their Bellman residual.
+  # Reference: float64 NumPy policy iteration of the stored model.
+  mdp, mask = _mdp("sparse", 0.99, seed=4)
+  v_star = _reference(mdp, mask)[0]
+  sol = jd.gauss_seidel_value_iteration(mdp, tol=1e-9, max_iters=7, **options)
+  err = np.abs(np.asarray(sol.values, np.float64) - v_star).max()
+  bound = float(sol.error_bound)
+  assert int(sol.iterations) == 7 and not bool(sol.converged)
+  assert np.isfinite(bound) and err <= bound, (err, bound)
